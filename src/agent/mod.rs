@@ -1,0 +1,264 @@
+//! `dtcprobe agent` (the far side, a long-running service) and `dtcprobe peer` (the near side,
+//! one invocation covering both directions).
+//!
+//! - [`protocol`]: pure framing, messages, HMAC authentication and replay protection.
+//! - [`server`]: the agent: sessions, callback, reverse checks, the allow-list policy.
+//! - [`client`]: the near side: the agent session, the callback listener, the combined report.
+//!
+//! Security model: the agent authenticates every request with a pre-shared key (HMAC-SHA256 over
+//! a server nonce, a timestamp and the request). It never acts as a scanner or proxy: a callback
+//! only goes to the source address of the authenticated connection, and reverse checks only to
+//! that address or to hosts listed in the agent's own `allow` list.
+
+pub mod client;
+pub mod protocol;
+pub mod server;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// The agent's config file (`-c agent.toml`). Every key is optional.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    pub listen: Option<String>,
+    /// This host's zone, reported to the near side (reverse checks run `from` it).
+    pub zone: Option<String>,
+    /// This host's MSDTC CID, when known; the near side compares it with its own.
+    pub cid: Option<String>,
+    /// Hosts (and optionally ports) reverse checks may target besides the caller itself.
+    pub allow: Vec<AllowEntry>,
+    pub max_sessions: usize,
+    /// Bound on the whole request (callback and reverse checks included).
+    pub request_timeout: Duration,
+    /// A frame must arrive whole within this time: slow or silent clients are dropped.
+    pub frame_timeout: Duration,
+    /// Cap on the per-hop timeout a near side may ask for.
+    pub max_hop_timeout: Duration,
+    /// Cap on reverse checks per request.
+    pub max_reverse_checks: usize,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            listen: None,
+            zone: None,
+            cid: None,
+            allow: Vec::new(),
+            max_sessions: 16,
+            request_timeout: Duration::from_secs(60),
+            frame_timeout: Duration::from_secs(10),
+            max_hop_timeout: Duration::from_secs(10),
+            max_reverse_checks: 32,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+#[error("{path}:{line}:{column}: {message}")]
+pub struct AgentConfigError {
+    pub path: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgentConfig {
+    listen: Option<String>,
+    zone: Option<String>,
+    cid: Option<String>,
+    #[serde(default)]
+    allow: Vec<toml::Spanned<String>>,
+    max_sessions: Option<toml::Spanned<usize>>,
+    request_timeout: Option<toml::Spanned<String>>,
+    frame_timeout: Option<toml::Spanned<String>>,
+    max_hop_timeout: Option<toml::Spanned<String>>,
+    max_reverse_checks: Option<usize>,
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<AgentConfig, AgentConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| AgentConfigError {
+            path: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read agent config: {e}"),
+        })?;
+        AgentConfig::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, AgentConfigError> {
+        let at = |offset: usize, message: String| {
+            let (line, column) = crate::config::line_column(text, offset);
+            AgentConfigError { path: path.to_path_buf(), line, column, message }
+        };
+        let raw: RawAgentConfig = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map(|s| s.start).unwrap_or(0);
+            at(offset, e.message().lines().next().unwrap_or("invalid TOML").to_string())
+        })?;
+        let duration = |v: &Option<toml::Spanned<String>>, default: Duration| -> Result<Duration, AgentConfigError> {
+            match v {
+                None => Ok(default),
+                Some(s) => match humantime::parse_duration(s.get_ref()) {
+                    Ok(d) if !d.is_zero() => Ok(d),
+                    Ok(_) => Err(at(s.span().start, "duration must be greater than zero".into())),
+                    Err(e) => Err(at(s.span().start, format!("invalid duration `{}`: {e}", s.get_ref()))),
+                },
+            }
+        };
+        let d = AgentConfig::default();
+        let mut allow = Vec::new();
+        for entry in &raw.allow {
+            allow.push(AllowEntry::parse(entry.get_ref()).map_err(|m| at(entry.span().start, m))?);
+        }
+        let max_sessions = match raw.max_sessions {
+            Some(s) if *s.get_ref() == 0 => return Err(at(s.span().start, "`max_sessions` must be at least 1".into())),
+            Some(s) => s.into_inner(),
+            None => d.max_sessions,
+        };
+        Ok(AgentConfig {
+            listen: raw.listen,
+            zone: raw.zone,
+            cid: raw.cid,
+            allow,
+            max_sessions,
+            request_timeout: duration(&raw.request_timeout, d.request_timeout)?,
+            frame_timeout: duration(&raw.frame_timeout, d.frame_timeout)?,
+            max_hop_timeout: duration(&raw.max_hop_timeout, d.max_hop_timeout)?,
+            max_reverse_checks: raw.max_reverse_checks.unwrap_or(d.max_reverse_checks),
+        })
+    }
+}
+
+/// One `allow` entry: `host` (any port on it) or `host:port` / `[v6]:port`. Hosts compare
+/// case-insensitively, as written: the agent does not resolve names to match them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowEntry {
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl AllowEntry {
+    pub fn parse(text: &str) -> Result<AllowEntry, String> {
+        let text = text.trim();
+        let bad = || format!("invalid allow entry `{text}` (expected HOST, HOST:PORT or [IPv6]:PORT)");
+        if text.is_empty() || text.contains('/') || text.contains(char::is_whitespace) {
+            return Err(bad());
+        }
+        if let Some(rest) = text.strip_prefix('[') {
+            let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':').ok_or_else(bad)?.parse::<u16>().map_err(|_| bad())?),
+            };
+            return Ok(AllowEntry { host: host.to_ascii_lowercase(), port });
+        }
+        match text.matches(':').count() {
+            0 => Ok(AllowEntry { host: text.to_ascii_lowercase(), port: None }),
+            1 => {
+                let (host, port) = text.split_once(':').expect("one colon");
+                if host.is_empty() {
+                    return Err(bad());
+                }
+                Ok(AllowEntry { host: host.to_ascii_lowercase(), port: Some(port.parse().map_err(|_| bad())?) })
+            }
+            // A bare IPv6 address: any port.
+            _ => Ok(AllowEntry { host: text.to_ascii_lowercase(), port: None }),
+        }
+    }
+
+    pub fn matches(&self, host: &str, port: Option<u16>) -> bool {
+        if !self.host.eq_ignore_ascii_case(host) {
+            return false;
+        }
+        match self.port {
+            None => true,
+            Some(p) => port == Some(p),
+        }
+    }
+}
+
+/// The port a target URL connects to: explicit, else the scheme's default.
+pub fn url_port(url: &url::Url) -> Option<u16> {
+    url.port().or(match url.scheme() {
+        "epm" => Some(135),
+        "mssql" => Some(1433),
+        "postgres" => Some(5432),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_entries() {
+        let cases: &[(&str, Option<(&str, Option<u16>)>)] = &[
+            ("sql01", Some(("sql01", None))),
+            ("SQL01:1433", Some(("sql01", Some(1433)))),
+            ("10.0.0.5:135", Some(("10.0.0.5", Some(135)))),
+            ("[2001:db8::1]:135", Some(("2001:db8::1", Some(135)))),
+            ("[2001:db8::1]", Some(("2001:db8::1", None))),
+            ("2001:db8::1", Some(("2001:db8::1", None))),
+            ("", None),
+            (":135", None),
+            ("host:notaport", None),
+            ("host:99999", None),
+            ("10.0.0.0/8", None),
+            ("[::1]x", None),
+        ];
+        for (text, want) in cases {
+            let got = AllowEntry::parse(text).ok();
+            let want = want.map(|(h, p)| AllowEntry { host: h.to_string(), port: p });
+            assert_eq!(got, want, "{text}");
+        }
+        let e = AllowEntry::parse("sql01:1433").unwrap();
+        assert!(e.matches("SQL01", Some(1433)));
+        assert!(!e.matches("sql01", Some(1434)));
+        assert!(!e.matches("sql01", None));
+        assert!(!e.matches("sql011", Some(1433)));
+        assert!(AllowEntry::parse("sql01").unwrap().matches("sql01", Some(1)));
+    }
+
+    #[test]
+    fn config_parses_and_locates_errors() {
+        let text = "zone = \"dmz\"\nallow = [\"sql01:1433\", \"dc01\"]\nmax_sessions = 4\nframe_timeout = \"2s\"\n";
+        let c = AgentConfig::parse(text, Path::new("a.toml")).unwrap();
+        assert_eq!(c.zone.as_deref(), Some("dmz"));
+        assert_eq!(c.allow.len(), 2);
+        assert_eq!(c.max_sessions, 4);
+        assert_eq!(c.frame_timeout, Duration::from_secs(2));
+        assert_eq!(c.request_timeout, Duration::from_secs(60));
+
+        let cases: &[(&str, usize, &str)] = &[
+            ("bogus = 1\n", 1, "unknown field"),
+            ("zone = \"a\"\nallow = [\"x:y\"]\n", 2, "invalid allow entry"),
+            ("max_sessions = 0\n", 1, "at least 1"),
+            ("\n\nframe_timeout = \"soon\"\n", 3, "invalid duration"),
+        ];
+        for (text, line, needle) in cases {
+            let e = AgentConfig::parse(text, Path::new("a.toml")).unwrap_err();
+            assert_eq!(e.line, *line, "{text}: {e}");
+            assert!(e.to_string().contains(needle), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn url_ports() {
+        let cases = [
+            ("tcp://h:22", Some(22)),
+            ("epm://h", Some(135)),
+            ("mssql://u@h/db", Some(1433)),
+            ("dns://h", None),
+        ];
+        for (u, p) in cases {
+            assert_eq!(url_port(&url::Url::parse(u).unwrap()), p, "{u}");
+        }
+    }
+}

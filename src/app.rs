@@ -1,0 +1,130 @@
+//! The edge: wires the parsed command line to the library, owns the runtime, logging, signals and
+//! exit codes. The only place that uses `anyhow`.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+
+use anyhow::Context;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{CheckArgs, Cli, Command, InitArgs};
+use crate::exit;
+use crate::plan;
+use crate::report::{self, RenderOptions};
+use crate::runner::{self, RunOptions};
+
+/// The example written by `dtcprobe init` (also shipped as config/example.toml).
+pub const EXAMPLE_CONFIG: &str = include_str!("../config/example.toml");
+
+pub fn main(cli: Cli) -> u8 {
+    init_logging(cli.verbose);
+    raise_open_file_limit();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dtcprobe: cannot start the async runtime: {e}");
+            return exit::INCONCLUSIVE;
+        }
+    };
+    match cli.command {
+        Command::Check(args) => runtime.block_on(check(args)),
+        Command::Init(args) => match init(&args) {
+            Ok(path) => {
+                println!("wrote {}", path.display());
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("dtcprobe init: {e:#}");
+                exit::USAGE
+            }
+        },
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "dtcprobe=info",
+        2 => "dtcprobe=debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && !no_color())
+        .try_init();
+}
+
+fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
+/// Large runs hold one socket per concurrent hop; the usual soft limit of 1024 would turn a
+/// `--concurrency 1000` run into spurious "too many open files" faults.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max.min(1 << 20);
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+async fn check(args: CheckArgs) -> u8 {
+    let plan = match plan::build(&args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("dtcprobe: {e}");
+            return e.exit_code();
+        }
+    };
+    let opts = RunOptions {
+        timeout: plan.timeout,
+        concurrency: plan.concurrency,
+        progress: None,
+    };
+    let report = tokio::select! {
+        r = runner::run_plan(&plan.checks, &opts) => r,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("dtcprobe: interrupted");
+            return exit::INTERRUPTED;
+        }
+    };
+    let color = std::io::stdout().is_terminal() && !no_color();
+    let exporter = report::exporter_for(args.format, RenderOptions { color });
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = exporter
+        .render(&report, &mut stdout)
+        .and_then(|_| stdout.flush())
+    {
+        // A closed pipe (`| head`) is not worth a scary message, but the run is not clean either.
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("dtcprobe: cannot write the report: {e}");
+        }
+        return exit::INCONCLUSIVE;
+    }
+    exit::for_report(&report, args.fail_on)
+}
+
+fn init(args: &InitArgs) -> anyhow::Result<std::path::PathBuf> {
+    let path = args.dir.join("dtcprobe.toml");
+    if path.exists() && !args.force {
+        anyhow::bail!("{} exists; use --force to overwrite", path.display());
+    }
+    if !args.dir.as_os_str().is_empty() && !Path::new(&args.dir).exists() {
+        std::fs::create_dir_all(&args.dir)
+            .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    }
+    std::fs::write(&path, EXAMPLE_CONFIG)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}

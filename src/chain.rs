@@ -1,0 +1,203 @@
+//! Running a check as a chain of hops: each hop timed and bounded by the hop timeout; a hop that
+//! fails makes the hops after it `skip` (they depend on it), reported with the reason.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::report::model::{Cause, HopKind, HopResult};
+use crate::resolver::DnsResolver;
+
+/// Shared by every check of a run.
+#[derive(Clone)]
+pub struct RunContext {
+    /// Per-hop timeout (the check's own, or `--timeout`).
+    pub hop_timeout: Duration,
+    pub resolver: Arc<DnsResolver>,
+}
+
+/// What a hop hands back: its result, and on success the value later hops build on
+/// (resolved addresses, an open connection, a port number...).
+pub struct HopOutput<T> {
+    pub result: HopResult,
+    pub value: Option<T>,
+}
+
+impl<T> HopOutput<T> {
+    pub fn ok(result: HopResult, value: T) -> Self {
+        HopOutput {
+            result,
+            value: Some(value),
+        }
+    }
+
+    /// A result that stops the chain (or a pass/warn with nothing to pass on).
+    pub fn stop(result: HopResult) -> Self {
+        HopOutput {
+            result,
+            value: None,
+        }
+    }
+}
+
+pub struct Chain {
+    planned: Vec<HopKind>,
+    results: Vec<HopResult>,
+    hop_timeout: Duration,
+}
+
+impl Chain {
+    /// `planned` lists the hops the check would run if all pass, in order: the ones not reached
+    /// are reported as `skip`.
+    pub fn new(planned: Vec<HopKind>, hop_timeout: Duration) -> Chain {
+        Chain {
+            planned,
+            results: Vec::new(),
+            hop_timeout,
+        }
+    }
+
+    pub fn hop_timeout(&self) -> Duration {
+        self.hop_timeout
+    }
+
+    /// Runs one hop under the hop timeout (a safety net: hops apply their own, more precise
+    /// timeouts), times it, records the result, and returns the value for the next hop if the
+    /// chain may continue.
+    pub async fn step<T, F>(&mut self, kind: HopKind, hop: F) -> Option<T>
+    where
+        F: Future<Output = HopOutput<T>>,
+    {
+        self.step_with_timeout(kind, self.hop_timeout, hop).await
+    }
+
+    /// As [`Chain::step`], for hops that legitimately need longer than one hop timeout (several
+    /// round trips).
+    pub async fn step_with_timeout<T, F>(
+        &mut self,
+        kind: HopKind,
+        limit: Duration,
+        hop: F,
+    ) -> Option<T>
+    where
+        F: Future<Output = HopOutput<T>>,
+    {
+        let started = Instant::now();
+        // The outer bound gets a small grace so a hop's own timeout, which words the cause
+        // precisely, normally fires first.
+        let grace = limit + Duration::from_millis(250);
+        let output = match tokio::time::timeout(grace, hop).await {
+            Ok(output) => output,
+            Err(_) => HopOutput::stop(
+                HopResult::fail(
+                    kind,
+                    Cause::Timeout,
+                    format!("no answer within {}", humantime::format_duration(limit)),
+                )
+                .with_hint(
+                    "the peer accepted the connection but stopped answering: a hung service, or a \
+                     firewall/IPS that lets the handshake through and then drops the traffic",
+                ),
+            ),
+        };
+        let mut result = output.result;
+        debug_assert_eq!(
+            result.hop, kind,
+            "hop result recorded under another hop kind"
+        );
+        result.hop = kind;
+        if result.duration_seconds.is_zero() {
+            result.duration_seconds = started.elapsed();
+        }
+        let go_on = result.lets_chain_continue();
+        self.results.push(result);
+        if go_on {
+            output.value
+        } else {
+            None
+        }
+    }
+
+    /// Records a result computed elsewhere (e.g. a hop whose value was already known).
+    pub fn record(&mut self, result: HopResult) -> bool {
+        let go_on = result.lets_chain_continue();
+        self.results.push(result);
+        go_on
+    }
+
+    pub fn results(&self) -> &[HopResult] {
+        &self.results
+    }
+
+    /// Closes the chain: planned hops that never ran become `skip`, naming the hop that stopped
+    /// the chain.
+    pub fn finish(mut self) -> Vec<HopResult> {
+        let blocker = self
+            .results
+            .iter()
+            .rev()
+            .find(|r| !r.lets_chain_continue())
+            .map(|r| r.hop.as_str());
+        let mut ran: Vec<HopKind> = self.results.iter().map(|r| r.hop).collect();
+        for kind in self.planned.drain(..) {
+            if let Some(pos) = ran.iter().position(|k| *k == kind) {
+                ran.remove(pos);
+                continue;
+            }
+            let detail = match blocker {
+                Some(b) => format!("not run: depends on `{b}`, which did not pass"),
+                None => "not run".to_string(),
+            };
+            self.results.push(HopResult::skip(kind, detail));
+        }
+        self.results
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::model::Status;
+
+    #[tokio::test]
+    async fn failed_hop_skips_the_rest() {
+        let mut chain = Chain::new(
+            vec![HopKind::Resolve, HopKind::Tcp, HopKind::Login],
+            Duration::from_secs(1),
+        );
+        let v = chain
+            .step(HopKind::Resolve, async {
+                HopOutput::ok(HopResult::pass(HopKind::Resolve, "ok"), 7)
+            })
+            .await;
+        assert_eq!(v, Some(7));
+        let v: Option<()> = chain
+            .step(HopKind::Tcp, async {
+                HopOutput::stop(HopResult::fail(HopKind::Tcp, Cause::Refused, "rst"))
+            })
+            .await;
+        assert!(v.is_none());
+        let hops = chain.finish();
+        assert_eq!(hops.len(), 3);
+        assert_eq!(hops[2].hop, HopKind::Login);
+        assert_eq!(hops[2].status, Status::Skip);
+        assert!(hops[2].detail.contains("tcp"), "{}", hops[2].detail);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_hop_is_cut_off_with_timeout() {
+        let mut chain = Chain::new(vec![HopKind::Login], Duration::from_secs(2));
+        let v: Option<()> = chain
+            .step(HopKind::Login, async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                HopOutput::stop(HopResult::pass(HopKind::Login, "never"))
+            })
+            .await;
+        assert!(v.is_none());
+        let hops = chain.finish();
+        assert_eq!(hops[0].cause, Some(Cause::Timeout));
+        assert!(hops[0].duration_seconds < Duration::from_secs(3));
+    }
+}

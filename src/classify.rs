@@ -1,0 +1,207 @@
+//! Pure classification of what came back from a TCP connect attempt into a cause a sysadmin can act
+//! on. No I/O here: the tcp hop (and every hop that opens a TCP connection: epm, rpc_port, callback,
+//! login) feeds it the error it got, and the table tests below pin each mapping.
+
+use std::io;
+use std::time::Duration;
+
+use crate::report::model::Cause;
+
+/// What the connect attempt ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectOutcome {
+    /// The SYN-ACK came back.
+    Connected,
+    /// Nothing at all came back before our own deadline.
+    NoReply(Duration),
+    /// The OS reported an error: its kind and, where known, the raw OS error number.
+    Error(io::ErrorKind, Option<i32>),
+}
+
+impl ConnectOutcome {
+    pub fn from_io_error(e: &io::Error) -> ConnectOutcome {
+        ConnectOutcome::Error(e.kind(), e.raw_os_error())
+    }
+}
+
+/// A classified failure: the cause, a one-line detail of what was observed, and what to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classified {
+    pub cause: Cause,
+    pub detail: String,
+    pub hint: &'static str,
+}
+
+pub const HINT_TIMEOUT: &str = "no reply at all: packets silently dropped, typical of a firewall DROP \
+rule between zones (or a host that is powered off); firewall logs may not show it if logging is off \
+for the rule. Check the rules on every firewall between the zones for this port, in this direction";
+pub const HINT_REFUSED: &str = "refused: the host is up and answered with a TCP reset, so nothing \
+listens on that port (service stopped, wrong port or named instance) or a firewall rejects with \
+tcp-reset. Check the service on the server (`ss -ltn` / `netstat -ano`)";
+pub const HINT_HOST_UNREACHABLE: &str =
+    "ICMP host unreachable: a router (or the host's own subnet) \
+says the address cannot be reached: host down, ARP failing on the last hop, or a reject rule using \
+host-unreachable. Check the address is right and the host is up";
+pub const HINT_NET_UNREACHABLE: &str =
+    "no route to that network: this host or a router on the way has \
+no route for the address (or answered ICMP net unreachable). Check routing tables and VPN/VLAN \
+membership for the target zone";
+pub const HINT_PROHIBITED: &str = "ICMP administratively prohibited: a firewall between the zones \
+rejects this traffic explicitly (nftables/iptables `reject with icmp admin-prohibited`, an ACL, or a \
+host firewall). The rule exists and should appear in that firewall's logs; ask for this port to be \
+opened in this direction";
+pub const HINT_LOCAL_FIREWALL: &str =
+    "this host's own firewall (output rules) refused to send the \
+connection: check the local firewall (nft list ruleset / Windows Firewall outbound rules)";
+pub const HINT_RESET: &str =
+    "the connection was reset during setup: a firewall or IPS that resets \
+unwanted sessions, or a service that crashed on accept";
+pub const HINT_NO_LOCAL_ADDRESS: &str = "this host has no usable source address for the target \
+(interface down or address family not configured)";
+pub const HINT_UNKNOWN: &str =
+    "an unexpected error from the operating system; run with -v for details";
+
+// Linux errno values the std ErrorKind folds together but a sysadmin needs apart. The numbers are
+// the same on every Linux architecture dtcprobe builds for.
+const EPERM: i32 = 1;
+const ENONET: i32 = 64;
+const EHOSTDOWN: i32 = 112;
+
+/// Maps a connect outcome to a cause. `Connected` is not a failure and yields `None`.
+pub fn classify_connect(outcome: ConnectOutcome) -> Option<Classified> {
+    use io::ErrorKind as K;
+    let classified = |cause, detail: &str, hint| Classified {
+        cause,
+        detail: detail.to_string(),
+        hint,
+    };
+    match outcome {
+        ConnectOutcome::Connected => None,
+        ConnectOutcome::NoReply(t) => Some(Classified {
+            cause: Cause::Timeout,
+            detail: format!(
+                "timed out after {}: no SYN-ACK, no reset, no ICMP",
+                humantime::format_duration(t)
+            ),
+            hint: HINT_TIMEOUT,
+        }),
+        ConnectOutcome::Error(kind, raw) => Some(match (kind, raw) {
+            (_, Some(EPERM)) if cfg!(target_os = "linux") => classified(
+                Cause::Prohibited,
+                "not permitted: blocked by this host's own firewall",
+                HINT_LOCAL_FIREWALL,
+            ),
+            (K::ConnectionRefused, _) => {
+                classified(Cause::Refused, "refused: TCP reset received", HINT_REFUSED)
+            }
+            (K::TimedOut, _) => Classified {
+                cause: Cause::Timeout,
+                detail: "timed out (operating system connect timeout): no reply".into(),
+                hint: HINT_TIMEOUT,
+            },
+            (K::PermissionDenied, _) => classified(
+                Cause::Prohibited,
+                "rejected: ICMP administratively prohibited received",
+                HINT_PROHIBITED,
+            ),
+            (K::HostUnreachable, _) => classified(
+                Cause::Unreachable,
+                "unreachable: ICMP host unreachable received",
+                HINT_HOST_UNREACHABLE,
+            ),
+            (_, Some(EHOSTDOWN | ENONET)) if cfg!(target_os = "linux") => classified(
+                Cause::Unreachable,
+                "unreachable: host down",
+                HINT_HOST_UNREACHABLE,
+            ),
+            (K::NetworkUnreachable, _) => classified(
+                Cause::Unreachable,
+                "unreachable: no route to the network",
+                HINT_NET_UNREACHABLE,
+            ),
+            (K::ConnectionReset | K::ConnectionAborted, _) => {
+                classified(Cause::Reset, "connection reset during setup", HINT_RESET)
+            }
+            (K::AddrNotAvailable, _) => classified(
+                Cause::Unreachable,
+                "no usable local address for this destination",
+                HINT_NO_LOCAL_ADDRESS,
+            ),
+            (other, _) => Classified {
+                cause: Cause::Internal,
+                detail: format!("unexpected connect error: {other}"),
+                hint: HINT_UNKNOWN,
+            },
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use io::ErrorKind as K;
+
+    #[test]
+    fn table() {
+        // (observed outcome, expected cause) — one row per thing a network can answer.
+        let rows: &[(ConnectOutcome, Cause)] = &[
+            (
+                ConnectOutcome::NoReply(Duration::from_secs(3)),
+                Cause::Timeout,
+            ),
+            (
+                ConnectOutcome::Error(K::ConnectionRefused, Some(111)),
+                Cause::Refused,
+            ),
+            (
+                ConnectOutcome::Error(K::TimedOut, Some(110)),
+                Cause::Timeout,
+            ),
+            (
+                ConnectOutcome::Error(K::PermissionDenied, Some(13)),
+                Cause::Prohibited,
+            ),
+            (
+                ConnectOutcome::Error(K::HostUnreachable, Some(113)),
+                Cause::Unreachable,
+            ),
+            (
+                ConnectOutcome::Error(K::NetworkUnreachable, Some(101)),
+                Cause::Unreachable,
+            ),
+            (
+                ConnectOutcome::Error(K::ConnectionReset, Some(104)),
+                Cause::Reset,
+            ),
+            (
+                ConnectOutcome::Error(K::AddrNotAvailable, Some(99)),
+                Cause::Unreachable,
+            ),
+            (ConnectOutcome::Error(K::Other, None), Cause::Internal),
+        ];
+        for (outcome, cause) in rows {
+            let c = classify_connect(*outcome).expect("a failure");
+            assert_eq!(c.cause, *cause, "{outcome:?}");
+            assert!(!c.hint.is_empty() && !c.detail.is_empty());
+        }
+        assert_eq!(classify_connect(ConnectOutcome::Connected), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn linux_errno_refinements() {
+        let local =
+            classify_connect(ConnectOutcome::Error(K::PermissionDenied, Some(EPERM))).unwrap();
+        assert_eq!(local.cause, Cause::Prohibited);
+        assert_eq!(local.hint, HINT_LOCAL_FIREWALL);
+        let down = classify_connect(ConnectOutcome::Error(K::Other, Some(EHOSTDOWN))).unwrap();
+        assert_eq!(down.cause, Cause::Unreachable);
+    }
+
+    #[test]
+    fn timeout_hint_says_silently_dropped() {
+        let c = classify_connect(ConnectOutcome::NoReply(Duration::from_millis(1500))).unwrap();
+        assert!(c.hint.contains("silently dropped"));
+        assert!(c.detail.contains("1s 500ms"), "{}", c.detail);
+    }
+}

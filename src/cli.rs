@@ -1,0 +1,111 @@
+//! Command line (clap derive). Thin: parsing only; `app` does the work.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::report::Format;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dtcprobe",
+    version,
+    about = "Zone-to-zone probe for SQL Server and MSDTC: DNS, TCP, TDS login, transactions, RPC endpoint mapper, both directions",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run checks once and report pass/fail per hop.
+    Check(CheckArgs),
+    /// Write an example config file.
+    Init(InitArgs),
+}
+
+/// What to check and how to report it; shared by `check`, `peer` and `watch`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Ad-hoc targets: tcp://host:port, dns://host, mssql://user@host[:port|\instance]/db?tx=local|distributed,
+    /// epm://host[:135]?iface=UUID[/vMAJ.MIN]
+    #[arg(value_name = "TARGET")]
+    pub targets: Vec<String>,
+
+    /// Config file with [[check]] tables (see `dtcprobe init`).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Run only the named checks from the config (repeatable).
+    #[arg(long = "only", value_name = "NAME")]
+    pub only: Vec<String>,
+
+    /// Output format on stdout.
+    #[arg(short = 'f', long = "format", value_enum, default_value = "human")]
+    pub format: Format,
+
+    /// Timeout for each hop [default: 3s, or the config's defaults.timeout].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// Checks run at the same time [default: 64, or the config's defaults.concurrency].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub concurrency: Option<u32>,
+
+    /// What makes the exit code non-zero.
+    #[arg(long, value_enum, default_value = "failure")]
+    pub fail_on: FailOn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    /// Exit 0 whatever the checks found (tool faults still exit 3).
+    Never,
+    /// Exit 1 when a check fails or warns.
+    Warning,
+    /// Exit 1 when a check fails.
+    Failure,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory to write dtcprobe.toml into.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Overwrite an existing dtcprobe.toml.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 3s, 1m)"))?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+}

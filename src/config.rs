@@ -1,0 +1,292 @@
+//! Config file loading (TOML). Pure: text in, checks out; errors carry file, line and column.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::target::{CheckSpec, Target, TargetError};
+
+/// A config problem, located in the file. Exit code 78.
+#[derive(Debug, Error)]
+#[error("{path}:{line}:{column}: {message}")]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub defaults: RawDefaults,
+    #[serde(default)]
+    pub check: Vec<toml::Spanned<RawCheck>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefaults {
+    pub timeout: Option<toml::Spanned<String>>,
+    pub concurrency: Option<usize>,
+    /// Zone this host is in; used when a check has no `from`.
+    pub zone: Option<String>,
+}
+
+/// The kinds a config check may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    Tcp,
+    Dns,
+    Mssql,
+    Epm,
+    Postgres,
+}
+
+/// One `[[check]]` table, as written. Every key any kind accepts is here, so that unknown keys are
+/// rejected by serde with a position; each kind's builder then rejects keys it does not use.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheck {
+    pub name: Option<toml::Spanned<String>>,
+    pub kind: Option<toml::Spanned<CheckKind>>,
+    /// Shorthand: a target URL as on the command line (`tcp://host:port`, `mssql://...`).
+    pub target: Option<toml::Spanned<String>>,
+    pub host: Option<toml::Spanned<String>>,
+    pub port: Option<toml::Spanned<u16>>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub timeout: Option<toml::Spanned<String>>,
+    /// Warn instead of pass when reverse DNS does not map back (default true for kinds that need
+    /// DTC; set false to skip the reverse lookup entirely).
+    pub reverse_dns: Option<bool>,
+
+    // mssql / postgres
+    pub instance: Option<toml::Spanned<String>>,
+    pub database: Option<toml::Spanned<String>>,
+    pub user: Option<toml::Spanned<String>>,
+    pub password_env: Option<toml::Spanned<String>>,
+    pub password_file: Option<toml::Spanned<String>>,
+    pub auth: Option<toml::Spanned<String>>,
+    pub encrypt: Option<toml::Spanned<String>>,
+    pub trust_server_certificate: Option<bool>,
+    pub tx: Option<toml::Spanned<String>>,
+    pub linked_server: Option<toml::Spanned<String>>,
+
+    // epm
+    pub iface: Option<toml::Spanned<String>>,
+    pub list_endpoints: Option<bool>,
+}
+
+/// Global settings from the file's `[defaults]`.
+#[derive(Debug, Clone, Default)]
+pub struct Defaults {
+    pub timeout: Option<Duration>,
+    pub concurrency: Option<usize>,
+    pub zone: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub defaults: Defaults,
+    pub checks: Vec<CheckSpec>,
+}
+
+/// Turns a byte offset into 1-based line and column (columns count characters, as editors do).
+pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..text.floor_char_boundary_compat(offset)];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+trait FloorCharBoundary {
+    fn floor_char_boundary_compat(&self, i: usize) -> usize;
+}
+
+impl FloorCharBoundary for str {
+    fn floor_char_boundary_compat(&self, mut i: usize) -> usize {
+        while i > 0 && !self.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    }
+}
+
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        path: path.to_path_buf(),
+        line: 0,
+        column: 0,
+        message: format!("cannot read config: {e}"),
+    })?;
+    parse(&text, path)
+}
+
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let at = |offset: usize, message: String| {
+        let (line, column) = line_column(text, offset);
+        ConfigError {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message,
+        }
+    };
+
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let offset = e.span().map(|s| s.start).unwrap_or(0);
+        // toml's message repeats the position and a source excerpt; keep only the first line.
+        at(
+            offset,
+            e.message()
+                .lines()
+                .next()
+                .unwrap_or("invalid TOML")
+                .to_string(),
+        )
+    })?;
+
+    let defaults = Defaults {
+        timeout: match &raw.defaults.timeout {
+            Some(t) => Some(parse_duration(t).map_err(|m| at(t.span().start, m))?),
+            None => None,
+        },
+        concurrency: raw.defaults.concurrency,
+        zone: raw.defaults.zone.clone(),
+    };
+    if defaults.concurrency == Some(0) {
+        return Err(at(0, "defaults.concurrency must be at least 1".into()));
+    }
+
+    let mut checks: Vec<CheckSpec> = Vec::with_capacity(raw.check.len());
+    for spanned in &raw.check {
+        let table_start = spanned.span().start;
+        let rc = spanned.get_ref();
+        let name = rc
+            .name
+            .as_ref()
+            .ok_or_else(|| at(table_start, "check has no `name`".into()))?;
+        if name.get_ref().trim().is_empty() {
+            return Err(at(name.span().start, "check `name` is empty".into()));
+        }
+        if checks.iter().any(|c| c.name == *name.get_ref()) {
+            return Err(at(
+                name.span().start,
+                format!(
+                    "duplicate check name `{}`: names must be unique",
+                    name.get_ref()
+                ),
+            ));
+        }
+        let timeout = match &rc.timeout {
+            Some(t) => Some(parse_duration(t).map_err(|m| at(t.span().start, m))?),
+            None => None,
+        };
+        let target = Target::from_config(rc).map_err(|e| match e {
+            TargetError::At { offset, message } => at(offset, message),
+            other => at(table_start, other.to_string()),
+        })?;
+        checks.push(CheckSpec {
+            name: name.get_ref().clone(),
+            from: rc.from.clone().or_else(|| defaults.zone.clone()),
+            to: rc.to.clone(),
+            timeout,
+            target,
+        });
+    }
+    Ok(Config { defaults, checks })
+}
+
+fn parse_duration(value: &toml::Spanned<String>) -> Result<Duration, String> {
+    let d = humantime::parse_duration(value.get_ref()).map_err(|e| {
+        format!(
+            "invalid duration `{}`: {e} (examples: 500ms, 3s, 1m)",
+            value.get_ref()
+        )
+    })?;
+    if d.is_zero() {
+        return Err("duration must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> ConfigError {
+        parse(text, Path::new("t.toml")).expect_err("config should be rejected")
+    }
+
+    #[test]
+    fn line_column_counts_from_one() {
+        assert_eq!(line_column("ab\ncd", 0), (1, 1));
+        assert_eq!(line_column("ab\ncd", 4), (2, 2));
+        assert_eq!(line_column("é\nx", 3), (2, 1));
+    }
+
+    #[test]
+    fn parses_a_tcp_check() {
+        let cfg = parse(
+            "[[check]]\nname = \"a\"\nkind = \"tcp\"\nhost = \"db\"\nport = 1433\nfrom = \"web\"\nto = \"sql\"\ntimeout = \"2s\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(cfg.checks.len(), 1);
+        assert_eq!(cfg.checks[0].timeout, Some(Duration::from_secs(2)));
+        assert_eq!(cfg.checks[0].from.as_deref(), Some("web"));
+    }
+
+    #[test]
+    fn unknown_key_is_located() {
+        let e = err("[[check]]\nname = \"a\"\nkind = \"tcp\"\nhots = \"db\"\n");
+        assert_eq!((e.line, e.column), (4, 1), "{e}");
+        assert!(e.message.contains("hots"), "{e}");
+    }
+
+    #[test]
+    fn unknown_kind_is_located() {
+        let e = err("[[check]]\nname = \"a\"\nkind = \"ftp\"\n");
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("ftp"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_is_located() {
+        let e = err("[[check]]\nname = \"a\"\nkind = \"tcp\"\nhost = \"h\"\nport = 1\ntimeout = \"3 parsecs\"\n");
+        assert_eq!((e.line, e.column), (6, 11), "{e}");
+    }
+
+    #[test]
+    fn duplicate_names_are_rejected() {
+        let e = err("[[check]]\nname = \"a\"\nkind = \"dns\"\nhost = \"h\"\n[[check]]\nname = \"a\"\nkind = \"dns\"\nhost = \"h\"\n");
+        assert_eq!(e.line, 6, "{e}");
+        assert!(e.message.contains("duplicate"), "{e}");
+    }
+
+    #[test]
+    fn missing_port_for_tcp_names_the_check() {
+        let e = err("[[check]]\nname = \"a\"\nkind = \"tcp\"\nhost = \"h\"\n");
+        assert!(e.message.contains("port"), "{e}");
+        assert!(e.line >= 1);
+    }
+
+    #[test]
+    fn port_out_of_range_is_located() {
+        let e = err("[[check]]\nname = \"a\"\nkind = \"tcp\"\nhost = \"h\"\nport = 70000\n");
+        assert_eq!(e.line, 5, "{e}");
+    }
+
+    #[test]
+    fn syntax_error_is_located() {
+        let e = err("[[check]]\nname = \"a\nkind = \"tcp\"\n");
+        assert_eq!(e.line, 2, "{e}");
+    }
+}

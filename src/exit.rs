@@ -1,0 +1,86 @@
+//! Exit codes (DESIGN.md): what scripts and schedulers act on.
+
+use crate::cli::FailOn;
+use crate::report::model::{Report, Status};
+
+pub const OK: u8 = 0;
+pub const CHECK_FAILED: u8 = 1;
+pub const USAGE: u8 = 2;
+pub const INCONCLUSIVE: u8 = 3;
+pub const CONFIG: u8 = 78;
+pub const INTERRUPTED: u8 = 130;
+
+/// Pure: the exit code for a finished run.
+/// A failure whose cause is a tool fault (`internal`, `config`) is not evidence that the network or
+/// server is broken: if that is all that went wrong, the run is inconclusive (3), not failed (1).
+pub fn for_report(report: &Report, fail_on: FailOn) -> u8 {
+    let mut real_failure = false;
+    let mut warned = false;
+    let mut tool_fault = false;
+    for check in &report.checks {
+        for hop in &check.hops {
+            match (hop.status, hop.cause) {
+                (Status::Fail, Some(c)) if c.is_tool_fault() => tool_fault = true,
+                (Status::Fail, _) => real_failure = true,
+                (Status::Warn, _) => warned = true,
+                _ => {}
+            }
+        }
+    }
+    match fail_on {
+        FailOn::Failure if real_failure => CHECK_FAILED,
+        FailOn::Warning if real_failure || warned => CHECK_FAILED,
+        _ if tool_fault => INCONCLUSIVE,
+        _ => OK,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::model::*;
+    use std::time::{Duration, SystemTime};
+
+    fn report(hops: Vec<HopResult>) -> Report {
+        let check = CheckResult {
+            name: "c".into(),
+            kind: "tcp".into(),
+            target: "t".into(),
+            from: None,
+            to: None,
+            direction: Direction::Forward,
+            status: CheckResult::status_of(&hops),
+            hops,
+        };
+        Report::new(SystemTime::now(), Duration::ZERO, "h".into(), vec![check])
+    }
+
+    #[test]
+    fn table() {
+        let pass = report(vec![HopResult::pass(HopKind::Tcp, "")]);
+        let fail = report(vec![HopResult::fail(HopKind::Tcp, Cause::Timeout, "")]);
+        let warn = report(vec![HopResult::warn(
+            HopKind::Resolve,
+            Cause::DnsMismatch,
+            "",
+        )]);
+        let fault = report(vec![HopResult::fail(HopKind::Tcp, Cause::Internal, "")]);
+        let rows = [
+            (&pass, FailOn::Failure, OK),
+            (&fail, FailOn::Failure, CHECK_FAILED),
+            (&fail, FailOn::Never, OK),
+            (&warn, FailOn::Failure, OK),
+            (&warn, FailOn::Warning, CHECK_FAILED),
+            (&fault, FailOn::Failure, INCONCLUSIVE),
+            (&fault, FailOn::Never, INCONCLUSIVE),
+        ];
+        for (r, fail_on, code) in rows {
+            assert_eq!(
+                for_report(r, fail_on),
+                code,
+                "{fail_on:?} {:?}",
+                r.checks[0].hops[0]
+            );
+        }
+    }
+}

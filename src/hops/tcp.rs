@@ -1,0 +1,194 @@
+//! Hop `tcp`: a TCP connect to every resolved address of the target, each classified from what
+//! really came back (see [`crate::classify`]). Several addresses are tried concurrently, so a DNS
+//! name that load-balances onto a blocked datacenter shows up as a partial failure (`warn`).
+//!
+//! The same building blocks serve every hop that opens a TCP connection (`rpc_port`, `callback`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use futures::future::join_all;
+use serde_json::json;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::chain::HopOutput;
+use crate::classify::{classify_connect, ConnectOutcome};
+use crate::report::model::{HopKind, HopResult, Status};
+
+/// One connect attempt and what came of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    pub addr: SocketAddr,
+    pub outcome: ConnectOutcome,
+    pub elapsed: Duration,
+}
+
+/// Connects once, bounded by `limit`. Returns the attempt, and the stream when it connected.
+pub async fn connect(addr: SocketAddr, limit: Duration) -> (Attempt, Option<TcpStream>) {
+    let started = Instant::now();
+    let (outcome, stream) = match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => (ConnectOutcome::Connected, Some(stream)),
+        Ok(Err(e)) => (ConnectOutcome::from_io_error(&e), None),
+        Err(_) => (ConnectOutcome::NoReply(limit), None),
+    };
+    (
+        Attempt {
+            addr,
+            outcome,
+            elapsed: started.elapsed(),
+        },
+        stream,
+    )
+}
+
+/// Tries every address concurrently and closes the connections straight away.
+pub async fn probe_all(addrs: &[SocketAddr], limit: Duration) -> Vec<Attempt> {
+    join_all(
+        addrs
+            .iter()
+            .map(|a| async move { connect(*a, limit).await.0 }),
+    )
+    .await
+}
+
+/// Pure: the hop result for a set of attempts at one logical endpoint.
+/// All connected -> pass; some -> warn with the first failure's cause; none -> fail.
+pub fn hop_result(kind: HopKind, attempts: &[Attempt]) -> HopResult {
+    let ok: Vec<&Attempt> = attempts
+        .iter()
+        .filter(|a| a.outcome == ConnectOutcome::Connected)
+        .collect();
+    let failed: Vec<(&Attempt, crate::classify::Classified)> = attempts
+        .iter()
+        .filter_map(|a| classify_connect(a.outcome).map(|c| (a, c)))
+        .collect();
+    let per_address: Vec<serde_json::Value> = attempts
+        .iter()
+        .map(|a| {
+            let c = classify_connect(a.outcome);
+            json!({
+                "address": a.addr.to_string(),
+                "status": if c.is_none() { "pass" } else { "fail" },
+                "cause": c.as_ref().map(|c| c.cause.as_str()),
+                "duration_seconds": (a.elapsed.as_secs_f64() * 1e6).round() / 1e6,
+            })
+        })
+        .collect();
+
+    let result = match (ok.is_empty(), failed.first()) {
+        (_, None) if !ok.is_empty() => {
+            let addrs: Vec<String> = ok.iter().map(|a| a.addr.to_string()).collect();
+            HopResult::pass(kind, format!("connected to {}", addrs.join(", ")))
+        }
+        (true, Some((a, c))) => {
+            let detail = if attempts.len() == 1 {
+                format!("{}: {}", a.addr, c.detail)
+            } else {
+                let all: Vec<String> = failed
+                    .iter()
+                    .map(|(a, c)| format!("{}: {}", a.addr, c.cause.as_str()))
+                    .collect();
+                format!(
+                    "no address connected ({}); first: {}",
+                    all.join(", "),
+                    c.detail
+                )
+            };
+            HopResult::fail(kind, c.cause, detail).with_hint(c.hint)
+        }
+        (false, Some((a, c))) => HopResult::new(
+            kind,
+            Status::Warn,
+            format!(
+                "{} of {} addresses connected; {}: {}",
+                ok.len(),
+                attempts.len(),
+                a.addr,
+                c.detail
+            ),
+        )
+        .with_cause(c.cause)
+        .with_hint(format!(
+            "some addresses of this name are reachable and some are not: clients will fail \
+             intermittently. For the failing one: {}",
+            c.hint
+        )),
+        _ => HopResult::fail(
+            kind,
+            crate::report::model::Cause::Internal,
+            "no address to connect to",
+        ),
+    };
+    result.with_data("attempts", per_address)
+}
+
+/// Runs the hop against `port` on each address; on success the value is the reachable addresses.
+pub async fn tcp(addrs: &[IpAddr], port: u16, limit: Duration) -> HopOutput<Vec<SocketAddr>> {
+    let targets: Vec<SocketAddr> = addrs.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+    let attempts = probe_all(&targets, limit).await;
+    let result = hop_result(HopKind::Tcp, &attempts).with_data("port", port);
+    let reachable: Vec<SocketAddr> = attempts
+        .iter()
+        .filter(|a| a.outcome == ConnectOutcome::Connected)
+        .map(|a| a.addr)
+        .collect();
+    HopOutput::ok(result, reachable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::model::Cause;
+    use std::io::ErrorKind;
+
+    fn attempt(addr: &str, outcome: ConnectOutcome) -> Attempt {
+        Attempt {
+            addr: addr.parse().unwrap(),
+            outcome,
+            elapsed: Duration::from_millis(5),
+        }
+    }
+
+    #[test]
+    fn all_ok_partial_and_none() {
+        let ok = attempt("198.18.0.1:1433", ConnectOutcome::Connected);
+        let dropped = attempt(
+            "198.18.0.2:1433",
+            ConnectOutcome::NoReply(Duration::from_secs(1)),
+        );
+        let refused = attempt(
+            "198.18.0.3:1433",
+            ConnectOutcome::Error(ErrorKind::ConnectionRefused, Some(111)),
+        );
+
+        let r = hop_result(HopKind::Tcp, std::slice::from_ref(&ok));
+        assert_eq!((r.status, r.cause), (Status::Pass, None));
+
+        let r = hop_result(HopKind::Tcp, &[ok.clone(), dropped.clone()]);
+        assert_eq!((r.status, r.cause), (Status::Warn, Some(Cause::Timeout)));
+        assert!(r.detail.contains("1 of 2"), "{}", r.detail);
+
+        let r = hop_result(HopKind::RpcPort, &[refused, dropped]);
+        assert_eq!(
+            (r.hop, r.status, r.cause),
+            (HopKind::RpcPort, Status::Fail, Some(Cause::Refused))
+        );
+        assert_eq!(r.data["attempts"].as_array().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn loopback_listener_and_closed_port() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open = listener.local_addr().unwrap();
+        // A port that was just free: bind, note, close.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let attempts = probe_all(&[open, closed], Duration::from_secs(2)).await;
+        assert_eq!(attempts[0].outcome, ConnectOutcome::Connected);
+        let r = hop_result(HopKind::Tcp, &attempts[1..]);
+        assert_eq!(r.cause, Some(Cause::Refused));
+    }
+}

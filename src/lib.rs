@@ -1,0 +1,19 @@
+//! dtcprobe: zone-to-zone probing of the paths SQL Server and MSDTC need.
+//!
+//! Layout: pure logic (config and target parsing, classification, report building) is separate
+//! from I/O (`hops`, `resolver`, `runner`); `app` is the edge that wires the CLI to them.
+
+pub mod app;
+pub mod baseline;
+pub mod chain;
+pub mod classify;
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod hops;
+pub mod plan;
+pub mod progress;
+pub mod report;
+pub mod resolver;
+pub mod runner;
+pub mod target;

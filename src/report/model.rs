@@ -1,0 +1,383 @@
+//! The report model: what every hop produces and every exporter consumes.
+//!
+//! The serialized form is the JSON contract in DESIGN.md (`format_version` 1.x): field names and
+//! enum spellings here are what users script against, so only additive changes are allowed.
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub const FORMAT_VERSION: &str = "1.0";
+
+/// Outcome of one hop or one check. Ordered by severity so `max()` gives the worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pass,
+    Skip,
+    Warn,
+    Fail,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Skip => "skip",
+            Status::Warn => "warn",
+            Status::Fail => "fail",
+        }
+    }
+}
+
+/// The fixed list of failure causes (DESIGN.md). Every non-pass hop carries one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    Refused,
+    Timeout,
+    Unreachable,
+    Prohibited,
+    Reset,
+    DnsNxdomain,
+    DnsTimeout,
+    DnsMismatch,
+    TlsError,
+    AuthFailed,
+    DbUnavailable,
+    SqlError,
+    DtcUnavailable,
+    EpmNotRegistered,
+    EpmAccessDenied,
+    ProtocolError,
+    DuplicateCid,
+    Config,
+    Internal,
+}
+
+impl Cause {
+    pub const ALL: [Cause; 19] = [
+        Cause::Refused,
+        Cause::Timeout,
+        Cause::Unreachable,
+        Cause::Prohibited,
+        Cause::Reset,
+        Cause::DnsNxdomain,
+        Cause::DnsTimeout,
+        Cause::DnsMismatch,
+        Cause::TlsError,
+        Cause::AuthFailed,
+        Cause::DbUnavailable,
+        Cause::SqlError,
+        Cause::DtcUnavailable,
+        Cause::EpmNotRegistered,
+        Cause::EpmAccessDenied,
+        Cause::ProtocolError,
+        Cause::DuplicateCid,
+        Cause::Config,
+        Cause::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Refused => "refused",
+            Cause::Timeout => "timeout",
+            Cause::Unreachable => "unreachable",
+            Cause::Prohibited => "prohibited",
+            Cause::Reset => "reset",
+            Cause::DnsNxdomain => "dns_nxdomain",
+            Cause::DnsTimeout => "dns_timeout",
+            Cause::DnsMismatch => "dns_mismatch",
+            Cause::TlsError => "tls_error",
+            Cause::AuthFailed => "auth_failed",
+            Cause::DbUnavailable => "db_unavailable",
+            Cause::SqlError => "sql_error",
+            Cause::DtcUnavailable => "dtc_unavailable",
+            Cause::EpmNotRegistered => "epm_not_registered",
+            Cause::EpmAccessDenied => "epm_access_denied",
+            Cause::ProtocolError => "protocol_error",
+            Cause::DuplicateCid => "duplicate_cid",
+            Cause::Config => "config",
+            Cause::Internal => "internal",
+        }
+    }
+
+    /// Causes that say "the tool could not tell", as opposed to "the network/server said no".
+    /// A run whose only non-passes are these exits 3 (inconclusive), not 1.
+    pub fn is_tool_fault(self) -> bool {
+        matches!(self, Cause::Internal | Cause::Config)
+    }
+}
+
+/// The kinds of hop (DESIGN.md "Hops and outcomes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HopKind {
+    Resolve,
+    Tcp,
+    Tls,
+    Sqlbrowser,
+    Login,
+    TxLocal,
+    TxDistributed,
+    Epm,
+    RpcPort,
+    Callback,
+    Twophase,
+}
+
+impl HopKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HopKind::Resolve => "resolve",
+            HopKind::Tcp => "tcp",
+            HopKind::Tls => "tls",
+            HopKind::Sqlbrowser => "sqlbrowser",
+            HopKind::Login => "login",
+            HopKind::TxLocal => "tx_local",
+            HopKind::TxDistributed => "tx_distributed",
+            HopKind::Epm => "epm",
+            HopKind::RpcPort => "rpc_port",
+            HopKind::Callback => "callback",
+            HopKind::Twophase => "twophase",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    #[default]
+    Forward,
+    Reverse,
+}
+
+/// The result of one hop. Build with [`HopResult::pass`] / [`HopResult::fail`] etc.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HopResult {
+    pub hop: HopKind,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
+    #[serde(with = "seconds")]
+    pub duration_seconds: Duration,
+    #[serde(default)]
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// Hop-specific facts (addresses, ports, versions...). Keys are snake_case and stable.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub data: Map<String, Value>,
+}
+
+impl HopResult {
+    pub fn new(hop: HopKind, status: Status, detail: impl Into<String>) -> Self {
+        HopResult {
+            hop,
+            status,
+            cause: None,
+            duration_seconds: Duration::ZERO,
+            detail: detail.into(),
+            hint: None,
+            data: Map::new(),
+        }
+    }
+
+    pub fn pass(hop: HopKind, detail: impl Into<String>) -> Self {
+        Self::new(hop, Status::Pass, detail)
+    }
+
+    pub fn fail(hop: HopKind, cause: Cause, detail: impl Into<String>) -> Self {
+        Self::new(hop, Status::Fail, detail).with_cause(cause)
+    }
+
+    pub fn warn(hop: HopKind, cause: Cause, detail: impl Into<String>) -> Self {
+        Self::new(hop, Status::Warn, detail).with_cause(cause)
+    }
+
+    pub fn skip(hop: HopKind, detail: impl Into<String>) -> Self {
+        Self::new(hop, Status::Skip, detail)
+    }
+
+    pub fn with_cause(mut self, cause: Cause) -> Self {
+        self.cause = Some(cause);
+        self
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn with_duration(mut self, duration: Duration) -> Self {
+        self.duration_seconds = duration;
+        self
+    }
+
+    pub fn with_data(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.data.insert(key.to_string(), value.into());
+        self
+    }
+
+    /// A hop that did not run does not block; pass and warn let the chain continue.
+    pub fn lets_chain_continue(&self) -> bool {
+        matches!(self.status, Status::Pass | Status::Warn)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub name: String,
+    pub kind: String,
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[serde(default)]
+    pub direction: Direction,
+    pub status: Status,
+    pub hops: Vec<HopResult>,
+}
+
+impl CheckResult {
+    /// The status of a check is the worst of its hops; skips alone do not make it fail.
+    pub fn status_of(hops: &[HopResult]) -> Status {
+        hops.iter()
+            .map(|h| h.status)
+            .filter(|s| *s != Status::Skip)
+            .max()
+            .unwrap_or(Status::Skip)
+    }
+
+    /// The first hop that did not pass: the one a sysadmin should look at.
+    pub fn first_problem(&self) -> Option<&HopResult> {
+        self.hops
+            .iter()
+            .find(|h| matches!(h.status, Status::Fail | Status::Warn))
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub pass: usize,
+    pub warn: usize,
+    pub fail: usize,
+    pub skip: usize,
+}
+
+impl Summary {
+    pub fn of(checks: &[CheckResult]) -> Summary {
+        let mut s = Summary::default();
+        for c in checks {
+            match c.status {
+                Status::Pass => s.pass += 1,
+                Status::Warn => s.warn += 1,
+                Status::Fail => s.fail += 1,
+                Status::Skip => s.skip += 1,
+            }
+        }
+        s
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub format_version: String,
+    pub tool_version: String,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    #[serde(with = "seconds")]
+    pub duration_seconds: Duration,
+    pub host: String,
+    pub summary: Summary,
+    pub checks: Vec<CheckResult>,
+}
+
+impl Report {
+    pub fn new(
+        started: SystemTime,
+        duration: Duration,
+        host: String,
+        checks: Vec<CheckResult>,
+    ) -> Report {
+        Report {
+            format_version: FORMAT_VERSION.to_string(),
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: humantime::format_rfc3339_seconds(started).to_string(),
+            duration_seconds: duration,
+            host,
+            summary: Summary::of(&checks),
+            checks,
+        }
+    }
+
+    pub fn started_at_unix_seconds(&self) -> Option<f64> {
+        humantime::parse_rfc3339(&self.started_at)
+            .ok()
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs_f64())
+    }
+}
+
+/// Durations travel as fractional seconds (base unit), rounded to the microsecond.
+mod seconds {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        let micros = d.as_micros() as f64;
+        s.serialize_f64((micros / 1_000_000.0 * 1e6).round() / 1e6)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_status_is_worst_non_skip_hop() {
+        let hops = vec![
+            HopResult::pass(HopKind::Resolve, ""),
+            HopResult::fail(HopKind::Tcp, Cause::Timeout, ""),
+            HopResult::skip(HopKind::Login, ""),
+        ];
+        assert_eq!(CheckResult::status_of(&hops), Status::Fail);
+        let hops = vec![
+            HopResult::pass(HopKind::Resolve, ""),
+            HopResult::warn(HopKind::Resolve, Cause::DnsMismatch, ""),
+        ];
+        assert_eq!(CheckResult::status_of(&hops), Status::Warn);
+        assert_eq!(CheckResult::status_of(&[]), Status::Skip);
+    }
+
+    #[test]
+    fn cause_spellings_match_serde() {
+        for c in Cause::ALL {
+            let json = serde_json::to_value(c).unwrap();
+            assert_eq!(json, Value::String(c.as_str().to_string()));
+        }
+    }
+
+    #[test]
+    fn hop_serializes_to_design_schema() {
+        let hop = HopResult::fail(HopKind::RpcPort, Cause::Timeout, "no reply")
+            .with_duration(Duration::from_millis(1500))
+            .with_hint("h")
+            .with_data("port", 49664);
+        let v = serde_json::to_value(&hop).unwrap();
+        assert_eq!(v["hop"], "rpc_port");
+        assert_eq!(v["status"], "fail");
+        assert_eq!(v["cause"], "timeout");
+        assert_eq!(v["duration_seconds"], 1.5);
+        assert_eq!(v["data"]["port"], 49664);
+        let back: HopResult = serde_json::from_value(v).unwrap();
+        assert_eq!(back, hop);
+    }
+}

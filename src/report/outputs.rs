@@ -1,0 +1,167 @@
+//! Extra outputs of one run: `--output FORMAT=PATH` (repeatable) and `--textfile-dir DIR`.
+//!
+//! Every file is written atomically: the content goes to a temporary file in the same directory,
+//! which is then renamed over the destination, so a reader (node_exporter's textfile collector,
+//! a CI step) never sees a half-written file. `PATH` `-` means stdout.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use clap::ValueEnum;
+
+use super::model::Report;
+use super::{exporter_for, Format, RenderOptions};
+
+/// The file written into `--textfile-dir` (node_exporter / windows_exporter read `*.prom`).
+pub const TEXTFILE_NAME: &str = "dtcprobe.prom";
+
+/// One `--output FORMAT=PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputSpec {
+    pub format: Format,
+    pub path: PathBuf,
+}
+
+impl FromStr for OutputSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (format, path) = s
+            .split_once('=')
+            .ok_or_else(|| format!("expected FORMAT=PATH (e.g. junit=report.xml), got {s:?}"))?;
+        let format = Format::from_str(format.trim(), true).map_err(|_| {
+            let names: Vec<String> = Format::value_variants()
+                .iter()
+                .filter_map(|f| f.to_possible_value().map(|v| v.get_name().to_string()))
+                .collect();
+            format!("unknown format {format:?}; one of: {}", names.join(", "))
+        })?;
+        if path.is_empty() {
+            return Err("empty PATH in FORMAT=PATH".into());
+        }
+        Ok(OutputSpec {
+            format,
+            path: PathBuf::from(path),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("cannot write {format} output to {path}: {source}")]
+    Write {
+        format: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Writes `bytes` to `path` atomically (temp file in the same directory, then rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    // A leading dot and a non-.prom suffix: the textfile collector ignores the temp file.
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn render(report: &Report, format: Format) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    exporter_for(format, RenderOptions::default()).render(report, &mut buf)?;
+    Ok(buf)
+}
+
+/// Writes every `--output` and, if given, the `--textfile-dir` file.
+/// Stops at the first error (the report on stdout has already been written by then).
+pub fn write_all(
+    report: &Report,
+    specs: &[OutputSpec],
+    textfile_dir: Option<&Path>,
+) -> Result<(), OutputError> {
+    let err = |format: Format, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| OutputError::Write {
+            format: format.name(),
+            path,
+            source,
+        }
+    };
+    for spec in specs {
+        let bytes = render(report, spec.format).map_err(err(spec.format, &spec.path))?;
+        if spec.path.as_os_str() == "-" {
+            let mut out = io::stdout().lock();
+            out.write_all(&bytes)
+                .and_then(|_| out.flush())
+                .map_err(err(spec.format, &spec.path))?;
+        } else {
+            write_atomic(&spec.path, &bytes).map_err(err(spec.format, &spec.path))?;
+        }
+    }
+    if let Some(dir) = textfile_dir {
+        let path = dir.join(TEXTFILE_NAME);
+        let bytes = render(report, Format::Prometheus).map_err(err(Format::Prometheus, &path))?;
+        write_atomic(&path, &bytes).map_err(err(Format::Prometheus, &path))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_specs() {
+        let ok = [
+            ("junit=out.xml", Format::Junit, "out.xml"),
+            (
+                "prometheus=/tmp/a=b.prom",
+                Format::Prometheus,
+                "/tmp/a=b.prom",
+            ),
+            ("JSON=-", Format::Json, "-"),
+        ];
+        for (s, f, p) in ok {
+            let spec: OutputSpec = s.parse().unwrap();
+            assert_eq!(spec.format, f, "{s}");
+            assert_eq!(spec.path, PathBuf::from(p), "{s}");
+        }
+        for bad in ["junit", "xml=out.xml", "junit="] {
+            assert!(bad.parse::<OutputSpec>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.prom");
+        write_atomic(&path, b"one\n").unwrap();
+        write_atomic(&path, b"two\n").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two\n");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+}

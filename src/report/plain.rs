@@ -1,0 +1,39 @@
+//! `-f plain`: one tab-separated line per hop, no colour, no alignment: for grep, awk and logs.
+//! Columns: check, hop, status, cause (`-` when none), seconds, detail.
+
+use std::io::{self, Write};
+
+use super::model::Report;
+use super::Exporter;
+
+pub struct Plain;
+
+/// Tabs and newlines inside a field would break the columns.
+fn field(s: &str) -> String {
+    s.replace(['\t', '\n', '\r'], " ")
+}
+
+impl Exporter for Plain {
+    fn render(&self, report: &Report, out: &mut dyn Write) -> io::Result<()> {
+        for check in &report.checks {
+            for hop in &check.hops {
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}\t{:.3}\t{}",
+                    field(&check.name),
+                    hop.hop.as_str(),
+                    hop.status.as_str(),
+                    hop.cause.map(|c| c.as_str()).unwrap_or("-"),
+                    hop.duration_seconds.as_secs_f64(),
+                    field(&hop.detail)
+                )?;
+            }
+        }
+        let s = &report.summary;
+        writeln!(
+            out,
+            "summary\tpass={}\twarn={}\tfail={}\tskip={}",
+            s.pass, s.warn, s.fail, s.skip
+        )
+    }
+}

@@ -1,0 +1,101 @@
+//! DNS lookups through hickory-resolver with the system configuration (resolv.conf / the Windows
+//! registry, and the hosts file). Never a hard-coded public server: a probe must see what the
+//! applications on this host see.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use hickory_resolver::config::ResolveHosts;
+use hickory_resolver::net::NetError;
+use hickory_resolver::proto::rr::{Name, RData};
+use hickory_resolver::TokioResolver;
+use thiserror::Error;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum DnsError {
+    #[error("name does not exist (NXDOMAIN)")]
+    NxDomain,
+    #[error("no {0} records")]
+    NoRecords(&'static str),
+    #[error("no answer from the DNS servers within {0:?}")]
+    Timeout(Duration),
+    #[error("DNS failure: {0}")]
+    Other(String),
+}
+
+pub struct DnsResolver {
+    inner: Result<TokioResolver, String>,
+}
+
+impl DnsResolver {
+    /// Builds a resolver from the system configuration. A broken configuration is not fatal here:
+    /// every lookup then fails with the reason, so checks that need no DNS still run.
+    pub fn from_system(query_timeout: Duration) -> DnsResolver {
+        let inner = TokioResolver::builder_tokio()
+            .map_err(|e| format!("cannot read the system DNS configuration: {e}"))
+            .and_then(|mut b| {
+                let opts = b.options_mut();
+                // One query attempt per server within the hop budget; the hop timeout bounds it.
+                opts.timeout = query_timeout;
+                opts.attempts = 1;
+                opts.use_hosts_file = ResolveHosts::Always;
+                // A probe must see changes immediately (watch mode re-runs the same names).
+                opts.cache_size = 0;
+                b.build()
+                    .map_err(|e| format!("cannot build the DNS resolver: {e}"))
+            });
+        DnsResolver { inner }
+    }
+
+    fn resolver(&self) -> Result<&TokioResolver, DnsError> {
+        self.inner.as_ref().map_err(|e| DnsError::Other(e.clone()))
+    }
+
+    /// A and AAAA records of `host`.
+    pub async fn forward(&self, host: &str, limit: Duration) -> Result<Vec<IpAddr>, DnsError> {
+        let resolver = self.resolver()?;
+        let lookup = tokio::time::timeout(limit, resolver.lookup_ip(host))
+            .await
+            .map_err(|_| DnsError::Timeout(limit))?
+            .map_err(|e| map_error(e, "A/AAAA", limit))?;
+        let mut addrs: Vec<IpAddr> = lookup.iter().collect();
+        addrs.dedup();
+        if addrs.is_empty() {
+            return Err(DnsError::NoRecords("A/AAAA"));
+        }
+        Ok(addrs)
+    }
+
+    /// PTR names of `addr`, without the trailing dot.
+    pub async fn reverse(&self, addr: IpAddr, limit: Duration) -> Result<Vec<String>, DnsError> {
+        let resolver = self.resolver()?;
+        let lookup = tokio::time::timeout(limit, resolver.reverse_lookup(Name::from(addr)))
+            .await
+            .map_err(|_| DnsError::Timeout(limit))?
+            .map_err(|e| map_error(e, "PTR", limit))?;
+        let names: Vec<String> = lookup
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::PTR(ptr) => Some(ptr.0.to_utf8().trim_end_matches('.').to_string()),
+                _ => None,
+            })
+            .collect();
+        if names.is_empty() {
+            return Err(DnsError::NoRecords("PTR"));
+        }
+        Ok(names)
+    }
+}
+
+fn map_error(e: NetError, record: &'static str, limit: Duration) -> DnsError {
+    if e.is_nx_domain() {
+        DnsError::NxDomain
+    } else if e.is_no_records_found() {
+        DnsError::NoRecords(record)
+    } else if matches!(e, NetError::Timeout) {
+        DnsError::Timeout(limit)
+    } else {
+        DnsError::Other(e.to_string())
+    }
+}

@@ -1,0 +1,122 @@
+//! Runs a plan: every check concurrently (bounded by `--concurrency`), each as a chain of hops.
+//! Wall time is about the slowest chain, not the sum.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::stream::{self, StreamExt};
+use tokio::time::Instant;
+
+use crate::chain::{Chain, RunContext};
+use crate::hops;
+use crate::report::model::{CheckResult, Direction, HopKind, Report};
+use crate::resolver::DnsResolver;
+use crate::target::{CheckSpec, Target};
+
+/// Told about each finished check (progress bars, watch mode).
+pub trait Progress: Send + Sync {
+    fn check_done(&self, done: usize, total: usize, result: &CheckResult);
+}
+
+#[derive(Clone)]
+pub struct RunOptions {
+    pub timeout: Duration,
+    pub concurrency: usize,
+    pub progress: Option<Arc<dyn Progress>>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            timeout: Duration::from_secs(3),
+            concurrency: 64,
+            progress: None,
+        }
+    }
+}
+
+/// Runs every check and builds the report.
+pub async fn run_plan(specs: &[CheckSpec], opts: &RunOptions) -> Report {
+    let started_at = SystemTime::now();
+    let started = Instant::now();
+    let checks = run_checks(specs, opts).await;
+    Report::new(started_at, started.elapsed(), local_host_name(), checks)
+}
+
+/// Runs every check; results come back in plan order.
+pub async fn run_checks(specs: &[CheckSpec], opts: &RunOptions) -> Vec<CheckResult> {
+    let resolver = Arc::new(DnsResolver::from_system(opts.timeout));
+    let total = specs.len();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<CheckResult> = stream::iter(specs.iter())
+        .map(|spec| {
+            let ctx = RunContext {
+                hop_timeout: spec.timeout.unwrap_or(opts.timeout),
+                resolver: resolver.clone(),
+            };
+            let progress = opts.progress.clone();
+            let done = &done;
+            async move {
+                let result = run_check(spec, &ctx).await;
+                if let Some(p) = progress {
+                    let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    p.check_done(n, total, &result);
+                }
+                result
+            }
+        })
+        .buffered(opts.concurrency.max(1))
+        .collect()
+        .await;
+    results
+}
+
+/// Runs one check's hop chain.
+pub async fn run_check(spec: &CheckSpec, ctx: &RunContext) -> CheckResult {
+    let hops = match &spec.target {
+        Target::Tcp(t) => {
+            let mut chain = Chain::new(vec![HopKind::Resolve, HopKind::Tcp], ctx.hop_timeout);
+            if let Some(addrs) = chain
+                .step(
+                    HopKind::Resolve,
+                    hops::resolve::resolve(&ctx.resolver, &t.host, t.reverse_dns, ctx.hop_timeout),
+                )
+                .await
+            {
+                chain
+                    .step(
+                        HopKind::Tcp,
+                        hops::tcp::tcp(&addrs, t.port, ctx.hop_timeout),
+                    )
+                    .await;
+            }
+            chain.finish()
+        }
+        Target::Dns(t) => {
+            let mut chain = Chain::new(vec![HopKind::Resolve], ctx.hop_timeout);
+            // Forward and reverse lookups of every address: give the hop a budget for several.
+            chain
+                .step_with_timeout(
+                    HopKind::Resolve,
+                    ctx.hop_timeout * 4,
+                    hops::resolve::resolve(&ctx.resolver, &t.host, true, ctx.hop_timeout),
+                )
+                .await;
+            chain.finish()
+        }
+    };
+    CheckResult {
+        name: spec.name.clone(),
+        kind: spec.target.kind().to_string(),
+        target: spec.target.display(),
+        from: spec.from.clone(),
+        to: spec.to.clone(),
+        direction: Direction::Forward,
+        status: CheckResult::status_of(&hops),
+        hops,
+    }
+}
+
+pub fn local_host_name() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
