@@ -16,6 +16,10 @@ pub enum ConnectOutcome {
     NoReply(Duration),
     /// The OS reported an error: its kind and, where known, the raw OS error number.
     Error(io::ErrorKind, Option<i32>),
+    /// An ICMP error answered the SYN, read from the socket's error queue (Linux `IP_RECVERR`):
+    /// the only way to tell "administratively prohibited" from "host unreachable", which the
+    /// kernel folds into the same errno.
+    Icmp { v6: bool, icmp_type: u8, code: u8 },
 }
 
 impl ConnectOutcome {
@@ -85,6 +89,11 @@ pub fn classify_connect(outcome: ConnectOutcome) -> Option<Classified> {
             ),
             hint: HINT_TIMEOUT,
         }),
+        ConnectOutcome::Icmp {
+            v6,
+            icmp_type,
+            code,
+        } => Some(classify_icmp(v6, icmp_type, code)),
         ConnectOutcome::Error(kind, raw) => Some(match (kind, raw) {
             (_, Some(EPERM)) if cfg!(target_os = "linux") => classified(
                 Cause::Prohibited,
@@ -136,6 +145,45 @@ pub fn classify_connect(outcome: ConnectOutcome) -> Option<Classified> {
     }
 }
 
+/// Pure: an ICMP destination-unreachable (v4 type 3 / v6 type 1) by type and code.
+fn classify_icmp(v6: bool, icmp_type: u8, code: u8) -> Classified {
+    let named = |cause, detail: String, hint| Classified {
+        cause,
+        detail,
+        hint,
+    };
+    let what = |name: &str| {
+        format!(
+            "ICMP{} {name} received (type {icmp_type}, code {code})",
+            if v6 { "v6" } else { "" }
+        )
+    };
+    match (v6, icmp_type, code) {
+        // v4: 9/10 network/host administratively prohibited, 13 communication administratively
+        // prohibited (what `reject with icmp admin-prohibited` sends). v6: 1 administratively
+        // prohibited, 5 source address failed policy, 6 reject route.
+        (false, 3, 9 | 10 | 13) | (true, 1, 1 | 5 | 6) => named(
+            Cause::Prohibited,
+            what("administratively prohibited"),
+            HINT_PROHIBITED,
+        ),
+        (false, 3, 3) | (true, 1, 4) => {
+            named(Cause::Refused, what("port unreachable"), HINT_REFUSED)
+        }
+        (false, 3, 0 | 6 | 11) | (true, 1, 0) => named(
+            Cause::Unreachable,
+            what("network unreachable"),
+            HINT_NET_UNREACHABLE,
+        ),
+        (false, 3, _) | (true, 1, _) => named(
+            Cause::Unreachable,
+            what("host unreachable"),
+            HINT_HOST_UNREACHABLE,
+        ),
+        _ => named(Cause::Unreachable, what("error"), HINT_HOST_UNREACHABLE),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +226,70 @@ mod tests {
                 Cause::Unreachable,
             ),
             (ConnectOutcome::Error(K::Other, None), Cause::Internal),
+            (
+                ConnectOutcome::Icmp {
+                    v6: false,
+                    icmp_type: 3,
+                    code: 13,
+                },
+                Cause::Prohibited,
+            ),
+            (
+                ConnectOutcome::Icmp {
+                    v6: false,
+                    icmp_type: 3,
+                    code: 10,
+                },
+                Cause::Prohibited,
+            ),
+            (
+                ConnectOutcome::Icmp {
+                    v6: false,
+                    icmp_type: 3,
+                    code: 1,
+                },
+                Cause::Unreachable,
+            ),
+            (
+                ConnectOutcome::Icmp {
+                    v6: false,
+                    icmp_type: 3,
+                    code: 0,
+                },
+                Cause::Unreachable,
+            ),
+            (
+                ConnectOutcome::Icmp {
+                    v6: false,
+                    icmp_type: 3,
+                    code: 3,
+                },
+                Cause::Refused,
+            ),
+            (
+                ConnectOutcome::Icmp {
+                    v6: true,
+                    icmp_type: 1,
+                    code: 1,
+                },
+                Cause::Prohibited,
+            ),
+            (
+                ConnectOutcome::Icmp {
+                    v6: true,
+                    icmp_type: 1,
+                    code: 3,
+                },
+                Cause::Unreachable,
+            ),
+            (
+                ConnectOutcome::Icmp {
+                    v6: true,
+                    icmp_type: 1,
+                    code: 4,
+                },
+                Cause::Refused,
+            ),
         ];
         for (outcome, cause) in rows {
             let c = classify_connect(*outcome).expect("a failure");

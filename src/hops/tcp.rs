@@ -27,11 +27,7 @@ pub struct Attempt {
 /// Connects once, bounded by `limit`. Returns the attempt, and the stream when it connected.
 pub async fn connect(addr: SocketAddr, limit: Duration) -> (Attempt, Option<TcpStream>) {
     let started = Instant::now();
-    let (outcome, stream) = match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => (ConnectOutcome::Connected, Some(stream)),
-        Ok(Err(e)) => (ConnectOutcome::from_io_error(&e), None),
-        Err(_) => (ConnectOutcome::NoReply(limit), None),
-    };
+    let (outcome, stream) = connect_classified(addr, limit).await;
     (
         Attempt {
             addr,
@@ -40,6 +36,145 @@ pub async fn connect(addr: SocketAddr, limit: Duration) -> (Attempt, Option<TcpS
         },
         stream,
     )
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn connect_classified(
+    addr: SocketAddr,
+    limit: Duration,
+) -> (ConnectOutcome, Option<TcpStream>) {
+    match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => (ConnectOutcome::Connected, Some(stream)),
+        Ok(Err(e)) => (ConnectOutcome::from_io_error(&e), None),
+        Err(_) => (ConnectOutcome::NoReply(limit), None),
+    }
+}
+
+/// On Linux the socket asks for ICMP errors to be queued (`IP_RECVERR`), and a failed connect
+/// reads the ICMP type and code that caused it: errno alone folds "administratively prohibited"
+/// into "host unreachable".
+#[cfg(target_os = "linux")]
+async fn connect_classified(
+    addr: SocketAddr,
+    limit: Duration,
+) -> (ConnectOutcome, Option<TcpStream>) {
+    let socket = match if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    } {
+        Ok(s) => s,
+        Err(e) => return (ConnectOutcome::from_io_error(&e), None),
+    };
+    let errqueue = icmp_errqueue::enable(&socket, addr.is_ipv6());
+    match tokio::time::timeout(limit, socket.connect(addr)).await {
+        Ok(Ok(stream)) => (ConnectOutcome::Connected, Some(stream)),
+        Ok(Err(e)) => {
+            let icmp = errqueue
+                .as_ref()
+                .and_then(|fd| icmp_errqueue::read(fd, addr.is_ipv6()));
+            (
+                icmp.unwrap_or_else(|| ConnectOutcome::from_io_error(&e)),
+                None,
+            )
+        }
+        Err(_) => (ConnectOutcome::NoReply(limit), None),
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod icmp_errqueue {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    use crate::classify::ConnectOutcome;
+
+    const SO_EE_ORIGIN_ICMP: u8 = 2;
+    const SO_EE_ORIGIN_ICMP6: u8 = 3;
+
+    /// Turns on IP(V6)_RECVERR and returns a duplicate of the descriptor, which outlives the
+    /// socket that `connect` consumes, so the error queue can still be read after a failure.
+    pub fn enable(socket: &tokio::net::TcpSocket, v6: bool) -> Option<OwnedFd> {
+        let fd = socket.as_raw_fd();
+        let on: libc::c_int = 1;
+        let (level, name) = if v6 {
+            (libc::SOL_IPV6, libc::IPV6_RECVERR)
+        } else {
+            (libc::SOL_IP, libc::IP_RECVERR)
+        };
+        // SAFETY: fd is a valid socket owned by `socket`; the option value is a c_int.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                &on as *const _ as *const libc::c_void,
+                std::mem::size_of_val(&on) as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            tracing::debug!(
+                "cannot enable the ICMP error queue: {}",
+                std::io::Error::last_os_error()
+            );
+            return None;
+        }
+        // SAFETY: dup returns a new descriptor we own, or -1.
+        let dup = unsafe { libc::dup(fd) };
+        (dup >= 0).then(|| unsafe { OwnedFd::from_raw_fd(dup) })
+    }
+
+    /// Reads one queued ICMP error, if any, without blocking.
+    pub fn read(fd: &OwnedFd, v6: bool) -> Option<ConnectOutcome> {
+        let mut control = [0u8; 512];
+        let mut data = [0u8; 64];
+        let mut iov = libc::iovec {
+            iov_base: data.as_mut_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
+        };
+        // SAFETY: zeroed msghdr is valid; the pointers below outlive the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = control.len() as _;
+        // SAFETY: valid fd and msghdr.
+        let n = unsafe {
+            libc::recvmsg(
+                fd.as_raw_fd(),
+                &mut msg,
+                libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            // No ICMP error queued: the failure came from elsewhere (a reset, a local error).
+            return None;
+        }
+        let (level, kind) = if v6 {
+            (libc::SOL_IPV6, libc::IPV6_RECVERR)
+        } else {
+            (libc::SOL_IP, libc::IP_RECVERR)
+        };
+        // SAFETY: CMSG_* walk the control buffer the kernel just filled, within msg_controllen.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == level && (*cmsg).cmsg_type == kind {
+                    let ee = std::ptr::read_unaligned(
+                        libc::CMSG_DATA(cmsg) as *const libc::sock_extended_err
+                    );
+                    if ee.ee_origin == SO_EE_ORIGIN_ICMP || ee.ee_origin == SO_EE_ORIGIN_ICMP6 {
+                        return Some(ConnectOutcome::Icmp {
+                            v6: ee.ee_origin == SO_EE_ORIGIN_ICMP6,
+                            icmp_type: ee.ee_type,
+                            code: ee.ee_code,
+                        });
+                    }
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+        }
+        None
+    }
 }
 
 /// Tries every address concurrently and closes the connections straight away.

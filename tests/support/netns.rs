@@ -1,0 +1,241 @@
+//! Network namespaces as test hosts: `ip netns` + veth, addresses in 198.18.0.0/15, nftables rules,
+//! per-namespace /etc files, and TCP listeners bound inside a namespace. Everything is removed on
+//! Drop, including during a panic's unwinding.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Returns false (and says why) when namespace tests cannot run here. CI runs as root, so there
+/// these tests always run.
+pub fn can_run_netns_tests(test: &str) -> bool {
+    if !is_root() {
+        eprintln!("SKIP {test}: needs root for ip netns / nftables (CI runs as root)");
+        return false;
+    }
+    true
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A name unique to this test process and call: `{prefix}{pid}{n}`.
+pub fn unique_name(prefix: &str) -> String {
+    format!(
+        "{prefix}{}x{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(prefix: &str) -> Netns {
+        let name = unique_name(prefix);
+        run(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Netns { name };
+        ns.sh("ip link set lo up");
+        ns
+    }
+
+    /// Runs a shell command inside the namespace; panics with its output on failure.
+    pub fn sh(&self, script: &str) -> String {
+        let out = run(Command::new("ip").args(["netns", "exec", &self.name, "sh", "-c", script]));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A Command that runs `program` inside the namespace (stdin closed).
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program])
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Replaces the namespace's nftables ruleset.
+    pub fn nft(&self, ruleset: &str) {
+        let script = format!("flush ruleset\n{ruleset}");
+        let path = std::env::temp_dir().join(format!("{}.nft", self.name));
+        std::fs::write(&path, script).unwrap();
+        run(Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft", "-f"])
+            .arg(&path));
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// Writes /etc/netns/NAME/FILE, which `ip netns exec` bind-mounts over /etc/FILE.
+    pub fn etc_file(&self, file: &str, contents: &str) {
+        let dir = self.etc_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(file), contents).unwrap();
+    }
+
+    fn etc_dir(&self) -> PathBuf {
+        PathBuf::from("/etc/netns").join(&self.name)
+    }
+
+    /// Binds a TCP listener inside this namespace that accepts and closes connections until
+    /// dropped (accepting keeps the backlog from filling up under load).
+    pub fn listen_tcp(&self, addr: SocketAddr) -> Listener {
+        let ns_path = format!("/run/netns/{}", self.name);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_thread = stop.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let handle = std::thread::spawn(move || {
+            // setns affects only this thread: the socket is created in the namespace and stays
+            // there, which is all a listener needs.
+            let f = std::fs::File::open(&ns_path).expect("open netns");
+            let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            let listener = match socket_listen(addr) {
+                Ok(l) => l,
+                Err(e) => {
+                    tx.send(Err(e)).unwrap();
+                    return;
+                }
+            };
+            tx.send(Ok(())).unwrap();
+            while !stop_thread.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => drop(s),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(2))
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        rx.recv()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("listen on {addr} in {}: {e}", self.name));
+        Listener {
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+fn socket_listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let l = std::net::TcpListener::bind(addr)?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = std::fs::remove_dir_all(self.etc_dir());
+    }
+}
+
+pub struct Listener {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Links two namespaces with a veth pair; each end is `eth0` inside its namespace (the names only
+/// need to be unique inside a namespace, so parallel tests cannot collide).
+pub fn link(a: &Netns, a_cidr: &str, b: &Netns, b_cidr: &str) {
+    link_named(a, "eth0", a_cidr, b, "eth0", b_cidr);
+}
+
+pub fn link_named(a: &Netns, a_if: &str, a_cidr: &str, b: &Netns, b_if: &str, b_cidr: &str) {
+    run(Command::new("ip").args([
+        "link", "add", "name", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if,
+        "netns", &b.name,
+    ]));
+    a.sh(&format!(
+        "ip addr add {a_cidr} dev {a_if} && ip link set {a_if} up"
+    ));
+    b.sh(&format!(
+        "ip addr add {b_cidr} dev {b_if} && ip link set {b_if} up"
+    ));
+}
+
+/// Two zones: `web` (198.18.0.1) and `sql` (198.18.0.2) on one link, with `sql` also routing
+/// (forwarding on) towards 198.19.0.0/24, for which it has no route, so it answers ICMP net
+/// unreachable like a real router. Both namespaces get a resolv.conf pointing at `sql`, so no
+/// DNS query ever leaves the test.
+pub struct Zones {
+    pub web: Netns,
+    pub sql: Netns,
+}
+
+pub const WEB_IP: &str = "198.18.0.1";
+pub const SQL_IP: &str = "198.18.0.2";
+/// Routed via `sql`, which has no route for it.
+pub const NO_ROUTE_IP: &str = "198.19.0.9";
+
+impl Zones {
+    pub fn new(prefix: &str) -> Zones {
+        let web = Netns::new(&format!("{prefix}w"));
+        let sql = Netns::new(&format!("{prefix}s"));
+        link(&web, "198.18.0.1/24", &sql, "198.18.0.2/24");
+        web.sh("ip route add 198.19.0.0/24 via 198.18.0.2");
+        sql.sh("sysctl -qw net.ipv4.ip_forward=1");
+        for ns in [&web, &sql] {
+            ns.etc_file(
+                "resolv.conf",
+                "nameserver 198.18.0.2\noptions timeout:1 attempts:1\n",
+            );
+            ns.etc_file("hosts", "127.0.0.1 localhost\n");
+        }
+        Zones { web, sql }
+    }
+}
+
+/// The built dtcprobe binary.
+pub fn dtcprobe_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_dtcprobe")
+}
+
+/// Runs dtcprobe inside `ns` with `args`; returns (exit code, stdout, stderr).
+pub fn dtcprobe_in(ns: &Netns, args: &[&str]) -> (i32, String, String) {
+    let out = ns
+        .command(dtcprobe_bin())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run dtcprobe");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
