@@ -239,3 +239,91 @@ pub fn dtcprobe_in(ns: &Netns, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A process started inside a namespace, killed (and reaped) on Drop.
+pub struct Daemon {
+    child: std::process::Child,
+    pub name: String,
+}
+
+impl Daemon {
+    pub fn spawn(ns: &Netns, program: &str, args: &[&str]) -> Daemon {
+        let child = ns
+            .command(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program} in {}: {e}", ns.name));
+        Daemon {
+            child,
+            name: program.to_string(),
+        }
+    }
+
+    /// Panics with the daemon's stderr if it has already exited (bad config, port in use...).
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = self.child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("{} exited early ({status}): {err}", self.name);
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `ready` every 50 ms, at most `limit`; returns whether it became true.
+pub fn wait_until(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if ready() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ready()
+}
+
+/// Starts dnsmasq as the authoritative DNS server of the zone `zone.test` (and of the reverse
+/// zone 198.18.0.0/16) on `listen` inside `ns`. `records` are extra dnsmasq options such as
+/// `--host-record=NAME,IP` (A + matching PTR), `--address=/NAME/IP` (A only) and
+/// `--ptr-record=ARPA,NAME` (PTR only). Names outside what is configured get NXDOMAIN.
+pub fn start_dnsmasq(ns: &Netns, listen: &str, records: &[&str]) -> Daemon {
+    let mut args = vec![
+        "--keep-in-foreground".to_string(),
+        "--conf-file=/dev/null".into(),
+        "--no-resolv".into(),
+        "--no-hosts".into(),
+        "--no-poll".into(),
+        "--bind-interfaces".into(),
+        format!("--listen-address={listen}"),
+        "--except-interface=lo".into(),
+        "--user=root".into(),
+        format!("--pid-file=/tmp/{}-dnsmasq.pid", ns.name),
+        "--local=/zone.test/".into(),
+        "--local=/18.198.in-addr.arpa/".into(),
+        "--log-facility=-".into(),
+    ];
+    args.extend(records.iter().map(|r| r.to_string()));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut d = Daemon::spawn(ns, "dnsmasq", &argv);
+    let up = wait_until(Duration::from_secs(5), || {
+        ns.command("sh")
+            .args(["-c", &format!("ss -lun | grep -q '{listen}:53'")])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    });
+    d.assert_running();
+    assert!(up, "dnsmasq did not start listening on {listen}:53");
+    d
+}

@@ -1,0 +1,135 @@
+//! End-to-end tests of the command line that need no privileges: exit codes, config errors with
+//! their position, `init`, and a loopback check.
+
+mod support;
+
+use std::process::Command;
+
+use support::netns::dtcprobe_bin;
+use support::{hop, parse_report};
+
+fn dtcprobe(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(dtcprobe_bin())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn unknown_scheme_is_a_usage_error() {
+    let (code, stdout, stderr) = dtcprobe(&["check", "ftp://sql01:21"]);
+    assert_eq!(code, 2);
+    assert!(stdout.is_empty());
+    assert!(stderr.contains("unknown target scheme `ftp`"), "{stderr}");
+}
+
+#[test]
+fn bad_flag_values_are_usage_errors() {
+    assert_eq!(
+        dtcprobe(&["check", "--timeout", "soon", "tcp://127.0.0.1:9"]).0,
+        2
+    );
+    assert_eq!(
+        dtcprobe(&["check", "--concurrency", "0", "tcp://127.0.0.1:9"]).0,
+        2
+    );
+    let (code, _, stderr) = dtcprobe(&["check"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("nothing to check"), "{stderr}");
+}
+
+#[test]
+fn config_errors_name_file_line_column_and_exit_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("zones.toml");
+    std::fs::write(
+        &path,
+        "[[check]]\nname = \"a\"\nkind = \"tcp\"\nhost = \"db\"\nport = 1433\ntimeuot = \"2s\"\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = dtcprobe(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 78, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:6:1:", path.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("timeuot"), "{stderr}");
+
+    let (code, _, stderr) = dtcprobe(&["check", "-c", "/nonexistent/dtcprobe.toml"]);
+    assert_eq!(code, 78);
+    assert!(stderr.contains("/nonexistent/dtcprobe.toml"), "{stderr}");
+}
+
+#[test]
+fn init_writes_a_config_that_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (code, stdout, _) = dtcprobe(&["init", d]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("dtcprobe.toml"));
+    // Refuses to overwrite without --force.
+    assert_eq!(dtcprobe(&["init", d]).0, 2);
+    assert_eq!(dtcprobe(&["init", d, "--force"]).0, 0);
+    // The written file parses: selecting an unknown check is a usage error that lists the known ones.
+    let cfg = dir.path().join("dtcprobe.toml");
+    let (code, _, stderr) = dtcprobe(&["check", "-c", cfg.to_str().unwrap(), "--only", "nope"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("sql01-tds"), "{stderr}");
+}
+
+#[test]
+fn shipped_example_configs_parse() {
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/config")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml")
+            && !path.to_string_lossy().contains("agent")
+        {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let parsed = dtcprobe::config::parse(&text, &path);
+            assert!(
+                parsed.is_ok(),
+                "{}: {}",
+                path.display(),
+                parsed.unwrap_err()
+            );
+        }
+    }
+}
+
+#[test]
+fn loopback_open_and_refused_with_json_and_plain() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let open = format!("tcp://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("tcp://127.0.0.1:{}", l.local_addr().unwrap().port())
+    };
+    let (code, stdout, _) = dtcprobe(&["check", "-f", "json", &open, &closed]);
+    assert_eq!(code, 1);
+    let report = parse_report(&stdout);
+    assert_eq!(report["format_version"], "1.0");
+    assert_eq!(hop(&report, &open, "tcp")["status"], "pass");
+    assert_eq!(hop(&report, &closed, "tcp")["cause"], "refused");
+    assert_eq!(report["summary"]["fail"], 1);
+
+    // --fail-on never: the same failure, exit 0.
+    assert_eq!(dtcprobe(&["check", "--fail-on", "never", &closed]).0, 0);
+
+    let (_, plain, _) = dtcprobe(&["check", "-f", "plain", &closed]);
+    let tcp_line = plain
+        .lines()
+        .find(|l| l.split('\t').nth(1) == Some("tcp"))
+        .unwrap();
+    let cols: Vec<&str> = tcp_line.split('\t').collect();
+    assert_eq!(
+        &cols[..4],
+        &[closed.as_str(), "tcp", "fail", "refused"],
+        "{plain}"
+    );
+}
