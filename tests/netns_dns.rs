@@ -27,10 +27,17 @@ fn forward_reverse_agreement_mismatch_and_nxdomain() {
             "--address=/noptr.zone.test/198.18.0.6",
         ],
     );
+    // A name only the web zone's hosts file knows (bind-mounted over /etc/hosts by `ip netns exec`):
+    // the probe must see what applications on that host see.
+    zones.web.etc_file(
+        "hosts",
+        "127.0.0.1 localhost\n198.18.0.3 sqlalias.zone.test\n",
+    );
     let (code, stdout, stderr) = dtcprobe_in(
         &zones.web,
         &[
             "check",
+            "dns://sqlalias.zone.test",
             "-f",
             "json",
             "--timeout",
@@ -48,6 +55,10 @@ fn forward_reverse_agreement_mismatch_and_nxdomain() {
     assert_eq!(ok["status"], "pass", "{ok:#}");
     assert_eq!(ok["data"]["addresses"][0], "198.18.0.2");
     assert_eq!(ok["data"]["ptr"]["198.18.0.2"][0], "sql01.zone.test");
+
+    let from_hosts = hop(&report, "dns://sqlalias.zone.test", "resolve");
+    assert_eq!(from_hosts["status"], "pass", "{from_hosts:#}");
+    assert_eq!(from_hosts["data"]["addresses"][0], "198.18.0.3");
 
     let stale = hop(&report, "dns://web02.zone.test", "resolve");
     assert_eq!(

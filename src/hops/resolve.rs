@@ -254,7 +254,7 @@ mod tests {
             matches!(judge_agreement(&[no_ptr]), Agreement::Mismatch(m) if m.contains("no PTR"))
         );
         assert!(matches!(
-            judge_agreement(&[ptr_timeout.clone()]),
+            judge_agreement(std::slice::from_ref(&ptr_timeout)),
             Agreement::Unknown(_)
         ));
         assert!(matches!(

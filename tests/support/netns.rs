@@ -54,8 +54,45 @@ pub struct Netns {
     pub name: String,
 }
 
+/// Removes namespaces left behind by test processes that were killed before their Drop ran
+/// (names made by [`unique_name`]: `{prefix}{pid}x{n}` with no such pid alive).
+fn sweep_stale_namespaces() {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| {
+        let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+            return;
+        };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            if !name.starts_with("dp") {
+                continue;
+            }
+            let Some((head, _)) = name.rsplit_once('x') else {
+                continue;
+            };
+            let pid: String = head
+                .chars()
+                .rev()
+                .take_while(|c| c.is_ascii_digit())
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            let Ok(pid) = pid.parse::<u32>() else {
+                continue;
+            };
+            if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            {
+                let _ = Command::new("ip").args(["netns", "del", name]).status();
+                let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(name));
+            }
+        }
+    });
+}
+
 impl Netns {
     pub fn new(prefix: &str) -> Netns {
+        sweep_stale_namespaces();
         let name = unique_name(prefix);
         run(Command::new("ip").args(["netns", "add", &name]));
         let ns = Netns { name };
