@@ -1,7 +1,7 @@
 //! The edge: wires the parsed command line to the library, owns the runtime, logging, signals and
 //! exit codes. The only place that uses `anyhow`.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::Path;
 
 use anyhow::Context;
@@ -31,6 +31,9 @@ pub fn main(cli: Cli) -> u8 {
     };
     match cli.command {
         Command::Check(args) => runtime.block_on(check(args)),
+        Command::Watch(args) => runtime.block_on(crate::watch::run(*args)),
+        Command::Agent(args) => runtime.block_on(crate::agent::cmd::agent_main(args)),
+        Command::Peer(args) => runtime.block_on(crate::agent::cmd::peer_main(*args)),
         Command::Init(args) => match init(&args) {
             Ok(path) => {
                 println!("wrote {}", path.display());
@@ -84,13 +87,19 @@ async fn check(args: CheckArgs) -> u8 {
         Ok(p) => p,
         Err(e) => {
             eprintln!("dtcprobe: {e}");
-            return e.exit_code();
+            return report::outputs::pre_run_exit(&args, e.exit_code(), &e.to_string());
         }
     };
+    let bar = crate::progress::Bar::for_run(plan.checks.len());
+    if let Some(b) = &bar {
+        b.start_timer();
+    }
     let opts = RunOptions {
         timeout: plan.timeout,
         concurrency: plan.concurrency,
-        progress: None,
+        progress: bar
+            .clone()
+            .map(|b| b as std::sync::Arc<dyn runner::Progress>),
     };
     let report = tokio::select! {
         r = runner::run_plan(&plan.checks, &opts) => r,
@@ -99,20 +108,12 @@ async fn check(args: CheckArgs) -> u8 {
             return exit::INTERRUPTED;
         }
     };
-    let color = std::io::stdout().is_terminal() && !no_color();
-    let exporter = report::exporter_for(args.format, RenderOptions { color });
-    let mut stdout = std::io::stdout().lock();
-    if let Err(e) = exporter
-        .render(&report, &mut stdout)
-        .and_then(|_| stdout.flush())
-    {
-        // A closed pipe (`| head`) is not worth a scary message, but the run is not clean either.
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            eprintln!("dtcprobe: cannot write the report: {e}");
-        }
-        return exit::INCONCLUSIVE;
+    if let Some(b) = &bar {
+        b.finish();
     }
-    exit::for_report(&report, args.fail_on)
+    let color = std::io::stdout().is_terminal() && !no_color();
+    // Stdout report (+ baseline comparison), --output files, --textfile-dir, exit code.
+    report::outputs::emit(&report, &args, RenderOptions { color })
 }
 
 fn init(args: &InitArgs) -> anyhow::Result<std::path::PathBuf> {

@@ -29,6 +29,44 @@ pub enum Command {
     Check(CheckArgs),
     /// Write an example config file.
     Init(InitArgs),
+    /// Run the agent on the far side (a long-running service) that `peer` talks to.
+    Agent(crate::agent::cmd::AgentArgs),
+    /// Check both directions in one invocation, with an agent on the far side.
+    Peer(Box<crate::agent::cmd::PeerArgs>),
+    /// Run the checks repeatedly; print only transitions and flapping checks; optionally serve
+    /// /metrics, /healthz and /probe for Prometheus.
+    Watch(Box<WatchArgs>),
+}
+
+/// `dtcprobe watch`: the check options plus the schedule.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub check: CheckArgs,
+
+    /// Time between the starts of two rounds.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Stop after N rounds (default: until interrupted).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// Window over which status changes are counted for flap detection.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "1h")]
+    pub flap_window: Duration,
+
+    /// A check with at least this many status changes within the window is flapping (min 2).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..=1000))]
+    pub flap_threshold: usize,
+
+    /// Serve /metrics, /healthz and /probe?module=CHECK&target=HOST on ADDR (e.g. 0.0.0.0:9715).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
+    /// How long a /probe result is reused for the same module and target.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "5s")]
+    pub probe_cache: Duration,
 }
 
 /// What to check and how to report it; shared by `check`, `peer` and `watch`.
@@ -62,6 +100,30 @@ pub struct CheckArgs {
     /// What makes the exit code non-zero.
     #[arg(long, value_enum, default_value = "failure")]
     pub fail_on: FailOn,
+
+    /// Also write the report in FORMAT to PATH (repeatable: junit=report.xml, prometheus=run.prom;
+    /// PATH `-` is stdout). Files are replaced atomically.
+    #[arg(long = "output", value_name = "FORMAT=PATH")]
+    pub outputs: Vec<crate::report::outputs::OutputSpec>,
+
+    /// Write dtcprobe.prom atomically into DIR (node_exporter / windows_exporter textfile collector).
+    #[arg(long, value_name = "DIR")]
+    pub textfile_dir: Option<PathBuf>,
+
+    /// Compare with an earlier JSON report (-f json): regressions fail the run; changed addresses
+    /// and RPC ports are listed.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+
+    /// Password for mssql:// checks (and config checks without password_env/password_file):
+    /// the file's content, one trailing newline removed. Without it, a terminal prompt.
+    #[arg(long, value_name = "FILE", value_parser = crate::secret::password_file_arg)]
+    pub password_file: Option<PathBuf>,
+
+    /// For epm:// checks: also list every endpoint mapper entry (UUID, version, annotation,
+    /// binding), like rpcdump / PortQry -e 135.
+    #[arg(long)]
+    pub list_endpoints: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

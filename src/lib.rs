@@ -3,17 +3,22 @@
 //! Layout: pure logic (config and target parsing, classification, report building) is separate
 //! from I/O (`hops`, `resolver`, `runner`); `app` is the edge that wires the CLI to them.
 
+pub mod agent;
 pub mod app;
 pub mod baseline;
 pub mod chain;
 pub mod classify;
 pub mod cli;
 pub mod config;
+pub mod dcerpc;
 pub mod exit;
 pub mod hops;
+pub mod metrics_server;
 pub mod plan;
 pub mod progress;
 pub mod report;
 pub mod resolver;
 pub mod runner;
+pub mod secret;
 pub mod target;
+pub mod watch;

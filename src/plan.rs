@@ -77,6 +77,13 @@ pub fn build(args: &CheckArgs) -> Result<Plan, PlanError> {
             target,
         });
     }
+    if args.list_endpoints {
+        for c in &mut checks {
+            if let Target::Epm(t) = &mut c.target {
+                t.list_endpoints = true;
+            }
+        }
+    }
     if checks.is_empty() {
         return Err(PlanError::Usage(
             "nothing to check: give TARGETs (e.g. tcp://sql01:1433) or -c FILE (see `dtcprobe init`)".into(),

@@ -48,7 +48,7 @@ pub async fn run_checks(specs: &[CheckSpec], opts: &RunOptions) -> Vec<CheckResu
     let resolver = Arc::new(DnsResolver::from_system(opts.timeout));
     let total = specs.len();
     let done = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<CheckResult> = stream::iter(specs.iter())
+    let mut results: Vec<CheckResult> = stream::iter(specs.iter())
         .map(|spec| {
             let ctx = RunContext {
                 hop_timeout: spec.timeout.unwrap_or(opts.timeout),
@@ -68,6 +68,8 @@ pub async fn run_checks(specs: &[CheckSpec], opts: &RunOptions) -> Vec<CheckResu
         .buffered(opts.concurrency.max(1))
         .collect()
         .await;
+    // Cloned machines show up only across checks: compare MSDTC CIDs over the whole run.
+    hops::epm::mark_duplicate_cids(&mut results);
     results
 }
 
@@ -92,6 +94,11 @@ pub async fn run_check(spec: &CheckSpec, ctx: &RunContext) -> CheckResult {
             }
             chain.finish()
         }
+        // Boxed: each kind's chain future is large (tiberius, DCE/RPC state), and a run keeps
+        // `--concurrency` of them alive at once; inline they would cost that size per check.
+        Target::Epm(t) => Box::pin(hops::epm::run(t, ctx)).await,
+        Target::Mssql(t) => Box::pin(hops::mssql::run(t, ctx)).await,
+        Target::Postgres(t) => Box::pin(hops::postgres::run(t, ctx)).await,
         Target::Dns(t) => {
             let mut chain = Chain::new(vec![HopKind::Resolve], ctx.hop_timeout);
             // Forward and reverse lookups of every address: give the hop a budget for several.
@@ -105,6 +112,17 @@ pub async fn run_check(spec: &CheckSpec, ctx: &RunContext) -> CheckResult {
             chain.finish()
         }
     };
+    for hop in &hops {
+        tracing::debug!(
+            check = %spec.name,
+            hop = hop.hop.as_str(),
+            status = hop.status.as_str(),
+            cause = hop.cause.map(|c| c.as_str()).unwrap_or("-"),
+            seconds = hop.duration_seconds.as_secs_f64(),
+            "{}",
+            hop.detail
+        );
+    }
     CheckResult {
         name: spec.name.clone(),
         kind: spec.target.kind().to_string(),

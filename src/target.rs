@@ -25,6 +25,7 @@ pub enum TargetError {
     At { offset: usize, message: String },
 }
 
+/// The schemes this build understands.
 pub const SCHEMES: &str = "tcp://, dns://, mssql://, epm://, postgres://";
 
 /// One check to run: a name, the zones it crosses, and its target.
@@ -42,6 +43,9 @@ pub struct CheckSpec {
 pub enum Target {
     Tcp(TcpTarget),
     Dns(DnsTarget),
+    Epm(crate::hops::epm::EpmTarget),
+    Mssql(crate::hops::mssql::MssqlTarget),
+    Postgres(crate::hops::postgres::PgTarget),
 }
 
 impl Target {
@@ -50,6 +54,9 @@ impl Target {
         match self {
             Target::Tcp(_) => "tcp",
             Target::Dns(_) => "dns",
+            Target::Epm(_) => "epm",
+            Target::Mssql(_) => "mssql",
+            Target::Postgres(_) => "postgres",
         }
     }
 
@@ -58,6 +65,9 @@ impl Target {
         match self {
             Target::Tcp(t) => format!("tcp://{}:{}", bracket_v6(&t.host), t.port),
             Target::Dns(t) => format!("dns://{}", bracket_v6(&t.host)),
+            Target::Epm(t) => t.display(),
+            Target::Mssql(t) => t.display(),
+            Target::Postgres(t) => t.display(),
         }
     }
 
@@ -72,8 +82,19 @@ impl Target {
                 "expected SCHEME://HOST..., with a scheme among {SCHEMES}"
             )));
         };
+        if scheme == "mssql" {
+            // Parsed by hand: `host\instance` is not URL syntax.
+            return Ok(Target::Mssql(crate::hops::mssql::MssqlTarget::from_url(
+                text,
+            )?));
+        }
+        if scheme == "postgres" || scheme == "postgresql" {
+            return Ok(Target::Postgres(crate::hops::postgres::PgTarget::from_url(
+                text,
+            )?));
+        }
         match scheme.as_str() {
-            "tcp" | "dns" => {}
+            "tcp" | "dns" | "epm" => {}
             _ => {
                 return Err(TargetError::UnknownScheme {
                     scheme,
@@ -96,6 +117,9 @@ impl Target {
                 }))
             }
             "dns" => Ok(Target::Dns(DnsTarget { host })),
+            "epm" => Ok(Target::Epm(
+                crate::hops::epm::EpmTarget::from_url(&url, host).map_err(invalid)?,
+            )),
             _ => unreachable!("scheme checked above"),
         }
     }
@@ -144,10 +168,17 @@ impl Target {
                 }))
             }
             CheckKind::Dns => Ok(Target::Dns(DnsTarget { host: host()? })),
-            other => Err(TargetError::At {
-                offset: kind_offset,
-                message: format!("kind `{other:?}` is not available in this build yet"),
-            }),
+            CheckKind::Epm => Ok(Target::Epm(crate::hops::epm::EpmTarget::from_config(
+                raw,
+                host()?,
+            )?)),
+            CheckKind::Mssql => Ok(Target::Mssql(crate::hops::mssql::MssqlTarget::from_config(
+                raw,
+                host()?,
+            )?)),
+            CheckKind::Postgres => Ok(Target::Postgres(
+                crate::hops::postgres::PgTarget::from_config(raw, kind_offset)?,
+            )),
         }
     }
 
@@ -155,6 +186,9 @@ impl Target {
         match self {
             Target::Tcp(t) => &t.host,
             Target::Dns(t) => &t.host,
+            Target::Epm(t) => &t.host,
+            Target::Mssql(t) => &t.host,
+            Target::Postgres(t) => &t.host,
         }
     }
 }

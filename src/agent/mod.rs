@@ -11,8 +11,11 @@
 //! that address or to hosts listed in the agent's own `allow` list.
 
 pub mod client;
+pub mod cmd;
 pub mod protocol;
 pub mod server;
+#[cfg(windows)]
+pub mod winsvc;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -95,19 +98,39 @@ impl AgentConfig {
     pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, AgentConfigError> {
         let at = |offset: usize, message: String| {
             let (line, column) = crate::config::line_column(text, offset);
-            AgentConfigError { path: path.to_path_buf(), line, column, message }
+            AgentConfigError {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message,
+            }
         };
         let raw: RawAgentConfig = toml::from_str(text).map_err(|e| {
             let offset = e.span().map(|s| s.start).unwrap_or(0);
-            at(offset, e.message().lines().next().unwrap_or("invalid TOML").to_string())
+            at(
+                offset,
+                e.message()
+                    .lines()
+                    .next()
+                    .unwrap_or("invalid TOML")
+                    .to_string(),
+            )
         })?;
-        let duration = |v: &Option<toml::Spanned<String>>, default: Duration| -> Result<Duration, AgentConfigError> {
+        let duration = |v: &Option<toml::Spanned<String>>,
+                        default: Duration|
+         -> Result<Duration, AgentConfigError> {
             match v {
                 None => Ok(default),
                 Some(s) => match humantime::parse_duration(s.get_ref()) {
                     Ok(d) if !d.is_zero() => Ok(d),
-                    Ok(_) => Err(at(s.span().start, "duration must be greater than zero".into())),
-                    Err(e) => Err(at(s.span().start, format!("invalid duration `{}`: {e}", s.get_ref()))),
+                    Ok(_) => Err(at(
+                        s.span().start,
+                        "duration must be greater than zero".into(),
+                    )),
+                    Err(e) => Err(at(
+                        s.span().start,
+                        format!("invalid duration `{}`: {e}", s.get_ref()),
+                    )),
                 },
             }
         };
@@ -117,7 +140,12 @@ impl AgentConfig {
             allow.push(AllowEntry::parse(entry.get_ref()).map_err(|m| at(entry.span().start, m))?);
         }
         let max_sessions = match raw.max_sessions {
-            Some(s) if *s.get_ref() == 0 => return Err(at(s.span().start, "`max_sessions` must be at least 1".into())),
+            Some(s) if *s.get_ref() == 0 => {
+                return Err(at(
+                    s.span().start,
+                    "`max_sessions` must be at least 1".into(),
+                ))
+            }
             Some(s) => s.into_inner(),
             None => d.max_sessions,
         };
@@ -146,7 +174,8 @@ pub struct AllowEntry {
 impl AllowEntry {
     pub fn parse(text: &str) -> Result<AllowEntry, String> {
         let text = text.trim();
-        let bad = || format!("invalid allow entry `{text}` (expected HOST, HOST:PORT or [IPv6]:PORT)");
+        let bad =
+            || format!("invalid allow entry `{text}` (expected HOST, HOST:PORT or [IPv6]:PORT)");
         if text.is_empty() || text.contains('/') || text.contains(char::is_whitespace) {
             return Err(bad());
         }
@@ -154,21 +183,38 @@ impl AllowEntry {
             let (host, after) = rest.split_once(']').ok_or_else(bad)?;
             let port = match after {
                 "" => None,
-                p => Some(p.strip_prefix(':').ok_or_else(bad)?.parse::<u16>().map_err(|_| bad())?),
+                p => Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(bad)?
+                        .parse::<u16>()
+                        .map_err(|_| bad())?,
+                ),
             };
-            return Ok(AllowEntry { host: host.to_ascii_lowercase(), port });
+            return Ok(AllowEntry {
+                host: host.to_ascii_lowercase(),
+                port,
+            });
         }
         match text.matches(':').count() {
-            0 => Ok(AllowEntry { host: text.to_ascii_lowercase(), port: None }),
+            0 => Ok(AllowEntry {
+                host: text.to_ascii_lowercase(),
+                port: None,
+            }),
             1 => {
                 let (host, port) = text.split_once(':').expect("one colon");
                 if host.is_empty() {
                     return Err(bad());
                 }
-                Ok(AllowEntry { host: host.to_ascii_lowercase(), port: Some(port.parse().map_err(|_| bad())?) })
+                Ok(AllowEntry {
+                    host: host.to_ascii_lowercase(),
+                    port: Some(port.parse().map_err(|_| bad())?),
+                })
             }
             // A bare IPv6 address: any port.
-            _ => Ok(AllowEntry { host: text.to_ascii_lowercase(), port: None }),
+            _ => Ok(AllowEntry {
+                host: text.to_ascii_lowercase(),
+                port: None,
+            }),
         }
     }
 
@@ -199,7 +245,8 @@ mod tests {
 
     #[test]
     fn allow_entries() {
-        let cases: &[(&str, Option<(&str, Option<u16>)>)] = &[
+        type Want<'a> = Option<(&'a str, Option<u16>)>;
+        let cases: &[(&str, Want)] = &[
             ("sql01", Some(("sql01", None))),
             ("SQL01:1433", Some(("sql01", Some(1433)))),
             ("10.0.0.5:135", Some(("10.0.0.5", Some(135)))),
@@ -215,7 +262,10 @@ mod tests {
         ];
         for (text, want) in cases {
             let got = AllowEntry::parse(text).ok();
-            let want = want.map(|(h, p)| AllowEntry { host: h.to_string(), port: p });
+            let want = want.map(|(h, p)| AllowEntry {
+                host: h.to_string(),
+                port: p,
+            });
             assert_eq!(got, want, "{text}");
         }
         let e = AllowEntry::parse("sql01:1433").unwrap();
@@ -223,7 +273,9 @@ mod tests {
         assert!(!e.matches("sql01", Some(1434)));
         assert!(!e.matches("sql01", None));
         assert!(!e.matches("sql011", Some(1433)));
-        assert!(AllowEntry::parse("sql01").unwrap().matches("sql01", Some(1)));
+        assert!(AllowEntry::parse("sql01")
+            .unwrap()
+            .matches("sql01", Some(1)));
     }
 
     #[test]
@@ -238,7 +290,11 @@ mod tests {
 
         let cases: &[(&str, usize, &str)] = &[
             ("bogus = 1\n", 1, "unknown field"),
-            ("zone = \"a\"\nallow = [\"x:y\"]\n", 2, "invalid allow entry"),
+            (
+                "zone = \"a\"\nallow = [\"x:y\"]\n",
+                2,
+                "invalid allow entry",
+            ),
             ("max_sessions = 0\n", 1, "at least 1"),
             ("\n\nframe_timeout = \"soon\"\n", 3, "invalid duration"),
         ];
@@ -247,6 +303,14 @@ mod tests {
             assert_eq!(e.line, *line, "{text}: {e}");
             assert!(e.to_string().contains(needle), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn shipped_example_config_parses() {
+        let text = include_str!("../../config/agent.example.toml");
+        let c = AgentConfig::parse(text, Path::new("config/agent.example.toml")).unwrap();
+        assert_eq!(c.zone.as_deref(), Some("sql"));
+        assert_eq!(c.max_sessions, 16);
     }
 
     #[test]

@@ -102,14 +102,20 @@ impl Key {
     pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Key, KeyError> {
         let trimmed = trim_ascii(bytes);
         if trimmed.len() < MIN_KEY_LEN {
-            return Err(KeyError::TooShort { path: origin.to_string(), len: trimmed.len() });
+            return Err(KeyError::TooShort {
+                path: origin.to_string(),
+                len: trimmed.len(),
+            });
         }
         Ok(Key(trimmed.to_vec()))
     }
 
     pub fn load(path: &Path) -> Result<Key, KeyError> {
         let shown = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| KeyError::Read { path: shown.clone(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| KeyError::Read {
+            path: shown.clone(),
+            source,
+        })?;
         Key::from_bytes(&bytes, &shown)
     }
 
@@ -165,6 +171,9 @@ pub enum Message {
         body: String,
         mac: String,
     },
+    /// Agent -> near side: the request authenticated and is being worked on (lets the near side
+    /// tell a refused request from an agent lost mid-run).
+    Accepted,
     /// Agent -> near side: the answer, MACed over the client nonce and `body` (a [`ResponseBody`]).
     Response { body: String, mac: String },
     /// Agent -> near side: the request was refused or failed. Not MACed (it carries no results).
@@ -209,6 +218,9 @@ pub struct PeerRequest {
     /// Per-hop timeout the near side would like, in milliseconds (the agent caps it).
     #[serde(default)]
     pub hop_timeout_ms: Option<u64>,
+    /// The near side's zone (reverse checks run `to` it).
+    #[serde(default)]
+    pub zone: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -264,17 +276,26 @@ pub fn frame_len(prefix: [u8; 4]) -> Result<usize, FrameError> {
         return Err(FrameError::Empty);
     }
     if len > MAX_FRAME {
-        return Err(FrameError::TooLarge { len, max: MAX_FRAME });
+        return Err(FrameError::TooLarge {
+            len,
+            max: MAX_FRAME,
+        });
     }
     Ok(len)
 }
 
 /// Serializes a message into a complete frame (prefix + JSON).
 pub fn encode_frame(msg: &Message) -> Result<Vec<u8>, FrameError> {
-    let env = Envelope { v: PROTOCOL_VERSION, msg: msg.clone() };
+    let env = Envelope {
+        v: PROTOCOL_VERSION,
+        msg: msg.clone(),
+    };
     let json = serde_json::to_vec(&env).map_err(|e| FrameError::Malformed(e.to_string()))?;
     if json.len() > MAX_FRAME {
-        return Err(FrameError::TooLarge { len: json.len(), max: MAX_FRAME });
+        return Err(FrameError::TooLarge {
+            len: json.len(),
+            max: MAX_FRAME,
+        });
     }
     let mut out = Vec::with_capacity(4 + json.len());
     out.extend_from_slice(&(json.len() as u32).to_be_bytes());
@@ -285,7 +306,10 @@ pub fn encode_frame(msg: &Message) -> Result<Vec<u8>, FrameError> {
 /// Parses a frame payload (without the prefix): version first, then the message.
 pub fn decode_payload(payload: &[u8]) -> Result<Message, FrameError> {
     if payload.len() > MAX_FRAME {
-        return Err(FrameError::TooLarge { len: payload.len(), max: MAX_FRAME });
+        return Err(FrameError::TooLarge {
+            len: payload.len(),
+            max: MAX_FRAME,
+        });
     }
     #[derive(Deserialize)]
     struct VersionOnly {
@@ -296,7 +320,8 @@ pub fn decode_payload(payload: &[u8]) -> Result<Message, FrameError> {
     if version.v != PROTOCOL_VERSION {
         return Err(FrameError::Version { got: version.v });
     }
-    let env: Envelope = serde_json::from_slice(payload).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let env: Envelope =
+        serde_json::from_slice(payload).map_err(|e| FrameError::Malformed(e.to_string()))?;
     Ok(env.msg)
 }
 
@@ -326,7 +351,13 @@ fn feed(mac: &mut HmacSha256, field: &[u8]) {
     mac.update(field);
 }
 
-fn request_mac(key: &Key, nonce: &str, client_nonce: &str, timestamp: u64, body: &str) -> HmacSha256 {
+fn request_mac(
+    key: &Key,
+    nonce: &str,
+    client_nonce: &str,
+    timestamp: u64,
+    body: &str,
+) -> HmacSha256 {
     let mut mac = key.mac();
     feed(&mut mac, REQUEST_CONTEXT);
     feed(&mut mac, nonce.as_bytes());
@@ -345,14 +376,34 @@ fn response_mac(key: &Key, client_nonce: &str, body: &str) -> HmacSha256 {
 }
 
 /// Builds an authenticated request message for the server nonce of a `Hello`.
-pub fn sign_request(key: &Key, nonce: &str, client_nonce: &str, timestamp: u64, body: &RequestBody) -> Message {
+pub fn sign_request(
+    key: &Key,
+    nonce: &str,
+    client_nonce: &str,
+    timestamp: u64,
+    body: &RequestBody,
+) -> Message {
     let body = serde_json::to_string(body).expect("request bodies always serialize");
-    let mac = request_mac(key, nonce, client_nonce, timestamp, &body).finalize().into_bytes();
+    sign_request_raw(key, nonce, client_nonce, timestamp, &body)
+}
+
+/// As [`sign_request`], for a body already serialized (tests use it to send bodies the typed API
+/// cannot express).
+pub fn sign_request_raw(
+    key: &Key,
+    nonce: &str,
+    client_nonce: &str,
+    timestamp: u64,
+    body: &str,
+) -> Message {
+    let mac = request_mac(key, nonce, client_nonce, timestamp, body)
+        .finalize()
+        .into_bytes();
     Message::Request {
         nonce: nonce.to_string(),
         client_nonce: client_nonce.to_string(),
         timestamp,
-        body,
+        body: body.to_string(),
         mac: hex_encode(&mac),
     }
 }
@@ -372,13 +423,27 @@ pub fn verify_request(
         .map_err(|_| AuthError::BadMac)
 }
 
-pub fn sign_response(key: &Key, client_nonce: &str, body: &ResponseBody) -> Result<Message, FrameError> {
+pub fn sign_response(
+    key: &Key,
+    client_nonce: &str,
+    body: &ResponseBody,
+) -> Result<Message, FrameError> {
     let body = serde_json::to_string(body).map_err(|e| FrameError::Malformed(e.to_string()))?;
-    let mac = response_mac(key, client_nonce, &body).finalize().into_bytes();
-    Ok(Message::Response { body, mac: hex_encode(&mac) })
+    let mac = response_mac(key, client_nonce, &body)
+        .finalize()
+        .into_bytes();
+    Ok(Message::Response {
+        body,
+        mac: hex_encode(&mac),
+    })
 }
 
-pub fn verify_response(key: &Key, client_nonce: &str, body: &str, mac_hex: &str) -> Result<(), AuthError> {
+pub fn verify_response(
+    key: &Key,
+    client_nonce: &str,
+    body: &str,
+    mac_hex: &str,
+) -> Result<(), AuthError> {
     let tag = hex_decode(mac_hex).ok_or(AuthError::MalformedMac)?;
     response_mac(key, client_nonce, body)
         .verify_slice(&tag)
@@ -398,14 +463,20 @@ pub struct ReplayGuard {
 
 impl ReplayGuard {
     pub fn new(window_secs: u64, capacity: usize) -> ReplayGuard {
-        ReplayGuard { window_secs, capacity, seen: HashMap::new() }
+        ReplayGuard {
+            window_secs,
+            capacity,
+            seen: HashMap::new(),
+        }
     }
 
     /// Accepts `nonce` at `timestamp` (the request's) when the agent's clock reads `now`.
     pub fn check(&mut self, nonce: &str, timestamp: u64, now: u64) -> Result<(), AuthError> {
         let skew = timestamp as i128 - now as i128;
         if skew.unsigned_abs() > self.window_secs as u128 {
-            return Err(AuthError::Stale { skew_secs: skew.clamp(i64::MIN as i128, i64::MAX as i128) as i64 });
+            return Err(AuthError::Stale {
+                skew_secs: skew.clamp(i64::MIN as i128, i64::MAX as i128) as i64,
+            });
         }
         if self.seen.contains_key(nonce) {
             return Err(AuthError::Replayed);
@@ -417,7 +488,8 @@ impl ReplayGuard {
             }
         }
         // Forget a nonce once a request carrying it would be stale anyway.
-        self.seen.insert(nonce.to_string(), now.saturating_add(2 * self.window_secs));
+        self.seen
+            .insert(nonce.to_string(), now.saturating_add(2 * self.window_secs));
         Ok(())
     }
 
@@ -434,7 +506,10 @@ impl ReplayGuard {
 // Small helpers
 
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
 }
 
 /// A fresh random nonce, hex-encoded.
@@ -498,14 +573,18 @@ where
         let mut prefix = [0u8; 4];
         match reader.read_exact(&mut prefix).await {
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(IoFrameError::Closed),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(IoFrameError::Closed)
+            }
             Err(e) => return Err(e.into()),
         }
         let len = frame_len(prefix)?;
         let mut payload = vec![0u8; len];
         match reader.read_exact(&mut payload).await {
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(IoFrameError::Closed),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(IoFrameError::Closed)
+            }
             Err(e) => return Err(e.into()),
         }
         Ok(decode_payload(&payload)?)
@@ -515,7 +594,11 @@ where
         .unwrap_or(Err(IoFrameError::Timeout(deadline)))
 }
 
-pub async fn write_frame<W>(writer: &mut W, msg: &Message, deadline: Duration) -> Result<(), IoFrameError>
+pub async fn write_frame<W>(
+    writer: &mut W,
+    msg: &Message,
+    deadline: Duration,
+) -> Result<(), IoFrameError>
 where
     W: tokio::io::AsyncWrite + Unpin,
 {
@@ -545,8 +628,20 @@ mod tests {
             ([0, 0, 0, 0], Err(FrameError::Empty)),
             ([0, 0, 0, 1], Ok(1)),
             ([0, 1, 0, 0], Ok(MAX_FRAME)),
-            ([0, 1, 0, 1], Err(FrameError::TooLarge { len: MAX_FRAME + 1, max: MAX_FRAME })),
-            ([0xff, 0xff, 0xff, 0xff], Err(FrameError::TooLarge { len: u32::MAX as usize, max: MAX_FRAME })),
+            (
+                [0, 1, 0, 1],
+                Err(FrameError::TooLarge {
+                    len: MAX_FRAME + 1,
+                    max: MAX_FRAME,
+                }),
+            ),
+            (
+                [0xff, 0xff, 0xff, 0xff],
+                Err(FrameError::TooLarge {
+                    len: u32::MAX as usize,
+                    max: MAX_FRAME,
+                }),
+            ),
         ];
         for (prefix, want) in cases {
             assert_eq!(&frame_len(*prefix), want, "{prefix:?}");
@@ -555,7 +650,10 @@ mod tests {
 
     #[test]
     fn frames_round_trip_and_need_whole_input() {
-        let msg = Message::Error { code: ErrorCode::Busy, message: "x".into() };
+        let msg = Message::Error {
+            code: ErrorCode::Busy,
+            message: "x".into(),
+        };
         let frame = encode_frame(&msg).unwrap();
         for cut in 0..frame.len() {
             assert_eq!(decode_frame(&frame[..cut]), Ok(None), "cut at {cut}");
@@ -570,12 +668,27 @@ mod tests {
     #[test]
     fn payload_table() {
         let cases: &[(&str, Option<FrameError>)] = &[
-            (r#"{"v":1,"msg":{"type":"error","code":"busy","message":"m"}}"#, None),
-            (r#"{"v":2,"msg":{"type":"error","code":"busy","message":"m"}}"#, Some(FrameError::Version { got: 2 })),
-            (r#"{"v":2,"msg":"anything at all"}"#, Some(FrameError::Version { got: 2 })),
+            (
+                r#"{"v":1,"msg":{"type":"error","code":"busy","message":"m"}}"#,
+                None,
+            ),
+            (
+                r#"{"v":2,"msg":{"type":"error","code":"busy","message":"m"}}"#,
+                Some(FrameError::Version { got: 2 }),
+            ),
+            (
+                r#"{"v":2,"msg":"anything at all"}"#,
+                Some(FrameError::Version { got: 2 }),
+            ),
             (r#"{"msg":{}}"#, Some(FrameError::Malformed(String::new()))),
-            (r#"{"v":1,"msg":{"type":"nope"}}"#, Some(FrameError::Malformed(String::new()))),
-            (r#"{"v":1,"msg":{"type":"error","code":"busy","message":"m"},"x":1}"#, Some(FrameError::Malformed(String::new()))),
+            (
+                r#"{"v":1,"msg":{"type":"nope"}}"#,
+                Some(FrameError::Malformed(String::new())),
+            ),
+            (
+                r#"{"v":1,"msg":{"type":"error","code":"busy","message":"m"},"x":1}"#,
+                Some(FrameError::Malformed(String::new())),
+            ),
             ("not json", Some(FrameError::Malformed(String::new()))),
             ("", Some(FrameError::Malformed(String::new()))),
         ];
@@ -592,8 +705,14 @@ mod tests {
 
     #[test]
     fn oversize_message_is_not_encoded() {
-        let msg = Message::Error { code: ErrorCode::Protocol, message: "x".repeat(MAX_FRAME) };
-        assert!(matches!(encode_frame(&msg), Err(FrameError::TooLarge { .. })));
+        let msg = Message::Error {
+            code: ErrorCode::Protocol,
+            message: "x".repeat(MAX_FRAME),
+        };
+        assert!(matches!(
+            encode_frame(&msg),
+            Err(FrameError::TooLarge { .. })
+        ));
     }
 
     #[test]
@@ -609,7 +728,10 @@ mod tests {
             assert_eq!(Key::from_bytes(bytes, "k").is_ok(), *ok, "{bytes:?}");
         }
         let k = key();
-        assert!(!format!("{k:?}").contains("0123"), "Debug must not leak the key");
+        assert!(
+            !format!("{k:?}").contains("0123"),
+            "Debug must not leak the key"
+        );
         let err = Key::from_bytes(b"short", "/etc/k").unwrap_err().to_string();
         assert!(err.contains("/etc/k") && err.contains("32"), "{err}");
     }
@@ -618,48 +740,149 @@ mod tests {
     fn request_mac_verifies_and_detects_tampering() {
         let k = key();
         let other = Key::from_bytes(&[b'z'; 40], "other").unwrap();
-        let Message::Request { nonce, client_nonce, timestamp, body, mac } =
-            sign_request(&k, "n1", "c1", 1000, &RequestBody::Ping)
+        let Message::Request {
+            nonce,
+            client_nonce,
+            timestamp,
+            body,
+            mac,
+        } = sign_request(&k, "n1", "c1", 1000, &RequestBody::Ping)
         else {
             panic!("not a request")
         };
-        assert_eq!(verify_request(&k, &nonce, &client_nonce, timestamp, &body, &mac), Ok(()));
+        assert_eq!(
+            verify_request(&k, &nonce, &client_nonce, timestamp, &body, &mac),
+            Ok(())
+        );
         // (key, nonce, client nonce, timestamp, body, mac) -> expected
-        type Case<'a> = (&'a Key, &'a str, &'a str, u64, &'a str, String, Result<(), AuthError>);
+        type Case<'a> = (
+            &'a Key,
+            &'a str,
+            &'a str,
+            u64,
+            &'a str,
+            String,
+            Result<(), AuthError>,
+        );
         let flipped = {
             let mut m = hex_decode(&mac).unwrap();
             m[0] ^= 1;
             hex_encode(&m)
         };
         let cases: Vec<Case> = vec![
-            (&other, "n1", "c1", 1000, &body, mac.clone(), Err(AuthError::BadMac)),
-            (&k, "n2", "c1", 1000, &body, mac.clone(), Err(AuthError::BadMac)),
-            (&k, "n1", "c2", 1000, &body, mac.clone(), Err(AuthError::BadMac)),
-            (&k, "n1", "c1", 1001, &body, mac.clone(), Err(AuthError::BadMac)),
-            (&k, "n1", "c1", 1000, r#"{"op":"peer"}"#, mac.clone(), Err(AuthError::BadMac)),
+            (
+                &other,
+                "n1",
+                "c1",
+                1000,
+                &body,
+                mac.clone(),
+                Err(AuthError::BadMac),
+            ),
+            (
+                &k,
+                "n2",
+                "c1",
+                1000,
+                &body,
+                mac.clone(),
+                Err(AuthError::BadMac),
+            ),
+            (
+                &k,
+                "n1",
+                "c2",
+                1000,
+                &body,
+                mac.clone(),
+                Err(AuthError::BadMac),
+            ),
+            (
+                &k,
+                "n1",
+                "c1",
+                1001,
+                &body,
+                mac.clone(),
+                Err(AuthError::BadMac),
+            ),
+            (
+                &k,
+                "n1",
+                "c1",
+                1000,
+                r#"{"op":"peer"}"#,
+                mac.clone(),
+                Err(AuthError::BadMac),
+            ),
             (&k, "n1", "c1", 1000, &body, flipped, Err(AuthError::BadMac)),
-            (&k, "n1", "c1", 1000, &body, mac[..10].to_string(), Err(AuthError::BadMac)),
-            (&k, "n1", "c1", 1000, &body, "zz".into(), Err(AuthError::MalformedMac)),
-            (&k, "n1", "c1", 1000, &body, "abc".into(), Err(AuthError::MalformedMac)),
+            (
+                &k,
+                "n1",
+                "c1",
+                1000,
+                &body,
+                mac[..10].to_string(),
+                Err(AuthError::BadMac),
+            ),
+            (
+                &k,
+                "n1",
+                "c1",
+                1000,
+                &body,
+                "zz".into(),
+                Err(AuthError::MalformedMac),
+            ),
+            (
+                &k,
+                "n1",
+                "c1",
+                1000,
+                &body,
+                "abc".into(),
+                Err(AuthError::MalformedMac),
+            ),
             // Field boundaries matter: moving a character from one field to the next breaks it.
-            (&k, "n", "1c1", 1000, &body, mac.clone(), Err(AuthError::BadMac)),
+            (
+                &k,
+                "n",
+                "1c1",
+                1000,
+                &body,
+                mac.clone(),
+                Err(AuthError::BadMac),
+            ),
         ];
         for (key, n, c, t, b, m, want) in cases {
-            assert_eq!(verify_request(key, n, c, t, b, &m), want, "{n} {c} {t} {b} {m}");
+            assert_eq!(
+                verify_request(key, n, c, t, b, &m),
+                want,
+                "{n} {c} {t} {b} {m}"
+            );
         }
     }
 
     #[test]
     fn response_mac_binds_client_nonce() {
         let k = key();
-        let body = ResponseBody { agent: "a".into(), ..Default::default() };
+        let body = ResponseBody {
+            agent: "a".into(),
+            ..Default::default()
+        };
         let Message::Response { body, mac } = sign_response(&k, "c1", &body).unwrap() else {
             panic!()
         };
         assert_eq!(verify_response(&k, "c1", &body, &mac), Ok(()));
-        assert_eq!(verify_response(&k, "c2", &body, &mac), Err(AuthError::BadMac));
+        assert_eq!(
+            verify_response(&k, "c2", &body, &mac),
+            Err(AuthError::BadMac)
+        );
         let other = Key::from_bytes(&[b'q'; 32], "o").unwrap();
-        assert_eq!(verify_response(&other, "c1", &body, &mac), Err(AuthError::BadMac));
+        assert_eq!(
+            verify_response(&other, "c1", &body, &mac),
+            Err(AuthError::BadMac)
+        );
     }
 
     #[test]
@@ -685,13 +908,21 @@ mod tests {
         let later = now + 121;
         assert_eq!(g.check("h", later, later), Ok(()));
         assert_eq!(g.check("h", later, later), Err(AuthError::Replayed));
-        assert_eq!(g.check("x", u64::MAX, 0), Err(AuthError::Stale { skew_secs: i64::MAX }));
+        assert_eq!(
+            g.check("x", u64::MAX, 0),
+            Err(AuthError::Stale {
+                skew_secs: i64::MAX
+            })
+        );
     }
 
     #[test]
     fn hex_round_trip() {
         let bytes: Vec<u8> = (0..=255).collect();
-        assert_eq!(hex_decode(&hex_encode(&bytes[..100])).unwrap(), bytes[..100]);
+        assert_eq!(
+            hex_decode(&hex_encode(&bytes[..100])).unwrap(),
+            bytes[..100]
+        );
         assert_eq!(hex_decode("0G"), None);
         assert_eq!(hex_decode("ABcd"), Some(vec![0xab, 0xcd]));
         assert_eq!(new_nonce().unwrap().len(), NONCE_LEN * 2);
@@ -702,21 +933,31 @@ mod tests {
     async fn reader_rejects_oversize_before_reading_payload_and_drops_silent_peers() {
         // Oversize prefix, no payload behind it: rejected from the prefix alone.
         let mut data: &[u8] = &[0x7f, 0xff, 0xff, 0xff];
-        let err = read_frame(&mut data, Duration::from_secs(1)).await.unwrap_err();
-        assert!(matches!(err, IoFrameError::Frame(FrameError::TooLarge { .. })), "{err:?}");
+        let err = read_frame(&mut data, Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, IoFrameError::Frame(FrameError::TooLarge { .. })),
+            "{err:?}"
+        );
 
         // A peer that sends half a prefix then nothing is cut off at the deadline.
         let (mut client, mut server) = tokio::io::duplex(64);
         use tokio::io::AsyncWriteExt;
         client.write_all(&[0, 0]).await.unwrap();
         let started = std::time::Instant::now();
-        let err = read_frame(&mut server, Duration::from_millis(200)).await.unwrap_err();
+        let err = read_frame(&mut server, Duration::from_millis(200))
+            .await
+            .unwrap_err();
         assert!(matches!(err, IoFrameError::Timeout(_)), "{err:?}");
         assert!(started.elapsed() < Duration::from_secs(5));
         drop(client);
 
         // Closed mid-frame.
         let mut data: &[u8] = &[0, 0, 0, 10, b'{'];
-        assert!(matches!(read_frame(&mut data, Duration::from_secs(1)).await, Err(IoFrameError::Closed)));
+        assert!(matches!(
+            read_frame(&mut data, Duration::from_secs(1)).await,
+            Err(IoFrameError::Closed)
+        ));
     }
 }

@@ -19,14 +19,22 @@ use thiserror::Error;
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum DecodeError {
     #[error("truncated {what}: needed {needed} bytes at offset {offset}, only {have} available")]
-    Truncated { what: &'static str, offset: usize, needed: usize, have: usize },
+    Truncated {
+        what: &'static str,
+        offset: usize,
+        needed: usize,
+        have: usize,
+    },
     #[error("invalid {what}: {detail}")]
     Invalid { what: &'static str, detail: String },
 }
 
 impl DecodeError {
     pub fn invalid(what: &'static str, detail: impl Into<String>) -> DecodeError {
-        DecodeError::Invalid { what, detail: detail.into() }
+        DecodeError::Invalid {
+            what,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -60,14 +68,16 @@ impl Uuid {
     pub fn to_le_bytes(&self) -> [u8; 16] {
         let b = self.0;
         [
-            b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15],
+            b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9], b[10], b[11], b[12], b[13],
+            b[14], b[15],
         ]
     }
 
     /// Inverse of [`Uuid::to_le_bytes`].
     pub fn from_le_bytes(b: [u8; 16]) -> Uuid {
         Uuid([
-            b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15],
+            b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9], b[10], b[11], b[12], b[13],
+            b[14], b[15],
         ])
     }
 
@@ -107,7 +117,10 @@ impl SyntaxId {
         let (major, minor) = match version {
             None => default_version,
             Some(v) => {
-                let v = v.strip_prefix('v').or_else(|| v.strip_prefix('V')).unwrap_or(v);
+                let v = v
+                    .strip_prefix('v')
+                    .or_else(|| v.strip_prefix('V'))
+                    .unwrap_or(v);
                 let (a, b) = v.split_once('.').unwrap_or((v, "0"));
                 (a.parse().ok()?, b.parse().ok()?)
             }
@@ -129,7 +142,8 @@ const fn uuid(b: [u8; 16]) -> Uuid {
 /// The endpoint mapper interface, e1af8308-5d1f-11c9-91a4-08002b14a0fa v3.0.
 pub const EPM_INTERFACE: SyntaxId = SyntaxId {
     uuid: uuid([
-        0xe1, 0xaf, 0x83, 0x08, 0x5d, 0x1f, 0x11, 0xc9, 0x91, 0xa4, 0x08, 0x00, 0x2b, 0x14, 0xa0, 0xfa,
+        0xe1, 0xaf, 0x83, 0x08, 0x5d, 0x1f, 0x11, 0xc9, 0x91, 0xa4, 0x08, 0x00, 0x2b, 0x14, 0xa0,
+        0xfa,
     ]),
     major: 3,
     minor: 0,
@@ -138,7 +152,8 @@ pub const EPM_INTERFACE: SyntaxId = SyntaxId {
 /// NDR 2.0 transfer syntax, 8a885d04-1ceb-11c9-9fe8-08002b104860 v2.0.
 pub const NDR_SYNTAX: SyntaxId = SyntaxId {
     uuid: uuid([
-        0x8a, 0x88, 0x5d, 0x04, 0x1c, 0xeb, 0x11, 0xc9, 0x9f, 0xe8, 0x08, 0x00, 0x2b, 0x10, 0x48, 0x60,
+        0x8a, 0x88, 0x5d, 0x04, 0x1c, 0xeb, 0x11, 0xc9, 0x9f, 0xe8, 0x08, 0x00, 0x2b, 0x10, 0x48,
+        0x60,
     ]),
     major: 2,
     minor: 0,
@@ -147,7 +162,8 @@ pub const NDR_SYNTAX: SyntaxId = SyntaxId {
 /// MSDTC's IXnRemote, 906b0ce0-c70b-1067-b317-00dd010662da v1.0: the default interface looked up.
 pub const IXNREMOTE: SyntaxId = SyntaxId {
     uuid: uuid([
-        0x90, 0x6b, 0x0c, 0xe0, 0xc7, 0x0b, 0x10, 0x67, 0xb3, 0x17, 0x00, 0xdd, 0x01, 0x06, 0x62, 0xda,
+        0x90, 0x6b, 0x0c, 0xe0, 0xc7, 0x0b, 0x10, 0x67, 0xb3, 0x17, 0x00, 0xdd, 0x01, 0x06, 0x62,
+        0xda,
     ]),
     major: 1,
     minor: 0,
@@ -163,9 +179,17 @@ mod tests {
         assert_eq!(u, EPM_INTERFACE.uuid);
         assert_eq!(u.to_string(), "e1af8308-5d1f-11c9-91a4-08002b14a0fa");
         let wire = u.to_le_bytes();
-        assert_eq!(&wire[..8], &[0x08, 0x83, 0xaf, 0xe1, 0x1f, 0x5d, 0xc9, 0x11]);
+        assert_eq!(
+            &wire[..8],
+            &[0x08, 0x83, 0xaf, 0xe1, 0x1f, 0x5d, 0xc9, 0x11]
+        );
         assert_eq!(Uuid::from_le_bytes(wire), u);
-        for bad in ["", "e1af8308", "e1af8308-5d1f-11c9-91a4-08002b14a0fz", "e1af83085-d1f-11c9-91a4-08002b14a0fa"] {
+        for bad in [
+            "",
+            "e1af8308",
+            "e1af8308-5d1f-11c9-91a4-08002b14a0fz",
+            "e1af83085-d1f-11c9-91a4-08002b14a0fa",
+        ] {
             assert_eq!(Uuid::parse(bad), None, "{bad}");
         }
     }
@@ -184,7 +208,13 @@ mod tests {
             let got = SyntaxId::parse(text, (1, 0)).map(|s| (s.major, s.minor));
             assert_eq!(got, want, "{text}");
         }
-        assert_eq!(SyntaxId::parse("906B0CE0-C70B-1067-B317-00DD010662DA", (1, 0)), Some(IXNREMOTE));
-        assert_eq!(IXNREMOTE.to_string(), "906b0ce0-c70b-1067-b317-00dd010662da v1.0");
+        assert_eq!(
+            SyntaxId::parse("906B0CE0-C70B-1067-B317-00DD010662DA", (1, 0)),
+            Some(IXNREMOTE)
+        );
+        assert_eq!(
+            IXNREMOTE.to_string(),
+            "906b0ce0-c70b-1067-b317-00dd010662da v1.0"
+        );
     }
 }

@@ -22,12 +22,16 @@ impl<'a> Reader<'a> {
     }
 
     pub fn bytes(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
-        let end = self.pos.checked_add(n).filter(|e| *e <= self.buf.len()).ok_or(DecodeError::Truncated {
-            what,
-            offset: self.pos,
-            needed: n,
-            have: self.remaining(),
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.buf.len())
+            .ok_or(DecodeError::Truncated {
+                what,
+                offset: self.pos,
+                needed: n,
+                have: self.remaining(),
+            })?;
         let out = &self.buf[self.pos..end];
         self.pos = end;
         Ok(out)
@@ -120,7 +124,10 @@ mod tests {
         assert_eq!(r.u8("a").unwrap(), 7);
         assert_eq!(r.u32("b").unwrap(), 0x1122_3344);
         assert_eq!(r.u16("c").unwrap(), 5);
-        assert!(matches!(r.u32("d"), Err(DecodeError::Truncated { what: "d", .. })));
+        assert!(matches!(
+            r.u32("d"),
+            Err(DecodeError::Truncated { what: "d", .. })
+        ));
         let mut r = Reader::new(&buf);
         assert!(r.bytes(usize::MAX, "huge").is_err());
     }

@@ -50,19 +50,28 @@ pub fn parse_header(buf: &[u8]) -> Result<Header, DecodeError> {
     if h[0] != 5 || h[1] != 0 {
         return Err(DecodeError::invalid(
             "PDU header",
-            format!("not DCE/RPC connection-oriented version 5.0 (got {}.{}): not an RPC endpoint", h[0], h[1]),
+            format!(
+                "not DCE/RPC connection-oriented version 5.0 (got {}.{}): not an RPC endpoint",
+                h[0], h[1]
+            ),
         ));
     }
     if h[4] & 0xf0 != 0x10 {
         return Err(DecodeError::invalid(
             "PDU header",
-            format!("unsupported data representation {:02x}{:02x}{:02x}{:02x} (only little-endian)", h[4], h[5], h[6], h[7]),
+            format!(
+                "unsupported data representation {:02x}{:02x}{:02x}{:02x} (only little-endian)",
+                h[4], h[5], h[6], h[7]
+            ),
         ));
     }
     let frag_len = u16::from_le_bytes([h[8], h[9]]);
     let auth_len = u16::from_le_bytes([h[10], h[11]]);
     if (frag_len as usize) < HEADER_LEN {
-        return Err(DecodeError::invalid("PDU header", format!("fragment length {frag_len} shorter than the header")));
+        return Err(DecodeError::invalid(
+            "PDU header",
+            format!("fragment length {frag_len} shorter than the header"),
+        ));
     }
     Ok(Header {
         ptype: h[2],
@@ -129,7 +138,11 @@ pub fn encode_request(call_id: u32, opnum: u16, object: Option<&Uuid>, stub: &[u
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BindReply {
     /// Accepted; the server's maximum fragment sizes and secondary address (its port, as text).
-    Accepted { max_xmit: u16, max_recv: u16, sec_addr: String },
+    Accepted {
+        max_xmit: u16,
+        max_recv: u16,
+        sec_addr: String,
+    },
     /// bind_ack whose presentation context was rejected (result, reason).
     ContextRejected { result: u16, reason: u16 },
     /// bind_nak with its reject reason.
@@ -139,28 +152,36 @@ pub enum BindReply {
 /// Decodes a bind_ack or bind_nak fragment (`frag` = exactly one PDU).
 pub fn decode_bind_reply(frag: &[u8]) -> Result<BindReply, DecodeError> {
     let h = parse_header(frag)?;
-    let frag = frag.get(..h.frag_len as usize).ok_or(DecodeError::Truncated {
-        what: "bind reply",
-        offset: 0,
-        needed: h.frag_len as usize,
-        have: frag.len(),
-    })?;
+    let frag = frag
+        .get(..h.frag_len as usize)
+        .ok_or(DecodeError::Truncated {
+            what: "bind reply",
+            offset: 0,
+            needed: h.frag_len as usize,
+            have: frag.len(),
+        })?;
     let mut r = Reader::new(frag);
     r.bytes(HEADER_LEN, "bind reply")?;
     match h.ptype {
-        PTYPE_BIND_NAK => Ok(BindReply::Nak { reason: r.u16("bind_nak reason")? }),
+        PTYPE_BIND_NAK => Ok(BindReply::Nak {
+            reason: r.u16("bind_nak reason")?,
+        }),
         PTYPE_BIND_ACK => {
             let max_xmit = r.u16("bind_ack")?;
             let max_recv = r.u16("bind_ack")?;
             let _assoc = r.u32("bind_ack")?;
             let sec_len = r.u16("bind_ack secondary address")? as usize;
             let sec = r.bytes(sec_len, "bind_ack secondary address")?;
-            let sec_addr = String::from_utf8_lossy(sec.split(|b| *b == 0).next().unwrap_or(&[])).into_owned();
+            let sec_addr =
+                String::from_utf8_lossy(sec.split(|b| *b == 0).next().unwrap_or(&[])).into_owned();
             r.align(4, "bind_ack result list")?;
             let n = r.u8("bind_ack result list")?;
             r.bytes(3, "bind_ack result list")?;
             if n == 0 {
-                return Err(DecodeError::invalid("bind_ack", "no presentation context result"));
+                return Err(DecodeError::invalid(
+                    "bind_ack",
+                    "no presentation context result",
+                ));
             }
             let result = r.u16("bind_ack result")?;
             let reason = r.u16("bind_ack result")?;
@@ -171,12 +192,25 @@ pub fn decode_bind_reply(frag: &[u8]) -> Result<BindReply, DecodeError> {
             let mut want = Vec::new();
             push_syntax(&mut want, &NDR_SYNTAX);
             if syntax != want.as_slice() {
-                return Err(DecodeError::invalid("bind_ack", "server accepted a transfer syntax other than NDR 2.0"));
+                return Err(DecodeError::invalid(
+                    "bind_ack",
+                    "server accepted a transfer syntax other than NDR 2.0",
+                ));
             }
-            Ok(BindReply::Accepted { max_xmit, max_recv, sec_addr })
+            Ok(BindReply::Accepted {
+                max_xmit,
+                max_recv,
+                sec_addr,
+            })
         }
-        PTYPE_FAULT => Err(DecodeError::invalid("bind reply", "fault PDU in answer to bind")),
-        other => Err(DecodeError::invalid("bind reply", format!("unexpected PDU type {other}"))),
+        PTYPE_FAULT => Err(DecodeError::invalid(
+            "bind reply",
+            "fault PDU in answer to bind",
+        )),
+        other => Err(DecodeError::invalid(
+            "bind reply",
+            format!("unexpected PDU type {other}"),
+        )),
     }
 }
 
@@ -261,22 +295,31 @@ pub struct ResponseAssembler {
 
 impl ResponseAssembler {
     pub fn new(call_id: u32) -> ResponseAssembler {
-        ResponseAssembler { call_id, stub: Vec::new(), fragments: 0 }
+        ResponseAssembler {
+            call_id,
+            stub: Vec::new(),
+            fragments: 0,
+        }
     }
 
     /// Feeds one fragment (exactly one PDU, as framed by its `frag_len`).
     pub fn push(&mut self, frag: &[u8]) -> Result<Step, CallError> {
         let h = parse_header(frag)?;
-        let frag = frag.get(..h.frag_len as usize).ok_or(DecodeError::Truncated {
-            what: "response fragment",
-            offset: 0,
-            needed: h.frag_len as usize,
-            have: frag.len(),
-        })?;
+        let frag = frag
+            .get(..h.frag_len as usize)
+            .ok_or(DecodeError::Truncated {
+                what: "response fragment",
+                offset: 0,
+                needed: h.frag_len as usize,
+                have: frag.len(),
+            })?;
         if h.call_id != self.call_id {
             return Err(DecodeError::invalid(
                 "response",
-                format!("answer for call {} while waiting for call {}", h.call_id, self.call_id),
+                format!(
+                    "answer for call {} while waiting for call {}",
+                    h.call_id, self.call_id
+                ),
             )
             .into());
         }
@@ -287,29 +330,57 @@ impl ResponseAssembler {
         let _cancel = r.u8("response header")?;
         let _reserved = r.u8("response header")?;
         match h.ptype {
-            PTYPE_FAULT => return Err(CallError::Fault { status: r.u32("fault status")? }),
+            PTYPE_FAULT => {
+                return Err(CallError::Fault {
+                    status: r.u32("fault status")?,
+                })
+            }
             PTYPE_RESPONSE => {}
-            other => return Err(DecodeError::invalid("response", format!("unexpected PDU type {other}")).into()),
+            other => {
+                return Err(DecodeError::invalid(
+                    "response",
+                    format!("unexpected PDU type {other}"),
+                )
+                .into())
+            }
         }
         if self.fragments == 0 && h.flags & PFC_FIRST_FRAG == 0 {
-            return Err(DecodeError::invalid("response", "first fragment lacks the first-fragment flag").into());
+            return Err(DecodeError::invalid(
+                "response",
+                "first fragment lacks the first-fragment flag",
+            )
+            .into());
         }
         if self.fragments > 0 && h.flags & PFC_FIRST_FRAG != 0 {
-            return Err(DecodeError::invalid("response", "first-fragment flag in the middle of a response").into());
+            return Err(DecodeError::invalid(
+                "response",
+                "first-fragment flag in the middle of a response",
+            )
+            .into());
         }
         // With authentication the trailer (8 bytes + auth_len) follows the stub; we never ask for
         // it, but strip it if a server sends one anyway.
         let end = if h.auth_len > 0 {
-            frag.len().checked_sub(8 + h.auth_len as usize).filter(|e| *e >= r.position()).ok_or_else(|| {
-                DecodeError::invalid("response", format!("auth length {} larger than the fragment", h.auth_len))
-            })?
+            frag.len()
+                .checked_sub(8 + h.auth_len as usize)
+                .filter(|e| *e >= r.position())
+                .ok_or_else(|| {
+                    DecodeError::invalid(
+                        "response",
+                        format!("auth length {} larger than the fragment", h.auth_len),
+                    )
+                })?
         } else {
             frag.len()
         };
         let stub = &frag[r.position()..end];
         self.fragments += 1;
         if self.fragments > MAX_FRAGMENTS || self.stub.len() + stub.len() > MAX_STUB {
-            return Err(DecodeError::invalid("response", format!("larger than {MAX_STUB} bytes / {MAX_FRAGMENTS} fragments")).into());
+            return Err(DecodeError::invalid(
+                "response",
+                format!("larger than {MAX_STUB} bytes / {MAX_FRAGMENTS} fragments"),
+            )
+            .into());
         }
         self.stub.extend_from_slice(stub);
         if h.flags & PFC_LAST_FRAG != 0 {
@@ -345,20 +416,35 @@ pub mod build {
             body.extend_from_slice(&[2, 0, 1, 0]);
             body.extend_from_slice(&[0; 20]);
         }
-        let mut v = header_bytes(PTYPE_BIND_ACK, PFC_FIRST_FRAG | PFC_LAST_FRAG, (HEADER_LEN + body.len()) as u16, call_id);
+        let mut v = header_bytes(
+            PTYPE_BIND_ACK,
+            PFC_FIRST_FRAG | PFC_LAST_FRAG,
+            (HEADER_LEN + body.len()) as u16,
+            call_id,
+        );
         v.extend_from_slice(&body);
         v
     }
 
     pub fn bind_nak(call_id: u32, reason: u16) -> Vec<u8> {
-        let mut v = header_bytes(PTYPE_BIND_NAK, PFC_FIRST_FRAG | PFC_LAST_FRAG, HEADER_LEN as u16 + 4, call_id);
+        let mut v = header_bytes(
+            PTYPE_BIND_NAK,
+            PFC_FIRST_FRAG | PFC_LAST_FRAG,
+            HEADER_LEN as u16 + 4,
+            call_id,
+        );
         v.extend_from_slice(&reason.to_le_bytes());
         v.extend_from_slice(&[0, 0]);
         v
     }
 
     pub fn fault(call_id: u32, status: u32) -> Vec<u8> {
-        let mut v = header_bytes(PTYPE_FAULT, PFC_FIRST_FRAG | PFC_LAST_FRAG | 0x20, HEADER_LEN as u16 + 16, call_id);
+        let mut v = header_bytes(
+            PTYPE_FAULT,
+            PFC_FIRST_FRAG | PFC_LAST_FRAG | 0x20,
+            HEADER_LEN as u16 + 16,
+            call_id,
+        );
         v.extend_from_slice(&0u32.to_le_bytes());
         v.extend_from_slice(&[0, 0, 0, 0]);
         v.extend_from_slice(&status.to_le_bytes());
@@ -369,7 +455,11 @@ pub mod build {
     /// The response fragments carrying `stub`, at most `chunk` stub bytes each.
     pub fn response(call_id: u32, stub: &[u8], chunk: usize) -> Vec<Vec<u8>> {
         let chunk = chunk.max(1);
-        let pieces: Vec<&[u8]> = if stub.is_empty() { vec![&[][..]] } else { stub.chunks(chunk).collect() };
+        let pieces: Vec<&[u8]> = if stub.is_empty() {
+            vec![&[][..]]
+        } else {
+            stub.chunks(chunk).collect()
+        };
         let n = pieces.len();
         pieces
             .into_iter()
@@ -382,7 +472,12 @@ pub mod build {
                 if i + 1 == n {
                     flags |= PFC_LAST_FRAG;
                 }
-                let mut v = header_bytes(PTYPE_RESPONSE, flags, (HEADER_LEN + 8 + piece.len()) as u16, call_id);
+                let mut v = header_bytes(
+                    PTYPE_RESPONSE,
+                    flags,
+                    (HEADER_LEN + 8 + piece.len()) as u16,
+                    call_id,
+                );
                 v.extend_from_slice(&(stub.len() as u32).to_le_bytes());
                 v.extend_from_slice(&[0, 0, 0, 0]);
                 v.extend_from_slice(piece);
@@ -412,10 +507,27 @@ mod tests {
         let rows: &[(Vec<u8>, Result<BindReply, ()>)] = &[
             (
                 build::bind_ack(1, "135", true),
-                Ok(BindReply::Accepted { max_xmit: MAX_FRAG, max_recv: MAX_FRAG, sec_addr: "135".into() }),
+                Ok(BindReply::Accepted {
+                    max_xmit: MAX_FRAG,
+                    max_recv: MAX_FRAG,
+                    sec_addr: "135".into(),
+                }),
             ),
-            (build::bind_ack(1, "", true), Ok(BindReply::Accepted { max_xmit: MAX_FRAG, max_recv: MAX_FRAG, sec_addr: "".into() })),
-            (build::bind_ack(1, "135", false), Ok(BindReply::ContextRejected { result: 2, reason: 1 })),
+            (
+                build::bind_ack(1, "", true),
+                Ok(BindReply::Accepted {
+                    max_xmit: MAX_FRAG,
+                    max_recv: MAX_FRAG,
+                    sec_addr: "".into(),
+                }),
+            ),
+            (
+                build::bind_ack(1, "135", false),
+                Ok(BindReply::ContextRejected {
+                    result: 2,
+                    reason: 1,
+                }),
+            ),
             (build::bind_nak(1, 4), Ok(BindReply::Nak { reason: 4 })),
             (build::fault(1, 5), Err(())),
             (b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec(), Err(())),
@@ -462,7 +574,10 @@ mod tests {
         assert!(a.push(&frags[0]).is_err());
         // Fault.
         let mut a = ResponseAssembler::new(7);
-        assert_eq!(a.push(&build::fault(7, 5)), Err(CallError::Fault { status: 5 }));
+        assert_eq!(
+            a.push(&build::fault(7, 5)),
+            Err(CallError::Fault { status: 5 })
+        );
         // Auth length past the fragment.
         let mut f = frags[0].clone();
         f[10] = 0xff;

@@ -2,5 +2,8 @@
 //! returns a [`crate::chain::HopOutput`]; the decisions (what an error means) live in pure
 //! functions beside it or in [`crate::classify`].
 
+pub mod epm;
+pub mod mssql;
+pub mod postgres;
 pub mod resolve;
 pub mod tcp;

@@ -159,17 +159,21 @@ pub fn render(report: &Report, out: &mut dyn Write) -> io::Result<()> {
 }
 
 fn one_line(c: &CheckResult) -> String {
+    // Ad-hoc checks are named after their target: do not say it twice.
+    let who = if c.name == c.target {
+        c.name.clone()
+    } else {
+        format!("{} [{}]", c.name, c.target)
+    };
     match c.first_problem() {
         Some(h) => format!(
-            "{} [{}] {} {} {}: {}",
-            c.name,
-            c.target,
+            "{who} {} {} {}: {}",
             h.hop.as_str(),
             h.status.as_str(),
             h.cause.map(|c| c.as_str()).unwrap_or("-"),
             h.detail
         ),
-        None => format!("{} [{}] {}", c.name, c.target, c.status.as_str()),
+        None => format!("{who} {}", c.status.as_str()),
     }
 }
 

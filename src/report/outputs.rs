@@ -12,6 +12,9 @@ use clap::ValueEnum;
 
 use super::model::Report;
 use super::{exporter_for, Format, RenderOptions};
+use crate::baseline::{self, BaselineDiff};
+use crate::cli::CheckArgs;
+use crate::exit;
 
 /// The file written into `--textfile-dir` (node_exporter / windows_exporter read `*.prom`).
 pub const TEXTFILE_NAME: &str = "dtcprobe.prom";
@@ -87,9 +90,96 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 fn render(report: &Report, format: Format) -> io::Result<Vec<u8>> {
+    render_with(report, format, RenderOptions::default(), None)
+}
+
+/// Renders `report` in `format`, with the baseline comparison if there is one: the additive
+/// `baseline` field in JSON, a section after the table in human and plain output. JUnit, Nagios
+/// and Prometheus output are not changed by a baseline (the exit code is).
+pub fn render_with(
+    report: &Report,
+    format: Format,
+    opts: RenderOptions,
+    diff: Option<&BaselineDiff>,
+) -> io::Result<Vec<u8>> {
     let mut buf = Vec::new();
-    exporter_for(format, RenderOptions::default()).render(report, &mut buf)?;
+    match (format, diff) {
+        (Format::Json, Some(d)) => {
+            let mut v = serde_json::to_value(report)?;
+            baseline::attach_json(&mut v, d);
+            serde_json::to_writer_pretty(&mut buf, &v)?;
+            buf.push(b'\n');
+        }
+        (Format::Human | Format::Plain, Some(d)) => {
+            exporter_for(format, opts).render(report, &mut buf)?;
+            baseline::render_text(d, &mut buf)?;
+        }
+        _ => exporter_for(format, opts).render(report, &mut buf)?,
+    }
     Ok(buf)
+}
+
+/// The exit code for an error found before the run (bad config 78, usage 2): with `-f nagios`
+/// the plugin says UNKNOWN on stdout and exits 3, since plugins exit 0-3 only.
+pub fn pre_run_exit(args: &CheckArgs, code: u8, message: &str) -> u8 {
+    if args.format == Format::Nagios {
+        println!("DTCPROBE UNKNOWN - {}", message.replace(['|', '\n'], " "));
+        return super::nagios::NagiosState::Unknown as u8;
+    }
+    code
+}
+
+/// Everything after a `check` run: loads and compares the baseline, writes the report on stdout
+/// and every extra output, and returns the exit code (Nagios plugin codes with `-f nagios`; a
+/// baseline regression makes the run fail).
+pub fn emit(report: &Report, args: &CheckArgs, opts: RenderOptions) -> u8 {
+    let diff = match &args.baseline {
+        None => None,
+        Some(path) => match baseline::load(path) {
+            Ok(before) => Some(baseline::diff(&before, report)),
+            Err(e) => {
+                eprintln!("dtcprobe: {e}");
+                if args.format == Format::Nagios {
+                    // Plugins exit 0-3 only: a tool problem is UNKNOWN.
+                    println!("DTCPROBE UNKNOWN - {}", e.to_string().replace('|', "/"));
+                    return super::nagios::NagiosState::Unknown as u8;
+                }
+                return exit::USAGE;
+            }
+        },
+    };
+    let written = render_with(report, args.format, opts, diff.as_ref()).and_then(|bytes| {
+        let mut stdout = io::stdout().lock();
+        stdout.write_all(&bytes)?;
+        stdout.flush()
+    });
+    if let Err(e) = written {
+        // A closed pipe (`| head`) is not worth a scary message, but the run is not clean either.
+        if e.kind() != io::ErrorKind::BrokenPipe {
+            eprintln!("dtcprobe: cannot write the report: {e}");
+        }
+        return exit::INCONCLUSIVE;
+    }
+    if let Err(e) = write_all_with(
+        report,
+        &args.outputs,
+        args.textfile_dir.as_deref(),
+        diff.as_ref(),
+    ) {
+        eprintln!("dtcprobe: {e}");
+        return exit::INCONCLUSIVE;
+    }
+    let regressed = diff.as_ref().is_some_and(|d| d.has_regressions());
+    if args.format == Format::Nagios {
+        let code = super::nagios::exit_code(report) as u8;
+        return if regressed { code.max(2) } else { code };
+    }
+    let code = exit::for_report(report, args.fail_on);
+    if regressed && code == exit::OK {
+        exit::CHECK_FAILED
+    } else {
+        code
+    }
 }
 
 /// Writes every `--output` and, if given, the `--textfile-dir` file.
@@ -98,6 +188,15 @@ pub fn write_all(
     report: &Report,
     specs: &[OutputSpec],
     textfile_dir: Option<&Path>,
+) -> Result<(), OutputError> {
+    write_all_with(report, specs, textfile_dir, None)
+}
+
+fn write_all_with(
+    report: &Report,
+    specs: &[OutputSpec],
+    textfile_dir: Option<&Path>,
+    diff: Option<&BaselineDiff>,
 ) -> Result<(), OutputError> {
     let err = |format: Format, path: &Path| {
         let path = path.to_path_buf();
@@ -108,7 +207,8 @@ pub fn write_all(
         }
     };
     for spec in specs {
-        let bytes = render(report, spec.format).map_err(err(spec.format, &spec.path))?;
+        let bytes = render_with(report, spec.format, RenderOptions::default(), diff)
+            .map_err(err(spec.format, &spec.path))?;
         if spec.path.as_os_str() == "-" {
             let mut out = io::stdout().lock();
             out.write_all(&bytes)

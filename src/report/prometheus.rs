@@ -226,6 +226,13 @@ fn build_info() -> Family {
     bi
 }
 
+/// Only `dtcprobe_build_info` (what `/metrics` serves before the first run finished).
+pub fn render_build_info() -> String {
+    let mut out = String::new();
+    build_info().write(&mut out);
+    out
+}
+
 /// The whole report in the text format.
 pub fn render_string(report: &Report) -> String {
     let mut out = String::new();

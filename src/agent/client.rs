@@ -1,0 +1,681 @@
+//! The near side of `dtcprobe peer`: runs the forward checks locally and, in the same invocation,
+//! asks the agent on the far side to resolve this host's name, connect back to a callback port
+//! opened here for the duration, and run the reverse checks. Every outcome, including a lost or
+//! refused agent session, ends up in the report: nothing here waits without a deadline.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+use super::protocol::{
+    new_nonce, parse_body, read_frame, sign_request, unix_now, verify_response, write_frame,
+    CallbackRequest, ErrorCode, IoFrameError, Key, Message, PeerRequest, RequestBody, ResponseBody,
+    ReverseTarget, REPLAY_WINDOW_SECS,
+};
+use crate::hops;
+use crate::report::model::{Cause, CheckResult, Direction, HopKind, HopResult, Report};
+use crate::runner::{self, RunOptions};
+use crate::target::CheckSpec;
+
+/// Added to a failed callback's hint: the classic one-way firewall.
+pub const HINT_BIDIRECTIONAL: &str =
+    "this host reaches the agent, but the agent cannot connect back: \
+MSDTC needs firewall rules in BOTH directions (TCP 135 and the RPC dynamic port range, from the \
+agent's zone to this host, as well as the forward rules). Open the reverse direction on every \
+firewall between the zones, and on this host's own firewall";
+
+pub const HINT_AGENT_LOST: &str =
+    "the agent stopped answering mid-run (killed, crashed, restarted, \
+or the connection was cut by a firewall/IPS idle timer): check the agent's service state and logs";
+
+/// Everything `peer` needs besides the forward checks.
+#[derive(Debug, Clone)]
+pub struct PeerOptions {
+    /// `host:port` of the agent.
+    pub agent: String,
+    pub key: Key,
+    /// Address the callback listener binds to (`0.0.0.0` by default).
+    pub callback_bind: IpAddr,
+    /// Callback port; 0 picks an ephemeral one.
+    pub callback_port: u16,
+    /// This host's name as MSDTC on the far side would look it up.
+    pub caller_name: Option<String>,
+    pub zone: Option<String>,
+    pub reverse: Vec<ReverseTarget>,
+    pub hop_timeout: Duration,
+    /// Overall bound on the agent's answer once the request is sent.
+    pub session_timeout: Duration,
+    /// This host's MSDTC CID, when known, to compare with the agent's.
+    pub cid: Option<String>,
+}
+
+impl PeerOptions {
+    pub fn default_session_timeout(hop_timeout: Duration) -> Duration {
+        hop_timeout * 8 + Duration::from_secs(5)
+    }
+}
+
+/// Runs the forward checks and the agent session concurrently and builds one report.
+pub async fn run_peer(opts: &PeerOptions, specs: &[CheckSpec], run: &RunOptions) -> Report {
+    let started_at = SystemTime::now();
+    let started = Instant::now();
+    let (mut forward, outcome) = tokio::join!(runner::run_checks(specs, run), agent_checks(opts));
+    for c in &mut forward {
+        if c.from.is_none() {
+            c.from = opts.zone.clone();
+        }
+        if c.to.is_none() {
+            c.to = outcome.agent_zone.clone();
+        }
+    }
+    let mut checks = forward;
+    checks.extend(outcome.checks);
+    Report::new(
+        started_at,
+        started.elapsed(),
+        runner::local_host_name(),
+        checks,
+    )
+}
+
+/// What the agent session produced.
+pub struct AgentOutcome {
+    pub agent_zone: Option<String>,
+    pub checks: Vec<CheckResult>,
+}
+
+/// How far the session got, for the checks that depend on it.
+enum Session {
+    /// Never authenticated: reverse checks did not run at all.
+    NotEstablished,
+    /// Authenticated, but no answer came: the agent was lost mid-run.
+    Lost {
+        cause: Cause,
+        detail: String,
+    },
+    Answered(Box<ResponseBody>),
+}
+
+/// The callback the near side saw arriving (token verified).
+#[derive(Debug, Default)]
+struct Observed {
+    from: Option<SocketAddr>,
+    stray: usize,
+}
+
+pub async fn agent_checks(opts: &PeerOptions) -> AgentOutcome {
+    let limit = opts.hop_timeout;
+    let mut login_hop = None;
+    let mut session = Session::NotEstablished;
+    let observed = Arc::new(Mutex::new(Observed::default()));
+    let mut callback_port = None;
+    let mut listen_error = None;
+
+    // 1. Reach the agent.
+    let started = Instant::now();
+    let mut stream = None;
+    let tcp_hop =
+        match tokio::time::timeout(limit, tokio::net::lookup_host(opts.agent.as_str())).await {
+            Ok(Ok(addrs)) => match addrs.into_iter().next() {
+                Some(addr) => {
+                    let (attempt, s) = hops::tcp::connect(addr, limit).await;
+                    stream = s;
+                    hops::tcp::hop_result(HopKind::Tcp, &[attempt]).with_duration(started.elapsed())
+                }
+                None => HopResult::fail(
+                    HopKind::Tcp,
+                    Cause::DnsNxdomain,
+                    format!("agent `{}` has no address", opts.agent),
+                ),
+            },
+            Ok(Err(e)) => HopResult::fail(
+                HopKind::Tcp,
+                Cause::DnsNxdomain,
+                format!("cannot resolve agent `{}`: {e}", opts.agent),
+            ),
+            Err(_) => HopResult::fail(
+                HopKind::Tcp,
+                Cause::DnsTimeout,
+                format!("no DNS answer for agent `{}`", opts.agent),
+            ),
+        };
+
+    // 2. Authenticate and send the request; 3. collect the callback and the answer.
+    if let Some(mut stream) = stream {
+        let login_started = Instant::now();
+        let result = async {
+            let hello = read_frame(&mut stream, limit)
+                .await
+                .map_err(|e| login_failure(&e, "waiting for the agent's hello"))?;
+            let (nonce, agent_time, agent_name) = match hello {
+                Message::Hello {
+                    nonce, time, agent, ..
+                } => (nonce, time, agent),
+                Message::Error { code, message } => return Err(agent_error(code, &message, None)),
+                other => {
+                    return Err(HopResult::fail(
+                        HopKind::Login,
+                        Cause::ProtocolError,
+                        format!("expected a hello from the agent, got {}", msg_name(&other)),
+                    ))
+                }
+            };
+            // Open the callback listener before asking for the callback.
+            let listener = match TcpListener::bind((opts.callback_bind, opts.callback_port)).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    listen_error = Some(format!(
+                        "cannot listen on {} for the callback: {e}",
+                        SocketAddr::new(opts.callback_bind, opts.callback_port)
+                    ));
+                    None
+                }
+            };
+            let token = new_nonce()
+                .map_err(|e| HopResult::fail(HopKind::Login, Cause::Internal, e.to_string()))?;
+            callback_port = listener
+                .as_ref()
+                .and_then(|l| l.local_addr().ok())
+                .map(|a| a.port());
+            let request = PeerRequest {
+                caller_name: opts.caller_name.clone(),
+                callback: callback_port.map(|port| CallbackRequest {
+                    port,
+                    token: token.clone(),
+                }),
+                reverse: opts.reverse.clone(),
+                hop_timeout_ms: Some(limit.as_millis().min(u64::MAX as u128) as u64),
+                zone: opts.zone.clone(),
+            };
+            let client_nonce = new_nonce()
+                .map_err(|e| HopResult::fail(HopKind::Login, Cause::Internal, e.to_string()))?;
+            let msg = sign_request(
+                &opts.key,
+                &nonce,
+                &client_nonce,
+                unix_now(),
+                &RequestBody::Peer(request),
+            );
+            write_frame(&mut stream, &msg, limit)
+                .await
+                .map_err(|e| login_failure(&e, "sending the request"))?;
+            let accepted = read_frame(&mut stream, limit)
+                .await
+                .map_err(|e| login_failure(&e, "waiting for the agent to accept the request"))?;
+            match accepted {
+                Message::Accepted => {}
+                Message::Error { code, message } => {
+                    return Err(agent_error(code, &message, Some(agent_time)))
+                }
+                other => {
+                    return Err(HopResult::fail(
+                        HopKind::Login,
+                        Cause::ProtocolError,
+                        format!("expected the agent to accept, got {}", msg_name(&other)),
+                    ))
+                }
+            }
+            Ok((stream, listener, token, client_nonce, agent_name))
+        }
+        .await;
+        match result {
+            Err(hop) => login_hop = Some(hop.with_duration(login_started.elapsed())),
+            Ok((mut stream, listener, token, client_nonce, agent_name)) => {
+                login_hop = Some(
+                    HopResult::pass(
+                        HopKind::Login,
+                        format!("authenticated to agent {agent_name} (pre-shared key)"),
+                    )
+                    .with_duration(login_started.elapsed())
+                    .with_data("agent", agent_name),
+                );
+                let answer = async {
+                    match tokio::time::timeout(
+                        opts.session_timeout,
+                        read_frame(&mut stream, opts.session_timeout),
+                    )
+                    .await
+                    {
+                        Err(_) => Err(IoFrameError::Timeout(opts.session_timeout)),
+                        Ok(r) => r,
+                    }
+                };
+                let accept = accept_callbacks(listener, token, limit, observed.clone());
+                let answer = tokio::select! {
+                    a = answer => a,
+                    _ = accept => unreachable_accept(),
+                };
+                session = match answer {
+                    Ok(Message::Response { body, mac }) => {
+                        match verify_response(&opts.key, &client_nonce, &body, &mac) {
+                            Ok(()) => match parse_body::<ResponseBody>(&body) {
+                                Ok(b) => Session::Answered(Box::new(b)),
+                                Err(e) => Session::Lost {
+                                    cause: Cause::ProtocolError,
+                                    detail: format!("unreadable answer: {e}"),
+                                },
+                            },
+                            Err(e) => Session::Lost {
+                                cause: Cause::AuthFailed,
+                                detail: format!("the agent's answer failed authentication: {e}"),
+                            },
+                        }
+                    }
+                    Ok(Message::Error { code, message }) => Session::Lost {
+                        cause: match code {
+                            ErrorCode::Timeout => Cause::Timeout,
+                            ErrorCode::AuthFailed => Cause::AuthFailed,
+                            _ => Cause::ProtocolError,
+                        },
+                        detail: format!("the agent gave up: {message}"),
+                    },
+                    Ok(other) => Session::Lost {
+                        cause: Cause::ProtocolError,
+                        detail: format!("unexpected {} from the agent", msg_name(&other)),
+                    },
+                    Err(IoFrameError::Timeout(t)) => Session::Lost {
+                        cause: Cause::Timeout,
+                        detail: format!(
+                            "the agent accepted the request but did not answer within {}",
+                            humantime::format_duration(t)
+                        ),
+                    },
+                    Err(IoFrameError::Closed) => Session::Lost {
+                        cause: Cause::Reset,
+                        detail: "the agent closed the connection before answering".into(),
+                    },
+                    Err(IoFrameError::Io(e)) => Session::Lost {
+                        cause: Cause::Reset,
+                        detail: format!(
+                            "the connection to the agent failed before it answered: {e}"
+                        ),
+                    },
+                    Err(IoFrameError::Frame(e)) => Session::Lost {
+                        cause: Cause::ProtocolError,
+                        detail: format!("bad frame from the agent: {e}"),
+                    },
+                };
+            }
+        }
+    }
+
+    let observed = std::mem::take(&mut *observed.lock().unwrap_or_else(|p| p.into_inner()));
+    build_checks(
+        opts,
+        tcp_hop,
+        login_hop,
+        session,
+        observed,
+        callback_port,
+        listen_error,
+    )
+}
+
+fn unreachable_accept<T>() -> Result<T, IoFrameError> {
+    Err(IoFrameError::Io(std::io::Error::other(
+        "callback listener stopped",
+    )))
+}
+
+/// Accepts connections on the callback port until dropped; a connection that presents the token
+/// is the agent's callback (acknowledged with `ok\n`); anything else is counted and closed.
+async fn accept_callbacks(
+    listener: Option<TcpListener>,
+    token: String,
+    limit: Duration,
+    observed: Arc<Mutex<Observed>>,
+) {
+    let Some(listener) = listener else {
+        return std::future::pending().await;
+    };
+    loop {
+        let Ok((mut conn, from)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let read_token = async {
+            let mut buf = Vec::with_capacity(token.len() + 1);
+            let mut byte = [0u8; 1];
+            while buf.len() <= token.len() {
+                if conn.read(&mut byte).await? == 0 {
+                    break;
+                }
+                if byte[0] == b'\n' {
+                    break;
+                }
+                buf.push(byte[0]);
+            }
+            Ok::<_, std::io::Error>(buf)
+        };
+        let good = matches!(tokio::time::timeout(limit, read_token).await, Ok(Ok(b)) if b == token.as_bytes());
+        if good {
+            observed.lock().unwrap_or_else(|p| p.into_inner()).from = Some(from);
+            let _ = tokio::time::timeout(limit, conn.write_all(b"ok\n")).await;
+        } else {
+            observed.lock().unwrap_or_else(|p| p.into_inner()).stray += 1;
+        }
+    }
+}
+
+fn msg_name(m: &Message) -> &'static str {
+    match m {
+        Message::Hello { .. } => "hello",
+        Message::Request { .. } => "request",
+        Message::Accepted => "accepted",
+        Message::Response { .. } => "response",
+        Message::Error { .. } => "error",
+    }
+}
+
+fn login_failure(e: &IoFrameError, during: &str) -> HopResult {
+    let (cause, hint) = match e {
+        IoFrameError::Timeout(_) => (
+            Cause::Timeout,
+            "the port answers but no dtcprobe agent speaks there (another service?), or the agent is overloaded",
+        ),
+        IoFrameError::Closed | IoFrameError::Io(_) => (
+            Cause::Reset,
+            "the agent dropped the connection: too many sessions, a firewall/IPS, or not a dtcprobe agent",
+        ),
+        IoFrameError::Frame(_) => (
+            Cause::ProtocolError,
+            "something other than a dtcprobe agent of this version answered: check the address and both versions",
+        ),
+    };
+    HopResult::fail(HopKind::Login, cause, format!("{during}: {e}")).with_hint(hint)
+}
+
+fn agent_error(code: ErrorCode, message: &str, agent_time: Option<u64>) -> HopResult {
+    match code {
+        ErrorCode::AuthFailed => {
+            let mut hint = "the agent refused the request: the key files on the two sides differ (compare them; \
+                            trailing whitespace is ignored), or the clocks differ by more than 60s"
+                .to_string();
+            if let Some(t) = agent_time {
+                let skew = t as i64 - unix_now() as i64;
+                if skew.unsigned_abs() > REPLAY_WINDOW_SECS {
+                    hint = format!("the agent's clock is {skew}s away from this host's: synchronise the clocks (NTP)");
+                }
+            }
+            HopResult::fail(
+                HopKind::Login,
+                Cause::AuthFailed,
+                format!("refused by the agent: {message}"),
+            )
+            .with_hint(hint)
+        }
+        ErrorCode::Busy => HopResult::fail(
+            HopKind::Login,
+            Cause::Refused,
+            format!("the agent is busy: {message}"),
+        )
+        .with_hint(
+            "the agent is at its max_sessions limit; retry, or raise `max_sessions` in its config",
+        ),
+        ErrorCode::Timeout => HopResult::fail(
+            HopKind::Login,
+            Cause::Timeout,
+            format!("the agent gave up: {message}"),
+        ),
+        ErrorCode::Protocol => HopResult::fail(
+            HopKind::Login,
+            Cause::ProtocolError,
+            format!("the agent rejected the request: {message}"),
+        )
+        .with_hint("versions of dtcprobe on the two sides may differ"),
+    }
+}
+
+fn build_checks(
+    opts: &PeerOptions,
+    tcp_hop: HopResult,
+    login_hop: Option<HopResult>,
+    session: Session,
+    observed: Observed,
+    callback_port: Option<u16>,
+    listen_error: Option<String>,
+) -> AgentOutcome {
+    let agent_zone = match &session {
+        Session::Answered(b) => b.zone.clone(),
+        _ => None,
+    };
+    let mut checks = Vec::new();
+
+    // The control connection itself.
+    let mut hops = vec![tcp_hop];
+    hops.push(login_hop.unwrap_or_else(|| {
+        HopResult::skip(
+            HopKind::Login,
+            "not run: depends on `tcp`, which did not pass",
+        )
+    }));
+    let forward_ok = hops.iter().all(|h| h.lets_chain_continue());
+    checks.push(check(
+        "agent",
+        "agent",
+        format!("agent://{}", opts.agent),
+        opts.zone.clone(),
+        agent_zone.clone(),
+        Direction::Forward,
+        hops,
+    ));
+
+    // The callback (reverse direction).
+    let caller_addr = match &session {
+        Session::Answered(b) => b.caller_addr.clone(),
+        _ => None,
+    };
+    let callback_target = format!(
+        "tcp://{}:{}",
+        caller_addr
+            .as_deref()
+            .map(crate::target::bracket_v6)
+            .unwrap_or_else(|| "caller".into()),
+        callback_port
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "?".into())
+    );
+    let (resolve_hop, callback_hop) = match &session {
+        Session::NotEstablished => (
+            HopResult::skip(
+                HopKind::Resolve,
+                "not run: no authenticated session with the agent",
+            ),
+            HopResult::skip(
+                HopKind::Callback,
+                "not run: no authenticated session with the agent",
+            ),
+        ),
+        Session::Lost { cause, detail } => (
+            HopResult::skip(
+                HopKind::Resolve,
+                format!("no answer from the agent: {detail}"),
+            ),
+            match observed.from {
+                Some(from) => callback_seen(from, callback_port),
+                None => HopResult::fail(HopKind::Callback, *cause, detail.clone())
+                    .with_hint(HINT_AGENT_LOST),
+            },
+        ),
+        Session::Answered(b) => {
+            let resolve = b.resolve.clone().unwrap_or_else(|| {
+                HopResult::skip(HopKind::Resolve, "not run: no caller name to look up")
+            });
+            let callback = match (observed.from, &b.callback, &listen_error) {
+                (Some(from), agent_side, _) => {
+                    let hop = callback_seen(from, callback_port);
+                    match agent_side {
+                        Some(a) => hop.with_duration(a.duration_seconds),
+                        None => hop,
+                    }
+                }
+                (None, _, Some(e)) => HopResult::fail(HopKind::Callback, Cause::Internal, e.clone()),
+                (None, Some(agent_side), None) if !agent_side.lets_chain_continue() => {
+                    let mut hop = agent_side.clone();
+                    hop.detail = format!("agent -> this host: {}", hop.detail);
+                    let original = hop.hint.take();
+                    let hint = match (forward_ok, original) {
+                        (true, Some(o)) => format!("{HINT_BIDIRECTIONAL}. {o}"),
+                        (true, None) => HINT_BIDIRECTIONAL.to_string(),
+                        (false, o) => o.unwrap_or_default(),
+                    };
+                    hop.with_hint(hint)
+                }
+                (None, Some(agent_side), None) => HopResult::fail(
+                    HopKind::Callback,
+                    Cause::ProtocolError,
+                    format!("the agent reports a callback ({}), but none arrived here with the right token", agent_side.detail),
+                )
+                .with_hint("a NAT or port forward may send the agent's connection to another host"),
+                (None, None, None) => HopResult::skip(HopKind::Callback, "the agent did not attempt a callback"),
+            };
+            (resolve, callback)
+        }
+    };
+    let mut callback_hop = callback_hop;
+    if observed.stray > 0 {
+        callback_hop = callback_hop.with_data("stray_connections", observed.stray);
+    }
+    checks.push(check(
+        "callback",
+        "callback",
+        callback_target,
+        agent_zone.clone(),
+        opts.zone.clone(),
+        Direction::Reverse,
+        vec![resolve_hop, callback_hop],
+    ));
+
+    // Reverse checks run by the agent.
+    match &session {
+        Session::Answered(b) => checks.extend(b.reverse.iter().cloned().map(|mut c| {
+            c.direction = Direction::Reverse;
+            c
+        })),
+        other => {
+            for t in &opts.reverse {
+                let hop = match other {
+                    Session::Lost { cause, detail } => {
+                        HopResult::fail(HopKind::Tcp, *cause, detail.clone())
+                            .with_hint(HINT_AGENT_LOST)
+                    }
+                    _ => HopResult::skip(
+                        HopKind::Tcp,
+                        "not run: no authenticated session with the agent",
+                    ),
+                };
+                let kind = t.url.split("://").next().unwrap_or("unknown").to_string();
+                let mut c = check(
+                    &t.name,
+                    &kind,
+                    t.url.clone(),
+                    agent_zone.clone(),
+                    opts.zone.clone(),
+                    Direction::Reverse,
+                    vec![hop],
+                );
+                c.kind = kind;
+                checks.push(c);
+            }
+        }
+    }
+
+    // MSDTC CIDs: identical CIDs (cloned machines) break distributed transactions between them.
+    if let (Some(local), Session::Answered(b)) = (&opts.cid, &session) {
+        if let Some(remote) = &b.cid {
+            checks.push(check(
+                "msdtc_cid",
+                "msdtc_cid",
+                format!("agent://{}", opts.agent),
+                opts.zone.clone(),
+                agent_zone.clone(),
+                Direction::Forward,
+                vec![compare_cids(local, remote)],
+            ));
+        }
+    }
+    AgentOutcome { agent_zone, checks }
+}
+
+fn callback_seen(from: SocketAddr, port: Option<u16>) -> HopResult {
+    let mut hop = HopResult::pass(
+        HopKind::Callback,
+        format!("the agent connected back from {}", from.ip()),
+    )
+    .with_data("from", from.ip().to_string());
+    if let Some(p) = port {
+        hop.detail = format!("the agent connected back from {} to port {p}", from.ip());
+        hop = hop.with_data("port", p);
+    }
+    hop
+}
+
+fn check(
+    name: &str,
+    kind: &str,
+    target: String,
+    from: Option<String>,
+    to: Option<String>,
+    direction: Direction,
+    hops: Vec<HopResult>,
+) -> CheckResult {
+    CheckResult {
+        name: name.to_string(),
+        kind: kind.to_string(),
+        target,
+        from,
+        to,
+        direction,
+        status: CheckResult::status_of(&hops),
+        hops,
+    }
+}
+
+/// Pure: compares two MSDTC CIDs (GUIDs; braces and case ignored).
+pub fn compare_cids(local: &str, remote: &str) -> HopResult {
+    let norm = |s: &str| {
+        s.trim()
+            .trim_matches(|c| c == '{' || c == '}')
+            .to_ascii_lowercase()
+    };
+    let data = json!({ "local": local, "remote": remote });
+    if norm(local) == norm(remote) {
+        HopResult::fail(HopKind::TxDistributed, Cause::DuplicateCid, format!("both hosts have MSDTC CID {}", norm(local)))
+            .with_hint(
+                "identical MSDTC CIDs (cloned VM or image without sysprep) make MSDTC treat the two hosts as one and \
+                 distributed transactions between them fail: on one host run `msdtc -uninstall` then `msdtc -install` \
+                 (Windows) and re-apply the DTC security settings",
+            )
+            .with_data("cid", data)
+    } else {
+        HopResult::pass(HopKind::TxDistributed, "MSDTC CIDs differ").with_data("cid", data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::model::Status;
+
+    #[test]
+    fn cid_comparison_table() {
+        let cases = [
+            ("{5D1E...A}", "{5d1e...a}", Status::Fail),
+            ("5d1eaaaa-0000", "{5D1EAAAA-0000}", Status::Fail),
+            ("aaaa", "bbbb", Status::Pass),
+        ];
+        for (l, r, want) in cases {
+            let hop = compare_cids(l, r);
+            assert_eq!(hop.status, want, "{l} vs {r}");
+            if want == Status::Fail {
+                assert_eq!(hop.cause, Some(Cause::DuplicateCid));
+            }
+            assert_eq!(hop.data["cid"]["local"], l);
+        }
+    }
+}

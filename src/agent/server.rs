@@ -1,0 +1,648 @@
+//! The agent: accepts authenticated requests from near sides, connects back to them, and runs the
+//! reverse checks its policy allows.
+//!
+//! Resource bounds: at most `max_sessions` sessions at once (others get a `busy` error without
+//! waiting), every frame must arrive whole within `frame_timeout`, every request finishes within
+//! `request_timeout`, frames over 64 KiB are refused from their length prefix.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::join_all;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use super::protocol::{
+    self, encode_frame, new_nonce, parse_body, read_frame, sign_response, unix_now, verify_request,
+    write_frame, AuthError, ErrorCode, IoFrameError, Key, Message, PeerRequest, ReplayGuard,
+    RequestBody, ResponseBody, ReverseTarget, REPLAY_WINDOW_SECS,
+};
+use super::{url_port, AgentConfig, AllowEntry};
+use crate::chain::RunContext;
+use crate::hops;
+use crate::report::model::{Cause, CheckResult, Direction, HopKind, HopResult, Status};
+use crate::resolver::DnsResolver;
+use crate::target::{CheckSpec, Target};
+
+/// Hop timeout used when the near side does not ask for one.
+pub const DEFAULT_HOP_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a shut-down agent lets running sessions finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+pub struct AgentState {
+    key: Key,
+    config: AgentConfig,
+    replay: Mutex<ReplayGuard>,
+    sessions: Arc<Semaphore>,
+    host: String,
+}
+
+impl AgentState {
+    pub fn new(key: Key, config: AgentConfig) -> AgentState {
+        let sessions = Arc::new(Semaphore::new(config.max_sessions));
+        // Every session holds one nonce; entries expire after two windows.
+        let capacity = (config.max_sessions * 1024).max(4096);
+        AgentState {
+            key,
+            replay: Mutex::new(ReplayGuard::new(REPLAY_WINDOW_SECS, capacity)),
+            sessions,
+            host: crate::runner::local_host_name(),
+            config,
+        }
+    }
+}
+
+/// Accepts sessions until `shutdown` completes, then lets running sessions finish for up to
+/// [`SHUTDOWN_GRACE`] and aborts the rest.
+pub async fn serve<S>(
+    listener: TcpListener,
+    state: Arc<AgentState>,
+    shutdown: S,
+) -> std::io::Result<()>
+where
+    S: Future<Output = ()>,
+{
+    let mut tasks = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        while tasks.try_join_next().is_some() {}
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = state.sessions.clone().try_acquire_owned() else {
+            warn!(%peer, max_sessions = state.config.max_sessions, "too many sessions: refusing");
+            // Best effort, never waits: a busy agent must not be held up by the refused client.
+            if let Ok(frame) = encode_frame(&Message::Error {
+                code: ErrorCode::Busy,
+                message: "agent busy, try again".into(),
+            }) {
+                let _ = stream.try_write(&frame);
+            }
+            continue;
+        };
+        let state = state.clone();
+        tasks.spawn(async move {
+            let limit = state.config.request_timeout + state.config.frame_timeout * 3;
+            if tokio::time::timeout(limit, session(stream, peer, &state))
+                .await
+                .is_err()
+            {
+                warn!(%peer, "session exceeded {limit:?}: dropped");
+            }
+            drop(permit);
+        });
+    }
+    info!(running = tasks.len(), "shutting down: no new sessions");
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+        warn!("sessions still running after {SHUTDOWN_GRACE:?}: aborted");
+        tasks.shutdown().await;
+    }
+    Ok(())
+}
+
+async fn session(mut stream: TcpStream, peer: SocketAddr, state: &AgentState) {
+    let caller = peer.ip().to_canonical();
+    let frame_timeout = state.config.frame_timeout;
+    let nonce = match new_nonce() {
+        Ok(n) => n,
+        Err(e) => {
+            warn!(error = %e, "no randomness for a nonce: dropping session");
+            return;
+        }
+    };
+    let hello = Message::Hello {
+        nonce: nonce.clone(),
+        time: unix_now(),
+        agent: state.host.clone(),
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    if let Err(e) = write_frame(&mut stream, &hello, frame_timeout).await {
+        debug!(%peer, error = %e, "could not send hello");
+        return;
+    }
+    let msg = match read_frame(&mut stream, frame_timeout).await {
+        Ok(m) => m,
+        // A bare TCP probe (connect, close) is normal: `dtcprobe check tcp://agent:port` does it.
+        Err(IoFrameError::Closed) => {
+            debug!(%peer, "connection closed without a request");
+            return;
+        }
+        Err(e) => {
+            warn!(%peer, error = %e, "dropped session: no valid request");
+            if let IoFrameError::Frame(f) = &e {
+                refuse(
+                    &mut stream,
+                    ErrorCode::Protocol,
+                    f.to_string(),
+                    frame_timeout,
+                )
+                .await;
+            }
+            return;
+        }
+    };
+    let Message::Request {
+        nonce: got_nonce,
+        client_nonce,
+        timestamp,
+        body,
+        mac,
+    } = msg
+    else {
+        warn!(%peer, "dropped session: first frame is not a request");
+        refuse(
+            &mut stream,
+            ErrorCode::Protocol,
+            "expected a request".into(),
+            frame_timeout,
+        )
+        .await;
+        return;
+    };
+    if let Err(e) = authenticate(
+        state,
+        &nonce,
+        &got_nonce,
+        &client_nonce,
+        timestamp,
+        &body,
+        &mac,
+    ) {
+        // The reason helps the operator (key mismatch vs clock skew); never the key itself.
+        warn!(%peer, reason = %e, "refused unauthenticated request");
+        refuse(
+            &mut stream,
+            ErrorCode::AuthFailed,
+            e.to_string(),
+            frame_timeout,
+        )
+        .await;
+        return;
+    }
+    let request: RequestBody = match parse_body(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(%peer, error = %e, "refused malformed request body");
+            refuse(
+                &mut stream,
+                ErrorCode::Protocol,
+                e.to_string(),
+                frame_timeout,
+            )
+            .await;
+            return;
+        }
+    };
+    if write_frame(&mut stream, &Message::Accepted, frame_timeout)
+        .await
+        .is_err()
+    {
+        debug!(%peer, "near side left before the request was accepted");
+        return;
+    }
+    let mut response = ResponseBody {
+        agent: state.host.clone(),
+        zone: state.config.zone.clone(),
+        cid: state.config.cid.clone(),
+        caller_addr: Some(caller.to_string()),
+        ..Default::default()
+    };
+    match request {
+        RequestBody::Ping => info!(%peer, "authenticated ping"),
+        RequestBody::Peer(req) => {
+            info!(%peer, callback = req.callback.is_some(), reverse = req.reverse.len(), "authenticated peer request");
+            match tokio::time::timeout(
+                state.config.request_timeout,
+                run_peer_request(&req, caller, state),
+            )
+            .await
+            {
+                Ok((resolve, callback, reverse)) => {
+                    response.resolve = resolve;
+                    response.callback = callback;
+                    response.reverse = reverse;
+                }
+                Err(_) => {
+                    warn!(%peer, "request exceeded {:?}", state.config.request_timeout);
+                    let msg = format!(
+                        "request did not finish within {:?}",
+                        state.config.request_timeout
+                    );
+                    refuse(&mut stream, ErrorCode::Timeout, msg, frame_timeout).await;
+                    return;
+                }
+            }
+        }
+    }
+    match sign_response(&state.key, &client_nonce, &response) {
+        Ok(msg) => {
+            if let Err(e) = write_frame(&mut stream, &msg, frame_timeout).await {
+                warn!(%peer, error = %e, "could not send the response");
+            }
+        }
+        Err(e) => {
+            warn!(%peer, error = %e, "response too large");
+            refuse(
+                &mut stream,
+                ErrorCode::Protocol,
+                e.to_string(),
+                frame_timeout,
+            )
+            .await;
+        }
+    }
+}
+
+fn authenticate(
+    state: &AgentState,
+    issued: &str,
+    nonce: &str,
+    client_nonce: &str,
+    timestamp: u64,
+    body: &str,
+    mac: &str,
+) -> Result<(), AuthError> {
+    if nonce != issued {
+        return Err(AuthError::WrongNonce);
+    }
+    // MAC first, so unauthenticated clients cannot fill the replay cache.
+    verify_request(&state.key, nonce, client_nonce, timestamp, body, mac)?;
+    let mut guard = state.replay.lock().unwrap_or_else(|p| p.into_inner());
+    guard.check(nonce, timestamp, unix_now())
+}
+
+async fn refuse(stream: &mut TcpStream, code: ErrorCode, message: String, limit: Duration) {
+    let _ = write_frame(stream, &Message::Error { code, message }, limit).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn run_peer_request(
+    req: &PeerRequest,
+    caller: IpAddr,
+    state: &AgentState,
+) -> (Option<HopResult>, Option<HopResult>, Vec<CheckResult>) {
+    let hop_timeout = req
+        .hop_timeout_ms
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_HOP_TIMEOUT)
+        .clamp(Duration::from_millis(100), state.config.max_hop_timeout);
+    let resolver = Arc::new(DnsResolver::from_system(hop_timeout));
+
+    let resolve = async {
+        match &req.caller_name {
+            Some(name) => Some(resolve_caller(&resolver, name, caller, hop_timeout).await),
+            None => None,
+        }
+    };
+    let callback = async {
+        match &req.callback {
+            Some(cb) => Some(callback(caller, cb.port, &cb.token, hop_timeout).await),
+            None => None,
+        }
+    };
+    let ctx = RunContext {
+        hop_timeout,
+        resolver: resolver.clone(),
+    };
+    let reverse = run_reverse(&req.reverse, req_zone(req), caller, state, &ctx);
+    tokio::join!(resolve, callback, reverse)
+}
+
+fn req_zone(req: &PeerRequest) -> Option<String> {
+    req.zone.clone()
+}
+
+/// The agent's view of the caller's name: what MSDTC on this side would find when it calls back.
+async fn resolve_caller(
+    resolver: &DnsResolver,
+    name: &str,
+    caller: IpAddr,
+    limit: Duration,
+) -> HopResult {
+    let started = tokio::time::Instant::now();
+    let mut result = resolve_caller_inner(resolver, name, caller, limit).await;
+    if result.duration_seconds.is_zero() {
+        result.duration_seconds = started.elapsed();
+    }
+    result
+}
+
+async fn resolve_caller_inner(
+    resolver: &DnsResolver,
+    name: &str,
+    caller: IpAddr,
+    limit: Duration,
+) -> HopResult {
+    let output = match tokio::time::timeout(
+        limit * 4,
+        hops::resolve::resolve(resolver, name, true, limit),
+    )
+    .await
+    {
+        Ok(o) => o,
+        Err(_) => {
+            return HopResult::fail(
+                HopKind::Resolve,
+                Cause::DnsTimeout,
+                format!("no DNS answer for `{name}` in time"),
+            )
+        }
+    };
+    let mut result = output
+        .result
+        .with_data("caller_address", caller.to_string());
+    if let Some(addrs) = output.value {
+        if !addrs.iter().any(|a| a.to_canonical() == caller) && result.status == Status::Pass {
+            let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+            result = HopResult::warn(
+                HopKind::Resolve,
+                Cause::DnsMismatch,
+                format!(
+                    "the agent resolves `{name}` to {}, but the connection came from {caller}",
+                    list.join(", ")
+                ),
+            )
+            .with_hint(
+                "MSDTC calls back by name: the agent side would connect to the resolved address, not the one \
+                 this host connects from (NAT, a stale record, or a multi-homed host). Fix the DNS/hosts record \
+                 the agent's side uses",
+            )
+            .with_data("caller_address", caller.to_string())
+            .with_data("addresses", list);
+        }
+    }
+    result.detail = format!("as seen by the agent: {}", result.detail);
+    result
+}
+
+/// Connects back to the caller's source address, sends the token, waits for the near side's ack.
+async fn callback(caller: IpAddr, port: u16, token: &str, limit: Duration) -> HopResult {
+    let started = tokio::time::Instant::now();
+    let result = callback_inner(caller, port, token, limit).await;
+    result.with_duration(started.elapsed())
+}
+
+async fn callback_inner(caller: IpAddr, port: u16, token: &str, limit: Duration) -> HopResult {
+    let addr = SocketAddr::new(caller, port);
+    let (attempt, stream) = hops::tcp::connect(addr, limit).await;
+    let Some(mut stream) = stream else {
+        return hops::tcp::hop_result(HopKind::Callback, &[attempt]).with_data("port", port);
+    };
+    let exchange = async {
+        stream.write_all(format!("{token}\n").as_bytes()).await?;
+        let mut ack = [0u8; 3];
+        stream.read_exact(&mut ack).await?;
+        Ok::<_, std::io::Error>(ack)
+    };
+    match tokio::time::timeout(limit, exchange).await {
+        Ok(Ok(ack)) if &ack == b"ok\n" => {
+            HopResult::pass(HopKind::Callback, format!("agent connected back to {addr}"))
+                .with_data("port", port)
+        }
+        Ok(Ok(_)) => HopResult::fail(
+            HopKind::Callback,
+            Cause::ProtocolError,
+            format!("connected back to {addr}, but something else answered there"),
+        ),
+        Ok(Err(e)) => HopResult::fail(
+            HopKind::Callback,
+            Cause::Reset,
+            format!("connected back to {addr}, then the connection failed: {e}"),
+        ),
+        Err(_) => HopResult::fail(
+            HopKind::Callback,
+            Cause::Timeout,
+            format!("connected back to {addr}, but the near side did not acknowledge"),
+        ),
+    }
+}
+
+async fn run_reverse(
+    targets: &[ReverseTarget],
+    caller_zone: Option<String>,
+    caller: IpAddr,
+    state: &AgentState,
+    ctx: &RunContext,
+) -> Vec<CheckResult> {
+    let max = state.config.max_reverse_checks;
+    join_all(targets.iter().enumerate().map(|(i, t)| {
+        let caller_zone = caller_zone.clone();
+        async move {
+            let authorized = if i >= max {
+                Err(format!("more than {max} reverse checks in one request"))
+            } else {
+                authorize(t, caller, &state.config.allow)
+            };
+            let mut result = match authorized {
+                Ok(target) => {
+                    info!(name = %t.name, target = %target.display(), "running reverse check");
+                    let spec = CheckSpec {
+                        name: t.name.clone(),
+                        from: state.config.zone.clone(),
+                        to: caller_zone,
+                        timeout: Some(ctx.hop_timeout),
+                        target,
+                    };
+                    crate::runner::run_check(&spec, ctx).await
+                }
+                Err(reason) => {
+                    warn!(name = %t.name, url = %t.url, %caller, %reason, "refused reverse check");
+                    refused_check(t, &reason, state.config.zone.clone(), caller_zone)
+                }
+            };
+            result.direction = Direction::Reverse;
+            result
+        }
+    }))
+    .await
+}
+
+fn refused_check(
+    t: &ReverseTarget,
+    reason: &str,
+    from: Option<String>,
+    to: Option<String>,
+) -> CheckResult {
+    let hop = HopResult::fail(HopKind::Tcp, Cause::Config, format!("refused by the agent: {reason}")).with_hint(
+        "the agent only runs reverse checks against the caller itself or hosts in its own `allow` list; \
+         add HOST or HOST:PORT to `allow` in the agent's config if this check is intended",
+    );
+    let hops = vec![hop];
+    CheckResult {
+        name: t.name.clone(),
+        kind: t.url.split("://").next().unwrap_or("unknown").to_string(),
+        target: t.url.clone(),
+        from,
+        to,
+        direction: Direction::Reverse,
+        status: CheckResult::status_of(&hops),
+        hops,
+    }
+}
+
+/// Pure policy: may the agent run this reverse check for a caller at `caller`? Returns the target
+/// to run (with the caller's address substituted when `to_caller`), or why not.
+pub fn authorize(
+    t: &ReverseTarget,
+    caller: IpAddr,
+    allow: &[AllowEntry],
+) -> Result<Target, String> {
+    let mut url =
+        url::Url::parse(&t.url).map_err(|e| format!("invalid target `{}`: {e}", t.url))?;
+    if t.to_caller {
+        let host = match caller {
+            IpAddr::V4(a) => a.to_string(),
+            IpAddr::V6(a) => format!("[{a}]"),
+        };
+        url.set_host(Some(&host))
+            .map_err(|e| format!("cannot point `{}` at the caller: {e}", t.url))?;
+    }
+    let target = Target::from_url(url.as_str()).map_err(|e| e.to_string())?;
+    let host = target.host();
+    let is_caller = host
+        .parse::<IpAddr>()
+        .map(|a| a.to_canonical() == caller)
+        .unwrap_or(false);
+    if is_caller {
+        return Ok(target);
+    }
+    let port = url_port(&url);
+    if allow.iter().any(|e| e.matches(host, port)) {
+        return Ok(target);
+    }
+    Err(format!(
+        "`{}` is neither the caller ({caller}) nor in the agent's allow list",
+        target.display()
+    ))
+}
+
+/// Binds and serves until SIGTERM or Ctrl-C.
+pub async fn run(listen: Option<&str>, key: Key, config: AgentConfig) -> anyhow::Result<()> {
+    run_until(listen, key, config, shutdown_signal()).await
+}
+
+/// Binds and serves until `shutdown` completes (a signal, or the Windows service being stopped).
+pub async fn run_until<S>(
+    listen: Option<&str>,
+    key: Key,
+    config: AgentConfig,
+    shutdown: S,
+) -> anyhow::Result<()>
+where
+    S: Future<Output = ()>,
+{
+    let listen = listen
+        .map(str::to_string)
+        .or_else(|| config.listen.clone())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no listen address: pass --listen ADDR or set `listen` in the agent config"
+            )
+        })?;
+    let listener = TcpListener::bind(&listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    info!(
+        listen = %listener.local_addr()?,
+        allow = config.allow.len(),
+        max_sessions = config.max_sessions,
+        "agent listening (protocol v{})",
+        protocol::PROTOCOL_VERSION
+    );
+    let state = Arc::new(AgentState::new(key, config));
+    serve(listener, state, shutdown).await?;
+    info!("agent stopped");
+    Ok(())
+}
+
+/// Completes on Ctrl-C, or SIGTERM on Unix (systemd's stop).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => info!("Ctrl-C received"),
+                    _ = term.recv() => info!("SIGTERM received"),
+                }
+            }
+            Err(_) => ctrl_c.await,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        ctrl_c.await;
+        info!("Ctrl-C received");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt(url: &str, to_caller: bool) -> ReverseTarget {
+        ReverseTarget {
+            name: "n".into(),
+            url: url.into(),
+            to_caller,
+        }
+    }
+
+    #[test]
+    fn reverse_policy_table() {
+        let caller: IpAddr = "198.18.0.1".parse().unwrap();
+        let allow = vec![
+            AllowEntry::parse("sql01:1433").unwrap(),
+            AllowEntry::parse("dc01").unwrap(),
+        ];
+        // (target, to_caller, expected host when allowed)
+        let cases: &[(&str, bool, Option<&str>)] = &[
+            ("tcp://anything:135", true, Some("198.18.0.1")),
+            ("tcp://198.18.0.1:22", false, Some("198.18.0.1")),
+            ("tcp://198.18.0.2:22", false, None),
+            ("tcp://sql01:1433", false, Some("sql01")),
+            ("tcp://SQL01:1433", false, Some("sql01")),
+            ("tcp://sql01:1434", false, None),
+            ("tcp://dc01:389", false, Some("dc01")),
+            ("dns://dc01", false, Some("dc01")),
+            ("dns://evil", false, None),
+            ("ftp://x:1", false, None),
+            ("not a url", false, None),
+        ];
+        for (url, to_caller, want) in cases {
+            let got = authorize(&rt(url, *to_caller), caller, &allow);
+            match (want, &got) {
+                (Some(h), Ok(t)) => assert_eq!(t.host().to_ascii_lowercase(), *h, "{url}"),
+                (None, Err(_)) => {}
+                _ => panic!("{url} to_caller={to_caller}: want {want:?}, got {got:?}"),
+            }
+        }
+        let v6: IpAddr = "2001:db8::7".parse().unwrap();
+        let t = authorize(&rt("tcp://x:135", true), v6, &[]).unwrap();
+        assert_eq!(t.host(), "2001:db8::7");
+        // An IPv4 caller on a dual-stack socket shows up v4-mapped; the policy normalizes it.
+        let mapped: IpAddr = "::ffff:198.18.0.1".parse().unwrap();
+        assert!(authorize(&rt("tcp://198.18.0.1:1", false), mapped.to_canonical(), &[]).is_ok());
+    }
+}

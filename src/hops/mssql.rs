@@ -1,0 +1,826 @@
+//! SQL Server checks: resolve -> (sqlbrowser for a named instance) -> tcp -> login -> tx_local
+//! -> tx_distributed, over TDS with tiberius.
+//!
+//! The decisions (what an error number or a driver failure means) are pure and live in
+//! [`classify`]; [`sniff`] reads the server's PRELOGIN answer off the wire; [`ssrp`] is the SQL
+//! Server Browser protocol; [`spec`] parses targets. Every network step runs in its own task under
+//! a timeout, so neither a hung server nor a driver panic on hostile bytes can hang the tool.
+
+pub mod classify;
+pub mod sniff;
+pub mod spec;
+pub mod ssrp;
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use tiberius::{AuthMethod, Client, Config, EncryptionLevel};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
+
+use crate::chain::{Chain, HopOutput, RunContext};
+use crate::report::model::{Cause, HopKind, HopResult, Status};
+use crate::secret::{self, Secret};
+
+use classify::{classify_failure, failure_from_tiberius, tds_version_name, Failure};
+use sniff::{Observed, Sniffer};
+pub use spec::{Auth, Encrypt, MssqlTarget, TxMode};
+
+type Conn = Client<Compat<Sniffer<TcpStream>>>;
+
+const APP_NAME: &str = "dtcprobe";
+
+/// The hops a target plans, in order.
+pub fn planned_hops(t: &MssqlTarget) -> Vec<HopKind> {
+    let mut v = vec![HopKind::Resolve];
+    if t.needs_browser() {
+        v.push(HopKind::Sqlbrowser);
+    }
+    v.extend([HopKind::Tcp, HopKind::Login]);
+    if t.tx != TxMode::None {
+        v.push(HopKind::TxLocal);
+    }
+    if t.tx == TxMode::Distributed {
+        v.push(HopKind::TxDistributed);
+    }
+    v
+}
+
+/// Runs the whole chain. Bounded: each hop has its own limit (login and transactions get two hop
+/// timeouts, being several round trips), so the chain ends within about 8 hop timeouts.
+pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
+    let limit = ctx.hop_timeout;
+    let mut chain = Chain::new(planned_hops(t), limit);
+
+    // Ask for the password first (a prompt should not eat into a hop's time); a missing one is
+    // reported on the login hop, after the network hops have said what they can.
+    let password = match t.auth {
+        Auth::Integrated => Ok(None),
+        _ => secret::obtain(t.password.as_ref(), &t.label())
+            .await
+            .map(Some),
+    };
+
+    let resolve_limit = if t.reverse_dns { limit * 4 } else { limit };
+    let Some(addrs) = chain
+        .step_with_timeout(
+            HopKind::Resolve,
+            resolve_limit,
+            crate::hops::resolve::resolve(&ctx.resolver, &t.host, t.reverse_dns, limit),
+        )
+        .await
+    else {
+        return chain.finish();
+    };
+
+    let port = if t.needs_browser() {
+        let instance = t.instance.clone().unwrap_or_default();
+        match chain
+            .step(HopKind::Sqlbrowser, sqlbrowser(&addrs, &instance, limit))
+            .await
+        {
+            Some(p) => p,
+            None => return chain.finish(),
+        }
+    } else {
+        t.port.unwrap_or(spec::DEFAULT_PORT)
+    };
+
+    let Some(reachable) = chain
+        .step(HopKind::Tcp, crate::hops::tcp::tcp(&addrs, port, limit))
+        .await
+    else {
+        return chain.finish();
+    };
+    let Some(addr) = reachable.first().copied() else {
+        return chain.finish();
+    };
+
+    let password = match password {
+        Ok(p) => p,
+        Err(e) => {
+            chain.record(
+                HopResult::fail(HopKind::Login, Cause::Config, e.to_string())
+                    .with_hint("dtcprobe takes passwords only from --password-file, a config password_env or password_file, or a prompt on a terminal"),
+            );
+            return chain.finish();
+        }
+    };
+
+    let Some(mut conn) = chain
+        .step_with_timeout(
+            HopKind::Login,
+            limit * 2,
+            login_hop(t, addr, password, limit * 2),
+        )
+        .await
+    else {
+        return chain.finish();
+    };
+
+    if t.tx != TxMode::None {
+        let marker = marker();
+        let out = chain
+            .step_with_timeout(
+                HopKind::TxLocal,
+                limit * 2,
+                tx_hop(HopKind::TxLocal, conn, None, marker, limit * 2),
+            )
+            .await;
+        match out {
+            Some(c) => conn = c,
+            None => return chain.finish(),
+        }
+    }
+    if t.tx == TxMode::Distributed {
+        let marker = marker();
+        let out = chain
+            .step_with_timeout(
+                HopKind::TxDistributed,
+                limit * 2,
+                tx_hop(
+                    HopKind::TxDistributed,
+                    conn,
+                    t.linked_server.clone(),
+                    marker,
+                    limit * 2,
+                ),
+            )
+            .await;
+        match out {
+            Some(c) => conn = c,
+            None => return chain.finish(),
+        }
+    }
+    // A polite goodbye, bounded; the server cleans up on disconnect anyway.
+    let _ = tokio::time::timeout(Duration::from_millis(500), conn.close()).await;
+    chain.finish()
+}
+
+/// A value unique to this probe, inserted and read back by the transaction hops.
+fn marker() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("dtcprobe-{}-{nanos}", std::process::id())
+}
+
+/// Runs `fut` in its own task under `limit`: a timeout aborts it, a panic inside the driver
+/// (hostile bytes) becomes a protocol error instead of taking the tool down.
+async fn guarded<T, F>(limit: Duration, what: &str, fut: F) -> Result<T, Failure>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T, Failure>> + Send + 'static,
+{
+    let mut handle = tokio::spawn(fut);
+    match tokio::time::timeout(limit, &mut handle).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(join)) => Err(Failure::Protocol(format!(
+            "the TDS driver {} while {what}",
+            if join.is_panic() {
+                "panicked on the server's data"
+            } else {
+                "was cancelled"
+            }
+        ))),
+        Err(_) => {
+            handle.abort();
+            Err(Failure::Timeout(format!(
+                "no answer within {} while {what}",
+                humantime::format_duration(limit)
+            )))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// sqlbrowser
+
+async fn sqlbrowser(addrs: &[IpAddr], instance: &str, limit: Duration) -> HopOutput<u16> {
+    let Some(ip) = addrs.first() else {
+        return HopOutput::stop(HopResult::fail(
+            HopKind::Sqlbrowser,
+            Cause::Internal,
+            "no address to ask",
+        ));
+    };
+    let to = SocketAddr::new(*ip, ssrp::BROWSER_PORT);
+    let base = |r: HopResult| {
+        r.with_data("address", to.to_string())
+            .with_data("instance", instance)
+    };
+    match ssrp::query(to, instance, limit).await {
+        ssrp::QueryOutcome::Answer(d) => {
+            let r = base(browser_answer(&d, instance));
+            match (r.status, r.data.get("tcp_port").and_then(Value::as_u64)) {
+                (Status::Pass, Some(p)) => HopOutput::ok(r, p as u16),
+                _ => HopOutput::stop(r),
+            }
+        }
+        ssrp::QueryOutcome::Refused => HopOutput::stop(base(
+            HopResult::fail(
+                HopKind::Sqlbrowser,
+                Cause::Refused,
+                format!("{to}: UDP port unreachable"),
+            )
+            .with_hint(
+                "nothing listens on UDP 1434 there: the SQL Server Browser service is stopped. \
+                     Start it, or put the instance's static TCP port in the target \
+                     (mssql://user@host:PORT/db)",
+            ),
+        )),
+        ssrp::QueryOutcome::NoAnswer => HopOutput::stop(base(
+            HopResult::fail(
+                HopKind::Sqlbrowser,
+                Cause::Timeout,
+                format!(
+                    "{to}: no answer to 3 requests within {}",
+                    humantime::format_duration(limit)
+                ),
+            )
+            .with_hint(
+                "UDP 1434 is blocked between the zones (firewalls often open only TCP), the SQL \
+                 Server Browser is not running, or the instance name is wrong (the Browser stays \
+                 silent for unknown instances). Opening UDP 1434, or using the instance's static \
+                 port in the target, avoids the lookup",
+            ),
+        )),
+        ssrp::QueryOutcome::Error(e) => {
+            let cause = match e.kind() {
+                std::io::ErrorKind::PermissionDenied => Cause::Prohibited,
+                std::io::ErrorKind::NetworkUnreachable | std::io::ErrorKind::HostUnreachable => {
+                    Cause::Unreachable
+                }
+                _ => Cause::Internal,
+            };
+            HopOutput::stop(base(HopResult::fail(
+                HopKind::Sqlbrowser,
+                cause,
+                format!("{to}: {e}"),
+            )))
+        }
+    }
+}
+
+/// Pure: the hop result for a Browser answer.
+pub fn browser_answer(datagram: &[u8], instance: &str) -> HopResult {
+    let list = match ssrp::parse_response(datagram) {
+        Ok(l) => l,
+        Err(e) => {
+            return HopResult::fail(
+                HopKind::Sqlbrowser,
+                Cause::ProtocolError,
+                format!("bad SQL Browser answer: {e}"),
+            )
+            .with_hint("something other than the SQL Server Browser answers on UDP 1434")
+        }
+    };
+    let names: Vec<&str> = list.iter().map(|i| i.instance_name.as_str()).collect();
+    let Some(info) = ssrp::find_instance(&list, instance) else {
+        return HopResult::fail(
+            HopKind::Sqlbrowser,
+            Cause::Config,
+            format!(
+                "instance `{instance}` is not among the instances the Browser lists: {}",
+                names.join(", ")
+            ),
+        )
+        .with_hint("check the instance name in the target")
+        .with_data("instances", names);
+    };
+    let r = match info.tcp_port {
+        Some(p) => HopResult::pass(
+            HopKind::Sqlbrowser,
+            format!("instance {} of {} listens on TCP {p}", info.instance_name, info.server_name),
+        )
+        .with_data("tcp_port", p),
+        None => HopResult::fail(
+            HopKind::Sqlbrowser,
+            Cause::Refused,
+            format!("instance {} does not listen on TCP (the Browser lists no tcp port)", info.instance_name),
+        )
+        .with_hint(
+            "the TCP/IP protocol is disabled for this instance: enable it in SQL Server Configuration \
+             Manager > Network Configuration > Protocols, and restart the instance",
+        ),
+    };
+    r.with_data("server_name", info.server_name.clone())
+        .with_data("version", info.version.clone())
+        .with_data("clustered", info.is_clustered)
+}
+
+// ---------------------------------------------------------------------------------------------
+// login
+
+/// What the login learned, for the hop data.
+#[derive(Debug, Default)]
+struct LoginFacts {
+    login_time: Duration,
+    product_version: Option<String>,
+    edition: Option<String>,
+    server_name: Option<String>,
+    database: Option<String>,
+    queried_tds_version: Option<u32>,
+}
+
+fn encryption_level(e: Encrypt) -> EncryptionLevel {
+    match e {
+        Encrypt::None => EncryptionLevel::NotSupported,
+        Encrypt::Off => EncryptionLevel::Off,
+        Encrypt::On => EncryptionLevel::On,
+        Encrypt::Required => EncryptionLevel::Required,
+        Encrypt::Strict => EncryptionLevel::Strict,
+    }
+}
+
+/// The byte a client sends in PRELOGIN for this setting (for the negotiation table).
+fn encryption_byte(e: Encrypt) -> u8 {
+    match e {
+        Encrypt::None => 2,
+        Encrypt::Off => 0,
+        Encrypt::On => 1,
+        Encrypt::Required => 3,
+        Encrypt::Strict => 1,
+    }
+}
+
+fn build_config(t: &MssqlTarget, port: u16, password: Option<&Secret>) -> Result<Config, Failure> {
+    let mut c = Config::new();
+    c.host(&t.host);
+    c.port(port);
+    if let Some(db) = &t.database {
+        c.database(db);
+    }
+    if let Some(i) = &t.instance {
+        c.instance_name(i);
+    }
+    c.application_name(APP_NAME);
+    c.encryption(encryption_level(t.encrypt));
+    if t.trust_server_certificate {
+        c.trust_cert();
+    }
+    let user = t.user.clone().unwrap_or_default();
+    let auth = match t.auth {
+        Auth::Sql => AuthMethod::sql_server(user, password.map(Secret::expose).unwrap_or("")),
+        #[cfg(windows)]
+        Auth::Windows => AuthMethod::windows(user, password.map(Secret::expose).unwrap_or("")),
+        #[cfg(windows)]
+        Auth::Integrated => AuthMethod::Integrated,
+        #[cfg(not(windows))]
+        Auth::Windows | Auth::Integrated => {
+            return Err(Failure::Protocol(
+                "Windows authentication is only available in the Windows build".into(),
+            ))
+        }
+    };
+    c.authentication(auth);
+    Ok(c)
+}
+
+async fn login_hop(
+    t: &MssqlTarget,
+    addr: SocketAddr,
+    password: Option<Secret>,
+    limit: Duration,
+) -> HopOutput<Conn> {
+    let seen: Arc<Mutex<Vec<u8>>> = Arc::new(Mutex::new(Vec::new()));
+    let config = match build_config(t, addr.port(), password.as_ref()) {
+        Ok(c) => c,
+        Err(f) => return HopOutput::stop(failure_result(HopKind::Login, &f)),
+    };
+    drop(password);
+    let seen_task = seen.clone();
+    let connect_limit = limit;
+    let outcome = guarded(limit, "logging in", async move {
+        let started = Instant::now();
+        let tcp = match tokio::time::timeout(connect_limit, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                return Err(Failure::Closed(format!(
+                    "TCP connect to {addr} failed: {e}"
+                )))
+            }
+            Err(_) => return Err(Failure::Timeout(format!("TCP connect to {addr} timed out"))),
+        };
+        let _ = tcp.set_nodelay(true);
+        let sniffer = Sniffer::new(tcp, seen_task);
+        let mut client = Client::connect(config, sniffer.compat_write())
+            .await
+            .map_err(|e| failure_from_tiberius(&e))?;
+        let mut facts = LoginFacts {
+            login_time: started.elapsed(),
+            ..Default::default()
+        };
+        server_facts(&mut client, &mut facts).await?;
+        Ok((client, facts))
+    })
+    .await;
+
+    let observed = seen.lock().map(|b| sniff::analyze(&b)).unwrap_or_default();
+    match outcome {
+        Ok((client, facts)) => HopOutput::ok(login_pass(t, addr, &observed, &facts), client),
+        Err(f) => HopOutput::stop(login_fail(t, addr, &observed, &f)),
+    }
+}
+
+/// Queries what the server says about itself (one round trip; a second, tolerated to fail, for
+/// the TDS version when the login response was encrypted).
+async fn server_facts(client: &mut Conn, facts: &mut LoginFacts) -> Result<(), Failure> {
+    let row = client
+        .simple_query(
+            "SELECT CAST(SERVERPROPERTY('ProductVersion') AS nvarchar(128)) AS product_version, \
+             CAST(SERVERPROPERTY('Edition') AS nvarchar(128)) AS edition, \
+             CAST(@@SERVERNAME AS nvarchar(128)) AS server_name, DB_NAME() AS database_name",
+        )
+        .await
+        .map_err(|e| failure_from_tiberius(&e))?
+        .into_row()
+        .await
+        .map_err(|e| failure_from_tiberius(&e))?;
+    if let Some(row) = row {
+        let text = |i: usize| row.try_get::<&str, _>(i).ok().flatten().map(str::to_string);
+        facts.product_version = text(0);
+        facts.edition = text(1);
+        facts.server_name = text(2);
+        facts.database = text(3);
+    }
+    let q = client
+        .simple_query(
+            "SELECT protocol_version FROM sys.dm_exec_connections WHERE session_id = @@SPID",
+        )
+        .await;
+    if let Ok(stream) = q {
+        if let Ok(Some(row)) = stream.into_row().await {
+            facts.queried_tds_version = row.try_get::<i32, _>(0).ok().flatten().map(|v| v as u32);
+        }
+    }
+    Ok(())
+}
+
+fn negotiated_encryption(t: &MssqlTarget, observed: &Observed) -> Option<&'static str> {
+    if t.encrypt == Encrypt::Strict {
+        return Some("strict");
+    }
+    let server = observed.prelogin.as_ref()?.encryption?;
+    Some(sniff::negotiated(encryption_byte(t.encrypt), server))
+}
+
+fn common_login_data(
+    mut r: HopResult,
+    t: &MssqlTarget,
+    addr: SocketAddr,
+    observed: &Observed,
+) -> HopResult {
+    r = r
+        .with_data("address", addr.to_string())
+        .with_data("auth", t.auth.as_str())
+        .with_data("encryption_requested", t.encrypt.as_str())
+        .with_data("trust_server_certificate", t.trust_server_certificate);
+    if let Some(p) = &observed.prelogin {
+        if let Some(v) = &p.version {
+            r = r.with_data("prelogin_version", v.clone());
+        }
+        if let Some(e) = p.encryption {
+            r = r.with_data("server_encryption", sniff::encryption_name(e));
+        }
+    }
+    if let Some(n) = negotiated_encryption(t, observed) {
+        r = r.with_data("encryption", n);
+    }
+    r
+}
+
+fn login_pass(
+    t: &MssqlTarget,
+    addr: SocketAddr,
+    observed: &Observed,
+    facts: &LoginFacts,
+) -> HopResult {
+    let tds = observed.tds_version.or(facts.queried_tds_version);
+    let version = facts
+        .product_version
+        .clone()
+        .or_else(|| observed.prelogin.as_ref().and_then(|p| p.version.clone()));
+    let enc = negotiated_encryption(t, observed).unwrap_or("unknown");
+    let detail = format!(
+        "logged in as {} to {} (SQL Server {}, TDS {}, encryption {enc}) in {} ms",
+        t.user.as_deref().unwrap_or("(current Windows user)"),
+        facts
+            .database
+            .as_deref()
+            .or(t.database.as_deref())
+            .unwrap_or("the default database"),
+        version.as_deref().unwrap_or("?"),
+        tds.map(tds_version_name).unwrap_or_else(|| "?".into()),
+        facts.login_time.as_millis(),
+    );
+    let mut r = common_login_data(HopResult::pass(HopKind::Login, detail), t, addr, observed)
+        .with_data("login_seconds", round6(facts.login_time));
+    let mut extra = Map::new();
+    extra.insert("server_version".into(), json!(version));
+    extra.insert("tds_version".into(), json!(tds.map(tds_version_name)));
+    extra.insert("server_edition".into(), json!(facts.edition));
+    extra.insert("server_name".into(), json!(facts.server_name));
+    extra.insert("database".into(), json!(facts.database));
+    for (k, v) in extra {
+        r = r.with_data(&k, v);
+    }
+    if enc == "none" || enc == "login_only" {
+        r = r.with_hint(if enc == "none" {
+            "no TLS at all: the password crossed the network readable. Prefer encrypt=on"
+        } else {
+            "only the login packet was encrypted; queries and results travel in the clear"
+        });
+    }
+    r
+}
+
+fn login_fail(t: &MssqlTarget, addr: SocketAddr, observed: &Observed, f: &Failure) -> HopResult {
+    let server_enc = observed.prelogin.as_ref().and_then(|p| p.encryption);
+    let refined;
+    let f =
+        if observed.prelogin.is_none() && observed.not_tds_excerpt.is_some() && !observed.tls_first
+        {
+            // Whatever the driver made of it (often "connection closed" while it waits for a
+            // packet length it read from text), the bytes were not TDS.
+            refined = Failure::Protocol("the answer to PRELOGIN is not TDS".into());
+            &refined
+        } else {
+            f
+        };
+    let mut r = common_login_data(failure_result(HopKind::Login, f), t, addr, observed);
+    if t.encrypt == Encrypt::None && server_enc == Some(3) {
+        r.cause = Some(Cause::TlsError);
+        r.hint = Some(
+            "the server requires encryption (Force Encryption is on) and this check asked for none: \
+             use encrypt=on (with a trusted certificate, or trust_server_certificate=true)"
+                .into(),
+        );
+    }
+    if let Some(x) = &observed.not_tds_excerpt {
+        r.detail = format!("{}; the server's first bytes: \"{x}\"", r.detail);
+        r = r.with_data("first_bytes", x.clone());
+    } else if observed.bytes == 0 && matches!(f, Failure::Timeout(_)) {
+        r.detail = format!("{}; not a single byte came back after PRELOGIN", r.detail);
+    }
+    r
+}
+
+fn failure_result(kind: HopKind, f: &Failure) -> HopResult {
+    let v = classify_failure(f);
+    let (detail, data) = match f {
+        Failure::Server {
+            number,
+            state,
+            class,
+            message,
+        } => (
+            format!("error {number}, state {state}, class {class}: {message}"),
+            Some(json!({"number": number, "state": state, "class": class})),
+        ),
+        Failure::Tls(m) => (format!("TLS: {m}"), None),
+        Failure::EncryptionDeclined(m) => (format!("encryption: {m}"), None),
+        Failure::Closed(m) => (format!("connection closed: {m}"), None),
+        Failure::Timeout(m) => (m.clone(), None),
+        Failure::Protocol(m) => (format!("protocol: {m}"), None),
+        Failure::Routing { host, port } => (format!("redirected to {host}:{port}"), None),
+        Failure::Unexpected(m) => (format!("unexpected answer: {m}"), None),
+    };
+    let mut r = HopResult::fail(kind, v.cause, detail).with_hint(v.hint);
+    if let Some(d) = data {
+        r = r.with_data("error", d);
+    }
+    r
+}
+
+fn round6(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e6
+}
+
+// ---------------------------------------------------------------------------------------------
+// transactions
+
+/// Pure: the statements a transaction hop sends, each with a short name for the report.
+pub fn tx_statements(
+    kind: HopKind,
+    linked_server: Option<&str>,
+    marker: &str,
+) -> Vec<(&'static str, String)> {
+    let mut v = Vec::new();
+    if kind == HopKind::TxDistributed {
+        v.push(("set xact_abort", "SET XACT_ABORT ON".to_string()));
+        v.push((
+            "begin distributed transaction",
+            "BEGIN DISTRIBUTED TRANSACTION".to_string(),
+        ));
+    } else {
+        v.push(("begin transaction", "BEGIN TRANSACTION".to_string()));
+    }
+    v.push((
+        "create #temp table",
+        "CREATE TABLE #dtcprobe (id int NOT NULL PRIMARY KEY, note nvarchar(64) NOT NULL)"
+            .to_string(),
+    ));
+    v.push((
+        "insert",
+        format!(
+            "INSERT INTO #dtcprobe (id, note) VALUES (1, N'{}')",
+            marker.replace('\'', "''")
+        ),
+    ));
+    v.push(("read back", "SELECT id, note FROM #dtcprobe".to_string()));
+    if let Some(l) = linked_server {
+        v.push((
+            "query through the linked server",
+            format!("SELECT one FROM OPENQUERY([{l}], 'SELECT 1 AS one')"),
+        ));
+    }
+    v.push(("rollback", "ROLLBACK TRANSACTION".to_string()));
+    v.push((
+        "check @@TRANCOUNT",
+        "SELECT @@TRANCOUNT AS trancount".to_string(),
+    ));
+    v
+}
+
+async fn tx_hop(
+    kind: HopKind,
+    conn: Conn,
+    linked: Option<String>,
+    marker: String,
+    limit: Duration,
+) -> HopOutput<Conn> {
+    let statements = tx_statements(kind, linked.as_deref(), &marker);
+    let names: Vec<&'static str> = statements.iter().map(|(n, _)| *n).collect();
+    let total = statements.len();
+    let reached = Arc::new(Mutex::new(0usize));
+    let reached_task = reached.clone();
+    let marker_task = marker.clone();
+    let outcome = guarded(limit, "running the transaction", async move {
+        let mut conn = conn;
+        for (i, (name, sql)) in statements.into_iter().enumerate() {
+            if let Ok(mut r) = reached_task.lock() {
+                *r = i;
+            }
+            let stream = conn
+                .simple_query(sql)
+                .await
+                .map_err(|e| failure_from_tiberius(&e))?;
+            let rows = stream
+                .into_first_result()
+                .await
+                .map_err(|e| failure_from_tiberius(&e))?;
+            match name {
+                "read back" => {
+                    let got = rows.first().and_then(|r| {
+                        let id = r.try_get::<i32, _>(0).ok().flatten()?;
+                        let note = r.try_get::<&str, _>(1).ok().flatten()?.to_string();
+                        Some((id, note))
+                    });
+                    if got.as_ref() != Some(&(1, marker_task.clone())) {
+                        return Err(Failure::Unexpected(format!(
+                            "read back {got:?} instead of the row just inserted"
+                        )));
+                    }
+                }
+                "check @@TRANCOUNT" => {
+                    let n = rows
+                        .first()
+                        .and_then(|r| r.try_get::<i32, _>(0).ok().flatten());
+                    if n != Some(0) {
+                        return Err(Failure::Unexpected(format!(
+                            "@@TRANCOUNT is {n:?} after ROLLBACK (expected 0)"
+                        )));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(conn)
+    })
+    .await;
+    let step = reached.lock().map(|r| *r).unwrap_or(0);
+    let what = if kind == HopKind::TxDistributed {
+        "distributed transaction"
+    } else {
+        "local transaction"
+    };
+    match outcome {
+        Ok(conn) => HopOutput::ok(
+            HopResult::pass(
+                kind,
+                format!("{what}: begin, #temp table, insert, read back, rollback ({total} round trips); nothing persisted"),
+            )
+            .with_data("statements", total)
+            .with_data("linked_server", linked.clone()),
+            conn,
+        ),
+        Err(f) => {
+            let mut r = failure_result(kind, &f);
+            let failed = names.get(step).copied().unwrap_or("?");
+            r.detail = format!("{what}, step `{failed}`: {}", r.detail);
+            if kind == HopKind::TxDistributed && r.cause == Some(Cause::SqlError) && failed.contains("distributed") {
+                r.hint = Some(format!(
+                    "{} The failure is at BEGIN DISTRIBUTED TRANSACTION, which is where SQL Server \
+                     contacts MSDTC.",
+                    r.hint.unwrap_or_default()
+                ));
+            }
+            HopOutput::stop(r.with_data("failed_step", failed))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn planned_hops_follow_the_target() {
+        let t = MssqlTarget::from_url("mssql://sa@h/db").unwrap();
+        assert_eq!(
+            planned_hops(&t),
+            vec![
+                HopKind::Resolve,
+                HopKind::Tcp,
+                HopKind::Login,
+                HopKind::TxLocal
+            ]
+        );
+        let t = MssqlTarget::from_url(r"mssql://sa@h\I/db?tx=distributed").unwrap();
+        assert_eq!(
+            planned_hops(&t),
+            vec![
+                HopKind::Resolve,
+                HopKind::Sqlbrowser,
+                HopKind::Tcp,
+                HopKind::Login,
+                HopKind::TxLocal,
+                HopKind::TxDistributed
+            ]
+        );
+        let t = MssqlTarget::from_url("mssql://sa@h:1500/db?tx=none").unwrap();
+        assert_eq!(
+            planned_hops(&t),
+            vec![HopKind::Resolve, HopKind::Tcp, HopKind::Login]
+        );
+    }
+
+    #[test]
+    fn tx_statements_roll_back_and_escape() {
+        let s = tx_statements(HopKind::TxLocal, None, "a'b");
+        assert!(s.iter().any(|(_, q)| q.contains("N'a''b'")));
+        assert!(s.iter().any(|(_, q)| q == "ROLLBACK TRANSACTION"));
+        assert!(!s.iter().any(|(_, q)| q.contains("COMMIT")));
+        let d = tx_statements(HopKind::TxDistributed, Some("L2"), "m");
+        assert!(d.iter().any(|(_, q)| q == "BEGIN DISTRIBUTED TRANSACTION"));
+        assert!(d.iter().any(|(_, q)| q.contains("OPENQUERY([L2]")));
+    }
+
+    #[test]
+    fn browser_answers() {
+        let ok = ssrp::encode_response(&[ssrp::InstanceInfo {
+            server_name: "S".into(),
+            instance_name: "INST".into(),
+            version: "16.0.1000.6".into(),
+            tcp_port: Some(50123),
+            ..Default::default()
+        }]);
+        let r = browser_answer(&ok, "inst");
+        assert_eq!(
+            (r.status, r.data["tcp_port"].as_u64()),
+            (Status::Pass, Some(50123))
+        );
+        assert_eq!(browser_answer(&ok, "OTHER").cause, Some(Cause::Config));
+        let no_tcp = ssrp::encode_response(&[ssrp::InstanceInfo {
+            instance_name: "INST".into(),
+            ..Default::default()
+        }]);
+        assert_eq!(browser_answer(&no_tcp, "INST").cause, Some(Cause::Refused));
+        assert_eq!(
+            browser_answer(b"junk", "INST").cause,
+            Some(Cause::ProtocolError)
+        );
+    }
+
+    #[test]
+    fn server_errors_become_hop_results() {
+        let r = failure_result(
+            HopKind::Login,
+            &Failure::Server {
+                number: 18456,
+                state: 8,
+                class: 14,
+                message: "Login failed for user 'sa'.".into(),
+            },
+        );
+        assert_eq!(r.cause, Some(Cause::AuthFailed));
+        assert_eq!(r.data["error"]["number"], 18456);
+        assert!(r.detail.contains("18456"));
+    }
+}

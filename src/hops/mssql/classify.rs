@@ -1,0 +1,460 @@
+//! Pure: what a SQL Server error (number, state) or a driver error means for the sysadmin:
+//! a [`Cause`] from the fixed list, and a hint naming what to check next.
+
+use crate::report::model::Cause;
+
+/// A classified failure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub cause: Cause,
+    pub hint: String,
+}
+
+impl Verdict {
+    fn new(cause: Cause, hint: impl Into<String>) -> Verdict {
+        Verdict {
+            cause,
+            hint: hint.into(),
+        }
+    }
+}
+
+const MSDTC_CHECKLIST: &str = "On BOTH machines (this client's zone and the SQL Server host): the \
+Distributed Transaction Coordinator service (MSDTC) must be running; in Component Services > \
+Local DTC > Security, enable Network DTC Access, Allow Inbound and Allow Outbound (and a matching \
+authentication mode); the firewalls in between must allow TCP 135 (RPC endpoint mapper) and the \
+dynamic RPC port range MSDTC uses, in both directions; and each side must resolve the other's \
+NetBIOS/DNS name to the right address (run the `epm` and `resolve` checks of dtcprobe for those).";
+
+/// The meaning of the state of error 18456, as documented by Microsoft. Servers send state 1 to
+/// clients (the real state is only in the server's error log), so this is mostly useful when
+/// someone reads that log, or for servers configured to reveal it.
+pub fn login_failed_state(state: u8) -> &'static str {
+    match state {
+        1 => "state 1 is what the server tells every client (the real reason is hidden on purpose: read the \
+              SQL Server error log on the server for the true state)",
+        2 | 5 => "the login (user name) does not exist on this server",
+        6 => "a Windows login name was used with SQL Server authentication",
+        7 => "the login is disabled, and the password is also wrong",
+        8 => "wrong password",
+        9 => "the password is not valid (policy)",
+        11 | 12 => "the login is valid but may not connect (server access / CONNECT SQL permission denied)",
+        13 => "the SQL Server service is paused",
+        18 => "the password must be changed before logging in",
+        38 | 46 => "the login's database (requested or default) could not be opened",
+        58 => "the server accepts Windows authentication only (SQL Server authentication is disabled)",
+        102..=111 => "Microsoft Entra ID (Azure AD) authentication failure",
+        132 | 133 => "Microsoft Entra ID (Azure AD) authentication failure",
+        _ => "unlisted state: read the SQL Server error log on the server for the reason",
+    }
+}
+
+/// Classifies a SQL Server error by number (and state, for 18456).
+pub fn classify_server_error(number: u32, state: u8) -> Verdict {
+    use Cause::*;
+    match number {
+        18456 => Verdict::new(
+            AuthFailed,
+            format!(
+                "login failed (error 18456, state {state}: {}). Check the user name and password, that \
+                 the login exists and is enabled, and that the server allows SQL Server authentication \
+                 (mixed mode)",
+                login_failed_state(state)
+            ),
+        ),
+        18452 => Verdict::new(
+            AuthFailed,
+            "login from an untrusted domain (18452): Windows authentication failed; the client's \
+             domain is not trusted by the server's, or Kerberos/NTLM was refused",
+        ),
+        18470 => Verdict::new(AuthFailed, "the login is disabled (18470): ALTER LOGIN ... ENABLE"),
+        18486 => Verdict::new(AuthFailed, "the login is locked out by the password policy (18486)"),
+        18487 | 18488 => Verdict::new(AuthFailed, "the password has expired or must be changed (18487/18488)"),
+        18461 => Verdict::new(AuthFailed, "the server is in single-user mode and the one connection is taken (18461)"),
+        4060 => Verdict::new(
+            DbUnavailable,
+            "cannot open the requested database (4060): it does not exist, is offline or restoring, \
+             or the login has no user in it. Check the database name and the login's user mapping",
+        ),
+        4064 => Verdict::new(
+            DbUnavailable,
+            "cannot open the login's default database (4064): name a database in the target, or fix \
+             the login's default database",
+        ),
+        911 => Verdict::new(DbUnavailable, "the database does not exist (911): check the name"),
+        916 => Verdict::new(
+            DbUnavailable,
+            "the login cannot access this database (916): map the login to a user in the database",
+        ),
+        922 | 927 | 942 | 945 | 978 | 983 | 40613 => Verdict::new(
+            DbUnavailable,
+            "the database exists but is not available now (recovering, restoring, offline, or a \
+             non-readable availability-group secondary / failover in progress)",
+        ),
+        8501 => Verdict::new(
+            DtcUnavailable,
+            format!("MSDTC on the SQL Server host is unavailable (8501): start the Distributed \
+                     Transaction Coordinator service there (on a cluster: the clustered DTC resource). {MSDTC_CHECKLIST}"),
+        ),
+        8522 => Verdict::new(
+            DtcUnavailable,
+            format!("MSDTC stopped the transaction (8522): usually the partner MSDTC could not be \
+                     reached in time, or one side aborted. {MSDTC_CHECKLIST}"),
+        ),
+        8524 => Verdict::new(
+            DtcUnavailable,
+            format!("the transaction could not be exported to the remote provider (8524): Network DTC \
+                     Access or Allow Outbound is off, or the partner is unreachable. {MSDTC_CHECKLIST}"),
+        ),
+        7391 => Verdict::new(
+            DtcUnavailable,
+            format!("the linked server could not begin a distributed transaction (7391): MSDTC between \
+                     the two SQL Servers is blocked or misconfigured (Network DTC Access, Inbound/Outbound, \
+                     firewall on TCP 135 and the dynamic RPC ports, name resolution both ways). {MSDTC_CHECKLIST}"),
+        ),
+        7392 | 7395 => Verdict::new(
+            DtcUnavailable,
+            format!("the linked server's provider could not start the (nested) transaction: \
+                     distributed transactions through this provider failed. {MSDTC_CHECKLIST}"),
+        ),
+        7399 => Verdict::new(
+            DtcUnavailable,
+            format!("the linked server's OLE DB provider reported an error (7399) inside a distributed \
+                     transaction: most often the DTC path between the two servers. {MSDTC_CHECKLIST}"),
+        ),
+        1206 => Verdict::new(
+            DtcUnavailable,
+            format!("MSDTC cancelled the distributed transaction (1206). {MSDTC_CHECKLIST}"),
+        ),
+        8509 | 8510 | 8512 | 8517 | 8525 | 8506 | 8508 | 8502 | 8504 => Verdict::new(
+            DtcUnavailable,
+            format!("MSDTC refused or lost the transaction (error {number}). {MSDTC_CHECKLIST}"),
+        ),
+        7202 => Verdict::new(
+            SqlError,
+            "the linked server is not defined on this SQL Server (7202): check sys.servers / the name",
+        ),
+        7411 => Verdict::new(
+            SqlError,
+            "the linked server is not configured for data access (7411): sp_serveroption ... 'data access', 'true'",
+        ),
+        229 | 262 | 297 | 300 | 1031 => Verdict::new(
+            SqlError,
+            "permission denied: the login may connect but lacks a permission the probe needs \
+             (creating a #temp table needs only CONNECT; linked servers need a login mapping)",
+        ),
+        _ => Verdict::new(
+            SqlError,
+            format!("SQL Server error {number}: see the message; look the number up in the SQL Server docs"),
+        ),
+    }
+}
+
+/// What a driver-level failure looks like, independent of the driver crate (so it can be
+/// table-tested).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failure {
+    /// An ERROR token from the server.
+    Server {
+        number: u32,
+        state: u8,
+        class: u8,
+        message: String,
+    },
+    /// TLS handshake or certificate trouble.
+    Tls(String),
+    /// The server declined the requested encryption level during PRELOGIN.
+    EncryptionDeclined(String),
+    /// The connection closed or was reset.
+    Closed(String),
+    /// Our own timeout fired.
+    Timeout(String),
+    /// The bytes were not TDS, or not what TDS allows at this point.
+    Protocol(String),
+    /// The server answered, but not with what SQL Server returns for the statement.
+    Unexpected(String),
+    /// The server redirected us (Azure SQL gateway "redirect" policy).
+    Routing { host: String, port: u16 },
+}
+
+pub fn classify_failure(f: &Failure) -> Verdict {
+    match f {
+        Failure::Server { number, state, .. } => classify_server_error(*number, *state),
+        Failure::Tls(msg) => Verdict::new(Cause::TlsError, tls_hint(msg)),
+        Failure::EncryptionDeclined(_) => Verdict::new(
+            Cause::TlsError,
+            "the server declined TLS for this connection (it has no certificate / encryption disabled): \
+             give the server a certificate, or if the risk is accepted, encrypt=off or encrypt=none",
+        ),
+        Failure::Closed(_) => Verdict::new(
+            Cause::Reset,
+            "the server (or something in between) closed the connection during the exchange: an \
+             encryption mismatch the server refused, a server at its connection limit, or a \
+             firewall/IPS that inspects and kills TDS; the SQL Server error log may say which",
+        ),
+        Failure::Timeout(_) => Verdict::new(
+            Cause::Timeout,
+            "the server accepted TCP but stopped answering: a hung or overloaded SQL Server, a \
+             non-SQL service on this port, or a firewall/IPS that lets the handshake through and then \
+             drops the traffic",
+        ),
+        Failure::Protocol(_) => Verdict::new(
+            Cause::ProtocolError,
+            "the peer does not speak TDS as SQL Server does: is this port really SQL Server (and not \
+             an HTTP proxy, SSH or another service)? A TLS-intercepting middlebox can cause this too",
+        ),
+        Failure::Unexpected(_) => Verdict::new(
+            Cause::SqlError,
+            "the server accepted the statement but did not behave as SQL Server does (the row written \
+             inside the transaction did not read back, or the transaction did not end): a TDS proxy or \
+             a non-SQL Server endpoint may be in between",
+        ),
+        Failure::Routing { host, port } => Verdict::new(
+            Cause::ProtocolError,
+            format!(
+                "the server redirected the client to {host}:{port} (Azure SQL redirect connection \
+                 policy): check that address from this zone, typically TCP 11000-11999"
+            ),
+        ),
+    }
+}
+
+fn tls_hint(msg: &str) -> String {
+    let m = msg.to_ascii_lowercase();
+    if m.contains("unknownissuer")
+        || m.contains("unknown issuer")
+        || m.contains("self-signed")
+        || m.contains("self signed")
+    {
+        "the server's certificate is not trusted by this machine (self-signed or from a private CA): \
+         install the issuing CA, or set trust_server_certificate=true if you accept the risk"
+            .into()
+    } else if m.contains("notvalidforname")
+        || m.contains("not valid for name")
+        || m.contains("name mismatch")
+    {
+        "the server's certificate does not name the host you connected to: use the name in the \
+         certificate, or fix the certificate"
+            .into()
+    } else if m.contains("expired") {
+        "the server's certificate has expired: renew it on the server".into()
+    } else if m.contains("protocol version")
+        || m.contains("handshake failure")
+        || m.contains("no cipher")
+    {
+        "no TLS version/cipher in common: the server may offer only TLS 1.0/1.1 (this client needs \
+         TLS 1.2+); patch the server or enable TLS 1.2 in its Schannel settings"
+            .into()
+    } else {
+        "the TLS handshake inside TDS failed: check the server certificate, TLS versions, and any \
+         TLS-intercepting device between the zones"
+            .into()
+    }
+}
+
+/// Maps tiberius' error type into a [`Failure`].
+pub fn failure_from_tiberius(e: &tiberius::error::Error) -> Failure {
+    use tiberius::error::Error as E;
+    match e {
+        E::Server(t) => Failure::Server {
+            number: t.code(),
+            state: t.state(),
+            class: t.class(),
+            message: t.message().to_string(),
+        },
+        E::Tls(m) => Failure::Tls(m.clone()),
+        E::Protocol(m) if m.contains("encryption level") => {
+            Failure::EncryptionDeclined(m.to_string())
+        }
+        E::Io { kind, message } => {
+            use std::io::ErrorKind as K;
+            match kind {
+                K::TimedOut => Failure::Timeout(message.clone()),
+                K::ConnectionReset
+                | K::ConnectionAborted
+                | K::UnexpectedEof
+                | K::BrokenPipe
+                | K::NotConnected => Failure::Closed(message.clone()),
+                K::InvalidData => {
+                    // rustls reports alerts and certificate errors as InvalidData io errors.
+                    if message.to_ascii_lowercase().contains("certificate")
+                        || message.to_ascii_lowercase().contains("tls")
+                        || message.to_ascii_lowercase().contains("alert")
+                    {
+                        Failure::Tls(message.clone())
+                    } else {
+                        Failure::Protocol(message.clone())
+                    }
+                }
+                _ => Failure::Closed(format!("{kind:?}: {message}")),
+            }
+        }
+        E::Routing { host, port } => Failure::Routing {
+            host: host.clone(),
+            port: *port,
+        },
+        other => Failure::Protocol(other.to_string()),
+    }
+}
+
+/// Pure: a TDS version number (LOGINACK / `sys.dm_exec_connections.protocol_version`) as text.
+pub fn tds_version_name(v: u32) -> String {
+    match v {
+        0x0800_0000 => "8.0".into(),
+        0x7400_0004 => "7.4".into(),
+        0x730B_0003 => "7.3B".into(),
+        0x730A_0003 => "7.3A".into(),
+        0x7209_0002 => "7.2".into(),
+        0x7100_0001 => "7.1 SP1".into(),
+        0x0700_0001 | 0x7100_0000 => "7.1".into(),
+        0x0700_0000 => "7.0".into(),
+        other => format!("0x{other:08X}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_numbers_map_to_causes() {
+        let table: &[(u32, Cause)] = &[
+            (18456, Cause::AuthFailed),
+            (18452, Cause::AuthFailed),
+            (18470, Cause::AuthFailed),
+            (18486, Cause::AuthFailed),
+            (18488, Cause::AuthFailed),
+            (4060, Cause::DbUnavailable),
+            (4064, Cause::DbUnavailable),
+            (911, Cause::DbUnavailable),
+            (40613, Cause::DbUnavailable),
+            (8501, Cause::DtcUnavailable),
+            (8522, Cause::DtcUnavailable),
+            (8524, Cause::DtcUnavailable),
+            (7391, Cause::DtcUnavailable),
+            (7399, Cause::DtcUnavailable),
+            (1206, Cause::DtcUnavailable),
+            (8509, Cause::DtcUnavailable),
+            (8510, Cause::DtcUnavailable),
+            (7202, Cause::SqlError),
+            (102, Cause::SqlError),
+            (208, Cause::SqlError),
+        ];
+        for (n, want) in table {
+            let v = classify_server_error(*n, 1);
+            assert_eq!(v.cause, *want, "error {n}");
+            assert!(!v.hint.is_empty());
+        }
+    }
+
+    #[test]
+    fn login_failed_names_the_state() {
+        for (state, needle) in [
+            (8, "wrong password"),
+            (2, "does not exist"),
+            (58, "Windows authentication only"),
+            (1, "error log"),
+        ] {
+            let v = classify_server_error(18456, state);
+            assert!(v.hint.contains(&format!("state {state}")), "{}", v.hint);
+            assert!(v.hint.contains(needle), "state {state}: {}", v.hint);
+        }
+    }
+
+    #[test]
+    fn dtc_hints_name_the_msdtc_settings() {
+        for n in [8501, 8524, 7391] {
+            let h = classify_server_error(n, 1).hint;
+            for needle in ["Network DTC Access", "135", "Inbound"] {
+                assert!(h.contains(needle), "{n}: {h}");
+            }
+        }
+    }
+
+    #[test]
+    fn driver_failures() {
+        let table = [
+            (
+                Failure::Tls("invalid peer certificate: UnknownIssuer".into()),
+                Cause::TlsError,
+                "trust_server_certificate",
+            ),
+            (
+                Failure::Tls("invalid peer certificate: NotValidForName".into()),
+                Cause::TlsError,
+                "does not name",
+            ),
+            (
+                Failure::EncryptionDeclined("x".into()),
+                Cause::TlsError,
+                "declined",
+            ),
+            (Failure::Closed("eof".into()), Cause::Reset, "closed"),
+            (
+                Failure::Timeout("t".into()),
+                Cause::Timeout,
+                "stopped answering",
+            ),
+            (
+                Failure::Protocol("junk".into()),
+                Cause::ProtocolError,
+                "TDS",
+            ),
+            (
+                Failure::Routing {
+                    host: "h".into(),
+                    port: 11001,
+                },
+                Cause::ProtocolError,
+                "h:11001",
+            ),
+        ];
+        for (f, cause, needle) in table {
+            let v = classify_failure(&f);
+            assert_eq!(v.cause, cause, "{f:?}");
+            assert!(v.hint.contains(needle), "{f:?}: {}", v.hint);
+        }
+    }
+
+    #[test]
+    fn tiberius_errors_are_mapped() {
+        use tiberius::error::Error as E;
+        let io = |kind| E::Io {
+            kind,
+            message: "m".into(),
+        };
+        assert!(matches!(
+            failure_from_tiberius(&io(std::io::ErrorKind::UnexpectedEof)),
+            Failure::Closed(_)
+        ));
+        assert!(matches!(
+            failure_from_tiberius(&io(std::io::ErrorKind::TimedOut)),
+            Failure::Timeout(_)
+        ));
+        assert!(matches!(
+            failure_from_tiberius(&E::Tls("x".into())),
+            Failure::Tls(_)
+        ));
+        assert!(matches!(
+            failure_from_tiberius(&E::Protocol(
+                "Server does not allow the requested encryption level.".into()
+            )),
+            Failure::EncryptionDeclined(_)
+        ));
+        assert!(matches!(
+            failure_from_tiberius(&E::Protocol("bad token".into())),
+            Failure::Protocol(_)
+        ));
+        assert!(matches!(
+            failure_from_tiberius(&E::Utf16),
+            Failure::Protocol(_)
+        ));
+    }
+
+    #[test]
+    fn tds_versions() {
+        assert_eq!(tds_version_name(0x74000004), "7.4");
+        assert_eq!(tds_version_name(0x08000000), "8.0");
+        assert_eq!(tds_version_name(0x12345678), "0x12345678");
+    }
+}

@@ -1,0 +1,353 @@
+//! The `epm` / `rpc_port` hops against a small scripted endpoint mapper on loopback, for what a
+//! real Samba cannot show: MSDTC's CID as object UUID (and the same CID on two hosts), responses
+//! split into many small fragments, faults, bind_nak, garbage, a silent peer, and an
+//! ncalrpc-only registration. The main path is proven against real Samba in `epm_samba.rs`.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use dtcprobe::dcerpc::epm::{self as wire, Floor, Tower, EPT_S_NOT_REGISTERED, PROTO_LRPC};
+use dtcprobe::dcerpc::pdu::{self, build};
+use dtcprobe::dcerpc::{Uuid, IXNREMOTE};
+use dtcprobe::report::model::{Cause, CheckResult, HopKind, HopResult, Status};
+use dtcprobe::runner::{run_checks, RunOptions};
+use dtcprobe::target::{CheckSpec, Target};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const CID_A: &str = "3e1f0c55-8a2b-4c1d-9e7f-0123456789ab";
+const CID_B: &str = "77777777-1111-2222-3333-444444444444";
+
+#[derive(Clone)]
+enum Behavior {
+    /// IXnRemote registered under `cid` (object UUID) on TCP `port` (or only on ncalrpc);
+    /// response stub data cut into fragments of `chunk` bytes.
+    Registered {
+        cid: Uuid,
+        port: u16,
+        lrpc_only: bool,
+        chunk: usize,
+    },
+    /// Bind accepted, every call answered with a fault.
+    Fault(u32),
+    /// Lookup and map answered with a status (not a fault) and no entries.
+    Status(u32),
+    BindNak(u16),
+    /// An HTTP server where the mapper should be.
+    Garbage,
+    /// Accepts, reads, never answers.
+    Silent,
+}
+
+async fn read_pdu(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut h = [0u8; 16];
+    s.read_exact(&mut h).await.ok()?;
+    let len = u16::from_le_bytes([h[8], h[9]]) as usize;
+    let mut buf = vec![0u8; len.max(16)];
+    buf[..16].copy_from_slice(&h);
+    s.read_exact(&mut buf[16..]).await.ok()?;
+    Some(buf)
+}
+
+async fn serve(mut s: TcpStream, ip: Ipv4Addr, b: Behavior) {
+    let Some(bind) = read_pdu(&mut s).await else {
+        return;
+    };
+    let call_id = u32::from_le_bytes([bind[12], bind[13], bind[14], bind[15]]);
+    match &b {
+        Behavior::Garbage => {
+            let _ = s
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .await;
+            return;
+        }
+        Behavior::Silent => {
+            let mut sink = [0u8; 64];
+            while let Ok(n) = s.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+            return;
+        }
+        Behavior::BindNak(reason) => {
+            let _ = s.write_all(&build::bind_nak(call_id, *reason)).await;
+            return;
+        }
+        _ => {
+            if s.write_all(&build::bind_ack(call_id, "135", true))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+    // Bounded: a test client makes a handful of calls.
+    for _ in 0..32 {
+        let Some(req) = read_pdu(&mut s).await else {
+            return;
+        };
+        let call_id = u32::from_le_bytes([req[12], req[13], req[14], req[15]]);
+        let opnum = u16::from_le_bytes([req[22], req[23]]);
+        let frags: Vec<Vec<u8>> = match &b {
+            Behavior::Fault(status) => vec![build::fault(call_id, *status)],
+            Behavior::Status(status) => {
+                let stub = match opnum {
+                    wire::OPNUM_LOOKUP => wire::build::lookup_response(&[0; 20], &[], *status),
+                    _ => wire::build::map_response(&[0; 20], &[], *status),
+                };
+                build::response(call_id, &stub, 4096)
+            }
+            Behavior::Registered {
+                cid,
+                port,
+                lrpc_only,
+                chunk,
+            } => {
+                let tcp = Tower::tcp(&IXNREMOTE, ip, *port);
+                let mut lrpc = Tower::tcp(&IXNREMOTE, Ipv4Addr::UNSPECIFIED, 0);
+                lrpc.floors.truncate(3);
+                lrpc.floors.push(Floor {
+                    lhs: vec![PROTO_LRPC],
+                    rhs: b"OLE5A1C0D2E\0".to_vec(),
+                });
+                let stub = match opnum {
+                    wire::OPNUM_LOOKUP => {
+                        let mut entries = vec![(*cid, Some(lrpc.clone()), "")];
+                        if !lrpc_only {
+                            entries.push((*cid, Some(tcp.clone()), ""));
+                        }
+                        wire::build::lookup_response(&[0; 20], &entries, EPT_S_NOT_REGISTERED)
+                    }
+                    wire::OPNUM_MAP if !lrpc_only => wire::build::map_response(&[0; 20], &[tcp], 0),
+                    wire::OPNUM_MAP => {
+                        wire::build::map_response(&[0; 20], &[], EPT_S_NOT_REGISTERED)
+                    }
+                    _ => {
+                        let _ = s.write_all(&build::fault(call_id, 0x1c01_0002)).await;
+                        continue;
+                    }
+                };
+                build::response(call_id, &stub, *chunk)
+            }
+            _ => return,
+        };
+        for f in frags {
+            if s.write_all(&f).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A scripted mapper on `ip`, plus (for `Registered`) a listener standing for the RPC port.
+struct Peer {
+    addr: SocketAddr,
+    _rpc: Option<TcpListener>,
+}
+
+async fn peer(ip: Ipv4Addr, make: impl FnOnce(u16) -> Behavior) -> Peer {
+    let rpc = TcpListener::bind((ip, 0)).await.unwrap();
+    let rpc_port = rpc.local_addr().unwrap().port();
+    let b = make(rpc_port);
+    let l = TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(serve(s, ip, b.clone()));
+        }
+    });
+    Peer {
+        addr,
+        _rpc: Some(rpc),
+    }
+}
+
+fn spec(url: &str) -> CheckSpec {
+    CheckSpec {
+        name: url.to_string(),
+        from: None,
+        to: None,
+        timeout: None,
+        target: Target::from_url(url).unwrap(),
+    }
+}
+
+async fn run(urls: &[String]) -> Vec<CheckResult> {
+    let specs: Vec<CheckSpec> = urls.iter().map(|u| spec(u)).collect();
+    let opts = RunOptions {
+        timeout: Duration::from_millis(1500),
+        ..Default::default()
+    };
+    run_checks(&specs, &opts).await
+}
+
+fn hop(c: &CheckResult, kind: HopKind) -> &HopResult {
+    c.hops
+        .iter()
+        .find(|h| h.hop == kind)
+        .unwrap_or_else(|| panic!("no {kind:?} in {c:#?}"))
+}
+
+fn registered(cid: &str, chunk: usize) -> impl FnOnce(u16) -> Behavior {
+    let cid = Uuid::parse(cid).unwrap();
+    move |port| Behavior::Registered {
+        cid,
+        port,
+        lrpc_only: false,
+        chunk,
+    }
+}
+
+#[tokio::test]
+async fn cid_is_reported_from_a_fragmented_answer() {
+    let p = peer(Ipv4Addr::LOCALHOST, registered(CID_A, 7)).await;
+    let checks = run(&[format!("epm://{}", p.addr)]).await;
+    let epm = hop(&checks[0], HopKind::Epm);
+    assert_eq!(epm.status, Status::Pass, "{epm:#?}");
+    assert_eq!(epm.data["cid"], CID_A);
+    let rpc = hop(&checks[0], HopKind::RpcPort);
+    assert_eq!(rpc.status, Status::Pass, "{rpc:#?}");
+    let port = rpc.data["ports"][0].as_u64().unwrap();
+    assert_eq!(epm.data["ports"][0].as_u64(), Some(port));
+    assert!(epm.data["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e == &format!("ncacn_ip_tcp:127.0.0.1[{port}]")));
+}
+
+#[tokio::test]
+async fn same_cid_on_two_hosts_is_duplicate_cid() {
+    // 127.0.0.2 is loopback too on Linux; two addresses stand for two hosts.
+    let a = peer(Ipv4Addr::LOCALHOST, registered(CID_A, 4096)).await;
+    let b = peer(Ipv4Addr::new(127, 0, 0, 2), registered(CID_A, 4096)).await;
+    let c = peer(Ipv4Addr::new(127, 0, 0, 3), registered(CID_B, 4096)).await;
+    let urls = [
+        format!("epm://{}", a.addr),
+        format!("epm://{}", b.addr),
+        format!("epm://{}", c.addr),
+    ];
+    let checks = run(&urls).await;
+    for dup in &checks[..2] {
+        let epm = hop(dup, HopKind::Epm);
+        assert_eq!(
+            (dup.status, epm.status, epm.cause),
+            (Status::Fail, Status::Fail, Some(Cause::DuplicateCid)),
+            "{dup:#?}"
+        );
+        assert!(
+            epm.hint.as_deref().unwrap().contains("msdtc -uninstall"),
+            "{epm:#?}"
+        );
+    }
+    assert!(hop(&checks[0], HopKind::Epm).detail.contains(&urls[1]));
+    assert_eq!(checks[2].status, Status::Pass, "{:#?}", checks[2]);
+}
+
+#[tokio::test]
+async fn ncalrpc_only_means_network_dtc_access_is_off() {
+    let cid = Uuid::parse(CID_A).unwrap();
+    let p = peer(Ipv4Addr::LOCALHOST, move |port| Behavior::Registered {
+        cid,
+        port,
+        lrpc_only: true,
+        chunk: 4096,
+    })
+    .await;
+    let checks = run(&[format!("epm://{}", p.addr)]).await;
+    let epm = hop(&checks[0], HopKind::Epm);
+    assert_eq!(
+        (epm.status, epm.cause),
+        (Status::Fail, Some(Cause::EpmNotRegistered)),
+        "{epm:#?}"
+    );
+    assert!(
+        epm.hint
+            .as_deref()
+            .unwrap()
+            .starts_with("Network DTC Access is off"),
+        "{epm:#?}"
+    );
+    assert_eq!(hop(&checks[0], HopKind::RpcPort).status, Status::Skip);
+}
+
+#[tokio::test]
+async fn failures_of_the_conversation() {
+    // (behavior, cause, hint fragment)
+    let rows: Vec<(Behavior, Cause, &str)> = vec![
+        (
+            Behavior::Fault(5),
+            Cause::EpmAccessDenied,
+            "RestrictRemoteClients",
+        ),
+        (
+            Behavior::Status(5),
+            Cause::EpmAccessDenied,
+            "RestrictRemoteClients",
+        ),
+        (
+            Behavior::Status(EPT_S_NOT_REGISTERED),
+            Cause::EpmNotRegistered,
+            "Distributed Transaction Coordinator",
+        ),
+        (
+            Behavior::Fault(0x1c01_0003),
+            Cause::ProtocolError,
+            "not as a DCE/RPC endpoint mapper",
+        ),
+        (
+            Behavior::BindNak(4),
+            Cause::ProtocolError,
+            "not as a DCE/RPC endpoint mapper",
+        ),
+        (
+            Behavior::Garbage,
+            Cause::ProtocolError,
+            "not as a DCE/RPC endpoint mapper",
+        ),
+        (Behavior::Silent, Cause::Timeout, "did not answer"),
+    ];
+    let mut peers = Vec::new();
+    for (b, _, _) in &rows {
+        let b = b.clone();
+        peers.push(peer(Ipv4Addr::LOCALHOST, move |_| b).await);
+    }
+    let urls: Vec<String> = peers.iter().map(|p| format!("epm://{}", p.addr)).collect();
+    let checks = run(&urls).await;
+    for ((_, cause, hint), c) in rows.iter().zip(&checks) {
+        let epm = hop(c, HopKind::Epm);
+        assert_eq!(
+            (epm.status, epm.cause),
+            (Status::Fail, Some(*cause)),
+            "{epm:#?}"
+        );
+        assert!(epm.hint.as_deref().unwrap_or("").contains(hint), "{epm:#?}");
+        assert_eq!(hop(c, HopKind::RpcPort).status, Status::Skip);
+    }
+}
+
+#[test]
+fn every_fragment_split_decodes_the_same() {
+    // The reassembler against the encoder, for every fragment size from 1 byte up.
+    let cid = Uuid::parse(CID_A).unwrap();
+    let tower = Tower::tcp(&IXNREMOTE, Ipv4Addr::new(10, 0, 0, 1), 5000);
+    let stub = wire::build::lookup_response(&[0; 20], &[(cid, Some(tower), "MSDTC")], 0);
+    let want = wire::decode_lookup_response(&stub).unwrap();
+    for chunk in 1..=stub.len() {
+        let mut asm = pdu::ResponseAssembler::new(9);
+        let frags = build::response(9, &stub, chunk);
+        let mut got = None;
+        for f in &frags {
+            if let pdu::Step::Done(s) = asm.push(f).unwrap() {
+                got = Some(s);
+            }
+        }
+        assert_eq!(
+            wire::decode_lookup_response(&got.unwrap()).unwrap(),
+            want,
+            "chunk {chunk}"
+        );
+    }
+}

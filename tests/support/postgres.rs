@@ -1,0 +1,169 @@
+//! A real PostgreSQL server for tests: a throwaway cluster made with initdb in a temporary
+//! directory, started on 127.0.0.1 on a free port, SCRAM password authentication, stopped and
+//! removed on Drop. Runs as the `postgres` user when the tests run as root (the server refuses
+//! to run as root).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const SUPERUSER: &str = "postgres";
+
+pub struct PgServer {
+    pub port: u16,
+    pub password: String,
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+/// The directory of the newest installed PostgreSQL's server binaries, if any.
+pub fn bin_dir() -> Option<PathBuf> {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("postgres").exists() && p.join("initdb").exists())
+        .collect();
+    versions.sort_by_key(|p| {
+        p.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    versions.pop()
+}
+
+fn as_server_user(program: &Path) -> Command {
+    if super::netns::is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl PgServer {
+    /// Starts a server with the given `max_prepared_transactions` (0 disables two-phase commit,
+    /// as in a default install).
+    pub fn start(max_prepared_transactions: u32) -> PgServer {
+        let bin = bin_dir()
+            .expect("PostgreSQL server binaries (scripts/install-test-deps installs postgresql)");
+        let dir = tempfile::Builder::new()
+            .prefix("dtcprobe-pg")
+            .tempdir()
+            .unwrap();
+        let data = dir.path().join("data");
+        let pwfile = dir.path().join("pw");
+        let password = format!("pw-{}-{}", std::process::id(), free_port());
+        std::fs::write(&pwfile, &password).unwrap();
+        if super::netns::is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let out = as_server_user(&bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                SUPERUSER,
+                "--auth=scram-sha-256",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let child = as_server_user(&bin.join("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-p",
+                &port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+            ])
+            .args([
+                "-c",
+                &format!("max_prepared_transactions={max_prepared_transactions}"),
+            ])
+            .arg("-k")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut server = PgServer {
+            port,
+            password,
+            dir,
+            child,
+        };
+        let ready = super::netns::wait_until(Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        if let Ok(Some(status)) = server.child.try_wait() {
+            panic!("postgres exited at start: {status}");
+        }
+        assert!(ready, "postgres did not listen on {port}");
+        server
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A client connection as the superuser (for assertions on server state).
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::Config::new()
+            .host("127.0.0.1")
+            .port(self.port)
+            .user(SUPERUSER)
+            .password(&self.password)
+            .dbname("postgres")
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("superuser connect");
+        tokio::spawn(conn);
+        client
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        // SIGINT is PostgreSQL's "fast shutdown"; kill as a fallback.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGINT);
+        }
+        let stopped = super::netns::wait_until(Duration::from_secs(10), || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        });
+        if !stopped {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,1186 @@
+//! A scripted SQL Server stand-in that speaks real TDS 7.4 (and TDS 8 strict), for tests.
+//!
+//! What it implements, from MS-TDS: PRELOGIN (VERSION, ENCRYPTION negotiation per the spec's
+//! table, INSTOPT accepted), TLS inside TDS (the handshake carried in PRELOGIN packets, then raw
+//! TLS records; "login only" encryption drops TLS after LOGIN7), TDS 8 strict (TLS first),
+//! LOGIN7 (user, de-obfuscated password, database), LOGINACK, ENVCHANGE (database, language,
+//! collation, packet size, begin/rollback transaction), INFO and ERROR tokens, SQLBatch with
+//! ALL_HEADERS, COLMETADATA/ROW for int and nvarchar columns, DONE.
+//!
+//! Behaviour is scripted per test ([`PeerConfig`]): which credentials and databases exist,
+//! whether MSDTC "is available", the server's encryption setting, and misbehaviours (silent after
+//! accept, close during login, garbage bytes). Credentials are checked for real, so a wrong
+//! password produces 18456 because it is wrong, not because a test said so.
+//!
+//! Runs on its own thread and runtime; stops when dropped.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio_rustls::rustls;
+
+/// The server's encryption setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerEncryption {
+    /// No certificate: answers ENCRYPT_NOT_SUP.
+    NotSupported,
+    /// Has a certificate, encryption not forced (the SQL Server default).
+    Off,
+    /// "Force Encryption" on: answers ENCRYPT_REQ, closes on clients that cannot encrypt.
+    Required,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Acts as SQL Server.
+    Normal,
+    /// Accepts TCP, then never sends a byte.
+    SilentAfterAccept,
+    /// Answers PRELOGIN (and TLS), reads LOGIN7, then closes the connection.
+    CloseMidLogin,
+    /// Answers the PRELOGIN with these bytes, then closes.
+    Garbage(Vec<u8>),
+}
+
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    pub behaviour: Behaviour,
+    pub encryption: ServerEncryption,
+    pub user: String,
+    pub password: String,
+    /// Databases that exist; the first is the login's default.
+    pub databases: Vec<String>,
+    pub dtc_available: bool,
+    /// Linked servers and whether a distributed transaction through them works.
+    pub linked_servers: Vec<(String, bool)>,
+    /// major, minor, build.
+    pub version: (u8, u8, u16),
+    /// Names for the self-signed certificate.
+    pub cert_names: Vec<String>,
+    /// Acknowledge INSERTs without storing the rows (a broken proxy / not-quite-SQL-Server).
+    pub lose_rows: bool,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        PeerConfig {
+            behaviour: Behaviour::Normal,
+            encryption: ServerEncryption::Off,
+            user: "probe".into(),
+            password: "Pr0be-pass!".into(),
+            databases: vec!["master".into(), "app".into()],
+            dtc_available: true,
+            linked_servers: Vec::new(),
+            version: (16, 0, 1000),
+            cert_names: vec!["localhost".into(), "127.0.0.1".into()],
+            lose_rows: false,
+        }
+    }
+}
+
+/// What the peer saw (for assertions). Passwords are never recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Prelogin {
+        client_encryption: u8,
+        answered: u8,
+    },
+    TlsHandshake {
+        strict: bool,
+    },
+    Login {
+        user: String,
+        database: String,
+        accepted: bool,
+    },
+    Batch(String),
+    Closed,
+}
+
+pub struct TdsPeer {
+    pub addr: SocketAddr,
+    pub events: Arc<Mutex<Vec<Event>>>,
+    /// The self-signed certificate (DER), for clients that want to trust it.
+    pub cert_der: Vec<u8>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TdsPeer {
+    /// Starts on 127.0.0.1, a random port.
+    pub fn start(cfg: PeerConfig) -> TdsPeer {
+        Self::start_on("127.0.0.1:0".parse().unwrap(), cfg)
+    }
+
+    pub fn start_on(bind: SocketAddr, cfg: PeerConfig) -> TdsPeer {
+        let cert =
+            rcgen::generate_simple_self_signed(cfg.cert_names.clone()).expect("self-signed cert");
+        let cert_der = cert.cert.der().to_vec();
+        let key_der = cert.key_pair.serialize_der();
+        let tls_wrapped = Arc::new(server_tls_config(&cert_der, &key_der, false));
+        let tls_strict = Arc::new(server_tls_config(&cert_der, &key_der, true));
+        let std_listener = std::net::TcpListener::bind(bind).expect("bind peer");
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let ev = events.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = TcpListener::from_std(std_listener).unwrap();
+                loop {
+                    tokio::select! {
+                        _ = &mut rx => break,
+                        acc = listener.accept() => {
+                            let Ok((sock, _)) = acc else { continue };
+                            let cfg = cfg.clone();
+                            let ev = ev.clone();
+                            let (w, s) = (tls_wrapped.clone(), tls_strict.clone());
+                            tokio::spawn(async move {
+                                let _ = handle(sock, &cfg, &ev, w, s).await;
+                                ev.lock().unwrap().push(Event::Closed);
+                            });
+                        }
+                    }
+                }
+            });
+        });
+        TdsPeer {
+            addr,
+            events,
+            cert_der,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().unwrap().clone()
+    }
+
+    pub fn batches(&self) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| {
+                if let Event::Batch(b) = e {
+                    Some(b)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+}
+
+impl Drop for TdsPeer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn server_tls_config(cert: &[u8], key: &[u8], strict: bool) -> rustls::ServerConfig {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    // SQL Server before TDS 8 negotiates TLS 1.2 inside TDS; strict mode allows TLS 1.3.
+    let versions: &[&rustls::SupportedProtocolVersion] = if strict {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    } else {
+        &[&rustls::version::TLS12]
+    };
+    let mut c = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![rustls::pki_types::CertificateDer::from(cert.to_vec())],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.to_vec().into()),
+        )
+        .unwrap();
+    c.send_tls13_tickets = 0;
+    if strict {
+        c.alpn_protocols = vec![b"tds/8.0".to_vec()];
+    }
+    c
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transport: plain TCP, or TLS driven sans-IO over it.
+
+const PKT_BATCH: u8 = 0x01;
+const PKT_REPLY: u8 = 0x04;
+const PKT_LOGIN7: u8 = 0x10;
+const PKT_PRELOGIN: u8 = 0x12;
+const MAX_MESSAGE: usize = 1 << 20;
+const PACKET_SIZE: usize = 4096;
+
+struct Conn {
+    tcp: TcpStream,
+    tls: Option<rustls::ServerConnection>,
+    packet_id: u8,
+}
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+impl Conn {
+    async fn read_exact(&mut self, n: usize) -> io::Result<Vec<u8>> {
+        let mut out = vec![0u8; n];
+        match &mut self.tls {
+            None => {
+                self.tcp.read_exact(&mut out).await?;
+            }
+            Some(_) => {
+                let mut got = 0;
+                while got < n {
+                    let tls = self.tls.as_mut().unwrap();
+                    match tls.reader().read(&mut out[got..]) {
+                        Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                        Ok(k) => {
+                            got += k;
+                            continue;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e),
+                    }
+                    let mut buf = vec![0u8; 16 * 1024];
+                    let k = self.tcp.read(&mut buf).await?;
+                    if k == 0 {
+                        return Err(io::ErrorKind::UnexpectedEof.into());
+                    }
+                    feed_tls(self.tls.as_mut().unwrap(), &buf[..k])?;
+                    self.flush_tls().await?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        match &mut self.tls {
+            None => self.tcp.write_all(data).await,
+            Some(tls) => {
+                tls.writer().write_all(data)?;
+                self.flush_tls().await
+            }
+        }
+    }
+
+    async fn flush_tls(&mut self) -> io::Result<()> {
+        if let Some(tls) = &mut self.tls {
+            let mut out = Vec::new();
+            while tls.wants_write() {
+                tls.write_tls(&mut out)?;
+            }
+            if !out.is_empty() {
+                self.tcp.write_all(&out).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one TDS message (all packets up to EOM).
+    async fn read_message(&mut self) -> io::Result<(u8, Vec<u8>)> {
+        let mut payload = Vec::new();
+        loop {
+            let h = self.read_exact(8).await?;
+            let len = u16::from_be_bytes([h[2], h[3]]) as usize;
+            if len < 8 {
+                return Err(io_err("bad packet length"));
+            }
+            payload.extend(self.read_exact(len - 8).await?);
+            if payload.len() > MAX_MESSAGE {
+                return Err(io_err("message too large"));
+            }
+            if h[1] & 0x01 != 0 {
+                return Ok((h[0], payload));
+            }
+        }
+    }
+
+    async fn write_message(&mut self, ty: u8, payload: &[u8]) -> io::Result<()> {
+        let bytes = packetize(ty, payload, &mut self.packet_id);
+        self.write_all(&bytes).await
+    }
+}
+
+fn packetize(ty: u8, payload: &[u8], packet_id: &mut u8) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 16);
+    let chunks: Vec<&[u8]> = if payload.is_empty() {
+        vec![&[]]
+    } else {
+        payload.chunks(PACKET_SIZE - 8).collect()
+    };
+    let last = chunks.len() - 1;
+    for (i, c) in chunks.into_iter().enumerate() {
+        out.push(ty);
+        out.push(if i == last { 0x01 } else { 0x00 });
+        out.extend_from_slice(&((c.len() + 8) as u16).to_be_bytes());
+        out.extend_from_slice(&[0, 0]); // SPID
+        *packet_id = packet_id.wrapping_add(1);
+        out.push(*packet_id);
+        out.push(0);
+        out.extend_from_slice(c);
+    }
+    out
+}
+
+fn feed_tls(tls: &mut rustls::ServerConnection, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        tls.read_tls(&mut data)?;
+        tls.process_new_packets().map_err(io_err)?;
+    }
+    Ok(())
+}
+
+/// The TLS handshake carried inside TDS PRELOGIN packets (TDS 7.x).
+async fn handshake_in_tds(conn: &mut Conn, config: Arc<rustls::ServerConfig>) -> io::Result<()> {
+    let mut tls = rustls::ServerConnection::new(config).map_err(io_err)?;
+    let mut rounds = 0;
+    while tls.is_handshaking() {
+        rounds += 1;
+        if rounds > 20 {
+            return Err(io_err("TLS handshake does not finish"));
+        }
+        if tls.wants_write() {
+            let mut out = Vec::new();
+            while tls.wants_write() {
+                tls.write_tls(&mut out)?;
+            }
+            conn.write_message(PKT_PRELOGIN, &out).await?;
+            continue;
+        }
+        let (_, payload) = conn.read_message().await?;
+        feed_tls(&mut tls, &payload)?;
+    }
+    // TLS 1.2: the server's final flight (ChangeCipherSpec, Finished) is still part of the
+    // handshake for the client, so it travels in a PRELOGIN packet too.
+    if tls.wants_write() {
+        let mut out = Vec::new();
+        while tls.wants_write() {
+            tls.write_tls(&mut out)?;
+        }
+        conn.write_message(PKT_PRELOGIN, &out).await?;
+    }
+    conn.tls = Some(tls);
+    Ok(())
+}
+
+/// TDS 8 strict: TLS directly on TCP, before anything else.
+async fn handshake_strict(conn: &mut Conn, config: Arc<rustls::ServerConfig>) -> io::Result<()> {
+    let mut tls = rustls::ServerConnection::new(config).map_err(io_err)?;
+    let mut rounds = 0;
+    while tls.is_handshaking() {
+        rounds += 1;
+        if rounds > 40 {
+            return Err(io_err("TLS handshake does not finish"));
+        }
+        if tls.wants_write() {
+            let mut out = Vec::new();
+            while tls.wants_write() {
+                tls.write_tls(&mut out)?;
+            }
+            conn.tcp.write_all(&out).await?;
+            continue;
+        }
+        let mut buf = vec![0u8; 16 * 1024];
+        let k = conn.tcp.read(&mut buf).await?;
+        if k == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        feed_tls(&mut tls, &buf[..k])?;
+    }
+    conn.tls = Some(tls);
+    conn.flush_tls().await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Token encoding
+
+fn utf16(s: &str) -> Vec<u8> {
+    s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect()
+}
+
+fn b_varchar(s: &str) -> Vec<u8> {
+    let mut v = vec![s.encode_utf16().count() as u8];
+    v.extend(utf16(s));
+    v
+}
+
+fn us_varchar(s: &str) -> Vec<u8> {
+    let mut v = (s.encode_utf16().count() as u16).to_le_bytes().to_vec();
+    v.extend(utf16(s));
+    v
+}
+
+fn token_with_len(token: u8, body: Vec<u8>) -> Vec<u8> {
+    let mut v = vec![token];
+    v.extend_from_slice(&(body.len() as u16).to_le_bytes());
+    v.extend(body);
+    v
+}
+
+fn envchange_str(kind: u8, new: &str, old: &str) -> Vec<u8> {
+    let mut b = vec![kind];
+    b.extend(b_varchar(new));
+    b.extend(b_varchar(old));
+    token_with_len(0xE3, b)
+}
+
+fn envchange_bytes(kind: u8, new: &[u8], old: &[u8]) -> Vec<u8> {
+    let mut b = vec![kind, new.len() as u8];
+    b.extend_from_slice(new);
+    b.push(old.len() as u8);
+    b.extend_from_slice(old);
+    token_with_len(0xE3, b)
+}
+
+fn message_token(token: u8, number: i32, state: u8, class: u8, text: &str) -> Vec<u8> {
+    let mut b = number.to_le_bytes().to_vec();
+    b.push(state);
+    b.push(class);
+    b.extend(us_varchar(text));
+    b.extend(b_varchar("PEER"));
+    b.extend(b_varchar(""));
+    b.extend_from_slice(&1i32.to_le_bytes());
+    token_with_len(token, b)
+}
+
+fn error(number: i32, state: u8, class: u8, text: &str) -> Vec<u8> {
+    message_token(0xAA, number, state, class, text)
+}
+
+fn info(number: i32, text: &str) -> Vec<u8> {
+    message_token(0xAB, number, 1, 0, text)
+}
+
+const DONE_MORE: u16 = 0x01;
+const DONE_ERROR: u16 = 0x02;
+const DONE_COUNT: u16 = 0x10;
+
+fn done(status: u16, rows: u64) -> Vec<u8> {
+    let mut v = vec![0xFD];
+    v.extend_from_slice(&status.to_le_bytes());
+    v.extend_from_slice(&0u16.to_le_bytes());
+    v.extend_from_slice(&rows.to_le_bytes());
+    v
+}
+
+const COLLATION: [u8; 5] = [0x09, 0x04, 0xD0, 0x00, 0x34];
+
+#[derive(Clone)]
+enum Col {
+    Int(&'static str),
+    NVarChar(&'static str),
+}
+
+#[derive(Clone)]
+enum Val {
+    Int(Option<i32>),
+    Str(Option<String>),
+}
+
+fn result_set(cols: &[Col], rows: &[Vec<Val>]) -> Vec<u8> {
+    let mut v = vec![0x81];
+    v.extend_from_slice(&(cols.len() as u16).to_le_bytes());
+    for c in cols {
+        v.extend_from_slice(&0u32.to_le_bytes()); // UserType
+        v.extend_from_slice(&0x0001u16.to_le_bytes()); // Flags: nullable
+        match c {
+            Col::Int(name) => {
+                v.extend_from_slice(&[0x26, 4]);
+                v.extend(b_varchar(name));
+            }
+            Col::NVarChar(name) => {
+                v.push(0xE7);
+                v.extend_from_slice(&256u16.to_le_bytes());
+                v.extend_from_slice(&COLLATION);
+                v.extend(b_varchar(name));
+            }
+        }
+    }
+    for row in rows {
+        v.push(0xD1);
+        for val in row {
+            match val {
+                Val::Int(Some(i)) => {
+                    v.push(4);
+                    v.extend_from_slice(&i.to_le_bytes());
+                }
+                Val::Int(None) => v.push(0),
+                Val::Str(Some(s)) => {
+                    let b = utf16(s);
+                    v.extend_from_slice(&(b.len() as u16).to_le_bytes());
+                    v.extend(b);
+                }
+                Val::Str(None) => v.extend_from_slice(&0xFFFFu16.to_le_bytes()),
+            }
+        }
+    }
+    v.extend(done(DONE_COUNT, rows.len() as u64));
+    v
+}
+
+// ---------------------------------------------------------------------------------------------
+// PRELOGIN
+
+fn parse_prelogin_options(p: &[u8]) -> HashMap<u8, Vec<u8>> {
+    let mut out = HashMap::new();
+    let mut i = 0;
+    while i < p.len() && p[i] != 0xFF {
+        if i + 5 > p.len() {
+            break;
+        }
+        let off = u16::from_be_bytes([p[i + 1], p[i + 2]]) as usize;
+        let len = u16::from_be_bytes([p[i + 3], p[i + 4]]) as usize;
+        if let Some(v) = p.get(off..off + len) {
+            out.insert(p[i], v.to_vec());
+        }
+        i += 5;
+    }
+    out
+}
+
+fn prelogin_response(version: (u8, u8, u16), encryption: u8) -> Vec<u8> {
+    // VERSION, ENCRYPTION, INSTOPT, THREADID, MARS, terminator
+    let opts: Vec<(u8, Vec<u8>)> = vec![
+        (0x00, {
+            let mut v = vec![version.0, version.1];
+            v.extend_from_slice(&version.2.to_be_bytes());
+            v.extend_from_slice(&[0, 0]);
+            v
+        }),
+        (0x01, vec![encryption]),
+        (0x02, vec![0]),
+        (0x03, vec![]),
+        (0x04, vec![0]),
+    ];
+    let header_len = opts.len() * 5 + 1;
+    let mut head = Vec::new();
+    let mut data = Vec::new();
+    for (t, v) in &opts {
+        head.push(*t);
+        head.extend_from_slice(&((header_len + data.len()) as u16).to_be_bytes());
+        head.extend_from_slice(&(v.len() as u16).to_be_bytes());
+        data.extend_from_slice(v);
+    }
+    head.push(0xFF);
+    head.extend(data);
+    head
+}
+
+/// The server's answer to the client's ENCRYPTION byte (MS-TDS 2.2.6.5). `None`: hang up.
+fn answer_encryption(server: ServerEncryption, client: u8) -> Option<u8> {
+    match server {
+        ServerEncryption::NotSupported => Some(2),
+        ServerEncryption::Off => Some(match client {
+            0 => 0,
+            2 => 2,
+            _ => 1,
+        }),
+        ServerEncryption::Required => {
+            if client == 2 {
+                None
+            } else {
+                Some(3)
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// LOGIN7
+
+struct Login7 {
+    user: String,
+    password: String,
+    database: String,
+    app: String,
+}
+
+fn login7_string(p: &[u8], at: usize) -> Option<String> {
+    let off = u16::from_le_bytes([*p.get(at)?, *p.get(at + 1)?]) as usize;
+    let chars = u16::from_le_bytes([*p.get(at + 2)?, *p.get(at + 3)?]) as usize;
+    let bytes = p.get(off..off + chars * 2)?;
+    let units: Vec<u16> = bytes
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    Some(String::from_utf16_lossy(&units))
+}
+
+fn parse_login7(p: &[u8]) -> Option<Login7> {
+    if p.len() < 94 {
+        return None;
+    }
+    // Offsets/lengths start at byte 36: HostName, UserName, Password, AppName, ServerName,
+    // Extension, CltIntName, Language, Database.
+    let user = login7_string(p, 40)?;
+    let pw_off = u16::from_le_bytes([p[44], p[45]]) as usize;
+    let pw_len = u16::from_le_bytes([p[46], p[47]]) as usize;
+    let pw_bytes: Vec<u8> = p
+        .get(pw_off..pw_off + pw_len * 2)?
+        .iter()
+        .map(|b| {
+            let x = b ^ 0xA5;
+            x.rotate_left(4)
+        })
+        .collect();
+    let units: Vec<u16> = pw_bytes
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let password = String::from_utf16_lossy(&units);
+    let app = login7_string(p, 48)?;
+    let database = login7_string(p, 68)?;
+    Some(Login7 {
+        user,
+        password,
+        database,
+        app,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session
+
+struct Session<'a> {
+    cfg: &'a PeerConfig,
+    database: String,
+    trancount: u32,
+    descriptor: u64,
+    tables: HashMap<String, Vec<(i32, String)>>,
+}
+
+async fn handle(
+    tcp: TcpStream,
+    cfg: &PeerConfig,
+    events: &Mutex<Vec<Event>>,
+    tls_wrapped: Arc<rustls::ServerConfig>,
+    tls_strict: Arc<rustls::ServerConfig>,
+) -> io::Result<()> {
+    let _ = tcp.set_nodelay(true);
+    let mut conn = Conn {
+        tcp,
+        tls: None,
+        packet_id: 0,
+    };
+    if cfg.behaviour == Behaviour::SilentAfterAccept {
+        // Swallow whatever comes, answer nothing, give up after a while (bounded).
+        let mut buf = [0u8; 4096];
+        let _ = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Ok(n) = conn.tcp.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+        return Ok(());
+    }
+
+    // TDS 8 strict starts with a TLS ClientHello instead of a PRELOGIN packet.
+    let mut first = [0u8; 1];
+    let n = conn.tcp.peek(&mut first).await?;
+    if n == 0 {
+        return Ok(());
+    }
+    let strict = first[0] == 0x16;
+    if strict {
+        handshake_strict(&mut conn, tls_strict).await?;
+        events
+            .lock()
+            .unwrap()
+            .push(Event::TlsHandshake { strict: true });
+    }
+
+    let (ty, payload) = conn.read_message().await?;
+    if ty != PKT_PRELOGIN {
+        return Err(io_err("expected PRELOGIN"));
+    }
+    if let Behaviour::Garbage(bytes) = &cfg.behaviour {
+        conn.write_all(bytes).await?;
+        let _ = conn.tcp.shutdown().await;
+        return Ok(());
+    }
+    let opts = parse_prelogin_options(&payload);
+    let client_enc = opts
+        .get(&0x01)
+        .and_then(|v| v.first().copied())
+        .unwrap_or(0);
+    let answered = if strict {
+        Some(0)
+    } else {
+        answer_encryption(cfg.encryption, client_enc)
+    };
+    events.lock().unwrap().push(Event::Prelogin {
+        client_encryption: client_enc,
+        answered: answered.unwrap_or(0xFF),
+    });
+    let Some(answered) = answered else {
+        // Force Encryption and a client that cannot encrypt: the server states it requires
+        // encryption, then hangs up.
+        conn.write_message(PKT_REPLY, &prelogin_response(cfg.version, 3))
+            .await?;
+        let _ = conn.tcp.shutdown().await;
+        return Ok(());
+    };
+    conn.write_message(PKT_REPLY, &prelogin_response(cfg.version, answered))
+        .await?;
+
+    let login_only = !strict && answered == 0 && client_enc == 0;
+    if !strict && answered != 2 {
+        handshake_in_tds(&mut conn, tls_wrapped).await?;
+        events
+            .lock()
+            .unwrap()
+            .push(Event::TlsHandshake { strict: false });
+    }
+
+    let (ty, payload) = conn.read_message().await?;
+    if ty != PKT_LOGIN7 {
+        return Err(io_err("expected LOGIN7"));
+    }
+    if login_only {
+        // Encryption for the login packet only: back to the clear.
+        conn.tls = None;
+    }
+    if cfg.behaviour == Behaviour::CloseMidLogin {
+        let _ = conn.tcp.shutdown().await;
+        return Ok(());
+    }
+    let login = parse_login7(&payload).ok_or_else(|| io_err("bad LOGIN7"))?;
+    let _ = &login.app;
+    let database = if login.database.is_empty() {
+        cfg.databases[0].clone()
+    } else {
+        login.database.clone()
+    };
+    let creds_ok = login.user == cfg.user && login.password == cfg.password;
+    let db_ok = cfg
+        .databases
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case(&database));
+    events.lock().unwrap().push(Event::Login {
+        user: login.user.clone(),
+        database: database.clone(),
+        accepted: creds_ok && db_ok,
+    });
+    if !creds_ok {
+        let mut r = error(
+            18456,
+            1,
+            14,
+            &format!("Login failed for user '{}'.", login.user),
+        );
+        r.extend(done(DONE_ERROR, 0));
+        conn.write_message(PKT_REPLY, &r).await?;
+        return Ok(());
+    }
+    if !db_ok {
+        let mut r = error(
+            4060,
+            1,
+            11,
+            &format!(
+                "Cannot open database \"{database}\" requested by the login. The login failed."
+            ),
+        );
+        r.extend(error(
+            18456,
+            1,
+            14,
+            &format!("Login failed for user '{}'.", login.user),
+        ));
+        r.extend(done(DONE_ERROR, 0));
+        conn.write_message(PKT_REPLY, &r).await?;
+        return Ok(());
+    }
+    let mut r = envchange_str(1, &database, "master");
+    r.extend(info(
+        5701,
+        &format!("Changed database context to '{database}'."),
+    ));
+    r.extend(envchange_bytes(7, &COLLATION, &[]));
+    r.extend(envchange_str(2, "us_english", ""));
+    r.extend(info(5703, "Changed language setting to us_english."));
+    let mut ack = vec![1u8];
+    ack.extend_from_slice(&0x7400_0004u32.to_be_bytes());
+    ack.extend(b_varchar("Microsoft SQL Server"));
+    ack.extend_from_slice(&[cfg.version.0, cfg.version.1]);
+    ack.extend_from_slice(&cfg.version.2.to_be_bytes());
+    r.extend(token_with_len(0xAD, ack));
+    r.extend(envchange_str(4, "4096", "4096"));
+    r.extend(done(0, 0));
+    conn.write_message(PKT_REPLY, &r).await?;
+
+    let mut s = Session {
+        cfg,
+        database,
+        trancount: 0,
+        descriptor: 0,
+        tables: HashMap::new(),
+    };
+    loop {
+        let (ty, payload) = match conn.read_message().await {
+            Ok(m) => m,
+            Err(_) => return Ok(()),
+        };
+        match ty {
+            PKT_BATCH => {
+                let sql = batch_text(&payload);
+                events.lock().unwrap().push(Event::Batch(sql.clone()));
+                let reply = s.execute(&sql);
+                conn.write_message(PKT_REPLY, &reply).await?;
+            }
+            0x06 => {
+                // Attention: acknowledge.
+                conn.write_message(PKT_REPLY, &done(0x20, 0)).await?;
+            }
+            _ => {
+                let mut r = error(
+                    4002,
+                    1,
+                    16,
+                    "The incoming tabular data stream (TDS) protocol stream is incorrect.",
+                );
+                r.extend(done(DONE_ERROR, 0));
+                conn.write_message(PKT_REPLY, &r).await?;
+            }
+        }
+    }
+}
+
+/// SQLBatch: ALL_HEADERS (TDS 7.2+), then UTF-16LE text.
+fn batch_text(p: &[u8]) -> String {
+    let mut start = 0;
+    if p.len() >= 4 {
+        let total = u32::from_le_bytes([p[0], p[1], p[2], p[3]]) as usize;
+        if (4..=p.len()).contains(&total) && total < 1024 {
+            start = total;
+        }
+    }
+    let units: Vec<u16> = p[start..]
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    String::from_utf16_lossy(&units)
+}
+
+impl Session<'_> {
+    fn execute(&mut self, sql: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        let statements: Vec<&str> = sql
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        let n = statements.len();
+        if n == 0 {
+            return done(0, 0);
+        }
+        for (i, stmt) in statements.into_iter().enumerate() {
+            let (mut r, failed) = self.statement(stmt);
+            // All but the last DONE say "more follows".
+            if i + 1 < n && !failed {
+                if let Some(pos) = r.len().checked_sub(13) {
+                    if r[pos] == 0xFD {
+                        let st = u16::from_le_bytes([r[pos + 1], r[pos + 2]]) | DONE_MORE;
+                        r[pos + 1..pos + 3].copy_from_slice(&st.to_le_bytes());
+                    }
+                }
+            }
+            out.extend(r);
+            if failed {
+                break;
+            }
+        }
+        out
+    }
+
+    fn fail(number: i32, state: u8, class: u8, text: &str) -> (Vec<u8>, bool) {
+        let mut r = error(number, state, class, text);
+        r.extend(done(DONE_ERROR, 0));
+        (r, true)
+    }
+
+    fn begin(&mut self) -> Vec<u8> {
+        self.trancount += 1;
+        if self.trancount == 1 {
+            self.descriptor = self.descriptor.wrapping_add(0x1_0000_0001);
+        }
+        let mut r = envchange_bytes(8, &self.descriptor.to_le_bytes(), &[]);
+        r.extend(done(0, 0));
+        r
+    }
+
+    fn statement(&mut self, stmt: &str) -> (Vec<u8>, bool) {
+        let up = stmt.to_ascii_uppercase();
+        let up = up.split_whitespace().collect::<Vec<_>>().join(" ");
+        if up.starts_with("SET ") {
+            return (done(0, 0), false);
+        }
+        if up.starts_with("BEGIN DISTRIBUTED TRAN") {
+            if !self.cfg.dtc_available {
+                return Self::fail(8501, 3, 16, "MSDTC on server 'PEER' is unavailable.");
+            }
+            return (self.begin(), false);
+        }
+        if up.starts_with("BEGIN TRAN") {
+            return (self.begin(), false);
+        }
+        if up.starts_with("ROLLBACK") {
+            if self.trancount == 0 {
+                return Self::fail(
+                    3903,
+                    1,
+                    16,
+                    "The ROLLBACK TRANSACTION request has no corresponding BEGIN TRANSACTION.",
+                );
+            }
+            self.trancount = 0;
+            // Temp tables created inside the transaction vanish with it.
+            self.tables.clear();
+            let mut r = envchange_bytes(10, &[], &self.descriptor.to_le_bytes());
+            r.extend(done(0, 0));
+            return (r, false);
+        }
+        if up.starts_with("COMMIT") {
+            if self.trancount == 0 {
+                return Self::fail(
+                    3902,
+                    1,
+                    16,
+                    "The COMMIT TRANSACTION request has no corresponding BEGIN TRANSACTION.",
+                );
+            }
+            self.trancount = 0;
+            let mut r = envchange_bytes(9, &[], &self.descriptor.to_le_bytes());
+            r.extend(done(0, 0));
+            return (r, false);
+        }
+        if let Some(rest) = up.strip_prefix("CREATE TABLE ") {
+            let name = rest.split([' ', '(']).next().unwrap_or("").to_string();
+            if !name.starts_with('#') {
+                return Self::fail(262, 1, 14, "CREATE TABLE permission denied in database.");
+            }
+            if self.tables.contains_key(&name) {
+                return Self::fail(
+                    2714,
+                    6,
+                    16,
+                    &format!("There is already an object named '{name}' in the database."),
+                );
+            }
+            self.tables.insert(name, Vec::new());
+            return (done(0, 0), false);
+        }
+        if let Some(rest) = up.strip_prefix("INSERT INTO ") {
+            let name = rest.split([' ', '(']).next().unwrap_or("").to_string();
+            let Some(rows) = self.tables.get_mut(&name) else {
+                return Self::fail(208, 0, 16, &format!("Invalid object name '{name}'."));
+            };
+            // VALUES (id, N'text'), parsed from the original (case-preserving) statement.
+            let Some(v) = stmt.find("VALUES").or_else(|| stmt.find("values")) else {
+                return Self::fail(102, 1, 15, "Incorrect syntax near 'INSERT'.");
+            };
+            let vals = stmt[v + 6..]
+                .trim()
+                .trim_start_matches('(')
+                .trim_end_matches(')');
+            let Some((id, text)) = vals.split_once(',') else {
+                return Self::fail(102, 1, 15, "Incorrect syntax near ')'.");
+            };
+            let Ok(id) = id.trim().parse::<i32>() else {
+                return Self::fail(245, 1, 16, "Conversion failed.");
+            };
+            let text = text
+                .trim()
+                .trim_start_matches('N')
+                .trim_start_matches('\'')
+                .trim_end_matches('\'')
+                .replace("''", "'");
+            if !self.cfg.lose_rows {
+                rows.push((id, text));
+            }
+            return (done(DONE_COUNT, 1), false);
+        }
+        if up.starts_with("SELECT CAST(SERVERPROPERTY('PRODUCTVERSION')") {
+            let (a, b, c) = self.cfg.version;
+            return (
+                result_set(
+                    &[
+                        Col::NVarChar("product_version"),
+                        Col::NVarChar("edition"),
+                        Col::NVarChar("server_name"),
+                        Col::NVarChar("database_name"),
+                    ],
+                    &[vec![
+                        Val::Str(Some(format!("{a}.{b}.{c}.1"))),
+                        Val::Str(Some("Developer Edition (64-bit)".into())),
+                        Val::Str(Some("PEER".into())),
+                        Val::Str(Some(self.database.clone())),
+                    ]],
+                ),
+                false,
+            );
+        }
+        if up.starts_with("SELECT PROTOCOL_VERSION FROM SYS.DM_EXEC_CONNECTIONS") {
+            return (
+                result_set(
+                    &[Col::Int("protocol_version")],
+                    &[vec![Val::Int(Some(0x7400_0004))]],
+                ),
+                false,
+            );
+        }
+        if up.starts_with("SELECT @@TRANCOUNT") {
+            return (
+                result_set(
+                    &[Col::Int("trancount")],
+                    &[vec![Val::Int(Some(self.trancount as i32))]],
+                ),
+                false,
+            );
+        }
+        if up.starts_with("SELECT @@VERSION") {
+            let (a, b, c) = self.cfg.version;
+            let v = format!("Microsoft SQL Server (dtcprobe test peer) - {a}.{b}.{c}.1");
+            return (
+                result_set(&[Col::NVarChar("")], &[vec![Val::Str(Some(v))]]),
+                false,
+            );
+        }
+        if up.starts_with("SELECT ONE FROM OPENQUERY(") {
+            let name = up.split(['[', ']']).nth(1).unwrap_or("").to_string();
+            return match self.cfg.linked_servers.iter().find(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+                None => Self::fail(7202, 2, 11, &format!("Could not find server '{name}' in sys.servers.")),
+                Some((_, false)) => Self::fail(
+                    7391,
+                    2,
+                    16,
+                    &format!("The operation could not be performed because OLE DB provider \"MSOLEDBSQL\" for linked server \"{name}\" was unable to begin a distributed transaction."),
+                ),
+                Some((_, true)) => (result_set(&[Col::Int("one")], &[vec![Val::Int(Some(1))]]), false),
+            };
+        }
+        if let Some(rest) = up.strip_prefix("SELECT ID, NOTE FROM ") {
+            let name = rest.trim().to_string();
+            let Some(rows) = self.tables.get(&name) else {
+                return Self::fail(208, 0, 16, &format!("Invalid object name '{name}'."));
+            };
+            let rows: Vec<Vec<Val>> = rows
+                .iter()
+                .map(|(i, t)| vec![Val::Int(Some(*i)), Val::Str(Some(t.clone()))])
+                .collect();
+            return (
+                result_set(&[Col::Int("id"), Col::NVarChar("note")], &rows),
+                false,
+            );
+        }
+        if let Some(rest) = up.strip_prefix("SELECT ") {
+            if let Ok(n) = rest.trim().parse::<i32>() {
+                return (
+                    result_set(&[Col::Int("")], &[vec![Val::Int(Some(n))]]),
+                    false,
+                );
+            }
+        }
+        let near = stmt.split_whitespace().next().unwrap_or("");
+        Self::fail(102, 1, 15, &format!("Incorrect syntax near '{near}'."))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQL Server Browser (UDP 1434) stand-in.
+
+pub struct BrowserPeer {
+    pub addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BrowserPeer {
+    /// Answers CLNT_UCAST_INST for `instance` with `tcp_port` (`None`: TCP disabled), stays
+    /// silent for other instances, as the real Browser does.
+    pub fn start(
+        bind: SocketAddr,
+        instance: &str,
+        tcp_port: Option<u16>,
+    ) -> io::Result<BrowserPeer> {
+        let sock = std::net::UdpSocket::bind(bind)?;
+        sock.set_nonblocking(true)?;
+        let addr = sock.local_addr()?;
+        let instance = instance.to_string();
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let sock = UdpSocket::from_std(sock).unwrap();
+                let mut buf = [0u8; 1024];
+                loop {
+                    tokio::select! {
+                        _ = &mut rx => break,
+                        r = sock.recv_from(&mut buf) => {
+                            let Ok((n, from)) = r else { continue };
+                            let req = &buf[..n];
+                            if req.first() != Some(&0x04) {
+                                continue;
+                            }
+                            let asked = String::from_utf8_lossy(&req[1..]).trim_end_matches('\0').to_string();
+                            if !asked.eq_ignore_ascii_case(&instance) {
+                                continue;
+                            }
+                            let mut text = format!("ServerName;PEER;InstanceName;{instance};IsClustered;No;Version;16.0.1000.6;");
+                            if let Some(p) = tcp_port {
+                                text.push_str(&format!("tcp;{p};"));
+                            }
+                            text.push(';');
+                            let mut d = vec![0x05];
+                            d.extend_from_slice(&(text.len() as u16).to_le_bytes());
+                            d.extend_from_slice(text.as_bytes());
+                            let _ = sock.send_to(&d, from).await;
+                        }
+                    }
+                }
+            });
+        });
+        Ok(BrowserPeer {
+            addr,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for BrowserPeer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
