@@ -3,23 +3,7 @@
 
 mod support;
 
-use std::process::Command;
-
-use support::netns::dtcprobe_bin;
-use support::{hop, parse_report};
-
-fn dtcprobe(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(dtcprobe_bin())
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use support::{hop, parse_report, run_bin as dtcprobe};
 
 #[test]
 fn unknown_scheme_is_a_usage_error() {

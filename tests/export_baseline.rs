@@ -3,21 +3,7 @@
 mod support;
 
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
-
-fn run_bin(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(support::netns::dtcprobe_bin())
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use support::run_bin;
 
 #[test]
 fn regression_against_baseline_fails_the_run() {

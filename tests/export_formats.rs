@@ -5,10 +5,10 @@
 
 mod support;
 
+use support::run_bin;
+
 use std::collections::HashSet;
-use std::io::Write;
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use dtcprobe::report::model::{Cause, CheckResult, Direction, HopKind, HopResult, Report};
@@ -94,30 +94,6 @@ fn render(report: &Report, format: Format) -> String {
     String::from_utf8(buf).unwrap()
 }
 
-/// Runs `promtool check metrics` on `text`; returns (success, combined output).
-fn promtool(text: &str) -> (bool, String) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus, scripts/install-test-deps)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let msg = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success() && msg.trim().is_empty(), msg)
-}
-
 /// A loopback port that is open, and one that refuses.
 fn ports() -> (TcpListener, u16) {
     let open = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -126,20 +102,6 @@ fn ports() -> (TcpListener, u16) {
         l.local_addr().unwrap().port()
     };
     (open, closed)
-}
-
-fn run_bin(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(support::netns::dtcprobe_bin())
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 // ---------------------------------------------------------------- Prometheus
@@ -559,4 +521,12 @@ fn nagios_tool_problems_are_unknown() {
     ]);
     assert_eq!(code, 3);
     assert!(out.contains("DTCPROBE UNKNOWN - "), "{out}");
+}
+
+/// `promtool check metrics` on `text`: (success, complaints).
+fn promtool(text: &str) -> (bool, String) {
+    match support::promtool_check(text) {
+        Ok(()) => (true, String::new()),
+        Err(msg) => (false, msg),
+    }
 }

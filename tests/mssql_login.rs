@@ -604,3 +604,73 @@ fn a_server_that_loses_the_row_fails_tx_local() {
         "{h:#}"
     );
 }
+
+#[test]
+fn prompts_on_a_terminal_without_echo() {
+    // `script` (util-linux, always on Debian) gives dtcprobe a pseudo-terminal.
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+    let cfg = PeerConfig::default();
+    let pw = cfg.password.clone();
+    let peer = TdsPeer::start(cfg);
+    let cmd = format!(
+        "{BIN} check '{}' -f json",
+        url(&peer, "probe", "app", "trust_server_certificate=true")
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux)");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !String::from_utf8_lossy(&seen.lock().unwrap()).contains("Password for probe@127.0.0.1:")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no prompt: {}",
+            String::from_utf8_lossy(&seen.lock().unwrap())
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The prompt is printed just before echo is turned off; give it a moment.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(format!("{pw}\r").as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "dtcprobe did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(stdin);
+    reader.join().unwrap();
+    let out = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    assert!(!out.contains(&pw), "password echoed: {out}");
+    let json: Value =
+        serde_json::from_str(&out[out.find('{').expect("JSON report")..].replace("\r\n", "\n"))
+            .expect("report");
+    let login = json["checks"][0]["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["hop"] == "login")
+        .unwrap()
+        .clone();
+    assert_eq!(login["status"], "pass", "{login:#}");
+}

@@ -4,6 +4,8 @@
 
 mod support;
 
+use support::promtool_check as promtool_ok;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -37,33 +39,6 @@ fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     );
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     (status, body.to_string())
-}
-
-fn promtool_ok(text: &str) -> Result<(), String> {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus, scripts/install-test-deps)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let msg = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() && msg.trim().is_empty() {
-        Ok(())
-    } else {
-        Err(format!("{msg}\n--- input ---\n{text}"))
-    }
 }
 
 fn sample(text: &str, prefix: &str) -> Option<f64> {

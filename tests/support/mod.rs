@@ -26,3 +26,49 @@ pub fn hop<'a>(report: &'a Value, check: &str, hop: &str) -> &'a Value {
         .find(|h| h["hop"] == hop)
         .unwrap_or_else(|| panic!("no hop {hop} in check {check}: {c:#}"))
 }
+
+/// Runs the built dtcprobe with `args` (no colour, stdin closed); returns (exit code, stdout, stderr).
+pub fn run_bin(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(netns::dtcprobe_bin())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run dtcprobe");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `promtool check metrics` (Debian package prometheus) on `text`: Ok, or the complaints
+/// followed by the input.
+pub fn promtool_check(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus, scripts/install-test-deps)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let msg = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() && msg.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{msg}\n--- input ---\n{text}"))
+    }
+}
