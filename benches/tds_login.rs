@@ -77,11 +77,17 @@ fn tsql_once(port: u16, password: &str, conf: &Path) -> Option<Duration> {
 }
 
 fn main() {
-    let iters: usize = std::env::var("DTCPROBE_BENCH_ITERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30)
-        .clamp(1, 1000);
+    // `cargo bench` passes --bench; under `cargo test --all-targets` run one iteration as a smoke test.
+    let benching = std::env::args().any(|a| a == "--bench");
+    let iters: usize = if !benching {
+        1
+    } else {
+        std::env::var("DTCPROBE_BENCH_ITERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(30)
+            .clamp(1, 1000)
+    };
     let cfg = PeerConfig {
         encryption: ServerEncryption::Off,
         ..Default::default()

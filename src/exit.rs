@@ -42,16 +42,7 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     fn report(hops: Vec<HopResult>) -> Report {
-        let check = CheckResult {
-            name: "c".into(),
-            kind: "tcp".into(),
-            target: "t".into(),
-            from: None,
-            to: None,
-            direction: Direction::Forward,
-            status: CheckResult::status_of(&hops),
-            hops,
-        };
+        let check = CheckResult::new("c", "tcp", "t", hops);
         Report::new(SystemTime::now(), Duration::ZERO, "h".into(), vec![check])
     }
 

@@ -513,16 +513,7 @@ mod tests {
         } else {
             vec![HopResult::fail(HopKind::Tcp, Cause::Refused, "RST")]
         };
-        CheckResult {
-            name: name.into(),
-            kind: "tcp".into(),
-            target: "t".into(),
-            from: None,
-            to: None,
-            direction: Direction::Forward,
-            status: CheckResult::status_of(&hops),
-            hops,
-        }
+        CheckResult::new(name, "tcp", "t", hops)
     }
 
     fn at(s: u64) -> SystemTime {

@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use dtcprobe::agent::client::{agent_checks, PeerOptions};
 use dtcprobe::agent::protocol::{
-    new_nonce, read_frame, sign_request, sign_request_raw, unix_now, write_frame, ErrorCode, Key,
-    Message, RequestBody, ReverseTarget,
+    new_nonce, parse_body, read_frame, sign_request, sign_request_raw, sign_response, unix_now,
+    write_frame, ErrorCode, Key, Message, RequestBody, ResponseBody, ReverseTarget,
 };
 use dtcprobe::agent::server::{serve, AgentState};
 use dtcprobe::agent::{AgentConfig, AllowEntry};
-use dtcprobe::report::model::{Cause, CheckResult, Direction, HopKind, Status};
+use dtcprobe::report::model::{Cause, CheckResult, Direction, HopKind, HopResult, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -31,7 +31,11 @@ struct Agent {
 
 impl Agent {
     async fn start(config: AgentConfig) -> Agent {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Agent::start_on("127.0.0.1:0", config).await
+    }
+
+    async fn start_on(bind: &str, config: AgentConfig) -> Agent {
+        let listener = TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(AgentState::new(key(b'k'), config));
         let (tx, rx) = oneshot::channel::<()>();
@@ -376,4 +380,98 @@ async fn nothing_listening_is_a_clear_agent_failure() {
     let out = agent_checks(&peer_opts(addr, key(b'k'))).await;
     let tcp = hop(find(&out.checks, "agent"), HopKind::Tcp);
     assert_eq!(tcp.cause, Some(Cause::Refused), "{tcp:#?}");
+}
+
+#[tokio::test]
+async fn ipv6_agent_calls_back_over_ipv6() {
+    let agent = Agent::start_on("[::1]:0", AgentConfig::default()).await;
+    let mut opts = peer_opts(agent.addr, key(b'k'));
+    // The default bind (0.0.0.0) is switched to [::] because the agent connection is IPv6.
+    opts.callback_bind = "0.0.0.0".parse().unwrap();
+    opts.reverse = vec![ReverseTarget {
+        name: "v6".into(),
+        url: format!("tcp://caller:{}", agent.addr.port()),
+        to_caller: true,
+    }];
+    let out = agent_checks(&opts).await;
+    let cb = find(&out.checks, "callback");
+    assert_eq!(hop(cb, HopKind::Callback).status, Status::Pass, "{cb:#?}");
+    assert_eq!(
+        cb.target,
+        format!("tcp://[::1]:{}", cb.hops[1].data["port"])
+    );
+    let v6 = find(&out.checks, "v6");
+    assert_eq!(v6.status, Status::Pass, "{v6:#?}");
+    assert_eq!(v6.target, format!("tcp://[::1]:{}", agent.addr.port()));
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_stranger_on_the_callback_port_does_not_block_the_callback() {
+    // A scripted agent: once it has the callback port, a silent stranger connects there first,
+    // then the "agent" calls back with the token and must be acknowledged promptly.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let k = key(b'k');
+    let agent_key = k.clone();
+    let script = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let nonce = new_nonce().unwrap();
+        let hello = Message::Hello {
+            nonce,
+            time: unix_now(),
+            agent: "scripted".into(),
+            tool_version: "0".into(),
+        };
+        write_frame(&mut s, &hello, T).await.unwrap();
+        let Message::Request {
+            client_nonce, body, ..
+        } = read_frame(&mut s, T).await.unwrap()
+        else {
+            panic!("no request")
+        };
+        let RequestBody::Peer(req) = parse_body::<RequestBody>(&body).unwrap() else {
+            panic!("not peer")
+        };
+        let cb = req.callback.expect("callback requested");
+        write_frame(&mut s, &Message::Accepted, T).await.unwrap();
+
+        let _stranger = TcpStream::connect(("127.0.0.1", cb.port)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        let mut back = TcpStream::connect(("127.0.0.1", cb.port)).await.unwrap();
+        back.write_all(format!("{}\n", cb.token).as_bytes())
+            .await
+            .unwrap();
+        let mut ack = [0u8; 3];
+        tokio::time::timeout(T, back.read_exact(&mut ack))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&ack, b"ok\n");
+        let acked_in = started.elapsed();
+        let callback = HopResult::pass(HopKind::Callback, "scripted");
+        let body = ResponseBody {
+            agent: "scripted".into(),
+            callback: Some(callback),
+            ..Default::default()
+        };
+        write_frame(
+            &mut s,
+            &sign_response(&agent_key, &client_nonce, &body).unwrap(),
+            T,
+        )
+        .await
+        .unwrap();
+        acked_in
+    });
+    let out = agent_checks(&peer_opts(addr, k)).await;
+    let acked_in = script.await.unwrap();
+    assert!(
+        acked_in < Duration::from_secs(1),
+        "callback acknowledged after {acked_in:?}"
+    );
+    let cb = hop(find(&out.checks, "callback"), HopKind::Callback);
+    assert_eq!(cb.status, Status::Pass, "{cb:#?}");
+    assert_eq!(cb.data["stray_connections"], 1, "{cb:#?}");
 }

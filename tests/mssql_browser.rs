@@ -2,6 +2,8 @@
 //! the port it names. UDP 1434 is a privileged port, so these tests need root; each test uses its
 //! own loopback address (127.83.x.y, derived from the pid) so they can run in parallel.
 
+#![cfg(unix)]
+
 #[path = "support/tds_peer.rs"]
 mod tds_peer;
 

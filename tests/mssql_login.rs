@@ -674,3 +674,75 @@ fn prompts_on_a_terminal_without_echo() {
         .clone();
     assert_eq!(login["status"], "pass", "{login:#}");
 }
+
+#[test]
+fn server_hanging_after_loginack_times_out_login_within_bounds() {
+    let cfg = PeerConfig {
+        behaviour: Behaviour::SilentAfterLogin,
+        ..Default::default()
+    };
+    let pw = cfg.password.clone();
+    let peer = TdsPeer::start(cfg);
+    let pwf = password_file(&pw);
+    let run = dtcprobe(
+        &[
+            &url(
+                &peer,
+                "probe",
+                "app",
+                "tx=distributed&reverse_dns=false&trust_server_certificate=true&encrypt=off",
+            ),
+            "--password-file",
+            pwf.path().to_str().unwrap(),
+            "--timeout",
+            "1s",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 1);
+    // The version query right after LOGINACK gets no answer: the login hop says so.
+    assert_hop(&run, "login", "fail", Some("timeout"));
+    let login = hop(&run, "login");
+    assert!(
+        login["detail"]
+            .as_str()
+            .unwrap()
+            .contains("LOGINACK received"),
+        "{login:#}"
+    );
+    assert!(
+        login["hint"]
+            .as_str()
+            .unwrap()
+            .contains("does not answer queries"),
+        "{login:#}"
+    );
+    assert_hop(&run, "tx_local", "skip", None);
+    assert_hop(&run, "tx_distributed", "skip", None);
+    assert!(run.elapsed < Duration::from_secs(10), "{:?}", run.elapsed);
+}
+
+#[test]
+fn low_privilege_login_passes_without_the_tds_version() {
+    // A probe login without VIEW SERVER STATE: the TDS version query fails with error 300 (as on
+    // a real server), the hop still passes, and the same connection then runs the transaction.
+    let cfg = PeerConfig {
+        deny_server_state: true,
+        ..Default::default()
+    };
+    let pw = cfg.password.clone();
+    let peer = TdsPeer::start(cfg);
+    let run = check(
+        &url(&peer, "probe", "app", "trust_server_certificate=true"),
+        &pw,
+    );
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    let login = hop(&run, "login");
+    assert!(login["data"]["tds_version"].is_null(), "{login:#}");
+    assert_eq!(login["data"]["server_version"], "16.0.1000.1");
+    assert_hop(&run, "tx_local", "pass", None);
+    assert!(peer
+        .batches()
+        .iter()
+        .any(|b| b.contains("dm_exec_connections")));
+}

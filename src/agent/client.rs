@@ -23,11 +23,10 @@ use crate::runner::{self, RunOptions};
 use crate::target::CheckSpec;
 
 /// Added to a failed callback's hint: the classic one-way firewall.
-pub const HINT_BIDIRECTIONAL: &str =
-    "this host reaches the agent, but the agent cannot connect back: \
-MSDTC needs firewall rules in BOTH directions (TCP 135 and the RPC dynamic port range, from the \
-agent's zone to this host, as well as the forward rules). Open the reverse direction on every \
-firewall between the zones, and on this host's own firewall";
+pub const HINT_BIDIRECTIONAL: &str = "this host reaches the agent, but the agent's connection \
+back gets no answer or is blocked: MSDTC needs firewall rules in BOTH directions (TCP 135 and the \
+RPC dynamic port range, from the agent's zone to this host, besides the forward rules). Open the \
+reverse direction on every firewall between the zones, and on this host's own firewall";
 
 pub const HINT_AGENT_LOST: &str =
     "the agent stopped answering mid-run (killed, crashed, restarted, \
@@ -75,6 +74,9 @@ pub async fn run_peer(opts: &PeerOptions, specs: &[CheckSpec], run: &RunOptions)
     }
     let mut checks = forward;
     checks.extend(outcome.checks);
+    // MSDTC CIDs seen by `epm` hops in both directions (this host's CID from the agent's reverse
+    // epm check, the agent's from a forward one): the same CID on two hosts is `duplicate_cid`.
+    crate::hops::epm::mark_duplicate_cids(&mut checks);
     Report::new(
         started_at,
         started.elapsed(),
@@ -105,7 +107,9 @@ enum Session {
 #[derive(Debug, Default)]
 struct Observed {
     from: Option<SocketAddr>,
-    stray: usize,
+    /// Connections accepted on the callback port, and those that presented the token.
+    accepted: usize,
+    valid: usize,
 }
 
 pub async fn agent_checks(opts: &PeerOptions) -> AgentOutcome {
@@ -166,12 +170,19 @@ pub async fn agent_checks(opts: &PeerOptions) -> AgentOutcome {
                 }
             };
             // Open the callback listener before asking for the callback.
-            let listener = match TcpListener::bind((opts.callback_bind, opts.callback_port)).await {
+            // The agent calls back the address this connection comes from: listen in its family.
+            let bind = match (opts.callback_bind, stream.local_addr()) {
+                (IpAddr::V4(a), Ok(SocketAddr::V6(_))) if a.is_unspecified() => {
+                    IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+                }
+                (b, _) => b,
+            };
+            let listener = match TcpListener::bind((bind, opts.callback_port)).await {
                 Ok(l) => Some(l),
                 Err(e) => {
                     listen_error = Some(format!(
                         "cannot listen on {} for the callback: {e}",
-                        SocketAddr::new(opts.callback_bind, opts.callback_port)
+                        SocketAddr::new(bind, opts.callback_port)
                     ));
                     None
                 }
@@ -333,32 +344,47 @@ async fn accept_callbacks(
     let Some(listener) = listener else {
         return std::future::pending().await;
     };
+    // Each connection is read concurrently, so a stray or silent connection cannot hold up the
+    // agent's; at most 16 are handled at once (more are closed straight away).
+    let mut pending = tokio::task::JoinSet::new();
     loop {
-        let Ok((mut conn, from)) = listener.accept().await else {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            Some(_) = pending.join_next(), if !pending.is_empty() => continue,
+        };
+        let Ok((mut conn, from)) = accepted else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let read_token = async {
-            let mut buf = Vec::with_capacity(token.len() + 1);
-            let mut byte = [0u8; 1];
-            while buf.len() <= token.len() {
-                if conn.read(&mut byte).await? == 0 {
-                    break;
-                }
-                if byte[0] == b'\n' {
-                    break;
-                }
-                buf.push(byte[0]);
-            }
-            Ok::<_, std::io::Error>(buf)
-        };
-        let good = matches!(tokio::time::timeout(limit, read_token).await, Ok(Ok(b)) if b == token.as_bytes());
-        if good {
-            observed.lock().unwrap_or_else(|p| p.into_inner()).from = Some(from);
-            let _ = tokio::time::timeout(limit, conn.write_all(b"ok\n")).await;
-        } else {
-            observed.lock().unwrap_or_else(|p| p.into_inner()).stray += 1;
+        observed.lock().unwrap_or_else(|p| p.into_inner()).accepted += 1;
+        if pending.len() >= 16 {
+            continue;
         }
+        let token = token.clone();
+        let observed = observed.clone();
+        pending.spawn(async move {
+            let read_token = async {
+                let mut buf = Vec::with_capacity(token.len() + 1);
+                let mut byte = [0u8; 1];
+                while buf.len() <= token.len() {
+                    if conn.read(&mut byte).await? == 0 || byte[0] == b'\n' {
+                        break;
+                    }
+                    buf.push(byte[0]);
+                }
+                Ok::<_, std::io::Error>(buf)
+            };
+            let got = tokio::time::timeout(limit, read_token).await;
+            let good = matches!(got, Ok(Ok(b)) if b == token.as_bytes());
+            if good {
+                {
+                    let mut o = observed.lock().unwrap_or_else(|p| p.into_inner());
+                    o.from = Some(from);
+                    o.valid += 1;
+                }
+                let _ = tokio::time::timeout(limit, conn.write_all(b"ok\n")).await;
+            }
+        });
     }
 }
 
@@ -519,8 +545,11 @@ fn build_checks(
                     let mut hop = agent_side.clone();
                     hop.detail = format!("agent -> this host: {}", hop.detail);
                     let original = hop.hint.take();
+                    // A silent drop is exactly the one-way firewall: the bidirectional hint says
+                    // it all. Other causes keep their own explanation after it.
                     let hint = match (forward_ok, original) {
-                        (true, Some(o)) => format!("{HINT_BIDIRECTIONAL}. {o}"),
+                        (true, _) if hop.cause == Some(Cause::Timeout) => HINT_BIDIRECTIONAL.to_string(),
+                        (true, Some(o)) => format!("{HINT_BIDIRECTIONAL}. Also: {o}"),
                         (true, None) => HINT_BIDIRECTIONAL.to_string(),
                         (false, o) => o.unwrap_or_default(),
                     };
@@ -538,8 +567,9 @@ fn build_checks(
         }
     };
     let mut callback_hop = callback_hop;
-    if observed.stray > 0 {
-        callback_hop = callback_hop.with_data("stray_connections", observed.stray);
+    let stray = observed.accepted.saturating_sub(observed.valid);
+    if stray > 0 {
+        callback_hop = callback_hop.with_data("stray_connections", stray);
     }
     checks.push(check(
         "callback",

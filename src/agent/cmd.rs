@@ -200,7 +200,11 @@ pub async fn peer_main(args: PeerArgs) -> u8 {
                 .clone()
                 .unwrap_or_else(crate::runner::local_host_name),
         ),
-        zone: args.zone.clone(),
+        // This host's zone: the flag, else the config's `[defaults] zone`.
+        zone: args.zone.clone().or_else(|| {
+            let path = args.check.config.as_ref()?;
+            crate::config::load(path).ok()?.defaults.zone
+        }),
         reverse,
         hop_timeout: plan.timeout,
         session_timeout: args

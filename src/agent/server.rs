@@ -19,8 +19,8 @@ use tracing::{debug, info, warn};
 
 use super::protocol::{
     self, encode_frame, new_nonce, parse_body, read_frame, sign_response, unix_now, verify_request,
-    write_frame, AuthError, ErrorCode, IoFrameError, Key, Message, PeerRequest, ReplayGuard,
-    RequestBody, ResponseBody, ReverseTarget, REPLAY_WINDOW_SECS,
+    write_frame, AuthError, ErrorCode, FrameError, IoFrameError, Key, Message, PeerRequest,
+    ReplayGuard, RequestBody, ResponseBody, ReverseTarget, REPLAY_WINDOW_SECS,
 };
 use super::{url_port, AgentConfig, AllowEntry};
 use crate::chain::RunContext;
@@ -249,23 +249,44 @@ async fn session(mut stream: TcpStream, peer: SocketAddr, state: &AgentState) {
             }
         }
     }
-    match sign_response(&state.key, &client_nonce, &response) {
-        Ok(msg) => {
-            if let Err(e) = write_frame(&mut stream, &msg, frame_timeout).await {
+    let msg = fit_response(&state.key, &client_nonce, response);
+    match msg {
+        Ok(m) => {
+            if let Err(e) = write_frame(&mut stream, &m, frame_timeout).await {
                 warn!(%peer, error = %e, "could not send the response");
             }
         }
         Err(e) => {
             warn!(%peer, error = %e, "response too large");
-            refuse(
-                &mut stream,
-                ErrorCode::Protocol,
-                e.to_string(),
-                frame_timeout,
-            )
-            .await;
+            let message = format!("the answer is too large ({e}): ask for fewer reverse checks");
+            refuse(&mut stream, ErrorCode::Protocol, message, frame_timeout).await;
         }
     }
+}
+
+/// Pure: the signed response, if need be without the reverse checks' hop data so that it fits in
+/// one frame (the verdicts matter more than the details); an error if even that is too large.
+pub fn fit_response(
+    key: &Key,
+    client_nonce: &str,
+    mut response: ResponseBody,
+) -> Result<Message, FrameError> {
+    let msg = sign_response(key, client_nonce, &response)?;
+    if encode_frame(&msg).is_ok() {
+        return Ok(msg);
+    }
+    for check in &mut response.reverse {
+        for hop in &mut check.hops {
+            if !hop.data.is_empty() {
+                hop.data.clear();
+                hop.detail
+                    .push_str(" [hop data dropped: answer over the frame limit]");
+            }
+        }
+    }
+    let msg = sign_response(key, client_nonce, &response)?;
+    encode_frame(&msg)?;
+    Ok(msg)
 }
 
 fn authenticate(
@@ -311,6 +332,11 @@ async fn run_peer_request(
     };
     let callback = async {
         match &req.callback {
+            Some(cb) if cb.port == 0 => Some(HopResult::fail(
+                HopKind::Callback,
+                Cause::ProtocolError,
+                "the near side asked for a callback to port 0",
+            )),
             Some(cb) => Some(callback(caller, cb.port, &cb.token, hop_timeout).await),
             None => None,
         }
@@ -495,6 +521,9 @@ fn refused_check(
     }
 }
 
+/// Check kinds the agent runs on request.
+pub const REVERSE_KINDS: &[&str] = &["tcp", "dns", "epm"];
+
 /// Pure policy: may the agent run this reverse check for a caller at `caller`? Returns the target
 /// to run (with the caller's address substituted when `to_caller`), or why not.
 pub fn authorize(
@@ -513,6 +542,15 @@ pub fn authorize(
             .map_err(|e| format!("cannot point `{}` at the caller: {e}", t.url))?;
     }
     let target = Target::from_url(url.as_str()).map_err(|e| e.to_string())?;
+    // Network-level checks only: the agent never holds or asks for database credentials (and
+    // must never wait on a password prompt).
+    if !REVERSE_KINDS.contains(&target.kind()) {
+        return Err(format!(
+            "`{}` checks are not run by the agent (reverse checks may be: {})",
+            target.kind(),
+            REVERSE_KINDS.join(", ")
+        ));
+    }
     let host = target.host();
     let is_caller = host
         .parse::<IpAddr>()
@@ -570,36 +608,90 @@ where
     Ok(())
 }
 
-/// Completes on Ctrl-C, or SIGTERM on Unix (systemd's stop).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// Completes on Ctrl-C, or SIGTERM on Unix (systemd's stop). The handlers are installed when this
+/// is called, not when the future is first polled, so a stop request during startup is not lost
+/// (nor does it kill the process with the default action).
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => info!("Ctrl-C received"),
-                    _ = term.recv() => info!("SIGTERM received"),
+        use tokio::signal::unix::{signal, Signal, SignalKind};
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async fn recv(s: Option<Signal>) {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
                 }
+                None => std::future::pending().await,
             }
-            Err(_) => ctrl_c.await,
+        }
+        async move {
+            tokio::select! {
+                _ = recv(term) => info!("SIGTERM received"),
+                _ = recv(int) => info!("Ctrl-C received"),
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        ctrl_c.await;
-        info!("Ctrl-C received");
+        let ctrl_c = tokio::signal::windows::ctrl_c().ok();
+        async move {
+            match ctrl_c {
+                Some(mut c) => {
+                    c.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+            info!("Ctrl-C received");
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oversize_answers_drop_hop_data_then_give_up() {
+        let key = Key::from_bytes(&[b'k'; 32], "t").unwrap();
+        let check = |data: usize, detail: usize| {
+            let hop = HopResult::pass(HopKind::Tcp, "d".repeat(detail))
+                .with_data("blob", "x".repeat(data));
+            CheckResult {
+                name: "c".into(),
+                kind: "tcp".into(),
+                target: "tcp://h:1".into(),
+                from: None,
+                to: None,
+                direction: Direction::Reverse,
+                status: Status::Pass,
+                hops: vec![hop],
+            }
+        };
+        let body = |checks: Vec<CheckResult>| ResponseBody {
+            agent: "a".into(),
+            reverse: checks,
+            ..Default::default()
+        };
+        let decode = |m: &Message| -> ResponseBody {
+            let Message::Response { body, .. } = m else {
+                panic!("not a response")
+            };
+            protocol::parse_body(body).unwrap()
+        };
+        // Small: unchanged.
+        let m = fit_response(&key, "c", body(vec![check(10, 10)])).unwrap();
+        assert_eq!(decode(&m).reverse[0].hops[0].data["blob"], "x".repeat(10));
+        // Bulky data: verdict kept, data dropped, detail says so.
+        let m = fit_response(&key, "c", body(vec![check(40_000, 10), check(40_000, 10)])).unwrap();
+        let back = decode(&m);
+        assert_eq!(back.reverse.len(), 2);
+        assert!(back.reverse[0].hops[0].data.is_empty());
+        assert!(back.reverse[0].hops[0].detail.contains("hop data dropped"));
+        assert_eq!(back.reverse[0].hops[0].status, Status::Pass);
+        // Too large even without data: an error, not a truncated frame.
+        assert!(fit_response(&key, "c", body(vec![check(0, 70_000)])).is_err());
+    }
 
     fn rt(url: &str, to_caller: bool) -> ReverseTarget {
         ReverseTarget {
@@ -628,6 +720,11 @@ mod tests {
             ("dns://dc01", false, Some("dc01")),
             ("dns://evil", false, None),
             ("ftp://x:1", false, None),
+            ("epm://caller", true, Some("198.18.0.1")),
+            ("epm://sql01:1433", false, Some("sql01")),
+            ("epm://sql01", false, None), // default port 135 is not the allowed 1433
+            ("mssql://sa@sql01/master", false, None), // credentialed kinds never run
+            ("mssql://sa@caller/master", true, None),
             ("not a url", false, None),
         ];
         for (url, to_caller, want) in cases {

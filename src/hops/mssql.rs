@@ -177,8 +177,15 @@ where
     T: Send + 'static,
     F: Future<Output = Result<T, Failure>> + Send + 'static,
 {
-    let mut handle = tokio::spawn(fut);
-    match tokio::time::timeout(limit, &mut handle).await {
+    /// Aborts the task if this future is dropped (e.g. cut off by the chain's own timeout).
+    struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+    impl<T> Drop for AbortOnDrop<T> {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let mut handle = AbortOnDrop(tokio::spawn(fut));
+    match tokio::time::timeout(limit, &mut handle.0).await {
         Ok(Ok(r)) => r,
         Ok(Err(join)) => Err(Failure::Protocol(format!(
             "the TDS driver {} while {what}",
@@ -189,7 +196,7 @@ where
             }
         ))),
         Err(_) => {
-            handle.abort();
+            handle.0.abort();
             Err(Failure::Timeout(format!(
                 "no answer within {} while {what}",
                 humantime::format_duration(limit)
@@ -395,6 +402,9 @@ async fn login_hop(
     };
     drop(password);
     let seen_task = seen.clone();
+    // Set once LOGINACK arrived, so a hang afterwards is told apart from a hang in the login.
+    let logged_in = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let logged_in_task = logged_in.clone();
     let connect_limit = limit;
     let outcome = guarded(limit, "logging in", async move {
         let started = Instant::now();
@@ -412,6 +422,7 @@ async fn login_hop(
         let mut client = Client::connect(config, sniffer.compat_write())
             .await
             .map_err(|e| failure_from_tiberius(&e))?;
+        logged_in_task.store(true, std::sync::atomic::Ordering::SeqCst);
         let mut facts = LoginFacts {
             login_time: started.elapsed(),
             ..Default::default()
@@ -424,7 +435,24 @@ async fn login_hop(
     let observed = seen.lock().map(|b| sniff::analyze(&b)).unwrap_or_default();
     match outcome {
         Ok((client, facts)) => HopOutput::ok(login_pass(t, addr, &observed, &facts), client),
-        Err(f) => HopOutput::stop(login_fail(t, addr, &observed, &f)),
+        Err(f) => {
+            let mut r = login_fail(t, addr, &observed, &f);
+            if logged_in.load(std::sync::atomic::Ordering::SeqCst) {
+                r.detail = format!(
+                    "the login succeeded (LOGINACK received), then the first query failed: {}",
+                    r.detail
+                );
+                if r.cause == Some(Cause::Timeout) {
+                    r.hint = Some(
+                        "the server accepted the login but does not answer queries: a hung or \
+                         overloaded SQL Server (worker threads exhausted, blocking), or a device \
+                         between the zones that stalls the session after the login"
+                            .into(),
+                    );
+                }
+            }
+            HopOutput::stop(r)
+        }
     }
 }
 

@@ -242,6 +242,25 @@ pub struct CheckResult {
 }
 
 impl CheckResult {
+    /// A forward check without zone labels, its status derived from its hops.
+    pub fn new(
+        name: impl Into<String>,
+        kind: impl Into<String>,
+        target: impl Into<String>,
+        hops: Vec<HopResult>,
+    ) -> CheckResult {
+        CheckResult {
+            name: name.into(),
+            kind: kind.into(),
+            target: target.into(),
+            from: None,
+            to: None,
+            direction: Direction::Forward,
+            status: CheckResult::status_of(&hops),
+            hops,
+        }
+    }
+
     /// The status of a check is the worst of its hops; skips alone do not make it fail.
     pub fn status_of(hops: &[HopResult]) -> Status {
         hops.iter()

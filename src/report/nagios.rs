@@ -180,20 +180,11 @@ fn one_line(c: &CheckResult) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::model::{Cause, Direction, HopKind, HopResult};
+    use crate::report::model::{Cause, HopKind, HopResult};
     use std::time::{Duration, SystemTime};
 
     fn check(hops: Vec<HopResult>) -> CheckResult {
-        CheckResult {
-            name: "c".into(),
-            kind: "tcp".into(),
-            target: "t".into(),
-            from: None,
-            to: None,
-            direction: Direction::Forward,
-            status: CheckResult::status_of(&hops),
-            hops,
-        }
+        CheckResult::new("c", "tcp", "t", hops)
     }
 
     fn report(checks: Vec<CheckResult>) -> Report {

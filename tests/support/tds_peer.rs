@@ -44,6 +44,8 @@ pub enum Behaviour {
     SilentAfterAccept,
     /// Answers PRELOGIN (and TLS), reads LOGIN7, then closes the connection.
     CloseMidLogin,
+    /// Logs in normally, then never answers a batch (a hung server / blocked session).
+    SilentAfterLogin,
     /// Answers the PRELOGIN with these bytes, then closes.
     Garbage(Vec<u8>),
 }
@@ -65,6 +67,8 @@ pub struct PeerConfig {
     pub cert_names: Vec<String>,
     /// Acknowledge INSERTs without storing the rows (a broken proxy / not-quite-SQL-Server).
     pub lose_rows: bool,
+    /// The login lacks VIEW SERVER STATE: `sys.dm_exec_connections` raises error 300.
+    pub deny_server_state: bool,
 }
 
 impl Default for PeerConfig {
@@ -80,6 +84,7 @@ impl Default for PeerConfig {
             version: (16, 0, 1000),
             cert_names: vec!["localhost".into(), "127.0.0.1".into()],
             lose_rows: false,
+            deny_server_state: false,
         }
     }
 }
@@ -848,6 +853,9 @@ async fn handle(
             PKT_BATCH => {
                 let sql = batch_text(&payload);
                 events.lock().unwrap().push(Event::Batch(sql.clone()));
+                if cfg.behaviour == Behaviour::SilentAfterLogin {
+                    continue;
+                }
                 let reply = s.execute(&sql);
                 conn.write_message(PKT_REPLY, &reply).await?;
             }
@@ -1044,6 +1052,14 @@ impl Session<'_> {
             );
         }
         if up.starts_with("SELECT PROTOCOL_VERSION FROM SYS.DM_EXEC_CONNECTIONS") {
+            if self.cfg.deny_server_state {
+                return Self::fail(
+                    300,
+                    1,
+                    14,
+                    "VIEW SERVER STATE permission was denied on object 'server', database 'master'.",
+                );
+            }
             return (
                 result_set(
                     &[Col::Int("protocol_version")],

@@ -562,4 +562,45 @@ mod tests {
             "mssql://sa:***@h/db?password=***&tx=local"
         );
     }
+
+    fn config(text: &str) -> Result<MssqlTarget, crate::config::ConfigError> {
+        let cfg = crate::config::parse(text, std::path::Path::new("t.toml"))?;
+        match &cfg.checks[0].target {
+            crate::target::Target::Mssql(t) => Ok(t.clone()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn config_tables() {
+        let t = config(
+            "[[check]]\nname = \"a\"\nkind = \"mssql\"\nhost = \"sql01\"\ninstance = \"INST\"\nuser = \"probe\"\n\
+             database = \"app\"\npassword_file = \"/etc/pw\"\nencrypt = \"strict\"\ntx = \"distributed\"\n\
+             linked_server = \"L2\"\n",
+        )
+        .unwrap();
+        assert!(t.needs_browser());
+        assert_eq!(t.password, Some(PasswordSource::File("/etc/pw".into())));
+        assert_eq!(
+            (t.encrypt, t.tx, t.reverse_dns),
+            (Encrypt::Strict, TxMode::Distributed, true)
+        );
+        assert_eq!(t.linked_server.as_deref(), Some("L2"));
+
+        let t = config("[[check]]\nname = \"a\"\nkind = \"mssql\"\nhost = \"sql01\"\nport = 14330\ninstance = \"I\"\nuser = \"u\"\n").unwrap();
+        assert!(!t.needs_browser(), "an explicit port wins over the Browser");
+
+        // Errors point at the offending value.
+        let e = config("[[check]]\nname = \"a\"\nkind = \"mssql\"\nhost = \"h\"\nuser = \"u\"\nencrypt = \"sometimes\"\n").unwrap_err();
+        assert_eq!((e.line, e.column), (6, 11), "{e}");
+        let e = config(
+            "[[check]]\nname = \"a\"\nkind = \"mssql\"\nhost = \"h\"\nuser = \"u\"\npassword_env = \"X\"\npassword_file = \"f\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 6, "{e}");
+        let e = config("[[check]]\nname = \"a\"\nkind = \"mssql\"\nhost = \"h\"\n").unwrap_err();
+        assert!(e.message.contains("no user"), "{e}");
+        let e = config("[[check]]\nname = \"a\"\nkind = \"mssql\"\nhost = \"h\"\nuser = \"u\"\niface = \"x\"\n").unwrap_err();
+        assert_eq!(e.line, 6, "{e}");
+    }
 }
