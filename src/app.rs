@@ -49,7 +49,8 @@ pub fn main(cli: Cli) -> u8 {
 
 fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "warn",
+        // tiberius logs server messages and TLS notes at warn/error: they are already in the report.
+        0 => "warn,tiberius=off",
         1 => "dtcprobe=info",
         2 => "dtcprobe=debug",
         _ => "trace",
