@@ -2,6 +2,8 @@
 //! namespaces ("web" = the near side at 198.18.0.1, "sql" = the agent at 198.18.0.2) with real
 //! nftables rules between them.
 
+#[path = "support/samba.rs"]
+mod samba;
 mod support;
 
 use std::io::{BufRead, BufReader};
@@ -418,4 +420,49 @@ fn agent_killed_mid_run_is_reported_without_hanging() {
         "pass",
         "{report:#}"
     );
+}
+
+/// The reverse direction MSDTC needs, end to end: the agent asks the endpoint mapper on this host
+/// (Samba's, on TCP 135) for an interface and connects to the dynamic port it returns. This zone's
+/// firewall lets 135 in from the agent's zone but drops the dynamic range: reverse `epm` pass,
+/// reverse `rpc_port` fail with `timeout`, while the forward direction is untouched.
+#[test]
+fn reverse_epm_through_the_agent_finds_the_dropped_dynamic_range() {
+    let test = "reverse_epm_through_the_agent_finds_the_dropped_dynamic_range";
+    if !can_run_netns_tests(test) || !samba::available(test) {
+        return;
+    }
+    let (s, config) = setup("dpaf", "zone = \"sql\"\n");
+    let _samba = samba::Samba::start(&s.zones.web, WEB_IP);
+    s.zones.web.nft(
+        "table inet zonefw {\n chain input {\n type filter hook input priority 0; policy accept;\n \
+         ip saddr 198.18.0.2 tcp dport 49152-65535 drop\n }\n}\n",
+    );
+    let agent = AgentProc::start(&s.zones.sql, &s.key, Some(&config));
+    let key = s.key.to_str().unwrap();
+    let reverse = format!("epm://caller?iface={}", samba::LSARPC);
+    let args = peer_args(key, &["--reverse", &reverse]);
+    let (code, stdout, stderr) = dtcprobe_in(&s.zones.web, &args);
+    let report = parse_report(&stdout);
+    assert_eq!(
+        code,
+        1,
+        "stderr: {stderr}\n{report:#}\nagent log:\n{}",
+        agent.log()
+    );
+    let name = format!("reverse {reverse}");
+    let c = check(&report, &name);
+    assert_eq!(c["direction"], "reverse");
+    assert_eq!(c["kind"], "epm");
+    let epm = hop(&report, &name, "epm");
+    assert_eq!(epm["status"], "pass", "{epm:#}");
+    let rpc = hop(&report, &name, "rpc_port");
+    assert_eq!(
+        (rpc["status"].as_str(), rpc["cause"].as_str()),
+        (Some("fail"), Some("timeout")),
+        "{rpc:#}"
+    );
+    // The control connection and the callback port (ephemeral, below 49152? not necessarily) are
+    // not what this test is about; the agent session itself worked.
+    assert_eq!(check(&report, "agent")["status"], "pass");
 }
