@@ -436,12 +436,13 @@ fn reverse_epm_through_the_agent_finds_the_dropped_dynamic_range() {
     let _samba = samba::Samba::start(&s.zones.web, WEB_IP);
     s.zones.web.nft(
         "table inet zonefw {\n chain input {\n type filter hook input priority 0; policy accept;\n \
-         ip saddr 198.18.0.2 tcp dport 49152-65535 drop\n }\n}\n",
+         ip saddr 198.18.0.2 tcp dport 49152-65535 tcp flags & (syn | ack) == syn drop\n }\n}\n",
     );
     let agent = AgentProc::start(&s.zones.sql, &s.key, Some(&config));
     let key = s.key.to_str().unwrap();
     let reverse = format!("epm://caller?iface={}", samba::LSARPC);
-    let args = peer_args(key, &["--reverse", &reverse]);
+    // The callback port pinned below the dropped range, as a firewall rule would name it.
+    let args = peer_args(key, &["--reverse", &reverse, "--callback-port", "40123"]);
     let (code, stdout, stderr) = dtcprobe_in(&s.zones.web, &args);
     let report = parse_report(&stdout);
     assert_eq!(
@@ -462,7 +463,8 @@ fn reverse_epm_through_the_agent_finds_the_dropped_dynamic_range() {
         (Some("fail"), Some("timeout")),
         "{rpc:#}"
     );
-    // The control connection and the callback port (ephemeral, below 49152? not necessarily) are
-    // not what this test is about; the agent session itself worked.
     assert_eq!(check(&report, "agent")["status"], "pass");
+    let callback = hop(&report, "callback", "callback");
+    assert_eq!(callback["status"], "pass", "{callback:#}");
+    assert_eq!(callback["data"]["port"], 40123);
 }

@@ -274,4 +274,30 @@ fn list_endpoints_agrees_with_impacket() {
             .any(|p| mapped == format!("ncacn_ip_tcp:{SQL_IP}[{p}]")),
         "{mapped} vs {ports:?}"
     );
+
+    // The same listing in the text formats: one plain line per entry, and the rpcdump-style
+    // block in human output.
+    let (_, plain, _) = dtcprobe_in(
+        &zones.web,
+        &["check", "-f", "plain", "--list-endpoints", &url],
+    );
+    let plain_entries = plain
+        .lines()
+        .filter(|l| l.split('\t').nth(1) == Some("endpoint"))
+        .count();
+    assert_eq!(plain_entries, ours_len(epm), "{plain}");
+    assert!(
+        plain.contains("12345778-1234-abcd-ef00-0123456789ab\t0.0\t"),
+        "{plain}"
+    );
+    let (_, human, _) = dtcprobe_in(&zones.web, &["check", "--list-endpoints", &url]);
+    assert!(
+        human.contains("Endpoint mapper")
+            && human.contains("UUID: 12345778-1234-abcd-ef00-0123456789ab v0.0  lsarpc"),
+        "{human}"
+    );
+}
+
+fn ours_len(epm: &Value) -> usize {
+    epm["data"]["entries"].as_array().map(Vec::len).unwrap_or(0)
 }

@@ -72,7 +72,7 @@ impl Exporter for Human {
             .map(|c| c.name.chars().count())
             .max()
             .unwrap_or(5)
-            .clamp(5, 40);
+            .clamp(5, 80);
         let hop_w = 14;
         let cause_w = 18;
         writeln!(
@@ -120,6 +120,10 @@ impl Exporter for Human {
             if !zones.is_empty() && check.hops.is_empty() {
                 writeln!(out, "{}{zones}", check.name)?;
             }
+        }
+        // `--list-endpoints`: the mapper's entries, like PortQry -e 135 / rpcdump.
+        for check in &report.checks {
+            crate::hops::epm::write_endpoint_listing(check, out)?;
         }
         let s = &report.summary;
         let overall = if s.fail > 0 {

@@ -29,6 +29,27 @@ impl Exporter for Plain {
                 )?;
             }
         }
+        // `--list-endpoints`: one line per mapper entry, columns: check, `endpoint`, uuid,
+        // version, binding, annotation.
+        for check in &report.checks {
+            let entries = check
+                .hops
+                .iter()
+                .filter_map(|h| h.data.get("entries").and_then(|e| e.as_array()))
+                .flatten();
+            for e in entries {
+                let text = |k: &str| field(e.get(k).and_then(|v| v.as_str()).unwrap_or(""));
+                writeln!(
+                    out,
+                    "{}\tendpoint\t{}\t{}\t{}\t{}",
+                    field(&check.name),
+                    text("uuid"),
+                    text("version"),
+                    text("binding"),
+                    text("annotation")
+                )?;
+            }
+        }
         let s = &report.summary;
         writeln!(
             out,
