@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use hickory_resolver::config::ResolveHosts;
 use hickory_resolver::net::NetError;
-use hickory_resolver::proto::rr::{Name, RData};
-use hickory_resolver::TokioResolver;
+use hickory_resolver::proto::op::Query;
+use hickory_resolver::proto::rr::{Name, RData, RecordType};
+use hickory_resolver::{Hosts, TokioResolver};
 use thiserror::Error;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -25,6 +26,8 @@ pub enum DnsError {
 
 pub struct DnsResolver {
     inner: Result<TokioResolver, String>,
+    /// The hosts file, consulted first for both address families (see [`DnsResolver::forward`]).
+    hosts: Option<Hosts>,
 }
 
 impl DnsResolver {
@@ -44,7 +47,29 @@ impl DnsResolver {
                 b.build()
                     .map_err(|e| format!("cannot build the DNS resolver: {e}"))
             });
-        DnsResolver { inner }
+        DnsResolver {
+            inner,
+            hosts: Hosts::from_system().ok(),
+        }
+    }
+
+    /// Addresses the hosts file gives for `host`, both families. Empty when it has none.
+    fn from_hosts_file(&self, host: &str) -> Vec<IpAddr> {
+        let (Some(hosts), Ok(mut name)) = (&self.hosts, Name::from_utf8(host)) else {
+            return Vec::new();
+        };
+        name.set_fqdn(true);
+        [RecordType::A, RecordType::AAAA]
+            .into_iter()
+            .filter_map(|rt| hosts.lookup_static_host(&Query::query(name.clone(), rt)))
+            .flat_map(|lookup| {
+                lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|r| r.data.ip_addr())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     fn resolver(&self) -> Result<&TokioResolver, DnsError> {
@@ -52,7 +77,15 @@ impl DnsResolver {
     }
 
     /// A and AAAA records of `host`.
+    ///
+    /// Like the system resolver (NSS `files` before `dns`), a name found in the hosts file is
+    /// answered from it alone: otherwise a name listed there with only an IPv4 address would wait
+    /// for an AAAA query that only an unreachable DNS server could answer.
     pub async fn forward(&self, host: &str, limit: Duration) -> Result<Vec<IpAddr>, DnsError> {
+        let from_hosts = self.from_hosts_file(host);
+        if !from_hosts.is_empty() {
+            return Ok(from_hosts);
+        }
         let resolver = self.resolver()?;
         let lookup = tokio::time::timeout(limit, resolver.lookup_ip(host))
             .await

@@ -120,3 +120,43 @@ fn dns_blocked_by_firewall_is_dns_timeout_and_skips_tcp() {
     assert_eq!(tcp["status"], "skip", "tcp depends on resolve: {tcp:#}");
     assert!(tcp["detail"].as_str().unwrap().contains("resolve"));
 }
+
+#[test]
+fn hosts_file_name_resolves_when_dns_is_unreachable() {
+    if !can_run_netns_tests("hosts_file_name_resolves_when_dns_is_unreachable") {
+        return;
+    }
+    let zones = Zones::new("dpo");
+    // No DNS server answers at all (nothing runs on the sql side's port 53, and it is dropped):
+    // a name in the hosts file with only an IPv4 entry must still resolve, without waiting for
+    // the AAAA query that only DNS could answer.
+    zones.sql.nft("table ip zonefw {\n chain input {\n type filter hook input priority 0; policy accept;\n udp dport 53 drop\n tcp dport 53 drop\n }\n}\n");
+    zones.web.etc_file(
+        "hosts",
+        "127.0.0.1 localhost\n198.18.0.2 onlyhosts.zone.test\n",
+    );
+    let started = std::time::Instant::now();
+    let (_, stdout, stderr) = dtcprobe_in(
+        &zones.web,
+        &[
+            "check",
+            "-f",
+            "json",
+            "--timeout",
+            "2s",
+            "tcp://onlyhosts.zone.test:1",
+        ],
+    );
+    let report = parse_report(&stdout);
+    let resolve = hop(&report, "tcp://onlyhosts.zone.test:1", "resolve");
+    assert_eq!(resolve["status"], "pass", "{resolve:#} {stderr}");
+    assert_eq!(
+        resolve["data"]["addresses"],
+        serde_json::json!(["198.18.0.2"])
+    );
+    assert!(
+        resolve["duration_seconds"].as_f64().unwrap() < 1.0,
+        "waited for DNS: {resolve:#}"
+    );
+    assert!(started.elapsed().as_secs_f64() < 5.0);
+}
