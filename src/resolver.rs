@@ -54,7 +54,7 @@ impl DnsResolver {
     }
 
     /// Addresses the hosts file gives for `host`, both families. Empty when it has none.
-    fn from_hosts_file(&self, host: &str) -> Vec<IpAddr> {
+    fn hosts_file_addresses(&self, host: &str) -> Vec<IpAddr> {
         let (Some(hosts), Ok(mut name)) = (&self.hosts, Name::from_utf8(host)) else {
             return Vec::new();
         };
@@ -82,7 +82,7 @@ impl DnsResolver {
     /// answered from it alone: otherwise a name listed there with only an IPv4 address would wait
     /// for an AAAA query that only an unreachable DNS server could answer.
     pub async fn forward(&self, host: &str, limit: Duration) -> Result<Vec<IpAddr>, DnsError> {
-        let from_hosts = self.from_hosts_file(host);
+        let from_hosts = self.hosts_file_addresses(host);
         if !from_hosts.is_empty() {
             return Ok(from_hosts);
         }

@@ -114,15 +114,30 @@ impl Netns {
         c
     }
 
-    /// Replaces the namespace's nftables ruleset.
+    /// Replaces the namespace's nftables ruleset (fed on stdin: no file is left behind).
     pub fn nft(&self, ruleset: &str) {
+        use std::io::Write;
         let script = format!("flush ruleset\n{ruleset}");
-        let path = std::env::temp_dir().join(format!("{}.nft", self.name));
-        std::fs::write(&path, script).unwrap();
-        run(Command::new("ip")
-            .args(["netns", "exec", &self.name, "nft", "-f"])
-            .arg(&path));
-        let _ = std::fs::remove_file(path);
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run nft");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "nft in {} rejected the ruleset: {}\n{script}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Writes /etc/netns/NAME/FILE, which `ip netns exec` bind-mounts over /etc/FILE.
@@ -335,6 +350,7 @@ pub fn wait_until(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
 /// `--host-record=NAME,IP` (A + matching PTR), `--address=/NAME/IP` (A only) and
 /// `--ptr-record=ARPA,NAME` (PTR only). Names outside what is configured get NXDOMAIN.
 pub fn start_dnsmasq(ns: &Netns, listen: &str, records: &[&str]) -> Daemon {
+    std::fs::create_dir_all(ns.etc_dir()).unwrap();
     let mut args = vec![
         "--keep-in-foreground".to_string(),
         "--conf-file=/dev/null".into(),
@@ -345,7 +361,8 @@ pub fn start_dnsmasq(ns: &Netns, listen: &str, records: &[&str]) -> Daemon {
         format!("--listen-address={listen}"),
         "--except-interface=lo".into(),
         "--user=root".into(),
-        format!("--pid-file=/tmp/{}-dnsmasq.pid", ns.name),
+        // Inside /etc/netns/NAME, which is removed with the namespace.
+        format!("--pid-file=/etc/netns/{}/dnsmasq.pid", ns.name),
         "--local=/zone.test/".into(),
         "--local=/18.198.in-addr.arpa/".into(),
         "--log-facility=-".into(),
