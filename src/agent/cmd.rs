@@ -32,6 +32,11 @@ pub struct AgentArgs {
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// Serve the agent's own /metrics (sessions, refusals by reason, callbacks, reverse checks)
+    /// and /healthz on this address (or `metrics_listen` in the agent config).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+
     /// Windows only: run under the service control manager (`sc.exe create ... binPath= "...
     /// agent --service ..."`). Elsewhere use the systemd unit in config/.
     #[arg(long)]
@@ -100,6 +105,10 @@ pub async fn agent_main(args: AgentArgs) -> u8 {
         },
         None => super::AgentConfig::default(),
     };
+    let mut config = config;
+    if args.metrics_listen.is_some() {
+        config.metrics_listen = args.metrics_listen.clone();
+    }
     if args.service {
         return run_service(args.listen.clone(), key, config).await;
     }

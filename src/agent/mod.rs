@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod cmd;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 #[cfg(windows)]
@@ -27,6 +28,8 @@ use thiserror::Error;
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentConfig {
     pub listen: Option<String>,
+    /// Where to serve the agent's own `/metrics` and `/healthz` (`--metrics-listen`).
+    pub metrics_listen: Option<String>,
     /// This host's zone, reported to the near side (reverse checks run `from` it).
     pub zone: Option<String>,
     /// This host's MSDTC CID, when known; the near side compares it with its own.
@@ -48,6 +51,7 @@ impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
             listen: None,
+            metrics_listen: None,
             zone: None,
             cid: None,
             allow: Vec::new(),
@@ -73,6 +77,7 @@ pub struct AgentConfigError {
 #[serde(deny_unknown_fields)]
 struct RawAgentConfig {
     listen: Option<String>,
+    metrics_listen: Option<String>,
     zone: Option<String>,
     cid: Option<String>,
     #[serde(default)]
@@ -151,6 +156,7 @@ impl AgentConfig {
         };
         Ok(AgentConfig {
             listen: raw.listen,
+            metrics_listen: raw.metrics_listen,
             zone: raw.zone,
             cid: raw.cid,
             allow,

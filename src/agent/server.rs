@@ -14,6 +14,8 @@ use futures::future::join_all;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+
+use super::metrics::AgentStats;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
@@ -40,6 +42,8 @@ pub struct AgentState {
     replay: Mutex<ReplayGuard>,
     sessions: Arc<Semaphore>,
     host: String,
+    pub stats: super::metrics::AgentStats,
+    started: std::time::SystemTime,
 }
 
 impl AgentState {
@@ -53,7 +57,21 @@ impl AgentState {
             sessions,
             host: crate::runner::local_host_name(),
             config,
+            stats: Default::default(),
+            started: std::time::SystemTime::now(),
         }
+    }
+
+    /// What `/metrics` shows now.
+    pub fn snapshot(&self) -> super::metrics::Snapshot {
+        let max = self.config.max_sessions;
+        let active = max.saturating_sub(self.sessions.available_permits());
+        let started = self
+            .started
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.stats.snapshot(active, max, started)
     }
 }
 
@@ -85,6 +103,7 @@ where
         };
         let Ok(permit) = state.sessions.clone().try_acquire_owned() else {
             warn!(%peer, max_sessions = state.config.max_sessions, "too many sessions: refusing");
+            AgentStats::bump(&state.stats.refused_busy);
             // Best effort, never waits: a busy agent must not be held up by the refused client.
             if let Ok(frame) = encode_frame(&Message::Error {
                 code: ErrorCode::Busy,
@@ -94,6 +113,7 @@ where
             }
             continue;
         };
+        AgentStats::bump(&state.stats.sessions);
         let state = state.clone();
         tasks.spawn(async move {
             let limit = state.config.request_timeout + state.config.frame_timeout * 3;
@@ -144,6 +164,7 @@ async fn session(mut stream: TcpStream, peer: SocketAddr, state: &AgentState) {
         }
         Err(e) => {
             warn!(%peer, error = %e, "dropped session: no valid request");
+            AgentStats::bump(&state.stats.refused_protocol);
             if let IoFrameError::Frame(f) = &e {
                 refuse(
                     &mut stream,
@@ -165,6 +186,7 @@ async fn session(mut stream: TcpStream, peer: SocketAddr, state: &AgentState) {
     } = msg
     else {
         warn!(%peer, "dropped session: first frame is not a request");
+        AgentStats::bump(&state.stats.refused_protocol);
         refuse(
             &mut stream,
             ErrorCode::Protocol,
@@ -185,6 +207,7 @@ async fn session(mut stream: TcpStream, peer: SocketAddr, state: &AgentState) {
     ) {
         // The reason helps the operator (key mismatch vs clock skew); never the key itself.
         warn!(%peer, reason = %e, "refused unauthenticated request");
+        AgentStats::bump(&state.stats.refused_auth);
         refuse(
             &mut stream,
             ErrorCode::AuthFailed,
@@ -198,6 +221,7 @@ async fn session(mut stream: TcpStream, peer: SocketAddr, state: &AgentState) {
         Ok(r) => r,
         Err(e) => {
             warn!(%peer, error = %e, "refused malformed request body");
+            AgentStats::bump(&state.stats.refused_protocol);
             refuse(
                 &mut stream,
                 ErrorCode::Protocol,
@@ -215,6 +239,7 @@ async fn session(mut stream: TcpStream, peer: SocketAddr, state: &AgentState) {
         debug!(%peer, "near side left before the request was accepted");
         return;
     }
+    AgentStats::bump(&state.stats.requests);
     let mut response = ResponseBody {
         agent: state.host.clone(),
         zone: state.config.zone.clone(),
@@ -233,12 +258,20 @@ async fn session(mut stream: TcpStream, peer: SocketAddr, state: &AgentState) {
             .await
             {
                 Ok((resolve, callback, reverse)) => {
+                    if let Some(cb) = &callback {
+                        AgentStats::bump(if cb.lets_chain_continue() {
+                            &state.stats.callbacks_pass
+                        } else {
+                            &state.stats.callbacks_fail
+                        });
+                    }
                     response.resolve = resolve;
                     response.callback = callback;
                     response.reverse = reverse;
                 }
                 Err(_) => {
                     warn!(%peer, "request exceeded {:?}", state.config.request_timeout);
+                    AgentStats::bump(&state.stats.refused_timeout);
                     let msg = format!(
                         "request did not finish within {:?}",
                         state.config.request_timeout
@@ -477,6 +510,7 @@ async fn run_reverse(
             let mut result = match authorized {
                 Ok(target) => {
                     info!(name = %t.name, target = %target.display(), "running reverse check");
+                    AgentStats::bump(&state.stats.reverse_run);
                     let spec = CheckSpec {
                         name: t.name.clone(),
                         from: state.config.zone.clone(),
@@ -488,6 +522,7 @@ async fn run_reverse(
                 }
                 Err(reason) => {
                     warn!(name = %t.name, url = %t.url, %caller, %reason, "refused reverse check");
+                    AgentStats::bump(&state.stats.reverse_refused);
                     refused_check(t, &reason, state.config.zone.clone(), caller_zone)
                 }
             };
@@ -602,7 +637,30 @@ where
         "agent listening (protocol v{})",
         protocol::PROTOCOL_VERSION
     );
+    let metrics_listen = config.metrics_listen.clone();
     let state = Arc::new(AgentState::new(key, config));
+    // The metrics endpoint stops with the agent.
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    if let Some(addr) = metrics_listen {
+        let metrics_listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
+        info!(listen = %metrics_listener.local_addr()?, "serving /metrics and /healthz");
+        let snapshot_state = state.clone();
+        let snapshot: super::metrics::SnapshotFn = Arc::new(move || snapshot_state.snapshot());
+        tokio::spawn(async move {
+            let stop = async {
+                let _ = stopped_rx.await;
+            };
+            if let Err(e) = super::metrics::serve(metrics_listener, snapshot, stop).await {
+                warn!(error = %e, "metrics endpoint failed");
+            }
+        });
+    }
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopped_tx.send(());
+    };
     serve(listener, state, shutdown).await?;
     info!("agent stopped");
     Ok(())
