@@ -119,6 +119,22 @@ impl FloorCharBoundary for str {
     }
 }
 
+/// Parses TOML text; on failure, the byte offset of the problem and a one-line message (toml's
+/// own message repeats the position and a source excerpt, which the callers' file:line:column
+/// replaces).
+pub fn from_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, (usize, String)> {
+    toml::from_str(text).map_err(|e| {
+        let offset = e.span().map(|s| s.start).unwrap_or(0);
+        let message = e
+            .message()
+            .lines()
+            .next()
+            .unwrap_or("invalid TOML")
+            .to_string();
+        (offset, message)
+    })
+}
+
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         path: path.to_path_buf(),
@@ -140,18 +156,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
     };
 
-    let raw: RawConfig = toml::from_str(text).map_err(|e| {
-        let offset = e.span().map(|s| s.start).unwrap_or(0);
-        // toml's message repeats the position and a source excerpt; keep only the first line.
-        at(
-            offset,
-            e.message()
-                .lines()
-                .next()
-                .unwrap_or("invalid TOML")
-                .to_string(),
-        )
-    })?;
+    let raw: RawConfig = from_toml(text).map_err(|(offset, message)| at(offset, message))?;
 
     let defaults = Defaults {
         timeout: match &raw.defaults.timeout {

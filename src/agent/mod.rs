@@ -110,17 +110,8 @@ impl AgentConfig {
                 message,
             }
         };
-        let raw: RawAgentConfig = toml::from_str(text).map_err(|e| {
-            let offset = e.span().map(|s| s.start).unwrap_or(0);
-            at(
-                offset,
-                e.message()
-                    .lines()
-                    .next()
-                    .unwrap_or("invalid TOML")
-                    .to_string(),
-            )
-        })?;
+        let raw: RawAgentConfig =
+            crate::config::from_toml(text).map_err(|(offset, message)| at(offset, message))?;
         let duration = |v: &Option<toml::Spanned<String>>,
                         default: Duration|
          -> Result<Duration, AgentConfigError> {
