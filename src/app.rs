@@ -102,9 +102,12 @@ async fn check(args: CheckArgs) -> u8 {
             .clone()
             .map(|b| b as std::sync::Arc<dyn runner::Progress>),
     };
+    // Installed before the run starts: a Ctrl-C during the run must never kill the process by
+    // the default action (exit by signal, no report, no exit code 130).
+    let interrupted = crate::signals::shutdown_signal();
     let report = tokio::select! {
         r = runner::run_plan(&plan.checks, &opts) => r,
-        _ = tokio::signal::ctrl_c() => {
+        _ = interrupted => {
             eprintln!("dtcprobe: interrupted");
             return exit::INTERRUPTED;
         }

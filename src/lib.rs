@@ -20,5 +20,6 @@ pub mod report;
 pub mod resolver;
 pub mod runner;
 pub mod secret;
+pub mod signals;
 pub mod target;
 pub mod watch;

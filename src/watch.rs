@@ -422,7 +422,7 @@ pub async fn run(args: WatchArgs) -> u8 {
     let mut rounds = 0u64;
     let mut last: Option<Report> = None;
     let mut interrupted = false;
-    let ctrl_c = tokio::signal::ctrl_c();
+    let ctrl_c = crate::signals::shutdown_signal();
     tokio::pin!(ctrl_c);
     loop {
         let round_start = tokio::time::Instant::now();

@@ -117,3 +117,33 @@ fn loopback_open_and_refused_with_json_and_plain() {
         "{plain}"
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_interrupts_a_run_with_exit_130() {
+    // A peer that accepts the connection and never answers: the epm hop waits for its bind reply.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("epm://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let child = std::process::Command::new(support::netns::dtcprobe_bin())
+        .args(["check", "--timeout", "30s", &url])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the probe is connected (and so waiting inside the run), then interrupt it.
+    let (_conn, _) = listener.accept().unwrap();
+    let started = std::time::Instant::now();
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+}

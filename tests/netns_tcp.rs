@@ -111,3 +111,42 @@ fn human_output_names_cause_and_hint() {
     assert!(stdout.contains("hint: no reply at all"), "{stdout}");
     assert!(!stdout.contains('\x1b'), "no colour when not a TTY");
 }
+
+#[test]
+fn concurrency_bound_is_honoured() {
+    if !can_run_netns_tests("concurrency_bound_is_honoured") {
+        return;
+    }
+    let zones = Zones::new("dpc");
+    zones.sql.nft(FIREWALL);
+    let dropped = format!("tcp://{SQL_IP}:1434");
+    // Three checks on a dropped port, 1s timeout: one at a time takes ~3s, all at once ~1s.
+    let run = |concurrency: &str| {
+        let started = Instant::now();
+        let (code, _, _) = dtcprobe_in(
+            &zones.web,
+            &[
+                "check",
+                "--timeout",
+                "1s",
+                "--concurrency",
+                concurrency,
+                &dropped,
+                &dropped,
+                &dropped,
+            ],
+        );
+        assert_eq!(code, 1);
+        started.elapsed().as_secs_f64()
+    };
+    let serial = run("1");
+    let parallel = run("3");
+    assert!(
+        serial >= 2.9,
+        "--concurrency 1 ran them together: {serial}s"
+    );
+    assert!(
+        parallel < 2.0,
+        "--concurrency 3 did not run them together: {parallel}s"
+    );
+}

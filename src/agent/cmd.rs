@@ -226,9 +226,10 @@ pub async fn peer_main(args: PeerArgs) -> u8 {
         concurrency: plan.concurrency,
         progress: None,
     };
+    let interrupted = crate::signals::shutdown_signal();
     let report = tokio::select! {
         r = run_peer(&opts, &plan.checks, &run) => r,
-        _ = tokio::signal::ctrl_c() => {
+        _ = interrupted => {
             eprintln!("dtcprobe: interrupted");
             return exit::INTERRUPTED;
         }
