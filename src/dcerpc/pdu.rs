@@ -149,17 +149,24 @@ pub enum BindReply {
     Nak { reason: u16 },
 }
 
-/// Decodes a bind_ack or bind_nak fragment (`frag` = exactly one PDU).
-pub fn decode_bind_reply(frag: &[u8]) -> Result<BindReply, DecodeError> {
-    let h = parse_header(frag)?;
-    let frag = frag
+/// The header of the PDU at the start of `buf`, and `buf` cut to exactly that PDU (its
+/// `frag_len`); `what` names the PDU in the error when `buf` is shorter than that.
+fn one_pdu<'a>(buf: &'a [u8], what: &'static str) -> Result<(Header, &'a [u8]), DecodeError> {
+    let h = parse_header(buf)?;
+    let pdu = buf
         .get(..h.frag_len as usize)
         .ok_or(DecodeError::Truncated {
-            what: "bind reply",
+            what,
             offset: 0,
             needed: h.frag_len as usize,
-            have: frag.len(),
+            have: buf.len(),
         })?;
+    Ok((h, pdu))
+}
+
+/// Decodes a bind_ack or bind_nak fragment (`frag` = exactly one PDU).
+pub fn decode_bind_reply(frag: &[u8]) -> Result<BindReply, DecodeError> {
+    let (h, frag) = one_pdu(frag, "bind reply")?;
     let mut r = Reader::new(frag);
     r.bytes(HEADER_LEN, "bind reply")?;
     match h.ptype {
@@ -304,15 +311,7 @@ impl ResponseAssembler {
 
     /// Feeds one fragment (exactly one PDU, as framed by its `frag_len`).
     pub fn push(&mut self, frag: &[u8]) -> Result<Step, CallError> {
-        let h = parse_header(frag)?;
-        let frag = frag
-            .get(..h.frag_len as usize)
-            .ok_or(DecodeError::Truncated {
-                what: "response fragment",
-                offset: 0,
-                needed: h.frag_len as usize,
-                have: frag.len(),
-            })?;
+        let (h, frag) = one_pdu(frag, "response fragment")?;
         if h.call_id != self.call_id {
             return Err(DecodeError::invalid(
                 "response",
