@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::config::positive_duration;
 use crate::report::Format;
 
 #[derive(Debug, Parser)]
@@ -45,7 +46,7 @@ pub struct WatchArgs {
     pub check: CheckArgs,
 
     /// Time between the starts of two rounds.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = positive_duration)]
     pub interval: Duration,
 
     /// Stop after N rounds (default: until interrupted).
@@ -53,7 +54,7 @@ pub struct WatchArgs {
     pub count: Option<u64>,
 
     /// Window over which status changes are counted for flap detection.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "1h")]
+    #[arg(long, value_name = "DUR", value_parser = positive_duration, default_value = "1h")]
     pub flap_window: Duration,
 
     /// A check with at least this many status changes within the window is flapping (min 2).
@@ -65,7 +66,7 @@ pub struct WatchArgs {
     pub metrics_listen: Option<std::net::SocketAddr>,
 
     /// How long a /probe result is reused for the same module and target.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "5s")]
+    #[arg(long, value_name = "DUR", value_parser = positive_duration, default_value = "5s")]
     pub probe_cache: Duration,
 }
 
@@ -90,7 +91,7 @@ pub struct CheckArgs {
     pub format: Format,
 
     /// Timeout for each hop [default: 3s, or the config's defaults.timeout].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = positive_duration)]
     pub timeout: Option<Duration>,
 
     /// Checks run at the same time [default: 64, or the config's defaults.concurrency].
@@ -146,14 +147,6 @@ pub struct InitArgs {
     pub force: bool,
 }
 
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 3s, 1m)"))?;
-    if d.is_zero() {
-        return Err("must be greater than zero".into());
-    }
-    Ok(d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,8 +159,11 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("soon").is_err());
+        assert_eq!(
+            positive_duration("500ms").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert!(positive_duration("0s").is_err());
+        assert!(positive_duration("soon").is_err());
     }
 }

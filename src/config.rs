@@ -160,7 +160,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
 
     let defaults = Defaults {
         timeout: match &raw.defaults.timeout {
-            Some(t) => Some(parse_duration(t).map_err(|m| at(t.span().start, m))?),
+            Some(t) => Some(positive_duration(t.get_ref()).map_err(|m| at(t.span().start, m))?),
             None => None,
         },
         concurrency: raw.defaults.concurrency,
@@ -191,7 +191,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             ));
         }
         let timeout = match &rc.timeout {
-            Some(t) => Some(parse_duration(t).map_err(|m| at(t.span().start, m))?),
+            Some(t) => Some(positive_duration(t.get_ref()).map_err(|m| at(t.span().start, m))?),
             None => None,
         };
         let target = Target::from_config(rc).map_err(|e| match e {
@@ -209,13 +209,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     Ok(Config { defaults, checks })
 }
 
-fn parse_duration(value: &toml::Spanned<String>) -> Result<Duration, String> {
-    let d = humantime::parse_duration(value.get_ref()).map_err(|e| {
-        format!(
-            "invalid duration `{}`: {e} (examples: 500ms, 3s, 1m)",
-            value.get_ref()
-        )
-    })?;
+/// A duration as users write it (`500ms`, `3s`, `1m`), greater than zero: the one rule for every
+/// timeout and interval, in config files and on the command line.
+pub fn positive_duration(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("invalid duration `{text}`: {e} (examples: 500ms, 3s, 1m)"))?;
     if d.is_zero() {
         return Err("duration must be greater than zero".into());
     }

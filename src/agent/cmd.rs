@@ -10,7 +10,8 @@ use clap::Args;
 
 use super::client::{run_peer, PeerOptions};
 use super::protocol::{Key, ReverseTarget};
-use crate::cli::{parse_duration, CheckArgs};
+use crate::cli::CheckArgs;
+use crate::config::positive_duration;
 use crate::exit;
 use crate::plan::{self, Plan};
 use crate::report::{self, RenderOptions};
@@ -80,7 +81,7 @@ pub struct PeerArgs {
     pub cid: Option<String>,
 
     /// Bound on the agent's answer once it accepted the request [default: 8 x timeout + 5s].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = positive_duration)]
     pub session_timeout: Option<Duration>,
 
     #[command(flatten)]

@@ -117,17 +117,8 @@ impl AgentConfig {
          -> Result<Duration, AgentConfigError> {
             match v {
                 None => Ok(default),
-                Some(s) => match humantime::parse_duration(s.get_ref()) {
-                    Ok(d) if !d.is_zero() => Ok(d),
-                    Ok(_) => Err(at(
-                        s.span().start,
-                        "duration must be greater than zero".into(),
-                    )),
-                    Err(e) => Err(at(
-                        s.span().start,
-                        format!("invalid duration `{}`: {e}", s.get_ref()),
-                    )),
-                },
+                Some(s) => crate::config::positive_duration(s.get_ref())
+                    .map_err(|message| at(s.span().start, message)),
             }
         };
         let d = AgentConfig::default();
