@@ -59,12 +59,8 @@ fn init_logging(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && !no_color())
+        .with_ansi(report::colour_for(std::io::stderr().is_terminal()))
         .try_init();
-}
-
-fn no_color() -> bool {
-    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
 }
 
 /// Large runs hold one socket per concurrent hop; the usual soft limit of 1024 would turn a
@@ -115,9 +111,8 @@ async fn check(args: CheckArgs) -> u8 {
     if let Some(b) = &bar {
         b.finish();
     }
-    let color = std::io::stdout().is_terminal() && !no_color();
     // Stdout report (+ baseline comparison), --output files, --textfile-dir, exit code.
-    report::outputs::emit(&report, &args, RenderOptions { color })
+    report::outputs::emit(&report, &args, RenderOptions::for_stdout())
 }
 
 fn init(args: &InitArgs) -> anyhow::Result<std::path::PathBuf> {

@@ -35,9 +35,24 @@ pub struct Plan {
     pub checks: Vec<CheckSpec>,
     pub timeout: Duration,
     pub concurrency: usize,
+    /// This host's zone, from the config's `[defaults] zone`.
+    pub zone: Option<String>,
 }
 
+/// The plan for `check` and `watch`: at least one check.
 pub fn build(args: &CheckArgs) -> Result<Plan, PlanError> {
+    let plan = build_allowing_empty(args)?;
+    if plan.checks.is_empty() {
+        return Err(PlanError::Usage(
+            "nothing to check: give TARGETs (e.g. tcp://sql01:1433) or -c FILE (see `dtcprobe init`)".into(),
+        ));
+    }
+    Ok(plan)
+}
+
+/// The plan for `peer`, where forward checks are optional (`peer AGENT` alone checks the agent
+/// link both ways).
+pub fn build_allowing_empty(args: &CheckArgs) -> Result<Plan, PlanError> {
     let cfg = match &args.config {
         Some(path) => config::load(path)?,
         None => config::Config::default(),
@@ -84,13 +99,9 @@ pub fn build(args: &CheckArgs) -> Result<Plan, PlanError> {
             }
         }
     }
-    if checks.is_empty() {
-        return Err(PlanError::Usage(
-            "nothing to check: give TARGETs (e.g. tcp://sql01:1433) or -c FILE (see `dtcprobe init`)".into(),
-        ));
-    }
     Ok(Plan {
         checks,
+        zone: cfg.defaults.zone.clone(),
         timeout: args
             .timeout
             .or(cfg.defaults.timeout)

@@ -1,7 +1,6 @@
 //! Command-line surface of `dtcprobe agent` and `dtcprobe peer` (clap args and the two entry
 //! points `app` dispatches to).
 
-use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,7 +12,7 @@ use super::protocol::{Key, ReverseTarget};
 use crate::cli::CheckArgs;
 use crate::config::positive_duration;
 use crate::exit;
-use crate::plan::{self, Plan};
+use crate::plan;
 use crate::report::{self, RenderOptions};
 use crate::runner::RunOptions;
 use crate::target::Target;
@@ -180,24 +179,11 @@ pub async fn peer_main(args: PeerArgs) -> u8 {
             return exit::USAGE;
         }
     };
-    // Forward checks are optional: `peer AGENT` alone checks the agent link both ways.
-    let plan = if args.check.targets.is_empty() && args.check.config.is_none() {
-        Plan {
-            checks: Vec::new(),
-            timeout: args.check.timeout.unwrap_or(plan::DEFAULT_TIMEOUT),
-            concurrency: args
-                .check
-                .concurrency
-                .map(|c| c as usize)
-                .unwrap_or(plan::DEFAULT_CONCURRENCY),
-        }
-    } else {
-        match plan::build(&args.check) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("dtcprobe peer: {e}");
-                return e.exit_code();
-            }
+    let plan = match plan::build_allowing_empty(&args.check) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("dtcprobe peer: {e}");
+            return e.exit_code();
         }
     };
     let opts = PeerOptions {
@@ -211,10 +197,7 @@ pub async fn peer_main(args: PeerArgs) -> u8 {
                 .unwrap_or_else(crate::runner::local_host_name),
         ),
         // This host's zone: the flag, else the config's `[defaults] zone`.
-        zone: args.zone.clone().or_else(|| {
-            let path = args.check.config.as_ref()?;
-            crate::config::load(path).ok()?.defaults.zone
-        }),
+        zone: args.zone.clone().or_else(|| plan.zone.clone()),
         reverse,
         hop_timeout: plan.timeout,
         session_timeout: args
@@ -235,9 +218,7 @@ pub async fn peer_main(args: PeerArgs) -> u8 {
             return exit::INTERRUPTED;
         }
     };
-    let color = std::io::stdout().is_terminal()
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    report::outputs::emit(&report, &args.check, RenderOptions { color })
+    report::outputs::emit(&report, &args.check, RenderOptions::for_stdout())
 }
 
 #[cfg(test)]

@@ -49,6 +49,21 @@ pub struct RenderOptions {
     pub color: bool,
 }
 
+/// Colour only on a terminal, and never when NO_COLOR is set (to anything but the empty string).
+pub fn colour_for(is_terminal: bool) -> bool {
+    is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+impl RenderOptions {
+    /// The options for a report written to this process's stdout.
+    pub fn for_stdout() -> RenderOptions {
+        use std::io::IsTerminal;
+        RenderOptions {
+            color: colour_for(std::io::stdout().is_terminal()),
+        }
+    }
+}
+
 pub fn exporter_for(format: Format, opts: RenderOptions) -> Box<dyn Exporter> {
     match format {
         Format::Human => Box::new(human::Human { color: opts.color }),
