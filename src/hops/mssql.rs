@@ -408,14 +408,12 @@ async fn login_hop(
     let connect_limit = limit;
     let outcome = guarded(limit, "logging in", async move {
         let started = Instant::now();
-        let tcp = match tokio::time::timeout(connect_limit, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                return Err(Failure::Closed(format!(
-                    "TCP connect to {addr} failed: {e}"
-                )))
-            }
-            Err(_) => return Err(Failure::Timeout(format!("TCP connect to {addr} timed out"))),
+        let (attempt, tcp) = crate::hops::tcp::connect(addr, connect_limit).await;
+        let Some(tcp) = tcp else {
+            return Err(match crate::classify::classify_connect(attempt.outcome) {
+                Some(c) => Failure::Connect(c),
+                None => Failure::Closed(format!("TCP connect to {addr} failed")),
+            });
         };
         let _ = tcp.set_nodelay(true);
         let sniffer = Sniffer::new(tcp, seen_task);
@@ -613,6 +611,7 @@ fn failure_result(kind: HopKind, f: &Failure) -> HopResult {
         ),
         Failure::Tls(m) => (format!("TLS: {m}"), None),
         Failure::EncryptionDeclined(m) => (format!("encryption: {m}"), None),
+        Failure::Connect(c) => (format!("TCP connect: {}", c.detail), None),
         Failure::Closed(m) => (format!("connection closed: {m}"), None),
         Failure::Timeout(m) => (m.clone(), None),
         Failure::Protocol(m) => (format!("protocol: {m}"), None),

@@ -266,13 +266,8 @@ async fn login(t: &PgTarget, addr: SocketAddr, ctx: &RunContext) -> HopOutput<Cl
     };
     let (attempt, stream) = hops::tcp::connect(addr, ctx.hop_timeout).await;
     let Some(stream) = stream else {
-        let c = crate::classify::classify_connect(attempt.outcome);
-        let (cause, detail, hint) = c.map(|c| (c.cause, c.detail, c.hint)).unwrap_or((
-            Cause::Internal,
-            "connection lost".into(),
-            "",
-        ));
-        return HopOutput::stop(HopResult::fail(HopKind::Login, cause, detail).with_hint(hint));
+        // The path broke after the tcp hop: the same classification, on this hop.
+        return HopOutput::stop(hops::tcp::hop_result(HopKind::Login, &[attempt]));
     };
     let mut config = tokio_postgres::Config::new();
     config

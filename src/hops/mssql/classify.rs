@@ -165,6 +165,9 @@ pub enum Failure {
     Tls(String),
     /// The server declined the requested encryption level during PRELOGIN.
     EncryptionDeclined(String),
+    /// The TCP connect itself failed, as the shared connect classifier saw it (the login opens
+    /// its own connection after the `tcp` hop, and the path can break in between).
+    Connect(crate::classify::Classified),
     /// The connection closed or was reset.
     Closed(String),
     /// Our own timeout fired.
@@ -186,6 +189,7 @@ pub fn classify_failure(f: &Failure) -> Verdict {
             "the server declined TLS for this connection (it has no certificate / encryption disabled): \
              give the server a certificate, or if the risk is accepted, encrypt=off or encrypt=none",
         ),
+        Failure::Connect(c) => Verdict::new(c.cause, c.hint),
         Failure::Closed(_) => Verdict::new(
             Cause::Reset,
             "the server (or something in between) closed the connection during the exchange: an \
@@ -390,6 +394,29 @@ mod tests {
                 "declined",
             ),
             (Failure::Closed("eof".into()), Cause::Reset, "closed"),
+            // A connect that fails at login time keeps the tcp hop's classification.
+            (
+                Failure::Connect(
+                    crate::classify::classify_connect(crate::classify::ConnectOutcome::Icmp {
+                        v6: false,
+                        icmp_type: 3,
+                        code: 13,
+                    })
+                    .unwrap(),
+                ),
+                Cause::Prohibited,
+                "administratively prohibited",
+            ),
+            (
+                Failure::Connect(
+                    crate::classify::classify_connect(crate::classify::ConnectOutcome::NoReply(
+                        std::time::Duration::from_secs(1),
+                    ))
+                    .unwrap(),
+                ),
+                Cause::Timeout,
+                "silently dropped",
+            ),
             (
                 Failure::Timeout("t".into()),
                 Cause::Timeout,
