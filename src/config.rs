@@ -82,6 +82,39 @@ pub struct RawCheck {
     pub list_endpoints: Option<bool>,
 }
 
+impl RawCheck {
+    /// The kind-specific keys this table sets, each with where its value starts (`None` for
+    /// keys whose value carries no position).
+    pub fn kind_specific_keys(&self) -> Vec<(&'static str, Option<usize>)> {
+        fn at<T>(v: &Option<toml::Spanned<T>>) -> Option<Option<usize>> {
+            v.as_ref().map(|s| Some(s.span().start))
+        }
+        let flag = |v: Option<bool>| v.map(|_| None);
+        [
+            ("port", at(&self.port)),
+            ("reverse_dns", flag(self.reverse_dns)),
+            ("instance", at(&self.instance)),
+            ("database", at(&self.database)),
+            ("user", at(&self.user)),
+            ("password_env", at(&self.password_env)),
+            ("password_file", at(&self.password_file)),
+            ("auth", at(&self.auth)),
+            ("encrypt", at(&self.encrypt)),
+            (
+                "trust_server_certificate",
+                flag(self.trust_server_certificate),
+            ),
+            ("tx", at(&self.tx)),
+            ("linked_server", at(&self.linked_server)),
+            ("iface", at(&self.iface)),
+            ("list_endpoints", flag(self.list_endpoints)),
+        ]
+        .into_iter()
+        .filter_map(|(key, offset)| offset.map(|o| (key, o)))
+        .collect()
+    }
+}
+
 /// Global settings from the file's `[defaults]`.
 #[derive(Debug, Clone, Default)]
 pub struct Defaults {
@@ -285,6 +318,60 @@ mod tests {
     fn port_out_of_range_is_located() {
         let e = err("[[check]]\nname = \"a\"\nkind = \"tcp\"\nhost = \"h\"\nport = 70000\n");
         assert_eq!(e.line, 5, "{e}");
+    }
+
+    #[test]
+    fn keys_of_another_kind_are_rejected_where_they_stand() {
+        // (kind and its required keys, the foreign key line, the line the error must name)
+        let rows = [
+            (
+                "kind = \"tcp\"\nhost = \"h\"\nport = 1",
+                "database = \"app\"",
+                6,
+            ),
+            ("kind = \"dns\"\nhost = \"h\"", "port = 53", 5),
+            ("kind = \"epm\"\nhost = \"h\"", "user = \"u\"", 5),
+            (
+                "kind = \"mssql\"\nhost = \"h\"\nuser = \"u\"",
+                "iface = \"x\"",
+                6,
+            ),
+            (
+                "kind = \"postgres\"\nhost = \"h\"\nuser = \"u\"",
+                "instance = \"I\"",
+                6,
+            ),
+            // A flag has no position of its own: the error names the `kind` line.
+            (
+                "kind = \"postgres\"\nhost = \"h\"\nuser = \"u\"",
+                "trust_server_certificate = true",
+                3,
+            ),
+            ("kind = \"dns\"\nhost = \"h\"", "list_endpoints = true", 3),
+        ];
+        for (base, foreign, line) in rows {
+            let text = format!("[[check]]\nname = \"a\"\n{base}\n{foreign}\n");
+            let e = err(&text);
+            let key = foreign.split(' ').next().unwrap();
+            assert!(
+                e.message.contains(&format!("`{key}` does not apply")),
+                "{text}: {e}"
+            );
+            assert_eq!(e.line, line, "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn every_kind_accepts_its_own_keys() {
+        let ok = [
+            "kind = \"tcp\"\nhost = \"h\"\nport = 1\nreverse_dns = true",
+            "kind = \"epm\"\nhost = \"h\"\nport = 135\niface = \"906b0ce0-c70b-1067-b317-00dd010662da/v1.0\"\nlist_endpoints = true\nreverse_dns = true",
+            "kind = \"postgres\"\nhost = \"h\"\nport = 5432\nuser = \"u\"\ndatabase = \"d\"\npassword_env = \"P\"\ntx = \"twophase\"",
+        ];
+        for base in ok {
+            let text = format!("[[check]]\nname = \"a\"\n{base}\n");
+            assert!(parse(&text, Path::new("t.toml")).is_ok(), "{text}");
+        }
     }
 
     #[test]

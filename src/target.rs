@@ -142,6 +142,7 @@ impl Target {
             message: "check has neither `kind` nor `target`".into(),
         })?;
         let kind_offset = kind.span().start;
+        reject_keys_of_other_kinds(raw, *kind.get_ref(), kind_offset)?;
         let host = || -> Result<String, TargetError> {
             let h = raw.host.as_ref().ok_or_else(|| TargetError::At {
                 offset: kind_offset,
@@ -190,6 +191,68 @@ impl Target {
             Target::Mssql(t) => &t.host,
             Target::Postgres(t) => &t.host,
         }
+    }
+}
+
+/// The kind-specific keys each kind reads (besides name, kind, host, from, to, timeout).
+pub fn keys_of_kind(kind: CheckKind) -> &'static [&'static str] {
+    match kind {
+        CheckKind::Tcp => &["port", "reverse_dns"],
+        CheckKind::Dns => &[],
+        CheckKind::Mssql => &[
+            "port",
+            "reverse_dns",
+            "instance",
+            "database",
+            "user",
+            "password_env",
+            "password_file",
+            "auth",
+            "encrypt",
+            "trust_server_certificate",
+            "tx",
+            "linked_server",
+        ],
+        CheckKind::Epm => &["port", "reverse_dns", "iface", "list_endpoints"],
+        CheckKind::Postgres => &[
+            "port",
+            "database",
+            "user",
+            "password_env",
+            "password_file",
+            "tx",
+        ],
+    }
+}
+
+/// A key another kind uses is an error here rather than silently ignored: a `database` on a
+/// `tcp` check is a mistake the user wants to hear about.
+fn reject_keys_of_other_kinds(
+    raw: &RawCheck,
+    kind: CheckKind,
+    kind_offset: usize,
+) -> Result<(), TargetError> {
+    let accepted = keys_of_kind(kind);
+    match raw
+        .kind_specific_keys()
+        .into_iter()
+        .find(|(key, _)| !accepted.contains(key))
+    {
+        Some((key, offset)) => Err(TargetError::At {
+            offset: offset.unwrap_or(kind_offset),
+            message: format!("`{key}` does not apply to kind `{}`", kind_name(kind)),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn kind_name(kind: CheckKind) -> &'static str {
+    match kind {
+        CheckKind::Tcp => "tcp",
+        CheckKind::Dns => "dns",
+        CheckKind::Mssql => "mssql",
+        CheckKind::Epm => "epm",
+        CheckKind::Postgres => "postgres",
     }
 }
 

@@ -1096,36 +1096,6 @@ impl EpmTarget {
         host: String,
     ) -> Result<EpmTarget, crate::target::TargetError> {
         use crate::target::TargetError;
-        let unused: [(&str, Option<usize>); 10] = [
-            ("instance", raw.instance.as_ref().map(|s| s.span().start)),
-            ("database", raw.database.as_ref().map(|s| s.span().start)),
-            ("user", raw.user.as_ref().map(|s| s.span().start)),
-            (
-                "password_env",
-                raw.password_env.as_ref().map(|s| s.span().start),
-            ),
-            (
-                "password_file",
-                raw.password_file.as_ref().map(|s| s.span().start),
-            ),
-            ("auth", raw.auth.as_ref().map(|s| s.span().start)),
-            ("encrypt", raw.encrypt.as_ref().map(|s| s.span().start)),
-            ("tx", raw.tx.as_ref().map(|s| s.span().start)),
-            (
-                "linked_server",
-                raw.linked_server.as_ref().map(|s| s.span().start),
-            ),
-            (
-                "trust_server_certificate",
-                raw.trust_server_certificate.map(|_| 0),
-            ),
-        ];
-        if let Some((key, offset)) = unused.iter().find_map(|(k, o)| o.map(|o| (*k, o))) {
-            return Err(TargetError::At {
-                offset,
-                message: format!("`{key}` does not apply to kind `epm`"),
-            });
-        }
         let mut t = EpmTarget::new(host);
         if let Some(p) = &raw.port {
             t.port = *p.get_ref();

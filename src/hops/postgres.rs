@@ -108,20 +108,6 @@ impl PgTarget {
             .user
             .as_ref()
             .ok_or_else(|| at(kind_offset, "kind `postgres` needs a `user`".into()))?;
-        for (key, present) in [
-            ("instance", raw.instance.is_some()),
-            ("iface", raw.iface.is_some()),
-            ("linked_server", raw.linked_server.is_some()),
-            ("encrypt", raw.encrypt.is_some()),
-            ("auth", raw.auth.is_some()),
-        ] {
-            if present {
-                return Err(at(
-                    kind_offset,
-                    format!("`{key}` does not apply to kind `postgres`"),
-                ));
-            }
-        }
         let password = match (&raw.password_env, &raw.password_file) {
             (Some(e), Some(_)) => {
                 return Err(at(

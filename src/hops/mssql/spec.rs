@@ -316,18 +316,6 @@ impl MssqlTarget {
     pub fn from_config(raw: &RawCheck, host: String) -> Result<MssqlTarget, TargetError> {
         let at = |offset: usize, message: String| TargetError::At { offset, message };
         let kind_offset = raw.kind.as_ref().map(|k| k.span().start).unwrap_or(0);
-        if let Some(i) = &raw.iface {
-            return Err(at(
-                i.span().start,
-                "`iface` does not apply to kind `mssql`".into(),
-            ));
-        }
-        if raw.list_endpoints.is_some() {
-            return Err(at(
-                kind_offset,
-                "`list_endpoints` does not apply to kind `mssql`".into(),
-            ));
-        }
         let mut t = MssqlTarget::new(host);
         t.port = raw.port.as_ref().map(|p| *p.get_ref());
         if let Some(i) = &raw.instance {
