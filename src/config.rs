@@ -83,6 +83,23 @@ pub struct RawCheck {
 }
 
 impl RawCheck {
+    /// Where this check's password comes from: `password_env` or `password_file` (never both;
+    /// the error carries the offset of `password_env`).
+    pub fn password_source(
+        &self,
+    ) -> Result<Option<crate::secret::PasswordSource>, (usize, String)> {
+        use crate::secret::PasswordSource;
+        match (&self.password_env, &self.password_file) {
+            (Some(e), Some(_)) => Err((
+                e.span().start,
+                "use either `password_env` or `password_file`, not both".into(),
+            )),
+            (Some(e), None) => Ok(Some(PasswordSource::Env(e.get_ref().clone()))),
+            (None, Some(f)) => Ok(Some(PasswordSource::File(f.get_ref().into()))),
+            (None, None) => Ok(None),
+        }
+    }
+
     /// The kind-specific keys this table sets, each with where its value starts (`None` for
     /// keys whose value carries no position).
     pub fn kind_specific_keys(&self) -> Vec<(&'static str, Option<usize>)> {
@@ -372,6 +389,43 @@ mod tests {
             let text = format!("[[check]]\nname = \"a\"\n{base}\n");
             assert!(parse(&text, Path::new("t.toml")).is_ok(), "{text}");
         }
+    }
+
+    #[test]
+    fn target_url_takes_only_a_password_source_beside_it() {
+        // Anything else beside a URL would be silently ignored: an error on its line.
+        let e = err("[[check]]\nname = \"a\"\ntarget = \"tcp://h:1\"\ndatabase = \"x\"\n");
+        assert_eq!(e.line, 4, "{e}");
+        assert!(
+            e.message
+                .contains("`database` does not go with `target = URL`"),
+            "{e}"
+        );
+        let e = err("[[check]]\nname = \"a\"\ntarget = \"postgres://u@h/d\"\ntx = \"local\"\n");
+        assert_eq!(e.line, 4, "{e}");
+        let e = err("[[check]]\nname = \"a\"\ntarget = \"tcp://h:1\"\npassword_env = \"P\"\n");
+        assert_eq!(e.line, 4, "{e}");
+
+        // The password, which never goes in a URL, is taken from the table.
+        let cfg = parse(
+            "[[check]]\nname = \"a\"\ntarget = \"postgres://u@h/d?tx=twophase\"\npassword_env = \"PGPW\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        match &cfg.checks[0].target {
+            crate::target::Target::Postgres(t) => {
+                assert_eq!(
+                    t.password,
+                    Some(crate::secret::PasswordSource::Env("PGPW".into()))
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = err(
+            "[[check]]\nname = \"a\"\ntarget = \"postgres://u@h/d\"\npassword_env = \"P\"\npassword_file = \"f\"\n",
+        );
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.message.contains("not both"), "{e}");
     }
 
     #[test]

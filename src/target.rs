@@ -132,10 +132,36 @@ impl Target {
                     message: "use either `target = URL` or `kind`/`host`/`port`, not both".into(),
                 });
             }
-            return Target::from_url(url.get_ref()).map_err(|e| TargetError::At {
+            let mut target = Target::from_url(url.get_ref()).map_err(|e| TargetError::At {
                 offset: url.span().start,
                 message: e.to_string(),
-            });
+            })?;
+            // Everything but the password is in the URL; a key beside it would be ignored.
+            let beside_url: &[&str] = match target {
+                Target::Mssql(_) | Target::Postgres(_) => &["password_env", "password_file"],
+                _ => &[],
+            };
+            if let Some((key, offset)) = raw
+                .kind_specific_keys()
+                .into_iter()
+                .find(|(key, _)| !beside_url.contains(key))
+            {
+                return Err(TargetError::At {
+                    offset: offset.unwrap_or(url.span().start),
+                    message: format!(
+                        "`{key}` does not go with `target = URL`: put it in the URL, or use `kind`/`host` instead"
+                    ),
+                });
+            }
+            let password = raw
+                .password_source()
+                .map_err(|(offset, message)| TargetError::At { offset, message })?;
+            match &mut target {
+                Target::Mssql(t) => t.password = password,
+                Target::Postgres(t) => t.password = password,
+                _ => {}
+            }
+            return Ok(target);
         }
         let kind = raw.kind.as_ref().ok_or_else(|| TargetError::At {
             offset: 0,

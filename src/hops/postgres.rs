@@ -108,17 +108,7 @@ impl PgTarget {
             .user
             .as_ref()
             .ok_or_else(|| at(kind_offset, "kind `postgres` needs a `user`".into()))?;
-        let password = match (&raw.password_env, &raw.password_file) {
-            (Some(e), Some(_)) => {
-                return Err(at(
-                    e.span().start,
-                    "give either password_env or password_file, not both".into(),
-                ))
-            }
-            (Some(e), None) => Some(PasswordSource::Env(e.get_ref().clone())),
-            (None, Some(f)) => Some(PasswordSource::File(f.get_ref().into())),
-            (None, None) => None,
-        };
+        let password = raw.password_source().map_err(|(o, m)| at(o, m))?;
         let tx = match &raw.tx {
             Some(t) => parse_tx(t.get_ref()).map_err(|m| at(t.span().start, m))?,
             None => PgTx::None,

@@ -335,17 +335,7 @@ impl MssqlTarget {
             .as_ref()
             .map(|u| u.get_ref().clone())
             .filter(|u| !u.is_empty());
-        match (&raw.password_env, &raw.password_file) {
-            (Some(e), Some(_)) => {
-                return Err(at(
-                    e.span().start,
-                    "use either `password_env` or `password_file`, not both".into(),
-                ))
-            }
-            (Some(e), None) => t.password = Some(PasswordSource::Env(e.get_ref().clone())),
-            (None, Some(f)) => t.password = Some(PasswordSource::File(f.get_ref().into())),
-            (None, None) => {}
-        }
+        t.password = raw.password_source().map_err(|(o, m)| at(o, m))?;
         if let Some(a) = &raw.auth {
             t.auth = Auth::parse(a.get_ref()).map_err(|m| at(a.span().start, m))?;
         }
