@@ -76,15 +76,8 @@ fn agent_counts_sessions_refusals_and_callbacks() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let stderr = agent.stderr.take().unwrap();
-    let _agent = Kill(agent);
+    let _agent = support::netns::Daemon::adopt(agent, "dtcprobe agent");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {

@@ -313,6 +313,14 @@ impl Daemon {
         }
     }
 
+    /// Takes charge of a process started elsewhere (outside any namespace too): killed on Drop.
+    pub fn adopt(child: std::process::Child, name: &str) -> Daemon {
+        Daemon {
+            child,
+            name: name.to_string(),
+        }
+    }
+
     /// Panics with the daemon's stderr if it has already exited (bad config, port in use...).
     pub fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
