@@ -259,12 +259,12 @@ fn metrics_text(state: &ServerState) -> String {
             out.push_str(&prometheus::render_build_info());
         }
     }
-    out.push_str("# HELP dtcprobe_probe_runs_total Probe runs started by /probe (cached and shared requests excluded).\n");
-    out.push_str("# TYPE dtcprobe_probe_runs_total counter\n");
-    out.push_str(&format!(
-        "dtcprobe_probe_runs_total {}\n",
-        state.probe_runs()
-    ));
+    let mut runs = prometheus::Family::counter(
+        "dtcprobe_probe_runs_total",
+        "Probe runs started by /probe (cached and shared requests excluded).",
+    );
+    runs.add(String::new(), state.probe_runs() as f64);
+    runs.write(&mut out);
     out
 }
 

@@ -9,7 +9,6 @@
 //! rewritten after every round. `--count N` stops after N rounds.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,7 +21,7 @@ use crate::exit;
 use crate::metrics_server::{self, ServerState};
 use crate::plan;
 use crate::report::model::{CheckResult, Direction, Report, Status};
-use crate::report::prometheus::escape_label;
+use crate::report::prometheus::{labels, Family};
 use crate::report::{outputs, Format};
 use crate::runner::{self, RunOptions};
 
@@ -206,43 +205,26 @@ impl Tracker {
 
     /// Extra Prometheus families for `/metrics`: transitions in the window and a flapping flag.
     pub fn metrics(&self) -> String {
-        let mut out = String::new();
-        let rows = self.summary();
-        if rows.is_empty() {
-            return out;
-        }
-        let label = |r: &CheckSummary| {
+        let mut transitions = Family::new(
+            "dtcprobe_check_transitions_in_window",
+            "Status changes of the check within the flap window.",
+        );
+        let mut flapping = Family::new(
+            "dtcprobe_check_flapping",
+            "Whether the check is flapping (1) or not (0).",
+        );
+        for r in self.summary() {
             let dir = match r.direction {
                 Direction::Forward => "forward",
                 Direction::Reverse => "reverse",
             };
-            format!(
-                "{{check=\"{}\",direction=\"{dir}\"}}",
-                escape_label(&r.check)
-            )
-        };
-        out.push_str("# HELP dtcprobe_check_transitions_in_window Status changes of the check within the flap window.\n");
-        out.push_str("# TYPE dtcprobe_check_transitions_in_window gauge\n");
-        for r in &rows {
-            let _ = writeln!(
-                out,
-                "dtcprobe_check_transitions_in_window{} {}",
-                label(r),
-                r.transitions_in_window
-            );
+            let l = labels(&[("check", &r.check), ("direction", dir)]);
+            transitions.add(l.clone(), r.transitions_in_window as f64);
+            flapping.add(l, f64::from(u8::from(r.flapping)));
         }
-        out.push_str(
-            "# HELP dtcprobe_check_flapping Whether the check is flapping (1) or not (0).\n",
-        );
-        out.push_str("# TYPE dtcprobe_check_flapping gauge\n");
-        for r in &rows {
-            let _ = writeln!(
-                out,
-                "dtcprobe_check_flapping{} {}",
-                label(r),
-                u8::from(r.flapping)
-            );
-        }
+        let mut out = String::new();
+        transitions.write(&mut out);
+        flapping.write(&mut out);
         out
     }
 }

@@ -2,7 +2,6 @@
 //! refused and why, callbacks made, reverse checks run or refused. Lets monitoring see an agent
 //! that is up but refusing everyone (a key rotated on one side only, clocks drifting apart).
 
-use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,6 +11,8 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+
+use crate::report::prometheus::{build_info, labels, Family};
 
 /// Counters, updated by the session code with relaxed atomics (they are only ever read for
 /// display).
@@ -83,77 +84,76 @@ impl AgentStats {
 /// Pure: the Prometheus text exposition of a snapshot (counters end in `_total`, base units, no
 /// timestamps).
 pub fn render(s: &Snapshot) -> String {
-    let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, String)]| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, value) in samples {
-            let _ = writeln!(out, "{name}{labels} {value}");
+    let labelled = |mut family: Family, label: &str, pairs: &[(&str, u64)]| {
+        for (value_of_label, n) in pairs {
+            family.add(labels(&[(label, value_of_label)]), *n as f64);
         }
+        family
     };
-    let labelled = |label: &str, pairs: &[(&str, u64)]| -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (format!("{{{label}=\"{k}\"}}"), v.to_string()))
-            .collect()
+    let single = |mut family: Family, v: f64| {
+        family.add(String::new(), v);
+        family
     };
-    let plain = |v: String| vec![(String::new(), v)];
-    family(
-        "dtcprobe_agent_sessions_total",
-        "counter",
-        "TCP sessions accepted.",
-        &plain(s.sessions.to_string()),
-    );
-    family(
-        "dtcprobe_agent_refused_total",
-        "counter",
-        "Sessions refused, by reason (busy, auth, protocol, timeout).",
-        &labelled("reason", &s.refused),
-    );
-    family(
-        "dtcprobe_agent_requests_total",
-        "counter",
-        "Authenticated requests served.",
-        &plain(s.requests.to_string()),
-    );
-    family(
-        "dtcprobe_agent_callbacks_total",
-        "counter",
-        "Callbacks to the caller, by result.",
-        &labelled("status", &s.callbacks),
-    );
-    family(
-        "dtcprobe_agent_reverse_checks_total",
-        "counter",
-        "Reverse checks asked for, run or refused by policy.",
-        &labelled("result", &s.reverse),
-    );
-    family(
-        "dtcprobe_agent_sessions_active",
-        "gauge",
-        "Sessions in progress.",
-        &plain(s.sessions_active.to_string()),
-    );
-    family(
-        "dtcprobe_agent_max_sessions",
-        "gauge",
-        "Configured bound on concurrent sessions.",
-        &plain(s.max_sessions.to_string()),
-    );
-    family(
-        "dtcprobe_agent_start_time_seconds",
-        "gauge",
-        "When the agent started, Unix time.",
-        &plain(format!("{:.3}", s.start_time_seconds)),
-    );
-    family(
-        "dtcprobe_build_info",
-        "gauge",
-        "Build of the running dtcprobe.",
-        &[(
-            format!("{{version=\"{}\"}}", env!("CARGO_PKG_VERSION")),
-            "1".into(),
-        )],
-    );
+    let families = [
+        single(
+            Family::counter("dtcprobe_agent_sessions_total", "TCP sessions accepted."),
+            s.sessions as f64,
+        ),
+        labelled(
+            Family::counter(
+                "dtcprobe_agent_refused_total",
+                "Sessions refused, by reason (busy, auth, protocol, timeout).",
+            ),
+            "reason",
+            &s.refused,
+        ),
+        single(
+            Family::counter(
+                "dtcprobe_agent_requests_total",
+                "Authenticated requests served.",
+            ),
+            s.requests as f64,
+        ),
+        labelled(
+            Family::counter(
+                "dtcprobe_agent_callbacks_total",
+                "Callbacks to the caller, by result.",
+            ),
+            "status",
+            &s.callbacks,
+        ),
+        labelled(
+            Family::counter(
+                "dtcprobe_agent_reverse_checks_total",
+                "Reverse checks asked for, run or refused by policy.",
+            ),
+            "result",
+            &s.reverse,
+        ),
+        single(
+            Family::new("dtcprobe_agent_sessions_active", "Sessions in progress."),
+            s.sessions_active as f64,
+        ),
+        single(
+            Family::new(
+                "dtcprobe_agent_max_sessions",
+                "Configured bound on concurrent sessions.",
+            ),
+            s.max_sessions as f64,
+        ),
+        single(
+            Family::new(
+                "dtcprobe_agent_start_time_seconds",
+                "When the agent started, Unix time.",
+            ),
+            s.start_time_seconds,
+        ),
+        build_info(),
+    ];
+    let mut out = String::new();
+    for f in &families {
+        f.write(&mut out);
+    }
     out
 }
 
@@ -222,7 +222,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("dtcprobe_agent_start_time_seconds 1700000000.500\n"),
+            text.contains("dtcprobe_agent_start_time_seconds 1700000000.5\n"),
             "{text}"
         );
         // Every sample belongs to a family announced just before it.

@@ -55,7 +55,8 @@ fn value(v: f64) -> String {
     }
 }
 
-fn labels(pairs: &[(&str, &str)]) -> String {
+/// `{k="v",...}` with values escaped.
+pub fn labels(pairs: &[(&str, &str)]) -> String {
     let mut s = String::from("{");
     for (i, (k, v)) in pairs.iter().enumerate() {
         if i > 0 {
@@ -67,32 +68,49 @@ fn labels(pairs: &[(&str, &str)]) -> String {
     s
 }
 
-/// A metric family being written: HELP and TYPE once, then samples.
-struct Family {
+/// A metric family being written: HELP and TYPE once, then samples. Every endpoint that speaks
+/// the text format (reports, `/metrics`, `/probe`, the agent's counters) writes through this.
+pub struct Family {
     name: &'static str,
     help: &'static str,
+    kind: &'static str,
     samples: Vec<(String, f64)>,
 }
 
 impl Family {
-    fn new(name: &'static str, help: &'static str) -> Self {
+    /// A gauge (the default for report data: a value at the time of the run).
+    pub fn new(name: &'static str, help: &'static str) -> Self {
         Family {
             name,
             help,
+            kind: "gauge",
             samples: Vec::new(),
         }
     }
 
-    fn add(&mut self, labels: String, v: f64) {
+    /// A counter: `name` must end in `_total`.
+    pub fn counter(name: &'static str, help: &'static str) -> Self {
+        debug_assert!(
+            name.ends_with("_total"),
+            "counter {name} must end in _total"
+        );
+        Family {
+            kind: "counter",
+            ..Family::new(name, help)
+        }
+    }
+
+    /// Adds a sample; `labels` is `""` or the output of [`labels`].
+    pub fn add(&mut self, labels: String, v: f64) {
         self.samples.push((labels, v));
     }
 
-    fn write(&self, out: &mut String) {
+    pub fn write(&self, out: &mut String) {
         if self.samples.is_empty() {
             return;
         }
         let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
-        let _ = writeln!(out, "# TYPE {} gauge", self.name);
+        let _ = writeln!(out, "# TYPE {} {}", self.name, self.kind);
         for (l, v) in &self.samples {
             let _ = writeln!(out, "{}{} {}", self.name, l, value(*v));
         }
@@ -211,7 +229,7 @@ fn run_families(report: &Report) -> Vec<Family> {
     vec![ts, dur, summary, build_info()]
 }
 
-fn build_info() -> Family {
+pub fn build_info() -> Family {
     let mut bi = Family::new(
         "dtcprobe_build_info",
         "Build information; the value is always 1.",
