@@ -42,25 +42,33 @@ pub fn run_bin(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// Runs `promtool check metrics` (Debian package prometheus) on `text`: Ok, or the complaints
-/// followed by the input.
-pub fn promtool_check(text: &str) -> Result<(), String> {
+/// Runs `cmd` with `input` on its stdin; returns its output (stdout and stderr captured).
+pub fn output_with_stdin(cmd: &mut std::process::Command, input: &str) -> std::process::Output {
     use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
+    use std::process::Stdio;
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("promtool (Debian package prometheus, scripts/install-test-deps)");
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     child
         .stdin
         .take()
         .unwrap()
-        .write_all(text.as_bytes())
+        .write_all(input.as_bytes())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Runs `promtool check metrics` (Debian package prometheus) on `text`: Ok, or the complaints
+/// followed by the input.
+pub fn promtool_check(text: &str) -> Result<(), String> {
+    // promtool comes from Debian's prometheus package (scripts/install-test-deps).
+    let out = output_with_stdin(
+        std::process::Command::new("promtool").args(["check", "metrics"]),
+        text,
+    );
     let msg = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

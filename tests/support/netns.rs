@@ -116,22 +116,11 @@ impl Netns {
 
     /// Replaces the namespace's nftables ruleset (fed on stdin: no file is left behind).
     pub fn nft(&self, ruleset: &str) {
-        use std::io::Write;
         let script = format!("flush ruleset\n{ruleset}");
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run nft");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = super::output_with_stdin(
+            Command::new("ip").args(["netns", "exec", &self.name, "nft", "-f", "-"]),
+            &script,
+        );
         assert!(
             out.status.success(),
             "nft in {} rejected the ruleset: {}\n{script}",
