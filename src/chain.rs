@@ -59,10 +59,6 @@ impl Chain {
         }
     }
 
-    pub fn hop_timeout(&self) -> Duration {
-        self.hop_timeout
-    }
-
     /// Runs one hop under the hop timeout (a safety net: hops apply their own, more precise
     /// timeouts), times it, records the result, and returns the value for the next hop if the
     /// chain may continue.
@@ -125,10 +121,6 @@ impl Chain {
         let go_on = result.lets_chain_continue();
         self.results.push(result);
         go_on
-    }
-
-    pub fn results(&self) -> &[HopResult] {
-        &self.results
     }
 
     /// Closes the chain: planned hops that never ran become `skip`, naming the hop that stopped
