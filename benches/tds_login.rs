@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use dtcprobe::chain::RunContext;
 use dtcprobe::hops::mssql::{self, MssqlTarget};
-use dtcprobe::report::model::Status;
+use dtcprobe::model::Status;
 use dtcprobe::resolver::DnsResolver;
 use tds_peer::{PeerConfig, ServerEncryption, TdsPeer};
 

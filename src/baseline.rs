@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::report::model::{CheckResult, Direction, HopResult, Report, Status};
+use crate::model::{CheckResult, Direction, HopResult, Report, Status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BaselineError {
@@ -311,7 +311,7 @@ pub fn attach_json(report_json: &mut Value, d: &BaselineDiff) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::model::{Cause, HopKind};
+    use crate::model::{Cause, HopKind};
     use serde_json::json;
     use std::time::{Duration, SystemTime};
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::report::model::{Cause, HopKind, HopResult};
+use crate::model::{Cause, HopKind, HopResult};
 use crate::resolver::DnsResolver;
 
 /// Shared by every check of a run.
@@ -151,7 +151,7 @@ impl Chain {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::model::Status;
+    use crate::model::Status;
 
     #[tokio::test]
     async fn failed_hop_skips_the_rest() {

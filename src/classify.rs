@@ -5,7 +5,7 @@
 use std::io;
 use std::time::Duration;
 
-use crate::report::model::Cause;
+use crate::model::Cause;
 
 /// What the connect attempt ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Exit codes (DESIGN.md): what scripts and schedulers act on.
 
 use crate::cli::FailOn;
-use crate::report::model::{Report, Status};
+use crate::model::{Report, Status};
 
 pub const OK: u8 = 0;
 pub const CHECK_FAILED: u8 = 1;
@@ -38,7 +38,7 @@ pub fn for_report(report: &Report, fail_on: FailOn) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::model::*;
+    use crate::model::*;
     use std::time::{Duration, SystemTime};
 
     fn report(hops: Vec<HopResult>) -> Report {

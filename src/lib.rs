@@ -14,6 +14,7 @@ pub mod dcerpc;
 pub mod exit;
 pub mod hops;
 pub mod metrics_server;
+pub mod model;
 pub mod plan;
 pub mod progress;
 pub mod report;

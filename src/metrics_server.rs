@@ -22,7 +22,7 @@ use axum::Router;
 use futures::future::BoxFuture;
 
 use crate::chain::RunContext;
-use crate::report::model::{CheckResult, Report, Status};
+use crate::model::{CheckResult, Report, Status};
 use crate::report::prometheus;
 use crate::resolver::DnsResolver;
 use crate::runner::{self, RunOptions};

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::report::model::{CheckResult, Status};
+use crate::model::{CheckResult, Status};
 use crate::runner::Progress;
 
 /// How long a run lasts before the bar appears.

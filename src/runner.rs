@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::chain::{Chain, RunContext};
 use crate::hops;
-use crate::report::model::{CheckResult, Direction, HopKind, Report};
+use crate::model::{CheckResult, Direction, HopKind, Report};
 use crate::resolver::DnsResolver;
 use crate::target::{CheckSpec, Target};
 

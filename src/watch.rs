@@ -19,8 +19,8 @@ use serde::Serialize;
 use crate::cli::WatchArgs;
 use crate::exit;
 use crate::metrics_server::{self, ServerState};
+use crate::model::{CheckResult, Direction, Report, Status};
 use crate::plan;
-use crate::report::model::{CheckResult, Direction, Report, Status};
 use crate::report::prometheus::{labels, Family};
 use crate::report::{outputs, Format};
 use crate::runner::{self, RunOptions};
@@ -487,7 +487,7 @@ async fn start_server(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::model::{Cause, HopKind, HopResult};
+    use crate::model::{Cause, HopKind, HopResult};
 
     fn chk(name: &str, ok: bool) -> CheckResult {
         let hops = if ok {

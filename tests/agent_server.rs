@@ -12,7 +12,7 @@ use dtcprobe::agent::protocol::{
 };
 use dtcprobe::agent::server::{serve, AgentState};
 use dtcprobe::agent::{AgentConfig, AllowEntry};
-use dtcprobe::report::model::{Cause, CheckResult, Direction, HopKind, HopResult, Status};
+use dtcprobe::model::{Cause, CheckResult, Direction, HopKind, HopResult, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -86,7 +86,7 @@ fn find<'a>(checks: &'a [CheckResult], name: &str) -> &'a CheckResult {
         .unwrap_or_else(|| panic!("no check {name} in {checks:#?}"))
 }
 
-fn hop(c: &CheckResult, kind: HopKind) -> &dtcprobe::report::model::HopResult {
+fn hop(c: &CheckResult, kind: HopKind) -> &dtcprobe::model::HopResult {
     c.hops
         .iter()
         .find(|h| h.hop == kind)

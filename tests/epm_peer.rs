@@ -9,7 +9,7 @@ use std::time::Duration;
 use dtcprobe::dcerpc::epm::{self as wire, Floor, Tower, EPT_S_NOT_REGISTERED, PROTO_LRPC};
 use dtcprobe::dcerpc::pdu::{self, build};
 use dtcprobe::dcerpc::{Uuid, IXNREMOTE};
-use dtcprobe::report::model::{Cause, CheckResult, HopKind, HopResult, Status};
+use dtcprobe::model::{Cause, CheckResult, HopKind, HopResult, Status};
 use dtcprobe::runner::{run_checks, RunOptions};
 use dtcprobe::target::{CheckSpec, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

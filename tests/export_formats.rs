@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::net::TcpListener;
 use std::time::{Duration, SystemTime};
 
-use dtcprobe::report::model::{Cause, CheckResult, Direction, HopKind, HopResult, Report};
+use dtcprobe::model::{Cause, CheckResult, Direction, HopKind, HopResult, Report};
 use dtcprobe::report::{exporter_for, Format, RenderOptions};
 
 fn check(

@@ -14,7 +14,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dtcprobe::metrics_server::{self, Prober, ServerState};
-use dtcprobe::report::model::{CheckResult, Direction, HopKind, HopResult};
+use dtcprobe::model::{CheckResult, Direction, HopKind, HopResult};
 use dtcprobe::target::{CheckSpec, Target};
 
 /// A minimal HTTP/1.1 GET: (status, body).

@@ -18,7 +18,7 @@ use super::protocol::{
     ReverseTarget, REPLAY_WINDOW_SECS,
 };
 use crate::hops;
-use crate::report::model::{Cause, CheckResult, Direction, HopKind, HopResult, Report};
+use crate::model::{Cause, CheckResult, Direction, HopKind, HopResult, Report};
 use crate::runner::{self, RunOptions};
 use crate::target::CheckSpec;
 
@@ -690,7 +690,7 @@ pub fn compare_cids(local: &str, remote: &str) -> HopResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::model::Status;
+    use crate::model::Status;
 
     #[test]
     fn cid_comparison_table() {

@@ -28,7 +28,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sha2::Sha256;
 use thiserror::Error;
 
-use crate::report::model::{CheckResult, HopResult};
+use crate::model::{CheckResult, HopResult};
 
 /// Version of the wire protocol. Bumped on incompatible changes.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -26,7 +26,7 @@ use super::protocol::{
 use super::{url_port, AgentConfig, AllowEntry};
 use crate::chain::RunContext;
 use crate::hops;
-use crate::report::model::{Cause, CheckResult, Direction, HopKind, HopResult, Status};
+use crate::model::{Cause, CheckResult, Direction, HopKind, HopResult, Status};
 use crate::resolver::DnsResolver;
 use crate::target::{CheckSpec, Target};
 

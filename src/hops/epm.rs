@@ -26,7 +26,7 @@ use crate::dcerpc::pdu::{
     status_text, BindReply, CallError, ResponseAssembler, Step, HEADER_LEN,
 };
 use crate::dcerpc::{DecodeError, SyntaxId, Uuid, EPM_INTERFACE, IXNREMOTE};
-use crate::report::model::{Cause, CheckResult, HopKind, HopResult, Status};
+use crate::model::{Cause, CheckResult, HopKind, HopResult, Status};
 
 pub const HINT_RPC_PORT: &str =
     "allow the RPC dynamic range or pin MSDTC with ServerTcpPort and open that port, in both directions";

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 use crate::chain::{Chain, HopOutput, RunContext};
-use crate::report::model::{Cause, HopKind, HopResult, Status};
+use crate::model::{Cause, HopKind, HopResult, Status};
 use crate::secret::{self, Secret};
 
 use classify::{classify_failure, failure_from_tiberius, tds_version_name, Failure};

@@ -13,7 +13,7 @@ use url::Url;
 
 use crate::chain::{Chain, HopOutput, RunContext};
 use crate::hops;
-use crate::report::model::{Cause, HopKind, HopResult};
+use crate::model::{Cause, HopKind, HopResult};
 use crate::secret::{self, PasswordSource};
 use crate::target::{url_host, TargetError};
 
@@ -185,7 +185,7 @@ fn error_detail(e: &tokio_postgres::Error) -> (Option<String>, String) {
     }
 }
 
-pub async fn run(t: &PgTarget, ctx: &RunContext) -> Vec<crate::report::model::HopResult> {
+pub async fn run(t: &PgTarget, ctx: &RunContext) -> Vec<crate::model::HopResult> {
     let mut planned = vec![HopKind::Resolve, HopKind::Tcp, HopKind::Login];
     match t.tx {
         PgTx::Local => planned.push(HopKind::TxLocal),

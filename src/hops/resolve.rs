@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::chain::HopOutput;
-use crate::report::model::{Cause, HopKind, HopResult};
+use crate::model::{Cause, HopKind, HopResult};
 use crate::resolver::{DnsError, DnsResolver};
 
 pub const HINT_NXDOMAIN: &str =

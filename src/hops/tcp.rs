@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::chain::HopOutput;
 use crate::classify::{classify_connect, ConnectOutcome};
-use crate::report::model::{HopKind, HopResult, Status};
+use crate::model::{HopKind, HopResult, Status};
 
 /// One connect attempt and what came of it.
 #[derive(Debug, Clone, PartialEq)]
@@ -251,7 +251,7 @@ pub fn hop_result(kind: HopKind, attempts: &[Attempt]) -> HopResult {
         )),
         _ => HopResult::fail(
             kind,
-            crate::report::model::Cause::Internal,
+            crate::model::Cause::Internal,
             "no address to connect to",
         ),
     };
@@ -274,7 +274,7 @@ pub async fn tcp(addrs: &[IpAddr], port: u16, limit: Duration) -> HopOutput<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::model::Cause;
+    use crate::model::Cause;
     use std::io::ErrorKind;
 
     fn attempt(addr: &str, outcome: ConnectOutcome) -> Attempt {

@@ -4,8 +4,8 @@
 use std::io::{self, Write};
 use std::time::Duration;
 
-use super::model::{Report, Status};
 use super::Exporter;
+use crate::model::{Report, Status};
 
 pub struct Human {
     pub color: bool,
@@ -90,10 +90,10 @@ impl Exporter for Human {
                 let name = if first { check.name.as_str() } else { "" };
                 first = false;
                 let hop_name = match check.direction {
-                    crate::report::model::Direction::Reverse => {
+                    crate::model::Direction::Reverse => {
                         format!("{} (rev)", hop.hop.as_str())
                     }
-                    crate::report::model::Direction::Forward => hop.hop.as_str().to_string(),
+                    crate::model::Direction::Forward => hop.hop.as_str().to_string(),
                 };
                 // Pad before painting so escape codes do not break the alignment.
                 let status = paint(hop.status, &format!("{:<6}", status_label(hop.status)));
@@ -149,7 +149,7 @@ impl Exporter for Human {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::model::*;
+    use crate::model::*;
     use std::time::SystemTime;
 
     #[test]

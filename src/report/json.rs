@@ -2,8 +2,8 @@
 
 use std::io::{self, Write};
 
-use super::model::Report;
 use super::Exporter;
+use crate::model::Report;
 
 pub struct Json;
 

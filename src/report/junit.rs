@@ -18,7 +18,7 @@ use quick_junit::{
     NonSuccessKind, Property, Report as JReport, TestCase, TestCaseStatus, TestSuite,
 };
 
-use super::model::{CheckResult, Direction, HopResult, Report, Status};
+use crate::model::{CheckResult, Direction, HopResult, Report, Status};
 
 /// The JUnit exporter.
 #[derive(Debug, Default, Clone, Copy)]
@@ -207,7 +207,7 @@ pub fn render(report: &Report, out: &mut dyn Write) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::model::{Cause, HopKind};
+    use crate::model::{Cause, HopKind};
     use std::time::{Duration, SystemTime};
 
     fn check(

@@ -3,7 +3,7 @@
 pub mod human;
 pub mod json;
 pub mod junit;
-pub mod model;
+
 pub mod nagios;
 pub mod outputs;
 pub mod plain;
@@ -11,7 +11,7 @@ pub mod prometheus;
 
 use std::io::{self, Write};
 
-use model::Report;
+use crate::model::Report;
 
 /// Renders a whole report in one format.
 pub trait Exporter {

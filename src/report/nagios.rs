@@ -8,7 +8,7 @@
 
 use std::io::{self, Write};
 
-use super::model::{CheckResult, Report, Status};
+use crate::model::{CheckResult, Report, Status};
 
 /// The Nagios exporter.
 #[derive(Debug, Default, Clone, Copy)]
@@ -180,7 +180,7 @@ fn one_line(c: &CheckResult) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::model::{Cause, HopKind, HopResult};
+    use crate::model::{Cause, HopKind, HopResult};
     use std::time::{Duration, SystemTime};
 
     fn check(hops: Vec<HopResult>) -> CheckResult {

@@ -10,11 +10,11 @@ use std::str::FromStr;
 
 use clap::ValueEnum;
 
-use super::model::Report;
 use super::{exporter_for, Format, RenderOptions};
 use crate::baseline::{self, BaselineDiff};
 use crate::cli::CheckArgs;
 use crate::exit;
+use crate::model::Report;
 
 /// The file written into `--textfile-dir` (node_exporter / windows_exporter read `*.prom`).
 pub const TEXTFILE_NAME: &str = "dtcprobe.prom";

@@ -3,8 +3,8 @@
 
 use std::io::{self, Write};
 
-use super::model::Report;
 use super::Exporter;
+use crate::model::Report;
 
 pub struct Plain;
 

@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::time::Duration;
 
-use super::model::{Cause, CheckResult, Direction, Report, Status};
+use crate::model::{Cause, CheckResult, Direction, Report, Status};
 
 /// The Prometheus exporter.
 #[derive(Debug, Default, Clone, Copy)]
@@ -237,7 +237,7 @@ pub fn build_info() -> Family {
     bi.add(
         labels(&[
             ("version", env!("CARGO_PKG_VERSION")),
-            ("format_version", super::model::FORMAT_VERSION),
+            ("format_version", crate::model::FORMAT_VERSION),
         ]),
         1.0,
     );

@@ -1,7 +1,7 @@
 //! Pure: what a SQL Server error (number, state) or a driver error means for the sysadmin:
 //! a [`Cause`] from the fixed list, and a hint naming what to check next.
 
-use crate::report::model::Cause;
+use crate::model::Cause;
 
 /// A classified failure.
 #[derive(Debug, Clone, PartialEq)]
