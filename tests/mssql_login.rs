@@ -1,8 +1,7 @@
 //! End to end: the real binary against the scripted TDS peer on 127.0.0.1. Each test asserts the
 //! cause on the hop where it belongs, from `-f json`.
 
-#[path = "support/tds_peer.rs"]
-mod tds_peer;
+use crate::support::tds_peer;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
