@@ -27,4 +27,5 @@ mod mssql_real_server;
 mod netns_dns;
 mod netns_tcp;
 mod postgres_real;
+mod report_schema;
 mod watch_metrics;
