@@ -1,7 +1,7 @@
 //! `dtcprobe agent --metrics-listen`: the agent's own counters, scraped over HTTP after a good and
 //! a wrong-key `peer` run on loopback, and checked with promtool.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -2,9 +2,7 @@
 //! namespaces ("web" = the near side at 198.18.0.1, "sql" = the agent at 198.18.0.2) with real
 //! nftables rules between them.
 
-#[path = "support/samba.rs"]
-mod samba;
-mod support;
+use crate::support::{self, samba};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! End-to-end tests of the command line that need no privileges: exit codes, config errors with
 //! their position, `init`, and a loopback check.
 
-mod support;
+use crate::support;
 
 use support::{hop, parse_report, run_bin as dtcprobe};
 

@@ -15,11 +15,11 @@ use dtcprobe::target::{CheckSpec, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const CID_A: &str = "3e1f0c55-8a2b-4c1d-9e7f-0123456789ab";
+pub(crate) const CID_A: &str = "3e1f0c55-8a2b-4c1d-9e7f-0123456789ab";
 const CID_B: &str = "77777777-1111-2222-3333-444444444444";
 
 #[derive(Clone)]
-enum Behavior {
+pub(crate) enum Behavior {
     /// IXnRemote registered under `cid` (object UUID) on TCP `port` (or only on ncalrpc);
     /// response stub data cut into fragments of `chunk` bytes.
     Registered {
@@ -142,12 +142,12 @@ async fn serve(mut s: TcpStream, ip: Ipv4Addr, b: Behavior) {
 }
 
 /// A scripted mapper on `ip`, plus (for `Registered`) a listener standing for the RPC port.
-struct Peer {
-    addr: SocketAddr,
+pub(crate) struct Peer {
+    pub(crate) addr: SocketAddr,
     _rpc: Option<TcpListener>,
 }
 
-async fn peer(ip: Ipv4Addr, make: impl FnOnce(u16) -> Behavior) -> Peer {
+pub(crate) async fn peer(ip: Ipv4Addr, make: impl FnOnce(u16) -> Behavior) -> Peer {
     let rpc = TcpListener::bind((ip, 0)).await.unwrap();
     let rpc_port = rpc.local_addr().unwrap().port();
     let b = make(rpc_port);
@@ -190,7 +190,7 @@ fn hop(c: &CheckResult, kind: HopKind) -> &HopResult {
         .unwrap_or_else(|| panic!("no {kind:?} in {c:#?}"))
 }
 
-fn registered(cid: &str, chunk: usize) -> impl FnOnce(u16) -> Behavior {
+pub(crate) fn registered(cid: &str, chunk: usize) -> impl FnOnce(u16) -> Behavior {
     let cid = Uuid::parse(cid).unwrap();
     move |port| Behavior::Registered {
         cid,

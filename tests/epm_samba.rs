@@ -2,9 +2,7 @@
 //! dtcprobe binary in a "web" namespace, nftables between them. The zone scenario of issue 4:
 //! TCP 135 open, the dynamic RPC range dropped -> `epm` pass, `rpc_port` fail with `timeout`.
 
-#[path = "support/samba.rs"]
-mod samba;
-mod support;
+use crate::support::{self, samba};
 
 use std::collections::BTreeSet;
 

@@ -1,6 +1,6 @@
 //! `--baseline`: a JSON report taken while a port was open, compared with a run after it closed.
 
-mod support;
+use crate::support;
 
 use std::net::TcpListener;
 use support::run_bin;

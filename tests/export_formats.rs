@@ -3,7 +3,7 @@
 //! (awkward names: quotes, backslashes, line breaks, dots, duplicate hops) and the real binary's
 //! output against loopback listeners.
 
-mod support;
+use crate::support;
 
 use support::run_bin;
 

@@ -1,7 +1,7 @@
 //! The progress bar: drawn on stderr for a long run when stderr is a terminal (a pseudo-terminal
 //! made by `script`), never when stderr is a pipe.
 
-mod support;
+use crate::support;
 
 use support::netns::{can_run_netns_tests, dtcprobe_bin, dtcprobe_in, Zones, SQL_IP};
 

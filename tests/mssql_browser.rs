@@ -4,8 +4,7 @@
 
 #![cfg(unix)]
 
-#[path = "support/tds_peer.rs"]
-mod tds_peer;
+use crate::support::tds_peer;
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -3,8 +3,7 @@
 //! the rows and see transaction state through the peer, the peer speaks real TDS, and the
 //! dtcprobe tests against it mean something.
 
-#[path = "support/tds_peer.rs"]
-mod tds_peer;
+use crate::support::tds_peer;
 
 use std::io::Write;
 use std::process::{Command, Stdio};

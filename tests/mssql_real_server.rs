@@ -1,7 +1,7 @@
 //! Opt-in: the same chain against a real SQL Server, which the test peer can only imitate.
 //!
 //! Set `DTCPROBE_MSSQL_URL` (e.g. `mssql://probe@sql01.corp/app?tx=distributed&trust_server_certificate=true`)
-//! and `DTCPROBE_MSSQL_PASSWORD`, then `cargo test --test mssql_real_server -- --nocapture`.
+//! and `DTCPROBE_MSSQL_PASSWORD`, then `cargo test --test integration mssql_real_server -- --nocapture`.
 //! Without them the test prints why it is skipped and passes. Every planned hop must pass.
 
 use std::io::Write;

@@ -2,7 +2,7 @@
 //! in the "sql" zone, forward and reverse, including a stale PTR record of the kind that breaks
 //! MSDTC, and DNS blocked by a firewall rule.
 
-mod support;
+use crate::support;
 
 use support::netns::{can_run_netns_tests, dtcprobe_in, start_dnsmasq, Zones, SQL_IP};
 use support::{hop, parse_report};

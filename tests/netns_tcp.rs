@@ -1,7 +1,7 @@
 //! End-to-end: the real binary in a "web" namespace probing a "sql" namespace through real
 //! nftables rules. Each TCP cause must come from the rule that really produces it.
 
-mod support;
+use crate::support;
 
 use std::time::Instant;
 

@@ -1,7 +1,7 @@
 //! End-to-end against a real PostgreSQL server: login causes, a local transaction, and two-phase
 //! commit (what an XA/MSDTC coordinator needs) enabled and disabled.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

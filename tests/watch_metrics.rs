@@ -2,7 +2,7 @@
 //! /metrics and /probe checked with promtool, and a flapping target made by toggling a firewall
 //! rule in a network namespace.
 
-mod support;
+use crate::support;
 
 use support::promtool_check as promtool_ok;
 

@@ -3,6 +3,8 @@
 
 pub mod netns;
 pub mod postgres;
+pub mod samba;
+pub mod tds_peer;
 
 use serde_json::Value;
 

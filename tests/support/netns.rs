@@ -28,10 +28,12 @@ pub fn can_run_netns_tests(test: &str) -> bool {
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// A name unique to this test process and call: `{prefix}{pid}{n}`.
+/// A name unique to this test process and call: `{prefix}-{pid}x{n}`. All integration tests run
+/// as threads of one process, so the process-wide counter is what keeps parallel tests apart; the
+/// `-` keeps the pid readable after a prefix that ends in a digit (see the sweep below).
 pub fn unique_name(prefix: &str) -> String {
     format!(
-        "{prefix}{}x{}",
+        "{prefix}-{}x{}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
@@ -55,7 +57,8 @@ pub struct Netns {
 }
 
 /// Removes namespaces left behind by test processes that were killed before their Drop ran
-/// (names made by [`unique_name`]: `{prefix}{pid}x{n}` with no such pid alive).
+/// (names made by [`unique_name`]: `{prefix}-{pid}x{n}` with no such pid alive). Names in another
+/// format are left alone: guessing a pid from them could delete a live run's namespace.
 fn sweep_stale_namespaces() {
     static SWEPT: std::sync::Once = std::sync::Once::new();
     SWEPT.call_once(|| {
@@ -70,14 +73,9 @@ fn sweep_stale_namespaces() {
             let Some((head, _)) = name.rsplit_once('x') else {
                 continue;
             };
-            let pid: String = head
-                .chars()
-                .rev()
-                .take_while(|c| c.is_ascii_digit())
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
+            let Some((_, pid)) = head.rsplit_once('-') else {
+                continue;
+            };
             let Ok(pid) = pid.parse::<u32>() else {
                 continue;
             };

@@ -1,0 +1,31 @@
+//! The integration tests, as one test binary (like ripgrep's tests/tests.rs): one link instead of
+//! one per file, and one process in which every test shares `support`. Each file below stays a
+//! module of its own; what the tests share lives in `support/`.
+//!
+//! Because the tests now run as threads of one process, anything a test creates on the machine
+//! must be unique per test, not per process: namespace names come from
+//! `support::netns::unique_name` (pid + a process-wide counter), listeners bind port 0 or an
+//! address derived from that counter, and no test changes this process's environment or
+//! working directory (children get their own `env`).
+
+mod support;
+
+mod agent_cli;
+mod agent_metrics;
+mod agent_netns;
+mod agent_server;
+mod cli;
+mod epm_peer;
+mod epm_samba;
+mod export_baseline;
+mod export_formats;
+mod export_progress;
+mod mssql_browser;
+mod mssql_freetds;
+mod mssql_login;
+mod mssql_real_server;
+mod netns_dns;
+mod netns_tcp;
+mod postgres_real;
+mod report_schema;
+mod watch_metrics;
