@@ -7,10 +7,11 @@ use std::path::Path;
 use anyhow::Context;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{CheckArgs, Cli, Command, InitArgs};
+use crate::agent::cmd::{AgentSetup, PeerSetup};
+use crate::cli::{Cli, Command, InitArgs, PeerArgs, WatchArgs};
 use crate::exit;
-use crate::plan;
-use crate::report::{self, RenderOptions};
+use crate::plan::{self, PlanInput};
+use crate::report::{self, outputs};
 use crate::runner::{self, RunOptions};
 
 /// The example written by `dtcprobe init` (also shipped as config/example.toml).
@@ -30,10 +31,16 @@ pub fn main(cli: Cli) -> u8 {
         }
     };
     match cli.command {
-        Command::Check(args) => runtime.block_on(check(args)),
-        Command::Watch(args) => runtime.block_on(crate::watch::run(*args)),
-        Command::Agent(args) => runtime.block_on(crate::agent::cmd::agent_main(args)),
-        Command::Peer(args) => runtime.block_on(crate::agent::cmd::peer_main(*args)),
+        Command::Check(args) => runtime.block_on(check(args.plan_input())),
+        Command::Watch(args) => runtime.block_on(watch(&args)),
+        Command::Agent(args) => match AgentSetup::load(args.agent_input()) {
+            Ok(setup) => runtime.block_on(crate::agent::cmd::agent_main(setup)),
+            Err(e) => {
+                eprintln!("dtcprobe agent: {e}");
+                e.exit_code()
+            }
+        },
+        Command::Peer(args) => runtime.block_on(peer(&args)),
         Command::Init(args) => match init(&args) {
             Ok(path) => {
                 println!("wrote {}", path.display());
@@ -79,12 +86,14 @@ fn raise_open_file_limit() {
     }
 }
 
-async fn check(args: CheckArgs) -> u8 {
-    let plan = match plan::build(&args) {
+/// Everything is resolved (config, targets, baseline) before the first check runs; an error
+/// there is reported the way the stdout format wants (see `Exporter::tool_error`).
+async fn check(input: PlanInput) -> u8 {
+    let plan = match plan::build(&input) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("dtcprobe: {e}");
-            return report::outputs::pre_run_exit(&args, e.exit_code(), &e.to_string());
+            return outputs::pre_run_exit(input.output.format, e.exit_code(), &e.to_string());
         }
     };
     let bar = crate::progress::Bar::for_run(plan.checks.len());
@@ -112,7 +121,32 @@ async fn check(args: CheckArgs) -> u8 {
         b.finish();
     }
     // Stdout report (+ baseline comparison), --output files, --textfile-dir, exit code.
-    report::outputs::emit(&report, &args, RenderOptions::for_stdout())
+    outputs::emit(&report, &plan.output)
+}
+
+async fn watch(args: &WatchArgs) -> u8 {
+    let plan = match plan::build(&args.plan_input()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("dtcprobe: {e}");
+            return e.exit_code();
+        }
+    };
+    if args.check.baseline.is_some() {
+        eprintln!("dtcprobe watch: --baseline is ignored in watch mode (use it with `check`)");
+    }
+    crate::watch::run(plan, args.watch_options()).await
+}
+
+/// Key, reverse checks and plan (baseline included) are resolved before the agent is contacted.
+async fn peer(args: &PeerArgs) -> u8 {
+    match PeerSetup::resolve(args.peer_input()) {
+        Ok(setup) => crate::agent::cmd::peer_main(setup).await,
+        Err(e) => {
+            eprintln!("dtcprobe peer: {e}");
+            outputs::pre_run_exit(args.check.format, e.exit_code(), &e.to_string())
+        }
+    }
 }
 
 fn init(args: &InitArgs) -> anyhow::Result<std::path::PathBuf> {

@@ -1,12 +1,20 @@
-//! Command line (clap derive). Thin: parsing only; `app` does the work.
+//! Command line (clap derive). Thin: parsing, and converting the arguments into the plain inputs
+//! of the modules below (`plan::PlanInput`, `watch::WatchOptions`, `agent::cmd::PeerInput`), so
+//! that nothing below the command line depends on it; `app` does the work.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
+use crate::agent::cmd::{AgentInput, PeerInput};
 use crate::config::positive_duration;
+use crate::exit::FailOn;
+use crate::plan::PlanInput;
+use crate::report::outputs::OutputRequest;
 use crate::report::Format;
+use crate::watch::WatchOptions;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,9 +39,9 @@ pub enum Command {
     /// Write an example config file.
     Init(InitArgs),
     /// Run the agent on the far side (a long-running service) that `peer` talks to.
-    Agent(crate::agent::cmd::AgentArgs),
+    Agent(AgentArgs),
     /// Check both directions in one invocation, with an agent on the far side.
-    Peer(Box<crate::agent::cmd::PeerArgs>),
+    Peer(Box<PeerArgs>),
     /// Run the checks repeatedly; print only transitions and flapping checks; optionally serve
     /// /metrics, /healthz and /probe for Prometheus.
     Watch(Box<WatchArgs>),
@@ -127,14 +135,145 @@ pub struct CheckArgs {
     pub list_endpoints: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum FailOn {
-    /// Exit 0 whatever the checks found (tool faults still exit 3).
-    Never,
-    /// Exit 1 when a check fails or warns.
-    Warning,
-    /// Exit 1 when a check fails.
-    Failure,
+impl CheckArgs {
+    /// The plan's input: these arguments as plain values, colour decided for this stdout.
+    pub fn plan_input(&self) -> PlanInput {
+        PlanInput {
+            targets: self.targets.clone(),
+            config: self.config.clone(),
+            only: self.only.clone(),
+            timeout: self.timeout,
+            concurrency: self.concurrency,
+            list_endpoints: self.list_endpoints,
+            output: OutputRequest {
+                format: self.format,
+                color: crate::report::colour_for_stdout(),
+                outputs: self.outputs.clone(),
+                textfile_dir: self.textfile_dir.clone(),
+                fail_on: self.fail_on,
+                baseline: self.baseline.clone(),
+            },
+        }
+    }
+}
+
+impl WatchArgs {
+    /// The plan's input. `--baseline` does not apply to watch mode and is left out (not loaded).
+    pub fn plan_input(&self) -> PlanInput {
+        let mut input = self.check.plan_input();
+        input.output.baseline = None;
+        input
+    }
+
+    pub fn watch_options(&self) -> WatchOptions {
+        WatchOptions {
+            interval: self.interval,
+            count: self.count,
+            flap_window: self.flap_window,
+            flap_threshold: self.flap_threshold,
+            metrics_listen: self.metrics_listen,
+            probe_cache: self.probe_cache,
+        }
+    }
+}
+
+/// `dtcprobe agent`: the far side, a long-running service.
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// Address to listen on, e.g. 0.0.0.0:7135 or [::]:7135 (or `listen` in the agent config).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    /// File holding the pre-shared key (at least 32 bytes after trimming whitespace).
+    #[arg(long, value_name = "FILE", env = "DTCPROBE_KEY_FILE")]
+    pub key_file: PathBuf,
+
+    /// Agent config (allow list, zone, limits): see config/agent.example.toml.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Serve the agent's own /metrics (sessions, refusals by reason, callbacks, reverse checks)
+    /// and /healthz on this address (or `metrics_listen` in the agent config).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+
+    /// Windows only: run under the service control manager (`sc.exe create ... binPath= "...
+    /// agent --service ..."`). Elsewhere use the systemd unit in config/.
+    #[arg(long)]
+    pub service: bool,
+}
+
+impl AgentArgs {
+    pub fn agent_input(&self) -> AgentInput {
+        AgentInput {
+            listen: self.listen.clone(),
+            key_file: self.key_file.clone(),
+            config: self.config.clone(),
+            metrics_listen: self.metrics_listen.clone(),
+            service: self.service,
+        }
+    }
+}
+
+/// `dtcprobe peer`: forward checks from here plus the reverse direction via the agent.
+#[derive(Debug, Clone, Args)]
+pub struct PeerArgs {
+    /// The agent, HOST:PORT.
+    #[arg(value_name = "AGENT_ADDR")]
+    pub agent: String,
+
+    /// File holding the pre-shared key (the same as the agent's).
+    #[arg(long, value_name = "FILE", env = "DTCPROBE_KEY_FILE")]
+    pub key_file: PathBuf,
+
+    /// Port of the callback listener opened here for the run [default: ephemeral].
+    #[arg(long, value_name = "PORT", default_value_t = 0)]
+    pub callback_port: u16,
+
+    /// Address the callback listener binds to.
+    #[arg(long, value_name = "IP", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+    pub callback_bind: IpAddr,
+
+    /// This host's name for the agent to resolve (forward + reverse) [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    pub caller_name: Option<String>,
+
+    /// A reverse check for the agent to run (repeatable). The host `caller` stands for this host
+    /// as the agent sees it (e.g. tcp://caller:135); other hosts must be in the agent's allow list.
+    #[arg(long = "reverse", value_name = "URL")]
+    pub reverse: Vec<String>,
+
+    /// This host's zone (reports name it as `from` for forward checks, `to` for reverse ones).
+    #[arg(long, value_name = "NAME")]
+    pub zone: Option<String>,
+
+    /// This host's MSDTC CID, compared with the agent's (duplicate CIDs break MSDTC).
+    #[arg(long, value_name = "GUID")]
+    pub cid: Option<String>,
+
+    /// Bound on the agent's answer once it accepted the request [default: 8 x timeout + 5s].
+    #[arg(long, value_name = "DUR", value_parser = positive_duration)]
+    pub session_timeout: Option<Duration>,
+
+    #[command(flatten)]
+    pub check: CheckArgs,
+}
+
+impl PeerArgs {
+    pub fn peer_input(&self) -> PeerInput {
+        PeerInput {
+            agent: self.agent.clone(),
+            key_file: self.key_file.clone(),
+            callback_port: self.callback_port,
+            callback_bind: self.callback_bind,
+            caller_name: self.caller_name.clone(),
+            reverse: self.reverse.clone(),
+            zone: self.zone.clone(),
+            cid: self.cid.clone(),
+            session_timeout: self.session_timeout,
+            plan: self.check.plan_input(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,5 @@
 //! Exit codes (DESIGN.md): what scripts and schedulers act on.
 
-use crate::cli::FailOn;
 use crate::model::{Report, Status};
 
 pub const OK: u8 = 0;
@@ -9,6 +8,18 @@ pub const USAGE: u8 = 2;
 pub const INCONCLUSIVE: u8 = 3;
 pub const CONFIG: u8 = 78;
 pub const INTERRUPTED: u8 = 130;
+
+/// `--fail-on`: what makes the exit code of a finished run non-zero. It lives here, with the codes
+/// it selects, so that everything below the command line can take it without importing the CLI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailOn {
+    /// Exit 0 whatever the checks found (tool faults still exit 3).
+    Never,
+    /// Exit 1 when a check fails or warns.
+    Warning,
+    /// Exit 1 when a check fails.
+    Failure,
+}
 
 /// Pure: the exit code for a finished run.
 /// A failure whose cause is a tool fault (`internal`, `config`) is not evidence that the network or

@@ -16,14 +16,30 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::cli::WatchArgs;
 use crate::exit;
 use crate::metrics_server::{self, ServerState};
 use crate::model::{CheckResult, Direction, Report, Status};
-use crate::plan;
+use crate::plan::Plan;
 use crate::report::prometheus::{labels, Family};
 use crate::report::{outputs, Format};
 use crate::runner::{self, RunOptions};
+
+/// The schedule of `dtcprobe watch` (what to check and how to report it is the [`Plan`]).
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// Time between the starts of two rounds.
+    pub interval: Duration,
+    /// Stop after this many rounds (`None`: until interrupted).
+    pub count: Option<u64>,
+    /// Window over which status changes are counted for flap detection.
+    pub flap_window: Duration,
+    /// This many status changes within the window make a check flapping.
+    pub flap_threshold: usize,
+    /// Serve /metrics, /healthz and /probe here.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How long a /probe result is reused for the same module and target.
+    pub probe_cache: Duration,
+}
 
 /// What the tracker reports.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -369,28 +385,26 @@ fn print_summary(json: bool, rounds: u64, tracker: &Tracker) {
 
 /// Runs `dtcprobe watch`; returns the exit code: 130 when interrupted, else 1 if a check flapped
 /// or the last round fails by `--fail-on`, else that round's code.
-pub async fn run(args: WatchArgs) -> u8 {
-    let plan = match plan::build(&args.check) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("dtcprobe: {e}");
-            return e.exit_code();
-        }
-    };
-    if args.check.baseline.is_some() {
-        eprintln!("dtcprobe watch: --baseline is ignored in watch mode (use it with `check`)");
-    }
-    let json = args.check.format == Format::Json;
+pub async fn run(plan: Plan, schedule: WatchOptions) -> u8 {
+    let json = plan.output.format == Format::Json;
     let opts = RunOptions {
         timeout: plan.timeout,
         concurrency: plan.concurrency,
         progress: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = match args.metrics_listen {
+    let server = match schedule.metrics_listen {
         None => None,
         Some(addr) => {
-            match start_server(addr, &plan.checks, &opts, args.probe_cache, stop_rx.clone()).await {
+            match start_server(
+                addr,
+                &plan.checks,
+                &opts,
+                schedule.probe_cache,
+                stop_rx.clone(),
+            )
+            .await
+            {
                 Ok(s) => Some(s),
                 Err(e) => {
                     eprintln!("dtcprobe: cannot listen on {addr}: {e}");
@@ -400,7 +414,7 @@ pub async fn run(args: WatchArgs) -> u8 {
         }
     };
 
-    let mut tracker = Tracker::new(args.flap_window, args.flap_threshold);
+    let mut tracker = Tracker::new(schedule.flap_window, schedule.flap_threshold);
     let mut rounds = 0u64;
     let mut last: Option<Report> = None;
     let mut interrupted = false;
@@ -423,17 +437,17 @@ pub async fn run(args: WatchArgs) -> u8 {
         print_events(json, now, &events);
         if let Err(e) = outputs::write_all(
             &report,
-            &args.check.outputs,
-            args.check.textfile_dir.as_deref(),
+            &plan.output.outputs,
+            plan.output.textfile_dir.as_deref(),
         ) {
             eprintln!("dtcprobe: {e}");
         }
         last = Some(report);
-        if args.count.is_some_and(|n| rounds >= n) {
+        if schedule.count.is_some_and(|n| rounds >= n) {
             break;
         }
         tokio::select! {
-            _ = tokio::time::sleep_until(round_start + args.interval) => {}
+            _ = tokio::time::sleep_until(round_start + schedule.interval) => {}
             _ = &mut ctrl_c => { interrupted = true; break; }
         }
     }
@@ -446,7 +460,7 @@ pub async fn run(args: WatchArgs) -> u8 {
         return exit::INTERRUPTED;
     }
     let code = last.as_ref().map_or(exit::INCONCLUSIVE, |r| {
-        exit::for_report(r, args.check.fail_on)
+        exit::for_report(r, plan.output.fail_on)
     });
     if code == exit::OK && tracker.summary().iter().any(|r| r.flapped) {
         exit::CHECK_FAILED

@@ -12,7 +12,7 @@ use std::net::TcpListener;
 use std::time::{Duration, SystemTime};
 
 use dtcprobe::model::{Cause, CheckResult, Direction, HopKind, HopResult, Report};
-use dtcprobe::report::{exporter_for, Format, RenderOptions};
+use dtcprobe::report::{exporter_for, Format, RenderContext};
 
 fn check(
     name: &str,
@@ -88,8 +88,8 @@ fn awkward_report() -> Report {
 
 fn render(report: &Report, format: Format) -> String {
     let mut buf = Vec::new();
-    exporter_for(format, RenderOptions::default())
-        .render(report, &mut buf)
+    exporter_for(format)
+        .render(report, &RenderContext::default(), &mut buf)
         .unwrap();
     String::from_utf8(buf).unwrap()
 }

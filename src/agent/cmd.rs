@@ -1,118 +1,97 @@
-//! Command-line surface of `dtcprobe agent` and `dtcprobe peer` (clap args and the two entry
-//! points `app` dispatches to).
+//! The two entry points of `dtcprobe agent` and `dtcprobe peer` that `app` dispatches to, and
+//! the step before each that loads what they need (key, agent config, plan): every input error
+//! is found before the agent listens or the peer run starts. The clap definitions live in `cli`,
+//! which converts its arguments into [`AgentInput`] and [`PeerInput`].
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
+use thiserror::Error;
 
 use super::client::{run_peer, PeerOptions};
-use super::protocol::{Key, ReverseTarget};
-use crate::cli::CheckArgs;
-use crate::config::positive_duration;
+use super::protocol::{Key, KeyError, ReverseTarget};
+use super::{AgentConfig, AgentConfigError};
 use crate::exit;
-use crate::plan;
-use crate::report::{self, RenderOptions};
+use crate::plan::{self, Plan, PlanError, PlanInput};
+use crate::report::outputs;
 use crate::runner::RunOptions;
 use crate::target::Target;
 
-/// `dtcprobe agent`: the far side, a long-running service.
-#[derive(Debug, Clone, Args)]
-pub struct AgentArgs {
-    /// Address to listen on, e.g. 0.0.0.0:7135 or [::]:7135 (or `listen` in the agent config).
-    #[arg(long, value_name = "ADDR")]
+/// Why the agent or the peer run could not start.
+#[derive(Debug, Error)]
+pub enum SetupError {
+    #[error("{0}")]
+    Key(#[from] KeyError),
+    #[error("{0}")]
+    AgentConfig(#[from] AgentConfigError),
+    /// A `--reverse` URL that does not parse.
+    #[error("{0}")]
+    Reverse(String),
+    #[error("{0}")]
+    Plan(#[from] PlanError),
+}
+
+impl SetupError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            SetupError::Key(_) | SetupError::AgentConfig(_) => exit::CONFIG,
+            SetupError::Reverse(_) => exit::USAGE,
+            SetupError::Plan(e) => e.exit_code(),
+        }
+    }
+}
+
+/// What `dtcprobe agent` was asked for (plain values).
+#[derive(Debug, Clone)]
+pub struct AgentInput {
     pub listen: Option<String>,
-
-    /// File holding the pre-shared key (at least 32 bytes after trimming whitespace).
-    #[arg(long, value_name = "FILE", env = "DTCPROBE_KEY_FILE")]
     pub key_file: PathBuf,
-
-    /// Agent config (allow list, zone, limits): see config/agent.example.toml.
-    #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
-
-    /// Serve the agent's own /metrics (sessions, refusals by reason, callbacks, reverse checks)
-    /// and /healthz on this address (or `metrics_listen` in the agent config).
-    #[arg(long, value_name = "ADDR")]
+    /// Overrides the agent config's `metrics_listen`.
     pub metrics_listen: Option<String>,
-
-    /// Windows only: run under the service control manager (`sc.exe create ... binPath= "...
-    /// agent --service ..."`). Elsewhere use the systemd unit in config/.
-    #[arg(long)]
+    /// Run under the Windows service control manager.
     pub service: bool,
 }
 
-/// `dtcprobe peer`: forward checks from here plus the reverse direction via the agent.
-#[derive(Debug, Clone, Args)]
-pub struct PeerArgs {
-    /// The agent, HOST:PORT.
-    #[arg(value_name = "AGENT_ADDR")]
-    pub agent: String,
-
-    /// File holding the pre-shared key (the same as the agent's).
-    #[arg(long, value_name = "FILE", env = "DTCPROBE_KEY_FILE")]
-    pub key_file: PathBuf,
-
-    /// Port of the callback listener opened here for the run [default: ephemeral].
-    #[arg(long, value_name = "PORT", default_value_t = 0)]
-    pub callback_port: u16,
-
-    /// Address the callback listener binds to.
-    #[arg(long, value_name = "IP", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
-    pub callback_bind: IpAddr,
-
-    /// This host's name for the agent to resolve (forward + reverse) [default: the host name].
-    #[arg(long, value_name = "NAME")]
-    pub caller_name: Option<String>,
-
-    /// A reverse check for the agent to run (repeatable). The host `caller` stands for this host
-    /// as the agent sees it (e.g. tcp://caller:135); other hosts must be in the agent's allow list.
-    #[arg(long = "reverse", value_name = "URL")]
-    pub reverse: Vec<String>,
-
-    /// This host's zone (reports name it as `from` for forward checks, `to` for reverse ones).
-    #[arg(long, value_name = "NAME")]
-    pub zone: Option<String>,
-
-    /// This host's MSDTC CID, compared with the agent's (duplicate CIDs break MSDTC).
-    #[arg(long, value_name = "GUID")]
-    pub cid: Option<String>,
-
-    /// Bound on the agent's answer once it accepted the request [default: 8 x timeout + 5s].
-    #[arg(long, value_name = "DUR", value_parser = positive_duration)]
-    pub session_timeout: Option<Duration>,
-
-    #[command(flatten)]
-    pub check: CheckArgs,
+/// The agent, ready to run: key and config loaded.
+pub struct AgentSetup {
+    pub listen: Option<String>,
+    pub key: Key,
+    pub config: AgentConfig,
+    pub service: bool,
 }
 
-pub async fn agent_main(args: AgentArgs) -> u8 {
-    let key = match Key::load(&args.key_file) {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("dtcprobe agent: {e}");
-            return exit::CONFIG;
+impl AgentSetup {
+    pub fn load(input: AgentInput) -> Result<AgentSetup, SetupError> {
+        let key = Key::load(&input.key_file)?;
+        let mut config = match &input.config {
+            Some(p) => AgentConfig::load(p)?,
+            None => AgentConfig::default(),
+        };
+        if input.metrics_listen.is_some() {
+            config.metrics_listen = input.metrics_listen;
         }
-    };
-    let config = match &args.config {
-        Some(p) => match super::AgentConfig::load(p) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("dtcprobe agent: {e}");
-                return exit::CONFIG;
-            }
-        },
-        None => super::AgentConfig::default(),
-    };
-    let mut config = config;
-    if args.metrics_listen.is_some() {
-        config.metrics_listen = args.metrics_listen.clone();
+        Ok(AgentSetup {
+            listen: input.listen,
+            key,
+            config,
+            service: input.service,
+        })
     }
-    if args.service {
-        return run_service(args.listen.clone(), key, config).await;
+}
+
+pub async fn agent_main(setup: AgentSetup) -> u8 {
+    let AgentSetup {
+        listen,
+        key,
+        config,
+        service,
+    } = setup;
+    if service {
+        return run_service(listen, key, config).await;
     }
-    match super::server::run(args.listen.as_deref(), key, config).await {
+    match super::server::run(listen.as_deref(), key, config).await {
         Ok(()) => exit::OK,
         Err(e) => {
             eprintln!("dtcprobe agent: {e:#}");
@@ -120,7 +99,6 @@ pub async fn agent_main(args: AgentArgs) -> u8 {
         }
     }
 }
-
 #[cfg(windows)]
 async fn run_service(listen: Option<String>, key: Key, config: super::AgentConfig) -> u8 {
     let runtime = tokio::runtime::Handle::current();
@@ -164,47 +142,62 @@ pub fn parse_reverse(urls: &[String]) -> Result<Vec<ReverseTarget>, String> {
         .collect()
 }
 
-pub async fn peer_main(args: PeerArgs) -> u8 {
-    let key = match Key::load(&args.key_file) {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("dtcprobe peer: {e}");
-            return exit::CONFIG;
-        }
-    };
-    let reverse = match parse_reverse(&args.reverse) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("dtcprobe peer: {e}");
-            return exit::USAGE;
-        }
-    };
-    let plan = match plan::build_allowing_empty(&args.check) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("dtcprobe peer: {e}");
-            return e.exit_code();
-        }
-    };
-    let opts = PeerOptions {
-        agent: args.agent.clone(),
-        key,
-        callback_bind: args.callback_bind,
-        callback_port: args.callback_port,
-        caller_name: Some(
-            args.caller_name
-                .clone()
-                .unwrap_or_else(crate::runner::local_host_name),
-        ),
-        // This host's zone: the flag, else the config's `[defaults] zone`.
-        zone: args.zone.clone().or_else(|| plan.zone.clone()),
-        reverse,
-        hop_timeout: plan.timeout,
-        session_timeout: args
-            .session_timeout
-            .unwrap_or(PeerOptions::default_session_timeout(plan.timeout)),
-        cid: args.cid.clone(),
-    };
+/// What `dtcprobe peer` was asked for (plain values).
+#[derive(Debug, Clone)]
+pub struct PeerInput {
+    /// The agent, `host:port`.
+    pub agent: String,
+    pub key_file: PathBuf,
+    pub callback_port: u16,
+    pub callback_bind: IpAddr,
+    /// This host's name for the agent [default: the host name].
+    pub caller_name: Option<String>,
+    /// `--reverse` URLs.
+    pub reverse: Vec<String>,
+    /// This host's zone [default: the config's `[defaults] zone`].
+    pub zone: Option<String>,
+    pub cid: Option<String>,
+    pub session_timeout: Option<Duration>,
+    /// The forward checks and how the report is written.
+    pub plan: PlanInput,
+}
+
+/// The peer run, ready to start: key loaded, reverse checks parsed, plan built (baseline loaded).
+pub struct PeerSetup {
+    pub plan: Plan,
+    pub opts: PeerOptions,
+}
+
+impl PeerSetup {
+    pub fn resolve(input: PeerInput) -> Result<PeerSetup, SetupError> {
+        let key = Key::load(&input.key_file)?;
+        let reverse = parse_reverse(&input.reverse).map_err(SetupError::Reverse)?;
+        let plan = plan::build_allowing_empty(&input.plan)?;
+        let opts = PeerOptions {
+            agent: input.agent,
+            key,
+            callback_bind: input.callback_bind,
+            callback_port: input.callback_port,
+            caller_name: Some(
+                input
+                    .caller_name
+                    .unwrap_or_else(crate::runner::local_host_name),
+            ),
+            // This host's zone: the flag, else the config's `[defaults] zone`.
+            zone: input.zone.or_else(|| plan.zone.clone()),
+            reverse,
+            hop_timeout: plan.timeout,
+            session_timeout: input
+                .session_timeout
+                .unwrap_or(PeerOptions::default_session_timeout(plan.timeout)),
+            cid: input.cid,
+        };
+        Ok(PeerSetup { plan, opts })
+    }
+}
+
+pub async fn peer_main(setup: PeerSetup) -> u8 {
+    let PeerSetup { plan, opts } = setup;
     let run = RunOptions {
         timeout: plan.timeout,
         concurrency: plan.concurrency,
@@ -218,7 +211,7 @@ pub async fn peer_main(args: PeerArgs) -> u8 {
             return exit::INTERRUPTED;
         }
     };
-    report::outputs::emit(&report, &args.check, RenderOptions::for_stdout())
+    outputs::emit(&report, &plan.output)
 }
 
 #[cfg(test)]

@@ -1,15 +1,14 @@
 //! `-f human`: an aligned table (check, hop, status, cause, time, detail) with the hint printed
-//! under each hop that did not pass. Colour only when asked (the CLI decides: TTY and no NO_COLOR).
+//! under each hop that did not pass, then the baseline comparison when there is one. Colour only
+//! when the render context asks (the caller decides: TTY and no NO_COLOR).
 
 use std::io::{self, Write};
 use std::time::Duration;
 
-use super::Exporter;
+use super::{Exporter, RenderContext};
 use crate::model::{Report, Status};
 
-pub struct Human {
-    pub color: bool,
-}
+pub struct Human;
 
 fn status_label(s: Status) -> &'static str {
     match s {
@@ -58,9 +57,14 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 }
 
 impl Exporter for Human {
-    fn render(&self, report: &Report, out: &mut dyn Write) -> io::Result<()> {
+    fn render(
+        &self,
+        report: &Report,
+        ctx: &RenderContext<'_>,
+        out: &mut dyn Write,
+    ) -> io::Result<()> {
         let paint = |s: Status, text: &str| {
-            if self.color {
+            if ctx.color {
                 format!("\x1b[{}m{text}\x1b[0m", colour_code(s))
             } else {
                 text.to_string()
@@ -142,7 +146,11 @@ impl Exporter for Human {
             s.fail,
             s.skip,
             format_seconds(report.duration_seconds)
-        )
+        )?;
+        if let Some(diff) = ctx.baseline {
+            crate::baseline::render_text(diff, out)?;
+        }
+        Ok(())
     }
 }
 
@@ -177,13 +185,19 @@ mod tests {
             vec![check],
         );
         let mut buf = Vec::new();
-        Human { color: false }.render(&report, &mut buf).unwrap();
+        Human
+            .render(&report, &RenderContext::default(), &mut buf)
+            .unwrap();
         let text = String::from_utf8(buf).unwrap();
         assert!(text.contains("FAIL"), "{text}");
         assert!(text.contains("hint: packets silently dropped"), "{text}");
         assert!(!text.contains('\x1b'));
         let mut buf = Vec::new();
-        Human { color: true }.render(&report, &mut buf).unwrap();
+        let color = RenderContext {
+            color: true,
+            baseline: None,
+        };
+        Human.render(&report, &color, &mut buf).unwrap();
         assert!(String::from_utf8(buf).unwrap().contains("\x1b[31;1m"));
     }
 

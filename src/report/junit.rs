@@ -25,7 +25,12 @@ use crate::model::{CheckResult, Direction, HopResult, Report, Status};
 pub struct Junit;
 
 impl super::Exporter for Junit {
-    fn render(&self, report: &Report, out: &mut dyn Write) -> io::Result<()> {
+    fn render(
+        &self,
+        report: &Report,
+        _ctx: &super::RenderContext<'_>,
+        out: &mut dyn Write,
+    ) -> io::Result<()> {
         render(report, out)
     }
 }

@@ -8,15 +8,44 @@
 
 use std::io::{self, Write};
 
+use crate::baseline::BaselineDiff;
+use crate::exit::FailOn;
 use crate::model::{CheckResult, Report, Status};
 
 /// The Nagios exporter.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Nagios;
 
+/// A plugin exits 0-3 only, and says its state on stdout even when it could not run: the baseline
+/// section is not rendered (the regression shows in the state), a regression is CRITICAL, and a
+/// tool error before the run is UNKNOWN.
 impl super::Exporter for Nagios {
-    fn render(&self, report: &Report, out: &mut dyn Write) -> io::Result<()> {
+    fn render(
+        &self,
+        report: &Report,
+        _ctx: &super::RenderContext<'_>,
+        out: &mut dyn Write,
+    ) -> io::Result<()> {
         render(report, out)
+    }
+
+    fn exit_code(&self, report: &Report, _fail_on: FailOn, baseline: Option<&BaselineDiff>) -> u8 {
+        let code = exit_code(report) as u8;
+        if baseline.is_some_and(BaselineDiff::has_regressions) {
+            code.max(NagiosState::Critical as u8)
+        } else {
+            code
+        }
+    }
+
+    fn tool_error(&self, _code: u8, message: &str, stdout: &mut dyn Write) -> u8 {
+        let _ = writeln!(
+            stdout,
+            "DTCPROBE UNKNOWN - {}",
+            message.replace(['|', '\n'], " ")
+        );
+        let _ = stdout.flush();
+        NagiosState::Unknown as u8
     }
 }
 

@@ -1,8 +1,12 @@
-//! Extra outputs of one run: `--output FORMAT=PATH` (repeatable) and `--textfile-dir DIR`.
+//! The outputs of one run: the report on stdout, `--output FORMAT=PATH` (repeatable) and
+//! `--textfile-dir DIR`.
 //!
 //! Every file is written atomically: the content goes to a temporary file in the same directory,
 //! which is then renamed over the destination, so a reader (node_exporter's textfile collector,
 //! a CI step) never sees a half-written file. `PATH` `-` means stdout.
+//!
+//! [`OutputPlan`] is resolved with the rest of the plan, before the run; [`emit`] writes the
+//! report of a finished run and leaves every format-specific choice to the format's exporter.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -10,10 +14,9 @@ use std::str::FromStr;
 
 use clap::ValueEnum;
 
-use super::{exporter_for, Format, RenderOptions};
-use crate::baseline::{self, BaselineDiff};
-use crate::cli::CheckArgs;
-use crate::exit;
+use super::{exporter_for, Format, RenderContext};
+use crate::baseline::{self, BaselineDiff, BaselineError};
+use crate::exit::{self, FailOn};
 use crate::model::Report;
 
 /// The file written into `--textfile-dir` (node_exporter / windows_exporter read `*.prom`).
@@ -46,6 +49,54 @@ impl FromStr for OutputSpec {
         Ok(OutputSpec {
             format,
             path: PathBuf::from(path),
+        })
+    }
+}
+
+/// How the report of a run is to be written, as asked for (plain values; nothing loaded yet).
+#[derive(Debug, Clone)]
+pub struct OutputRequest {
+    /// The format on stdout.
+    pub format: Format,
+    /// Colours on stdout (the caller decides: a TTY and no NO_COLOR).
+    pub color: bool,
+    /// `--output FORMAT=PATH`.
+    pub outputs: Vec<OutputSpec>,
+    /// `--textfile-dir DIR`.
+    pub textfile_dir: Option<PathBuf>,
+    pub fail_on: FailOn,
+    /// `--baseline FILE`: an earlier JSON report to compare with.
+    pub baseline: Option<PathBuf>,
+}
+
+/// How the report of a run is written, resolved before any check runs: the baseline is already
+/// loaded, so a wrong `--baseline` fails at once instead of after a long run.
+#[derive(Debug, Clone)]
+pub struct OutputPlan {
+    pub format: Format,
+    pub color: bool,
+    pub outputs: Vec<OutputSpec>,
+    pub textfile_dir: Option<PathBuf>,
+    pub fail_on: FailOn,
+    /// The earlier report this run is compared with.
+    pub baseline: Option<Report>,
+}
+
+impl OutputPlan {
+    /// Loads what the request names (the baseline report).
+    pub fn resolve(request: OutputRequest) -> Result<OutputPlan, BaselineError> {
+        let baseline = request
+            .baseline
+            .as_deref()
+            .map(baseline::load)
+            .transpose()?;
+        Ok(OutputPlan {
+            format: request.format,
+            color: request.color,
+            outputs: request.outputs,
+            textfile_dir: request.textfile_dir,
+            fail_on: request.fail_on,
+            baseline,
         })
     }
 }
@@ -89,66 +140,32 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
-fn render(report: &Report, format: Format) -> io::Result<Vec<u8>> {
-    render_with(report, format, RenderOptions::default(), None)
-}
-
-/// Renders `report` in `format`, with the baseline comparison if there is one: the additive
-/// `baseline` field in JSON, a section after the table in human and plain output. JUnit, Nagios
-/// and Prometheus output are not changed by a baseline (the exit code is).
-pub fn render_with(
-    report: &Report,
-    format: Format,
-    opts: RenderOptions,
-    diff: Option<&BaselineDiff>,
-) -> io::Result<Vec<u8>> {
+/// Renders `report` in `format` into a buffer (so a failed render leaves nothing half-written).
+fn render(report: &Report, format: Format, ctx: &RenderContext<'_>) -> io::Result<Vec<u8>> {
     let mut buf = Vec::new();
-    match (format, diff) {
-        (Format::Json, Some(d)) => {
-            let mut v = serde_json::to_value(report)?;
-            baseline::attach_json(&mut v, d);
-            serde_json::to_writer_pretty(&mut buf, &v)?;
-            buf.push(b'\n');
-        }
-        (Format::Human | Format::Plain, Some(d)) => {
-            exporter_for(format, opts).render(report, &mut buf)?;
-            baseline::render_text(d, &mut buf)?;
-        }
-        _ => exporter_for(format, opts).render(report, &mut buf)?,
-    }
+    exporter_for(format).render(report, ctx, &mut buf)?;
     Ok(buf)
 }
 
-/// The exit code for an error found before the run (bad config 78, usage 2): with `-f nagios`
-/// the plugin says UNKNOWN on stdout and exits 3, since plugins exit 0-3 only.
-pub fn pre_run_exit(args: &CheckArgs, code: u8, message: &str) -> u8 {
-    if args.format == Format::Nagios {
-        println!("DTCPROBE UNKNOWN - {}", message.replace(['|', '\n'], " "));
-        return super::nagios::NagiosState::Unknown as u8;
-    }
-    code
+/// The exit code for a tool error found before the run (bad config 78, usage 2), whose message
+/// is already on stderr; the format may have its own contract (a Nagios plugin says UNKNOWN on
+/// stdout and exits 3).
+pub fn pre_run_exit(format: Format, code: u8, message: &str) -> u8 {
+    exporter_for(format).tool_error(code, message, &mut io::stdout().lock())
 }
 
-/// Everything after a `check` run: loads and compares the baseline, writes the report on stdout
-/// and every extra output, and returns the exit code (Nagios plugin codes with `-f nagios`; a
-/// baseline regression makes the run fail).
-pub fn emit(report: &Report, args: &CheckArgs, opts: RenderOptions) -> u8 {
-    let diff = match &args.baseline {
-        None => None,
-        Some(path) => match baseline::load(path) {
-            Ok(before) => Some(baseline::diff(&before, report)),
-            Err(e) => {
-                eprintln!("dtcprobe: {e}");
-                if args.format == Format::Nagios {
-                    // Plugins exit 0-3 only: a tool problem is UNKNOWN.
-                    println!("DTCPROBE UNKNOWN - {}", e.to_string().replace('|', "/"));
-                    return super::nagios::NagiosState::Unknown as u8;
-                }
-                return exit::USAGE;
-            }
-        },
+/// Everything after a `check` or `peer` run: compares with the baseline, writes the report on
+/// stdout and every extra output, and returns the exit code (the stdout format's).
+pub fn emit(report: &Report, plan: &OutputPlan) -> u8 {
+    let diff = plan
+        .baseline
+        .as_ref()
+        .map(|before| baseline::diff(before, report));
+    let ctx = RenderContext {
+        color: plan.color,
+        baseline: diff.as_ref(),
     };
-    let written = render_with(report, args.format, opts, diff.as_ref()).and_then(|bytes| {
+    let written = render(report, plan.format, &ctx).and_then(|bytes| {
         let mut stdout = io::stdout().lock();
         stdout.write_all(&bytes)?;
         stdout.flush()
@@ -162,24 +179,14 @@ pub fn emit(report: &Report, args: &CheckArgs, opts: RenderOptions) -> u8 {
     }
     if let Err(e) = write_all_with(
         report,
-        &args.outputs,
-        args.textfile_dir.as_deref(),
+        &plan.outputs,
+        plan.textfile_dir.as_deref(),
         diff.as_ref(),
     ) {
         eprintln!("dtcprobe: {e}");
         return exit::INCONCLUSIVE;
     }
-    let regressed = diff.as_ref().is_some_and(|d| d.has_regressions());
-    if args.format == Format::Nagios {
-        let code = super::nagios::exit_code(report) as u8;
-        return if regressed { code.max(2) } else { code };
-    }
-    let code = exit::for_report(report, args.fail_on);
-    if regressed && code == exit::OK {
-        exit::CHECK_FAILED
-    } else {
-        code
-    }
+    exporter_for(plan.format).exit_code(report, plan.fail_on, diff.as_ref())
 }
 
 /// Writes every `--output` and, if given, the `--textfile-dir` file.
@@ -206,9 +213,13 @@ fn write_all_with(
             source,
         }
     };
+    // Files never get colours; they get the baseline comparison like stdout does.
+    let ctx = RenderContext {
+        color: false,
+        baseline: diff,
+    };
     for spec in specs {
-        let bytes = render_with(report, spec.format, RenderOptions::default(), diff)
-            .map_err(err(spec.format, &spec.path))?;
+        let bytes = render(report, spec.format, &ctx).map_err(err(spec.format, &spec.path))?;
         if spec.path.as_os_str() == "-" {
             let mut out = io::stdout().lock();
             out.write_all(&bytes)
@@ -220,7 +231,8 @@ fn write_all_with(
     }
     if let Some(dir) = textfile_dir {
         let path = dir.join(TEXTFILE_NAME);
-        let bytes = render(report, Format::Prometheus).map_err(err(Format::Prometheus, &path))?;
+        let bytes = render(report, Format::Prometheus, &RenderContext::default())
+            .map_err(err(Format::Prometheus, &path))?;
         write_atomic(&path, &bytes).map_err(err(Format::Prometheus, &path))?;
     }
     Ok(())

@@ -1,9 +1,10 @@
 //! `-f plain`: one tab-separated line per hop, no colour, no alignment: for grep, awk and logs.
-//! Columns: check, hop, status, cause (`-` when none), seconds, detail.
+//! Columns: check, hop, status, cause (`-` when none), seconds, detail. With `--baseline`, the
+//! comparison section follows the summary line.
 
 use std::io::{self, Write};
 
-use super::Exporter;
+use super::{Exporter, RenderContext};
 use crate::model::Report;
 
 pub struct Plain;
@@ -14,7 +15,12 @@ fn field(s: &str) -> String {
 }
 
 impl Exporter for Plain {
-    fn render(&self, report: &Report, out: &mut dyn Write) -> io::Result<()> {
+    fn render(
+        &self,
+        report: &Report,
+        ctx: &RenderContext<'_>,
+        out: &mut dyn Write,
+    ) -> io::Result<()> {
         for check in &report.checks {
             for hop in &check.hops {
                 writeln!(
@@ -55,6 +61,10 @@ impl Exporter for Plain {
             out,
             "summary\tpass={}\twarn={}\tfail={}\tskip={}",
             s.pass, s.warn, s.fail, s.skip
-        )
+        )?;
+        if let Some(diff) = ctx.baseline {
+            crate::baseline::render_text(diff, out)?;
+        }
+        Ok(())
     }
 }

@@ -23,7 +23,12 @@ use crate::model::{Cause, CheckResult, Direction, Report, Status};
 pub struct Prometheus;
 
 impl super::Exporter for Prometheus {
-    fn render(&self, report: &Report, out: &mut dyn Write) -> io::Result<()> {
+    fn render(
+        &self,
+        report: &Report,
+        _ctx: &super::RenderContext<'_>,
+        out: &mut dyn Write,
+    ) -> io::Result<()> {
         out.write_all(render_string(report).as_bytes())
     }
 }
