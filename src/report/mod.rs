@@ -1,5 +1,6 @@
 //! The report model and one exporter per output format, all behind [`Exporter`].
 
+pub mod endpoints;
 pub mod human;
 pub mod json;
 pub mod junit;
