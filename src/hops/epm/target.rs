@@ -78,6 +78,9 @@ fn parse_bool(text: &str) -> Option<bool> {
 }
 
 impl EpmTarget {
+    /// The config keys a `kind = "epm"` check accepts besides the common ones.
+    pub const KEYS: &'static [&'static str] = &["port", "reverse_dns", "iface", "list_endpoints"];
+
     pub fn new(host: String) -> EpmTarget {
         EpmTarget {
             host,
@@ -216,5 +219,31 @@ mod tests {
         let bad = "[[check]]\nname = \"dtc\"\nkind = \"epm\"\nhost = \"sql01\"\ndatabase = \"x\"\n";
         let e = crate::config::parse(bad, std::path::Path::new("t.toml")).unwrap_err();
         assert!(e.message.contains("database"), "{e}");
+    }
+
+    /// Every key in `KEYS` is accepted by the config layer and read into the target (none is
+    /// listed but ignored).
+    #[test]
+    fn keys_are_accepted_and_read() {
+        let value = |key: &str| match key {
+            "port" => "1135",
+            "reverse_dns" | "list_endpoints" => "true",
+            "iface" => "\"12345778-1234-abcd-ef00-0123456789ab/v0.0\"",
+            other => panic!("KEYS lists `{other}`, which this test does not know"),
+        };
+        let mut text = "[[check]]\nname = \"dtc\"\nkind = \"epm\"\nhost = \"sql01\"\n".to_string();
+        for key in EpmTarget::KEYS {
+            text.push_str(&format!("{key} = {}\n", value(key)));
+        }
+        let cfg = crate::config::parse(&text, std::path::Path::new("t.toml")).unwrap();
+        let crate::target::Target::Epm(t) = &cfg.checks[0].target else {
+            panic!("{:?}", cfg.checks[0].target);
+        };
+        let mut expected = EpmTarget::new("sql01".into());
+        expected.port = 1135;
+        expected.reverse_dns = true;
+        expected.list_endpoints = true;
+        expected.iface = parse_interface("12345778-1234-abcd-ef00-0123456789ab/v0.0").unwrap();
+        assert_eq!(expected, *t);
     }
 }
