@@ -61,6 +61,18 @@ impl EpmError {
     }
 }
 
+/// The tower of a lookup entry, when it decoded.
+pub(super) fn decoded_tower(e: &Entry) -> Option<&Tower> {
+    e.tower.as_ref().and_then(|t| t.as_ref().ok())
+}
+
+/// Whether a lookup entry registers `iface` (its tower decoded and names that interface).
+pub(super) fn registers(e: &Entry, iface: &Interface) -> bool {
+    decoded_tower(e)
+        .and_then(Tower::interface)
+        .is_some_and(|s| iface.matches(&s))
+}
+
 /// What `epm` hands to `rpc_port`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EpmFound {
@@ -79,20 +91,14 @@ pub fn assess(
 ) -> (HopResult, Option<EpmFound>) {
     let matching: Vec<&Tower> = lookup
         .iter()
-        .filter_map(|e| e.tower.as_ref().and_then(|t| t.as_ref().ok()))
+        .filter_map(decoded_tower)
         .chain(mapped.iter())
         .filter(|t| t.interface().is_some_and(|s| iface.matches(&s)))
         .collect();
     let cids: BTreeSet<String> = lookup
         .iter()
         .filter(|e| !e.object.is_nil())
-        .filter(|e| {
-            e.tower
-                .as_ref()
-                .and_then(|t| t.as_ref().ok())
-                .and_then(Tower::interface)
-                .is_some_and(|s| iface.matches(&s))
-        })
+        .filter(|e| registers(e, iface))
         .map(|e| e.object.to_string())
         .collect();
     let mut ports = BTreeSet::new();

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::assess::{assess, conversation_failure, rpc_port_result, EpmFound};
+use super::assess::{
+    assess, conversation_failure, decoded_tower, registers, rpc_port_result, EpmFound,
+};
 use super::client::EpmClient;
 use super::target::{EpmTarget, Interface};
 use crate::chain::HopOutput;
@@ -67,48 +69,29 @@ pub async fn epm(addrs: &[IpAddr], opts: EpmOptions) -> HopOutput<EpmFound> {
         }
     };
 
-    let lookup_req = match opts.iface.version {
-        Some((major, minor)) => LookupRequest::by_interface(
-            SyntaxId {
-                uuid: opts.iface.uuid,
-                major,
-                minor,
-            },
-            [0; 20],
-        ),
-        None => LookupRequest::by_interface(
-            SyntaxId {
-                uuid: opts.iface.uuid,
-                major: 0,
-                minor: 0,
-            },
-            [0; 20],
-        ),
-    };
+    // The lookup matches any version of the interface; the version fields only fill the request.
+    let (major, minor) = opts.iface.version.unwrap_or((0, 0));
+    let lookup_req = LookupRequest::by_interface(
+        SyntaxId {
+            uuid: opts.iface.uuid,
+            major,
+            minor,
+        },
+        [0; 20],
+    );
     let lookup = client.lookup(lookup_req).await;
     let entries: &[Entry] = lookup.as_ref().map(Vec::as_slice).unwrap_or(&[]);
     // ept_map under the CID (MSDTC registers IXnRemote with its CID as object), at the version seen.
     let object = entries
         .iter()
-        .filter(|e| {
-            e.tower
-                .as_ref()
-                .and_then(|t| t.as_ref().ok())
-                .and_then(Tower::interface)
-                .is_some_and(|s| opts.iface.matches(&s))
-        })
+        .filter(|e| registers(e, &opts.iface))
         .map(|e| e.object)
         .find(|o| !o.is_nil())
         .unwrap_or(Uuid::NIL);
     let version = opts.iface.version.unwrap_or_else(|| {
         entries
             .iter()
-            .filter_map(|e| {
-                e.tower
-                    .as_ref()
-                    .and_then(|t| t.as_ref().ok())
-                    .and_then(Tower::interface)
-            })
+            .filter_map(|e| decoded_tower(e).and_then(Tower::interface))
             .find(|s| s.uuid == opts.iface.uuid)
             .map(|s| (s.major, s.minor))
             .unwrap_or((1, 0))
