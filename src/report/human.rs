@@ -127,7 +127,7 @@ impl Exporter for Human {
         }
         // `--list-endpoints`: the mapper's entries, like PortQry -e 135 / rpcdump.
         for check in &report.checks {
-            crate::hops::epm::write_endpoint_listing(check, out)?;
+            super::endpoints::write_endpoint_listing(check, out)?;
         }
         let s = &report.summary;
         let overall = if s.fail > 0 {

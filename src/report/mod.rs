@@ -1,6 +1,7 @@
 //! One exporter per output format, all behind [`Exporter`]; everything format-specific (colour,
 //! the baseline section, Nagios's exit codes) lives in the exporter, not in its callers.
 
+pub mod endpoints;
 pub mod human;
 pub mod json;
 pub mod junit;

@@ -1,0 +1,461 @@
+//! What the mapper's answers mean: the verdicts of the `epm` and `rpc_port` hops, the cause and
+//! hint for a broken conversation, and the cross-check of MSDTC CIDs over a whole run. All pure
+//! functions over decoded answers and results, so every verdict has a table test and none needs
+//! a mapper on the network.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+use serde_json::{json, Value};
+
+use super::client::EpmError;
+use super::target::Interface;
+use crate::dcerpc::epm::{Entry, Tower, EPT_S_NOT_REGISTERED};
+use crate::dcerpc::pdu::status_text;
+use crate::model::{Cause, CheckResult, HopKind, HopResult, Status};
+
+pub const HINT_RPC_PORT: &str =
+    "allow the RPC dynamic range or pin MSDTC with ServerTcpPort and open that port, in both directions";
+pub const HINT_NETWORK_DTC_OFF: &str = "Network DTC Access is off: MSDTC is registered for local (ncalrpc) \
+clients only. Enable it in Component Services > Computers > My Computer > Distributed Transaction \
+Coordinator > Local DTC > Properties > Security (Network DTC Access, Allow Inbound/Outbound), or \
+`Set-DtcNetworkSetting -DtcName Local -InboundTransactionsEnabled $true -OutboundTransactionsEnabled $true`";
+pub const HINT_LOCAL_ONLY: &str =
+    "the interface is registered for local (ncalrpc / named pipe) clients \
+only: the service does not listen on TCP";
+pub const HINT_DTC_NOT_REGISTERED: &str = "MSDTC (IXnRemote) is not registered with the endpoint mapper \
+on that host: the Distributed Transaction Coordinator service is stopped or not installed, or this is \
+not the machine running it (clustered DTC: use the cluster DTC name)";
+pub const HINT_NOT_REGISTERED: &str = "nothing is registered for this interface on that host: the \
+service providing it is not running there (check the UUID and version)";
+pub const HINT_ACCESS_DENIED: &str = "the endpoint mapper refused an unauthenticated query: \
+RestrictRemoteClients / EnableAuthEpResolution policy (Computer Configuration > Administrative \
+Templates > System > Remote Procedure Call) is set on that host";
+pub const HINT_PROTOCOL: &str =
+    "something answers on this port but not as a DCE/RPC endpoint mapper: \
+another service on TCP 135, a proxy or an IPS rewriting the traffic";
+pub const HINT_DUPLICATE_CID: &str =
+    "two hosts report the same MSDTC CID, typical of cloned machines \
+(sysprep skipped): transactions between them fail. On one of them run `msdtc -uninstall` then \
+`msdtc -install` (and restart the service) to get a new CID";
+
+impl EpmError {
+    /// The cause and hint for a failed conversation.
+    pub fn classify(&self) -> (Cause, &'static str) {
+        match self {
+            e if e.is_access_denied() => (Cause::EpmAccessDenied, HINT_ACCESS_DENIED),
+            e if e.is_not_registered() => (Cause::EpmNotRegistered, HINT_NOT_REGISTERED),
+            EpmError::Timeout(_) => (
+                Cause::Timeout,
+                "TCP 135 accepted the connection but the endpoint mapper did not answer: a hung RPC \
+                 service, or a firewall/IPS that lets the handshake through and drops RPC traffic",
+            ),
+            EpmError::Io(e) if matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe) => {
+                (Cause::Reset, "the connection was reset during the RPC conversation: an IPS or firewall doing RPC inspection")
+            }
+            EpmError::Closed => (Cause::ProtocolError, HINT_PROTOCOL),
+            EpmError::Io(_) => (Cause::Internal, "an unexpected error from the operating system; run with -v"),
+            _ => (Cause::ProtocolError, HINT_PROTOCOL),
+        }
+    }
+}
+
+/// The tower of a lookup entry, when it decoded.
+pub(super) fn decoded_tower(e: &Entry) -> Option<&Tower> {
+    e.tower.as_ref().and_then(|t| t.as_ref().ok())
+}
+
+/// Whether a lookup entry registers `iface` (its tower decoded and names that interface).
+pub(super) fn registers(e: &Entry, iface: &Interface) -> bool {
+    decoded_tower(e)
+        .and_then(Tower::interface)
+        .is_some_and(|s| iface.matches(&s))
+}
+
+/// What `epm` hands to `rpc_port`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpmFound {
+    /// The address the mapper answered on: the RPC ports are tried there.
+    pub ip: IpAddr,
+    pub ports: Vec<u16>,
+}
+
+/// Pure verdict of the `epm` hop from what the mapper said.
+/// `lookup`: entries of `ept_lookup` by interface (may be partial); `mapped`: towers from `ept_map`.
+pub fn assess(
+    iface: &Interface,
+    mapper: SocketAddr,
+    lookup: &[Entry],
+    mapped: &[Tower],
+) -> (HopResult, Option<EpmFound>) {
+    let matching: Vec<&Tower> = lookup
+        .iter()
+        .filter_map(decoded_tower)
+        .chain(mapped.iter())
+        .filter(|t| t.interface().is_some_and(|s| iface.matches(&s)))
+        .collect();
+    let cids: BTreeSet<String> = lookup
+        .iter()
+        .filter(|e| !e.object.is_nil())
+        .filter(|e| registers(e, iface))
+        .map(|e| e.object.to_string())
+        .collect();
+    let mut ports = BTreeSet::new();
+    let mut advertised = BTreeSet::new();
+    let mut endpoints = BTreeSet::new();
+    for t in &matching {
+        endpoints.insert(t.binding());
+        if let Some((ip, port)) = t.tcp_endpoint() {
+            if port != 0 {
+                ports.insert(port);
+            }
+            if let Some(ip) = ip.filter(|ip| !ip.is_unspecified()) {
+                advertised.insert(ip.to_string());
+            }
+        }
+    }
+    let ports: Vec<u16> = ports.into_iter().collect();
+    let name = if iface.is_msdtc() {
+        "MSDTC (IXnRemote)".to_string()
+    } else {
+        iface.text()
+    };
+    let mut result = if !ports.is_empty() {
+        let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+        HopResult::pass(
+            HopKind::Epm,
+            format!("{name} registered on TCP port {}", list.join(", ")),
+        )
+    } else if !matching.is_empty() {
+        let kinds: BTreeSet<&str> = matching.iter().map(|t| t.protseq()).collect();
+        let kinds: Vec<&str> = kinds.into_iter().collect();
+        let hint = if iface.is_msdtc() && kinds == ["ncalrpc"] {
+            HINT_NETWORK_DTC_OFF
+        } else {
+            HINT_LOCAL_ONLY
+        };
+        HopResult::fail(
+            HopKind::Epm,
+            Cause::EpmNotRegistered,
+            format!(
+                "{name} is registered only for {} (no ncacn_ip_tcp endpoint)",
+                kinds.join(", ")
+            ),
+        )
+        .with_hint(hint)
+    } else {
+        HopResult::fail(
+            HopKind::Epm,
+            Cause::EpmNotRegistered,
+            format!(
+                "{name} is not registered with the endpoint mapper ({})",
+                status_text(EPT_S_NOT_REGISTERED)
+            ),
+        )
+        .with_hint(if iface.is_msdtc() {
+            HINT_DTC_NOT_REGISTERED
+        } else {
+            HINT_NOT_REGISTERED
+        })
+    };
+    if let Some(cid) = cids.iter().next() {
+        result.detail.push_str(&format!("; CID {cid}"));
+        result = result.with_data("cid", cid.as_str());
+    }
+    if cids.len() > 1 {
+        result = result.with_data("cids", cids.iter().cloned().collect::<Vec<_>>());
+    }
+    let result = result
+        .with_data("address", mapper.to_string())
+        .with_data("iface", iface.text())
+        .with_data("endpoints", endpoints.into_iter().collect::<Vec<_>>())
+        .with_data("ports", ports.clone());
+    let result = if advertised.is_empty() {
+        result
+    } else {
+        result.with_data(
+            "advertised_addresses",
+            advertised.into_iter().collect::<Vec<_>>(),
+        )
+    };
+    let found = (!ports.is_empty()).then_some(EpmFound {
+        ip: mapper.ip(),
+        ports,
+    });
+    (result, found)
+}
+
+/// The `epm` hop when the conversation with the mapper broke at `step`.
+pub(super) fn conversation_failure(e: &EpmError, mapper: SocketAddr, step: &str) -> HopResult {
+    let (cause, hint) = e.classify();
+    HopResult::fail(HopKind::Epm, cause, format!("{step}: {e}"))
+        .with_hint(hint)
+        .with_data("address", mapper.to_string())
+}
+
+/// Pure: the `rpc_port` hop from connect attempts to the mapped ports.
+pub fn rpc_port_result(attempts: &[crate::hops::tcp::Attempt]) -> HopResult {
+    let mut r = crate::hops::tcp::hop_result(HopKind::RpcPort, attempts);
+    if r.status != Status::Pass
+        && matches!(
+            r.cause,
+            Some(Cause::Timeout | Cause::Prohibited | Cause::Refused | Cause::Reset)
+        )
+    {
+        let detail_hint = r.hint.take().unwrap_or_default();
+        r = r
+            .with_hint(HINT_RPC_PORT)
+            .with_data("network_hint", detail_hint);
+    }
+    let ports: Vec<u16> = attempts.iter().map(|a| a.addr.port()).collect();
+    r.with_data("ports", ports)
+}
+
+/// Across all results of a run: when two different hosts report the same MSDTC CID, their `epm`
+/// hops fail with `duplicate_cid` (cloned machines). Pure; the runner calls it after all checks.
+pub fn mark_duplicate_cids(checks: &mut [CheckResult]) {
+    // cid -> (host address, check index, target)
+    let mut seen: BTreeMap<String, Vec<(String, usize, String)>> = BTreeMap::new();
+    for (i, c) in checks.iter().enumerate() {
+        for h in c.hops.iter().filter(|h| h.hop == HopKind::Epm) {
+            let cid = h.data.get("cid").and_then(Value::as_str);
+            let host = h.data.get("address").and_then(Value::as_str).map(host_of);
+            if let (Some(cid), Some(host)) = (cid, host) {
+                seen.entry(cid.to_string())
+                    .or_default()
+                    .push((host, i, c.target.clone()));
+            }
+        }
+    }
+    for (cid, holders) in seen {
+        let hosts: BTreeSet<&str> = holders.iter().map(|(h, _, _)| h.as_str()).collect();
+        if hosts.len() < 2 {
+            continue;
+        }
+        for (host, i, _) in &holders {
+            let others: BTreeSet<String> = holders
+                .iter()
+                .filter(|(h, _, _)| h != host)
+                .map(|(h, _, t)| format!("{t} ({h})"))
+                .collect();
+            let check = &mut checks[*i];
+            for h in check.hops.iter_mut().filter(|h| h.hop == HopKind::Epm) {
+                h.status = Status::Fail;
+                h.cause = Some(Cause::DuplicateCid);
+                h.detail = format!(
+                    "MSDTC CID {cid} is also used by {}",
+                    others.iter().cloned().collect::<Vec<_>>().join(", ")
+                );
+                h.hint = Some(HINT_DUPLICATE_CID.to_string());
+                h.data.insert(
+                    "duplicate_of".into(),
+                    json!(others.iter().cloned().collect::<Vec<_>>()),
+                );
+            }
+            check.status = CheckResult::status_of(&check.hops);
+        }
+    }
+}
+
+/// The host part of `ip:port` / `[v6]:port`.
+fn host_of(addr: &str) -> String {
+    match addr.parse::<SocketAddr>() {
+        Ok(sa) => sa.ip().to_string(),
+        Err(_) => addr.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::classify::ConnectOutcome;
+    use crate::dcerpc::{DecodeError, SyntaxId, Uuid, IXNREMOTE};
+    use crate::hops::epm::fixtures::{entry, epm_check as check, lrpc};
+    use crate::hops::tcp::Attempt;
+
+    fn mapper() -> SocketAddr {
+        "198.18.0.2:135".parse().unwrap()
+    }
+
+    #[test]
+    fn verdicts() {
+        let cid = Uuid::parse("11111111-2222-3333-4444-555555555555").unwrap();
+        let tcp = Tower::tcp(&IXNREMOTE, Ipv4Addr::new(198, 18, 0, 2), 5000);
+        let other = SyntaxId::parse("12345778-1234-abcd-ef00-0123456789ab/v0.0", (0, 0)).unwrap();
+        let dtc = Interface::IXNREMOTE;
+        // (lookup, map) -> (status, cause, hint, ports)
+        type Row = (
+            Vec<Entry>,
+            Vec<Tower>,
+            Status,
+            Option<Cause>,
+            Option<&'static str>,
+            Vec<u16>,
+        );
+        let rows: Vec<Row> = vec![
+            (
+                vec![entry(cid, tcp.clone())],
+                vec![tcp.clone()],
+                Status::Pass,
+                None,
+                None,
+                vec![5000],
+            ),
+            (
+                vec![],
+                vec![tcp.clone()],
+                Status::Pass,
+                None,
+                None,
+                vec![5000],
+            ),
+            (
+                vec![entry(cid, lrpc(&IXNREMOTE))],
+                vec![],
+                Status::Fail,
+                Some(Cause::EpmNotRegistered),
+                Some(HINT_NETWORK_DTC_OFF),
+                vec![],
+            ),
+            (
+                vec![],
+                vec![],
+                Status::Fail,
+                Some(Cause::EpmNotRegistered),
+                Some(HINT_DTC_NOT_REGISTERED),
+                vec![],
+            ),
+            // Another interface's entries do not count.
+            (
+                vec![entry(
+                    Uuid::NIL,
+                    Tower::tcp(&other, Ipv4Addr::UNSPECIFIED, 49153),
+                )],
+                vec![],
+                Status::Fail,
+                Some(Cause::EpmNotRegistered),
+                Some(HINT_DTC_NOT_REGISTERED),
+                vec![],
+            ),
+        ];
+        for (i, (lookup, mapped, status, cause, hint, ports)) in rows.into_iter().enumerate() {
+            let (r, found) = assess(&dtc, mapper(), &lookup, &mapped);
+            assert_eq!(
+                (r.status, r.cause, r.hint.as_deref()),
+                (status, cause, hint),
+                "row {i}: {r:?}"
+            );
+            assert_eq!(found.map(|f| f.ports).unwrap_or_default(), ports, "row {i}");
+        }
+        let (r, _) = assess(&dtc, mapper(), &[entry(cid, tcp.clone())], &[]);
+        assert_eq!(r.data["cid"], cid.to_string());
+        assert_eq!(r.data["endpoints"][0], "ncacn_ip_tcp:198.18.0.2[5000]");
+        assert_eq!(r.data["advertised_addresses"][0], "198.18.0.2");
+        // Any version when none is given.
+        let any = Interface {
+            uuid: other.uuid,
+            version: None,
+        };
+        let (r, _) = assess(
+            &any,
+            mapper(),
+            &[entry(
+                Uuid::NIL,
+                Tower::tcp(&other, Ipv4Addr::UNSPECIFIED, 49153),
+            )],
+            &[],
+        );
+        assert_eq!(r.status, Status::Pass);
+        assert!(r.data.get("cid").is_none());
+    }
+
+    #[test]
+    fn errors_classify() {
+        let rows = [
+            (EpmError::Fault { status: 5 }, Cause::EpmAccessDenied),
+            (EpmError::Status { status: 5 }, Cause::EpmAccessDenied),
+            (
+                EpmError::Fault {
+                    status: EPT_S_NOT_REGISTERED,
+                },
+                Cause::EpmNotRegistered,
+            ),
+            (EpmError::Fault { status: 0x1c010003 }, Cause::ProtocolError),
+            (EpmError::BindNak { reason: 4 }, Cause::ProtocolError),
+            (
+                EpmError::Decode(DecodeError::invalid("x", "y")),
+                Cause::ProtocolError,
+            ),
+            (EpmError::Closed, Cause::ProtocolError),
+            (EpmError::Timeout(Duration::from_secs(1)), Cause::Timeout),
+            (
+                EpmError::Io(io::ErrorKind::ConnectionReset.into()),
+                Cause::Reset,
+            ),
+        ];
+        for (e, cause) in rows {
+            assert_eq!(e.classify().0, cause, "{e}");
+        }
+        assert_eq!(
+            EpmError::Fault { status: 5 }.classify().1,
+            HINT_ACCESS_DENIED
+        );
+    }
+
+    #[test]
+    fn rpc_port_hint_on_drop() {
+        let a = Attempt {
+            addr: "198.18.0.2:49153".parse().unwrap(),
+            outcome: ConnectOutcome::NoReply(Duration::from_secs(1)),
+            elapsed: Duration::from_secs(1),
+        };
+        let r = rpc_port_result(&[a]);
+        assert_eq!(
+            (r.hop, r.status, r.cause),
+            (HopKind::RpcPort, Status::Fail, Some(Cause::Timeout))
+        );
+        assert_eq!(r.hint.as_deref(), Some(HINT_RPC_PORT));
+        assert_eq!(r.data["ports"][0], 49153);
+    }
+
+    #[test]
+    fn duplicate_cids() {
+        let mut checks = vec![
+            check("epm://a", Some("c1"), "198.18.0.1:135"),
+            check("epm://b", Some("c1"), "198.18.0.2:135"),
+            check("epm://a-alias", Some("c1"), "198.18.0.1:135"),
+            check("epm://c", Some("c2"), "198.18.0.3:135"),
+            check("epm://d", None, "198.18.0.4:135"),
+        ];
+        mark_duplicate_cids(&mut checks);
+        let statuses: Vec<Status> = checks.iter().map(|c| c.status).collect();
+        assert_eq!(
+            statuses,
+            [
+                Status::Fail,
+                Status::Fail,
+                Status::Fail,
+                Status::Pass,
+                Status::Pass
+            ]
+        );
+        assert_eq!(checks[0].hops[0].cause, Some(Cause::DuplicateCid));
+        assert!(
+            checks[0].hops[0].detail.contains("epm://b"),
+            "{}",
+            checks[0].hops[0].detail
+        );
+        assert_eq!(checks[0].hops[0].hint.as_deref(), Some(HINT_DUPLICATE_CID));
+        // The same host twice (an alias) is not a duplicate.
+        let mut same = vec![
+            check("epm://a", Some("c1"), "198.18.0.1:135"),
+            check("epm://a2", Some("c1"), "198.18.0.1:135"),
+        ];
+        mark_duplicate_cids(&mut same);
+        assert!(same.iter().all(|c| c.status == Status::Pass));
+    }
+}

@@ -1,0 +1,30 @@
+//! Hops `epm` and `rpc_port`: ask the RPC endpoint mapper (TCP 135) where an interface (by default
+//! MSDTC's IXnRemote) listens, then open TCP to each port it returned. The classic zone failure is
+//! "135 passes the firewall, the dynamic RPC port does not": `epm` pass, `rpc_port` fail/timeout.
+//!
+//! One file per concern:
+//! - `target`: the check's target type and its parsing (URL, config keys), no I/O;
+//! - `client`: the endpoint-mapper conversation over TCP and its errors;
+//! - `assess`: pure verdicts and hints ([`assess`], [`rpc_port_result`], [`mark_duplicate_cids`],
+//!   [`EpmError::classify`]) with table tests;
+//! - `run`: the hop chain and its time budget.
+//!
+//! The codec is [`crate::dcerpc`]; the text rendering of `--list-endpoints` is
+//! [`crate::report::endpoints`]. Everything public is re-exported here, so callers name
+//! `crate::hops::epm::NAME` and do not depend on this layout.
+
+mod assess;
+mod client;
+#[cfg(test)]
+pub(crate) mod fixtures;
+mod run;
+mod target;
+
+pub use assess::{
+    assess, mark_duplicate_cids, rpc_port_result, EpmFound, HINT_ACCESS_DENIED,
+    HINT_DTC_NOT_REGISTERED, HINT_DUPLICATE_CID, HINT_LOCAL_ONLY, HINT_NETWORK_DTC_OFF,
+    HINT_NOT_REGISTERED, HINT_PROTOCOL, HINT_RPC_PORT,
+};
+pub use client::{EpmClient, EpmError};
+pub use run::{entry_json, epm, rpc_port, run, EpmOptions};
+pub use target::{parse_interface, EpmTarget, Interface, EPM_PORT};

@@ -1,0 +1,217 @@
+//! The `epm` check as a chain of hops: `resolve`, `epm` (connect to the mapper, bind, look up and
+//! map the interface), `rpc_port` (TCP to each port the mapper returned). This file sequences the
+//! client calls and the time budget; what the answers mean is decided in `assess`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::assess::{
+    assess, conversation_failure, decoded_tower, registers, rpc_port_result, EpmFound,
+};
+use super::client::EpmClient;
+use super::target::{EpmTarget, Interface};
+use crate::chain::HopOutput;
+use crate::classify::{classify_connect, ConnectOutcome};
+use crate::dcerpc::epm::{Entry, LookupRequest, Tower};
+use crate::dcerpc::{SyntaxId, Uuid};
+use crate::model::{Cause, HopKind, HopResult};
+
+/// Options of the `epm` hop.
+#[derive(Debug, Clone, Copy)]
+pub struct EpmOptions {
+    pub port: u16,
+    pub iface: Interface,
+    pub list_endpoints: bool,
+    /// Bounds each connect and each request/answer exchange.
+    pub limit: Duration,
+}
+
+/// Hop `epm`: connect to the mapper (first address that answers), bind, look up and map the
+/// interface, optionally list every entry.
+pub async fn epm(addrs: &[IpAddr], opts: EpmOptions) -> HopOutput<EpmFound> {
+    // Connect: first address that accepts; failures classified like the tcp hop.
+    let mut last_failure = None;
+    let mut conn = None;
+    for ip in addrs {
+        let addr = SocketAddr::new(*ip, opts.port);
+        let (attempt, stream) = crate::hops::tcp::connect(addr, opts.limit).await;
+        match stream {
+            Some(s) => {
+                conn = Some((addr, s));
+                break;
+            }
+            None => last_failure = Some(attempt),
+        }
+    }
+    let Some((mapper, stream)) = conn else {
+        let result = match last_failure.and_then(|a| classify_connect(a.outcome).map(|c| (a, c))) {
+            Some((a, c)) => HopResult::fail(
+                HopKind::Epm,
+                c.cause,
+                format!("TCP {}: {}", a.addr, c.detail),
+            )
+            .with_hint(c.hint)
+            .with_data("address", a.addr.to_string()),
+            None => HopResult::fail(HopKind::Epm, Cause::Internal, "no address to connect to"),
+        };
+        return HopOutput::stop(result);
+    };
+    let mut client = match EpmClient::bind(stream, opts.limit).await {
+        Ok(c) => c,
+        Err(e) => {
+            return HopOutput::stop(conversation_failure(
+                &e,
+                mapper,
+                "bind to the endpoint mapper",
+            ))
+        }
+    };
+
+    // The lookup matches any version of the interface; the version fields only fill the request.
+    let (major, minor) = opts.iface.version.unwrap_or((0, 0));
+    let lookup_req = LookupRequest::by_interface(
+        SyntaxId {
+            uuid: opts.iface.uuid,
+            major,
+            minor,
+        },
+        [0; 20],
+    );
+    let lookup = client.lookup(lookup_req).await;
+    let entries: &[Entry] = lookup.as_ref().map(Vec::as_slice).unwrap_or(&[]);
+    // ept_map under the CID (MSDTC registers IXnRemote with its CID as object), at the version seen.
+    let object = entries
+        .iter()
+        .filter(|e| registers(e, &opts.iface))
+        .map(|e| e.object)
+        .find(|o| !o.is_nil())
+        .unwrap_or(Uuid::NIL);
+    let version = opts.iface.version.unwrap_or_else(|| {
+        entries
+            .iter()
+            .filter_map(|e| decoded_tower(e).and_then(Tower::interface))
+            .find(|s| s.uuid == opts.iface.uuid)
+            .map(|s| (s.major, s.minor))
+            .unwrap_or((1, 0))
+    });
+    let map_iface = SyntaxId {
+        uuid: opts.iface.uuid,
+        major: version.0,
+        minor: version.1,
+    };
+    let map = client.map(&object, &map_iface).await;
+
+    let towers: &[Tower] = map.as_ref().map(Vec::as_slice).unwrap_or(&[]);
+    let (mut result, found) = assess(&opts.iface, mapper, entries, towers);
+    if found.is_none() {
+        // No TCP endpoint: a conversation that broke (rather than the mapper's "not registered")
+        // is what to report.
+        let broken = match (&lookup, &map) {
+            (Err(e), _) if !e.is_not_registered() => Some((e, "ept_lookup")),
+            (_, Err(e)) if !e.is_not_registered() => Some((e, "ept_map")),
+            _ => None,
+        };
+        if let Some((e, step)) = broken {
+            result = conversation_failure(e, mapper, step);
+        }
+    }
+    for (key, r) in [
+        ("lookup_error", lookup.as_ref().err()),
+        ("map_error", map.as_ref().err()),
+    ] {
+        if let Some(e) = r {
+            result = result.with_data(key, e.to_string());
+        }
+    }
+    if opts.list_endpoints {
+        result = list_into(&mut client, result).await;
+    }
+    match found {
+        Some(f) => HopOutput::ok(result, f),
+        None => HopOutput::stop(result),
+    }
+}
+
+/// One endpoint-mapper entry, flattened for the hop's `entries` data (`--list-endpoints`);
+/// `report::endpoints` renders these objects as text.
+pub fn entry_json(e: &Entry) -> Value {
+    let (iface, binding, protseq) = match &e.tower {
+        Some(Ok(t)) => (t.interface(), t.binding(), t.protseq()),
+        Some(Err(err)) => (None, format!("undecodable tower: {err}"), "unknown"),
+        None => (None, String::new(), "unknown"),
+    };
+    json!({
+        "uuid": iface.map(|s| s.uuid.to_string()),
+        "version": iface.map(|s| format!("{}.{}", s.major, s.minor)),
+        "annotation": e.annotation,
+        "binding": binding,
+        "protseq": protseq,
+        "object": e.object.to_string(),
+    })
+}
+
+async fn list_into(client: &mut EpmClient, result: HopResult) -> HopResult {
+    match client.lookup(LookupRequest::all([0; 20])).await {
+        Ok(entries) => {
+            let list: Vec<Value> = entries.iter().map(entry_json).collect();
+            result.with_data("entries", list)
+        }
+        Err(e) => result.with_data("entries_error", e.to_string()),
+    }
+}
+
+/// Hop `rpc_port`: TCP to each port the mapper returned, on the mapper's address.
+pub async fn rpc_port(found: &EpmFound, limit: Duration) -> HopOutput<()> {
+    let targets: Vec<SocketAddr> = found
+        .ports
+        .iter()
+        .map(|p| SocketAddr::new(found.ip, *p))
+        .collect();
+    let attempts = crate::hops::tcp::probe_all(&targets, limit).await;
+    let result = rpc_port_result(&attempts);
+    let ok = attempts
+        .iter()
+        .any(|a| a.outcome == ConnectOutcome::Connected);
+    if ok {
+        HopOutput::ok(result, ())
+    } else {
+        HopOutput::stop(result)
+    }
+}
+
+/// Runs an `epm` check: `resolve`, `epm`, `rpc_port`.
+pub async fn run(t: &EpmTarget, ctx: &crate::chain::RunContext) -> Vec<HopResult> {
+    use crate::chain::Chain;
+    let limit = ctx.hop_timeout;
+    let mut chain = Chain::new(
+        vec![HopKind::Resolve, HopKind::Epm, HopKind::RpcPort],
+        limit,
+    );
+    let Some(addrs) = chain
+        .step(
+            HopKind::Resolve,
+            crate::hops::resolve::resolve(&ctx.resolver, &t.host, t.reverse_dns, limit),
+        )
+        .await
+    else {
+        return chain.finish();
+    };
+    let opts = EpmOptions {
+        port: t.port,
+        iface: t.iface,
+        list_endpoints: t.list_endpoints,
+        limit,
+    };
+    // Connect, bind, lookup, map (and the listing): several round trips, each bounded by `limit`.
+    let calls = if t.list_endpoints { 8 } else { 5 };
+    let budget = limit * (calls + addrs.len().min(4) as u32);
+    if let Some(found) = chain
+        .step_with_timeout(HopKind::Epm, budget, epm(&addrs, opts))
+        .await
+    {
+        chain.step(HopKind::RpcPort, rpc_port(&found, limit)).await;
+    }
+    chain.finish()
+}
