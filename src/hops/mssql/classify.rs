@@ -1,5 +1,6 @@
 //! Pure: what a SQL Server error (number, state) or a driver error means for the sysadmin:
-//! a [`Cause`] from the fixed list, and a hint naming what to check next.
+//! a [`Verdict`] (a [`Cause`] from the fixed list, what was seen, and a hint naming what to check
+//! next), the same shape every classifier in the tool returns.
 
 use crate::classify::Verdict;
 use crate::model::Cause;

@@ -13,7 +13,7 @@ pub mod ssrp;
 
 use crate::chain::RunContext;
 use crate::check_table::{RawCheck, TargetError};
-use crate::hops::Kind;
+use crate::hops::kind::Kind;
 use crate::hostport::TargetUrl;
 use crate::model::HopResult;
 use crate::secret::PasswordSource;

@@ -10,7 +10,7 @@ mod run;
 
 use crate::chain::RunContext;
 use crate::check_table::{RawCheck, TargetError};
-use crate::hops::Kind;
+use crate::hops::kind::Kind;
 use crate::hostport::{bracket_v6, url_host, TargetUrl};
 use crate::model::HopResult;
 use crate::secret::PasswordSource;

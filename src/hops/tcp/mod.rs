@@ -3,7 +3,7 @@
 use crate::chain::{Chain, RunContext};
 use crate::check_table::{RawCheck, TargetError};
 use crate::hops::connect::{reach, Reach};
-use crate::hops::Kind;
+use crate::hops::kind::Kind;
 use crate::hostport::{bracket_v6, url_host, TargetUrl};
 use crate::model::{HopKind, HopResult};
 
