@@ -3,7 +3,7 @@
 //! A kind is one folder, `hops/<kind>/`, that owns everything about it: its target type (parsed
 //! from a URL and from a config table), the config keys it accepts, the hop chain it runs and the
 //! hints it gives. It says so by implementing [`Kind`] (in [`kind`], below the registry, so a
-//! kind never imports the module that lists it); the one registry below ([`kinds!`]) turns
+//! kind never imports the module that lists it); the one registry below (`kinds!`) turns
 //! the list of kinds into the [`Target`] enum, the scheme list, the key table and every dispatch.
 //! Adding a kind is one folder plus one registry line.
 //!

@@ -1,7 +1,7 @@
 //! Kind `mssql`: SQL Server checks over TDS (resolve -> sqlbrowser -> tcp -> login -> tx_local
 //! -> tx_distributed).
 //!
-//! [`spec`] parses targets; [`run`] runs the chain; the decisions (what an error number or a
+//! [`spec`] parses targets; [`run()`] runs the chain; the decisions (what an error number or a
 //! driver failure means) are pure and live in [`classify`]; [`sniff`] reads the server's
 //! PRELOGIN answer off the wire; [`ssrp`] is the SQL Server Browser protocol.
 
