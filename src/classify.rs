@@ -5,7 +5,7 @@
 use std::io;
 use std::time::Duration;
 
-use crate::model::Cause;
+use crate::model::{Cause, HopKind, HopResult};
 
 /// What the connect attempt ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,11 +29,29 @@ impl ConnectOutcome {
 }
 
 /// A classified failure: the cause, a one-line detail of what was observed, and what to do next.
+/// The one shape every classifier returns (TCP connects here, SQL Server errors in
+/// `hops::mssql::classify`, SQLSTATEs in `hops::postgres::classify`), so a hop turns any of
+/// them into its result the same way ([`Verdict::into_hop`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Classified {
+pub struct Verdict {
     pub cause: Cause,
     pub detail: String,
-    pub hint: &'static str,
+    pub hint: String,
+}
+
+impl Verdict {
+    pub fn new(cause: Cause, detail: impl Into<String>, hint: impl Into<String>) -> Verdict {
+        Verdict {
+            cause,
+            detail: detail.into(),
+            hint: hint.into(),
+        }
+    }
+
+    /// The failed hop result this verdict describes.
+    pub fn into_hop(self, kind: HopKind) -> HopResult {
+        HopResult::fail(kind, self.cause, self.detail).with_hint(self.hint)
+    }
 }
 
 pub const HINT_TIMEOUT: &str = "no reply at all: packets silently dropped, typical of a firewall DROP \
@@ -72,23 +90,19 @@ const ENONET: i32 = 64;
 const EHOSTDOWN: i32 = 112;
 
 /// Maps a connect outcome to a cause. `Connected` is not a failure and yields `None`.
-pub fn classify_connect(outcome: ConnectOutcome) -> Option<Classified> {
+pub fn classify_connect(outcome: ConnectOutcome) -> Option<Verdict> {
     use io::ErrorKind as K;
-    let classified = |cause, detail: &str, hint| Classified {
-        cause,
-        detail: detail.to_string(),
-        hint,
-    };
+    let classified = |cause, detail: &str, hint: &str| Verdict::new(cause, detail, hint);
     match outcome {
         ConnectOutcome::Connected => None,
-        ConnectOutcome::NoReply(t) => Some(Classified {
-            cause: Cause::Timeout,
-            detail: format!(
+        ConnectOutcome::NoReply(t) => Some(Verdict::new(
+            Cause::Timeout,
+            format!(
                 "timed out after {}: no SYN-ACK, no reset, no ICMP",
                 humantime::format_duration(t)
             ),
-            hint: HINT_TIMEOUT,
-        }),
+            HINT_TIMEOUT,
+        )),
         ConnectOutcome::Icmp {
             v6,
             icmp_type,
@@ -103,11 +117,11 @@ pub fn classify_connect(outcome: ConnectOutcome) -> Option<Classified> {
             (K::ConnectionRefused, _) => {
                 classified(Cause::Refused, "refused: TCP reset received", HINT_REFUSED)
             }
-            (K::TimedOut, _) => Classified {
-                cause: Cause::Timeout,
-                detail: "timed out (operating system connect timeout): no reply".into(),
-                hint: HINT_TIMEOUT,
-            },
+            (K::TimedOut, _) => classified(
+                Cause::Timeout,
+                "timed out (operating system connect timeout): no reply",
+                HINT_TIMEOUT,
+            ),
             (K::PermissionDenied, _) => classified(
                 Cause::Prohibited,
                 "rejected: ICMP administratively prohibited received",
@@ -136,22 +150,18 @@ pub fn classify_connect(outcome: ConnectOutcome) -> Option<Classified> {
                 "no usable local address for this destination",
                 HINT_NO_LOCAL_ADDRESS,
             ),
-            (other, _) => Classified {
-                cause: Cause::Internal,
-                detail: format!("unexpected connect error: {other}"),
-                hint: HINT_UNKNOWN,
-            },
+            (other, _) => Verdict::new(
+                Cause::Internal,
+                format!("unexpected connect error: {other}"),
+                HINT_UNKNOWN,
+            ),
         }),
     }
 }
 
 /// Pure: an ICMP destination-unreachable (v4 type 3 / v6 type 1) by type and code.
-fn classify_icmp(v6: bool, icmp_type: u8, code: u8) -> Classified {
-    let named = |cause, detail: String, hint| Classified {
-        cause,
-        detail,
-        hint,
-    };
+fn classify_icmp(v6: bool, icmp_type: u8, code: u8) -> Verdict {
+    let named = |cause, detail: String, hint: &str| Verdict::new(cause, detail, hint);
     let what = |name: &str| {
         format!(
             "ICMP{} {name} received (type {icmp_type}, code {code})",

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
+pub use crate::check_table::RawCheck;
 use crate::target::{CheckSpec, Target, TargetError};
 
 /// A config problem, located in the file. Exit code 78.
@@ -34,102 +35,6 @@ pub struct RawDefaults {
     pub concurrency: Option<usize>,
     /// Zone this host is in; used when a check has no `from`.
     pub zone: Option<String>,
-}
-
-/// The kinds a config check may have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CheckKind {
-    Tcp,
-    Dns,
-    Mssql,
-    Epm,
-    Postgres,
-}
-
-/// One `[[check]]` table, as written. Every key any kind accepts is here, so that unknown keys are
-/// rejected by serde with a position; each kind's builder then rejects keys it does not use.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawCheck {
-    pub name: Option<toml::Spanned<String>>,
-    pub kind: Option<toml::Spanned<CheckKind>>,
-    /// Shorthand: a target URL as on the command line (`tcp://host:port`, `mssql://...`).
-    pub target: Option<toml::Spanned<String>>,
-    pub host: Option<toml::Spanned<String>>,
-    pub port: Option<toml::Spanned<u16>>,
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub timeout: Option<toml::Spanned<String>>,
-    /// Warn instead of pass when reverse DNS does not map back (default true for kinds that need
-    /// DTC; set false to skip the reverse lookup entirely).
-    pub reverse_dns: Option<bool>,
-
-    // mssql / postgres
-    pub instance: Option<toml::Spanned<String>>,
-    pub database: Option<toml::Spanned<String>>,
-    pub user: Option<toml::Spanned<String>>,
-    pub password_env: Option<toml::Spanned<String>>,
-    pub password_file: Option<toml::Spanned<String>>,
-    pub auth: Option<toml::Spanned<String>>,
-    pub encrypt: Option<toml::Spanned<String>>,
-    pub trust_server_certificate: Option<bool>,
-    pub tx: Option<toml::Spanned<String>>,
-    pub linked_server: Option<toml::Spanned<String>>,
-
-    // epm
-    pub iface: Option<toml::Spanned<String>>,
-    pub list_endpoints: Option<bool>,
-}
-
-impl RawCheck {
-    /// Where this check's password comes from: `password_env` or `password_file` (never both;
-    /// the error carries the offset of `password_env`).
-    pub fn password_source(
-        &self,
-    ) -> Result<Option<crate::secret::PasswordSource>, (usize, String)> {
-        use crate::secret::PasswordSource;
-        match (&self.password_env, &self.password_file) {
-            (Some(e), Some(_)) => Err((
-                e.span().start,
-                "use either `password_env` or `password_file`, not both".into(),
-            )),
-            (Some(e), None) => Ok(Some(PasswordSource::Env(e.get_ref().clone()))),
-            (None, Some(f)) => Ok(Some(PasswordSource::File(f.get_ref().into()))),
-            (None, None) => Ok(None),
-        }
-    }
-
-    /// The kind-specific keys this table sets, each with where its value starts (`None` for
-    /// keys whose value carries no position).
-    pub fn kind_specific_keys(&self) -> Vec<(&'static str, Option<usize>)> {
-        fn at<T>(v: &Option<toml::Spanned<T>>) -> Option<Option<usize>> {
-            v.as_ref().map(|s| Some(s.span().start))
-        }
-        let flag = |v: Option<bool>| v.map(|_| None);
-        [
-            ("port", at(&self.port)),
-            ("reverse_dns", flag(self.reverse_dns)),
-            ("instance", at(&self.instance)),
-            ("database", at(&self.database)),
-            ("user", at(&self.user)),
-            ("password_env", at(&self.password_env)),
-            ("password_file", at(&self.password_file)),
-            ("auth", at(&self.auth)),
-            ("encrypt", at(&self.encrypt)),
-            (
-                "trust_server_certificate",
-                flag(self.trust_server_certificate),
-            ),
-            ("tx", at(&self.tx)),
-            ("linked_server", at(&self.linked_server)),
-            ("iface", at(&self.iface)),
-            ("list_endpoints", flag(self.list_endpoints)),
-        ]
-        .into_iter()
-        .filter_map(|(key, offset)| offset.map(|o| (key, o)))
-        .collect()
-    }
 }
 
 /// Global settings from the file's `[defaults]`.

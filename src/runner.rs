@@ -7,11 +7,11 @@ use std::time::{Duration, SystemTime};
 use futures::stream::{self, StreamExt};
 use tokio::time::Instant;
 
-use crate::chain::{Chain, RunContext};
+use crate::chain::RunContext;
 use crate::hops;
-use crate::model::{CheckResult, Direction, HopKind, Report};
+use crate::model::{CheckResult, Direction, Report};
 use crate::resolver::DnsResolver;
-use crate::target::{CheckSpec, Target};
+use crate::target::CheckSpec;
 
 /// Told about each finished check (progress bars, watch mode).
 pub trait Progress: Send + Sync {
@@ -73,45 +73,9 @@ pub async fn run_checks(specs: &[CheckSpec], opts: &RunOptions) -> Vec<CheckResu
     results
 }
 
-/// Runs one check's hop chain.
+/// Runs one check's hop chain (the kind's own `run`, see [`crate::hops::Kind`]).
 pub async fn run_check(spec: &CheckSpec, ctx: &RunContext) -> CheckResult {
-    let hops = match &spec.target {
-        Target::Tcp(t) => {
-            let mut chain = Chain::new(vec![HopKind::Resolve, HopKind::Tcp], ctx.hop_timeout);
-            if let Some(addrs) = chain
-                .step(
-                    HopKind::Resolve,
-                    hops::resolve::resolve(&ctx.resolver, &t.host, t.reverse_dns, ctx.hop_timeout),
-                )
-                .await
-            {
-                chain
-                    .step(
-                        HopKind::Tcp,
-                        hops::tcp::tcp(&addrs, t.port, ctx.hop_timeout),
-                    )
-                    .await;
-            }
-            chain.finish()
-        }
-        // Boxed: each kind's chain future is large (tiberius, DCE/RPC state), and a run keeps
-        // `--concurrency` of them alive at once; inline they would cost that size per check.
-        Target::Epm(t) => Box::pin(hops::epm::run(t, ctx)).await,
-        Target::Mssql(t) => Box::pin(hops::mssql::run(t, ctx)).await,
-        Target::Postgres(t) => Box::pin(hops::postgres::run(t, ctx)).await,
-        Target::Dns(t) => {
-            let mut chain = Chain::new(vec![HopKind::Resolve], ctx.hop_timeout);
-            // Forward and reverse lookups of every address: give the hop a budget for several.
-            chain
-                .step_with_timeout(
-                    HopKind::Resolve,
-                    ctx.hop_timeout * 4,
-                    hops::resolve::resolve(&ctx.resolver, &t.host, true, ctx.hop_timeout),
-                )
-                .await;
-            chain.finish()
-        }
-    };
+    let hops = spec.target.run(ctx).await;
     for hop in &hops {
         tracing::debug!(
             check = %spec.name,

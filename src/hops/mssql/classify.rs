@@ -1,22 +1,13 @@
 //! Pure: what a SQL Server error (number, state) or a driver error means for the sysadmin:
-//! a [`Cause`] from the fixed list, and a hint naming what to check next.
+//! a [`Verdict`] (a [`Cause`] from the fixed list, what was seen, and a hint naming what to check
+//! next), the same shape every classifier in the tool returns.
 
+use crate::classify::Verdict;
 use crate::model::Cause;
 
-/// A classified failure.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Verdict {
-    pub cause: Cause,
-    pub hint: String,
-}
-
-impl Verdict {
-    fn new(cause: Cause, hint: impl Into<String>) -> Verdict {
-        Verdict {
-            cause,
-            hint: hint.into(),
-        }
-    }
+/// A verdict whose detail the caller fills in (it knows what was seen).
+fn meaning(cause: Cause, hint: impl Into<String>) -> Verdict {
+    Verdict::new(cause, String::new(), hint)
 }
 
 const MSDTC_CHECKLIST: &str = "On BOTH machines (this client's zone and the SQL Server host): the \
@@ -52,8 +43,8 @@ pub fn login_failed_state(state: u8) -> &'static str {
 /// Classifies a SQL Server error by number (and state, for 18456).
 pub fn classify_server_error(number: u32, state: u8) -> Verdict {
     use Cause::*;
-    match number {
-        18456 => Verdict::new(
+    let mut verdict = match number {
+        18456 => meaning(
             AuthFailed,
             format!(
                 "login failed (error 18456, state {state}: {}). Check the user name and password, that \
@@ -62,92 +53,94 @@ pub fn classify_server_error(number: u32, state: u8) -> Verdict {
                 login_failed_state(state)
             ),
         ),
-        18452 => Verdict::new(
+        18452 => meaning(
             AuthFailed,
             "login from an untrusted domain (18452): Windows authentication failed; the client's \
              domain is not trusted by the server's, or Kerberos/NTLM was refused",
         ),
-        18470 => Verdict::new(AuthFailed, "the login is disabled (18470): ALTER LOGIN ... ENABLE"),
-        18486 => Verdict::new(AuthFailed, "the login is locked out by the password policy (18486)"),
-        18487 | 18488 => Verdict::new(AuthFailed, "the password has expired or must be changed (18487/18488)"),
-        18461 => Verdict::new(AuthFailed, "the server is in single-user mode and the one connection is taken (18461)"),
-        4060 => Verdict::new(
+        18470 => meaning(AuthFailed, "the login is disabled (18470): ALTER LOGIN ... ENABLE"),
+        18486 => meaning(AuthFailed, "the login is locked out by the password policy (18486)"),
+        18487 | 18488 => meaning(AuthFailed, "the password has expired or must be changed (18487/18488)"),
+        18461 => meaning(AuthFailed, "the server is in single-user mode and the one connection is taken (18461)"),
+        4060 => meaning(
             DbUnavailable,
             "cannot open the requested database (4060): it does not exist, is offline or restoring, \
              or the login has no user in it. Check the database name and the login's user mapping",
         ),
-        4064 => Verdict::new(
+        4064 => meaning(
             DbUnavailable,
             "cannot open the login's default database (4064): name a database in the target, or fix \
              the login's default database",
         ),
-        911 => Verdict::new(DbUnavailable, "the database does not exist (911): check the name"),
-        916 => Verdict::new(
+        911 => meaning(DbUnavailable, "the database does not exist (911): check the name"),
+        916 => meaning(
             DbUnavailable,
             "the login cannot access this database (916): map the login to a user in the database",
         ),
-        922 | 927 | 942 | 945 | 978 | 983 | 40613 => Verdict::new(
+        922 | 927 | 942 | 945 | 978 | 983 | 40613 => meaning(
             DbUnavailable,
             "the database exists but is not available now (recovering, restoring, offline, or a \
              non-readable availability-group secondary / failover in progress)",
         ),
-        8501 => Verdict::new(
+        8501 => meaning(
             DtcUnavailable,
             format!("MSDTC on the SQL Server host is unavailable (8501): start the Distributed \
                      Transaction Coordinator service there (on a cluster: the clustered DTC resource). {MSDTC_CHECKLIST}"),
         ),
-        8522 => Verdict::new(
+        8522 => meaning(
             DtcUnavailable,
             format!("MSDTC stopped the transaction (8522): usually the partner MSDTC could not be \
                      reached in time, or one side aborted. {MSDTC_CHECKLIST}"),
         ),
-        8524 => Verdict::new(
+        8524 => meaning(
             DtcUnavailable,
             format!("the transaction could not be exported to the remote provider (8524): Network DTC \
                      Access or Allow Outbound is off, or the partner is unreachable. {MSDTC_CHECKLIST}"),
         ),
-        7391 => Verdict::new(
+        7391 => meaning(
             DtcUnavailable,
             format!("the linked server could not begin a distributed transaction (7391): MSDTC between \
                      the two SQL Servers is blocked or misconfigured (Network DTC Access, Inbound/Outbound, \
                      firewall on TCP 135 and the dynamic RPC ports, name resolution both ways). {MSDTC_CHECKLIST}"),
         ),
-        7392 | 7395 => Verdict::new(
+        7392 | 7395 => meaning(
             DtcUnavailable,
             format!("the linked server's provider could not start the (nested) transaction: \
                      distributed transactions through this provider failed. {MSDTC_CHECKLIST}"),
         ),
-        7399 => Verdict::new(
+        7399 => meaning(
             DtcUnavailable,
             format!("the linked server's OLE DB provider reported an error (7399) inside a distributed \
                      transaction: most often the DTC path between the two servers. {MSDTC_CHECKLIST}"),
         ),
-        1206 => Verdict::new(
+        1206 => meaning(
             DtcUnavailable,
             format!("MSDTC cancelled the distributed transaction (1206). {MSDTC_CHECKLIST}"),
         ),
-        8509 | 8510 | 8512 | 8517 | 8525 | 8506 | 8508 | 8502 | 8504 => Verdict::new(
+        8509 | 8510 | 8512 | 8517 | 8525 | 8506 | 8508 | 8502 | 8504 => meaning(
             DtcUnavailable,
             format!("MSDTC refused or lost the transaction (error {number}). {MSDTC_CHECKLIST}"),
         ),
-        7202 => Verdict::new(
+        7202 => meaning(
             SqlError,
             "the linked server is not defined on this SQL Server (7202): check sys.servers / the name",
         ),
-        7411 => Verdict::new(
+        7411 => meaning(
             SqlError,
             "the linked server is not configured for data access (7411): sp_serveroption ... 'data access', 'true'",
         ),
-        229 | 262 | 297 | 300 | 1031 => Verdict::new(
+        229 | 262 | 297 | 300 | 1031 => meaning(
             SqlError,
             "permission denied: the login may connect but lacks a permission the probe needs \
              (creating a #temp table needs only CONNECT; linked servers need a login mapping)",
         ),
-        _ => Verdict::new(
+        _ => meaning(
             SqlError,
             format!("SQL Server error {number}: see the message; look the number up in the SQL Server docs"),
         ),
-    }
+    };
+    verdict.detail = format!("error {number}, state {state}");
+    verdict
 }
 
 /// What a driver-level failure looks like, independent of the driver crate (so it can be
@@ -167,7 +160,7 @@ pub enum Failure {
     EncryptionDeclined(String),
     /// The TCP connect itself failed, as the shared connect classifier saw it (the login opens
     /// its own connection after the `tcp` hop, and the path can break in between).
-    Connect(crate::classify::Classified),
+    Connect(Verdict),
     /// The connection closed or was reset.
     Closed(String),
     /// Our own timeout fired.
@@ -181,45 +174,67 @@ pub enum Failure {
 }
 
 pub fn classify_failure(f: &Failure) -> Verdict {
-    match f {
+    let mut verdict = match f {
         Failure::Server { number, state, .. } => classify_server_error(*number, *state),
-        Failure::Tls(msg) => Verdict::new(Cause::TlsError, tls_hint(msg)),
-        Failure::EncryptionDeclined(_) => Verdict::new(
+        Failure::Tls(msg) => meaning(Cause::TlsError, tls_hint(msg)),
+        Failure::EncryptionDeclined(_) => meaning(
             Cause::TlsError,
             "the server declined TLS for this connection (it has no certificate / encryption disabled): \
              give the server a certificate, or if the risk is accepted, encrypt=off or encrypt=none",
         ),
-        Failure::Connect(c) => Verdict::new(c.cause, c.hint),
-        Failure::Closed(_) => Verdict::new(
+        Failure::Connect(c) => meaning(c.cause, c.hint.clone()),
+        Failure::Closed(_) => meaning(
             Cause::Reset,
             "the server (or something in between) closed the connection during the exchange: an \
              encryption mismatch the server refused, a server at its connection limit, or a \
              firewall/IPS that inspects and kills TDS; the SQL Server error log may say which",
         ),
-        Failure::Timeout(_) => Verdict::new(
+        Failure::Timeout(_) => meaning(
             Cause::Timeout,
             "the server accepted TCP but stopped answering: a hung or overloaded SQL Server, a \
              non-SQL service on this port, or a firewall/IPS that lets the handshake through and then \
              drops the traffic",
         ),
-        Failure::Protocol(_) => Verdict::new(
+        Failure::Protocol(_) => meaning(
             Cause::ProtocolError,
             "the peer does not speak TDS as SQL Server does: is this port really SQL Server (and not \
              an HTTP proxy, SSH or another service)? A TLS-intercepting middlebox can cause this too",
         ),
-        Failure::Unexpected(_) => Verdict::new(
+        Failure::Unexpected(_) => meaning(
             Cause::SqlError,
             "the server accepted the statement but did not behave as SQL Server does (the row written \
              inside the transaction did not read back, or the transaction did not end): a TDS proxy or \
              a non-SQL Server endpoint may be in between",
         ),
-        Failure::Routing { host, port } => Verdict::new(
+        Failure::Routing { host, port } => meaning(
             Cause::ProtocolError,
             format!(
                 "the server redirected the client to {host}:{port} (Azure SQL redirect connection \
                  policy): check that address from this zone, typically TCP 11000-11999"
             ),
         ),
+    };
+    verdict.detail = failure_detail(f);
+    verdict
+}
+
+/// What was seen, in one line.
+fn failure_detail(f: &Failure) -> String {
+    match f {
+        Failure::Server {
+            number,
+            state,
+            class,
+            message,
+        } => format!("error {number}, state {state}, class {class}: {message}"),
+        Failure::Tls(m) => format!("TLS: {m}"),
+        Failure::EncryptionDeclined(m) => format!("encryption: {m}"),
+        Failure::Connect(c) => format!("TCP connect: {}", c.detail),
+        Failure::Closed(m) => format!("connection closed: {m}"),
+        Failure::Timeout(m) => m.clone(),
+        Failure::Protocol(m) => format!("protocol: {m}"),
+        Failure::Routing { host, port } => format!("redirected to {host}:{port}"),
+        Failure::Unexpected(m) => format!("unexpected answer: {m}"),
     }
 }
 

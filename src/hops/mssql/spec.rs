@@ -1,11 +1,11 @@
 //! What an `mssql` check points at, from a URL or a config table. Pure parsing; no I/O.
 //!
 //! URL form: `mssql://user@host[:port|\instance]/db?tx=none|local|distributed&encrypt=..&...`.
-//! A password in the URL is refused: DESIGN.md keeps passwords off the command line.
+//! A password in the URL is refused: passwords stay off the command line.
 
-use crate::config::RawCheck;
+use crate::check_table::{RawCheck, TargetError};
+use crate::hostport::{bracket_v6, mask_url};
 use crate::secret::PasswordSource;
-use crate::target::{bracket_v6, TargetError};
 
 pub const DEFAULT_PORT: u16 = 1433;
 
@@ -214,7 +214,7 @@ impl MssqlTarget {
     /// Parses `mssql://user@host[:port|\instance]/db?key=value&...`.
     pub fn from_url(text: &str) -> Result<MssqlTarget, TargetError> {
         let invalid = |message: String| TargetError::InvalidUrl {
-            url: redact_url(text),
+            url: mask_url(text),
             message,
         };
         let rest = text
@@ -410,36 +410,6 @@ fn percent_decode(s: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| format!("`{s}` is not UTF-8 once decoded"))
 }
 
-/// The URL as shown in errors: a `user:password@` part is cut down to `user:***@`.
-fn redact_url(text: &str) -> String {
-    let Some((scheme, rest)) = text.split_once("://") else {
-        return text.to_string();
-    };
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let authority = match authority.rsplit_once('@') {
-        Some((ui, h)) => match ui.split_once(':') {
-            Some((u, _)) => format!("{u}:***@{h}"),
-            None => format!("{ui}@{h}"),
-        },
-        None => authority.to_string(),
-    };
-    let tail = match tail.split_once('?') {
-        Some((p, q)) => {
-            let q: Vec<String> = q
-                .split('&')
-                .map(|kv| match kv.split_once('=') {
-                    Some((k, _)) if k == "password" || k == "pwd" => format!("{k}=***"),
-                    _ => kv.to_string(),
-                })
-                .collect();
-            format!("{p}?{}", q.join("&"))
-        }
-        None => tail.to_string(),
-    };
-    format!("{scheme}://{authority}{tail}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -531,14 +501,6 @@ mod tests {
         assert_eq!(r.is_ok(), cfg!(windows), "{r:?}");
         assert_eq!(Auth::parse("sql"), Ok(Auth::Sql));
         assert!(Auth::parse("kerberos").is_err());
-    }
-
-    #[test]
-    fn redaction() {
-        assert_eq!(
-            redact_url("mssql://sa:pw@h/db?password=x&tx=local"),
-            "mssql://sa:***@h/db?password=***&tx=local"
-        );
     }
 
     fn config(text: &str) -> Result<MssqlTarget, crate::config::ConfigError> {

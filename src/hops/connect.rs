@@ -1,8 +1,14 @@
-//! Hop `tcp`: a TCP connect to every resolved address of the target, each classified from what
-//! really came back (see [`crate::classify`]). Several addresses are tried concurrently, so a DNS
-//! name that load-balances onto a blocked datacenter shows up as a partial failure (`warn`).
+//! The shared steps every kind that talks TCP builds on (they are not a kind themselves):
+//! resolve the name, connect to every address, then open the connection a login runs over.
 //!
-//! The same building blocks serve every hop that opens a TCP connection (`rpc_port`, `callback`).
+//! - [`reach`]: hops `resolve` then `tcp`, recorded on the check's chain; hands back the first
+//!   address that connected. [`resolve_step`] and [`connect_step`] are its halves, for a kind
+//!   that has a hop between them (mssql asks the SQL Browser for the port).
+//! - [`open`]: the login's own connection to that address, whose failure is classified exactly
+//!   as the `tcp` hop's would be (the path can break in between).
+//! - [`connect`], [`probe_all`], [`hop_result`]: one attempt, many attempts, and their verdict,
+//!   for every hop that opens TCP (`tcp`, `rpc_port`, `callback`). A DNS name that
+//!   load-balances onto a blocked datacenter shows up as a partial failure (`warn`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -12,8 +18,8 @@ use serde_json::json;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::chain::HopOutput;
-use crate::classify::{classify_connect, ConnectOutcome};
+use crate::chain::{Chain, HopOutput, RunContext};
+use crate::classify::{classify_connect, ConnectOutcome, Verdict};
 use crate::model::{HopKind, HopResult, Status};
 
 /// One connect attempt and what came of it.
@@ -22,6 +28,13 @@ pub struct Attempt {
     pub addr: SocketAddr,
     pub outcome: ConnectOutcome,
     pub elapsed: Duration,
+}
+
+impl Attempt {
+    /// What went wrong, or `None` when it connected.
+    pub fn verdict(&self) -> Option<Verdict> {
+        classify_connect(self.outcome)
+    }
 }
 
 /// Connects once, bounded by `limit`. Returns the attempt, and the stream when it connected.
@@ -194,7 +207,7 @@ pub fn hop_result(kind: HopKind, attempts: &[Attempt]) -> HopResult {
         .iter()
         .filter(|a| a.outcome == ConnectOutcome::Connected)
         .collect();
-    let failed: Vec<(&Attempt, crate::classify::Classified)> = attempts
+    let failed: Vec<(&Attempt, Verdict)> = attempts
         .iter()
         .filter_map(|a| classify_connect(a.outcome).map(|c| (a, c)))
         .collect();
@@ -230,7 +243,7 @@ pub fn hop_result(kind: HopKind, attempts: &[Attempt]) -> HopResult {
                     c.detail
                 )
             };
-            HopResult::fail(kind, c.cause, detail).with_hint(c.hint)
+            HopResult::fail(kind, c.cause, detail).with_hint(c.hint.clone())
         }
         (false, Some((a, c))) => HopResult::new(
             kind,
@@ -258,8 +271,8 @@ pub fn hop_result(kind: HopKind, attempts: &[Attempt]) -> HopResult {
     result.with_data("attempts", per_address)
 }
 
-/// Runs the hop against `port` on each address; on success the value is the reachable addresses.
-pub async fn tcp(addrs: &[IpAddr], port: u16, limit: Duration) -> HopOutput<Vec<SocketAddr>> {
+/// Hop `tcp`: `port` on each address; on success the value is the reachable addresses.
+pub async fn tcp_hop(addrs: &[IpAddr], port: u16, limit: Duration) -> HopOutput<Vec<SocketAddr>> {
     let targets: Vec<SocketAddr> = addrs.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
     let attempts = probe_all(&targets, limit).await;
     let result = hop_result(HopKind::Tcp, &attempts).with_data("port", port);
@@ -269,6 +282,61 @@ pub async fn tcp(addrs: &[IpAddr], port: u16, limit: Duration) -> HopOutput<Vec<
         .map(|a| a.addr)
         .collect();
     HopOutput::ok(result, reachable)
+}
+
+/// Records hop `resolve` for `host` (with the reverse lookups when `reverse_dns`), bounded by
+/// `budget`: a kind that checks reverse DNS gives it room for several lookups.
+pub async fn resolve_step(
+    chain: &mut Chain,
+    ctx: &RunContext,
+    host: &str,
+    reverse_dns: bool,
+    budget: Duration,
+) -> Option<Vec<IpAddr>> {
+    chain
+        .step_with_timeout(
+            HopKind::Resolve,
+            budget,
+            crate::hops::resolve::resolve(&ctx.resolver, host, reverse_dns, ctx.hop_timeout),
+        )
+        .await
+}
+
+/// Records hop `tcp` to `port` on every address; the first one that connected, if any.
+pub async fn connect_step(
+    chain: &mut Chain,
+    ctx: &RunContext,
+    addrs: &[IpAddr],
+    port: u16,
+) -> Option<SocketAddr> {
+    let reachable = chain
+        .step(HopKind::Tcp, tcp_hop(addrs, port, ctx.hop_timeout))
+        .await?;
+    reachable.first().copied()
+}
+
+/// What [`reach`] needs to know.
+pub struct Reach<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    pub reverse_dns: bool,
+    /// The `resolve` hop's bound (see [`resolve_step`]).
+    pub resolve_budget: Duration,
+}
+
+/// Hops `resolve` then `tcp`: the address a login (or anything after) should use.
+pub async fn reach(chain: &mut Chain, ctx: &RunContext, to: &Reach<'_>) -> Option<SocketAddr> {
+    let addrs = resolve_step(chain, ctx, to.host, to.reverse_dns, to.resolve_budget).await?;
+    connect_step(chain, ctx, &addrs, to.port).await
+}
+
+/// The connection a login runs over, to the address [`reach`] found. On failure, the attempt:
+/// its [`Attempt::verdict`] is what the `tcp` hop would have said.
+pub async fn open(addr: SocketAddr, limit: Duration) -> Result<TcpStream, Attempt> {
+    match connect(addr, limit).await {
+        (_, Some(stream)) => Ok(stream),
+        (attempt, None) => Err(attempt),
+    }
 }
 
 #[cfg(test)]

@@ -1,15 +1,6 @@
-//! SQL Server checks: resolve -> (sqlbrowser for a named instance) -> tcp -> login -> tx_local
-//! -> tx_distributed, over TDS with tiberius.
-//!
-//! The decisions (what an error number or a driver failure means) are pure and live in
-//! [`classify`]; [`sniff`] reads the server's PRELOGIN answer off the wire; [`ssrp`] is the SQL
-//! Server Browser protocol; [`spec`] parses targets. Every network step runs in its own task under
-//! a timeout, so neither a hung server nor a driver panic on hostile bytes can hang the tool.
-
-pub mod classify;
-pub mod sniff;
-pub mod spec;
-pub mod ssrp;
+//! The `mssql` hop chain: resolve -> (sqlbrowser for a named instance) -> tcp -> login ->
+//! tx_local -> tx_distributed, over TDS with tiberius. Every network step runs in its own task
+//! under a timeout, so neither a hung server nor a driver panic on hostile bytes can hang the tool.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -22,13 +13,14 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
+use super::classify::{classify_failure, failure_from_tiberius, tds_version_name, Failure};
+use super::sniff::{self, Observed, Sniffer};
+use super::spec::{self, Auth, Encrypt, MssqlTarget, TxMode};
+use super::ssrp;
 use crate::chain::{Chain, HopOutput, RunContext};
+use crate::hops::connect::{self, connect_step, resolve_step};
 use crate::model::{Cause, HopKind, HopResult, Status};
 use crate::secret::{self, Secret};
-
-use classify::{classify_failure, failure_from_tiberius, tds_version_name, Failure};
-use sniff::{Observed, Sniffer};
-pub use spec::{Auth, Encrypt, MssqlTarget, TxMode};
 
 type Conn = Client<Compat<Sniffer<TcpStream>>>;
 
@@ -65,14 +57,8 @@ pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
             .map(Some),
     };
 
-    let resolve_limit = if t.reverse_dns { limit * 4 } else { limit };
-    let Some(addrs) = chain
-        .step_with_timeout(
-            HopKind::Resolve,
-            resolve_limit,
-            crate::hops::resolve::resolve(&ctx.resolver, &t.host, t.reverse_dns, limit),
-        )
-        .await
+    let resolve_budget = if t.reverse_dns { limit * 4 } else { limit };
+    let Some(addrs) = resolve_step(&mut chain, ctx, &t.host, t.reverse_dns, resolve_budget).await
     else {
         return chain.finish();
     };
@@ -90,13 +76,7 @@ pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
         t.port.unwrap_or(spec::DEFAULT_PORT)
     };
 
-    let Some(reachable) = chain
-        .step(HopKind::Tcp, crate::hops::tcp::tcp(&addrs, port, limit))
-        .await
-    else {
-        return chain.finish();
-    };
-    let Some(addr) = reachable.first().copied() else {
+    let Some(addr) = connect_step(&mut chain, ctx, &addrs, port).await else {
         return chain.finish();
     };
 
@@ -408,13 +388,12 @@ async fn login_hop(
     let connect_limit = limit;
     let outcome = guarded(limit, "logging in", async move {
         let started = Instant::now();
-        let (attempt, tcp) = crate::hops::tcp::connect(addr, connect_limit).await;
-        let Some(tcp) = tcp else {
-            return Err(match crate::classify::classify_connect(attempt.outcome) {
-                Some(c) => Failure::Connect(c),
+        let tcp = connect::open(addr, connect_limit).await.map_err(|attempt| {
+            match attempt.verdict() {
+                Some(v) => Failure::Connect(v),
                 None => Failure::Closed(format!("TCP connect to {addr} failed")),
-            });
-        };
+            }
+        })?;
         let _ = tcp.set_nodelay(true);
         let sniffer = Sniffer::new(tcp, seen_task);
         let mut client = Client::connect(config, sniffer.compat_write())
@@ -598,31 +577,19 @@ fn login_fail(t: &MssqlTarget, addr: SocketAddr, observed: &Observed, f: &Failur
 }
 
 fn failure_result(kind: HopKind, f: &Failure) -> HopResult {
-    let v = classify_failure(f);
-    let (detail, data) = match f {
+    let r = classify_failure(f).into_hop(kind);
+    match f {
         Failure::Server {
             number,
             state,
             class,
-            message,
-        } => (
-            format!("error {number}, state {state}, class {class}: {message}"),
-            Some(json!({"number": number, "state": state, "class": class})),
+            ..
+        } => r.with_data(
+            "error",
+            json!({"number": number, "state": state, "class": class}),
         ),
-        Failure::Tls(m) => (format!("TLS: {m}"), None),
-        Failure::EncryptionDeclined(m) => (format!("encryption: {m}"), None),
-        Failure::Connect(c) => (format!("TCP connect: {}", c.detail), None),
-        Failure::Closed(m) => (format!("connection closed: {m}"), None),
-        Failure::Timeout(m) => (m.clone(), None),
-        Failure::Protocol(m) => (format!("protocol: {m}"), None),
-        Failure::Routing { host, port } => (format!("redirected to {host}:{port}"), None),
-        Failure::Unexpected(m) => (format!("unexpected answer: {m}"), None),
-    };
-    let mut r = HopResult::fail(kind, v.cause, detail).with_hint(v.hint);
-    if let Some(d) = data {
-        r = r.with_data("error", d);
+        _ => r,
     }
-    r
 }
 
 fn round6(d: Duration) -> f64 {

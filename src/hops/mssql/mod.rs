@@ -1,0 +1,66 @@
+//! Kind `mssql`: SQL Server checks over TDS (resolve -> sqlbrowser -> tcp -> login -> tx_local
+//! -> tx_distributed).
+//!
+//! [`spec`] parses targets; [`run()`] runs the chain; the decisions (what an error number or a
+//! driver failure means) are pure and live in [`classify`]; [`sniff`] reads the server's
+//! PRELOGIN answer off the wire; [`ssrp`] is the SQL Server Browser protocol.
+
+pub mod classify;
+pub mod run;
+pub mod sniff;
+pub mod spec;
+pub mod ssrp;
+
+use crate::chain::RunContext;
+use crate::check_table::{RawCheck, TargetError};
+use crate::hops::kind::Kind;
+use crate::hostport::TargetUrl;
+use crate::model::HopResult;
+use crate::secret::PasswordSource;
+
+pub use run::{browser_answer, planned_hops, run, tx_statements};
+pub use spec::{Auth, Encrypt, MssqlTarget, TxMode};
+
+impl Kind for MssqlTarget {
+    const NAME: &'static str = "mssql";
+    const KEYS: &'static [&'static str] = &[
+        "port",
+        "reverse_dns",
+        "instance",
+        "database",
+        "user",
+        "password_env",
+        "password_file",
+        "auth",
+        "encrypt",
+        "trust_server_certificate",
+        "tx",
+        "linked_server",
+    ];
+    const LOGIN: bool = true;
+
+    /// Parsed by hand from the text: `host\instance` is not URL syntax.
+    fn from_url(url: &TargetUrl) -> Result<Self, TargetError> {
+        MssqlTarget::from_url(url.text())
+    }
+
+    fn from_config(raw: &RawCheck, host: String) -> Result<Self, TargetError> {
+        MssqlTarget::from_config(raw, host)
+    }
+
+    fn display(&self) -> String {
+        MssqlTarget::display(self)
+    }
+
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn set_password(&mut self, password: Option<PasswordSource>) {
+        self.password = password;
+    }
+
+    async fn run(&self, ctx: &RunContext) -> Vec<HopResult> {
+        run(self, ctx).await
+    }
+}

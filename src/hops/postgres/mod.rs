@@ -1,0 +1,192 @@
+//! Kind `postgres`: resolve -> tcp -> login -> tx_local | twophase.
+//!
+//! `twophase` is what a distributed transaction manager (XA, MSDTC via an ODBC driver, a Java EE
+//! or .NET coordinator) needs from PostgreSQL: `PREPARE TRANSACTION` then `ROLLBACK PREPARED`.
+//! It fails on a server with `max_prepared_transactions = 0`, the default, which is the usual
+//! reason distributed transactions break after a database move.
+
+pub mod classify;
+mod run;
+
+use crate::chain::RunContext;
+use crate::check_table::{RawCheck, TargetError};
+use crate::hops::kind::Kind;
+use crate::hostport::{bracket_v6, url_host, TargetUrl};
+use crate::model::HopResult;
+use crate::secret::PasswordSource;
+
+pub use classify::{classify_sqlstate, classify_twophase};
+pub use run::run;
+
+pub const DEFAULT_PORT: u16 = 5432;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgTx {
+    None,
+    /// BEGIN, a temp table, insert, read back, ROLLBACK.
+    Local,
+    /// BEGIN, PREPARE TRANSACTION, ROLLBACK PREPARED.
+    Twophase,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgTarget {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    pub password: Option<PasswordSource>,
+    pub tx: PgTx,
+}
+
+impl PgTarget {
+    pub fn display(&self) -> String {
+        let tx = match self.tx {
+            PgTx::None => "",
+            PgTx::Local => "?tx=local",
+            PgTx::Twophase => "?tx=twophase",
+        };
+        format!(
+            "postgres://{}@{}:{}/{}{tx}",
+            self.user,
+            bracket_v6(&self.host),
+            self.port,
+            self.database
+        )
+    }
+
+    /// `postgres://user@host[:port]/db?tx=local|twophase`. A password in the URL is refused:
+    /// command lines end up in shell history and process lists.
+    pub fn from_url(text: &str) -> Result<PgTarget, TargetError> {
+        let url = TargetUrl::parse(text, "postgres://")?;
+        <PgTarget as Kind>::from_url(&url)
+    }
+}
+
+impl Kind for PgTarget {
+    const NAME: &'static str = "postgres";
+    const ALIASES: &'static [&'static str] = &["postgresql"];
+    const KEYS: &'static [&'static str] = &[
+        "port",
+        "database",
+        "user",
+        "password_env",
+        "password_file",
+        "tx",
+    ];
+    const LOGIN: bool = true;
+
+    fn from_url(url: &TargetUrl) -> Result<PgTarget, TargetError> {
+        let parsed = url.url()?;
+        let host = url_host(&parsed).ok_or_else(|| url.invalid("no host"))?;
+        if parsed.username().is_empty() {
+            return Err(url.invalid("no user (postgres://USER@HOST/DB)"));
+        }
+        let database = parsed.path().trim_start_matches('/').to_string();
+        let mut tx = PgTx::None;
+        for (k, v) in parsed.query_pairs() {
+            match (k.as_ref(), v.as_ref()) {
+                ("tx", v) => tx = parse_tx(v).map_err(|m| url.invalid(m))?,
+                (k, _) => return Err(url.invalid(format!("unknown option `{k}` (known: tx)"))),
+            }
+        }
+        Ok(PgTarget {
+            host,
+            port: parsed.port().unwrap_or(DEFAULT_PORT),
+            database: if database.is_empty() {
+                parsed.username().to_string()
+            } else {
+                database
+            },
+            user: parsed.username().to_string(),
+            password: None,
+            tx,
+        })
+    }
+
+    fn from_config(raw: &RawCheck, host: String) -> Result<PgTarget, TargetError> {
+        let at = |offset: usize, message: String| TargetError::At { offset, message };
+        let kind_offset = raw.kind.as_ref().map(|k| k.span().start).unwrap_or(0);
+        let user = raw
+            .user
+            .as_ref()
+            .ok_or_else(|| at(kind_offset, "kind `postgres` needs a `user`".into()))?;
+        let password = raw.password_source().map_err(|(o, m)| at(o, m))?;
+        let tx = match &raw.tx {
+            Some(t) => parse_tx(t.get_ref()).map_err(|m| at(t.span().start, m))?,
+            None => PgTx::None,
+        };
+        Ok(PgTarget {
+            host,
+            port: raw
+                .port
+                .as_ref()
+                .map(|p| *p.get_ref())
+                .unwrap_or(DEFAULT_PORT),
+            database: raw
+                .database
+                .as_ref()
+                .map(|d| d.get_ref().clone())
+                .unwrap_or_else(|| user.get_ref().clone()),
+            user: user.get_ref().clone(),
+            password,
+            tx,
+        })
+    }
+
+    fn display(&self) -> String {
+        PgTarget::display(self)
+    }
+
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn set_password(&mut self, password: Option<PasswordSource>) {
+        self.password = password;
+    }
+
+    async fn run(&self, ctx: &RunContext) -> Vec<HopResult> {
+        run(self, ctx).await
+    }
+}
+
+fn parse_tx(v: &str) -> Result<PgTx, String> {
+    match v {
+        "none" => Ok(PgTx::None),
+        "local" => Ok(PgTx::Local),
+        "twophase" => Ok(PgTx::Twophase),
+        other => Err(format!(
+            "unknown tx `{other}` for postgres (expected local or twophase)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_parsing() {
+        let t = PgTarget::from_url("postgres://app@db01:5433/orders?tx=twophase").unwrap();
+        assert_eq!(
+            (
+                t.host.as_str(),
+                t.port,
+                t.database.as_str(),
+                t.user.as_str()
+            ),
+            ("db01", 5433, "orders", "app")
+        );
+        assert_eq!(t.tx, PgTx::Twophase);
+        assert_eq!(t.display(), "postgres://app@db01:5433/orders?tx=twophase");
+        assert_eq!(
+            PgTarget::from_url("postgres://app@db01").unwrap().database,
+            "app"
+        );
+        assert!(PgTarget::from_url("postgres://app:secret@db01/x").is_err());
+        assert!(PgTarget::from_url("postgres://db01/x").is_err());
+        assert!(PgTarget::from_url("postgres://a@db01/x?tx=xa").is_err());
+        assert!(PgTarget::from_url("postgres://a@db01/x?sslmode=require").is_err());
+    }
+}

@@ -1,0 +1,168 @@
+//! The `postgres` hop chain: resolve -> tcp -> login -> tx_local | twophase.
+
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio_postgres::{Client, NoTls};
+
+use super::classify::{classify_error, classify_twophase, error_detail};
+use super::{PgTarget, PgTx};
+use crate::chain::{Chain, HopOutput, RunContext};
+use crate::hops::connect::{self, reach, Reach};
+use crate::model::{Cause, HopKind, HopResult};
+use crate::secret;
+
+pub async fn run(t: &PgTarget, ctx: &RunContext) -> Vec<HopResult> {
+    let mut planned = vec![HopKind::Resolve, HopKind::Tcp, HopKind::Login];
+    match t.tx {
+        PgTx::Local => planned.push(HopKind::TxLocal),
+        PgTx::Twophase => planned.push(HopKind::Twophase),
+        PgTx::None => {}
+    }
+    let mut chain = Chain::new(planned, ctx.hop_timeout);
+    let to = Reach {
+        host: &t.host,
+        port: t.port,
+        reverse_dns: false,
+        resolve_budget: ctx.hop_timeout,
+    };
+    let Some(addr) = reach(&mut chain, ctx, &to).await else {
+        return chain.finish();
+    };
+    let Some(client) = chain.step(HopKind::Login, login(t, addr, ctx)).await else {
+        return chain.finish();
+    };
+    match t.tx {
+        PgTx::Local => {
+            chain.step(HopKind::TxLocal, tx_local(&client)).await;
+        }
+        PgTx::Twophase => {
+            chain.step(HopKind::Twophase, twophase(&client)).await;
+        }
+        PgTx::None => {}
+    }
+    chain.finish()
+}
+
+async fn login(t: &PgTarget, addr: SocketAddr, ctx: &RunContext) -> HopOutput<Client> {
+    let label = format!("{}@{}", t.user, t.host);
+    let password = match secret::obtain(t.password.as_ref(), &label).await {
+        Ok(p) => p,
+        Err(e) => {
+            return HopOutput::stop(
+                HopResult::fail(HopKind::Login, Cause::Config, e.to_string())
+                    .with_hint("give the password with --password-file, or password_env/password_file in the config"),
+            )
+        }
+    };
+    let stream = match connect::open(addr, ctx.hop_timeout).await {
+        Ok(stream) => stream,
+        // The path broke after the tcp hop: the same classification, on this hop.
+        Err(attempt) => return HopOutput::stop(connect::hop_result(HopKind::Login, &[attempt])),
+    };
+    let mut config = tokio_postgres::Config::new();
+    config
+        .user(&t.user)
+        .dbname(&t.database)
+        .password(password.expose())
+        .application_name("dtcprobe");
+    match config.connect_raw(stream, NoTls).await {
+        Ok((client, connection)) => {
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!("postgres connection ended: {e}");
+                }
+            });
+            let version = client
+                .query_one("SHOW server_version", &[])
+                .await
+                .ok()
+                .and_then(|row| row.try_get::<_, String>(0).ok())
+                .unwrap_or_default();
+            let result = HopResult::pass(
+                HopKind::Login,
+                format!(
+                    "logged in as {} to database {} on {addr} (PostgreSQL {version})",
+                    t.user, t.database
+                ),
+            )
+            .with_data("server_version", version)
+            .with_data("address", addr.to_string());
+            HopOutput::ok(result, client)
+        }
+        Err(e) => HopOutput::stop(classify_error(&e).into_hop(HopKind::Login)),
+    }
+}
+
+async fn tx_local(client: &Client) -> HopOutput<()> {
+    let work = async {
+        client
+            .batch_execute("BEGIN; CREATE TEMP TABLE dtcprobe_tx (n int) ON COMMIT DROP; INSERT INTO dtcprobe_tx VALUES (42);")
+            .await?;
+        let n: i32 = client
+            .query_one("SELECT n FROM dtcprobe_tx", &[])
+            .await?
+            .try_get(0)?;
+        client.batch_execute("ROLLBACK").await?;
+        Ok::<i32, tokio_postgres::Error>(n)
+    };
+    match work.await {
+        Ok(42) => HopOutput::ok(
+            HopResult::pass(
+                HopKind::TxLocal,
+                "BEGIN, temp table, insert, read back, ROLLBACK",
+            ),
+            (),
+        ),
+        Ok(other) => HopOutput::stop(HopResult::fail(
+            HopKind::TxLocal,
+            Cause::ProtocolError,
+            format!("read back {other}, wrote 42"),
+        )),
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            HopOutput::stop(classify_error(&e).into_hop(HopKind::TxLocal))
+        }
+    }
+}
+
+/// A global transaction id unique to this run, recognisable in pg_prepared_xacts if the rollback
+/// never arrives (a connection cut between the two statements).
+fn gid() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("dtcprobe-{}-{nanos}", std::process::id())
+}
+
+async fn twophase(client: &Client) -> HopOutput<()> {
+    let gid = gid();
+    // No temporary objects: PostgreSQL refuses to PREPARE a transaction that touched one.
+    let prepare = format!("BEGIN; SELECT txid_current(); PREPARE TRANSACTION '{gid}';");
+    if let Err(e) = client.batch_execute(&prepare).await {
+        let _ = client.batch_execute("ROLLBACK").await;
+        let (code, detail) = error_detail(&e);
+        return HopOutput::stop(classify_twophase(code.as_deref(), detail).into_hop(HopKind::Twophase));
+    }
+    match client
+        .batch_execute(&format!("ROLLBACK PREPARED '{gid}'"))
+        .await
+    {
+        Ok(()) => HopOutput::ok(
+            HopResult::pass(
+                HopKind::Twophase,
+                format!("PREPARE TRANSACTION and ROLLBACK PREPARED '{gid}'"),
+            )
+            .with_data("gid", gid),
+            (),
+        ),
+        Err(e) => {
+            let verdict = classify_error(&e);
+            HopOutput::stop(HopResult::fail(HopKind::Twophase, verdict.cause, verdict.detail).with_hint(format!(
+                "the prepared transaction '{gid}' may be left behind: check pg_prepared_xacts and run ROLLBACK PREPARED"
+            )))
+        }
+    }
+}
+
