@@ -8,8 +8,6 @@ pub use crate::check_table::TargetError;
 pub use crate::hops::dns::DnsTarget;
 pub use crate::hops::tcp::TcpTarget;
 pub use crate::hops::{schemes, Target};
-// Old paths of the host helpers (now in `hostport`), for callers not yet moved.
-pub use crate::hostport::{bracket_v6, url_host};
 
 /// One check to run: a name, the zones it crosses, and its target.
 #[derive(Debug, Clone, PartialEq)]

@@ -28,4 +28,5 @@ mod netns_dns;
 mod netns_tcp;
 mod postgres_real;
 mod report_schema;
+mod url_secrets;
 mod watch_metrics;

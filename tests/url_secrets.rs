@@ -2,7 +2,7 @@
 //! and never appears in what the tool prints, whatever the scheme or output format; a user name
 //! is refused for kinds that have no login.
 
-mod support;
+use crate::support;
 
 use support::run_bin as dtcprobe;
 

@@ -123,31 +123,32 @@ pub async fn agent_checks(opts: &PeerOptions) -> AgentOutcome {
     // 1. Reach the agent.
     let started = Instant::now();
     let mut stream = None;
-    let tcp_hop =
-        match tokio::time::timeout(limit, tokio::net::lookup_host(opts.agent.as_str())).await {
-            Ok(Ok(addrs)) => match addrs.into_iter().next() {
-                Some(addr) => {
-                    let (attempt, s) = hops::tcp::connect(addr, limit).await;
-                    stream = s;
-                    hops::tcp::hop_result(HopKind::Tcp, &[attempt]).with_duration(started.elapsed())
-                }
-                None => HopResult::fail(
-                    HopKind::Tcp,
-                    Cause::DnsNxdomain,
-                    format!("agent `{}` has no address", opts.agent),
-                ),
-            },
-            Ok(Err(e)) => HopResult::fail(
+    let tcp_hop = match tokio::time::timeout(limit, tokio::net::lookup_host(opts.agent.as_str()))
+        .await
+    {
+        Ok(Ok(addrs)) => match addrs.into_iter().next() {
+            Some(addr) => {
+                let (attempt, s) = hops::connect::connect(addr, limit).await;
+                stream = s;
+                hops::connect::hop_result(HopKind::Tcp, &[attempt]).with_duration(started.elapsed())
+            }
+            None => HopResult::fail(
                 HopKind::Tcp,
                 Cause::DnsNxdomain,
-                format!("cannot resolve agent `{}`: {e}", opts.agent),
+                format!("agent `{}` has no address", opts.agent),
             ),
-            Err(_) => HopResult::fail(
-                HopKind::Tcp,
-                Cause::DnsTimeout,
-                format!("no DNS answer for agent `{}`", opts.agent),
-            ),
-        };
+        },
+        Ok(Err(e)) => HopResult::fail(
+            HopKind::Tcp,
+            Cause::DnsNxdomain,
+            format!("cannot resolve agent `{}`: {e}", opts.agent),
+        ),
+        Err(_) => HopResult::fail(
+            HopKind::Tcp,
+            Cause::DnsTimeout,
+            format!("no DNS answer for agent `{}`", opts.agent),
+        ),
+    };
 
     // 2. Authenticate and send the request; 3. collect the callback and the answer.
     if let Some(mut stream) = stream {
@@ -500,7 +501,7 @@ fn build_checks(
         "tcp://{}:{}",
         caller_addr
             .as_deref()
-            .map(crate::target::bracket_v6)
+            .map(crate::hostport::bracket_v6)
             .unwrap_or_else(|| "caller".into()),
         callback_port
             .map(|p| p.to_string())

@@ -457,9 +457,9 @@ async fn callback(caller: IpAddr, port: u16, token: &str, limit: Duration) -> Ho
 
 async fn callback_inner(caller: IpAddr, port: u16, token: &str, limit: Duration) -> HopResult {
     let addr = SocketAddr::new(caller, port);
-    let (attempt, stream) = hops::tcp::connect(addr, limit).await;
+    let (attempt, stream) = hops::connect::connect(addr, limit).await;
     let Some(mut stream) = stream else {
-        return hops::tcp::hop_result(HopKind::Callback, &[attempt]).with_data("port", port);
+        return hops::connect::hop_result(HopKind::Callback, &[attempt]).with_data("port", port);
     };
     let exchange = async {
         stream.write_all(format!("{token}\n").as_bytes()).await?;

@@ -247,36 +247,6 @@ fn from_config_url(raw: &RawCheck, url: &toml::Spanned<String>) -> Result<Target
     Ok(target)
 }
 
-/// Epm's target, adapted to [`Kind`] through its public API (`from_url`, `from_config`,
-/// `display`, `run`). The epm module is being split into a folder by another change; once that
-/// lands, this impl moves into `hops/epm/mod.rs` and `KEYS` becomes `EpmTarget::KEYS`.
-impl Kind for epm::EpmTarget {
-    const NAME: &'static str = "epm";
-    const KEYS: &'static [&'static str] = &["port", "reverse_dns", "iface", "list_endpoints"];
-
-    fn from_url(url: &TargetUrl) -> Result<Self, TargetError> {
-        let parsed = url.url()?;
-        let host = crate::hostport::url_host(&parsed).ok_or_else(|| url.invalid("no host"))?;
-        epm::EpmTarget::from_url(&parsed, host).map_err(|m| url.invalid(m))
-    }
-
-    fn from_config(raw: &RawCheck, host: String) -> Result<Self, TargetError> {
-        epm::EpmTarget::from_config(raw, host)
-    }
-
-    fn display(&self) -> String {
-        epm::EpmTarget::display(self)
-    }
-
-    fn host(&self) -> &str {
-        &self.host
-    }
-
-    async fn run(&self, ctx: &RunContext) -> Vec<HopResult> {
-        epm::run(self, ctx).await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -195,8 +195,8 @@ pub(super) fn conversation_failure(e: &EpmError, mapper: SocketAddr, step: &str)
 }
 
 /// Pure: the `rpc_port` hop from connect attempts to the mapped ports.
-pub fn rpc_port_result(attempts: &[crate::hops::tcp::Attempt]) -> HopResult {
-    let mut r = crate::hops::tcp::hop_result(HopKind::RpcPort, attempts);
+pub fn rpc_port_result(attempts: &[crate::hops::connect::Attempt]) -> HopResult {
+    let mut r = crate::hops::connect::hop_result(HopKind::RpcPort, attempts);
     if r.status != Status::Pass
         && matches!(
             r.cause,
@@ -275,7 +275,7 @@ mod tests {
     use crate::classify::ConnectOutcome;
     use crate::dcerpc::{DecodeError, SyntaxId, Uuid, IXNREMOTE};
     use crate::hops::epm::fixtures::{entry, epm_check as check, lrpc};
-    use crate::hops::tcp::Attempt;
+    use crate::hops::connect::Attempt;
 
     fn mapper() -> SocketAddr {
         "198.18.0.2:135".parse().unwrap()

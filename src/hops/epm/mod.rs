@@ -28,3 +28,36 @@ pub use assess::{
 pub use client::{EpmClient, EpmError};
 pub use run::{entry_json, epm, rpc_port, run, EpmOptions};
 pub use target::{parse_interface, EpmTarget, Interface, EPM_PORT};
+
+use crate::chain::RunContext;
+use crate::check_table::{RawCheck, TargetError};
+use crate::hops::Kind;
+use crate::hostport::TargetUrl;
+use crate::model::HopResult;
+
+impl Kind for EpmTarget {
+    const NAME: &'static str = "epm";
+    const KEYS: &'static [&'static str] = EpmTarget::KEYS;
+
+    fn from_url(url: &TargetUrl) -> Result<Self, TargetError> {
+        let parsed = url.url()?;
+        let host = crate::hostport::url_host(&parsed).ok_or_else(|| url.invalid("no host"))?;
+        EpmTarget::from_parsed_url(&parsed, host).map_err(|m| url.invalid(m))
+    }
+
+    fn from_config(raw: &RawCheck, host: String) -> Result<Self, TargetError> {
+        EpmTarget::from_table(raw, host)
+    }
+
+    fn display(&self) -> String {
+        self.canonical()
+    }
+
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    async fn run(&self, ctx: &RunContext) -> Vec<HopResult> {
+        run(self, ctx).await
+    }
+}

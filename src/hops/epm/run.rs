@@ -36,7 +36,7 @@ pub async fn epm(addrs: &[IpAddr], opts: EpmOptions) -> HopOutput<EpmFound> {
     let mut conn = None;
     for ip in addrs {
         let addr = SocketAddr::new(*ip, opts.port);
-        let (attempt, stream) = crate::hops::tcp::connect(addr, opts.limit).await;
+        let (attempt, stream) = crate::hops::connect::connect(addr, opts.limit).await;
         match stream {
             Some(s) => {
                 conn = Some((addr, s));
@@ -169,7 +169,7 @@ pub async fn rpc_port(found: &EpmFound, limit: Duration) -> HopOutput<()> {
         .iter()
         .map(|p| SocketAddr::new(found.ip, *p))
         .collect();
-    let attempts = crate::hops::tcp::probe_all(&targets, limit).await;
+    let attempts = crate::hops::connect::probe_all(&targets, limit).await;
     let result = rpc_port_result(&attempts);
     let ok = attempts
         .iter()

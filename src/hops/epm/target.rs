@@ -92,7 +92,7 @@ impl EpmTarget {
     }
 
     /// From a parsed `epm://` URL whose host is `host`. The error is a message for a usage error.
-    pub fn from_url(url: &url::Url, host: String) -> Result<EpmTarget, String> {
+    pub fn from_parsed_url(url: &url::Url, host: String) -> Result<EpmTarget, String> {
         let mut t = EpmTarget::new(host);
         t.port = url.port().unwrap_or(EPM_PORT);
         if !matches!(url.path(), "" | "/") {
@@ -119,11 +119,11 @@ impl EpmTarget {
     }
 
     /// From a config `[[check]]` with `kind = "epm"`.
-    pub fn from_config(
-        raw: &crate::config::RawCheck,
+    pub fn from_table(
+        raw: &crate::check_table::RawCheck,
         host: String,
-    ) -> Result<EpmTarget, crate::target::TargetError> {
-        use crate::target::TargetError;
+    ) -> Result<EpmTarget, crate::check_table::TargetError> {
+        use crate::check_table::TargetError;
         let mut t = EpmTarget::new(host);
         if let Some(p) = &raw.port {
             t.port = *p.get_ref();
@@ -140,10 +140,10 @@ impl EpmTarget {
     }
 
     /// `epm://host:port`, plus `?iface=` when not the default.
-    pub fn display(&self) -> String {
+    pub fn canonical(&self) -> String {
         let mut s = format!(
             "epm://{}:{}",
-            crate::target::bracket_v6(&self.host),
+            crate::hostport::bracket_v6(&self.host),
             self.port
         );
         if self.iface != Interface::IXNREMOTE {
@@ -174,22 +174,22 @@ mod tests {
             (t.host.as_str(), t.port, t.iface, t.list_endpoints),
             ("sql01", 135, Interface::IXNREMOTE, false)
         );
-        assert_eq!(t.display(), "epm://sql01:135");
+        assert_eq!(t.canonical(), "epm://sql01:135");
         let t = epm("epm://10.0.0.5:1135?iface=12345778-1234-ABCD-ef00-0123456789ab/v0.0&list_endpoints=true").unwrap();
         assert_eq!(t.port, 1135);
         assert_eq!(t.iface.version, Some((0, 0)));
         assert!(t.list_endpoints);
         assert_eq!(
-            t.display(),
+            t.canonical(),
             "epm://10.0.0.5:1135?iface=12345778-1234-abcd-ef00-0123456789ab/v0.0"
         );
         let t = epm("epm://[2001:db8::5]?iface=338cd001-2244-31f1-aaaa-900038001003").unwrap();
         assert_eq!(t.iface.version, None);
         assert_eq!(
-            t.display(),
+            t.canonical(),
             "epm://[2001:db8::5]:135?iface=338cd001-2244-31f1-aaaa-900038001003"
         );
-        assert_eq!(Target::from_url(&t.display()).unwrap(), Target::Epm(t));
+        assert_eq!(Target::from_url(&t.canonical()).unwrap(), Target::Epm(t));
         for bad in [
             "epm://sql01?iface=nope",
             "epm://sql01?ifac=x",

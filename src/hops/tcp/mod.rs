@@ -8,7 +8,6 @@ use crate::hostport::{bracket_v6, url_host, TargetUrl};
 use crate::model::{HopKind, HopResult};
 
 // Old paths of the shared connect steps (now in `hops::connect`), for callers not yet moved.
-pub use crate::hops::connect::{connect, hop_result, probe_all, Attempt};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TcpTarget {
