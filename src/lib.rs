@@ -10,7 +10,7 @@ pub mod chain;
 pub mod classify;
 pub mod cli;
 pub mod config;
-pub mod dcerpc;
+pub use dtcprobe_wire::dcerpc;
 pub mod exit;
 pub mod hops;
 pub mod metrics_server;
