@@ -11,7 +11,7 @@ pub mod check_table;
 pub mod classify;
 pub mod cli;
 pub mod config;
-pub mod dcerpc;
+pub use dtcprobe_wire::dcerpc;
 pub mod exit;
 pub mod hops;
 pub mod hostport;

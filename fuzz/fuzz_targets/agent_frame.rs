@@ -1,10 +1,12 @@
 //! The agent protocol's frame decoder on arbitrary bytes: it must never panic, never accept a frame
 //! over the limit, never claim more bytes than it was given, and whatever it decodes must re-encode
-//! to a frame that decodes to the same message. The MACed bodies are parsed too.
+//! to a frame that decodes to the same message. The MACed bodies are parsed too (the response body
+//! into JSON values: its hop/check results are dtcprobe's report model, outside the codec crate).
 #![no_main]
 
-use dtcprobe::agent::protocol::{
-    decode_frame, decode_payload, encode_frame, parse_body, Message, RequestBody, ResponseBody, MAX_FRAME,
+use dtcprobe_wire::agent::{
+    decode_frame, decode_payload, encode_frame, parse_body, Message, RequestBody, ResponseBody,
+    MAX_FRAME,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -24,7 +26,9 @@ fuzz_target!(|data: &[u8]| {
             _ => {}
         }
         if let Ok(frame) = encode_frame(&msg) {
-            let (again, n) = decode_frame(&frame).expect("re-encoded frame decodes").expect("whole frame");
+            let (again, n) = decode_frame(&frame)
+                .expect("re-encoded frame decodes")
+                .expect("whole frame");
             assert_eq!(n, frame.len());
             assert_eq!(again, msg);
         }

@@ -2,8 +2,8 @@
 //! without bound, and a decoded tower must re-encode to itself.
 #![no_main]
 
-use dtcprobe::dcerpc::epm::{decode_lookup_response, decode_map_response, Entry, Tower};
-use dtcprobe::dcerpc::pdu::{decode_bind_reply, parse_header, ResponseAssembler, Step};
+use dtcprobe_wire::dcerpc::epm::{decode_lookup_response, decode_map_response, Entry, Tower};
+use dtcprobe_wire::dcerpc::pdu::{decode_bind_reply, parse_header, ResponseAssembler, Step};
 use libfuzzer_sys::fuzz_target;
 
 fn exercise(t: &Tower) {
@@ -18,7 +18,6 @@ fn exercise_entry(e: &Entry) {
     if let Some(Ok(t)) = &e.tower {
         exercise(t);
     }
-    let _ = dtcprobe::hops::epm::entry_json(e);
 }
 
 fuzz_target!(|data: &[u8]| {

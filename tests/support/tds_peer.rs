@@ -25,6 +25,26 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio_rustls::rustls;
 
+// The TDS and SSRP bytes this peer writes and reads go through dtcprobe's own codecs (the ones
+// the tool and the fuzz targets use); only what the codec does not cover (LOGIN7, SQLBatch,
+// COLMETADATA/ROW) is encoded here.
+use dtcprobe_wire::ssrp;
+use dtcprobe_wire::tds::packet::{
+    packetize, PacketHeader, HEADER_LEN, PKT_ATTENTION, PKT_LOGIN7, PKT_PRELOGIN, PKT_REPLY,
+    PKT_SQL_BATCH,
+};
+use dtcprobe_wire::tds::prelogin::{
+    encode_prelogin, encode_version, parse_prelogin_options, PL_ENCRYPTION, PL_INSTOPT, PL_MARS,
+    PL_THREADID, PL_VERSION,
+};
+use dtcprobe_wire::tds::token::{
+    done, envchange_bytes, envchange_str, LoginAck, ServerMessage, DONE_ATTN, DONE_COUNT,
+    DONE_ERROR, DONE_MORE, ENV_BEGIN_TRAN, ENV_COLLATION, ENV_COMMIT_TRAN, ENV_DATABASE,
+    ENV_LANGUAGE, ENV_PACKET_SIZE, ENV_ROLLBACK_TRAN, TOKEN_COLMETADATA, TOKEN_DONE, TOKEN_ERROR,
+    TOKEN_INFO, TOKEN_ROW,
+};
+use dtcprobe_wire::tds::{b_varchar, from_utf16le, utf16le};
+
 /// The server's encryption setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerEncryption {
@@ -229,10 +249,6 @@ fn server_tls_config(cert: &[u8], key: &[u8], strict: bool) -> rustls::ServerCon
 // ---------------------------------------------------------------------------------------------
 // Transport: plain TCP, or TLS driven sans-IO over it.
 
-const PKT_BATCH: u8 = 0x01;
-const PKT_REPLY: u8 = 0x04;
-const PKT_LOGIN7: u8 = 0x10;
-const PKT_PRELOGIN: u8 = 0x12;
 const MAX_MESSAGE: usize = 1 << 20;
 const PACKET_SIZE: usize = 4096;
 
@@ -306,46 +322,23 @@ impl Conn {
     async fn read_message(&mut self) -> io::Result<(u8, Vec<u8>)> {
         let mut payload = Vec::new();
         loop {
-            let h = self.read_exact(8).await?;
-            let len = u16::from_be_bytes([h[2], h[3]]) as usize;
-            if len < 8 {
-                return Err(io_err("bad packet length"));
-            }
-            payload.extend(self.read_exact(len - 8).await?);
+            let h = self.read_exact(HEADER_LEN).await?;
+            let h = PacketHeader::parse(&h).ok_or_else(|| io_err("short packet header"))?;
+            let len = h.payload_len().ok_or_else(|| io_err("bad packet length"))?;
+            payload.extend(self.read_exact(len).await?);
             if payload.len() > MAX_MESSAGE {
                 return Err(io_err("message too large"));
             }
-            if h[1] & 0x01 != 0 {
-                return Ok((h[0], payload));
+            if h.is_eom() {
+                return Ok((h.packet_type, payload));
             }
         }
     }
 
     async fn write_message(&mut self, ty: u8, payload: &[u8]) -> io::Result<()> {
-        let bytes = packetize(ty, payload, &mut self.packet_id);
+        let bytes = packetize(ty, payload, PACKET_SIZE, &mut self.packet_id);
         self.write_all(&bytes).await
     }
-}
-
-fn packetize(ty: u8, payload: &[u8], packet_id: &mut u8) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + 16);
-    let chunks: Vec<&[u8]> = if payload.is_empty() {
-        vec![&[]]
-    } else {
-        payload.chunks(PACKET_SIZE - 8).collect()
-    };
-    let last = chunks.len() - 1;
-    for (i, c) in chunks.into_iter().enumerate() {
-        out.push(ty);
-        out.push(if i == last { 0x01 } else { 0x00 });
-        out.extend_from_slice(&((c.len() + 8) as u16).to_be_bytes());
-        out.extend_from_slice(&[0, 0]); // SPID
-        *packet_id = packet_id.wrapping_add(1);
-        out.push(*packet_id);
-        out.push(0);
-        out.extend_from_slice(c);
-    }
-    out
 }
 
 fn feed_tls(tls: &mut rustls::ServerConnection, mut data: &[u8]) -> io::Result<()> {
@@ -420,73 +413,24 @@ async fn handshake_strict(conn: &mut Conn, config: Arc<rustls::ServerConfig>) ->
 // ---------------------------------------------------------------------------------------------
 // Token encoding
 
-fn utf16(s: &str) -> Vec<u8> {
-    s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect()
-}
-
-fn b_varchar(s: &str) -> Vec<u8> {
-    let mut v = vec![s.encode_utf16().count() as u8];
-    v.extend(utf16(s));
-    v
-}
-
-fn us_varchar(s: &str) -> Vec<u8> {
-    let mut v = (s.encode_utf16().count() as u16).to_le_bytes().to_vec();
-    v.extend(utf16(s));
-    v
-}
-
-fn token_with_len(token: u8, body: Vec<u8>) -> Vec<u8> {
-    let mut v = vec![token];
-    v.extend_from_slice(&(body.len() as u16).to_le_bytes());
-    v.extend(body);
-    v
-}
-
-fn envchange_str(kind: u8, new: &str, old: &str) -> Vec<u8> {
-    let mut b = vec![kind];
-    b.extend(b_varchar(new));
-    b.extend(b_varchar(old));
-    token_with_len(0xE3, b)
-}
-
-fn envchange_bytes(kind: u8, new: &[u8], old: &[u8]) -> Vec<u8> {
-    let mut b = vec![kind, new.len() as u8];
-    b.extend_from_slice(new);
-    b.push(old.len() as u8);
-    b.extend_from_slice(old);
-    token_with_len(0xE3, b)
-}
-
-fn message_token(token: u8, number: i32, state: u8, class: u8, text: &str) -> Vec<u8> {
-    let mut b = number.to_le_bytes().to_vec();
-    b.push(state);
-    b.push(class);
-    b.extend(us_varchar(text));
-    b.extend(b_varchar("PEER"));
-    b.extend(b_varchar(""));
-    b.extend_from_slice(&1i32.to_le_bytes());
-    token_with_len(token, b)
+fn message(number: i32, state: u8, class: u8, text: &str) -> ServerMessage {
+    ServerMessage {
+        number,
+        state,
+        class,
+        text: text.to_string(),
+        server: "PEER".into(),
+        procedure: String::new(),
+        line: 1,
+    }
 }
 
 fn error(number: i32, state: u8, class: u8, text: &str) -> Vec<u8> {
-    message_token(0xAA, number, state, class, text)
+    message(number, state, class, text).encode(TOKEN_ERROR)
 }
 
 fn info(number: i32, text: &str) -> Vec<u8> {
-    message_token(0xAB, number, 1, 0, text)
-}
-
-const DONE_MORE: u16 = 0x01;
-const DONE_ERROR: u16 = 0x02;
-const DONE_COUNT: u16 = 0x10;
-
-fn done(status: u16, rows: u64) -> Vec<u8> {
-    let mut v = vec![0xFD];
-    v.extend_from_slice(&status.to_le_bytes());
-    v.extend_from_slice(&0u16.to_le_bytes());
-    v.extend_from_slice(&rows.to_le_bytes());
-    v
+    message(number, 1, 0, text).encode(TOKEN_INFO)
 }
 
 const COLLATION: [u8; 5] = [0x09, 0x04, 0xD0, 0x00, 0x34];
@@ -504,7 +448,7 @@ enum Val {
 }
 
 fn result_set(cols: &[Col], rows: &[Vec<Val>]) -> Vec<u8> {
-    let mut v = vec![0x81];
+    let mut v = vec![TOKEN_COLMETADATA];
     v.extend_from_slice(&(cols.len() as u16).to_le_bytes());
     for c in cols {
         v.extend_from_slice(&0u32.to_le_bytes()); // UserType
@@ -523,7 +467,7 @@ fn result_set(cols: &[Col], rows: &[Vec<Val>]) -> Vec<u8> {
         }
     }
     for row in rows {
-        v.push(0xD1);
+        v.push(TOKEN_ROW);
         for val in row {
             match val {
                 Val::Int(Some(i)) => {
@@ -532,7 +476,7 @@ fn result_set(cols: &[Col], rows: &[Vec<Val>]) -> Vec<u8> {
                 }
                 Val::Int(None) => v.push(0),
                 Val::Str(Some(s)) => {
-                    let b = utf16(s);
+                    let b = utf16le(s);
                     v.extend_from_slice(&(b.len() as u16).to_le_bytes());
                     v.extend(b);
                 }
@@ -547,49 +491,18 @@ fn result_set(cols: &[Col], rows: &[Vec<Val>]) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 // PRELOGIN
 
-fn parse_prelogin_options(p: &[u8]) -> HashMap<u8, Vec<u8>> {
-    let mut out = HashMap::new();
-    let mut i = 0;
-    while i < p.len() && p[i] != 0xFF {
-        if i + 5 > p.len() {
-            break;
-        }
-        let off = u16::from_be_bytes([p[i + 1], p[i + 2]]) as usize;
-        let len = u16::from_be_bytes([p[i + 3], p[i + 4]]) as usize;
-        if let Some(v) = p.get(off..off + len) {
-            out.insert(p[i], v.to_vec());
-        }
-        i += 5;
-    }
-    out
-}
-
 fn prelogin_response(version: (u8, u8, u16), encryption: u8) -> Vec<u8> {
     // VERSION, ENCRYPTION, INSTOPT, THREADID, MARS, terminator
-    let opts: Vec<(u8, Vec<u8>)> = vec![
-        (0x00, {
-            let mut v = vec![version.0, version.1];
-            v.extend_from_slice(&version.2.to_be_bytes());
-            v.extend_from_slice(&[0, 0]);
-            v
-        }),
-        (0x01, vec![encryption]),
-        (0x02, vec![0]),
-        (0x03, vec![]),
-        (0x04, vec![0]),
-    ];
-    let header_len = opts.len() * 5 + 1;
-    let mut head = Vec::new();
-    let mut data = Vec::new();
-    for (t, v) in &opts {
-        head.push(*t);
-        head.extend_from_slice(&((header_len + data.len()) as u16).to_be_bytes());
-        head.extend_from_slice(&(v.len() as u16).to_be_bytes());
-        data.extend_from_slice(v);
-    }
-    head.push(0xFF);
-    head.extend(data);
-    head
+    encode_prelogin(&[
+        (
+            PL_VERSION,
+            &encode_version(version.0, version.1, version.2, 0),
+        ),
+        (PL_ENCRYPTION, &[encryption]),
+        (PL_INSTOPT, &[0]),
+        (PL_THREADID, &[]),
+        (PL_MARS, &[0]),
+    ])
 }
 
 /// The server's answer to the client's ENCRYPTION byte (MS-TDS 2.2.6.5). `None`: hang up.
@@ -624,12 +537,7 @@ struct Login7 {
 fn login7_string(p: &[u8], at: usize) -> Option<String> {
     let off = u16::from_le_bytes([*p.get(at)?, *p.get(at + 1)?]) as usize;
     let chars = u16::from_le_bytes([*p.get(at + 2)?, *p.get(at + 3)?]) as usize;
-    let bytes = p.get(off..off + chars * 2)?;
-    let units: Vec<u16> = bytes
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .collect();
-    Some(String::from_utf16_lossy(&units))
+    Some(from_utf16le(p.get(off..off + chars * 2)?))
 }
 
 fn parse_login7(p: &[u8]) -> Option<Login7> {
@@ -649,11 +557,7 @@ fn parse_login7(p: &[u8]) -> Option<Login7> {
             x.rotate_left(4)
         })
         .collect();
-    let units: Vec<u16> = pw_bytes
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .collect();
-    let password = String::from_utf16_lossy(&units);
+    let password = from_utf16le(&pw_bytes);
     let app = login7_string(p, 48)?;
     let database = login7_string(p, 68)?;
     Some(Login7 {
@@ -726,10 +630,12 @@ async fn handle(
         let _ = conn.tcp.shutdown().await;
         return Ok(());
     }
-    let opts = parse_prelogin_options(&payload);
-    let client_enc = opts
-        .get(&0x01)
-        .and_then(|v| v.first().copied())
+    // A malformed option list reads as "no ENCRYPTION option" (0), as before the codec.
+    let client_enc = parse_prelogin_options(&payload)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|(token, _)| *token == PL_ENCRYPTION)
+        .and_then(|(_, v)| v.first().copied())
         .unwrap_or(0);
     let answered = if strict {
         Some(0)
@@ -819,21 +725,25 @@ async fn handle(
         conn.write_message(PKT_REPLY, &r).await?;
         return Ok(());
     }
-    let mut r = envchange_str(1, &database, "master");
+    let mut r = envchange_str(ENV_DATABASE, &database, "master");
     r.extend(info(
         5701,
         &format!("Changed database context to '{database}'."),
     ));
-    r.extend(envchange_bytes(7, &COLLATION, &[]));
-    r.extend(envchange_str(2, "us_english", ""));
+    r.extend(envchange_bytes(ENV_COLLATION, &COLLATION, &[]));
+    r.extend(envchange_str(ENV_LANGUAGE, "us_english", ""));
     r.extend(info(5703, "Changed language setting to us_english."));
-    let mut ack = vec![1u8];
-    ack.extend_from_slice(&0x7400_0004u32.to_be_bytes());
-    ack.extend(b_varchar("Microsoft SQL Server"));
-    ack.extend_from_slice(&[cfg.version.0, cfg.version.1]);
-    ack.extend_from_slice(&cfg.version.2.to_be_bytes());
-    r.extend(token_with_len(0xAD, ack));
-    r.extend(envchange_str(4, "4096", "4096"));
+    let [build_hi, build_lo] = cfg.version.2.to_be_bytes();
+    r.extend(
+        LoginAck {
+            interface: 1,
+            tds_version: 0x7400_0004,
+            program: "Microsoft SQL Server".into(),
+            program_version: Some([cfg.version.0, cfg.version.1, build_hi, build_lo]),
+        }
+        .encode(),
+    );
+    r.extend(envchange_str(ENV_PACKET_SIZE, "4096", "4096"));
     r.extend(done(0, 0));
     conn.write_message(PKT_REPLY, &r).await?;
 
@@ -850,7 +760,7 @@ async fn handle(
             Err(_) => return Ok(()),
         };
         match ty {
-            PKT_BATCH => {
+            PKT_SQL_BATCH => {
                 let sql = batch_text(&payload);
                 events.lock().unwrap().push(Event::Batch(sql.clone()));
                 if cfg.behaviour == Behaviour::SilentAfterLogin {
@@ -859,9 +769,9 @@ async fn handle(
                 let reply = s.execute(&sql);
                 conn.write_message(PKT_REPLY, &reply).await?;
             }
-            0x06 => {
+            PKT_ATTENTION => {
                 // Attention: acknowledge.
-                conn.write_message(PKT_REPLY, &done(0x20, 0)).await?;
+                conn.write_message(PKT_REPLY, &done(DONE_ATTN, 0)).await?;
             }
             _ => {
                 let mut r = error(
@@ -886,11 +796,7 @@ fn batch_text(p: &[u8]) -> String {
             start = total;
         }
     }
-    let units: Vec<u16> = p[start..]
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .collect();
-    String::from_utf16_lossy(&units)
+    from_utf16le(&p[start..])
 }
 
 impl Session<'_> {
@@ -910,7 +816,7 @@ impl Session<'_> {
             // All but the last DONE say "more follows".
             if i + 1 < n && !failed {
                 if let Some(pos) = r.len().checked_sub(13) {
-                    if r[pos] == 0xFD {
+                    if r[pos] == TOKEN_DONE {
                         let st = u16::from_le_bytes([r[pos + 1], r[pos + 2]]) | DONE_MORE;
                         r[pos + 1..pos + 3].copy_from_slice(&st.to_le_bytes());
                     }
@@ -935,7 +841,7 @@ impl Session<'_> {
         if self.trancount == 1 {
             self.descriptor = self.descriptor.wrapping_add(0x1_0000_0001);
         }
-        let mut r = envchange_bytes(8, &self.descriptor.to_le_bytes(), &[]);
+        let mut r = envchange_bytes(ENV_BEGIN_TRAN, &self.descriptor.to_le_bytes(), &[]);
         r.extend(done(0, 0));
         r
     }
@@ -967,7 +873,7 @@ impl Session<'_> {
             self.trancount = 0;
             // Temp tables created inside the transaction vanish with it.
             self.tables.clear();
-            let mut r = envchange_bytes(10, &[], &self.descriptor.to_le_bytes());
+            let mut r = envchange_bytes(ENV_ROLLBACK_TRAN, &[], &self.descriptor.to_le_bytes());
             r.extend(done(0, 0));
             return (r, false);
         }
@@ -981,7 +887,7 @@ impl Session<'_> {
                 );
             }
             self.trancount = 0;
-            let mut r = envchange_bytes(9, &[], &self.descriptor.to_le_bytes());
+            let mut r = envchange_bytes(ENV_COMMIT_TRAN, &[], &self.descriptor.to_le_bytes());
             r.extend(done(0, 0));
             return (r, false);
         }
@@ -1160,22 +1066,20 @@ impl BrowserPeer {
                         _ = &mut rx => break,
                         r = sock.recv_from(&mut buf) => {
                             let Ok((n, from)) = r else { continue };
-                            let req = &buf[..n];
-                            if req.first() != Some(&0x04) {
+                            let Ok(asked) = ssrp::decode_request(&buf[..n]) else {
                                 continue;
-                            }
-                            let asked = String::from_utf8_lossy(&req[1..]).trim_end_matches('\0').to_string();
+                            };
                             if !asked.eq_ignore_ascii_case(&instance) {
                                 continue;
                             }
-                            let mut text = format!("ServerName;PEER;InstanceName;{instance};IsClustered;No;Version;16.0.1000.6;");
-                            if let Some(p) = tcp_port {
-                                text.push_str(&format!("tcp;{p};"));
-                            }
-                            text.push(';');
-                            let mut d = vec![0x05];
-                            d.extend_from_slice(&(text.len() as u16).to_le_bytes());
-                            d.extend_from_slice(text.as_bytes());
+                            let d = ssrp::encode_response(&[ssrp::InstanceInfo {
+                                server_name: "PEER".into(),
+                                instance_name: instance.clone(),
+                                is_clustered: false,
+                                version: "16.0.1000.6".into(),
+                                tcp_port,
+                                named_pipe: None,
+                            }]);
                             let _ = sock.send_to(&d, from).await;
                         }
                     }

@@ -3,7 +3,7 @@
 //! bind_nak, request, response with fragment reassembly, fault), NDR for `ept_lookup` (opnum 2) and
 //! `ept_map` (opnum 3), and protocol towers.
 //!
-//! Pure: bytes in, values out, no I/O (that is [`crate::hops::epm`]). Every decoder takes untrusted
+//! Pure: bytes in, values out, no I/O (that is dtcprobe's `hops::epm`). Every decoder takes untrusted
 //! network input and returns an error instead of panicking; a cargo-fuzz target (`fuzz/`) holds it
 //! to that.
 

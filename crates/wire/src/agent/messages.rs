@@ -1,0 +1,149 @@
+//! The agent protocol's messages: the envelope every frame carries, the messages, and the
+//! request and response bodies (which travel as JSON strings inside `Request`/`Response`, so both
+//! sides MAC the exact same bytes).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    pub v: u32,
+    pub msg: Message,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Message {
+    /// Agent -> near side, first frame of every connection.
+    Hello {
+        nonce: String,
+        /// The agent's clock, unix seconds (lets the near side report skew).
+        time: u64,
+        agent: String,
+        tool_version: String,
+    },
+    /// Near side -> agent: one authenticated request per connection.
+    Request {
+        nonce: String,
+        client_nonce: String,
+        timestamp: u64,
+        /// A [`RequestBody`] serialized as JSON; MACed as these exact bytes.
+        body: String,
+        mac: String,
+    },
+    /// Agent -> near side: the request authenticated and is being worked on (lets the near side
+    /// tell a refused request from an agent lost mid-run).
+    Accepted,
+    /// Agent -> near side: the answer, MACed over the client nonce and `body` (a [`ResponseBody`]).
+    Response { body: String, mac: String },
+    /// Agent -> near side: the request was refused or failed. Not MACed (it carries no results).
+    Error { code: ErrorCode, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Bad MAC, wrong nonce, stale timestamp or replay.
+    AuthFailed,
+    /// Too many concurrent sessions.
+    Busy,
+    /// Malformed frame or body, wrong version.
+    Protocol,
+    /// The request did not finish within the agent's per-request timeout.
+    Timeout,
+}
+
+/// What the near side asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RequestBody {
+    /// Authenticate only.
+    Ping,
+    Peer(PeerRequest),
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerRequest {
+    /// The near side's host name, as MSDTC on the agent's side would look it up.
+    #[serde(default)]
+    pub caller_name: Option<String>,
+    /// Connect back to the caller's source address on this port. There is deliberately no host
+    /// field: a callback only ever goes to the address the authenticated connection came from.
+    #[serde(default)]
+    pub callback: Option<CallbackRequest>,
+    /// Reverse checks for the agent to run.
+    #[serde(default)]
+    pub reverse: Vec<ReverseTarget>,
+    /// Per-hop timeout the near side would like, in milliseconds (the agent caps it).
+    #[serde(default)]
+    pub hop_timeout_ms: Option<u64>,
+    /// The near side's zone (reverse checks run `to` it).
+    #[serde(default)]
+    pub zone: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackRequest {
+    pub port: u16,
+    /// Random token the agent sends over the callback connection so the near side can tell it
+    /// from any other inbound connection.
+    pub token: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReverseTarget {
+    /// Check name in the report.
+    pub name: String,
+    /// Target URL (`tcp://host:port`, `epm://host`...). With `to_caller`, the host part is replaced
+    /// by the caller's source address.
+    pub url: String,
+    #[serde(default)]
+    pub to_caller: bool,
+}
+
+/// The agent's answer to a [`RequestBody::Peer`] (or `Ping`: only the identity fields).
+///
+/// Generic over the hop and check results it carries: those are dtcprobe's report model, which
+/// this crate does not know. dtcprobe names `ResponseBody<HopResult, CheckResult>`; the defaults
+/// (any JSON value) are what a reader without the model (the fuzz target) parses into.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// Explicit: `#[serde(default)]` would otherwise make serde demand `Hop: Default`.
+#[serde(bound(deserialize = "Hop: Deserialize<'de>, Check: Deserialize<'de>"))]
+pub struct ResponseBody<Hop = serde_json::Value, Check = serde_json::Value> {
+    pub agent: String,
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// The agent host's MSDTC CID, when it knows it.
+    #[serde(default)]
+    pub cid: Option<String>,
+    /// The caller's address as the agent saw it.
+    #[serde(default)]
+    pub caller_addr: Option<String>,
+    /// The agent's lookup of the caller's name (forward + reverse).
+    #[serde(default)]
+    pub resolve: Option<Hop>,
+    /// The agent's side of the callback connection.
+    #[serde(default)]
+    pub callback: Option<Hop>,
+    #[serde(default)]
+    pub reverse: Vec<Check>,
+}
+
+// Not derived: a derive would demand `Hop: Default` and `Check: Default`, which the fields do not
+// need (they start as `None` and empty).
+impl<Hop, Check> Default for ResponseBody<Hop, Check> {
+    fn default() -> Self {
+        ResponseBody {
+            agent: String::new(),
+            zone: None,
+            cid: None,
+            caller_addr: None,
+            resolve: None,
+            callback: None,
+            reverse: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! dtcprobe's wire codecs: everything that turns bytes from the network into values (and back),
+//! with no I/O, no async runtime and no clock. dtcprobe's probes, its test peers and the fuzz
+//! targets all use these same functions, so what the fuzzers hold to is what the tool runs and
+//! what the tests speak.
+//!
+//! - [`dcerpc`]: DCE/RPC PDUs, NDR and endpoint-mapper towers (MSDTC's RPC path).
+//! - [`tds`]: the TDS bits dtcprobe reads from a SQL Server (packet headers, PRELOGIN, LOGINACK)
+//!   and the ones its test peer writes (ENVCHANGE, INFO/ERROR, DONE).
+//! - [`ssrp`]: the SQL Server Browser protocol (UDP 1434).
+//! - [`agent`]: the agent protocol's frames and message types.
+//!
+//! Every decoder takes untrusted input and returns an error (or `None`) instead of panicking.
+
+pub mod agent;
+pub mod dcerpc;
+pub mod ssrp;
+pub mod tds;
