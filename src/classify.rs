@@ -74,6 +74,12 @@ const EHOSTDOWN: i32 = 112;
 /// Maps a connect outcome to a cause. `Connected` is not a failure and yields `None`.
 pub fn classify_connect(outcome: ConnectOutcome) -> Option<Classified> {
     use io::ErrorKind as K;
+    // Windows sees no ICMP detail for TCP: its own table says so instead of guessing.
+    if cfg!(windows) {
+        if let Some(c) = crate::winsock::classify_windows(outcome) {
+            return Some(c);
+        }
+    }
     let classified = |cause, detail: &str, hint| Classified {
         cause,
         detail: detail.to_string(),
