@@ -122,6 +122,15 @@ fn prepare() -> Result<WineSetup, String> {
             exe.display()
         ));
     }
+    // A stale exe would test yesterday's code: refuse it rather than pass on it.
+    let built_at = std::fs::metadata(&exe).and_then(|m| m.modified()).unwrap();
+    if let Some(newer) = newest_source_after(built_at) {
+        return Err(format!(
+            "{} is older than {} (cargo build --target x86_64-pc-windows-gnu)",
+            exe.display(),
+            newer.display()
+        ));
+    }
     let shim = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wine/build-shim");
     let built = Command::new(&shim)
         .arg(exe.parent().unwrap())
@@ -159,6 +168,28 @@ fn prepare() -> Result<WineSetup, String> {
         exe,
         template,
         prefixes,
+    })
+}
+
+/// A file under src/ (or Cargo.toml) modified after `time`, if any.
+fn newest_source_after(time: std::time::SystemTime) -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut pending = vec![root.join("src")];
+    let mut files = vec![root.join("Cargo.toml")];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.into_iter().find(|f| {
+        std::fs::metadata(f)
+            .and_then(|m| m.modified())
+            .is_ok_and(|m| m > time)
     })
 }
 
