@@ -92,6 +92,12 @@ const EHOSTDOWN: i32 = 112;
 /// Maps a connect outcome to a cause. `Connected` is not a failure and yields `None`.
 pub fn classify_connect(outcome: ConnectOutcome) -> Option<Verdict> {
     use io::ErrorKind as K;
+    // Windows sees no ICMP detail for TCP: its own table says so instead of guessing.
+    if cfg!(windows) {
+        if let Some(v) = crate::winsock::classify_windows(outcome) {
+            return Some(v);
+        }
+    }
     let classified = |cause, detail: &str, hint: &str| Verdict::new(cause, detail, hint);
     match outcome {
         ConnectOutcome::Connected => None,

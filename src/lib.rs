@@ -26,3 +26,4 @@ pub mod secret;
 pub mod signals;
 pub mod target;
 pub mod watch;
+pub mod winsock;

@@ -30,3 +30,4 @@ mod postgres_real;
 mod report_schema;
 mod url_secrets;
 mod watch_metrics;
+mod windows_wine;
