@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use crate::model::{Cause, HopKind, HopResult};
 
+/// Windows connect errors (Winsock numbers), which carry no ICMP detail.
+pub mod winsock;
+
 /// What the connect attempt ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectOutcome {
@@ -94,7 +97,7 @@ pub fn classify_connect(outcome: ConnectOutcome) -> Option<Verdict> {
     use io::ErrorKind as K;
     // Windows sees no ICMP detail for TCP: its own table says so instead of guessing.
     if cfg!(windows) {
-        if let Some(v) = crate::winsock::classify_windows(outcome) {
+        if let Some(v) = winsock::classify_windows(outcome) {
             return Some(v);
         }
     }

@@ -1,4 +1,4 @@
-//! Exit codes (DESIGN.md): what scripts and schedulers act on.
+//! Exit codes (docs/report.md): what scripts and schedulers act on.
 
 use crate::model::{Report, Status};
 

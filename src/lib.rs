@@ -26,4 +26,3 @@ pub mod secret;
 pub mod signals;
 pub mod target;
 pub mod watch;
-pub mod winsock;

@@ -170,7 +170,8 @@ impl ServerState {
 /// a host named by whoever can reach the metrics port.
 pub fn with_target(module: &CheckSpec, target: &str) -> Result<CheckSpec, ProbeError> {
     let invalid = |message: String| ProbeError::InvalidTarget {
-        target: target.to_string(),
+        // The request's text, masked: a password in it must not come back in the answer or logs.
+        target: crate::hostport::mask_url(target),
         message,
     };
     let kind = module.target.kind();

@@ -1,6 +1,6 @@
 //! The report model: what every hop produces and every exporter consumes.
 //!
-//! The serialized form is the JSON contract in DESIGN.md (`format_version` 1.x): field names and
+//! The serialized form is the JSON contract in docs/report.md and docs/report.schema.json (`format_version` 1.x): field names and
 //! enum spellings here are what users script against, so only additive changes are allowed.
 
 use std::time::{Duration, SystemTime};
@@ -31,7 +31,7 @@ impl Status {
     }
 }
 
-/// The fixed list of failure causes (DESIGN.md). Every non-pass hop carries one.
+/// The fixed list of failure causes (docs/report.md). Every non-pass hop carries one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Cause {
@@ -110,7 +110,7 @@ impl Cause {
     }
 }
 
-/// The kinds of hop (DESIGN.md "Hops and outcomes").
+/// The kinds of hop (docs/report.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HopKind {

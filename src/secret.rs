@@ -1,6 +1,6 @@
 //! Passwords: where they may come from, and a type that never shows them.
 //!
-//! DESIGN.md: passwords never on the command line. The sources, in order of precedence for a
+//! Passwords never on the command line. The sources, in order of precedence for a
 //! check: its config `password_file` or `password_env`, else the run's `--password-file`, else an
 //! interactive prompt when stdin is a terminal. Anything else is an error naming the sources.
 //!

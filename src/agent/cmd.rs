@@ -131,7 +131,8 @@ async fn run_service(_listen: Option<String>, _key: Key, _config: super::AgentCo
 pub fn parse_reverse(urls: &[String]) -> Result<Vec<ReverseTarget>, String> {
     urls.iter()
         .map(|text| {
-            let target = Target::from_url(text).map_err(|e| format!("--reverse {text}: {e}"))?;
+            let target = Target::from_url(text)
+                .map_err(|e| format!("--reverse {}: {e}", crate::hostport::mask_url(text)))?;
             let to_caller = target.host().eq_ignore_ascii_case("caller");
             Ok(ReverseTarget {
                 name: format!("reverse {text}"),

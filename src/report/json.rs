@@ -1,4 +1,4 @@
-//! `-f json`: the stable report schema of DESIGN.md, plus the additive `baseline` field when the
+//! `-f json`: the stable report schema of docs/report.md, plus the additive `baseline` field when the
 //! run was compared with an earlier report.
 
 use std::io::{self, Write};

@@ -7,8 +7,6 @@ use crate::hops::kind::Kind;
 use crate::hostport::{bracket_v6, url_host, TargetUrl};
 use crate::model::{HopKind, HopResult};
 
-// Old paths of the shared connect steps (now in `hops::connect`), for callers not yet moved.
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct TcpTarget {
     pub host: String,
