@@ -376,7 +376,7 @@ async fn handshake_in_tds(
     if reset {
         // Read the ClientHello, then close with RST (SO_LINGER 0), like Schannel refusing it.
         let _ = conn.read_message().await?;
-        conn.tcp.set_linger(Some(Duration::ZERO))?;
+        conn.tcp.set_zero_linger()?;
         return Err(io_err("TLS handshake reset (scripted)"));
     }
     let mut tls = rustls::ServerConnection::new(config).map_err(io_err)?;
