@@ -161,6 +161,8 @@ struct Case {
     within: Option<Duration>,
     /// The password must appear in neither stdout nor stderr.
     hides_password: bool,
+    /// dtcprobe runs with the peer's certificate as its trust store (SSL_CERT_FILE).
+    trust_peer_cert: bool,
 }
 
 /// The fields most cases leave alone; `..BASE` in the table.
@@ -182,6 +184,7 @@ const BASE: Case = Case {
     events: &[],
     within: None,
     hides_password: false,
+    trust_peer_cert: false,
 };
 
 fn http_garbage() -> PeerConfig {
@@ -386,11 +389,83 @@ const CASES: &[Case] = &[
         ..BASE
     },
     Case {
-        name: "strict TDS 8 runs TLS first",
+        name: "strict TDS 8 ignores trust_server_certificate as Microsoft's drivers do",
         query: "encrypt=strict&trust_server_certificate=true",
+        code: Some(1),
+        hops: &[("login", "fail", Some("tls_error"))],
+        hint: &[("login", "ignores trust_server_certificate")],
+        ..BASE
+    },
+    Case {
+        name: "strict TDS 8 runs TLS first with a certificate this machine trusts",
+        query: "encrypt=strict",
+        trust_peer_cert: true,
         code: Some(0),
         data: &[("login", "/encryption", Data::Str("strict"))],
         events: &[Event::TlsHandshake { strict: true }],
+        ..BASE
+    },
+    Case {
+        name: "a reset during the TLS handshake is tls_error with the Schannel hint",
+        script: Some(|| PeerConfig {
+            reset_tls_handshake: true,
+            ..Default::default()
+        }),
+        query: "tx=none&encrypt=on&trust_server_certificate=true",
+        code: Some(1),
+        hops: &[("login", "fail", Some("tls_error"))],
+        hint: &[("login", "Schannel"), ("login", "10054")],
+        ..BASE
+    },
+    Case {
+        name: "encrypt=off against a server without TLS logs in unencrypted, as MS-TDS says",
+        script: Some(|| PeerConfig {
+            encryption: ServerEncryption::NotSupported,
+            ..Default::default()
+        }),
+        query: "encrypt=off&tx=local",
+        code: Some(0),
+        hops: &[("login", "pass", None), ("tx_local", "pass", None)],
+        data: &[
+            ("login", "/encryption", Data::Str("none")),
+            ("login", "/server_encryption", Data::Str("not_supported")),
+        ],
+        hint: &[("login", "readable")],
+        ..BASE
+    },
+    Case {
+        name: "the provider's message before 7391 is kept in the detail",
+        script: Some(|| {
+            PeerConfig {
+            linked_servers: vec![("L2".into(), false)],
+            linked_server_message: Some(
+                "The partner transaction manager has disabled its support for remote/network transactions."
+                    .into(),
+            ),
+            ..Default::default()
+        }
+        }),
+        query: "tx=distributed&trust_server_certificate=true&reverse_dns=false&linked_server=L2",
+        hops: &[("tx_distributed", "fail", Some("dtc_unavailable"))],
+        detail: &[(
+            "tx_distributed",
+            "has disabled its support for remote/network transactions",
+        )],
+        ..BASE
+    },
+    Case {
+        name: "18456 with another state names that state's meaning",
+        script: Some(|| PeerConfig {
+            login_failed_state: 58,
+            ..Default::default()
+        }),
+        password: Password::Literal("wrong"),
+        code: Some(1),
+        hops: &[("login", "fail", Some("auth_failed"))],
+        hint: &[
+            ("login", "state 58"),
+            ("login", "Windows authentication only"),
+        ],
         ..BASE
     },
     Case {
@@ -520,6 +595,34 @@ fn closed_port() -> u16 {
         .port()
 }
 
+/// The certificate as a PEM file (a trust store holding only it).
+fn pem_file(der: &[u8]) -> tempfile::NamedTempFile {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b64 = String::new();
+    for chunk in der.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                b64.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                b64.push('=');
+            }
+        }
+    }
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap());
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut f, pem.as_bytes()).unwrap();
+    f
+}
+
 /// Runs one case; panics (naming nothing: the caller adds the case name) on the first
 /// expectation that does not hold.
 fn run_case(case: &Case) {
@@ -544,7 +647,15 @@ fn run_case(case: &Case) {
         args.extend(["--password-file", f.path().to_str().unwrap()]);
     }
     args.extend(["--timeout", case.timeout]);
-    let run = dtcprobe(&args, &[]);
+    let ca = match (&peer, case.trust_peer_cert) {
+        (Some(p), true) => Some(pem_file(&p.cert_der)),
+        _ => None,
+    };
+    let env: Vec<(&str, &str)> = ca
+        .iter()
+        .map(|f| ("SSL_CERT_FILE", f.path().to_str().unwrap()))
+        .collect();
+    let run = dtcprobe(&args, &env);
 
     if let Some(code) = case.code {
         assert_eq!(run.code, code, "exit code\n{}\n{}", run.stdout, run.stderr);
@@ -778,4 +889,42 @@ fn prompts_on_a_terminal_without_echo() {
         .unwrap()
         .clone();
     assert_eq!(login["status"], "pass", "{login:#}");
+}
+
+/// A routing ENVCHANGE (Azure SQL redirect policy) is followed to the named server, which then
+/// carries the login and the transaction; the report names the redirect target.
+#[test]
+fn redirect_is_followed_not_a_protocol_error() {
+    let target = TdsPeer::start(PeerConfig::default());
+    let gateway = TdsPeer::start(PeerConfig {
+        redirect: Some(("127.0.0.1".into(), target.port())),
+        ..Default::default()
+    });
+    let file = password_file(&PeerConfig::default().password);
+    let url = format!(
+        "mssql://probe@127.0.0.1:{}/app?tx=local&trust_server_certificate=true",
+        gateway.port()
+    );
+    let run = dtcprobe(
+        &[
+            &url,
+            "--password-file",
+            file.path().to_str().unwrap(),
+            "--timeout",
+            "2s",
+        ],
+        &[],
+    );
+    assert_hop(&run, "login", "pass", None);
+    assert_hop(&run, "tx_local", "pass", None);
+    let login = hop(&run, "login");
+    let to = format!("127.0.0.1:{}", target.port());
+    assert_eq!(login["data"]["redirected_to"], to.as_str(), "{login:#}");
+    assert!(
+        login["detail"].as_str().unwrap().contains("redirected"),
+        "{login:#}"
+    );
+    // The work ran on the server redirected to, not on the gateway.
+    assert!(target.batches().iter().any(|b| b == "BEGIN TRANSACTION"));
+    assert!(!gateway.batches().iter().any(|b| b == "BEGIN TRANSACTION"));
 }

@@ -38,10 +38,10 @@ use dtcprobe_wire::tds::prelogin::{
     PL_THREADID, PL_VERSION,
 };
 use dtcprobe_wire::tds::token::{
-    done, envchange_bytes, envchange_str, LoginAck, ServerMessage, DONE_ATTN, DONE_COUNT,
-    DONE_ERROR, DONE_MORE, ENV_BEGIN_TRAN, ENV_COLLATION, ENV_COMMIT_TRAN, ENV_DATABASE,
-    ENV_LANGUAGE, ENV_PACKET_SIZE, ENV_ROLLBACK_TRAN, TOKEN_COLMETADATA, TOKEN_DONE, TOKEN_ERROR,
-    TOKEN_INFO, TOKEN_ROW,
+    done, envchange_bytes, envchange_routing, envchange_str, LoginAck, ServerMessage, DONE_ATTN,
+    DONE_COUNT, DONE_ERROR, DONE_MORE, ENV_BEGIN_TRAN, ENV_COLLATION, ENV_COMMIT_TRAN,
+    ENV_DATABASE, ENV_LANGUAGE, ENV_PACKET_SIZE, ENV_ROLLBACK_TRAN, TOKEN_COLMETADATA, TOKEN_DONE,
+    TOKEN_ERROR, TOKEN_INFO, TOKEN_ROW,
 };
 use dtcprobe_wire::tds::{b_varchar, from_utf16le, utf16le};
 
@@ -89,6 +89,19 @@ pub struct PeerConfig {
     pub lose_rows: bool,
     /// The login lacks VIEW SERVER STATE: `sys.dm_exec_connections` raises error 300.
     pub deny_server_state: bool,
+    /// Resets the connection (RST) on the client's first TLS handshake message, as SQL Server on
+    /// Windows does when Schannel shares no TLS version or cipher with the client.
+    pub reset_tls_handshake: bool,
+    /// The instance this server is; a client asking for another one in PRELOGIN INSTOPT is
+    /// told so (INSTOPT = 1) and the server hangs up. `None`: answers every name as its own.
+    pub instance: Option<String>,
+    /// The state of error 18456 sent to clients (SQL Server sends 1; some builds and Azure
+    /// send others).
+    pub login_failed_state: u8,
+    /// After a successful login, send a routing ENVCHANGE to this host and port.
+    pub redirect: Option<(String, u16)>,
+    /// Before 7391, relay this provider message (INFO 7412), as SQL Server does.
+    pub linked_server_message: Option<String>,
 }
 
 impl Default for PeerConfig {
@@ -105,6 +118,11 @@ impl Default for PeerConfig {
             cert_names: vec!["localhost".into(), "127.0.0.1".into()],
             lose_rows: false,
             deny_server_state: false,
+            reset_tls_handshake: false,
+            instance: None,
+            login_failed_state: 1,
+            redirect: None,
+            linked_server_message: None,
         }
     }
 }
@@ -350,7 +368,17 @@ fn feed_tls(tls: &mut rustls::ServerConnection, mut data: &[u8]) -> io::Result<(
 }
 
 /// The TLS handshake carried inside TDS PRELOGIN packets (TDS 7.x).
-async fn handshake_in_tds(conn: &mut Conn, config: Arc<rustls::ServerConfig>) -> io::Result<()> {
+async fn handshake_in_tds(
+    conn: &mut Conn,
+    config: Arc<rustls::ServerConfig>,
+    reset: bool,
+) -> io::Result<()> {
+    if reset {
+        // Read the ClientHello, then close with RST (SO_LINGER 0), like Schannel refusing it.
+        let _ = conn.read_message().await?;
+        conn.tcp.set_zero_linger()?;
+        return Err(io_err("TLS handshake reset (scripted)"));
+    }
     let mut tls = rustls::ServerConnection::new(config).map_err(io_err)?;
     let mut rounds = 0;
     while tls.is_handshaking() {
@@ -492,6 +520,11 @@ fn result_set(cols: &[Col], rows: &[Vec<Val>]) -> Vec<u8> {
 // PRELOGIN
 
 fn prelogin_response(version: (u8, u8, u16), encryption: u8) -> Vec<u8> {
+    prelogin_response_instance(version, encryption, 0)
+}
+
+/// `instance_ok`: INSTOPT's one byte, 0 when the requested instance is this one, 1 otherwise.
+fn prelogin_response_instance(version: (u8, u8, u16), encryption: u8, instance_ok: u8) -> Vec<u8> {
     // VERSION, ENCRYPTION, INSTOPT, THREADID, MARS, terminator
     encode_prelogin(&[
         (
@@ -499,7 +532,7 @@ fn prelogin_response(version: (u8, u8, u16), encryption: u8) -> Vec<u8> {
             &encode_version(version.0, version.1, version.2, 0),
         ),
         (PL_ENCRYPTION, &[encryption]),
-        (PL_INSTOPT, &[0]),
+        (PL_INSTOPT, &[instance_ok]),
         (PL_THREADID, &[]),
         (PL_MARS, &[0]),
     ])
@@ -631,8 +664,28 @@ async fn handle(
         return Ok(());
     }
     // A malformed option list reads as "no ENCRYPTION option" (0), as before the codec.
-    let client_enc = parse_prelogin_options(&payload)
-        .unwrap_or_default()
+    let options = parse_prelogin_options(&payload).unwrap_or_default();
+    // INSTOPT: a NUL-terminated MBCS name; empty (or absent) means "any instance".
+    let asked_instance = options
+        .iter()
+        .find(|(token, _)| *token == PL_INSTOPT)
+        .map(|(_, v)| {
+            let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
+            String::from_utf8_lossy(&v[..end]).to_string()
+        })
+        .unwrap_or_default();
+    if let Some(mine) = &cfg.instance {
+        if !asked_instance.is_empty()
+            && !asked_instance.eq_ignore_ascii_case(mine)
+            && !asked_instance.eq_ignore_ascii_case("MSSQLServer")
+        {
+            conn.write_message(PKT_REPLY, &prelogin_response_instance(cfg.version, 2, 1))
+                .await?;
+            let _ = conn.tcp.shutdown().await;
+            return Ok(());
+        }
+    }
+    let client_enc = options
         .into_iter()
         .find(|(token, _)| *token == PL_ENCRYPTION)
         .and_then(|(_, v)| v.first().copied())
@@ -659,7 +712,7 @@ async fn handle(
 
     let login_only = !strict && answered == 0 && client_enc == 0;
     if !strict && answered != 2 {
-        handshake_in_tds(&mut conn, tls_wrapped).await?;
+        handshake_in_tds(&mut conn, tls_wrapped, cfg.reset_tls_handshake).await?;
         events
             .lock()
             .unwrap()
@@ -698,7 +751,7 @@ async fn handle(
     if !creds_ok {
         let mut r = error(
             18456,
-            1,
+            cfg.login_failed_state,
             14,
             &format!("Login failed for user '{}'.", login.user),
         );
@@ -744,6 +797,9 @@ async fn handle(
         .encode(),
     );
     r.extend(envchange_str(ENV_PACKET_SIZE, "4096", "4096"));
+    if let Some((host, port)) = &cfg.redirect {
+        r.extend(envchange_routing(host, *port));
+    }
     r.extend(done(0, 0));
     conn.write_message(PKT_REPLY, &r).await?;
 
@@ -993,15 +1049,42 @@ impl Session<'_> {
         }
         if up.starts_with("SELECT ONE FROM OPENQUERY(") {
             let name = up.split(['[', ']']).nth(1).unwrap_or("").to_string();
-            return match self.cfg.linked_servers.iter().find(|(n, _)| n.eq_ignore_ascii_case(&name)) {
-                None => Self::fail(7202, 2, 11, &format!("Could not find server '{name}' in sys.servers.")),
-                Some((_, false)) => Self::fail(
+            return match self
+                .cfg
+                .linked_servers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(&name))
+            {
+                None => Self::fail(
+                    7202,
+                    2,
+                    11,
+                    &format!("Could not find server '{name}' in sys.servers."),
+                ),
+                Some((_, false)) => {
+                    let mut r = match &self.cfg.linked_server_message {
+                        Some(m) => message(
+                            7412,
+                            1,
+                            0,
+                            &format!("OLE DB provider \"MSOLEDBSQL\" for linked server \"{name}\" returned message \"{m}\"."),
+                        )
+                        .encode(TOKEN_INFO),
+                        None => Vec::new(),
+                    };
+                    let (e, failed) = Self::fail(
                     7391,
                     2,
                     16,
                     &format!("The operation could not be performed because OLE DB provider \"MSOLEDBSQL\" for linked server \"{name}\" was unable to begin a distributed transaction."),
+                    );
+                    r.extend(e);
+                    (r, failed)
+                }
+                Some((_, true)) => (
+                    result_set(&[Col::Int("one")], &[vec![Val::Int(Some(1))]]),
+                    false,
                 ),
-                Some((_, true)) => (result_set(&[Col::Int("one")], &[vec![Val::Int(Some(1))]]), false),
             };
         }
         if let Some(rest) = up.strip_prefix("SELECT ID, NOTE FROM ") {

@@ -2,6 +2,7 @@
 //! a [`Verdict`] (a [`Cause`] from the fixed list, what was seen, and a hint naming what to check
 //! next), the same shape every classifier in the tool returns.
 
+use super::tls::{operator_text, tls_hint, tls_problem, TlsProblem};
 use crate::classify::Verdict;
 use crate::model::Cause;
 
@@ -35,6 +36,8 @@ pub fn login_failed_state(state: u8) -> &'static str {
         38 | 46 => "the login's database (requested or default) could not be opened",
         58 => "the server accepts Windows authentication only (SQL Server authentication is disabled)",
         102..=111 => "Microsoft Entra ID (Azure AD) authentication failure",
+        122..=124 => "the user name or the password was empty",
+        126 => "the database requested by the login does not exist",
         132 | 133 => "Microsoft Entra ID (Azure AD) authentication failure",
         _ => "unlisted state: read the SQL Server error log on the server for the reason",
     }
@@ -62,6 +65,27 @@ pub fn classify_server_error(number: u32, state: u8) -> Verdict {
         18486 => meaning(AuthFailed, "the login is locked out by the password policy (18486)"),
         18487 | 18488 => meaning(AuthFailed, "the password has expired or must be changed (18487/18488)"),
         18461 => meaning(AuthFailed, "the server is in single-user mode and the one connection is taken (18461)"),
+        18401 => meaning(
+            DbUnavailable,
+            "the server is in script upgrade mode (18401): only administrators may connect while \
+             it upgrades its databases, typically for minutes right after a cumulative update or \
+             service pack was installed. Wait, then retry; the SQL Server error log shows progress",
+        ),
+        18451 => meaning(
+            DbUnavailable,
+            "only administrators may connect at this time (18451): the instance runs in single-user \
+             or minimal-configuration mode (started with -m or -f), e.g. for maintenance",
+        ),
+        40615 => meaning(
+            Prohibited,
+            "the Azure SQL server firewall does not allow this client's IP address (40615): add a \
+             firewall rule for this zone's outbound address (the message names it)",
+        ),
+        40532 => meaning(
+            Config,
+            "the Azure SQL gateway cannot open the server named in the login (40532): check the \
+             server name in the host (and a user@server login form, where used)",
+        ),
         4060 => meaning(
             DbUnavailable,
             "cannot open the requested database (4060): it does not exist, is offline or restoring, \
@@ -103,10 +127,46 @@ pub fn classify_server_error(number: u32, state: u8) -> Verdict {
                      the two SQL Servers is blocked or misconfigured (Network DTC Access, Inbound/Outbound, \
                      firewall on TCP 135 and the dynamic RPC ports, name resolution both ways). {MSDTC_CHECKLIST}"),
         ),
-        7392 | 7395 => meaning(
+        7392 => meaning(
             DtcUnavailable,
-            format!("the linked server's provider could not start the (nested) transaction: \
+            format!("the linked server's provider could not start a transaction (7392): \
                      distributed transactions through this provider failed. {MSDTC_CHECKLIST}"),
+        ),
+        // "A nested transaction was required because the XACT_ABORT option was set to OFF":
+        // a session setting, not the DTC path.
+        7395 => meaning(
+            SqlError,
+            "the linked server's provider needs a nested transaction because XACT_ABORT is OFF \
+             (7395): run SET XACT_ABORT ON before data modifications through a linked server \
+             (dtcprobe's own distributed check sets it)",
+        ),
+        7390 => meaning(
+            SqlError,
+            "the linked server's OLE DB provider does not support the transaction interface SQL \
+             Server needs (7390): use a provider that does (MSOLEDBSQL), or avoid the transaction \
+             through this linked server",
+        ),
+        7416 => meaning(
+            AuthFailed,
+            "the linked server refused access because no login mapping exists (7416): add one with \
+             sp_addlinkedsrvlogin, or set the linked server's security to use a remote login",
+        ),
+        3910 => meaning(
+            SqlError,
+            "transaction context in use by another session (3910): most often a loopback linked \
+             server (one that points back to this same instance), which cannot take part in a \
+             distributed transaction; use three-part names instead, or point the linked server \
+             at the other instance",
+        ),
+        8525 => meaning(
+            SqlError,
+            "the session's distributed transaction already completed (8525): the session must \
+             enlist in a new transaction or none; a client/session-state problem, not the DTC path",
+        ),
+        8508 => meaning(
+            SqlError,
+            "MSDTC reported an informational condition (8508); on its own it is not a DTC path \
+             failure: read the message text",
         ),
         7399 => meaning(
             DtcUnavailable,
@@ -117,7 +177,7 @@ pub fn classify_server_error(number: u32, state: u8) -> Verdict {
             DtcUnavailable,
             format!("MSDTC cancelled the distributed transaction (1206). {MSDTC_CHECKLIST}"),
         ),
-        8509 | 8510 | 8512 | 8517 | 8525 | 8506 | 8508 | 8502 | 8504 => meaning(
+        8509 | 8510 | 8512 | 8517 | 8518 | 8527 | 8506 | 8502 | 8504 => meaning(
             DtcUnavailable,
             format!("MSDTC refused or lost the transaction (error {number}). {MSDTC_CHECKLIST}"),
         ),
@@ -156,6 +216,10 @@ pub enum Failure {
     },
     /// TLS handshake or certificate trouble.
     Tls(String),
+    /// The connection was closed or reset while the TLS handshake was under way.
+    TlsReset(String),
+    /// The server says it is not the named instance the client asked for (PRELOGIN INSTOPT).
+    InstanceMismatch { instance: String, port: u16 },
     /// The server declined the requested encryption level during PRELOGIN.
     EncryptionDeclined(String),
     /// The TCP connect itself failed, as the shared connect classifier saw it (the login opens
@@ -176,7 +240,20 @@ pub enum Failure {
 pub fn classify_failure(f: &Failure) -> Verdict {
     let mut verdict = match f {
         Failure::Server { number, state, .. } => classify_server_error(*number, *state),
-        Failure::Tls(msg) => meaning(Cause::TlsError, tls_hint(msg)),
+        Failure::Tls(msg) => meaning(Cause::TlsError, tls_hint(tls_problem(msg))),
+        Failure::TlsReset(_) => meaning(
+            Cause::TlsError,
+            tls_hint(TlsProblem::ResetDuringHandshake),
+        ),
+        Failure::InstanceMismatch { instance, port } => meaning(
+            Cause::Config,
+            format!(
+                "the SQL Server listening on port {port} is not instance `{instance}`: a static \
+                 port in the target may belong to another instance, or the SQL Server Browser \
+                 pointed elsewhere. Check the instance's TCP port in SQL Server Configuration \
+                 Manager"
+            ),
+        ),
         Failure::EncryptionDeclined(_) => meaning(
             Cause::TlsError,
             "the server declined TLS for this connection (it has no certificate / encryption disabled): \
@@ -227,7 +304,11 @@ fn failure_detail(f: &Failure) -> String {
             class,
             message,
         } => format!("error {number}, state {state}, class {class}: {message}"),
-        Failure::Tls(m) => format!("TLS: {m}"),
+        Failure::Tls(m) => format!("TLS: {}", operator_text(m)),
+        Failure::TlsReset(m) => format!("TLS: the connection was reset during the handshake: {m}"),
+        Failure::InstanceMismatch { instance, port } => format!(
+            "the server on port {port} answered PRELOGIN saying it is not instance `{instance}`"
+        ),
         Failure::EncryptionDeclined(m) => format!("encryption: {m}"),
         Failure::Connect(c) => format!("TCP connect: {}", c.detail),
         Failure::Closed(m) => format!("connection closed: {m}"),
@@ -235,39 +316,6 @@ fn failure_detail(f: &Failure) -> String {
         Failure::Protocol(m) => format!("protocol: {m}"),
         Failure::Routing { host, port } => format!("redirected to {host}:{port}"),
         Failure::Unexpected(m) => format!("unexpected answer: {m}"),
-    }
-}
-
-fn tls_hint(msg: &str) -> String {
-    let m = msg.to_ascii_lowercase();
-    if m.contains("unknownissuer")
-        || m.contains("unknown issuer")
-        || m.contains("self-signed")
-        || m.contains("self signed")
-    {
-        "the server's certificate is not trusted by this machine (self-signed or from a private CA): \
-         install the issuing CA, or set trust_server_certificate=true if you accept the risk"
-            .into()
-    } else if m.contains("notvalidforname")
-        || m.contains("not valid for name")
-        || m.contains("name mismatch")
-    {
-        "the server's certificate does not name the host you connected to: use the name in the \
-         certificate, or fix the certificate"
-            .into()
-    } else if m.contains("expired") {
-        "the server's certificate has expired: renew it on the server".into()
-    } else if m.contains("protocol version")
-        || m.contains("handshake failure")
-        || m.contains("no cipher")
-    {
-        "no TLS version/cipher in common: the server may offer only TLS 1.0/1.1 (this client needs \
-         TLS 1.2+); patch the server or enable TLS 1.2 in its Schannel settings"
-            .into()
-    } else {
-        "the TLS handshake inside TDS failed: check the server certificate, TLS versions, and any \
-         TLS-intercepting device between the zones"
-            .into()
     }
 }
 
@@ -282,6 +330,12 @@ pub fn failure_from_tiberius(e: &tiberius::error::Error) -> Failure {
             message: t.message().to_string(),
         },
         E::Tls(m) => Failure::Tls(m.clone()),
+        E::Protocol(m) if m.contains("server rejected the requested instance") => {
+            Failure::InstanceMismatch {
+                instance: quoted(m).unwrap_or_default(),
+                port: 0,
+            }
+        }
         E::Protocol(m) if m.contains("encryption level") => {
             Failure::EncryptionDeclined(m.to_string())
         }
@@ -295,10 +349,12 @@ pub fn failure_from_tiberius(e: &tiberius::error::Error) -> Failure {
                 | K::BrokenPipe
                 | K::NotConnected => Failure::Closed(message.clone()),
                 K::InvalidData => {
-                    // rustls reports alerts and certificate errors as InvalidData io errors.
-                    if message.to_ascii_lowercase().contains("certificate")
-                        || message.to_ascii_lowercase().contains("tls")
-                        || message.to_ascii_lowercase().contains("alert")
+                    // tokio-rustls reports alerts and certificate errors as InvalidData io
+                    // errors rendering the rustls error.
+                    if tls_problem(message) != TlsProblem::Other
+                        || message.contains("received fatal alert")
+                        || message.contains("invalid peer certificate")
+                        || message.contains("peer is incompatible")
                     {
                         Failure::Tls(message.clone())
                     } else {
@@ -314,6 +370,13 @@ pub fn failure_from_tiberius(e: &tiberius::error::Error) -> Failure {
         },
         other => Failure::Protocol(other.to_string()),
     }
+}
+
+/// The first `"..."` quoted text in tiberius's message (its `{:?}` of the instance name).
+fn quoted(m: &str) -> Option<String> {
+    let start = m.find('"')? + 1;
+    let len = m[start..].find('"')?;
+    Some(m[start..start + len].to_string())
 }
 
 /// Pure: a TDS version number (LOGINACK / `sys.dm_exec_connections.protocol_version`) as text.
@@ -364,6 +427,64 @@ mod tests {
             assert_eq!(v.cause, *want, "error {n}");
             assert!(!v.hint.is_empty());
         }
+    }
+
+    /// The corrections and additions of issue 17 (sources in docs/mssql.md).
+    #[test]
+    fn corrected_and_added_error_numbers() {
+        let table: &[(u32, Cause, &str)] = &[
+            (7395, Cause::SqlError, "XACT_ABORT"),
+            (8525, Cause::SqlError, "session"),
+            (8508, Cause::SqlError, "informational"),
+            (3910, Cause::SqlError, "loopback"),
+            (8518, Cause::DtcUnavailable, "Network DTC Access"),
+            (8527, Cause::DtcUnavailable, "Network DTC Access"),
+            (7390, Cause::SqlError, "transaction interface"),
+            (7416, Cause::AuthFailed, "login mapping"),
+            (18401, Cause::DbUnavailable, "script upgrade mode"),
+            (18451, Cause::DbUnavailable, "administrators"),
+            (40615, Cause::Prohibited, "firewall"),
+            (40532, Cause::Config, "server name"),
+        ];
+        for (n, cause, needle) in table {
+            let v = classify_server_error(*n, 1);
+            assert_eq!(v.cause, *cause, "error {n}");
+            assert!(v.hint.contains(needle), "{n}: {}", v.hint);
+        }
+        for (state, needle) in [(122, "empty"), (123, "empty"), (124, "empty"), (126, "does not exist")] {
+            let h = classify_server_error(18456, state).hint;
+            assert!(h.contains(needle), "state {state}: {h}");
+        }
+    }
+
+    #[test]
+    fn tls_reset_instance_mismatch_and_library_text() {
+        let v = classify_failure(&Failure::TlsReset("connection reset by peer".into()));
+        assert_eq!(v.cause, Cause::TlsError);
+        assert!(v.hint.contains("Schannel"), "{}", v.hint);
+        let v = classify_failure(&Failure::InstanceMismatch {
+            instance: "SALES".into(),
+            port: 1500,
+        });
+        assert_eq!(v.cause, Cause::Config);
+        assert!(v.hint.contains("1500") && v.hint.contains("SALES"), "{}", v.hint);
+        assert!(v.detail.contains("1500") && v.detail.contains("SALES"), "{}", v.detail);
+        let tiberius = "the server's certificate was rejected during the TLS handshake: \
+            UnknownIssuer. To connect anyway you can: (1) trust a specific CA certificate with \
+            `Config::trust_cert_ca(path)`";
+        let v = classify_failure(&Failure::Tls(tiberius.into()));
+        assert!(!v.detail.contains("Config::"), "{}", v.detail);
+        assert!(v.hint.contains("trust_server_certificate"), "{}", v.hint);
+        let f = failure_from_tiberius(&tiberius::error::Error::Protocol(
+            "server rejected the requested instance \"SALES\" (INSTOPT validity byte was non-zero, got \"x\")".into(),
+        ));
+        assert!(matches!(f, Failure::InstanceMismatch { ref instance, .. } if instance == "SALES"), "{f:?}");
+        let f = failure_from_tiberius(&tiberius::error::Error::Io {
+            kind: std::io::ErrorKind::InvalidData,
+            message: "received fatal alert: HandshakeFailure".into(),
+        });
+        assert!(matches!(f, Failure::Tls(_)), "{f:?}");
+        assert!(classify_failure(&f).hint.contains("Schannel"));
     }
 
     #[test]

@@ -9,7 +9,9 @@ pub mod classify;
 pub mod run;
 pub mod sniff;
 pub mod spec;
+pub mod server_info;
 pub mod ssrp;
+pub mod tls;
 
 use crate::chain::RunContext;
 use crate::check_table::{RawCheck, TargetError};

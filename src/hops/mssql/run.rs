@@ -16,6 +16,7 @@ use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 use super::classify::{classify_failure, failure_from_tiberius, tds_version_name, Failure};
 use super::sniff::{self, Observed, Sniffer};
 use super::spec::{self, Auth, Encrypt, MssqlTarget, TxMode};
+use super::server_info;
 use super::ssrp;
 use crate::chain::{Chain, HopOutput, RunContext};
 use crate::hops::connect::{self, connect_step, resolve_step};
@@ -348,7 +349,9 @@ fn build_config(t: &MssqlTarget, port: u16, password: Option<&Secret>) -> Result
     }
     c.application_name(APP_NAME);
     c.encryption(encryption_level(t.encrypt));
-    if t.trust_server_certificate {
+    // As in Microsoft's drivers (ODBC 18, Microsoft.Data.SqlClient, tedious), strict mode ignores
+    // TrustServerCertificate: TDS 8 always validates the server's certificate.
+    if t.trust_server_certificate && t.encrypt != Encrypt::Strict {
         c.trust_cert();
     }
     let user = t.user.clone().unwrap_or_default();
@@ -369,18 +372,100 @@ fn build_config(t: &MssqlTarget, port: u16, password: Option<&Secret>) -> Result
     Ok(c)
 }
 
+/// The login, with what MS-TDS and Microsoft's drivers do that tiberius does not:
+/// - `encrypt=off` against a server without TLS (PRELOGIN answer ENCRYPT_NOT_SUP) logs in
+///   unencrypted (MS-TDS 2.2.6.5: client OFF + server NOT_SUP = no encryption); tiberius 0.13
+///   negotiates TLS there instead (its `negotiated_encryption` maps that pair to On), so the
+///   attempt fails before LOGIN7 is sent and is repeated once as `EncryptionLevel::NotSupported`.
+/// - a routing ENVCHANGE (Azure SQL "redirect" policy, availability-group read-only routing) is
+///   followed once, to the host and port the server names, as Microsoft's drivers do.
 async fn login_hop(
     t: &MssqlTarget,
     addr: SocketAddr,
     password: Option<Secret>,
     limit: Duration,
 ) -> HopOutput<Conn> {
+    let started = Instant::now();
+    let mut target = t.clone();
+    let mut addr = addr;
+    let mut note: Option<String> = None;
+    for _attempt in 0..3 {
+        let remaining = limit.saturating_sub(started.elapsed());
+        let config = match build_config(&target, addr.port(), password.as_ref()) {
+            Ok(c) => c,
+            Err(f) => return HopOutput::stop(failure_result(HopKind::Login, &f)),
+        };
+        let (observed, outcome) = login_attempt(&target, addr, config, remaining).await;
+        match outcome {
+            Err(AttemptFailure::Failed(Failure::Routing { host, port }))
+                if note.as_deref().is_none_or(|n| !n.contains("redirected")) =>
+            {
+                let to = match resolve_redirect(&host, port, remaining).await {
+                    Ok(a) => a,
+                    Err(f) => {
+                        let mut r = login_fail(t, addr, &observed, &f);
+                        r.detail = format!(
+                            "the server redirected the login to {host}:{port}, which could not be \
+                             reached: {}",
+                            r.detail
+                        );
+                        return HopOutput::stop(r.with_data("redirected_to", format!("{host}:{port}")));
+                    }
+                };
+                note = Some(format!("redirected by {addr} to {host}:{port} ({to})"));
+                target.host = host;
+                addr = to;
+            }
+            Err(AttemptFailure::Failed(ref f))
+                if t.encrypt == Encrypt::Off
+                    && target.encrypt == Encrypt::Off
+                    && observed.prelogin.as_ref().and_then(|p| p.encryption) == Some(2)
+                    && !matches!(f, Failure::Server { .. }) =>
+            {
+                // The server has no TLS: what MS-TDS prescribes for encrypt=off is no encryption.
+                target.encrypt = Encrypt::None;
+            }
+            other => {
+                let mut out = finish_login(t, addr, &observed, other);
+                if let Some(n) = &note {
+                    out.result.detail = format!("{}; {n}", out.result.detail);
+                    out.result = out.result.clone().with_data("redirected_to", format!("{}:{}", target.host, addr.port()));
+                }
+                return out;
+            }
+        }
+    }
+    HopOutput::stop(
+        HopResult::fail(HopKind::Login, Cause::ProtocolError, "the server redirected the login more than once")
+            .with_hint("a redirect loop between gateways: check the server's routing configuration"),
+    )
+}
+
+/// Resolves a redirect target (bounded by the hop's remaining time) to its first address.
+async fn resolve_redirect(host: &str, port: u16, limit: Duration) -> Result<SocketAddr, Failure> {
+    match tokio::time::timeout(limit, tokio::net::lookup_host((host, port))).await {
+        Ok(Ok(mut addrs)) => addrs
+            .next()
+            .ok_or_else(|| Failure::Closed(format!("{host} has no address"))),
+        Ok(Err(e)) => Err(Failure::Closed(format!("resolving {host}: {e}"))),
+        Err(_) => Err(Failure::Timeout(format!("resolving {host} took too long"))),
+    }
+}
+
+enum AttemptFailure {
+    /// The login failed.
+    Failed(Failure),
+    /// LOGINACK arrived, then the first query failed.
+    AfterLogin(Failure),
+}
+
+async fn login_attempt(
+    t: &MssqlTarget,
+    addr: SocketAddr,
+    config: Config,
+    limit: Duration,
+) -> (Observed, Result<(Conn, LoginFacts), AttemptFailure>) {
     let seen: Arc<Mutex<Vec<u8>>> = Arc::new(Mutex::new(Vec::new()));
-    let config = match build_config(t, addr.port(), password.as_ref()) {
-        Ok(c) => c,
-        Err(f) => return HopOutput::stop(failure_result(HopKind::Login, &f)),
-    };
-    drop(password);
     let seen_task = seen.clone();
     // Set once LOGINACK arrived, so a hang afterwards is told apart from a hang in the login.
     let logged_in = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -410,11 +495,56 @@ async fn login_hop(
     .await;
 
     let observed = seen.lock().map(|b| sniff::analyze(&b)).unwrap_or_default();
+    let outcome = match outcome {
+        Ok(v) => Ok(v),
+        Err(f) if logged_in.load(std::sync::atomic::Ordering::SeqCst) => {
+            Err(AttemptFailure::AfterLogin(f))
+        }
+        Err(f) => Err(AttemptFailure::Failed(refine_failure(t, addr, &observed, f))),
+    };
+    (observed, outcome)
+}
+
+/// Pure: what the byte stream says about a failure tiberius reported in its own terms.
+fn refine_failure(t: &MssqlTarget, addr: SocketAddr, observed: &Observed, f: Failure) -> Failure {
+    match f {
+        Failure::InstanceMismatch { instance, .. } => Failure::InstanceMismatch {
+            instance: t.instance.clone().unwrap_or(instance),
+            port: addr.port(),
+        },
+        // Closed (or reset) after a PRELOGIN answer that agreed on TLS, before the server
+        // finished its side of the handshake: the server dropped the TLS handshake.
+        Failure::Closed(m) if tls_was_agreed(t, observed) && !observed.tls_server_finished => {
+            Failure::TlsReset(m)
+        }
+        other => other,
+    }
+}
+
+/// Whether the PRELOGIN exchange agreed on a TLS handshake (TDS 7.x), or the client started
+/// one first (strict).
+fn tls_was_agreed(t: &MssqlTarget, observed: &Observed) -> bool {
+    if t.encrypt == Encrypt::Strict {
+        return observed.prelogin.is_none();
+    }
+    match observed.prelogin.as_ref().and_then(|p| p.encryption) {
+        Some(server) => sniff::negotiated(encryption_byte(t.encrypt), server) != "none",
+        None => false,
+    }
+}
+
+fn finish_login(
+    t: &MssqlTarget,
+    addr: SocketAddr,
+    observed: &Observed,
+    outcome: Result<(Conn, LoginFacts), AttemptFailure>,
+) -> HopOutput<Conn> {
     match outcome {
-        Ok((client, facts)) => HopOutput::ok(login_pass(t, addr, &observed, &facts), client),
-        Err(f) => {
-            let mut r = login_fail(t, addr, &observed, &f);
-            if logged_in.load(std::sync::atomic::Ordering::SeqCst) {
+        Ok((client, facts)) => HopOutput::ok(login_pass(t, addr, observed, &facts), client),
+        Err(AttemptFailure::Failed(f)) => HopOutput::stop(login_fail(t, addr, observed, &f)),
+        Err(AttemptFailure::AfterLogin(f)) => {
+            let mut r = login_fail(t, addr, observed, &f);
+            {
                 r.detail = format!(
                     "the login succeeded (LOGINACK received), then the first query failed: {}",
                     r.detail
@@ -567,6 +697,14 @@ fn login_fail(t: &MssqlTarget, addr: SocketAddr, observed: &Observed, f: &Failur
                 .into(),
         );
     }
+    if t.encrypt == Encrypt::Strict && t.trust_server_certificate && r.cause == Some(Cause::TlsError) {
+        r.hint = Some(format!(
+            "encrypt=strict ignores trust_server_certificate=true, as Microsoft's drivers do: TDS 8 \
+             always validates the server's certificate. Install the issuing CA on this machine, or \
+             use encrypt=on with trust_server_certificate=true if you accept the risk. {}",
+            r.hint.unwrap_or_default()
+        ));
+    }
     if let Some(x) = &observed.not_tds_excerpt {
         r.detail = format!("{}; the server's first bytes: \"{x}\"", r.detail);
         r = r.with_data("first_bytes", x.clone());
@@ -655,7 +793,7 @@ async fn tx_hop(
     let reached = Arc::new(Mutex::new(0usize));
     let reached_task = reached.clone();
     let marker_task = marker.clone();
-    let outcome = guarded(limit, "running the transaction", async move {
+    let (server_messages, work) = server_info::capture(async move {
         let mut conn = conn;
         for (i, (name, sql)) in statements.into_iter().enumerate() {
             if let Ok(mut r) = reached_task.lock() {
@@ -696,8 +834,8 @@ async fn tx_hop(
             }
         }
         Ok(conn)
-    })
-    .await;
+    });
+    let outcome = guarded(limit, "running the transaction", work).await;
     let step = reached.lock().map(|r| *r).unwrap_or(0);
     let what = if kind == HopKind::TxDistributed {
         "distributed transaction"
@@ -718,6 +856,13 @@ async fn tx_hop(
             let mut r = failure_result(kind, &f);
             let failed = names.get(step).copied().unwrap_or("?");
             r.detail = format!("{what}, step `{failed}`: {}", r.detail);
+            // What the server said just before the error (e.g. the partner MSDTC's reason
+            // relayed before 7391) often names the setting to change.
+            let said = server_messages.take();
+            if !said.is_empty() {
+                r.detail = format!("{}; the server said before the error: \"{}\"", r.detail, said.join("\" / \""));
+                r = r.with_data("server_messages", said);
+            }
             if kind == HopKind::TxDistributed && r.cause == Some(Cause::SqlError) && failed.contains("distributed") {
                 r.hint = Some(format!(
                     "{} The failure is at BEGIN DISTRIBUTED TRANSACTION, which is where SQL Server \

@@ -19,6 +19,28 @@ pub struct Observed {
     pub server_program: Option<String>,
     /// Printable excerpt of the first bytes when they were not TDS at all.
     pub not_tds_excerpt: Option<String>,
+    /// The server sent a TLS ChangeCipherSpec (bare, or inside a PRELOGIN packet): its side of
+    /// a TLS 1.2 handshake finished. Without it, a connection closed after a PRELOGIN answer
+    /// that agreed on TLS was closed during the handshake.
+    pub tls_server_finished: bool,
+}
+
+/// TLS record content type ChangeCipherSpec.
+const TLS_CHANGE_CIPHER_SPEC: u8 = 0x14;
+
+/// Whether `payload` (TLS records back to back) holds a ChangeCipherSpec record.
+fn has_change_cipher_spec(payload: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(header) = payload.get(at..at + 5) {
+        if header[0] == TLS_CHANGE_CIPHER_SPEC {
+            return true;
+        }
+        if !(0x14..=0x17).contains(&header[0]) || header[1] != 0x03 {
+            return false;
+        }
+        at += 5 + u16::from_be_bytes([header[3], header[4]]) as usize;
+    }
+    false
 }
 
 /// Bytes of a non-TDS answer shown in [`Observed::not_tds_excerpt`].
@@ -58,7 +80,11 @@ pub fn analyze(data: &[u8]) -> Observed {
                 message.clear();
             }
             message_type = Some(b);
-            message.extend_from_slice(&data[pos + HEADER_LEN..end]);
+            let body = data.get(pos + HEADER_LEN..end).unwrap_or_default();
+            if b == PKT_PRELOGIN && has_change_cipher_spec(body) {
+                obs.tls_server_finished = true;
+            }
+            message.extend_from_slice(body);
             if header.is_eom() || end == data.len() {
                 messages.push((b, std::mem::take(&mut message)));
                 message_type = None;
@@ -69,6 +95,9 @@ pub fn analyze(data: &[u8]) -> Observed {
             && pos + 5 <= data.len()
         {
             let len = u16::from_be_bytes([data[pos + 3], data[pos + 4]]) as usize;
+            if b == TLS_CHANGE_CIPHER_SPEC {
+                obs.tls_server_finished = true;
+            }
             pos += 5 + len;
         } else {
             break;
@@ -184,6 +213,23 @@ mod tests {
         let o = analyze(&data);
         assert_eq!(o.prelogin.unwrap().encryption, Some(1));
         assert_eq!(o.tds_version, None);
+        assert!(!o.tls_server_finished);
+    }
+
+    #[test]
+    fn change_cipher_spec_marks_the_server_handshake_finished() {
+        let hello = [0x16, 0x03, 0x03, 0, 2, 1, 2];
+        let mut data = packet(PKT_REPLY, &prelogin([16, 0, 0x03, 0xE8], 1));
+        data.extend(packet(PKT_PRELOGIN, &hello));
+        assert!(!analyze(&data).tls_server_finished, "ServerHello only");
+        let mut flight = hello.to_vec();
+        flight.extend([0x14, 0x03, 0x03, 0, 1, 1]);
+        data.extend(packet(PKT_PRELOGIN, &flight));
+        assert!(analyze(&data).tls_server_finished);
+        // Bare records (after the handshake) count too.
+        let mut bare = packet(PKT_REPLY, &prelogin([16, 0, 0x03, 0xE8], 1));
+        bare.extend([0x14, 0x03, 0x03, 0, 1, 1]);
+        assert!(analyze(&bare).tls_server_finished);
     }
 
     #[test]

@@ -54,6 +54,23 @@ pub fn envchange_bytes(kind: u8, new: &[u8], old: &[u8]) -> Vec<u8> {
     token_with_len(TOKEN_ENVCHANGE, &body)
 }
 
+/// ENVCHANGE type 20: routing (MS-TDS 2.2.7.9), sent after LOGINACK by a server that sends the
+/// client elsewhere (Azure SQL "redirect" policy, read-only routing).
+pub const ENV_ROUTING: u8 = 20;
+
+/// The routing ENVCHANGE: new value = u16 length, then protocol 0 (TCP), port (u16 LE), the
+/// server name as US_VARCHAR; old value = two zero bytes.
+pub fn envchange_routing(host: &str, port: u16) -> Vec<u8> {
+    let mut routing = vec![0u8];
+    routing.extend_from_slice(&port.to_le_bytes());
+    routing.extend(us_varchar(host));
+    let mut body = vec![ENV_ROUTING];
+    body.extend_from_slice(&(routing.len() as u16).to_le_bytes());
+    body.extend(routing);
+    body.extend_from_slice(&[0, 0]);
+    token_with_len(TOKEN_ENVCHANGE, &body)
+}
+
 /// DONE (also DONEPROC/DONEINPROC's layout): status, current command, row count (TDS 7.2+: u64).
 pub fn done(status: u16, rows: u64) -> Vec<u8> {
     let mut v = vec![TOKEN_DONE];
@@ -232,6 +249,10 @@ mod tests {
         assert_eq!(
             envchange_str(ENV_PACKET_SIZE, "8", ""),
             vec![0xE3, 5, 0, 4, 1, b'8', 0, 0]
+        );
+        assert_eq!(
+            envchange_routing("h", 11001),
+            vec![0xE3, 11, 0, 20, 6, 0, 0, 0xF9, 0x2A, 1, 0, b'h', 0, 0, 0]
         );
         assert_eq!(
             envchange_bytes(ENV_BEGIN_TRAN, &[1, 2], &[]),
