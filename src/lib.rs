@@ -25,5 +25,6 @@ pub mod runner;
 pub mod secret;
 pub mod signals;
 pub mod target;
+pub mod verdict;
 pub mod watch;
 pub mod winsock;
