@@ -2,6 +2,7 @@
 //! the baseline section, Nagios's exit codes) lives in the exporter, not in its callers.
 
 pub mod endpoints;
+pub mod firewall_request;
 pub mod human;
 pub mod json;
 pub mod junit;
