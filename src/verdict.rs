@@ -390,11 +390,11 @@ pub fn markdown_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for (i, ch) in text.chars().enumerate() {
         match ch {
-            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '~' | '&' => {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '|' | '~' | '&' => {
                 out.push('\\');
                 out.push(ch);
             }
-            '#' | '+' | '-' | '=' | '!' if i == 0 => {
+            '#' | '+' | '-' | '=' | '!' | '>' if i == 0 => {
                 out.push('\\');
                 out.push(ch);
             }

@@ -34,10 +34,12 @@ fn one_way_firewall_seed_gives_verdict_and_firewall_rows() {
     let csv = dir.join("fw.csv");
     let md = dir.join("fw.md");
     let human = dir.join("report.txt");
+    let markdown = dir.join("report.md");
     let epm = format!("epm://sqlhost?iface={}", samba::LSARPC);
     let fw_csv = format!("csv={}", csv.display());
     let fw_md = format!("markdown={}", md.display());
     let out_human = format!("human={}", human.display());
+    let out_markdown = format!("markdown={}", markdown.display());
     let args = [
         "peer",
         "198.18.0.2:7135",
@@ -60,6 +62,8 @@ fn one_way_firewall_seed_gives_verdict_and_firewall_rows() {
         &fw_md,
         "--output",
         &out_human,
+        "--output",
+        &out_markdown,
     ];
     let (code, stdout, stderr) = dtcprobe_in(&s.zones.web, &args);
     let report = parse_report(&stdout);
@@ -122,6 +126,8 @@ fn one_way_firewall_seed_gives_verdict_and_firewall_rows() {
 
     // The human report (--output) ends with the verdict lines.
     let text = std::fs::read_to_string(&human).unwrap();
+    // The README's example is this output (`-- --nocapture` shows it).
+    println!("{text}\n{}", std::fs::read_to_string(&markdown).unwrap());
     let verdict = text.rsplit_once("\nverdict:\n").expect("verdict section").1;
     let lines: Vec<&str> = verdict.lines().map(str::trim).collect();
     assert_eq!(
