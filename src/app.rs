@@ -110,21 +110,25 @@ async fn check(input: PlanInput) -> u8 {
     // Installed before the run starts: a Ctrl-C during the run must never kill the process by
     // the default action (exit by signal, no report, no exit code 130).
     let interrupted = crate::signals::shutdown_signal();
-    let report = tokio::select! {
-        r = runner::run_plan(&plan.checks, &opts) => r,
-        _ = interrupted => {
-            eprintln!("dtcprobe: interrupted");
-            return exit::INTERRUPTED;
-        }
-    };
+    let (report, stopped) = runner::run_plan_until(&plan.checks, &opts, interrupted).await;
     if let Some(b) = &bar {
         b.finish();
     }
-    // Stdout report (+ baseline comparison), --output files, --textfile-dir, exit code.
-    outputs::emit(&report, &plan.output)
+    // Stdout report (+ baseline comparison), --output files, --textfile-dir, exit code. A
+    // stopped run writes its partial report everywhere too, and exits 130 whatever it found.
+    let code = outputs::emit(&report, &plan.output);
+    if stopped {
+        eprintln!("dtcprobe: interrupted: the report above is partial (unfinished hops: cause `interrupted`)");
+        return exit::INTERRUPTED;
+    }
+    code
 }
 
 async fn watch(args: &WatchArgs) -> u8 {
+    if !args.check.firewall_requests.is_empty() {
+        eprintln!("dtcprobe watch: --firewall-request applies to one run (`check` or `peer`), not to watch");
+        return exit::USAGE;
+    }
     let plan = match plan::build(&args.plan_input()) {
         Ok(p) => p,
         Err(e) => {

@@ -42,6 +42,59 @@ impl<T> HopOutput<T> {
     }
 }
 
+/// The hops a check has finished so far, kept while it runs so that a run stopped by SIGINT or
+/// SIGTERM can still report them (see [`crate::runner::run_plan_until`]). Set per check as a
+/// task-local by the runner; chains outside such a scope (tests, the agent) record nothing.
+#[derive(Debug, Default)]
+pub struct HopLog {
+    pub planned: Vec<HopKind>,
+    pub done: Vec<HopResult>,
+}
+
+pub type SharedHopLog = Arc<std::sync::Mutex<HopLog>>;
+
+tokio::task_local! {
+    pub static HOP_LOG: SharedHopLog;
+}
+
+fn log_with(f: impl FnOnce(&mut HopLog)) {
+    let _ = HOP_LOG.try_with(|log| {
+        if let Ok(mut log) = log.lock() {
+            f(&mut log);
+        }
+    });
+}
+
+impl HopLog {
+    /// The hops of a check stopped before it finished: those done, then every planned one not
+    /// yet done as `skip` with cause `interrupted` (one such hop when nothing was planned yet).
+    pub fn interrupted_hops(&self) -> Vec<HopResult> {
+        let mut hops = self.done.clone();
+        let mut ran: Vec<HopKind> = hops.iter().map(|h| h.hop).collect();
+        for kind in &self.planned {
+            if let Some(pos) = ran.iter().position(|k| k == kind) {
+                ran.remove(pos);
+                continue;
+            }
+            hops.push(interrupted_hop(*kind));
+        }
+        if hops.iter().all(|h| h.cause != Some(Cause::Interrupted)) {
+            // Nothing planned is left (or nothing was planned yet): the check was still running.
+            let next = if self.done.is_empty() {
+                HopKind::Resolve
+            } else {
+                hops.last().map(|h| h.hop).unwrap_or(HopKind::Resolve)
+            };
+            hops.push(interrupted_hop(next));
+        }
+        hops
+    }
+}
+
+fn interrupted_hop(kind: HopKind) -> HopResult {
+    HopResult::skip(kind, "not finished: the run was interrupted").with_cause(Cause::Interrupted)
+}
+
 pub struct Chain {
     planned: Vec<HopKind>,
     results: Vec<HopResult>,
@@ -52,6 +105,7 @@ impl Chain {
     /// `planned` lists the hops the check would run if all pass, in order: the ones not reached
     /// are reported as `skip`.
     pub fn new(planned: Vec<HopKind>, hop_timeout: Duration) -> Chain {
+        log_with(|log| log.planned = planned.clone());
         Chain {
             planned,
             results: Vec::new(),
@@ -108,6 +162,7 @@ impl Chain {
             result.duration_seconds = started.elapsed();
         }
         let go_on = result.lets_chain_continue();
+        log_with(|log| log.done.push(result.clone()));
         self.results.push(result);
         if go_on {
             output.value
@@ -119,6 +174,7 @@ impl Chain {
     /// Records a result computed elsewhere (e.g. a hop whose value was already known).
     pub fn record(&mut self, result: HopResult) -> bool {
         let go_on = result.lets_chain_continue();
+        log_with(|log| log.done.push(result.clone()));
         self.results.push(result);
         go_on
     }

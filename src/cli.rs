@@ -119,6 +119,11 @@ pub struct CheckArgs {
     #[arg(long, value_name = "DIR")]
     pub textfile_dir: Option<PathBuf>,
 
+    /// Write the blocked flows (source, destination, port, zones, evidence) as a firewall change
+    /// request in FORMAT (csv or markdown) to PATH (repeatable; `-` is stdout; atomic).
+    #[arg(long = "firewall-request", value_name = "FORMAT=PATH")]
+    pub firewall_requests: Vec<crate::report::firewall_request::FirewallRequestSpec>,
+
     /// Compare with an earlier JSON report (-f json): regressions fail the run; changed addresses
     /// and RPC ports are listed.
     #[arg(long, value_name = "FILE")]
@@ -150,6 +155,7 @@ impl CheckArgs {
                 color: crate::report::colour_for_stdout(),
                 outputs: self.outputs.clone(),
                 textfile_dir: self.textfile_dir.clone(),
+                firewall_requests: self.firewall_requests.clone(),
                 fail_on: self.fail_on,
                 baseline: self.baseline.clone(),
             },

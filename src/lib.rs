@@ -25,4 +25,5 @@ pub mod runner;
 pub mod secret;
 pub mod signals;
 pub mod target;
+pub mod verdict;
 pub mod watch;

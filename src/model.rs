@@ -54,10 +54,12 @@ pub enum Cause {
     DuplicateCid,
     Config,
     Internal,
+    /// The run was stopped (SIGINT/SIGTERM) before this hop finished or started.
+    Interrupted,
 }
 
 impl Cause {
-    pub const ALL: [Cause; 19] = [
+    pub const ALL: [Cause; 20] = [
         Cause::Refused,
         Cause::Timeout,
         Cause::Unreachable,
@@ -77,6 +79,7 @@ impl Cause {
         Cause::DuplicateCid,
         Cause::Config,
         Cause::Internal,
+        Cause::Interrupted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -100,6 +103,7 @@ impl Cause {
             Cause::DuplicateCid => "duplicate_cid",
             Cause::Config => "config",
             Cause::Internal => "internal",
+            Cause::Interrupted => "interrupted",
         }
     }
 

@@ -177,6 +177,7 @@ mod tests {
                 color: false,
                 outputs: Vec::new(),
                 textfile_dir: None,
+                firewall_requests: Vec::new(),
                 fail_on: FailOn::Failure,
                 baseline: None,
             },

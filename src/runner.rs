@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use futures::stream::{self, StreamExt};
 use tokio::time::Instant;
 
-use crate::chain::RunContext;
+use crate::chain::{RunContext, SharedHopLog, HOP_LOG};
 use crate::hops;
 use crate::model::{CheckResult, Direction, Report};
 use crate::resolver::DnsResolver;
@@ -43,13 +43,72 @@ pub async fn run_plan(specs: &[CheckSpec], opts: &RunOptions) -> Report {
     Report::new(started_at, started.elapsed(), local_host_name(), checks)
 }
 
+/// Runs every check until `stop` completes (SIGINT/SIGTERM). Returns the report and whether the
+/// run was stopped: then the checks that finished are reported as they are, and every other
+/// one with the hops it had finished plus its unfinished hops as `skip`, cause `interrupted`.
+pub async fn run_plan_until(
+    specs: &[CheckSpec],
+    opts: &RunOptions,
+    stop: impl std::future::Future<Output = ()>,
+) -> (Report, bool) {
+    let started_at = SystemTime::now();
+    let started = Instant::now();
+    let slots: Vec<Slot> = specs.iter().map(|_| Slot::default()).collect();
+    let interrupted = tokio::select! {
+        _ = run_into(specs, opts, &slots) => false,
+        _ = stop => true,
+    };
+    // The run future is dropped here: in-flight hops are cancelled, their sockets closed.
+    let mut results: Vec<CheckResult> = slots
+        .into_iter()
+        .zip(specs)
+        .map(
+            |(slot, spec)| match slot.result.into_inner().ok().flatten() {
+                Some(result) => result,
+                None => {
+                    let hops = slot
+                        .log
+                        .lock()
+                        .map(|log| log.interrupted_hops())
+                        .unwrap_or_default();
+                    check_result(spec, hops)
+                }
+            },
+        )
+        .collect();
+    hops::epm::mark_duplicate_cids(&mut results);
+    let report = Report::new(started_at, started.elapsed(), local_host_name(), results);
+    (report, interrupted)
+}
+
+/// Where one check's outcome is kept as it runs: its finished hops, then its result.
+#[derive(Default)]
+struct Slot {
+    log: SharedHopLog,
+    result: std::sync::Mutex<Option<CheckResult>>,
+}
+
 /// Runs every check; results come back in plan order.
 pub async fn run_checks(specs: &[CheckSpec], opts: &RunOptions) -> Vec<CheckResult> {
+    let slots: Vec<Slot> = specs.iter().map(|_| Slot::default()).collect();
+    run_into(specs, opts, &slots).await;
+    let mut results: Vec<CheckResult> = slots
+        .into_iter()
+        .filter_map(|s| s.result.into_inner().ok().flatten())
+        .collect();
+    // Cloned machines show up only across checks: compare MSDTC CIDs over the whole run.
+    hops::epm::mark_duplicate_cids(&mut results);
+    results
+}
+
+/// Runs every check, storing each result in its slot as soon as it finishes (so that a stopped
+/// run still has them).
+async fn run_into(specs: &[CheckSpec], opts: &RunOptions, slots: &[Slot]) {
     let resolver = Arc::new(DnsResolver::from_system(opts.timeout));
     let total = specs.len();
     let done = std::sync::atomic::AtomicUsize::new(0);
-    let mut results: Vec<CheckResult> = stream::iter(specs.iter())
-        .map(|spec| {
+    stream::iter(specs.iter().zip(slots))
+        .map(|(spec, slot)| {
             let ctx = RunContext {
                 hop_timeout: spec.timeout.unwrap_or(opts.timeout),
                 resolver: resolver.clone(),
@@ -57,20 +116,19 @@ pub async fn run_checks(specs: &[CheckSpec], opts: &RunOptions) -> Vec<CheckResu
             let progress = opts.progress.clone();
             let done = &done;
             async move {
-                let result = run_check(spec, &ctx).await;
+                let result = HOP_LOG.scope(slot.log.clone(), run_check(spec, &ctx)).await;
                 if let Some(p) = progress {
                     let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                     p.check_done(n, total, &result);
                 }
-                result
+                if let Ok(mut r) = slot.result.lock() {
+                    *r = Some(result);
+                }
             }
         })
-        .buffered(opts.concurrency.max(1))
-        .collect()
+        .buffer_unordered(opts.concurrency.max(1))
+        .collect::<Vec<()>>()
         .await;
-    // Cloned machines show up only across checks: compare MSDTC CIDs over the whole run.
-    hops::epm::mark_duplicate_cids(&mut results);
-    results
 }
 
 /// Runs one check's hop chain (the kind's own `run`, see [`crate::hops::Kind`]).
@@ -87,6 +145,10 @@ pub async fn run_check(spec: &CheckSpec, ctx: &RunContext) -> CheckResult {
             hop.detail
         );
     }
+    check_result(spec, hops)
+}
+
+fn check_result(spec: &CheckSpec, hops: Vec<crate::model::HopResult>) -> CheckResult {
     CheckResult {
         name: spec.name.clone(),
         kind: spec.target.kind().to_string(),

@@ -16,17 +16,17 @@ use support::netns::{
 };
 use support::{hop, parse_report};
 
-const AGENT_PORT: u16 = 7135;
-const KEY: &str = "b3f1c0ffee5eed0123456789abcdef0123456789abcdef0123456789abcdef01";
+pub(crate) const AGENT_PORT: u16 = 7135;
+pub(crate) const KEY: &str = "b3f1c0ffee5eed0123456789abcdef0123456789abcdef0123456789abcdef01";
 
 /// The agent process; killed on drop.
-struct AgentProc {
+pub(crate) struct AgentProc {
     child: Child,
     log: Arc<Mutex<String>>,
 }
 
 impl AgentProc {
-    fn start(ns: &Netns, key: &Path, config: Option<&Path>) -> AgentProc {
+    pub(crate) fn start(ns: &Netns, key: &Path, config: Option<&Path>) -> AgentProc {
         let mut cmd = ns.command(dtcprobe_bin());
         cmd.args([
             "agent",
@@ -58,7 +58,7 @@ impl AgentProc {
         agent
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
@@ -81,13 +81,13 @@ impl Drop for AgentProc {
     }
 }
 
-struct Setup {
-    zones: Zones,
-    dir: tempfile::TempDir,
-    key: PathBuf,
+pub(crate) struct Setup {
+    pub(crate) zones: Zones,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) key: PathBuf,
 }
 
-fn setup(prefix: &str, agent_config: &str) -> (Setup, PathBuf) {
+pub(crate) fn setup(prefix: &str, agent_config: &str) -> (Setup, PathBuf) {
     let zones = Zones::new(prefix);
     // Each side knows the other by name, as DTC requires (hosts files, no DNS server needed;
     // the zones have none, so this also proves a hosts-file name never waits for DNS).
@@ -130,7 +130,7 @@ fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
 }
 
 /// Drops new inbound TCP connections from the agent's zone: the classic one-way firewall.
-const ONE_WAY: &str = r#"
+pub(crate) const ONE_WAY: &str = r#"
 table ip zonefw {
   chain input {
     type filter hook input priority 0; policy accept;

@@ -33,7 +33,7 @@ fn violations(report: &Value) -> Vec<String> {
         .collect()
 }
 
-fn assert_valid(what: &str, report: &Value) {
+pub(crate) fn assert_valid(what: &str, report: &Value) {
     let errors = violations(report);
     assert!(
         errors.is_empty(),

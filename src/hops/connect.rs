@@ -28,6 +28,9 @@ pub struct Attempt {
     pub addr: SocketAddr,
     pub outcome: ConnectOutcome,
     pub elapsed: Duration,
+    /// The local address the connection used (connected) or would use (the route's source
+    /// address): the `source` of a firewall rule that has to let this flow through.
+    pub source: Option<IpAddr>,
 }
 
 impl Attempt {
@@ -41,14 +44,35 @@ impl Attempt {
 pub async fn connect(addr: SocketAddr, limit: Duration) -> (Attempt, Option<TcpStream>) {
     let started = Instant::now();
     let (outcome, stream) = connect_classified(addr, limit).await;
+    let elapsed = started.elapsed();
+    let source = match &stream {
+        Some(s) => s.local_addr().ok().map(|a| a.ip()),
+        None => route_source(addr),
+    };
     (
         Attempt {
             addr,
             outcome,
-            elapsed: started.elapsed(),
+            elapsed,
+            source,
         },
         stream,
     )
+}
+
+/// The source address the kernel picks for `to`: a UDP socket's `connect` only looks the route
+/// up (no packet is sent), on every OS. Used when the TCP connection itself failed, so that a
+/// dropped flow still names the address a firewall rule must allow.
+pub fn route_source(to: SocketAddr) -> Option<IpAddr> {
+    let any: SocketAddr = if to.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = std::net::UdpSocket::bind(any).ok()?;
+    socket.connect(to).ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -217,6 +241,7 @@ pub fn hop_result(kind: HopKind, attempts: &[Attempt]) -> HopResult {
             let c = classify_connect(a.outcome);
             json!({
                 "address": a.addr.to_string(),
+                "source": a.source.map(|s| s.to_string()),
                 "status": if c.is_none() { "pass" } else { "fail" },
                 "cause": c.as_ref().map(|c| c.cause.as_str()),
                 "duration_seconds": (a.elapsed.as_secs_f64() * 1e6).round() / 1e6,
@@ -267,6 +292,10 @@ pub fn hop_result(kind: HopKind, attempts: &[Attempt]) -> HopResult {
             crate::model::Cause::Internal,
             "no address to connect to",
         ),
+    };
+    let result = match attempts.iter().find_map(|a| a.source) {
+        Some(source) => result.with_data("source", source.to_string()),
+        None => result,
     };
     result.with_data("attempts", per_address)
 }
@@ -348,6 +377,7 @@ mod tests {
     fn attempt(addr: &str, outcome: ConnectOutcome) -> Attempt {
         Attempt {
             addr: addr.parse().unwrap(),
+            source: None,
             outcome,
             elapsed: Duration::from_millis(5),
         }
@@ -393,5 +423,11 @@ mod tests {
         assert_eq!(attempts[0].outcome, ConnectOutcome::Connected);
         let r = hop_result(HopKind::Tcp, &attempts[1..]);
         assert_eq!(r.cause, Some(Cause::Refused));
+        // Both the connection that was made and the one that failed name their source address.
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(attempts[0].source, Some(loopback));
+        assert_eq!(attempts[1].source, Some(loopback));
+        assert_eq!(r.data["source"], "127.0.0.1");
+        assert_eq!(r.data["attempts"][0]["source"], "127.0.0.1");
     }
 }

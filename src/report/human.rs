@@ -150,8 +150,18 @@ impl Exporter for Human {
         if let Some(diff) = ctx.baseline {
             crate::baseline::render_text(diff, out)?;
         }
-        Ok(())
+        write_verdict(report, out)
     }
+}
+
+/// The last lines of the report: the verdict a sysadmin pastes into a ticket (see
+/// [`crate::verdict`]), plain text so it survives copy and paste.
+pub fn write_verdict(report: &Report, out: &mut dyn Write) -> io::Result<()> {
+    writeln!(out, "\nverdict:")?;
+    for line in crate::verdict::verdict_lines(report) {
+        writeln!(out, "  {line}")?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

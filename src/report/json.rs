@@ -1,5 +1,6 @@
-//! `-f json`: the stable report schema of docs/report.md, plus the additive `baseline` field when the
-//! run was compared with an earlier report.
+//! `-f json`: the stable report schema of docs/report.md, plus the additive fields derived from it:
+//! `firewall_requests` (always; see [`crate::verdict`]) and `baseline` when the run was compared
+//! with an earlier report.
 
 use std::io::{self, Write};
 
@@ -11,12 +12,14 @@ use crate::model::Report;
 
 pub struct Json;
 
-/// The report with its baseline comparison as one more top-level field, after the report's own.
+/// The report with the derived top-level fields after the report's own.
 #[derive(Serialize)]
-struct WithBaseline<'a> {
+struct JsonReport<'a> {
     #[serde(flatten)]
     report: &'a Report,
-    baseline: &'a BaselineDiff,
+    firewall_requests: Vec<crate::verdict::FirewallRequest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline: Option<&'a BaselineDiff>,
 }
 
 impl Exporter for Json {
@@ -26,12 +29,12 @@ impl Exporter for Json {
         ctx: &RenderContext<'_>,
         out: &mut dyn Write,
     ) -> io::Result<()> {
-        match ctx.baseline {
-            None => serde_json::to_writer_pretty(&mut *out, report)?,
-            Some(baseline) => {
-                serde_json::to_writer_pretty(&mut *out, &WithBaseline { report, baseline })?
-            }
-        }
+        let full = JsonReport {
+            report,
+            firewall_requests: crate::verdict::firewall_requests(report),
+            baseline: ctx.baseline,
+        };
+        serde_json::to_writer_pretty(&mut *out, &full)?;
         writeln!(out)
     }
 }
@@ -72,10 +75,9 @@ mod tests {
         let diff = crate::baseline::diff(&before, &report);
 
         let mut expected = serde_json::to_value(&report).unwrap();
-        expected
-            .as_object_mut()
-            .unwrap()
-            .insert("baseline".into(), serde_json::to_value(&diff).unwrap());
+        let object = expected.as_object_mut().unwrap();
+        object.insert("firewall_requests".into(), json!([]));
+        object.insert("baseline".into(), serde_json::to_value(&diff).unwrap());
         let expected = format!("{}\n", serde_json::to_string_pretty(&expected).unwrap());
         let text = render(&report, Some(&diff));
         assert_eq!(text, expected);
@@ -83,9 +85,14 @@ mod tests {
 
         let plain = render(&report, None);
         assert!(!plain.contains("\"baseline\""), "{plain}");
+        let mut expected = serde_json::to_value(&report).unwrap();
+        expected
+            .as_object_mut()
+            .unwrap()
+            .insert("firewall_requests".into(), json!([]));
         assert_eq!(
             plain,
-            format!("{}\n", serde_json::to_string_pretty(&report).unwrap())
+            format!("{}\n", serde_json::to_string_pretty(&expected).unwrap())
         );
     }
 }

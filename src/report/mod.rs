@@ -2,9 +2,11 @@
 //! the baseline section, Nagios's exit codes) lives in the exporter, not in its callers.
 
 pub mod endpoints;
+pub mod firewall_request;
 pub mod human;
 pub mod json;
 pub mod junit;
+pub mod markdown;
 
 pub mod nagios;
 pub mod outputs;
@@ -66,6 +68,7 @@ pub enum Format {
     Junit,
     Nagios,
     Prometheus,
+    Markdown,
 }
 
 impl Format {
@@ -77,6 +80,7 @@ impl Format {
             Format::Junit => "junit",
             Format::Nagios => "nagios",
             Format::Prometheus => "prometheus",
+            Format::Markdown => "markdown",
         }
     }
 }
@@ -100,6 +104,7 @@ pub fn exporter_for(format: Format) -> Box<dyn Exporter> {
         Format::Junit => Box::new(junit::Junit),
         Format::Nagios => Box::new(nagios::Nagios),
         Format::Prometheus => Box::new(prometheus::Prometheus),
+        Format::Markdown => Box::new(markdown::Markdown),
     }
 }
 

@@ -14,6 +14,7 @@ use std::str::FromStr;
 
 use clap::ValueEnum;
 
+use super::firewall_request::FirewallRequestSpec;
 use super::{exporter_for, Format, RenderContext};
 use crate::baseline::{self, BaselineDiff, BaselineError};
 use crate::exit::{self, FailOn};
@@ -64,6 +65,8 @@ pub struct OutputRequest {
     pub outputs: Vec<OutputSpec>,
     /// `--textfile-dir DIR`.
     pub textfile_dir: Option<PathBuf>,
+    /// `--firewall-request FORMAT=PATH`.
+    pub firewall_requests: Vec<FirewallRequestSpec>,
     pub fail_on: FailOn,
     /// `--baseline FILE`: an earlier JSON report to compare with.
     pub baseline: Option<PathBuf>,
@@ -77,6 +80,7 @@ pub struct OutputPlan {
     pub color: bool,
     pub outputs: Vec<OutputSpec>,
     pub textfile_dir: Option<PathBuf>,
+    pub firewall_requests: Vec<FirewallRequestSpec>,
     pub fail_on: FailOn,
     /// The earlier report this run is compared with.
     pub baseline: Option<Report>,
@@ -95,6 +99,7 @@ impl OutputPlan {
             color: request.color,
             outputs: request.outputs,
             textfile_dir: request.textfile_dir,
+            firewall_requests: request.firewall_requests,
             fail_on: request.fail_on,
             baseline,
         })
@@ -183,6 +188,10 @@ pub fn emit(report: &Report, plan: &OutputPlan) -> u8 {
         plan.textfile_dir.as_deref(),
         diff.as_ref(),
     ) {
+        eprintln!("dtcprobe: {e}");
+        return exit::INCONCLUSIVE;
+    }
+    if let Err(e) = super::firewall_request::write_all(report, &plan.firewall_requests) {
         eprintln!("dtcprobe: {e}");
         return exit::INCONCLUSIVE;
     }

@@ -410,6 +410,7 @@ mod tests {
     fn rpc_port_hint_on_drop() {
         let a = Attempt {
             addr: "198.18.0.2:49153".parse().unwrap(),
+            source: None,
             outcome: ConnectOutcome::NoReply(Duration::from_secs(1)),
             elapsed: Duration::from_secs(1),
         };
