@@ -52,12 +52,13 @@ pub enum Cause {
     EpmAccessDenied,
     ProtocolError,
     DuplicateCid,
+    AddressMismatch,
     Config,
     Internal,
 }
 
 impl Cause {
-    pub const ALL: [Cause; 19] = [
+    pub const ALL: [Cause; 20] = [
         Cause::Refused,
         Cause::Timeout,
         Cause::Unreachable,
@@ -75,6 +76,7 @@ impl Cause {
         Cause::EpmAccessDenied,
         Cause::ProtocolError,
         Cause::DuplicateCid,
+        Cause::AddressMismatch,
         Cause::Config,
         Cause::Internal,
     ];
@@ -98,6 +100,7 @@ impl Cause {
             Cause::EpmAccessDenied => "epm_access_denied",
             Cause::ProtocolError => "protocol_error",
             Cause::DuplicateCid => "duplicate_cid",
+            Cause::AddressMismatch => "address_mismatch",
             Cause::Config => "config",
             Cause::Internal => "internal",
         }
@@ -123,6 +126,7 @@ pub enum HopKind {
     TxDistributed,
     Epm,
     RpcPort,
+    RpcBind,
     Callback,
     Twophase,
 }
@@ -139,6 +143,7 @@ impl HopKind {
             HopKind::TxDistributed => "tx_distributed",
             HopKind::Epm => "epm",
             HopKind::RpcPort => "rpc_port",
+            HopKind::RpcBind => "rpc_bind",
             HopKind::Callback => "callback",
             HopKind::Twophase => "twophase",
         }
