@@ -52,6 +52,7 @@ pub enum Cause {
     EpmAccessDenied,
     ProtocolError,
     DuplicateCid,
+    AddressMismatch,
     Config,
     Internal,
     /// The run was stopped (SIGINT/SIGTERM) before this hop finished or started.
@@ -77,6 +78,7 @@ impl Cause {
         Cause::EpmAccessDenied,
         Cause::ProtocolError,
         Cause::DuplicateCid,
+        Cause::AddressMismatch,
         Cause::Config,
         Cause::Internal,
         Cause::Interrupted,
@@ -101,6 +103,7 @@ impl Cause {
             Cause::EpmAccessDenied => "epm_access_denied",
             Cause::ProtocolError => "protocol_error",
             Cause::DuplicateCid => "duplicate_cid",
+            Cause::AddressMismatch => "address_mismatch",
             Cause::Config => "config",
             Cause::Internal => "internal",
             Cause::Interrupted => "interrupted",
@@ -127,6 +130,7 @@ pub enum HopKind {
     TxDistributed,
     Epm,
     RpcPort,
+    RpcBind,
     Callback,
     Twophase,
 }
@@ -143,6 +147,7 @@ impl HopKind {
             HopKind::TxDistributed => "tx_distributed",
             HopKind::Epm => "epm",
             HopKind::RpcPort => "rpc_port",
+            HopKind::RpcBind => "rpc_bind",
             HopKind::Callback => "callback",
             HopKind::Twophase => "twophase",
         }

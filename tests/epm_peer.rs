@@ -1,7 +1,8 @@
 //! The `epm` / `rpc_port` hops against a small scripted endpoint mapper on loopback, for what a
 //! real Samba cannot show: MSDTC's CID as object UUID (and the same CID on two hosts), responses
 //! split into many small fragments, faults, bind_nak, garbage, a silent peer, and an
-//! ncalrpc-only registration. The main path is proven against real Samba in `epm_samba.rs`.
+//! ncalrpc-only registration, a tower advertising another address than the one reached
+//! (`rpc_bind` `address_mismatch`). The main path is proven against real Samba in `epm_samba.rs`.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -47,6 +48,22 @@ async fn read_pdu(s: &mut TcpStream) -> Option<Vec<u8>> {
     buf[..16].copy_from_slice(&h);
     s.read_exact(&mut buf[16..]).await.ok()?;
     Some(buf)
+}
+
+/// The RPC server behind a scripted mapper's port: answers one bind with bind_ack when it offers
+/// IXnRemote, with a provider rejection (abstract syntax not supported) for any other interface,
+/// as a real RPC server does.
+async fn serve_rpc(mut s: TcpStream) {
+    let Some(bind) = read_pdu(&mut s).await else {
+        return;
+    };
+    let call_id = u32::from_le_bytes([bind[12], bind[13], bind[14], bind[15]]);
+    // The first context's abstract syntax UUID sits at offset 32 (after header, frag sizes,
+    // association group, context count, context id and transfer syntax count).
+    let offers_ixnremote = bind.get(32..48) == Some(&IXNREMOTE.uuid.to_le_bytes()[..]);
+    let _ = s
+        .write_all(&build::bind_ack(call_id, "49999", offers_ixnremote))
+        .await;
 }
 
 async fn serve(mut s: TcpStream, ip: Ipv4Addr, b: Behavior) {
@@ -141,27 +158,39 @@ async fn serve(mut s: TcpStream, ip: Ipv4Addr, b: Behavior) {
     }
 }
 
-/// A scripted mapper on `ip`, plus (for `Registered`) a listener standing for the RPC port.
+/// A scripted mapper on `ip`, plus (for `Registered`) the RPC server port it points to.
 pub(crate) struct Peer {
     pub(crate) addr: SocketAddr,
-    _rpc: Option<TcpListener>,
+    pub(crate) rpc_port: u16,
 }
 
 pub(crate) async fn peer(ip: Ipv4Addr, make: impl FnOnce(u16) -> Behavior) -> Peer {
+    peer_advertising(ip, ip, make).await
+}
+
+/// As [`peer`], but its towers advertise `advertise` as the RPC server's address (a NAT or a
+/// multi-homed server registering another interface).
+pub(crate) async fn peer_advertising(
+    ip: Ipv4Addr,
+    advertise: Ipv4Addr,
+    make: impl FnOnce(u16) -> Behavior,
+) -> Peer {
     let rpc = TcpListener::bind((ip, 0)).await.unwrap();
     let rpc_port = rpc.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = rpc.accept().await {
+            tokio::spawn(serve_rpc(s));
+        }
+    });
     let b = make(rpc_port);
     let l = TcpListener::bind((ip, 0)).await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
-            tokio::spawn(serve(s, ip, b.clone()));
+            tokio::spawn(serve(s, advertise, b.clone()));
         }
     });
-    Peer {
-        addr,
-        _rpc: Some(rpc),
-    }
+    Peer { addr, rpc_port }
 }
 
 fn spec(url: &str) -> CheckSpec {
@@ -210,6 +239,14 @@ async fn cid_is_reported_from_a_fragmented_answer() {
     let rpc = hop(&checks[0], HopKind::RpcPort);
     assert_eq!(rpc.status, Status::Pass, "{rpc:#?}");
     let port = rpc.data["ports"][0].as_u64().unwrap();
+    assert_eq!(port, p.rpc_port as u64);
+    // The scripted RPC server offers IXnRemote: the bind is accepted, the tower's address is
+    // the one reached.
+    let bind = hop(&checks[0], HopKind::RpcBind);
+    assert_eq!(bind.status, Status::Pass, "{bind:#?}");
+    assert_eq!(bind.data["binds"][0]["answer"], "bind_ack");
+    assert_eq!(bind.data["binds"][0]["tower_address"], "127.0.0.1");
+    assert_eq!(checks[0].status, Status::Pass);
     assert_eq!(epm.data["ports"][0].as_u64(), Some(port));
     assert!(epm.data["endpoints"]
         .as_array()
@@ -244,6 +281,44 @@ async fn same_cid_on_two_hosts_is_duplicate_cid() {
     }
     assert!(hop(&checks[0], HopKind::Epm).detail.contains(&urls[1]));
     assert_eq!(checks[2].status, Status::Pass, "{:#?}", checks[2]);
+}
+
+/// The mapper advertises 198.18.7.7 for the port it serves on 127.0.0.1 (NAT, or a multi-homed
+/// server registering another NIC): the bind on the address reached passes, the hop warns with
+/// `address_mismatch` and names both addresses.
+#[tokio::test]
+async fn tower_address_other_than_the_one_reached_warns_address_mismatch() {
+    let p = peer_advertising(
+        Ipv4Addr::LOCALHOST,
+        Ipv4Addr::new(198, 18, 7, 7),
+        registered(CID_A, 4096),
+    )
+    .await;
+    let checks = run(&[format!("epm://{}", p.addr)]).await;
+    let epm = hop(&checks[0], HopKind::Epm);
+    assert_eq!(epm.status, Status::Pass, "{epm:#?}");
+    assert_eq!(epm.data["advertised_addresses"][0], "198.18.7.7");
+    assert_eq!(hop(&checks[0], HopKind::RpcPort).status, Status::Pass);
+    let bind = hop(&checks[0], HopKind::RpcBind);
+    assert_eq!(
+        (bind.status, bind.cause),
+        (Status::Warn, Some(Cause::AddressMismatch)),
+        "{bind:#?}"
+    );
+    assert!(
+        bind.detail.contains(&format!(
+            "port {} advertised on 198.18.7.7, reached on 127.0.0.1",
+            p.rpc_port
+        )),
+        "{bind:#?}"
+    );
+    assert!(bind.hint.as_deref().unwrap().contains("NIC"), "{bind:#?}");
+    assert_eq!(bind.data["binds"][0]["tower_address"], "198.18.7.7");
+    assert_eq!(
+        bind.data["binds"][0]["address"],
+        format!("127.0.0.1:{}", p.rpc_port)
+    );
+    assert_eq!(checks[0].status, Status::Warn);
 }
 
 #[tokio::test]
@@ -325,6 +400,7 @@ async fn failures_of_the_conversation() {
         );
         assert!(epm.hint.as_deref().unwrap_or("").contains(hint), "{epm:#?}");
         assert_eq!(hop(c, HopKind::RpcPort).status, Status::Skip);
+        assert_eq!(hop(c, HopKind::RpcBind).status, Status::Skip);
     }
 }
 

@@ -299,3 +299,136 @@ fn list_endpoints_agrees_with_impacket() {
 fn ours_len(epm: &Value) -> usize {
     epm["data"]["entries"].as_array().map(Vec::len).unwrap_or(0)
 }
+
+/// The ports the `epm` check of `url` found (its `epm` hop's data), run from `ns`.
+fn mapped_ports(ns: &support::netns::Netns, url: &str) -> Vec<u16> {
+    let (code, out, err) = dtcprobe_in(ns, &["check", "-f", "json", "--timeout", "2s", url]);
+    let report = parse_report(&out);
+    assert_eq!(code, 0, "stderr: {err}\n{report:#}");
+    ports_of(hop(&report, url, "epm"))
+}
+
+/// `rpc_bind` against Samba: lsarpc on the port the mapper returned is accepted (bind_ack), and
+/// the tower's address is the one reached. Then a NAT rule in the server's zone sends winreg's
+/// port to the lsarpc server: the mapper's answer and the TCP connect still pass, but the RPC
+/// server there rejects winreg's interface, which only `rpc_bind` shows.
+#[test]
+fn rpc_bind_passes_on_the_right_server_and_is_rejected_by_another() {
+    let test = "rpc_bind_passes_on_the_right_server_and_is_rejected_by_another";
+    if !can_run_netns_tests(test) || !samba::available(test) {
+        return;
+    }
+    let zones = Zones::new("dpe");
+    let _samba = Samba::start(&zones.sql, SQL_IP);
+    let lsarpc = format!("epm://{SQL_IP}?iface={LSARPC}");
+    let winreg = format!("epm://{SQL_IP}?iface={WINREG}");
+    let (code, out, err) = dtcprobe_in(
+        &zones.web,
+        &["check", "-f", "json", "--timeout", "2s", &lsarpc],
+    );
+    let report = parse_report(&out);
+    assert_eq!(code, 0, "stderr: {err}\n{report:#}");
+    let bind = hop(&report, &lsarpc, "rpc_bind");
+    assert_eq!(bind["status"], "pass", "{bind:#}");
+    let binds = bind["data"]["binds"].as_array().unwrap();
+    assert!(!binds.is_empty());
+    for b in binds {
+        assert_eq!(b["answer"], "bind_ack", "{bind:#}");
+        assert_eq!(b["tower_address"], SQL_IP, "{bind:#}");
+    }
+
+    let lsarpc_port = mapped_ports(&zones.web, &lsarpc)[0];
+    let winreg_ports = mapped_ports(&zones.web, &winreg);
+    assert!(
+        !winreg_ports.contains(&lsarpc_port),
+        "Samba serves winreg and lsarpc on one port ({lsarpc_port}): the test needs two servers"
+    );
+    let redirects: String = winreg_ports
+        .iter()
+        .map(|p| format!("    tcp dport {p} redirect to :{lsarpc_port}\n"))
+        .collect();
+    zones.sql.nft(&format!(
+        "table ip portfwd {{\n  chain prerouting {{\n    type nat hook prerouting priority -100; policy accept;\n{redirects}  }}\n}}\n"
+    ));
+    let (code, out, err) = dtcprobe_in(
+        &zones.web,
+        &["check", "-f", "json", "--timeout", "2s", &winreg],
+    );
+    let report = parse_report(&out);
+    assert_eq!(code, 1, "stderr: {err}\n{report:#}");
+    assert_eq!(hop(&report, &winreg, "epm")["status"], "pass");
+    assert_eq!(hop(&report, &winreg, "rpc_port")["status"], "pass");
+    let bind = hop(&report, &winreg, "rpc_bind");
+    assert_eq!(
+        (bind["status"].as_str(), bind["cause"].as_str()),
+        (Some("fail"), Some("protocol_error")),
+        "{bind:#}"
+    );
+    let answer = bind["data"]["binds"][0]["answer"].as_str().unwrap();
+    assert!(
+        answer == "context_rejected" || answer == "bind_nak",
+        "{bind:#}"
+    );
+    assert!(
+        bind["hint"]
+            .as_str()
+            .unwrap()
+            .contains("does not offer this interface"),
+        "{bind:#}"
+    );
+}
+
+/// An RPC-aware firewall in miniature: the handshake to the dynamic range passes, the first
+/// segment carrying data (the bind) is dropped, or answered with a reset. `rpc_port` passes
+/// (the "firewall logs clean" case), `rpc_bind` fails with `timeout` / `reset` and the hint
+/// names RPC inspection.
+#[test]
+fn rpc_filtered_after_the_handshake_fails_rpc_bind_not_rpc_port() {
+    let test = "rpc_filtered_after_the_handshake_fails_rpc_bind_not_rpc_port";
+    if !can_run_netns_tests(test) || !samba::available(test) {
+        return;
+    }
+    let zones = Zones::new("dpe");
+    let _samba = Samba::start(&zones.sql, SQL_IP);
+    let url = format!("epm://{SQL_IP}?iface={LSARPC}");
+    // Pure ACKs of the handshake are 52 bytes (20 IP + 32 TCP with timestamps); a bind is
+    // 72 bytes of payload more. Only segments with payload match `ip length > 64`.
+    for (action, cause, answer) in [
+        ("drop", "timeout", "no_answer"),
+        ("reject with tcp reset", "reset", "reset"),
+    ] {
+        zones.sql.nft(&format!(
+            "table ip rpcips {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    \
+             tcp dport 49152-65535 tcp flags & (syn | ack) == ack ip length > 64 {action}\n  }}\n}}\n"
+        ));
+        let (code, out, err) = dtcprobe_in(
+            &zones.web,
+            &["check", "-f", "json", "--timeout", "2s", &url],
+        );
+        let report = parse_report(&out);
+        assert_eq!(code, 1, "{action}: stderr: {err}\n{report:#}");
+        assert_eq!(hop(&report, &url, "epm")["status"], "pass", "{action}");
+        assert_eq!(
+            hop(&report, &url, "rpc_port")["status"],
+            "pass",
+            "{action}: {report:#}"
+        );
+        let bind = hop(&report, &url, "rpc_bind");
+        assert_eq!(
+            (bind["status"].as_str(), bind["cause"].as_str()),
+            (Some("fail"), Some(cause)),
+            "{action}: {bind:#}"
+        );
+        assert_eq!(
+            bind["data"]["binds"][0]["answer"], answer,
+            "{action}: {bind:#}"
+        );
+        assert!(
+            bind["hint"]
+                .as_str()
+                .unwrap()
+                .contains("RPC-aware firewall"),
+            "{action}: {bind:#}"
+        );
+    }
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::epm_peer::{peer as mapper_peer, registered, CID_A};
+use crate::epm_peer::{peer as mapper_peer, peer_advertising, registered, CID_A};
 use crate::support::netns::{can_run_netns_tests, dtcprobe_bin, dtcprobe_in, Zones, SQL_IP};
 use crate::support::tds_peer::{PeerConfig, TdsPeer};
 use crate::support::{parse_report, run_bin};
@@ -161,7 +161,23 @@ async fn epm_reports_with_cid_and_list_endpoints_match_the_schema() {
         "--list-endpoints left no trace: {report:#}"
     );
     assert!(has(&report, "rpc_port:pass"), "{report:#}");
-    assert_valid("epm + rpc_port with --list-endpoints", &report);
+    assert!(has(&report, "rpc_bind:pass"), "{report:#}");
+    assert_valid("epm + rpc_port + rpc_bind with --list-endpoints", &report);
+
+    // rpc_bind warning `address_mismatch` (a tower advertising another address).
+    let natted = peer_advertising(
+        Ipv4Addr::LOCALHOST,
+        Ipv4Addr::new(198, 18, 7, 7),
+        registered(CID_A, 4096),
+    )
+    .await;
+    let target = format!("epm://{}", natted.addr);
+    let report =
+        tokio::task::spawn_blocking(move || json_run(&["check", "--timeout", "2s", &target]))
+            .await
+            .unwrap();
+    assert!(has(&report, "rpc_bind:warn"), "{report:#}");
+    assert_valid("rpc_bind address_mismatch", &report);
 }
 
 #[test]

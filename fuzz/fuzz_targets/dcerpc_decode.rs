@@ -3,7 +3,10 @@
 #![no_main]
 
 use dtcprobe_wire::dcerpc::epm::{decode_lookup_response, decode_map_response, Entry, Tower};
-use dtcprobe_wire::dcerpc::pdu::{decode_bind_reply, parse_header, ResponseAssembler, Step};
+use dtcprobe_wire::dcerpc::pdu::{
+    bind_nak_reason, context_result_text, decode_bind_reply, parse_header, BindReply,
+    ResponseAssembler, Step,
+};
 use libfuzzer_sys::fuzz_target;
 
 fn exercise(t: &Tower) {
@@ -22,7 +25,16 @@ fn exercise_entry(e: &Entry) {
 
 fuzz_target!(|data: &[u8]| {
     let _ = parse_header(data);
-    let _ = decode_bind_reply(data);
+    // The bind reply is what `rpc_bind` reads from whatever answers on a mapped port.
+    match decode_bind_reply(data) {
+        Ok(BindReply::ContextRejected { result, reason }) => {
+            let _ = context_result_text(result, reason);
+        }
+        Ok(BindReply::Nak { reason }) => {
+            let _ = bind_nak_reason(reason);
+        }
+        _ => {}
+    }
 
     // The input as a stream of fragments, each framed by its own header, as read off a socket.
     let call_id = parse_header(data).map(|h| h.call_id).unwrap_or(0);

@@ -9,10 +9,13 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde_json::{json, Value};
 
-use super::client::EpmError;
+use super::client::{BindOutcome, EpmError};
 use super::target::Interface;
 use crate::dcerpc::epm::{Entry, Tower, EPT_S_NOT_REGISTERED};
-use crate::dcerpc::pdu::status_text;
+use crate::dcerpc::pdu::{
+    bind_nak_reason, context_result_text, is_abstract_syntax_rejection, status_text, BindReply,
+};
+use crate::dcerpc::SyntaxId;
 use crate::model::{Cause, CheckResult, HopKind, HopResult, Status};
 
 pub const HINT_RPC_PORT: &str =
@@ -73,18 +76,23 @@ pub(super) fn registers(e: &Entry, iface: &Interface) -> bool {
         .is_some_and(|s| iface.matches(&s))
 }
 
-/// What `epm` hands to `rpc_port`.
+/// What `epm` hands to `rpc_port` and `rpc_bind`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EpmFound {
     /// The address the mapper answered on: the RPC ports are tried there.
     pub ip: IpAddr,
     pub ports: Vec<u16>,
+    /// The interface and version to bind to (the one asked for, or the version registered).
+    pub iface: SyntaxId,
+    /// Per port, the network address the tower advertised (when it named one other than 0.0.0.0).
+    pub advertised: BTreeMap<u16, IpAddr>,
 }
 
 /// Pure verdict of the `epm` hop from what the mapper said.
 /// `lookup`: entries of `ept_lookup` by interface (may be partial); `mapped`: towers from `ept_map`.
 pub fn assess(
     iface: &Interface,
+    bind_as: SyntaxId,
     mapper: SocketAddr,
     lookup: &[Entry],
     mapped: &[Tower],
@@ -103,6 +111,7 @@ pub fn assess(
         .collect();
     let mut ports = BTreeSet::new();
     let mut advertised = BTreeSet::new();
+    let mut advertised_by_port = BTreeMap::new();
     let mut endpoints = BTreeSet::new();
     for t in &matching {
         endpoints.insert(t.binding());
@@ -112,6 +121,9 @@ pub fn assess(
             }
             if let Some(ip) = ip.filter(|ip| !ip.is_unspecified()) {
                 advertised.insert(ip.to_string());
+                if port != 0 {
+                    advertised_by_port.entry(port).or_insert(ip);
+                }
             }
         }
     }
@@ -182,6 +194,8 @@ pub fn assess(
     let found = (!ports.is_empty()).then_some(EpmFound {
         ip: mapper.ip(),
         ports,
+        iface: bind_as,
+        advertised: advertised_by_port,
     });
     (result, found)
 }
@@ -210,6 +224,182 @@ pub fn rpc_port_result(attempts: &[crate::hops::connect::Attempt]) -> HopResult 
     }
     let ports: Vec<u16> = attempts.iter().map(|a| a.addr.port()).collect();
     r.with_data("ports", ports)
+}
+
+pub const HINT_BIND_OTHER_SERVER: &str = "the port the endpoint mapper returned is answered by an \
+RPC server that does not offer this interface: a stale registration (the service restarted and another \
+program now holds the port), or a port forward / NAT that leads to another host. Restart the service \
+(MSDTC: pin it with ServerTcpPort) and compare with rpcdump / `PortQry -e 135` on the server itself";
+pub const HINT_BIND_NOT_RPC: &str = "the port the endpoint mapper returned is answered by a program \
+that does not speak DCE/RPC: a stale registration (another program took the port), a port forward to \
+another service, or a proxy in the path";
+pub const HINT_RPC_FILTERED: &str = "the TCP handshake to the RPC port passed but the RPC bind inside \
+the connection was dropped: an RPC-aware firewall or IPS (DCE/RPC application inspection, an RPC \
+UUID filter such as Windows Firewall RPC filters, `netsh rpc filter`, or a next-generation firewall's \
+msrpc application) allows the port and discards the RPC. Such drops often leave no deny in the \
+firewall log. Allow this interface UUID in the RPC/DCE-RPC inspection policy, in both directions";
+pub const HINT_TOWER_ADDRESS: &str = "the endpoint mapper advertises another network address for \
+this port than the one reached: NAT between the zones, or a multi-homed server registering the \
+interface on another NIC. Clients that use the advertised address (and the far side calling back by \
+name) go to that other interface: give the server a NIC (or an address) in the zone its partners \
+reach, or make name resolution and the advertised address agree";
+
+/// One `rpc_bind` attempt: the port tried (on the mapper's address), the address the mapper's
+/// tower advertised for it, and what the bind came to.
+#[derive(Debug)]
+pub struct BindAttempt {
+    pub addr: SocketAddr,
+    pub tower_address: Option<IpAddr>,
+    pub outcome: BindOutcome,
+    pub elapsed: std::time::Duration,
+}
+
+/// The verdict of one bind: `Ok(answer)` when the server accepted the interface, or the
+/// failure's cause, short answer name, detail and hint.
+fn bind_verdict(outcome: &BindOutcome) -> Result<&'static str, (Cause, &'static str, String, &'static str)> {
+    match outcome {
+        BindOutcome::Answered(BindReply::Accepted { .. }) => Ok("bind_ack"),
+        BindOutcome::Answered(BindReply::ContextRejected { result, reason }) => Err((
+            Cause::ProtocolError,
+            "context_rejected",
+            format!(
+                "bind_ack rejected the interface ({}){}",
+                context_result_text(*result, *reason),
+                if is_abstract_syntax_rejection(*reason) {
+                    ": the RPC server on this port does not offer it"
+                } else {
+                    ""
+                }
+            ),
+            HINT_BIND_OTHER_SERVER,
+        )),
+        BindOutcome::Answered(BindReply::Nak { reason }) => Err((
+            Cause::ProtocolError,
+            "bind_nak",
+            format!("bind_nak ({})", bind_nak_reason(*reason)),
+            HINT_BIND_OTHER_SERVER,
+        )),
+        BindOutcome::NotConnected(a) => match crate::classify::classify_connect(a.outcome) {
+            Some(v) => Err((v.cause, "not_connected", format!("TCP {}: {}", a.addr, v.detail), HINT_RPC_PORT)),
+            None => Err((Cause::Internal, "not_connected", "no connection".into(), "run with -v")),
+        },
+        BindOutcome::Broken(e) => match e {
+            EpmError::Timeout(limit) => Err((
+                Cause::Timeout,
+                "no_answer",
+                format!(
+                    "TCP connected, but the bind got no answer within {}",
+                    humantime::format_duration(*limit)
+                ),
+                HINT_RPC_FILTERED,
+            )),
+            EpmError::Closed => Err((
+                Cause::Reset,
+                "closed",
+                "TCP connected, then the connection was closed without an answer to the bind".into(),
+                HINT_RPC_FILTERED,
+            )),
+            EpmError::Io(io)
+                if matches!(
+                    io.kind(),
+                    io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                Err((
+                    Cause::Reset,
+                    "reset",
+                    format!("TCP connected, then the connection was reset during the bind ({io})"),
+                    HINT_RPC_FILTERED,
+                ))
+            }
+            EpmError::Io(io) => Err((
+                Cause::Internal,
+                "error",
+                format!("local socket error during the bind: {io}"),
+                "an unexpected error from the operating system; run with -v",
+            )),
+            other => Err((
+                Cause::ProtocolError,
+                "not_rpc",
+                format!("the answer to the bind is not DCE/RPC ({other})"),
+                HINT_BIND_NOT_RPC,
+            )),
+        },
+    }
+}
+
+/// Pure: the `rpc_bind` hop from one bind per port. Pass when every port accepted the interface;
+/// `warn` when only some did, or when they all did but a tower advertised another address than
+/// the one reached (`address_mismatch`); `fail` with the first failure's cause otherwise.
+pub fn rpc_bind_result(iface: &SyntaxId, attempts: &[BindAttempt]) -> HopResult {
+    let mut binds = Vec::new();
+    let mut failures = Vec::new();
+    let mut accepted = Vec::new();
+    let mut mismatches = Vec::new();
+    for a in attempts {
+        let verdict = bind_verdict(&a.outcome);
+        let tower = a.tower_address.map(|ip| ip.to_string());
+        if let Some(t) = a.tower_address.filter(|t| *t != a.addr.ip()) {
+            mismatches.push(format!("port {} advertised on {t}, reached on {}", a.addr.port(), a.addr.ip()));
+        }
+        let (status, cause, answer) = match &verdict {
+            Ok(answer) => ("pass", None, *answer),
+            Err((cause, answer, _, _)) => ("fail", Some(cause.as_str()), *answer),
+        };
+        binds.push(json!({
+            "address": a.addr.to_string(),
+            "tower_address": tower,
+            "status": status,
+            "cause": cause,
+            "answer": answer,
+            "duration_seconds": a.elapsed.as_secs_f64(),
+        }));
+        match verdict {
+            Ok(_) => accepted.push(a.addr.to_string()),
+            Err((cause, _, detail, hint)) => failures.push((a.addr, cause, detail, hint)),
+        }
+    }
+    let mut r = if attempts.is_empty() {
+        HopResult::skip(HopKind::RpcBind, "no port to bind to")
+    } else if failures.is_empty() {
+        let detail = format!(
+            "bind_ack for {iface} on {}: that port is this interface's RPC server",
+            accepted.join(", ")
+        );
+        if mismatches.is_empty() {
+            HopResult::pass(HopKind::RpcBind, detail)
+        } else {
+            HopResult::warn(
+                HopKind::RpcBind,
+                Cause::AddressMismatch,
+                format!("{detail}; but {}", mismatches.join("; ")),
+            )
+            .with_hint(HINT_TOWER_ADDRESS)
+        }
+    } else {
+        let (addr, cause, detail, hint) = &failures[0];
+        let mut hint = hint.to_string();
+        if !mismatches.is_empty() {
+            hint.push_str(&format!(". Also: {}; {HINT_TOWER_ADDRESS}", mismatches.join("; ")));
+        }
+        let detail = format!("{addr}: {detail}");
+        if accepted.is_empty() {
+            HopResult::fail(HopKind::RpcBind, *cause, detail).with_hint(hint)
+        } else {
+            HopResult::warn(
+                HopKind::RpcBind,
+                *cause,
+                format!("{detail} (bind_ack on {})", accepted.join(", ")),
+            )
+            .with_hint(hint)
+        }
+    };
+    if !attempts.is_empty() {
+        r = r.with_data("iface", iface.to_string()).with_data("binds", binds);
+    }
+    r
 }
 
 /// Across all results of a run: when two different hosts report the same MSDTC CID, their `epm`
@@ -343,7 +533,7 @@ mod tests {
             ),
         ];
         for (i, (lookup, mapped, status, cause, hint, ports)) in rows.into_iter().enumerate() {
-            let (r, found) = assess(&dtc, mapper(), &lookup, &mapped);
+            let (r, found) = assess(&dtc, IXNREMOTE, mapper(), &lookup, &mapped);
             assert_eq!(
                 (r.status, r.cause, r.hint.as_deref()),
                 (status, cause, hint),
@@ -351,7 +541,7 @@ mod tests {
             );
             assert_eq!(found.map(|f| f.ports).unwrap_or_default(), ports, "row {i}");
         }
-        let (r, _) = assess(&dtc, mapper(), &[entry(cid, tcp.clone())], &[]);
+        let (r, _) = assess(&dtc, IXNREMOTE, mapper(), &[entry(cid, tcp.clone())], &[]);
         assert_eq!(r.data["cid"], cid.to_string());
         assert_eq!(r.data["endpoints"][0], "ncacn_ip_tcp:198.18.0.2[5000]");
         assert_eq!(r.data["advertised_addresses"][0], "198.18.0.2");
@@ -362,6 +552,7 @@ mod tests {
         };
         let (r, _) = assess(
             &any,
+            other,
             mapper(),
             &[entry(
                 Uuid::NIL,
@@ -458,5 +649,115 @@ mod tests {
         ];
         mark_duplicate_cids(&mut same);
         assert!(same.iter().all(|c| c.status == Status::Pass));
+    }
+
+    fn bind(port: u16, tower: Option<&str>, outcome: BindOutcome) -> BindAttempt {
+        BindAttempt {
+            addr: SocketAddr::new("198.18.0.2".parse().unwrap(), port),
+            tower_address: tower.map(|t| t.parse().unwrap()),
+            outcome,
+            elapsed: Duration::from_millis(3),
+        }
+    }
+
+    #[test]
+    fn rpc_bind_verdicts() {
+        use crate::dcerpc::pdu::BindReply;
+        let ack = || {
+            BindOutcome::Answered(BindReply::Accepted {
+                max_xmit: 4280,
+                max_recv: 4280,
+                sec_addr: "49153".into(),
+            })
+        };
+        let rejected = || {
+            BindOutcome::Answered(BindReply::ContextRejected {
+                result: 2,
+                reason: 1,
+            })
+        };
+        let closed = || BindOutcome::Broken(EpmError::Closed);
+        let silent = || BindOutcome::Broken(EpmError::Timeout(Duration::from_secs(2)));
+        let reset = || {
+            BindOutcome::Broken(EpmError::Io(io::Error::from(
+                io::ErrorKind::ConnectionReset,
+            )))
+        };
+        let garbage = || {
+            BindOutcome::Broken(EpmError::Decode(DecodeError::invalid(
+                "PDU header",
+                "not DCE/RPC",
+            )))
+        };
+        let refused = || {
+            BindOutcome::NotConnected(Attempt {
+                addr: "198.18.0.2:49153".parse().unwrap(),
+                outcome: ConnectOutcome::Error(io::ErrorKind::ConnectionRefused, Some(111)),
+                elapsed: Duration::ZERO,
+            })
+        };
+        // (attempts, status, cause, hint fragment, detail fragment)
+        type Row = (Vec<BindAttempt>, Status, Option<Cause>, &'static str, &'static str);
+        let rows: Vec<Row> = vec![
+            (vec![bind(49153, Some("198.18.0.2"), ack())], Status::Pass, None, "", "bind_ack"),
+            (vec![bind(49153, None, ack())], Status::Pass, None, "", "bind_ack"),
+            (
+                vec![bind(49153, Some("10.9.9.9"), ack())],
+                Status::Warn,
+                Some(Cause::AddressMismatch),
+                "NIC",
+                "advertised on 10.9.9.9, reached on 198.18.0.2",
+            ),
+            (
+                vec![bind(49153, None, rejected())],
+                Status::Fail,
+                Some(Cause::ProtocolError),
+                "does not offer this interface",
+                "abstract syntax not supported",
+            ),
+            (
+                vec![bind(49153, None, BindOutcome::Answered(BindReply::Nak { reason: 4 }))],
+                Status::Fail,
+                Some(Cause::ProtocolError),
+                "does not offer this interface",
+                "bind_nak (protocol version not supported)",
+            ),
+            (vec![bind(49153, None, closed())], Status::Fail, Some(Cause::Reset), "RPC-aware firewall", "closed"),
+            (vec![bind(49153, None, reset())], Status::Fail, Some(Cause::Reset), "RPC-aware firewall", "reset"),
+            (vec![bind(49153, None, silent())], Status::Fail, Some(Cause::Timeout), "RPC-aware firewall", "no answer within 2s"),
+            (vec![bind(49153, None, garbage())], Status::Fail, Some(Cause::ProtocolError), "does not speak DCE/RPC", "not DCE/RPC"),
+            (vec![bind(49153, None, refused())], Status::Fail, Some(Cause::Refused), "RPC dynamic range", "TCP 198.18.0.2:49153"),
+            // One port answers, another is filtered: a partial failure.
+            (
+                vec![bind(49153, None, ack()), bind(49154, None, silent())],
+                Status::Warn,
+                Some(Cause::Timeout),
+                "RPC-aware firewall",
+                "(bind_ack on 198.18.0.2:49153)",
+            ),
+            // A failure with a mismatch mentions both.
+            (
+                vec![bind(49153, Some("10.9.9.9"), silent())],
+                Status::Fail,
+                Some(Cause::Timeout),
+                "NIC",
+                "no answer",
+            ),
+            (vec![], Status::Skip, None, "", "no port"),
+        ];
+        for (i, (attempts, status, cause, hint, detail)) in rows.into_iter().enumerate() {
+            let r = rpc_bind_result(&IXNREMOTE, &attempts);
+            assert_eq!((r.status, r.cause), (status, cause), "row {i}: {r:#?}");
+            assert!(r.hint.as_deref().unwrap_or("").contains(hint), "row {i}: {r:#?}");
+            assert!(r.detail.contains(detail), "row {i}: {r:#?}");
+            if !attempts.is_empty() {
+                assert_eq!(r.data["binds"].as_array().unwrap().len(), attempts.len());
+                assert_eq!(r.data["binds"][0]["address"], attempts[0].addr.to_string());
+                assert_eq!(
+                    r.data["binds"][0]["tower_address"],
+                    json!(attempts[0].tower_address.map(|t| t.to_string()))
+                );
+            }
+        }
     }
 }

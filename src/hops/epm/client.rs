@@ -4,7 +4,7 @@
 //! codec ([`crate::dcerpc`]) stays pure and the verdicts stay testable without a socket.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use thiserror::Error;
@@ -20,6 +20,7 @@ use crate::dcerpc::pdu::{
     status_text, BindReply, CallError, ResponseAssembler, Step, HEADER_LEN,
 };
 use crate::dcerpc::{DecodeError, SyntaxId, Uuid, EPM_INTERFACE};
+use crate::hops::connect::Attempt;
 
 /// Endpoint-mapper answers we read before giving up (500 entries each).
 const MAX_LOOKUP_CALLS: usize = 64;
@@ -163,6 +164,37 @@ impl EpmClient {
             }
             status => Err(EpmError::Status { status }),
         }
+    }
+}
+
+/// What one unauthenticated bind to an RPC server port came to (hop `rpc_bind`).
+#[derive(Debug)]
+pub enum BindOutcome {
+    /// TCP did not connect this time (classified like the `tcp` hop).
+    NotConnected(Attempt),
+    /// The server answered the bind: bind_ack (accepted or not) or bind_nak.
+    Answered(BindReply),
+    /// Connected, then no usable answer: closed, reset, silence, or bytes that are not DCE/RPC.
+    Broken(EpmError),
+}
+
+/// Connects to `addr` and sends one bind (no authentication) offering `iface` over NDR 2.0;
+/// reads the one PDU that answers it. Each step is bounded by `limit`; nothing else is sent.
+pub async fn probe_bind(addr: SocketAddr, iface: &SyntaxId, limit: Duration) -> BindOutcome {
+    let (attempt, stream) = crate::hops::connect::connect(addr, limit).await;
+    let Some(mut stream) = stream else {
+        return BindOutcome::NotConnected(attempt);
+    };
+    let bind = encode_bind(1, iface);
+    let reply = bounded(limit, async {
+        stream.write_all(&bind).await?;
+        let pdu = read_pdu(&mut stream).await?;
+        Ok(decode_bind_reply(&pdu)?)
+    })
+    .await;
+    match reply {
+        Ok(r) => BindOutcome::Answered(r),
+        Err(e) => BindOutcome::Broken(e),
     }
 }
 

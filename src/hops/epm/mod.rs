@@ -1,6 +1,8 @@
-//! Hops `epm` and `rpc_port`: ask the RPC endpoint mapper (TCP 135) where an interface (by default
-//! MSDTC's IXnRemote) listens, then open TCP to each port it returned. The classic zone failure is
-//! "135 passes the firewall, the dynamic RPC port does not": `epm` pass, `rpc_port` fail/timeout.
+//! Hops `epm`, `rpc_port` and `rpc_bind`: ask the RPC endpoint mapper (TCP 135) where an interface
+//! (by default MSDTC's IXnRemote) listens, open TCP to each port it returned, then bind to the
+//! interface there. The classic zone failure is "135 passes the firewall, the dynamic RPC port
+//! does not": `epm` pass, `rpc_port` fail/timeout. Its quieter sibling is "the port passes, the
+//! RPC inside it does not" (an RPC-aware firewall): `rpc_port` pass, `rpc_bind` fail.
 //!
 //! One file per concern:
 //! - `target`: the check's target type and its parsing (URL, config keys), no I/O;
@@ -21,12 +23,13 @@ mod run;
 mod target;
 
 pub use assess::{
-    assess, mark_duplicate_cids, rpc_port_result, EpmFound, HINT_ACCESS_DENIED,
-    HINT_DTC_NOT_REGISTERED, HINT_DUPLICATE_CID, HINT_LOCAL_ONLY, HINT_NETWORK_DTC_OFF,
-    HINT_NOT_REGISTERED, HINT_PROTOCOL, HINT_RPC_PORT,
+    assess, mark_duplicate_cids, rpc_bind_result, rpc_port_result, BindAttempt, EpmFound,
+    HINT_ACCESS_DENIED, HINT_BIND_NOT_RPC, HINT_BIND_OTHER_SERVER, HINT_DTC_NOT_REGISTERED,
+    HINT_DUPLICATE_CID, HINT_LOCAL_ONLY, HINT_NETWORK_DTC_OFF, HINT_NOT_REGISTERED, HINT_PROTOCOL,
+    HINT_RPC_FILTERED, HINT_RPC_PORT, HINT_TOWER_ADDRESS,
 };
-pub use client::{EpmClient, EpmError};
-pub use run::{entry_json, epm, rpc_port, run, EpmOptions};
+pub use client::{probe_bind, BindOutcome, EpmClient, EpmError};
+pub use run::{entry_json, epm, rpc_bind, rpc_port, run, EpmOptions, MAX_BIND_PORTS};
 pub use target::{parse_interface, EpmTarget, Interface, EPM_PORT};
 
 use crate::chain::RunContext;

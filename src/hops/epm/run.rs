@@ -1,6 +1,8 @@
 //! The `epm` check as a chain of hops: `resolve`, `epm` (connect to the mapper, bind, look up and
-//! map the interface), `rpc_port` (TCP to each port the mapper returned). This file sequences the
-//! client calls and the time budget; what the answers mean is decided in `assess`.
+//! map the interface), `rpc_port` (TCP to each port the mapper returned), `rpc_bind` (a DCE/RPC
+//! bind to the interface on each port that connected: is that port really its server, and does
+//! the RPC inside the connection get through). This file sequences the client calls and the time
+//! budget; what the answers mean is decided in `assess`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -8,9 +10,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::assess::{
-    assess, conversation_failure, decoded_tower, registers, rpc_port_result, EpmFound,
+    assess, conversation_failure, decoded_tower, registers, rpc_bind_result, rpc_port_result,
+    BindAttempt, EpmFound,
 };
-use super::client::EpmClient;
+use super::client::{probe_bind, EpmClient};
 use super::target::{EpmTarget, Interface};
 use crate::chain::HopOutput;
 use crate::classify::{classify_connect, ConnectOutcome};
@@ -104,7 +107,7 @@ pub async fn epm(addrs: &[IpAddr], opts: EpmOptions) -> HopOutput<EpmFound> {
     let map = client.map(&object, &map_iface).await;
 
     let towers: &[Tower] = map.as_ref().map(Vec::as_slice).unwrap_or(&[]);
-    let (mut result, found) = assess(&opts.iface, mapper, entries, towers);
+    let (mut result, found) = assess(&opts.iface, map_iface, mapper, entries, towers);
     if found.is_none() {
         // No TCP endpoint: a conversation that broke (rather than the mapper's "not registered")
         // is what to report.
@@ -162,8 +165,9 @@ async fn list_into(client: &mut EpmClient, result: HopResult) -> HopResult {
     }
 }
 
-/// Hop `rpc_port`: TCP to each port the mapper returned, on the mapper's address.
-pub async fn rpc_port(found: &EpmFound, limit: Duration) -> HopOutput<()> {
+/// Hop `rpc_port`: TCP to each port the mapper returned, on the mapper's address. Hands the
+/// ports that connected to `rpc_bind`.
+pub async fn rpc_port(found: &EpmFound, limit: Duration) -> HopOutput<Vec<u16>> {
     let targets: Vec<SocketAddr> = found
         .ports
         .iter()
@@ -171,22 +175,56 @@ pub async fn rpc_port(found: &EpmFound, limit: Duration) -> HopOutput<()> {
         .collect();
     let attempts = crate::hops::connect::probe_all(&targets, limit).await;
     let result = rpc_port_result(&attempts);
-    let ok = attempts
+    let connected: Vec<u16> = attempts
         .iter()
-        .any(|a| a.outcome == ConnectOutcome::Connected);
-    if ok {
+        .filter(|a| a.outcome == ConnectOutcome::Connected)
+        .map(|a| a.addr.port())
+        .collect();
+    if connected.is_empty() {
+        HopOutput::stop(result)
+    } else {
+        HopOutput::ok(result, connected)
+    }
+}
+
+/// Ports `rpc_bind` binds to at most (a mapper returns one to a few per interface).
+pub const MAX_BIND_PORTS: usize = 8;
+
+/// Hop `rpc_bind`: on each port that connected (at most [`MAX_BIND_PORTS`], concurrently), a
+/// new connection and one unauthenticated bind to the interface; each bounded by `limit` for the
+/// connect and `limit` for the answer.
+pub async fn rpc_bind(found: &EpmFound, ports: &[u16], limit: Duration) -> HopOutput<()> {
+    let probes = ports.iter().take(MAX_BIND_PORTS).map(|port| async move {
+        let addr = SocketAddr::new(found.ip, *port);
+        let started = tokio::time::Instant::now();
+        let outcome = probe_bind(addr, &found.iface, limit).await;
+        BindAttempt {
+            addr,
+            tower_address: found.advertised.get(port).copied(),
+            outcome,
+            elapsed: started.elapsed(),
+        }
+    });
+    let attempts = futures::future::join_all(probes).await;
+    let result = rpc_bind_result(&found.iface, &attempts);
+    if result.lets_chain_continue() {
         HopOutput::ok(result, ())
     } else {
         HopOutput::stop(result)
     }
 }
 
-/// Runs an `epm` check: `resolve`, `epm`, `rpc_port`.
+/// Runs an `epm` check: `resolve`, `epm`, `rpc_port`, `rpc_bind`.
 pub async fn run(t: &EpmTarget, ctx: &crate::chain::RunContext) -> Vec<HopResult> {
     use crate::chain::Chain;
     let limit = ctx.hop_timeout;
     let mut chain = Chain::new(
-        vec![HopKind::Resolve, HopKind::Epm, HopKind::RpcPort],
+        vec![
+            HopKind::Resolve,
+            HopKind::Epm,
+            HopKind::RpcPort,
+            HopKind::RpcBind,
+        ],
         limit,
     );
     let Some(addrs) = chain
@@ -211,7 +249,12 @@ pub async fn run(t: &EpmTarget, ctx: &crate::chain::RunContext) -> Vec<HopResult
         .step_with_timeout(HopKind::Epm, budget, epm(&addrs, opts))
         .await
     {
-        chain.step(HopKind::RpcPort, rpc_port(&found, limit)).await;
+        if let Some(ports) = chain.step(HopKind::RpcPort, rpc_port(&found, limit)).await {
+            // Connect, then the bind's answer: two bounds of `limit`.
+            chain
+                .step_with_timeout(HopKind::RpcBind, limit * 2, rpc_bind(&found, &ports, limit))
+                .await;
+        }
     }
     chain.finish()
 }

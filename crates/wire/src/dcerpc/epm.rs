@@ -1,7 +1,7 @@
 //! The endpoint mapper operations (C706 appendix O, MS-RPCE 2.2.1.2): `ept_lookup` (opnum 2) and
 //! `ept_map` (opnum 3) in NDR, and protocol towers (the packed floor list describing a binding).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::ndr::{Reader, Writer};
 use super::{DecodeError, SyntaxId, Uuid, NDR_SYNTAX};
@@ -50,6 +50,18 @@ impl Floor {
             [a, b] => Some(u16::from_be_bytes([*a, *b])),
             _ => None,
         }
+    }
+
+    /// An address floor's address: 4 octets are IPv4 (C706); 16 octets are read as IPv6, the
+    /// form an IPv6-capable mapper writes in the same floor (C706 defines no separate IPv6
+    /// floor). Any other length is not an address.
+    fn rhs_ip(&self) -> Option<IpAddr> {
+        if let Ok(v4) = <[u8; 4]>::try_from(self.rhs.as_slice()) {
+            return Some(IpAddr::V4(Ipv4Addr::from(v4)));
+        }
+        <[u8; 16]>::try_from(self.rhs.as_slice())
+            .ok()
+            .map(|v6| IpAddr::V6(Ipv6Addr::from(v6)))
     }
 
     fn rhs_text(&self) -> String {
@@ -129,6 +141,16 @@ impl Tower {
 
     /// The ncacn_ip_tcp tower for `iface` at `ip`:`port` (0.0.0.0:0 asks the mapper to fill in).
     pub fn tcp(iface: &SyntaxId, ip: Ipv4Addr, port: u16) -> Tower {
+        Tower::tcp_at(iface, IpAddr::V4(ip), port)
+    }
+
+    /// The ncacn_ip_tcp tower for `iface` at `ip`:`port`, IPv6 written as a 16-octet address
+    /// floor (see [`Floor`]'s address decoding).
+    pub fn tcp_at(iface: &SyntaxId, ip: IpAddr, port: u16) -> Tower {
+        let address = match ip {
+            IpAddr::V4(v4) => v4.octets().to_vec(),
+            IpAddr::V6(v6) => v6.octets().to_vec(),
+        };
         Tower {
             floors: vec![
                 Floor::of_syntax(iface),
@@ -143,7 +165,7 @@ impl Tower {
                 },
                 Floor {
                     lhs: vec![PROTO_IP],
-                    rhs: ip.octets().to_vec(),
+                    rhs: address,
                 },
             ],
         }
@@ -175,18 +197,15 @@ impl Tower {
         }
     }
 
-    /// For an ncacn_ip_tcp tower: the TCP port (and the advertised IPv4 address, if any).
-    pub fn tcp_endpoint(&self) -> Option<(Option<Ipv4Addr>, u16)> {
+    /// For an ncacn_ip_tcp tower: the TCP port (and the advertised IPv4 or IPv6 address, if any).
+    pub fn tcp_endpoint(&self) -> Option<(Option<IpAddr>, u16)> {
         if self.floors.get(2).map(Floor::protocol) != Some(PROTO_RPC_CO)
             || self.protseq() != "ncacn_ip_tcp"
         {
             return None;
         }
         let port = self.find(PROTO_TCP)?.rhs_u16_be()?;
-        let ip = self
-            .find(PROTO_IP)
-            .and_then(|f| <[u8; 4]>::try_from(f.rhs.as_slice()).ok())
-            .map(Ipv4Addr::from);
+        let ip = self.find(PROTO_IP).and_then(Floor::rhs_ip);
         Some((ip, port))
     }
 
@@ -211,9 +230,12 @@ impl Tower {
                     pattern = Some((format!("{name}:"), format!("[{port}]")));
                 }
                 PROTO_IP => {
-                    let ip = <[u8; 4]>::try_from(f.rhs.as_slice())
-                        .map(|a| Ipv4Addr::from(a).to_string())
-                        .unwrap_or_else(|_| "?".into());
+                    // IPv6 in brackets, as in a URL, so the port suffix stays unambiguous.
+                    let ip = match f.rhs_ip() {
+                        Some(IpAddr::V4(v4)) => v4.to_string(),
+                        Some(IpAddr::V6(v6)) => format!("[{v6}]"),
+                        None => "?".into(),
+                    };
                     return match pattern {
                         Some((pre, post)) => format!("{pre}{ip}{post}"),
                         None => format!("IP: {ip}"),
@@ -539,9 +561,41 @@ mod tests {
         assert_eq!(back.protseq(), "ncacn_ip_tcp");
         assert_eq!(
             back.tcp_endpoint(),
-            Some((Some(Ipv4Addr::new(198, 18, 0, 2)), 49153))
+            Some((Some(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2))), 49153))
         );
         assert_eq!(back.binding(), "ncacn_ip_tcp:198.18.0.2[49153]");
+    }
+
+    #[test]
+    fn ipv6_address_floor() {
+        let v6: Ipv6Addr = "2001:db8::5".parse().unwrap();
+        let t = Tower::tcp_at(&lsarpc(), IpAddr::V6(v6), 49153);
+        let bytes = t.encode();
+        // The address floor grows from 4 to 16 octets.
+        assert_eq!(bytes.len(), 75 + 12);
+        assert_eq!(&bytes[bytes.len() - 16..], &v6.octets());
+        let back = Tower::decode(&bytes).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(back.tcp_endpoint(), Some((Some(IpAddr::V6(v6)), 49153)));
+        assert_eq!(back.binding(), "ncacn_ip_tcp:[2001:db8::5][49153]");
+        // A 16-octet floor written by hand (as a mapper would) decodes the same.
+        let f = |p: u8, rhs: &[u8]| Floor {
+            lhs: vec![p],
+            rhs: rhs.to_vec(),
+        };
+        let mut by_hand = tower_with(vec![
+            f(PROTO_TCP, &[0x13, 0x88]),
+            f(PROTO_IP, &Ipv6Addr::LOCALHOST.octets()),
+        ]);
+        assert_eq!(
+            by_hand.tcp_endpoint(),
+            Some((Some(IpAddr::V6(Ipv6Addr::LOCALHOST)), 5000))
+        );
+        assert_eq!(by_hand.binding(), "ncacn_ip_tcp:[::1][5000]");
+        // An address of any other length is no address: the port still counts.
+        by_hand.floors[4].rhs = vec![1, 2, 3, 4, 5, 6];
+        assert_eq!(by_hand.tcp_endpoint(), Some((None, 5000)));
+        assert_eq!(by_hand.binding(), "ncacn_ip_tcp:?[5000]");
     }
 
     fn tower_with(transport: Vec<Floor>) -> Tower {

@@ -221,6 +221,32 @@ pub fn decode_bind_reply(frag: &[u8]) -> Result<BindReply, DecodeError> {
     }
 }
 
+/// The presentation-context result of a bind_ack that did not accept (C706 12.6.3.1
+/// `p_cont_def_result_t` / `p_provider_reason_t`), e.g. "provider rejection: abstract syntax not
+/// supported" when the server there does not offer the interface asked for.
+pub fn context_result_text(result: u16, reason: u16) -> String {
+    let result = match result {
+        0 => "acceptance",
+        1 => "user rejection",
+        2 => "provider rejection",
+        3 => "negotiate acknowledgement",
+        _ => "unknown result",
+    };
+    let reason = match reason {
+        0 => "reason not specified",
+        1 => "abstract syntax not supported",
+        2 => "proposed transfer syntaxes not supported",
+        3 => "local limit exceeded",
+        _ => "unknown reason",
+    };
+    format!("{result}: {reason}")
+}
+
+/// Whether a rejected context says the interface itself is not offered there.
+pub fn is_abstract_syntax_rejection(reason: u16) -> bool {
+    reason == 1
+}
+
 /// Why a call did not return stub data.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum CallError {
@@ -581,6 +607,17 @@ mod tests {
         let mut f = frags[0].clone();
         f[10] = 0xff;
         assert!(ResponseAssembler::new(7).push(&f).is_err());
+    }
+
+    #[test]
+    fn context_result_texts() {
+        assert_eq!(
+            context_result_text(2, 1),
+            "provider rejection: abstract syntax not supported"
+        );
+        assert_eq!(context_result_text(9, 9), "unknown result: unknown reason");
+        assert!(is_abstract_syntax_rejection(1));
+        assert!(!is_abstract_syntax_rejection(2));
     }
 
     #[test]
