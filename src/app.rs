@@ -8,7 +8,7 @@ use anyhow::Context;
 use tracing_subscriber::EnvFilter;
 
 use crate::agent::cmd::{AgentSetup, PeerSetup};
-use crate::cli::{Cli, Command, InitArgs, PeerArgs, WatchArgs};
+use crate::cli::{AgentAction, Cli, Command, InitArgs, PeerArgs, WatchArgs};
 use crate::exit;
 use crate::plan::{self, PlanInput};
 use crate::report::{self, outputs};
@@ -33,12 +33,22 @@ pub fn main(cli: Cli) -> u8 {
     match cli.command {
         Command::Check(args) => runtime.block_on(check(args.plan_input())),
         Command::Watch(args) => runtime.block_on(watch(&args)),
-        Command::Agent(args) => match AgentSetup::load(args.agent_input()) {
-            Ok(setup) => runtime.block_on(crate::agent::cmd::agent_main(setup)),
-            Err(e) => {
-                eprintln!("dtcprobe agent: {e}");
-                e.exit_code()
+        Command::Agent(args) => match &args.action {
+            Some(AgentAction::Install(install)) => {
+                crate::agent::install::install_main(&install.install_input())
             }
+            Some(AgentAction::Uninstall(uninstall)) => {
+                crate::agent::install::uninstall_main(&crate::agent::install::UninstallInput {
+                    firewall_rule: !uninstall.keep_firewall_rule,
+                })
+            }
+            None => match AgentSetup::load(args.agent_input()) {
+                Ok(setup) => runtime.block_on(crate::agent::cmd::agent_main(setup)),
+                Err(e) => {
+                    eprintln!("dtcprobe agent: {e}");
+                    e.exit_code()
+                }
+            },
         },
         Command::Peer(args) => runtime.block_on(peer(&args)),
         Command::Init(args) => match init(&args) {

@@ -57,12 +57,19 @@ impl Verdict {
     }
 }
 
-pub const HINT_TIMEOUT: &str = "no reply at all: packets silently dropped, typical of a firewall DROP \
+pub const HINT_TIMEOUT: &str = concat!(
+    "no reply at all: packets silently dropped, typical of a firewall DROP \
 rule between zones (or a host that is powered off); firewall logs may not show it if logging is off \
-for the rule. Check the rules on every firewall between the zones for this port, in this direction";
-pub const HINT_REFUSED: &str = "refused: the host is up and answered with a TCP reset, so nothing \
+for the rule. Check the rules on every firewall between the zones for this port, in this direction; \
+retest from this host with ",
+    crate::platform_hints::retest_cmd!()
+);
+pub const HINT_REFUSED: &str = concat!(
+    "refused: the host is up and answered with a TCP reset, so nothing \
 listens on that port (service stopped, wrong port or named instance) or a firewall rejects with \
-tcp-reset. Check the service on the server (`ss -ltn` / `netstat -ano`)";
+tcp-reset. Check the service on the server: ",
+    crate::platform_hints::listeners_cmd!()
+);
 pub const HINT_HOST_UNREACHABLE: &str =
     "ICMP host unreachable: a router (or the host's own subnet) \
 says the address cannot be reached: host down, ARP failing on the last hop, or a reject rule using \
@@ -75,9 +82,11 @@ pub const HINT_PROHIBITED: &str = "ICMP administratively prohibited: a firewall 
 rejects this traffic explicitly (nftables/iptables `reject with icmp admin-prohibited`, an ACL, or a \
 host firewall). The rule exists and should appear in that firewall's logs; ask for this port to be \
 opened in this direction";
-pub const HINT_LOCAL_FIREWALL: &str =
+pub const HINT_LOCAL_FIREWALL: &str = concat!(
     "this host's own firewall (output rules) refused to send the \
-connection: check the local firewall (nft list ruleset / Windows Firewall outbound rules)";
+connection: check the local firewall's outbound rules: ",
+    crate::platform_hints::local_firewall_cmd!()
+);
 pub const HINT_RESET: &str =
     "the connection was reset during setup: a firewall or IPS that resets \
 unwanted sessions, or a service that crashed on accept";

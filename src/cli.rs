@@ -185,14 +185,21 @@ impl WatchArgs {
 
 /// `dtcprobe agent`: the far side, a long-running service.
 #[derive(Debug, Clone, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct AgentArgs {
+    /// Windows: register or remove the agent as a service (without one: run the agent here).
+    #[command(subcommand)]
+    pub action: Option<AgentAction>,
+
     /// Address to listen on, e.g. 0.0.0.0:7135 or [::]:7135 (or `listen` in the agent config).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
 
     /// File holding the pre-shared key (at least 32 bytes after trimming whitespace).
-    #[arg(long, value_name = "FILE", env = "DTCPROBE_KEY_FILE")]
-    pub key_file: PathBuf,
+    // An Option only so that `agent install|uninstall` can stand without it: clap requires it
+    // whenever the agent itself is run.
+    #[arg(long, value_name = "FILE", env = "DTCPROBE_KEY_FILE", required = true)]
+    pub key_file: Option<PathBuf>,
 
     /// Agent config (allow list, zone, limits): see config/agent.example.toml.
     #[arg(short = 'c', long = "config", value_name = "FILE")]
@@ -213,12 +220,74 @@ impl AgentArgs {
     pub fn agent_input(&self) -> AgentInput {
         AgentInput {
             listen: self.listen.clone(),
-            key_file: self.key_file.clone(),
+            // clap makes --key-file required when no subcommand is given.
+            key_file: self.key_file.clone().unwrap_or_default(),
             config: self.config.clone(),
             metrics_listen: self.metrics_listen.clone(),
             service: self.service,
         }
     }
+}
+
+/// `dtcprobe agent install|uninstall` (Windows).
+#[derive(Debug, Clone, Subcommand)]
+pub enum AgentAction {
+    /// Register the agent as the Windows service `dtcprobe-agent` (auto start, LocalSystem) with
+    /// these arguments, add an inbound Windows Firewall rule for its port, and start it. Run it
+    /// from an elevated prompt.
+    Install(AgentInstallArgs),
+    /// Stop and remove the `dtcprobe-agent` service and its firewall rule.
+    Uninstall(AgentUninstallArgs),
+}
+
+/// `dtcprobe agent install`: the agent's own arguments, stored in the service's command line.
+#[derive(Debug, Clone, Args)]
+pub struct AgentInstallArgs {
+    /// Address the service listens on, IP:PORT, e.g. 0.0.0.0:7135 (or `listen` in the agent
+    /// config); its port gets the firewall rule.
+    #[arg(long, value_name = "IP:PORT")]
+    pub listen: Option<String>,
+
+    /// File holding the pre-shared key (checked now; stored as an absolute path).
+    #[arg(long, value_name = "FILE", env = "DTCPROBE_KEY_FILE")]
+    pub key_file: PathBuf,
+
+    /// Agent config (checked now; stored as an absolute path).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Serve the agent's /metrics and /healthz on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+
+    /// Do not add the inbound Windows Firewall rule (`netsh advfirewall`).
+    #[arg(long)]
+    pub no_firewall_rule: bool,
+
+    /// Register the service without starting it.
+    #[arg(long)]
+    pub no_start: bool,
+}
+
+impl AgentInstallArgs {
+    pub fn install_input(&self) -> crate::agent::install::InstallInput {
+        crate::agent::install::InstallInput {
+            listen: self.listen.clone(),
+            key_file: self.key_file.clone(),
+            config: self.config.clone(),
+            metrics_listen: self.metrics_listen.clone(),
+            firewall_rule: !self.no_firewall_rule,
+            start: !self.no_start,
+        }
+    }
+}
+
+/// `dtcprobe agent uninstall`.
+#[derive(Debug, Clone, Args)]
+pub struct AgentUninstallArgs {
+    /// Leave the inbound firewall rule in place.
+    #[arg(long)]
+    pub keep_firewall_rule: bool,
 }
 
 /// `dtcprobe peer`: forward checks from here plus the reverse direction via the agent.

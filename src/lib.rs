@@ -18,6 +18,7 @@ pub mod hostport;
 pub mod metrics_server;
 pub mod model;
 pub mod plan;
+pub mod platform_hints;
 pub mod progress;
 pub mod report;
 pub mod resolver;

@@ -23,10 +23,15 @@ use crate::runner::{self, RunOptions};
 use crate::target::CheckSpec;
 
 /// Added to a failed callback's hint: the classic one-way firewall.
-pub const HINT_BIDIRECTIONAL: &str = "this host reaches the agent, but the agent's connection \
+pub const HINT_BIDIRECTIONAL: &str = concat!(
+    "this host reaches the agent, but the agent's connection \
 back gets no answer or is blocked: MSDTC needs firewall rules in BOTH directions (TCP 135 and the \
 RPC dynamic port range, from the agent's zone to this host, besides the forward rules). Open the \
-reverse direction on every firewall between the zones, and on this host's own firewall";
+reverse direction on every firewall between the zones, and on this host's own firewall (inbound \
+rules; ",
+    crate::platform_hints::local_firewall_cmd!(),
+    ")"
+);
 
 pub const HINT_AGENT_LOST: &str =
     "the agent stopped answering mid-run (killed, crashed, restarted, \

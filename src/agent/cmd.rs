@@ -57,6 +57,8 @@ pub struct AgentInput {
 /// The agent, ready to run: key and config loaded.
 pub struct AgentSetup {
     pub listen: Option<String>,
+    /// Where the key came from (named in the start line, never the key itself).
+    pub key_file: PathBuf,
     pub key: Key,
     pub config: AgentConfig,
     pub service: bool,
@@ -74,6 +76,7 @@ impl AgentSetup {
         }
         Ok(AgentSetup {
             listen: input.listen,
+            key_file: input.key_file,
             key,
             config,
             service: input.service,
@@ -84,10 +87,20 @@ impl AgentSetup {
 pub async fn agent_main(setup: AgentSetup) -> u8 {
     let AgentSetup {
         listen,
+        key_file,
         key,
         config,
         service,
     } = setup;
+    eprintln!(
+        "dtcprobe agent: {}",
+        start_line(
+            listen.as_deref().or(config.listen.as_deref()),
+            &key_file,
+            &config,
+            service
+        )
+    );
     if service {
         return run_service(listen, key, config).await;
     }
@@ -107,9 +120,10 @@ async fn run_service(listen: Option<String>, key: Key, config: super::AgentConfi
             .await;
     match dispatched {
         Ok(Ok(())) => exit::OK,
+        // Started from a console, not by the SCM: a usage error.
         Ok(Err(e)) => {
             eprintln!("dtcprobe agent: {e}");
-            exit::INCONCLUSIVE
+            exit::USAGE
         }
         Err(e) => {
             eprintln!("dtcprobe agent: service thread failed: {e}");
@@ -125,6 +139,35 @@ async fn run_service(_listen: Option<String>, _key: Key, _config: super::AgentCo
          on Linux run it under systemd (config/dtcprobe-agent.service)"
     );
     exit::USAGE
+}
+
+/// Pure: the one line the agent logs when it starts, whatever the log level: what it will listen
+/// on, which key file (never the key) and which reverse targets it allows.
+pub fn start_line(
+    listen: Option<&str>,
+    key_file: &std::path::Path,
+    config: &AgentConfig,
+    service: bool,
+) -> String {
+    let allow = if config.allow.is_empty() {
+        "the caller only".to_string()
+    } else {
+        config
+            .allow
+            .iter()
+            .map(|a| match a.port {
+                Some(port) => format!("{}:{port}", a.host),
+                None => a.host.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "starting{}: listen {}, key file {}, reverse checks allowed to {allow}",
+        if service { " as a Windows service" } else { "" },
+        listen.unwrap_or("(none)"),
+        key_file.display()
+    )
 }
 
 /// Parses `--reverse` URLs: host `caller` means "the caller's address as the agent sees it".
@@ -218,6 +261,30 @@ pub async fn peer_main(setup: PeerSetup) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_start_line_names_listen_key_file_and_allow_list() {
+        let mut config = AgentConfig::default();
+        let key = std::path::Path::new("/etc/dtcprobe/agent.key");
+        assert_eq!(
+            start_line(Some("0.0.0.0:7135"), key, &config, false),
+            "starting: listen 0.0.0.0:7135, key file /etc/dtcprobe/agent.key, reverse checks \
+             allowed to the caller only"
+        );
+        config.allow = vec![
+            super::super::AllowEntry::parse("sql01:1433").unwrap(),
+            super::super::AllowEntry::parse("198.18.0.9").unwrap(),
+        ];
+        let line = start_line(None, key, &config, true);
+        assert!(
+            line.starts_with("starting as a Windows service: listen (none),"),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("allowed to sql01:1433, 198.18.0.9"),
+            "{line}"
+        );
+    }
 
     #[test]
     fn reverse_urls() {

@@ -19,8 +19,8 @@ use windows_service::{define_windows_service, service_dispatcher};
 use super::protocol::Key;
 use super::AgentConfig;
 
-/// The service name `sc.exe create` must use.
-pub const SERVICE_NAME: &str = "dtcprobe-agent";
+/// The service name `dtcprobe agent install` registers (and `sc.exe create` must use).
+pub use super::install::SERVICE_NAME;
 
 struct Launch {
     listen: Option<String>,
@@ -48,10 +48,17 @@ pub fn dispatch(
             runtime,
         })
         .map_err(|_| "the service was already started".to_string())?;
+    // From a console, StartServiceCtrlDispatcher fails (ERROR_FAILED_SERVICE_CONTROLLER_CONNECT,
+    // 1063) instead of blocking: at once on Windows, after about 10 s under wine.
     service_dispatcher::start(SERVICE_NAME, ffi_service_main).map_err(|e| {
+        let why = match &e {
+            windows_service::Error::Winapi(io) => io.to_string(),
+            other => other.to_string(),
+        };
         format!(
-            "not started by the service control manager ({e}): --service is for `sc.exe create`; \
-             run `dtcprobe agent` without it from a console"
+            "--service: not started by the service control manager ({why}). --service is only \
+             for the service `dtcprobe agent install` registers; from a console run `dtcprobe \
+             agent` without --service"
         )
     })
 }

@@ -31,10 +31,13 @@ pub const WSAEHOSTUNREACH: i32 = 10065;
 pub const NO_ICMP_DETAIL: &str = "Windows reports no ICMP detail for TCP: a firewall reject \
 (ICMP admin-prohibited or unreachable) is seen as refused, unreachable or a timeout";
 
-pub const HINT_REFUSED_WINDOWS: &str = "refused: a TCP reset came back (nothing listens on that \
+pub const HINT_REFUSED_WINDOWS: &str = concat!(
+    "refused: a TCP reset came back (nothing listens on that \
 port: service stopped, wrong port or named instance) or a firewall rejects the connection; \
-Windows cannot tell a reset from an ICMP reject. Check the service on the server \
-(`netstat -ano` / `ss -ltn`), then the firewalls between the zones for this port";
+Windows cannot tell a reset from an ICMP reject. Check the service on the server (",
+    crate::platform_hints::listeners_cmd!(),
+    "), then the firewalls between the zones for this port"
+);
 pub const HINT_HOST_UNREACHABLE_WINDOWS: &str = "host unreachable: the address cannot be \
 reached (host down, wrong address, ARP failing on the last hop) or a firewall rejects with an \
 ICMP message, which Windows does not tell apart. Check the address and that the host is up, \

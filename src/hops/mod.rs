@@ -136,11 +136,28 @@ fn kind_names() -> String {
     KINDS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
 }
 
+/// The URL inside quotes a shell did not remove: cmd.exe treats `'` as an ordinary character, so
+/// `'tcp://h:1'` (right in PowerShell and sh) reaches the program with its quotes.
+fn shell_quoted(text: &str) -> Option<&str> {
+    let inner = text.strip_prefix('\'')?;
+    Some(inner.strip_suffix('\'').unwrap_or(inner))
+}
+
 impl Target {
     /// From an ad-hoc URL (`tcp://host:port`). Every scheme goes through the one
     /// [`TargetUrl`] parser: a password anywhere in it is refused, and the URL in any error is
     /// shown with the password masked.
     pub fn from_url(text: &str) -> Result<Target, TargetError> {
+        if let Some(inner) = shell_quoted(text) {
+            return Err(TargetError::InvalidUrl {
+                url: crate::hostport::mask_url(text),
+                message: format!(
+                    "the quotes are part of the argument: remove the quotes (cmd.exe passes \
+                     single quotes through; there type {inner} or \"{inner}\")",
+                    inner = crate::hostport::mask_url(inner)
+                ),
+            });
+        }
         let schemes = schemes();
         let url = TargetUrl::parse(text, &schemes)?;
         let Some(kind) = KINDS.iter().find(|k| k.has_scheme(url.scheme())) else {
@@ -301,6 +318,29 @@ mod tests {
         assert_eq!(
             schemes(),
             "tcp://, dns://, mssql://, postgres://, postgresql://, epm://"
+        );
+    }
+
+    #[test]
+    fn quotes_left_by_cmd_exe_are_named() {
+        for text in [
+            "'tcp://sql01:1433'",
+            "'mssql://probe@sql01/app?tx=local'",
+            "'dns://h",
+        ] {
+            let e = Target::from_url(text).expect_err(text);
+            assert!(matches!(e, TargetError::InvalidUrl { .. }), "{text}: {e:?}");
+            let shown = e.to_string();
+            assert!(shown.contains("remove the quotes"), "{shown}");
+            assert!(shown.contains("cmd.exe"), "{shown}");
+            assert!(!shown.contains("unknown target scheme"), "{shown}");
+        }
+        let shown = Target::from_url("'tcp://sql01:1433'")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            shown.contains("type tcp://sql01:1433 or \"tcp://sql01:1433\""),
+            "{shown}"
         );
     }
 

@@ -15,8 +15,11 @@ pub const HINT_NXDOMAIN: &str =
     "the name does not exist as this host's DNS sees it: check the spelling, \
 the DNS suffix search list, and that the record exists in the zone served to this host (split DNS \
 between zones is a common cause)";
-pub const HINT_DNS_TIMEOUT: &str = "the DNS servers configured on this host (resolv.conf / adapter \
-settings) did not answer: DNS (UDP and TCP 53) may be blocked from this zone, or the servers are down";
+pub const HINT_DNS_TIMEOUT: &str = concat!(
+    "the DNS servers configured on this host (",
+    crate::platform_hints::dns_config_cmd!(),
+    ") did not answer: DNS (UDP and TCP 53) may be blocked from this zone, or the servers are down"
+);
 pub const HINT_MISMATCH: &str = "MSDTC identifies and calls back its partner by name: the reverse (PTR) \
 record of each address must name the host, and that name must resolve back to the same address. Fix \
 the PTR record in the reverse zone, or put both names in the hosts file on both sides";
