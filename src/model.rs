@@ -60,7 +60,7 @@ pub enum Cause {
 }
 
 impl Cause {
-    pub const ALL: [Cause; 20] = [
+    pub const ALL: [Cause; 21] = [
         Cause::Refused,
         Cause::Timeout,
         Cause::Unreachable,

@@ -77,7 +77,7 @@ mod tests {
             crate::classify::HINT_TIMEOUT,
             crate::classify::HINT_REFUSED,
             crate::classify::HINT_LOCAL_FIREWALL,
-            crate::winsock::HINT_REFUSED_WINDOWS,
+            crate::classify::winsock::HINT_REFUSED_WINDOWS,
             crate::hops::resolve::HINT_DNS_TIMEOUT,
             crate::agent::client::HINT_BIDIRECTIONAL,
         ]

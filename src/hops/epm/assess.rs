@@ -694,6 +694,7 @@ mod tests {
                 addr: "198.18.0.2:49153".parse().unwrap(),
                 outcome: ConnectOutcome::Error(io::ErrorKind::ConnectionRefused, Some(111)),
                 elapsed: Duration::ZERO,
+                source: None,
             })
         };
         // (attempts, status, cause, hint fragment, detail fragment)
