@@ -435,11 +435,12 @@ pub async fn run(plan: Plan, schedule: WatchOptions) -> u8 {
             state.set_latest(report.clone(), tracker.metrics());
         }
         print_events(json, now, &events);
-        if let Err(e) = outputs::write_all(
-            &report,
-            &plan.output.outputs,
-            plan.output.textfile_dir.as_deref(),
-        ) {
+        let textfile = plan
+            .output
+            .textfile_dir
+            .as_deref()
+            .map(|dir| (dir, plan.output.textfile_name.as_str()));
+        for e in outputs::write_all(&report, &plan.output.outputs, textfile) {
             eprintln!("dtcprobe: {e}");
         }
         last = Some(report);
