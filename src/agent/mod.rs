@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod cmd;
+pub mod far_side;
 pub mod metrics;
 pub mod protocol;
 pub mod server;
