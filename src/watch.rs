@@ -374,8 +374,9 @@ fn print_summary(json: bool, rounds: u64, tracker: &Tracker) {
         };
         let _ = writeln!(
             out,
-            "{}  summary: {rounds} rounds; flapping: {}; failing now: {}",
+            "{}  summary: {}; flapping: {}; failing now: {}",
             humantime::format_rfc3339_seconds(now),
+            crate::report::human::plural(rounds as usize, "round", "rounds"),
             list(&flapped),
             list(&failing)
         );
