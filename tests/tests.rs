@@ -29,5 +29,6 @@ mod netns_tcp;
 mod postgres_real;
 mod report_schema;
 mod url_secrets;
+mod ux;
 mod watch_metrics;
 mod windows_wine;
