@@ -83,7 +83,7 @@ const EXAMPLES_CHECK: &str = "\
 Examples:
   dtcprobe check                                  ./dtcprobe.toml (else $DTCPROBE_CONFIG)
   dtcprobe check -c dtcprobe.toml --only localhost-dns
-  dtcprobe check tcp://sql01:1433 'epm://sql01?iface=0a74ef1c-41a4-4e06-83ae-dc74fb1cdd53'
+  dtcprobe check tcp://sql01:1433 epm://sql01 'lsa=epm://sql01?iface=12345778-1234-abcd-ef00-0123456789ab/v0.0'
   dtcprobe check tds=mssql://probe@sql01/master?tx=distributed --password-file pw.txt
   dtcprobe check postgres://app@db01:5432/orders?tx=twophase --password-file pw.txt
   dtcprobe check -c dtcprobe.toml -f json --output junit=report.xml
