@@ -31,6 +31,12 @@ pub fn main(cli: Cli) -> u8 {
         }
     };
     match cli.command {
+        Command::Completions(args) => return completions(args.shell),
+        Command::Man => return man_page(),
+        _ => {}
+    }
+    match cli.command {
+        Command::Completions(_) | Command::Man => exit::OK,
         Command::Check(args) => runtime.block_on(check(args.plan_input())),
         Command::Watch(args) => runtime.block_on(watch(&args)),
         Command::Agent(args) => match &args.action {
@@ -54,6 +60,7 @@ pub fn main(cli: Cli) -> u8 {
         Command::Init(args) => match init(&args) {
             Ok(path) => {
                 println!("wrote {}", path.display());
+                println!("{}", init_next_steps(&args.dir));
                 exit::OK
             }
             Err(e) => {
@@ -106,6 +113,7 @@ async fn check(input: PlanInput) -> u8 {
             return outputs::pre_run_exit(input.output.format, e.exit_code(), &e.to_string());
         }
     };
+    say_which_config(&plan);
     let bar = crate::progress::Bar::for_run(plan.checks.len());
     if let Some(b) = &bar {
         b.start_timer();
@@ -135,8 +143,8 @@ async fn check(input: PlanInput) -> u8 {
 }
 
 async fn watch(args: &WatchArgs) -> u8 {
-    if !args.check.firewall_requests.is_empty() {
-        eprintln!("dtcprobe watch: --firewall-request applies to one run (`check` or `peer`), not to watch");
+    if let Err(message) = args.refuse_one_run_options() {
+        eprintln!("dtcprobe watch: {message}");
         return exit::USAGE;
     }
     let plan = match plan::build(&args.plan_input()) {
@@ -146,10 +154,69 @@ async fn watch(args: &WatchArgs) -> u8 {
             return e.exit_code();
         }
     };
-    if args.check.baseline.is_some() {
-        eprintln!("dtcprobe watch: --baseline is ignored in watch mode (use it with `check`)");
-    }
+    say_which_config(&plan);
     crate::watch::run(plan, args.watch_options()).await
+}
+
+/// A run that read a config nobody named on the command line says which one, on stderr.
+fn say_which_config(plan: &plan::Plan) {
+    if let Some((path, why)) = &plan.found_config {
+        eprintln!(
+            "dtcprobe: reading {} ({why}; -c FILE to choose another)",
+            path.display()
+        );
+    }
+}
+
+/// What to do after `init` (printed on stdout after "wrote PATH").
+fn init_next_steps(dir: &Path) -> String {
+    let here = dir.as_os_str().is_empty() || dir == Path::new(".");
+    let run = if here {
+        "dtcprobe check".to_string()
+    } else {
+        format!(
+            "dtcprobe check -c {}",
+            dir.join(plan::DEFAULT_CONFIG_FILE).display()
+        )
+    };
+    format!(
+        "next: run `{run}`: it checks this host only (localhost), so it works as is.\n\
+         Then edit the file: uncomment the [[check]] examples and replace every \
+         REPLACE-ME value with your own servers."
+    )
+}
+
+/// `dtcprobe completions SHELL`: generated from the clap definitions, so it never lags behind.
+fn completions(shell: clap_complete::Shell) -> u8 {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    clap_complete::generate(shell, &mut cmd, "dtcprobe", &mut std::io::stdout());
+    exit::OK
+}
+
+/// `dtcprobe man`: the man page (roff), generated from the clap definitions.
+fn man_page() -> u8 {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let mut out = std::io::stdout().lock();
+    let written = clap_mangen::Man::new(cmd.clone())
+        .render(&mut out)
+        .and_then(|_| {
+            // One section per subcommand (the top page only lists them).
+            for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+                let name = format!("dtcprobe-{}", sub.get_name());
+                let sub = sub.clone().display_name(name);
+                clap_mangen::Man::new(sub).render(&mut out)?;
+            }
+            Ok(())
+        });
+    match written {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("dtcprobe man: cannot write the man page: {e}");
+            exit::INCONCLUSIVE
+        }
+    }
 }
 
 /// Key, reverse checks and plan (baseline included) are resolved before the agent is contacted.

@@ -21,7 +21,8 @@ use crate::watch::WatchOptions;
     name = "dtcprobe",
     version,
     about = "Zone-to-zone probe for SQL Server and MSDTC: DNS, TCP, TDS login, transactions, RPC endpoint mapper, both directions",
-    propagate_version = true
+    propagate_version = true,
+    after_help = EXAMPLES_TOP
 )]
 pub struct Cli {
     /// More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
@@ -35,20 +36,101 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run checks once and report pass/fail per hop.
+    #[command(after_help = EXAMPLES_CHECK)]
     Check(CheckArgs),
     /// Write an example config file.
+    #[command(after_help = EXAMPLES_INIT)]
     Init(InitArgs),
     /// Run the agent on the far side (a long-running service) that `peer` talks to.
+    #[command(after_help = EXAMPLES_AGENT)]
     Agent(AgentArgs),
     /// Check both directions in one invocation, with an agent on the far side.
+    #[command(after_help = EXAMPLES_PEER)]
     Peer(Box<PeerArgs>),
     /// Run the checks repeatedly; print only transitions and flapping checks; optionally serve
     /// /metrics, /healthz and /probe for Prometheus.
+    #[command(after_help = EXAMPLES_WATCH)]
     Watch(Box<WatchArgs>),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish) on stdout.
+    #[command(hide = true, after_help = EXAMPLES_COMPLETIONS)]
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) on stdout.
+    #[command(
+        hide = true,
+        after_help = "Example:\n  dtcprobe man > /usr/local/share/man/man1/dtcprobe.1"
+    )]
+    Man,
 }
 
-/// `dtcprobe watch`: the check options plus the schedule.
+/// `dtcprobe completions SHELL`.
 #[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+// Examples shown after `--help` (clig.dev: lead with examples). Every command here is one a user
+// can paste; tests/ux.rs runs `--help` for each subcommand and checks that an example is there.
+const EXAMPLES_TOP: &str = "\
+Examples:
+  dtcprobe init && dtcprobe check            write ./dtcprobe.toml, then run it
+  dtcprobe check tcp://sql01:1433 dns://sql01
+  dtcprobe check sql=tcp://sql01:1433        name an ad-hoc check `sql`
+  dtcprobe peer sql01 --key-file agent.key   both directions, agent on sql01 (port 7135)
+  dtcprobe help check                        more examples per command";
+
+const EXAMPLES_CHECK: &str = "\
+Examples:
+  dtcprobe check                                  ./dtcprobe.toml (else $DTCPROBE_CONFIG)
+  dtcprobe check -c dtcprobe.toml --only localhost-dns
+  dtcprobe check tcp://sql01:1433 epm://sql01 'lsa=epm://sql01?iface=12345778-1234-abcd-ef00-0123456789ab/v0.0'
+  dtcprobe check tds=mssql://probe@sql01/master?tx=distributed --password-file pw.txt
+  dtcprobe check postgres://app@db01:5432/orders?tx=twophase --password-file pw.txt
+  dtcprobe check -c dtcprobe.toml -f json --output junit=report.xml
+  dtcprobe check -c dtcprobe.toml --quiet --color never
+
+Exit codes: 0 all passed, 1 a check failed, 2 usage error, 3 inconclusive (tool fault),
+78 config error, 130 interrupted.";
+
+const EXAMPLES_INIT: &str = "\
+Examples:
+  dtcprobe init                 write ./dtcprobe.toml
+  dtcprobe init /etc/dtcprobe   write /etc/dtcprobe/dtcprobe.toml
+then run it with `dtcprobe check` (in that directory) or `dtcprobe check -c FILE`.";
+
+const EXAMPLES_AGENT: &str = "\
+Examples:
+  dtcprobe agent --listen 0.0.0.0:7135 --key-file agent.key -c agent.toml
+  dtcprobe agent --listen [::]:7135 --key-file agent.key --metrics-listen 127.0.0.1:9716
+See config/agent.example.toml for the allow list and docs/agent.md for the Windows service.";
+
+const EXAMPLES_PEER: &str = "\
+Examples:
+  dtcprobe peer sql01 --key-file agent.key --zone web          agent on the default port 7135
+  dtcprobe peer sql01:7135 --key-file agent.key --reverse tcp://caller:135
+  dtcprobe peer sql01 --key-file agent.key -c dtcprobe.toml --callback-port 5001
+Reverse checks run on the agent: tcp, dns and epm only (never mssql/postgres: the agent holds no
+credentials).";
+
+const EXAMPLES_WATCH: &str = "\
+Examples:
+  dtcprobe watch -c dtcprobe.toml --interval 30s
+  dtcprobe watch -c dtcprobe.toml --interval 1m --metrics-listen 0.0.0.0:9715
+  dtcprobe watch -c dtcprobe.toml --interval 5m --textfile-dir /var/lib/node_exporter \\
+      --textfile-name dtcprobe-web.prom
+`-f` takes human, plain or json here: Nagios, JUnit and Prometheus describe one run; use
+`dtcprobe check` for those (or --metrics-listen / --textfile-dir for Prometheus).";
+
+const EXAMPLES_COMPLETIONS: &str = "\
+Examples:
+  dtcprobe completions bash > /etc/bash_completion.d/dtcprobe
+  dtcprobe completions zsh > \"${fpath[1]}/_dtcprobe\"
+  dtcprobe completions powershell >> $PROFILE";
+
+/// `dtcprobe watch`: the check options plus the schedule. `--baseline` (a one-run comparison) is
+/// hidden here and refused if given.
+#[derive(Debug, Clone, Args)]
+#[command(mut_arg("baseline", |a| a.hide(true)))]
 pub struct WatchArgs {
     #[command(flatten)]
     pub check: CheckArgs,
@@ -81,8 +163,10 @@ pub struct WatchArgs {
 /// What to check and how to report it; shared by `check`, `peer` and `watch`.
 #[derive(Debug, Clone, Args)]
 pub struct CheckArgs {
-    /// Ad-hoc targets: tcp://host:port, dns://host, mssql://user@host[:port|\instance]/db?tx=local|distributed,
-    /// epm://host[:135]?iface=UUID[/vMAJ.MIN]
+    /// Ad-hoc targets, optionally named NAME=URL: tcp://host:port, dns://host,
+    /// mssql://user@host[:port|\instance]/db?tx=local|distributed,
+    /// postgres://user@host[:5432]/db?tx=local|twophase, epm://host[:135]?iface=UUID[/vMAJ.MIN].
+    /// Without TARGETs and -c: ./dtcprobe.toml, else $DTCPROBE_CONFIG.
     #[arg(value_name = "TARGET")]
     pub targets: Vec<String>,
 
@@ -97,6 +181,15 @@ pub struct CheckArgs {
     /// Output format on stdout.
     #[arg(short = 'f', long = "format", value_enum, default_value = "human")]
     pub format: Format,
+
+    /// Colours in the human report: auto = only on a terminal, without NO_COLOR, and not with
+    /// TERM=dumb.
+    #[arg(long, value_enum, value_name = "WHEN", default_value = "auto")]
+    pub color: crate::report::ColorChoice,
+
+    /// Human and plain reports: only the hops that failed or warned, then the summary.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
 
     /// Timeout for each hop [default: 3s, or the config's defaults.timeout].
     #[arg(long, value_name = "DUR", value_parser = positive_duration)]
@@ -123,6 +216,11 @@ pub struct CheckArgs {
     /// request in FORMAT (csv or markdown) to PATH (repeatable; `-` is stdout; atomic).
     #[arg(long = "firewall-request", value_name = "FORMAT=PATH")]
     pub firewall_requests: Vec<crate::report::firewall_request::FirewallRequestSpec>,
+    /// The file name written into --textfile-dir (one per scheduled config, so that two do not
+    /// overwrite each other); must end in .prom.
+    /// [default: dtcprobe.prom]
+    #[arg(long, value_name = "NAME", requires = "textfile_dir", value_parser = crate::report::outputs::textfile_name_arg)]
+    pub textfile_name: Option<String>,
 
     /// Compare with an earlier JSON report (-f json): regressions fail the run; changed addresses
     /// and RPC ports are listed.
@@ -152,10 +250,15 @@ impl CheckArgs {
             list_endpoints: self.list_endpoints,
             output: OutputRequest {
                 format: self.format,
-                color: crate::report::colour_for_stdout(),
+                color: crate::report::colour_for_stdout(self.color),
+                quiet: self.quiet,
                 outputs: self.outputs.clone(),
                 textfile_dir: self.textfile_dir.clone(),
                 firewall_requests: self.firewall_requests.clone(),
+                textfile_name: self
+                    .textfile_name
+                    .clone()
+                    .unwrap_or_else(|| crate::report::outputs::TEXTFILE_NAME.into()),
                 fail_on: self.fail_on,
                 baseline: self.baseline.clone(),
             },
@@ -164,11 +267,43 @@ impl CheckArgs {
 }
 
 impl WatchArgs {
-    /// The plan's input. `--baseline` does not apply to watch mode and is left out (not loaded).
+    /// The plan's input. `--baseline` does not apply to watch mode (refused by
+    /// [`WatchArgs::refuse_one_run_options`]) and is never loaded.
     pub fn plan_input(&self) -> PlanInput {
         let mut input = self.check.plan_input();
         input.output.baseline = None;
         input
+    }
+
+    /// Options that describe one run and mean nothing per round: refused (exit 2) rather than
+    /// accepted and ignored. A Nagios plugin, a JUnit file or a Prometheus exposition on stdout
+    /// per round would be misread by whatever consumes them.
+    pub fn refuse_one_run_options(&self) -> Result<(), String> {
+        match self.check.format {
+            Format::Human | Format::Plain | Format::Json => {}
+            other => {
+                return Err(format!(
+                    "-f {} describes one run and is not available in watch mode: use `dtcprobe check -f {}` \
+                     for one run, or --metrics-listen ADDR / --textfile-dir DIR for Prometheus \
+                     (watch prints transitions as human, plain or json)",
+                    other.name(),
+                    other.name()
+                ))
+            }
+        }
+        if !self.check.firewall_requests.is_empty() {
+            return Err(
+                "--firewall-request applies to one run (`check` or `peer`), not to watch".into(),
+            );
+        }
+        if self.check.baseline.is_some() {
+            return Err(
+                "--baseline compares one run with an earlier report: use it with `dtcprobe check` \
+                 (watch reports transitions between its own rounds)"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     pub fn watch_options(&self) -> WatchOptions {
@@ -293,7 +428,7 @@ pub struct AgentUninstallArgs {
 /// `dtcprobe peer`: forward checks from here plus the reverse direction via the agent.
 #[derive(Debug, Clone, Args)]
 pub struct PeerArgs {
-    /// The agent, HOST:PORT.
+    /// The agent, HOST[:PORT] (default port 7135).
     #[arg(value_name = "AGENT_ADDR")]
     pub agent: String,
 

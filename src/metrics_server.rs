@@ -1,6 +1,8 @@
 //! HTTP endpoints for Prometheus (`--metrics-listen ADDR`):
 //! - `/metrics`: the latest finished run (watch mode) in the Prometheus text format;
-//! - `/healthz`: 200 when the latest run has no failed check, 503 otherwise (or before the first run);
+//! - `/healthz`: the prober's own health, for a liveness probe: 200 while it serves, whatever the
+//!   checked targets do (a failing target stays on `/metrics`; a liveness probe that restarted the
+//!   prober during an outage would hide the outage it should report);
 //! - `/probe?module=NAME[&target=HOST[:PORT]|URL]`: blackbox-exporter style; `module` is a check
 //!   name from the config, `target` replaces its host (or, as a URL, the whole target). Emits
 //!   `probe_success` and `probe_duration_seconds` plus the check's `dtcprobe_*` series.
@@ -274,30 +276,21 @@ async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
 }
 
 async fn healthz(State(state): State<Arc<ServerState>>) -> Response {
-    let (code, body) = match state.latest.read().ok().as_ref().and_then(|l| l.as_ref()) {
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no run finished yet\n".to_string(),
-        ),
+    // The body says what the prober knows (for a human with curl); the code is always 200:
+    // being able to answer is the prober's health.
+    let body = match state.latest.read().ok().as_ref().and_then(|l| l.as_ref()) {
+        None => "ok: serving; no round finished yet\n".to_string(),
         Some((r, _)) => {
-            let failing: Vec<&str> = r
-                .checks
-                .iter()
-                .filter(|c| c.status == Status::Fail)
-                .map(|c| c.name.as_str())
-                .collect();
-            if failing.is_empty() {
-                (StatusCode::OK, "ok\n".to_string())
-            } else {
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("failing: {}\n", failing.join(", ")),
-                )
-            }
+            let failing = r.checks.iter().filter(|c| c.status == Status::Fail).count();
+            format!(
+                "ok: serving; last round: {} of {} failing (targets' state: /metrics)\n",
+                failing,
+                crate::report::human::plural(r.checks.len(), "check", "checks")
+            )
         }
     };
     (
-        code,
+        StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         body,
     )

@@ -63,17 +63,85 @@ pub struct Plan {
     pub zone: Option<String>,
     /// How the report is written.
     pub output: OutputPlan,
+    /// The config file read without `-c` (./dtcprobe.toml or $DTCPROBE_CONFIG) and why: the
+    /// caller says so on stderr, so that a run never checks a file the user did not expect.
+    pub found_config: Option<(PathBuf, &'static str)>,
 }
 
-/// The plan for `check` and `watch`: at least one check.
-pub fn build(input: &PlanInput) -> Result<Plan, PlanError> {
-    let plan = build_allowing_empty(input)?;
-    if plan.checks.is_empty() {
-        return Err(PlanError::Usage(
-            "nothing to check: give TARGETs (e.g. tcp://sql01:1433) or -c FILE (see `dtcprobe init`)".into(),
-        ));
+/// The file `dtcprobe init` writes, read by `check` and `watch` when given neither TARGETs nor -c.
+pub const DEFAULT_CONFIG_FILE: &str = "dtcprobe.toml";
+/// The variable naming a config when ./dtcprobe.toml does not exist.
+pub const CONFIG_ENV: &str = "DTCPROBE_CONFIG";
+
+/// Pure: which config a run without TARGETs and -c reads: `./dtcprobe.toml` when it exists
+/// (`exists` is asked), else `$DTCPROBE_CONFIG` when set and not empty.
+pub fn default_config(
+    exists: impl Fn(&std::path::Path) -> bool,
+    env: Option<std::ffi::OsString>,
+) -> Option<(PathBuf, &'static str)> {
+    let local = PathBuf::from(DEFAULT_CONFIG_FILE);
+    if exists(&local) {
+        return Some((local, "found in the current directory"));
     }
+    env.filter(|v| !v.is_empty())
+        .map(|v| (PathBuf::from(v), "from $DTCPROBE_CONFIG"))
+}
+
+/// The plan for `check` and `watch`: at least one check. Without TARGETs and -c, the default
+/// config ([`default_config`]) is read.
+pub fn build(input: &PlanInput) -> Result<Plan, PlanError> {
+    let found = if input.targets.is_empty() && input.config.is_none() {
+        default_config(|p| p.is_file(), std::env::var_os(CONFIG_ENV))
+    } else {
+        None
+    };
+    let mut plan = match &found {
+        Some((path, _)) => {
+            let mut with_config = input.clone();
+            with_config.config = Some(path.clone());
+            build_allowing_empty(&with_config)?
+        }
+        None => build_allowing_empty(input)?,
+    };
+    if plan.checks.is_empty() {
+        let what = match &found {
+            Some((path, _)) => format!("{} has no [[check]]", path.display()),
+            None => format!(
+                "nothing to check: give TARGETs (e.g. tcp://sql01:1433) or -c FILE, or run \
+                 `dtcprobe init` to write ./{DEFAULT_CONFIG_FILE} (read when neither is given)"
+            ),
+        };
+        return Err(PlanError::Usage(what));
+    }
+    plan.found_config = found;
     Ok(plan)
+}
+
+/// `NAME=URL`: the name given to an ad-hoc target, if any. Only a prefix of letters, digits and
+/// `_.-` followed by `=` and a `scheme://` counts, so that a URL with `=` in its query
+/// (`epm://h?iface=UUID`) or in a password is never split.
+pub fn split_target_name(arg: &str) -> (Option<&str>, &str) {
+    let Some(scheme_end) = arg.find("://") else {
+        return (None, arg);
+    };
+    let head = &arg[..scheme_end];
+    let Some(eq) = head.find('=') else {
+        return (None, arg);
+    };
+    let (name, scheme) = (&head[..eq], &head[eq + 1..]);
+    let name_ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    let scheme_ok = !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '-'));
+    if name_ok && scheme_ok {
+        (Some(name), &arg[eq + 1..])
+    } else {
+        (None, arg)
+    }
 }
 
 /// The plan for `peer`, where forward checks are optional (`peer AGENT` alone checks the agent
@@ -112,11 +180,29 @@ pub fn build_allowing_empty(input: &PlanInput) -> Result<Plan, PlanError> {
     if !input.targets.is_empty() {
         taken.extend(checks.iter().map(|c| c.name.clone()));
     }
-    for url in &input.targets {
+    for arg in &input.targets {
+        let (given_name, url) = split_target_name(arg);
         let target = Target::from_url(url).map_err(|e| PlanError::Usage(e.to_string()))?;
-        let mut name = url.clone();
+        if let Some(given) = given_name {
+            // A name the user chose is kept as is: a clash is an error, not a silent `#2`.
+            if !taken.insert(given.to_string()) {
+                return Err(PlanError::Usage(format!(
+                    "{given}={}: the name `{given}` is already used by another check",
+                    crate::hostport::mask_url(url)
+                )));
+            }
+            checks.push(CheckSpec {
+                name: given.to_string(),
+                from: cfg.defaults.zone.clone(),
+                to: None,
+                timeout: None,
+                target,
+            });
+            continue;
+        }
+        let mut name = url.to_string();
         if taken.contains(&name) {
-            let n = next_suffix.entry(url.as_str()).or_insert(2);
+            let n = next_suffix.entry(url).or_insert(2);
             loop {
                 name = format!("{url}#{n}");
                 *n += 1;
@@ -145,6 +231,7 @@ pub fn build_allowing_empty(input: &PlanInput) -> Result<Plan, PlanError> {
     Ok(Plan {
         checks,
         output,
+        found_config: None,
         zone: cfg.defaults.zone.clone(),
         timeout: input
             .timeout
@@ -175,9 +262,11 @@ mod tests {
             output: OutputRequest {
                 format: Format::Human,
                 color: false,
+                quiet: false,
                 outputs: Vec::new(),
                 textfile_dir: None,
                 firewall_requests: Vec::new(),
+                textfile_name: crate::report::outputs::TEXTFILE_NAME.into(),
                 fail_on: FailOn::Failure,
                 baseline: None,
             },
@@ -220,6 +309,44 @@ mod tests {
                 "tcp://h:2#2"
             ]
         );
+    }
+
+    #[test]
+    fn target_names() {
+        let rows = [
+            ("sql=tcp://h:1", Some("sql"), "tcp://h:1"),
+            ("web-1.a_b=dns://h", Some("web-1.a_b"), "dns://h"),
+            ("tcp://h:1", None, "tcp://h:1"),
+            // `=` in the query, not before the scheme: no name.
+            ("epm://h?iface=abc", None, "epm://h?iface=abc"),
+            // Not a name: a space, or nothing before `=`.
+            ("my sql=tcp://h:1", None, "my sql=tcp://h:1"),
+            ("=tcp://h:1", None, "=tcp://h:1"),
+            ("a=b=tcp://h:1", None, "a=b=tcp://h:1"),
+            ("mssql://u@h/db?tx=local", None, "mssql://u@h/db?tx=local"),
+        ];
+        for (arg, name, url) in rows {
+            assert_eq!(split_target_name(arg), (name, url), "{arg}");
+        }
+    }
+
+    #[test]
+    fn named_targets_keep_their_name_and_clashes_are_refused() {
+        let plan = build(&input(&["sql=tcp://h:1", "tcp://h:1"], None)).unwrap();
+        assert_eq!(names(&plan), ["sql", "tcp://h:1"]);
+        let err = build(&input(&["a=tcp://h:1", "a=tcp://h:2"], None)).unwrap_err();
+        assert_eq!(err.exit_code(), exit::USAGE);
+    }
+
+    #[test]
+    fn default_config_prefers_the_local_file() {
+        let env = Some(std::ffi::OsString::from("/etc/x.toml"));
+        let local = default_config(|_| true, env.clone()).unwrap();
+        assert_eq!(local.0, PathBuf::from("dtcprobe.toml"));
+        let from_env = default_config(|_| false, env).unwrap();
+        assert_eq!(from_env.0, PathBuf::from("/etc/x.toml"));
+        assert!(default_config(|_| false, Some("".into())).is_none());
+        assert!(default_config(|_| false, None).is_none());
     }
 
     #[test]

@@ -374,8 +374,9 @@ fn print_summary(json: bool, rounds: u64, tracker: &Tracker) {
         };
         let _ = writeln!(
             out,
-            "{}  summary: {rounds} rounds; flapping: {}; failing now: {}",
+            "{}  summary: {}; flapping: {}; failing now: {}",
             humantime::format_rfc3339_seconds(now),
+            crate::report::human::plural(rounds as usize, "round", "rounds"),
             list(&flapped),
             list(&failing)
         );
@@ -435,11 +436,12 @@ pub async fn run(plan: Plan, schedule: WatchOptions) -> u8 {
             state.set_latest(report.clone(), tracker.metrics());
         }
         print_events(json, now, &events);
-        if let Err(e) = outputs::write_all(
-            &report,
-            &plan.output.outputs,
-            plan.output.textfile_dir.as_deref(),
-        ) {
+        let textfile = plan
+            .output
+            .textfile_dir
+            .as_deref()
+            .map(|dir| (dir, plan.output.textfile_name.as_str()));
+        for e in outputs::write_all(&report, &plan.output.outputs, textfile) {
             eprintln!("dtcprobe: {e}");
         }
         last = Some(report);

@@ -64,7 +64,7 @@ fn init_writes_a_config_that_loads() {
     let cfg = dir.path().join("dtcprobe.toml");
     let (code, _, stderr) = dtcprobe(&["check", "-c", cfg.to_str().unwrap(), "--only", "nope"]);
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("sql01-tds"), "{stderr}");
+    assert!(stderr.contains("localhost-dns"), "{stderr}");
 }
 
 #[test]

@@ -30,6 +30,7 @@ mod peer_cid;
 mod postgres_real;
 mod report_schema;
 mod url_secrets;
+mod ux;
 mod verdict;
 mod watch_metrics;
 mod windows_wine;

@@ -146,8 +146,12 @@ fn concurrent_probes_share_one_run_and_results_are_cached() {
     assert_eq!(http_get(addr, "/probe?target=x").0, 400);
     assert_eq!(http_get(addr, "/probe?module=db&target=a%20b").0, 400);
 
-    // Before any watch round: /healthz says so, /metrics still parses.
-    assert_eq!(http_get(addr, "/healthz").0, 503);
+    // Before any watch round: /healthz is up (the prober's own health) and says so; /metrics
+    // still parses.
+    assert_eq!(
+        http_get(addr, "/healthz"),
+        (200, "ok: serving; no round finished yet\n".to_string())
+    );
     let (code, metrics) = http_get(addr, "/metrics");
     assert_eq!(code, 200);
     promtool_ok(&metrics).unwrap();
@@ -302,7 +306,14 @@ fn watch_serves_metrics_healthz_and_probe_that_promtool_accepts() {
         l.contains("db  start: pass")
     });
 
-    assert_eq!(http_get(addr, "/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(
+        http_get(addr, "/healthz"),
+        (
+            200,
+            "ok: serving; last round: 0 of 1 check failing (targets' state: /metrics)\n"
+                .to_string()
+        )
+    );
     let (code, metrics) = http_get(addr, "/metrics");
     assert_eq!(code, 200);
     promtool_ok(&metrics).unwrap();
@@ -327,7 +338,8 @@ fn watch_serves_metrics_healthz_and_probe_that_promtool_accepts() {
     assert_eq!(sample(&probe, "probe_success "), Some(0.0), "{probe}");
     assert!(probe.contains("cause=\"refused\"} 1"), "{probe}");
 
-    // The service goes away: the next round reports the transition and /healthz turns 503.
+    // The service goes away: the next round reports the transition; /healthz stays 200 (a
+    // liveness probe must not restart the prober during the outage it reports).
     drop(open);
     w.wait_line(
         "the pass -> fail transition",
@@ -335,7 +347,13 @@ fn watch_serves_metrics_healthz_and_probe_that_promtool_accepts() {
         |l| l.contains("db  pass -> fail"),
     );
     let (code, body) = http_get(addr, "/healthz");
-    assert_eq!((code, body.as_str()), (503, "failing: db\n"));
+    assert_eq!(
+        (code, body.as_str()),
+        (
+            200,
+            "ok: serving; last round: 1 of 1 check failing (targets' state: /metrics)\n"
+        )
+    );
 
     assert_eq!(w.interrupt(), 130);
     let summary = w.wait_line("the summary", Duration::from_secs(5), |l| {

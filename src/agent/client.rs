@@ -535,9 +535,14 @@ fn build_checks(
             },
         ),
         Session::Answered(b) => {
-            let resolve = b.resolve.clone().unwrap_or_else(|| {
-                HopResult::skip(HopKind::Resolve, "not run: no caller name to look up")
-            });
+            // The agent ran this lookup: its hint speaks of the agent's host, not this one.
+            let resolve = b
+                .resolve
+                .clone()
+                .map(super::far_side::reword_hop)
+                .unwrap_or_else(|| {
+                    HopResult::skip(HopKind::Resolve, "not run: no caller name to look up")
+                });
             let callback = match (observed.from, &b.callback, &listen_error) {
                 (Some(from), agent_side, _) => {
                     let hop = callback_seen(from, callback_port);
@@ -550,7 +555,8 @@ fn build_checks(
                 (None, Some(agent_side), None) if !agent_side.lets_chain_continue() => {
                     let mut hop = agent_side.clone();
                     hop.detail = format!("agent -> this host: {}", hop.detail);
-                    let original = hop.hint.take();
+                    // The agent made this connection: a hint about "this host" means the agent's.
+                    let original = hop.hint.take().map(|h| super::far_side::reword_hint(&h));
                     // A silent drop is exactly the one-way firewall: the bidirectional hint says
                     // it all. Other causes keep their own explanation after it.
                     let hint = match (forward_ok, original) {
@@ -589,7 +595,8 @@ fn build_checks(
 
     // Reverse checks run by the agent.
     match &session {
-        Session::Answered(b) => checks.extend(b.reverse.iter().cloned().map(|mut c| {
+        Session::Answered(b) => checks.extend(b.reverse.iter().cloned().map(|c| {
+            let mut c = super::far_side::reword_check(c);
             c.direction = Direction::Reverse;
             c
         })),

@@ -25,7 +25,8 @@ pub enum SetupError {
     Key(#[from] KeyError),
     #[error("{0}")]
     AgentConfig(#[from] AgentConfigError),
-    /// A `--reverse` URL that does not parse.
+    /// A `--reverse` URL that does not parse or names a kind the agent never runs, or an
+    /// AGENT_ADDR that is not HOST[:PORT]: usage errors.
     #[error("{0}")]
     Reverse(String),
     #[error("{0}")]
@@ -170,12 +171,69 @@ pub fn start_line(
     )
 }
 
+/// The port `dtcprobe peer HOST` uses when AGENT_ADDR has none (the port the docs and examples
+/// give `dtcprobe agent --listen`).
+pub const DEFAULT_AGENT_PORT: u16 = 7135;
+
+/// AGENT_ADDR as `host:port`: `HOST`, `[IPv6]` and a bare IPv6 address get
+/// [`DEFAULT_AGENT_PORT`]; a port that is not a number is a usage error (before, `peer
+/// 127.0.0.1` reported `dns_nxdomain`, as if the network had failed).
+pub fn agent_address(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("AGENT_ADDR is empty (expected HOST[:PORT])".into());
+    }
+    if text.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Ok(format!("[{text}]:{DEFAULT_AGENT_PORT}"));
+    }
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else {
+            return Err(format!("AGENT_ADDR {text:?}: `[` without `]`"));
+        };
+        match after.strip_prefix(':') {
+            Some(p) => (format!("[{v6}]"), Some(p)),
+            None if after.is_empty() => (format!("[{v6}]"), None),
+            None => return Err(format!("AGENT_ADDR {text:?}: expected [IPv6]:PORT")),
+        }
+    } else {
+        match text.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (text.to_string(), None),
+        }
+    };
+    if host.is_empty() || host.contains("://") || host.contains('/') {
+        return Err(format!(
+            "AGENT_ADDR {text:?}: expected HOST[:PORT], e.g. sql01:7135"
+        ));
+    }
+    match port {
+        None => Ok(format!("{host}:{DEFAULT_AGENT_PORT}")),
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => Ok(format!("{host}:{n}")),
+            _ => Err(format!(
+                "AGENT_ADDR {text:?}: port {p:?} is not a number from 1 to 65535"
+            )),
+        },
+    }
+}
+
 /// Parses `--reverse` URLs: host `caller` means "the caller's address as the agent sees it".
+/// A kind the agent never runs (mssql, postgres: they need credentials the agent does not hold)
+/// is refused here, before the run, rather than sent and refused with a hint that cannot help.
 pub fn parse_reverse(urls: &[String]) -> Result<Vec<ReverseTarget>, String> {
     urls.iter()
         .map(|text| {
-            let target = Target::from_url(text)
-                .map_err(|e| format!("--reverse {}: {e}", crate::hostport::mask_url(text)))?;
+            let target = Target::from_url(text).map_err(|e| format!("--reverse {}: {e}", crate::hostport::mask_url(text)))?;
+            if !crate::agent::server::REVERSE_KINDS.contains(&target.kind()) {
+                return Err(format!(
+                    "--reverse {}: the agent never runs `{}` checks (they need credentials, and the \
+                     agent holds none); reverse checks may be {}. To test a login from the far side, \
+                     run `dtcprobe check` there",
+                    crate::hostport::mask_url(text),
+                    target.kind(),
+                    crate::agent::server::REVERSE_KINDS.join(", ")
+                ));
+            }
             let to_caller = target.host().eq_ignore_ascii_case("caller");
             Ok(ReverseTarget {
                 name: format!("reverse {text}"),
@@ -215,10 +273,11 @@ pub struct PeerSetup {
 impl PeerSetup {
     pub fn resolve(input: PeerInput) -> Result<PeerSetup, SetupError> {
         let key = Key::load(&input.key_file)?;
+        let agent = agent_address(&input.agent).map_err(SetupError::Reverse)?;
         let reverse = parse_reverse(&input.reverse).map_err(SetupError::Reverse)?;
         let plan = plan::build_allowing_empty(&input.plan)?;
         let opts = PeerOptions {
-            agent: input.agent,
+            agent,
             key,
             callback_bind: input.callback_bind,
             callback_port: input.callback_port,
@@ -298,5 +357,33 @@ mod tests {
         assert!(!r[1].to_caller);
         assert!(r[2].to_caller);
         assert!(parse_reverse(&["caller:135".into()]).is_err());
+        let mssql = parse_reverse(&["mssql://sa@caller/master".into()]).unwrap_err();
+        assert!(mssql.contains("never runs `mssql`"), "{mssql}");
+    }
+
+    #[test]
+    fn agent_addresses() {
+        let ok = [
+            ("sql01", "sql01:7135"),
+            ("sql01:7000", "sql01:7000"),
+            ("127.0.0.1", "127.0.0.1:7135"),
+            ("198.18.0.2:7135", "198.18.0.2:7135"),
+            ("::1", "[::1]:7135"),
+            ("[::1]", "[::1]:7135"),
+            ("[::1]:9", "[::1]:9"),
+        ];
+        for (text, want) in ok {
+            assert_eq!(agent_address(text).unwrap(), want, "{text}");
+        }
+        for bad in [
+            "",
+            "sql01:http",
+            "sql01:0",
+            "[::1",
+            "tcp://sql01:7135",
+            "sql01:99999",
+        ] {
+            assert!(agent_address(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod cmd;
+pub mod far_side;
 pub mod install;
 pub mod metrics;
 pub mod protocol;

@@ -48,8 +48,8 @@ mod tests {
 
     fn render(report: &Report, baseline: Option<&BaselineDiff>) -> String {
         let ctx = RenderContext {
-            color: false,
             baseline,
+            ..RenderContext::default()
         };
         let mut buf = Vec::new();
         Json.render(report, &ctx, &mut buf).unwrap();

@@ -27,6 +27,10 @@ pub struct RenderContext<'a> {
     pub color: bool,
     /// The comparison with `--baseline`, when one was given.
     pub baseline: Option<&'a BaselineDiff>,
+    /// `--quiet`: human and plain list only the hops that failed or warned.
+    pub quiet: bool,
+    /// Columns the human table must fit in (`None`: no limit, e.g. a file or a pipe).
+    pub width: Option<usize>,
 }
 
 /// One output format: how it renders a report and, since some formats (Nagios) have their own
@@ -85,15 +89,64 @@ impl Format {
     }
 }
 
-/// Colour only on a terminal, and never when NO_COLOR is set (to anything but the empty string).
+/// `--color`: when the human report gets ANSI colours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    /// On a terminal, unless NO_COLOR is set or TERM is `dumb`.
+    Auto,
+    Always,
+    Never,
+}
+
+/// Colour only on a terminal, never when NO_COLOR is set (to anything but the empty string),
+/// never on a terminal that says it cannot (TERM=dumb: Emacs shells, some CI log viewers).
 pub fn colour_for(is_terminal: bool) -> bool {
-    is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
+    is_terminal && !no_color && !dumb
 }
 
 /// Whether a report written to this process's stdout gets colours.
-pub fn colour_for_stdout() -> bool {
+pub fn colour_for_stdout(choice: ColorChoice) -> bool {
     use std::io::IsTerminal;
-    colour_for(std::io::stdout().is_terminal())
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => colour_for(std::io::stdout().is_terminal()),
+    }
+}
+
+/// The width the human table fits in: `COLUMNS` when set (shells export it; tests and scripts
+/// can too), else the terminal's width when stdout is one, else no limit (a file or a pipe
+/// keeps whole lines for grep).
+pub fn width_for_stdout() -> Option<usize> {
+    if let Some(cols) = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(|c| *c > 0)
+    {
+        return Some(cols);
+    }
+    terminal_width()
+}
+
+#[cfg(unix)]
+fn terminal_width() -> Option<usize> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    // SAFETY: TIOCGWINSZ fills a winsize struct we own; a failure leaves it zeroed.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+    (ok && ws.ws_col > 0).then_some(ws.ws_col as usize)
+}
+
+/// Windows consoles: no ioctl; `COLUMNS` (above) or no limit. Confirmed only under wine, where
+/// stdout is a pipe anyway; a real console width needs GetConsoleScreenBufferInfo (not done).
+#[cfg(not(unix))]
+fn terminal_width() -> Option<usize> {
+    None
 }
 
 pub fn exporter_for(format: Format) -> Box<dyn Exporter> {

@@ -23,6 +23,28 @@ use crate::model::Report;
 /// The file written into `--textfile-dir` (node_exporter / windows_exporter read `*.prom`).
 pub const TEXTFILE_NAME: &str = "dtcprobe.prom";
 
+/// `--textfile-name`: a plain file name ending in `.prom` (the collectors read only those), with
+/// no directory part (the directory is `--textfile-dir`) and not hidden (collectors skip
+/// dot-files, and the temporary file of an atomic write is one).
+pub fn textfile_name_arg(name: &str) -> Result<String, String> {
+    if name.contains(['/', '\\']) || name == "." || name == ".." {
+        return Err(format!(
+            "{name:?} is not a plain file name (the directory is --textfile-dir)"
+        ));
+    }
+    if name.starts_with('.') {
+        return Err(format!(
+            "{name:?} starts with a dot: the textfile collector skips hidden files"
+        ));
+    }
+    if !name.ends_with(".prom") || name.len() <= ".prom".len() {
+        return Err(format!(
+            "{name:?} must end in .prom: the textfile collector reads only *.prom"
+        ));
+    }
+    Ok(name.to_string())
+}
+
 /// One `--output FORMAT=PATH`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputSpec {
@@ -59,14 +81,18 @@ impl FromStr for OutputSpec {
 pub struct OutputRequest {
     /// The format on stdout.
     pub format: Format,
-    /// Colours on stdout (the caller decides: a TTY and no NO_COLOR).
+    /// Colours on stdout (the caller decides: `--color`, a TTY, NO_COLOR, TERM).
     pub color: bool,
+    /// `--quiet`: only what failed or warned (human, plain).
+    pub quiet: bool,
     /// `--output FORMAT=PATH`.
     pub outputs: Vec<OutputSpec>,
     /// `--textfile-dir DIR`.
     pub textfile_dir: Option<PathBuf>,
     /// `--firewall-request FORMAT=PATH`.
     pub firewall_requests: Vec<FirewallRequestSpec>,
+    /// `--textfile-name NAME` (default [`TEXTFILE_NAME`]).
+    pub textfile_name: String,
     pub fail_on: FailOn,
     /// `--baseline FILE`: an earlier JSON report to compare with.
     pub baseline: Option<PathBuf>,
@@ -78,9 +104,11 @@ pub struct OutputRequest {
 pub struct OutputPlan {
     pub format: Format,
     pub color: bool,
+    pub quiet: bool,
     pub outputs: Vec<OutputSpec>,
     pub textfile_dir: Option<PathBuf>,
     pub firewall_requests: Vec<FirewallRequestSpec>,
+    pub textfile_name: String,
     pub fail_on: FailOn,
     /// The earlier report this run is compared with.
     pub baseline: Option<Report>,
@@ -97,9 +125,11 @@ impl OutputPlan {
         Ok(OutputPlan {
             format: request.format,
             color: request.color,
+            quiet: request.quiet,
             outputs: request.outputs,
             textfile_dir: request.textfile_dir,
             firewall_requests: request.firewall_requests,
+            textfile_name: request.textfile_name,
             fail_on: request.fail_on,
             baseline,
         })
@@ -161,6 +191,11 @@ pub fn pre_run_exit(format: Format, code: u8, message: &str) -> u8 {
 
 /// Everything after a `check` or `peer` run: compares with the baseline, writes the report on
 /// stdout and every extra output, and returns the exit code (the stdout format's).
+///
+/// An output that cannot be written does not hide what the run found: every output is still
+/// tried, each failure is named on stderr, and the exit code stays the run's own when that is
+/// already a failure (1, or Nagios's 2); only a clean run becomes inconclusive (3), because what
+/// was asked for was not delivered.
 pub fn emit(report: &Report, plan: &OutputPlan) -> u8 {
     let diff = plan
         .baseline
@@ -169,7 +204,10 @@ pub fn emit(report: &Report, plan: &OutputPlan) -> u8 {
     let ctx = RenderContext {
         color: plan.color,
         baseline: diff.as_ref(),
+        quiet: plan.quiet,
+        width: super::width_for_stdout(),
     };
+    let mut delivered = true;
     let written = render(report, plan.format, &ctx).and_then(|bytes| {
         let mut stdout = io::stdout().lock();
         stdout.write_all(&bytes)?;
@@ -178,42 +216,52 @@ pub fn emit(report: &Report, plan: &OutputPlan) -> u8 {
     if let Err(e) = written {
         // A closed pipe (`| head`) is not worth a scary message, but the run is not clean either.
         if e.kind() != io::ErrorKind::BrokenPipe {
-            eprintln!("dtcprobe: cannot write the report: {e}");
+            eprintln!("dtcprobe: cannot write the report to stdout: {e}");
         }
-        return exit::INCONCLUSIVE;
+        delivered = false;
     }
-    if let Err(e) = write_all_with(
-        report,
-        &plan.outputs,
-        plan.textfile_dir.as_deref(),
-        diff.as_ref(),
-    ) {
-        eprintln!("dtcprobe: {e}");
-        return exit::INCONCLUSIVE;
+    let textfile = plan
+        .textfile_dir
+        .as_deref()
+        .map(|dir| (dir, plan.textfile_name.as_str()));
+    for e in write_all_with(report, &plan.outputs, textfile, diff.as_ref()) {
+        eprintln!("dtcprobe: {e} (the checks themselves ran; see the exit code)");
+        delivered = false;
     }
     if let Err(e) = super::firewall_request::write_all(report, &plan.firewall_requests) {
-        eprintln!("dtcprobe: {e}");
-        return exit::INCONCLUSIVE;
+        eprintln!("dtcprobe: {e} (the checks themselves ran; see the exit code)");
+        delivered = false;
     }
-    exporter_for(plan.format).exit_code(report, plan.fail_on, diff.as_ref())
+    let code = exporter_for(plan.format).exit_code(report, plan.fail_on, diff.as_ref());
+    combine_exit(code, delivered)
 }
 
-/// Writes every `--output` and, if given, the `--textfile-dir` file.
-/// Stops at the first error (the report on stdout has already been written by then).
+/// The exit code when some output was not delivered: the run's own code if it already says
+/// something is wrong, else inconclusive.
+pub fn combine_exit(run_code: u8, delivered: bool) -> u8 {
+    if delivered || run_code != exit::OK {
+        run_code
+    } else {
+        exit::INCONCLUSIVE
+    }
+}
+
+/// Writes every `--output` and, if given, the textfile (`(dir, file name)`). Every output is
+/// tried; returns the errors, one per output that could not be written.
 pub fn write_all(
     report: &Report,
     specs: &[OutputSpec],
-    textfile_dir: Option<&Path>,
-) -> Result<(), OutputError> {
-    write_all_with(report, specs, textfile_dir, None)
+    textfile: Option<(&Path, &str)>,
+) -> Vec<OutputError> {
+    write_all_with(report, specs, textfile, None)
 }
 
 fn write_all_with(
     report: &Report,
     specs: &[OutputSpec],
-    textfile_dir: Option<&Path>,
+    textfile: Option<(&Path, &str)>,
     diff: Option<&BaselineDiff>,
-) -> Result<(), OutputError> {
+) -> Vec<OutputError> {
     let err = |format: Format, path: &Path| {
         let path = path.to_path_buf();
         move |source| OutputError::Write {
@@ -222,29 +270,36 @@ fn write_all_with(
             source,
         }
     };
-    // Files never get colours; they get the baseline comparison like stdout does.
+    // Files never get colours, nor a terminal's width; they get the baseline comparison like
+    // stdout does, and everything (no --quiet: a file is read later, in full).
     let ctx = RenderContext {
         color: false,
         baseline: diff,
+        ..RenderContext::default()
     };
+    let mut errors = Vec::new();
     for spec in specs {
-        let bytes = render(report, spec.format, &ctx).map_err(err(spec.format, &spec.path))?;
-        if spec.path.as_os_str() == "-" {
-            let mut out = io::stdout().lock();
-            out.write_all(&bytes)
-                .and_then(|_| out.flush())
-                .map_err(err(spec.format, &spec.path))?;
-        } else {
-            write_atomic(&spec.path, &bytes).map_err(err(spec.format, &spec.path))?;
+        let result = render(report, spec.format, &ctx).and_then(|bytes| {
+            if spec.path.as_os_str() == "-" {
+                let mut out = io::stdout().lock();
+                out.write_all(&bytes).and_then(|_| out.flush())
+            } else {
+                write_atomic(&spec.path, &bytes)
+            }
+        });
+        if let Err(e) = result {
+            errors.push(err(spec.format, &spec.path)(e));
         }
     }
-    if let Some(dir) = textfile_dir {
-        let path = dir.join(TEXTFILE_NAME);
-        let bytes = render(report, Format::Prometheus, &RenderContext::default())
-            .map_err(err(Format::Prometheus, &path))?;
-        write_atomic(&path, &bytes).map_err(err(Format::Prometheus, &path))?;
+    if let Some((dir, name)) = textfile {
+        let path = dir.join(name);
+        let result = render(report, Format::Prometheus, &RenderContext::default())
+            .and_then(|bytes| write_atomic(&path, &bytes));
+        if let Err(e) = result {
+            errors.push(err(Format::Prometheus, &path)(e));
+        }
     }
-    Ok(())
+    errors
 }
 
 #[cfg(test)]
@@ -270,6 +325,22 @@ mod tests {
         for bad in ["junit", "xml=out.xml", "junit="] {
             assert!(bad.parse::<OutputSpec>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn textfile_names() {
+        assert_eq!(textfile_name_arg("web.prom").unwrap(), "web.prom");
+        for bad in ["a/b.prom", "..", ".x.prom", "x.txt", ".prom", "a\\b.prom"] {
+            assert!(textfile_name_arg(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_undelivered_output_keeps_a_failing_code() {
+        assert_eq!(combine_exit(exit::OK, true), exit::OK);
+        assert_eq!(combine_exit(exit::OK, false), exit::INCONCLUSIVE);
+        assert_eq!(combine_exit(exit::CHECK_FAILED, false), exit::CHECK_FAILED);
+        assert_eq!(combine_exit(2, false), 2);
     }
 
     #[test]

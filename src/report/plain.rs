@@ -1,11 +1,13 @@
 //! `-f plain`: one tab-separated line per hop, no colour, no alignment: for grep, awk and logs.
-//! Columns: check, hop, status, cause (`-` when none), seconds, detail. With `--baseline`, the
-//! comparison section follows the summary line.
+//! Columns: check, hop, status, cause (`-` when none), seconds, detail, from zone, to zone (`-`
+//! when unknown; the zones come last so that scripts reading the first six columns keep
+//! working). `--quiet`: only the hops that failed or warned. With `--baseline`, the comparison
+//! section follows the summary line.
 
 use std::io::{self, Write};
 
 use super::{Exporter, RenderContext};
-use crate::model::Report;
+use crate::model::{Report, Status};
 
 pub struct Plain;
 
@@ -22,22 +24,28 @@ impl Exporter for Plain {
         out: &mut dyn Write,
     ) -> io::Result<()> {
         for check in &report.checks {
+            let zone = |z: &Option<String>| z.as_deref().map(field).unwrap_or_else(|| "-".into());
             for hop in &check.hops {
+                if ctx.quiet && !matches!(hop.status, Status::Fail | Status::Warn) {
+                    continue;
+                }
                 writeln!(
                     out,
-                    "{}\t{}\t{}\t{}\t{:.3}\t{}",
+                    "{}\t{}\t{}\t{}\t{:.3}\t{}\t{}\t{}",
                     field(&check.name),
                     hop.hop.as_str(),
                     hop.status.as_str(),
                     hop.cause.map(|c| c.as_str()).unwrap_or("-"),
                     hop.duration_seconds.as_secs_f64(),
-                    field(&hop.detail)
+                    field(&hop.detail),
+                    zone(&check.from),
+                    zone(&check.to)
                 )?;
             }
         }
         // `--list-endpoints`: one line per mapper entry, columns: check, `endpoint`, uuid,
         // version, binding, annotation.
-        for check in &report.checks {
+        for check in report.checks.iter().filter(|_| !ctx.quiet) {
             let entries = check
                 .hops
                 .iter()

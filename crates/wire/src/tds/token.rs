@@ -252,7 +252,10 @@ mod tests {
         );
         assert_eq!(
             envchange_routing("h", 11001),
-            vec![0xE3, 11, 0, 20, 6, 0, 0, 0xF9, 0x2A, 1, 0, b'h', 0, 0, 0]
+            // MS-TDS 2.2.7.9, type 20: the routing value is protocol (1) + port (2) + the
+            // server name as US_VARCHAR (2 + 2 for "h") = 7 bytes; the token length adds the
+            // type byte, the value's own length field and the empty old value (1 + 2 + 7 + 2).
+            vec![0xE3, 12, 0, 20, 7, 0, 0, 0xF9, 0x2A, 1, 0, b'h', 0, 0, 0]
         );
         assert_eq!(
             envchange_bytes(ENV_BEGIN_TRAN, &[1, 2], &[]),
