@@ -85,7 +85,7 @@ async fn connect_classified(
         Ok(Err(e)) => {
             let icmp = errqueue
                 .as_ref()
-                .and_then(|fd| icmp_errqueue::read(fd, addr.is_ipv6()));
+                .and_then(|fd| icmp_errqueue::read(fd, addr.ip()));
             (
                 icmp.unwrap_or_else(|| ConnectOutcome::from_io_error(&e)),
                 None,
@@ -136,8 +136,32 @@ mod icmp_errqueue {
         (dup >= 0).then(|| unsafe { OwnedFd::from_raw_fd(dup) })
     }
 
-    /// Reads one queued ICMP error, if any, without blocking.
-    pub fn read(fd: &OwnedFd, v6: bool) -> Option<ConnectOutcome> {
+    /// Reads one queued ICMP error, if any, without blocking; `target` is the address the socket
+    /// connected to, to tell "the target answered" from "a router answered".
+    pub fn read(fd: &OwnedFd, target: std::net::IpAddr) -> Option<ConnectOutcome> {
+        let queued = read_queued(fd, target.is_ipv6())?;
+        Some(ConnectOutcome::Icmp {
+            v6: queued.v6,
+            icmp_type: queued.icmp_type,
+            code: queued.code,
+            from: queued.offender,
+            by_target: queued.offender == Some(target),
+        })
+    }
+
+    /// One ICMP error from a socket's error queue.
+    #[derive(Debug, Clone, Copy)]
+    pub struct QueuedIcmp {
+        pub v6: bool,
+        pub icmp_type: u8,
+        pub code: u8,
+        /// The device that sent it (`SO_EE_OFFENDER`).
+        pub offender: Option<std::net::IpAddr>,
+    }
+
+    /// Reads one queued ICMP error, if any, without blocking. Shared with the `path` trace,
+    /// which reads time-exceeded errors the same way.
+    pub fn read_queued(fd: &impl AsRawFd, v6: bool) -> Option<QueuedIcmp> {
         let mut control = [0u8; 512];
         let mut data = [0u8; 64];
         let mut iov = libc::iovec {
@@ -176,10 +200,15 @@ mod icmp_errqueue {
                         libc::CMSG_DATA(cmsg) as *const libc::sock_extended_err
                     );
                     if ee.ee_origin == SO_EE_ORIGIN_ICMP || ee.ee_origin == SO_EE_ORIGIN_ICMP6 {
-                        return Some(ConnectOutcome::Icmp {
+                        // SO_EE_OFFENDER: a sockaddr right after the extended error, in the
+                        // same control message.
+                        let after = (libc::CMSG_DATA(cmsg) as *const u8)
+                            .add(std::mem::size_of::<libc::sock_extended_err>());
+                        return Some(QueuedIcmp {
                             v6: ee.ee_origin == SO_EE_ORIGIN_ICMP6,
                             icmp_type: ee.ee_type,
                             code: ee.ee_code,
+                            offender: offender(after),
                         });
                     }
                 }
@@ -187,6 +216,36 @@ mod icmp_errqueue {
             }
         }
         None
+    }
+
+    /// The offender sockaddr the kernel put after `sock_extended_err` (AF_UNSPEC when unknown).
+    ///
+    /// # Safety
+    /// `at` points into a control message the kernel filled for an IP(V6)_RECVERR error, which
+    /// always has room for a `sockaddr_in6` there.
+    unsafe fn offender(at: *const u8) -> Option<std::net::IpAddr> {
+        let family = std::ptr::read_unaligned(at as *const libc::sockaddr).sa_family as i32;
+        match family {
+            libc::AF_INET => {
+                let sin = std::ptr::read_unaligned(at as *const libc::sockaddr_in);
+                Some(std::net::IpAddr::from(
+                    u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                ))
+            }
+            libc::AF_INET6 => {
+                let sin6 = std::ptr::read_unaligned(at as *const libc::sockaddr_in6);
+                Some(std::net::IpAddr::from(sin6.sin6_addr.s6_addr))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The device that sent the ICMP error an attempt ended with, if it did.
+pub fn icmp_from(outcome: &ConnectOutcome) -> Option<IpAddr> {
+    match outcome {
+        ConnectOutcome::Icmp { from, .. } => *from,
+        _ => None,
     }
 }
 
@@ -215,12 +274,16 @@ pub fn hop_result(kind: HopKind, attempts: &[Attempt]) -> HopResult {
         .iter()
         .map(|a| {
             let c = classify_connect(a.outcome);
-            json!({
+            let mut entry = json!({
                 "address": a.addr.to_string(),
                 "status": if c.is_none() { "pass" } else { "fail" },
                 "cause": c.as_ref().map(|c| c.cause.as_str()),
                 "duration_seconds": (a.elapsed.as_secs_f64() * 1e6).round() / 1e6,
-            })
+            });
+            if let Some(from) = icmp_from(&a.outcome) {
+                entry["icmp_from"] = json!(from.to_string());
+            }
+            entry
         })
         .collect();
 
@@ -267,6 +330,12 @@ pub fn hop_result(kind: HopKind, attempts: &[Attempt]) -> HopResult {
             crate::model::Cause::Internal,
             "no address to connect to",
         ),
+    };
+    // The sender of the first ICMP error, at the top for scripts and alerts ("who rejected").
+    let first_icmp = failed.iter().find_map(|(a, _)| icmp_from(&a.outcome));
+    let result = match first_icmp {
+        Some(from) => result.with_data("icmp_from", from.to_string()),
+        None => result,
     };
     result.with_data("attempts", per_address)
 }
