@@ -16,6 +16,11 @@ pub struct RunContext {
     /// Per-hop timeout (the check's own, or `--timeout`).
     pub hop_timeout: Duration,
     pub resolver: Arc<DnsResolver>,
+    /// Run hop `path` (a TTL-stepped trace) after a connect times out (`--no-trace` clears it).
+    pub trace: bool,
+    /// The check goes from one declared zone to another (`from`/`to` in the config): a target
+    /// on a directly connected network of this host is then suspicious (hop `route`).
+    pub cross_zone: bool,
 }
 
 /// What a hop hands back: its result, and on success the value later hops build on

@@ -51,6 +51,8 @@ pub struct PlanInput {
     pub concurrency: Option<u32>,
     /// epm checks also list every endpoint mapper entry.
     pub list_endpoints: bool,
+    /// Trace the path (hop `path`) after a connect times out (`--no-trace` turns it off).
+    pub trace: bool,
     pub output: OutputRequest,
 }
 
@@ -63,6 +65,8 @@ pub struct Plan {
     pub zone: Option<String>,
     /// How the report is written.
     pub output: OutputPlan,
+    /// Trace the path (hop `path`) after a connect times out.
+    pub trace: bool,
 }
 
 /// The plan for `check` and `watch`: at least one check.
@@ -146,6 +150,7 @@ pub fn build_allowing_empty(input: &PlanInput) -> Result<Plan, PlanError> {
         checks,
         output,
         zone: cfg.defaults.zone.clone(),
+        trace: input.trace,
         timeout: input
             .timeout
             .or(cfg.defaults.timeout)
@@ -172,6 +177,7 @@ mod tests {
             timeout: None,
             concurrency: None,
             list_endpoints: false,
+            trace: true,
             output: OutputRequest {
                 format: Format::Human,
                 color: false,
