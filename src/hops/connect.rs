@@ -241,6 +241,21 @@ mod icmp_errqueue {
     }
 }
 
+/// For hop `path`: turns on a socket's ICMP error queue (a duplicate descriptor to read it by).
+#[cfg(target_os = "linux")]
+pub fn errqueue_enable(socket: &tokio::net::TcpSocket, v6: bool) -> Option<std::os::fd::OwnedFd> {
+    icmp_errqueue::enable(socket, v6)
+}
+
+/// For hop `path`: one queued ICMP error (any type, with its sender), without blocking.
+#[cfg(target_os = "linux")]
+pub fn errqueue_read(fd: &std::os::fd::OwnedFd, v6: bool) -> Option<icmp_errqueue::QueuedIcmp> {
+    icmp_errqueue::read_queued(fd, v6)
+}
+
+#[cfg(target_os = "linux")]
+pub use icmp_errqueue::QueuedIcmp;
+
 /// The device that sent the ICMP error an attempt ended with, if it did.
 pub fn icmp_from(outcome: &ConnectOutcome) -> Option<IpAddr> {
     match outcome {
@@ -354,7 +369,9 @@ pub async fn tcp_hop(addrs: &[IpAddr], port: u16, limit: Duration) -> HopOutput<
 }
 
 /// Records hop `resolve` for `host` (with the reverse lookups when `reverse_dns`), bounded by
-/// `budget`: a kind that checks reverse DNS gives it room for several lookups.
+/// `budget`: a kind that checks reverse DNS gives it room for several lookups; then hop `route`
+/// (the kernel's route to each address, before any packet is sent). The value is the
+/// addresses that have a route.
 pub async fn resolve_step(
     chain: &mut Chain,
     ctx: &RunContext,
@@ -362,13 +379,35 @@ pub async fn resolve_step(
     reverse_dns: bool,
     budget: Duration,
 ) -> Option<Vec<IpAddr>> {
-    chain
+    let addrs = chain
         .step_with_timeout(
             HopKind::Resolve,
             budget,
             crate::hops::resolve::resolve(&ctx.resolver, host, reverse_dns, ctx.hop_timeout),
         )
-        .await
+        .await?;
+    route_step(chain, ctx, &addrs).await
+}
+
+/// Records hop `route`. A `skip` (no route lookup on this platform) does not stop the chain:
+/// the addresses go on unchecked.
+pub async fn route_step(
+    chain: &mut Chain,
+    ctx: &RunContext,
+    addrs: &[IpAddr],
+) -> Option<Vec<IpAddr>> {
+    let started = Instant::now();
+    let output = crate::hops::route::route_hop(addrs, ctx.cross_zone).await;
+    let result = output.result.with_duration(started.elapsed());
+    if result.status == Status::Skip {
+        chain.record(result);
+        return Some(addrs.to_vec());
+    }
+    if chain.record(result) {
+        output.value
+    } else {
+        None
+    }
 }
 
 /// Records hop `tcp` to `port` on every address; the first one that connected, if any.
@@ -378,9 +417,13 @@ pub async fn connect_step(
     addrs: &[IpAddr],
     port: u16,
 ) -> Option<SocketAddr> {
-    let reachable = chain
+    let Some(reachable) = chain
         .step(HopKind::Tcp, tcp_hop(addrs, port, ctx.hop_timeout))
-        .await?;
+        .await
+    else {
+        crate::hops::path::trace_after_timeout(chain, ctx).await;
+        return None;
+    };
     reachable.first().copied()
 }
 

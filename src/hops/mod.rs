@@ -12,7 +12,9 @@
 
 pub mod connect;
 pub mod kind;
+pub mod path;
 pub mod resolve;
+pub mod route;
 
 pub use kind::Kind;
 

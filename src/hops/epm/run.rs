@@ -186,15 +186,11 @@ pub async fn run(t: &EpmTarget, ctx: &crate::chain::RunContext) -> Vec<HopResult
     use crate::chain::Chain;
     let limit = ctx.hop_timeout;
     let mut chain = Chain::new(
-        vec![HopKind::Resolve, HopKind::Epm, HopKind::RpcPort],
+        vec![HopKind::Resolve, HopKind::Route, HopKind::Epm, HopKind::RpcPort],
         limit,
     );
-    let Some(addrs) = chain
-        .step(
-            HopKind::Resolve,
-            crate::hops::resolve::resolve(&ctx.resolver, &t.host, t.reverse_dns, limit),
-        )
-        .await
+    let Some(addrs) =
+        crate::hops::connect::resolve_step(&mut chain, ctx, &t.host, t.reverse_dns, limit).await
     else {
         return chain.finish();
     };
@@ -211,7 +207,13 @@ pub async fn run(t: &EpmTarget, ctx: &crate::chain::RunContext) -> Vec<HopResult
         .step_with_timeout(HopKind::Epm, budget, epm(&addrs, opts))
         .await
     {
-        chain.step(HopKind::RpcPort, rpc_port(&found, limit)).await;
+        if chain
+            .step(HopKind::RpcPort, rpc_port(&found, limit))
+            .await
+            .is_none()
+        {
+            crate::hops::path::trace_after_timeout(&mut chain, ctx).await;
+        }
     }
     chain.finish()
 }

@@ -28,7 +28,7 @@ const APP_NAME: &str = "dtcprobe";
 
 /// The hops a target plans, in order.
 pub fn planned_hops(t: &MssqlTarget) -> Vec<HopKind> {
-    let mut v = vec![HopKind::Resolve];
+    let mut v = vec![HopKind::Resolve, HopKind::Route];
     if t.needs_browser() {
         v.push(HopKind::Sqlbrowser);
     }
@@ -741,6 +741,7 @@ mod tests {
             planned_hops(&t),
             vec![
                 HopKind::Resolve,
+                HopKind::Route,
                 HopKind::Tcp,
                 HopKind::Login,
                 HopKind::TxLocal
@@ -751,6 +752,7 @@ mod tests {
             planned_hops(&t),
             vec![
                 HopKind::Resolve,
+                HopKind::Route,
                 HopKind::Sqlbrowser,
                 HopKind::Tcp,
                 HopKind::Login,
@@ -761,7 +763,7 @@ mod tests {
         let t = MssqlTarget::from_url("mssql://sa@h:1500/db?tx=none").unwrap();
         assert_eq!(
             planned_hops(&t),
-            vec![HopKind::Resolve, HopKind::Tcp, HopKind::Login]
+            vec![HopKind::Resolve, HopKind::Route, HopKind::Tcp, HopKind::Login]
         );
     }
 
