@@ -75,16 +75,10 @@ pub fn judge_agreement(asked: Option<&str>, evidence: &[ReverseEvidence]) -> Agr
             }
             Err(_) => problems.push(format!("{} has no PTR record", ev.addr)),
             Ok(names) => {
-                if let Some(asked) = asked {
-                    if !names.iter().any(|n| names_same_host(asked, n)) {
-                        problems.push(format!(
-                            "{} -> PTR {}, another host than {asked}",
-                            ev.addr,
-                            names.join(", ")
-                        ));
-                        continue;
-                    }
-                }
+                let other_host = asked
+                    .filter(|asked| !names.iter().any(|n| names_same_host(asked, n)))
+                    .map(|asked| format!(", another host than {asked}"))
+                    .unwrap_or_default();
                 let maps_back = ev
                     .back
                     .iter()
@@ -99,7 +93,7 @@ pub fn judge_agreement(asked: Option<&str>, evidence: &[ReverseEvidence]) -> Agr
                         })
                         .collect();
                     problems.push(format!(
-                        "{} -> PTR {} but {} (not back to {})",
+                        "{} -> PTR {}{other_host} but {} (not back to {})",
                         ev.addr,
                         names.join(", "),
                         if seen.is_empty() {
@@ -108,6 +102,12 @@ pub fn judge_agreement(asked: Option<&str>, evidence: &[ReverseEvidence]) -> Agr
                             seen.join("; ")
                         },
                         ev.addr
+                    ));
+                } else if !other_host.is_empty() {
+                    problems.push(format!(
+                        "{} -> PTR {}{other_host}",
+                        ev.addr,
+                        names.join(", ")
                     ));
                 }
             }
