@@ -333,3 +333,40 @@ fn a_ptr_naming_another_host_is_a_mismatch_and_names_are_sorted() {
         serde_json::json!(["multi.zone.test", "zz.zone.test"])
     );
 }
+
+/// The seed scenario: TCP 135 open, the dynamic RPC range dropped at the first router. The
+/// endpoint mapper (Samba's samba-dcerpcd) answers, `rpc_port` times out, and hop `path` names
+/// the router as the place the packets die.
+#[test]
+fn seed_like_dynamic_range_dropped_at_the_router_is_named() {
+    let test = "seed_like_dynamic_range_dropped_at_the_router_is_named";
+    if !can_run_netns_tests(test) || !support::samba::available(test) {
+        return;
+    }
+    let net = TwoRouters::new("dpq");
+    let _samba = support::samba::Samba::start(&net.sql, TARGET);
+    // Only what comes from the web zone (r1's eth0): the replies to web's own ephemeral ports
+    // must pass.
+    net.r1.nft(
+        "table inet r1fw {\n  chain forward {\n    type filter hook forward priority 0; policy accept;\n    \
+         iifname \"eth0\" tcp dport 49152-65535 drop\n  }\n}\n",
+    );
+    let url = format!("epm://{TARGET}?iface={}", support::samba::LSARPC);
+    let (code, out, err) = dtcprobe_in(&net.web, &["check", "-f", "json", "--timeout", "2s", &url]);
+    assert_eq!(code, 1, "stderr: {err}");
+    let report = parse_report(&out);
+    assert_eq!(hop(&report, &url, "epm")["status"], "pass", "{report:#}");
+    assert_eq!(
+        hop(&report, &url, "rpc_port")["cause"],
+        "timeout",
+        "{report:#}"
+    );
+    let path = hop(&report, &url, "path");
+    assert_eq!(path["data"]["last_responder"], R1_WEB_SIDE, "{path:#}");
+    assert_eq!(path["data"]["last_ttl"], 1);
+    let detail = path["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("at or just after 198.18.0.254 (hop 1)"),
+        "{detail}"
+    );
+}
