@@ -210,6 +210,7 @@ const CASES: &[Case] = &[
         code: Some(0),
         all_hops: Some(&[
             ("resolve", "pass"),
+            ("route", "pass"),
             ("tcp", "pass"),
             ("login", "pass"),
             ("tx_local", "pass"),
@@ -244,7 +245,12 @@ const CASES: &[Case] = &[
         ],
         hint: &[("login", "only the login packet")],
         // tx=none plans no transaction hop.
-        all_hops: Some(&[("resolve", "pass"), ("tcp", "pass"), ("login", "pass")]),
+        all_hops: Some(&[
+            ("resolve", "pass"),
+            ("route", "pass"),
+            ("tcp", "pass"),
+            ("login", "pass"),
+        ]),
         ..BASE
     },
     Case {
