@@ -113,6 +113,8 @@ fn main() {
     let ctx = RunContext {
         hop_timeout: Duration::from_secs(5),
         resolver: Arc::new(DnsResolver::from_system(Duration::from_secs(5))),
+        trace: false,
+        cross_zone: false,
     };
     let mut hop_sum = Vec::new();
     let mut chain_total = Vec::new();

@@ -121,6 +121,7 @@ async fn check(input: PlanInput) -> u8 {
     let opts = RunOptions {
         timeout: plan.timeout,
         concurrency: plan.concurrency,
+        trace: plan.trace,
         progress: bar
             .clone()
             .map(|b| b as std::sync::Arc<dyn runner::Progress>),

@@ -16,6 +16,11 @@ pub struct RunContext {
     /// Per-hop timeout (the check's own, or `--timeout`).
     pub hop_timeout: Duration,
     pub resolver: Arc<DnsResolver>,
+    /// Run hop `path` (a TTL-stepped trace) after a connect times out (`--no-trace` clears it).
+    pub trace: bool,
+    /// The check goes from one declared zone to another (`from`/`to` in the config): a target
+    /// on a directly connected network of this host is then suspicious (hop `route`).
+    pub cross_zone: bool,
 }
 
 /// What a hop hands back: its result, and on success the value later hops build on
@@ -171,6 +176,11 @@ impl Chain {
         }
     }
 
+    /// The result recorded last (hop `path` looks at the connect hop before it).
+    pub fn last(&self) -> Option<&HopResult> {
+        self.results.last()
+    }
+
     /// Records a result computed elsewhere (e.g. a hop whose value was already known).
     pub fn record(&mut self, result: HopResult) -> bool {
         let go_on = result.lets_chain_continue();
@@ -182,11 +192,17 @@ impl Chain {
     /// Closes the chain: planned hops that never ran become `skip`, naming the hop that stopped
     /// the chain.
     pub fn finish(mut self) -> Vec<HopResult> {
+        // Hop `path` diagnoses the hop before it; it is never what later hops depend on. Nor is
+        // a `route` skip (no route lookup on this platform), after which the chain went on.
         let blocker = self
             .results
             .iter()
             .rev()
-            .find(|r| !r.lets_chain_continue())
+            .find(|r| {
+                !r.lets_chain_continue()
+                    && r.hop != HopKind::Path
+                    && !(r.hop == HopKind::Route && r.status == crate::model::Status::Skip)
+            })
             .map(|r| r.hop.as_str());
         let mut ran: Vec<HopKind> = self.results.iter().map(|r| r.hop).collect();
         for kind in self.planned.drain(..) {

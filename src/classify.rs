@@ -3,6 +3,7 @@
 //! login) feeds it the error it got, and the table tests below pin each mapping.
 
 use std::io;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::model::{Cause, HopKind, HopResult};
@@ -21,8 +22,16 @@ pub enum ConnectOutcome {
     Error(io::ErrorKind, Option<i32>),
     /// An ICMP error answered the SYN, read from the socket's error queue (Linux `IP_RECVERR`):
     /// the only way to tell "administratively prohibited" from "host unreachable", which the
-    /// kernel folds into the same errno.
-    Icmp { v6: bool, icmp_type: u8, code: u8 },
+    /// kernel folds into the same errno. `from` is the device that sent it (`SO_EE_OFFENDER`)
+    /// and `by_target` whether that device is the address we connected to: "rejected by a
+    /// router on the path" and "rejected by the target" send a sysadmin to different teams.
+    Icmp {
+        v6: bool,
+        icmp_type: u8,
+        code: u8,
+        from: Option<IpAddr>,
+        by_target: bool,
+    },
 }
 
 impl ConnectOutcome {
@@ -82,6 +91,10 @@ pub const HINT_PROHIBITED: &str = "ICMP administratively prohibited: a firewall 
 rejects this traffic explicitly (nftables/iptables `reject with icmp admin-prohibited`, an ACL, or a \
 host firewall). The rule exists and should appear in that firewall's logs; ask for this port to be \
 opened in this direction";
+pub const HINT_PORT_UNREACHABLE_TCP: &str = "ICMP port unreachable in answer to a TCP SYN: a \
+TCP stack answers a closed port with a reset, so this ICMP comes from a firewall rule that rejects \
+the connection (nftables' plain `reject`, iptables' default REJECT). The rule exists and should \
+appear in that firewall's logs; ask for this port to be opened in this direction";
 pub const HINT_LOCAL_FIREWALL: &str = concat!(
     "this host's own firewall (output rules) refused to send the \
 connection: check the local firewall's outbound rules: ",
@@ -125,7 +138,9 @@ pub fn classify_connect(outcome: ConnectOutcome) -> Option<Verdict> {
             v6,
             icmp_type,
             code,
-        } => Some(classify_icmp(v6, icmp_type, code)),
+            from,
+            by_target,
+        } => Some(classify_icmp(v6, icmp_type, code, from, by_target)),
         ConnectOutcome::Error(kind, raw) => Some(match (kind, raw) {
             (_, Some(EPERM)) if cfg!(target_os = "linux") => classified(
                 Cause::Prohibited,
@@ -177,15 +192,33 @@ pub fn classify_connect(outcome: ConnectOutcome) -> Option<Verdict> {
     }
 }
 
-/// Pure: an ICMP destination-unreachable (v4 type 3 / v6 type 1) by type and code.
-fn classify_icmp(v6: bool, icmp_type: u8, code: u8) -> Verdict {
-    let named = |cause, detail: String, hint: &str| Verdict::new(cause, detail, hint);
+/// Who sent an ICMP error, in words: "198.18.1.1, a router on the path" / "the target".
+pub fn icmp_sender(from: Option<IpAddr>, by_target: bool) -> String {
+    match (from, by_target) {
+        (Some(ip), true) => format!("{ip} (the target itself)"),
+        (Some(ip), false) => format!("{ip}, a router or firewall on the path"),
+        (None, _) => "an unknown device (the sender address was not reported)".to_string(),
+    }
+}
+
+/// Pure: an ICMP destination-unreachable (v4 type 3 / v6 type 1) by type and code, naming the
+/// device that sent it.
+fn classify_icmp(
+    v6: bool,
+    icmp_type: u8,
+    code: u8,
+    from: Option<IpAddr>,
+    by_target: bool,
+) -> Verdict {
+    let sender = icmp_sender(from, by_target);
+    let named = |cause, detail: String, hint: String| Verdict::new(cause, detail, hint);
     let what = |name: &str| {
         format!(
-            "ICMP{} {name} received (type {icmp_type}, code {code})",
+            "ICMP{} {name} received (type {icmp_type}, code {code}) from {sender}",
             if v6 { "v6" } else { "" }
         )
     };
+    let sent_by = |hint: &str| format!("{hint}. The ICMP error was sent by {sender}");
     match (v6, icmp_type, code) {
         // v4: 9/10 network/host administratively prohibited, 13 communication administratively
         // prohibited (what `reject with icmp admin-prohibited` sends). v6: 1 administratively
@@ -193,22 +226,34 @@ fn classify_icmp(v6: bool, icmp_type: u8, code: u8) -> Verdict {
         (false, 3, 9 | 10 | 13) | (true, 1, 1 | 5 | 6) => named(
             Cause::Prohibited,
             what("administratively prohibited"),
-            HINT_PROHIBITED,
+            sent_by(HINT_PROHIBITED),
         ),
-        (false, 3, 3) | (true, 1, 4) => {
-            named(Cause::Refused, what("port unreachable"), HINT_REFUSED)
-        }
+        // A TCP stack answers a closed port with a reset, never with ICMP port unreachable:
+        // that ICMP comes from a firewall's plain `reject` (nftables' default, iptables'
+        // REJECT), on the target or on the way.
+        (false, 3, 3) | (true, 1, 4) => named(
+            Cause::Prohibited,
+            what("port unreachable"),
+            format!(
+                "{HINT_PORT_UNREACHABLE_TCP}. The rejecting device is {sender}: look for the \
+                 reject rule there"
+            ),
+        ),
         (false, 3, 0 | 6 | 11) | (true, 1, 0) => named(
             Cause::Unreachable,
             what("network unreachable"),
-            HINT_NET_UNREACHABLE,
+            sent_by(HINT_NET_UNREACHABLE),
         ),
         (false, 3, _) | (true, 1, _) => named(
             Cause::Unreachable,
             what("host unreachable"),
-            HINT_HOST_UNREACHABLE,
+            sent_by(HINT_HOST_UNREACHABLE),
         ),
-        _ => named(Cause::Unreachable, what("error"), HINT_HOST_UNREACHABLE),
+        _ => named(
+            Cause::Unreachable,
+            what("error"),
+            sent_by(HINT_HOST_UNREACHABLE),
+        ),
     }
 }
 
@@ -259,6 +304,8 @@ mod tests {
                     v6: false,
                     icmp_type: 3,
                     code: 13,
+                    from: None,
+                    by_target: false,
                 },
                 Cause::Prohibited,
             ),
@@ -267,6 +314,8 @@ mod tests {
                     v6: false,
                     icmp_type: 3,
                     code: 10,
+                    from: None,
+                    by_target: false,
                 },
                 Cause::Prohibited,
             ),
@@ -275,6 +324,8 @@ mod tests {
                     v6: false,
                     icmp_type: 3,
                     code: 1,
+                    from: None,
+                    by_target: false,
                 },
                 Cause::Unreachable,
             ),
@@ -283,6 +334,8 @@ mod tests {
                     v6: false,
                     icmp_type: 3,
                     code: 0,
+                    from: None,
+                    by_target: false,
                 },
                 Cause::Unreachable,
             ),
@@ -291,14 +344,18 @@ mod tests {
                     v6: false,
                     icmp_type: 3,
                     code: 3,
+                    from: None,
+                    by_target: false,
                 },
-                Cause::Refused,
+                Cause::Prohibited,
             ),
             (
                 ConnectOutcome::Icmp {
                     v6: true,
                     icmp_type: 1,
                     code: 1,
+                    from: None,
+                    by_target: false,
                 },
                 Cause::Prohibited,
             ),
@@ -307,6 +364,8 @@ mod tests {
                     v6: true,
                     icmp_type: 1,
                     code: 3,
+                    from: None,
+                    by_target: false,
                 },
                 Cause::Unreachable,
             ),
@@ -315,8 +374,10 @@ mod tests {
                     v6: true,
                     icmp_type: 1,
                     code: 4,
+                    from: None,
+                    by_target: false,
                 },
-                Cause::Refused,
+                Cause::Prohibited,
             ),
         ];
         for (outcome, cause) in rows {
@@ -336,6 +397,39 @@ mod tests {
         assert_eq!(local.hint, HINT_LOCAL_FIREWALL);
         let down = classify_connect(ConnectOutcome::Error(K::Other, Some(EHOSTDOWN))).unwrap();
         assert_eq!(down.cause, Cause::Unreachable);
+    }
+
+    #[test]
+    fn icmp_names_its_sender_and_port_unreachable_is_a_firewall() {
+        let router: IpAddr = "198.18.1.1".parse().unwrap();
+        let by_router = classify_connect(ConnectOutcome::Icmp {
+            v6: false,
+            icmp_type: 3,
+            code: 3,
+            from: Some(router),
+            by_target: false,
+        })
+        .unwrap();
+        assert_eq!(by_router.cause, Cause::Prohibited);
+        assert!(
+            by_router.detail.contains("198.18.1.1, a router"),
+            "{}",
+            by_router.detail
+        );
+        assert!(by_router.hint.contains("firewall") && by_router.hint.contains("198.18.1.1"));
+        let by_target = classify_connect(ConnectOutcome::Icmp {
+            v6: false,
+            icmp_type: 3,
+            code: 13,
+            from: Some("198.18.2.2".parse().unwrap()),
+            by_target: true,
+        })
+        .unwrap();
+        assert!(
+            by_target.detail.contains("the target itself"),
+            "{}",
+            by_target.detail
+        );
     }
 
     #[test]

@@ -236,6 +236,10 @@ pub struct CheckArgs {
     /// binding), like rpcdump / PortQry -e 135.
     #[arg(long)]
     pub list_endpoints: bool,
+
+    /// Do not trace the path (hop `path`: TTL-stepped SYNs) after a connect times out.
+    #[arg(long)]
+    pub no_trace: bool,
 }
 
 impl CheckArgs {
@@ -248,6 +252,7 @@ impl CheckArgs {
             timeout: self.timeout,
             concurrency: self.concurrency,
             list_endpoints: self.list_endpoints,
+            trace: !self.no_trace,
             output: OutputRequest {
                 format: self.format,
                 color: crate::report::colour_for_stdout(self.color),

@@ -40,6 +40,8 @@ pub fn runner_prober(opts: RunOptions) -> Prober {
         let ctx = RunContext {
             hop_timeout: spec.timeout.unwrap_or(opts.timeout),
             resolver: resolver.clone(),
+            trace: opts.trace,
+            cross_zone: spec.crosses_zones(),
         };
         Box::pin(async move { runner::run_check(&spec, &ctx).await })
     })

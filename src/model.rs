@@ -43,6 +43,11 @@ pub enum Cause {
     DnsNxdomain,
     DnsTimeout,
     DnsMismatch,
+    /// The DNS server answered with an error code (REFUSED, SERVFAIL...).
+    DnsError,
+    /// The route to the target goes through a local bridge/virtual network, or a target of
+    /// another zone is on a directly connected network.
+    RouteOverlap,
     TlsError,
     AuthFailed,
     DbUnavailable,
@@ -60,7 +65,7 @@ pub enum Cause {
 }
 
 impl Cause {
-    pub const ALL: [Cause; 21] = [
+    pub const ALL: [Cause; 23] = [
         Cause::Refused,
         Cause::Timeout,
         Cause::Unreachable,
@@ -69,6 +74,8 @@ impl Cause {
         Cause::DnsNxdomain,
         Cause::DnsTimeout,
         Cause::DnsMismatch,
+        Cause::DnsError,
+        Cause::RouteOverlap,
         Cause::TlsError,
         Cause::AuthFailed,
         Cause::DbUnavailable,
@@ -94,6 +101,8 @@ impl Cause {
             Cause::DnsNxdomain => "dns_nxdomain",
             Cause::DnsTimeout => "dns_timeout",
             Cause::DnsMismatch => "dns_mismatch",
+            Cause::DnsError => "dns_error",
+            Cause::RouteOverlap => "route_overlap",
             Cause::TlsError => "tls_error",
             Cause::AuthFailed => "auth_failed",
             Cause::DbUnavailable => "db_unavailable",
@@ -122,7 +131,11 @@ impl Cause {
 #[serde(rename_all = "snake_case")]
 pub enum HopKind {
     Resolve,
+    /// The kernel's route to the target (interface, source, gateway).
+    Route,
     Tcp,
+    /// Where the packets die: TTL-stepped SYNs after a connect timed out.
+    Path,
     Tls,
     Sqlbrowser,
     Login,
@@ -139,7 +152,9 @@ impl HopKind {
     pub fn as_str(self) -> &'static str {
         match self {
             HopKind::Resolve => "resolve",
+            HopKind::Route => "route",
             HopKind::Tcp => "tcp",
+            HopKind::Path => "path",
             HopKind::Tls => "tls",
             HopKind::Sqlbrowser => "sqlbrowser",
             HopKind::Login => "login",

@@ -51,6 +51,8 @@ pub struct PlanInput {
     pub concurrency: Option<u32>,
     /// epm checks also list every endpoint mapper entry.
     pub list_endpoints: bool,
+    /// Trace the path (hop `path`) after a connect times out (`--no-trace` turns it off).
+    pub trace: bool,
     pub output: OutputRequest,
 }
 
@@ -66,6 +68,8 @@ pub struct Plan {
     /// The config file read without `-c` (./dtcprobe.toml or $DTCPROBE_CONFIG) and why: the
     /// caller says so on stderr, so that a run never checks a file the user did not expect.
     pub found_config: Option<(PathBuf, &'static str)>,
+    /// Trace the path (hop `path`) after a connect times out.
+    pub trace: bool,
 }
 
 /// The file `dtcprobe init` writes, read by `check` and `watch` when given neither TARGETs nor -c.
@@ -233,6 +237,7 @@ pub fn build_allowing_empty(input: &PlanInput) -> Result<Plan, PlanError> {
         output,
         found_config: None,
         zone: cfg.defaults.zone.clone(),
+        trace: input.trace,
         timeout: input
             .timeout
             .or(cfg.defaults.timeout)
@@ -259,6 +264,7 @@ mod tests {
             timeout: None,
             concurrency: None,
             list_endpoints: false,
+            trace: true,
             output: OutputRequest {
                 format: Format::Human,
                 color: false,

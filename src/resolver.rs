@@ -20,6 +20,10 @@ pub enum DnsError {
     NoRecords(&'static str),
     #[error("no answer from the DNS servers within {0:?}")]
     Timeout(Duration),
+    /// A server answered with an error code (REFUSED, SERVFAIL...): it is reachable, it will
+    /// not resolve this name for this host.
+    #[error("the DNS server {servers} answered {code}")]
+    ServerError { code: String, servers: String },
     #[error("DNS failure: {0}")]
     Other(String),
 }
@@ -28,6 +32,8 @@ pub struct DnsResolver {
     inner: Result<TokioResolver, String>,
     /// The hosts file, consulted first for both address families (see [`DnsResolver::forward`]).
     hosts: Option<Hosts>,
+    /// The configured servers, to name them when one answers with an error code.
+    servers: String,
 }
 
 impl DnsResolver {
@@ -47,9 +53,25 @@ impl DnsResolver {
                 b.build()
                     .map_err(|e| format!("cannot build the DNS resolver: {e}"))
             });
+        let servers = hickory_resolver::system_conf::read_system_conf()
+            .map(|(config, _)| {
+                let mut ips: Vec<String> = config
+                    .name_servers()
+                    .iter()
+                    .map(|s| s.ip.to_string())
+                    .collect();
+                ips.dedup();
+                ips.join(", ")
+            })
+            .unwrap_or_default();
         DnsResolver {
             inner,
             hosts: Hosts::from_system().ok(),
+            servers: if servers.is_empty() {
+                "(unknown)".into()
+            } else {
+                servers
+            },
         }
     }
 
@@ -90,7 +112,7 @@ impl DnsResolver {
         let lookup = tokio::time::timeout(limit, resolver.lookup_ip(host))
             .await
             .map_err(|_| DnsError::Timeout(limit))?
-            .map_err(|e| map_error(e, "A/AAAA", limit))?;
+            .map_err(|e| map_error(e, "A/AAAA", limit, &self.servers))?;
         let mut addrs: Vec<IpAddr> = lookup.iter().collect();
         addrs.dedup();
         if addrs.is_empty() {
@@ -105,8 +127,8 @@ impl DnsResolver {
         let lookup = tokio::time::timeout(limit, resolver.reverse_lookup(Name::from(addr)))
             .await
             .map_err(|_| DnsError::Timeout(limit))?
-            .map_err(|e| map_error(e, "PTR", limit))?;
-        let names: Vec<String> = lookup
+            .map_err(|e| map_error(e, "PTR", limit, &self.servers))?;
+        let mut names: Vec<String> = lookup
             .answers()
             .iter()
             .filter_map(|r| match &r.data {
@@ -114,6 +136,9 @@ impl DnsResolver {
                 _ => None,
             })
             .collect();
+        // The server's order varies from query to query: a report must not.
+        names.sort_unstable_by_key(|n| n.to_ascii_lowercase());
+        names.dedup();
         if names.is_empty() {
             return Err(DnsError::NoRecords("PTR"));
         }
@@ -121,7 +146,13 @@ impl DnsResolver {
     }
 }
 
-fn map_error(e: NetError, record: &'static str, limit: Duration) -> DnsError {
+fn map_error(e: NetError, record: &'static str, limit: Duration, servers: &str) -> DnsError {
+    if let NetError::Dns(hickory_resolver::net::DnsError::ResponseCode(code)) = &e {
+        return DnsError::ServerError {
+            code: code.to_string(),
+            servers: servers.to_string(),
+        };
+    }
     if e.is_nx_domain() {
         DnsError::NxDomain
     } else if e.is_no_records_found() {

@@ -23,6 +23,8 @@ pub struct RunOptions {
     pub timeout: Duration,
     pub concurrency: usize,
     pub progress: Option<Arc<dyn Progress>>,
+    /// Trace the path (hop `path`) after a connect times out.
+    pub trace: bool,
 }
 
 impl Default for RunOptions {
@@ -31,6 +33,7 @@ impl Default for RunOptions {
             timeout: Duration::from_secs(3),
             concurrency: 64,
             progress: None,
+            trace: true,
         }
     }
 }
@@ -112,6 +115,8 @@ async fn run_into(specs: &[CheckSpec], opts: &RunOptions, slots: &[Slot]) {
             let ctx = RunContext {
                 hop_timeout: spec.timeout.unwrap_or(opts.timeout),
                 resolver: resolver.clone(),
+                trace: opts.trace,
+                cross_zone: spec.crosses_zones(),
             };
             let progress = opts.progress.clone();
             let done = &done;

@@ -20,6 +20,13 @@ pub struct CheckSpec {
     pub target: Target,
 }
 
+impl CheckSpec {
+    /// Whether the check is declared to go from one zone to another (both named, different).
+    pub fn crosses_zones(&self) -> bool {
+        matches!((&self.from, &self.to), (Some(f), Some(t)) if f != t)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

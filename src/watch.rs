@@ -391,6 +391,7 @@ pub async fn run(plan: Plan, schedule: WatchOptions) -> u8 {
     let opts = RunOptions {
         timeout: plan.timeout,
         concurrency: plan.concurrency,
+        trace: plan.trace,
         progress: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -213,6 +213,7 @@ const CASES: &[Case] = &[
         code: Some(0),
         all_hops: Some(&[
             ("resolve", "pass"),
+            ("route", "pass"),
             ("tcp", "pass"),
             ("login", "pass"),
             ("tx_local", "pass"),
@@ -247,7 +248,12 @@ const CASES: &[Case] = &[
         ],
         hint: &[("login", "only the login packet")],
         // tx=none plans no transaction hop.
-        all_hops: Some(&[("resolve", "pass"), ("tcp", "pass"), ("login", "pass")]),
+        all_hops: Some(&[
+            ("resolve", "pass"),
+            ("route", "pass"),
+            ("tcp", "pass"),
+            ("login", "pass"),
+        ]),
         ..BASE
     },
     Case {

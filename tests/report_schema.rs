@@ -153,7 +153,7 @@ async fn epm_reports_with_cid_and_list_endpoints_match_the_schema() {
     })
     .await
     .unwrap();
-    let epm = &report["checks"][0]["hops"][1];
+    let epm = &report["checks"][0]["hops"][2];
     assert_eq!(epm["hop"], "epm", "{report:#}");
     assert_eq!(epm["data"]["cid"], CID_A, "{report:#}");
     assert!(
@@ -362,7 +362,7 @@ fn schema_rejects_a_renamed_field_or_data_key() {
         ),
         (
             "tcp data key",
-            |r| &mut r["checks"][0]["hops"][1]["data"],
+            |r| &mut r["checks"][0]["hops"][2]["data"],
             "port",
             "tcp_port",
         ),

@@ -305,6 +305,7 @@ pub async fn peer_main(setup: PeerSetup) -> u8 {
         timeout: plan.timeout,
         concurrency: plan.concurrency,
         progress: None,
+        trace: plan.trace,
     };
     let interrupted = crate::signals::shutdown_signal();
     let report = tokio::select! {

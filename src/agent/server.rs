@@ -376,6 +376,9 @@ async fn run_peer_request(
     let ctx = RunContext {
         hop_timeout,
         resolver: resolver.clone(),
+        trace: true,
+        // The caller's zone is the request's word, not a declared check: no zone judgement.
+        cross_zone: false,
     };
     let reverse = run_reverse(&req.reverse, req_zone(req), caller, state, &ctx);
     tokio::join!(resolve, callback, reverse)

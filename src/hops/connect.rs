@@ -103,13 +103,13 @@ async fn connect_classified(
         Ok(s) => s,
         Err(e) => return (ConnectOutcome::from_io_error(&e), None),
     };
-    let errqueue = icmp_errqueue::enable(&socket, addr.is_ipv6());
+    let errqueue = crate::hops::errqueue::enable(&socket, addr.is_ipv6());
     match tokio::time::timeout(limit, socket.connect(addr)).await {
         Ok(Ok(stream)) => (ConnectOutcome::Connected, Some(stream)),
         Ok(Err(e)) => {
             let icmp = errqueue
                 .as_ref()
-                .and_then(|fd| icmp_errqueue::read(fd, addr.is_ipv6()));
+                .and_then(|fd| crate::hops::errqueue::read(fd, addr.ip()));
             (
                 icmp.unwrap_or_else(|| ConnectOutcome::from_io_error(&e)),
                 None,
@@ -119,98 +119,11 @@ async fn connect_classified(
     }
 }
 
-#[cfg(target_os = "linux")]
-mod icmp_errqueue {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-
-    use crate::classify::ConnectOutcome;
-
-    const SO_EE_ORIGIN_ICMP: u8 = 2;
-    const SO_EE_ORIGIN_ICMP6: u8 = 3;
-
-    /// Turns on IP(V6)_RECVERR and returns a duplicate of the descriptor, which outlives the
-    /// socket that `connect` consumes, so the error queue can still be read after a failure.
-    pub fn enable(socket: &tokio::net::TcpSocket, v6: bool) -> Option<OwnedFd> {
-        let fd = socket.as_raw_fd();
-        let on: libc::c_int = 1;
-        let (level, name) = if v6 {
-            (libc::SOL_IPV6, libc::IPV6_RECVERR)
-        } else {
-            (libc::SOL_IP, libc::IP_RECVERR)
-        };
-        // SAFETY: fd is a valid socket owned by `socket`; the option value is a c_int.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                level,
-                name,
-                &on as *const _ as *const libc::c_void,
-                std::mem::size_of_val(&on) as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            tracing::debug!(
-                "cannot enable the ICMP error queue: {}",
-                std::io::Error::last_os_error()
-            );
-            return None;
-        }
-        // SAFETY: dup returns a new descriptor we own, or -1.
-        let dup = unsafe { libc::dup(fd) };
-        (dup >= 0).then(|| unsafe { OwnedFd::from_raw_fd(dup) })
-    }
-
-    /// Reads one queued ICMP error, if any, without blocking.
-    pub fn read(fd: &OwnedFd, v6: bool) -> Option<ConnectOutcome> {
-        let mut control = [0u8; 512];
-        let mut data = [0u8; 64];
-        let mut iov = libc::iovec {
-            iov_base: data.as_mut_ptr() as *mut libc::c_void,
-            iov_len: data.len(),
-        };
-        // SAFETY: zeroed msghdr is valid; the pointers below outlive the call.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = control.len() as _;
-        // SAFETY: valid fd and msghdr.
-        let n = unsafe {
-            libc::recvmsg(
-                fd.as_raw_fd(),
-                &mut msg,
-                libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
-            )
-        };
-        if n < 0 {
-            // No ICMP error queued: the failure came from elsewhere (a reset, a local error).
-            return None;
-        }
-        let (level, kind) = if v6 {
-            (libc::SOL_IPV6, libc::IPV6_RECVERR)
-        } else {
-            (libc::SOL_IP, libc::IP_RECVERR)
-        };
-        // SAFETY: CMSG_* walk the control buffer the kernel just filled, within msg_controllen.
-        unsafe {
-            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-            while !cmsg.is_null() {
-                if (*cmsg).cmsg_level == level && (*cmsg).cmsg_type == kind {
-                    let ee = std::ptr::read_unaligned(
-                        libc::CMSG_DATA(cmsg) as *const libc::sock_extended_err
-                    );
-                    if ee.ee_origin == SO_EE_ORIGIN_ICMP || ee.ee_origin == SO_EE_ORIGIN_ICMP6 {
-                        return Some(ConnectOutcome::Icmp {
-                            v6: ee.ee_origin == SO_EE_ORIGIN_ICMP6,
-                            icmp_type: ee.ee_type,
-                            code: ee.ee_code,
-                        });
-                    }
-                }
-                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-            }
-        }
-        None
+/// The device that sent the ICMP error an attempt ended with, if it did.
+pub fn icmp_from(outcome: &ConnectOutcome) -> Option<IpAddr> {
+    match outcome {
+        ConnectOutcome::Icmp { from, .. } => *from,
+        _ => None,
     }
 }
 
@@ -239,13 +152,17 @@ pub fn hop_result(kind: HopKind, attempts: &[Attempt]) -> HopResult {
         .iter()
         .map(|a| {
             let c = classify_connect(a.outcome);
-            json!({
+            let mut entry = json!({
                 "address": a.addr.to_string(),
                 "source": a.source.map(|s| s.to_string()),
                 "status": if c.is_none() { "pass" } else { "fail" },
                 "cause": c.as_ref().map(|c| c.cause.as_str()),
                 "duration_seconds": (a.elapsed.as_secs_f64() * 1e6).round() / 1e6,
-            })
+            });
+            if let Some(from) = icmp_from(&a.outcome) {
+                entry["icmp_from"] = json!(from.to_string());
+            }
+            entry
         })
         .collect();
 
@@ -297,6 +214,12 @@ pub fn hop_result(kind: HopKind, attempts: &[Attempt]) -> HopResult {
         Some(source) => result.with_data("source", source.to_string()),
         None => result,
     };
+    // The sender of the first ICMP error, at the top for scripts and alerts ("who rejected").
+    let first_icmp = failed.iter().find_map(|(a, _)| icmp_from(&a.outcome));
+    let result = match first_icmp {
+        Some(from) => result.with_data("icmp_from", from.to_string()),
+        None => result,
+    };
     result.with_data("attempts", per_address)
 }
 
@@ -314,7 +237,9 @@ pub async fn tcp_hop(addrs: &[IpAddr], port: u16, limit: Duration) -> HopOutput<
 }
 
 /// Records hop `resolve` for `host` (with the reverse lookups when `reverse_dns`), bounded by
-/// `budget`: a kind that checks reverse DNS gives it room for several lookups.
+/// `budget`: a kind that checks reverse DNS gives it room for several lookups; then hop `route`
+/// (the kernel's route to each address, before any packet is sent). The value is the
+/// addresses that have a route.
 pub async fn resolve_step(
     chain: &mut Chain,
     ctx: &RunContext,
@@ -322,13 +247,35 @@ pub async fn resolve_step(
     reverse_dns: bool,
     budget: Duration,
 ) -> Option<Vec<IpAddr>> {
-    chain
+    let addrs = chain
         .step_with_timeout(
             HopKind::Resolve,
             budget,
             crate::hops::resolve::resolve(&ctx.resolver, host, reverse_dns, ctx.hop_timeout),
         )
-        .await
+        .await?;
+    route_step(chain, ctx, &addrs).await
+}
+
+/// Records hop `route`. A `skip` (no route lookup on this platform) does not stop the chain:
+/// the addresses go on unchecked.
+pub async fn route_step(
+    chain: &mut Chain,
+    ctx: &RunContext,
+    addrs: &[IpAddr],
+) -> Option<Vec<IpAddr>> {
+    let started = Instant::now();
+    let output = crate::hops::route::route_hop(addrs, ctx.cross_zone).await;
+    let result = output.result.with_duration(started.elapsed());
+    if result.status == Status::Skip {
+        chain.record(result);
+        return Some(addrs.to_vec());
+    }
+    if chain.record(result) {
+        output.value
+    } else {
+        None
+    }
 }
 
 /// Records hop `tcp` to `port` on every address; the first one that connected, if any.
@@ -338,9 +285,13 @@ pub async fn connect_step(
     addrs: &[IpAddr],
     port: u16,
 ) -> Option<SocketAddr> {
-    let reachable = chain
+    let Some(reachable) = chain
         .step(HopKind::Tcp, tcp_hop(addrs, port, ctx.hop_timeout))
-        .await?;
+        .await
+    else {
+        crate::hops::path::trace_after_timeout(chain, ctx).await;
+        return None;
+    };
     reachable.first().copied()
 }
 

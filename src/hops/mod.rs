@@ -11,8 +11,12 @@
 //! classification, and the resolve-then-connect step every TCP kind starts with).
 
 pub mod connect;
+#[cfg(target_os = "linux")]
+pub mod errqueue;
 pub mod kind;
+pub mod path;
 pub mod resolve;
+pub mod route;
 
 pub use kind::Kind;
 

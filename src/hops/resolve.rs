@@ -20,6 +20,11 @@ pub const HINT_DNS_TIMEOUT: &str = concat!(
     crate::platform_hints::dns_config_cmd!(),
     ") did not answer: DNS (UDP and TCP 53) may be blocked from this zone, or the servers are down"
 );
+pub const HINT_DNS_ERROR: &str = "the DNS server is reachable but refuses or fails to answer this \
+name for this host: REFUSED means it does not serve this host or zone (recursion or an ACL limited to \
+other networks), SERVFAIL that it could not get the answer itself (its forwarders or the \
+authoritative server are unreachable from it). Check the server's ACLs/forwarders for this zone, or \
+which server this host is configured to use";
 pub const HINT_MISMATCH: &str = "MSDTC identifies and calls back its partner by name: the reverse (PTR) \
 record of each address must name the host, and that name must resolve back to the same address. Fix \
 the PTR record in the reverse zone, or put both names in the hosts file on both sides";
@@ -43,20 +48,40 @@ pub enum Agreement {
     Mismatch(String),
 }
 
+/// Pure: whether a PTR name names the host that was asked for: equal ignoring case and the
+/// trailing dot, or the same first label when one of them is a short name.
+pub fn names_same_host(asked: &str, ptr: &str) -> bool {
+    let asked = asked.trim_end_matches('.');
+    let ptr = ptr.trim_end_matches('.');
+    if asked.eq_ignore_ascii_case(ptr) {
+        return true;
+    }
+    let first = |n: &str| n.split('.').next().unwrap_or("").to_ascii_lowercase();
+    (!asked.contains('.') || !ptr.contains('.')) && first(asked) == first(ptr)
+}
+
 /// Pure: decides whether the reverse direction agrees with the forward one. Every address must
-/// have a PTR name that resolves back to that same address.
-pub fn judge_agreement(evidence: &[ReverseEvidence]) -> Agreement {
+/// have a PTR name that resolves back to that same address and, when a name was asked for
+/// (`asked`), one of its PTR names must be that name: a PTR naming another host is what makes
+/// MSDTC call back the wrong machine.
+pub fn judge_agreement(asked: Option<&str>, evidence: &[ReverseEvidence]) -> Agreement {
     let mut problems = Vec::new();
     let mut unknown = Vec::new();
     for ev in evidence {
         match &ev.ptr {
-            Err(DnsError::Timeout(_)) | Err(DnsError::Other(_)) => unknown.push(format!(
-                "PTR lookup for {} failed: {}",
-                ev.addr,
-                ev.ptr.as_ref().unwrap_err()
-            )),
+            Err(DnsError::Timeout(_) | DnsError::Other(_) | DnsError::ServerError { .. }) => {
+                unknown.push(format!(
+                    "PTR lookup for {} failed: {}",
+                    ev.addr,
+                    ev.ptr.as_ref().unwrap_err()
+                ))
+            }
             Err(_) => problems.push(format!("{} has no PTR record", ev.addr)),
             Ok(names) => {
+                let other_host = asked
+                    .filter(|asked| !names.iter().any(|n| names_same_host(asked, n)))
+                    .map(|asked| format!(", another host than {asked}"))
+                    .unwrap_or_default();
                 let maps_back = ev
                     .back
                     .iter()
@@ -71,7 +96,7 @@ pub fn judge_agreement(evidence: &[ReverseEvidence]) -> Agreement {
                         })
                         .collect();
                     problems.push(format!(
-                        "{} -> PTR {} but {} (not back to {})",
+                        "{} -> PTR {}{other_host} but {} (not back to {})",
                         ev.addr,
                         names.join(", "),
                         if seen.is_empty() {
@@ -80,6 +105,12 @@ pub fn judge_agreement(evidence: &[ReverseEvidence]) -> Agreement {
                             seen.join("; ")
                         },
                         ev.addr
+                    ));
+                } else if !other_host.is_empty() {
+                    problems.push(format!(
+                        "{} -> PTR {}{other_host}",
+                        ev.addr,
+                        names.join(", ")
                     ));
                 }
             }
@@ -111,6 +142,10 @@ pub fn forward_failure(host: &str, err: &DnsError) -> HopResult {
             format!("{host}: {err}"),
         )
         .with_hint(HINT_NXDOMAIN),
+        DnsError::ServerError { .. } => {
+            HopResult::fail(HopKind::Resolve, Cause::DnsError, format!("{host}: {err}"))
+                .with_hint(HINT_DNS_ERROR)
+        }
         DnsError::Timeout(_) | DnsError::Other(_) => HopResult::fail(
             HopKind::Resolve,
             Cause::DnsTimeout,
@@ -170,7 +205,11 @@ pub async fn resolve(
         r.with_data("addresses", addr_list.clone())
             .with_data("ptr", Value::Object(ptr_data.clone()))
     };
-    let result = match judge_agreement(&evidence) {
+    let asked = (!literal).then_some(host);
+    let server_error = evidence
+        .iter()
+        .any(|e| matches!(e.ptr, Err(DnsError::ServerError { .. })));
+    let result = match judge_agreement(asked, &evidence) {
         Agreement::Agrees => base(HopResult::pass(
             HopKind::Resolve,
             format!(
@@ -181,10 +220,18 @@ pub async fn resolve(
         Agreement::Unknown(why) => base(
             HopResult::warn(
                 HopKind::Resolve,
-                Cause::DnsTimeout,
+                if server_error {
+                    Cause::DnsError
+                } else {
+                    Cause::DnsTimeout
+                },
                 format!("{forward_detail}; reverse not checked: {why}"),
             )
-            .with_hint(HINT_DNS_TIMEOUT),
+            .with_hint(if server_error {
+                HINT_DNS_ERROR
+            } else {
+                HINT_DNS_TIMEOUT
+            }),
         ),
         Agreement::Mismatch(why) => base(
             HopResult::warn(
@@ -247,21 +294,21 @@ mod tests {
         };
 
         assert_eq!(
-            judge_agreement(std::slice::from_ref(&agrees)),
+            judge_agreement(None, std::slice::from_ref(&agrees)),
             Agreement::Agrees
         );
         assert!(
-            matches!(judge_agreement(&[stale_ptr]), Agreement::Mismatch(m) if m.contains("web02") && m.contains("198.18.0.11"))
+            matches!(judge_agreement(None, &[stale_ptr]), Agreement::Mismatch(m) if m.contains("web02") && m.contains("198.18.0.11"))
         );
         assert!(
-            matches!(judge_agreement(&[no_ptr]), Agreement::Mismatch(m) if m.contains("no PTR"))
+            matches!(judge_agreement(None, &[no_ptr]), Agreement::Mismatch(m) if m.contains("no PTR"))
         );
         assert!(matches!(
-            judge_agreement(std::slice::from_ref(&ptr_timeout)),
+            judge_agreement(None, std::slice::from_ref(&ptr_timeout)),
             Agreement::Unknown(_)
         ));
         assert!(matches!(
-            judge_agreement(&[dangling]),
+            judge_agreement(None, &[dangling]),
             Agreement::Mismatch(_)
         ));
         // A definite mismatch outweighs an address that could not be checked.
@@ -273,11 +320,45 @@ mod tests {
                 back: vec![],
             },
         ];
-        assert!(matches!(judge_agreement(&mixed), Agreement::Mismatch(_)));
+        assert!(matches!(
+            judge_agreement(None, &mixed),
+            Agreement::Mismatch(_)
+        ));
+    }
+
+    #[test]
+    fn a_ptr_naming_another_host_is_a_mismatch() {
+        let a = ip("198.18.0.2");
+        let other = ReverseEvidence {
+            addr: a,
+            ptr: Ok(vec!["web07.zone.test".into()]),
+            back: vec![("web07.zone.test".into(), Ok(vec![a]))],
+        };
+        assert!(
+            matches!(judge_agreement(Some("sql01.zone.test"), std::slice::from_ref(&other)), Agreement::Mismatch(m) if m.contains("another host"))
+        );
+        assert_eq!(
+            judge_agreement(Some("web07"), std::slice::from_ref(&other)),
+            Agreement::Agrees
+        );
+        assert!(names_same_host("SQL01.zone.test.", "sql01.zone.test"));
+        assert!(names_same_host("sql01", "sql01.zone.test"));
+        assert!(!names_same_host("sql01.a.test", "sql01.b.test"));
     }
 
     #[test]
     fn forward_failures_map_to_dns_causes() {
+        assert_eq!(
+            forward_failure(
+                "x",
+                &DnsError::ServerError {
+                    code: "Refused".into(),
+                    servers: "198.18.0.2".into()
+                }
+            )
+            .cause,
+            Some(Cause::DnsError)
+        );
         assert_eq!(
             forward_failure("x", &DnsError::NxDomain).cause,
             Some(Cause::DnsNxdomain)

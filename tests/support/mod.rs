@@ -1,6 +1,7 @@
 //! Shared test support: network namespaces with firewall rules, and helpers to run the binary.
 #![allow(dead_code)]
 
+pub mod dns_refused;
 pub mod netns;
 pub mod postgres;
 pub mod samba;

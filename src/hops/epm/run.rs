@@ -221,18 +221,15 @@ pub async fn run(t: &EpmTarget, ctx: &crate::chain::RunContext) -> Vec<HopResult
     let mut chain = Chain::new(
         vec![
             HopKind::Resolve,
+            HopKind::Route,
             HopKind::Epm,
             HopKind::RpcPort,
             HopKind::RpcBind,
         ],
         limit,
     );
-    let Some(addrs) = chain
-        .step(
-            HopKind::Resolve,
-            crate::hops::resolve::resolve(&ctx.resolver, &t.host, t.reverse_dns, limit),
-        )
-        .await
+    let Some(addrs) =
+        crate::hops::connect::resolve_step(&mut chain, ctx, &t.host, t.reverse_dns, limit).await
     else {
         return chain.finish();
     };
@@ -249,11 +246,14 @@ pub async fn run(t: &EpmTarget, ctx: &crate::chain::RunContext) -> Vec<HopResult
         .step_with_timeout(HopKind::Epm, budget, epm(&addrs, opts))
         .await
     {
-        if let Some(ports) = chain.step(HopKind::RpcPort, rpc_port(&found, limit)).await {
+        match chain.step(HopKind::RpcPort, rpc_port(&found, limit)).await {
             // Connect, then the bind's answer: two bounds of `limit`.
-            chain
-                .step_with_timeout(HopKind::RpcBind, limit * 2, rpc_bind(&found, &ports, limit))
-                .await;
+            Some(ports) => {
+                chain
+                    .step_with_timeout(HopKind::RpcBind, limit * 2, rpc_bind(&found, &ports, limit))
+                    .await;
+            }
+            None => crate::hops::path::trace_after_timeout(&mut chain, ctx).await,
         }
     }
     chain.finish()

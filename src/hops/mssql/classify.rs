@@ -537,6 +537,8 @@ mod tests {
                         v6: false,
                         icmp_type: 3,
                         code: 13,
+                        from: None,
+                        by_target: false,
                     })
                     .unwrap(),
                 ),

@@ -29,7 +29,7 @@ const APP_NAME: &str = "dtcprobe";
 
 /// The hops a target plans, in order.
 pub fn planned_hops(t: &MssqlTarget) -> Vec<HopKind> {
-    let mut v = vec![HopKind::Resolve];
+    let mut v = vec![HopKind::Resolve, HopKind::Route];
     if t.needs_browser() {
         v.push(HopKind::Sqlbrowser);
     }
@@ -886,6 +886,7 @@ mod tests {
             planned_hops(&t),
             vec![
                 HopKind::Resolve,
+                HopKind::Route,
                 HopKind::Tcp,
                 HopKind::Login,
                 HopKind::TxLocal
@@ -896,6 +897,7 @@ mod tests {
             planned_hops(&t),
             vec![
                 HopKind::Resolve,
+                HopKind::Route,
                 HopKind::Sqlbrowser,
                 HopKind::Tcp,
                 HopKind::Login,
@@ -906,7 +908,7 @@ mod tests {
         let t = MssqlTarget::from_url("mssql://sa@h:1500/db?tx=none").unwrap();
         assert_eq!(
             planned_hops(&t),
-            vec![HopKind::Resolve, HopKind::Tcp, HopKind::Login]
+            vec![HopKind::Resolve, HopKind::Route, HopKind::Tcp, HopKind::Login]
         );
     }
 

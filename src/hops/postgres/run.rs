@@ -13,7 +13,12 @@ use crate::model::{Cause, HopKind, HopResult};
 use crate::secret;
 
 pub async fn run(t: &PgTarget, ctx: &RunContext) -> Vec<HopResult> {
-    let mut planned = vec![HopKind::Resolve, HopKind::Tcp, HopKind::Login];
+    let mut planned = vec![
+        HopKind::Resolve,
+        HopKind::Route,
+        HopKind::Tcp,
+        HopKind::Login,
+    ];
     match t.tx {
         PgTx::Local => planned.push(HopKind::TxLocal),
         PgTx::Twophase => planned.push(HopKind::Twophase),
