@@ -70,11 +70,17 @@ fn sigterm_stops_the_agent_gracefully() {
             let _ = tx.send(line);
         }
     });
-    let listening = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("agent did not start");
-    assert!(listening.contains("agent listening"), "{listening}");
-    assert!(!listening.contains(&"y".repeat(48)), "key in the log");
+    // The start line (address, key file, allow list) comes first, then "agent listening".
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains("agent listening")) {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("agent did not start: {seen:?}"));
+        assert!(!line.contains(&"y".repeat(48)), "key in the log: {line}");
+        seen.push(line);
+        assert!(seen.len() <= 10, "no 'agent listening' line: {seen:?}");
+    }
+    assert!(seen[0].contains("starting: listen 127.0.0.1:0"), "{seen:?}");
     let started = Instant::now();
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);

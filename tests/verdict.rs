@@ -268,13 +268,17 @@ fn markdown_report_parses_into_sections_and_one_row_per_hop() {
         checks[0][..6],
         ["Check", "From", "To", "Direction", "Hop", "Status"]
     );
-    assert_eq!(checks.len(), 1 + 4, "header + 2 hops per check: {checks:?}");
+    assert_eq!(
+        checks.len(),
+        1 + 6,
+        "header + 3 hops (resolve, route, tcp) per check: {checks:?}"
+    );
     assert!(checks.iter().all(|r| r.len() == 9), "{checks:?}");
     assert_eq!(
         checks[1][..5],
         ["a|b *c* <x>", "web", "sql", "forward", "resolve"]
     );
-    assert_eq!(checks[4][4..7], ["tcp", "fail", "refused"]);
+    assert_eq!(checks[6][4..7], ["tcp", "fail", "refused"]);
 }
 
 /// SIGINT while a hop waits on a dropped port: the partial report on stdout and in every
