@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub use dtcprobe_wire::dcerpc;
 pub mod exit;
+pub mod fdlimit;
 pub mod hops;
 pub mod hostport;
 pub mod metrics_server;

@@ -1,5 +1,13 @@
 //! Runs a plan: every check concurrently (bounded by `--concurrency`), each as a chain of hops.
 //! Wall time is about the slowest chain, not the sum.
+//!
+//! Checks are scheduled in completion order (`buffer_unordered`): a slot is given back the moment
+//! its check ends, so one dropped port holds one slot for one timeout and never stalls the checks
+//! queued behind it (in-order `buffered` kept every finished slot until all earlier checks had
+//! finished, so each window holding one dropped target cost a whole timeout). The report is put
+//! back in plan order afterwards. A check's future is created only when it gets a slot, and every
+//! hop starts its own timeout when it runs, so time spent waiting in the queue never counts
+//! against a check's deadline.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -29,7 +37,7 @@ impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             timeout: Duration::from_secs(3),
-            concurrency: 64,
+            concurrency: crate::plan::DEFAULT_CONCURRENCY,
             progress: None,
         }
     }
@@ -48,8 +56,8 @@ pub async fn run_checks(specs: &[CheckSpec], opts: &RunOptions) -> Vec<CheckResu
     let resolver = Arc::new(DnsResolver::from_system(opts.timeout));
     let total = specs.len();
     let done = std::sync::atomic::AtomicUsize::new(0);
-    let mut results: Vec<CheckResult> = stream::iter(specs.iter())
-        .map(|spec| {
+    let mut finished: Vec<(usize, CheckResult)> = stream::iter(specs.iter().enumerate())
+        .map(|(index, spec)| {
             let ctx = RunContext {
                 hop_timeout: spec.timeout.unwrap_or(opts.timeout),
                 resolver: resolver.clone(),
@@ -62,12 +70,15 @@ pub async fn run_checks(specs: &[CheckSpec], opts: &RunOptions) -> Vec<CheckResu
                     let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                     p.check_done(n, total, &result);
                 }
-                result
+                (index, result)
             }
         })
-        .buffered(opts.concurrency.max(1))
+        .buffer_unordered(opts.concurrency.max(1))
         .collect()
         .await;
+    // Back to plan order: reports, baselines and exit codes must not depend on timing.
+    finished.sort_unstable_by_key(|(index, _)| *index);
+    let mut results: Vec<CheckResult> = finished.into_iter().map(|(_, r)| r).collect();
     // Cloned machines show up only across checks: compare MSDTC CIDs over the whole run.
     hops::epm::mark_duplicate_cids(&mut results);
     results

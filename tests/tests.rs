@@ -26,6 +26,7 @@ mod mssql_login;
 mod mssql_real_server;
 mod netns_dns;
 mod netns_tcp;
+mod perf_scheduling;
 mod postgres_real;
 mod report_schema;
 mod url_secrets;
