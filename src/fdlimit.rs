@@ -45,6 +45,8 @@ pub fn raise_open_file_limit() {
                 lim = raised;
             }
         }
+        // rlim_t is u64 on Linux and macOS but not on every Unix.
+        #[allow(clippy::unnecessary_cast)]
         SOFT_LIMIT.store(lim.rlim_cur as u64, Ordering::Relaxed);
     }
 }

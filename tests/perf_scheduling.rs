@@ -36,6 +36,7 @@ fn run(zones: &Zones, args: &[String], nofile: Option<u64>) -> (i32, String, Str
         // inherited through `ip netns exec` by dtcprobe.
         unsafe {
             cmd.pre_exec(move || {
+                #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every Unix
                 let lim = libc::rlimit {
                     rlim_cur: limit as libc::rlim_t,
                     rlim_max: limit as libc::rlim_t,
