@@ -21,6 +21,8 @@ pub fn main(cli: Cli) -> u8 {
     init_logging(cli.verbose);
     // Before the runtime starts: large runs hold one socket per check in flight.
     crate::fdlimit::raise_open_file_limit();
+    // Before any login: no 50 ms entropy start-up on the first TLS handshake (see `tls`).
+    crate::tls::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

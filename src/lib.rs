@@ -26,5 +26,6 @@ pub mod runner;
 pub mod secret;
 pub mod signals;
 pub mod target;
+pub mod tls;
 pub mod watch;
 pub mod winsock;
