@@ -104,7 +104,8 @@ fn main() {
     );
     println!("TDS login + local transaction against the test peer (127.0.0.1:{}), full TLS, {iters} iterations", peer.port());
 
-    // dtcprobe, in process.
+    // dtcprobe, in process, with the crypto provider the binary installs.
+    dtcprobe::tls::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -19,7 +19,10 @@ pub const EXAMPLE_CONFIG: &str = include_str!("../config/example.toml");
 
 pub fn main(cli: Cli) -> u8 {
     init_logging(cli.verbose);
-    raise_open_file_limit();
+    // Before the runtime starts: large runs hold one socket per check in flight.
+    crate::fdlimit::raise_open_file_limit();
+    // Before any login: no 50 ms entropy start-up on the first TLS handshake (see `tls`).
+    crate::tls::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -87,26 +90,10 @@ fn init_logging(verbose: u8) {
         .try_init();
 }
 
-/// Large runs hold one socket per concurrent hop; the usual soft limit of 1024 would turn a
-/// `--concurrency 1000` run into spurious "too many open files" faults.
-fn raise_open_file_limit() {
-    #[cfg(unix)]
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max.min(1 << 20);
-            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
 /// Everything is resolved (config, targets, baseline) before the first check runs; an error
 /// there is reported the way the stdout format wants (see `Exporter::tool_error`).
 async fn check(input: PlanInput) -> u8 {
-    let plan = match plan::build(&input) {
+    let mut plan = match plan::build(&input) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("dtcprobe: {e}");
@@ -114,6 +101,8 @@ async fn check(input: PlanInput) -> u8 {
         }
     };
     say_which_config(&plan);
+    plan.concurrency =
+        crate::fdlimit::fit_concurrency_and_warn(plan.concurrency, plan.checks.len());
     let bar = crate::progress::Bar::for_run(plan.checks.len());
     if let Some(b) = &bar {
         b.start_timer();
@@ -148,7 +137,7 @@ async fn watch(args: &WatchArgs) -> u8 {
         eprintln!("dtcprobe watch: {message}");
         return exit::USAGE;
     }
-    let plan = match plan::build(&args.plan_input()) {
+    let mut plan = match plan::build(&args.plan_input()) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("dtcprobe: {e}");
@@ -156,6 +145,8 @@ async fn watch(args: &WatchArgs) -> u8 {
         }
     };
     say_which_config(&plan);
+    plan.concurrency =
+        crate::fdlimit::fit_concurrency_and_warn(plan.concurrency, plan.checks.len());
     crate::watch::run(plan, args.watch_options()).await
 }
 
@@ -223,7 +214,13 @@ fn man_page() -> u8 {
 /// Key, reverse checks and plan (baseline included) are resolved before the agent is contacted.
 async fn peer(args: &PeerArgs) -> u8 {
     match PeerSetup::resolve(args.peer_input()) {
-        Ok(setup) => crate::agent::cmd::peer_main(setup).await,
+        Ok(mut setup) => {
+            setup.plan.concurrency = crate::fdlimit::fit_concurrency_and_warn(
+                setup.plan.concurrency,
+                setup.plan.checks.len(),
+            );
+            crate::agent::cmd::peer_main(setup).await
+        }
         Err(e) => {
             eprintln!("dtcprobe peer: {e}");
             outputs::pre_run_exit(args.check.format, e.exit_code(), &e.to_string())

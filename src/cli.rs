@@ -195,7 +195,8 @@ pub struct CheckArgs {
     #[arg(long, value_name = "DUR", value_parser = positive_duration)]
     pub timeout: Option<Duration>,
 
-    /// Checks run at the same time [default: 64, or the config's defaults.concurrency].
+    /// Checks run at the same time [default: 1024, or the config's defaults.concurrency;
+    /// lowered, with a note on stderr, if the open-file hard limit is too low].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub concurrency: Option<u32>,
 

@@ -1,5 +1,13 @@
 //! Runs a plan: every check concurrently (bounded by `--concurrency`), each as a chain of hops.
 //! Wall time is about the slowest chain, not the sum.
+//!
+//! Checks are scheduled in completion order (`buffer_unordered`): a slot is given back the moment
+//! its check ends, so one dropped port holds one slot for one timeout and never stalls the checks
+//! queued behind it (in-order `buffered` kept every finished slot until all earlier checks had
+//! finished, so each window holding one dropped target cost a whole timeout). The report is put
+//! back in plan order afterwards. A check's future is created only when it gets a slot, and every
+//! hop starts its own timeout when it runs, so time spent waiting in the queue never counts
+//! against a check's deadline.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -31,7 +39,7 @@ impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             timeout: Duration::from_secs(3),
-            concurrency: 64,
+            concurrency: crate::plan::DEFAULT_CONCURRENCY,
             progress: None,
             trace: true,
         }

@@ -28,6 +28,7 @@ mod netns_dns;
 mod netns_path;
 mod netns_tcp;
 mod peer_cid;
+mod perf_scheduling;
 mod postgres_real;
 mod report_schema;
 mod url_secrets;

@@ -1,0 +1,236 @@
+#!/usr/bin/env python3
+"""Measurement half of scripts/bench (which sets up the namespaces, the listener and the TDS peer
+and passes them in the environment). Runs each case's tools alternately, records wall time and
+peak RSS (wait4 rusage of the tool's own process: `ip netns exec` execs the tool in place),
+prints medians and min-max and checks each figure against the issue's target. Appends nothing
+from earlier runs: the output file is rewritten."""
+
+import collections
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+BIN = os.environ["BENCH_BIN"]
+WEB = os.environ["BENCH_WEB"]
+LO = os.environ["BENCH_LO"]
+SCRATCH = os.environ["BENCH_SCRATCH"]
+PEER_PORT = os.environ["BENCH_PEER_PORT"]
+RUNS = int(os.environ.get("BENCH_RUNS", "7"))
+CASES = os.environ.get("BENCH_CASES", "a b c d").split()
+SQL = "198.18.0.2"
+
+out = open(sys.argv[1], "w")
+
+
+def emit(line=""):
+    print(line, flush=True)
+    out.write(line + "\n")
+    out.flush()
+
+
+def loadavg():
+    return " ".join(open("/proc/loadavg").read().split()[:3])
+
+
+def run_case(name, tools, runs, check):
+    """tools: [(label, argv, stdin)]; alternated `runs` times. Returns {label: [(wall, rss)]}."""
+    emit(f"## case {name}: load average before {loadavg()}")
+    results = collections.defaultdict(list)
+    for i in range(runs):
+        for label, argv, stdin_text in tools:
+            wall, rss, code, stdout, stderr = timed(argv, stdin_text)
+            problem = check(label, code, stdout, stderr)
+            if problem:
+                emit(f"{label:<10} run {i + 1}: INVALID ({problem}); not counted")
+                continue
+            results[label].append((wall, rss))
+            emit(f"{label:<10} run {i + 1}: wall {wall:.3f} s  peak RSS {rss / 1024:.1f} MiB")
+    emit(f"# load average after {loadavg()}")
+    summary = {}
+    for label, v in results.items():
+        walls = sorted(w for w, _ in v)
+        rss = sorted(r for _, r in v)
+        summary[label] = (statistics.median(walls), walls[0], walls[-1], statistics.median(rss) / 1024,
+                          rss[-1] / 1024)
+        emit(f"# median {label}: wall {summary[label][0]:.3f} s (min {walls[0]:.3f}, max {walls[-1]:.3f}), "
+             f"peak RSS {summary[label][3]:.1f} MiB (max {summary[label][4]:.1f}), n={len(v)}")
+    return summary
+
+
+def timed(argv, stdin_text):
+    """Wall time and peak RSS of one process (fork + exec + wait4, no shell in between)."""
+    r, w = os.pipe()
+    started = time.perf_counter()
+    stdout_path = os.path.join(SCRATCH, "stdout")
+    stderr_path = os.path.join(SCRATCH, "stderr")
+    with open(stdout_path, "wb") as so, open(stderr_path, "wb") as se:
+        pid = os.fork()
+        if pid == 0:
+            os.dup2(r, 0)
+            os.close(w)
+            os.dup2(so.fileno(), 1)
+            os.dup2(se.fileno(), 2)
+            try:
+                os.execvp(argv[0], argv)
+            finally:
+                os._exit(127)
+        os.close(r)
+        if stdin_text:
+            os.write(w, stdin_text.encode())
+        os.close(w)
+        _, status, ru = os.wait4(pid, 0)
+    wall = time.perf_counter() - started
+    code = os.waitstatus_to_exitcode(status)
+    stdout = open(stdout_path, errors="replace").read()
+    stderr = open(stderr_path, errors="replace").read()
+    os.unlink(stdout_path)
+    os.unlink(stderr_path)
+    return wall, ru.ru_maxrss, code, stdout, stderr
+
+
+def nmap(ns, timeout_ms, ports, host):
+    t = f"{timeout_ms}ms"
+    return ["ip", "netns", "exec", ns, "nmap", "-sT", "-Pn", "-n", "--max-retries", "0",
+            "--min-rtt-timeout", t, "--max-rtt-timeout", t, "--initial-rtt-timeout", t,
+            "--min-parallelism", "1000", "--host-timeout", "120s", "-p", ports, host]
+
+
+def ranges(ports):
+    """Compact nmap port list: 1,2,3,7 -> 1-3,7."""
+    ports = sorted(ports)
+    spans = [[ports[0], ports[0]]]
+    for p in ports[1:]:
+        if p == spans[-1][1] + 1:
+            spans[-1][1] = p
+        else:
+            spans.append([p, p])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
+def tcp_outcomes(report):
+    r = json.loads(report)
+    return dict(collections.Counter(
+        f"{h['status']}/{h.get('cause') or '-'}" for c in r["checks"] for h in c["hops"] if h["hop"] == "tcp"))
+
+
+def verdict(ok):
+    return "MET" if ok else "NOT MET"
+
+
+emit(f"# scripts/bench {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} on {os.cpu_count()} cores, "
+     f"{os.uname().release}; release build; {RUNS} runs per tool (case c: {3 * RUNS}), alternating")
+emit(f"# machine shared with other builds: load average at start {loadavg()}")
+emit(f"# dtcprobe {subprocess.run([BIN, '--version'], capture_output=True, text=True).stdout.strip()}, "
+     f"{subprocess.run(['nmap', '--version'], capture_output=True, text=True).stdout.splitlines()[0]}")
+targets_met = []
+
+if "a" in CASES:
+    emit()
+    emit("# (a) 1,000 TCP targets: 16 dropped (one per 64, at the start of each window of 64), "
+         "492 open, 492 refused; default flags (timeout 3 s, default concurrency) vs nmap -sT at 3 s")
+    targets, opened, refused, dropped = [], 0, 0, 0
+    for i in range(1000):
+        if i % 64 == 0:
+            port = 30000 + dropped; dropped += 1
+        elif i % 2:
+            port = 10000 + opened; opened += 1
+        else:
+            port = 20000 + refused; refused += 1
+        targets.append(port)
+    dtc = ["ip", "netns", "exec", WEB, BIN, "check", "-f", "json"] + [f"tcp://{SQL}:{p}" for p in targets]
+    expect = {"fail/timeout": dropped, "fail/refused": refused, "pass/-": opened}
+
+    def check_a(label, code, stdout, stderr):
+        if label == "dtcprobe":
+            got = tcp_outcomes(stdout)
+            return None if got == expect else f"outcomes {got}, expected {expect}"
+        return None if f"{dropped} filtered" in stdout or "filtered" in stdout else "nmap saw no filtered ports"
+
+    s = run_case("a", [("dtcprobe", dtc, None), ("nmap", nmap(WEB, 3000, ranges(targets), SQL), None)], RUNS, check_a)
+    d, n = s["dtcprobe"][0], s["nmap"][0]
+    emit(f"# target (a): <= 1.3 x 3 s = 3.9 s: {d:.3f} s {verdict(d <= 3.9)}; within 10% of nmap "
+         f"({n:.3f} s, limit {1.1 * n:.3f} s): {d / n:.3f} x {verdict(d <= 1.1 * n)}")
+
+if "b" in CASES:
+    emit()
+    emit("# (b) 200 dropped targets, --timeout 1s, default concurrency, vs nmap -sT at 1 s")
+    ports = list(range(30000, 30200))
+    dtc = ["ip", "netns", "exec", WEB, BIN, "check", "-f", "json", "--timeout", "1s"] + \
+        [f"tcp://{SQL}:{p}" for p in ports]
+
+    def check_b(label, code, stdout, stderr):
+        if label == "dtcprobe":
+            got = tcp_outcomes(stdout)
+            return None if got == {"fail/timeout": 200} else f"outcomes {got}"
+        return None if "200 filtered" in stdout else "nmap did not see 200 filtered ports"
+
+    s = run_case("b", [("dtcprobe", dtc, None), ("nmap", nmap(WEB, 1000, ranges(ports), SQL), None)], RUNS, check_b)
+    d = s["dtcprobe"][0]
+    emit(f"# target (b): <= 1.3 s: {d:.3f} s {verdict(d <= 1.3)} (nmap {s['nmap'][0]:.3f} s)")
+
+if "c" in CASES:
+    emit()
+    emit("# (c) whole process: mssql login (full TLS) + tx_local against the TDS test peer on 127.0.0.1 "
+         "vs FreeTDS tsql (encryption = require) doing the same login and statements")
+    pw = os.path.join(SCRATCH, "pw")
+    url = f"mssql://probe@127.0.0.1:{PEER_PORT}/app?tx=local&trust_server_certificate=true"
+    dtc = [BIN, "check", "-f", "json", "--password-file", pw, url]
+    password = open(pw).read().strip()
+    script = ("BEGIN TRANSACTION\ngo\nCREATE TABLE #dtcprobe (id int NOT NULL PRIMARY KEY, note nvarchar(64) NOT NULL)\ngo\n"
+              "INSERT INTO #dtcprobe (id, note) VALUES (1, N'bench')\ngo\nSELECT id, note FROM #dtcprobe\ngo\n"
+              "ROLLBACK TRANSACTION\ngo\nSELECT @@TRANCOUNT AS trancount\ngo\nexit\n")
+    tsql = ["env", f"FREETDSCONF={SCRATCH}/freetds.conf", "tsql", "-H", "127.0.0.1", "-p", PEER_PORT,
+            "-U", "probe", "-P", password, "-D", "app"]
+
+    def check_c(label, code, stdout, stderr):
+        if label == "dtcprobe":
+            if code != 0:
+                return f"exit {code}: {stderr.strip()[:200]}"
+            hops = {h["hop"]: h["status"] for c in json.loads(stdout)["checks"] for h in c["hops"]}
+            return None if hops.get("login") == "pass" and hops.get("tx_local") == "pass" else f"hops {hops}"
+        return None if code == 0 and "bench" in stdout else f"tsql exit {code}"
+
+    s = run_case("c", [("dtcprobe", dtc, None), ("tsql", tsql, script)], 3 * RUNS, check_c)
+    d, t = s["dtcprobe"][0], s["tsql"][0]
+    emit(f"# target (c): dtcprobe <= 1.5 x tsql ({t * 1000:.1f} ms, limit {1.5 * t * 1000:.1f} ms): "
+         f"{d * 1000:.1f} ms = {d / t:.2f} x {verdict(d <= 1.5 * t)}")
+
+if "d" in CASES:
+    emit()
+    emit("# (d) N refused loopback targets (a namespace with only lo: nothing listens), dtcprobe from a "
+         "config file of N [[check]] tables (planning + run, default flags) vs nmap -sT on the same ports")
+    per_target = {}
+    for n in (1000, 5000, 10000):
+        cfg = os.path.join(SCRATCH, f"refused{n}.toml")
+        with open(cfg, "w") as f:
+            for i in range(n):
+                f.write(f'[[check]]\nname = "r{i}"\nkind = "tcp"\nhost = "127.0.0.1"\nport = {20000 + i}\n\n')
+        dtc = ["ip", "netns", "exec", LO, BIN, "check", "-f", "json", "-c", cfg]
+
+        def check_d(label, code, stdout, stderr, n=n):
+            if label == "dtcprobe":
+                got = tcp_outcomes(stdout)
+                return None if got == {"fail/refused": n} else f"outcomes {got}"
+            return None if f"{n} closed" in stdout else "nmap did not see every port closed"
+
+        s = run_case(f"d{n}", [("dtcprobe", dtc, None),
+                               ("nmap", nmap(LO, 3000, f"20000-{20000 + n - 1}", "127.0.0.1"), None)],
+                     RUNS, check_d)
+        os.unlink(cfg)
+        d, nm, rss = s["dtcprobe"][0], s["nmap"][0], s["dtcprobe"][3]
+        per_target[n] = d / n
+        emit(f"# (d) {n}: dtcprobe {d:.3f} s = {d / nm:.2f} x nmap ({nm:.3f} s), "
+             f"{d / n * 1e6:.1f} us/target, peak RSS {rss:.1f} MiB (nmap {s['nmap'][3]:.1f} MiB)")
+        if n == 10000:
+            emit(f"# target (d): 10,000 <= 2 x nmap: {d / nm:.2f} x {verdict(d <= 2 * nm)}; "
+                 f"<= 80 MB RSS: {rss * 1.048576:.1f} MB (max {s['dtcprobe'][4] * 1.048576:.1f}) "
+                 f"{verdict(s['dtcprobe'][4] * 1.048576 <= 80)}")
+    growth = per_target[10000] / per_target[1000]
+    emit(f"# target (d): no super-linear term: time per target at 10,000 / at 1,000 = {growth:.2f} "
+         f"{verdict(growth <= 1.25)} (a quadratic term would show as a per-target time growing with N)")
+
+emit()
+emit(f"# load average at end {loadavg()}")
