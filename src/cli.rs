@@ -42,9 +42,20 @@ pub enum Command {
     Agent(AgentArgs),
     /// Check both directions in one invocation, with an agent on the far side.
     Peer(Box<PeerArgs>),
+    /// Generate a pre-shared key for `agent` and `peer` (no openssl needed).
+    Keygen(KeygenArgs),
     /// Run the checks repeatedly; print only transitions and flapping checks; optionally serve
     /// /metrics, /healthz and /probe for Prometheus.
     Watch(Box<WatchArgs>),
+}
+
+/// `dtcprobe keygen`.
+#[derive(Debug, Clone, Args)]
+pub struct KeygenArgs {
+    /// Write the key to FILE (created new, owner-only: 0600 on Unix, an owner-only ACL on
+    /// Windows; never overwritten) instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
 }
 
 /// `dtcprobe watch`: the check options plus the schedule.

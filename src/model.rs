@@ -52,12 +52,13 @@ pub enum Cause {
     EpmAccessDenied,
     ProtocolError,
     DuplicateCid,
+    CallbackMismatch,
     Config,
     Internal,
 }
 
 impl Cause {
-    pub const ALL: [Cause; 19] = [
+    pub const ALL: [Cause; 20] = [
         Cause::Refused,
         Cause::Timeout,
         Cause::Unreachable,
@@ -75,6 +76,7 @@ impl Cause {
         Cause::EpmAccessDenied,
         Cause::ProtocolError,
         Cause::DuplicateCid,
+        Cause::CallbackMismatch,
         Cause::Config,
         Cause::Internal,
     ];
@@ -98,6 +100,7 @@ impl Cause {
             Cause::EpmAccessDenied => "epm_access_denied",
             Cause::ProtocolError => "protocol_error",
             Cause::DuplicateCid => "duplicate_cid",
+            Cause::CallbackMismatch => "callback_mismatch",
             Cause::Config => "config",
             Cause::Internal => "internal",
         }

@@ -790,7 +790,7 @@ impl PeerSetup {
             zones.web.nft(ONE_WAY);
         }
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("agent.key"), format!("{KEY}\n")).unwrap();
+        crate::support::write_key(&dir.path().join("agent.key"), format!("{KEY}\n"));
         let _sql = zones
             .sql
             .listen_tcp(format!("{SQL_IP}:1433").parse().unwrap());
