@@ -37,8 +37,8 @@ pub fn log_text(text: &str) -> String {
     out
 }
 
-/// The pre-authentication budget: at most `total` connections waiting to authenticate, at most
-/// `per_source` of them from one address.
+/// The pre-authentication budget: at most `total` connections waiting to authenticate; once half
+/// of it is in use, at most `per_source` of them from one address.
 #[derive(Debug)]
 pub struct PreAuthBudget {
     total: usize,
@@ -75,8 +75,12 @@ impl PreAuthBudget {
         if in_use >= self.total {
             return Err(BudgetRefusal::Total);
         }
+        // The per-source cap applies under pressure (half the budget in use): many real peers
+        // behind one NAT address are not refused while there is room, but one address cannot
+        // take the whole budget.
+        let under_pressure = in_use >= self.total / 2;
         let count = pending.entry(source).or_insert(0);
-        if *count >= self.per_source {
+        if under_pressure && *count >= self.per_source {
             return Err(BudgetRefusal::Source);
         }
         *count += 1;
@@ -195,18 +199,27 @@ mod tests {
 
     #[test]
     fn pre_auth_budget_is_per_source_and_total() {
-        let budget = Arc::new(PreAuthBudget::new(3, 2));
+        let budget = Arc::new(PreAuthBudget::new(4, 2));
         let a: IpAddr = "198.18.0.1".parse().unwrap();
         let b: IpAddr = "198.18.0.2".parse().unwrap();
+        // Below half the budget, one source may take more than its share...
         let a1 = budget.try_take(a).unwrap();
         let _a2 = budget.try_take(a).unwrap();
+        // ...from half on, not.
         assert_eq!(budget.try_take(a).unwrap_err(), BudgetRefusal::Source);
         let _b1 = budget.try_take(b).unwrap();
+        let _b2 = budget.try_take(b).unwrap();
         assert_eq!(budget.try_take(b).unwrap_err(), BudgetRefusal::Total);
         drop(a1);
-        assert_eq!(budget.in_use(), 2);
-        let _b2 = budget.try_take(b).unwrap();
         assert_eq!(budget.in_use(), 3);
+        assert_eq!(budget.try_take(b).unwrap_err(), BudgetRefusal::Source);
+        let _a3 = budget.try_take(a).unwrap();
+        assert_eq!(budget.in_use(), 4);
+        let single = Arc::new(PreAuthBudget::new(8, 2));
+        let held: Vec<_> = (0..4).map(|_| single.try_take(a).unwrap()).collect();
+        assert_eq!(single.try_take(a).unwrap_err(), BudgetRefusal::Source);
+        assert!(single.try_take(b).is_ok());
+        drop(held);
     }
 
     #[test]

@@ -40,7 +40,8 @@ pub struct AgentConfig {
     pub allow: Vec<AllowEntry>,
     /// Concurrent *authenticated* sessions (unauthenticated connections have their own budget).
     pub max_sessions: usize,
-    /// Connections still authenticating, in total and per source address.
+    /// Connections still authenticating, in total and (once half the total is in use) per source
+    /// address.
     pub max_pending: usize,
     pub max_pending_per_source: usize,
     /// An unauthenticated connection must present a valid request within this time (capped by
