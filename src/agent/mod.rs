@@ -68,7 +68,7 @@ impl Default for AgentConfig {
             cid: None,
             allow: Vec::new(),
             max_sessions: 256,
-            max_pending: 256,
+            max_pending: 512,
             max_pending_per_source: 32,
             handshake_timeout: Duration::from_secs(3),
             metrics_max_connections: 32,
