@@ -60,6 +60,7 @@ pub fn main(cli: Cli) -> u8 {
             },
         },
         Command::Peer(args) => runtime.block_on(peer(&args)),
+        Command::Keygen(args) => keygen(&args),
         Command::Init(args) => match init(&args) {
             Ok(path) => {
                 println!("wrote {}", path.display());
@@ -71,6 +72,26 @@ pub fn main(cli: Cli) -> u8 {
                 exit::USAGE
             }
         },
+    }
+}
+
+fn keygen(args: &crate::cli::KeygenArgs) -> u8 {
+    use crate::agent::keygen::{new_key_text, write_key_file};
+    let result = match &args.out {
+        Some(path) => write_key_file(path).map(|()| {
+            eprintln!(
+                "wrote {} (owner-only); copy it to the other host over a safe channel",
+                path.display()
+            );
+        }),
+        None => new_key_text().map(|text| print!("{text}")),
+    };
+    match result {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("dtcprobe keygen: {e}");
+            exit::CONFIG
+        }
     }
 }
 

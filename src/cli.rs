@@ -47,6 +47,8 @@ pub enum Command {
     /// Check both directions in one invocation, with an agent on the far side.
     #[command(after_help = EXAMPLES_PEER)]
     Peer(Box<PeerArgs>),
+    /// Generate a pre-shared key for `agent` and `peer` (no openssl needed).
+    Keygen(KeygenArgs),
     /// Run the checks repeatedly; print only transitions and flapping checks; optionally serve
     /// /metrics, /healthz and /probe for Prometheus.
     #[command(after_help = EXAMPLES_WATCH)]
@@ -60,6 +62,15 @@ pub enum Command {
         after_help = "Example:\n  dtcprobe man > /usr/local/share/man/man1/dtcprobe.1"
     )]
     Man,
+}
+
+/// `dtcprobe keygen`.
+#[derive(Debug, Clone, Args)]
+pub struct KeygenArgs {
+    /// Write the key to FILE (created new, owner-only: 0600 on Unix, an owner-only ACL on
+    /// Windows; never overwritten) instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
 }
 
 /// `dtcprobe completions SHELL`.

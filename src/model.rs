@@ -58,6 +58,7 @@ pub enum Cause {
     ProtocolError,
     DuplicateCid,
     AddressMismatch,
+    CallbackMismatch,
     Config,
     Internal,
     /// The run was stopped (SIGINT/SIGTERM) before this hop finished or started.
@@ -65,7 +66,7 @@ pub enum Cause {
 }
 
 impl Cause {
-    pub const ALL: [Cause; 23] = [
+    pub const ALL: [Cause; 24] = [
         Cause::Refused,
         Cause::Timeout,
         Cause::Unreachable,
@@ -86,6 +87,7 @@ impl Cause {
         Cause::ProtocolError,
         Cause::DuplicateCid,
         Cause::AddressMismatch,
+        Cause::CallbackMismatch,
         Cause::Config,
         Cause::Internal,
         Cause::Interrupted,
@@ -113,6 +115,7 @@ impl Cause {
             Cause::ProtocolError => "protocol_error",
             Cause::DuplicateCid => "duplicate_cid",
             Cause::AddressMismatch => "address_mismatch",
+            Cause::CallbackMismatch => "callback_mismatch",
             Cause::Config => "config",
             Cause::Internal => "internal",
             Cause::Interrupted => "interrupted",

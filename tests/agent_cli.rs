@@ -16,7 +16,7 @@ fn bin() -> Command {
 fn short_or_missing_key_file_is_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let short = dir.path().join("short.key");
-    std::fs::write(&short, "0123456789abcdef0123456789abcde\n").unwrap(); // 31 bytes after trim
+    crate::support::write_key(&short, "0123456789abcdef0123456789abcde\n"); // 31 bytes after trim
     let missing = dir.path().join("missing.key");
     for (key, needle) in [(&short, "at least 32"), (&missing, "cannot read key file")] {
         for sub in [
@@ -35,7 +35,7 @@ fn short_or_missing_key_file_is_refused_with_a_clear_error() {
 fn bad_agent_config_names_file_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("k");
-    std::fs::write(&key, "x".repeat(40)).unwrap();
+    crate::support::write_key(&key, "x".repeat(40));
     let cfg = dir.path().join("agent.toml");
     std::fs::write(&cfg, "zone = \"a\"\nallow = [\"10.0.0.0/8\"]\n").unwrap();
     let out = bin()
@@ -55,7 +55,7 @@ fn bad_agent_config_names_file_line_and_column() {
 fn sigterm_stops_the_agent_gracefully() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("k");
-    std::fs::write(&key, "y".repeat(48)).unwrap();
+    crate::support::write_key(&key, "y".repeat(48));
     let mut child = bin()
         .args(["agent", "-v", "--listen", "127.0.0.1:0", "--key-file"])
         .arg(&key)

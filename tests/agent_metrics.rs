@@ -55,9 +55,9 @@ fn sample(text: &str, series: &str) -> f64 {
 fn agent_counts_sessions_refusals_and_callbacks() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("agent.key");
-    std::fs::write(&key, "k".repeat(48)).unwrap();
+    crate::support::write_key(&key, "k".repeat(48));
     let wrong = dir.path().join("wrong.key");
-    std::fs::write(&wrong, "w".repeat(48)).unwrap();
+    support::write_key(&wrong, "w".repeat(48));
 
     let mut agent = Command::new(dtcprobe_bin())
         .args([
@@ -123,8 +123,10 @@ fn agent_counts_sessions_refusals_and_callbacks() {
     let (status, body) = http_get(&metrics_addr, "/metrics");
     assert_eq!(status, 200);
     support::promtool_check(&body).unwrap();
-    assert!(
-        sample(&body, "dtcprobe_agent_sessions_total") >= 2.0,
+    // Only the authenticated run takes a session slot; the wrong key is refused before that.
+    assert_eq!(
+        sample(&body, "dtcprobe_agent_sessions_total"),
+        1.0,
         "{body}"
     );
     assert_eq!(

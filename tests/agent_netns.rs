@@ -98,7 +98,7 @@ pub(crate) fn setup(prefix: &str, agent_config: &str) -> (Setup, PathBuf) {
         .etc_file("hosts", &format!("127.0.0.1 localhost\n{SQL_IP} sqlhost\n"));
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("agent.key");
-    std::fs::write(&key, format!("{KEY}\n")).unwrap();
+    crate::support::write_key(&key, format!("{KEY}\n"));
     let config = dir.path().join("agent.toml");
     std::fs::write(&config, agent_config).unwrap();
     (Setup { zones, dir, key }, config)
@@ -268,7 +268,7 @@ fn wrong_key_is_refused_and_logged_without_the_key() {
     let agent = AgentProc::start(&s.zones.sql, &s.key, Some(&config));
     let other = s.dir.path().join("other.key");
     let other_key = "0000000000000000000000000000000000000000000000000000000000000000";
-    std::fs::write(&other, other_key).unwrap();
+    crate::support::write_key(&other, other_key);
     let (code, stdout, stderr) =
         dtcprobe_in(&s.zones.web, &peer_args(other.to_str().unwrap(), &[]));
     let report = parse_report(&stdout);

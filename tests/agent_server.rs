@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use dtcprobe::agent::client::{agent_checks, PeerOptions};
 use dtcprobe::agent::protocol::{
-    new_nonce, parse_body, read_frame, sign_request, sign_request_raw, sign_response, unix_now,
-    write_frame, ErrorCode, Key, Message, RequestBody, ResponseBody, ReverseTarget,
+    callback_token, new_nonce, parse_body, read_frame, sign_request, sign_request_raw,
+    sign_response, unix_now, write_frame, ErrorCode, Key, Message, RequestBody, ResponseBody,
+    ReverseTarget,
 };
 use dtcprobe::agent::server::{serve, AgentState};
 use dtcprobe::agent::{AgentConfig, AllowEntry};
@@ -216,7 +217,7 @@ async fn a_callback_host_cannot_be_smuggled_in() {
     let agent = Agent::start(AgentConfig::default()).await;
     let (mut s, nonce) = hello(agent.addr).await;
     // The protocol has no field for a callback host; an extra one is rejected, not ignored.
-    let body = r#"{"op":"peer","callback":{"port":135,"token":"t","host":"198.18.0.99"}}"#;
+    let body = r#"{"op":"peer","callback":{"port":135,"host":"198.18.0.99"}}"#;
     let req = sign_request_raw(&key(b'k'), &nonce, "c", unix_now(), body);
     write_frame(&mut s, &req, T).await.unwrap();
     match read_frame(&mut s, T).await.unwrap() {
@@ -311,8 +312,30 @@ async fn sessions_are_bounded() {
         ..Default::default()
     };
     let agent = Agent::start(config).await;
-    let (_holder, _) = hello(agent.addr).await;
-    let mut second = TcpStream::connect(agent.addr).await.unwrap();
+    // Unauthenticated connections do not take the session slot...
+    let (_idle, _) = hello(agent.addr).await;
+    // ...an authenticated request does: this one holds it while the agent waits on a callback
+    // port that accepts and never acknowledges.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let _silent_task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let (mut holder, nonce) = hello(agent.addr).await;
+    let body = RequestBody::Peer(dtcprobe::agent::protocol::PeerRequest {
+        callback: Some(dtcprobe::agent::protocol::CallbackRequest { port }),
+        hop_timeout_ms: Some(2000),
+        ..Default::default()
+    });
+    let req = sign_request(&key(b'k'), &nonce, "c", unix_now(), &body);
+    write_frame(&mut holder, &req, T).await.unwrap();
+    assert_eq!(read_frame(&mut holder, T).await.unwrap(), Message::Accepted);
+    let (mut second, nonce) = hello(agent.addr).await;
+    let req = sign_request(&key(b'k'), &nonce, "c2", unix_now(), &RequestBody::Ping);
+    write_frame(&mut second, &req, T).await.unwrap();
     match read_frame(&mut second, T).await {
         Ok(Message::Error {
             code: ErrorCode::Busy,
@@ -331,9 +354,6 @@ async fn fake_agent(hang: bool) -> SocketAddr {
         let (mut s, _) = listener.accept().await.unwrap();
         let hello = Message::Hello {
             nonce: new_nonce().unwrap(),
-            time: unix_now(),
-            agent: "fake".into(),
-            tool_version: "0".into(),
         };
         write_frame(&mut s, &hello, T).await.unwrap();
         let _ = read_frame(&mut s, T).await;
@@ -418,10 +438,7 @@ async fn a_silent_stranger_on_the_callback_port_does_not_block_the_callback() {
         let (mut s, _) = listener.accept().await.unwrap();
         let nonce = new_nonce().unwrap();
         let hello = Message::Hello {
-            nonce,
-            time: unix_now(),
-            agent: "scripted".into(),
-            tool_version: "0".into(),
+            nonce: nonce.clone(),
         };
         write_frame(&mut s, &hello, T).await.unwrap();
         let Message::Request {
@@ -440,7 +457,8 @@ async fn a_silent_stranger_on_the_callback_port_does_not_block_the_callback() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let started = Instant::now();
         let mut back = TcpStream::connect(("127.0.0.1", cb.port)).await.unwrap();
-        back.write_all(format!("{}\n", cb.token).as_bytes())
+        let token = callback_token(&agent_key, &nonce, &client_nonce);
+        back.write_all(format!("{token}\n").as_bytes())
             .await
             .unwrap();
         let mut ack = [0u8; 3];

@@ -59,7 +59,7 @@ fn peer_run(
         .etc_file("hosts", &format!("127.0.0.1 localhost\n{WEB_IP} webhost\n"));
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("agent.key");
-    std::fs::write(&key, format!("{KEY}\n")).unwrap();
+    crate::support::write_key(&key, format!("{KEY}\n"));
     let config = dir.path().join("agent.toml");
     std::fs::write(&config, "zone = \"sql\"\n").unwrap();
 

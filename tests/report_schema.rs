@@ -265,7 +265,7 @@ fn start_agent(
 fn peer_reports_and_baseline_match_the_schema() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("agent.key");
-    std::fs::write(&key, "k".repeat(48)).unwrap();
+    crate::support::write_key(&key, "k".repeat(48));
     let config = dir.path().join("agent.toml");
     std::fs::write(&config, format!("zone = \"sql\"\ncid = \"{CID_A}\"\n")).unwrap();
     let (_agent, agent_addr) = start_agent(&key, &config);

@@ -10,6 +10,7 @@
 
 mod support;
 
+mod agent_attacks;
 mod agent_cli;
 mod agent_metrics;
 mod agent_netns;

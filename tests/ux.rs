@@ -192,7 +192,7 @@ fn every_command_in_the_example_configs_runs() {
     assert!(!commands.is_empty());
     let adir = tempfile::tempdir().unwrap();
     let key = adir.path().join("agent.key");
-    std::fs::write(&key, "k".repeat(40)).unwrap();
+    crate::support::write_key(&key, "k".repeat(40));
     std::fs::write(adir.path().join("agent.toml"), &agent).unwrap();
     for command in commands {
         assert!(command.contains("/etc/dtcprobe/agent.key"), "{command}");
@@ -423,7 +423,7 @@ fn output_file_errors_keep_the_run_exit_code() {
 fn peer_usage_errors_and_far_side_hints() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("k");
-    std::fs::write(&key, "k".repeat(40)).unwrap();
+    crate::support::write_key(&key, "k".repeat(40));
     let key_s = key.to_str().unwrap();
     let (code, _, err) = run_bin(&["peer", "sql01:http", "--key-file", key_s]);
     assert_eq!(code, 2, "{err}");

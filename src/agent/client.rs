@@ -13,9 +13,9 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use super::protocol::{
-    new_nonce, parse_body, read_frame, sign_request, unix_now, verify_response, write_frame,
-    CallbackRequest, ErrorCode, IoFrameError, Key, Message, PeerRequest, RequestBody, ResponseBody,
-    ReverseTarget, REPLAY_WINDOW_SECS,
+    callback_token, new_nonce, parse_body, read_frame, sign_request, unix_now, verify_response,
+    write_frame, CallbackRequest, ErrorCode, IoFrameError, Key, Message, PeerRequest, RequestBody,
+    ResponseBody, ReverseTarget,
 };
 use crate::hops;
 use crate::model::{Cause, CheckResult, Direction, HopKind, HopResult, Report};
@@ -108,13 +108,52 @@ enum Session {
     Answered(Box<ResponseBody>),
 }
 
-/// The callback the near side saw arriving (token verified).
+/// Connections that presented the right token, recorded (at most this many sources).
+const MAX_VALID_SOURCES: usize = 16;
+
+/// The callbacks the near side saw arriving (token verified). Which of them is the agent's is
+/// decided once the agent's answer names its callback source (see [`Observed::agents_callback`]).
 #[derive(Debug, Default)]
 struct Observed {
-    from: Option<SocketAddr>,
+    /// Sources of the connections that presented the right token.
+    valid_from: Vec<SocketAddr>,
     /// Connections accepted on the callback port, and those that presented the token.
     accepted: usize,
     valid: usize,
+    /// The agent's address (the one this host connected to).
+    agent: Option<IpAddr>,
+}
+
+impl Observed {
+    /// The first valid callback from an address the agent may call back from: its own address
+    /// (the one this host connected to) or the callback source it reports in its MACed answer.
+    /// A valid token from anywhere else is not the agent's callback, whatever it carries.
+    fn agents_callback(&self, agent: Option<IpAddr>, reported: Option<&str>) -> Option<SocketAddr> {
+        let reported: Option<IpAddr> = reported.and_then(|r| r.parse().ok());
+        self.valid_from.iter().copied().find(|from| {
+            let ip = from.ip().to_canonical();
+            Some(ip) == agent.map(|a| a.to_canonical())
+                || Some(ip) == reported.map(|r| r.to_canonical())
+        })
+    }
+
+    fn unexpected(&self, agent: Option<IpAddr>, reported: Option<&str>) -> Vec<String> {
+        let accepted = self.agents_callback(agent, reported).map(|a| a.ip());
+        let reported: Option<IpAddr> = reported.and_then(|r| r.parse().ok());
+        let mut out: Vec<String> = self
+            .valid_from
+            .iter()
+            .map(|f| f.ip().to_canonical())
+            .filter(|ip| {
+                Some(*ip) != accepted.map(|a| a.to_canonical())
+                    && Some(*ip) != agent.map(|a| a.to_canonical())
+                    && Some(*ip) != reported.map(|r| r.to_canonical())
+            })
+            .map(|ip| ip.to_string())
+            .collect();
+        out.dedup();
+        out
+    }
 }
 
 pub async fn agent_checks(opts: &PeerOptions) -> AgentOutcome {
@@ -124,6 +163,7 @@ pub async fn agent_checks(opts: &PeerOptions) -> AgentOutcome {
     let observed = Arc::new(Mutex::new(Observed::default()));
     let mut callback_port = None;
     let mut listen_error = None;
+    let mut agent_ip = None;
 
     // 1. Reach the agent.
     let started = Instant::now();
@@ -157,16 +197,15 @@ pub async fn agent_checks(opts: &PeerOptions) -> AgentOutcome {
 
     // 2. Authenticate and send the request; 3. collect the callback and the answer.
     if let Some(mut stream) = stream {
+        agent_ip = stream.peer_addr().ok().map(|a| a.ip());
         let login_started = Instant::now();
         let result = async {
             let hello = read_frame(&mut stream, limit)
                 .await
                 .map_err(|e| login_failure(&e, "waiting for the agent's hello"))?;
-            let (nonce, agent_time, agent_name) = match hello {
-                Message::Hello {
-                    nonce, time, agent, ..
-                } => (nonce, time, agent),
-                Message::Error { code, message } => return Err(agent_error(code, &message, None)),
+            let nonce = match hello {
+                Message::Hello { nonce } => nonce,
+                Message::Error { code, message } => return Err(agent_error(code, &message)),
                 other => {
                     return Err(HopResult::fail(
                         HopKind::Login,
@@ -193,24 +232,21 @@ pub async fn agent_checks(opts: &PeerOptions) -> AgentOutcome {
                     None
                 }
             };
-            let token = new_nonce()
+            let client_nonce = new_nonce()
                 .map_err(|e| HopResult::fail(HopKind::Login, Cause::Internal, e.to_string()))?;
+            // Derived, never sent: only the agent (holding the key) can present it.
+            let token = callback_token(&opts.key, &nonce, &client_nonce);
             callback_port = listener
                 .as_ref()
                 .and_then(|l| l.local_addr().ok())
                 .map(|a| a.port());
             let request = PeerRequest {
                 caller_name: opts.caller_name.clone(),
-                callback: callback_port.map(|port| CallbackRequest {
-                    port,
-                    token: token.clone(),
-                }),
+                callback: callback_port.map(|port| CallbackRequest { port }),
                 reverse: opts.reverse.clone(),
                 hop_timeout_ms: Some(limit.as_millis().min(u64::MAX as u128) as u64),
                 zone: opts.zone.clone(),
             };
-            let client_nonce = new_nonce()
-                .map_err(|e| HopResult::fail(HopKind::Login, Cause::Internal, e.to_string()))?;
             let msg = sign_request(
                 &opts.key,
                 &nonce,
@@ -226,9 +262,7 @@ pub async fn agent_checks(opts: &PeerOptions) -> AgentOutcome {
                 .map_err(|e| login_failure(&e, "waiting for the agent to accept the request"))?;
             match accepted {
                 Message::Accepted => {}
-                Message::Error { code, message } => {
-                    return Err(agent_error(code, &message, Some(agent_time)))
-                }
+                Message::Error { code, message } => return Err(agent_error(code, &message)),
                 other => {
                     return Err(HopResult::fail(
                         HopKind::Login,
@@ -237,19 +271,19 @@ pub async fn agent_checks(opts: &PeerOptions) -> AgentOutcome {
                     ))
                 }
             }
-            Ok((stream, listener, token, client_nonce, agent_name))
+            Ok((stream, listener, token, client_nonce))
         }
         .await;
         match result {
             Err(hop) => login_hop = Some(hop.with_duration(login_started.elapsed())),
-            Ok((mut stream, listener, token, client_nonce, agent_name)) => {
+            Ok((mut stream, listener, token, client_nonce)) => {
+                // The agent's name is only known from its MACed answer (the hello is anonymous).
                 login_hop = Some(
                     HopResult::pass(
                         HopKind::Login,
-                        format!("authenticated to agent {agent_name} (pre-shared key)"),
+                        "authenticated to the agent (pre-shared key)",
                     )
-                    .with_duration(login_started.elapsed())
-                    .with_data("agent", agent_name),
+                    .with_duration(login_started.elapsed()),
                 );
                 let answer = async {
                     match tokio::time::timeout(
@@ -321,7 +355,15 @@ pub async fn agent_checks(opts: &PeerOptions) -> AgentOutcome {
         }
     }
 
-    let observed = std::mem::take(&mut *observed.lock().unwrap_or_else(|p| p.into_inner()));
+    if let (Some(hop), Session::Answered(b)) = (&mut login_hop, &session) {
+        if hop.lets_chain_continue() {
+            hop.detail = format!("authenticated to agent {} (pre-shared key)", b.agent);
+            let taken = std::mem::replace(hop, HopResult::skip(HopKind::Login, ""));
+            *hop = taken.with_data("agent", b.agent.clone());
+        }
+    }
+    let mut observed = std::mem::take(&mut *observed.lock().unwrap_or_else(|p| p.into_inner()));
+    observed.agent = agent_ip;
     build_checks(
         opts,
         tcp_hop,
@@ -385,7 +427,9 @@ async fn accept_callbacks(
             if good {
                 {
                     let mut o = observed.lock().unwrap_or_else(|p| p.into_inner());
-                    o.from = Some(from);
+                    if o.valid_from.len() < MAX_VALID_SOURCES {
+                        o.valid_from.push(from);
+                    }
                     o.valid += 1;
                 }
                 let _ = tokio::time::timeout(limit, conn.write_all(b"ok\n")).await;
@@ -422,18 +466,17 @@ fn login_failure(e: &IoFrameError, during: &str) -> HopResult {
     HopResult::fail(HopKind::Login, cause, format!("{during}: {e}")).with_hint(hint)
 }
 
-fn agent_error(code: ErrorCode, message: &str, agent_time: Option<u64>) -> HopResult {
+fn agent_error(code: ErrorCode, message: &str) -> HopResult {
     match code {
         ErrorCode::AuthFailed => {
-            let mut hint = "the agent refused the request: the key files on the two sides differ (compare them; \
-                            trailing whitespace is ignored), or the clocks differ by more than 60s"
-                .to_string();
-            if let Some(t) = agent_time {
-                let skew = t as i64 - unix_now() as i64;
-                if skew.unsigned_abs() > REPLAY_WINDOW_SECS {
-                    hint = format!("the agent's clock is {skew}s away from this host's: synchronise the clocks (NTP)");
-                }
-            }
+            // The agent's refusal names a clock skew when that is the reason (its hello no longer
+            // carries its clock: it reveals nothing before authentication).
+            let hint = if message.contains("clock") {
+                "the clocks of the two hosts differ by more than 60s: synchronise the clocks (NTP)"
+            } else {
+                "the agent refused the request: the key files on the two sides differ (compare them; \
+                 trailing whitespace is ignored), or the clocks differ by more than 60s"
+            };
             HopResult::fail(
                 HopKind::Login,
                 Cause::AuthFailed,
@@ -441,6 +484,15 @@ fn agent_error(code: ErrorCode, message: &str, agent_time: Option<u64>) -> HopRe
             )
             .with_hint(hint)
         }
+        ErrorCode::Limit => HopResult::fail(
+            HopKind::Login,
+            Cause::Config,
+            format!("the agent refused the request: {message}"),
+        )
+        .with_hint(
+            "ask for fewer reverse checks per run (split them over several runs), or raise \
+             `max_reverse_checks` in the agent's config; nothing was run",
+        ),
         ErrorCode::Busy => HopResult::fail(
             HopKind::Login,
             Cause::Refused,
@@ -528,7 +580,7 @@ fn build_checks(
                 HopKind::Resolve,
                 format!("no answer from the agent: {detail}"),
             ),
-            match observed.from {
+            match observed.agents_callback(observed.agent, None) {
                 Some(from) => callback_seen(from, callback_port),
                 None => HopResult::fail(HopKind::Callback, *cause, detail.clone())
                     .with_hint(HINT_AGENT_LOST),
@@ -543,7 +595,27 @@ fn build_checks(
                 .unwrap_or_else(|| {
                     HopResult::skip(HopKind::Resolve, "not run: no caller name to look up")
                 });
-            let callback = match (observed.from, &b.callback, &listen_error) {
+            let seen = observed.agents_callback(observed.agent, b.callback_from.as_deref());
+            let callback = match (seen, &b.callback, &listen_error) {
+                // The agent's signed verdict says its callback failed, yet one arrived here:
+                // something on the path answered for one side or the other. Never a pass.
+                (Some(from), Some(agent_side), _) if !agent_side.lets_chain_continue() => {
+                    HopResult::fail(
+                        HopKind::Callback,
+                        Cause::CallbackMismatch,
+                        format!(
+                            "a callback arrived from {} but the agent reports its own failed: {}",
+                            from.ip(),
+                            agent_side.detail
+                        ),
+                    )
+                    .with_hint(
+                        "the agent's answer (authenticated) and what reached this host disagree: a device on \
+                         the path (proxy, NAT, IPS) may be answering or relaying connections; do not trust this \
+                         path for MSDTC until explained",
+                    )
+                    .with_data("from", from.ip().to_string())
+                }
                 (Some(from), agent_side, _) => {
                     let hop = callback_seen(from, callback_port);
                     match agent_side {
@@ -569,7 +641,7 @@ fn build_checks(
                 }
                 (None, Some(agent_side), None) => HopResult::fail(
                     HopKind::Callback,
-                    Cause::ProtocolError,
+                    Cause::CallbackMismatch,
                     format!("the agent reports a callback ({}), but none arrived here with the right token", agent_side.detail),
                 )
                 .with_hint("a NAT or port forward may send the agent's connection to another host"),
@@ -582,6 +654,14 @@ fn build_checks(
     let stray = observed.accepted.saturating_sub(observed.valid);
     if stray > 0 {
         callback_hop = callback_hop.with_data("stray_connections", stray);
+    }
+    let reported = match &session {
+        Session::Answered(b) => b.callback_from.as_deref(),
+        _ => None,
+    };
+    let unexpected = observed.unexpected(observed.agent, reported);
+    if !unexpected.is_empty() {
+        callback_hop = callback_hop.with_data("unexpected_sources", unexpected);
     }
     checks.push(check(
         "callback",

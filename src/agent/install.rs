@@ -489,9 +489,21 @@ mod tests {
 
     const KEY: &str = "b3f1c0ffee5eed0123456789abcdef0123456789abcdef0123456789abcdef01";
 
+    /// The agent refuses a key file others can read (on Unix): test keys are written 0600.
+    fn owner_only(path: &Path) {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        #[cfg(not(unix))]
+        let _ = path;
+    }
+
     fn input(dir: &Path, listen: Option<&str>) -> InstallInput {
         let key = dir.join("agent.key");
         std::fs::write(&key, KEY).unwrap();
+        owner_only(&key);
         InstallInput {
             listen: listen.map(String::from),
             key_file: key,
@@ -562,6 +574,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let i = input(dir.path(), Some("0.0.0.0:7135"));
         std::fs::write(&i.key_file, "short").unwrap();
+        owner_only(&i.key_file);
         let e = plan_install(&i, "x".into()).unwrap_err();
         assert_eq!(e.exit_code(), exit::CONFIG, "{e}");
         let mut i = input(dir.path(), Some("0.0.0.0:7135"));

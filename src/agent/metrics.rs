@@ -6,11 +6,10 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
 
 use crate::report::prometheus::{build_info, labels, Family};
 
@@ -23,6 +22,10 @@ pub struct AgentStats {
     pub refused_auth: AtomicU64,
     pub refused_protocol: AtomicU64,
     pub refused_timeout: AtomicU64,
+    /// Closed before authenticating: over the pre-authentication budget.
+    pub refused_pre_auth: AtomicU64,
+    /// Authenticated, but asking for more than the agent's limits.
+    pub refused_limit: AtomicU64,
     pub requests: AtomicU64,
     pub callbacks_pass: AtomicU64,
     pub callbacks_fail: AtomicU64,
@@ -40,7 +43,7 @@ impl AgentStats {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     pub sessions: u64,
-    pub refused: [(&'static str, u64); 4],
+    pub refused: [(&'static str, u64); 6],
     pub requests: u64,
     pub callbacks: [(&'static str, u64); 2],
     pub reverse: [(&'static str, u64); 2],
@@ -64,6 +67,8 @@ impl AgentStats {
                 ("auth", get(&self.refused_auth)),
                 ("protocol", get(&self.refused_protocol)),
                 ("timeout", get(&self.refused_timeout)),
+                ("pre_auth", get(&self.refused_pre_auth)),
+                ("limit", get(&self.refused_limit)),
             ],
             requests: get(&self.requests),
             callbacks: [
@@ -96,13 +101,16 @@ pub fn render(s: &Snapshot) -> String {
     };
     let families = [
         single(
-            Family::counter("dtcprobe_agent_sessions_total", "TCP sessions accepted."),
+            Family::counter(
+                "dtcprobe_agent_sessions_total",
+                "Authenticated sessions given a session slot.",
+            ),
             s.sessions as f64,
         ),
         labelled(
             Family::counter(
                 "dtcprobe_agent_refused_total",
-                "Sessions refused, by reason (busy, auth, protocol, timeout).",
+                "Connections refused, by reason (busy, auth, protocol, timeout, pre_auth, limit).",
             ),
             "reason",
             &s.refused,
@@ -160,41 +168,169 @@ pub fn render(s: &Snapshot) -> String {
 /// What the HTTP handlers read.
 pub type SnapshotFn = Arc<dyn Fn() -> Snapshot + Send + Sync>;
 
-async fn metrics(State(snapshot): State<SnapshotFn>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        render(&snapshot()),
-    )
+/// Bounds of the metrics endpoint, so that a flood on it cannot take the agent's main port down
+/// (the endpoint has its own small fd budget, `max_connections`, far below the process limit).
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsLimits {
+    /// Connections served at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// The request head must arrive whole within this time (slowloris, idle sockets).
+    pub header_timeout: Duration,
 }
 
-async fn healthz() -> impl IntoResponse {
-    // Served by the agent's own runtime: answering at all means the agent is up.
-    (StatusCode::OK, "ok\n")
+impl Default for MetricsLimits {
+    fn default() -> Self {
+        MetricsLimits {
+            max_connections: 32,
+            header_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
-pub fn router(snapshot: SnapshotFn) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .with_state(snapshot)
-}
+/// Largest request head read (request line + headers).
+const MAX_HEAD: usize = 8 * 1024;
 
+/// A deliberately small HTTP/1.x server: `GET /metrics` and `GET /healthz`, one request per
+/// connection (`Connection: close`), bounded in connections, head size and time. Hand-made rather
+/// than axum because the bounds (connection cap, header deadline, no keep-alive) are the point.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     snapshot: SnapshotFn,
+    limits: MetricsLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(snapshot))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            // Over the cap: closed at once, so the endpoint never holds more than its budget.
+            drop(stream);
+            continue;
+        };
+        let snapshot = snapshot.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(
+                limits.header_timeout * 2,
+                serve_one(stream, &snapshot, limits.header_timeout),
+            )
+            .await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_one(
+    mut stream: tokio::net::TcpStream,
+    snapshot: &SnapshotFn,
+    header_timeout: Duration,
+) -> std::io::Result<()> {
+    let head = match tokio::time::timeout(header_timeout, read_head(&mut stream)).await {
+        Ok(Ok(Some(head))) => head,
+        // Closed, too large, or too slow: dropped without an answer.
+        _ => return Ok(()),
+    };
+    let (status, content_type, body) = match route(&head) {
+        Route::Metrics => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            render(&snapshot()),
+        ),
+        // Served by the agent's own runtime: answering at all means the agent is up.
+        Route::Health => ("200 OK", "text/plain; charset=utf-8", "ok\n".to_string()),
+        Route::NotFound => (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            "not found\n".into(),
+        ),
+        Route::BadMethod => (
+            "405 Method Not Allowed",
+            "text/plain; charset=utf-8",
+            "method not allowed\n".into(),
+        ),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::time::timeout(header_timeout, stream.write_all(response.as_bytes())).await??;
+    let _ = stream.shutdown().await;
+    Ok(())
+}
+
+/// Reads up to the blank line ending the head; `None` if the peer closed first or the head is
+/// over [`MAX_HEAD`].
+async fn read_head(stream: &mut tokio::net::TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
+            return Ok(Some(head));
+        }
+        if head.len() > MAX_HEAD {
+            return Ok(None);
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    Metrics,
+    Health,
+    NotFound,
+    BadMethod,
+}
+
+/// Pure: which page a request head asks for.
+fn route(head: &[u8]) -> Route {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if method != "GET" && method != "HEAD" {
+        return Route::BadMethod;
+    }
+    match target.split('?').next().unwrap_or("") {
+        "/metrics" => Route::Metrics,
+        "/healthz" => Route::Health,
+        _ => Route::NotFound,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routes() {
+        let cases: &[(&[u8], Route)] = &[
+            (b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", Route::Metrics),
+            (b"GET /metrics?x=1 HTTP/1.0\r\n\r\n", Route::Metrics),
+            (b"HEAD /healthz HTTP/1.1\r\n\r\n", Route::Health),
+            (b"GET / HTTP/1.1\r\n\r\n", Route::NotFound),
+            (b"POST /metrics HTTP/1.1\r\n\r\n", Route::BadMethod),
+            (b"\x1b[2J\r\n\r\n", Route::BadMethod),
+            (b"", Route::BadMethod),
+        ];
+        for (head, want) in cases {
+            assert_eq!(&route(head), want, "{head:?}");
+        }
+    }
 
     #[test]
     fn renders_counters_with_labels() {

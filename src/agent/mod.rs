@@ -14,6 +14,8 @@ pub mod client;
 pub mod cmd;
 pub mod far_side;
 pub mod install;
+pub mod keygen;
+pub mod limits;
 pub mod metrics;
 pub mod protocol;
 pub mod server;
@@ -38,7 +40,17 @@ pub struct AgentConfig {
     pub cid: Option<String>,
     /// Hosts (and optionally ports) reverse checks may target besides the caller itself.
     pub allow: Vec<AllowEntry>,
+    /// Concurrent *authenticated* sessions (unauthenticated connections have their own budget).
     pub max_sessions: usize,
+    /// Connections still authenticating, in total and (once half the total is in use) per source
+    /// address.
+    pub max_pending: usize,
+    pub max_pending_per_source: usize,
+    /// An unauthenticated connection must present a valid request within this time (capped by
+    /// `frame_timeout`).
+    pub handshake_timeout: Duration,
+    /// Concurrent connections to `--metrics-listen` (more are closed at once).
+    pub metrics_max_connections: usize,
     /// Bound on the whole request (callback and reverse checks included).
     pub request_timeout: Duration,
     /// A frame must arrive whole within this time: slow or silent clients are dropped.
@@ -57,7 +69,11 @@ impl Default for AgentConfig {
             zone: None,
             cid: None,
             allow: Vec::new(),
-            max_sessions: 16,
+            max_sessions: 256,
+            max_pending: 512,
+            max_pending_per_source: 32,
+            handshake_timeout: Duration::from_secs(3),
+            metrics_max_connections: 32,
             request_timeout: Duration::from_secs(60),
             frame_timeout: Duration::from_secs(10),
             max_hop_timeout: Duration::from_secs(10),
@@ -85,6 +101,10 @@ struct RawAgentConfig {
     #[serde(default)]
     allow: Vec<toml::Spanned<String>>,
     max_sessions: Option<toml::Spanned<usize>>,
+    max_pending: Option<toml::Spanned<usize>>,
+    max_pending_per_source: Option<toml::Spanned<usize>>,
+    handshake_timeout: Option<toml::Spanned<String>>,
+    metrics_max_connections: Option<toml::Spanned<usize>>,
     request_timeout: Option<toml::Spanned<String>>,
     frame_timeout: Option<toml::Spanned<String>>,
     max_hop_timeout: Option<toml::Spanned<String>>,
@@ -128,16 +148,30 @@ impl AgentConfig {
         for entry in &raw.allow {
             allow.push(AllowEntry::parse(entry.get_ref()).map_err(|m| at(entry.span().start, m))?);
         }
-        let max_sessions = match raw.max_sessions {
-            Some(s) if *s.get_ref() == 0 => {
-                return Err(at(
-                    s.span().start,
-                    "`max_sessions` must be at least 1".into(),
-                ))
+        let at_least_one = |v: Option<toml::Spanned<usize>>,
+                            name: &str,
+                            default: usize|
+         -> Result<usize, AgentConfigError> {
+            match v {
+                Some(s) if *s.get_ref() == 0 => {
+                    Err(at(s.span().start, format!("`{name}` must be at least 1")))
+                }
+                Some(s) => Ok(s.into_inner()),
+                None => Ok(default),
             }
-            Some(s) => s.into_inner(),
-            None => d.max_sessions,
         };
+        let max_sessions = at_least_one(raw.max_sessions, "max_sessions", d.max_sessions)?;
+        let max_pending = at_least_one(raw.max_pending, "max_pending", d.max_pending)?;
+        let max_pending_per_source = at_least_one(
+            raw.max_pending_per_source,
+            "max_pending_per_source",
+            d.max_pending_per_source,
+        )?;
+        let metrics_max_connections = at_least_one(
+            raw.metrics_max_connections,
+            "metrics_max_connections",
+            d.metrics_max_connections,
+        )?;
         Ok(AgentConfig {
             listen: raw.listen,
             metrics_listen: raw.metrics_listen,
@@ -145,6 +179,10 @@ impl AgentConfig {
             cid: raw.cid,
             allow,
             max_sessions,
+            max_pending,
+            max_pending_per_source,
+            handshake_timeout: duration(&raw.handshake_timeout, d.handshake_timeout)?,
+            metrics_max_connections,
             request_timeout: duration(&raw.request_timeout, d.request_timeout)?,
             frame_timeout: duration(&raw.frame_timeout, d.frame_timeout)?,
             max_hop_timeout: duration(&raw.max_hop_timeout, d.max_hop_timeout)?,
@@ -300,7 +338,7 @@ mod tests {
         let text = include_str!("../../config/agent.example.toml");
         let c = AgentConfig::parse(text, Path::new("config/agent.example.toml")).unwrap();
         assert_eq!(c.zone.as_deref(), Some("sql"));
-        assert_eq!(c.max_sessions, 16);
+        assert_eq!(c.max_sessions, 256);
     }
 
     #[test]

@@ -1,13 +1,19 @@
 //! The agent: accepts authenticated requests from near sides, connects back to them, and runs the
 //! reverse checks its policy allows.
 //!
-//! Resource bounds: at most `max_sessions` sessions at once (others get a `busy` error without
-//! waiting), every frame must arrive whole within `frame_timeout`, every request finishes within
-//! `request_timeout`, frames over 64 KiB are refused from their length prefix.
+//! Resource bounds: a connection first takes a slot of the pre-authentication budget
+//! (`max_pending` in total, `max_pending_per_source` per address; over budget it is closed at
+//! once) and must present a valid request within `handshake_timeout`. Only an authenticated
+//! request takes one of the `max_sessions` session slots (others get a `busy` error without
+//! waiting), so idle unauthenticated sockets cannot lock real peers out. Every frame must arrive
+//! whole within `frame_timeout`, every request finishes within `request_timeout`, frames over
+//! 64 KiB are refused from their length prefix, and a request for more than `max_reverse_checks`
+//! reverse checks is refused whole. Repetitive warnings are rate-limited and network-derived text
+//! is escaped before it is logged ([`super::limits`]).
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -17,11 +23,12 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use super::limits::{log_text, BudgetRefusal, PreAuthBudget, PreAuthSlot, WarnLimiter};
 use super::metrics::AgentStats;
 use super::protocol::{
-    self, encode_frame, new_nonce, parse_body, read_frame, sign_response, unix_now, verify_request,
-    write_frame, AuthError, ErrorCode, FrameError, IoFrameError, Key, Message, PeerRequest,
-    ReplayGuard, RequestBody, ResponseBody, ReverseTarget, REPLAY_WINDOW_SECS,
+    self, callback_token, check_fresh, encode_frame, new_nonce, parse_body, read_frame,
+    sign_response, unix_now, verify_request, write_frame, AuthError, ErrorCode, FrameError,
+    IoFrameError, Key, Message, PeerRequest, RequestBody, ResponseBody, ReverseTarget,
 };
 use super::{url_port, AgentConfig, AllowEntry};
 use crate::chain::RunContext;
@@ -38,8 +45,12 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct AgentState {
     key: Key,
     config: AgentConfig,
-    replay: Mutex<ReplayGuard>,
     sessions: Arc<Semaphore>,
+    pre_auth: Arc<PreAuthBudget>,
+    /// One limiter per kind of repetitive warning.
+    warn_busy: WarnLimiter,
+    warn_pre_auth: WarnLimiter,
+    warn_refused: WarnLimiter,
     host: String,
     pub stats: super::metrics::AgentStats,
     started: std::time::SystemTime,
@@ -48,12 +59,18 @@ pub struct AgentState {
 impl AgentState {
     pub fn new(key: Key, config: AgentConfig) -> AgentState {
         let sessions = Arc::new(Semaphore::new(config.max_sessions));
-        // Every session holds one nonce; entries expire after two windows.
-        let capacity = (config.max_sessions * 1024).max(4096);
+        // No replay cache: each request must answer the random nonce the agent issued on its own
+        // connection, so a recorded request is useless on any other connection.
         AgentState {
             key,
-            replay: Mutex::new(ReplayGuard::new(REPLAY_WINDOW_SECS, capacity)),
             sessions,
+            pre_auth: Arc::new(PreAuthBudget::new(
+                config.max_pending,
+                config.max_pending_per_source,
+            )),
+            warn_busy: WarnLimiter::default(),
+            warn_pre_auth: WarnLimiter::default(),
+            warn_refused: WarnLimiter::default(),
             host: crate::runner::local_host_name(),
             config,
             stats: Default::default(),
@@ -100,29 +117,30 @@ where
                 }
             },
         };
-        let Ok(permit) = state.sessions.clone().try_acquire_owned() else {
-            warn!(%peer, max_sessions = state.config.max_sessions, "too many sessions: refusing");
-            AgentStats::bump(&state.stats.refused_busy);
-            // Best effort, never waits: a busy agent must not be held up by the refused client.
-            if let Ok(frame) = encode_frame(&Message::Error {
-                code: ErrorCode::Busy,
-                message: "agent busy, try again".into(),
-            }) {
-                let _ = stream.try_write(&frame);
+        let slot = match state.pre_auth.try_take(peer.ip().to_canonical()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                AgentStats::bump(&state.stats.refused_pre_auth);
+                if let Some(suppressed) = state.warn_pre_auth.allow() {
+                    let limit = match why {
+                        BudgetRefusal::Total => "max_pending",
+                        BudgetRefusal::Source => "max_pending_per_source",
+                    };
+                    warn!(%peer, limit, suppressed, "too many unauthenticated connections: closed");
+                }
+                // Closed without a word: an unauthenticated flood gets nothing to read.
+                continue;
             }
-            continue;
         };
-        AgentStats::bump(&state.stats.sessions);
         let state = state.clone();
         tasks.spawn(async move {
             let limit = state.config.request_timeout + state.config.frame_timeout * 3;
-            if tokio::time::timeout(limit, session(stream, peer, &state))
+            if tokio::time::timeout(limit, session(stream, peer, &state, slot))
                 .await
                 .is_err()
             {
                 warn!(%peer, "session exceeded {limit:?}: dropped");
             }
-            drop(permit);
         });
     }
     info!(running = tasks.len(), "shutting down: no new sessions");
@@ -134,9 +152,17 @@ where
     Ok(())
 }
 
-async fn session(mut stream: TcpStream, peer: SocketAddr, state: &AgentState) {
+/// Logs a refusal, rate-limited (a flood of bad clients must not flood the log).
+fn warn_refused(state: &AgentState, peer: SocketAddr, what: &str, reason: &str) {
+    if let Some(suppressed) = state.warn_refused.allow() {
+        warn!(%peer, reason = %log_text(reason), suppressed, "{what}");
+    }
+}
+
+async fn session(mut stream: TcpStream, peer: SocketAddr, state: &AgentState, slot: PreAuthSlot) {
     let caller = peer.ip().to_canonical();
     let frame_timeout = state.config.frame_timeout;
+    let handshake_timeout = state.config.handshake_timeout.min(frame_timeout);
     let nonce = match new_nonce() {
         Ok(n) => n,
         Err(e) => {
@@ -144,25 +170,40 @@ async fn session(mut stream: TcpStream, peer: SocketAddr, state: &AgentState) {
             return;
         }
     };
+    // Before authentication the agent says nothing about itself: no name, version or clock.
     let hello = Message::Hello {
         nonce: nonce.clone(),
-        time: unix_now(),
-        agent: state.host.clone(),
-        tool_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    if let Err(e) = write_frame(&mut stream, &hello, frame_timeout).await {
+    let started = tokio::time::Instant::now();
+    if let Err(e) = write_frame(&mut stream, &hello, handshake_timeout).await {
         debug!(%peer, error = %e, "could not send hello");
         return;
     }
-    let msg = match read_frame(&mut stream, frame_timeout).await {
+    let remaining = handshake_timeout.saturating_sub(started.elapsed());
+    let msg = match read_frame(&mut stream, remaining).await {
         Ok(m) => m,
         // A bare TCP probe (connect, close) is normal: `dtcprobe check tcp://agent:port` does it.
         Err(IoFrameError::Closed) => {
             debug!(%peer, "connection closed without a request");
             return;
         }
+        Err(IoFrameError::Timeout(t)) => {
+            warn_refused(
+                state,
+                peer,
+                "dropped session: no request in time",
+                &format!("no complete request within {t:?}"),
+            );
+            AgentStats::bump(&state.stats.refused_timeout);
+            return;
+        }
         Err(e) => {
-            warn!(%peer, error = %e, "dropped session: no valid request");
+            warn_refused(
+                state,
+                peer,
+                "dropped session: no valid request",
+                &e.to_string(),
+            );
             AgentStats::bump(&state.stats.refused_protocol);
             if let IoFrameError::Frame(f) = &e {
                 refuse(
@@ -184,7 +225,12 @@ async fn session(mut stream: TcpStream, peer: SocketAddr, state: &AgentState) {
         mac,
     } = msg
     else {
-        warn!(%peer, "dropped session: first frame is not a request");
+        warn_refused(
+            state,
+            peer,
+            "dropped session",
+            "first frame is not a request",
+        );
         AgentStats::bump(&state.stats.refused_protocol);
         refuse(
             &mut stream,
@@ -205,7 +251,12 @@ async fn session(mut stream: TcpStream, peer: SocketAddr, state: &AgentState) {
         &mac,
     ) {
         // The reason helps the operator (key mismatch vs clock skew); never the key itself.
-        warn!(%peer, reason = %e, "refused unauthenticated request");
+        warn_refused(
+            state,
+            peer,
+            "refused unauthenticated request",
+            &e.to_string(),
+        );
         AgentStats::bump(&state.stats.refused_auth);
         refuse(
             &mut stream,
@@ -216,10 +267,32 @@ async fn session(mut stream: TcpStream, peer: SocketAddr, state: &AgentState) {
         .await;
         return;
     }
+    // Authenticated: the pre-authentication slot is given back and a session slot is taken.
+    drop(slot);
+    let Ok(_permit) = state.sessions.clone().try_acquire_owned() else {
+        AgentStats::bump(&state.stats.refused_busy);
+        if let Some(suppressed) = state.warn_busy.allow() {
+            warn!(%peer, max_sessions = state.config.max_sessions, suppressed, "too many sessions: refusing");
+        }
+        refuse(
+            &mut stream,
+            ErrorCode::Busy,
+            "agent busy, try again".into(),
+            frame_timeout,
+        )
+        .await;
+        return;
+    };
+    AgentStats::bump(&state.stats.sessions);
     let request: RequestBody = match parse_body(&body) {
         Ok(r) => r,
         Err(e) => {
-            warn!(%peer, error = %e, "refused malformed request body");
+            warn_refused(
+                state,
+                peer,
+                "refused malformed request body",
+                &e.to_string(),
+            );
             AgentStats::bump(&state.stats.refused_protocol);
             refuse(
                 &mut stream,
@@ -231,6 +304,29 @@ async fn session(mut stream: TcpStream, peer: SocketAddr, state: &AgentState) {
             return;
         }
     };
+    let max_reverse = state.config.max_reverse_checks;
+    if let RequestBody::Peer(req) = &request {
+        if req.reverse.len() > max_reverse {
+            // Refused whole, before anything runs: a partial run whose answer may not fit in a
+            // frame would only lose results.
+            warn_refused(
+                state,
+                peer,
+                "refused request",
+                &format!(
+                    "{} reverse checks (max_reverse_checks = {max_reverse})",
+                    req.reverse.len()
+                ),
+            );
+            AgentStats::bump(&state.stats.refused_limit);
+            let message = format!(
+                "{} reverse checks asked for, this agent runs at most {max_reverse} per request (max_reverse_checks)",
+                req.reverse.len()
+            );
+            refuse(&mut stream, ErrorCode::Limit, message, frame_timeout).await;
+            return;
+        }
+    }
     if write_frame(&mut stream, &Message::Accepted, frame_timeout)
         .await
         .is_err()
@@ -250,13 +346,14 @@ async fn session(mut stream: TcpStream, peer: SocketAddr, state: &AgentState) {
         RequestBody::Ping => info!(%peer, "authenticated ping"),
         RequestBody::Peer(req) => {
             info!(%peer, callback = req.callback.is_some(), reverse = req.reverse.len(), "authenticated peer request");
+            let token = callback_token(&state.key, &nonce, &client_nonce);
             match tokio::time::timeout(
                 state.config.request_timeout,
-                run_peer_request(&req, caller, state),
+                run_peer_request(&req, caller, &token, state),
             )
             .await
             {
-                Ok((resolve, callback, reverse)) => {
+                Ok((resolve, (callback, callback_from), reverse)) => {
                     if let Some(cb) = &callback {
                         AgentStats::bump(if cb.lets_chain_continue() {
                             &state.stats.callbacks_pass
@@ -266,6 +363,8 @@ async fn session(mut stream: TcpStream, peer: SocketAddr, state: &AgentState) {
                     }
                     response.resolve = resolve;
                     response.callback = callback;
+                    response.callback_from =
+                        callback_from.map(|a| a.ip().to_canonical().to_string());
                     response.reverse = reverse;
                 }
                 Err(_) => {
@@ -333,10 +432,8 @@ fn authenticate(
     if nonce != issued {
         return Err(AuthError::WrongNonce);
     }
-    // MAC first, so unauthenticated clients cannot fill the replay cache.
     verify_request(&state.key, nonce, client_nonce, timestamp, body, mac)?;
-    let mut guard = state.replay.lock().unwrap_or_else(|p| p.into_inner());
-    guard.check(nonce, timestamp, unix_now())
+    check_fresh(timestamp, unix_now())
 }
 
 async fn refuse(stream: &mut TcpStream, code: ErrorCode, message: String, limit: Duration) {
@@ -344,11 +441,14 @@ async fn refuse(stream: &mut TcpStream, code: ErrorCode, message: String, limit:
     let _ = stream.shutdown().await;
 }
 
+type CallbackOutcome = (Option<HopResult>, Option<SocketAddr>);
+
 async fn run_peer_request(
     req: &PeerRequest,
     caller: IpAddr,
+    token: &str,
     state: &AgentState,
-) -> (Option<HopResult>, Option<HopResult>, Vec<CheckResult>) {
+) -> (Option<HopResult>, CallbackOutcome, Vec<CheckResult>) {
     let hop_timeout = req
         .hop_timeout_ms
         .map(Duration::from_millis)
@@ -364,13 +464,19 @@ async fn run_peer_request(
     };
     let callback = async {
         match &req.callback {
-            Some(cb) if cb.port == 0 => Some(HopResult::fail(
-                HopKind::Callback,
-                Cause::ProtocolError,
-                "the near side asked for a callback to port 0",
-            )),
-            Some(cb) => Some(callback(caller, cb.port, &cb.token, hop_timeout).await),
-            None => None,
+            Some(cb) if cb.port == 0 => (
+                Some(HopResult::fail(
+                    HopKind::Callback,
+                    Cause::ProtocolError,
+                    "the near side asked for a callback to port 0",
+                )),
+                None,
+            ),
+            Some(cb) => {
+                let (hop, from) = callback(caller, cb.port, token, hop_timeout).await;
+                (Some(hop), from)
+            }
+            None => (None, None),
         }
     };
     let ctx = RunContext {
@@ -451,19 +557,49 @@ async fn resolve_caller_inner(
     result
 }
 
-/// Connects back to the caller's source address, sends the token, waits for the near side's ack.
-async fn callback(caller: IpAddr, port: u16, token: &str, limit: Duration) -> HopResult {
+/// Connects back to the caller's source address, sends the session's callback token (derived
+/// from the key and both nonces: fixed format, never chosen by the caller, never sent in clear
+/// before), waits for the near side's ack. Also returns the callback socket's local address,
+/// which the near side uses to tell the agent's callback from anyone else's.
+async fn callback(
+    caller: IpAddr,
+    port: u16,
+    token: &str,
+    limit: Duration,
+) -> (HopResult, Option<SocketAddr>) {
     let started = tokio::time::Instant::now();
-    let result = callback_inner(caller, port, token, limit).await;
-    result.with_duration(started.elapsed())
+    let (result, from) = callback_inner(caller, port, token, limit).await;
+    (result.with_duration(started.elapsed()), from)
 }
 
-async fn callback_inner(caller: IpAddr, port: u16, token: &str, limit: Duration) -> HopResult {
+async fn callback_inner(
+    caller: IpAddr,
+    port: u16,
+    token: &str,
+    limit: Duration,
+) -> (HopResult, Option<SocketAddr>) {
     let addr = SocketAddr::new(caller, port);
     let (attempt, stream) = hops::connect::connect(addr, limit).await;
     let Some(mut stream) = stream else {
-        return hops::connect::hop_result(HopKind::Callback, &[attempt]).with_data("port", port);
+        return (
+            hops::connect::hop_result(HopKind::Callback, &[attempt]).with_data("port", port),
+            None,
+        );
     };
+    let from = stream.local_addr().ok();
+    (
+        callback_exchange(&mut stream, addr, port, token, limit).await,
+        from,
+    )
+}
+
+async fn callback_exchange(
+    stream: &mut TcpStream,
+    addr: SocketAddr,
+    port: u16,
+    token: &str,
+    limit: Duration,
+) -> HopResult {
     let exchange = async {
         stream.write_all(format!("{token}\n").as_bytes()).await?;
         let mut ack = [0u8; 3];
@@ -500,18 +636,14 @@ async fn run_reverse(
     state: &AgentState,
     ctx: &RunContext,
 ) -> Vec<CheckResult> {
-    let max = state.config.max_reverse_checks;
-    join_all(targets.iter().enumerate().map(|(i, t)| {
+    // The count was checked before the request was accepted.
+    join_all(targets.iter().map(|t| {
         let caller_zone = caller_zone.clone();
         async move {
-            let authorized = if i >= max {
-                Err(format!("more than {max} reverse checks in one request"))
-            } else {
-                authorize(t, caller, &state.config.allow)
-            };
+            let authorized = authorize(t, caller, &state.config.allow);
             let mut result = match authorized {
                 Ok(target) => {
-                    info!(name = %t.name, target = %target.display(), "running reverse check");
+                    info!(name = %log_text(&t.name), target = %log_text(&target.display()), "running reverse check");
                     AgentStats::bump(&state.stats.reverse_run);
                     let spec = CheckSpec {
                         name: t.name.clone(),
@@ -523,7 +655,7 @@ async fn run_reverse(
                     crate::runner::run_check(&spec, ctx).await
                 }
                 Err(reason) => {
-                    warn!(name = %t.name, url = %t.url, %caller, %reason, "refused reverse check");
+                    warn!(name = %log_text(&t.name), url = %log_text(&t.url), %caller, reason = %log_text(&reason), "refused reverse check");
                     AgentStats::bump(&state.stats.reverse_refused);
                     refused_check(t, &reason, state.config.zone.clone(), caller_zone)
                 }
@@ -640,6 +772,11 @@ where
         protocol::PROTOCOL_VERSION
     );
     let metrics_listen = config.metrics_listen.clone();
+    let metrics_max_connections = config.metrics_max_connections;
+    // `max_sessions` sessions (each with a callback and reverse-check sockets) plus the
+    // pre-authentication and metrics budgets need more than the usual soft limit of 1024: the
+    // one start-up rule for every command raises it to the hard limit.
+    crate::fdlimit::raise_open_file_limit();
     let state = Arc::new(AgentState::new(key, config));
     // The metrics endpoint stops with the agent.
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
@@ -654,7 +791,11 @@ where
             let stop = async {
                 let _ = stopped_rx.await;
             };
-            if let Err(e) = super::metrics::serve(metrics_listener, snapshot, stop).await {
+            let limits = super::metrics::MetricsLimits {
+                max_connections: metrics_max_connections,
+                ..Default::default()
+            };
+            if let Err(e) = super::metrics::serve(metrics_listener, snapshot, limits, stop).await {
                 warn!(error = %e, "metrics endpoint failed");
             }
         });

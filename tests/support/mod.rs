@@ -83,3 +83,14 @@ pub fn promtool_check(text: &str) -> Result<(), String> {
         Err(format!("{msg}\n--- input ---\n{text}"))
     }
 }
+
+/// Writes an agent key file the way `dtcprobe keygen` does: owner-only (0600), since the agent and
+/// `peer` refuse key files that group or others may read.
+pub fn write_key(path: &std::path::Path, contents: impl AsRef<[u8]>) {
+    std::fs::write(path, contents).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}

@@ -2,7 +2,6 @@
 //! response MACs, nonces and the replay guard. Pure apart from reading the key file and drawing
 //! random nonces; the scheme is described in the parent module.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,6 +23,7 @@ type HmacSha256 = Hmac<Sha256>;
 
 const REQUEST_CONTEXT: &[u8] = b"dtcprobe-agent/1 request";
 const RESPONSE_CONTEXT: &[u8] = b"dtcprobe-agent/1 response";
+const CALLBACK_CONTEXT: &[u8] = b"dtcprobe-agent/2 callback";
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum AuthError {
@@ -31,10 +31,6 @@ pub enum AuthError {
     WrongNonce,
     #[error("request timestamp is {skew_secs}s away from the agent's clock (allowed: ±{REPLAY_WINDOW_SECS}s)")]
     Stale { skew_secs: i64 },
-    #[error("request nonce was already used (replay)")]
-    Replayed,
-    #[error("too many recent requests to track for replay; try again shortly")]
-    ReplayCacheFull,
     #[error("bad MAC: the near side and the agent do not share the same key")]
     BadMac,
     #[error("MAC is not valid hex")]
@@ -49,9 +45,18 @@ pub enum KeyError {
         #[source]
         source: std::io::Error,
     },
-    #[error("key file {path} holds {len} bytes after trimming; at least {MIN_KEY_LEN} are required (e.g. `openssl rand -hex 32 > {path}`)")]
+    #[error("key file {path} holds {len} bytes after trimming; at least {MIN_KEY_LEN} are required (make one with `dtcprobe keygen --out {path}`)")]
     TooShort { path: String, len: usize },
+    #[error("key file {path} is larger than {MAX_KEY_FILE_LEN} bytes: not a key file")]
+    TooLarge { path: String },
+    #[error("key file {path} is not a regular file (a FIFO, device or directory): refused")]
+    NotAFile { path: String },
+    #[error("key file {path} is accessible by group or others (mode {mode:04o}): refused; restrict it with `chmod 600 {path}`")]
+    Permissions { path: String, mode: u32 },
 }
+
+/// Largest key file read, in bytes (a hex key from `keygen` is 65).
+pub const MAX_KEY_FILE_LEN: u64 = 4096;
 
 /// The pre-shared key. Its `Debug` never shows the bytes.
 #[derive(Clone)]
@@ -77,12 +82,46 @@ impl Key {
         Ok(Key(trimmed.to_vec()))
     }
 
+    /// Reads a key file. Refused: anything but a regular file (a FIFO would block, a device
+    /// such as `/dev/zero` would never end), files over [`MAX_KEY_FILE_LEN`] bytes, and on Unix a
+    /// file any group or other user may access (mode `& 0o077`), like ssh does with its keys. On
+    /// Windows the ACL is not inspected (`keygen` writes an owner-only ACL; see docs/agent.md).
     pub fn load(path: &Path) -> Result<Key, KeyError> {
+        use std::io::Read;
         let shown = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| KeyError::Read {
+        let read_error = |source| KeyError::Read {
             path: shown.clone(),
             source,
-        })?;
+        };
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true);
+        // Opening a FIFO for reading blocks until a writer appears: open non-blocking, then
+        // refuse it from the metadata of what was opened.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.custom_flags(libc::O_NONBLOCK);
+        }
+        let file = options.open(path).map_err(read_error)?;
+        let meta = file.metadata().map_err(read_error)?;
+        if !meta.is_file() {
+            return Err(KeyError::NotAFile { path: shown });
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode & 0o077 != 0 {
+                return Err(KeyError::Permissions { path: shown, mode });
+            }
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_KEY_FILE_LEN + 1)
+            .read_to_end(&mut bytes)
+            .map_err(read_error)?;
+        if bytes.len() as u64 > MAX_KEY_FILE_LEN {
+            return Err(KeyError::TooLarge { path: shown });
+        }
         Key::from_bytes(&bytes, &shown)
     }
 
@@ -214,57 +253,33 @@ pub fn verify_response(
         .map_err(|_| AuthError::BadMac)
 }
 
-/// Remembers used nonces for the replay window and rejects stale timestamps. Bounded: at most
-/// `capacity` nonces are tracked; when full (after pruning expired ones) new requests are refused
-/// rather than forgetting nonces that are still inside the window.
-#[derive(Debug)]
-pub struct ReplayGuard {
-    window_secs: u64,
-    capacity: usize,
-    /// nonce -> unix second after which it may be forgotten.
-    seen: HashMap<String, u64>,
+/// Rejects a request timestamp more than [`REPLAY_WINDOW_SECS`] away from the agent's clock
+/// `now`. Replays need no cache: a request must answer the nonce the agent issued on its own
+/// connection, and every connection gets a fresh random one.
+pub fn check_fresh(timestamp: u64, now: u64) -> Result<(), AuthError> {
+    let skew = timestamp as i128 - now as i128;
+    if skew.unsigned_abs() > REPLAY_WINDOW_SECS as u128 {
+        return Err(AuthError::Stale {
+            skew_secs: skew.clamp(i64::MIN as i128, i64::MAX as i128) as i64,
+        });
+    }
+    Ok(())
 }
 
-impl ReplayGuard {
-    pub fn new(window_secs: u64, capacity: usize) -> ReplayGuard {
-        ReplayGuard {
-            window_secs,
-            capacity,
-            seen: HashMap::new(),
-        }
-    }
-
-    /// Accepts `nonce` at `timestamp` (the request's) when the agent's clock reads `now`.
-    pub fn check(&mut self, nonce: &str, timestamp: u64, now: u64) -> Result<(), AuthError> {
-        let skew = timestamp as i128 - now as i128;
-        if skew.unsigned_abs() > self.window_secs as u128 {
-            return Err(AuthError::Stale {
-                skew_secs: skew.clamp(i64::MIN as i128, i64::MAX as i128) as i64,
-            });
-        }
-        if self.seen.contains_key(nonce) {
-            return Err(AuthError::Replayed);
-        }
-        if self.seen.len() >= self.capacity {
-            self.seen.retain(|_, expires| *expires > now);
-            if self.seen.len() >= self.capacity {
-                return Err(AuthError::ReplayCacheFull);
-            }
-        }
-        // Forget a nonce once a request carrying it would be stale anyway.
-        self.seen
-            .insert(nonce.to_string(), now.saturating_add(2 * self.window_secs));
-        Ok(())
-    }
-
-    pub fn len(&self) -> usize {
-        self.seen.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
-    }
+/// The token the agent sends over the callback connection: HMAC(key, context | server nonce |
+/// client nonce), hex. Both sides compute it, so it never travels before the callback; an
+/// eavesdropper who saw the nonces cannot compute it without the key, and the caller cannot
+/// choose the bytes the agent writes to its port. Fixed format: [`CALLBACK_TOKEN_LEN`] hex digits.
+pub fn callback_token(key: &Key, nonce: &str, client_nonce: &str) -> String {
+    let mut mac = key.mac();
+    feed(&mut mac, CALLBACK_CONTEXT);
+    feed(&mut mac, nonce.as_bytes());
+    feed(&mut mac, client_nonce.as_bytes());
+    hex_encode(&mac.finalize().into_bytes())
 }
+
+/// Length of a callback token, in hex digits.
+pub const CALLBACK_TOKEN_LEN: usize = 64;
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers
@@ -489,35 +504,83 @@ mod tests {
         );
     }
 
+    #[cfg(unix)]
     #[test]
-    fn replay_and_stale_timestamps() {
-        let mut g = ReplayGuard::new(60, 3);
-        let now = 10_000;
-        // (nonce, timestamp) -> expected, applied in order
-        let steps: &[(&str, u64, Result<(), AuthError>)] = &[
-            ("a", now, Ok(())),
-            ("a", now, Err(AuthError::Replayed)),
-            ("b", now - 60, Ok(())),
-            ("c", now + 60, Ok(())),
-            ("d", now - 61, Err(AuthError::Stale { skew_secs: -61 })),
-            ("e", now + 61, Err(AuthError::Stale { skew_secs: 61 })),
-            ("f", 0, Err(AuthError::Stale { skew_secs: -10_000 })),
-            ("g", now, Err(AuthError::ReplayCacheFull)),
-        ];
-        for (n, t, want) in steps {
-            assert_eq!(&g.check(n, *t, now), want, "nonce {n} at {t}");
+    fn key_file_loading_refuses_unsafe_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, bytes: &[u8], mode: u32| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            p
+        };
+        let good = [b'k'; 64];
+        assert!(Key::load(&write("ok", &good, 0o600)).is_ok());
+        assert!(Key::load(&write("ro", &good, 0o400)).is_ok());
+        for mode in [0o644, 0o640, 0o666, 0o604, 0o620] {
+            let e = Key::load(&write(&format!("m{mode:o}"), &good, mode)).unwrap_err();
+            assert!(matches!(e, KeyError::Permissions { .. }), "{mode:o}: {e}");
+            assert!(e.to_string().contains("chmod 600"), "{e}");
         }
-        // Later, expired nonces are pruned and new ones fit again; a replay is still caught while
-        // its entry lives.
-        let later = now + 121;
-        assert_eq!(g.check("h", later, later), Ok(()));
-        assert_eq!(g.check("h", later, later), Err(AuthError::Replayed));
+        let big = vec![b'k'; MAX_KEY_FILE_LEN as usize + 1];
+        assert!(matches!(
+            Key::load(&write("big", &big, 0o600)),
+            Err(KeyError::TooLarge { .. })
+        ));
+        // Devices and FIFOs are refused without reading (no endless read, no blocking open).
+        assert!(matches!(
+            Key::load(Path::new("/dev/zero")),
+            Err(KeyError::NotAFile { .. })
+        ));
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(matches!(Key::load(&fifo), Err(KeyError::NotAFile { .. })));
+        assert!(matches!(
+            Key::load(dir.path()),
+            Err(KeyError::NotAFile { .. }) | Err(KeyError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn stale_timestamps() {
+        let now = 10_000;
+        let cases: &[(u64, Result<(), AuthError>)] = &[
+            (now, Ok(())),
+            (now - 60, Ok(())),
+            (now + 60, Ok(())),
+            (now - 61, Err(AuthError::Stale { skew_secs: -61 })),
+            (now + 61, Err(AuthError::Stale { skew_secs: 61 })),
+            (0, Err(AuthError::Stale { skew_secs: -10_000 })),
+        ];
+        for (t, want) in cases {
+            assert_eq!(&check_fresh(*t, now), want, "timestamp {t}");
+        }
         assert_eq!(
-            g.check("x", u64::MAX, 0),
+            check_fresh(u64::MAX, 0),
             Err(AuthError::Stale {
                 skew_secs: i64::MAX
             })
         );
+    }
+
+    #[test]
+    fn callback_token_is_fixed_format_and_bound_to_key_and_session() {
+        let k = key();
+        let other = Key::from_bytes(&[b'z'; 40], "other").unwrap();
+        let t = callback_token(&k, "n1", "c1");
+        assert_eq!(t.len(), CALLBACK_TOKEN_LEN);
+        assert!(t.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(t, callback_token(&k, "n1", "c1"));
+        for different in [
+            callback_token(&other, "n1", "c1"),
+            callback_token(&k, "n2", "c1"),
+            callback_token(&k, "n1", "c2"),
+            callback_token(&k, "n", "1c1"),
+        ] {
+            assert_ne!(t, different);
+        }
     }
 
     #[test]

@@ -10,14 +10,15 @@
 //! another version is rejected before its message is interpreted.
 //!
 //! # Authentication (pre-shared key, HMAC-SHA256)
-//! 1. The agent sends [`Message::Hello`] with a fresh random server nonce and its clock.
+//! 1. The agent sends [`Message::Hello`] with a fresh random server nonce, and nothing else.
 //! 2. The client sends [`Message::Request`]: the server nonce, its own client nonce, a unix
 //!    timestamp, the request body as a JSON *string* (so both sides MAC the exact same bytes), and
 //!    `mac = HMAC(key, "dtcprobe-agent/1 request" | nonce | client_nonce | timestamp | body)`
 //!    (each field length-prefixed, so fields cannot be shifted into each other).
-//! 3. The agent checks, in order: version, that the nonce is the one it issued on this connection,
-//!    the timestamp against its clock (±[`REPLAY_WINDOW_SECS`]), that the nonce was never used before
-//!    ([`ReplayGuard`]), and the MAC (constant-time, via `hmac`'s `verify_slice`).
+//! 3. The agent checks, in order: version, that the nonce is the one it issued on this connection
+//!    (a fresh random one per connection: a recorded request is useless anywhere else, so no replay
+//!    cache is needed), the MAC (constant-time, via `hmac`'s `verify_slice`), and the timestamp
+//!    against its clock (±[`REPLAY_WINDOW_SECS`]).
 //! 4. The agent answers with [`Message::Response`], MACed over the client nonce and the response
 //!    body, so the near side also knows it talks to an agent holding the key.
 
@@ -27,9 +28,9 @@ pub mod io;
 pub mod messages;
 
 pub use auth::{
-    hex_decode, hex_encode, new_nonce, sign_request, sign_request_raw, sign_response, unix_now,
-    verify_request, verify_response, AuthError, Key, KeyError, ReplayGuard, MIN_KEY_LEN, NONCE_LEN,
-    REPLAY_WINDOW_SECS,
+    callback_token, check_fresh, hex_decode, hex_encode, new_nonce, sign_request, sign_request_raw,
+    sign_response, unix_now, verify_request, verify_response, AuthError, Key, KeyError,
+    CALLBACK_TOKEN_LEN, MAX_KEY_FILE_LEN, MIN_KEY_LEN, NONCE_LEN, REPLAY_WINDOW_SECS,
 };
 pub use frame::{
     decode_frame, decode_payload, encode_frame, frame_len, parse_body, Envelope, FrameError,

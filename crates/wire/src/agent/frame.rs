@@ -7,7 +7,7 @@ use thiserror::Error;
 use super::messages::{Envelope, Message};
 
 /// Version of the wire protocol. Bumped on incompatible changes.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest frame either side accepts (payload bytes, without the 4-byte prefix).
 pub const MAX_FRAME: usize = 64 * 1024;
 
@@ -148,24 +148,24 @@ mod tests {
     fn payload_table() {
         let cases: &[(&str, Option<FrameError>)] = &[
             (
-                r#"{"v":1,"msg":{"type":"error","code":"busy","message":"m"}}"#,
+                r#"{"v":2,"msg":{"type":"error","code":"busy","message":"m"}}"#,
                 None,
             ),
             (
-                r#"{"v":2,"msg":{"type":"error","code":"busy","message":"m"}}"#,
-                Some(FrameError::Version { got: 2 }),
+                r#"{"v":1,"msg":{"type":"error","code":"busy","message":"m"}}"#,
+                Some(FrameError::Version { got: 1 }),
             ),
             (
-                r#"{"v":2,"msg":"anything at all"}"#,
-                Some(FrameError::Version { got: 2 }),
+                r#"{"v":1,"msg":"anything at all"}"#,
+                Some(FrameError::Version { got: 1 }),
             ),
             (r#"{"msg":{}}"#, Some(FrameError::Malformed(String::new()))),
             (
-                r#"{"v":1,"msg":{"type":"nope"}}"#,
+                r#"{"v":2,"msg":{"type":"nope"}}"#,
                 Some(FrameError::Malformed(String::new())),
             ),
             (
-                r#"{"v":1,"msg":{"type":"error","code":"busy","message":"m"},"x":1}"#,
+                r#"{"v":2,"msg":{"type":"error","code":"busy","message":"m"},"x":1}"#,
                 Some(FrameError::Malformed(String::new())),
             ),
             ("not json", Some(FrameError::Malformed(String::new()))),

@@ -14,14 +14,10 @@ pub struct Envelope {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Message {
-    /// Agent -> near side, first frame of every connection.
-    Hello {
-        nonce: String,
-        /// The agent's clock, unix seconds (lets the near side report skew).
-        time: u64,
-        agent: String,
-        tool_version: String,
-    },
+    /// Agent -> near side, first frame of every connection. Deliberately minimal: before
+    /// authentication the agent reveals neither its name, nor its exact version, nor its clock
+    /// (the name comes in the MACed response; a clock skew is reported in the `auth_failed` error).
+    Hello { nonce: String },
     /// Near side -> agent: one authenticated request per connection.
     Request {
         nonce: String,
@@ -47,6 +43,9 @@ pub enum ErrorCode {
     AuthFailed,
     /// Too many concurrent sessions.
     Busy,
+    /// The request asks for more than the agent's limits allow (e.g. `max_reverse_checks`); it
+    /// was refused whole, nothing ran.
+    Limit,
     /// Malformed frame or body, wrong version.
     Protocol,
     /// The request did not finish within the agent's per-request timeout.
@@ -83,13 +82,13 @@ pub struct PeerRequest {
     pub zone: Option<String>,
 }
 
+/// There is no token field: the token the agent sends over the callback connection is derived
+/// from the key and the session's two nonces by both sides (see dtcprobe's `callback_token`), so it
+/// never travels before the callback, and the caller cannot choose the bytes the agent writes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallbackRequest {
     pub port: u16,
-    /// Random token the agent sends over the callback connection so the near side can tell it
-    /// from any other inbound connection.
-    pub token: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,6 +127,10 @@ pub struct ResponseBody<Hop = serde_json::Value, Check = serde_json::Value> {
     /// The agent's side of the callback connection.
     #[serde(default)]
     pub callback: Option<Hop>,
+    /// The source address of the agent's callback connection (its local address), so that the
+    /// near side accepts the callback only from the agent (this address, or the agent's own).
+    #[serde(default)]
+    pub callback_from: Option<String>,
     #[serde(default)]
     pub reverse: Vec<Check>,
 }
@@ -143,6 +146,7 @@ impl<Hop, Check> Default for ResponseBody<Hop, Check> {
             caller_addr: None,
             resolve: None,
             callback: None,
+            callback_from: None,
             reverse: Vec::new(),
         }
     }
