@@ -940,7 +940,7 @@ fn agent_install_registers_a_service_the_scm_starts_and_uninstall_removes() {
     };
     let win = WinHost::new(setup, None);
     let dir = tempfile::tempdir().unwrap();
-    crate::support::write_key(dir.path().join("agent.key"), format!("{KEY}\n"));
+    crate::support::write_key(&dir.path().join("agent.key"), format!("{KEY}\n"));
     let key = WinHost::win_path(&dir.path().join("agent.key"));
     let port = free_loopback_port();
     let listen = format!("127.0.0.1:{port}");
@@ -1018,7 +1018,7 @@ fn agent_service_flag_from_a_console_says_so_and_exits() {
     };
     let win = WinHost::new(setup, None);
     let dir = tempfile::tempdir().unwrap();
-    crate::support::write_key(dir.path().join("agent.key"), format!("{KEY}\n"));
+    crate::support::write_key(&dir.path().join("agent.key"), format!("{KEY}\n"));
     let key = WinHost::win_path(&dir.path().join("agent.key"));
     let listen = format!("127.0.0.1:{}", free_loopback_port());
     // `run` gives up (and fails the test) after RUN_LIMIT: a hang cannot pass.
