@@ -96,7 +96,7 @@ impl HopLog {
     }
 }
 
-fn interrupted_hop(kind: HopKind) -> HopResult {
+pub(crate) fn interrupted_hop(kind: HopKind) -> HopResult {
     HopResult::skip(kind, "not finished: the run was interrupted").with_cause(Cause::Interrupted)
 }
 

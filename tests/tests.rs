@@ -29,6 +29,7 @@ mod netns_dns;
 mod netns_path;
 mod netns_tcp;
 mod peer_cid;
+mod peer_interrupt;
 mod perf_scheduling;
 mod postgres_real;
 mod report_schema;

@@ -17,6 +17,7 @@ use super::protocol::{
     write_frame, CallbackRequest, ErrorCode, IoFrameError, Key, Message, PeerRequest, RequestBody,
     ResponseBody, ReverseTarget,
 };
+use crate::chain::interrupted_hop;
 use crate::hops;
 use crate::model::{Cause, CheckResult, Direction, HopKind, HopResult, Report};
 use crate::runner::{self, RunOptions};
@@ -66,9 +67,30 @@ impl PeerOptions {
 
 /// Runs the forward checks and the agent session concurrently and builds one report.
 pub async fn run_peer(opts: &PeerOptions, specs: &[CheckSpec], run: &RunOptions) -> Report {
+    run_peer_until(opts, specs, run, std::future::pending())
+        .await
+        .0
+}
+
+/// As [`run_peer`], until `stop` completes (SIGINT/SIGTERM). Returns the report and whether the
+/// run was stopped: then finished checks (forward or from the agent) are reported as they are,
+/// and every unfinished hop, forward or agent side, as `skip` with cause `interrupted`.
+pub async fn run_peer_until(
+    opts: &PeerOptions,
+    specs: &[CheckSpec],
+    run: &RunOptions,
+    stop: impl std::future::Future<Output = ()>,
+) -> (Report, bool) {
+    use futures::FutureExt;
     let started_at = SystemTime::now();
     let started = Instant::now();
-    let (mut forward, outcome) = tokio::join!(runner::run_checks(specs, run), agent_checks(opts));
+    // One stop request ends both halves.
+    let stop = stop.shared();
+    let ((forward, forward_stopped), (outcome, agent_stopped)) = tokio::join!(
+        runner::run_plan_until(specs, run, stop.clone()),
+        agent_checks_until(opts, stop),
+    );
+    let mut forward = forward.checks;
     for c in &mut forward {
         if c.from.is_none() {
             c.from = opts.zone.clone();
@@ -82,12 +104,13 @@ pub async fn run_peer(opts: &PeerOptions, specs: &[CheckSpec], run: &RunOptions)
     // MSDTC CIDs seen by `epm` hops in both directions (this host's CID from the agent's reverse
     // epm check, the agent's from a forward one): the same CID on two hosts is `duplicate_cid`.
     crate::hops::epm::mark_duplicate_cids(&mut checks);
-    Report::new(
+    let report = Report::new(
         started_at,
         started.elapsed(),
         runner::local_host_name(),
         checks,
-    )
+    );
+    (report, forward_stopped || agent_stopped)
 }
 
 /// What the agent session produced.
@@ -106,6 +129,24 @@ enum Session {
         detail: String,
     },
     Answered(Box<ResponseBody>),
+    /// The run was stopped (SIGINT/SIGTERM) before the agent answered.
+    Interrupted,
+}
+
+/// How far the agent session got, kept outside its future so that a stopped run can still
+/// report the hops that finished.
+#[derive(Default)]
+struct SessionProgress {
+    tcp_hop: Option<HopResult>,
+    login_hop: Option<HopResult>,
+    observed: Arc<Mutex<Observed>>,
+    callback_port: Option<u16>,
+    listen_error: Option<String>,
+    agent_ip: Option<IpAddr>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Connections that presented the right token, recorded (at most this many sources).
@@ -157,10 +198,58 @@ impl Observed {
 }
 
 pub async fn agent_checks(opts: &PeerOptions) -> AgentOutcome {
+    agent_checks_until(opts, std::future::pending()).await.0
+}
+
+/// As [`agent_checks`], until `stop` completes. Returns the outcome and whether it was stopped:
+/// then the hops that finished are reported as they are (a callback already seen with the right
+/// token is still a pass), the rest `skip` with cause `interrupted`.
+pub async fn agent_checks_until(
+    opts: &PeerOptions,
+    stop: impl std::future::Future<Output = ()>,
+) -> (AgentOutcome, bool) {
+    let progress = Mutex::new(SessionProgress::default());
+    let finished = {
+        let session = agent_session(opts, &progress);
+        tokio::select! {
+            outcome = session => Some(outcome),
+            _ = stop => None,
+        }
+    };
+    // The session future is dropped here: its connection and callback listener are closed.
+    match finished {
+        Some(outcome) => (outcome, false),
+        None => {
+            let p = progress.into_inner().unwrap_or_else(|p| p.into_inner());
+            let tcp_unfinished = p.tcp_hop.is_none();
+            let tcp_hop = p.tcp_hop.unwrap_or_else(|| interrupted_hop(HopKind::Tcp));
+            // Login was unfinished if it was under way (tcp passed) or tcp itself was.
+            let login_hop = p.login_hop.or_else(|| {
+                (tcp_unfinished || tcp_hop.lets_chain_continue())
+                    .then(|| interrupted_hop(HopKind::Login))
+            });
+            let mut observed = std::mem::take(&mut *lock(&p.observed));
+            observed.agent = p.agent_ip;
+            let outcome = build_checks(
+                opts,
+                tcp_hop,
+                login_hop,
+                Session::Interrupted,
+                observed,
+                p.callback_port,
+                p.listen_error,
+            );
+            (outcome, true)
+        }
+    }
+}
+
+/// The agent session proper; records its progress in `progress` as it goes.
+async fn agent_session(opts: &PeerOptions, progress: &Mutex<SessionProgress>) -> AgentOutcome {
     let limit = opts.hop_timeout;
     let mut login_hop = None;
     let mut session = Session::NotEstablished;
-    let observed = Arc::new(Mutex::new(Observed::default()));
+    let observed = lock(progress).observed.clone();
     let mut callback_port = None;
     let mut listen_error = None;
     let mut agent_ip = None;
@@ -195,9 +284,12 @@ pub async fn agent_checks(opts: &PeerOptions) -> AgentOutcome {
         ),
     };
 
+    lock(progress).tcp_hop = Some(tcp_hop.clone());
+
     // 2. Authenticate and send the request; 3. collect the callback and the answer.
     if let Some(mut stream) = stream {
         agent_ip = stream.peer_addr().ok().map(|a| a.ip());
+        lock(progress).agent_ip = agent_ip;
         let login_started = Instant::now();
         let result = async {
             let hello = read_frame(&mut stream, limit)
@@ -240,6 +332,11 @@ pub async fn agent_checks(opts: &PeerOptions) -> AgentOutcome {
                 .as_ref()
                 .and_then(|l| l.local_addr().ok())
                 .map(|a| a.port());
+            {
+                let mut p = lock(progress);
+                p.callback_port = callback_port;
+                p.listen_error = listen_error.clone();
+            }
             let request = PeerRequest {
                 caller_name: opts.caller_name.clone(),
                 callback: callback_port.map(|port| CallbackRequest { port }),
@@ -285,6 +382,7 @@ pub async fn agent_checks(opts: &PeerOptions) -> AgentOutcome {
                     )
                     .with_duration(login_started.elapsed()),
                 );
+                lock(progress).login_hop = login_hop.clone();
                 let answer = async {
                     match tokio::time::timeout(
                         opts.session_timeout,
@@ -575,6 +673,14 @@ fn build_checks(
                 "not run: no authenticated session with the agent",
             ),
         ),
+        // A callback already seen (right token, from the agent) is a fact; the rest is unknown.
+        Session::Interrupted => (
+            interrupted_hop(HopKind::Resolve),
+            match observed.agents_callback(observed.agent, None) {
+                Some(from) => callback_seen(from, callback_port),
+                None => interrupted_hop(HopKind::Callback),
+            },
+        ),
         Session::Lost { cause, detail } => (
             HopResult::skip(
                 HopKind::Resolve,
@@ -687,6 +793,7 @@ fn build_checks(
                         HopResult::fail(HopKind::Tcp, *cause, detail.clone())
                             .with_hint(HINT_AGENT_LOST)
                     }
+                    Session::Interrupted => interrupted_hop(HopKind::Tcp),
                     _ => HopResult::skip(
                         HopKind::Tcp,
                         "not run: no authenticated session with the agent",
@@ -709,6 +816,17 @@ fn build_checks(
     }
 
     // MSDTC CIDs: identical CIDs (cloned machines) break distributed transactions between them.
+    if let (Some(_), Session::Interrupted) = (&opts.cid, &session) {
+        checks.push(check(
+            "msdtc_cid",
+            "msdtc_cid",
+            format!("agent://{}", opts.agent),
+            opts.zone.clone(),
+            agent_zone.clone(),
+            Direction::Forward,
+            vec![interrupted_hop(HopKind::TxDistributed)],
+        ));
+    }
     if let (Some(local), Session::Answered(b)) = (&opts.cid, &session) {
         if let Some(remote) = &b.cid {
             checks.push(check(

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use super::client::{run_peer, PeerOptions};
+use super::client::{run_peer_until, PeerOptions};
 use super::protocol::{Key, KeyError, ReverseTarget};
 use super::{AgentConfig, AgentConfigError};
 use crate::exit;
@@ -307,15 +307,16 @@ pub async fn peer_main(setup: PeerSetup) -> u8 {
         progress: None,
         trace: plan.trace,
     };
+    // Installed before the run starts (see `check` in app.rs): a stop request is never lost.
     let interrupted = crate::signals::shutdown_signal();
-    let report = tokio::select! {
-        r = run_peer(&opts, &plan.checks, &run) => r,
-        _ = interrupted => {
-            eprintln!("dtcprobe: interrupted");
-            return exit::INTERRUPTED;
-        }
-    };
-    outputs::emit(&report, &plan.output)
+    let (report, stopped) = run_peer_until(&opts, &plan.checks, &run, interrupted).await;
+    // A stopped run writes its partial report everywhere too, and exits 130 whatever it found.
+    let code = outputs::emit(&report, &plan.output);
+    if stopped {
+        eprintln!("dtcprobe: interrupted: the report above is partial (unfinished hops: cause `interrupted`)");
+        return exit::INTERRUPTED;
+    }
+    code
 }
 
 #[cfg(test)]
