@@ -321,20 +321,11 @@ fn sigint_prints_and_writes_the_partial_report_and_exits_130() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // `ip netns exec` execs dtcprobe: the pid is dtcprobe's.
-    std::thread::sleep(Duration::from_millis(1500));
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
-    }
-    let out = {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        });
-        rx.recv_timeout(Duration::from_secs(10))
-            .expect("dtcprobe did not stop on SIGINT")
-            .unwrap()
-    };
+    let out = crate::support::interrupt_and_wait(
+        child,
+        Duration::from_millis(1500),
+        Duration::from_secs(10),
+    );
     assert!(started.elapsed() < Duration::from_secs(10));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);

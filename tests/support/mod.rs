@@ -94,3 +94,25 @@ pub fn write_key(path: &std::path::Path, contents: impl AsRef<[u8]>) {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
 }
+
+/// Sends SIGINT to `child` after `delay`, then waits for it to exit, at most `limit` (a child
+/// that ignores the signal fails the test instead of hanging it). Used by the interrupt tests of
+/// `check` and `peer`; with `ip netns exec`, the pid is the dtcprobe process itself.
+pub fn interrupt_and_wait(
+    child: std::process::Child,
+    delay: std::time::Duration,
+    limit: std::time::Duration,
+) -> std::process::Output {
+    std::thread::sleep(delay);
+    // SAFETY: kill(2) on a pid we spawned and have not reaped.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    rx.recv_timeout(limit)
+        .expect("dtcprobe did not stop on SIGINT")
+        .unwrap()
+}
