@@ -72,6 +72,10 @@ table ip r1fw {
     tcp dport 1440 reject
     tcp dport 1441 reject with icmp type admin-prohibited
   }
+  chain input {
+    type filter hook input priority 0; policy accept;
+    tcp dport 1499 drop
+  }
 }
 "#;
 const R2_FIREWALL: &str = r#"
@@ -106,7 +110,10 @@ fn rejects_name_the_router_and_traces_find_where_packets_die() {
 
     let url = |port: u16| format!("tcp://{TARGET}:{port}");
     let no_route = "tcp://198.19.5.5:1433".to_string();
+    // r1 itself, on web's own network, dropping the port: no router in between.
+    let on_link = format!("tcp://{R1_WEB_SIDE}:1499");
     let targets = [
+        on_link.clone(),
         url(1433),
         url(1440),
         url(1441),
@@ -178,6 +185,19 @@ fn rejects_name_the_router_and_traces_find_where_packets_die() {
     );
     assert_eq!(dropped_sql["data"]["last_ttl"], 2);
     assert_eq!(dropped_sql["data"]["routers"].as_array().unwrap().len(), 2);
+
+    // Dropped by a host on the same network: the trace must not send the sysadmin to "the first
+    // router" (there is none in between); it names the target itself.
+    let dropped_on_link = hop(&report, &on_link, "path");
+    assert_eq!(
+        dropped_on_link["data"]["on_link"], true,
+        "{dropped_on_link:#}"
+    );
+    let detail = dropped_on_link["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("directly connected") && !detail.contains("first router"),
+        "{detail}"
+    );
 
     // No route: said by the route hop, before any packet; tcp never ran.
     let nr = hop(&report, &no_route, "route");

@@ -43,9 +43,25 @@ pub const HINT_NO_ROUTER: &str = "not even the first router answered: the packet
 device after this host (its gateway or a firewall right after it), or the routers on the way do not \
 send ICMP time-exceeded (or it is filtered back to this zone). Check the local gateway's firewall \
 first";
+pub const HINT_ON_LINK_SILENT: &str = "no router stands between this host and the target, so \
+the SYN reached the target's own network and nothing answered: the target's host firewall \
+(Windows Firewall, nftables/iptables) drops this port, or no host holds that address right now \
+(compare `ip neigh show ADDRESS` / `Get-NetNeighbor` with the target's MAC, and check for an \
+address conflict)";
+
+/// How the kernel reaches the target, from a route lookup made for the trace: this decides how
+/// "nobody answered" reads. With no router in between, "before the first router" would send the
+/// sysadmin to a gateway the packets never cross.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Through a gateway (or not known).
+    Routed,
+    /// On a directly connected network: TTL 1 already reaches the target.
+    OnLink,
+}
 
 /// Pure: the hop result for the probes, index 0 being TTL 1.
-pub fn interpret(target: SocketAddr, probes: &[Probe]) -> HopResult {
+pub fn interpret(target: SocketAddr, probes: &[Probe], reach: Reach) -> HopResult {
     let routers: Vec<serde_json::Value> = probes
         .iter()
         .enumerate()
@@ -125,6 +141,20 @@ pub fn interpret(target: SocketAddr, probes: &[Probe]) -> HopResult {
             HopKind::Path,
             "the trace probes could not be sent (see -v)",
         )),
+        None if reach == Reach::OnLink => base(
+            HopResult::fail(
+                HopKind::Path,
+                Cause::Timeout,
+                format!(
+                    "{} is on a directly connected network (no router between) and did not \
+                     answer any of {} SYNs: it is dropped at the target itself",
+                    target.ip(),
+                    probes.len()
+                ),
+            )
+            .with_data("on_link", true)
+            .with_hint(HINT_ON_LINK_SILENT),
+        ),
         None => base(
             HopResult::fail(
                 HopKind::Path,
@@ -146,7 +176,12 @@ pub async fn trace(target: SocketAddr, limit: Duration) -> HopOutput<()> {
         let probes =
             futures::future::join_all((1..=MAX_TTL).map(|ttl| linux::probe(target, ttl, limit)))
                 .await;
-        HopOutput::stop(interpret(target, &probes))
+        // A route lookup is one netlink round trip; an error just keeps the routed wording.
+        let reach = match crate::hops::route::lookup(target.ip()) {
+            Ok(info) if info.gateway.is_none() => Reach::OnLink,
+            _ => Reach::Routed,
+        };
+        HopOutput::stop(interpret(target, &probes, reach))
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -281,7 +316,7 @@ mod tests {
             Probe::Silent,
             Probe::Silent,
         ];
-        let r = interpret(target, &probes);
+        let r = interpret(target, &probes, Reach::Routed);
         assert_eq!((r.status, r.cause), (Status::Fail, Some(Cause::Timeout)));
         assert!(
             r.detail.contains("at or just after 198.18.5.1 (hop 2)"),
@@ -294,19 +329,35 @@ mod tests {
     }
 
     #[test]
+    fn silence_on_a_directly_connected_network_names_the_target_not_a_router() {
+        let target: SocketAddr = "198.18.3.2:1433".parse().unwrap();
+        let r = interpret(target, &[Probe::Silent, Probe::Silent], Reach::OnLink);
+        assert_eq!((r.status, r.cause), (Status::Fail, Some(Cause::Timeout)));
+        assert!(r.detail.contains("directly connected"), "{}", r.detail);
+        assert!(!r.detail.contains("first router"), "{}", r.detail);
+        assert_eq!(r.data["on_link"], true);
+        assert_eq!(r.hint.as_deref(), Some(HINT_ON_LINK_SILENT));
+    }
+
+    #[test]
     fn no_router_reached_and_rejected() {
         let target: SocketAddr = "198.18.3.2:1433".parse().unwrap();
-        let r = interpret(target, &[Probe::Silent, Probe::Silent]);
+        let r = interpret(target, &[Probe::Silent, Probe::Silent], Reach::Routed);
         assert!(r.detail.contains("before the first router"), "{}", r.detail);
         assert!(!r.data.contains_key("last_responder"));
-        let r = interpret(target, &[Probe::Router(ip("198.18.0.254")), Probe::Reached]);
+        let r = interpret(
+            target,
+            &[Probe::Router(ip("198.18.0.254")), Probe::Reached],
+            Reach::Routed,
+        );
         assert_eq!(r.status, Status::Warn);
         let r = interpret(
             target,
             &[Probe::Rejected(ip("198.18.0.254")), Probe::Silent],
+            Reach::Routed,
         );
         assert_eq!(r.cause, Some(Cause::Prohibited));
-        let r = interpret(target, &[Probe::Failed, Probe::Failed]);
+        let r = interpret(target, &[Probe::Failed, Probe::Failed], Reach::Routed);
         assert_eq!(r.status, Status::Skip);
     }
 
