@@ -274,6 +274,51 @@ fn a_local_bridge_overlapping_the_sql_zone_is_named() {
         .contains("default-address-pools"));
 }
 
+/// The other half of the docker incident: not a bridge, but an ordinary local interface whose
+/// network takes the SQL zone's range (a second NIC, a VPN, a lab VLAN). The check is declared
+/// from `web` to `sql`, so reaching it without a router is named, with the interface.
+#[test]
+fn a_target_of_another_zone_on_a_local_network_is_named() {
+    if !can_run_netns_tests("a_target_of_another_zone_on_a_local_network_is_named") {
+        return;
+    }
+    let net = TwoRouters::new("dpz");
+    net.web.sh(
+        "ip link add lan9 type veth peer name lan9p && ip addr add 198.18.2.250/24 dev lan9 && ip link set lan9p up && ip link set lan9 up",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("zones.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[defaults]\nzone = \"web\"\ntimeout = \"1s\"\n\n\
+             [[check]]\nname = \"sql01-tds\"\nkind = \"tcp\"\nhost = \"{TARGET}\"\nport = 1433\nto = \"sql\"\n\n\
+             [[check]]\nname = \"same-zone\"\nkind = \"tcp\"\nhost = \"{TARGET}\"\nport = 1433\nto = \"web\"\n"
+        ),
+    )
+    .unwrap();
+    let (_code, stdout, stderr) = dtcprobe_in(
+        &net.web,
+        &["check", "-f", "json", "-c", config.to_str().unwrap()],
+    );
+    let report = parse_report(&stdout);
+    let route = hop(&report, "sql01-tds", "route");
+    assert_eq!(
+        (route["status"].as_str(), route["cause"].as_str()),
+        (Some("warn"), Some("route_overlap")),
+        "{route:#} stderr: {stderr}"
+    );
+    assert_eq!(route["data"]["interface"], "lan9");
+    let detail = route["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("another zone") && detail.contains("lan9"),
+        "{detail}"
+    );
+    // The same route inside one declared zone is ordinary.
+    let same = hop(&report, "same-zone", "route");
+    assert_eq!(same["status"], "pass", "{same:#}");
+}
+
 #[test]
 fn a_dns_server_that_refuses_is_dns_error_naming_the_server() {
     if !can_run_netns_tests("a_dns_server_that_refuses_is_dns_error_naming_the_server") {
