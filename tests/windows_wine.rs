@@ -450,6 +450,65 @@ fn tcp_causes_from_real_firewall_rules_as_windows_reports_them() {
     assert_eq!(report["summary"]["fail"], 7);
 }
 
+/// Hop `route` on Windows: the route Windows picks, read before any packet is sent. Under wine
+/// this runs the `GetBestRoute` fallback (wine stubs `GetBestRoute2`) over the namespace's real
+/// routing table.
+#[test]
+fn the_route_windows_picks_is_reported_and_no_route_sends_nothing() {
+    let test = "the_route_windows_picks_is_reported_and_no_route_sends_nothing";
+    let Some(setup) = wine(test, true) else {
+        return;
+    };
+    let zones = Zones::new("dpwr");
+    let _open = zones
+        .sql
+        .listen_tcp(format!("{SQL_IP}:1433").parse().unwrap());
+    let win = WinHost::new(setup, Some(&zones.web));
+    let on_link = format!("tcp://{SQL_IP}:1433");
+    let routed = format!("tcp://{NO_ROUTE_IP}:1433");
+    let nowhere = "tcp://198.20.0.1:1433".to_string();
+    let (code, stdout, stderr) = win.run(&[
+        "check",
+        "-f",
+        "json",
+        "--timeout",
+        "1s",
+        "--no-trace",
+        &on_link,
+        &routed,
+        &nowhere,
+    ]);
+    assert_eq!(code, 1, "stderr: {stderr}");
+    let report = parse_report(&stdout);
+
+    let direct = hop(&report, &on_link, "route");
+    assert_eq!(direct["status"], "pass", "{direct:#}");
+    assert_eq!(direct["data"]["source"], WEB_IP, "{direct:#}");
+    assert!(direct["data"]["gateway"].is_null(), "{direct:#}");
+    assert!(
+        direct["detail"]
+            .as_str()
+            .unwrap()
+            .contains("directly connected"),
+        "{direct:#}"
+    );
+    assert!(direct["data"]["interface"].is_string(), "{direct:#}");
+    assert_eq!(hop(&report, &on_link, "tcp")["status"], "pass");
+
+    let via = hop(&report, &routed, "route");
+    assert_eq!(via["status"], "pass", "{via:#}");
+    assert_eq!(via["data"]["gateway"], SQL_IP, "{via:#}");
+    assert_eq!(via["data"]["source"], WEB_IP, "{via:#}");
+
+    let none = hop(&report, &nowhere, "route");
+    assert_eq!(
+        (none["status"].as_str(), none["cause"].as_str()),
+        (Some("fail"), Some("unreachable")),
+        "{none:#}"
+    );
+    assert_eq!(hop(&report, &nowhere, "tcp")["status"], "skip");
+}
+
 /// The reason each test host gets its own prefix, shown rather than assumed: a wine process
 /// started in a namespace whose prefix already has a wineserver elsewhere probes from there.
 #[test]

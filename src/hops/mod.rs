@@ -17,6 +17,8 @@ pub mod kind;
 pub mod path;
 pub mod resolve;
 pub mod route;
+#[cfg(windows)]
+mod route_windows;
 
 pub use kind::Kind;
 

@@ -7,9 +7,10 @@
 //! that sits on one of this host's directly connected networks bypasses the firewall between
 //! zones. And "no route" is known before any SYN is sent.
 //!
-//! The lookup is the kernel's own (`RTM_GETROUTE` over rtnetlink, the query `ip route get`
-//! makes) on Linux. On other platforms the hop is `skip`, saying why (Windows: `GetBestRoute2`
-//! is not implemented yet). The judgement ([`judge`]) is pure and tested on its own.
+//! The lookup is the kernel's own: `RTM_GETROUTE` over rtnetlink (the query `ip route get` makes)
+//! on Linux, `GetBestRoute2` (falling back to `GetBestRoute` for IPv4) on Windows
+//! (`route_windows.rs`). On other platforms the hop is `skip`, saying why. The judgement
+//! ([`judge`]) is pure and tested on its own.
 
 use std::net::IpAddr;
 
@@ -253,13 +254,17 @@ pub fn lookup(addr: IpAddr) -> Result<RouteInfo, RouteError> {
     linux::lookup(addr)
 }
 
-#[cfg(not(target_os = "linux"))]
+/// The route Windows picks for `addr` (`GetBestRoute2`, or `GetBestRoute` where that is missing).
+#[cfg(windows)]
+pub fn lookup(addr: IpAddr) -> Result<RouteInfo, RouteError> {
+    super::route_windows::lookup(addr)
+}
+
+#[cfg(not(any(target_os = "linux", windows)))]
 pub fn lookup(_addr: IpAddr) -> Result<RouteInfo, RouteError> {
-    Err(RouteError::Unsupported(if cfg!(windows) {
-        "route lookup is not implemented on Windows yet (GetBestRoute2): not checked"
-    } else {
-        "route lookup is only implemented on Linux: not checked"
-    }))
+    Err(RouteError::Unsupported(
+        "route lookup is only implemented on Linux and Windows: not checked",
+    ))
 }
 
 #[cfg(target_os = "linux")]
