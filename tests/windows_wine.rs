@@ -509,6 +509,81 @@ fn the_route_windows_picks_is_reported_and_no_route_sends_nothing() {
     assert_eq!(hop(&report, &nowhere, "tcp")["status"], "skip");
 }
 
+/// Hop `path` on Windows: an ICMP echo trace (IcmpSendEcho2) after a dropped connect. One target
+/// is dropped by a forwarding rule on the `sql` router (the trace names it at hop 1 and then
+/// hears nothing), the other by the target's own firewall for one port (the echo reaches it, so
+/// the port filter is named, not the route).
+#[test]
+fn the_windows_trace_names_the_router_or_the_port_filter() {
+    let test = "the_windows_trace_names_the_router_or_the_port_filter";
+    let Some(setup) = wine(test, true) else {
+        return;
+    };
+    let zones = Zones::new("dpwp");
+    zones.sql.sh("sysctl -qw net.ipv4.icmp_ratelimit=0");
+    // Give `sql` a route onwards to 198.19.0.0/24 (a link with nothing behind it), so the packets
+    // reach its forwarding rule instead of an ICMP net-unreachable.
+    zones.sql.sh(
+        "ip link add onward type veth peer name onward-p && ip link set onward up && \
+         ip link set onward-p up && ip route add 198.19.0.0/24 dev onward",
+    );
+    zones.sql.nft(
+        r#"
+table ip tracefw {
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+    ip daddr 198.19.0.9 drop
+  }
+  chain input {
+    type filter hook input priority 0; policy accept;
+    tcp dport 1434 drop
+  }
+}
+"#,
+    );
+    let win = WinHost::new(setup, Some(&zones.web));
+    let behind_router = format!("tcp://{NO_ROUTE_IP}:1433");
+    let port_filtered = format!("tcp://{SQL_IP}:1434");
+    let (code, stdout, stderr) = win.run(&[
+        "check",
+        "-f",
+        "json",
+        "--timeout",
+        "2s",
+        &behind_router,
+        &port_filtered,
+    ]);
+    assert_eq!(code, 1, "stderr: {stderr}");
+    let report = parse_report(&stdout);
+
+    let dies = hop(&report, &behind_router, "path");
+    assert_eq!(hop(&report, &behind_router, "tcp")["cause"], "timeout");
+    assert_eq!(dies["data"]["method"], "icmp_echo", "{dies:#}");
+    assert_eq!(dies["data"]["last_responder"], SQL_IP, "{dies:#}");
+    assert_eq!(dies["data"]["last_ttl"], 1, "{dies:#}");
+    assert!(
+        dies["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("at or just after {SQL_IP} (hop 1)")),
+        "{dies:#}"
+    );
+
+    let filtered = hop(&report, &port_filtered, "path");
+    assert_eq!(hop(&report, &port_filtered, "tcp")["cause"], "timeout");
+    assert_eq!(filtered["data"]["echo_ttl"], 1, "{filtered:#}");
+    assert!(
+        filtered["detail"]
+            .as_str()
+            .unwrap()
+            .contains("ICMP echo reaches 198.18.0.2 at hop 1"),
+        "{filtered:#}"
+    );
+    // Bounded like the Linux trace: about one hop timeout.
+    let secs = dies["duration_seconds"].as_f64().unwrap();
+    assert!(secs < 4.5, "the trace took {secs}s");
+}
+
 /// The reason each test host gets its own prefix, shown rather than assumed: a wine process
 /// started in a namespace whose prefix already has a wineserver elsewhere probes from there.
 #[test]

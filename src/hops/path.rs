@@ -7,8 +7,9 @@
 //! just after"). All TTLs are probed at once, each bounded by one hop timeout, so the hop takes
 //! about one hop timeout (never more than two).
 //!
-//! On Windows the hop is `skip` with the reason (an ICMP echo trace with IcmpSendEcho2 is not
-//! implemented yet). The interpretation ([`interpret`]) is pure and tested on its own.
+//! On Windows, where Winsock has no error queue for TCP, the trace is an ICMP echo with the same
+//! TTL steps through `IcmpSendEcho2` (unprivileged); `data.method` says which trace ran. The
+//! interpretation ([`interpret`]) is pure and tested on its own.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -28,6 +29,9 @@ pub enum Probe {
     Router(IpAddr),
     /// The target answered (SYN-ACK or reset): this TTL reached it.
     Reached,
+    /// The target answered an ICMP echo (the Windows trace): the route works, which says nothing
+    /// about the TCP port.
+    EchoReplied,
     /// An ICMP destination unreachable from this device (a reject on the way).
     Rejected(IpAddr),
     /// Nothing before the deadline.
@@ -43,6 +47,11 @@ pub const HINT_NO_ROUTER: &str = "not even the first router answered: the packet
 device after this host (its gateway or a firewall right after it), or the routers on the way do not \
 send ICMP time-exceeded (or it is filtered back to this zone). Check the local gateway's firewall \
 first";
+pub const HINT_PORT_FILTERED: &str = "ICMP echo gets through to the target, so the route and the \
+host are fine: the TCP SYN to this port is dropped by a rule for this port, on the target's own \
+firewall (Windows Firewall: `Get-NetFirewallRule -Direction Inbound -Enabled True | \
+Get-NetFirewallPortFilter`) or on a firewall in front of it. Check both for this port and \
+direction";
 pub const HINT_ON_LINK_SILENT: &str = "no router stands between this host and the target, so \
 the SYN reached the target's own network and nothing answered: the target's host firewall \
 (Windows Firewall, nftables/iptables) drops this port, or no host holds that address right now \
@@ -74,6 +83,7 @@ pub fn interpret(target: SocketAddr, probes: &[Probe], reach: Reach) -> HopResul
         })
         .collect();
     let reached = probes.iter().position(|p| *p == Probe::Reached);
+    let echoed = probes.iter().position(|p| *p == Probe::EchoReplied);
     let rejected = probes.iter().enumerate().find_map(|(i, p)| match p {
         Probe::Rejected(ip) => Some((i + 1, *ip)),
         _ => None,
@@ -112,6 +122,23 @@ pub fn interpret(target: SocketAddr, probes: &[Probe], reach: Reach) -> HopResul
             )
             .with_cause(Cause::Timeout)
             .with_hint("run the check again; compare with the firewall's connection logs"),
+        );
+    }
+    if let Some(i) = echoed {
+        return base(
+            HopResult::fail(
+                HopKind::Path,
+                Cause::Timeout,
+                format!(
+                    "ICMP echo reaches {} at hop {} while the SYN to port {} gets no answer: \
+                     the port is dropped by a filter for it, at the target or just in front of it",
+                    target.ip(),
+                    i + 1,
+                    target.port()
+                ),
+            )
+            .with_data("echo_ttl", i + 1)
+            .with_hint(HINT_PORT_FILTERED),
         );
     }
     if let Some((ttl, ip)) = rejected {
@@ -181,16 +208,36 @@ pub async fn trace(target: SocketAddr, limit: Duration) -> HopOutput<()> {
             Ok(info) if info.gateway.is_none() => Reach::OnLink,
             _ => Reach::Routed,
         };
-        HopOutput::stop(interpret(target, &probes, reach))
+        HopOutput::stop(interpret(target, &probes, reach).with_data("method", "tcp_syn"))
     }
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(windows)]
+    {
+        if target.is_ipv6() {
+            return HopOutput::stop(HopResult::skip(
+                HopKind::Path,
+                format!(
+                    "path trace to {target}: the Windows trace (IcmpSendEcho2) is IPv4 only \
+                     here: where the packets die is not known"
+                ),
+            ));
+        }
+        let probes =
+            futures::future::join_all((1..=MAX_TTL).map(|ttl| windows::probe(target, ttl, limit)))
+                .await;
+        let reach = match crate::hops::route::lookup(target.ip()) {
+            Ok(info) if info.gateway.is_none() => Reach::OnLink,
+            _ => Reach::Routed,
+        };
+        HopOutput::stop(interpret(target, &probes, reach).with_data("method", "icmp_echo"))
+    }
+    #[cfg(not(any(target_os = "linux", windows)))]
     {
         let _ = limit;
         HopOutput::stop(HopResult::skip(
             HopKind::Path,
             format!(
-                "path trace to {target} is not implemented on this platform yet \
-                 (Windows: IcmpSendEcho2 pending): where the packets die is not known"
+                "path trace to {target} is not implemented on this platform: where the packets \
+                 die is not known"
             ),
         ))
     }
@@ -299,6 +346,98 @@ mod linux {
     }
 }
 
+/// The Windows trace: Winsock has no error queue for TCP, and raw sockets need elevation, so the
+/// trace is an ICMP echo with TTL 1, 2, 3 ... through `IcmpSendEcho2` (unprivileged). Routers
+/// answer time-exceeded to an echo as to a SYN; what differs is the end: an echo that reaches
+/// the target proves the route, not the port ([`Probe::EchoReplied`]).
+#[cfg(windows)]
+mod windows {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use std::time::Duration;
+
+    use windows_sys::Win32::Foundation::{GetLastError, INVALID_HANDLE_VALUE};
+    use windows_sys::Win32::NetworkManagement::IpHelper::{
+        IcmpCloseHandle, IcmpCreateFile, IcmpSendEcho2, ICMP_ECHO_REPLY, IP_DEST_HOST_UNREACHABLE,
+        IP_DEST_NET_UNREACHABLE, IP_DEST_PORT_UNREACHABLE, IP_DEST_PROHIBITED,
+        IP_OPTION_INFORMATION, IP_REQ_TIMED_OUT, IP_SUCCESS, IP_TTL_EXPIRED_TRANSIT,
+    };
+
+    use super::Probe;
+
+    const PAYLOAD: &[u8] = b"dtcprobe path trace";
+
+    pub async fn probe(target: SocketAddr, ttl: u8, limit: Duration) -> Probe {
+        let IpAddr::V4(dest) = target.ip() else {
+            return Probe::Failed;
+        };
+        tokio::task::spawn_blocking(move || echo(dest, ttl, limit))
+            .await
+            .unwrap_or(Probe::Failed)
+    }
+
+    fn echo(dest: Ipv4Addr, ttl: u8, limit: Duration) -> Probe {
+        // SAFETY: plain Win32 calls; the handle is closed on every path below.
+        let handle = unsafe { IcmpCreateFile() };
+        if handle == INVALID_HANDLE_VALUE {
+            tracing::debug!("path probe TTL {ttl}: IcmpCreateFile failed");
+            return Probe::Failed;
+        }
+        let options = IP_OPTION_INFORMATION {
+            Ttl: ttl,
+            Tos: 0,
+            Flags: 0,
+            OptionsSize: 0,
+            OptionsData: std::ptr::null_mut(),
+        };
+        // The reply buffer holds one ICMP_ECHO_REPLY, the echoed data and room for an ICMP error
+        // (8 bytes) as the API documents; u64 elements keep the struct aligned.
+        let bytes = std::mem::size_of::<ICMP_ECHO_REPLY>() + PAYLOAD.len() + 8 + 64;
+        let mut reply = vec![0u64; bytes.div_ceil(8)];
+        let timeout_ms = u32::try_from(limit.as_millis()).unwrap_or(u32::MAX).max(1);
+        // SAFETY: every pointer is to a live buffer of the size passed; no event or APC, so the
+        // call is synchronous (it runs on a blocking thread).
+        let (count, last_error) = unsafe {
+            let count = IcmpSendEcho2(
+                handle,
+                std::ptr::null_mut(),
+                None,
+                std::ptr::null(),
+                u32::from_ne_bytes(dest.octets()),
+                PAYLOAD.as_ptr().cast(),
+                PAYLOAD.len() as u16,
+                &options,
+                reply.as_mut_ptr().cast(),
+                (reply.len() * 8) as u32,
+                timeout_ms,
+            );
+            (count, GetLastError())
+        };
+        // SAFETY: the buffer starts with an ICMP_ECHO_REPLY written by the call (zeroed if not).
+        let first = unsafe { &*(reply.as_ptr() as *const ICMP_ECHO_REPLY) };
+        let status = if count == 0 { last_error } else { first.Status };
+        let from = IpAddr::V4(Ipv4Addr::from(first.Address.to_ne_bytes()));
+        // SAFETY: the handle came from IcmpCreateFile.
+        unsafe { IcmpCloseHandle(handle) };
+        match status {
+            IP_SUCCESS => Probe::EchoReplied,
+            IP_TTL_EXPIRED_TRANSIT => Probe::Router(from),
+            IP_DEST_NET_UNREACHABLE
+            | IP_DEST_HOST_UNREACHABLE
+            | IP_DEST_PROHIBITED
+            | IP_DEST_PORT_UNREACHABLE
+                if !from.is_unspecified() =>
+            {
+                Probe::Rejected(from)
+            }
+            IP_REQ_TIMED_OUT => Probe::Silent,
+            other => {
+                tracing::debug!("path probe TTL {ttl}: IcmpSendEcho2 status {other}");
+                Probe::Failed
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,6 +476,26 @@ mod tests {
         assert!(!r.detail.contains("first router"), "{}", r.detail);
         assert_eq!(r.data["on_link"], true);
         assert_eq!(r.hint.as_deref(), Some(HINT_ON_LINK_SILENT));
+    }
+
+    #[test]
+    fn an_echo_that_reaches_the_target_blames_a_port_filter_not_the_route() {
+        let target: SocketAddr = "198.18.3.2:1433".parse().unwrap();
+        let probes = [
+            Probe::Router(ip("198.18.0.254")),
+            Probe::EchoReplied,
+            Probe::EchoReplied,
+        ];
+        let r = interpret(target, &probes, Reach::Routed);
+        assert_eq!((r.status, r.cause), (Status::Fail, Some(Cause::Timeout)));
+        assert!(
+            r.detail.contains("ICMP echo reaches 198.18.3.2 at hop 2") && r.detail.contains("1433"),
+            "{}",
+            r.detail
+        );
+        assert_eq!(r.data["echo_ttl"], 2);
+        assert_eq!(r.data["last_responder"], "198.18.0.254");
+        assert_eq!(r.hint.as_deref(), Some(HINT_PORT_FILTERED));
     }
 
     #[test]
