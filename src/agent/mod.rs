@@ -14,6 +14,8 @@ pub mod client;
 pub mod cmd;
 pub mod far_side;
 pub mod install;
+#[cfg(windows)]
+pub mod key_acl;
 pub mod keygen;
 pub mod limits;
 pub mod metrics;
