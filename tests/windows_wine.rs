@@ -277,7 +277,7 @@ impl<'a> WinHost<'a> {
     /// as the last ordinary wine process exits, so a service started by `agent install` is gone
     /// before the test connects (and a later `sc query` restarts it, reports RUNNING, and takes
     /// it down again on exit). The Drop guard's `wineserver -k` ends it.
-    fn persistent_session(&self) {
+    fn persistent_session(&self, services_log: Option<&Path>) {
         let mut cmd = match self.ns {
             Some(ns) => ns.command("wineserver"),
             None => Command::new("wineserver"),
@@ -300,10 +300,19 @@ impl<'a> WinHost<'a> {
         };
         boot.args(["cmd", "/c", "exit"]);
         wine_env(&mut boot, &self.prefix);
+        // With a log: services.exe and the services it starts write wine's event log channel
+        // (ReportEventW's text) there.
+        let stderr = match services_log {
+            Some(path) => {
+                boot.env("WINEDEBUG", "-all,trace+eventlog,err+eventlog");
+                Stdio::from(std::fs::File::create(path).expect("services log"))
+            }
+            None => Stdio::null(),
+        };
         let status = boot
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .status()
             .expect("wine cmd /c exit");
         assert!(status.success(), "wine cmd /c exit: {status}");
@@ -1110,8 +1119,9 @@ fn agent_install_registers_a_service_the_scm_starts_and_uninstall_removes() {
         return;
     };
     let win = WinHost::new(setup, None);
-    win.persistent_session();
     let dir = tempfile::tempdir().unwrap();
+    let services_log = dir.path().join("services.log");
+    win.persistent_session(Some(&services_log));
     crate::support::write_key(&dir.path().join("agent.key"), format!("{KEY}\n"));
     let key = WinHost::win_path(&dir.path().join("agent.key"));
     let port = free_loopback_port();
@@ -1149,6 +1159,15 @@ fn agent_install_registers_a_service_the_scm_starts_and_uninstall_removes() {
         wait_until(Duration::from_secs(30), || accepts(port)),
         "the SCM reports RUNNING but nothing accepts on {listen}"
     );
+    // The start line reached the Event Log (wine prints ReportEventW's text on its eventlog
+    // channel; the Application log itself is a stub there).
+    let log = || std::fs::read_to_string(&services_log).unwrap_or_default();
+    let started = format!("dtcprobe agent: starting as a Windows service: listen {listen}");
+    assert!(
+        wait_until(Duration::from_secs(10), || log().contains(&started)),
+        "no Event Log entry for the start: {}",
+        log()
+    );
 
     // 3. A second install refuses to overwrite it.
     let (code, _, stderr) = win.run(&no_rule);
@@ -1169,6 +1188,12 @@ fn agent_install_registers_a_service_the_scm_starts_and_uninstall_removes() {
     assert!(
         wait_until(Duration::from_secs(30), || !accepts(port)),
         "something still listens on {listen} after uninstall"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || log()
+            .contains("dtcprobe agent: stopped")),
+        "no Event Log entry for the stop: {}",
+        log()
     );
     let (code, _, _) = wine_tool(&win, &["reg", "query", SERVICE_KEY]);
     assert_ne!(code, 0, "the service is still registered");

@@ -93,17 +93,15 @@ pub async fn agent_main(setup: AgentSetup) -> u8 {
         config,
         service,
     } = setup;
-    eprintln!(
-        "dtcprobe agent: {}",
-        start_line(
-            listen.as_deref().or(config.listen.as_deref()),
-            &key_file,
-            &config,
-            service
-        )
+    let line = start_line(
+        listen.as_deref().or(config.listen.as_deref()),
+        &key_file,
+        &config,
+        service,
     );
+    eprintln!("dtcprobe agent: {line}");
     if service {
-        return run_service(listen, key, config).await;
+        return run_service(listen, key, config, line).await;
     }
     match super::server::run(listen.as_deref(), key, config).await {
         Ok(()) => exit::OK,
@@ -114,11 +112,17 @@ pub async fn agent_main(setup: AgentSetup) -> u8 {
     }
 }
 #[cfg(windows)]
-async fn run_service(listen: Option<String>, key: Key, config: super::AgentConfig) -> u8 {
+async fn run_service(
+    listen: Option<String>,
+    key: Key,
+    config: super::AgentConfig,
+    start_line: String,
+) -> u8 {
     let runtime = tokio::runtime::Handle::current();
-    let dispatched =
-        tokio::task::spawn_blocking(move || super::winsvc::dispatch(listen, key, config, runtime))
-            .await;
+    let dispatched = tokio::task::spawn_blocking(move || {
+        super::winsvc::dispatch(listen, key, config, runtime, start_line)
+    })
+    .await;
     match dispatched {
         Ok(Ok(())) => exit::OK,
         // Started from a console, not by the SCM: a usage error.
@@ -134,7 +138,12 @@ async fn run_service(listen: Option<String>, key: Key, config: super::AgentConfi
 }
 
 #[cfg(not(windows))]
-async fn run_service(_listen: Option<String>, _key: Key, _config: super::AgentConfig) -> u8 {
+async fn run_service(
+    _listen: Option<String>,
+    _key: Key,
+    _config: super::AgentConfig,
+    _start_line: String,
+) -> u8 {
     eprintln!(
         "dtcprobe agent: --service is for the Windows service control manager; \
          on Linux run it under systemd (config/dtcprobe-agent.service)"

@@ -4,6 +4,11 @@
 //! `sc.exe create dtcprobe-agent start= auto binPath= "C:\dtcprobe\dtcprobe.exe agent --service
 //! --listen 0.0.0.0:7135 --key-file C:\dtcprobe\agent.key -c C:\dtcprobe\agent.toml"`.
 //! The SCM's Stop and system shutdown stop the agent the same way SIGTERM does on Linux.
+//!
+//! As a service the agent's stderr goes nowhere, so its start line, its stop and a failure are
+//! also written to the Windows Event Log (Application log, source `dtcprobe-agent`). No message
+//! file is registered: Event Viewer shows the text under "the description for Event ID ... cannot
+//! be found", which is how tools without a message DLL appear there.
 
 use std::ffi::OsString;
 use std::sync::OnceLock;
@@ -23,6 +28,7 @@ use super::AgentConfig;
 pub use super::install::SERVICE_NAME;
 
 struct Launch {
+    start_line: String,
     listen: Option<String>,
     key: Key,
     config: AgentConfig,
@@ -39,9 +45,11 @@ pub fn dispatch(
     key: Key,
     config: AgentConfig,
     runtime: tokio::runtime::Handle,
+    start_line: String,
 ) -> Result<(), String> {
     LAUNCH
         .set(Launch {
+            start_line,
             listen,
             key,
             config,
@@ -99,6 +107,11 @@ fn service_main(_arguments: Vec<OsString>) {
         ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN,
         0,
     );
+    let events = event_log::EventLog::open(SERVICE_NAME);
+    events.report(
+        event_log::Level::Information,
+        &format!("dtcprobe agent: {}", launch.start_line),
+    );
     let shutdown = async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
         info!("service stop requested");
@@ -110,9 +123,16 @@ fn service_main(_arguments: Vec<OsString>) {
         shutdown,
     ));
     let exit_code = match result {
-        Ok(()) => 0,
+        Ok(()) => {
+            events.report(event_log::Level::Information, "dtcprobe agent: stopped");
+            0
+        }
         Err(e) => {
             error!(error = %e, "agent failed");
+            events.report(
+                event_log::Level::Error,
+                &format!("dtcprobe agent: failed: {e}"),
+            );
             // ERROR_SERVICE_SPECIFIC_ERROR would need a second code; a generic failure is enough
             // for the SCM's recovery actions.
             1
@@ -123,4 +143,69 @@ fn service_main(_arguments: Vec<OsString>) {
         ServiceControlAccept::empty(),
         exit_code,
     );
+}
+
+/// The Application event log, through `RegisterEventSourceW`/`ReportEventW`.
+mod event_log {
+    use windows_sys::Win32::Foundation::HANDLE;
+    use windows_sys::Win32::System::EventLog::{
+        DeregisterEventSource, RegisterEventSourceW, ReportEventW, EVENTLOG_ERROR_TYPE,
+        EVENTLOG_INFORMATION_TYPE,
+    };
+
+    pub enum Level {
+        Information,
+        Error,
+    }
+
+    /// A registered event source; writing is best effort (a full or unavailable log must not stop
+    /// the agent).
+    pub struct EventLog(HANDLE);
+
+    fn wide(s: &str) -> Vec<u16> {
+        s.encode_utf16().chain(std::iter::once(0)).collect()
+    }
+
+    impl EventLog {
+        pub fn open(source: &str) -> EventLog {
+            let source = wide(source);
+            // SAFETY: a NUL-terminated UTF-16 source name; null server = this machine.
+            EventLog(unsafe { RegisterEventSourceW(std::ptr::null(), source.as_ptr()) })
+        }
+
+        pub fn report(&self, level: Level, text: &str) {
+            if self.0.is_null() {
+                return;
+            }
+            let kind = match level {
+                Level::Information => EVENTLOG_INFORMATION_TYPE,
+                Level::Error => EVENTLOG_ERROR_TYPE,
+            };
+            let text = wide(text);
+            let strings = [text.as_ptr()];
+            // SAFETY: one NUL-terminated string, no user SID, no raw data.
+            unsafe {
+                ReportEventW(
+                    self.0,
+                    kind,
+                    0,
+                    0,
+                    std::ptr::null_mut(),
+                    1,
+                    0,
+                    strings.as_ptr(),
+                    std::ptr::null(),
+                )
+            };
+        }
+    }
+
+    impl Drop for EventLog {
+        fn drop(&mut self) {
+            if !self.0.is_null() {
+                // SAFETY: the handle came from RegisterEventSourceW.
+                unsafe { DeregisterEventSource(self.0) };
+            }
+        }
+    }
 }
