@@ -10,6 +10,7 @@
 pub mod observe;
 pub mod packet;
 pub mod prelogin;
+pub mod rpc;
 pub mod token;
 
 pub use observe::{analyze, Observed};
