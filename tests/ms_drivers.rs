@@ -377,6 +377,41 @@ fn untrusted_certificate_fails_before_login() {
 }
 
 #[test]
+fn no_shared_cipher_ends_the_connection() {
+    // A client offering only a cipher suite the server does not have (AES128-SHA, no forward
+    // secrecy): the server fails the handshake and closes the connection, as a real server does.
+    // The driver reports a failure promptly (far below the client's 20 s guard) instead of
+    // waiting, and nothing reaches LOGIN7.
+    let peer = TdsPeer::start(PeerConfig::default());
+    let started = Instant::now();
+    let Some(v) = run_driver(
+        Driver::Tedious,
+        &peer,
+        PASSWORD,
+        &[
+            ("scenario", "login"),
+            ("encrypt", "yes"),
+            ("trust", "yes"),
+            ("ciphers", "AES128-SHA"),
+        ],
+    ) else {
+        return;
+    };
+    let msg = failed(Driver::Tedious, &v);
+    eprintln!("tedious, no shared cipher: {msg}");
+    assert!(!msg.contains("client timed out"), "{v:#}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{v:#}");
+    let events = peer.events();
+    assert!(events.contains(&Event::Closed), "{events:?}");
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::TlsHandshake { .. } | Event::Login { .. })),
+        "{events:?}"
+    );
+}
+
+#[test]
 fn reset_during_the_tls_handshake() {
     let resets = || PeerConfig {
         reset_tls_handshake: true,

@@ -4,7 +4,7 @@
 // Run by tests/ms_drivers.rs with node, from tests/clients (node_modules made by `npm ci` in
 // scripts/install-test-deps). Arguments are key=value: host, port, user, database, encrypt
 // (no|yes|strict), trust (yes|no), cert (a PEM file to trust), tds (7_1|7_2|7_3_A|7_3_B|7_4),
-// scenario. The password comes from DTCPROBE_TEST_PASSWORD. Prints ONE JSON line: {"driver",
+// ciphers (an OpenSSL cipher list), scenario. The password comes from DTCPROBE_TEST_PASSWORD. Prints ONE JSON line: {"driver",
 // "ok", "rows", "error": {"number", "state", "class", "message", "code"} (the last server error),
 // "serverErrors" (all of them, in order), "infos", "tdsVersion", "steps"}; the exit code is 0 whenever that line was printed.
 'use strict';
@@ -51,9 +51,10 @@ const options = {
   connectTimeout: 10000,
   requestTimeout: 10000,
 };
-if (args.cert) {
-  options.cryptoCredentialsDetails = { ca: fs.readFileSync(args.cert) };
-}
+options.cryptoCredentialsDetails = {};
+if (args.cert) options.cryptoCredentialsDetails.ca = fs.readFileSync(args.cert);
+// ciphers=AES128-SHA: a client that shares no cipher suite with the server.
+if (args.ciphers) options.cryptoCredentialsDetails.ciphers = args.ciphers;
 if (args.server_name) options.serverName = args.server_name;
 
 const connection = new Connection({
