@@ -1,11 +1,14 @@
-//! A scripted SQL Server stand-in that speaks real TDS 7.4 (and TDS 8 strict), for tests.
+//! A scripted SQL Server stand-in that speaks real TDS 7.1-7.4 (and TDS 8 strict), for tests.
 //!
 //! What it implements, from MS-TDS: PRELOGIN (VERSION, ENCRYPTION negotiation per the spec's
 //! table, INSTOPT accepted), TLS inside TDS (the handshake carried in PRELOGIN packets, then raw
 //! TLS records; "login only" encryption drops TLS after LOGIN7), TDS 8 strict (TLS first),
-//! LOGIN7 (user, de-obfuscated password, database), LOGINACK, ENVCHANGE (database, language,
+//! LOGIN7 (user, de-obfuscated password, database, TDS version: the lower of the client's and
+//! 7.4 is acknowledged, and token layouts follow it), LOGINACK, ENVCHANGE (database, language,
 //! collation, packet size, begin/rollback transaction), INFO and ERROR tokens, SQLBatch with
-//! ALL_HEADERS, COLMETADATA/ROW for int and nvarchar columns, DONE.
+//! ALL_HEADERS, COLMETADATA/ROW for int and nvarchar columns, DONE, and RPC requests
+//! (sp_executesql, the sp_prepare family: tds_peer_rpc.rs). Microsoft's ODBC Driver 18 and
+//! tedious are run against it in tests/ms_drivers.rs.
 //!
 //! Behaviour is scripted per test ([`PeerConfig`]): which credentials and databases exist,
 //! whether MSDTC "is available", the server's encryption setting, and misbehaviours (silent after
