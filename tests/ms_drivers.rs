@@ -591,6 +591,33 @@ fn parameter_types_round_trip() {
 }
 
 #[test]
+fn odbc_executes_the_same_statement_twice() {
+    // mssql-python 1.16 prepares again for each execute (sp_prepexec each time, then
+    // sp_unprepare of the last handle), so ODBC's sp_execute is not exercised by it; tedious's
+    // is (tedious_prepare_execute_unprepare).
+    let peer = TdsPeer::start(PeerConfig::default());
+    let Some(v) = run_driver(
+        Driver::Odbc18,
+        &peer,
+        PASSWORD,
+        &[("scenario", "rpc_reuse")],
+    ) else {
+        return;
+    };
+    ok(Driver::Odbc18, &v);
+    assert_eq!(v["rows"], serde_json::json!([[1], [2]]), "{v:#}");
+    let r = rpcs(&peer);
+    assert!(r.len() >= 2, "{r:?}");
+    assert!(
+        r.iter()
+            .all(|c| ["sp_prepexec", "sp_execute", "sp_unprepare"]
+                .iter()
+                .any(|p| c.starts_with(p))),
+        "{r:?}"
+    );
+}
+
+#[test]
 fn tedious_prepare_execute_unprepare() {
     let peer = TdsPeer::start(PeerConfig::default());
     let Some(v) = run_driver(

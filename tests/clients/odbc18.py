@@ -83,6 +83,12 @@ def run():
     elif scenario == "rpc_select":
         cur.execute("SELECT ?", (42,))
         out["rows"] = [list(r) for r in cur.fetchall()]
+    elif scenario == "rpc_reuse":
+        # The same statement twice on one cursor: prepared once, executed again by handle.
+        out["rows"] = []
+        for value in (1, 2):
+            cur.execute("SELECT ?", (value,))
+            out["rows"] += [list(r) for r in cur.fetchall()]
     elif scenario == "rpc_types":
         # One parameter of each common type, read back through SELECT @P1 each.
         from decimal import Decimal
