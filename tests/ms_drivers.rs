@@ -591,6 +591,41 @@ fn parameter_types_round_trip() {
 }
 
 #[test]
+fn an_error_inside_a_parameterised_statement_reaches_the_driver() {
+    for (d, v, peer) in each(PeerConfig::default, &[("scenario", "rpc_error")]) {
+        let msg = failed(d, &v);
+        assert!(
+            msg.contains("Invalid object name '#MISSING'"),
+            "{d:?}: {v:#}"
+        );
+        if d == Driver::Tedious {
+            assert_eq!(v["error"]["number"], 208, "{v:#}");
+        }
+        assert!(!rpcs(&peer).is_empty(), "{d:?}");
+    }
+}
+
+#[test]
+fn an_unknown_stored_procedure_is_2812() {
+    let peer = TdsPeer::start(PeerConfig::default());
+    let Some(v) = run_driver(
+        Driver::Tedious,
+        &peer,
+        PASSWORD,
+        &[("scenario", "call_proc")],
+    ) else {
+        return;
+    };
+    failed(Driver::Tedious, &v);
+    assert_eq!(v["error"]["number"], 2812, "{v:#}");
+    assert!(
+        rpcs(&peer).iter().any(|r| r.contains("dbo.no_such_proc")),
+        "{:?}",
+        rpcs(&peer)
+    );
+}
+
+#[test]
 fn odbc_executes_the_same_statement_twice() {
     // mssql-python 1.16 prepares again for each execute (sp_prepexec each time, then
     // sp_unprepare of the last handle), so ODBC's sp_execute is not exercised by it; tedious's

@@ -83,6 +83,9 @@ def run():
     elif scenario == "rpc_select":
         cur.execute("SELECT ?", (42,))
         out["rows"] = [list(r) for r in cur.fetchall()]
+    elif scenario == "rpc_error":
+        # A parameterised statement that fails inside the procedure call.
+        cur.execute("SELECT id, note FROM #missing WHERE id = ?", (1,))
     elif scenario == "rpc_reuse":
         # The same statement twice on one cursor: prepared once, executed again by handle.
         out["rows"] = []

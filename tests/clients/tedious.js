@@ -179,6 +179,17 @@ async function scenario() {
       }
       break;
     }
+    case 'rpc_error':
+      // A parameterised statement that fails inside sp_executesql.
+      await run('SELECT id, note FROM #missing WHERE id = @id', [['id', TYPES.Int, 1]]);
+      break;
+    case 'call_proc':
+      // A stored procedure by name (an RPC with ProcName, not a ProcID).
+      await new Promise((resolve, reject) => {
+        const r = new Request('dbo.no_such_proc', (err) => (err ? reject(err) : resolve()));
+        connection.callProcedure(r);
+      });
+      break;
     case 'rpc_prepared':
       out.rows = await prepared('SELECT @p1', [['p1', TYPES.Int]], { p1: 42 });
       break;
