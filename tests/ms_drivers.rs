@@ -594,8 +594,10 @@ fn parameter_types_round_trip() {
 fn an_error_inside_a_parameterised_statement_reaches_the_driver() {
     for (d, v, peer) in each(PeerConfig::default, &[("scenario", "rpc_error")]) {
         let msg = failed(d, &v);
+        // (The peer names the table in upper case; SQL Server keeps the case it was given.)
         assert!(
-            msg.contains("Invalid object name '#MISSING'"),
+            msg.to_lowercase()
+                .contains("invalid object name '#missing'"),
             "{d:?}: {v:#}"
         );
         if d == Driver::Tedious {
