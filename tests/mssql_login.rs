@@ -602,7 +602,7 @@ fn closed_port() -> u16 {
 }
 
 /// The certificate as a PEM file (a trust store holding only it).
-fn pem_file(der: &[u8]) -> tempfile::NamedTempFile {
+pub(crate) fn pem_file(der: &[u8]) -> tempfile::NamedTempFile {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut b64 = String::new();
     for chunk in der.chunks(3) {

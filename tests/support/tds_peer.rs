@@ -1,11 +1,14 @@
-//! A scripted SQL Server stand-in that speaks real TDS 7.4 (and TDS 8 strict), for tests.
+//! A scripted SQL Server stand-in that speaks real TDS 7.1-7.4 (and TDS 8 strict), for tests.
 //!
 //! What it implements, from MS-TDS: PRELOGIN (VERSION, ENCRYPTION negotiation per the spec's
 //! table, INSTOPT accepted), TLS inside TDS (the handshake carried in PRELOGIN packets, then raw
 //! TLS records; "login only" encryption drops TLS after LOGIN7), TDS 8 strict (TLS first),
-//! LOGIN7 (user, de-obfuscated password, database), LOGINACK, ENVCHANGE (database, language,
+//! LOGIN7 (user, de-obfuscated password, database, TDS version: the lower of the client's and
+//! 7.4 is acknowledged, and token layouts follow it), LOGINACK, ENVCHANGE (database, language,
 //! collation, packet size, begin/rollback transaction), INFO and ERROR tokens, SQLBatch with
-//! ALL_HEADERS, COLMETADATA/ROW for int and nvarchar columns, DONE.
+//! ALL_HEADERS, COLMETADATA/ROW for int and nvarchar columns, DONE, and RPC requests
+//! (sp_executesql, the sp_prepare family: tds_peer_rpc.rs). Microsoft's ODBC Driver 18 and
+//! tedious are run against it in tests/ms_drivers.rs.
 //!
 //! Behaviour is scripted per test ([`PeerConfig`]): which credentials and databases exist,
 //! whether MSDTC "is available", the server's encryption setting, and misbehaviours (silent after
@@ -15,6 +18,7 @@
 //! Runs on its own thread and runtime; stops when dropped.
 #![allow(dead_code)]
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -31,19 +35,23 @@ use tokio_rustls::rustls;
 use dtcprobe_wire::ssrp;
 use dtcprobe_wire::tds::packet::{
     packetize, PacketHeader, HEADER_LEN, PKT_ATTENTION, PKT_LOGIN7, PKT_PRELOGIN, PKT_REPLY,
-    PKT_SQL_BATCH,
+    PKT_RPC, PKT_SQL_BATCH,
 };
 use dtcprobe_wire::tds::prelogin::{
     encode_prelogin, encode_version, parse_prelogin_options, PL_ENCRYPTION, PL_INSTOPT, PL_MARS,
     PL_THREADID, PL_VERSION,
 };
 use dtcprobe_wire::tds::token::{
-    done, envchange_bytes, envchange_routing, envchange_str, LoginAck, ServerMessage, DONE_ATTN,
-    DONE_COUNT, DONE_ERROR, DONE_MORE, ENV_BEGIN_TRAN, ENV_COLLATION, ENV_COMMIT_TRAN,
+    done as done_wide, envchange_bytes, envchange_routing, envchange_str, LoginAck, ServerMessage,
+    DONE_ATTN, DONE_COUNT, DONE_ERROR, DONE_MORE, ENV_BEGIN_TRAN, ENV_COLLATION, ENV_COMMIT_TRAN,
     ENV_DATABASE, ENV_LANGUAGE, ENV_PACKET_SIZE, ENV_ROLLBACK_TRAN, TOKEN_COLMETADATA, TOKEN_DONE,
     TOKEN_ERROR, TOKEN_INFO, TOKEN_ROW,
 };
 use dtcprobe_wire::tds::{b_varchar, from_utf16le, utf16le};
+
+// RPC requests (0x03): sp_executesql and the sp_prepare family, in their own file.
+#[path = "tds_peer_rpc.rs"]
+mod rpc;
 
 /// The server's encryption setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +110,13 @@ pub struct PeerConfig {
     pub redirect: Option<(String, u16)>,
     /// Before 7391, relay this provider message (INFO 7412), as SQL Server does.
     pub linked_server_message: Option<String>,
+    // Driver fidelity
+    /// "Force Strict Encryption" (SQL Server 2022): only TDS 8 clients (TLS first) get in; a
+    /// client that opens with a clear PRELOGIN is hung up on without an answer.
+    pub force_strict_encryption: bool,
+    /// Informational messages SQL Server sends before an error: (error number they precede,
+    /// INFO number, text). Sent before that error whichever statement raises it.
+    pub info_before_errors: Vec<(i32, i32, String)>,
 }
 
 impl Default for PeerConfig {
@@ -123,6 +138,8 @@ impl Default for PeerConfig {
             login_failed_state: 1,
             redirect: None,
             linked_server_message: None,
+            force_strict_encryption: false,
+            info_before_errors: Vec::new(),
         }
     }
 }
@@ -144,6 +161,8 @@ pub enum Event {
     },
     Batch(String),
     Closed,
+    /// An RPC request: the procedure and the statement with its parameters bound.
+    Rpc(String),
 }
 
 pub struct TdsPeer {
@@ -190,7 +209,8 @@ impl TdsPeer {
                             let ev = ev.clone();
                             let (w, s) = (tls_wrapped.clone(), tls_strict.clone());
                             tokio::spawn(async move {
-                                let _ = handle(sock, &cfg, &ev, w, s).await;
+                                let session = handle(sock, &cfg, &ev, w, s);
+                                let _ = NEGOTIATED.scope(Cell::new(TDS_7_4), session).await;
                                 ev.lock().unwrap().push(Event::Closed);
                             });
                         }
@@ -439,7 +459,80 @@ async fn handshake_strict(conn: &mut Conn, config: Arc<rustls::ServerConfig>) ->
 }
 
 // ---------------------------------------------------------------------------------------------
+// TDS version negotiation
+
+/// LOGINACK TDSVersion values (MS-TDS 2.2.7.14).
+const TDS_7_0: u32 = 0x7000_0000;
+const TDS_7_1: u32 = 0x7100_0001;
+const TDS_7_2: u32 = 0x7209_0002;
+const TDS_7_3_A: u32 = 0x730A_0003;
+const TDS_7_3_B: u32 = 0x730B_0003;
+const TDS_7_4: u32 = 0x7400_0004;
+
+/// The version SQL Server acknowledges for the TDSVersion a client's LOGIN7 asks for: the lower
+/// of the two (a client asking 7.1 gets 7.1 Rev 1, as SQL Server 2005+ answers). Anything at or
+/// above 7.4, and TDS 8's 0x08000000, gets 7.4.
+fn negotiate_tds_version(client: u32) -> u32 {
+    match client {
+        0x7000_0000 => TDS_7_0,
+        0x7100_0000 | 0x7100_0001 => TDS_7_1,
+        0x7209_0002 => TDS_7_2,
+        0x730A_0003 => TDS_7_3_A,
+        0x730B_0003 => TDS_7_3_B,
+        _ => TDS_7_4,
+    }
+}
+
+tokio::task_local! {
+    /// The TDS version this connection negotiated (set after LOGIN7). It decides token layouts:
+    /// before 7.2, DONE row counts are 4 bytes, INFO/ERROR line numbers 2, user types 2.
+    static NEGOTIATED: Cell<u32>;
+}
+
+fn negotiated() -> u32 {
+    NEGOTIATED.try_with(|c| c.get()).unwrap_or(TDS_7_4)
+}
+
+fn before_7_2() -> bool {
+    negotiated() < TDS_7_2
+}
+
+/// DONE as this connection's version lays it out.
+fn done(status: u16, rows: u64) -> Vec<u8> {
+    sized(done_wide(status, rows))
+}
+
+/// A DONE/DONEPROC/DONEINPROC built with the 8-byte row count, cut to 4 before TDS 7.2.
+fn sized(mut v: Vec<u8>) -> Vec<u8> {
+    if before_7_2() && v.len() == 13 {
+        v.truncate(9);
+    }
+    v
+}
+
+/// Bytes in a DONE token on this connection.
+fn done_len() -> usize {
+    if before_7_2() {
+        9
+    } else {
+        13
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Token encoding
+
+/// An INFO/ERROR token as this connection's version lays it out (before 7.2 the line number is
+/// a u16: the last two bytes of the 7.2+ layout go, and the length shrinks by two).
+fn encode_message(m: &ServerMessage, token: u8) -> Vec<u8> {
+    let mut v = m.encode(token);
+    if before_7_2() {
+        v.truncate(v.len() - 2);
+        let len = u16::from_le_bytes([v[1], v[2]]) - 2;
+        v[1..3].copy_from_slice(&len.to_le_bytes());
+    }
+    v
+}
 
 fn message(number: i32, state: u8, class: u8, text: &str) -> ServerMessage {
     ServerMessage {
@@ -454,11 +547,11 @@ fn message(number: i32, state: u8, class: u8, text: &str) -> ServerMessage {
 }
 
 fn error(number: i32, state: u8, class: u8, text: &str) -> Vec<u8> {
-    message(number, state, class, text).encode(TOKEN_ERROR)
+    encode_message(&message(number, state, class, text), TOKEN_ERROR)
 }
 
 fn info(number: i32, text: &str) -> Vec<u8> {
-    message(number, 1, 0, text).encode(TOKEN_INFO)
+    encode_message(&message(number, 1, 0, text), TOKEN_INFO)
 }
 
 const COLLATION: [u8; 5] = [0x09, 0x04, 0xD0, 0x00, 0x34];
@@ -479,7 +572,12 @@ fn result_set(cols: &[Col], rows: &[Vec<Val>]) -> Vec<u8> {
     let mut v = vec![TOKEN_COLMETADATA];
     v.extend_from_slice(&(cols.len() as u16).to_le_bytes());
     for c in cols {
-        v.extend_from_slice(&0u32.to_le_bytes()); // UserType
+        // UserType: a u32 from TDS 7.2 on, a u16 before.
+        if before_7_2() {
+            v.extend_from_slice(&0u16.to_le_bytes());
+        } else {
+            v.extend_from_slice(&0u32.to_le_bytes());
+        }
         v.extend_from_slice(&0x0001u16.to_le_bytes()); // Flags: nullable
         match c {
             Col::Int(name) => {
@@ -561,6 +659,8 @@ fn answer_encryption(server: ServerEncryption, client: u8) -> Option<u8> {
 // LOGIN7
 
 struct Login7 {
+    /// LOGIN7 TDSVersion (little-endian on the wire, unlike LOGINACK's).
+    tds_version: u32,
     user: String,
     password: String,
     database: String,
@@ -594,6 +694,7 @@ fn parse_login7(p: &[u8]) -> Option<Login7> {
     let app = login7_string(p, 48)?;
     let database = login7_string(p, 68)?;
     Some(Login7 {
+        tds_version: u32::from_le_bytes([p[4], p[5], p[6], p[7]]),
         user,
         password,
         database,
@@ -610,6 +711,8 @@ struct Session<'a> {
     trancount: u32,
     descriptor: u64,
     tables: HashMap<String, Vec<(i32, String)>>,
+    /// sp_prepare / sp_prepexec handles (tds_peer_rpc.rs).
+    prepared: rpc::Prepared,
 }
 
 async fn handle(
@@ -657,6 +760,11 @@ async fn handle(
     let (ty, payload) = conn.read_message().await?;
     if ty != PKT_PRELOGIN {
         return Err(io_err("expected PRELOGIN"));
+    }
+    if cfg.force_strict_encryption && !strict {
+        // Strict only: a PRELOGIN in the clear is not a TLS ClientHello; the server drops it.
+        let _ = conn.tcp.shutdown().await;
+        return Ok(());
     }
     if let Behaviour::Garbage(bytes) = &cfg.behaviour {
         conn.write_all(bytes).await?;
@@ -778,6 +886,8 @@ async fn handle(
         conn.write_message(PKT_REPLY, &r).await?;
         return Ok(());
     }
+    let tds_version = negotiate_tds_version(login.tds_version);
+    NEGOTIATED.with(|v| v.set(tds_version));
     let mut r = envchange_str(ENV_DATABASE, &database, "master");
     r.extend(info(
         5701,
@@ -790,7 +900,7 @@ async fn handle(
     r.extend(
         LoginAck {
             interface: 1,
-            tds_version: 0x7400_0004,
+            tds_version,
             program: "Microsoft SQL Server".into(),
             program_version: Some([cfg.version.0, cfg.version.1, build_hi, build_lo]),
         }
@@ -809,6 +919,7 @@ async fn handle(
         trancount: 0,
         descriptor: 0,
         tables: HashMap::new(),
+        prepared: rpc::Prepared::default(),
     };
     loop {
         let (ty, payload) = match conn.read_message().await {
@@ -823,6 +934,11 @@ async fn handle(
                     continue;
                 }
                 let reply = s.execute(&sql);
+                conn.write_message(PKT_REPLY, &reply).await?;
+            }
+            PKT_RPC => {
+                let (reply, what) = s.rpc(&payload, tds_version >= TDS_7_2);
+                events.lock().unwrap().push(Event::Rpc(what));
                 conn.write_message(PKT_REPLY, &reply).await?;
             }
             PKT_ATTENTION => {
@@ -869,9 +985,12 @@ impl Session<'_> {
         }
         for (i, stmt) in statements.into_iter().enumerate() {
             let (mut r, failed) = self.statement(stmt);
+            if failed {
+                r = self.with_info_before_error(r);
+            }
             // All but the last DONE say "more follows".
             if i + 1 < n && !failed {
-                if let Some(pos) = r.len().checked_sub(13) {
+                if let Some(pos) = r.len().checked_sub(done_len()) {
                     if r[pos] == TOKEN_DONE {
                         let st = u16::from_le_bytes([r[pos + 1], r[pos + 2]]) | DONE_MORE;
                         r[pos + 1..pos + 3].copy_from_slice(&st.to_le_bytes());
@@ -883,6 +1002,32 @@ impl Session<'_> {
                 break;
             }
         }
+        out
+    }
+
+    /// `reply` (a failed statement's tokens) with the scripted INFO messages for its first
+    /// ERROR put in front of that ERROR.
+    fn with_info_before_error(&self, reply: Vec<u8>) -> Vec<u8> {
+        // Skip the INFO tokens already there (length-prefixed) to the first ERROR.
+        let mut at = 0;
+        while reply.get(at) == Some(&TOKEN_INFO) && at + 3 <= reply.len() {
+            at += 3 + u16::from_le_bytes([reply[at + 1], reply[at + 2]]) as usize;
+        }
+        if reply.get(at) != Some(&TOKEN_ERROR) || at + 7 > reply.len() {
+            return reply;
+        }
+        let number =
+            i32::from_le_bytes([reply[at + 3], reply[at + 4], reply[at + 5], reply[at + 6]]);
+        let mut out = reply[..at].to_vec();
+        for (_, info_number, text) in self
+            .cfg
+            .info_before_errors
+            .iter()
+            .filter(|(before, _, _)| *before == number)
+        {
+            out.extend(info(*info_number, text));
+        }
+        out.extend_from_slice(&reply[at..]);
         out
     }
 
@@ -1025,7 +1170,7 @@ impl Session<'_> {
             return (
                 result_set(
                     &[Col::Int("protocol_version")],
-                    &[vec![Val::Int(Some(0x7400_0004))]],
+                    &[vec![Val::Int(Some(negotiated() as i32))]],
                 ),
                 false,
             );
@@ -1061,15 +1206,24 @@ impl Session<'_> {
                     11,
                     &format!("Could not find server '{name}' in sys.servers."),
                 ),
+                // Outside a transaction OPENQUERY needs no distributed transaction, so it works
+                // even when MSDTC between the two servers does not (SQL Server only promotes
+                // to a distributed transaction inside one).
+                Some((_, false)) if self.trancount == 0 => (
+                    result_set(&[Col::Int("one")], &[vec![Val::Int(Some(1))]]),
+                    false,
+                ),
                 Some((_, false)) => {
                     let mut r = match &self.cfg.linked_server_message {
-                        Some(m) => message(
-                            7412,
-                            1,
-                            0,
-                            &format!("OLE DB provider \"MSOLEDBSQL\" for linked server \"{name}\" returned message \"{m}\"."),
-                        )
-                        .encode(TOKEN_INFO),
+                        Some(m) => encode_message(
+                            &message(
+                                7412,
+                                1,
+                                0,
+                                &format!("OLE DB provider \"MSOLEDBSQL\" for linked server \"{name}\" returned message \"{m}\"."),
+                            ),
+                            TOKEN_INFO,
+                        ),
                         None => Vec::new(),
                     };
                     let (e, failed) = Self::fail(
@@ -1088,12 +1242,20 @@ impl Session<'_> {
             };
         }
         if let Some(rest) = up.strip_prefix("SELECT ID, NOTE FROM ") {
-            let name = rest.trim().to_string();
+            // An optional `WHERE ID = n` (what a parameterised read-back sends).
+            let (name, only_id) = match rest.split_once(" WHERE ID = ") {
+                Some((n, id)) => match id.trim().parse::<i32>() {
+                    Ok(id) => (n.trim().to_string(), Some(id)),
+                    Err(_) => return Self::fail(245, 1, 16, "Conversion failed."),
+                },
+                None => (rest.trim().to_string(), None),
+            };
             let Some(rows) = self.tables.get(&name) else {
                 return Self::fail(208, 0, 16, &format!("Invalid object name '{name}'."));
             };
             let rows: Vec<Vec<Val>> = rows
                 .iter()
+                .filter(|(i, _)| only_id.is_none_or(|want| *i == want))
                 .map(|(i, t)| vec![Val::Int(Some(*i)), Val::Str(Some(t.clone()))])
                 .collect();
             return (
@@ -1105,6 +1267,24 @@ impl Session<'_> {
             if let Ok(n) = rest.trim().parse::<i32>() {
                 return (
                     result_set(&[Col::Int("")], &[vec![Val::Int(Some(n))]]),
+                    false,
+                );
+            }
+            if rest.trim() == "NULL" {
+                return (result_set(&[Col::Int("")], &[vec![Val::Int(None)]]), false);
+            }
+            // SELECT N'text' (a bound nvarchar parameter), from the case-preserving text.
+            let orig = stmt.trim()[7..].trim();
+            if let Some(body) = orig
+                .strip_prefix("N'")
+                .and_then(|b| b.strip_suffix('\''))
+                .filter(|b| !b.replace("''", "").contains('\''))
+            {
+                return (
+                    result_set(
+                        &[Col::NVarChar("")],
+                        &[vec![Val::Str(Some(body.replace("''", "'")))]],
+                    ),
                     false,
                 );
             }

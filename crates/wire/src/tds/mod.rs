@@ -1,8 +1,9 @@
 //! The parts of MS-TDS that dtcprobe reads from a SQL Server and that its test peer writes: the
 //! 8-byte packet header, the PRELOGIN option list, and the login response tokens (LOGINACK,
-//! ENVCHANGE, INFO/ERROR, DONE). Full TDS (LOGIN7, result sets, RPC) is tiberius's job; this is
-//! only what the driver does not expose (the server's PRELOGIN answer, the TDS version it
-//! acknowledged) plus what a scripted server needs to produce a login response.
+//! ENVCHANGE, INFO/ERROR, DONE), and RPC requests (`rpc`: what Microsoft's drivers send for
+//! parameterised statements, decoded by the test peer). Full TDS on the client side (LOGIN7,
+//! result sets) is tiberius's job; this is only what the driver does not expose (the server's
+//! PRELOGIN answer, the TDS version it acknowledged) plus what a scripted server needs.
 //!
 //! Style follows trippy-packet: builders return bytes, parsers take `&[u8]` and return `None` or
 //! an error rather than panic or read past their input.
@@ -10,6 +11,7 @@
 pub mod observe;
 pub mod packet;
 pub mod prelogin;
+pub mod rpc;
 pub mod token;
 
 pub use observe::{analyze, Observed};

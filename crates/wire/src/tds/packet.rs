@@ -9,6 +9,8 @@ pub const PKT_REPLY: u8 = 0x04;
 pub const PKT_ATTENTION: u8 = 0x06;
 /// LOGIN7.
 pub const PKT_LOGIN7: u8 = 0x10;
+/// RPC request (sp_executesql, sp_prepare/sp_execute...: see [`super::rpc`]).
+pub const PKT_RPC: u8 = 0x03;
 /// PRELOGIN (also carries the TLS handshake in TDS 7.x).
 pub const PKT_PRELOGIN: u8 = 0x12;
 
