@@ -55,7 +55,8 @@ pub struct ScrapeOptions {
     pub scrape_interval: Option<Duration>,
     /// Rule files listed under `rule_files:` (full file only).
     pub rule_files: Vec<String>,
-    /// Print only the jobs (list items), to paste under an existing `scrape_configs:`.
+    /// Print only the jobs (list items indented by two), to paste under an existing
+    /// `scrape_configs:` or append to a full file made for another instance.
     pub jobs_only: bool,
     /// Where the modules came from, for the header comment (e.g. the config path).
     pub source: String,
@@ -174,9 +175,10 @@ pub fn render(modules: &[ProbeModule], opts: &ScrapeOptions) -> Result<String, S
         "# A probe's scrape_timeout (default 10s, at most the interval) must exceed the check's run\n\
          # time (its hop timeouts): a probe cut short is `up == 0`, not a result.\n",
     );
-    let indent = if opts.jobs_only {
-        ""
-    } else {
+    // Jobs are list items indented by two, as under the `scrape_configs:` of a usual
+    // prometheus.yml, so a --jobs-only block can be appended to a full file or pasted into one.
+    let indent = "  ";
+    if !opts.jobs_only {
         if let Some(i) = opts.scrape_interval {
             let _ = writeln!(y, "global:\n  evaluation_interval: {}", prom_duration(i));
         }
@@ -187,8 +189,7 @@ pub fn render(modules: &[ProbeModule], opts: &ScrapeOptions) -> Result<String, S
             }
         }
         y.push_str("scrape_configs:\n");
-        "  "
-    };
+    }
     let interval = opts
         .scrape_interval
         .map(|i| format!("{indent}  scrape_interval: {}\n", prom_duration(i)))
@@ -372,7 +373,7 @@ mod tests {
             "{y}"
         );
         assert!(
-            y.contains("\n- job_name: \"web\"\n  scrape_interval: 1500ms\n"),
+            y.contains("\n  - job_name: \"web\"\n    scrape_interval: 1500ms\n"),
             "{y}"
         );
     }
