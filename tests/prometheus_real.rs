@@ -6,8 +6,13 @@
 //!
 //! The topology (network namespaces, 198.18.0.0/15 only): a router `hub` with one link per zone,
 //! `web` (198.18.1.2) and `app` (198.18.2.2) each running `dtcprobe watch --metrics-listen`,
-//! `sql` (198.18.3.2) with listeners on 1433 and 135, and `mon` (198.18.4.2) running Prometheus.
-//! The hub's forward chain drops app -> sql, so exactly the app -> sql checks must fail.
+//! `sql` (198.18.3.2) with the scripted TDS server on 1433 and a listener on 135, and `mon`
+//! (198.18.4.2) running Prometheus. The hub's forward chain drops app -> sql, so exactly the
+//! app -> sql checks must fail.
+//!
+//! Prometheus is Debian's /usr/bin/prometheus run directly, as the package's systemd unit does
+//! (`prometheus $ARGS`), with its own `--storage.tsdb.path` in a temporary directory and
+//! `--web.listen-address` on the test network; it is killed when the test ends (`Daemon`'s Drop).
 
 use crate::support;
 
@@ -16,21 +21,46 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 use support::netns::{self, Daemon, Netns};
+use support::tds_peer::{PeerConfig, TdsPeer};
 
-/// The checks of one zone's watch instance: its zone, the two SQL ports, the other zone's web port.
+/// Runs `f` on a thread that has entered `ns`: sockets it creates live in that namespace.
+fn in_namespace<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let ns_path = format!("/run/netns/{}", ns.name);
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&ns_path).expect("open netns");
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("namespace thread")
+}
+
+/// The environment variable the watch instances read the SQL login's password from.
+const PASSWORD_ENV: &str = "DTCPROBE_TEST_SQL_PASSWORD";
+
+/// The checks of one zone's watch instance: its zone, the two SQL ports, a SQL Server login (a
+/// module that takes no `target`), the other zone's web port.
 fn zone_config(zone: &str, other_zone: &str, other_ip: &str) -> String {
     format!(
         "[defaults]\ntimeout = \"500ms\"\nzone = \"{zone}\"\n\n\
          [[check]]\nname = \"sql-tds\"\nkind = \"tcp\"\nhost = \"198.18.3.2\"\nport = 1433\nto = \"sql\"\n\n\
+         [[check]]\nname = \"sql-login\"\nkind = \"mssql\"\nhost = \"198.18.3.2\"\nport = 1433\n\
+         database = \"master\"\nuser = \"probe\"\npassword_env = \"{PASSWORD_ENV}\"\n\
+         trust_server_certificate = true\nreverse_dns = false\nto = \"sql\"\n\n\
          [[check]]\nname = \"sql-epm\"\nkind = \"tcp\"\nhost = \"198.18.3.2\"\nport = 135\nto = \"sql\"\n\n\
          [[check]]\nname = \"{other_zone}-http\"\nkind = \"tcp\"\nhost = \"{other_ip}\"\nport = 8080\nto = \"{other_zone}\"\n"
     )
 }
+
+/// The SQL login check's target as reports show it (no password in it).
+const LOGIN_TARGET: &str =
+    "mssql://probe@198.18.3.2:1433/master?tx=local&trust_server_certificate=true";
 
 const WEB_LISTEN: &str = "198.18.1.2:9715";
 const APP_LISTEN: &str = "198.18.2.2:9715";
@@ -264,14 +294,8 @@ fn docs_show_the_scrape_config_the_real_test_uses() {
 /// An HTTP/1.0 GET made from inside `ns` (Prometheus listens on the test network only); HTTP/1.0
 /// so that the body is never chunked. Returns (status, body).
 fn http_get_in(ns: &Netns, addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    let ns_path = format!("/run/netns/{}", ns.name);
     let path = path.to_string();
-    std::thread::spawn(move || -> Result<(u16, String), String> {
-        // setns affects only this thread: its sockets are made in the namespace.
-        let f = std::fs::File::open(&ns_path).map_err(|e| e.to_string())?;
-        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(format!("setns: {}", std::io::Error::last_os_error()));
-        }
+    in_namespace(ns, move || -> Result<(u16, String), String> {
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
             .map_err(|e| format!("connect {addr}: {e}"))?;
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -286,8 +310,6 @@ fn http_get_in(ns: &Netns, addr: SocketAddr, path: &str) -> Result<(u16, String)
             .ok_or_else(|| format!("bad status line in {head:?}"))?;
         Ok((status, body.to_string()))
     })
-    .join()
-    .map_err(|_| "request thread panicked".to_string())?
 }
 
 /// One sample of an instant vector: its labels and value.
@@ -339,10 +361,12 @@ fn expected_probe_success() -> BTreeMap<(String, String), f64> {
     [
         ("web", "sql-tds", 1.0),
         ("web", "sql-epm", 1.0),
+        ("web", "sql-login", 1.0),
         ("web", "app-http", 1.0),
-        // The hub drops app -> sql: exactly these two fail.
+        // The hub drops app -> sql: exactly these three fail.
         ("app", "sql-tds", 0.0),
         ("app", "sql-epm", 0.0),
+        ("app", "sql-login", 0.0),
         ("app", "web-http", 1.0),
     ]
     .into_iter()
@@ -386,7 +410,12 @@ fn real_prometheus_scrapes_two_zones_and_sees_exactly_the_blocked_pair_failing()
         "table inet zonefw {\n  chain forward {\n    type filter hook forward priority 0; policy accept;\n    \
          ip saddr 198.18.2.0/24 ip daddr 198.18.3.0/24 drop\n  }\n}\n",
     );
-    let _tds = sql.listen_tcp("198.18.3.2:1433".parse().unwrap());
+    // The scripted SQL Server (real TDS, real credential check) on 1433, bound inside `sql`.
+    let peer_config = PeerConfig::default();
+    let password = peer_config.password.clone();
+    let _tds = in_namespace(&sql, move || {
+        TdsPeer::start_on("198.18.3.2:1433".parse().unwrap(), peer_config)
+    });
     let _epm = sql.listen_tcp("198.18.3.2:135".parse().unwrap());
     let _web_http = web.listen_tcp("198.18.1.2:8080".parse().unwrap());
     let _app_http = app.listen_tcp("198.18.2.2:8080".parse().unwrap());
@@ -402,21 +431,16 @@ fn real_prometheus_scrapes_two_zones_and_sees_exactly_the_blocked_pair_failing()
         (&app, "app.toml", APP_LISTEN),
     ] {
         let cfg = dir.path().join(cfg);
-        let w = Daemon::spawn(
-            ns,
-            netns::dtcprobe_bin(),
-            &[
-                "watch",
-                "-c",
-                cfg.to_str().unwrap(),
-                "--interval",
-                "1s",
-                "--no-trace",
-                "--metrics-listen",
-                listen,
-            ],
-        );
-        watches.push(w);
+        let child = ns
+            .command(netns::dtcprobe_bin())
+            .args(["watch", "-c", cfg.to_str().unwrap()])
+            .args(["--interval", "1s", "--no-trace", "--metrics-listen", listen])
+            .env(PASSWORD_ENV, &password)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start dtcprobe watch");
+        watches.push(Daemon::adopt(child, "dtcprobe watch"));
     }
     let storage = dir.path().join("tsdb");
     // The Debian package's binary, without systemd: its own storage and address, logs on stderr.
@@ -446,7 +470,7 @@ fn real_prometheus_scrapes_two_zones_and_sees_exactly_the_blocked_pair_failing()
         w.assert_running();
     }
 
-    // Two successful scrapes of every target (6 probe jobs + 2 /metrics jobs; a probe of the
+    // Two successful scrapes of every target (8 probe jobs + 2 /metrics jobs; a probe of the
     // blocked pair takes one 500ms hop timeout, the scrape timeout is the 2s interval), a finished
     // watch round on both instances, and every target up at the last scrape; bounded.
     let mut last = String::new();
@@ -462,12 +486,12 @@ fn real_prometheus_scrapes_two_zones_and_sees_exactly_the_blocked_pair_failing()
                 false
             }
         };
-        all_at_least("sum_over_time(up{prober!=\"\"}[1m])", 8, 2.0)
-            && all_at_least("up{prober!=\"\"}", 8, 1.0)
-            && all_at_least("count_over_time(probe_success[1m])", 6, 2.0)
+        all_at_least("sum_over_time(up{prober!=\"\"}[1m])", 10, 2.0)
+            && all_at_least("up{prober!=\"\"}", 10, 1.0)
+            && all_at_least("count_over_time(probe_success[1m])", 8, 2.0)
             && all_at_least(
                 "count_over_time(dtcprobe_check_success{job=~\"web|app\"}[1m])",
-                6,
+                8,
                 2.0,
             )
     });
@@ -509,8 +533,10 @@ fn real_prometheus_scrapes_two_zones_and_sees_exactly_the_blocked_pair_failing()
         seen,
         [
             "app sql-epm tcp timeout",
+            "app sql-login tcp timeout",
             "app sql-tds tcp timeout",
             "app/sql-epm sql-epm tcp timeout",
+            "app/sql-login sql-login tcp timeout",
             "app/sql-tds sql-tds tcp timeout",
         ],
         "{failing_hops:?}"
@@ -534,12 +560,50 @@ fn real_prometheus_scrapes_two_zones_and_sees_exactly_the_blocked_pair_failing()
     assert_eq!(
         seen,
         [
-            "app app->sql tcp://198.18.3.2:135",
-            "app app->sql tcp://198.18.3.2:1433",
-            "app/sql-epm app->sql tcp://198.18.3.2:135",
-            "app/sql-tds app->sql tcp://198.18.3.2:1433",
+            format!("app app->sql {LOGIN_TARGET}"),
+            "app app->sql tcp://198.18.3.2:135".into(),
+            "app app->sql tcp://198.18.3.2:1433".into(),
+            "app/sql-epm app->sql tcp://198.18.3.2:135".into(),
+            format!("app/sql-login app->sql {LOGIN_TARGET}"),
+            "app/sql-tds app->sql tcp://198.18.3.2:1433".into(),
         ],
         "{failing_checks:?}"
+    );
+
+    // What Prometheus asked for: host targets as `target=`, the SQL login without any (its
+    // credentials stay with its configured server), `instance` naming what was probed.
+    let (status, body) = http_get_in(
+        &mon,
+        PROMETHEUS_LISTEN.parse().unwrap(),
+        "/api/v1/targets?state=active",
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let targets: Value = serde_json::from_str(&body).unwrap();
+    let mut scrapes: Vec<String> = targets["data"]["activeTargets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["labels"]["prober"] == "web")
+        .map(|t| {
+            format!(
+                "{} {} {}",
+                t["labels"]["job"].as_str().unwrap(),
+                t["labels"]["instance"].as_str().unwrap(),
+                t["scrapeUrl"].as_str().unwrap()
+            )
+        })
+        .collect();
+    scrapes.sort();
+    assert_eq!(
+        scrapes,
+        [
+            "web 198.18.1.2:9715 http://198.18.1.2:9715/metrics".to_string(),
+            "web/app-http 198.18.2.2:8080 http://198.18.1.2:9715/probe?module=app-http&target=198.18.2.2%3A8080".into(),
+            "web/sql-epm 198.18.3.2:135 http://198.18.1.2:9715/probe?module=sql-epm&target=198.18.3.2%3A135".into(),
+            format!("web/sql-login {LOGIN_TARGET} http://198.18.1.2:9715/probe?module=sql-login"),
+            "web/sql-tds 198.18.3.2:1433 http://198.18.1.2:9715/probe?module=sql-tds&target=198.18.3.2%3A1433".into(),
+        ]
     );
 
     // The shipped rules are loaded and evaluated: the failing alerts are pending for exactly the
@@ -562,8 +626,10 @@ fn real_prometheus_scrapes_two_zones_and_sees_exactly_the_blocked_pair_failing()
         alerts_seen = format!("{a:?}");
         a == [
             "DtcprobeCheckFailing pending app sql-epm",
+            "DtcprobeCheckFailing pending app sql-login",
             "DtcprobeCheckFailing pending app sql-tds",
             "DtcprobeHopFailing pending app sql-epm",
+            "DtcprobeHopFailing pending app sql-login",
             "DtcprobeHopFailing pending app sql-tds",
         ]
     });
