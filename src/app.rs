@@ -193,6 +193,14 @@ fn prometheus_config(args: &crate::cli::PrometheusConfigArgs) -> u8 {
     };
     match render(&modules_from_checks(&config.checks), &opts) {
         Ok(yaml) => {
+            let default_timeout = config.defaults.timeout.unwrap_or(plan::DEFAULT_TIMEOUT);
+            for warning in crate::prometheus_config::slow_probe_warnings(
+                &config.checks,
+                default_timeout,
+                args.scrape_interval,
+            ) {
+                eprintln!("dtcprobe prometheus-config: note: {warning}");
+            }
             print!("{yaml}");
             exit::OK
         }

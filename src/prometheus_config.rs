@@ -103,6 +103,40 @@ pub fn modules_from_checks(checks: &[CheckSpec]) -> Vec<ProbeModule> {
         .collect()
 }
 
+/// Prometheus' default `scrape_timeout` (it never exceeds the job's interval).
+const PROMETHEUS_DEFAULT_SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Prometheus' default `scrape_interval`.
+const PROMETHEUS_DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Checks whose probe may outrun the scrape timeout: a probe cut short is `up == 0` and no
+/// `probe_success` at all (DtcprobeProberDown fires, the check's own alerts cannot). A blocked
+/// path costs at least one hop timeout, and the steps around it (DNS, the path trace after a
+/// timeout, a login's later hops) more, so a hop timeout above half the scrape timeout is named.
+/// `default_timeout` is the run's (the config's `defaults.timeout`, else 3s).
+pub fn slow_probe_warnings(
+    checks: &[CheckSpec],
+    default_timeout: Duration,
+    scrape_interval: Option<Duration>,
+) -> Vec<String> {
+    let scrape_timeout = scrape_interval
+        .unwrap_or(PROMETHEUS_DEFAULT_SCRAPE_INTERVAL)
+        .min(PROMETHEUS_DEFAULT_SCRAPE_TIMEOUT);
+    checks
+        .iter()
+        .filter_map(|c| {
+            let hop = c.timeout.unwrap_or(default_timeout);
+            (hop * 2 > scrape_timeout).then(|| {
+                format!(
+                    "check {}: its hop timeout ({}) is more than half the scrape timeout ({}): a blocked path can make the probe outrun the scrape (`up == 0`, no result); lower the check's timeout, or scrape less often (the scrape timeout is at most 10s by default and never more than the interval)",
+                    c.name,
+                    prom_duration(hop),
+                    prom_duration(scrape_timeout)
+                )
+            })
+        })
+        .collect()
+}
+
 /// Checks `HOST:PORT` (`[v6]:PORT` for IPv6): Prometheus needs the port in `__address__`.
 pub fn validate_listen_address(text: &str) -> Result<(), ScrapeConfigError> {
     let bad = || ScrapeConfigError::BadListenAddress(text.to_string());
@@ -356,6 +390,24 @@ mod tests {
             Err(ScrapeConfigError::BadJob(" ".into()))
         );
         assert_eq!(render(&[], &opts()), Err(ScrapeConfigError::NoModules));
+    }
+
+    #[test]
+    fn probes_that_can_outrun_the_scrape_are_named() {
+        let cs = checks(
+            "[[check]]\nname=\"fast\"\nkind=\"dns\"\nhost=\"h\"\ntimeout=\"500ms\"\n\
+             [[check]]\nname=\"slow\"\nkind=\"dns\"\nhost=\"h\"\n",
+        );
+        let three = Duration::from_secs(3);
+        // Default interval 1m: scrape timeout 10s; 3s hops fit.
+        assert!(slow_probe_warnings(&cs, three, None).is_empty());
+        let w = slow_probe_warnings(&cs, three, Some(Duration::from_secs(5)));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("check slow: its hop timeout (3s)"),
+            "{w:?}"
+        );
+        assert!(w[0].contains("scrape timeout (5s)"), "{w:?}");
     }
 
     #[test]
