@@ -280,7 +280,8 @@ pub fn render(modules: &[ProbeModule], opts: &ScrapeOptions) -> Result<String, S
                     format!(
                         "{indent}    - target_label: instance\n\
                          {indent}      replacement: {}\n",
-                        q(shown)
+                        // `$` in a replacement refers to a regex group: `$$` is a literal one.
+                        q(&shown.replace('$', "$$"))
                     ),
                 )
             }
@@ -359,6 +360,22 @@ mod tests {
         assert!(job.contains("targets: [\"probe-web:9715\"]"), "{y}");
         assert!(!job.contains("__param_target"), "{y}");
         assert!(job.contains("replacement: \"mssql://"), "{y}");
+    }
+
+    #[test]
+    fn a_dollar_in_the_configured_target_stays_literal() {
+        let m = ProbeModule {
+            name: "login".into(),
+            kind: "mssql".into(),
+            from: None,
+            to: None,
+            target: ProbeTarget::Configured("mssql://svc$probe@sql01/master".into()),
+        };
+        let y = render(&[m], &opts()).unwrap();
+        assert!(
+            y.contains("replacement: \"mssql://svc$$probe@sql01/master\""),
+            "{y}"
+        );
     }
 
     #[test]
