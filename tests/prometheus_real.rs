@@ -639,6 +639,40 @@ fn real_prometheus_scrapes_two_zones_and_sees_exactly_the_blocked_pair_failing()
     for w in &mut watches {
         w.assert_running();
     }
+
+    // The app prober stops: its targets turn `up == 0` (no result is not a pass), the web ones
+    // stay up, and DtcprobeProberDown is pending for each app job.
+    let app_watch = watches.pop().unwrap();
+    drop(app_watch);
+    let mut state = String::new();
+    let prober_down = netns::wait_until(Duration::from_secs(30), || {
+        let (Ok(app_up), Ok(web_up), Ok(alerts)) = (
+            query(&mon, "up{prober=\"app\"}"),
+            query(&mon, "up{prober=\"web\"}"),
+            query(&mon, "ALERTS{alertname=\"DtcprobeProberDown\"}"),
+        ) else {
+            return false;
+        };
+        let mut down: Vec<String> = alerts
+            .iter()
+            .map(|(l, _)| format!("{} {}", label(l, "alertstate"), label(l, "job")))
+            .collect();
+        down.sort();
+        state = format!("app up: {app_up:?}\nweb up: {web_up:?}\nalerts: {down:?}");
+        app_up.len() == 5
+            && app_up.iter().all(|(_, v)| *v == 0.0)
+            && web_up.len() == 5
+            && web_up.iter().all(|(_, v)| *v == 1.0)
+            && down
+                == [
+                    "pending app",
+                    "pending app/sql-epm",
+                    "pending app/sql-login",
+                    "pending app/sql-tds",
+                    "pending app/web-http",
+                ]
+    });
+    assert!(prober_down, "after stopping the app prober: {state}");
     // Drop order: Prometheus, the watches, listeners, then the namespaces.
     drop(prometheus);
     drop(watches);
