@@ -266,6 +266,15 @@ fn prometheus_config_rejects_bad_input_with_distinct_codes() {
     let (code, err) = run(&["-c", "ok.toml", "--listen-address", "probe-web01"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--listen-address"), "{err}");
+    // Not an error: a probe that may outrun the scrape is named on stderr, the YAML still printed.
+    let (code, err) = run(&["-c", "ok.toml", "--scrape-interval", "4s"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(
+            "note: check x: its hop timeout (3s) is more than half the scrape timeout (4s)"
+        ),
+        "{err}"
+    );
     let (code, err) = run(&["-c", "missing.toml"]);
     assert_eq!(code, 78, "{err}");
     assert!(err.contains("missing.toml"), "{err}");
