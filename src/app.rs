@@ -42,6 +42,7 @@ pub fn main(cli: Cli) -> u8 {
         Command::Completions(_) | Command::Man => exit::OK,
         Command::Check(args) => runtime.block_on(check(args.plan_input())),
         Command::Watch(args) => runtime.block_on(watch(&args)),
+        Command::PrometheusConfig(args) => prometheus_config(&args),
         Command::Agent(args) => match &args.action {
             Some(AgentAction::Install(install)) => {
                 crate::agent::install::install_main(&install.install_input())
@@ -169,6 +170,48 @@ async fn watch(args: &WatchArgs) -> u8 {
     plan.concurrency =
         crate::fdlimit::fit_concurrency_and_warn(plan.concurrency, plan.checks.len());
     crate::watch::run(plan, args.watch_options()).await
+}
+
+/// `dtcprobe prometheus-config`: reads the config (no password is resolved: nothing runs) and
+/// prints the scrape configs on stdout.
+fn prometheus_config(args: &crate::cli::PrometheusConfigArgs) -> u8 {
+    use crate::prometheus_config::{modules_from_checks, render, ScrapeOptions};
+    let config = match crate::config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dtcprobe prometheus-config: {e}");
+            return exit::CONFIG;
+        }
+    };
+    let opts = ScrapeOptions {
+        listen_address: args.listen_address.clone(),
+        job: args.job.clone(),
+        scrape_interval: args.scrape_interval,
+        rule_files: args.rule_files.clone(),
+        jobs_only: args.jobs_only,
+        source: args.config.display().to_string(),
+    };
+    match render(&modules_from_checks(&config.checks), &opts) {
+        Ok(yaml) => {
+            let default_timeout = config.defaults.timeout.unwrap_or(plan::DEFAULT_TIMEOUT);
+            for warning in crate::prometheus_config::slow_probe_warnings(
+                &config.checks,
+                default_timeout,
+                args.scrape_interval,
+            ) {
+                eprintln!("dtcprobe prometheus-config: note: {warning}");
+            }
+            print!("{yaml}");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("dtcprobe prometheus-config: {e}");
+            match e {
+                crate::prometheus_config::ScrapeConfigError::NoModules => exit::CONFIG,
+                _ => exit::USAGE,
+            }
+        }
+    }
 }
 
 /// A run that read a config nobody named on the command line says which one, on stderr.

@@ -53,6 +53,10 @@ pub enum Command {
     /// /metrics, /healthz and /probe for Prometheus.
     #[command(after_help = EXAMPLES_WATCH)]
     Watch(Box<WatchArgs>),
+    /// Print Prometheus scrape configs (YAML) for a `watch --metrics-listen` instance: its
+    /// /metrics, and /probe per check, relabelled as blackbox_exporter documents.
+    #[command(after_help = EXAMPLES_PROMETHEUS_CONFIG)]
+    PrometheusConfig(PrometheusConfigArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish) on stdout.
     #[command(hide = true, after_help = EXAMPLES_COMPLETIONS)]
     Completions(CompletionsArgs),
@@ -131,6 +135,16 @@ Examples:
       --textfile-name dtcprobe-web.prom
 `-f` takes human, plain or json here: Nagios, JUnit and Prometheus describe one run; use
 `dtcprobe check` for those (or --metrics-listen / --textfile-dir for Prometheus).";
+
+const EXAMPLES_PROMETHEUS_CONFIG: &str = "\
+Examples:
+  dtcprobe prometheus-config -c dtcprobe.toml --listen-address probe-web01:9715 > prometheus.yml
+  dtcprobe prometheus-config -c web.toml --listen-address probe-web01:9715 --job web --jobs-only
+  dtcprobe prometheus-config -c web.toml --listen-address probe-web01:9715 \\
+      --scrape-interval 30s --rule-file /etc/prometheus/dtcprobe-alerts.yml
+The instance runs `dtcprobe watch -c dtcprobe.toml --interval 1m --metrics-listen 0.0.0.0:9715`.
+SQL Server and PostgreSQL checks are probed without `target`: their credentials go only to the
+configured server. Alert rules: config/dtcprobe-alerts.yml (docs/monitoring.md).";
 
 const EXAMPLES_COMPLETIONS: &str = "\
 Examples:
@@ -333,6 +347,36 @@ impl WatchArgs {
             probe_cache: self.probe_cache,
         }
     }
+}
+
+/// `dtcprobe prometheus-config`.
+#[derive(Debug, Clone, Args)]
+pub struct PrometheusConfigArgs {
+    /// The config the `watch` instance runs (its checks are the /probe modules).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: PathBuf,
+
+    /// The instance's --metrics-listen address as Prometheus reaches it, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT", default_value = "localhost:9715")]
+    pub listen_address: String,
+
+    /// Job name of the instance's /metrics job and prefix of its probe jobs (`NAME/CHECK`);
+    /// also the `prober` label the alert rules select on. One per instance.
+    #[arg(long, value_name = "NAME", default_value = "dtcprobe")]
+    pub job: String,
+
+    /// scrape_interval of every job (and evaluation_interval) [default: Prometheus' global].
+    #[arg(long, value_name = "DUR", value_parser = positive_duration)]
+    pub scrape_interval: Option<Duration>,
+
+    /// A rules file to list under rule_files: (repeatable), e.g. dtcprobe-alerts.yml.
+    #[arg(long = "rule-file", value_name = "PATH")]
+    pub rule_files: Vec<String>,
+
+    /// Print only the jobs, to paste under the `scrape_configs:` of an existing prometheus.yml
+    /// (one block per instance).
+    #[arg(long)]
+    pub jobs_only: bool,
 }
 
 /// `dtcprobe agent`: the far side, a long-running service.

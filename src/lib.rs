@@ -21,6 +21,7 @@ pub mod model;
 pub mod plan;
 pub mod platform_hints;
 pub mod progress;
+pub mod prometheus_config;
 pub mod report;
 pub mod resolver;
 pub mod runner;

@@ -33,6 +33,7 @@ mod peer_cid;
 mod peer_interrupt;
 mod perf_scheduling;
 mod postgres_real;
+mod prometheus_real;
 mod report_schema;
 mod url_secrets;
 mod ux;
