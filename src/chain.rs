@@ -21,6 +21,8 @@ pub struct RunContext {
     /// The check goes from one declared zone to another (`from`/`to` in the config): a target
     /// on a directly connected network of this host is then suspicious (hop `route`).
     pub cross_zone: bool,
+    /// Routes looked up so far in this run (hop `route`); a fresh one per run.
+    pub routes: Arc<crate::hops::route::RouteCache>,
 }
 
 /// What a hop hands back: its result, and on success the value later hops build on

@@ -42,6 +42,8 @@ pub fn runner_prober(opts: RunOptions) -> Prober {
             resolver: resolver.clone(),
             trace: opts.trace,
             cross_zone: spec.crosses_zones(),
+            // Each probe is a run of its own: routes are looked up afresh.
+            routes: Default::default(),
         };
         Box::pin(async move { runner::run_check(&spec, &ctx).await })
     })

@@ -116,6 +116,7 @@ pub async fn run_checks(specs: &[CheckSpec], opts: &RunOptions) -> Vec<CheckResu
 /// run still has them).
 async fn run_into(specs: &[CheckSpec], opts: &RunOptions, slots: &[Slot]) {
     let resolver = Arc::new(DnsResolver::from_system(opts.timeout));
+    let routes = Arc::new(crate::hops::route::RouteCache::default());
     let total = specs.len();
     let done = std::sync::atomic::AtomicUsize::new(0);
     stream::iter(specs.iter().zip(slots))
@@ -125,6 +126,7 @@ async fn run_into(specs: &[CheckSpec], opts: &RunOptions, slots: &[Slot]) {
                 resolver: resolver.clone(),
                 trace: opts.trace,
                 cross_zone: spec.crosses_zones(),
+                routes: routes.clone(),
             };
             let progress = opts.progress.clone();
             let done = &done;

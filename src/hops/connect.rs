@@ -265,7 +265,7 @@ pub async fn route_step(
     addrs: &[IpAddr],
 ) -> Option<Vec<IpAddr>> {
     let started = Instant::now();
-    let output = crate::hops::route::route_hop(addrs, ctx.cross_zone).await;
+    let output = crate::hops::route::route_hop(addrs, ctx.cross_zone, &ctx.routes).await;
     let result = output.result.with_duration(started.elapsed());
     if result.status == Status::Skip {
         chain.record(result);

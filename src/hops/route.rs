@@ -12,9 +12,12 @@
 //! (`route_windows.rs`). On other platforms the hop is `skip`, saying why. The judgement
 //! ([`judge`]) is pure and tested on its own.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde_json::json;
+use tokio::sync::OnceCell;
 
 use crate::chain::HopOutput;
 use crate::model::{Cause, HopKind, HopResult, Status};
@@ -227,19 +230,44 @@ pub fn hop_result(
     )
 }
 
+/// The routes looked up during one run, by address, so that a run of many checks to one host
+/// asks the kernel once (10,000 ports of one host: one lookup, not 10,000 netlink round trips on
+/// blocking threads). One run only: routes change, and a docker network created between two
+/// rounds of `watch` is exactly what hop `route` must see, so a cache never outlives its run.
+#[derive(Default)]
+pub struct RouteCache {
+    by_addr: std::sync::Mutex<HashMap<IpAddr, Arc<OnceCell<Result<RouteInfo, RouteError>>>>>,
+}
+
+impl RouteCache {
+    /// The route to `addr`: looked up on first use (concurrent first uses share one lookup).
+    pub async fn lookup(&self, addr: IpAddr) -> Result<RouteInfo, RouteError> {
+        let cell = {
+            let mut by_addr = self.by_addr.lock().unwrap_or_else(|e| e.into_inner());
+            by_addr.entry(addr).or_default().clone()
+        };
+        cell.get_or_init(|| async move {
+            // Netlink round trips to the local kernel: quick, but blocking calls all the same.
+            tokio::task::spawn_blocking(move || lookup(addr))
+                .await
+                .unwrap_or_else(|e| Err(RouteError::Lookup(e.to_string())))
+        })
+        .await
+        .clone()
+    }
+}
+
 /// Runs the hop: looks up the route to every address. The value is the addresses that have a
 /// route (the ones worth connecting to).
-pub async fn route_hop(addrs: &[IpAddr], cross_zone: bool) -> HopOutput<Vec<IpAddr>> {
-    let addrs_owned = addrs.to_vec();
-    // Netlink round trips to the local kernel: quick, but blocking calls all the same.
-    let routes = tokio::task::spawn_blocking(move || {
-        addrs_owned
-            .iter()
-            .map(|a| (*a, lookup(*a)))
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
+pub async fn route_hop(
+    addrs: &[IpAddr],
+    cross_zone: bool,
+    cache: &RouteCache,
+) -> HopOutput<Vec<IpAddr>> {
+    let mut routes = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        routes.push((*addr, cache.lookup(*addr).await));
+    }
     let routed: Vec<IpAddr> = routes
         .iter()
         .filter(|(_, r)| !matches!(r, Err(RouteError::NoRoute { .. })))
