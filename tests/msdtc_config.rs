@@ -477,5 +477,52 @@ fn windows_peer_and_windows_agent_compare_their_msdtc_configs_under_wine() {
     let cid = hop(&report, "msdtc_cid", "tx_distributed");
     assert_eq!(cid["status"], "pass", "{cid:#}");
     assert_eq!(cid["data"]["cid"]["remote"], CID_B);
+
+    // A Linux peer against the same Windows agent: the agent's side is read, this side cannot
+    // be (skip), so the pair is not compared, and says which side is missing.
+    let linux_key = dir.path().join("agent.key");
+    let (code, out, err) = run_bin(&[
+        "peer",
+        &listen,
+        "--key-file",
+        linux_key.to_str().unwrap(),
+        "-f",
+        "json",
+        "--timeout",
+        "3s",
+        "msdtc://localhost",
+        "--reverse",
+        "msdtc://localhost",
+    ]);
+    let report = parse_report(&out);
+    assert_valid("linux peer, windows agent", &report);
+    let context = format!("stderr: {err}\n{report:#}\nagent log:\n{}", agent.log());
+    assert_eq!(
+        hop(&report, "msdtc://localhost", "dtc_config")["status"],
+        "skip",
+        "{context}"
+    );
+    let far_hop = hop(&report, "reverse msdtc://localhost", "dtc_config");
+    assert_eq!(far_hop["data"]["cid"], CID_B, "{context}");
+    // The agent's prefix has no MSDTC service: its side fails, so the run does.
+    assert_eq!(far_hop["cause"], "dtc_unavailable", "{context}");
+    assert_eq!(code, 1, "{context}");
+    let pair = hop(&report, "msdtc_pair", "dtc_config");
+    assert_eq!(pair["status"], "skip", "{context}");
+    assert!(
+        pair["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not compared: this host has no MSDTC configuration"),
+        "{pair:#}"
+    );
+    assert!(
+        !report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "msdtc_cid"),
+        "{context}"
+    );
     drop(agent);
 }
