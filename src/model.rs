@@ -63,8 +63,8 @@ pub enum Cause {
     /// The two MSDTCs' RPC authentication settings cannot work together (mutual on one side, no
     /// authentication on the other), or RPC refuses unauthenticated callers outright.
     DtcAuthMismatch,
-    /// MSDTC's fixed port (ServerTcpPort) lies outside the RPC port range, or that range is
-    /// malformed.
+    /// MSDTC's fixed port (ServerTcpPort) lies inside the restricted RPC dynamic port range (or is
+    /// no port), or that range is malformed.
     DtcPortRange,
     AddressMismatch,
     CallbackMismatch,

@@ -123,7 +123,8 @@ fn dword(win: &WinHost, key: &str, name: &str, value: u32) {
 
 /// The settings Microsoft's checklist asks for: network access, both directions, the given
 /// authentication (AllowOnlySecureRpcCalls, FallbackToUnsecureRPCIfNecessary,
-/// TurnOffRpcSecurity), MSDTC pinned to 5050 inside the RPC range 5000-5100 and 6000, a CID.
+/// TurnOffRpcSecurity), MSDTC pinned to 5200, outside the RPC range 5000-5100 and 6000 (as
+/// Microsoft advises for a fixed server port), a CID.
 fn good_config(win: &WinHost, auth: (u32, u32, u32), cid: &str) {
     for name in [
         "NetworkDtcAccess",
@@ -137,7 +138,7 @@ fn good_config(win: &WinHost, auth: (u32, u32, u32), cid: &str) {
     dword(win, MSDTC, "AllowOnlySecureRpcCalls", auth.0);
     dword(win, MSDTC, "FallbackToUnsecureRPCIfNecessary", auth.1);
     dword(win, MSDTC, "TurnOffRpcSecurity", auth.2);
-    dword(win, MSDTC, "ServerTcpPort", 5050);
+    dword(win, MSDTC, "ServerTcpPort", 5200);
     // REG_MULTI_SZ entries separated by \0 (reg's default separator).
     reg_add(
         win,
@@ -280,7 +281,7 @@ fn windows_build_reads_registry_fixtures_and_the_service_state_under_wine() {
         (Some(1), Some(1), Some(1), Some(0), None),
         "{h:#}"
     );
-    assert_eq!(d["server_tcp_port"], 5050);
+    assert_eq!(d["server_tcp_port"], 5200);
     assert_eq!(d["rpc_ports"], serde_json::json!(["5000-5100", "6000"]));
     assert_eq!(
         d["rpc_port_ranges"],
@@ -309,8 +310,8 @@ fn windows_build_reads_registry_fixtures_and_the_service_state_under_wine() {
     );
     dword(&win, SECURITY, "NetworkDtcAccess", 1);
 
-    // 4. ServerTcpPort outside the RPC port range: warn (exit 0 without --fail-on warning).
-    dword(&win, MSDTC, "ServerTcpPort", 7000);
+    // 4. ServerTcpPort inside the RPC dynamic range: warn (exit 0 without --fail-on warning).
+    dword(&win, MSDTC, "ServerTcpPort", 5050);
     let (code, h, _) = dtc_config(&win, url);
     assert_eq!(code, 0, "{h:#}");
     assert_eq!(
@@ -322,10 +323,10 @@ fn windows_build_reads_registry_fixtures_and_the_service_state_under_wine() {
         h["detail"]
             .as_str()
             .unwrap()
-            .contains("ServerTcpPort 7000 is outside the RPC port range (5000-5100, 6000)"),
+            .contains("ServerTcpPort 5050 is inside the RPC dynamic port range (5000-5100, 6000)"),
         "{h:#}"
     );
-    dword(&win, MSDTC, "ServerTcpPort", 5050);
+    dword(&win, MSDTC, "ServerTcpPort", 5200);
 
     // 5. Inbound off: a client does not need it, a server does.
     dword(&win, SECURITY, "NetworkDtcAccessInbound", 0);

@@ -207,6 +207,12 @@ pub fn parse_port_ranges(entries: &[String]) -> Result<Vec<(u16, u16)>, String> 
     Ok(ranges)
 }
 
+fn in_ranges(ranges: &[(u16, u16)], port: u32) -> bool {
+    ranges
+        .iter()
+        .any(|(lo, hi)| (u32::from(*lo)..=u32::from(*hi)).contains(&port))
+}
+
 fn ranges_text(ranges: &[(u16, u16)]) -> String {
     ranges
         .iter()
@@ -353,9 +359,15 @@ PowerShell `Set-DtcNetworkSetting -DtcName Local -InboundTransactionsEnabled $tr
 MSDTC";
 
 pub const HINT_PORT_RANGE: &str = "MSDTC's fixed port (HKLM\\SOFTWARE\\Microsoft\\MSDTC \
-ServerTcpPort) lies outside the RPC port range (HKLM\\SOFTWARE\\Microsoft\\Rpc\\Internet Ports): \
-firewall rules written for that range do not cover it. Move ServerTcpPort into the range (or \
-widen `Ports`), open it in both directions, and restart MSDTC";
+ServerTcpPort) lies inside the restricted RPC dynamic range (HKLM\\SOFTWARE\\Microsoft\\Rpc\\Internet \
+Ports), from which the RPC runtime hands ports to every dynamic server: Microsoft's guidance for a \
+fixed server port (KB 154596, \"How to configure RPC dynamic port allocation to work with \
+firewalls\") is a port outside that range. Move ServerTcpPort out of the range, allow TCP 135 and \
+that port in both directions, and restart MSDTC";
+
+pub const HINT_SERVER_PORT_INVALID: &str = "set HKLM\\SOFTWARE\\Microsoft\\MSDTC ServerTcpPort \
+(REG_DWORD) to a TCP port from 1 to 65535, or delete it to use the RPC dynamic range, and restart \
+MSDTC";
 
 pub const HINT_PORTS_INVALID: &str = "fix HKLM\\SOFTWARE\\Microsoft\\Rpc\\Internet `Ports` \
 (REG_MULTI_SZ, one `N` or `N-M` per line) or delete it: a malformed value can keep RPC servers \
@@ -473,18 +485,15 @@ pub fn judge(config: &MsdtcConfig, role: Role) -> Vec<Finding> {
             Cause::DtcPortRange,
             "ServerTcpPort",
             format!("ServerTcpPort = {port} is not a TCP port"),
-            HINT_PORT_RANGE,
+            HINT_SERVER_PORT_INVALID,
         )),
-        (RpcPortRange::Restricted(ranges), Some(port))
-            if !ranges
-                .iter()
-                .any(|(lo, hi)| (u32::from(*lo)..=u32::from(*hi)).contains(&port)) =>
-        {
+        (RpcPortRange::Restricted(ranges), Some(port)) if in_ranges(&ranges, port) => {
             found.push(Finding::warn(
                 Cause::DtcPortRange,
                 "ServerTcpPort",
                 format!(
-                    "ServerTcpPort {port} is outside the RPC port range ({})",
+                    "ServerTcpPort {port} is inside the RPC dynamic port range ({}): another RPC \
+                     server can be handed that port",
                     ranges_text(&ranges)
                 ),
                 HINT_PORT_RANGE,
@@ -528,7 +537,9 @@ fn summary(config: &MsdtcConfig, role: Role) -> String {
         ),
     ];
     if let Some(p) = config.server_tcp_port {
-        parts.push(format!("ServerTcpPort {p}"));
+        parts.push(format!(
+            "ServerTcpPort {p} (the firewall must allow TCP 135 and {p} in both directions)"
+        ));
     }
     match config.rpc_port_range() {
         RpcPortRange::Restricted(r) => parts.push(format!("RPC ports {}", ranges_text(&r))),
@@ -814,26 +825,33 @@ mod tests {
             }
         };
         let range: &[&str] = &["5000-5100", "6000"];
-        let out = (Status::Warn, Cause::DtcPortRange, "ServerTcpPort");
-        assert_eq!(causes(&with(Some(5050), Some(range), "Y", "Y"), Role::Both), []);
-        assert_eq!(causes(&with(Some(6000), Some(range), "y", "Y"), Role::Both), []);
-        assert_eq!(causes(&with(Some(5101), Some(range), "Y", "Y"), Role::Both), [out]);
-        assert_eq!(causes(&with(Some(135), Some(range), "Y", "Y"), Role::Both), [out]);
-        // No range, or a range whose meaning is not judged: a fixed port is fine.
-        assert_eq!(causes(&with(Some(5101), None, "Y", "Y"), Role::Both), []);
-        assert_eq!(causes(&with(Some(5101), Some(range), "N", "Y"), Role::Both), []);
+        let port_finding = (Status::Warn, Cause::DtcPortRange, "ServerTcpPort");
+        // Outside the dynamic range is what Microsoft advises for a fixed server port.
+        assert_eq!(causes(&with(Some(5101), Some(range), "Y", "Y"), Role::Both), []);
+        assert_eq!(causes(&with(Some(135), Some(range), "Y", "Y"), Role::Both), []);
+        assert_eq!(causes(&with(Some(5000), Some(range), "Y", "Y"), Role::Both), [port_finding]);
+        assert_eq!(causes(&with(Some(5100), Some(range), "Y", "Y"), Role::Both), [port_finding]);
+        assert_eq!(causes(&with(Some(6000), Some(range), "y", "Y"), Role::Both), [port_finding]);
+        // No range, or a range whose meaning is not judged: not judged.
+        assert_eq!(causes(&with(Some(5050), None, "Y", "Y"), Role::Both), []);
+        assert_eq!(causes(&with(Some(5050), Some(range), "N", "Y"), Role::Both), []);
         // Not a port at all.
-        assert_eq!(causes(&with(Some(70000), None, "Y", "Y"), Role::Both), [out]);
-        assert_eq!(causes(&with(Some(0), None, "Y", "Y"), Role::Both), [out]);
+        let invalid = |p| causes(&with(Some(p), None, "Y", "Y"), Role::Both);
+        assert_eq!(invalid(70000), [port_finding]);
+        assert_eq!(invalid(0), [port_finding]);
         // A malformed range is named whatever the port.
         assert_eq!(
             causes(&with(None, Some(&["5000-x"]), "Y", "Y"), Role::Both),
             [(Status::Warn, Cause::DtcPortRange, "Ports")]
         );
-        let hop = config_hop(&with(Some(5101), Some(range), "Y", "Y"), Role::Both);
+        let hop = config_hop(&with(Some(5050), Some(range), "Y", "Y"), Role::Both);
         assert_eq!(hop.status, Status::Warn);
-        assert!(hop.detail.contains("5000-5100, 6000"), "{}", hop.detail);
+        assert!(hop.detail.contains("inside the RPC dynamic port range (5000-5100, 6000)"), "{}", hop.detail);
+        assert!(hop.hint.as_deref().unwrap().contains("KB 154596"));
         assert_eq!(hop.data["rpc_port_ranges"], serde_json::json!(["5000-5100", "6000-6000"]));
+        let hop = config_hop(&with(Some(5200), Some(range), "Y", "Y"), Role::Both);
+        assert_eq!(hop.status, Status::Pass);
+        assert!(hop.detail.contains("allow TCP 135 and 5200 in both directions"), "{}", hop.detail);
     }
 
     #[test]
