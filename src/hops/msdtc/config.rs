@@ -601,22 +601,22 @@ fn hop_from_findings(findings: &[Finding], summary: String) -> HopResult {
 pub fn compare_pair(near: &MsdtcConfig, far: &MsdtcConfig) -> HopResult {
     let mut found = Vec::new();
     let (a, b) = (near.authentication(), far.authentication());
-    if matches!(
-        (a, b),
-        (Some(AuthLevel::Mutual), Some(AuthLevel::None))
-            | (Some(AuthLevel::None), Some(AuthLevel::Mutual))
-    ) {
-        let (a, b) = (a.unwrap(), b.unwrap());
-        found.push(Finding::fail(
-            Cause::DtcAuthMismatch,
-            "AllowOnlySecureRpcCalls",
-            format!(
+    // Incoming works with either; only mutual against none cannot (MS-CMPO 2.1.3: a mutual
+    // side makes and accepts authenticated calls only, a none side makes unauthenticated ones).
+    if let (Some(a @ (AuthLevel::Mutual | AuthLevel::None)), Some(b)) = (a, b) {
+        if a != b && b != AuthLevel::Incoming {
+            let detail = format!(
                 "this host's MSDTC uses `{}`, the agent's host `{}`: these cannot work together",
                 a.dialog_name(),
                 b.dialog_name()
-            ),
-            HINT_AUTH_MISMATCH,
-        ));
+            );
+            found.push(Finding::fail(
+                Cause::DtcAuthMismatch,
+                "AllowOnlySecureRpcCalls",
+                detail,
+                HINT_AUTH_MISMATCH,
+            ));
+        }
     }
     if !on(near.network_dtc_access) || !on(near.network_dtc_access_outbound) {
         found.push(Finding::fail(
