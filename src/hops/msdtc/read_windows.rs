@@ -201,3 +201,72 @@ fn win_error(e: &windows_service::Error) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::config::{AuthLevel, MsdtcConfig};
+    use super::*;
+
+    /// What Microsoft's own cmdlets say on this host, as one JSON object.
+    const POWERSHELL: &str = "$s = Get-DtcNetworkSetting -DtcName Local; \
+        [pscustomobject]@{ inbound = $s.InboundTransactionsEnabled; \
+        outbound = $s.OutboundTransactionsEnabled; clients = $s.RemoteClientAccessEnabled; \
+        admin = $s.RemoteAdministrationAccessEnabled; xa = $s.XATransactionsEnabled; \
+        lu = $s.LUTransactionsEnabled; auth = [string]$s.AuthenticationLevel; \
+        service = [string](Get-Service MSDTC).Status } | ConvertTo-Json -Compress";
+
+    fn on(v: Option<u32>) -> bool {
+        matches!(v, Some(n) if n != 0)
+    }
+
+    /// Opt-in, for a real Windows host only (wine has neither MSDTC nor these cmdlets):
+    /// `set DTCPROBE_REAL_WINDOWS_MSDTC=1` then `cargo test --lib hops::msdtc::read_windows`.
+    /// Compares what this reader makes of the registry and the SCM with `Get-DtcNetworkSetting`
+    /// and `Get-Service MSDTC`: the claim that the registry values mean what docs/msdtc.md says
+    /// (Allow Inbound = NetworkDtcAccess and NetworkDtcAccessInbound, the MS-CMOM authentication
+    /// mapping ...) is confirmed here or nowhere. Change the settings in the Local DTC dialog and
+    /// run it again to cover more than one configuration.
+    #[test]
+    fn reading_agrees_with_get_dtcnetworksetting_on_a_real_windows_host() {
+        if std::env::var("DTCPROBE_REAL_WINDOWS_MSDTC").as_deref() != Ok("1") {
+            eprintln!(
+                "SKIP reading_agrees_with_get_dtcnetworksetting_on_a_real_windows_host: set \
+                 DTCPROBE_REAL_WINDOWS_MSDTC=1 on a real Windows host with MSDTC"
+            );
+            return;
+        }
+        let c: MsdtcConfig = read();
+        assert!(c.read_errors.is_empty(), "{:?}", c.read_errors);
+        let out = std::process::Command::new("powershell")
+            .args(["-NoProfile", "-NonInteractive", "-Command", POWERSHELL])
+            .output()
+            .expect("powershell");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let ps: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let flag = |k: &str| ps[k].as_bool().unwrap_or_else(|| panic!("{k}: {ps}"));
+        let network = on(c.network_dtc_access);
+        let context = format!("cmdlets: {ps}\nread: {c:#?}");
+        assert_eq!(flag("inbound"), network && on(c.network_dtc_access_inbound), "{context}");
+        assert_eq!(flag("outbound"), network && on(c.network_dtc_access_outbound), "{context}");
+        assert_eq!(flag("clients"), network && on(c.network_dtc_access_clients), "{context}");
+        assert_eq!(flag("admin"), network && on(c.network_dtc_access_admin), "{context}");
+        assert_eq!(flag("xa"), on(c.xa_transactions), "{context}");
+        assert_eq!(flag("lu"), on(c.lu_transactions), "{context}");
+        let auth = match ps["auth"].as_str() {
+            Some("Mutual") => Some(AuthLevel::Mutual),
+            Some("Incoming") => Some(AuthLevel::Incoming),
+            Some("NoAuth") => Some(AuthLevel::None),
+            other => panic!("unknown AuthenticationLevel {other:?}: {context}"),
+        };
+        assert_eq!(auth, c.authentication(), "{context}");
+        let service = match ps["service"].as_str() {
+            Some("Running") => Some(ServiceState::Running),
+            Some("Stopped") => Some(ServiceState::Stopped),
+            Some("Paused") => Some(ServiceState::Paused),
+            Some("StartPending") => Some(ServiceState::StartPending),
+            Some("StopPending") => Some(ServiceState::StopPending),
+            other => panic!("service status {other:?}: {context}"),
+        };
+        assert_eq!(service, c.service_state, "{context}");
+    }
+}
