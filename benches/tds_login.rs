@@ -116,6 +116,7 @@ fn main() {
         resolver: Arc::new(DnsResolver::from_system(Duration::from_secs(5))),
         trace: false,
         cross_zone: false,
+        routes: Default::default(),
     };
     let mut hop_sum = Vec::new();
     let mut chain_total = Vec::new();

@@ -63,6 +63,9 @@ pub struct RawCheck {
     // epm
     pub iface: Option<toml::Spanned<String>>,
     pub list_endpoints: Option<bool>,
+
+    // msdtc
+    pub role: Option<toml::Spanned<String>>,
 }
 
 impl RawCheck {
@@ -108,6 +111,7 @@ impl RawCheck {
             ("linked_server", at(&self.linked_server)),
             ("iface", at(&self.iface)),
             ("list_endpoints", flag(self.list_endpoints)),
+            ("role", at(&self.role)),
         ]
         .into_iter()
         .filter_map(|(key, offset)| offset.map(|o| (key, o)))

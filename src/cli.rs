@@ -124,8 +124,9 @@ Examples:
   dtcprobe peer sql01 --key-file agent.key --zone web          agent on the default port 7135
   dtcprobe peer sql01:7135 --key-file agent.key --reverse tcp://caller:135
   dtcprobe peer sql01 --key-file agent.key -c dtcprobe.toml --callback-port 5001
-Reverse checks run on the agent: tcp, dns and epm only (never mssql/postgres: the agent holds no
-credentials).";
+  dtcprobe peer sql01 --key-file agent.key msdtc://localhost --reverse msdtc://localhost
+Reverse checks run on the agent: tcp, dns, epm and msdtc only (never mssql/postgres: the agent
+holds no credentials).";
 
 const EXAMPLES_WATCH: &str = "\
 Examples:
@@ -190,7 +191,8 @@ pub struct WatchArgs {
 pub struct CheckArgs {
     /// Ad-hoc targets, optionally named NAME=URL: tcp://host:port, dns://host,
     /// mssql://user@host[:port|\instance]/db?tx=local|distributed,
-    /// postgres://user@host[:5432]/db?tx=local|twophase, epm://host[:135]?iface=UUID[/vMAJ.MIN].
+    /// postgres://user@host[:5432]/db?tx=local|twophase, epm://host[:135]?iface=UUID[/vMAJ.MIN],
+    /// msdtc://localhost?role=client|server|both (Windows: this host's MSDTC settings).
     /// Without TARGETs and -c: ./dtcprobe.toml, else $DTCPROBE_CONFIG.
     #[arg(value_name = "TARGET")]
     pub targets: Vec<String>,
@@ -511,6 +513,7 @@ pub struct PeerArgs {
 
     /// A reverse check for the agent to run (repeatable). The host `caller` stands for this host
     /// as the agent sees it (e.g. tcp://caller:135); other hosts must be in the agent's allow list.
+    /// msdtc://localhost reads the agent host's own MSDTC settings (no allow entry needed).
     #[arg(long = "reverse", value_name = "URL")]
     pub reverse: Vec<String>,
 

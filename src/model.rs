@@ -57,6 +57,15 @@ pub enum Cause {
     EpmAccessDenied,
     ProtocolError,
     DuplicateCid,
+    /// MSDTC on a host does not accept or send network transactions (Network DTC Access, Allow
+    /// Inbound / Allow Outbound off), read from its configuration.
+    DtcNetworkDisabled,
+    /// The two MSDTCs' RPC authentication settings cannot work together (mutual on one side, no
+    /// authentication on the other), or RPC refuses unauthenticated callers outright.
+    DtcAuthMismatch,
+    /// MSDTC's fixed port (ServerTcpPort) lies inside the restricted RPC dynamic port range (or is
+    /// no port), or that range is malformed.
+    DtcPortRange,
     AddressMismatch,
     CallbackMismatch,
     Config,
@@ -66,7 +75,7 @@ pub enum Cause {
 }
 
 impl Cause {
-    pub const ALL: [Cause; 24] = [
+    pub const ALL: [Cause; 27] = [
         Cause::Refused,
         Cause::Timeout,
         Cause::Unreachable,
@@ -86,6 +95,9 @@ impl Cause {
         Cause::EpmAccessDenied,
         Cause::ProtocolError,
         Cause::DuplicateCid,
+        Cause::DtcNetworkDisabled,
+        Cause::DtcAuthMismatch,
+        Cause::DtcPortRange,
         Cause::AddressMismatch,
         Cause::CallbackMismatch,
         Cause::Config,
@@ -114,6 +126,9 @@ impl Cause {
             Cause::EpmAccessDenied => "epm_access_denied",
             Cause::ProtocolError => "protocol_error",
             Cause::DuplicateCid => "duplicate_cid",
+            Cause::DtcNetworkDisabled => "dtc_network_disabled",
+            Cause::DtcAuthMismatch => "dtc_auth_mismatch",
+            Cause::DtcPortRange => "dtc_port_range",
             Cause::AddressMismatch => "address_mismatch",
             Cause::CallbackMismatch => "callback_mismatch",
             Cause::Config => "config",
@@ -149,6 +164,8 @@ pub enum HopKind {
     RpcBind,
     Callback,
     Twophase,
+    /// This host's MSDTC configuration (registry and service state), or two hosts' compared.
+    DtcConfig,
 }
 
 impl HopKind {
@@ -168,6 +185,7 @@ impl HopKind {
             HopKind::RpcBind => "rpc_bind",
             HopKind::Callback => "callback",
             HopKind::Twophase => "twophase",
+            HopKind::DtcConfig => "dtc_config",
         }
     }
 }

@@ -22,6 +22,7 @@ mod export_baseline;
 mod export_formats;
 mod export_progress;
 mod ms_drivers;
+mod msdtc_config;
 mod mssql_browser;
 mod mssql_freetds;
 mod mssql_login;

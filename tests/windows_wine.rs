@@ -39,7 +39,7 @@ const RUN_LIMIT: Duration = Duration::from_secs(90);
 // ---------------------------------------------------------------------------------------------
 
 /// Everything the wine tests need, found and prepared once per test process.
-struct WineSetup {
+pub(crate) struct WineSetup {
     exe: PathBuf,
     template: PathBuf,
     prefixes: PathBuf,
@@ -51,7 +51,7 @@ fn required() -> bool {
 
 /// The setup, or `None` (after saying why) when these tests cannot run here. Under
 /// DTCPROBE_REQUIRE_WINE=1 a missing piece is a failure, not a skip.
-fn wine(test: &str, needs_root: bool) -> Option<&'static WineSetup> {
+pub(crate) fn wine(test: &str, needs_root: bool) -> Option<&'static WineSetup> {
     static SETUP: OnceLock<Result<WineSetup, String>> = OnceLock::new();
     let why_not = if needs_root && !is_root() {
         Some("needs root for ip netns / nftables".to_string())
@@ -69,7 +69,7 @@ fn wine(test: &str, needs_root: bool) -> Option<&'static WineSetup> {
     None
 }
 
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     // target/debug/dtcprobe -> target
     Path::new(dtcprobe_bin())
         .parent()
@@ -207,14 +207,14 @@ fn stop_wineserver(prefix: &Path) {
 }
 
 /// A Windows host: a wine prefix of its own, in one network namespace (or the host's).
-struct WinHost<'a> {
+pub(crate) struct WinHost<'a> {
     setup: &'static WineSetup,
     ns: Option<&'a Netns>,
     prefix: PathBuf,
 }
 
 impl<'a> WinHost<'a> {
-    fn new(setup: &'static WineSetup, ns: Option<&'a Netns>) -> WinHost<'a> {
+    pub(crate) fn new(setup: &'static WineSetup, ns: Option<&'a Netns>) -> WinHost<'a> {
         let prefix = setup.prefixes.join(support::netns::unique_name("p"));
         // Hard links: the DLLs are only read. Registry files are rewritten by wineserver through a
         // rename, but are copied anyway so no test can reach the template through them.
@@ -251,7 +251,7 @@ impl<'a> WinHost<'a> {
     }
 
     /// `wine dtcprobe.exe ARGS` in this host's namespace, with its prefix.
-    fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut cmd = match self.ns {
             Some(ns) => ns.command("wine"),
             None => Command::new("wine"),
@@ -261,8 +261,19 @@ impl<'a> WinHost<'a> {
         cmd
     }
 
+    /// `wine ARGS` (a wine program: `cmd`, `sc` ...) in this host's namespace, with its prefix.
+    pub(crate) fn wine_command(&self, args: &[&str]) -> Command {
+        let mut cmd = match self.ns {
+            Some(ns) => ns.command("wine"),
+            None => Command::new("wine"),
+        };
+        cmd.args(args);
+        wine_env(&mut cmd, &self.prefix);
+        cmd
+    }
+
     /// Runs dtcprobe.exe; returns (exit code, stdout, stderr).
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
+    pub(crate) fn run(&self, args: &[&str]) -> (i32, String, String) {
         let out =
             output_within(&mut self.command(args), RUN_LIMIT).unwrap_or_else(|e| panic!("{e}"));
         (
@@ -319,7 +330,7 @@ impl<'a> WinHost<'a> {
     }
 
     /// A Windows path wine maps to `path` (drive Z: is the Unix root).
-    fn win_path(path: &Path) -> String {
+    pub(crate) fn win_path(path: &Path) -> String {
         format!("Z:{}", path.display()).replace('/', "\\")
     }
 }
@@ -809,7 +820,7 @@ fn exit_codes_and_config_errors_from_the_windows_build() {
 // ---------------------------------------------------------------------------------------------
 
 const AGENT_PORT: u16 = 7135;
-const KEY: &str = "b3f1c0ffee5eed0123456789abcdef0123456789abcdef0123456789abcdef01";
+pub(crate) const KEY: &str = "b3f1c0ffee5eed0123456789abcdef0123456789abcdef0123456789abcdef01";
 
 /// Drops new inbound TCP connections from the agent's zone: the classic one-way firewall.
 const ONE_WAY: &str = r#"
@@ -822,13 +833,13 @@ table ip zonefw {
 "#;
 
 /// A running agent (Linux or Windows) whose stderr is collected; killed on drop.
-struct Agent {
+pub(crate) struct Agent {
     _daemon: Daemon,
     log: Arc<Mutex<String>>,
 }
 
 impl Agent {
-    fn start(mut cmd: Command, what: &str) -> Agent {
+    pub(crate) fn start(mut cmd: Command, what: &str) -> Agent {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -860,7 +871,7 @@ impl Agent {
         agent
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 }

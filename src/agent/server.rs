@@ -691,8 +691,9 @@ fn refused_check(
     }
 }
 
-/// Check kinds the agent runs on request.
-pub const REVERSE_KINDS: &[&str] = &["tcp", "dns", "epm"];
+/// Check kinds the agent runs on request. `msdtc` reads the agent host's own MSDTC configuration
+/// (see [`authorize`] for why it needs no allow entry).
+pub const REVERSE_KINDS: &[&str] = &["tcp", "dns", "epm", "msdtc"];
 
 /// Pure policy: may the agent run this reverse check for a caller at `caller`? Returns the target
 /// to run (with the caller's address substituted when `to_caller`), or why not.
@@ -720,6 +721,15 @@ pub fn authorize(
             target.kind(),
             REVERSE_KINDS.join(", ")
         ));
+    }
+    // `msdtc://localhost` (its target type refuses every other host) reads this agent host's own
+    // registry and MSDTC service state: no packet leaves this host, nothing is written, and the
+    // caller chooses only the role the config is judged for. The allow list is about where the
+    // agent may connect to; this connects nowhere, so it is allowed for every authenticated
+    // caller. What it reveals (DTC security settings, RPC ports, the MSDTC CID) is what the
+    // caller needs to compare both sides, and only a holder of the key can ask.
+    if let Target::Msdtc(_) = &target {
+        return Ok(target);
     }
     let host = target.host();
     let is_caller = host
@@ -890,6 +900,11 @@ mod tests {
             ("epm://sql01", false, None), // default port 135 is not the allowed 1433
             ("mssql://sa@sql01/master", false, None), // credentialed kinds never run
             ("mssql://sa@caller/master", true, None),
+            // The agent's own MSDTC config: no connection anywhere, no allow entry needed.
+            ("msdtc://localhost", false, Some("localhost")),
+            ("msdtc://localhost?role=server", false, Some("localhost")),
+            ("msdtc://caller", true, None), // never another host's, not even the caller's
+            ("msdtc://sql01", false, None),
             ("not a url", false, None),
         ];
         for (url, to_caller, want) in cases {

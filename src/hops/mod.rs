@@ -126,6 +126,7 @@ kinds! {
     mssql => Mssql(mssql::MssqlTarget),
     postgres => Postgres(postgres::PgTarget),
     epm => Epm(epm::EpmTarget),
+    msdtc => Msdtc(msdtc::MsdtcTarget),
 }
 
 /// The schemes this build understands, for messages: `tcp://, dns://, ...`.
@@ -293,6 +294,7 @@ mod tests {
             linked_server: Some(toml::Spanned::new(0..0, String::new())),
             iface: Some(toml::Spanned::new(0..0, String::new())),
             list_endpoints: Some(true),
+            role: Some(toml::Spanned::new(0..0, String::new())),
             ..RawCheck::default()
         };
         let known: Vec<&str> = all
@@ -320,10 +322,10 @@ mod tests {
     #[test]
     fn registry_names_and_schemes() {
         let names: Vec<&str> = KINDS.iter().map(|k| k.name).collect();
-        assert_eq!(names, ["tcp", "dns", "mssql", "postgres", "epm"]);
+        assert_eq!(names, ["tcp", "dns", "mssql", "postgres", "epm", "msdtc"]);
         assert_eq!(
             schemes(),
-            "tcp://, dns://, mssql://, postgres://, postgresql://, epm://"
+            "tcp://, dns://, mssql://, postgres://, postgresql://, epm://, msdtc://"
         );
     }
 

@@ -236,8 +236,11 @@ pub fn hop_result(
 /// rounds of `watch` is exactly what hop `route` must see, so a cache never outlives its run.
 #[derive(Default)]
 pub struct RouteCache {
-    by_addr: std::sync::Mutex<HashMap<IpAddr, Arc<OnceCell<Result<RouteInfo, RouteError>>>>>,
+    by_addr: std::sync::Mutex<HashMap<IpAddr, Arc<RouteCell>>>,
 }
+
+/// One address's route, looked up once.
+type RouteCell = OnceCell<Result<RouteInfo, RouteError>>;
 
 impl RouteCache {
     /// The route to `addr`: looked up on first use (concurrent first uses share one lookup).

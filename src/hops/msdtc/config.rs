@@ -1,0 +1,955 @@
+//! One host's MSDTC configuration as read, and what it means. Pure: the Windows reader
+//! (`read_windows`) fills an [`MsdtcConfig`] from the registry and the service control manager;
+//! [`judge`] turns it into findings, [`compare_pair`] judges two hosts' configurations against
+//! each other (a `peer` run). Split this way so every rule has a table test on any platform and the
+//! reader stays a thin, Windows-only layer.
+//!
+//! Every value is an `Option`: a registry value that is absent is not a value of zero, and MSDTC
+//! treats some absent values differently from 0 (`AllowOnlySecureRpcCalls`, below). The struct
+//! serializes to the hop's `data` with the documented keys (docs/msdtc.md), and back: the near side
+//! of a `peer` run rebuilds the agent's configuration from its reverse `dtc_config` hop.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::model::{Cause, HopKind, HopResult, Status};
+
+/// The state the service control manager reports for the `MSDTC` service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceState {
+    Running,
+    Stopped,
+    StartPending,
+    StopPending,
+    Paused,
+    PausePending,
+    ContinuePending,
+    /// The SCM has no service named MSDTC (ERROR_SERVICE_DOES_NOT_EXIST).
+    NotInstalled,
+}
+
+impl ServiceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceState::Running => "running",
+            ServiceState::Stopped => "stopped",
+            ServiceState::StartPending => "start_pending",
+            ServiceState::StopPending => "stop_pending",
+            ServiceState::Paused => "paused",
+            ServiceState::PausePending => "pause_pending",
+            ServiceState::ContinuePending => "continue_pending",
+            ServiceState::NotInstalled => "not_installed",
+        }
+    }
+}
+
+/// MSDTC's RPC security level (MS-DTCO 3.2.1), as MS-CMOM 3.3.1.2.3 derives it from the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthLevel {
+    /// "Mutual Authentication Required".
+    Mutual,
+    /// "Incoming Caller Authentication Required".
+    Incoming,
+    /// "No Authentication Required".
+    None,
+}
+
+impl AuthLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthLevel::Mutual => "mutual",
+            AuthLevel::Incoming => "incoming",
+            AuthLevel::None => "none",
+        }
+    }
+
+    /// The radio button in the Local DTC security dialog.
+    fn dialog_name(self) -> &'static str {
+        match self {
+            AuthLevel::Mutual => "Mutual Authentication Required",
+            AuthLevel::Incoming => "Incoming Caller Authentication Required",
+            AuthLevel::None => "No Authentication Required",
+        }
+    }
+}
+
+/// Which way this host's MSDTC must carry transactions: a client (web/app server) flows them
+/// out (Allow Outbound), the SQL Server side receives them (Allow Inbound).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Client,
+    Server,
+    #[default]
+    Both,
+}
+
+impl Role {
+    pub fn parse(text: &str) -> Option<Role> {
+        match text.to_ascii_lowercase().as_str() {
+            "client" => Some(Role::Client),
+            "server" => Some(Role::Server),
+            "both" => Some(Role::Both),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Client => "client",
+            Role::Server => "server",
+            Role::Both => "both",
+        }
+    }
+
+    fn needs_outbound(self) -> bool {
+        matches!(self, Role::Client | Role::Both)
+    }
+
+    fn needs_inbound(self) -> bool {
+        matches!(self, Role::Server | Role::Both)
+    }
+}
+
+/// Everything read from one host. Field names are the `data` keys of hop `dtc_config`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MsdtcConfig {
+    /// `None` when the SCM could not be asked (see `service_error`).
+    pub service_state: Option<ServiceState>,
+    pub service_error: Option<String>,
+    // HKLM\SOFTWARE\Microsoft\MSDTC\Security
+    pub network_dtc_access: Option<u32>,
+    pub network_dtc_access_transactions: Option<u32>,
+    pub network_dtc_access_inbound: Option<u32>,
+    pub network_dtc_access_outbound: Option<u32>,
+    pub network_dtc_access_clients: Option<u32>,
+    pub network_dtc_access_admin: Option<u32>,
+    pub xa_transactions: Option<u32>,
+    pub lu_transactions: Option<u32>,
+    // HKLM\SOFTWARE\Microsoft\MSDTC
+    pub allow_only_secure_rpc_calls: Option<u32>,
+    pub fallback_to_unsecure_rpc_if_necessary: Option<u32>,
+    pub turn_off_rpc_security: Option<u32>,
+    pub server_tcp_port: Option<u32>,
+    // HKLM\SOFTWARE\Microsoft\Rpc\Internet
+    pub rpc_ports: Option<Vec<String>>,
+    pub rpc_ports_internet_available: Option<String>,
+    pub rpc_use_internet_ports: Option<String>,
+    // HKLM\SOFTWARE\Policies\Microsoft\Windows NT\Rpc
+    pub restrict_remote_clients: Option<u32>,
+    /// HKCR\CID\<GUID> whose description is "MSDTC" (lower case, no braces).
+    pub cid: Option<String>,
+    /// Values that exist but could not be read as expected (wrong type, access denied):
+    /// registry value name -> why. Never judged as absent.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub read_errors: BTreeMap<String, String>,
+}
+
+fn on(v: Option<u32>) -> bool {
+    matches!(v, Some(n) if n != 0)
+}
+
+/// "Y"/"N" registry strings (case-insensitive, surrounding blanks ignored).
+fn yes(v: &Option<String>) -> Option<bool> {
+    match v.as_deref().map(str::trim) {
+        Some(s) if s.eq_ignore_ascii_case("y") => Some(true),
+        Some(s) if s.eq_ignore_ascii_case("n") => Some(false),
+        _ => None,
+    }
+}
+
+/// The RPC dynamic port restriction as far as it can be told from the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RpcPortRange {
+    /// No `Ports` value: RPC uses the operating system's default dynamic range.
+    NotRestricted,
+    /// `Ports` with `PortsInternetAvailable=Y` and `UseInternetPorts=Y` (the documented way to
+    /// restrict RPC): dynamic endpoints come from these inclusive ranges.
+    Restricted(Vec<(u16, u16)>),
+    /// `Ports` is set, but with the other two values absent or not both `Y`: the effective range
+    /// is not judged (the meaning of the other combinations is not confirmed here).
+    NotJudged,
+    /// A `Ports` entry that is not `N` or `N-M` with 1 <= N <= M <= 65535.
+    Invalid(String),
+}
+
+/// Parses the `Ports` REG_MULTI_SZ entries (`5000-5100`, `5200`, blanks allowed).
+pub fn parse_port_ranges(entries: &[String]) -> Result<Vec<(u16, u16)>, String> {
+    let port = |s: &str, entry: &str| -> Result<u16, String> {
+        s.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("`{entry}` is not a port or a port range (N or N-M)"))
+    };
+    let mut ranges = Vec::new();
+    for entry in entries.iter().filter(|e| !e.trim().is_empty()) {
+        let (lo, hi) = match entry.split_once('-') {
+            Some((a, b)) => (port(a, entry)?, port(b, entry)?),
+            None => {
+                let p = port(entry, entry)?;
+                (p, p)
+            }
+        };
+        if lo > hi {
+            return Err(format!("`{entry}`: the range runs backwards"));
+        }
+        ranges.push((lo, hi));
+    }
+    if ranges.is_empty() {
+        return Err("`Ports` is set but lists no port".into());
+    }
+    Ok(ranges)
+}
+
+fn in_ranges(ranges: &[(u16, u16)], port: u32) -> bool {
+    ranges
+        .iter()
+        .any(|(lo, hi)| (u32::from(*lo)..=u32::from(*hi)).contains(&port))
+}
+
+fn ranges_text(ranges: &[(u16, u16)]) -> String {
+    ranges
+        .iter()
+        .map(|(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl MsdtcConfig {
+    /// The security level per MS-CMOM 3.3.1.2.3: `AllowOnlySecureRpcCalls` missing or non-zero
+    /// means mutual; else `FallbackToUnsecureRPCIfNecessary` non-zero means incoming; else
+    /// `TurnOffRpcSecurity` non-zero means none; else the implementation's default (`None`).
+    pub fn authentication(&self) -> Option<AuthLevel> {
+        if self.allow_only_secure_rpc_calls.is_none_or(|v| v != 0) {
+            Some(AuthLevel::Mutual)
+        } else if on(self.fallback_to_unsecure_rpc_if_necessary) {
+            Some(AuthLevel::Incoming)
+        } else if on(self.turn_off_rpc_security) {
+            Some(AuthLevel::None)
+        } else {
+            None
+        }
+    }
+
+    pub fn rpc_port_range(&self) -> RpcPortRange {
+        let Some(entries) = &self.rpc_ports else {
+            return RpcPortRange::NotRestricted;
+        };
+        let ranges = match parse_port_ranges(entries) {
+            Ok(r) => r,
+            Err(e) => return RpcPortRange::Invalid(e),
+        };
+        match (
+            yes(&self.rpc_ports_internet_available),
+            yes(&self.rpc_use_internet_ports),
+        ) {
+            (Some(true), Some(true)) => RpcPortRange::Restricted(ranges),
+            _ => RpcPortRange::NotJudged,
+        }
+    }
+
+    /// The hop's `data`: every value read (null when absent) plus what was derived from them.
+    pub fn to_data(&self, role: Role, findings: &[Finding]) -> Map<String, Value> {
+        let mut data = match serde_json::to_value(self) {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        data.insert("role".into(), role.as_str().into());
+        data.insert(
+            "authentication".into(),
+            self.authentication()
+                .map_or(Value::Null, |a| a.as_str().into()),
+        );
+        let range = match self.rpc_port_range() {
+            RpcPortRange::Restricted(r) => {
+                Value::Array(r.iter().map(|(a, b)| format!("{a}-{b}").into()).collect())
+            }
+            _ => Value::Null,
+        };
+        data.insert("rpc_port_ranges".into(), range);
+        data.insert(
+            "findings".into(),
+            Value::Array(findings.iter().map(Finding::to_json).collect()),
+        );
+        data
+    }
+
+    /// Back from a `dtc_config` hop's `data` (the agent's side of a `peer` run). `None` when the
+    /// data holds no configuration (a skipped hop, or data the agent had to drop).
+    pub fn from_data(data: &Map<String, Value>) -> Option<MsdtcConfig> {
+        if !data.contains_key("network_dtc_access") {
+            return None;
+        }
+        serde_json::from_value(Value::Object(data.clone())).ok()
+    }
+}
+
+/// One rule that did not pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub status: Status,
+    pub cause: Cause,
+    /// The setting it is about (registry value or service name).
+    pub setting: &'static str,
+    pub detail: String,
+    pub hint: String,
+}
+
+impl Finding {
+    fn fail(cause: Cause, setting: &'static str, detail: String, hint: &str) -> Finding {
+        Finding {
+            status: Status::Fail,
+            cause,
+            setting,
+            detail,
+            hint: hint.to_string(),
+        }
+    }
+
+    fn warn(cause: Cause, setting: &'static str, detail: String, hint: &str) -> Finding {
+        Finding {
+            status: Status::Warn,
+            ..Finding::fail(cause, setting, detail, hint)
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        serde_json::json!({
+            "status": self.status.as_str(),
+            "cause": self.cause.as_str(),
+            "setting": self.setting,
+            "detail": self.detail,
+            "hint": self.hint,
+        })
+    }
+}
+
+pub const HINT_SERVICE: &str = "start the Distributed Transaction Coordinator on this host: \
+PowerShell `Start-Service MSDTC` and `Set-Service MSDTC -StartupType Automatic` (cmd: `net start \
+msdtc`); if it is not installed, `msdtc -install` as administrator";
+
+pub const HINT_NETWORK_ACCESS: &str = "on this host open Component Services (dcomcnfg) > \
+Computers > My Computer > Distributed Transaction Coordinator > Local DTC > Properties > Security \
+and check `Network DTC Access` and, under Transaction Manager Communication, `Allow Inbound` \
+and `Allow Outbound`; or PowerShell `Set-DtcNetworkSetting -DtcName Local \
+-InboundTransactionsEnabled $true -OutboundTransactionsEnabled $true` (see the result with \
+`Get-DtcNetworkSetting -DtcName Local`), then restart MSDTC";
+
+pub const HINT_OUTBOUND: &str = "this host starts the transactions (client role), so its \
+MSDTC must send them: Component Services (dcomcnfg) > Computers > My Computer > Distributed \
+Transaction Coordinator > Local DTC > Properties > Security > `Allow Outbound`; or PowerShell \
+`Set-DtcNetworkSetting -DtcName Local -OutboundTransactionsEnabled $true`, then restart MSDTC";
+
+pub const HINT_INBOUND: &str = "this host receives the transactions (SQL Server side, server \
+role), so its MSDTC must accept them: Component Services (dcomcnfg) > Computers > My Computer > \
+Distributed Transaction Coordinator > Local DTC > Properties > Security > `Allow Inbound`; or \
+PowerShell `Set-DtcNetworkSetting -DtcName Local -InboundTransactionsEnabled $true`, then restart \
+MSDTC";
+
+pub const HINT_PORT_RANGE: &str = "MSDTC's fixed port (HKLM\\SOFTWARE\\Microsoft\\MSDTC \
+ServerTcpPort) lies inside the restricted RPC dynamic range (HKLM\\SOFTWARE\\Microsoft\\Rpc\\Internet \
+Ports), from which the RPC runtime hands ports to every dynamic server: Microsoft's guidance for a \
+fixed server port (KB 154596, \"How to configure RPC dynamic port allocation to work with \
+firewalls\") is a port outside that range. Move ServerTcpPort out of the range, allow TCP 135 and \
+that port in both directions, and restart MSDTC";
+
+pub const HINT_SERVER_PORT_INVALID: &str = "set HKLM\\SOFTWARE\\Microsoft\\MSDTC ServerTcpPort \
+(REG_DWORD) to a TCP port from 1 to 65535, or delete it to use the RPC dynamic range, and restart \
+MSDTC";
+
+pub const HINT_PORTS_INVALID: &str = "fix HKLM\\SOFTWARE\\Microsoft\\Rpc\\Internet `Ports` \
+(REG_MULTI_SZ, one `N` or `N-M` per line) or delete it: a malformed value can keep RPC servers \
+from listening (restart the host after changing it)";
+
+pub const HINT_RESTRICT_REMOTE_CLIENTS: &str = "RestrictRemoteClients = 2 (`Authenticated \
+without exceptions`, Computer Configuration > Administrative Templates > System > Remote \
+Procedure Call > Restrict Unauthenticated RPC clients) refuses every unauthenticated RPC call to \
+this host, including endpoint mapper lookups and MSDTC partners set to `No Authentication \
+Required`: set the policy to `Authenticated` or `None`";
+
+pub const HINT_AUTH_MISMATCH: &str = "one MSDTC requires mutual authentication and the other \
+uses none: they cannot talk. Set both to the same level (Incoming Caller Authentication works \
+with either) in Component Services (dcomcnfg) > Computers > My Computer > Distributed Transaction \
+Coordinator > Local DTC > Properties > Security, or PowerShell `Set-DtcNetworkSetting -DtcName \
+Local -AuthenticationLevel Mutual|Incoming|NoAuth`, then restart MSDTC on that host";
+
+/// Applies every rule to one host's configuration. Order: the service, network access, the
+/// direction the role needs, ports, RPC policy. Each rule names the setting it is about.
+pub fn judge(config: &MsdtcConfig, role: Role) -> Vec<Finding> {
+    let mut found = Vec::new();
+    match config.service_state {
+        Some(ServiceState::Running) => {}
+        Some(ServiceState::NotInstalled) => found.push(Finding::fail(
+            Cause::DtcUnavailable,
+            "MSDTC service",
+            "the MSDTC service is not installed".into(),
+            HINT_SERVICE,
+        )),
+        Some(state @ (ServiceState::StartPending | ServiceState::ContinuePending)) => found.push(
+            Finding::warn(
+                Cause::DtcUnavailable,
+                "MSDTC service",
+                format!("the MSDTC service is not running yet ({})", state.as_str()),
+                HINT_SERVICE,
+            ),
+        ),
+        Some(state) => found.push(Finding::fail(
+            Cause::DtcUnavailable,
+            "MSDTC service",
+            format!("the MSDTC service is not running ({})", state.as_str()),
+            HINT_SERVICE,
+        )),
+        None => found.push(Finding::warn(
+            Cause::Internal,
+            "MSDTC service",
+            format!(
+                "could not ask the service control manager about MSDTC: {}",
+                config.service_error.as_deref().unwrap_or("no reason given")
+            ),
+            "run dtcprobe as a user that may query services (any local user normally can)",
+        )),
+    }
+    let network_off = !on(config.network_dtc_access);
+    if network_off {
+        let detail = match config.network_dtc_access {
+            Some(v) => format!("Network DTC Access is off (NetworkDtcAccess = {v})"),
+            None => "Network DTC Access is not set (no NetworkDtcAccess value: MSDTC then accepts \
+                     local clients only)"
+                .to_string(),
+        };
+        found.push(Finding::fail(
+            Cause::DtcNetworkDisabled,
+            "NetworkDtcAccess",
+            detail,
+            HINT_NETWORK_ACCESS,
+        ));
+    }
+    if config.network_dtc_access_transactions == Some(0) {
+        found.push(Finding::fail(
+            Cause::DtcNetworkDisabled,
+            "NetworkDtcAccessTransactions",
+            "network transactions are off (NetworkDtcAccessTransactions = 0)".into(),
+            HINT_NETWORK_ACCESS,
+        ));
+    }
+    let direction = |value: Option<u32>, name: &'static str, checkbox: &str, hint: &str| {
+        (!on(value)).then(|| {
+            let state = match value {
+                Some(v) => format!("{name} = {v}"),
+                None => format!("no {name} value"),
+            };
+            Finding::fail(
+                Cause::DtcNetworkDisabled,
+                name,
+                format!("`{checkbox}` is off ({state})"),
+                hint,
+            )
+        })
+    };
+    if role.needs_outbound() {
+        found.extend(direction(
+            config.network_dtc_access_outbound,
+            "NetworkDtcAccessOutbound",
+            "Allow Outbound",
+            HINT_OUTBOUND,
+        ));
+    }
+    if role.needs_inbound() {
+        found.extend(direction(
+            config.network_dtc_access_inbound,
+            "NetworkDtcAccessInbound",
+            "Allow Inbound",
+            HINT_INBOUND,
+        ));
+    }
+    match (config.rpc_port_range(), config.server_tcp_port) {
+        (RpcPortRange::Invalid(why), _) => found.push(Finding::warn(
+            Cause::DtcPortRange,
+            "Ports",
+            format!("the RPC port range cannot be read: {why}"),
+            HINT_PORTS_INVALID,
+        )),
+        (_, Some(port)) if port == 0 || port > u32::from(u16::MAX) => found.push(Finding::warn(
+            Cause::DtcPortRange,
+            "ServerTcpPort",
+            format!("ServerTcpPort = {port} is not a TCP port"),
+            HINT_SERVER_PORT_INVALID,
+        )),
+        (RpcPortRange::Restricted(ranges), Some(port)) if in_ranges(&ranges, port) => {
+            found.push(Finding::warn(
+                Cause::DtcPortRange,
+                "ServerTcpPort",
+                format!(
+                    "ServerTcpPort {port} is inside the RPC dynamic port range ({}): another RPC \
+                     server can be handed that port",
+                    ranges_text(&ranges)
+                ),
+                HINT_PORT_RANGE,
+            ))
+        }
+        _ => {}
+    }
+    if config.restrict_remote_clients == Some(2) {
+        found.push(Finding::warn(
+            Cause::DtcAuthMismatch,
+            "RestrictRemoteClients",
+            "RestrictRemoteClients = 2: unauthenticated RPC calls to this host are refused".into(),
+            HINT_RESTRICT_REMOTE_CLIENTS,
+        ));
+    }
+    found
+}
+
+/// A one-line summary of what was read, for the hop's detail.
+fn summary(config: &MsdtcConfig, role: Role) -> String {
+    let flag = |v: Option<u32>| match v {
+        Some(0) => "off".to_string(),
+        Some(_) => "on".to_string(),
+        None => "not set".to_string(),
+    };
+    let mut parts = vec![
+        format!(
+            "service {}",
+            config
+                .service_state
+                .map_or("unknown", ServiceState::as_str)
+        ),
+        format!("network access {}", flag(config.network_dtc_access)),
+        format!("inbound {}", flag(config.network_dtc_access_inbound)),
+        format!("outbound {}", flag(config.network_dtc_access_outbound)),
+        format!(
+            "authentication {}",
+            config
+                .authentication()
+                .map_or("implementation default", AuthLevel::as_str)
+        ),
+    ];
+    if let Some(p) = config.server_tcp_port {
+        parts.push(format!(
+            "ServerTcpPort {p} (the firewall must allow TCP 135 and {p} in both directions)"
+        ));
+    }
+    match config.rpc_port_range() {
+        RpcPortRange::Restricted(r) => parts.push(format!("RPC ports {}", ranges_text(&r))),
+        RpcPortRange::NotJudged => parts.push(
+            "RPC Ports set without PortsInternetAvailable=Y and UseInternetPorts=Y (range not judged)"
+                .into(),
+        ),
+        _ => {}
+    }
+    if let Some(cid) = &config.cid {
+        parts.push(format!("CID {cid}"));
+    }
+    format!("role {}: {}", role.as_str(), parts.join(", "))
+}
+
+/// The `dtc_config` hop for one host: the worst finding decides status and cause; the detail
+/// names every finding, the data holds every value read.
+pub fn config_hop(config: &MsdtcConfig, role: Role) -> HopResult {
+    let findings = judge(config, role);
+    let data = config.to_data(role, &findings);
+    let mut hop = hop_from_findings(&findings, summary(config, role));
+    hop.data = data;
+    hop
+}
+
+fn hop_from_findings(findings: &[Finding], summary: String) -> HopResult {
+    let worst = findings.iter().map(|f| f.status).max();
+    let mut hop = match worst.and_then(|w| findings.iter().find(|f| f.status == w)) {
+        None => HopResult::pass(HopKind::DtcConfig, summary),
+        Some(first) => {
+            let problems: Vec<&str> = findings.iter().map(|f| f.detail.as_str()).collect();
+            // One hint per cause among the worst findings: the first names the setting that
+            // matters most (Network DTC Access covers Allow Inbound/Outbound too); the others
+            // stay in `data.findings` and the detail.
+            let mut hints: Vec<&str> = Vec::new();
+            let mut causes: Vec<Cause> = Vec::new();
+            for f in findings.iter().filter(|f| f.status == first.status) {
+                if !causes.contains(&f.cause) {
+                    causes.push(f.cause);
+                    hints.push(&f.hint);
+                }
+            }
+            HopResult::new(
+                HopKind::DtcConfig,
+                first.status,
+                format!("{}; {summary}", problems.join("; ")),
+            )
+            .with_cause(first.cause)
+            .with_hint(hints.join(" | "))
+        }
+    };
+    hop.data = Map::new();
+    hop
+}
+
+/// Judges two hosts' configurations against each other: this host (`near`, where `peer` runs,
+/// which starts the transactions) and the agent's host (`far`, which receives them). The CID
+/// comparison is not here: the existing `msdtc_cid` check does it (agent::client::compare_cids).
+pub fn compare_pair(near: &MsdtcConfig, far: &MsdtcConfig) -> HopResult {
+    let mut found = Vec::new();
+    let (a, b) = (near.authentication(), far.authentication());
+    // Incoming works with either; only mutual against none cannot (MS-CMPO 2.1.3: a mutual
+    // side makes and accepts authenticated calls only, a none side makes unauthenticated ones).
+    if let (Some(a @ (AuthLevel::Mutual | AuthLevel::None)), Some(b)) = (a, b) {
+        if a != b && b != AuthLevel::Incoming {
+            let detail = format!(
+                "this host's MSDTC uses `{}`, the agent's host `{}`: these cannot work together",
+                a.dialog_name(),
+                b.dialog_name()
+            );
+            found.push(Finding::fail(
+                Cause::DtcAuthMismatch,
+                "AllowOnlySecureRpcCalls",
+                detail,
+                HINT_AUTH_MISMATCH,
+            ));
+        }
+    }
+    if !on(near.network_dtc_access) || !on(near.network_dtc_access_outbound) {
+        found.push(Finding::fail(
+            Cause::DtcNetworkDisabled,
+            "NetworkDtcAccessOutbound",
+            "this host's MSDTC does not send network transactions (Network DTC Access or Allow \
+             Outbound off): it cannot flow a transaction to the agent's host"
+                .into(),
+            HINT_OUTBOUND,
+        ));
+    }
+    if !on(far.network_dtc_access) || !on(far.network_dtc_access_inbound) {
+        found.push(Finding::fail(
+            Cause::DtcNetworkDisabled,
+            "NetworkDtcAccessInbound",
+            "the agent host's MSDTC does not accept network transactions (Network DTC Access or \
+             Allow Inbound off): transactions from this host are refused there"
+                .into(),
+            "on the agent's host: Component Services (dcomcnfg) > Computers > My Computer > \
+             Distributed Transaction Coordinator > Local DTC > Properties > Security > `Network \
+             DTC Access` and `Allow Inbound`; or PowerShell `Set-DtcNetworkSetting -DtcName Local \
+             -InboundTransactionsEnabled $true`, then restart MSDTC",
+        ));
+    }
+    let name = |a: Option<AuthLevel>| a.map_or("implementation default", AuthLevel::as_str);
+    let summary = format!(
+        "authentication: this host {}, the agent's host {}",
+        name(a),
+        name(b)
+    );
+    let mut hop = hop_from_findings(&found, summary);
+    hop.data.insert("local_authentication".into(), name(a).into());
+    hop.data.insert("remote_authentication".into(), name(b).into());
+    hop.data.insert(
+        "findings".into(),
+        Value::Array(found.iter().map(Finding::to_json).collect()),
+    );
+    hop
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host set up as Microsoft's checklist says: running, network access, both directions,
+    /// mutual authentication.
+    fn good() -> MsdtcConfig {
+        MsdtcConfig {
+            service_state: Some(ServiceState::Running),
+            network_dtc_access: Some(1),
+            network_dtc_access_transactions: Some(1),
+            network_dtc_access_inbound: Some(1),
+            network_dtc_access_outbound: Some(1),
+            allow_only_secure_rpc_calls: Some(1),
+            fallback_to_unsecure_rpc_if_necessary: Some(0),
+            turn_off_rpc_security: Some(0),
+            cid: Some("5d1e0000-0000-0000-0000-000000000001".into()),
+            ..MsdtcConfig::default()
+        }
+    }
+
+    fn causes(c: &MsdtcConfig, role: Role) -> Vec<(Status, Cause, &'static str)> {
+        judge(c, role)
+            .into_iter()
+            .map(|f| (f.status, f.cause, f.setting))
+            .collect()
+    }
+
+    #[test]
+    fn a_good_config_passes_in_every_role() {
+        for role in [Role::Client, Role::Server, Role::Both] {
+            assert_eq!(causes(&good(), role), [], "{role:?}");
+            let hop = config_hop(&good(), role);
+            assert_eq!(hop.status, Status::Pass, "{hop:?}");
+            assert_eq!(hop.hop, HopKind::DtcConfig);
+            assert!(hop.detail.contains("authentication mutual"), "{}", hop.detail);
+            assert_eq!(hop.data["role"], role.as_str());
+        }
+    }
+
+    #[test]
+    fn the_service_state_is_judged() {
+        let with = |s: Option<ServiceState>| MsdtcConfig {
+            service_state: s,
+            service_error: s.is_none().then(|| "access denied".to_string()),
+            ..good()
+        };
+        let table = [
+            (Some(ServiceState::NotInstalled), Status::Fail, Cause::DtcUnavailable),
+            (Some(ServiceState::Stopped), Status::Fail, Cause::DtcUnavailable),
+            (Some(ServiceState::Paused), Status::Fail, Cause::DtcUnavailable),
+            (Some(ServiceState::StopPending), Status::Fail, Cause::DtcUnavailable),
+            (Some(ServiceState::StartPending), Status::Warn, Cause::DtcUnavailable),
+            (None, Status::Warn, Cause::Internal),
+        ];
+        for (state, status, cause) in table {
+            assert_eq!(
+                causes(&with(state), Role::Both),
+                [(status, cause, "MSDTC service")],
+                "{state:?}"
+            );
+        }
+        let hop = config_hop(&with(Some(ServiceState::Stopped)), Role::Both);
+        assert!(hop.hint.unwrap().contains("Start-Service MSDTC"));
+    }
+
+    #[test]
+    fn network_access_off_or_absent_fails_and_absent_is_not_zero_in_the_detail() {
+        for value in [Some(0), None] {
+            let c = MsdtcConfig {
+                network_dtc_access: value,
+                ..good()
+            };
+            let found = judge(&c, Role::Both);
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert_eq!(found[0].cause, Cause::DtcNetworkDisabled);
+            assert_eq!(found[0].setting, "NetworkDtcAccess");
+            let expected = if value.is_some() { "= 0" } else { "not set" };
+            assert!(found[0].detail.contains(expected), "{}", found[0].detail);
+            assert!(found[0].hint.contains("Network DTC Access"));
+            assert!(found[0].hint.contains("Set-DtcNetworkSetting"));
+        }
+        // NetworkDtcAccessTransactions: only an explicit 0 is judged.
+        let c = MsdtcConfig {
+            network_dtc_access_transactions: Some(0),
+            ..good()
+        };
+        assert_eq!(
+            causes(&c, Role::Both),
+            [(
+                Status::Fail,
+                Cause::DtcNetworkDisabled,
+                "NetworkDtcAccessTransactions"
+            )]
+        );
+        let c = MsdtcConfig {
+            network_dtc_access_transactions: None,
+            ..good()
+        };
+        assert_eq!(causes(&c, Role::Both), []);
+    }
+
+    #[test]
+    fn the_direction_the_role_needs() {
+        let no_in = MsdtcConfig {
+            network_dtc_access_inbound: Some(0),
+            ..good()
+        };
+        let no_out = MsdtcConfig {
+            network_dtc_access_outbound: None,
+            ..good()
+        };
+        let inbound = (Status::Fail, Cause::DtcNetworkDisabled, "NetworkDtcAccessInbound");
+        let outbound = (Status::Fail, Cause::DtcNetworkDisabled, "NetworkDtcAccessOutbound");
+        assert_eq!(causes(&no_in, Role::Client), []);
+        assert_eq!(causes(&no_in, Role::Server), [inbound]);
+        assert_eq!(causes(&no_in, Role::Both), [inbound]);
+        assert_eq!(causes(&no_out, Role::Client), [outbound]);
+        assert_eq!(causes(&no_out, Role::Server), []);
+        assert_eq!(causes(&no_out, Role::Both), [outbound]);
+        let hop = config_hop(&no_out, Role::Client);
+        assert!(hop.hint.as_deref().unwrap().contains("Allow Outbound"));
+        assert!(hop.detail.contains("no NetworkDtcAccessOutbound value"), "{}", hop.detail);
+    }
+
+    #[test]
+    fn authentication_follows_ms_cmom() {
+        let auth = |a: Option<u32>, f: Option<u32>, t: Option<u32>| {
+            MsdtcConfig {
+                allow_only_secure_rpc_calls: a,
+                fallback_to_unsecure_rpc_if_necessary: f,
+                turn_off_rpc_security: t,
+                ..MsdtcConfig::default()
+            }
+            .authentication()
+        };
+        assert_eq!(auth(None, None, None), Some(AuthLevel::Mutual));
+        assert_eq!(auth(Some(1), Some(1), Some(1)), Some(AuthLevel::Mutual));
+        assert_eq!(auth(Some(0), Some(1), Some(0)), Some(AuthLevel::Incoming));
+        assert_eq!(auth(Some(0), Some(1), Some(1)), Some(AuthLevel::Incoming));
+        assert_eq!(auth(Some(0), Some(0), Some(1)), Some(AuthLevel::None));
+        assert_eq!(auth(Some(0), None, Some(1)), Some(AuthLevel::None));
+        assert_eq!(auth(Some(0), Some(0), Some(0)), None);
+        assert_eq!(auth(Some(0), None, None), None);
+    }
+
+    #[test]
+    fn port_ranges_parse() {
+        let p = |v: &[&str]| parse_port_ranges(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(p(&["5000-5100"]), Ok(vec![(5000, 5100)]));
+        assert_eq!(p(&[" 5000 - 5100 ", "6000", ""]), Ok(vec![(5000, 5100), (6000, 6000)]));
+        for bad in [&["5100-5000"][..], &["x"], &["0-10"], &["5000-70000"], &[""], &[]] {
+            assert!(p(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn server_tcp_port_against_the_rpc_range() {
+        let with = |port: Option<u32>, ports: Option<&[&str]>, avail: &str, use_inet: &str| {
+            MsdtcConfig {
+                server_tcp_port: port,
+                rpc_ports: ports.map(|p| p.iter().map(|s| s.to_string()).collect()),
+                rpc_ports_internet_available: Some(avail.into()),
+                rpc_use_internet_ports: Some(use_inet.into()),
+                ..good()
+            }
+        };
+        let range: &[&str] = &["5000-5100", "6000"];
+        let port_finding = (Status::Warn, Cause::DtcPortRange, "ServerTcpPort");
+        // Outside the dynamic range is what Microsoft advises for a fixed server port.
+        assert_eq!(causes(&with(Some(5101), Some(range), "Y", "Y"), Role::Both), []);
+        assert_eq!(causes(&with(Some(135), Some(range), "Y", "Y"), Role::Both), []);
+        assert_eq!(causes(&with(Some(5000), Some(range), "Y", "Y"), Role::Both), [port_finding]);
+        assert_eq!(causes(&with(Some(5100), Some(range), "Y", "Y"), Role::Both), [port_finding]);
+        assert_eq!(causes(&with(Some(6000), Some(range), "y", "Y"), Role::Both), [port_finding]);
+        // No range, or a range whose meaning is not judged: not judged.
+        assert_eq!(causes(&with(Some(5050), None, "Y", "Y"), Role::Both), []);
+        assert_eq!(causes(&with(Some(5050), Some(range), "N", "Y"), Role::Both), []);
+        // Not a port at all.
+        let invalid = |p| causes(&with(Some(p), None, "Y", "Y"), Role::Both);
+        assert_eq!(invalid(70000), [port_finding]);
+        assert_eq!(invalid(0), [port_finding]);
+        // A malformed range is named whatever the port.
+        assert_eq!(
+            causes(&with(None, Some(&["5000-x"]), "Y", "Y"), Role::Both),
+            [(Status::Warn, Cause::DtcPortRange, "Ports")]
+        );
+        let hop = config_hop(&with(Some(5050), Some(range), "Y", "Y"), Role::Both);
+        assert_eq!(hop.status, Status::Warn);
+        assert!(hop.detail.contains("inside the RPC dynamic port range (5000-5100, 6000)"), "{}", hop.detail);
+        assert!(hop.hint.as_deref().unwrap().contains("KB 154596"));
+        assert_eq!(hop.data["rpc_port_ranges"], serde_json::json!(["5000-5100", "6000-6000"]));
+        let hop = config_hop(&with(Some(5200), Some(range), "Y", "Y"), Role::Both);
+        assert_eq!(hop.status, Status::Pass);
+        assert!(hop.detail.contains("allow TCP 135 and 5200 in both directions"), "{}", hop.detail);
+    }
+
+    #[test]
+    fn restrict_remote_clients_without_exceptions_warns() {
+        for (value, expected) in [(None, 0), (Some(0), 0), (Some(1), 0), (Some(2), 1)] {
+            let c = MsdtcConfig {
+                restrict_remote_clients: value,
+                ..good()
+            };
+            let found = causes(&c, Role::Both);
+            assert_eq!(found.len(), expected, "{value:?}: {found:?}");
+        }
+    }
+
+    #[test]
+    fn the_worst_finding_decides_and_every_finding_is_named() {
+        let c = MsdtcConfig {
+            service_state: Some(ServiceState::Stopped),
+            network_dtc_access_inbound: Some(0),
+            restrict_remote_clients: Some(2),
+            ..good()
+        };
+        let hop = config_hop(&c, Role::Both);
+        assert_eq!(hop.status, Status::Fail);
+        assert_eq!(hop.cause, Some(Cause::DtcUnavailable));
+        assert!(hop.detail.contains("not running (stopped)"), "{}", hop.detail);
+        assert!(hop.detail.contains("Allow Inbound"), "{}", hop.detail);
+        assert!(hop.detail.contains("RestrictRemoteClients"), "{}", hop.detail);
+        let hint = hop.hint.unwrap();
+        assert!(hint.contains("Start-Service") && hint.contains("Allow Inbound"), "{hint}");
+        assert!(!hint.contains("Restrict Unauthenticated"), "warn hints stay in data: {hint}");
+        assert_eq!(hop.data["findings"].as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn data_round_trips_and_absent_values_are_null() {
+        let c = MsdtcConfig {
+            server_tcp_port: Some(5100),
+            rpc_ports: Some(vec!["5000-5200".into()]),
+            read_errors: [("Ports".to_string(), "wrong type".to_string())].into(),
+            ..good()
+        };
+        let hop = config_hop(&c, Role::Client);
+        assert_eq!(hop.data["xa_transactions"], Value::Null);
+        assert_eq!(hop.data["network_dtc_access"], 1);
+        assert_eq!(hop.data["service_state"], "running");
+        assert_eq!(hop.data["authentication"], "mutual");
+        assert_eq!(hop.data["read_errors"]["Ports"], "wrong type");
+        assert_eq!(MsdtcConfig::from_data(&hop.data), Some(c));
+        assert_eq!(MsdtcConfig::from_data(&Map::new()), None);
+    }
+
+    #[test]
+    fn pairs_of_hosts() {
+        let level = |a: u32, f: u32, t: u32| MsdtcConfig {
+            allow_only_secure_rpc_calls: Some(a),
+            fallback_to_unsecure_rpc_if_necessary: Some(f),
+            turn_off_rpc_security: Some(t),
+            ..good()
+        };
+        let (mutual, incoming, none) = (level(1, 0, 0), level(0, 1, 0), level(0, 0, 1));
+        let pair = |a: &MsdtcConfig, b: &MsdtcConfig| {
+            let h = compare_pair(a, b);
+            (h.status, h.cause)
+        };
+        let mismatch = (Status::Fail, Some(Cause::DtcAuthMismatch));
+        assert_eq!(pair(&mutual, &none), mismatch);
+        assert_eq!(pair(&none, &mutual), mismatch);
+        for (a, b) in [
+            (&mutual, &mutual),
+            (&mutual, &incoming),
+            (&incoming, &none),
+            (&none, &none),
+            (&incoming, &incoming),
+        ] {
+            assert_eq!(pair(a, b), (Status::Pass, None), "{a:?} / {b:?}");
+        }
+        let h = compare_pair(&mutual, &none);
+        assert!(h.detail.contains("Mutual Authentication Required"), "{}", h.detail);
+        assert!(h.detail.contains("No Authentication Required"), "{}", h.detail);
+        assert_eq!(h.data["local_authentication"], "mutual");
+        assert_eq!(h.data["remote_authentication"], "none");
+        // The direction each side needs: this host out, the agent's host in.
+        let far_no_in = MsdtcConfig {
+            network_dtc_access_inbound: Some(0),
+            ..good()
+        };
+        let near_no_out = MsdtcConfig {
+            network_dtc_access_outbound: Some(0),
+            ..good()
+        };
+        let off = (Status::Fail, Some(Cause::DtcNetworkDisabled));
+        assert_eq!(pair(&good(), &far_no_in), off);
+        assert_eq!(pair(&near_no_out, &good()), off);
+        assert_eq!(pair(&far_no_in, &near_no_out), (Status::Pass, None));
+        assert!(compare_pair(&good(), &far_no_in)
+            .hint
+            .unwrap()
+            .starts_with("on the agent's host"));
+    }
+}
