@@ -365,7 +365,7 @@ async fn agent_session(opts: &PeerOptions, progress: &Mutex<SessionProgress>) ->
                 login_hop = Some(
                     HopResult::pass(
                         HopKind::Login,
-                        "authenticated to the agent (pre-shared key, Noise channel)",
+                        "authenticated to the agent (pre-shared key)",
                     )
                     .with_duration(login_started.elapsed()),
                 );
