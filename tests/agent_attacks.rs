@@ -321,7 +321,7 @@ fn log_injection_is_escaped_and_warnings_are_rate_limited() {
     let addr: SocketAddr = agent.addr.parse().unwrap();
     rt.block_on(async {
         for i in 0..300u32 {
-            let version = 1 + i % 2; // both protocol versions: whichever this agent speaks
+            let version = 2 + i % 2; // v2 (HMAC) and v3 (Noise): whichever this agent speaks
             let payload = serde_json::json!({"v": version, "msg": {"type": inject}}).to_string();
             let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
             frame.extend_from_slice(payload.as_bytes());

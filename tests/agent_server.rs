@@ -1,5 +1,6 @@
-//! The agent and the near side in-process on loopback: authentication, replay and stale requests,
-//! frame limits, slow clients, session bounds, policy refusals, lost agents. No root needed.
+//! The agent and the near side in-process on loopback: authentication (the Noise channel: wrong
+//! key, replayed and tampered sessions, an old protocol version), frame limits, slow clients,
+//! session bounds, policy refusals, lost agents. No root needed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,9 +8,8 @@ use std::time::{Duration, Instant};
 
 use dtcprobe::agent::client::{agent_checks, PeerOptions};
 use dtcprobe::agent::protocol::{
-    callback_token, new_nonce, parse_body, read_frame, sign_request, sign_request_raw,
-    sign_response, unix_now, write_frame, ErrorCode, Key, Message, RequestBody, ResponseBody,
-    ReverseTarget,
+    parse_body, read_frame, ErrorCode, Key, Message, RequestBody, ResponseBody, ReverseTarget,
+    SecureChannel, NOISE_PATTERN,
 };
 use dtcprobe::agent::server::{serve, AgentState};
 use dtcprobe::agent::{AgentConfig, AllowEntry};
@@ -94,14 +94,36 @@ fn hop(c: &CheckResult, kind: HopKind) -> &dtcprobe::model::HopResult {
         .unwrap_or_else(|| panic!("no hop {kind:?} in {c:#?}"))
 }
 
-/// Connects and reads the hello; returns the stream and the server nonce.
-async fn hello(addr: SocketAddr) -> (TcpStream, String) {
+/// Connects and reads the agent's plain hello; returns the stream.
+async fn hello(addr: SocketAddr) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.unwrap();
     match read_frame(&mut s, T).await.unwrap() {
-        Message::Hello { nonce, .. } => (s, nonce),
+        Message::Hello { noise } => assert_eq!(noise, NOISE_PATTERN),
         other => panic!("expected hello, got {other:?}"),
     }
+    s
 }
+
+/// Connects and completes the Noise handshake with `key`.
+async fn channel(addr: SocketAddr, key: &Key) -> SecureChannel<TcpStream> {
+    let s = TcpStream::connect(addr).await.unwrap();
+    SecureChannel::connect(s, key, T).await.unwrap()
+}
+
+/// Sends a request body (raw JSON) over an established channel; returns the agent's first answer.
+async fn request(ch: &mut SecureChannel<TcpStream>, body: &str) -> Message {
+    ch.send(
+        &Message::Request {
+            body: body.to_string(),
+        },
+        T,
+    )
+    .await
+    .unwrap();
+    ch.recv(T).await.unwrap()
+}
+
+const PING: &str = r#"{"op":"ping"}"#;
 
 #[tokio::test]
 async fn callback_and_allowed_reverse_checks_pass_on_loopback() {
@@ -175,52 +197,12 @@ async fn wrong_key_is_refused() {
 }
 
 #[tokio::test]
-async fn stale_and_replayed_requests_are_refused() {
-    let agent = Agent::start(AgentConfig::default()).await;
-    let k = key(b'k');
-
-    // Stale: a timestamp two minutes old, correctly MACed.
-    let (mut s, nonce) = hello(agent.addr).await;
-    let req = sign_request(&k, &nonce, "c1", unix_now() - 120, &RequestBody::Ping);
-    write_frame(&mut s, &req, T).await.unwrap();
-    match read_frame(&mut s, T).await.unwrap() {
-        Message::Error {
-            code: ErrorCode::AuthFailed,
-            message,
-        } => assert!(message.contains("away"), "{message}"),
-        other => panic!("stale request not refused: {other:?}"),
-    }
-
-    // Replay: a request recorded on one connection, replayed on another.
-    let (mut s1, nonce1) = hello(agent.addr).await;
-    let req = sign_request(&k, &nonce1, "c2", unix_now(), &RequestBody::Ping);
-    write_frame(&mut s1, &req, T).await.unwrap();
-    assert_eq!(read_frame(&mut s1, T).await.unwrap(), Message::Accepted);
-    assert!(matches!(
-        read_frame(&mut s1, T).await.unwrap(),
-        Message::Response { .. }
-    ));
-    let (mut s2, _) = hello(agent.addr).await;
-    write_frame(&mut s2, &req, T).await.unwrap();
-    match read_frame(&mut s2, T).await.unwrap() {
-        Message::Error {
-            code: ErrorCode::AuthFailed,
-            message,
-        } => assert!(message.contains("nonce"), "{message}"),
-        other => panic!("replay not refused: {other:?}"),
-    }
-    agent.stop().await;
-}
-
-#[tokio::test]
 async fn a_callback_host_cannot_be_smuggled_in() {
     let agent = Agent::start(AgentConfig::default()).await;
-    let (mut s, nonce) = hello(agent.addr).await;
+    let mut ch = channel(agent.addr, &key(b'k')).await;
     // The protocol has no field for a callback host; an extra one is rejected, not ignored.
     let body = r#"{"op":"peer","callback":{"port":135,"host":"198.18.0.99"}}"#;
-    let req = sign_request_raw(&key(b'k'), &nonce, "c", unix_now(), body);
-    write_frame(&mut s, &req, T).await.unwrap();
-    match read_frame(&mut s, T).await.unwrap() {
+    match request(&mut ch, body).await {
         Message::Error {
             code: ErrorCode::Protocol,
             message,
@@ -233,7 +215,7 @@ async fn a_callback_host_cannot_be_smuggled_in() {
 #[tokio::test]
 async fn oversize_frames_are_rejected_from_the_prefix() {
     let agent = Agent::start(AgentConfig::default()).await;
-    let (mut s, _) = hello(agent.addr).await;
+    let mut s = hello(agent.addr).await;
     // Claims 16 MiB and sends none of it: the agent answers at once instead of waiting for it.
     s.write_all(&(16u32 << 20).to_be_bytes()).await.unwrap();
     let started = Instant::now();
@@ -269,10 +251,10 @@ async fn slow_and_silent_clients_are_dropped() {
 
     let started = Instant::now();
     // Silent after the hello.
-    let (silent, _) = hello(agent.addr).await;
+    let silent = hello(agent.addr).await;
     let (silent_rd, _silent_wr) = silent.into_split();
     // Slowloris: a byte every 150ms never completes a frame within the deadline.
-    let (slow, _) = hello(agent.addr).await;
+    let slow = hello(agent.addr).await;
     let (slow_rd, mut slow_wr) = slow.into_split();
     let trickle = tokio::spawn(async move {
         let mut bytes = 200u32.to_be_bytes().to_vec();
@@ -297,10 +279,8 @@ async fn slow_and_silent_clients_are_dropped() {
         slow_at - started
     );
     // The agent still serves a well-behaved client promptly.
-    let (mut s, nonce) = hello(agent.addr).await;
-    let req = sign_request(&key(b'k'), &nonce, "c", unix_now(), &RequestBody::Ping);
-    write_frame(&mut s, &req, T).await.unwrap();
-    assert_eq!(read_frame(&mut s, T).await.unwrap(), Message::Accepted);
+    let mut ch = channel(agent.addr, &key(b'k')).await;
+    assert_eq!(request(&mut ch, PING).await, Message::Accepted);
     agent.stop().await;
 }
 
@@ -313,7 +293,7 @@ async fn sessions_are_bounded() {
     };
     let agent = Agent::start(config).await;
     // Unauthenticated connections do not take the session slot...
-    let (_idle, _) = hello(agent.addr).await;
+    let _idle = hello(agent.addr).await;
     // ...an authenticated request does: this one holds it while the agent waits on a callback
     // port that accepts and never acknowledges.
     let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -324,19 +304,25 @@ async fn sessions_are_bounded() {
             held.push(s);
         }
     });
-    let (mut holder, nonce) = hello(agent.addr).await;
+    let mut holder = channel(agent.addr, &key(b'k')).await;
     let body = RequestBody::Peer(dtcprobe::agent::protocol::PeerRequest {
         callback: Some(dtcprobe::agent::protocol::CallbackRequest { port }),
         hop_timeout_ms: Some(2000),
         ..Default::default()
     });
-    let req = sign_request(&key(b'k'), &nonce, "c", unix_now(), &body);
-    write_frame(&mut holder, &req, T).await.unwrap();
-    assert_eq!(read_frame(&mut holder, T).await.unwrap(), Message::Accepted);
-    let (mut second, nonce) = hello(agent.addr).await;
-    let req = sign_request(&key(b'k'), &nonce, "c2", unix_now(), &RequestBody::Ping);
-    write_frame(&mut second, &req, T).await.unwrap();
-    match read_frame(&mut second, T).await {
+    let body = serde_json::to_string(&body).unwrap();
+    assert_eq!(request(&mut holder, &body).await, Message::Accepted);
+    let mut second = channel(agent.addr, &key(b'k')).await;
+    second
+        .send(
+            &Message::Request {
+                body: PING.to_string(),
+            },
+            T,
+        )
+        .await
+        .unwrap();
+    match second.recv(T).await {
         Ok(Message::Error {
             code: ErrorCode::Busy,
             ..
@@ -351,13 +337,10 @@ async fn fake_agent(hang: bool) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
-        let hello = Message::Hello {
-            nonce: new_nonce().unwrap(),
-        };
-        write_frame(&mut s, &hello, T).await.unwrap();
-        let _ = read_frame(&mut s, T).await;
-        write_frame(&mut s, &Message::Accepted, T).await.unwrap();
+        let (s, _) = listener.accept().await.unwrap();
+        let mut s = SecureChannel::accept(s, &key(b'k'), T).await.unwrap();
+        let _ = s.recv(T).await;
+        s.send(&Message::Accepted, T).await.unwrap();
         if hang {
             tokio::time::sleep(Duration::from_secs(30)).await;
         }
@@ -435,29 +418,22 @@ async fn a_silent_stranger_on_the_callback_port_does_not_block_the_callback() {
     let k = key(b'k');
     let agent_key = k.clone();
     let script = tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
-        let nonce = new_nonce().unwrap();
-        let hello = Message::Hello {
-            nonce: nonce.clone(),
-        };
-        write_frame(&mut s, &hello, T).await.unwrap();
-        let Message::Request {
-            client_nonce, body, ..
-        } = read_frame(&mut s, T).await.unwrap()
-        else {
+        let (s, _) = listener.accept().await.unwrap();
+        let mut s = SecureChannel::accept(s, &agent_key, T).await.unwrap();
+        let Message::Request { body } = s.recv(T).await.unwrap() else {
             panic!("no request")
         };
         let RequestBody::Peer(req) = parse_body::<RequestBody>(&body).unwrap() else {
             panic!("not peer")
         };
         let cb = req.callback.expect("callback requested");
-        write_frame(&mut s, &Message::Accepted, T).await.unwrap();
+        s.send(&Message::Accepted, T).await.unwrap();
 
         let _stranger = TcpStream::connect(("127.0.0.1", cb.port)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         let started = Instant::now();
         let mut back = TcpStream::connect(("127.0.0.1", cb.port)).await.unwrap();
-        let token = callback_token(&agent_key, &nonce, &client_nonce);
+        let token = s.callback_token(&agent_key);
         back.write_all(format!("{token}\n").as_bytes())
             .await
             .unwrap();
@@ -474,13 +450,8 @@ async fn a_silent_stranger_on_the_callback_port_does_not_block_the_callback() {
             callback: Some(callback),
             ..Default::default()
         };
-        write_frame(
-            &mut s,
-            &sign_response(&agent_key, &client_nonce, &body).unwrap(),
-            T,
-        )
-        .await
-        .unwrap();
+        let body = serde_json::to_string(&body).unwrap();
+        s.send(&Message::Response { body }, T).await.unwrap();
         acked_in
     });
     let out = agent_checks(&peer_opts(addr, k)).await;

@@ -11,9 +11,11 @@
 mod support;
 
 mod agent_attacks;
+mod agent_channel;
 mod agent_cli;
 mod agent_metrics;
 mod agent_netns;
+mod agent_relay_netns;
 mod agent_server;
 mod cli;
 mod epm_peer;

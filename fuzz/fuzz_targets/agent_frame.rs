@@ -1,6 +1,6 @@
 //! The agent protocol's frame decoder on arbitrary bytes: it must never panic, never accept a frame
 //! over the limit, never claim more bytes than it was given, and whatever it decodes must re-encode
-//! to a frame that decodes to the same message. The MACed bodies are parsed too (the response body
+//! to a frame that decodes to the same message. The request and response bodies are parsed too (the response body
 //! into JSON values: its hop/check results are dtcprobe's report model, outside the codec crate).
 #![no_main]
 

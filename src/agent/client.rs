@@ -13,9 +13,9 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use super::protocol::{
-    callback_token, new_nonce, parse_body, read_frame, sign_request, unix_now, verify_response,
-    write_frame, CallbackRequest, ErrorCode, IoFrameError, Key, Message, PeerRequest, RequestBody,
-    ResponseBody, ReverseTarget,
+    message_name as msg_name, parse_body, AuthError, CallbackRequest, ChannelError, ErrorCode,
+    IoFrameError, Key, Message, PeerRequest, RequestBody, ResponseBody, ReverseTarget,
+    SecureChannel,
 };
 use crate::chain::interrupted_hop;
 use crate::hops;
@@ -295,28 +295,19 @@ async fn agent_session(opts: &PeerOptions, progress: &Mutex<SessionProgress>) ->
     lock(progress).tcp_hop = Some(tcp_hop.clone());
 
     // 2. Authenticate and send the request; 3. collect the callback and the answer.
-    if let Some(mut stream) = stream {
+    if let Some(stream) = stream {
         agent_ip = stream.peer_addr().ok().map(|a| a.ip());
         lock(progress).agent_ip = agent_ip;
         let login_started = Instant::now();
         let result = async {
-            let hello = read_frame(&mut stream, limit)
+            // The Noise handshake: authenticates both sides by the key, in one round trip.
+            let local = stream.local_addr();
+            let mut channel = SecureChannel::connect(stream, &opts.key, limit)
                 .await
-                .map_err(|e| login_failure(&e, "waiting for the agent's hello"))?;
-            let nonce = match hello {
-                Message::Hello { nonce } => nonce,
-                Message::Error { code, message } => return Err(agent_error(code, &message)),
-                other => {
-                    return Err(HopResult::fail(
-                        HopKind::Login,
-                        Cause::ProtocolError,
-                        format!("expected a hello from the agent, got {}", msg_name(&other)),
-                    ))
-                }
-            };
+                .map_err(|e| channel_failure(e, "during the handshake with the agent"))?;
             // Open the callback listener before asking for the callback.
             // The agent calls back the address this connection comes from: listen in its family.
-            let bind = match (opts.callback_bind, stream.local_addr()) {
+            let bind = match (opts.callback_bind, local) {
                 (IpAddr::V4(a), Ok(SocketAddr::V6(_))) if a.is_unspecified() => {
                     IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
                 }
@@ -332,10 +323,9 @@ async fn agent_session(opts: &PeerOptions, progress: &Mutex<SessionProgress>) ->
                     None
                 }
             };
-            let client_nonce = new_nonce()
-                .map_err(|e| HopResult::fail(HopKind::Login, Cause::Internal, e.to_string()))?;
-            // Derived, never sent: only the agent (holding the key) can present it.
-            let token = callback_token(&opts.key, &nonce, &client_nonce);
+            // Derived from the key and this session's handshake, never sent: only the agent of
+            // this very session can present it.
+            let token = channel.callback_token(&opts.key);
             callback_port = listener
                 .as_ref()
                 .and_then(|l| l.local_addr().ok())
@@ -352,19 +342,16 @@ async fn agent_session(opts: &PeerOptions, progress: &Mutex<SessionProgress>) ->
                 hop_timeout_ms: Some(limit.as_millis().min(u64::MAX as u128) as u64),
                 zone: opts.zone.clone(),
             };
-            let msg = sign_request(
-                &opts.key,
-                &nonce,
-                &client_nonce,
-                unix_now(),
-                &RequestBody::Peer(request),
-            );
-            write_frame(&mut stream, &msg, limit)
+            let body = serde_json::to_string(&RequestBody::Peer(request))
+                .map_err(|e| HopResult::fail(HopKind::Login, Cause::Internal, e.to_string()))?;
+            channel
+                .send(&Message::Request { body }, limit)
                 .await
-                .map_err(|e| login_failure(&e, "sending the request"))?;
-            let accepted = read_frame(&mut stream, limit)
+                .map_err(|e| channel_failure(e, "sending the request"))?;
+            let accepted = channel
+                .recv(limit)
                 .await
-                .map_err(|e| login_failure(&e, "waiting for the agent to accept the request"))?;
+                .map_err(|e| channel_failure(e, "waiting for the agent to accept the request"))?;
             match accepted {
                 Message::Accepted => {}
                 Message::Error { code, message } => return Err(agent_error(code, &message)),
@@ -376,13 +363,13 @@ async fn agent_session(opts: &PeerOptions, progress: &Mutex<SessionProgress>) ->
                     ))
                 }
             }
-            Ok((stream, listener, token, client_nonce))
+            Ok((channel, listener, token))
         }
         .await;
         match result {
             Err(hop) => login_hop = Some(hop.with_duration(login_started.elapsed())),
-            Ok((mut stream, listener, token, client_nonce)) => {
-                // The agent's name is only known from its MACed answer (the hello is anonymous).
+            Ok((mut channel, listener, token)) => {
+                // The agent's name is only known from its encrypted answer (the hello is anonymous).
                 login_hop = Some(
                     HopResult::pass(
                         HopKind::Login,
@@ -394,11 +381,13 @@ async fn agent_session(opts: &PeerOptions, progress: &Mutex<SessionProgress>) ->
                 let answer = async {
                     match tokio::time::timeout(
                         opts.session_timeout,
-                        read_frame(&mut stream, opts.session_timeout),
+                        channel.recv(opts.session_timeout),
                     )
                     .await
                     {
-                        Err(_) => Err(IoFrameError::Timeout(opts.session_timeout)),
+                        Err(_) => Err(ChannelError::Io(IoFrameError::Timeout(
+                            opts.session_timeout,
+                        ))),
                         Ok(r) => r,
                     }
                 };
@@ -408,21 +397,14 @@ async fn agent_session(opts: &PeerOptions, progress: &Mutex<SessionProgress>) ->
                     _ = accept => unreachable_accept(),
                 };
                 session = match answer {
-                    Ok(Message::Response { body, mac }) => {
-                        match verify_response(&opts.key, &client_nonce, &body, &mac) {
-                            Ok(()) => match parse_body::<ResponseBody>(&body) {
-                                Ok(b) => Session::Answered(Box::new(b)),
-                                Err(e) => Session::Lost {
-                                    cause: Cause::ProtocolError,
-                                    detail: format!("unreadable answer: {e}"),
-                                },
-                            },
-                            Err(e) => Session::Lost {
-                                cause: Cause::AuthFailed,
-                                detail: format!("the agent's answer failed authentication: {e}"),
-                            },
-                        }
-                    }
+                    // Decrypted under this session's keys: it comes from the agent.
+                    Ok(Message::Response { body }) => match parse_body::<ResponseBody>(&body) {
+                        Ok(b) => Session::Answered(Box::new(b)),
+                        Err(e) => Session::Lost {
+                            cause: Cause::ProtocolError,
+                            detail: format!("unreadable answer: {e}"),
+                        },
+                    },
                     Ok(Message::Error { code, message }) => Session::Lost {
                         cause: match code {
                             ErrorCode::Timeout => Cause::Timeout,
@@ -435,24 +417,31 @@ async fn agent_session(opts: &PeerOptions, progress: &Mutex<SessionProgress>) ->
                         cause: Cause::ProtocolError,
                         detail: format!("unexpected {} from the agent", msg_name(&other)),
                     },
-                    Err(IoFrameError::Timeout(t)) => Session::Lost {
+                    Err(ChannelError::Auth(e)) => Session::Lost {
+                        cause: Cause::AuthFailed,
+                        detail: format!("the agent's answer failed authentication: {e}"),
+                    },
+                    Err(ChannelError::Io(IoFrameError::Timeout(t))) => Session::Lost {
                         cause: Cause::Timeout,
                         detail: format!(
                             "the agent accepted the request but did not answer within {}",
                             humantime::format_duration(t)
                         ),
                     },
-                    Err(IoFrameError::Closed) => Session::Lost {
+                    Err(ChannelError::Io(IoFrameError::Closed)) => Session::Lost {
                         cause: Cause::Reset,
                         detail: "the agent closed the connection before answering".into(),
                     },
-                    Err(IoFrameError::Io(e)) => Session::Lost {
+                    Err(ChannelError::Io(IoFrameError::Io(e))) => Session::Lost {
                         cause: Cause::Reset,
                         detail: format!(
                             "the connection to the agent failed before it answered: {e}"
                         ),
                     },
-                    Err(IoFrameError::Frame(e)) => Session::Lost {
+                    Err(e @ ChannelError::Io(IoFrameError::Frame(_)))
+                    | Err(e @ ChannelError::Refused { .. })
+                    | Err(e @ ChannelError::Unexpected(_))
+                    | Err(e @ ChannelError::Noise(_)) => Session::Lost {
                         cause: Cause::ProtocolError,
                         detail: format!("bad frame from the agent: {e}"),
                     },
@@ -481,10 +470,10 @@ async fn agent_session(opts: &PeerOptions, progress: &Mutex<SessionProgress>) ->
     )
 }
 
-fn unreachable_accept<T>() -> Result<T, IoFrameError> {
-    Err(IoFrameError::Io(std::io::Error::other(
+fn unreachable_accept<T>() -> Result<T, ChannelError> {
+    Err(ChannelError::Io(IoFrameError::Io(std::io::Error::other(
         "callback listener stopped",
-    )))
+    ))))
 }
 
 /// Accepts connections on the callback port until dropped; a connection that presents the token
@@ -544,15 +533,40 @@ async fn accept_callbacks(
     }
 }
 
-fn msg_name(m: &Message) -> &'static str {
-    match m {
-        Message::Hello { .. } => "hello",
-        Message::Request { .. } => "request",
-        Message::Accepted => "accepted",
-        Message::Response { .. } => "response",
-        Message::Error { .. } => "error",
+/// A failed handshake or exchange with the agent, as the `login` hop reports it. A handshake the
+/// agent's answer does not verify is the key mismatch the agent itself would report.
+fn channel_failure(e: ChannelError, during: &str) -> HopResult {
+    match e {
+        ChannelError::Io(io) => login_failure(&io, during),
+        ChannelError::Refused { code, message } => agent_error(code, &message),
+        ChannelError::Auth(AuthError::Handshake) => HopResult::fail(
+            HopKind::Login,
+            Cause::AuthFailed,
+            format!("{during}: the agent's handshake does not verify: it does not hold this key"),
+        )
+        .with_hint(HINT_KEY_MISMATCH),
+        ChannelError::Auth(AuthError::Decrypt) => HopResult::fail(
+            HopKind::Login,
+            Cause::AuthFailed,
+            format!("{during}: {}", AuthError::Decrypt),
+        )
+        .with_hint(
+            "something on the path altered the encrypted traffic (a proxy, an IPS rewriting \
+             packets), or the agent restarted mid-session: retry, then check the path",
+        ),
+        e @ (ChannelError::Unexpected(_) | ChannelError::Noise(_)) => HopResult::fail(
+            HopKind::Login,
+            Cause::ProtocolError,
+            format!("{during}: {e}"),
+        )
+        .with_hint(
+            "something other than a dtcprobe agent of this version answered: check the address and both versions",
+        ),
     }
 }
+
+const HINT_KEY_MISMATCH: &str = "the key files on the two sides differ (compare them; \
+surrounding whitespace is ignored): copy the same key file to both hosts";
 
 fn login_failure(e: &IoFrameError, during: &str) -> HopResult {
     let (cause, hint) = match e {
@@ -564,6 +578,11 @@ fn login_failure(e: &IoFrameError, during: &str) -> HopResult {
             Cause::Reset,
             "the agent dropped the connection: too many sessions, a firewall/IPS, or not a dtcprobe agent",
         ),
+        IoFrameError::Frame(super::protocol::FrameError::Version { .. }) => (
+            Cause::ProtocolError,
+            "the agent runs a dtcprobe release with another protocol version (before version 3 the \
+             channel was not encrypted): install the same dtcprobe release on both sides",
+        ),
         IoFrameError::Frame(_) => (
             Cause::ProtocolError,
             "something other than a dtcprobe agent of this version answered: check the address and both versions",
@@ -574,22 +593,14 @@ fn login_failure(e: &IoFrameError, during: &str) -> HopResult {
 
 fn agent_error(code: ErrorCode, message: &str) -> HopResult {
     match code {
-        ErrorCode::AuthFailed => {
-            // The agent's refusal names a clock skew when that is the reason (its hello no longer
-            // carries its clock: it reveals nothing before authentication).
-            let hint = if message.contains("clock") {
-                "the clocks of the two hosts differ by more than 60s: synchronise the clocks (NTP)"
-            } else {
-                "the agent refused the request: the key files on the two sides differ (compare them; \
-                 trailing whitespace is ignored), or the clocks differ by more than 60s"
-            };
-            HopResult::fail(
-                HopKind::Login,
-                Cause::AuthFailed,
-                format!("refused by the agent: {message}"),
-            )
-            .with_hint(hint)
-        }
+        // No clocks are involved any more (replays are refused by the fresh session keys), so a
+        // refusal is a key mismatch, or traffic altered on the path.
+        ErrorCode::AuthFailed => HopResult::fail(
+            HopKind::Login,
+            Cause::AuthFailed,
+            format!("refused by the agent: {message}"),
+        )
+        .with_hint(HINT_KEY_MISMATCH),
         ErrorCode::Limit => HopResult::fail(
             HopKind::Login,
             Cause::Config,

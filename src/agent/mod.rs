@@ -1,14 +1,15 @@
 //! `dtcprobe agent` (the far side, a long-running service) and `dtcprobe peer` (the near side,
 //! one invocation covering both directions).
 //!
-//! - [`protocol`]: pure framing, messages, HMAC authentication and replay protection.
+//! - [`protocol`]: framing, messages, the key, and the encrypted channel (Noise `NNpsk0`).
 //! - [`server`]: the agent: sessions, callback, reverse checks, the allow-list policy.
 //! - [`client`]: the near side: the agent session, the callback listener, the combined report.
 //!
-//! Security model: the agent authenticates every request with a pre-shared key (HMAC-SHA256 over
-//! a server nonce, a timestamp and the request). It never acts as a scanner or proxy: a callback
-//! only goes to the source address of the authenticated connection, and reverse checks only to
-//! that address or to hosts listed in the agent's own `allow` list.
+//! Security model: the near side and the agent authenticate each other with a pre-shared key in a
+//! Noise handshake that gives every session fresh keys; everything after it is encrypted (so
+//! replays never decrypt, and nothing is readable on the path). The agent never acts as a
+//! scanner or proxy: a callback only goes to the source address of the authenticated connection,
+//! and reverse checks only to that address or to hosts listed in the agent's own `allow` list.
 
 pub mod client;
 pub mod cmd;
@@ -48,8 +49,8 @@ pub struct AgentConfig {
     /// address.
     pub max_pending: usize,
     pub max_pending_per_source: usize,
-    /// An unauthenticated connection must present a valid request within this time (capped by
-    /// `frame_timeout`).
+    /// An unauthenticated connection must finish the Noise handshake and send its encrypted request
+    /// within this time (capped by `frame_timeout`).
     pub handshake_timeout: Duration,
     /// Concurrent connections to `--metrics-listen` (more are closed at once).
     pub metrics_max_connections: usize,

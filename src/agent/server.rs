@@ -3,11 +3,12 @@
 //!
 //! Resource bounds: a connection first takes a slot of the pre-authentication budget
 //! (`max_pending` in total, `max_pending_per_source` per address; over budget it is closed at
-//! once) and must present a valid request within `handshake_timeout`. Only an authenticated
+//! once) and must finish the Noise handshake and present its encrypted request within
+//! `handshake_timeout` (the channel: [`super::protocol::channel`]). Only an authenticated
 //! request takes one of the `max_sessions` session slots (others get a `busy` error without
 //! waiting), so idle unauthenticated sockets cannot lock real peers out. Every frame must arrive
 //! whole within `frame_timeout`, every request finishes within `request_timeout`, frames over
-//! 64 KiB are refused from their length prefix, and a request for more than `max_reverse_checks`
+//! 64 KiB (and encrypted records over 65,535 bytes) are refused from their length prefix, and a request for more than `max_reverse_checks`
 //! reverse checks is refused whole. Repetitive warnings are rate-limited and network-derived text
 //! is escaped before it is logged ([`super::limits`]).
 
@@ -26,9 +27,9 @@ use tracing::{debug, info, warn};
 use super::limits::{log_text, BudgetRefusal, PreAuthBudget, PreAuthSlot, WarnLimiter};
 use super::metrics::AgentStats;
 use super::protocol::{
-    self, callback_token, check_fresh, encode_frame, new_nonce, parse_body, read_frame,
-    sign_response, unix_now, verify_request, write_frame, AuthError, ErrorCode, FrameError,
+    self, encode_payload, parse_body, write_frame, ChannelError, ErrorCode, FrameError,
     IoFrameError, Key, Message, PeerRequest, RequestBody, ResponseBody, ReverseTarget,
+    SecureChannel,
 };
 use super::{url_port, AgentConfig, AllowEntry};
 use crate::chain::RunContext;
@@ -59,8 +60,8 @@ pub struct AgentState {
 impl AgentState {
     pub fn new(key: Key, config: AgentConfig) -> AgentState {
         let sessions = Arc::new(Semaphore::new(config.max_sessions));
-        // No replay cache: each request must answer the random nonce the agent issued on its own
-        // connection, so a recorded request is useless on any other connection.
+        // No replay cache: a request travels under keys fresh to its own connection (Noise
+        // ephemeral keys), so a recorded one never decrypts on any other.
         AgentState {
             key,
             sessions,
@@ -159,35 +160,30 @@ fn warn_refused(state: &AgentState, peer: SocketAddr, what: &str, reason: &str) 
     }
 }
 
-async fn session(mut stream: TcpStream, peer: SocketAddr, state: &AgentState, slot: PreAuthSlot) {
+async fn session(stream: TcpStream, peer: SocketAddr, state: &AgentState, slot: PreAuthSlot) {
     let caller = peer.ip().to_canonical();
     let frame_timeout = state.config.frame_timeout;
     let handshake_timeout = state.config.handshake_timeout.min(frame_timeout);
-    let nonce = match new_nonce() {
-        Ok(n) => n,
-        Err(e) => {
-            warn!(error = %e, "no randomness for a nonce: dropping session");
-            return;
-        }
-    };
-    // Before authentication the agent says nothing about itself: no name, version or clock.
-    let hello = Message::Hello {
-        nonce: nonce.clone(),
-    };
     let started = tokio::time::Instant::now();
-    if let Err(e) = write_frame(&mut stream, &hello, handshake_timeout).await {
-        debug!(%peer, error = %e, "could not send hello");
-        return;
-    }
-    let remaining = handshake_timeout.saturating_sub(started.elapsed());
-    let msg = match read_frame(&mut stream, remaining).await {
-        Ok(m) => m,
-        // A bare TCP probe (connect, close) is normal: `dtcprobe check tcp://agent:port` does it.
-        Err(IoFrameError::Closed) => {
-            debug!(%peer, "connection closed without a request");
+    // The Noise handshake (the agent's hello says nothing about it: no name, version or clock).
+    let mut channel = match SecureChannel::accept(stream, &state.key, handshake_timeout).await {
+        Ok(c) => c,
+        Err((e, mut stream)) => {
+            refuse_handshake(state, peer, e, &mut stream, frame_timeout).await;
             return;
         }
-        Err(IoFrameError::Timeout(t)) => {
+    };
+    // The request, encrypted, still within the handshake deadline: a handshake replayed from a
+    // recording gets this far (its first message decrypts), but can never produce a request
+    // under this session's fresh keys.
+    let remaining = handshake_timeout.saturating_sub(started.elapsed());
+    let msg = match channel.recv(remaining).await {
+        Ok(m) => m,
+        Err(ChannelError::Io(IoFrameError::Closed)) => {
+            debug!(%peer, "connection closed after the handshake without a request");
+            return;
+        }
+        Err(ChannelError::Io(IoFrameError::Timeout(t))) => {
             warn_refused(
                 state,
                 peer,
@@ -195,6 +191,23 @@ async fn session(mut stream: TcpStream, peer: SocketAddr, state: &AgentState, sl
                 &format!("no complete request within {t:?}"),
             );
             AgentStats::bump(&state.stats.refused_timeout);
+            return;
+        }
+        Err(ChannelError::Auth(e)) => {
+            warn_refused(
+                state,
+                peer,
+                "refused unauthenticated request",
+                &e.to_string(),
+            );
+            AgentStats::bump(&state.stats.refused_auth);
+            refuse(
+                &mut channel,
+                ErrorCode::AuthFailed,
+                e.to_string(),
+                frame_timeout,
+            )
+            .await;
             return;
         }
         Err(e) => {
@@ -205,35 +218,26 @@ async fn session(mut stream: TcpStream, peer: SocketAddr, state: &AgentState, sl
                 &e.to_string(),
             );
             AgentStats::bump(&state.stats.refused_protocol);
-            if let IoFrameError::Frame(f) = &e {
-                refuse(
-                    &mut stream,
-                    ErrorCode::Protocol,
-                    f.to_string(),
-                    frame_timeout,
-                )
-                .await;
-            }
+            refuse(
+                &mut channel,
+                ErrorCode::Protocol,
+                e.to_string(),
+                frame_timeout,
+            )
+            .await;
             return;
         }
     };
-    let Message::Request {
-        nonce: got_nonce,
-        client_nonce,
-        timestamp,
-        body,
-        mac,
-    } = msg
-    else {
+    let Message::Request { body } = msg else {
         warn_refused(
             state,
             peer,
             "dropped session",
-            "first frame is not a request",
+            "first message is not a request",
         );
         AgentStats::bump(&state.stats.refused_protocol);
         refuse(
-            &mut stream,
+            &mut channel,
             ErrorCode::Protocol,
             "expected a request".into(),
             frame_timeout,
@@ -241,33 +245,8 @@ async fn session(mut stream: TcpStream, peer: SocketAddr, state: &AgentState, sl
         .await;
         return;
     };
-    if let Err(e) = authenticate(
-        state,
-        &nonce,
-        &got_nonce,
-        &client_nonce,
-        timestamp,
-        &body,
-        &mac,
-    ) {
-        // The reason helps the operator (key mismatch vs clock skew); never the key itself.
-        warn_refused(
-            state,
-            peer,
-            "refused unauthenticated request",
-            &e.to_string(),
-        );
-        AgentStats::bump(&state.stats.refused_auth);
-        refuse(
-            &mut stream,
-            ErrorCode::AuthFailed,
-            e.to_string(),
-            frame_timeout,
-        )
-        .await;
-        return;
-    }
-    // Authenticated: the pre-authentication slot is given back and a session slot is taken.
+    // Authenticated (the request decrypted under this session's keys): the pre-authentication
+    // slot is given back and a session slot is taken.
     drop(slot);
     let Ok(_permit) = state.sessions.clone().try_acquire_owned() else {
         AgentStats::bump(&state.stats.refused_busy);
@@ -275,7 +254,7 @@ async fn session(mut stream: TcpStream, peer: SocketAddr, state: &AgentState, sl
             warn!(%peer, max_sessions = state.config.max_sessions, suppressed, "too many sessions: refusing");
         }
         refuse(
-            &mut stream,
+            &mut channel,
             ErrorCode::Busy,
             "agent busy, try again".into(),
             frame_timeout,
@@ -295,7 +274,7 @@ async fn session(mut stream: TcpStream, peer: SocketAddr, state: &AgentState, sl
             );
             AgentStats::bump(&state.stats.refused_protocol);
             refuse(
-                &mut stream,
+                &mut channel,
                 ErrorCode::Protocol,
                 e.to_string(),
                 frame_timeout,
@@ -323,11 +302,12 @@ async fn session(mut stream: TcpStream, peer: SocketAddr, state: &AgentState, sl
                 "{} reverse checks asked for, this agent runs at most {max_reverse} per request (max_reverse_checks)",
                 req.reverse.len()
             );
-            refuse(&mut stream, ErrorCode::Limit, message, frame_timeout).await;
+            refuse(&mut channel, ErrorCode::Limit, message, frame_timeout).await;
             return;
         }
     }
-    if write_frame(&mut stream, &Message::Accepted, frame_timeout)
+    if channel
+        .send(&Message::Accepted, frame_timeout)
         .await
         .is_err()
     {
@@ -346,7 +326,7 @@ async fn session(mut stream: TcpStream, peer: SocketAddr, state: &AgentState, sl
         RequestBody::Ping => info!(%peer, "authenticated ping"),
         RequestBody::Peer(req) => {
             info!(%peer, callback = req.callback.is_some(), reverse = req.reverse.len(), "authenticated peer request");
-            let token = callback_token(&state.key, &nonce, &client_nonce);
+            let token = channel.callback_token(&state.key);
             match tokio::time::timeout(
                 state.config.request_timeout,
                 run_peer_request(&req, caller, &token, state),
@@ -374,36 +354,94 @@ async fn session(mut stream: TcpStream, peer: SocketAddr, state: &AgentState, sl
                         "request did not finish within {:?}",
                         state.config.request_timeout
                     );
-                    refuse(&mut stream, ErrorCode::Timeout, msg, frame_timeout).await;
+                    refuse(&mut channel, ErrorCode::Timeout, msg, frame_timeout).await;
                     return;
                 }
             }
         }
     }
-    let msg = fit_response(&state.key, &client_nonce, response);
-    match msg {
+    match fit_response(response) {
         Ok(m) => {
-            if let Err(e) = write_frame(&mut stream, &m, frame_timeout).await {
+            if let Err(e) = channel.send(&m, frame_timeout).await {
                 warn!(%peer, error = %e, "could not send the response");
             }
         }
         Err(e) => {
             warn!(%peer, error = %e, "response too large");
             let message = format!("the answer is too large ({e}): ask for fewer reverse checks");
-            refuse(&mut stream, ErrorCode::Protocol, message, frame_timeout).await;
+            refuse(&mut channel, ErrorCode::Protocol, message, frame_timeout).await;
         }
     }
 }
 
-/// Pure: the signed response, if need be without the reverse checks' hop data so that it fits in
-/// one frame (the verdicts matter more than the details); an error if even that is too large.
-pub fn fit_response(
-    key: &Key,
-    client_nonce: &str,
-    mut response: ResponseBody,
-) -> Result<Message, FrameError> {
-    let msg = sign_response(key, client_nonce, &response)?;
-    if encode_frame(&msg).is_ok() {
+/// A failed handshake: counted, logged (rate-limited, escaped) and, when the near side is still
+/// there to read it, answered in clear with the reason (never the key).
+async fn refuse_handshake(
+    state: &AgentState,
+    peer: SocketAddr,
+    e: ChannelError,
+    stream: &mut TcpStream,
+    frame_timeout: Duration,
+) {
+    let code = match &e {
+        // A bare TCP probe (connect, close) is normal: `dtcprobe check tcp://agent:port` does it.
+        ChannelError::Io(IoFrameError::Closed) => {
+            debug!(%peer, "connection closed without a handshake");
+            return;
+        }
+        ChannelError::Io(IoFrameError::Timeout(t)) => {
+            warn_refused(
+                state,
+                peer,
+                "dropped session: no handshake in time",
+                &format!("no complete handshake within {t:?}"),
+            );
+            AgentStats::bump(&state.stats.refused_timeout);
+            return;
+        }
+        ChannelError::Io(IoFrameError::Io(err)) => {
+            debug!(%peer, error = %err, "connection failed during the handshake");
+            return;
+        }
+        // The key files differ: the same wording and error code as ever.
+        ChannelError::Auth(_) => {
+            warn_refused(
+                state,
+                peer,
+                "refused unauthenticated request",
+                &e.to_string(),
+            );
+            AgentStats::bump(&state.stats.refused_auth);
+            ErrorCode::AuthFailed
+        }
+        _ => {
+            warn_refused(
+                state,
+                peer,
+                "dropped session: no valid handshake",
+                &e.to_string(),
+            );
+            AgentStats::bump(&state.stats.refused_protocol);
+            ErrorCode::Protocol
+        }
+    };
+    let refusal = Message::Error {
+        code,
+        message: e.to_string(),
+    };
+    let _ = write_frame(stream, &refusal, frame_timeout).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Pure: the response, if need be without the reverse checks' hop data so that it fits in one
+/// frame (the verdicts matter more than the details); an error if even that is too large.
+pub fn fit_response(mut response: ResponseBody) -> Result<Message, FrameError> {
+    let respond = |r: &ResponseBody| -> Result<Message, FrameError> {
+        let body = serde_json::to_string(r).map_err(|e| FrameError::Malformed(e.to_string()))?;
+        Ok(Message::Response { body })
+    };
+    let msg = respond(&response)?;
+    if encode_payload(&msg).is_ok() {
         return Ok(msg);
     }
     for check in &mut response.reverse {
@@ -415,30 +453,20 @@ pub fn fit_response(
             }
         }
     }
-    let msg = sign_response(key, client_nonce, &response)?;
-    encode_frame(&msg)?;
+    let msg = respond(&response)?;
+    encode_payload(&msg)?;
     Ok(msg)
 }
 
-fn authenticate(
-    state: &AgentState,
-    issued: &str,
-    nonce: &str,
-    client_nonce: &str,
-    timestamp: u64,
-    body: &str,
-    mac: &str,
-) -> Result<(), AuthError> {
-    if nonce != issued {
-        return Err(AuthError::WrongNonce);
-    }
-    verify_request(&state.key, nonce, client_nonce, timestamp, body, mac)?;
-    check_fresh(timestamp, unix_now())
-}
-
-async fn refuse(stream: &mut TcpStream, code: ErrorCode, message: String, limit: Duration) {
-    let _ = write_frame(stream, &Message::Error { code, message }, limit).await;
-    let _ = stream.shutdown().await;
+/// Sends a refusal (encrypted: the handshake is done) and closes.
+async fn refuse(
+    channel: &mut SecureChannel<TcpStream>,
+    code: ErrorCode,
+    message: String,
+    limit: Duration,
+) {
+    let _ = channel.send(&Message::Error { code, message }, limit).await;
+    channel.shutdown().await;
 }
 
 type CallbackOutcome = (Option<HopResult>, Option<SocketAddr>);
@@ -559,8 +587,8 @@ async fn resolve_caller_inner(
 }
 
 /// Connects back to the caller's source address, sends the session's callback token (derived
-/// from the key and both nonces: fixed format, never chosen by the caller, never sent in clear
-/// before), waits for the near side's ack. Also returns the callback socket's local address,
+/// from the key and the session's handshake hash: fixed format, never chosen by the caller, never
+/// sent before, worthless in any other session), waits for the near side's ack. Also returns the callback socket's local address,
 /// which the near side uses to tell the agent's callback from anyone else's.
 async fn callback(
     caller: IpAddr,
@@ -828,7 +856,6 @@ mod tests {
 
     #[test]
     fn oversize_answers_drop_hop_data_then_give_up() {
-        let key = Key::from_bytes(&[b'k'; 32], "t").unwrap();
         let check = |data: usize, detail: usize| {
             let hop = HopResult::pass(HopKind::Tcp, "d".repeat(detail))
                 .with_data("blob", "x".repeat(data));
@@ -849,23 +876,23 @@ mod tests {
             ..Default::default()
         };
         let decode = |m: &Message| -> ResponseBody {
-            let Message::Response { body, .. } = m else {
+            let Message::Response { body } = m else {
                 panic!("not a response")
             };
             protocol::parse_body(body).unwrap()
         };
         // Small: unchanged.
-        let m = fit_response(&key, "c", body(vec![check(10, 10)])).unwrap();
+        let m = fit_response(body(vec![check(10, 10)])).unwrap();
         assert_eq!(decode(&m).reverse[0].hops[0].data["blob"], "x".repeat(10));
         // Bulky data: verdict kept, data dropped, detail says so.
-        let m = fit_response(&key, "c", body(vec![check(40_000, 10), check(40_000, 10)])).unwrap();
+        let m = fit_response(body(vec![check(40_000, 10), check(40_000, 10)])).unwrap();
         let back = decode(&m);
         assert_eq!(back.reverse.len(), 2);
         assert!(back.reverse[0].hops[0].data.is_empty());
         assert!(back.reverse[0].hops[0].detail.contains("hop data dropped"));
         assert_eq!(back.reverse[0].hops[0].status, Status::Pass);
         // Too large even without data: an error, not a truncated frame.
-        assert!(fit_response(&key, "c", body(vec![check(0, 70_000)])).is_err());
+        assert!(fit_response(body(vec![check(0, 70_000)])).is_err());
     }
 
     fn rt(url: &str, to_caller: bool) -> ReverseTarget {

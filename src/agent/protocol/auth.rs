@@ -1,40 +1,38 @@
-//! Authentication of the agent protocol (pre-shared key, HMAC-SHA256): the key, the request and
-//! response MACs, nonces and the replay guard. Pure apart from reading the key file and drawing
-//! random nonces; the scheme is described in the parent module.
+//! The pre-shared key: loading the key file safely, and the keys derived from it for the Noise
+//! channel ([`Key::psk`]) and the callback token ([`callback_token`]). Pure apart from reading the
+//! key file.
+//!
+//! What the key file holds is never used directly: HKDF-SHA256 (RFC 5869) with a salt naming the
+//! protocol version and one `info` label per use turns it into independent 32-byte keys, so the
+//! Noise PSK and the callback key cannot be mistaken for each other, or for the keys of another
+//! protocol version, even though they come from the same file.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use thiserror::Error;
 
-use super::frame::FrameError;
-use super::messages::{Message, RequestBody, ResponseBody};
-
-/// Accepted clock difference between the near side and the agent, either way.
-pub const REPLAY_WINDOW_SECS: u64 = 60;
 /// Minimum key length, in bytes after trimming surrounding whitespace.
 pub const MIN_KEY_LEN: usize = 32;
-/// Length of nonces, in random bytes (sent hex-encoded).
-pub const NONCE_LEN: usize = 16;
 
 type HmacSha256 = Hmac<Sha256>;
 
-const REQUEST_CONTEXT: &[u8] = b"dtcprobe-agent/1 request";
-const RESPONSE_CONTEXT: &[u8] = b"dtcprobe-agent/1 response";
-const CALLBACK_CONTEXT: &[u8] = b"dtcprobe-agent/2 callback";
+/// HKDF salt: the protocol this key material is for.
+const KDF_SALT: &[u8] = b"dtcprobe-agent/3";
+/// HKDF labels, one per derived key.
+const PSK_LABEL: &[u8] = b"noise NNpsk0 psk";
+const CALLBACK_LABEL: &[u8] = b"callback token";
 
+/// Why the handshake or an encrypted frame did not authenticate.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum AuthError {
-    #[error("request does not answer the nonce this agent issued")]
-    WrongNonce,
-    #[error("request timestamp is {skew_secs}s away from the agent's clock (allowed: ±{REPLAY_WINDOW_SECS}s)")]
-    Stale { skew_secs: i64 },
-    #[error("bad MAC: the near side and the agent do not share the same key")]
-    BadMac,
-    #[error("MAC is not valid hex")]
-    MalformedMac,
+    #[error("handshake failed: the near side and the agent do not hold the same key")]
+    Handshake,
+    #[error(
+        "an encrypted frame did not decrypt: tampered with, replayed, or from another session"
+    )]
+    Decrypt,
 }
 
 #[derive(Debug, Error)]
@@ -61,13 +59,18 @@ pub enum KeyError {
 /// Largest key file read, in bytes (a hex key from `keygen` is 65).
 pub const MAX_KEY_FILE_LEN: u64 = 4096;
 
-/// The pre-shared key. Its `Debug` never shows the bytes.
+/// The pre-shared key, as the two keys derived from it (the key file's bytes are not kept). Its
+/// `Debug` never shows them.
 #[derive(Clone)]
-pub struct Key(Vec<u8>);
+pub struct Key {
+    psk: [u8; 32],
+    callback_key: [u8; 32],
+    len: usize,
+}
 
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Key(<{} bytes, redacted>)", self.0.len())
+        write!(f, "Key(<{} bytes, redacted>)", self.len)
     }
 }
 
@@ -82,7 +85,16 @@ impl Key {
                 len: trimmed.len(),
             });
         }
-        Ok(Key(trimmed.to_vec()))
+        Ok(Key {
+            psk: hkdf_sha256(KDF_SALT, trimmed, PSK_LABEL),
+            callback_key: hkdf_sha256(KDF_SALT, trimmed, CALLBACK_LABEL),
+            len: trimmed.len(),
+        })
+    }
+
+    /// The Noise pre-shared key (32 bytes, as `NNpsk0` needs).
+    pub fn psk(&self) -> &[u8; 32] {
+        &self.psk
     }
 
     /// Reads a key file. Refused: anything but a regular file (a FIFO would block, a device
@@ -134,11 +146,6 @@ impl Key {
         }
         Key::from_bytes(&bytes, &shown)
     }
-
-    fn mac(&self) -> HmacSha256 {
-        // HMAC accepts keys of any length.
-        <HmacSha256 as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length")
-    }
 }
 
 fn trim_ascii(mut b: &[u8]) -> &[u8] {
@@ -159,154 +166,32 @@ fn trim_ascii(mut b: &[u8]) -> &[u8] {
     b
 }
 
-fn feed(mac: &mut HmacSha256, field: &[u8]) {
-    mac.update(&(field.len() as u64).to_be_bytes());
-    mac.update(field);
+/// HKDF-SHA256 (RFC 5869), extract then expand, for one 32-byte output block.
+fn hkdf_sha256(salt: &[u8], ikm: &[u8], info: &[u8]) -> [u8; 32] {
+    let mut extract = <HmacSha256 as Mac>::new_from_slice(salt).expect("HMAC takes any key length");
+    extract.update(ikm);
+    let prk = extract.finalize().into_bytes();
+    let mut expand = <HmacSha256 as Mac>::new_from_slice(&prk).expect("HMAC takes any key length");
+    expand.update(info);
+    expand.update(&[1]);
+    expand.finalize().into_bytes().into()
 }
 
-fn request_mac(
-    key: &Key,
-    nonce: &str,
-    client_nonce: &str,
-    timestamp: u64,
-    body: &str,
-) -> HmacSha256 {
-    let mut mac = key.mac();
-    feed(&mut mac, REQUEST_CONTEXT);
-    feed(&mut mac, nonce.as_bytes());
-    feed(&mut mac, client_nonce.as_bytes());
-    feed(&mut mac, &timestamp.to_be_bytes());
-    feed(&mut mac, body.as_bytes());
-    mac
-}
-
-fn response_mac(key: &Key, client_nonce: &str, body: &str) -> HmacSha256 {
-    let mut mac = key.mac();
-    feed(&mut mac, RESPONSE_CONTEXT);
-    feed(&mut mac, client_nonce.as_bytes());
-    feed(&mut mac, body.as_bytes());
-    mac
-}
-
-/// Builds an authenticated request message for the server nonce of a `Hello`.
-pub fn sign_request(
-    key: &Key,
-    nonce: &str,
-    client_nonce: &str,
-    timestamp: u64,
-    body: &RequestBody,
-) -> Message {
-    let body = serde_json::to_string(body).expect("request bodies always serialize");
-    sign_request_raw(key, nonce, client_nonce, timestamp, &body)
-}
-
-/// As [`sign_request`], for a body already serialized (tests use it to send bodies the typed API
-/// cannot express).
-pub fn sign_request_raw(
-    key: &Key,
-    nonce: &str,
-    client_nonce: &str,
-    timestamp: u64,
-    body: &str,
-) -> Message {
-    let mac = request_mac(key, nonce, client_nonce, timestamp, body)
-        .finalize()
-        .into_bytes();
-    Message::Request {
-        nonce: nonce.to_string(),
-        client_nonce: client_nonce.to_string(),
-        timestamp,
-        body: body.to_string(),
-        mac: hex_encode(&mac),
-    }
-}
-
-/// Verifies a request MAC in constant time.
-pub fn verify_request(
-    key: &Key,
-    nonce: &str,
-    client_nonce: &str,
-    timestamp: u64,
-    body: &str,
-    mac_hex: &str,
-) -> Result<(), AuthError> {
-    let tag = hex_decode(mac_hex).ok_or(AuthError::MalformedMac)?;
-    request_mac(key, nonce, client_nonce, timestamp, body)
-        .verify_slice(&tag)
-        .map_err(|_| AuthError::BadMac)
-}
-
-pub fn sign_response(
-    key: &Key,
-    client_nonce: &str,
-    body: &ResponseBody,
-) -> Result<Message, FrameError> {
-    let body = serde_json::to_string(body).map_err(|e| FrameError::Malformed(e.to_string()))?;
-    let mac = response_mac(key, client_nonce, &body)
-        .finalize()
-        .into_bytes();
-    Ok(Message::Response {
-        body,
-        mac: hex_encode(&mac),
-    })
-}
-
-pub fn verify_response(
-    key: &Key,
-    client_nonce: &str,
-    body: &str,
-    mac_hex: &str,
-) -> Result<(), AuthError> {
-    let tag = hex_decode(mac_hex).ok_or(AuthError::MalformedMac)?;
-    response_mac(key, client_nonce, body)
-        .verify_slice(&tag)
-        .map_err(|_| AuthError::BadMac)
-}
-
-/// Rejects a request timestamp more than [`REPLAY_WINDOW_SECS`] away from the agent's clock
-/// `now`. Replays need no cache: a request must answer the nonce the agent issued on its own
-/// connection, and every connection gets a fresh random one.
-pub fn check_fresh(timestamp: u64, now: u64) -> Result<(), AuthError> {
-    let skew = timestamp as i128 - now as i128;
-    if skew.unsigned_abs() > REPLAY_WINDOW_SECS as u128 {
-        return Err(AuthError::Stale {
-            skew_secs: skew.clamp(i64::MIN as i128, i64::MAX as i128) as i64,
-        });
-    }
-    Ok(())
-}
-
-/// The token the agent sends over the callback connection: HMAC(key, context | server nonce |
-/// client nonce), hex. Both sides compute it, so it never travels before the callback; an
-/// eavesdropper who saw the nonces cannot compute it without the key, and the caller cannot
-/// choose the bytes the agent writes to its port. Fixed format: [`CALLBACK_TOKEN_LEN`] hex digits.
-pub fn callback_token(key: &Key, nonce: &str, client_nonce: &str) -> String {
-    let mut mac = key.mac();
-    feed(&mut mac, CALLBACK_CONTEXT);
-    feed(&mut mac, nonce.as_bytes());
-    feed(&mut mac, client_nonce.as_bytes());
+/// The token the agent sends over the callback connection: HMAC-SHA256 under the key file's
+/// callback key, over the session's Noise handshake hash, as 64 lowercase hex digits. Bound to the
+/// session (every handshake hash differs: fresh ephemeral keys on both sides) and to the key (the
+/// handshake hash alone is computable by an eavesdropper, the token is not). Both sides compute
+/// it, so it never travels before the callback, a token seen on one callback is worthless for any
+/// other session, and the caller cannot choose the bytes the agent writes to its port.
+pub fn callback_token(key: &Key, handshake_hash: &[u8]) -> String {
+    let mut mac =
+        <HmacSha256 as Mac>::new_from_slice(&key.callback_key).expect("HMAC takes any key length");
+    mac.update(handshake_hash);
     hex_encode(&mac.finalize().into_bytes())
 }
 
 /// Length of a callback token, in hex digits.
 pub const CALLBACK_TOKEN_LEN: usize = 64;
-
-// ---------------------------------------------------------------------------------------------
-// Small helpers
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs()
-}
-
-/// A fresh random nonce, hex-encoded.
-pub fn new_nonce() -> Result<String, getrandom::Error> {
-    let mut bytes = [0u8; NONCE_LEN];
-    getrandom::fill(&mut bytes)?;
-    Ok(hex_encode(&bytes))
-}
 
 pub fn hex_encode(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -318,6 +203,8 @@ pub fn hex_encode(bytes: &[u8]) -> String {
     s
 }
 
+/// Hex to bytes; `None` for odd lengths, non-hex digits, or more than 256 digits (nothing in the
+/// protocol is longer: a handshake message is 48 bytes).
 pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
     if text.len() % 2 != 0 || text.len() > 256 {
         return None;
@@ -361,157 +248,11 @@ mod tests {
             !format!("{k:?}").contains("0123"),
             "Debug must not leak the key"
         );
+        // Trimmed whitespace does not change the key.
+        let spaced = Key::from_bytes(b"  0123456789abcdef0123456789abcdef\r\n", "k").unwrap();
+        assert_eq!(spaced.psk(), k.psk());
         let err = Key::from_bytes(b"short", "/etc/k").unwrap_err().to_string();
         assert!(err.contains("/etc/k") && err.contains("32"), "{err}");
-    }
-
-    #[test]
-    fn request_mac_verifies_and_detects_tampering() {
-        let k = key();
-        let other = Key::from_bytes(&[b'z'; 40], "other").unwrap();
-        let Message::Request {
-            nonce,
-            client_nonce,
-            timestamp,
-            body,
-            mac,
-        } = sign_request(&k, "n1", "c1", 1000, &RequestBody::Ping)
-        else {
-            panic!("not a request")
-        };
-        assert_eq!(
-            verify_request(&k, &nonce, &client_nonce, timestamp, &body, &mac),
-            Ok(())
-        );
-        // (key, nonce, client nonce, timestamp, body, mac) -> expected
-        type Case<'a> = (
-            &'a Key,
-            &'a str,
-            &'a str,
-            u64,
-            &'a str,
-            String,
-            Result<(), AuthError>,
-        );
-        let flipped = {
-            let mut m = hex_decode(&mac).unwrap();
-            m[0] ^= 1;
-            hex_encode(&m)
-        };
-        let cases: Vec<Case> = vec![
-            (
-                &other,
-                "n1",
-                "c1",
-                1000,
-                &body,
-                mac.clone(),
-                Err(AuthError::BadMac),
-            ),
-            (
-                &k,
-                "n2",
-                "c1",
-                1000,
-                &body,
-                mac.clone(),
-                Err(AuthError::BadMac),
-            ),
-            (
-                &k,
-                "n1",
-                "c2",
-                1000,
-                &body,
-                mac.clone(),
-                Err(AuthError::BadMac),
-            ),
-            (
-                &k,
-                "n1",
-                "c1",
-                1001,
-                &body,
-                mac.clone(),
-                Err(AuthError::BadMac),
-            ),
-            (
-                &k,
-                "n1",
-                "c1",
-                1000,
-                r#"{"op":"peer"}"#,
-                mac.clone(),
-                Err(AuthError::BadMac),
-            ),
-            (&k, "n1", "c1", 1000, &body, flipped, Err(AuthError::BadMac)),
-            (
-                &k,
-                "n1",
-                "c1",
-                1000,
-                &body,
-                mac[..10].to_string(),
-                Err(AuthError::BadMac),
-            ),
-            (
-                &k,
-                "n1",
-                "c1",
-                1000,
-                &body,
-                "zz".into(),
-                Err(AuthError::MalformedMac),
-            ),
-            (
-                &k,
-                "n1",
-                "c1",
-                1000,
-                &body,
-                "abc".into(),
-                Err(AuthError::MalformedMac),
-            ),
-            // Field boundaries matter: moving a character from one field to the next breaks it.
-            (
-                &k,
-                "n",
-                "1c1",
-                1000,
-                &body,
-                mac.clone(),
-                Err(AuthError::BadMac),
-            ),
-        ];
-        for (key, n, c, t, b, m, want) in cases {
-            assert_eq!(
-                verify_request(key, n, c, t, b, &m),
-                want,
-                "{n} {c} {t} {b} {m}"
-            );
-        }
-    }
-
-    #[test]
-    fn response_mac_binds_client_nonce() {
-        let k = key();
-        let body = ResponseBody {
-            agent: "a".into(),
-            ..Default::default()
-        };
-        let Message::Response { body, mac } = sign_response(&k, "c1", &body).unwrap() else {
-            panic!()
-        };
-        assert_eq!(verify_response(&k, "c1", &body, &mac), Ok(()));
-        assert_eq!(
-            verify_response(&k, "c2", &body, &mac),
-            Err(AuthError::BadMac)
-        );
-        let other = Key::from_bytes(&[b'q'; 32], "o").unwrap();
-        assert_eq!(
-            verify_response(&other, "c1", &body, &mac),
-            Err(AuthError::BadMac)
-        );
     }
 
     #[cfg(unix)]
@@ -554,46 +295,6 @@ mod tests {
     }
 
     #[test]
-    fn stale_timestamps() {
-        let now = 10_000;
-        let cases: &[(u64, Result<(), AuthError>)] = &[
-            (now, Ok(())),
-            (now - 60, Ok(())),
-            (now + 60, Ok(())),
-            (now - 61, Err(AuthError::Stale { skew_secs: -61 })),
-            (now + 61, Err(AuthError::Stale { skew_secs: 61 })),
-            (0, Err(AuthError::Stale { skew_secs: -10_000 })),
-        ];
-        for (t, want) in cases {
-            assert_eq!(&check_fresh(*t, now), want, "timestamp {t}");
-        }
-        assert_eq!(
-            check_fresh(u64::MAX, 0),
-            Err(AuthError::Stale {
-                skew_secs: i64::MAX
-            })
-        );
-    }
-
-    #[test]
-    fn callback_token_is_fixed_format_and_bound_to_key_and_session() {
-        let k = key();
-        let other = Key::from_bytes(&[b'z'; 40], "other").unwrap();
-        let t = callback_token(&k, "n1", "c1");
-        assert_eq!(t.len(), CALLBACK_TOKEN_LEN);
-        assert!(t.bytes().all(|b| b.is_ascii_hexdigit()));
-        assert_eq!(t, callback_token(&k, "n1", "c1"));
-        for different in [
-            callback_token(&other, "n1", "c1"),
-            callback_token(&k, "n2", "c1"),
-            callback_token(&k, "n1", "c2"),
-            callback_token(&k, "n", "1c1"),
-        ] {
-            assert_ne!(t, different);
-        }
-    }
-
-    #[test]
     fn hex_round_trip() {
         let bytes: Vec<u8> = (0..=255).collect();
         assert_eq!(
@@ -602,7 +303,46 @@ mod tests {
         );
         assert_eq!(hex_decode("0G"), None);
         assert_eq!(hex_decode("ABcd"), Some(vec![0xab, 0xcd]));
-        assert_eq!(new_nonce().unwrap().len(), NONCE_LEN * 2);
-        assert_ne!(new_nonce().unwrap(), new_nonce().unwrap());
+    }
+    #[test]
+    fn hkdf_matches_rfc5869_test_case_1() {
+        let ikm = [0x0bu8; 22];
+        let salt: Vec<u8> = (0x00..=0x0c).collect();
+        let info: Vec<u8> = (0xf0..=0xf9).collect();
+        assert_eq!(
+            hex_encode(&hkdf_sha256(&salt, &ikm, &info)),
+            "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf"
+        );
+    }
+
+    #[test]
+    fn derived_keys_are_separated_by_label_and_key() {
+        let k = key();
+        let other = Key::from_bytes(&[b'z'; 40], "other").unwrap();
+        assert_ne!(k.psk(), other.psk());
+        // The PSK and the callback key come from the same key file under different labels.
+        assert_ne!(k.psk(), &k.callback_key);
+        let raw = b"0123456789abcdef0123456789abcdef";
+        assert_ne!(
+            &k.psk()[..],
+            &raw[..],
+            "the PSK is derived, not the key file itself"
+        );
+    }
+
+    #[test]
+    fn callback_token_is_fixed_format_and_bound_to_key_and_session() {
+        let k = key();
+        let other = Key::from_bytes(&[b'z'; 40], "other").unwrap();
+        let t = callback_token(&k, &[1u8; 32]);
+        assert_eq!(t.len(), CALLBACK_TOKEN_LEN);
+        assert!(t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+        assert_eq!(t, callback_token(&k, &[1u8; 32]));
+        for different in [
+            callback_token(&other, &[1u8; 32]),
+            callback_token(&k, &[2u8; 32]),
+        ] {
+            assert_ne!(t, different);
+        }
     }
 }

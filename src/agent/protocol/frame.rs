@@ -2,7 +2,7 @@
 //! functions.
 
 pub use dtcprobe_wire::agent::frame::{
-    decode_frame, decode_payload, encode_frame, frame_len, parse_body, FrameError, MAX_FRAME,
-    PROTOCOL_VERSION,
+    decode_frame, decode_payload, encode_frame, encode_payload, frame_len, parse_body, FrameError,
+    MAX_FRAME, PROTOCOL_VERSION,
 };
 pub use dtcprobe_wire::agent::messages::Envelope;

@@ -1,40 +1,38 @@
-//! The agent wire protocol. Framing and messages are the shared codec (`dtcprobe_wire::agent`,
-//! re-exported by [`frame`] and [`messages`]); authentication is [`auth`]; [`io`] wraps the codec
-//! with deadlines for sockets. Every item is re-exported here, so callers name
+//! The agent wire protocol (version 3). Framing and messages are the shared codec
+//! (`dtcprobe_wire::agent`, re-exported by [`frame`] and [`messages`]); the key and what is
+//! derived from it are [`auth`]; the encrypted channel (Noise `NNpsk0`) is [`channel`]; [`io`]
+//! reads and writes plain frames with deadlines. Every item is re-exported here, so callers name
 //! `agent::protocol::X` whatever file X lives in.
 //!
-//! # Framing
-//! Every frame is a 4-byte big-endian length followed by that many bytes of JSON (an
-//! [`Envelope`]). Frames larger than [`MAX_FRAME`] are rejected from the length prefix alone,
-//! before any buffer is allocated. Every envelope carries the protocol version `v`; a frame with
-//! another version is rejected before its message is interpreted.
+//! # Plain frames
+//! A 4-byte big-endian length followed by that many bytes of JSON (an [`Envelope`]). Frames
+//! larger than [`MAX_FRAME`] are rejected from the length prefix alone, before any buffer is
+//! allocated. Every envelope carries the protocol version `v`; a frame with another version is
+//! rejected before its message is interpreted ("version mismatch: upgrade both sides"). Only the
+//! agent's hello, the two handshake messages and a refusal before the handshake finished travel
+//! as plain frames.
 //!
-//! # Authentication (pre-shared key, HMAC-SHA256)
-//! 1. The agent sends [`Message::Hello`] with a fresh random server nonce, and nothing else.
-//! 2. The client sends [`Message::Request`]: the server nonce, its own client nonce, a unix
-//!    timestamp, the request body as a JSON *string* (so both sides MAC the exact same bytes), and
-//!    `mac = HMAC(key, "dtcprobe-agent/1 request" | nonce | client_nonce | timestamp | body)`
-//!    (each field length-prefixed, so fields cannot be shifted into each other).
-//! 3. The agent checks, in order: version, that the nonce is the one it issued on this connection
-//!    (a fresh random one per connection: a recorded request is useless anywhere else, so no replay
-//!    cache is needed), the MAC (constant-time, via `hmac`'s `verify_slice`), and the timestamp
-//!    against its clock (±[`REPLAY_WINDOW_SECS`]).
-//! 4. The agent answers with [`Message::Response`], MACed over the client nonce and the response
-//!    body, so the near side also knows it talks to an agent holding the key.
+//! # The channel
+//! See [`channel`]: the Noise handshake authenticates both sides by the key file's PSK and gives
+//! the session fresh keys; then every message is encrypted, in records of at most 65,535 bytes.
+//! There are no MACs, nonces or timestamps of dtcprobe's own any more: Noise's AEAD and its
+//! per-direction counters protect integrity and order, the fresh ephemeral keys make replays
+//! on another connection fail to decrypt, and no clock is involved.
 
 pub mod auth;
+pub mod channel;
 pub mod frame;
 pub mod io;
 pub mod messages;
 
 pub use auth::{
-    callback_token, check_fresh, hex_decode, hex_encode, new_nonce, sign_request, sign_request_raw,
-    sign_response, unix_now, verify_request, verify_response, AuthError, Key, KeyError,
-    CALLBACK_TOKEN_LEN, MAX_KEY_FILE_LEN, MIN_KEY_LEN, NONCE_LEN, REPLAY_WINDOW_SECS,
+    callback_token, hex_decode, hex_encode, AuthError, Key, KeyError, CALLBACK_TOKEN_LEN,
+    MAX_KEY_FILE_LEN, MIN_KEY_LEN,
 };
+pub use channel::{message_name, ChannelError, SecureChannel, NOISE_PATTERN};
 pub use frame::{
-    decode_frame, decode_payload, encode_frame, frame_len, parse_body, Envelope, FrameError,
-    MAX_FRAME, PROTOCOL_VERSION,
+    decode_frame, decode_payload, encode_frame, encode_payload, frame_len, parse_body, Envelope,
+    FrameError, MAX_FRAME, PROTOCOL_VERSION,
 };
 pub use io::{read_frame, write_frame, IoFrameError};
 pub use messages::{

@@ -1,14 +1,18 @@
-//! Framing: a 4-byte big-endian length, then that many bytes of JSON (an [`Envelope`]). The
-//! length is checked before anything is allocated, the version before the message is read.
+//! Plain frames: a 4-byte big-endian length, then that many bytes of JSON (an [`Envelope`]). The
+//! length is checked before anything is allocated, the version before the message is read. The
+//! hello and the handshake travel as plain frames; after the handshake the same JSON payloads
+//! travel encrypted, in records (see [`super::channel`]).
 
 use serde::{de::DeserializeOwned, Deserialize};
 use thiserror::Error;
 
 use super::messages::{Envelope, Message};
 
-/// Version of the wire protocol. Bumped on incompatible changes.
-pub const PROTOCOL_VERSION: u32 = 2;
-/// Largest frame either side accepts (payload bytes, without the 4-byte prefix).
+/// Version of the wire protocol. Bumped on incompatible changes: 3 is the Noise channel (2 was
+/// the HMAC-framed protocol, whose peers are told "version mismatch" at the first frame).
+pub const PROTOCOL_VERSION: u32 = 3;
+/// Largest frame either side accepts (payload bytes, without the 4-byte prefix); also the
+/// largest message reassembled from encrypted chunks.
 pub const MAX_FRAME: usize = 64 * 1024;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -17,7 +21,7 @@ pub enum FrameError {
     TooLarge { len: usize, max: usize },
     #[error("empty frame")]
     Empty,
-    #[error("unsupported protocol version {got} (this build speaks version {PROTOCOL_VERSION})")]
+    #[error("protocol version mismatch: the other side speaks version {got}, this build version {PROTOCOL_VERSION}: upgrade both sides to the same dtcprobe release")]
     Version { got: u32 },
     #[error("malformed frame: {0}")]
     Malformed(String),
@@ -37,8 +41,9 @@ pub fn frame_len(prefix: [u8; 4]) -> Result<usize, FrameError> {
     Ok(len)
 }
 
-/// Serializes a message into a complete frame (prefix + JSON).
-pub fn encode_frame(msg: &Message) -> Result<Vec<u8>, FrameError> {
+/// Serializes a message into a frame payload (the envelope's JSON, no prefix), at most
+/// [`MAX_FRAME`] bytes.
+pub fn encode_payload(msg: &Message) -> Result<Vec<u8>, FrameError> {
     let env = Envelope {
         v: PROTOCOL_VERSION,
         msg: msg.clone(),
@@ -50,6 +55,12 @@ pub fn encode_frame(msg: &Message) -> Result<Vec<u8>, FrameError> {
             max: MAX_FRAME,
         });
     }
+    Ok(json)
+}
+
+/// Serializes a message into a complete frame (prefix + JSON).
+pub fn encode_frame(msg: &Message) -> Result<Vec<u8>, FrameError> {
+    let json = encode_payload(msg)?;
     let mut out = Vec::with_capacity(4 + json.len());
     out.extend_from_slice(&(json.len() as u32).to_be_bytes());
     out.extend_from_slice(&json);
@@ -91,7 +102,7 @@ pub fn decode_frame(buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> 
     Ok(Some((decode_payload(payload)?, 4 + len)))
 }
 
-/// Parses a MACed body string into its type.
+/// Parses a request or response body string into its type.
 pub fn parse_body<T: DeserializeOwned>(body: &str) -> Result<T, FrameError> {
     serde_json::from_str(body).map_err(|e| FrameError::Malformed(e.to_string()))
 }
@@ -148,12 +159,17 @@ mod tests {
     fn payload_table() {
         let cases: &[(&str, Option<FrameError>)] = &[
             (
-                r#"{"v":2,"msg":{"type":"error","code":"busy","message":"m"}}"#,
+                r#"{"v":3,"msg":{"type":"error","code":"busy","message":"m"}}"#,
                 None,
             ),
             (
                 r#"{"v":1,"msg":{"type":"error","code":"busy","message":"m"}}"#,
                 Some(FrameError::Version { got: 1 }),
+            ),
+            // The HMAC-framed protocol's hello: an old agent is told apart at its first frame.
+            (
+                r#"{"v":2,"msg":{"type":"hello","nonce":"00"}}"#,
+                Some(FrameError::Version { got: 2 }),
             ),
             (
                 r#"{"v":1,"msg":"anything at all"}"#,
@@ -161,11 +177,11 @@ mod tests {
             ),
             (r#"{"msg":{}}"#, Some(FrameError::Malformed(String::new()))),
             (
-                r#"{"v":2,"msg":{"type":"nope"}}"#,
+                r#"{"v":3,"msg":{"type":"nope"}}"#,
                 Some(FrameError::Malformed(String::new())),
             ),
             (
-                r#"{"v":2,"msg":{"type":"error","code":"busy","message":"m"},"x":1}"#,
+                r#"{"v":3,"msg":{"type":"error","code":"busy","message":"m"},"x":1}"#,
                 Some(FrameError::Malformed(String::new())),
             ),
             ("not json", Some(FrameError::Malformed(String::new()))),

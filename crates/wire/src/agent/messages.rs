@@ -1,6 +1,6 @@
 //! The agent protocol's messages: the envelope every frame carries, the messages, and the
-//! request and response bodies (which travel as JSON strings inside `Request`/`Response`, so both
-//! sides MAC the exact same bytes).
+//! request and response bodies. `Hello`, `Handshake` and a pre-handshake `Error` travel in clear
+//! (plain frames); everything after the Noise handshake is encrypted (see [`super::channel`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -14,32 +14,31 @@ pub struct Envelope {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Message {
-    /// Agent -> near side, first frame of every connection. Deliberately minimal: before
-    /// authentication the agent reveals neither its name, nor its exact version, nor its clock
-    /// (the name comes in the MACed response; a clock skew is reported in the `auth_failed` error).
-    Hello { nonce: String },
-    /// Near side -> agent: one authenticated request per connection.
-    Request {
-        nonce: String,
-        client_nonce: String,
-        timestamp: u64,
-        /// A [`RequestBody`] serialized as JSON; MACed as these exact bytes.
-        body: String,
-        mac: String,
-    },
-    /// Agent -> near side: the request authenticated and is being worked on (lets the near side
-    /// tell a refused request from an agent lost mid-run).
+    /// Agent -> near side, first frame of every connection, in clear. Deliberately minimal:
+    /// before authentication the agent reveals neither its name, nor its exact version, nor its
+    /// clock; only the protocol version (the envelope's `v`) and the Noise pattern it expects.
+    Hello { noise: String },
+    /// A Noise handshake message, hex-encoded: near side -> agent (`psk, e`), then agent -> near
+    /// side (`e, ee`). In clear by nature (ephemeral public keys and AEAD tags).
+    Handshake { data: String },
+    /// Near side -> agent, encrypted: one request per connection. `body` is a [`RequestBody`] as
+    /// JSON (a string, so that a test can send a body the typed API cannot express).
+    Request { body: String },
+    /// Agent -> near side, encrypted: the request authenticated and is being worked on (lets the
+    /// near side tell a refused request from an agent lost mid-run).
     Accepted,
-    /// Agent -> near side: the answer, MACed over the client nonce and `body` (a [`ResponseBody`]).
-    Response { body: String, mac: String },
-    /// Agent -> near side: the request was refused or failed. Not MACed (it carries no results).
+    /// Agent -> near side, encrypted: the answer, a [`ResponseBody`] as JSON.
+    Response { body: String },
+    /// Agent -> near side: the request was refused or failed. Encrypted once the handshake is done;
+    /// before that (a wrong key, a malformed handshake) in clear, so it carries no results.
     Error { code: ErrorCode, message: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
-    /// Bad MAC, wrong nonce, stale timestamp or replay.
+    /// The handshake failed (the two sides do not hold the same key), or an encrypted frame did
+    /// not decrypt (tampered with, replayed, or from another session).
     AuthFailed,
     /// Too many concurrent sessions.
     Busy,
@@ -83,8 +82,9 @@ pub struct PeerRequest {
 }
 
 /// There is no token field: the token the agent sends over the callback connection is derived
-/// from the key and the session's two nonces by both sides (see dtcprobe's `callback_token`), so it
-/// never travels before the callback, and the caller cannot choose the bytes the agent writes.
+/// from the key and the session's Noise handshake hash by both sides (see dtcprobe's
+/// `callback_token`), so it never travels before the callback, it is worthless in any other
+/// session, and the caller cannot choose the bytes the agent writes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallbackRequest {

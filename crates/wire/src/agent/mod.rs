@@ -1,14 +1,20 @@
-//! The agent protocol's codec: frames and the messages in them. Authentication (HMAC, nonces,
-//! replay) and the socket I/O stay in dtcprobe's `agent::protocol`; what is here is what a peer
-//! has to parse before it can authenticate anything, hence what the `agent_frame` fuzz target
-//! holds to "never panics, never over-allocates".
+//! The agent protocol's codec: plain frames, the encrypted phase's record and chunk layer, and the
+//! messages. The cryptography (the Noise handshake, encrypting each chunk), the key and the socket
+//! I/O stay in dtcprobe's `agent::protocol`; what is here is what a peer has to parse from
+//! untrusted bytes, hence what the `agent_frame` and `agent_channel` fuzz targets hold to "never
+//! panics, never over-allocates".
 
+pub mod channel;
 pub mod frame;
 pub mod messages;
 
+pub use channel::{
+    chunk_payload, encode_record, record_len, Reassembler, CHUNK_LAST, CHUNK_MORE, MAX_CHUNK_DATA,
+    MIN_RECORD, NOISE_MAX_MESSAGE, NOISE_TAG_LEN,
+};
 pub use frame::{
-    decode_frame, decode_payload, encode_frame, frame_len, parse_body, FrameError, MAX_FRAME,
-    PROTOCOL_VERSION,
+    decode_frame, decode_payload, encode_frame, encode_payload, frame_len, parse_body, FrameError,
+    MAX_FRAME, PROTOCOL_VERSION,
 };
 pub use messages::{
     CallbackRequest, Envelope, ErrorCode, Message, PeerRequest, RequestBody, ResponseBody,
