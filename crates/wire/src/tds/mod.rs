@@ -11,6 +11,10 @@ pub mod observe;
 pub mod packet;
 pub mod prelogin;
 pub mod token;
+// Transaction manager requests, LOGIN7 and whole replies: the `tx_enlist` hop's own session.
+pub mod login7;
+pub mod reply;
+pub mod tm;
 
 pub use observe::{analyze, Observed};
 pub use packet::{packetize, PacketHeader};
