@@ -149,6 +149,8 @@ pub enum HopKind {
     RpcBind,
     Callback,
     Twophase,
+    /// This host's MSDTC begins a transaction and SQL Server enlists in it (`tx=enlist`).
+    TxEnlist,
 }
 
 impl HopKind {
@@ -168,6 +170,7 @@ impl HopKind {
             HopKind::RpcBind => "rpc_bind",
             HopKind::Callback => "callback",
             HopKind::Twophase => "twophase",
+            HopKind::TxEnlist => "tx_enlist",
         }
     }
 }

@@ -22,6 +22,7 @@ mod export_baseline;
 mod export_formats;
 mod export_progress;
 mod mssql_browser;
+mod mssql_enlist;
 mod mssql_freetds;
 mod mssql_login;
 mod mssql_real_server;

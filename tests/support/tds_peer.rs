@@ -37,6 +37,7 @@ use dtcprobe_wire::tds::prelogin::{
     encode_prelogin, encode_version, parse_prelogin_options, PL_ENCRYPTION, PL_INSTOPT, PL_MARS,
     PL_THREADID, PL_VERSION,
 };
+use dtcprobe_wire::tds::tm::PKT_TRANSACTION_MANAGER;
 use dtcprobe_wire::tds::token::{
     done, envchange_bytes, envchange_routing, envchange_str, LoginAck, ServerMessage, DONE_ATTN,
     DONE_COUNT, DONE_ERROR, DONE_MORE, ENV_BEGIN_TRAN, ENV_COLLATION, ENV_COMMIT_TRAN,
@@ -44,6 +45,10 @@ use dtcprobe_wire::tds::token::{
     TOKEN_ERROR, TOKEN_INFO, TOKEN_ROW,
 };
 use dtcprobe_wire::tds::{b_varchar, from_utf16le, utf16le};
+
+/// Transaction manager requests (0x0E) and the scripted client MSDTC.
+#[path = "tds_peer_tm.rs"]
+pub mod tm;
 
 /// The server's encryption setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +107,9 @@ pub struct PeerConfig {
     pub redirect: Option<(String, u16)>,
     /// Before 7391, relay this provider message (INFO 7412), as SQL Server does.
     pub linked_server_message: Option<String>,
+    // Transaction manager requests (0x0E)
+    /// How the server answers them, and the client MSDTC its own MSDTC reaches (tds_peer_tm.rs).
+    pub tm: tm::TmConfig,
 }
 
 impl Default for PeerConfig {
@@ -123,6 +131,8 @@ impl Default for PeerConfig {
             login_failed_state: 1,
             redirect: None,
             linked_server_message: None,
+            // Transaction manager requests (0x0E)
+            tm: tm::TmConfig::default(),
         }
     }
 }
@@ -610,6 +620,8 @@ struct Session<'a> {
     trancount: u32,
     descriptor: u64,
     tables: HashMap<String, Vec<(i32, String)>>,
+    /// Transaction manager requests (0x0E): DTC enlistment state.
+    tm: tm::TmSession,
 }
 
 async fn handle(
@@ -809,6 +821,7 @@ async fn handle(
         trancount: 0,
         descriptor: 0,
         tables: HashMap::new(),
+        tm: tm::TmSession::default(),
     };
     loop {
         let (ty, payload) = match conn.read_message().await {
@@ -816,6 +829,15 @@ async fn handle(
             Err(_) => return Ok(()),
         };
         match ty {
+            // Transaction manager requests (0x0E), and batches inside a DTC transaction.
+            PKT_TRANSACTION_MANAGER => match tm::request(&mut s, &payload) {
+                Some(reply) => conn.write_message(PKT_REPLY, &reply).await?,
+                None => return Ok(()),
+            },
+            PKT_SQL_BATCH if s.tm.in_dtc() => {
+                let reply = tm::batch(&mut s, &payload, events);
+                conn.write_message(PKT_REPLY, &reply).await?;
+            }
             PKT_SQL_BATCH => {
                 let sql = batch_text(&payload);
                 events.lock().unwrap().push(Event::Batch(sql.clone()));

@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
+use super::enlist;
 use super::classify::{classify_failure, failure_from_tiberius, tds_version_name, Failure};
 use super::sniff::{self, Observed, Sniffer};
 use super::spec::{self, Auth, Encrypt, MssqlTarget, TxMode};
@@ -39,6 +40,9 @@ pub fn planned_hops(t: &MssqlTarget) -> Vec<HopKind> {
     }
     if t.tx == TxMode::Distributed {
         v.push(HopKind::TxDistributed);
+    }
+    if t.tx == TxMode::Enlist {
+        v.push(HopKind::TxEnlist);
     }
     v
 }
@@ -92,6 +96,12 @@ pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
         }
     };
 
+    // tx_enlist logs in again on its own TDS session.
+    let enlist_password = if t.tx == TxMode::Enlist {
+        password.clone()
+    } else {
+        None
+    };
     let Some(mut conn) = chain
         .step_with_timeout(
             HopKind::Login,
@@ -139,6 +149,17 @@ pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
     }
     // A polite goodbye, bounded; the server cleans up on disconnect anyway.
     let _ = tokio::time::timeout(Duration::from_millis(500), conn.close()).await;
+    if t.tx == TxMode::Enlist {
+        // Four hop timeouts: two logins' worth of round trips plus MSDTC's export and import.
+        let budget = limit * 4;
+        let result = match enlist::this_host_dtc() {
+            Err(reason) => HopResult::skip(HopKind::TxEnlist, reason),
+            Ok(dtc) => {
+                enlist::run_enlist(t, addr, enlist_password, dtc, &marker(), budget).await
+            }
+        };
+        chain.record(result);
+    }
     chain.finish()
 }
 
