@@ -801,6 +801,23 @@ pub fn tx_statements(
     v
 }
 
+/// What `tx_distributed` exercises: SQL Server begins the transaction, so only its own MSDTC
+/// (and, through a linked server, the path from it to the linked server's) takes part.
+fn distributed_proves(linked: Option<&str>) -> String {
+    match linked {
+        Some(l) => format!(
+            "the SQL Server host's MSDTC and its path to linked server {l}'s MSDTC"
+        ),
+        None => "the SQL Server host's MSDTC".into(),
+    }
+}
+
+/// Where `tx_distributed` stops and `tx_enlist` starts.
+const DISTRIBUTED_SCOPE: &str = "applications in this zone that enlist SQL Server in their own \
+transactions (TransactionScope, COM+, ODBC/OLE DB enlistment) need THIS host's MSDTC to reach the \
+SQL host's MSDTC both ways: run the check with tx=enlist (Windows build) from this host to test \
+that path";
+
 async fn tx_hop(
     kind: HopKind,
     conn: Conn,
@@ -864,6 +881,21 @@ async fn tx_hop(
         "local transaction"
     };
     match outcome {
+        Ok(conn) if kind == HopKind::TxDistributed => HopOutput::ok(
+            HopResult::pass(
+                kind,
+                format!(
+                    "{what} begun by SQL Server itself: begin, #temp table, insert, read back, \
+                     rollback ({total} round trips); nothing persisted. This proves {}; this \
+                     host's MSDTC took no part",
+                    distributed_proves(linked.as_deref())
+                ),
+            )
+            .with_hint(DISTRIBUTED_SCOPE)
+            .with_data("statements", total)
+            .with_data("linked_server", linked.clone()),
+            conn,
+        ),
         Ok(conn) => HopOutput::ok(
             HopResult::pass(
                 kind,
@@ -883,6 +915,14 @@ async fn tx_hop(
             if !said.is_empty() {
                 r.detail = format!("{}; the server said before the error: \"{}\"", r.detail, said.join("\" / \""));
                 r = r.with_data("server_messages", said);
+            }
+            if kind == HopKind::TxDistributed && r.cause == Some(Cause::DtcUnavailable) {
+                r.hint = Some(format!(
+                    "{} Note: BEGIN DISTRIBUTED TRANSACTION runs on the SQL Server, so the MSDTC \
+                     that failed here is {}, not this host's. {DISTRIBUTED_SCOPE}",
+                    r.hint.unwrap_or_default(),
+                    distributed_proves(linked.as_deref()),
+                ));
             }
             if kind == HopKind::TxDistributed && r.cause == Some(Cause::SqlError) && failed.contains("distributed") {
                 r.hint = Some(format!(
