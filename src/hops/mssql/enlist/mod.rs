@@ -196,6 +196,7 @@ pub async fn run_enlist(
     }
     let mut facts = Facts::default();
     let mut phases = Phases::new();
+    let connect_limit = limit / 4;
     let mut local: Option<Box<dyn LocalTransaction>> = None;
     let outcome = tokio::time::timeout(
         limit,
@@ -205,6 +206,7 @@ pub async fn run_enlist(
             password,
             dtc,
             marker,
+            connect_limit,
             &mut facts,
             &mut phases,
             &mut local,
@@ -274,6 +276,7 @@ async fn enlist_flow(
     password: Option<Secret>,
     dtc: Arc<dyn LocalDtc>,
     marker: &str,
+    connect_limit: Duration,
     facts: &mut Facts,
     phases: &mut Phases,
     local: &mut Option<Box<dyn LocalTransaction>>,
@@ -289,7 +292,7 @@ async fn enlist_flow(
 
     // 2. Our own TDS session.
     let pw = password.as_ref().map(Secret::expose).unwrap_or("");
-    let (mut s, info) = Session::open(addr, t, pw)
+    let (mut s, info) = Session::open(addr, t, pw, connect_limit)
         .await
         .map_err(|f| tds_stop("login", &f))?;
     facts.encryption = Some(info.encryption.as_str());

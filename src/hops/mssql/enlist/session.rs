@@ -13,6 +13,7 @@
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use dtcprobe_wire::tds::login7::{Login7, TDS_74};
 use dtcprobe_wire::tds::packet::{
@@ -112,10 +113,16 @@ impl Session {
         addr: SocketAddr,
         t: &MssqlTarget,
         password: &str,
+        connect_limit: Duration,
     ) -> Result<(Session, LoginInfo), Failure> {
-        let tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|e| Failure::Closed(format!("TCP connect to {addr}: {e}")))?;
+        // Classified as the `tcp` hop would be: the path can break between the hops.
+        let (attempt, tcp) = crate::hops::connect::connect(addr, connect_limit).await;
+        let Some(tcp) = tcp else {
+            return Err(match attempt.verdict() {
+                Some(v) => Failure::Connect(v),
+                None => Failure::Closed(format!("TCP connect to {addr} failed")),
+            });
+        };
         let _ = tcp.set_nodelay(true);
         let mut s = Session {
             tcp,
