@@ -556,3 +556,99 @@ async fn closed_port_is_refused_like_the_tcp_hop() {
     );
     assert_eq!(msdtc.calls(), ["begin", "abort"]);
 }
+
+/// The peer's other transaction manager requests (what ODBC Driver 18 sends with autocommit
+/// off), driven by dtcprobe's own session: descriptors in the ENVCHANGEs, refusals where SQL
+/// Server refuses. (Microsoft's drivers against these answers: issue 17's cross-check tests.)
+#[tokio::test]
+async fn peer_answers_begin_commit_rollback_save_promote() {
+    use dtcprobe::hops::mssql::enlist::session::{first_error, Session};
+    use dtcprobe_wire::tds::reply::Token;
+    use dtcprobe_wire::tds::tm::TmRequest;
+
+    fn env(tokens: &[Token]) -> Vec<u8> {
+        tokens
+            .iter()
+            .filter_map(|t| match t {
+                Token::EnvChange { kind, .. } => Some(*kind),
+                _ => None,
+            })
+            .collect()
+    }
+    fn error_number(tokens: &[Token]) -> Option<u32> {
+        match first_error(tokens) {
+            Some(dtcprobe::hops::mssql::classify::Failure::Server { number, .. }) => Some(number),
+            _ => None,
+        }
+    }
+
+    let peer = TdsPeer::start(PeerConfig::default());
+    let t = target(&peer, "trust_server_certificate=true");
+    let (mut s, _) = Session::open(peer.addr, &t, GOOD, Duration::from_secs(3))
+        .await
+        .unwrap();
+    let begin = TmRequest::Begin {
+        isolation: 2,
+        name: String::new(),
+    };
+    let commit = TmRequest::Commit {
+        name: String::new(),
+        begin_new: None,
+    };
+    let rollback = TmRequest::Rollback {
+        name: String::new(),
+        begin_new: None,
+    };
+
+    // Nothing to commit, roll back or save yet.
+    assert_eq!(
+        error_number(&s.tm_request(&commit).await.unwrap()),
+        Some(3902)
+    );
+    assert_eq!(
+        error_number(&s.tm_request(&rollback).await.unwrap()),
+        Some(3903)
+    );
+    let save = TmRequest::Save { name: "sp".into() };
+    assert_eq!(error_number(&s.tm_request(&save).await.unwrap()), Some(628));
+
+    // Begin: ENVCHANGE 8 with a descriptor the session then carries.
+    let r = s.tm_request(&begin).await.unwrap();
+    assert_eq!(env(&r), [8]);
+    let first = s.descriptor;
+    assert_ne!(first, 0);
+    let r = s.batch("CREATE TABLE #t (id int)").await.unwrap();
+    assert_eq!(error_number(&r), None);
+    assert_eq!(error_number(&s.tm_request(&save).await.unwrap()), None);
+    // Promote: ENVCHANGE 15 carrying a propagation token.
+    let r = s.tm_request(&TmRequest::Promote).await.unwrap();
+    assert!(
+        matches!(&r[0], Token::EnvChange { kind: 15, new, .. } if !new.is_empty()),
+        "{r:?}"
+    );
+    // Commit naming another transaction: refused (3971); naming this one: ENVCHANGE 9.
+    let right = s.descriptor;
+    s.descriptor = right ^ 0xFF;
+    assert_eq!(
+        error_number(&s.tm_request(&commit).await.unwrap()),
+        Some(3971)
+    );
+    s.descriptor = right;
+    assert_eq!(env(&s.tm_request(&commit).await.unwrap()), [9]);
+    assert_eq!(s.descriptor, 0);
+
+    // Rollback that begins the next transaction at once: ENVCHANGE 10 then 8, a new descriptor.
+    s.tm_request(&begin).await.unwrap();
+    let before = s.descriptor;
+    let r = s
+        .tm_request(&TmRequest::Rollback {
+            name: String::new(),
+            begin_new: Some((2, String::new())),
+        })
+        .await
+        .unwrap();
+    assert_eq!(env(&r), [10, 8]);
+    assert_ne!(s.descriptor, 0);
+    assert_ne!(s.descriptor, before);
+    s.close().await;
+}

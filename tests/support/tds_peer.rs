@@ -5,7 +5,8 @@
 //! TLS records; "login only" encryption drops TLS after LOGIN7), TDS 8 strict (TLS first),
 //! LOGIN7 (user, de-obfuscated password, database), LOGINACK, ENVCHANGE (database, language,
 //! collation, packet size, begin/rollback transaction), INFO and ERROR tokens, SQLBatch with
-//! ALL_HEADERS, COLMETADATA/ROW for int and nvarchar columns, DONE.
+//! ALL_HEADERS, COLMETADATA/ROW for int and nvarchar columns, DONE; transaction manager requests
+//! (0x0E) and DTC enlistment with a scripted client MSDTC in `tds_peer_tm.rs`.
 //!
 //! Behaviour is scripted per test ([`PeerConfig`]): which credentials and databases exist,
 //! whether MSDTC "is available", the server's encryption setting, and misbehaviours (silent after
