@@ -101,6 +101,7 @@ struct Facts {
     server_descriptor: Option<u64>,
     encryption: Option<&'static str>,
     ended_by: Option<String>,
+    unenlist_error: Option<u32>,
     statements: usize,
 }
 
@@ -260,6 +261,9 @@ pub async fn run_enlist(
     }
     if let Some(e) = &facts.ended_by {
         result = result.with_data("ended_by", e.clone());
+    }
+    if let Some(n) = facts.unenlist_error {
+        result = result.with_data("unenlist_error", n);
     }
     if facts.statements > 0 {
         result = result.with_data("statements", facts.statements);
@@ -452,8 +456,10 @@ async fn enlisted_work(
         .tm_request(&TmRequest::Propagate { cookie: Vec::new() })
         .await
         .map_err(|f| tds_stop("unenlist", &f))?;
-    if let Some(f) = first_error(&tokens) {
-        return Err(tds_stop("unenlist", &f));
+    // A refusal here is noted, not fatal: what matters is the check below (MS-TDS does not
+    // say how SQL Server answers an unenlist after the transaction already ended).
+    if let Some(Failure::Server { number, .. }) = first_error(&tokens) {
+        facts.unenlist_error = Some(number);
     }
 
     // 9. Nothing persisted: the #temp table created inside the transaction is gone.
