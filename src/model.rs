@@ -166,6 +166,8 @@ pub enum HopKind {
     Twophase,
     /// This host's MSDTC configuration (registry and service state), or two hosts' compared.
     DtcConfig,
+    /// This host's MSDTC begins a transaction and SQL Server enlists in it (`tx=enlist`).
+    TxEnlist,
 }
 
 impl HopKind {
@@ -186,6 +188,7 @@ impl HopKind {
             HopKind::Callback => "callback",
             HopKind::Twophase => "twophase",
             HopKind::DtcConfig => "dtc_config",
+            HopKind::TxEnlist => "tx_enlist",
         }
     }
 }

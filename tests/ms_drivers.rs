@@ -761,7 +761,6 @@ fn informational_messages_before_an_error_reach_the_driver() {
 // Transaction manager requests (0x0E): answered by the peer once wt-enlist is merged.
 
 #[test]
-#[ignore = "needs the peer's 0x0E (wt-enlist); enabled at merge"]
 fn odbc_autocommit_off_commits_through_transaction_manager_requests() {
     let peer = TdsPeer::start(PeerConfig::default());
     if let Some(v) = run_driver(
@@ -777,7 +776,6 @@ fn odbc_autocommit_off_commits_through_transaction_manager_requests() {
 }
 
 #[test]
-#[ignore = "needs the peer's 0x0E (wt-enlist); enabled at merge"]
 fn odbc_close_and_tedious_transactions_need_transaction_manager_requests() {
     let peer = TdsPeer::start(PeerConfig::default());
     if let Some(v) = run_driver(Driver::Odbc18, &peer, PASSWORD, &[("scenario", "login")]) {

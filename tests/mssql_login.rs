@@ -309,6 +309,12 @@ const CASES: &[Case] = &[
             ("tx_distributed", "MSDTC"),
             ("tx_distributed", "Network DTC Access"),
             ("tx_distributed", "135"),
+            // What it proves: the SQL host's MSDTC; the client-zone path is tx=enlist's.
+            (
+                "tx_distributed",
+                "the SQL Server host's MSDTC, not this host's",
+            ),
+            ("tx_distributed", "tx=enlist"),
         ],
         ..BASE
     },
@@ -321,6 +327,14 @@ const CASES: &[Case] = &[
         query: "tx=distributed&trust_server_certificate=true&reverse_dns=false&linked_server=L2",
         code: Some(0),
         hops: &[("tx_distributed", "pass", None)],
+        detail: &[
+            (
+                "tx_distributed",
+                "the SQL Server host's MSDTC and its path to linked server L2's MSDTC",
+            ),
+            ("tx_distributed", "this host's MSDTC took no part"),
+        ],
+        hint: &[("tx_distributed", "run the check with tx=enlist")],
         batches: &[
             Batch::AnyEquals("BEGIN DISTRIBUTED TRANSACTION"),
             Batch::AnyContains("OPENQUERY([L2]"),

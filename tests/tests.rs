@@ -26,6 +26,7 @@ mod export_progress;
 mod ms_drivers;
 mod msdtc_config;
 mod mssql_browser;
+mod mssql_enlist;
 mod mssql_freetds;
 mod mssql_login;
 mod mssql_real_server;

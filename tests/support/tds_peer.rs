@@ -8,7 +8,8 @@
 //! collation, packet size, begin/rollback transaction), INFO and ERROR tokens, SQLBatch with
 //! ALL_HEADERS, COLMETADATA/ROW for int and nvarchar columns, DONE, and RPC requests
 //! (sp_executesql, the sp_prepare family: tds_peer_rpc.rs). Microsoft's ODBC Driver 18 and
-//! tedious are run against it in tests/ms_drivers.rs.
+//! tedious are run against it in tests/ms_drivers.rs. Transaction manager requests (0x0E) and DTC
+//! enlistment with a scripted client MSDTC are in `tds_peer_tm.rs`.
 //!
 //! Behaviour is scripted per test ([`PeerConfig`]): which credentials and databases exist,
 //! whether MSDTC "is available", the server's encryption setting, and misbehaviours (silent after
@@ -41,6 +42,7 @@ use dtcprobe_wire::tds::prelogin::{
     encode_prelogin, encode_version, parse_prelogin_options, PL_ENCRYPTION, PL_INSTOPT, PL_MARS,
     PL_THREADID, PL_VERSION,
 };
+use dtcprobe_wire::tds::tm::PKT_TRANSACTION_MANAGER;
 use dtcprobe_wire::tds::token::{
     done as done_wide, envchange_bytes, envchange_routing, envchange_str, LoginAck, ServerMessage,
     DONE_ATTN, DONE_COUNT, DONE_ERROR, DONE_MORE, ENV_BEGIN_TRAN, ENV_COLLATION, ENV_COMMIT_TRAN,
@@ -52,6 +54,9 @@ use dtcprobe_wire::tds::{b_varchar, from_utf16le, utf16le};
 // RPC requests (0x03): sp_executesql and the sp_prepare family, in their own file.
 #[path = "tds_peer_rpc.rs"]
 mod rpc;
+/// Transaction manager requests (0x0E) and the scripted client MSDTC.
+#[path = "tds_peer_tm.rs"]
+pub mod tm;
 
 /// The server's encryption setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +122,9 @@ pub struct PeerConfig {
     /// Informational messages SQL Server sends before an error: (error number they precede,
     /// INFO number, text). Sent before that error whichever statement raises it.
     pub info_before_errors: Vec<(i32, i32, String)>,
+    // Transaction manager requests (0x0E)
+    /// How the server answers them, and the client MSDTC its own MSDTC reaches (tds_peer_tm.rs).
+    pub tm: tm::TmConfig,
 }
 
 impl Default for PeerConfig {
@@ -140,6 +148,8 @@ impl Default for PeerConfig {
             linked_server_message: None,
             force_strict_encryption: false,
             info_before_errors: Vec::new(),
+            // Transaction manager requests (0x0E)
+            tm: tm::TmConfig::default(),
         }
     }
 }
@@ -713,6 +723,8 @@ struct Session<'a> {
     tables: HashMap<String, Vec<(i32, String)>>,
     /// sp_prepare / sp_prepexec handles (tds_peer_rpc.rs).
     prepared: rpc::Prepared,
+    /// Transaction manager requests (0x0E): DTC enlistment state.
+    tm: tm::TmSession,
 }
 
 async fn handle(
@@ -920,6 +932,7 @@ async fn handle(
         descriptor: 0,
         tables: HashMap::new(),
         prepared: rpc::Prepared::default(),
+        tm: tm::TmSession::default(),
     };
     loop {
         let (ty, payload) = match conn.read_message().await {
@@ -927,6 +940,15 @@ async fn handle(
             Err(_) => return Ok(()),
         };
         match ty {
+            // Transaction manager requests (0x0E), and batches inside a DTC transaction.
+            PKT_TRANSACTION_MANAGER => match tm::request(&mut s, &payload) {
+                Some(reply) => conn.write_message(PKT_REPLY, &reply).await?,
+                None => return Ok(()),
+            },
+            PKT_SQL_BATCH if s.tm.in_dtc() => {
+                let reply = tm::batch(&mut s, &payload, events);
+                conn.write_message(PKT_REPLY, &reply).await?;
+            }
             PKT_SQL_BATCH => {
                 let sql = batch_text(&payload);
                 events.lock().unwrap().push(Event::Batch(sql.clone()));

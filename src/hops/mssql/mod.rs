@@ -6,6 +6,7 @@
 //! PRELOGIN answer off the wire; [`ssrp`] is the SQL Server Browser protocol.
 
 pub mod classify;
+pub mod enlist;
 pub mod run;
 pub mod sniff;
 pub mod spec;

@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
+use super::enlist;
 use super::classify::{classify_failure, failure_from_tiberius, tds_version_name, Failure};
 use super::sniff::{self, Observed, Sniffer};
 use super::spec::{self, Auth, Encrypt, MssqlTarget, TxMode};
@@ -39,6 +40,9 @@ pub fn planned_hops(t: &MssqlTarget) -> Vec<HopKind> {
     }
     if t.tx == TxMode::Distributed {
         v.push(HopKind::TxDistributed);
+    }
+    if t.tx == TxMode::Enlist {
+        v.push(HopKind::TxEnlist);
     }
     v
 }
@@ -92,6 +96,12 @@ pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
         }
     };
 
+    // tx_enlist logs in again on its own TDS session.
+    let enlist_password = if t.tx == TxMode::Enlist {
+        password.clone()
+    } else {
+        None
+    };
     let Some(mut conn) = chain
         .step_with_timeout(
             HopKind::Login,
@@ -139,6 +149,17 @@ pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
     }
     // A polite goodbye, bounded; the server cleans up on disconnect anyway.
     let _ = tokio::time::timeout(Duration::from_millis(500), conn.close()).await;
+    if t.tx == TxMode::Enlist {
+        // Four hop timeouts: two logins' worth of round trips plus MSDTC's export and import.
+        let budget = limit * 4;
+        let result = match enlist::this_host_dtc() {
+            Err(reason) => HopResult::skip(HopKind::TxEnlist, reason),
+            Ok(dtc) => {
+                enlist::run_enlist(t, addr, enlist_password, dtc, &marker(), budget).await
+            }
+        };
+        chain.record(result);
+    }
     chain.finish()
 }
 
@@ -780,6 +801,23 @@ pub fn tx_statements(
     v
 }
 
+/// What `tx_distributed` exercises: SQL Server begins the transaction, so only its own MSDTC
+/// (and, through a linked server, the path from it to the linked server's) takes part.
+fn distributed_proves(linked: Option<&str>) -> String {
+    match linked {
+        Some(l) => format!(
+            "the SQL Server host's MSDTC and its path to linked server {l}'s MSDTC"
+        ),
+        None => "the SQL Server host's MSDTC".into(),
+    }
+}
+
+/// Where `tx_distributed` stops and `tx_enlist` starts.
+const DISTRIBUTED_SCOPE: &str = "applications in this zone that enlist SQL Server in their own \
+transactions (TransactionScope, COM+, ODBC/OLE DB enlistment) need THIS host's MSDTC to reach the \
+SQL host's MSDTC both ways: run the check with tx=enlist (Windows build) from this host to test \
+that path";
+
 async fn tx_hop(
     kind: HopKind,
     conn: Conn,
@@ -843,6 +881,21 @@ async fn tx_hop(
         "local transaction"
     };
     match outcome {
+        Ok(conn) if kind == HopKind::TxDistributed => HopOutput::ok(
+            HopResult::pass(
+                kind,
+                format!(
+                    "{what} begun by SQL Server itself: begin, #temp table, insert, read back, \
+                     rollback ({total} round trips); nothing persisted. This proves {}; this \
+                     host's MSDTC took no part",
+                    distributed_proves(linked.as_deref())
+                ),
+            )
+            .with_hint(DISTRIBUTED_SCOPE)
+            .with_data("statements", total)
+            .with_data("linked_server", linked.clone()),
+            conn,
+        ),
         Ok(conn) => HopOutput::ok(
             HopResult::pass(
                 kind,
@@ -862,6 +915,14 @@ async fn tx_hop(
             if !said.is_empty() {
                 r.detail = format!("{}; the server said before the error: \"{}\"", r.detail, said.join("\" / \""));
                 r = r.with_data("server_messages", said);
+            }
+            if kind == HopKind::TxDistributed && r.cause == Some(Cause::DtcUnavailable) {
+                r.hint = Some(format!(
+                    "{} Note: BEGIN DISTRIBUTED TRANSACTION runs on the SQL Server, so the MSDTC \
+                     that failed here is {}, not this host's. {DISTRIBUTED_SCOPE}",
+                    r.hint.unwrap_or_default(),
+                    distributed_proves(linked.as_deref()),
+                ));
             }
             if kind == HopKind::TxDistributed && r.cause == Some(Cause::SqlError) && failed.contains("distributed") {
                 r.hint = Some(format!(

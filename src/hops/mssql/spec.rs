@@ -1,6 +1,6 @@
 //! What an `mssql` check points at, from a URL or a config table. Pure parsing; no I/O.
 //!
-//! URL form: `mssql://user@host[:port|\instance]/db?tx=none|local|distributed&encrypt=..&...`.
+//! URL form: `mssql://user@host[:port|\instance]/db?tx=none|local|distributed|enlist&encrypt=..&...`.
 //! A password in the URL is refused: passwords stay off the command line.
 
 use crate::check_table::{RawCheck, TargetError};
@@ -18,6 +18,9 @@ pub enum TxMode {
     Local,
     /// `tx_local`, then `tx_distributed` (MSDTC).
     Distributed,
+    /// `tx_local`, then `tx_enlist`: THIS host's MSDTC begins the transaction and SQL Server
+    /// enlists in it (DTCTester parity).
+    Enlist,
 }
 
 impl TxMode {
@@ -26,10 +29,16 @@ impl TxMode {
             "none" | "off" => Ok(TxMode::None),
             "local" => Ok(TxMode::Local),
             "distributed" | "dtc" => Ok(TxMode::Distributed),
+            "enlist" => Ok(TxMode::Enlist),
             other => Err(format!(
-                "unknown tx `{other}` (expected none, local or distributed)"
+                "unknown tx `{other}` (expected none, local, distributed or enlist)"
             )),
         }
+    }
+
+    /// MSDTC takes part (its RPC needs each host's name to resolve both ways).
+    pub fn uses_msdtc(self) -> bool {
+        matches!(self, TxMode::Distributed | TxMode::Enlist)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -37,6 +46,7 @@ impl TxMode {
             TxMode::None => "none",
             TxMode::Local => "local",
             TxMode::Distributed => "distributed",
+            TxMode::Enlist => "enlist",
         }
     }
 }
@@ -307,7 +317,7 @@ impl MssqlTarget {
                 }
             }
         }
-        t.reverse_dns = reverse_dns.unwrap_or(t.tx == TxMode::Distributed);
+        t.reverse_dns = reverse_dns.unwrap_or(t.tx.uses_msdtc());
         t.validate().map_err(invalid)?;
         Ok(t)
     }
@@ -347,7 +357,7 @@ impl MssqlTarget {
             t.tx = TxMode::parse(x.get_ref()).map_err(|m| at(x.span().start, m))?;
         }
         t.linked_server = raw.linked_server.as_ref().map(|l| l.get_ref().clone());
-        t.reverse_dns = raw.reverse_dns.unwrap_or(t.tx == TxMode::Distributed);
+        t.reverse_dns = raw.reverse_dns.unwrap_or(t.tx.uses_msdtc());
         t.validate().map_err(|m| at(kind_offset, m))?;
         Ok(t)
     }

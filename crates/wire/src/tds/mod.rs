@@ -13,6 +13,10 @@ pub mod packet;
 pub mod prelogin;
 pub mod rpc;
 pub mod token;
+// Transaction manager requests, LOGIN7 and whole replies: the `tx_enlist` hop's own session.
+pub mod login7;
+pub mod reply;
+pub mod tm;
 
 pub use observe::{analyze, Observed};
 pub use packet::{packetize, PacketHeader};

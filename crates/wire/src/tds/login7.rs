@@ -1,0 +1,163 @@
+//! The LOGIN7 message (MS-TDS 2.2.6.4) a client sends, with SQL Server authentication.
+//!
+//! Written for the `tx_enlist` hop, which runs its own TDS session (tiberius cannot send
+//! transaction manager requests). Layout: a 94-byte fixed part (lengths, versions, flags, then
+//! offset/length pairs counted in characters), then the strings in UTF-16LE. The password is
+//! obfuscated, not encrypted: each byte has its nibbles swapped and is XORed with 0xA5; that is
+//! why the login runs inside TLS whenever the server allows it.
+
+use super::utf16le;
+
+/// TDS 7.4 as LOGIN7 writes it (little-endian on the wire: 04 00 00 74).
+pub const TDS_74: u32 = 0x7400_0004;
+
+/// OptionFlags1: fUseDB, fDatabase fatal, fSetLang (what Microsoft's drivers send).
+pub const OPTION_FLAGS1: u8 = 0xE0;
+/// OptionFlags2: fLanguage fatal, fODBC.
+pub const OPTION_FLAGS2: u8 = 0x03;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login7 {
+    pub tds_version: u32,
+    pub packet_size: u32,
+    pub client_program_version: u32,
+    pub client_pid: u32,
+    pub host_name: String,
+    pub user_name: String,
+    pub password: String,
+    pub app_name: String,
+    pub server_name: String,
+    pub library_name: String,
+    pub language: String,
+    pub database: String,
+}
+
+/// MS-TDS 2.2.6.4: swap the two nibbles of each byte of the UTF-16LE password, then XOR 0xA5.
+pub fn obfuscate_password(password: &str) -> Vec<u8> {
+    utf16le(password)
+        .into_iter()
+        .map(|b| b.rotate_left(4) ^ 0xA5)
+        .collect()
+}
+
+/// The inverse of [`obfuscate_password`] (what a server does).
+pub fn deobfuscate_password(bytes: &[u8]) -> String {
+    let plain: Vec<u8> = bytes.iter().map(|b| (b ^ 0xA5).rotate_left(4)).collect();
+    super::from_utf16le(&plain)
+}
+
+impl Login7 {
+    pub fn encode(&self) -> Vec<u8> {
+        const FIXED: usize = 94;
+        // (offset, character count) pairs in this order, then ClientID, SSPI, AtchDBFile,
+        // ChangePassword, cbSSPILong.
+        let strings: [(Vec<u8>, usize); 9] = [
+            self.text(&self.host_name),
+            self.text(&self.user_name),
+            (
+                obfuscate_password(&self.password),
+                self.password.encode_utf16().count(),
+            ),
+            self.text(&self.app_name),
+            self.text(&self.server_name),
+            (Vec::new(), 0), // ibExtension / cbExtension: no feature extensions
+            self.text(&self.library_name),
+            self.text(&self.language),
+            self.text(&self.database),
+        ];
+        let data_len: usize = strings.iter().map(|(b, _)| b.len()).sum();
+        let total = FIXED + data_len;
+        let mut v = Vec::with_capacity(total);
+        v.extend_from_slice(&(total as u32).to_le_bytes());
+        v.extend_from_slice(&self.tds_version.to_le_bytes());
+        v.extend_from_slice(&self.packet_size.to_le_bytes());
+        v.extend_from_slice(&self.client_program_version.to_le_bytes());
+        v.extend_from_slice(&self.client_pid.to_le_bytes());
+        v.extend_from_slice(&0u32.to_le_bytes()); // ConnectionID
+        v.push(OPTION_FLAGS1);
+        v.push(OPTION_FLAGS2);
+        v.push(0); // TypeFlags: SQL_DFLT
+        v.push(0); // OptionFlags3
+        v.extend_from_slice(&0i32.to_le_bytes()); // ClientTimeZone
+        v.extend_from_slice(&0x0409u32.to_le_bytes()); // ClientLCID (en-US)
+        let mut offset = FIXED;
+        for (bytes, chars) in &strings {
+            v.extend_from_slice(&(offset as u16).to_le_bytes());
+            v.extend_from_slice(&(*chars as u16).to_le_bytes());
+            offset += bytes.len();
+        }
+        v.extend_from_slice(&[0u8; 6]); // ClientID (MAC address): not sent
+        v.extend_from_slice(&(offset as u16).to_le_bytes()); // ibSSPI
+        v.extend_from_slice(&0u16.to_le_bytes()); // cbSSPI
+        v.extend_from_slice(&(offset as u16).to_le_bytes()); // ibAtchDBFile
+        v.extend_from_slice(&0u16.to_le_bytes());
+        v.extend_from_slice(&(offset as u16).to_le_bytes()); // ibChangePassword
+        v.extend_from_slice(&0u16.to_le_bytes());
+        v.extend_from_slice(&0u32.to_le_bytes()); // cbSSPILong
+        debug_assert_eq!(v.len(), FIXED);
+        for (bytes, _) in strings {
+            v.extend(bytes);
+        }
+        v
+    }
+
+    fn text(&self, s: &str) -> (Vec<u8>, usize) {
+        // Fields are limited to 128 characters by MS-TDS; longer input is cut, not wrapped.
+        let cut: String = s.chars().take(128).collect();
+        (utf16le(&cut), cut.encode_utf16().count())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_obfuscation_matches_ms_tds() {
+        // 'a' = 0x61 0x00 -> nibbles swapped 0x16 0x00 -> XOR A5 -> 0xB3 0xA5.
+        assert_eq!(obfuscate_password("a"), vec![0xB3, 0xA5]);
+        assert_eq!(
+            deobfuscate_password(&obfuscate_password("Pr0be-pass!é")),
+            "Pr0be-pass!é"
+        );
+    }
+
+    #[test]
+    fn layout_offsets_and_strings() {
+        let login = Login7 {
+            tds_version: TDS_74,
+            packet_size: 4096,
+            client_program_version: 7,
+            client_pid: 42,
+            host_name: "h".into(),
+            user_name: "probe".into(),
+            password: "pw".into(),
+            app_name: "dtcprobe".into(),
+            server_name: "srv".into(),
+            library_name: "dtcprobe".into(),
+            language: String::new(),
+            database: "app".into(),
+        };
+        let b = login.encode();
+        assert_eq!(
+            u32::from_le_bytes(b[0..4].try_into().unwrap()) as usize,
+            b.len()
+        );
+        assert_eq!(&b[4..8], &[4, 0, 0, 0x74]);
+        assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()), 4096);
+        assert_eq!(b[24], OPTION_FLAGS1);
+        // HostName at 94, one character.
+        assert_eq!(&b[36..40], &[94, 0, 1, 0]);
+        let field = |at: usize| {
+            let off = u16::from_le_bytes([b[at], b[at + 1]]) as usize;
+            let chars = u16::from_le_bytes([b[at + 2], b[at + 3]]) as usize;
+            b[off..off + chars * 2].to_vec()
+        };
+        assert_eq!(super::super::from_utf16le(&field(40)), "probe");
+        assert_eq!(deobfuscate_password(&field(44)), "pw");
+        assert_eq!(super::super::from_utf16le(&field(48)), "dtcprobe");
+        assert_eq!(super::super::from_utf16le(&field(68)), "app");
+        // The password never appears in clear.
+        assert!(!b.windows(4).any(|w| w == [b'p', 0, b'w', 0]));
+    }
+}

@@ -1,0 +1,596 @@
+//! Hop `tx_enlist` (`tx=enlist`): THIS host's MSDTC begins a transaction, SQL Server enlists in
+//! it, the usual #temp work runs inside it, this host aborts it, and SQL Server must report the
+//! transaction over with nothing persisted. DTCTester parity (KB 293799), and the path the
+//! outage this tool exists for broke: the client zone's MSDTC getting its transactions into the
+//! SQL zone's MSDTC. `tx_distributed` (BEGIN DISTRIBUTED TRANSACTION on the server) never
+//! involves this host's MSDTC.
+//!
+//! Route: TDS transaction manager requests written by dtcprobe ([`session`]): TM_GET_DTC_ADDRESS
+//! for the SQL host's MSDTC whereabouts, this host's MSDTC exports the transaction to them
+//! ([`dtc::LocalTransaction::export`]), TM_PROPAGATE_XACT hands SQL Server the cookie, and every
+//! later batch carries the enlisted descriptor in ALL_HEADERS. tiberius cannot send 0x0E
+//! packets; the ODBC route (SQL_COPT_SS_ENLIST_IN_DTC) could only ever run on Windows, while this
+//! one's TDS half is tested end to end against the test peer (docs/mssql.md).
+//!
+//! The local MSDTC is a trait ([`dtc::LocalDtc`]): COM on Windows ([`windows`], confirmed only on
+//! a real Windows host), a scripted one in the tests. Other platforms `skip` the hop.
+
+pub mod classify;
+pub mod dtc;
+pub mod session;
+#[cfg(windows)]
+pub mod windows;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dtcprobe_wire::tds::reply::{Token, Value};
+use dtcprobe_wire::tds::tm::{
+    descriptor_from_bytes, TmRequest, ENV_DEFECT_TRAN, ENV_ROLLBACK_TRAN, ENV_TM_ADDRESS,
+    ENV_TRANSACTION_ENDED,
+};
+use serde_json::{json, Map, Value as Json};
+use tokio::time::Instant;
+
+use self::classify::{local_failure, server_refusal, LocalPhase};
+use self::dtc::{DtcError, LocalDtc, LocalTransaction};
+use self::session::{first_error, Session};
+use super::classify::{classify_failure, Failure};
+use super::run::tx_statements;
+use super::spec::{Auth, Encrypt, MssqlTarget};
+use crate::model::{Cause, HopKind, HopResult};
+use crate::secret::Secret;
+
+const KIND: HopKind = HopKind::TxEnlist;
+
+/// Why the hop cannot run here, if it cannot: the reason a `skip` gives.
+pub const NEEDS_WINDOWS: &str = "needs the Windows build: this host's MSDTC";
+
+/// This host's MSDTC, or why there is none to use.
+pub fn this_host_dtc() -> Result<Arc<dyn LocalDtc>, &'static str> {
+    #[cfg(windows)]
+    {
+        Ok(Arc::new(windows::WindowsDtc))
+    }
+    #[cfg(not(windows))]
+    {
+        Err(NEEDS_WINDOWS)
+    }
+}
+
+/// SQL Server's answer after the abort that proves the enlisted transaction is over.
+const ENDED_ERRORS: [i32; 2] = [
+    // "Distributed transaction completed. Either enlist this session in a new transaction or
+    // the NULL transaction."
+    8525, // "The server failed to resume the transaction."
+    3971,
+];
+
+/// Phase timings, for `data.phase_seconds`.
+struct Phases {
+    started: Instant,
+    last: Instant,
+    map: Map<String, Json>,
+}
+
+impl Phases {
+    fn new() -> Phases {
+        let now = Instant::now();
+        Phases {
+            started: now,
+            last: now,
+            map: Map::new(),
+        }
+    }
+    fn done(&mut self, name: &str) {
+        let now = Instant::now();
+        let secs = (now - self.last).as_secs_f64();
+        self.map
+            .insert(name.into(), json!((secs * 1e6).round() / 1e6));
+        self.last = now;
+    }
+}
+
+/// What the run learned, for the hop data; filled as it goes so a failure reports it too.
+#[derive(Default)]
+struct Facts {
+    local_tx_id: Option<String>,
+    dtc_address: Option<Vec<u8>>,
+    cookie_len: Option<usize>,
+    server_descriptor: Option<u64>,
+    encryption: Option<&'static str>,
+    ended_by: Option<String>,
+    unenlist_error: Option<u32>,
+    statements: usize,
+}
+
+/// A failure, with the step it happened at.
+struct Stop {
+    step: &'static str,
+    result: HopResult,
+}
+
+fn stop(step: &'static str, result: HopResult) -> Stop {
+    Stop { step, result }
+}
+
+fn tds_stop(step: &'static str, f: &Failure) -> Stop {
+    let mut r = classify_failure(f).into_hop(KIND);
+    if let Failure::Server {
+        number,
+        state,
+        class,
+        ..
+    } = f
+    {
+        r = r.with_data(
+            "error",
+            json!({"number": number, "state": state, "class": class}),
+        );
+    }
+    stop(step, r)
+}
+
+fn server_stop(step: &'static str, wire_step: &str, f: Failure) -> Stop {
+    match &f {
+        Failure::Server {
+            number,
+            state,
+            class,
+            message,
+        } => {
+            let mut v = server_refusal(wire_step, *number, *state);
+            v.detail = format!("error {number}, state {state}, class {class}: {message}");
+            stop(
+                step,
+                v.into_hop(KIND).with_data(
+                    "error",
+                    json!({"number": number, "state": state, "class": class}),
+                ),
+            )
+        }
+        _ => tds_stop(step, &f),
+    }
+}
+
+fn local_stop(step: &'static str, phase: LocalPhase, e: &DtcError) -> Stop {
+    stop(
+        step,
+        local_failure(phase, e)
+            .into_hop(KIND)
+            .with_data("hresult", format!("0x{:08X}", e.hresult)),
+    )
+}
+
+/// Runs a blocking MSDTC call off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| Failure::Protocol("the MSDTC call panicked".into()))
+}
+
+/// The hop, with the local MSDTC given (the chain passes [`this_host_dtc`], the tests a
+/// scripted one). Bounded by `limit`; never returns an error, only a hop result.
+pub async fn run_enlist(
+    t: &MssqlTarget,
+    addr: SocketAddr,
+    password: Option<Secret>,
+    dtc: Arc<dyn LocalDtc>,
+    marker: &str,
+    limit: Duration,
+) -> HopResult {
+    if t.auth != Auth::Sql {
+        return HopResult::skip(
+            KIND,
+            "tx_enlist logs in with SQL Server authentication only (its own TDS session has no \
+             SSPI yet): use auth=sql with a SQL login to run it",
+        );
+    }
+    if t.encrypt == Encrypt::Strict {
+        return HopResult::skip(
+            KIND,
+            "tx_enlist does not speak TDS 8 (encrypt=strict) yet: run it with encrypt=on",
+        );
+    }
+    let mut facts = Facts::default();
+    let mut phases = Phases::new();
+    let connect_limit = limit / 4;
+    let mut local: Option<Box<dyn LocalTransaction>> = None;
+    let outcome = tokio::time::timeout(
+        limit,
+        enlist_flow(
+            t,
+            addr,
+            password,
+            dtc,
+            marker,
+            connect_limit,
+            &mut facts,
+            &mut phases,
+            &mut local,
+        ),
+    )
+    .await;
+    // Whatever happened, this host's transaction must not outlive the probe.
+    if let Some(mut tx) = local.take() {
+        let _ = blocking(move || tx.abort()).await;
+    }
+    let mut result = match outcome {
+        Ok(Ok(r)) => r,
+        Ok(Err(s)) => {
+            let mut r = s.result;
+            r.detail = format!("step `{}`: {}", s.step, r.detail);
+            r.with_data("failed_step", s.step)
+        }
+        Err(_) => HopResult::fail(
+            KIND,
+            Cause::Timeout,
+            format!(
+                "no answer within {} (after: {})",
+                humantime::format_duration(limit),
+                phases.map.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        )
+        .with_hint(
+            "a step of the enlistment hung: MSDTC RPC between the two hosts that is silently \
+             dropped (firewall on TCP 135 or the dynamic RPC range) makes exports and \
+             propagations wait for MSDTC's own timeouts",
+        ),
+    };
+    result = result.with_data("address", addr.to_string());
+    if let Some(e) = facts.encryption {
+        result = result.with_data("encryption", e);
+    }
+    if let Some(id) = &facts.local_tx_id {
+        result = result.with_data("local_tx_id", id.clone());
+    }
+    if let Some(a) = &facts.dtc_address {
+        let prefix: String = a.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        result = result
+            .with_data("dtc_address_len", a.len())
+            .with_data("dtc_address_prefix", prefix);
+    }
+    if let Some(n) = facts.cookie_len {
+        result = result.with_data("cookie_len", n);
+    }
+    if let Some(d) = facts.server_descriptor {
+        result = result.with_data("server_descriptor", format!("0x{d:016x}"));
+    }
+    if let Some(e) = &facts.ended_by {
+        result = result.with_data("ended_by", e.clone());
+    }
+    if let Some(n) = facts.unenlist_error {
+        result = result.with_data("unenlist_error", n);
+    }
+    if facts.statements > 0 {
+        result = result.with_data("statements", facts.statements);
+    }
+    result
+        .with_data("phase_seconds", Json::Object(phases.map))
+        .with_duration(phases.started.elapsed())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn enlist_flow(
+    t: &MssqlTarget,
+    addr: SocketAddr,
+    password: Option<Secret>,
+    dtc: Arc<dyn LocalDtc>,
+    marker: &str,
+    connect_limit: Duration,
+    facts: &mut Facts,
+    phases: &mut Phases,
+    local: &mut Option<Box<dyn LocalTransaction>>,
+) -> Result<HopResult, Stop> {
+    // 1. This host's MSDTC begins the transaction.
+    let begun = blocking(move || dtc.begin())
+        .await
+        .map_err(|f| tds_stop("local begin", &f))?;
+    let tx = begun.map_err(|e| local_stop("local begin", LocalPhase::Begin, &e))?;
+    facts.local_tx_id = Some(tx.id());
+    *local = Some(tx);
+    phases.done("local_begin");
+
+    // 2. Our own TDS session.
+    let pw = password.as_ref().map(Secret::expose).unwrap_or("");
+    let (mut s, info) = Session::open(addr, t, pw, connect_limit)
+        .await
+        .map_err(|f| tds_stop("login", &f))?;
+    facts.encryption = Some(info.encryption.as_str());
+    phases.done("login");
+
+    let result = enlisted_work(&mut s, marker, facts, phases, local).await;
+    s.close().await;
+    result
+}
+
+async fn enlisted_work(
+    s: &mut Session,
+    marker: &str,
+    facts: &mut Facts,
+    phases: &mut Phases,
+    local: &mut Option<Box<dyn LocalTransaction>>,
+) -> Result<HopResult, Stop> {
+    // 3. Where is the SQL host's MSDTC?
+    let tokens = s
+        .tm_request(&TmRequest::GetDtcAddress)
+        .await
+        .map_err(|f| tds_stop("get DTC address", &f))?;
+    if let Some(f) = first_error(&tokens) {
+        return Err(server_stop("get DTC address", "get DTC address", f));
+    }
+    let whereabouts = dtc_address(&tokens).ok_or_else(|| {
+        tds_stop(
+            "get DTC address",
+            &Failure::Protocol(
+                "the answer to TM_GET_DTC_ADDRESS carries no address (no binary row, no \
+                 ENVCHANGE 16)"
+                    .into(),
+            ),
+        )
+    })?;
+    facts.dtc_address = Some(whereabouts.clone());
+    phases.done("get_dtc_address");
+
+    // 4. This host's MSDTC exports the transaction to it (first MSDTC-to-MSDTC contact).
+    let mut tx = local.take().ok_or_else(|| {
+        tds_stop(
+            "local export",
+            &Failure::Protocol("no local transaction".into()),
+        )
+    })?;
+    let (tx, exported) = blocking(move || {
+        let r = tx.export(&whereabouts);
+        (tx, r)
+    })
+    .await
+    .map_err(|f| tds_stop("local export", &f))?;
+    *local = Some(tx);
+    let cookie = exported.map_err(|e| local_stop("local export", LocalPhase::Export, &e))?;
+    facts.cookie_len = Some(cookie.len());
+    phases.done("local_export");
+
+    // 5. SQL Server imports it: its MSDTC pulls the transaction from this host's MSDTC.
+    let tokens = s
+        .tm_request(&TmRequest::Propagate { cookie })
+        .await
+        .map_err(|f| tds_stop("propagate", &f))?;
+    if let Some(f) = first_error(&tokens) {
+        return Err(server_stop("propagate", "propagate", f));
+    }
+    if s.descriptor == 0 {
+        // Some servers answer with the descriptor as a one-row varbinary result instead.
+        if let Some(d) = first_binary(&tokens).and_then(|b| descriptor_from_bytes(&b)) {
+            s.descriptor = d;
+        }
+    }
+    if s.descriptor == 0 {
+        return Err(tds_stop(
+            "propagate",
+            &Failure::Unexpected(
+                "SQL Server accepted TM_PROPAGATE_XACT but named no transaction (no ENVCHANGE 11 \
+                 with a descriptor)"
+                    .into(),
+            ),
+        ));
+    }
+    facts.server_descriptor = Some(s.descriptor);
+    phases.done("propagate");
+
+    // 6. The usual #temp work, inside the enlisted transaction.
+    let work: Vec<(&'static str, String)> = tx_statements(HopKind::TxLocal, None, marker)
+        .into_iter()
+        .filter(|(name, _)| matches!(*name, "create #temp table" | "insert" | "read back"))
+        .collect();
+    for (name, sql) in &work {
+        let tokens = s.batch(sql).await.map_err(|f| tds_stop(name, &f))?;
+        facts.statements += 1;
+        if let Some(f) = first_error(&tokens) {
+            return Err(server_stop(name, name, f));
+        }
+        if *name == "read back" {
+            let row = first_row(&tokens);
+            let want = [Value::Int(1), Value::Text(marker.to_string())];
+            if row.as_deref() != Some(&want[..]) {
+                return Err(tds_stop(
+                    name,
+                    &Failure::Unexpected(format!(
+                        "read back {row:?} inside the enlisted transaction instead of the row \
+                         just inserted"
+                    )),
+                ));
+            }
+        }
+    }
+    phases.done("work");
+
+    // 7. This host aborts: every enlisted party must roll back.
+    let mut tx = local.take().ok_or_else(|| {
+        tds_stop(
+            "local abort",
+            &Failure::Protocol("no local transaction".into()),
+        )
+    })?;
+    let aborted = blocking(move || tx.abort())
+        .await
+        .map_err(|f| tds_stop("local abort", &f))?;
+    aborted.map_err(|e| local_stop("local abort", LocalPhase::Abort, &e))?;
+    phases.done("local_abort");
+
+    // 8. SQL Server must say the transaction is over. Its MSDTC hears of the abort
+    // asynchronously, so ask a bounded number of times.
+    let enlisted = s.descriptor;
+    let mut ended_by = None;
+    for attempt in 0..20 {
+        let tokens = s
+            .batch("SELECT @@TRANCOUNT AS trancount")
+            .await
+            .map_err(|f| tds_stop("verify ended", &f))?;
+        ended_by = ended_signal(&tokens);
+        if ended_by.is_some() {
+            break;
+        }
+        if let Some(f) = first_error(&tokens) {
+            return Err(tds_stop("verify ended", &f));
+        }
+        if attempt < 19 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let Some(ended_by) = ended_by else {
+        return Err(tds_stop(
+            "verify ended",
+            &Failure::Unexpected(format!(
+                "this host aborted the transaction, but SQL Server still runs the session in \
+                 descriptor 0x{enlisted:016x} (no ENVCHANGE 17 / error 8525 within 2 s)"
+            )),
+        ));
+    };
+    facts.ended_by = Some(ended_by);
+    // Back to the NULL transaction, as drivers do (propagate with an empty cookie).
+    s.descriptor = 0;
+    let tokens = s
+        .tm_request(&TmRequest::Propagate { cookie: Vec::new() })
+        .await
+        .map_err(|f| tds_stop("unenlist", &f))?;
+    // A refusal here is noted, not fatal: what matters is the check below (MS-TDS does not
+    // say how SQL Server answers an unenlist after the transaction already ended).
+    if let Some(Failure::Server { number, .. }) = first_error(&tokens) {
+        facts.unenlist_error = Some(number);
+    }
+
+    // 9. Nothing persisted: the #temp table created inside the transaction is gone.
+    let tokens = s
+        .batch("SELECT id, note FROM #dtcprobe")
+        .await
+        .map_err(|f| tds_stop("verify rolled back", &f))?;
+    match first_error(&tokens) {
+        Some(Failure::Server { number: 208, .. }) => {}
+        Some(f) => return Err(tds_stop("verify rolled back", &f)),
+        None => {
+            return Err(tds_stop(
+                "verify rolled back",
+                &Failure::Unexpected(format!(
+                    "after the abort, #dtcprobe still exists with {:?}: the work done inside the \
+                     enlisted transaction was NOT rolled back",
+                    first_row(&tokens)
+                )),
+            ))
+        }
+    }
+    phases.done("verify");
+
+    let tx_id = facts.local_tx_id.clone().unwrap_or_default();
+    Ok(HopResult::pass(
+        KIND,
+        format!(
+            "this host's MSDTC began transaction {tx_id}; SQL Server enlisted in it (descriptor \
+             0x{enlisted:016x}), ran the #temp work inside it, and ended it when this host \
+             aborted ({}); nothing persisted",
+            facts.ended_by.as_deref().unwrap_or("?")
+        ),
+    ))
+}
+
+/// TM_GET_DTC_ADDRESS's answer: the binary value of the first row, or an ENVCHANGE 16.
+fn dtc_address(tokens: &[Token]) -> Option<Vec<u8>> {
+    first_binary(tokens).or_else(|| {
+        tokens.iter().find_map(|t| match t {
+            Token::EnvChange { kind, new, .. } if *kind == ENV_TM_ADDRESS && !new.is_empty() => {
+                Some(new.clone())
+            }
+            _ => None,
+        })
+    })
+}
+
+fn first_binary(tokens: &[Token]) -> Option<Vec<u8>> {
+    tokens.iter().find_map(|t| match t {
+        Token::Row(values) => match values.first() {
+            Some(Value::Bytes(b)) if !b.is_empty() => Some(b.clone()),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+fn first_row(tokens: &[Token]) -> Option<Vec<Value>> {
+    tokens.iter().find_map(|t| match t {
+        Token::Row(v) => Some(v.clone()),
+        _ => None,
+    })
+}
+
+/// How the reply says the enlisted transaction is over, if it does.
+fn ended_signal(tokens: &[Token]) -> Option<String> {
+    for t in tokens {
+        match t {
+            Token::EnvChange { kind, .. }
+                if [ENV_TRANSACTION_ENDED, ENV_ROLLBACK_TRAN, ENV_DEFECT_TRAN].contains(kind) =>
+            {
+                return Some(format!("envchange_{kind}"));
+            }
+            Token::Error(m) if ENDED_ERRORS.contains(&m.number) => {
+                return Some(format!("error_{}", m.number));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dtcprobe_wire::tds::token::ServerMessage;
+
+    #[test]
+    fn ended_signals() {
+        let env = |kind| Token::EnvChange {
+            kind,
+            new: vec![],
+            old: vec![1; 8],
+        };
+        assert_eq!(ended_signal(&[env(17)]).as_deref(), Some("envchange_17"));
+        assert_eq!(ended_signal(&[env(10)]).as_deref(), Some("envchange_10"));
+        assert_eq!(ended_signal(&[env(8)]), None);
+        let err = |number| {
+            Token::Error(ServerMessage {
+                number,
+                state: 1,
+                class: 16,
+                text: String::new(),
+                server: String::new(),
+                procedure: String::new(),
+                line: 1,
+            })
+        };
+        assert_eq!(ended_signal(&[err(8525)]).as_deref(), Some("error_8525"));
+        assert_eq!(ended_signal(&[err(208)]), None);
+    }
+
+    #[test]
+    fn address_from_row_or_envchange() {
+        let row = vec![
+            Token::ColMetadata(vec![]),
+            Token::Row(vec![Value::Bytes(vec![1, 2])]),
+        ];
+        assert_eq!(dtc_address(&row), Some(vec![1, 2]));
+        let env = vec![Token::EnvChange {
+            kind: 16,
+            new: vec![3],
+            old: vec![],
+        }];
+        assert_eq!(dtc_address(&env), Some(vec![3]));
+        assert_eq!(dtc_address(&[]), None);
+    }
+
+    #[cfg(not(windows))]
+    #[test]
+    fn other_platforms_have_no_local_dtc() {
+        assert_eq!(this_host_dtc().err(), Some(NEEDS_WINDOWS));
+    }
+}

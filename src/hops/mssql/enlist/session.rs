@@ -1,0 +1,513 @@
+//! dtcprobe's own minimal TDS 7.4 client session for the `tx_enlist` hop: PRELOGIN (with the
+//! TLS handshake carried in PRELOGIN packets, as MS-TDS 7.x requires), LOGIN7 with SQL Server
+//! authentication, then SQL batches and transaction manager requests that carry a transaction
+//! descriptor. tiberius cannot send transaction manager requests (packet type 0x0E), which is
+//! the reason this exists; everything else a login needs is kept to what MS-TDS mandates.
+//!
+//! Encryption follows the PRELOGIN negotiation table (MS-TDS 2.2.6.5) like the `login` hop:
+//! full TLS, login-only TLS (the LOGIN7 packet encrypted, then back to the clear), or none.
+//! TLS is rustls with the process's provider (ring, see src/tls.rs); the certificate is
+//! validated against this host's trust store unless `trust_server_certificate=true`.
+//! `encrypt=strict` (TDS 8) is not implemented here yet; the hop says so instead of running.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dtcprobe_wire::tds::login7::{Login7, TDS_74};
+use dtcprobe_wire::tds::packet::{
+    packetize, PacketHeader, HEADER_LEN, PKT_LOGIN7, PKT_PRELOGIN, PKT_REPLY, PKT_SQL_BATCH,
+};
+use dtcprobe_wire::tds::prelogin::{
+    encode_prelogin, encode_version, parse_prelogin_options, ENCRYPT_NOT_SUP, ENCRYPT_OFF,
+    ENCRYPT_ON, ENCRYPT_REQ, PL_ENCRYPTION, PL_INSTOPT, PL_MARS, PL_THREADID, PL_VERSION,
+};
+use dtcprobe_wire::tds::reply::{parse_reply, Token};
+use dtcprobe_wire::tds::tm::{
+    encode_sql_batch, encode_tm_request, TmRequest, TxHeader, ENV_BEGIN_TRAN, ENV_COMMIT_TRAN,
+    ENV_DEFECT_TRAN, ENV_ENLIST_DTC, ENV_ROLLBACK_TRAN, ENV_TRANSACTION_ENDED,
+    PKT_TRANSACTION_MANAGER,
+};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::hops::mssql::classify::Failure;
+use crate::hops::mssql::spec::{Encrypt, MssqlTarget};
+
+/// A reply larger than this is not what any request of this hop produces.
+const MAX_REPLY: usize = 4 << 20;
+const PACKET_SIZE: u32 = 4096;
+
+/// How the PRELOGIN negotiation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Negotiated {
+    None,
+    LoginOnly,
+    Full,
+}
+
+impl Negotiated {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Negotiated::None => "none",
+            Negotiated::LoginOnly => "login_only",
+            Negotiated::Full => "on",
+        }
+    }
+}
+
+/// The byte this client sends in PRELOGIN for the target's setting.
+fn client_encryption(e: Encrypt) -> u8 {
+    match e {
+        Encrypt::None => ENCRYPT_NOT_SUP,
+        Encrypt::Off => ENCRYPT_OFF,
+        Encrypt::On | Encrypt::Strict => ENCRYPT_ON,
+        Encrypt::Required => ENCRYPT_REQ,
+    }
+}
+
+/// MS-TDS 2.2.6.5's table, from the client's side.
+pub fn negotiate(client: u8, server: u8) -> Result<Negotiated, Failure> {
+    match (client, server) {
+        (ENCRYPT_NOT_SUP, ENCRYPT_REQ) => Err(Failure::EncryptionDeclined(
+            "the server requires encryption and this check asked for none (encrypt=none)".into(),
+        )),
+        (ENCRYPT_ON | ENCRYPT_REQ, ENCRYPT_NOT_SUP) => Err(Failure::EncryptionDeclined(
+            "the server does not support encryption (PRELOGIN answered NOT_SUP)".into(),
+        )),
+        (_, ENCRYPT_NOT_SUP) | (ENCRYPT_NOT_SUP, _) => Ok(Negotiated::None),
+        (ENCRYPT_OFF, ENCRYPT_OFF) => Ok(Negotiated::LoginOnly),
+        _ => Ok(Negotiated::Full),
+    }
+}
+
+/// What the login learned.
+#[derive(Debug, Clone)]
+pub struct LoginInfo {
+    pub encryption: Negotiated,
+    pub tds_version: u32,
+    pub server_program: String,
+}
+
+pub struct Session {
+    tcp: TcpStream,
+    tls: Option<rustls::ClientConnection>,
+    packet_id: u8,
+    packet_size: usize,
+    /// The transaction the session is in (0: none), as the server's ENVCHANGEs said.
+    pub descriptor: u64,
+}
+
+fn closed(e: io::Error) -> Failure {
+    match e.kind() {
+        io::ErrorKind::InvalidData => Failure::Protocol(e.to_string()),
+        _ => Failure::Closed(e.to_string()),
+    }
+}
+
+impl Session {
+    /// Connects, negotiates, logs in.
+    pub async fn open(
+        addr: SocketAddr,
+        t: &MssqlTarget,
+        password: &str,
+        connect_limit: Duration,
+    ) -> Result<(Session, LoginInfo), Failure> {
+        // Classified as the `tcp` hop would be: the path can break between the hops.
+        let (attempt, tcp) = crate::hops::connect::connect(addr, connect_limit).await;
+        let Some(tcp) = tcp else {
+            return Err(match attempt.verdict() {
+                Some(v) => Failure::Connect(v),
+                None => Failure::Closed(format!("TCP connect to {addr} failed")),
+            });
+        };
+        let _ = tcp.set_nodelay(true);
+        let mut s = Session {
+            tcp,
+            tls: None,
+            packet_id: 0,
+            packet_size: PACKET_SIZE as usize,
+            descriptor: 0,
+        };
+
+        let client_enc = client_encryption(t.encrypt);
+        let mut instance = t.instance.clone().unwrap_or_default().into_bytes();
+        instance.push(0);
+        let prelogin = encode_prelogin(&[
+            (PL_VERSION, &encode_version(0, 1, 0, 0)),
+            (PL_ENCRYPTION, &[client_enc]),
+            (PL_INSTOPT, &instance),
+            (PL_THREADID, &std::process::id().to_le_bytes()),
+            (PL_MARS, &[0]),
+        ]);
+        s.write_message(PKT_PRELOGIN, &prelogin).await?;
+        let (_, answer) = s.read_message().await?;
+        let options = parse_prelogin_options(&answer)
+            .map_err(|e| Failure::Protocol(format!("the answer to PRELOGIN is not TDS: {e}")))?;
+        let value = |token: u8| {
+            options
+                .iter()
+                .find(|(k, _)| *k == token)
+                .and_then(|(_, v)| v.first().copied())
+        };
+        if value(PL_INSTOPT) == Some(1) {
+            return Err(Failure::InstanceMismatch {
+                instance: t.instance.clone().unwrap_or_default(),
+                port: addr.port(),
+            });
+        }
+        let server_enc = value(PL_ENCRYPTION).ok_or_else(|| {
+            Failure::Protocol("the PRELOGIN answer has no ENCRYPTION option".into())
+        })?;
+        let negotiated = negotiate(client_enc, server_enc)?;
+        if negotiated != Negotiated::None {
+            s.tls_handshake(t).await?;
+        }
+
+        let login = Login7 {
+            tds_version: TDS_74,
+            packet_size: PACKET_SIZE,
+            client_program_version: 0x0100_0000,
+            client_pid: std::process::id(),
+            host_name: gethostname::gethostname().to_string_lossy().into_owned(),
+            user_name: t.user.clone().unwrap_or_default(),
+            password: password.to_string(),
+            app_name: "dtcprobe".into(),
+            server_name: t.host.clone(),
+            library_name: "dtcprobe".into(),
+            language: String::new(),
+            database: t.database.clone().unwrap_or_default(),
+        };
+        s.write_message(PKT_LOGIN7, &login.encode()).await?;
+        if negotiated == Negotiated::LoginOnly {
+            // Only the LOGIN7 packet travels encrypted; the server answers in the clear.
+            s.tls = None;
+        }
+        let tokens = s.read_reply().await?;
+        if let Some(f) = first_error(&tokens) {
+            return Err(f);
+        }
+        let ack = tokens.iter().find_map(|t| match t {
+            Token::LoginAck(a) => Some(a.clone()),
+            _ => None,
+        });
+        let Some(ack) = ack else {
+            return Err(Failure::Protocol(
+                "the login response has neither LOGINACK nor an error".into(),
+            ));
+        };
+        if tokens
+            .iter()
+            .any(|t| matches!(t, Token::EnvChange { kind: 20, .. }))
+        {
+            return Err(Failure::Protocol(
+                "the server redirects the login to another server (routing ENVCHANGE); \
+                 tx_enlist does not follow redirects yet: target the server it names"
+                    .into(),
+            ));
+        }
+        for t in &tokens {
+            if let Token::EnvChange { kind: 4, new, .. } = t {
+                let text = dtcprobe_wire::tds::from_utf16le(new);
+                if let Ok(n) = text.parse::<usize>() {
+                    s.packet_size = n.clamp(512, 32767);
+                }
+            }
+        }
+        Ok((
+            s,
+            LoginInfo {
+                encryption: negotiated,
+                tds_version: ack.tds_version,
+                server_program: ack.program,
+            },
+        ))
+    }
+
+    /// A SQL batch in the session's current transaction.
+    pub async fn batch(&mut self, sql: &str) -> Result<Vec<Token>, Failure> {
+        let payload = encode_sql_batch(self.tx_header(), sql);
+        self.write_message(PKT_SQL_BATCH, &payload).await?;
+        self.read_reply().await
+    }
+
+    /// A transaction manager request in the session's current transaction.
+    pub async fn tm_request(&mut self, request: &TmRequest) -> Result<Vec<Token>, Failure> {
+        let payload = encode_tm_request(self.tx_header(), request)
+            .map_err(|e| Failure::Protocol(e.to_string()))?;
+        self.write_message(PKT_TRANSACTION_MANAGER, &payload)
+            .await?;
+        self.read_reply().await
+    }
+
+    fn tx_header(&self) -> TxHeader {
+        TxHeader {
+            descriptor: self.descriptor,
+            outstanding_requests: 1,
+        }
+    }
+
+    /// Closes the connection (the server rolls back whatever the session still holds).
+    pub async fn close(mut self) {
+        if let Some(tls) = &mut self.tls {
+            tls.send_close_notify();
+            let _ = self.flush_tls().await;
+        }
+        let _ = self.tcp.shutdown().await;
+    }
+
+    async fn read_reply(&mut self) -> Result<Vec<Token>, Failure> {
+        let (ty, payload) = self.read_message().await?;
+        if ty != PKT_REPLY {
+            return Err(Failure::Protocol(format!(
+                "the server answered with packet type 0x{ty:02X}, not a reply"
+            )));
+        }
+        let tokens = parse_reply(&payload).map_err(|e| Failure::Protocol(e.to_string()))?;
+        for t in &tokens {
+            if let Token::EnvChange { kind, new, .. } = t {
+                match *kind {
+                    ENV_BEGIN_TRAN | ENV_ENLIST_DTC => {
+                        if let Some(d) = dtcprobe_wire::tds::tm::descriptor_from_bytes(new) {
+                            self.descriptor = d;
+                        }
+                    }
+                    ENV_COMMIT_TRAN | ENV_ROLLBACK_TRAN | ENV_DEFECT_TRAN
+                    | ENV_TRANSACTION_ENDED => self.descriptor = 0,
+                    _ => {}
+                }
+            }
+        }
+        Ok(tokens)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // transport
+
+    async fn tls_handshake(&mut self, t: &MssqlTarget) -> Result<(), Failure> {
+        let config = Arc::new(client_tls_config(t.trust_server_certificate)?);
+        let name = ServerName::try_from(t.host.clone())
+            .map_err(|e| Failure::Tls(format!("the host name is not usable for TLS: {e}")))?;
+        let mut tls = rustls::ClientConnection::new(config, name)
+            .map_err(|e| Failure::Tls(e.to_string()))?;
+        // The handshake travels inside PRELOGIN packets (MS-TDS 2.2.6.5 / 3.2.5.2); bounded:
+        // a TLS 1.2 handshake takes two round trips.
+        for _ in 0..16 {
+            // Flush first: a TLS 1.3 client Finished is queued when the handshake already
+            // counts as done, and still belongs in a PRELOGIN packet.
+            if tls.wants_write() {
+                let mut out = Vec::new();
+                while tls.wants_write() {
+                    tls.write_tls(&mut out).map_err(|e| Failure::Tls(e.to_string()))?;
+                }
+                self.write_message(PKT_PRELOGIN, &out).await?;
+                continue;
+            }
+            if !tls.is_handshaking() {
+                self.tls = Some(tls);
+                return Ok(());
+            }
+            let (_, payload) = self.read_message().await.map_err(|f| match f {
+                Failure::Closed(m) => Failure::TlsReset(m),
+                other => other,
+            })?;
+            let mut data = &payload[..];
+            while !data.is_empty() {
+                tls.read_tls(&mut data)
+                    .map_err(|e| Failure::Tls(e.to_string()))?;
+                tls.process_new_packets()
+                    .map_err(|e| Failure::Tls(e.to_string()))?;
+            }
+        }
+        Err(Failure::Protocol("the TLS handshake does not finish".into()))
+    }
+
+    async fn write_message(&mut self, ty: u8, payload: &[u8]) -> Result<(), Failure> {
+        let bytes = packetize(ty, payload, self.packet_size, &mut self.packet_id);
+        match &mut self.tls {
+            None => self.tcp.write_all(&bytes).await.map_err(closed),
+            Some(tls) => {
+                tls.writer().write_all(&bytes).map_err(closed)?;
+                self.flush_tls().await.map_err(closed)
+            }
+        }
+    }
+
+    async fn flush_tls(&mut self) -> io::Result<()> {
+        if let Some(tls) = &mut self.tls {
+            let mut out = Vec::new();
+            while tls.wants_write() {
+                tls.write_tls(&mut out)?;
+            }
+            if !out.is_empty() {
+                self.tcp.write_all(&out).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_exact(&mut self, n: usize) -> Result<Vec<u8>, Failure> {
+        let mut out = vec![0u8; n];
+        if self.tls.is_none() {
+            self.tcp.read_exact(&mut out).await.map_err(closed)?;
+            return Ok(out);
+        }
+        let mut got = 0;
+        // Bounded by the data: every turn either reads plaintext or consumes network bytes, and
+        // the hop's own timeout stops a server that sends nothing.
+        while got < n {
+            let Some(tls) = self.tls.as_mut() else {
+                return Err(Failure::Protocol("TLS state lost".into()));
+            };
+            match tls.reader().read(&mut out[got..]) {
+                Ok(0) => return Err(Failure::Closed("TLS session closed by the server".into())),
+                Ok(k) => {
+                    got += k;
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(closed(e)),
+            }
+            let mut buf = vec![0u8; 16 * 1024];
+            let k = self.tcp.read(&mut buf).await.map_err(closed)?;
+            if k == 0 {
+                return Err(Failure::Closed("the server closed the connection".into()));
+            }
+            let mut data = &buf[..k];
+            while !data.is_empty() {
+                tls.read_tls(&mut data).map_err(closed)?;
+                tls.process_new_packets()
+                    .map_err(|e| Failure::Tls(e.to_string()))?;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn read_message(&mut self) -> Result<(u8, Vec<u8>), Failure> {
+        let mut payload = Vec::new();
+        loop {
+            let h = self.read_exact(HEADER_LEN).await?;
+            let h = PacketHeader::parse(&h)
+                .ok_or_else(|| Failure::Protocol("short packet header".into()))?;
+            let len = h
+                .payload_len()
+                .ok_or_else(|| Failure::Protocol("a packet shorter than its header".into()))?;
+            payload.extend(self.read_exact(len).await?);
+            if payload.len() > MAX_REPLY {
+                return Err(Failure::Protocol("reply larger than 4 MiB".into()));
+            }
+            if h.is_eom() {
+                return Ok((h.packet_type, payload));
+            }
+        }
+    }
+}
+
+/// The first ERROR token of a reply, as a [`Failure`].
+pub fn first_error(tokens: &[Token]) -> Option<Failure> {
+    tokens.iter().find_map(|t| match t {
+        Token::Error(m) => Some(Failure::Server {
+            number: m.number as u32,
+            state: m.state,
+            class: m.class,
+            message: m.text.clone(),
+        }),
+        _ => None,
+    })
+}
+
+/// rustls for the login: this host's trust store, or (trust_server_certificate) any
+/// certificate, as Microsoft's drivers do with TrustServerCertificate=yes (the signature of the
+/// handshake is still checked).
+fn client_tls_config(trust_any: bool) -> Result<rustls::ClientConfig, Failure> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Failure::Tls(e.to_string()))?;
+    let config = if trust_any {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    Ok(config)
+}
+
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation_table() {
+        use Negotiated::*;
+        let ok = |c, s| negotiate(c, s).ok();
+        assert_eq!(ok(ENCRYPT_OFF, ENCRYPT_OFF), Some(LoginOnly));
+        assert_eq!(ok(ENCRYPT_OFF, ENCRYPT_ON), Some(Full));
+        assert_eq!(ok(ENCRYPT_OFF, ENCRYPT_REQ), Some(Full));
+        assert_eq!(ok(ENCRYPT_OFF, ENCRYPT_NOT_SUP), Some(None));
+        assert_eq!(ok(ENCRYPT_ON, ENCRYPT_OFF), Some(Full));
+        assert_eq!(ok(ENCRYPT_ON, ENCRYPT_NOT_SUP), Option::None);
+        assert_eq!(ok(ENCRYPT_NOT_SUP, ENCRYPT_NOT_SUP), Some(None));
+        assert_eq!(ok(ENCRYPT_NOT_SUP, ENCRYPT_OFF), Some(None));
+        assert!(matches!(
+            negotiate(ENCRYPT_NOT_SUP, ENCRYPT_REQ),
+            Err(Failure::EncryptionDeclined(_))
+        ));
+    }
+}

@@ -1,0 +1,654 @@
+//! Hop `tx_enlist` against the TDS test peer, with a scripted MSDTC for "this host".
+//!
+//! The hop's run function is called through the library API (`run_enlist`) with the scripted
+//! MSDTC: no test-only switch exists in the binary. What is real here: dtcprobe's own TDS
+//! session (PRELOGIN, TLS inside PRELOGIN, LOGIN7, transaction manager requests, batches with the
+//! enlisted descriptor) against the peer's TDS; the peer checks the cookie against the scripted
+//! MSDTC's transactions and ends the session's transaction when that MSDTC aborts. What is not:
+//! the COM calls into a real MSDTC, and SQL Server's own MSDTC; those are confirmed only by
+//! `real_windows_msdtc_enlists` on a Windows host (docs/mssql.md).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dtcprobe::hops::mssql::enlist::dtc::{self, LocalDtc};
+use dtcprobe::hops::mssql::enlist::run_enlist;
+use dtcprobe::hops::mssql::{Auth, MssqlTarget};
+use dtcprobe::model::{Cause, HopResult, Status};
+use dtcprobe::secret::Secret;
+use serde_json::Value;
+
+use crate::support::tds_peer::tm::{ScriptedMsdtc, ScriptedState, TmConfig, TmEvent};
+use crate::support::tds_peer::{Event, PeerConfig, ServerEncryption, TdsPeer};
+use crate::support::{parse_report, run_bin};
+
+const MARKER: &str = "dtcprobe-enlist-test";
+
+fn peer_with(msdtc: &ScriptedMsdtc, tm: TmConfig) -> (TdsPeer, TmConfig) {
+    let tm = TmConfig {
+        client_msdtc: Some(msdtc.clone()),
+        ..tm
+    };
+    let peer = TdsPeer::start(PeerConfig {
+        tm: tm.clone(),
+        ..PeerConfig::default()
+    });
+    (peer, tm)
+}
+
+fn target(peer: &TdsPeer, query: &str) -> MssqlTarget {
+    MssqlTarget::from_url(&format!(
+        "mssql://probe@127.0.0.1:{}/app?tx=enlist&{query}",
+        peer.port()
+    ))
+    .unwrap()
+}
+
+async fn enlist(peer: &TdsPeer, query: &str, password: &str, dtc: Arc<dyn LocalDtc>) -> HopResult {
+    run_enlist(
+        &target(peer, query),
+        peer.addr,
+        Some(Secret::new(password)),
+        dtc,
+        MARKER,
+        Duration::from_secs(10),
+    )
+    .await
+}
+
+const GOOD: &str = "Pr0be-pass!";
+
+fn failed_step(r: &HopResult) -> &str {
+    r.data["failed_step"].as_str().unwrap_or("")
+}
+
+#[tokio::test]
+async fn enlisted_transaction_runs_and_is_rolled_back_by_the_local_abort() {
+    for (query, encryption) in [
+        ("encrypt=on&trust_server_certificate=true", "on"),
+        ("encrypt=off&trust_server_certificate=true", "login_only"),
+    ] {
+        let msdtc = ScriptedMsdtc::new();
+        let (peer, tm) = peer_with(&msdtc, TmConfig::default());
+        let r = enlist(&peer, query, GOOD, msdtc.as_local_dtc()).await;
+        assert_eq!(r.status, Status::Pass, "{query}: {r:#?}");
+        // `-- --nocapture` shows where the time goes (docs/mssql.md quotes a run).
+        eprintln!(
+            "tx_enlist {encryption}: {:.3} ms, phases {}",
+            r.duration_seconds.as_secs_f64() * 1e3,
+            r.data["phase_seconds"]
+        );
+        assert_eq!(r.data["encryption"], encryption);
+        for key in [
+            "local_tx_id",
+            "dtc_address_len",
+            "dtc_address_prefix",
+            "cookie_len",
+            "server_descriptor",
+            "ended_by",
+            "phase_seconds",
+        ] {
+            assert!(!r.data[key].is_null(), "{query}: no {key} in {r:#?}");
+        }
+        assert_eq!(r.data["ended_by"], "envchange_17");
+        assert_eq!(r.data["statements"], 3);
+        // This host's MSDTC: begun, exported, aborted; nothing else.
+        assert_eq!(msdtc.calls(), ["begin", "export", "abort"]);
+        assert_eq!(msdtc.states(), [ScriptedState::Aborted]);
+
+        let events = tm.events();
+        let descriptor = events
+            .iter()
+            .find_map(|e| match e {
+                TmEvent::Enlisted { descriptor } => Some(*descriptor),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("never enlisted: {events:#?}"));
+        assert_eq!(
+            r.data["server_descriptor"],
+            format!("0x{descriptor:016x}").as_str()
+        );
+        // The three statements ran inside the enlisted transaction, with its descriptor.
+        let inside: Vec<&str> = events
+            .iter()
+            .filter_map(|e| match e {
+                TmEvent::BatchInTransaction { descriptor: d, sql } if *d == descriptor => {
+                    Some(sql.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(inside.len(), 3, "{events:#?}");
+        assert!(inside[1].contains(MARKER));
+        // The abort ended it on the server, discarding the inserted row; nothing persisted.
+        assert!(
+            events.contains(&TmEvent::Ended {
+                descriptor,
+                rows_discarded: 1
+            }),
+            "{events:#?}"
+        );
+        assert!(events.contains(&TmEvent::Unenlisted), "{events:#?}");
+        assert!(
+            peer.batches()
+                .iter()
+                .any(|b| b == "SELECT id, note FROM #dtcprobe"),
+            "the hop did not look for the rows after the abort"
+        );
+        let secret_free = serde_json::to_string(&r).unwrap();
+        assert!(!secret_free.contains(GOOD));
+    }
+}
+
+#[tokio::test]
+async fn unencrypted_server_and_encrypt_none() {
+    let msdtc = ScriptedMsdtc::new();
+    let tm = TmConfig {
+        client_msdtc: Some(msdtc.clone()),
+        ..TmConfig::default()
+    };
+    let peer = TdsPeer::start(PeerConfig {
+        encryption: ServerEncryption::NotSupported,
+        tm,
+        ..PeerConfig::default()
+    });
+    let r = enlist(&peer, "encrypt=none", GOOD, msdtc.as_local_dtc()).await;
+    assert_eq!(r.status, Status::Pass, "{r:#?}");
+    assert_eq!(r.data["encryption"], "none");
+    // encrypt=on against a server without TLS: refused before LOGIN7, never in clear.
+    let r = enlist(&peer, "encrypt=on", GOOD, msdtc.as_local_dtc()).await;
+    assert_eq!(
+        (r.status, r.cause, failed_step(&r)),
+        (Status::Fail, Some(Cause::TlsError), "login"),
+        "{r:#?}"
+    );
+    // Only the first (passing) run sent a LOGIN7.
+    let logins = peer
+        .events()
+        .iter()
+        .filter(|e| matches!(e, Event::Login { .. }))
+        .count();
+    assert_eq!(logins, 1);
+}
+
+#[tokio::test]
+async fn server_msdtc_unavailable_on_get_address() {
+    let msdtc = ScriptedMsdtc::new();
+    let (peer, tm) = peer_with(
+        &msdtc,
+        TmConfig {
+            whereabouts: None,
+            ..TmConfig::default()
+        },
+    );
+    let r = enlist(
+        &peer,
+        "trust_server_certificate=true",
+        GOOD,
+        msdtc.as_local_dtc(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.cause, failed_step(&r)),
+        (Status::Fail, Some(Cause::DtcUnavailable), "get DTC address"),
+        "{r:#?}"
+    );
+    assert_eq!(r.data["error"]["number"], 8501);
+    assert!(
+        r.hint.as_deref().unwrap().contains("SQL Server host"),
+        "{r:#?}"
+    );
+    // The local transaction did not outlive the probe.
+    assert_eq!(msdtc.calls(), ["begin", "abort"]);
+    assert!(tm.events().contains(&TmEvent::Refused { number: 8501 }));
+}
+
+#[tokio::test]
+async fn local_msdtc_failures_name_the_side_and_setting() {
+    let cases = [
+        (dtc::XACT_E_TMNOTAVAILABLE, "TCP 135"),
+        (dtc::XACT_E_NETWORK_TX_DISABLED, "THIS host"),
+        (
+            dtc::XACT_E_PARTNER_NETWORK_TX_DISABLED,
+            "the SQL host's MSDTC refuses",
+        ),
+        (dtc::XACT_E_NOTRANSACTION, "already over"),
+        (dtc::XACT_E_CONNECTION_DOWN, "BOTH directions"),
+        (dtc::RPC_S_SERVER_UNAVAILABLE, "BOTH directions"),
+        (dtc::E_ACCESSDENIED, "Mutual Authentication"),
+    ];
+    for (hresult, hint) in cases {
+        let msdtc = ScriptedMsdtc::new();
+        msdtc.fail_export(hresult);
+        let (peer, tm) = peer_with(&msdtc, TmConfig::default());
+        let r = enlist(
+            &peer,
+            "trust_server_certificate=true",
+            GOOD,
+            msdtc.as_local_dtc(),
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.cause, failed_step(&r)),
+            (Status::Fail, Some(Cause::DtcUnavailable), "local export"),
+            "{hresult:X}: {r:#?}"
+        );
+        assert_eq!(r.data["hresult"], format!("0x{hresult:08X}").as_str());
+        assert!(
+            r.hint.as_deref().unwrap().contains(hint),
+            "{hresult:X}: {r:#?}"
+        );
+        // The server got as far as the address request, never a propagate.
+        let kinds: Vec<&str> = tm
+            .events()
+            .iter()
+            .filter_map(|e| match e {
+                TmEvent::Request { kind, .. } => Some(*kind),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(kinds, ["get_dtc_address"], "{hresult:X}");
+        assert_eq!(msdtc.calls(), ["begin", "export", "abort"]);
+    }
+
+    // This host's MSDTC not running: the hop stops before logging in.
+    let msdtc = ScriptedMsdtc::new();
+    msdtc.fail_begin(dtc::XACT_E_TMNOTAVAILABLE);
+    let (peer, _) = peer_with(&msdtc, TmConfig::default());
+    let r = enlist(
+        &peer,
+        "trust_server_certificate=true",
+        GOOD,
+        msdtc.as_local_dtc(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.cause, failed_step(&r)),
+        (Status::Fail, Some(Cause::DtcUnavailable), "local begin"),
+        "{r:#?}"
+    );
+    assert!(r.hint.as_deref().unwrap().contains("sc start msdtc"));
+    assert!(!peer
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::Login { .. })));
+
+    // The abort itself fails: reported, never a pass.
+    let msdtc = ScriptedMsdtc::new();
+    msdtc.fail_abort(dtc::XACT_E_CONNECTION_DOWN);
+    let (peer, _) = peer_with(&msdtc, TmConfig::default());
+    let r = enlist(
+        &peer,
+        "trust_server_certificate=true",
+        GOOD,
+        msdtc.as_local_dtc(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.cause, failed_step(&r)),
+        (Status::Fail, Some(Cause::DtcUnavailable), "local abort"),
+        "{r:#?}"
+    );
+}
+
+#[tokio::test]
+async fn propagate_rejected_by_the_server() {
+    // The SQL host's MSDTC cannot reach this host's MSDTC back: 8509.
+    let msdtc = ScriptedMsdtc::new();
+    let peer = TdsPeer::start(PeerConfig::default()); // its MSDTC reaches no client MSDTC
+    let r = enlist(
+        &peer,
+        "trust_server_certificate=true",
+        GOOD,
+        msdtc.as_local_dtc(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.cause, failed_step(&r)),
+        (Status::Fail, Some(Cause::DtcUnavailable), "propagate"),
+        "{r:#?}"
+    );
+    assert_eq!(r.data["error"]["number"], 8509);
+    assert!(r.detail.contains("XACT_E_CONNECTION_DOWN"), "{r:#?}");
+    assert!(
+        r.hint.as_deref().unwrap().contains("reach this host back"),
+        "{r:#?}"
+    );
+    assert_eq!(msdtc.calls(), ["begin", "export", "abort"]);
+
+    // A scripted refusal (8522), and the server's table is never touched.
+    let msdtc = ScriptedMsdtc::new();
+    let (peer, tm) = peer_with(
+        &msdtc,
+        TmConfig {
+            propagate_error: Some((8522, 1, crate::support::tds_peer::tm::TEXT_8522.to_string())),
+            ..TmConfig::default()
+        },
+    );
+    let r = enlist(
+        &peer,
+        "trust_server_certificate=true",
+        GOOD,
+        msdtc.as_local_dtc(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.cause, r.data["error"]["number"].as_u64()),
+        (Status::Fail, Some(Cause::DtcUnavailable), Some(8522)),
+        "{r:#?}"
+    );
+    assert!(!tm
+        .events()
+        .iter()
+        .any(|e| matches!(e, TmEvent::BatchInTransaction { .. })));
+}
+
+#[tokio::test]
+async fn connection_dropped_mid_propagate() {
+    let msdtc = ScriptedMsdtc::new();
+    let (peer, _) = peer_with(
+        &msdtc,
+        TmConfig {
+            drop_on_propagate: true,
+            ..TmConfig::default()
+        },
+    );
+    let r = enlist(
+        &peer,
+        "trust_server_certificate=true",
+        GOOD,
+        msdtc.as_local_dtc(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.cause, failed_step(&r)),
+        (Status::Fail, Some(Cause::Reset), "propagate"),
+        "{r:#?}"
+    );
+    assert_eq!(msdtc.calls(), ["begin", "export", "abort"]);
+}
+
+#[tokio::test]
+async fn wrong_password_and_unsupported_settings() {
+    let msdtc = ScriptedMsdtc::new();
+    let (peer, _) = peer_with(&msdtc, TmConfig::default());
+    let r = enlist(
+        &peer,
+        "trust_server_certificate=true",
+        "not-the-password",
+        msdtc.as_local_dtc(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.cause, failed_step(&r)),
+        (Status::Fail, Some(Cause::AuthFailed), "login"),
+        "{r:#?}"
+    );
+    assert_eq!(r.data["error"]["number"], 18456);
+    assert!(!serde_json::to_string(&r)
+        .unwrap()
+        .contains("not-the-password"));
+    assert_eq!(msdtc.calls(), ["begin", "abort"]);
+
+    // Integrated authentication (only the Windows build parses it from a URL) and TDS 8.
+    let mut integrated = target(&peer, "");
+    integrated.auth = Auth::Integrated;
+    let strict = target(&peer, "encrypt=strict&trust_server_certificate=true");
+    for (t, why) in [
+        (integrated, "SQL Server authentication only"),
+        (strict, "encrypt=strict"),
+    ] {
+        let r = run_enlist(
+            &t,
+            peer.addr,
+            Some(Secret::new(GOOD)),
+            msdtc.as_local_dtc(),
+            MARKER,
+            Duration::from_secs(10),
+        )
+        .await;
+        assert_eq!(r.status, Status::Skip, "{why}: {r:#?}");
+        assert!(r.detail.contains(why), "{why}: {r:#?}");
+    }
+}
+
+/// Through the binary on this (non-Windows) host: the hop is planned and skipped with the
+/// reason, and the report, with a real `tx_enlist` pass hop spliced in, matches the schema.
+#[tokio::test]
+async fn binary_skips_without_windows_and_reports_match_the_schema() {
+    let msdtc = ScriptedMsdtc::new();
+    let (peer, _) = peer_with(&msdtc, TmConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, format!("{GOOD}\n")).unwrap();
+    let url = format!(
+        "mssql://probe@127.0.0.1:{}/app?tx=enlist&trust_server_certificate=true",
+        peer.port()
+    );
+    let (_, out, err) = run_bin(&[
+        "check",
+        "--timeout",
+        "2s",
+        "--password-file",
+        pw.to_str().unwrap(),
+        &url,
+        "-f",
+        "json",
+    ]);
+    let mut report = parse_report(&out);
+    let hops = report["checks"][0]["hops"].as_array().unwrap().clone();
+    let kinds: Vec<(&str, &str)> = hops
+        .iter()
+        .map(|h| (h["hop"].as_str().unwrap(), h["status"].as_str().unwrap()))
+        .collect();
+    assert!(kinds.contains(&("tx_local", "pass")), "{kinds:?} {err}");
+    let enlist_hop = hops.iter().find(|h| h["hop"] == "tx_enlist").unwrap();
+    if cfg!(windows) {
+        return;
+    }
+    assert_eq!(enlist_hop["status"], "skip", "{enlist_hop:#}");
+    assert!(enlist_hop["detail"]
+        .as_str()
+        .unwrap()
+        .contains("needs the Windows build: this host's MSDTC"));
+    crate::report_schema::assert_valid("mssql tx=enlist skipped", &report);
+
+    // The same report with the hop as the scripted run produces it (pass, then a failure).
+    let pass = enlist(
+        &peer,
+        "trust_server_certificate=true",
+        GOOD,
+        msdtc.as_local_dtc(),
+    )
+    .await;
+    assert_eq!(pass.status, Status::Pass, "{pass:#?}");
+    let failing = ScriptedMsdtc::new();
+    failing.fail_export(dtc::XACT_E_NETWORK_TX_DISABLED);
+    let fail = enlist(
+        &peer,
+        "trust_server_certificate=true",
+        GOOD,
+        failing.as_local_dtc(),
+    )
+    .await;
+    for (what, hop) in [("pass", pass), ("fail", fail)] {
+        let value: Value = serde_json::to_value(&hop).unwrap();
+        for h in report["checks"][0]["hops"].as_array_mut().unwrap() {
+            if h["hop"] == "tx_enlist" {
+                *h = value.clone();
+            }
+        }
+        crate::report_schema::assert_valid(&format!("tx_enlist {what}"), &report);
+    }
+}
+
+/// Opt-in, Windows only: the real chain with this host's MSDTC and a real SQL Server.
+/// Set `DTCPROBE_ENLIST_URL` (e.g. `mssql://probe@sql01.corp/app?tx=enlist&trust_server_certificate=true`)
+/// and `DTCPROBE_MSSQL_PASSWORD`, then run `cargo test --test integration real_windows_msdtc_enlists
+/// -- --nocapture` on the Windows host. Elsewhere, or without them, it says why it is skipped.
+#[test]
+fn real_windows_msdtc_enlists() {
+    let (Ok(url), Ok(password)) = (
+        std::env::var("DTCPROBE_ENLIST_URL"),
+        std::env::var("DTCPROBE_MSSQL_PASSWORD"),
+    ) else {
+        eprintln!(
+            "SKIP: set DTCPROBE_ENLIST_URL (mssql://user@host/db?tx=enlist) and \
+             DTCPROBE_MSSQL_PASSWORD on a Windows host to enlist a real SQL Server in this host's MSDTC"
+        );
+        return;
+    };
+    if !cfg!(windows) {
+        eprintln!("SKIP: tx_enlist needs the Windows build (this host's MSDTC)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, format!("{password}\n")).unwrap();
+    let (_, out, err) = run_bin(&[
+        "check",
+        "--timeout",
+        "10s",
+        "--password-file",
+        pw.to_str().unwrap(),
+        &url,
+        "-f",
+        "json",
+    ]);
+    assert!(!out.contains(&password) && !err.contains(&password));
+    let report = parse_report(&out);
+    eprintln!(
+        "{}",
+        serde_json::to_string_pretty(&report["checks"][0]["hops"]).unwrap()
+    );
+    let hop = crate::support::hop(
+        &report,
+        report["checks"][0]["name"].as_str().unwrap(),
+        "tx_enlist",
+    );
+    assert_eq!(hop["status"], "pass", "{hop:#}");
+}
+
+#[tokio::test]
+async fn closed_port_is_refused_like_the_tcp_hop() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let msdtc = ScriptedMsdtc::new();
+    let t = MssqlTarget::from_url(&format!(
+        "mssql://probe@127.0.0.1:{port}/app?tx=enlist&trust_server_certificate=true"
+    ))
+    .unwrap();
+    let r = run_enlist(
+        &t,
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        Some(Secret::new(GOOD)),
+        msdtc.as_local_dtc(),
+        MARKER,
+        Duration::from_secs(4),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.cause, failed_step(&r)),
+        (Status::Fail, Some(Cause::Refused), "login"),
+        "{r:#?}"
+    );
+    assert_eq!(msdtc.calls(), ["begin", "abort"]);
+}
+
+/// The peer's other transaction manager requests (what ODBC Driver 18 sends with autocommit
+/// off), driven by dtcprobe's own session: descriptors in the ENVCHANGEs, refusals where SQL
+/// Server refuses. (Microsoft's drivers against these answers: issue 17's cross-check tests.)
+#[tokio::test]
+async fn peer_answers_begin_commit_rollback_save_promote() {
+    use dtcprobe::hops::mssql::enlist::session::{first_error, Session};
+    use dtcprobe_wire::tds::reply::Token;
+    use dtcprobe_wire::tds::tm::TmRequest;
+
+    fn env(tokens: &[Token]) -> Vec<u8> {
+        tokens
+            .iter()
+            .filter_map(|t| match t {
+                Token::EnvChange { kind, .. } => Some(*kind),
+                _ => None,
+            })
+            .collect()
+    }
+    fn error_number(tokens: &[Token]) -> Option<u32> {
+        match first_error(tokens) {
+            Some(dtcprobe::hops::mssql::classify::Failure::Server { number, .. }) => Some(number),
+            _ => None,
+        }
+    }
+
+    let peer = TdsPeer::start(PeerConfig::default());
+    let t = target(&peer, "trust_server_certificate=true");
+    let (mut s, _) = Session::open(peer.addr, &t, GOOD, Duration::from_secs(3))
+        .await
+        .unwrap();
+    let begin = TmRequest::Begin {
+        isolation: 2,
+        name: String::new(),
+    };
+    let commit = TmRequest::Commit {
+        name: String::new(),
+        begin_new: None,
+    };
+    let rollback = TmRequest::Rollback {
+        name: String::new(),
+        begin_new: None,
+    };
+
+    // Nothing to commit, roll back or save yet.
+    assert_eq!(
+        error_number(&s.tm_request(&commit).await.unwrap()),
+        Some(3902)
+    );
+    assert_eq!(
+        error_number(&s.tm_request(&rollback).await.unwrap()),
+        Some(3903)
+    );
+    let save = TmRequest::Save { name: "sp".into() };
+    assert_eq!(error_number(&s.tm_request(&save).await.unwrap()), Some(628));
+
+    // Begin: ENVCHANGE 8 with a descriptor the session then carries.
+    let r = s.tm_request(&begin).await.unwrap();
+    assert_eq!(env(&r), [8]);
+    let first = s.descriptor;
+    assert_ne!(first, 0);
+    let r = s.batch("CREATE TABLE #t (id int)").await.unwrap();
+    assert_eq!(error_number(&r), None);
+    assert_eq!(error_number(&s.tm_request(&save).await.unwrap()), None);
+    // Promote: ENVCHANGE 15 carrying a propagation token.
+    let r = s.tm_request(&TmRequest::Promote).await.unwrap();
+    assert!(
+        matches!(&r[0], Token::EnvChange { kind: 15, new, .. } if !new.is_empty()),
+        "{r:?}"
+    );
+    // Commit naming another transaction: refused (3971); naming this one: ENVCHANGE 9.
+    let right = s.descriptor;
+    s.descriptor = right ^ 0xFF;
+    assert_eq!(
+        error_number(&s.tm_request(&commit).await.unwrap()),
+        Some(3971)
+    );
+    s.descriptor = right;
+    assert_eq!(env(&s.tm_request(&commit).await.unwrap()), [9]);
+    assert_eq!(s.descriptor, 0);
+
+    // Rollback that begins the next transaction at once: ENVCHANGE 10 then 8, a new descriptor.
+    s.tm_request(&begin).await.unwrap();
+    let before = s.descriptor;
+    let r = s
+        .tm_request(&TmRequest::Rollback {
+            name: String::new(),
+            begin_new: Some((2, String::new())),
+        })
+        .await
+        .unwrap();
+    assert_eq!(env(&r), [10, 8]);
+    assert_ne!(s.descriptor, 0);
+    assert_ne!(s.descriptor, before);
+    s.close().await;
+}
