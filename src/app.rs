@@ -60,6 +60,9 @@ pub fn main(cli: Cli) -> u8 {
             },
         },
         Command::Peer(args) => runtime.block_on(peer(&args)),
+        Command::Matrix(args) => {
+            runtime.block_on(crate::matrix::cmd::matrix_main(args.matrix_input()))
+        }
         Command::Keygen(args) => keygen(&args),
         Command::Init(args) => match init(&args) {
             Ok(path) => {

@@ -53,6 +53,9 @@ pub enum Command {
     /// /metrics, /healthz and /probe for Prometheus.
     #[command(after_help = EXAMPLES_WATCH)]
     Watch(Box<WatchArgs>),
+    /// Which zone can reach which: every zone's agent runs its row at once; a from x to grid.
+    #[command(after_help = EXAMPLES_MATRIX)]
+    Matrix(Box<MatrixArgs>),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish) on stdout.
     #[command(hide = true, after_help = EXAMPLES_COMPLETIONS)]
     Completions(CompletionsArgs),
@@ -131,6 +134,15 @@ Examples:
       --textfile-name dtcprobe-web.prom
 `-f` takes human, plain or json here: Nagios, JUnit and Prometheus describe one run; use
 `dtcprobe check` for those (or --metrics-listen / --textfile-dir for Prometheus).";
+
+const EXAMPLES_MATRIX: &str = "\
+Examples:
+  dtcprobe matrix -c matrix.toml                       the from x to grid
+  dtcprobe matrix -c matrix.toml --print-allow         the allow entries each zone's agent needs
+  dtcprobe matrix -c matrix.toml -f json --output markdown=matrix.md --firewall-request csv=fw.csv
+See config/matrix.example.toml and docs/matrix.md. Exit codes: 0 every cell passed, 1 a cell
+failed, 3 inconclusive (an agent unreachable or lost, a check refused by an allow list),
+78 config error.";
 
 const EXAMPLES_COMPLETIONS: &str = "\
 Examples:
@@ -499,6 +511,63 @@ impl PeerArgs {
             cid: self.cid.clone(),
             session_timeout: self.session_timeout,
             plan: self.check.plan_input(),
+        }
+    }
+}
+
+/// `dtcprobe matrix`.
+#[derive(Debug, Clone, Args)]
+pub struct MatrixArgs {
+    /// The matrix file: zones, their agents and hosts, what each must reach (docs/matrix.md).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: PathBuf,
+
+    /// Output format on stdout.
+    #[arg(short = 'f', long = "format", value_enum, default_value = "human")]
+    pub format: crate::report::matrix::MatrixFormat,
+
+    /// Colours in the human grid: auto = only on a terminal, without NO_COLOR, and not with
+    /// TERM=dumb.
+    #[arg(long, value_enum, value_name = "WHEN", default_value = "auto")]
+    pub color: crate::report::ColorChoice,
+
+    /// Timeout for each hop, on every agent [default: the file's `timeout`, else 3s].
+    #[arg(long, value_name = "DUR", value_parser = positive_duration)]
+    pub timeout: Option<Duration>,
+
+    /// What makes the exit code non-zero.
+    #[arg(long, value_enum, default_value = "failure")]
+    pub fail_on: FailOn,
+
+    /// Also write the matrix in FORMAT (human, markdown, json) to PATH (repeatable; `-` is
+    /// stdout; files are replaced atomically).
+    #[arg(long = "output", value_name = "FORMAT=PATH")]
+    pub outputs: Vec<crate::report::matrix::outputs::MatrixOutputSpec>,
+
+    /// Write the blocked flows of the failing cells as a firewall change request in FORMAT (csv
+    /// or markdown) to PATH (repeatable; `-` is stdout; atomic).
+    #[arg(long = "firewall-request", value_name = "FORMAT=PATH")]
+    pub firewall_requests: Vec<crate::report::firewall_request::FirewallRequestSpec>,
+
+    /// Print the `allow` entries each zone's agent needs for its row, then exit (no probing).
+    #[arg(long)]
+    pub print_allow: bool,
+}
+
+impl MatrixArgs {
+    pub fn matrix_input(&self) -> crate::matrix::cmd::MatrixInput {
+        crate::matrix::cmd::MatrixInput {
+            config: self.config.clone(),
+            timeout: self.timeout,
+            print_allow: self.print_allow,
+            output: crate::report::matrix::outputs::MatrixOutputPlan {
+                format: self.format,
+                color: self.format == crate::report::matrix::MatrixFormat::Human
+                    && crate::report::colour_for_stdout(self.color),
+                outputs: self.outputs.clone(),
+                firewall_requests: self.firewall_requests.clone(),
+                fail_on: self.fail_on,
+            },
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod exit;
 pub mod fdlimit;
 pub mod hops;
 pub mod hostport;
+pub mod matrix;
 pub mod metrics_server;
 pub mod model;
 pub mod plan;
