@@ -21,6 +21,7 @@ mod epm_samba;
 mod export_baseline;
 mod export_formats;
 mod export_progress;
+mod matrix;
 mod mssql_browser;
 mod mssql_freetds;
 mod mssql_login;

@@ -350,8 +350,7 @@ pub fn parse(
         if let Some(p) = rr.mssql_port.as_ref().filter(|p| *p.get_ref() == 0) {
             return Err(at(p.span().start, "port 0 is not a port".into()));
         }
-        if rr.mssql_port.is_some() && !rr.mssql {
-            let p = rr.mssql_port.as_ref().expect("checked");
+        if let (Some(p), false) = (&rr.mssql_port, rr.mssql) {
             return Err(at(
                 p.span().start,
                 "`mssql_port` without `mssql = true`".into(),

@@ -53,11 +53,12 @@ impl MatrixExporter for Human {
                     .unwrap_or(1)
             })
             .collect();
-        write!(out, "{}", pad(corner, first))?;
+        let mut header = pad(corner, first);
         for (z, w) in report.zones.iter().zip(&widths) {
-            write!(out, "  {}", pad(z, *w))?;
+            header.push_str("  ");
+            header.push_str(&pad(z, *w));
         }
-        writeln!(out)?;
+        writeln!(out, "{}", header.trim_end())?;
         for (from, row) in report.zones.iter().zip(&grid) {
             let mut line = pad(from, first);
             for ((label, status), w) in row.iter().zip(&widths) {

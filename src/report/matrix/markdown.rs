@@ -39,7 +39,10 @@ impl MatrixExporter for Markdown {
         for (from, cells) in report.zones.iter().zip(grid(report)) {
             write!(out, "| **{}** |", markdown_escape(from))?;
             for (label, _) in cells {
-                let shown = if label.starts_with("FAIL") || label.starts_with("WARN") {
+                // A lone `-` (nothing declared) is plain text in a table cell: no escape.
+                let shown = if label == "-" {
+                    label
+                } else if label.starts_with("FAIL") || label.starts_with("WARN") {
                     format!("**{}**", markdown_escape(&label))
                 } else {
                     markdown_escape(&label)

@@ -4,7 +4,7 @@
 //! [`emit`] after it.
 
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use clap::ValueEnum;
@@ -58,7 +58,7 @@ fn render(report: &MatrixReport, format: MatrixFormat, color: bool) -> io::Resul
     Ok(buf)
 }
 
-fn write_to(path: &PathBuf, bytes: &[u8]) -> io::Result<()> {
+fn write_to(path: &Path, bytes: &[u8]) -> io::Result<()> {
     if path.as_os_str() == "-" {
         let mut out = io::stdout().lock();
         out.write_all(bytes).and_then(|_| out.flush())
