@@ -147,3 +147,93 @@ impl MatrixExporter for Human {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matrix::{Cell, MatrixSummary, Row, MATRIX_FORMAT_VERSION};
+    use crate::model::{Cause, CheckResult, HopKind, HopResult};
+
+    fn cell(from: &str, to: &str, state: CellState, cause: Option<Cause>) -> Cell {
+        let hop = match state {
+            CellState::Fail => HopResult::fail(HopKind::Tcp, Cause::Timeout, "timed out"),
+            _ => HopResult::pass(HopKind::Tcp, "connected"),
+        };
+        Cell {
+            from: from.into(),
+            to: to.into(),
+            state,
+            cause,
+            pass: 0,
+            warn: 0,
+            fail: 0,
+            checks: vec![CheckResult::new("c", "tcp", "tcp://h:1", vec![hop])],
+        }
+    }
+
+    fn report() -> MatrixReport {
+        MatrixReport {
+            format_version: MATRIX_FORMAT_VERSION.into(),
+            tool_version: "0".into(),
+            started_at: "2026-01-01T00:00:00Z".into(),
+            duration_seconds: Default::default(),
+            host: "h".into(),
+            timeout_seconds: std::time::Duration::from_secs(1),
+            zones: vec!["web".into(), "sql".into(), "dmz".into()],
+            summary: MatrixSummary::default(),
+            rows: vec![Row {
+                zone: "dmz".into(),
+                agent: Some("dmz1:7135".into()),
+                state: RowState::AgentUnreachable,
+                agent_zone: None,
+                detail: "agent unreachable: tcp timeout".into(),
+                requests: 1,
+                session_checks: vec![],
+            }],
+            cells: vec![
+                cell("web", "sql", CellState::Fail, Some(Cause::Timeout)),
+                cell("sql", "web", CellState::Pass, None),
+                cell("dmz", "web", CellState::AgentUnreachable, None),
+            ],
+            firewall_requests: vec![],
+        }
+    }
+
+    fn render(color: bool) -> String {
+        let mut out = Vec::new();
+        Human
+            .render(&report(), &MatrixRenderContext { color }, &mut out)
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn grid_rows_and_colours() {
+        let plain = render(false);
+        let lines: Vec<&str> = plain.lines().collect();
+        assert_eq!(lines[0], "FROM \\ TO  web                sql           dmz");
+        assert_eq!(lines[1], "web        -                  FAIL timeout  -");
+        assert_eq!(lines[2], "sql        pass               -             -");
+        assert_eq!(lines[3], "dmz        agent unreachable  -             -");
+        assert!(!plain.contains('\x1b'));
+        assert!(
+            plain.contains("FAILING CELLS\n  web -> sql  tcp://h:1  tcp FAIL timeout"),
+            "{plain}"
+        );
+        let coloured = render(true);
+        // The check report's codes: fail bold red, pass green, not-run states dim.
+        assert!(
+            coloured.contains("\x1b[31;1mFAIL timeout\x1b[0m"),
+            "{coloured}"
+        );
+        assert!(coloured.contains("\x1b[32mpass"), "{coloured}");
+        assert!(
+            coloured.contains("\x1b[2magent unreachable\x1b[0m"),
+            "{coloured}"
+        );
+        assert!(
+            coloured.contains("\x1b[31;1mUNREACHABLE\x1b[0m"),
+            "{coloured}"
+        );
+    }
+}
