@@ -414,6 +414,23 @@ fn an_unreachable_agent_is_shown_as_such_and_costs_one_timeout() {
         !human.contains("FAIL"),
         "an unreachable agent is not a blocked path:\n{human}"
     );
+
+    // Without the drop, the app zone's agent is simply down (nothing listens on its port): the
+    // reset comes at once, and the row says so in the same way.
+    lab.router.nft("");
+    let (code, report, err, took) = lab.matrix_json(&matrix, &[]);
+    assert_eq!(code, 3, "{err}\n{report:#}");
+    let app = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["zone"] == "app")
+        .unwrap();
+    assert_eq!(app["state"], "agent_unreachable", "{app:#}");
+    assert!(app["detail"].as_str().unwrap().contains("refused"), "{app:#}");
+    assert_eq!(cell(&report, "app", "sql")["state"], "agent_unreachable");
+    assert_eq!(cell(&report, "web", "app")["state"], "pass");
+    assert!(took < Duration::from_secs(4), "a reset costs no timeout: {took:?}");
 }
 
 /// Bad matrix files: exit 78 and file:line, before any agent is contacted (the agents named do
