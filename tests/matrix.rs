@@ -427,10 +427,16 @@ fn an_unreachable_agent_is_shown_as_such_and_costs_one_timeout() {
         .find(|r| r["zone"] == "app")
         .unwrap();
     assert_eq!(app["state"], "agent_unreachable", "{app:#}");
-    assert!(app["detail"].as_str().unwrap().contains("refused"), "{app:#}");
+    assert!(
+        app["detail"].as_str().unwrap().contains("refused"),
+        "{app:#}"
+    );
     assert_eq!(cell(&report, "app", "sql")["state"], "agent_unreachable");
     assert_eq!(cell(&report, "web", "app")["state"], "pass");
-    assert!(took < Duration::from_secs(4), "a reset costs no timeout: {took:?}");
+    assert!(
+        took < Duration::from_secs(4),
+        "a reset costs no timeout: {took:?}"
+    );
 }
 
 /// Bad matrix files: exit 78 and file:line, before any agent is contacted (the agents named do
