@@ -555,19 +555,15 @@ pub struct MatrixArgs {
 }
 
 impl MatrixArgs {
-    pub fn matrix_input(&self) -> crate::matrix::cmd::MatrixInput {
-        crate::matrix::cmd::MatrixInput {
-            config: self.config.clone(),
-            timeout: self.timeout,
-            print_allow: self.print_allow,
-            output: crate::report::matrix::outputs::MatrixOutputPlan {
-                format: self.format,
-                color: self.format == crate::report::matrix::MatrixFormat::Human
-                    && crate::report::colour_for_stdout(self.color),
-                outputs: self.outputs.clone(),
-                firewall_requests: self.firewall_requests.clone(),
-                fail_on: self.fail_on,
-            },
+    /// Where the matrix report goes, colour decided for this stdout.
+    pub fn output_plan(&self) -> crate::report::matrix::outputs::MatrixOutputPlan {
+        crate::report::matrix::outputs::MatrixOutputPlan {
+            format: self.format,
+            color: self.format == crate::report::matrix::MatrixFormat::Human
+                && crate::report::colour_for_stdout(self.color),
+            outputs: self.outputs.clone(),
+            firewall_requests: self.firewall_requests.clone(),
+            fail_on: self.fail_on,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod fdlimit;
 pub mod hops;
 pub mod hostport;
 pub mod matrix;
+pub mod matrix_report;
 pub mod metrics_server;
 pub mod model;
 pub mod plan;

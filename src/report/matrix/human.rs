@@ -7,7 +7,7 @@
 use std::io::{self, Write};
 
 use super::{grid, summary_line, MatrixExporter, MatrixRenderContext};
-use crate::matrix::{CellState, MatrixReport, RowState};
+use crate::matrix_report::{CellState, MatrixReport, RowState};
 use crate::model::Status;
 use crate::report::human::{colour_code, format_seconds};
 
@@ -151,7 +151,7 @@ impl MatrixExporter for Human {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matrix::{Cell, MatrixSummary, Row, MATRIX_FORMAT_VERSION};
+    use crate::matrix_report::{Cell, MatrixSummary, Row, MATRIX_FORMAT_VERSION};
     use crate::model::{Cause, CheckResult, HopKind, HopResult};
 
     fn cell(from: &str, to: &str, state: CellState, cause: Option<Cause>) -> Cell {

@@ -4,7 +4,7 @@
 use std::io::{self, Write};
 
 use super::{MatrixExporter, MatrixRenderContext};
-use crate::matrix::MatrixReport;
+use crate::matrix_report::MatrixReport;
 
 pub struct Json;
 

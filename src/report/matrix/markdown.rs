@@ -4,7 +4,7 @@
 use std::io::{self, Write};
 
 use super::{grid, summary_line, MatrixExporter, MatrixRenderContext};
-use crate::matrix::{CellState, MatrixReport, RowState};
+use crate::matrix_report::{CellState, MatrixReport, RowState};
 use crate::verdict::{markdown_escape, to_markdown_table};
 
 pub struct Markdown;

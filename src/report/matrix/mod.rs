@@ -10,7 +10,7 @@ pub mod outputs;
 
 use std::io::{self, Write};
 
-use crate::matrix::MatrixReport;
+use crate::matrix_report::MatrixReport;
 
 /// What a matrix render may depend on besides the report.
 #[derive(Debug, Clone, Copy, Default)]

@@ -11,7 +11,7 @@ use clap::ValueEnum;
 
 use super::{exporter_for, MatrixFormat, MatrixRenderContext};
 use crate::exit::{self, FailOn};
-use crate::matrix::MatrixReport;
+use crate::matrix_report::MatrixReport;
 use crate::report::firewall_request::{FirewallRequestSpec, RequestFormat};
 use crate::report::outputs::write_atomic;
 
@@ -115,7 +115,7 @@ pub fn emit(report: &MatrixReport, plan: &MatrixOutputPlan) -> u8 {
             }
         }
     }
-    let code = crate::matrix::exit_code(report, plan.fail_on);
+    let code = crate::matrix_report::exit_code(report, plan.fail_on);
     if write_failed && code == exit::OK {
         exit::INCONCLUSIVE
     } else {
