@@ -211,19 +211,23 @@ impl jsonschema::Retrieve for LocalSchemas {
     }
 }
 
-/// Validates against docs/matrix.schema.json (which references docs/report.schema.json for the
-/// checks and firewall rows, served locally: nothing is fetched).
-fn assert_matrix_schema(report: &Value) {
+fn schema_errors(report: &Value) -> Vec<String> {
     let schema: Value = serde_json::from_str(MATRIX_SCHEMA).expect("matrix.schema.json is JSON");
     let validator = jsonschema::options()
         .with_draft(jsonschema::Draft::Draft202012)
         .with_retriever(LocalSchemas)
         .build(&schema)
         .unwrap_or_else(|e| panic!("docs/matrix.schema.json is not a valid schema: {e}"));
-    let errors: Vec<String> = validator
+    validator
         .iter_errors(report)
         .map(|e| format!("{e} (at {})", e.instance_path()))
-        .collect();
+        .collect()
+}
+
+/// Validates against docs/matrix.schema.json (which references docs/report.schema.json for the
+/// checks and firewall rows, served locally: nothing is fetched).
+fn assert_matrix_schema(report: &Value) {
+    let errors = schema_errors(report);
     assert!(
         errors.is_empty(),
         "the matrix report does not match docs/matrix.schema.json:\n  {}\n{report:#}",
@@ -250,6 +254,26 @@ fn matrix_shows_exactly_the_dropped_pair() {
     let (code, report, err, took) = lab.matrix_json(&matrix, &[]);
     assert_eq!(code, 1, "a failing cell exits 1: {err}\n{report:#}");
     assert_matrix_schema(&report);
+    // Not vacuous: a renamed cell field, or a hop field renamed deep inside a cell's check (the
+    // part checked through docs/report.schema.json), is rejected.
+    let mut renamed = report.clone();
+    let c = renamed["cells"][0].as_object_mut().unwrap();
+    let state = c.remove("state").unwrap();
+    c.insert("status".into(), state);
+    assert!(
+        !schema_errors(&renamed).is_empty(),
+        "renamed cell field accepted"
+    );
+    let mut renamed = report.clone();
+    let hop = renamed["cells"][0]["checks"][0]["hops"][0]
+        .as_object_mut()
+        .unwrap();
+    let kind = hop.remove("hop").unwrap();
+    hop.insert("hop_kind".into(), kind);
+    assert!(
+        !schema_errors(&renamed).is_empty(),
+        "renamed hop field accepted"
+    );
     assert_eq!(report["summary"]["cells"], 6, "{report:#}");
     assert_eq!(report["summary"]["pass"], 5, "{report:#}");
     assert_eq!(report["summary"]["fail"], 1, "{report:#}");
@@ -296,8 +320,22 @@ fn matrix_shows_exactly_the_dropped_pair() {
     assert!(took < Duration::from_secs(8), "took {took:?}");
 
     // The human grid: that cell, and only it, fails.
-    let (code, human, _) = dtcprobe_in(&lab.router, &["matrix", "-c", matrix.to_str().unwrap()]);
+    let copy = lab.path("copy.json");
+    let (code, human, _) = dtcprobe_in(
+        &lab.router,
+        &[
+            "matrix",
+            "-c",
+            matrix.to_str().unwrap(),
+            "--output",
+            &format!("json={}", copy.display()),
+        ],
+    );
     assert_eq!(code, 1);
+    // --output writes the same run in another format.
+    let copy: Value = serde_json::from_str(&std::fs::read_to_string(&copy).unwrap()).unwrap();
+    assert_eq!(cell(&copy, "web", "sql")["state"], "fail");
+    assert_eq!(copy["summary"]["pass"], 5);
     eprintln!("{human}");
     let web_line = human.lines().find(|l| l.starts_with("web ")).unwrap();
     assert!(web_line.contains("FAIL timeout"), "{human}");
