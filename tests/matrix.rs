@@ -383,6 +383,37 @@ fn matrix_shows_exactly_the_dropped_pair() {
         )),
         "{csv}"
     );
+
+    // An agent that accepts the request but does not answer in time is `agent lost`, not a
+    // failure: with a session bound (500ms) shorter than the web row takes (its dropped check
+    // waits the 1s hop timeout), the web row is lost; the others answer in milliseconds.
+    let short = lab.path("short.toml");
+    let text = std::fs::read_to_string(&matrix).unwrap();
+    std::fs::write(&short, format!("session_timeout = \"500ms\"\n{text}")).unwrap();
+    let (code, report, err, took) = lab.matrix_json(&short, &[]);
+    assert_eq!(
+        code, 3,
+        "a lost agent leaves the run inconclusive: {err}\n{report:#}"
+    );
+    assert_matrix_schema(&report);
+    let web = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["zone"] == "web")
+        .unwrap();
+    assert_eq!(web["state"], "agent_lost", "{web:#}");
+    for to in ["app", "sql"] {
+        assert_eq!(
+            cell(&report, "web", to)["state"],
+            "agent_lost",
+            "{report:#}"
+        );
+    }
+    assert_eq!(cell(&report, "sql", "web")["state"], "pass");
+    assert_eq!(report["summary"]["agent_lost"], 2);
+    assert!(report["firewall_requests"].as_array().unwrap().is_empty());
+    assert!(took < Duration::from_secs(4), "took {took:?}");
 }
 
 #[test]
