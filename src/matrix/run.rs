@@ -302,3 +302,36 @@ fn classify(outcome: AgentOutcome, asked: &[&CellCheck]) -> RequestOutcome {
         results,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matrix::config::parse;
+    use crate::matrix_report::exit_code;
+
+    /// Zones without agents: their rows are `no_agent`, their cells `not_run`, nothing is
+    /// contacted, and the run is not a failure (the file says so on purpose).
+    #[tokio::test]
+    async fn zones_without_agents_are_not_run() {
+        let text = "[[zone]]\nname = \"a\"\nhosts = [\"198.18.99.1\"]\n\
+                    [[zone]]\nname = \"b\"\nhosts = [\"198.18.99.2\"]\n\
+                    [[reach]]\nfrom = \"*\"\nto = \"*\"\ntcp = [1]\n";
+        let plan = parse(text, std::path::Path::new("m.toml"), None, &|_| {
+            Err("no key needed".into())
+        })
+        .unwrap();
+        let report = run(&plan).await;
+        assert_eq!(report.rows.len(), 2);
+        assert!(report.rows.iter().all(|r| r.state == RowState::NoAgent));
+        assert_eq!(report.cells.len(), 2);
+        assert!(report
+            .cells
+            .iter()
+            .all(|c| c.state == CellState::NotRun && c.checks.is_empty()));
+        assert_eq!(report.summary.not_run, 2);
+        assert_eq!(
+            exit_code(&report, crate::exit::FailOn::Failure),
+            crate::exit::OK
+        );
+    }
+}
