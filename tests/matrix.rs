@@ -294,6 +294,12 @@ fn matrix_shows_exactly_the_dropped_pair() {
     assert_eq!(blocked["state"], "fail", "{blocked:#}");
     assert_eq!(blocked["cause"], "timeout", "{blocked:#}");
     let check = &blocked["checks"][0];
+    for h in check["hops"].as_array().unwrap() {
+        eprintln!(
+            "blocked cell hop {} {} {}s",
+            h["hop"], h["status"], h["duration_seconds"]
+        );
+    }
     assert_eq!(check["from"], "web");
     assert_eq!(check["to"], "sql");
     let tcp = check["hops"]
