@@ -61,6 +61,7 @@ pub fn main(cli: Cli) -> u8 {
             },
         },
         Command::Peer(args) => runtime.block_on(peer(&args)),
+        Command::Matrix(args) => runtime.block_on(matrix(&args)),
         Command::Keygen(args) => keygen(&args),
         Command::Init(args) => match init(&args) {
             Ok(path) => {
@@ -290,6 +291,25 @@ async fn peer(args: &PeerArgs) -> u8 {
             outputs::pre_run_exit(args.check.format, e.exit_code(), &e.to_string())
         }
     }
+}
+
+/// `dtcprobe matrix`: the file (keys included) is resolved before any agent is contacted (exit
+/// 78 with file:line); then either the allow lists are printed, or the matrix is run and written.
+async fn matrix(args: &crate::cli::MatrixArgs) -> u8 {
+    let mut plan = match crate::matrix::config::load(&args.config, args.timeout) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("dtcprobe matrix: {e}");
+            return exit::CONFIG;
+        }
+    };
+    if args.print_allow {
+        print!("{}", crate::matrix::allow_lists(&plan));
+        return exit::OK;
+    }
+    plan.trace = !args.no_trace;
+    let report = crate::matrix::run::run(&plan).await;
+    crate::report::matrix::outputs::emit(&report, &args.output_plan())
 }
 
 fn init(args: &InitArgs) -> anyhow::Result<std::path::PathBuf> {

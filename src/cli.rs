@@ -57,6 +57,9 @@ pub enum Command {
     /// /metrics, and /probe per check, relabelled as blackbox_exporter documents.
     #[command(after_help = EXAMPLES_PROMETHEUS_CONFIG)]
     PrometheusConfig(PrometheusConfigArgs),
+    /// Which zone can reach which: every zone's agent runs its row at once; a from x to grid.
+    #[command(after_help = EXAMPLES_MATRIX)]
+    Matrix(Box<MatrixArgs>),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish) on stdout.
     #[command(hide = true, after_help = EXAMPLES_COMPLETIONS)]
     Completions(CompletionsArgs),
@@ -146,6 +149,15 @@ Examples:
 The instance runs `dtcprobe watch -c dtcprobe.toml --interval 1m --metrics-listen 0.0.0.0:9715`.
 SQL Server and PostgreSQL checks are probed without `target`: their credentials go only to the
 configured server. Alert rules: config/dtcprobe-alerts.yml (docs/monitoring.md).";
+
+const EXAMPLES_MATRIX: &str = "\
+Examples:
+  dtcprobe matrix -c matrix.toml                       the from x to grid
+  dtcprobe matrix -c matrix.toml --print-allow         the allow entries each zone's agent needs
+  dtcprobe matrix -c matrix.toml -f json --output markdown=matrix.md --firewall-request csv=fw.csv
+See config/matrix.example.toml and docs/matrix.md. Exit codes: 0 every cell passed, 1 a cell
+failed, 3 inconclusive (an agent unreachable or lost, a check refused by an allow list),
+78 config error.";
 
 const EXAMPLES_COMPLETIONS: &str = "\
 Examples:
@@ -546,6 +558,64 @@ impl PeerArgs {
             cid: self.cid.clone(),
             session_timeout: self.session_timeout,
             plan: self.check.plan_input(),
+        }
+    }
+}
+
+/// `dtcprobe matrix`.
+#[derive(Debug, Clone, Args)]
+pub struct MatrixArgs {
+    /// The matrix file: zones, their agents and hosts, what each must reach (docs/matrix.md).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: PathBuf,
+
+    /// Output format on stdout.
+    #[arg(short = 'f', long = "format", value_enum, default_value = "human")]
+    pub format: crate::report::matrix::MatrixFormat,
+
+    /// Colours in the human grid: auto = only on a terminal, without NO_COLOR, and not with
+    /// TERM=dumb.
+    #[arg(long, value_enum, value_name = "WHEN", default_value = "auto")]
+    pub color: crate::report::ColorChoice,
+
+    /// Timeout for each hop, on every agent [default: the file's `timeout`, else 3s].
+    #[arg(long, value_name = "DUR", value_parser = positive_duration)]
+    pub timeout: Option<Duration>,
+
+    /// What makes the exit code non-zero.
+    #[arg(long, value_enum, default_value = "failure")]
+    pub fail_on: FailOn,
+
+    /// Also write the matrix in FORMAT (human, markdown, json) to PATH (repeatable; `-` is
+    /// stdout; files are replaced atomically).
+    #[arg(long = "output", value_name = "FORMAT=PATH")]
+    pub outputs: Vec<crate::report::matrix::outputs::MatrixOutputSpec>,
+
+    /// Write the blocked flows of the failing cells as a firewall change request in FORMAT (csv
+    /// or markdown) to PATH (repeatable; `-` is stdout; atomic).
+    #[arg(long = "firewall-request", value_name = "FORMAT=PATH")]
+    pub firewall_requests: Vec<crate::report::firewall_request::FirewallRequestSpec>,
+
+    /// Print the `allow` entries each zone's agent needs for its row, then exit (no probing).
+    #[arg(long)]
+    pub print_allow: bool,
+
+    /// Tell the agents not to trace the path (hop `path`) after a dropped connect: a dropped
+    /// path then costs one hop timeout instead of two, and says less about where it dies.
+    #[arg(long)]
+    pub no_trace: bool,
+}
+
+impl MatrixArgs {
+    /// Where the matrix report goes, colour decided for this stdout.
+    pub fn output_plan(&self) -> crate::report::matrix::outputs::MatrixOutputPlan {
+        crate::report::matrix::outputs::MatrixOutputPlan {
+            format: self.format,
+            color: self.format == crate::report::matrix::MatrixFormat::Human
+                && crate::report::colour_for_stdout(self.color),
+            outputs: self.outputs.clone(),
+            firewall_requests: self.firewall_requests.clone(),
+            fail_on: self.fail_on,
         }
     }
 }

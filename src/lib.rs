@@ -16,6 +16,8 @@ pub mod exit;
 pub mod fdlimit;
 pub mod hops;
 pub mod hostport;
+pub mod matrix;
+pub mod matrix_report;
 pub mod metrics_server;
 pub mod model;
 pub mod plan;

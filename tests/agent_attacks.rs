@@ -58,6 +58,7 @@ fn peer_opts(agent: SocketAddr) -> PeerOptions {
         hop_timeout: Duration::from_secs(2),
         session_timeout: Duration::from_secs(8),
         cid: None,
+        trace: true,
     }
 }
 

@@ -49,6 +49,7 @@ fn peer_opts(agent: SocketAddr) -> PeerOptions {
         hop_timeout: Duration::from_secs(2),
         session_timeout: Duration::from_secs(5),
         cid: None,
+        trace: true,
     }
 }
 

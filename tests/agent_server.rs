@@ -77,6 +77,7 @@ fn peer_opts(addr: SocketAddr, key: Key) -> PeerOptions {
         hop_timeout: Duration::from_secs(2),
         session_timeout: Duration::from_secs(5),
         cid: None,
+        trace: true,
     }
 }
 

@@ -161,6 +161,7 @@ async fn agent_session_stopped_before_login_reports_the_rest_as_interrupted() {
         hop_timeout: Duration::from_secs(20),
         session_timeout: Duration::from_secs(30),
         cid: Some("{5d1e0000-0000-0000-0000-000000000001}".into()),
+        trace: true,
     };
     let started = Instant::now();
     let (outcome, stopped) =

@@ -23,6 +23,7 @@ mod epm_samba;
 mod export_baseline;
 mod export_formats;
 mod export_progress;
+mod matrix;
 mod ms_drivers;
 mod msdtc_config;
 mod mssql_browser;

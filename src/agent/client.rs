@@ -57,6 +57,8 @@ pub struct PeerOptions {
     pub session_timeout: Duration,
     /// This host's MSDTC CID, when known, to compare with the agent's.
     pub cid: Option<String>,
+    /// Let the agent trace the path after a reverse check times out (off: `--no-trace`).
+    pub trace: bool,
 }
 
 impl PeerOptions {
@@ -341,6 +343,7 @@ async fn agent_session(opts: &PeerOptions, progress: &Mutex<SessionProgress>) ->
                 reverse: opts.reverse.clone(),
                 hop_timeout_ms: Some(limit.as_millis().min(u64::MAX as u128) as u64),
                 zone: opts.zone.clone(),
+                no_trace: !opts.trace,
             };
             let body = serde_json::to_string(&RequestBody::Peer(request))
                 .map_err(|e| HopResult::fail(HopKind::Login, Cause::Internal, e.to_string()))?;

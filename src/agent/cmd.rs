@@ -303,6 +303,7 @@ impl PeerSetup {
                 .session_timeout
                 .unwrap_or(PeerOptions::default_session_timeout(plan.timeout)),
             cid: input.cid,
+            trace: plan.trace,
         };
         Ok(PeerSetup { plan, opts })
     }

@@ -510,7 +510,8 @@ async fn run_peer_request(
     let ctx = RunContext {
         hop_timeout,
         resolver: resolver.clone(),
-        trace: true,
+        // The near side's `--no-trace` holds for the reverse checks too.
+        trace: !req.no_trace,
         // The caller's zone is the request's word, not a declared check: no zone judgement.
         cross_zone: false,
         routes: Default::default(),

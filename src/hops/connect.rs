@@ -257,6 +257,25 @@ pub async fn resolve_step(
     route_step(chain, ctx, &addrs).await
 }
 
+/// Runs hop `route` (the judgement is `hops::route`'s): looks up the route to every address. The value is the addresses that have a
+/// route (the ones worth connecting to).
+pub async fn route_hop(
+    addrs: &[IpAddr],
+    cross_zone: bool,
+    cache: &crate::hops::route::RouteCache,
+) -> HopOutput<Vec<IpAddr>> {
+    let mut routes = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        routes.push((*addr, cache.lookup(*addr).await));
+    }
+    let routed: Vec<IpAddr> = routes
+        .iter()
+        .filter(|(_, r)| !matches!(r, Err(crate::hops::route::RouteError::NoRoute { .. })))
+        .map(|(a, _)| *a)
+        .collect();
+    HopOutput::ok(crate::hops::route::hop_result(&routes, cross_zone), routed)
+}
+
 /// Records hop `route`. A `skip` (no route lookup on this platform) does not stop the chain:
 /// the addresses go on unchecked.
 pub async fn route_step(
@@ -265,7 +284,7 @@ pub async fn route_step(
     addrs: &[IpAddr],
 ) -> Option<Vec<IpAddr>> {
     let started = Instant::now();
-    let output = crate::hops::route::route_hop(addrs, ctx.cross_zone, &ctx.routes).await;
+    let output = route_hop(addrs, ctx.cross_zone, &ctx.routes).await;
     let result = output.result.with_duration(started.elapsed());
     if result.status == Status::Skip {
         chain.record(result);

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::sync::OnceCell;
 
-use crate::chain::HopOutput;
 use crate::model::{Cause, HopKind, HopResult, Status};
 
 /// What the kernel said about the way to one address.
@@ -258,25 +257,6 @@ impl RouteCache {
         .await
         .clone()
     }
-}
-
-/// Runs the hop: looks up the route to every address. The value is the addresses that have a
-/// route (the ones worth connecting to).
-pub async fn route_hop(
-    addrs: &[IpAddr],
-    cross_zone: bool,
-    cache: &RouteCache,
-) -> HopOutput<Vec<IpAddr>> {
-    let mut routes = Vec::with_capacity(addrs.len());
-    for addr in addrs {
-        routes.push((*addr, cache.lookup(*addr).await));
-    }
-    let routed: Vec<IpAddr> = routes
-        .iter()
-        .filter(|(_, r)| !matches!(r, Err(RouteError::NoRoute { .. })))
-        .map(|(a, _)| *a)
-        .collect();
-    HopOutput::ok(hop_result(&routes, cross_zone), routed)
 }
 
 /// The kernel's route to `addr`.

@@ -29,7 +29,7 @@ fn status_label(s: Status) -> &'static str {
     }
 }
 
-fn colour_code(s: Status) -> &'static str {
+pub(crate) fn colour_code(s: Status) -> &'static str {
     match s {
         Status::Pass => "32",
         Status::Warn => "33",

@@ -79,6 +79,10 @@ pub struct PeerRequest {
     /// The near side's zone (reverse checks run `to` it).
     #[serde(default)]
     pub zone: Option<String>,
+    /// Do not trace the path (hop `path`) after a reverse check's connect times out: the near
+    /// side's `--no-trace`. Sent only when set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_trace: bool,
 }
 
 /// There is no token field: the token the agent sends over the callback connection is derived
