@@ -489,15 +489,16 @@ mod tests {
 
     const KEY: &str = "b3f1c0ffee5eed0123456789abcdef0123456789abcdef0123456789abcdef01";
 
-    /// The agent refuses a key file others can read (on Unix): test keys are written 0600.
+    /// The agent refuses a key file others can read: test keys are written 0600 on Unix and with
+    /// an owner-only ACL on Windows.
     fn owner_only(path: &Path) {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
-        #[cfg(not(unix))]
-        let _ = path;
+        #[cfg(windows)]
+        crate::agent::key_acl::restrict_to_owner(path).unwrap();
     }
 
     fn input(dir: &Path, listen: Option<&str>) -> InstallInput {

@@ -20,15 +20,18 @@ use windows_sys::Win32::Foundation::{
     CloseHandle, LocalFree, GENERIC_ALL, GENERIC_READ, HANDLE, HLOCAL,
 };
 use windows_sys::Win32::Security::Authorization::{
-    ConvertSidToStringSidW, GetNamedSecurityInfoW, SE_FILE_OBJECT,
+    ConvertSidToStringSidW, GetNamedSecurityInfoW, SetEntriesInAclW, SetNamedSecurityInfoW,
+    EXPLICIT_ACCESS_W, NO_MULTIPLE_TRUSTEE, SET_ACCESS, SE_FILE_OBJECT, TRUSTEE_IS_SID,
+    TRUSTEE_IS_USER, TRUSTEE_W,
 };
 use windows_sys::Win32::Security::{
     EqualSid, GetAce, GetTokenInformation, IsWellKnownSid, LookupAccountSidW, TokenUser,
     WinBuiltinAdministratorsSid, WinLocalSystemSid, ACCESS_ALLOWED_ACE, ACE_HEADER, ACL,
-    DACL_SECURITY_INFORMATION, OWNER_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID,
-    SID_NAME_USE, TOKEN_QUERY, TOKEN_USER,
+    DACL_SECURITY_INFORMATION, NO_INHERITANCE, OWNER_SECURITY_INFORMATION,
+    PROTECTED_DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID, SID_NAME_USE, TOKEN_QUERY,
+    TOKEN_USER,
 };
-use windows_sys::Win32::Storage::FileSystem::FILE_READ_DATA;
+use windows_sys::Win32::Storage::FileSystem::{FILE_ALL_ACCESS, FILE_READ_DATA};
 use windows_sys::Win32::System::SystemServices::ACCESS_ALLOWED_ACE_TYPE;
 use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
 
@@ -215,4 +218,50 @@ pub fn check(path: &Path) -> Result<(), AclProblem> {
     } else {
         Err(AclProblem::Readers(readers))
     }
+}
+
+/// Gives `path` an ACL of one entry, full control for the account this process runs as, and
+/// removes inherited entries: what `keygen --out` writes, and what [`check`] accepts. Through the
+/// ACL API rather than `icacls`, so no output parsing and no dependence on the account's name.
+/// Under wine this sets the Unix mode to 0600, which the wine tests check through [`check`].
+pub fn restrict_to_owner(path: &Path) -> Result<(), String> {
+    let user = process_user().ok_or("cannot read this process's account")?;
+    // SAFETY: TOKEN_USER sits at the start of the buffer GetTokenInformation filled.
+    let sid = unsafe { (*(user.as_ptr() as *const TOKEN_USER)).User.Sid };
+    let entry = EXPLICIT_ACCESS_W {
+        grfAccessPermissions: FILE_ALL_ACCESS,
+        grfAccessMode: SET_ACCESS,
+        grfInheritance: NO_INHERITANCE,
+        Trustee: TRUSTEE_W {
+            pMultipleTrustee: std::ptr::null_mut(),
+            MultipleTrusteeOperation: NO_MULTIPLE_TRUSTEE,
+            TrusteeForm: TRUSTEE_IS_SID,
+            TrusteeType: TRUSTEE_IS_USER,
+            ptstrName: sid.cast(),
+        },
+    };
+    let mut acl: *mut ACL = std::ptr::null_mut();
+    // SAFETY: one entry; the new ACL is allocated by the API and freed by LocalBuffer.
+    let rc = unsafe { SetEntriesInAclW(1, &entry, std::ptr::null(), &mut acl) };
+    if rc != 0 {
+        return Err(format!("SetEntriesInAclW failed (error {rc})"));
+    }
+    let _free = LocalBuffer(acl.cast());
+    let name = wide(path.as_os_str());
+    // SAFETY: a NUL-terminated path and the ACL built above; owner, group and SACL unchanged.
+    let rc = unsafe {
+        SetNamedSecurityInfoW(
+            name.as_ptr(),
+            SE_FILE_OBJECT,
+            DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            acl,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(format!("SetNamedSecurityInfoW failed (error {rc})"));
+    }
+    Ok(())
 }

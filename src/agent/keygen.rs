@@ -4,9 +4,10 @@
 //!
 //! With `--out`, the file is created new (an existing file is never overwritten: rotating a key
 //! is a deliberate act) and owner-only: mode 0600 at creation on Unix (no window in which it is
-//! readable by others); on Windows its ACL is reset to the current user alone with `icacls`
-//! (inheritance removed). That is the documented fallback to a windows-sys ACL call: it is only
-//! compile-checked here, and wine cannot verify ACLs; if `icacls` fails the file is deleted and
+//! readable by others); on Windows its ACL is set to one entry for the current account,
+//! inheritance removed (`SetEntriesInAclW` + `SetNamedSecurityInfoW`, `agent::key_acl`). Under
+//! wine that sets the Unix mode to 0600, and the key then passes the loader's ACL check there;
+//! real NTFS behaviour is for a real Windows host to confirm. If it fails the file is deleted and
 //! keygen fails, so a key is never left readable by others.
 
 use std::io::Write;
@@ -88,28 +89,11 @@ pub fn write_key_file(path: &Path) -> Result<(), KeygenError> {
     Ok(())
 }
 
-/// Windows: `icacls FILE /inheritance:r /grant:r DOMAIN\USER:F` (before the key is written).
+/// Windows: an ACL of one entry for this account, inherited entries removed (before the key is
+/// written), through the ACL API (`agent::key_acl`).
 #[cfg(windows)]
 fn restrict_acl_windows(path: &Path) -> Result<(), String> {
-    let user = std::env::var("USERNAME").map_err(|_| "USERNAME is not set".to_string())?;
-    let account = match std::env::var("USERDOMAIN") {
-        Ok(domain) if !domain.is_empty() => format!("{domain}\\{user}"),
-        _ => user,
-    };
-    let output = std::process::Command::new("icacls")
-        .arg(path)
-        .args(["/inheritance:r", "/grant:r"])
-        .arg(format!("{account}:F"))
-        .output()
-        .map_err(|e| format!("cannot run icacls: {e}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "icacls failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
+    super::key_acl::restrict_to_owner(path)
 }
 
 #[cfg(test)]

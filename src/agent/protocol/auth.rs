@@ -51,8 +51,8 @@ pub enum KeyError {
     NotAFile { path: String },
     #[error("key file {path} is accessible by group or others (mode {mode:04o}): refused; restrict it with `chmod 600 {path}`")]
     Permissions { path: String, mode: u32 },
-    /// Windows: the ACL lets other accounts read the key.
-    #[error("key file {path}: {problem}: refused; restrict it to your account with `icacls \"{path}\" /inheritance:r /grant:r \"%USERDOMAIN%\\%USERNAME%\":F` (cmd.exe) or `dtcprobe keygen --out` a new one")]
+    /// Windows: the ACL lets other accounts read the key (printed as a warning, see `load`).
+    #[error("key file {path}: {problem}: restrict it to your account with `icacls \"{path}\" /inheritance:r /grant:r \"%USERDOMAIN%\\%USERNAME%\":F` (cmd.exe) or `dtcprobe keygen --out` a new one")]
     Acl { path: String, problem: String },
 }
 
@@ -99,8 +99,8 @@ impl Key {
 
     /// Reads a key file. Refused: anything but a regular file (a FIFO would block, a device
     /// such as `/dev/zero` would never end), files over [`MAX_KEY_FILE_LEN`] bytes, and on Unix a
-    /// file any group or other user may access (mode `& 0o077`), like ssh does with its keys; on
-    /// Windows an ACL that lets other accounts read it (`agent::key_acl`).
+    /// file any group or other user may access (mode `& 0o077`), like ssh does with its keys. On
+    /// Windows an ACL that lets other accounts read it (`agent::key_acl`) is warned about.
     pub fn load(path: &Path) -> Result<Key, KeyError> {
         use std::io::Read;
         let shown = path.display().to_string();
@@ -130,12 +130,18 @@ impl Key {
                 return Err(KeyError::Permissions { path: shown, mode });
             }
         }
+        // Windows: warned, not refused. Inherited read entries (Users, Authenticated Users from
+        // the parent folder) are common on servers and a refusal there would stop the agent on
+        // first start; the warning names the accounts and the fix.
         #[cfg(windows)]
         if let Err(problem) = crate::agent::key_acl::check(path) {
-            return Err(KeyError::Acl {
-                path: shown,
-                problem: problem.to_string(),
-            });
+            eprintln!(
+                "dtcprobe: warning: {}",
+                KeyError::Acl {
+                    path: shown.clone(),
+                    problem: problem.to_string(),
+                }
+            );
         }
         let mut bytes = Vec::new();
         file.take(MAX_KEY_FILE_LEN + 1)

@@ -165,13 +165,18 @@ pub fn classify_server_error(number: u32, state: u8) -> Verdict {
         ),
         8508 => meaning(
             SqlError,
-            "MSDTC reported an informational condition (8508); on its own it is not a DTC path \
-             failure: read the message text",
+            "a COM QueryInterface call failed inside SQL Server (8508, \"QueryInterface failed for \
+             ...\"): an interface the transaction needs is missing (provider or MSDTC component \
+             registration), not the network path: read the message text for the interface",
         ),
+        // Microsoft (MSSQLSERVER_7399): a generic error from the linked server's provider, most
+        // often "Timeout expired"; the text after it names the real error. Not a DTC verdict.
         7399 => meaning(
-            DtcUnavailable,
-            format!("the linked server's OLE DB provider reported an error (7399) inside a distributed \
-                     transaction: most often the DTC path between the two servers. {MSDTC_CHECKLIST}"),
+            SqlError,
+            "the linked server's OLE DB provider reported an error (7399): the text that follows \
+             names it, most often \"Timeout expired\" (raise the `remote login timeout` / `remote \
+             query timeout` server options, or check the remote server is reachable from the SQL \
+             host) or a login/permission error on the remote server",
         ),
         1206 => meaning(
             DtcUnavailable,
@@ -414,7 +419,7 @@ mod tests {
             (8522, Cause::DtcUnavailable),
             (8524, Cause::DtcUnavailable),
             (7391, Cause::DtcUnavailable),
-            (7399, Cause::DtcUnavailable),
+            (7399, Cause::SqlError),
             (1206, Cause::DtcUnavailable),
             (8509, Cause::DtcUnavailable),
             (8510, Cause::DtcUnavailable),
@@ -435,7 +440,8 @@ mod tests {
         let table: &[(u32, Cause, &str)] = &[
             (7395, Cause::SqlError, "XACT_ABORT"),
             (8525, Cause::SqlError, "session"),
-            (8508, Cause::SqlError, "informational"),
+            (8508, Cause::SqlError, "QueryInterface"),
+            (7399, Cause::SqlError, "remote query timeout"),
             (3910, Cause::SqlError, "loopback"),
             (8518, Cause::DtcUnavailable, "Network DTC Access"),
             (8527, Cause::DtcUnavailable, "Network DTC Access"),
