@@ -196,18 +196,14 @@ pub fn interpret(target: SocketAddr, probes: &[Probe], reach: Reach) -> HopResul
     }
 }
 
-/// Runs the trace to `target`: every TTL at once, each bounded by `limit`.
-pub async fn trace(target: SocketAddr, limit: Duration) -> HopOutput<()> {
+/// Runs the trace to `target`: every TTL at once, each bounded by `limit`. `reach` decides how
+/// silence reads (see [`Reach`]).
+pub async fn trace(target: SocketAddr, limit: Duration, reach: Reach) -> HopOutput<()> {
     #[cfg(target_os = "linux")]
     {
         let probes =
             futures::future::join_all((1..=MAX_TTL).map(|ttl| linux::probe(target, ttl, limit)))
                 .await;
-        // A route lookup is one netlink round trip; an error just keeps the routed wording.
-        let reach = match crate::hops::route::lookup(target.ip()) {
-            Ok(info) if info.gateway.is_none() => Reach::OnLink,
-            _ => Reach::Routed,
-        };
         HopOutput::stop(interpret(target, &probes, reach).with_data("method", "tcp_syn"))
     }
     #[cfg(windows)]
@@ -224,15 +220,11 @@ pub async fn trace(target: SocketAddr, limit: Duration) -> HopOutput<()> {
         let probes =
             futures::future::join_all((1..=MAX_TTL).map(|ttl| windows::probe(target, ttl, limit)))
                 .await;
-        let reach = match crate::hops::route::lookup(target.ip()) {
-            Ok(info) if info.gateway.is_none() => Reach::OnLink,
-            _ => Reach::Routed,
-        };
         HopOutput::stop(interpret(target, &probes, reach).with_data("method", "icmp_echo"))
     }
     #[cfg(not(any(target_os = "linux", windows)))]
     {
-        let _ = limit;
+        let _ = (limit, reach);
         HopOutput::stop(HopResult::skip(
             HopKind::Path,
             format!(
@@ -252,12 +244,18 @@ pub async fn trace_after_timeout(chain: &mut Chain, ctx: &RunContext) {
     let Some(target) = chain.last().and_then(timed_out_address) else {
         return;
     };
+    // The route hop already asked for this address: the run's cache answers without a second
+    // kernel query. A lookup error keeps the routed wording.
+    let reach = match ctx.routes.lookup(target.ip()).await {
+        Ok(info) if info.gateway.is_none() => Reach::OnLink,
+        _ => Reach::Routed,
+    };
     // Each probe is bounded by the hop timeout; the chain's bound adds its small grace.
     chain
         .step_with_timeout(
             HopKind::Path,
             ctx.hop_timeout,
-            trace(target, ctx.hop_timeout),
+            trace(target, ctx.hop_timeout, reach),
         )
         .await;
 }
