@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::model::{Cause, CheckResult, Report, Status};
+use crate::model::{Cause, CheckResult, HopResult, Report, Status};
 use crate::verdict::FirewallRequest;
 
 /// The JSON document's version (docs/matrix.md, docs/matrix.schema.json).
@@ -165,6 +165,20 @@ impl MatrixReport {
 
     pub fn row(&self, zone: &str) -> Option<&Row> {
         self.rows.iter().find(|r| r.zone == zone)
+    }
+
+    /// Every check of a failing or warning cell with its first problem hop, in cell order: the
+    /// "failing cells" list each text exporter prints.
+    pub fn problems(&self) -> Vec<(&Cell, &CheckResult, &HopResult)> {
+        self.cells
+            .iter()
+            .filter(|c| matches!(c.state, CellState::Fail | CellState::Warn))
+            .flat_map(|c| {
+                c.checks
+                    .iter()
+                    .filter_map(move |check| Some((c, check, check.first_problem()?)))
+            })
+            .collect()
     }
 
     /// The checks of the cells whose agent answered, as one ordinary report: what the firewall

@@ -7,7 +7,7 @@
 use std::io::{self, Write};
 
 use super::{grid, summary_line, MatrixExporter, MatrixRenderContext};
-use crate::matrix_report::{CellState, MatrixReport, RowState};
+use crate::matrix_report::{MatrixReport, RowState};
 use crate::model::Status;
 use crate::report::human::{colour_code, format_seconds};
 
@@ -98,37 +98,28 @@ impl MatrixExporter for Human {
             }
         }
 
-        let failing: Vec<_> = report
-            .cells
-            .iter()
-            .filter(|c| matches!(c.state, CellState::Fail | CellState::Warn))
-            .collect();
-        if !failing.is_empty() {
+        let problems = report.problems();
+        if !problems.is_empty() {
             writeln!(out, "\nFAILING CELLS")?;
-            for c in failing {
-                for check in &c.checks {
-                    let Some(hop) = check.first_problem() else {
-                        continue;
-                    };
-                    let label = match hop.status {
-                        Status::Fail => "FAIL",
-                        _ => "WARN",
-                    };
-                    writeln!(
-                        out,
-                        "  {} -> {}  {}  {} {} {}  {}  {}",
-                        c.from,
-                        c.to,
-                        check.target,
-                        hop.hop.as_str(),
-                        paint(label, hop.status, color),
-                        hop.cause.map(|c| c.as_str()).unwrap_or("-"),
-                        format_seconds(hop.duration_seconds),
-                        hop.detail
-                    )?;
-                    if let Some(hint) = &hop.hint {
-                        writeln!(out, "      hint: {hint}")?;
-                    }
+            for (c, check, hop) in problems {
+                let label = match hop.status {
+                    Status::Fail => "FAIL",
+                    _ => "WARN",
+                };
+                writeln!(
+                    out,
+                    "  {} -> {}  {}  {} {} {}  {}  {}",
+                    c.from,
+                    c.to,
+                    check.target,
+                    hop.hop.as_str(),
+                    paint(label, hop.status, color),
+                    hop.cause.map(|c| c.as_str()).unwrap_or("-"),
+                    format_seconds(hop.duration_seconds),
+                    hop.detail
+                )?;
+                if let Some(hint) = &hop.hint {
+                    writeln!(out, "      hint: {hint}")?;
                 }
             }
         }
@@ -151,7 +142,7 @@ impl MatrixExporter for Human {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matrix_report::{Cell, MatrixSummary, Row, MATRIX_FORMAT_VERSION};
+    use crate::matrix_report::{Cell, CellState, MatrixSummary, Row, MATRIX_FORMAT_VERSION};
     use crate::model::{Cause, CheckResult, HopKind, HopResult};
 
     fn cell(from: &str, to: &str, state: CellState, cause: Option<Cause>) -> Cell {

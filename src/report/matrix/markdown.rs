@@ -4,7 +4,7 @@
 use std::io::{self, Write};
 
 use super::{grid, summary_line, MatrixExporter, MatrixRenderContext};
-use crate::matrix_report::{CellState, MatrixReport, RowState};
+use crate::matrix_report::{MatrixReport, RowState};
 use crate::verdict::{markdown_escape, to_markdown_table};
 
 pub struct Markdown;
@@ -68,30 +68,21 @@ impl MatrixExporter for Markdown {
                 )?;
             }
         }
-        let failing: Vec<_> = report
-            .cells
-            .iter()
-            .filter(|c| matches!(c.state, CellState::Fail | CellState::Warn))
-            .collect();
-        if !failing.is_empty() {
+        let problems = report.problems();
+        if !problems.is_empty() {
             writeln!(out, "\n## Failing cells\n")?;
-            for c in failing {
-                for check in &c.checks {
-                    let Some(hop) = check.first_problem() else {
-                        continue;
-                    };
-                    writeln!(
-                        out,
-                        "- {} -> {}: `{}` hop {} **{}** {}: {}",
-                        markdown_escape(&c.from),
-                        markdown_escape(&c.to),
-                        check.target.replace('`', "'"),
-                        hop.hop.as_str(),
-                        hop.status.as_str(),
-                        hop.cause.map(|c| c.as_str()).unwrap_or(""),
-                        markdown_escape(&hop.detail)
-                    )?;
-                }
+            for (c, check, hop) in problems {
+                writeln!(
+                    out,
+                    "- {} -> {}: `{}` hop {} **{}** {}: {}",
+                    markdown_escape(&c.from),
+                    markdown_escape(&c.to),
+                    check.target.replace('`', "'"),
+                    hop.hop.as_str(),
+                    hop.status.as_str(),
+                    hop.cause.map(|c| c.as_str()).unwrap_or(""),
+                    markdown_escape(&hop.detail)
+                )?;
             }
         }
         writeln!(out, "\n## Firewall change request (failing cells)\n")?;
