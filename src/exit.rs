@@ -24,6 +24,8 @@ pub enum FailOn {
 /// Pure: the exit code for a finished run.
 /// A failure whose cause is a tool fault (`internal`, `config`) is not evidence that the network or
 /// server is broken: if that is all that went wrong, the run is inconclusive (3), not failed (1).
+/// So is a hop the config asks for that this host or build cannot run (`skip` with cause
+/// `unsupported`): what it would have tested is unknown, and 0 would claim it works.
 pub fn for_report(report: &Report, fail_on: FailOn) -> u8 {
     let mut real_failure = false;
     let mut warned = false;
@@ -31,7 +33,7 @@ pub fn for_report(report: &Report, fail_on: FailOn) -> u8 {
     for check in &report.checks {
         for hop in &check.hops {
             match (hop.status, hop.cause) {
-                (Status::Fail, Some(c)) if c.is_tool_fault() => tool_fault = true,
+                (Status::Fail | Status::Skip, Some(c)) if c.is_tool_fault() => tool_fault = true,
                 (Status::Fail, _) => real_failure = true,
                 (Status::Warn, _) => warned = true,
                 _ => {}
@@ -67,6 +69,17 @@ mod tests {
             "",
         )]);
         let fault = report(vec![HopResult::fail(HopKind::Tcp, Cause::Internal, "")]);
+        let not_run_here = report(vec![
+            HopResult::pass(HopKind::Login, ""),
+            HopResult::unsupported(HopKind::TxEnlist, "needs the Windows build"),
+        ]);
+        let failed_and_not_run_here = report(vec![
+            HopResult::fail(HopKind::Tcp, Cause::Timeout, ""),
+            HopResult::unsupported(HopKind::TxEnlist, "needs the Windows build"),
+        ]);
+        let interrupted = report(vec![
+            HopResult::skip(HopKind::Tcp, "").with_cause(Cause::Interrupted)
+        ]);
         let rows = [
             (&pass, FailOn::Failure, OK),
             (&fail, FailOn::Failure, CHECK_FAILED),
@@ -75,6 +88,11 @@ mod tests {
             (&warn, FailOn::Warning, CHECK_FAILED),
             (&fault, FailOn::Failure, INCONCLUSIVE),
             (&fault, FailOn::Never, INCONCLUSIVE),
+            (&not_run_here, FailOn::Failure, INCONCLUSIVE),
+            (&not_run_here, FailOn::Warning, INCONCLUSIVE),
+            (&not_run_here, FailOn::Never, INCONCLUSIVE),
+            (&failed_and_not_run_here, FailOn::Failure, CHECK_FAILED),
+            (&interrupted, FailOn::Failure, OK),
         ];
         for (r, fail_on, code) in rows {
             assert_eq!(

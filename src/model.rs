@@ -72,10 +72,14 @@ pub enum Cause {
     Internal,
     /// The run was stopped (SIGINT/SIGTERM) before this hop finished or started.
     Interrupted,
+    /// (On `skip` only.) The check asks for a hop this host or build cannot run (`tx_enlist` or
+    /// `dtc_config` outside the Windows build, `tx_enlist` with an option its own TDS session
+    /// lacks): nothing was tested, so the check must not read as passed.
+    Unsupported,
 }
 
 impl Cause {
-    pub const ALL: [Cause; 27] = [
+    pub const ALL: [Cause; 28] = [
         Cause::Refused,
         Cause::Timeout,
         Cause::Unreachable,
@@ -103,6 +107,7 @@ impl Cause {
         Cause::Config,
         Cause::Internal,
         Cause::Interrupted,
+        Cause::Unsupported,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -134,13 +139,14 @@ impl Cause {
             Cause::Config => "config",
             Cause::Internal => "internal",
             Cause::Interrupted => "interrupted",
+            Cause::Unsupported => "unsupported",
         }
     }
 
     /// Causes that say "the tool could not tell", as opposed to "the network/server said no".
     /// A run whose only non-passes are these exits 3 (inconclusive), not 1.
     pub fn is_tool_fault(self) -> bool {
-        matches!(self, Cause::Internal | Cause::Config)
+        matches!(self, Cause::Internal | Cause::Config | Cause::Unsupported)
     }
 }
 
@@ -248,6 +254,17 @@ impl HopResult {
         Self::new(hop, Status::Skip, detail)
     }
 
+    /// A hop the check asks for that this host or build cannot run: `skip` with cause
+    /// `unsupported`, which keeps the check from reading as passed and the run's exit code at 3.
+    pub fn unsupported(hop: HopKind, detail: impl Into<String>) -> Self {
+        Self::skip(hop, detail).with_cause(Cause::Unsupported)
+    }
+
+    /// A hop that was asked for and could not run here (see [`HopResult::unsupported`]).
+    pub fn is_unsupported(&self) -> bool {
+        self.status == Status::Skip && self.cause == Some(Cause::Unsupported)
+    }
+
     pub fn with_cause(mut self, cause: Cause) -> Self {
         self.cause = Some(cause);
         self
@@ -309,20 +326,24 @@ impl CheckResult {
         }
     }
 
-    /// The status of a check is the worst of its hops; skips alone do not make it fail.
+    /// The status of a check is the worst of its hops. Skips after an earlier failure do not
+    /// count (that failure does), but a hop the check asks for that could not run here
+    /// (`unsupported`) does: a check whose point was not tested must read `skip`, never `pass`.
     pub fn status_of(hops: &[HopResult]) -> Status {
         hops.iter()
+            .filter(|h| h.status != Status::Skip || h.is_unsupported())
             .map(|h| h.status)
-            .filter(|s| *s != Status::Skip)
             .max()
             .unwrap_or(Status::Skip)
     }
 
-    /// The first hop that did not pass: the one a sysadmin should look at.
+    /// The first hop that did not pass: the one a sysadmin should look at. Failures and warnings
+    /// first; else a hop that was asked for and could not run here.
     pub fn first_problem(&self) -> Option<&HopResult> {
         self.hops
             .iter()
             .find(|h| matches!(h.status, Status::Fail | Status::Warn))
+            .or_else(|| self.hops.iter().find(|h| h.is_unsupported()))
     }
 }
 
@@ -422,6 +443,29 @@ mod tests {
         ];
         assert_eq!(CheckResult::status_of(&hops), Status::Warn);
         assert_eq!(CheckResult::status_of(&[]), Status::Skip);
+    }
+
+    /// The false assurance this guards against: `tx=enlist` on Linux, tcp and login pass, the
+    /// hop the user asked for cannot run; the check must not say pass.
+    #[test]
+    fn a_hop_that_cannot_run_here_keeps_the_check_from_passing() {
+        let hops = vec![
+            HopResult::pass(HopKind::Tcp, ""),
+            HopResult::pass(HopKind::Login, ""),
+            HopResult::unsupported(HopKind::TxEnlist, "needs the Windows build"),
+        ];
+        assert_eq!(CheckResult::status_of(&hops), Status::Skip);
+        let check = CheckResult::new("c", "mssql", "t", hops.clone());
+        assert_eq!(
+            check.first_problem().map(|h| h.hop),
+            Some(HopKind::TxEnlist)
+        );
+        // A real failure still wins, and is still the first problem.
+        let mut failed = hops;
+        failed[1] = HopResult::fail(HopKind::Login, Cause::AuthFailed, "");
+        assert_eq!(CheckResult::status_of(&failed), Status::Fail);
+        let check = CheckResult::new("c", "mssql", "t", failed);
+        assert_eq!(check.first_problem().map(|h| h.hop), Some(HopKind::Login));
     }
 
     #[test]

@@ -236,10 +236,12 @@ pub fn verdict_lines(report: &Report) -> Vec<String> {
             interrupted += 1;
             continue;
         }
+        // A hop the check asked for that could not run here is a line too: without it a run
+        // whose other hops passed would read "no failure found" about a path it never tested.
         for hop in check
             .hops
             .iter()
-            .filter(|h| matches!(h.status, Status::Fail | Status::Warn))
+            .filter(|h| matches!(h.status, Status::Fail | Status::Warn) || h.is_unsupported())
         {
             // Already a firewall request line.
             if requests
@@ -624,6 +626,30 @@ mod tests {
             lines[0].starts_with("INTERRUPTED: 1 of 2 checks"),
             "{lines:?}"
         );
+    }
+
+    #[test]
+    fn a_hop_that_could_not_run_here_is_a_verdict_line_not_a_clean_run() {
+        let check = CheckResult::new(
+            "db",
+            "mssql",
+            "mssql://sql01/app?tx=enlist",
+            vec![
+                HopResult::pass(HopKind::Login, ""),
+                HopResult::unsupported(HopKind::TxEnlist, "needs the Windows build"),
+            ],
+        );
+        let report = Report::new(
+            SystemTime::UNIX_EPOCH,
+            Duration::ZERO,
+            "h".into(),
+            vec![check],
+        );
+        assert_eq!(
+            verdict_lines(&report),
+            ["db: tx_enlist UNSUPPORTED: needs the Windows build"]
+        );
+        assert!(firewall_requests(&report).is_empty());
     }
 
     #[test]

@@ -39,10 +39,11 @@ fn linux_build_skips_with_the_reason_and_refuses_other_hosts() {
             .contains("needs the Windows build: reads this host's registry"),
         "{h:#}"
     );
-    assert!(h.get("cause").is_none() && h.get("data").is_none(), "{h:#}");
-    // A check whose only hop is skipped neither passes nor fails the run.
+    assert_eq!(h["cause"], "unsupported", "{h:#}");
+    assert!(h.get("data").is_none(), "{h:#}");
+    // Nothing was read: the check is `skip` and the run inconclusive (3), never a clean 0.
     assert_eq!(report["summary"]["skip"], 1, "{report:#}");
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 3, "{err}");
 
     let (code, _, err) = run_bin(&["check", "msdtc://sql01"]);
     assert_eq!(code, 2, "{err}");
@@ -498,11 +499,9 @@ fn windows_peer_and_windows_agent_compare_their_msdtc_configs_under_wine() {
     let report = parse_report(&out);
     assert_valid("linux peer, windows agent", &report);
     let context = format!("stderr: {err}\n{report:#}\nagent log:\n{}", agent.log());
-    assert_eq!(
-        hop(&report, "msdtc://localhost", "dtc_config")["status"],
-        "skip",
-        "{context}"
-    );
+    let near_hop = hop(&report, "msdtc://localhost", "dtc_config");
+    assert_eq!(near_hop["status"], "skip", "{context}");
+    assert_eq!(near_hop["cause"], "unsupported", "{context}");
     let far_hop = hop(&report, "reverse msdtc://localhost", "dtc_config");
     assert_eq!(far_hop["data"]["cid"], CID_B, "{context}");
     // The agent's prefix has no MSDTC service: its side fails, so the run does.

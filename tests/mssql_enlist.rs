@@ -408,12 +408,15 @@ async fn wrong_password_and_unsupported_settings() {
         )
         .await;
         assert_eq!(r.status, Status::Skip, "{why}: {r:#?}");
+        assert_eq!(r.cause, Some(Cause::Unsupported), "{why}: {r:#?}");
         assert!(r.detail.contains(why), "{why}: {r:#?}");
     }
 }
 
 /// Through the binary on this (non-Windows) host: the hop is planned and skipped with the
-/// reason, and the report, with a real `tx_enlist` pass hop spliced in, matches the schema.
+/// reason and cause `unsupported`; the check reads `skip`, not `pass` (tcp, login and tx_local
+/// passed, but the client zone's MSDTC was never tested), the run exits 3 and the human verdict
+/// names the hop. The report, with a real `tx_enlist` pass hop spliced in, matches the schema.
 #[tokio::test]
 async fn binary_skips_without_windows_and_reports_match_the_schema() {
     let msdtc = ScriptedMsdtc::new();
@@ -425,7 +428,7 @@ async fn binary_skips_without_windows_and_reports_match_the_schema() {
         "mssql://probe@127.0.0.1:{}/app?tx=enlist&trust_server_certificate=true",
         peer.port()
     );
-    let (_, out, err) = run_bin(&[
+    let (code, out, err) = run_bin(&[
         "check",
         "--timeout",
         "2s",
@@ -447,11 +450,33 @@ async fn binary_skips_without_windows_and_reports_match_the_schema() {
         return;
     }
     assert_eq!(enlist_hop["status"], "skip", "{enlist_hop:#}");
+    assert_eq!(enlist_hop["cause"], "unsupported", "{enlist_hop:#}");
     assert!(enlist_hop["detail"]
         .as_str()
         .unwrap()
         .contains("needs the Windows build: this host's MSDTC"));
+    assert!(enlist_hop["hint"]
+        .as_str()
+        .unwrap()
+        .contains("Windows build"));
+    assert_eq!(report["checks"][0]["status"], "skip", "{report:#}");
+    assert_eq!(report["summary"]["pass"], 0, "{report:#}");
+    assert_eq!(code, 3, "exit code: inconclusive, never 0\n{err}");
     crate::report_schema::assert_valid("mssql tx=enlist skipped", &report);
+    let (code, human, err) = run_bin(&[
+        "check",
+        "--timeout",
+        "2s",
+        "--password-file",
+        pw.to_str().unwrap(),
+        &url,
+    ]);
+    assert_eq!(code, 3, "{human}{err}");
+    assert!(
+        human.contains("tx_enlist UNSUPPORTED: needs the Windows build"),
+        "{human}"
+    );
+    assert!(!human.contains("1 pass"), "{human}");
 
     // The same report with the hop as the scripted run produces it (pass, then a failure).
     let pass = enlist(

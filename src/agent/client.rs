@@ -1076,7 +1076,7 @@ mod tests {
             "m",
             "msdtc",
             "msdtc://localhost",
-            vec![HopResult::skip(
+            vec![HopResult::unsupported(
                 HopKind::DtcConfig,
                 "needs the Windows build",
             )],

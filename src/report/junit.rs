@@ -71,9 +71,15 @@ fn status_of_hop(hop: &HopResult) -> TestCaseStatus {
         Status::Pass | Status::Warn => TestCaseStatus::success(),
         Status::Skip => {
             let mut s = TestCaseStatus::skipped();
-            if !hop.detail.is_empty() {
-                s.set_message(hop.detail.as_str());
-            }
+            // `unsupported` / `interrupted` say why it was not run; the cause leads, as for failures.
+            match (hop.cause, hop.detail.is_empty()) {
+                (Some(cause), true) => s.set_message(cause.as_str()),
+                (Some(cause), false) => {
+                    s.set_message(format!("{}: {}", cause.as_str(), hop.detail))
+                }
+                (None, false) => s.set_message(hop.detail.as_str()),
+                (None, true) => &mut s,
+            };
             s
         }
         Status::Fail => {

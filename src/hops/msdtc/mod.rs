@@ -114,7 +114,7 @@ impl Kind for MsdtcTarget {
 
 #[cfg(not(windows))]
 async fn dtc_config(_role: Role, _ctx: &RunContext) -> HopResult {
-    HopResult::skip(HopKind::DtcConfig, SKIP_NOT_WINDOWS)
+    HopResult::unsupported(HopKind::DtcConfig, SKIP_NOT_WINDOWS)
 }
 
 /// Reads on a blocking thread, bounded by the hop timeout: registry and SCM calls are local but
@@ -222,6 +222,7 @@ mod tests {
         assert_eq!(hops.len(), 1);
         assert_eq!(hops[0].hop, HopKind::DtcConfig);
         assert_eq!(hops[0].status, crate::model::Status::Skip);
+        assert!(hops[0].is_unsupported(), "{:?}", hops[0]);
         assert!(hops[0].detail.contains("needs the Windows build"));
     }
 }

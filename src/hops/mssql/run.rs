@@ -153,7 +153,8 @@ pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
         // Four hop timeouts: two logins' worth of round trips plus MSDTC's export and import.
         let budget = limit * 4;
         let result = match enlist::this_host_dtc() {
-            Err(reason) => HopResult::skip(HopKind::TxEnlist, reason),
+            Err(reason) => HopResult::unsupported(HopKind::TxEnlist, reason)
+                .with_hint(enlist::HINT_RUN_ON_WINDOWS),
             Ok(dtc) => {
                 enlist::run_enlist(t, addr, enlist_password, dtc, &marker(), budget).await
             }

@@ -47,6 +47,11 @@ const KIND: HopKind = HopKind::TxEnlist;
 /// Why the hop cannot run here, if it cannot: the reason a `skip` gives.
 pub const NEEDS_WINDOWS: &str = "needs the Windows build: this host's MSDTC";
 
+/// Where a `tx_enlist` that cannot run here can run.
+pub const HINT_RUN_ON_WINDOWS: &str = "run this check with the Windows build (dtcprobe.exe) on a \
+Windows host of this zone, where the applications' MSDTC is; tx=distributed proves only the SQL \
+host's MSDTC";
+
 /// This host's MSDTC, or why there is none to use.
 pub fn this_host_dtc() -> Result<Arc<dyn LocalDtc>, &'static str> {
     #[cfg(windows)]
@@ -183,14 +188,14 @@ pub async fn run_enlist(
     limit: Duration,
 ) -> HopResult {
     if t.auth != Auth::Sql {
-        return HopResult::skip(
+        return HopResult::unsupported(
             KIND,
             "tx_enlist logs in with SQL Server authentication only (its own TDS session has no \
              SSPI yet): use auth=sql with a SQL login to run it",
         );
     }
     if t.encrypt == Encrypt::Strict {
-        return HopResult::skip(
+        return HopResult::unsupported(
             KIND,
             "tx_enlist does not speak TDS 8 (encrypt=strict) yet: run it with encrypt=on",
         );
