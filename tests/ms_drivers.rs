@@ -11,6 +11,7 @@
 //! and skip with a message otherwise.
 
 use crate::mssql_login::pem_file;
+use crate::support::tds_peer::ntlm::{Outcome as NtlmOutcome, WindowsAccount};
 use crate::support::tds_peer::{Event, PeerConfig, ServerEncryption, TdsPeer};
 
 use serde_json::Value;
@@ -199,6 +200,53 @@ fn wrong_password_is_18456_with_the_servers_state() {
             }
         }
     }
+}
+
+/// Windows authentication: tedious's own NTLMv2 (an implementation independent of dtcprobe's)
+/// against the peer's verifier, which `tx_enlist`'s NTLM tests rely on (tests/mssql_enlist.rs).
+/// The right password logs in as DOMAIN\\user; a wrong one is 18452, as SQL Server answers.
+/// ODBC Driver 18 on Linux does Windows authentication through Kerberos only: not run here.
+#[test]
+fn tedious_ntlm_login_is_verified_by_the_peer() {
+    let cfg = || PeerConfig {
+        windows_account: Some(WindowsAccount {
+            domain: "DTCPROBE".into(),
+            user: "svc-web".into(),
+            password: "W1ndows-pass!".into(),
+        }),
+        ..PeerConfig::default()
+    };
+    let args = [
+        ("scenario", "login"),
+        ("auth", "ntlm"),
+        ("user", "svc-web"),
+        ("domain", "DTCPROBE"),
+    ];
+    let peer = TdsPeer::start(cfg());
+    let Some(v) = run_driver(Driver::Tedious, &peer, "W1ndows-pass!", &args) else {
+        return;
+    };
+    let events = peer.events();
+    assert_eq!(v["ok"], true, "{v:#}\n{events:#?}");
+    assert!(
+        events.contains(&Event::WindowsAuth(NtlmOutcome::Authenticated(
+            "DTCPROBE\\svc-web".into()
+        ))),
+        "{events:#?}"
+    );
+    assert!(logged_in(&peer));
+
+    let peer = TdsPeer::start(cfg());
+    let Some(v) = run_driver(Driver::Tedious, &peer, "not-the-password", &args) else {
+        return;
+    };
+    failed(Driver::Tedious, &v);
+    assert_eq!(v["error"]["number"], 18452, "{v:#}");
+    assert!(peer.events().iter().any(|e| matches!(
+        e,
+        Event::WindowsAuth(NtlmOutcome::Refused(why)) if why.contains("does not match the password")
+    )));
+    assert!(!logged_in(&peer));
 }
 
 #[test]

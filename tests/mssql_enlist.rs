@@ -18,6 +18,7 @@ use dtcprobe::model::{Cause, HopResult, Status};
 use dtcprobe::secret::Secret;
 use serde_json::Value;
 
+use crate::support::tds_peer::ntlm::{Outcome as NtlmOutcome, WindowsAccount};
 use crate::support::tds_peer::tm::{ScriptedMsdtc, ScriptedState, TmConfig, TmEvent};
 use crate::support::tds_peer::{Event, PeerConfig, ServerEncryption, TdsPeer};
 use crate::support::{parse_report, run_bin};
@@ -390,14 +391,15 @@ async fn wrong_password_and_unsupported_settings() {
         .contains("not-the-password"));
     assert_eq!(msdtc.calls(), ["begin", "abort"]);
 
-    // Integrated authentication (only the Windows build parses it from a URL) and TDS 8.
+    // Integrated authentication (this account's SSPI: the Windows build only) and TDS 8.
     let mut integrated = target(&peer, "");
     integrated.auth = Auth::Integrated;
     let strict = target(&peer, "encrypt=strict&trust_server_certificate=true");
-    for (t, why) in [
-        (integrated, "SQL Server authentication only"),
-        (strict, "encrypt=strict"),
-    ] {
+    let mut cases = vec![(strict, "encrypt=strict")];
+    if !cfg!(windows) {
+        cases.push((integrated, "auth=integrated needs the Windows build"));
+    }
+    for (t, why) in cases {
         let r = run_enlist(
             &t,
             peer.addr,
@@ -410,6 +412,95 @@ async fn wrong_password_and_unsupported_settings() {
         assert_eq!(r.status, Status::Skip, "{why}: {r:#?}");
         assert_eq!(r.cause, Some(Cause::Unsupported), "{why}: {r:#?}");
         assert!(r.detail.contains(why), "{why}: {r:#?}");
+    }
+}
+
+/// Windows authentication in the hop's own session: NTLMv2 for `DOMAIN\\user` + password
+/// (LOGIN7 with the NEGOTIATE token, the challenge in an SSPI token, the answer in an SSPI
+/// message), verified by the peer from the password (tds_peer_ntlm.rs), with full and
+/// login-only TLS; a wrong password is 18452 and the local transaction is still aborted.
+#[tokio::test]
+async fn windows_authentication_ntlm_logs_in_and_a_wrong_password_is_refused() {
+    let account = WindowsAccount {
+        domain: "DTCPROBE".into(),
+        user: "svc-web".into(),
+        password: "W1ndows-pass!".into(),
+    };
+    for (query, encryption) in [
+        ("encrypt=on&trust_server_certificate=true", "on"),
+        ("encrypt=off&trust_server_certificate=true", "login_only"),
+    ] {
+        let msdtc = ScriptedMsdtc::new();
+        let tm = TmConfig {
+            client_msdtc: Some(msdtc.clone()),
+            ..TmConfig::default()
+        };
+        let peer = TdsPeer::start(PeerConfig {
+            tm,
+            windows_account: Some(account.clone()),
+            ..PeerConfig::default()
+        });
+        // The Linux build refuses auth=windows in a URL (its `login` hop cannot do it); the
+        // library takes it.
+        let mut t = target(&peer, query);
+        t.auth = Auth::Windows;
+        t.user = Some("DTCPROBE\\svc-web".into());
+        let run = |password: &'static str| {
+            let t = t.clone();
+            let dtc = msdtc.as_local_dtc();
+            let addr = peer.addr;
+            async move {
+                run_enlist(
+                    &t,
+                    addr,
+                    Some(Secret::new(password)),
+                    dtc,
+                    MARKER,
+                    Duration::from_secs(10),
+                )
+                .await
+            }
+        };
+        let r = run("W1ndows-pass!").await;
+        assert_eq!(r.status, Status::Pass, "{query}: {r:#?}");
+        assert_eq!(r.data["encryption"], encryption);
+        assert_eq!(r.data["statements"], 3);
+        let events = peer.events();
+        assert!(
+            events.contains(&Event::WindowsAuth(NtlmOutcome::Authenticated(
+                "DTCPROBE\\svc-web".into()
+            ))),
+            "{events:#?}"
+        );
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::Login { user, accepted: true, .. }
+                if user == "DTCPROBE\\svc-web")),
+            "{events:#?}"
+        );
+
+        let r = run("not-the-password").await;
+        assert_eq!(
+            (r.status, r.cause, failed_step(&r)),
+            (Status::Fail, Some(Cause::AuthFailed), "login"),
+            "{query}: {r:#?}"
+        );
+        assert_eq!(r.data["error"]["number"], 18452, "{r:#?}");
+        assert!(peer.events().iter().any(|e| matches!(
+            e,
+            Event::WindowsAuth(NtlmOutcome::Refused(why)) if why.contains("does not match the password")
+        )));
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(
+            !json.contains("not-the-password") && !json.contains("W1ndows"),
+            "{json}"
+        );
+        assert_eq!(
+            msdtc.calls(),
+            ["begin", "export", "abort", "begin", "abort"],
+            "{query}: the local transaction is aborted after a failed login too"
+        );
     }
 }
 

@@ -4,6 +4,7 @@
 // Run by tests/ms_drivers.rs with node, from tests/clients (node_modules made by `npm ci` in
 // scripts/install-test-deps). Arguments are key=value: host, port, user, database, encrypt
 // (no|yes|strict), trust (yes|no), cert (a PEM file to trust), tds (7_1|7_2|7_3_A|7_3_B|7_4),
+// auth (ntlm: Windows authentication, with domain),
 // ciphers (an OpenSSL cipher list), scenario. The password comes from DTCPROBE_TEST_PASSWORD. Prints ONE JSON line: {"driver",
 // "ok", "rows", "error": {"number", "state", "class", "message", "code"} (the last server error),
 // "serverErrors" (all of them, in order), "infos", "tdsVersion", "steps"}; the exit code is 0 whenever that line was printed.
@@ -57,12 +58,16 @@ if (args.cert) options.cryptoCredentialsDetails.ca = fs.readFileSync(args.cert);
 if (args.ciphers) options.cryptoCredentialsDetails.ciphers = args.ciphers;
 if (args.server_name) options.serverName = args.server_name;
 
+// auth=ntlm (with domain=...): Windows authentication through tedious's own NTLMv2, which the
+// peer verifies from the password (tests/support/tds_peer_ntlm.rs).
+const password = process.env.DTCPROBE_TEST_PASSWORD || '';
+const authentication =
+  args.auth === 'ntlm'
+    ? { type: 'ntlm', options: { userName: args.user || 'probe', password, domain: args.domain || '' } }
+    : { type: 'default', options: { userName: args.user || 'probe', password } };
 const connection = new Connection({
   server: args.host,
-  authentication: {
-    type: 'default',
-    options: { userName: args.user || 'probe', password: process.env.DTCPROBE_TEST_PASSWORD || '' },
-  },
+  authentication,
   options,
 });
 connection.on('errorMessage', (m) => {

@@ -36,7 +36,7 @@ use tokio_rustls::rustls;
 use dtcprobe_wire::ssrp;
 use dtcprobe_wire::tds::packet::{
     packetize, PacketHeader, HEADER_LEN, PKT_ATTENTION, PKT_LOGIN7, PKT_PRELOGIN, PKT_REPLY,
-    PKT_RPC, PKT_SQL_BATCH,
+    PKT_RPC, PKT_SQL_BATCH, PKT_SSPI,
 };
 use dtcprobe_wire::tds::prelogin::{
     encode_prelogin, encode_version, parse_prelogin_options, PL_ENCRYPTION, PL_INSTOPT, PL_MARS,
@@ -52,6 +52,9 @@ use dtcprobe_wire::tds::token::{
 use dtcprobe_wire::tds::{b_varchar, from_utf16le, utf16le};
 
 // RPC requests (0x03): sp_executesql and the sp_prepare family, in their own file.
+/// Windows authentication: the server side of NTLMv2 inside TDS.
+#[path = "tds_peer_ntlm.rs"]
+pub mod ntlm;
 #[path = "tds_peer_rpc.rs"]
 mod rpc;
 /// Transaction manager requests (0x0E) and the scripted client MSDTC.
@@ -125,6 +128,9 @@ pub struct PeerConfig {
     // Transaction manager requests (0x0E)
     /// How the server answers them, and the client MSDTC its own MSDTC reaches (tds_peer_tm.rs).
     pub tm: tm::TmConfig,
+    /// The Windows login the server accepts through NTLM (tds_peer_ntlm.rs); `None`: a LOGIN7
+    /// with an SSPI token gets 18452, as from an untrusted domain.
+    pub windows_account: Option<ntlm::WindowsAccount>,
 }
 
 impl Default for PeerConfig {
@@ -150,6 +156,7 @@ impl Default for PeerConfig {
             info_before_errors: Vec::new(),
             // Transaction manager requests (0x0E)
             tm: tm::TmConfig::default(),
+            windows_account: None,
         }
     }
 }
@@ -173,6 +180,8 @@ pub enum Event {
     Closed,
     /// An RPC request: the procedure and the statement with its parameters bound.
     Rpc(String),
+    /// A Windows-authentication (NTLM) exchange and what it concluded.
+    WindowsAuth(ntlm::Outcome),
 }
 
 pub struct TdsPeer {
@@ -675,6 +684,8 @@ struct Login7 {
     password: String,
     database: String,
     app: String,
+    /// fIntSecurity's token (Windows authentication), if the client sent one.
+    sspi: Option<Vec<u8>>,
 }
 
 fn login7_string(p: &[u8], at: usize) -> Option<String> {
@@ -703,12 +714,24 @@ fn parse_login7(p: &[u8]) -> Option<Login7> {
     let password = from_utf16le(&pw_bytes);
     let app = login7_string(p, 48)?;
     let database = login7_string(p, 68)?;
+    // OptionFlags2 bit 0x80 fIntSecurity; ibSSPI/cbSSPI at 78 (cbSSPILong at 90 when 0xFFFF).
+    let sspi = if p[25] & 0x80 != 0 {
+        let off = u16::from_le_bytes([p[78], p[79]]) as usize;
+        let mut len = u16::from_le_bytes([p[80], p[81]]) as usize;
+        if len == 0xFFFF {
+            len = u32::from_le_bytes([p[90], p[91], p[92], p[93]]) as usize;
+        }
+        Some(p.get(off..off.checked_add(len)?)?.to_vec())
+    } else {
+        None
+    };
     Some(Login7 {
         tds_version: u32::from_le_bytes([p[4], p[5], p[6], p[7]]),
         user,
         password,
         database,
         app,
+        sspi,
     })
 }
 
@@ -851,14 +874,58 @@ async fn handle(
         let _ = conn.tcp.shutdown().await;
         return Ok(());
     }
-    let login = parse_login7(&payload).ok_or_else(|| io_err("bad LOGIN7"))?;
+    let mut login = parse_login7(&payload).ok_or_else(|| io_err("bad LOGIN7"))?;
     let _ = &login.app;
     let database = if login.database.is_empty() {
         cfg.databases[0].clone()
     } else {
         login.database.clone()
     };
-    let creds_ok = login.user == cfg.user && login.password == cfg.password;
+    let windows_auth = login.sspi.is_some();
+    let creds_ok = match login.sspi.take() {
+        None => login.user == cfg.user && login.password == cfg.password,
+        Some(negotiate) => {
+            let outcome = if ntlm::is_negotiate(&negotiate) {
+                // The challenge goes back as an SSPI token; the answer comes as packet 0x11.
+                let server_challenge: [u8; 8] = rand_challenge();
+                let token = ntlm::challenge(server_challenge);
+                let mut r = vec![0xED];
+                r.extend_from_slice(&(token.len() as u16).to_le_bytes());
+                r.extend(token);
+                conn.write_message(PKT_REPLY, &r).await?;
+                let (ty, answer) = conn.read_message().await?;
+                if ty != PKT_SSPI {
+                    return Err(io_err(format!("expected an SSPI message, got 0x{ty:02X}")));
+                }
+                ntlm::verify(&answer, server_challenge, cfg.windows_account.as_ref())
+            } else {
+                ntlm::Outcome::Refused("the SSPI token is not an NTLM NEGOTIATE".into())
+            };
+            events
+                .lock()
+                .unwrap()
+                .push(Event::WindowsAuth(outcome.clone()));
+            match outcome {
+                ntlm::Outcome::Authenticated(name) => {
+                    login.user = name;
+                    true
+                }
+                ntlm::Outcome::Refused(_) => false,
+            }
+        }
+    };
+    if windows_auth && !creds_ok {
+        let mut r = error(
+            18452,
+            1,
+            14,
+            "Login failed. The login is from an untrusted domain and cannot be used with \
+             Integrated authentication.",
+        );
+        r.extend(done(DONE_ERROR, 0));
+        conn.write_message(PKT_REPLY, &r).await?;
+        return Ok(());
+    }
     let db_ok = cfg
         .databases
         .iter()
@@ -979,6 +1046,22 @@ async fn handle(
             }
         }
     }
+}
+
+/// A fresh NTLM server challenge: not predictable across connections (time and a counter are
+/// enough for a test peer; the proof is bound to it).
+fn rand_challenge() -> [u8; 8] {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    (nanos
+        ^ COUNTER
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            .rotate_left(17))
+    .to_le_bytes()
 }
 
 /// SQLBatch: ALL_HEADERS (TDS 7.2+), then UTF-16LE text.

@@ -240,6 +240,9 @@ pub enum Failure {
     Unexpected(String),
     /// The server redirected us (Azure SQL gateway "redirect" policy).
     Routing { host: String, port: u16 },
+    /// This host's side of Windows authentication (NTLM) could not produce or answer a token
+    /// (`tx_enlist`'s own session; the `login` hop's come through tiberius).
+    Sspi(String),
 }
 
 pub fn classify_failure(f: &Failure) -> Verdict {
@@ -295,6 +298,13 @@ pub fn classify_failure(f: &Failure) -> Verdict {
                  policy): check that address from this zone, typically TCP 11000-11999"
             ),
         ),
+        Failure::Sspi(_) => meaning(
+            Cause::AuthFailed,
+            "this host could not complete Windows authentication (NTLM) with the server: for \
+             auth=windows check the DOMAIN\\user and password, for auth=integrated that the \
+             account dtcprobe runs as may use NTLM (policy \"Network security: Restrict NTLM\"); \
+             this session speaks NTLM, not Kerberos",
+        ),
     };
     verdict.detail = failure_detail(f);
     verdict
@@ -321,6 +331,7 @@ fn failure_detail(f: &Failure) -> String {
         Failure::Protocol(m) => format!("protocol: {m}"),
         Failure::Routing { host, port } => format!("redirected to {host}:{port}"),
         Failure::Unexpected(m) => format!("unexpected answer: {m}"),
+        Failure::Sspi(m) => format!("Windows authentication (NTLM): {m}"),
     }
 }
 

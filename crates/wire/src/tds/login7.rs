@@ -1,4 +1,6 @@
-//! The LOGIN7 message (MS-TDS 2.2.6.4) a client sends, with SQL Server authentication.
+//! The LOGIN7 message (MS-TDS 2.2.6.4) a client sends, with SQL Server authentication or with
+//! the first token of an SSPI exchange (Windows authentication: `sspi` not empty sets
+//! fIntSecurity, and user name and password stay empty, as the server then ignores them).
 //!
 //! Written for the `tx_enlist` hop, which runs its own TDS session (tiberius cannot send
 //! transaction manager requests). Layout: a 94-byte fixed part (lengths, versions, flags, then
@@ -15,6 +17,9 @@ pub const TDS_74: u32 = 0x7400_0004;
 pub const OPTION_FLAGS1: u8 = 0xE0;
 /// OptionFlags2: fLanguage fatal, fODBC.
 pub const OPTION_FLAGS2: u8 = 0x03;
+/// OptionFlags2 bit fIntSecurity: the login authenticates by the SSPI token, not by name and
+/// password.
+pub const INT_SECURITY: u8 = 0x80;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Login7 {
@@ -30,6 +35,9 @@ pub struct Login7 {
     pub library_name: String,
     pub language: String,
     pub database: String,
+    /// The first SSPI token (an NTLM NEGOTIATE message, say); empty for SQL Server
+    /// authentication.
+    pub sspi: Vec<u8>,
 }
 
 /// MS-TDS 2.2.6.4: swap the two nibbles of each byte of the UTF-16LE password, then XOR 0xA5.
@@ -66,7 +74,7 @@ impl Login7 {
             self.text(&self.database),
         ];
         let data_len: usize = strings.iter().map(|(b, _)| b.len()).sum();
-        let total = FIXED + data_len;
+        let total = FIXED + data_len + self.sspi.len();
         let mut v = Vec::with_capacity(total);
         v.extend_from_slice(&(total as u32).to_le_bytes());
         v.extend_from_slice(&self.tds_version.to_le_bytes());
@@ -75,7 +83,11 @@ impl Login7 {
         v.extend_from_slice(&self.client_pid.to_le_bytes());
         v.extend_from_slice(&0u32.to_le_bytes()); // ConnectionID
         v.push(OPTION_FLAGS1);
-        v.push(OPTION_FLAGS2);
+        v.push(if self.sspi.is_empty() {
+            OPTION_FLAGS2
+        } else {
+            OPTION_FLAGS2 | INT_SECURITY
+        });
         v.push(0); // TypeFlags: SQL_DFLT
         v.push(0); // OptionFlags3
         v.extend_from_slice(&0i32.to_le_bytes()); // ClientTimeZone
@@ -87,17 +99,27 @@ impl Login7 {
             offset += bytes.len();
         }
         v.extend_from_slice(&[0u8; 6]); // ClientID (MAC address): not sent
+                                        // The SSPI token follows the strings. A token of 65,535 bytes or more has cbSSPI =
+                                        // 0xFFFF and its length in cbSSPILong; NTLM tokens are a few hundred bytes.
+        let sspi_len = self.sspi.len();
         v.extend_from_slice(&(offset as u16).to_le_bytes()); // ibSSPI
-        v.extend_from_slice(&0u16.to_le_bytes()); // cbSSPI
-        v.extend_from_slice(&(offset as u16).to_le_bytes()); // ibAtchDBFile
+        v.extend_from_slice(&(sspi_len.min(0xFFFF) as u16).to_le_bytes()); // cbSSPI
+        let end = offset + sspi_len;
+        v.extend_from_slice(&(end as u16).to_le_bytes()); // ibAtchDBFile
         v.extend_from_slice(&0u16.to_le_bytes());
-        v.extend_from_slice(&(offset as u16).to_le_bytes()); // ibChangePassword
+        v.extend_from_slice(&(end as u16).to_le_bytes()); // ibChangePassword
         v.extend_from_slice(&0u16.to_le_bytes());
-        v.extend_from_slice(&0u32.to_le_bytes()); // cbSSPILong
+        let long = if sspi_len >= 0xFFFF {
+            sspi_len as u32
+        } else {
+            0
+        };
+        v.extend_from_slice(&long.to_le_bytes()); // cbSSPILong
         debug_assert_eq!(v.len(), FIXED);
         for (bytes, _) in strings {
             v.extend(bytes);
         }
+        v.extend_from_slice(&self.sspi);
         v
     }
 
@@ -137,6 +159,7 @@ mod tests {
             library_name: "dtcprobe".into(),
             language: String::new(),
             database: "app".into(),
+            sspi: Vec::new(),
         };
         let b = login.encode();
         assert_eq!(
@@ -159,5 +182,45 @@ mod tests {
         assert_eq!(super::super::from_utf16le(&field(68)), "app");
         // The password never appears in clear.
         assert!(!b.windows(4).any(|w| w == [b'p', 0, b'w', 0]));
+        assert_eq!(b[25], OPTION_FLAGS2, "no fIntSecurity without a token");
+        assert_eq!(
+            &b[78..82],
+            &[b.len() as u8, 0, 0, 0],
+            "ibSSPI at the end, cbSSPI 0"
+        );
+    }
+
+    #[test]
+    fn sspi_token_sets_int_security_and_follows_the_strings() {
+        let token = b"NTLMSSP\0\x01\0\0\0rest".to_vec();
+        let login = Login7 {
+            tds_version: TDS_74,
+            packet_size: 4096,
+            client_program_version: 7,
+            client_pid: 42,
+            host_name: "h".into(),
+            user_name: String::new(),
+            password: String::new(),
+            app_name: "dtcprobe".into(),
+            server_name: "srv".into(),
+            library_name: "dtcprobe".into(),
+            language: String::new(),
+            database: "app".into(),
+            sspi: token.clone(),
+        };
+        let b = login.encode();
+        assert_eq!(
+            u32::from_le_bytes(b[0..4].try_into().unwrap()) as usize,
+            b.len()
+        );
+        assert_eq!(b[25], OPTION_FLAGS2 | INT_SECURITY);
+        let ib = u16::from_le_bytes([b[78], b[79]]) as usize;
+        let cb = u16::from_le_bytes([b[80], b[81]]) as usize;
+        assert_eq!(cb, token.len());
+        assert_eq!(&b[ib..ib + cb], &token[..]);
+        assert_eq!(ib + cb, b.len());
+        // ibAtchDBFile and ibChangePassword point past the token, with no data.
+        assert_eq!(u16::from_le_bytes([b[82], b[83]]) as usize, b.len());
+        assert_eq!(u32::from_le_bytes(b[90..94].try_into().unwrap()), 0);
     }
 }

@@ -13,6 +13,8 @@ pub const PKT_LOGIN7: u8 = 0x10;
 pub const PKT_RPC: u8 = 0x03;
 /// PRELOGIN (also carries the TLS handshake in TDS 7.x).
 pub const PKT_PRELOGIN: u8 = 0x12;
+/// SSPI message: the client's next authentication token after LOGIN7 (MS-TDS 2.2.6.8).
+pub const PKT_SSPI: u8 = 0x11;
 
 /// Status bit: end of message.
 pub const STATUS_EOM: u8 = 0x01;

@@ -83,6 +83,8 @@ pub enum Token {
         status: u16,
         rows: u64,
     },
+    /// SSPI (0xED): the server's next authentication token (an NTLM CHALLENGE, say).
+    Sspi(Vec<u8>),
 }
 
 struct Cursor<'a> {
@@ -201,9 +203,13 @@ pub fn parse_reply(payload: &[u8]) -> Result<Vec<Token>, ReplyError> {
             TOKEN_RETURNSTATUS => {
                 c.take(4)?;
             }
-            TOKEN_ORDER | TOKEN_SSPI => {
+            TOKEN_ORDER => {
                 let len = c.u16()? as usize;
                 c.take(len)?;
+            }
+            TOKEN_SSPI => {
+                let len = c.u16()? as usize;
+                out.push(Token::Sspi(c.take(len)?.to_vec()));
             }
             TOKEN_FEATUREEXTACK => {
                 // FeatureId, then u32 length + data, until 0xFF.

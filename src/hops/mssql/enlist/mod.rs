@@ -187,11 +187,10 @@ pub async fn run_enlist(
     marker: &str,
     limit: Duration,
 ) -> HopResult {
-    if t.auth != Auth::Sql {
+    if t.auth == Auth::Integrated && cfg!(not(windows)) {
         return HopResult::unsupported(
             KIND,
-            "tx_enlist logs in with SQL Server authentication only (its own TDS session has no \
-             SSPI yet): use auth=sql with a SQL login to run it",
+            "tx_enlist with auth=integrated needs the Windows build: this account's SSPI",
         );
     }
     if t.encrypt == Encrypt::Strict {

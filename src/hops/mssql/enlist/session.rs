@@ -1,7 +1,15 @@
 //! dtcprobe's own minimal TDS 7.4 client session for the `tx_enlist` hop: PRELOGIN (with the
 //! TLS handshake carried in PRELOGIN packets, as MS-TDS 7.x requires), LOGIN7 with SQL Server
-//! authentication, then SQL batches and transaction manager requests that carry a transaction
-//! descriptor. tiberius cannot send transaction manager requests (packet type 0x0E), which is
+//! or Windows authentication, then SQL batches and transaction manager requests that carry a
+//! transaction descriptor.
+//!
+//! Windows authentication is NTLM through the `winauth` crate, as the `login` hop's tiberius
+//! does: `auth=windows` computes NTLMv2 from the given `DOMAIN\user` and password (plain Rust,
+//! so the exchange is tested against the test peer on any platform); `auth=integrated` asks
+//! Windows' SSPI for the current account's tokens (Windows build only). The first token rides in
+//! LOGIN7, the server's challenge comes back as an SSPI token (0xED), the answer goes in an SSPI
+//! message (packet 0x11). NTLM only: a domain that refuses NTLM needs Kerberos, which this
+//! session does not speak. tiberius cannot send transaction manager requests (packet type 0x0E), which is
 //! the reason this exists; everything else a login needs is kept to what MS-TDS mandates.
 //!
 //! Encryption follows the PRELOGIN negotiation table (MS-TDS 2.2.6.5) like the `login` hop:
@@ -18,6 +26,7 @@ use std::time::Duration;
 use dtcprobe_wire::tds::login7::{Login7, TDS_74};
 use dtcprobe_wire::tds::packet::{
     packetize, PacketHeader, HEADER_LEN, PKT_LOGIN7, PKT_PRELOGIN, PKT_REPLY, PKT_SQL_BATCH,
+    PKT_SSPI,
 };
 use dtcprobe_wire::tds::prelogin::{
     encode_prelogin, encode_version, parse_prelogin_options, ENCRYPT_NOT_SUP, ENCRYPT_OFF,
@@ -34,7 +43,47 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::hops::mssql::classify::Failure;
-use crate::hops::mssql::spec::{Encrypt, MssqlTarget};
+use crate::hops::mssql::spec::{Auth, Encrypt, MssqlTarget};
+
+/// NTLM is NEGOTIATE, CHALLENGE, AUTHENTICATE: one round after LOGIN7. More rounds than this
+/// means the exchange is not converging.
+const MAX_SSPI_ROUNDS: usize = 4;
+
+/// This host's side of a Windows-authentication exchange: gives the next token to send, given
+/// the server's last one (none at the start).
+type SspiClient = Box<dyn winauth::NextBytes + Send>;
+
+/// The SSPI client for the target's `auth`, or `None` for SQL Server authentication.
+fn sspi_client(t: &MssqlTarget, addr: SocketAddr, password: &str) -> Result<Option<SspiClient>, Failure> {
+    // The service principal SQL Server registers: MSSQLSvc/host:port.
+    let spn = format!("MSSQLSvc/{}:{}", t.host, addr.port());
+    match t.auth {
+        Auth::Sql => Ok(None),
+        Auth::Windows => {
+            let user = t.user.clone().unwrap_or_default();
+            let (domain, user) = match user.split_once('\\') {
+                Some((d, u)) => (Some(d.to_string()), u.to_string()),
+                None => (None, user),
+            };
+            let client = winauth::NtlmV2ClientBuilder::new()
+                .target_spn(spn)
+                .build(domain, user, password.to_string());
+            Ok(Some(Box::new(client)))
+        }
+        #[cfg(windows)]
+        Auth::Integrated => {
+            let client = winauth::windows::NtlmSspiBuilder::new()
+                .target_spn(&spn)
+                .build()
+                .map_err(|e| Failure::Sspi(format!("this host's SSPI (NTLM): {e}")))?;
+            Ok(Some(Box::new(client)))
+        }
+        #[cfg(not(windows))]
+        Auth::Integrated => Err(Failure::Sspi(
+            "auth=integrated needs the Windows build: this account's SSPI".into(),
+        )),
+    }
+}
 
 /// A reply larger than this is not what any request of this hop produces.
 const MAX_REPLY: usize = 4 << 20;
@@ -166,26 +215,75 @@ impl Session {
             s.tls_handshake(t).await?;
         }
 
+        let mut sspi = sspi_client(t, addr, password)?;
+        let first_token = match &mut sspi {
+            None => Vec::new(),
+            Some(client) => client
+                .next_bytes(None)
+                .map_err(|e| Failure::Sspi(e.to_string()))?
+                .ok_or_else(|| Failure::Sspi("no first token".into()))?,
+        };
+        let sql_auth = sspi.is_none();
         let login = Login7 {
             tds_version: TDS_74,
             packet_size: PACKET_SIZE,
             client_program_version: 0x0100_0000,
             client_pid: std::process::id(),
             host_name: gethostname::gethostname().to_string_lossy().into_owned(),
-            user_name: t.user.clone().unwrap_or_default(),
-            password: password.to_string(),
+            // With an SSPI token the server ignores name and password: none are sent.
+            user_name: if sql_auth {
+                t.user.clone().unwrap_or_default()
+            } else {
+                String::new()
+            },
+            password: if sql_auth {
+                password.to_string()
+            } else {
+                String::new()
+            },
             app_name: "dtcprobe".into(),
             server_name: t.host.clone(),
             library_name: "dtcprobe".into(),
             language: String::new(),
             database: t.database.clone().unwrap_or_default(),
+            sspi: first_token,
         };
         s.write_message(PKT_LOGIN7, &login.encode()).await?;
         if negotiated == Negotiated::LoginOnly {
             // Only the LOGIN7 packet travels encrypted; the server answers in the clear.
             s.tls = None;
         }
-        let tokens = s.read_reply().await?;
+        let mut tokens = s.read_reply().await?;
+        // The server's SSPI tokens, each answered in an SSPI message, until it decides.
+        for round in 0.. {
+            let challenge = tokens.iter().find_map(|t| match t {
+                Token::Sspi(b) => Some(b.clone()),
+                _ => None,
+            });
+            let Some(challenge) = challenge else { break };
+            if first_error(&tokens).is_some() {
+                break;
+            }
+            let Some(client) = sspi.as_mut() else {
+                return Err(Failure::Protocol(
+                    "the server answered a SQL Server authentication login with an SSPI token"
+                        .into(),
+                ));
+            };
+            if round == MAX_SSPI_ROUNDS {
+                return Err(Failure::Sspi(format!(
+                    "the exchange did not end after {MAX_SSPI_ROUNDS} rounds"
+                )));
+            }
+            let answer = client
+                .next_bytes(Some(&challenge))
+                .map_err(|e| Failure::Sspi(format!("answering the server's challenge: {e}")))?
+                .ok_or_else(|| {
+                    Failure::Sspi("the server sent another token after the last one".into())
+                })?;
+            s.write_message(PKT_SSPI, &answer).await?;
+            tokens = s.read_reply().await?;
+        }
         if let Some(f) = first_error(&tokens) {
             return Err(f);
         }
