@@ -695,6 +695,79 @@ fn names_come_from_the_windows_hosts_file() {
     );
 }
 
+/// The `login` hop's Windows authentication (tiberius + winauth, Windows build only) has no
+/// other test: here the Windows build logs in as `DOMAIN\\user` against the TDS test peer,
+/// whose NTLMv2 verifier checks the answer against the password (tests/support/tds_peer_ntlm.rs).
+/// A wrong password is 18452, `auth_failed`. No domain controller is involved: that the tokens
+/// satisfy a real SQL Server in a real domain is for a real Windows host to confirm.
+#[test]
+fn windows_build_logs_in_with_windows_authentication_over_ntlm() {
+    use crate::support::tds_peer::ntlm::{Outcome, WindowsAccount};
+    use crate::support::tds_peer::{Event, PeerConfig, TdsPeer};
+    let test = "windows_build_logs_in_with_windows_authentication_over_ntlm";
+    let Some(setup) = wine(test, false) else {
+        return;
+    };
+    let peer = TdsPeer::start(PeerConfig {
+        windows_account: Some(WindowsAccount {
+            domain: "DTCPROBE".into(),
+            user: "svc-web".into(),
+            password: "W1ndows-pass!".into(),
+        }),
+        ..PeerConfig::default()
+    });
+    let win = WinHost::new(setup, None);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "mssql://DTCPROBE%5Csvc-web@127.0.0.1:{}/app?auth=windows&tx=local&trust_server_certificate=true",
+        peer.port()
+    );
+    for (password, accepted) in [("W1ndows-pass!", true), ("not-the-password", false)] {
+        let pw = dir.path().join(format!("pw-{accepted}"));
+        std::fs::write(&pw, format!("{password}\n")).unwrap();
+        let pw = WinHost::win_path(&pw);
+        let (code, stdout, stderr) = win.run(&[
+            "check",
+            "-f",
+            "json",
+            "--timeout",
+            "10s",
+            "--password-file",
+            &pw,
+            &url,
+        ]);
+        let report = parse_report(&stdout);
+        let target = report["checks"][0]["name"].as_str().unwrap().to_string();
+        let login = hop(&report, &target, "login");
+        let events = peer.events();
+        let context = format!("stderr: {stderr}\n{report:#}\n{events:#?}");
+        assert!(!stdout.contains(password) && !stderr.contains(password));
+        if accepted {
+            assert_eq!(login["status"], "pass", "{context}");
+            assert_eq!(
+                hop(&report, &target, "tx_local")["status"],
+                "pass",
+                "{context}"
+            );
+            assert_eq!(code, 0, "{context}");
+            assert!(
+                events.contains(&Event::WindowsAuth(Outcome::Authenticated(
+                    "DTCPROBE\\svc-web".into()
+                ))),
+                "{context}"
+            );
+        } else {
+            assert_eq!(login["status"], "fail", "{context}");
+            assert_eq!(login["cause"], "auth_failed", "{context}");
+            assert!(
+                login["detail"].as_str().unwrap().contains("18452"),
+                "{context}"
+            );
+            assert_eq!(code, 1, "{context}");
+        }
+    }
+}
+
 #[test]
 fn every_output_format_from_the_windows_build() {
     let test = "every_output_format_from_the_windows_build";

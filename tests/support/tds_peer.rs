@@ -894,7 +894,11 @@ async fn handle(
                 r.extend(token);
                 conn.write_message(PKT_REPLY, &r).await?;
                 let (ty, answer) = conn.read_message().await?;
-                if ty != PKT_SSPI {
+                // MS-TDS 2.2.6.8 says packet type 0x11; tiberius 0.13 sends its NTLM answer
+                // (auth=windows) as 0x10, the LOGIN7 type. Both are taken, so the `login`
+                // hop's Windows authentication can be run against this peer at all; which
+                // types SQL Server itself accepts is not known here.
+                if ty != PKT_SSPI && ty != PKT_LOGIN7 {
                     return Err(io_err(format!("expected an SSPI message, got 0x{ty:02X}")));
                 }
                 ntlm::verify(&answer, server_challenge, cfg.windows_account.as_ref())
