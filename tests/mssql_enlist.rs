@@ -519,16 +519,19 @@ async fn binary_skips_without_windows_and_reports_match_the_schema() {
         "mssql://probe@127.0.0.1:{}/app?tx=enlist&trust_server_certificate=true",
         peer.port()
     );
-    let (code, out, err) = run_bin(&[
-        "check",
-        "--timeout",
-        "2s",
-        "--password-file",
-        pw.to_str().unwrap(),
-        &url,
-        "-f",
-        "json",
-    ]);
+    let check = |format: &str| {
+        run_bin(&[
+            "check",
+            "--timeout",
+            "2s",
+            "--password-file",
+            pw.to_str().unwrap(),
+            &url,
+            "-f",
+            format,
+        ])
+    };
+    let (code, out, err) = check("json");
     let mut report = parse_report(&out);
     let hops = report["checks"][0]["hops"].as_array().unwrap().clone();
     let kinds: Vec<(&str, &str)> = hops
@@ -554,14 +557,7 @@ async fn binary_skips_without_windows_and_reports_match_the_schema() {
     assert_eq!(report["summary"]["pass"], 0, "{report:#}");
     assert_eq!(code, 3, "exit code: inconclusive, never 0\n{err}");
     crate::report_schema::assert_valid("mssql tx=enlist skipped", &report);
-    let (code, human, err) = run_bin(&[
-        "check",
-        "--timeout",
-        "2s",
-        "--password-file",
-        pw.to_str().unwrap(),
-        &url,
-    ]);
+    let (code, human, err) = check("human");
     assert_eq!(code, 3, "{human}{err}");
     assert!(
         human.contains("tx_enlist UNSUPPORTED: needs the Windows build"),

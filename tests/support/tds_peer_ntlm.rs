@@ -180,80 +180,49 @@ pub fn md4(input: &[u8]) -> [u8; 16] {
     }
     msg.extend_from_slice(&bit_len.to_le_bytes());
     let mut h: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
-    let f = |x: u32, y: u32, z: u32| (x & y) | (!x & z);
-    let g = |x: u32, y: u32, z: u32| (x & y) | (x & z) | (y & z);
-    let hh = |x: u32, y: u32, z: u32| x ^ y ^ z;
+    type Mix = fn(u32, u32, u32) -> u32;
+    // RFC 1320's three rounds: mixing function, constant, shifts, and the order of the words.
+    let rounds: [(Mix, u32, [u32; 4], [usize; 16]); 3] = [
+        (
+            |x, y, z| (x & y) | (!x & z),
+            0,
+            [3, 7, 11, 19],
+            [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
+        ),
+        (
+            |x, y, z| (x & y) | (x & z) | (y & z),
+            0x5a82_7999,
+            [3, 5, 9, 13],
+            [0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15],
+        ),
+        (
+            |x, y, z| x ^ y ^ z,
+            0x6ed9_eba1,
+            [3, 9, 11, 15],
+            [0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15],
+        ),
+    ];
     for block in msg.chunks_exact(64) {
         let x: Vec<u32> = block
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
-        let [mut a, mut b, mut c, mut d] = h;
-        for &i in &[0usize, 4, 8, 12] {
-            a = a.wrapping_add(f(b, c, d)).wrapping_add(x[i]).rotate_left(3);
-            d = d
-                .wrapping_add(f(a, b, c))
-                .wrapping_add(x[i + 1])
-                .rotate_left(7);
-            c = c
-                .wrapping_add(f(d, a, b))
-                .wrapping_add(x[i + 2])
-                .rotate_left(11);
-            b = b
-                .wrapping_add(f(c, d, a))
-                .wrapping_add(x[i + 3])
-                .rotate_left(19);
+        let mut s = h;
+        for (mix, k, shifts, order) in rounds {
+            for (i, &word) in order.iter().enumerate() {
+                // Steps update a, d, c, b in turn, each mixing the other three in order.
+                let t = (4 - i % 4) % 4;
+                let m = mix(s[(t + 1) % 4], s[(t + 2) % 4], s[(t + 3) % 4]);
+                s[t] = s[t]
+                    .wrapping_add(m)
+                    .wrapping_add(x[word])
+                    .wrapping_add(k)
+                    .rotate_left(shifts[i % 4]);
+            }
         }
-        const K2: u32 = 0x5a82_7999;
-        for i in 0..4 {
-            a = a
-                .wrapping_add(g(b, c, d))
-                .wrapping_add(x[i])
-                .wrapping_add(K2)
-                .rotate_left(3);
-            d = d
-                .wrapping_add(g(a, b, c))
-                .wrapping_add(x[i + 4])
-                .wrapping_add(K2)
-                .rotate_left(5);
-            c = c
-                .wrapping_add(g(d, a, b))
-                .wrapping_add(x[i + 8])
-                .wrapping_add(K2)
-                .rotate_left(9);
-            b = b
-                .wrapping_add(g(c, d, a))
-                .wrapping_add(x[i + 12])
-                .wrapping_add(K2)
-                .rotate_left(13);
+        for (hi, si) in h.iter_mut().zip(s) {
+            *hi = hi.wrapping_add(si);
         }
-        const K3: u32 = 0x6ed9_eba1;
-        for &i in &[0usize, 2, 1, 3] {
-            a = a
-                .wrapping_add(hh(b, c, d))
-                .wrapping_add(x[i])
-                .wrapping_add(K3)
-                .rotate_left(3);
-            d = d
-                .wrapping_add(hh(a, b, c))
-                .wrapping_add(x[i + 8])
-                .wrapping_add(K3)
-                .rotate_left(9);
-            c = c
-                .wrapping_add(hh(d, a, b))
-                .wrapping_add(x[i + 4])
-                .wrapping_add(K3)
-                .rotate_left(11);
-            b = b
-                .wrapping_add(hh(c, d, a))
-                .wrapping_add(x[i + 12])
-                .wrapping_add(K3)
-                .rotate_left(15);
-        }
-        h[0] = h[0].wrapping_add(a);
-        h[1] = h[1].wrapping_add(b);
-        h[2] = h[2].wrapping_add(c);
-        h[3] = h[3].wrapping_add(d);
     }
     let mut out = [0u8; 16];
     for (i, w) in h.iter().enumerate() {

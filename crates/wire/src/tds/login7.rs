@@ -144,24 +144,27 @@ mod tests {
         );
     }
 
-    #[test]
-    fn layout_offsets_and_strings() {
-        let login = Login7 {
+    fn sample(user: &str, password: &str, sspi: Vec<u8>) -> Login7 {
+        Login7 {
             tds_version: TDS_74,
             packet_size: 4096,
             client_program_version: 7,
             client_pid: 42,
             host_name: "h".into(),
-            user_name: "probe".into(),
-            password: "pw".into(),
+            user_name: user.into(),
+            password: password.into(),
             app_name: "dtcprobe".into(),
             server_name: "srv".into(),
             library_name: "dtcprobe".into(),
             language: String::new(),
             database: "app".into(),
-            sspi: Vec::new(),
-        };
-        let b = login.encode();
+            sspi,
+        }
+    }
+
+    #[test]
+    fn layout_offsets_and_strings() {
+        let b = sample("probe", "pw", Vec::new()).encode();
         assert_eq!(
             u32::from_le_bytes(b[0..4].try_into().unwrap()) as usize,
             b.len()
@@ -193,22 +196,7 @@ mod tests {
     #[test]
     fn sspi_token_sets_int_security_and_follows_the_strings() {
         let token = b"NTLMSSP\0\x01\0\0\0rest".to_vec();
-        let login = Login7 {
-            tds_version: TDS_74,
-            packet_size: 4096,
-            client_program_version: 7,
-            client_pid: 42,
-            host_name: "h".into(),
-            user_name: String::new(),
-            password: String::new(),
-            app_name: "dtcprobe".into(),
-            server_name: "srv".into(),
-            library_name: "dtcprobe".into(),
-            language: String::new(),
-            database: "app".into(),
-            sspi: token.clone(),
-        };
-        let b = login.encode();
+        let b = sample("", "", token.clone()).encode();
         assert_eq!(
             u32::from_le_bytes(b[0..4].try_into().unwrap()) as usize,
             b.len()
