@@ -17,6 +17,44 @@ use crate::runner::{self, RunOptions};
 /// The example written by `dtcprobe init` (also shipped as config/example.toml).
 pub const EXAMPLE_CONFIG: &str = include_str!("../config/example.toml");
 
+/// A command line clap rejects. Usage errors exit 2, except when the command line asks for
+/// `-f nagios`: a Nagios plugin must answer on stdout with a state and exit 0-3, and exit 2 would
+/// read CRITICAL (a broken service) for what is a broken command definition: UNKNOWN (3).
+/// `--help` and `--version` print and exit 0 as always.
+pub fn usage_error(err: clap::Error, args: &[std::ffi::OsString]) -> u8 {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) || !asks_for_nagios(args)
+    {
+        err.exit();
+    }
+    let _ = err.print();
+    let message = err.kind().as_str().unwrap_or("invalid command line");
+    outputs::pre_run_exit(
+        report::Format::Nagios,
+        exit::USAGE,
+        &format!("dtcprobe: {message}"),
+    )
+}
+
+/// Whether the raw arguments ask for the Nagios format, in any spelling clap accepts
+/// (`-f nagios`, `-fnagios`, `-f=nagios`, `--format nagios`, `--format=nagios`).
+fn asks_for_nagios(args: &[std::ffi::OsString]) -> bool {
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    args.iter().enumerate().any(|(i, a)| {
+        let next = || args.get(i + 1).map(String::as_str);
+        match a.as_str() {
+            "-f" | "--format" => next() == Some("nagios"),
+            _ => matches!(a.as_str(), "-fnagios" | "-f=nagios" | "--format=nagios"),
+        }
+    })
+}
+
 pub fn main(cli: Cli) -> u8 {
     init_logging(cli.verbose);
     // Before the runtime starts: large runs hold one socket per check in flight.
@@ -324,4 +362,31 @@ fn init(args: &InitArgs) -> anyhow::Result<std::path::PathBuf> {
     std::fs::write(&path, EXAMPLE_CONFIG)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn nagios_is_recognised_in_every_spelling_clap_takes() {
+        let yes = [
+            &["check", "-f", "nagios", "x"][..],
+            &["check", "-fnagios"],
+            &["check", "-f=nagios"],
+            &["check", "--format", "nagios"],
+            &["check", "--format=nagios", "--bogus"],
+        ];
+        let no = [
+            &["check", "-f", "json"][..],
+            &["check", "nagios"],
+            &["check", "-f"],
+            &["check", "--format", "plain", "nagios"],
+        ];
+        let os = |a: &[&str]| a.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        for a in yes {
+            assert!(super::asks_for_nagios(&os(a)), "{a:?}");
+        }
+        for a in no {
+            assert!(!super::asks_for_nagios(&os(a)), "{a:?}");
+        }
+    }
 }

@@ -521,6 +521,35 @@ fn nagios_tool_problems_are_unknown() {
     ]);
     assert_eq!(code, 3);
     assert!(out.contains("DTCPROBE UNKNOWN - "), "{out}");
+
+    // A command line clap rejects: UNKNOWN on stdout, exit 3, clap's message still on stderr
+    // (a broken command definition is not a CRITICAL service). Without -f nagios: usage, 2.
+    for args in [
+        &[
+            "check",
+            "-f",
+            "nagios",
+            "--no-such-flag",
+            "tcp://127.0.0.1:1",
+        ][..],
+        &[
+            "check",
+            "--format=nagios",
+            "--timeout",
+            "soon",
+            "tcp://127.0.0.1:1",
+        ],
+    ] {
+        let (code, out, err) = run_bin(args);
+        assert_eq!(code, 3, "{args:?}: {out}{err}");
+        assert!(out.starts_with("DTCPROBE UNKNOWN - dtcprobe: "), "{out}");
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(err.contains("error:"), "{err}");
+    }
+    let (code, out, _) = run_bin(&["check", "-f", "json", "--no-such-flag", "tcp://127.0.0.1:1"]);
+    assert_eq!(code, 2);
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(run_bin(&["check", "-f", "nagios", "--help"]).0, 0);
 }
 
 /// `promtool check metrics` on `text`: (success, complaints).
