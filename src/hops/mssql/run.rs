@@ -720,9 +720,8 @@ fn login_fail(t: &MssqlTarget, addr: SocketAddr, observed: &Observed, f: &Failur
     }
     if t.encrypt == Encrypt::Strict && t.trust_server_certificate && r.cause == Some(Cause::TlsError) {
         r.hint = Some(format!(
-            "encrypt=strict ignores trust_server_certificate=true, as Microsoft's drivers do: TDS 8 \
-             always validates the server's certificate. Install the issuing CA on this machine, or \
-             use encrypt=on with trust_server_certificate=true if you accept the risk. {}",
+            "{} {}",
+            super::tls::STRICT_IGNORES_TRUST,
             r.hint.unwrap_or_default()
         ));
     }
