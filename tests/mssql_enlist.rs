@@ -353,9 +353,12 @@ enum Tds7Server {
     HangsUp,
 }
 
-/// A one-connection TDS 7 stand-in on 127.0.0.1 for [`Tds7Server`]; returns its address and
-/// what it received first.
-async fn tds7_server(how: Tds7Server) -> (std::net::SocketAddr, tokio::task::JoinHandle<Vec<u8>>) {
+/// A TDS 7 stand-in on 127.0.0.1 for [`Tds7Server`], serving up to `connections` connections
+/// one after the other; returns its address and, per connection, what it received first.
+async fn tds7_server(
+    how: Tds7Server,
+    connections: usize,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<Vec<Vec<u8>>>) {
     use dtcprobe_wire::tds::packet::{packetize, PKT_REPLY};
     use dtcprobe_wire::tds::prelogin::{
         encode_prelogin, encode_version, ENCRYPT_OFF, PL_ENCRYPTION, PL_VERSION,
@@ -364,26 +367,45 @@ async fn tds7_server(how: Tds7Server) -> (std::net::SocketAddr, tokio::task::Joi
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let (mut sock, _) = listener.accept().await.unwrap();
+    let serve = move |mut sock: tokio::net::TcpStream| async move {
         let mut buf = vec![0u8; 4096];
         let n = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf))
             .await
             .map(|r| r.unwrap_or(0))
             .unwrap_or(0);
-        if let Tds7Server::AnswersPrelogin = how {
-            let answer = encode_prelogin(&[
-                (PL_VERSION, &encode_version(15, 0, 2000, 0)),
-                (PL_ENCRYPTION, &[ENCRYPT_OFF]),
-            ]);
-            let mut id = 0;
-            let bytes = packetize(PKT_REPLY, &answer, 4096, &mut id);
-            let _ = sock.write_all(&bytes).await;
-            // SQL Server then waits for the next packet; the client must not.
-            let _ = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await;
+        if n > 0 {
+            if let Tds7Server::AnswersPrelogin = how {
+                let answer = encode_prelogin(&[
+                    (PL_VERSION, &encode_version(15, 0, 2000, 0)),
+                    (PL_ENCRYPTION, &[ENCRYPT_OFF]),
+                ]);
+                let mut id = 0;
+                let bytes = packetize(PKT_REPLY, &answer, 4096, &mut id);
+                let _ = sock.write_all(&bytes).await;
+                // SQL Server then waits for the next packet; the client must not.
+                let mut more = [0u8; 4096];
+                let _ = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut more)).await;
+            }
         }
         buf.truncate(n);
         buf
+    };
+    let task = tokio::spawn(async move {
+        // Concurrently: the binary's `tcp` hop may hold its connection while `login` opens one.
+        let mut handles = Vec::new();
+        for _ in 0..connections {
+            let Ok(Ok((sock, _))) =
+                tokio::time::timeout(Duration::from_secs(10), listener.accept()).await
+            else {
+                break;
+            };
+            handles.push(tokio::spawn(serve(sock)));
+        }
+        let mut received = Vec::new();
+        for h in handles {
+            received.push(h.await.unwrap_or_default());
+        }
+        received
     });
     (addr, task)
 }
@@ -396,7 +418,7 @@ async fn strict_against_a_server_without_tds8() {
         (Tds7Server::AnswersPrelogin, "TDS 7 reply packet"),
         (Tds7Server::HangsUp, "before answering the TLS ClientHello"),
     ] {
-        let (addr, server) = tds7_server(how).await;
+        let (addr, server) = tds7_server(how, 1).await;
         let msdtc = ScriptedMsdtc::new();
         let t = MssqlTarget::from_url(&format!(
             "mssql://probe@127.0.0.1:{}/app?tx=enlist&encrypt=strict",
@@ -426,12 +448,51 @@ async fn strict_against_a_server_without_tds8() {
         assert!(!hint.contains("ignores trust_server_certificate"), "{r:#?}");
         assert_eq!(msdtc.calls(), ["begin", "abort"]);
         // What the server got first was a TLS ClientHello offering ALPN tds/8.0, not TDS.
-        let first = server.await.unwrap();
+        let first = server.await.unwrap().concat();
         assert_eq!(first.first(), Some(&0x16), "{how:?}: {first:02x?}");
         assert!(
             first.windows(7).any(|w| w == b"tds/8.0"),
             "{how:?}: no ALPN tds/8.0 in the ClientHello"
         );
+
+        // The `login` hop (tiberius) against the same kind of server reads it the same way.
+        let (addr, server) = tds7_server(how, 4).await;
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, format!("{GOOD}\n")).unwrap();
+        let url = format!(
+            "mssql://probe@127.0.0.1:{}/app?tx=none&encrypt=strict&trust_server_certificate=true",
+            addr.port()
+        );
+        // Off this runtime's only thread: the stand-in runs on it.
+        let pw_path = pw.to_str().unwrap().to_string();
+        let (_, out, err) = tokio::task::spawn_blocking(move || {
+            run_bin(&[
+                "check",
+                "--timeout",
+                "2s",
+                "--password-file",
+                &pw_path,
+                &url,
+                "-f",
+                "json",
+            ])
+        })
+        .await
+        .unwrap();
+        server.abort();
+        let report = parse_report(&out);
+        let login = crate::support::hop(
+            &report,
+            report["checks"][0]["name"].as_str().unwrap(),
+            "login",
+        );
+        assert_eq!(login["cause"], "tls_error", "{how:?}: {login:#}\n{err}");
+        assert!(
+            login["detail"].as_str().unwrap().contains(detail),
+            "{how:?}: {login:#}"
+        );
+        assert_eq!(login["hint"].as_str(), r.hint.as_deref(), "{how:?}");
     }
 }
 
