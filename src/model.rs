@@ -73,8 +73,8 @@ pub enum Cause {
     /// The run was stopped (SIGINT/SIGTERM) before this hop finished or started.
     Interrupted,
     /// (On `skip` only.) The check asks for a hop this host or build cannot run (`tx_enlist` or
-    /// `dtc_config` outside the Windows build, `tx_enlist` with an option its own TDS session
-    /// lacks): nothing was tested, so the check must not read as passed.
+    /// `dtc_config` outside the Windows build): nothing was tested, so the check must not read
+    /// as passed.
     Unsupported,
 }
 

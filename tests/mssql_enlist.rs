@@ -63,15 +63,18 @@ fn failed_step(r: &HopResult) -> &str {
     r.data["failed_step"].as_str().unwrap_or("")
 }
 
-#[tokio::test]
-async fn enlisted_transaction_runs_and_is_rolled_back_by_the_local_abort() {
-    for (query, encryption) in [
-        ("encrypt=on&trust_server_certificate=true", "on"),
-        ("encrypt=off&trust_server_certificate=true", "login_only"),
-    ] {
-        let msdtc = ScriptedMsdtc::new();
-        let (peer, tm) = peer_with(&msdtc, TmConfig::default());
-        let r = enlist(&peer, query, GOOD, msdtc.as_local_dtc()).await;
+/// The proofs of a passing enlistment: the hop's data, this host's MSDTC calls, and the peer's
+/// record (the three statements carried the enlisted descriptor, the abort discarded the row,
+/// the hop looked for the #temp table afterwards and got 208).
+fn assert_enlisted_and_rolled_back(
+    query: &str,
+    encryption: &str,
+    r: &HopResult,
+    msdtc: &ScriptedMsdtc,
+    tm: &TmConfig,
+    peer: &TdsPeer,
+) {
+    {
         assert_eq!(r.status, Status::Pass, "{query}: {r:#?}");
         // `-- --nocapture` shows where the time goes (docs/mssql.md quotes a run).
         eprintln!(
@@ -138,6 +141,359 @@ async fn enlisted_transaction_runs_and_is_rolled_back_by_the_local_abort() {
         );
         let secret_free = serde_json::to_string(&r).unwrap();
         assert!(!secret_free.contains(GOOD));
+    }
+}
+
+#[tokio::test]
+async fn enlisted_transaction_runs_and_is_rolled_back_by_the_local_abort() {
+    for (query, encryption) in [
+        ("encrypt=on&trust_server_certificate=true", "on"),
+        ("encrypt=off&trust_server_certificate=true", "login_only"),
+    ] {
+        let msdtc = ScriptedMsdtc::new();
+        let (peer, tm) = peer_with(&msdtc, TmConfig::default());
+        let r = enlist(&peer, query, GOOD, msdtc.as_local_dtc()).await;
+        assert_enlisted_and_rolled_back(query, encryption, &r, &msdtc, &tm, &peer);
+    }
+}
+
+/// The environment variable that makes [`strict_child_process`] run (set by its parent only).
+const STRICT_CHILD: &str = "DTCPROBE_TEST_ENLIST_STRICT_CHILD";
+const STRICT_CHILD_PASSED: &str = "STRICT-CHILD: tx_enlist passed under encrypt=strict";
+
+/// TDS 8 (`encrypt=strict`): TLS first with ALPN `tds/8.0`, PRELOGIN and LOGIN7 inside it, and
+/// the same proofs as the full-TLS pass. Strict validates the certificate against this machine's
+/// trust store whatever trust_server_certificate says, so the run needs a trust store holding
+/// the peer's certificate: SSL_CERT_FILE, which rustls-native-certs reads on each load, as the
+/// `login` hop's strict case sets it for the binary. This process's environment stays as it is
+/// (tests/tests.rs): the run happens in a child of this test binary that gets SSL_CERT_FILE in
+/// its own environment, naming a file the child fills with its peer's certificate.
+#[test]
+fn strict_tls_first_enlists_and_rolls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("peer-ca.pem");
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "mssql_enlist::strict_child_process",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("SSL_CERT_FILE", &ca)
+        .env_remove("SSL_CERT_DIR")
+        .env(STRICT_CHILD, "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    // It really ran (an ignored test filtered away, or skipped, would also exit 0).
+    assert!(stdout.contains("1 passed"), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(STRICT_CHILD_PASSED) || stderr.contains(STRICT_CHILD_PASSED),
+        "{stdout}\n{stderr}"
+    );
+    eprintln!("{stderr}");
+}
+
+/// The child of [`strict_tls_first_enlists_and_rolls_back`]; ignored in ordinary runs.
+#[tokio::test]
+#[ignore = "run by strict_tls_first_enlists_and_rolls_back in a child process"]
+async fn strict_child_process() {
+    let (Ok(_), Ok(ca)) = (std::env::var(STRICT_CHILD), std::env::var("SSL_CERT_FILE")) else {
+        eprintln!("SKIP: run through strict_tls_first_enlists_and_rolls_back");
+        return;
+    };
+    // trust_server_certificate=true too: ignored under strict, the certificate is validated.
+    for query in [
+        "encrypt=strict",
+        "encrypt=strict&trust_server_certificate=true",
+    ] {
+        let msdtc = ScriptedMsdtc::new();
+        let (peer, tm) = peer_with(&msdtc, TmConfig::default());
+        let pem = crate::mssql_login::pem_file(&peer.cert_der);
+        std::fs::copy(pem.path(), &ca).unwrap();
+        let r = enlist(&peer, query, GOOD, msdtc.as_local_dtc()).await;
+        assert_enlisted_and_rolled_back(query, "strict", &r, &msdtc, &tm, &peer);
+        let events = peer.events();
+        // TLS first, and never TLS inside PRELOGIN packets.
+        let handshakes: Vec<&Event> = events
+            .iter()
+            .filter(|e| matches!(e, Event::TlsHandshake { .. }))
+            .collect();
+        assert_eq!(
+            handshakes,
+            [&Event::TlsHandshake { strict: true }],
+            "{events:#?}"
+        );
+        // The PRELOGIN (inside TLS) says NOT_SUP, as Microsoft.Data.SqlClient does in TDS 8.
+        assert!(
+            events.iter().any(|e| matches!(
+                e,
+                Event::Prelogin {
+                    client_encryption: 2,
+                    ..
+                }
+            )),
+            "{events:#?}"
+        );
+        // After the peer's record is checked: the binary's own login adds to it.
+        strict_pass_matches_the_schema(&peer, &r);
+    }
+    eprintln!("{STRICT_CHILD_PASSED}");
+}
+
+/// A report of the binary (which skips tx_enlist on this host) with the strict pass spliced in
+/// validates against docs/report.schema.json (`encryption` = `strict`).
+fn strict_pass_matches_the_schema(peer: &TdsPeer, hop: &HopResult) {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, format!("{GOOD}\n")).unwrap();
+    let url = format!(
+        "mssql://probe@127.0.0.1:{}/app?tx=enlist&encrypt=strict",
+        peer.port()
+    );
+    let (_, out, err) = run_bin(&[
+        "check",
+        "--timeout",
+        "2s",
+        "--password-file",
+        pw.to_str().unwrap(),
+        &url,
+        "-f",
+        "json",
+    ]);
+    let mut report = parse_report(&out);
+    let value: Value = serde_json::to_value(hop).unwrap();
+    let mut spliced = false;
+    for h in report["checks"][0]["hops"].as_array_mut().unwrap() {
+        if h["hop"] == "tx_enlist" {
+            *h = value.clone();
+            spliced = true;
+        }
+    }
+    assert!(spliced, "no tx_enlist hop planned: {out}\n{err}");
+    crate::report_schema::assert_valid("tx_enlist strict pass", &report);
+}
+
+/// Strict ignores trust_server_certificate: a certificate this machine does not trust is the
+/// `login` hop's tls_error, with its hint, before any LOGIN7 is sent.
+#[tokio::test]
+async fn strict_untrusted_certificate_is_the_login_hops_tls_error() {
+    let msdtc = ScriptedMsdtc::new();
+    let (peer, _) = peer_with(&msdtc, TmConfig::default());
+    let r = enlist(
+        &peer,
+        "encrypt=strict&trust_server_certificate=true",
+        GOOD,
+        msdtc.as_local_dtc(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.cause, failed_step(&r)),
+        (Status::Fail, Some(Cause::TlsError), "login"),
+        "{r:#?}"
+    );
+    let hint = r.hint.as_deref().unwrap();
+    assert!(hint.contains("ignores trust_server_certificate"), "{r:#?}");
+    assert!(hint.contains("not trusted"), "{r:#?}");
+    assert!(r.detail.contains("UnknownIssuer"), "{r:#?}");
+    assert!(r.data.get("encryption").is_none(), "{r:#?}");
+    assert_eq!(msdtc.calls(), ["begin", "abort"]);
+    assert!(!peer
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::Login { .. } | Event::Prelogin { .. })));
+
+    // The `login` hop (tiberius) on the same server and settings, through the binary.
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, format!("{GOOD}\n")).unwrap();
+    let url = format!(
+        "mssql://probe@127.0.0.1:{}/app?tx=none&encrypt=strict&trust_server_certificate=true",
+        peer.port()
+    );
+    let (_, out, err) = run_bin(&[
+        "check",
+        "--timeout",
+        "2s",
+        "--password-file",
+        pw.to_str().unwrap(),
+        &url,
+        "-f",
+        "json",
+    ]);
+    let report = parse_report(&out);
+    let login = report["checks"][0]["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["hop"] == "login")
+        .unwrap_or_else(|| panic!("no login hop: {out}\n{err}"))
+        .clone();
+    assert_eq!(login["cause"], "tls_error", "{login:#}");
+    assert_eq!(
+        Some(login["cause"].as_str().unwrap()),
+        serde_json::to_value(r.cause).unwrap().as_str()
+    );
+    assert!(login["hint"]
+        .as_str()
+        .unwrap()
+        .contains("ignores trust_server_certificate"));
+}
+
+/// What a server without TDS 8 does to a TLS ClientHello.
+#[derive(Clone, Copy, Debug)]
+enum Tds7Server {
+    /// Reads it as a (bad) PRELOGIN and answers a PRELOGIN reply in the clear.
+    AnswersPrelogin,
+    /// Hangs up without a byte.
+    HangsUp,
+}
+
+/// A TDS 7 stand-in on 127.0.0.1 for [`Tds7Server`], serving up to `connections` connections
+/// one after the other; returns its address and, per connection, what it received first.
+async fn tds7_server(
+    how: Tds7Server,
+    connections: usize,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<Vec<Vec<u8>>>) {
+    use dtcprobe_wire::tds::packet::{packetize, PKT_REPLY};
+    use dtcprobe_wire::tds::prelogin::{
+        encode_prelogin, encode_version, ENCRYPT_OFF, PL_ENCRYPTION, PL_VERSION,
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serve = move |mut sock: tokio::net::TcpStream| async move {
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf))
+            .await
+            .map(|r| r.unwrap_or(0))
+            .unwrap_or(0);
+        if n > 0 {
+            if let Tds7Server::AnswersPrelogin = how {
+                let answer = encode_prelogin(&[
+                    (PL_VERSION, &encode_version(15, 0, 2000, 0)),
+                    (PL_ENCRYPTION, &[ENCRYPT_OFF]),
+                ]);
+                let mut id = 0;
+                let bytes = packetize(PKT_REPLY, &answer, 4096, &mut id);
+                let _ = sock.write_all(&bytes).await;
+                // SQL Server then waits for the next packet; the client must not.
+                let mut more = [0u8; 4096];
+                let _ = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut more)).await;
+            }
+        }
+        buf.truncate(n);
+        buf
+    };
+    let task = tokio::spawn(async move {
+        // Concurrently: the binary's `tcp` hop may hold its connection while `login` opens one.
+        let mut handles = Vec::new();
+        for _ in 0..connections {
+            let Ok(Ok((sock, _))) =
+                tokio::time::timeout(Duration::from_secs(10), listener.accept()).await
+            else {
+                break;
+            };
+            handles.push(tokio::spawn(serve(sock)));
+        }
+        let mut received = Vec::new();
+        for h in handles {
+            received.push(h.await.unwrap_or_default());
+        }
+        received
+    });
+    (addr, task)
+}
+
+/// A server that does not do TLS first: tls_error, the hint naming encrypt=strict and the way
+/// out (encrypt=on), and nothing of the login sent.
+#[tokio::test]
+async fn strict_against_a_server_without_tds8() {
+    for (how, detail) in [
+        (Tds7Server::AnswersPrelogin, "TDS 7 reply packet"),
+        (Tds7Server::HangsUp, "before answering the TLS ClientHello"),
+    ] {
+        let (addr, server) = tds7_server(how, 1).await;
+        let msdtc = ScriptedMsdtc::new();
+        let t = MssqlTarget::from_url(&format!(
+            "mssql://probe@127.0.0.1:{}/app?tx=enlist&encrypt=strict",
+            addr.port()
+        ))
+        .unwrap();
+        let r = run_enlist(
+            &t,
+            addr,
+            Some(Secret::new(GOOD)),
+            msdtc.as_local_dtc(),
+            MARKER,
+            Duration::from_secs(4),
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.cause, failed_step(&r)),
+            (Status::Fail, Some(Cause::TlsError), "login"),
+            "{how:?}: {r:#?}"
+        );
+        assert!(r.detail.contains(detail), "{how:?}: {r:#?}");
+        let hint = r.hint.as_deref().unwrap();
+        assert!(
+            hint.contains("encrypt=strict") && hint.contains("encrypt=on"),
+            "{how:?}: {r:#?}"
+        );
+        assert!(!hint.contains("ignores trust_server_certificate"), "{r:#?}");
+        assert_eq!(msdtc.calls(), ["begin", "abort"]);
+        // What the server got first was a TLS ClientHello offering ALPN tds/8.0, not TDS.
+        let first = server.await.unwrap().concat();
+        assert_eq!(first.first(), Some(&0x16), "{how:?}: {first:02x?}");
+        assert!(
+            first.windows(7).any(|w| w == b"tds/8.0"),
+            "{how:?}: no ALPN tds/8.0 in the ClientHello"
+        );
+
+        // The `login` hop (tiberius) against the same kind of server reads it the same way.
+        let (addr, server) = tds7_server(how, 4).await;
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, format!("{GOOD}\n")).unwrap();
+        let url = format!(
+            "mssql://probe@127.0.0.1:{}/app?tx=none&encrypt=strict&trust_server_certificate=true",
+            addr.port()
+        );
+        // Off this runtime's only thread: the stand-in runs on it.
+        let pw_path = pw.to_str().unwrap().to_string();
+        let (_, out, err) = tokio::task::spawn_blocking(move || {
+            run_bin(&[
+                "check",
+                "--timeout",
+                "2s",
+                "--password-file",
+                &pw_path,
+                &url,
+                "-f",
+                "json",
+            ])
+        })
+        .await
+        .unwrap();
+        server.abort();
+        let report = parse_report(&out);
+        let login = crate::support::hop(
+            &report,
+            report["checks"][0]["name"].as_str().unwrap(),
+            "login",
+        );
+        assert_eq!(login["cause"], "tls_error", "{how:?}: {login:#}\n{err}");
+        assert!(
+            login["detail"].as_str().unwrap().contains(detail),
+            "{how:?}: {login:#}"
+        );
+        assert_eq!(login["hint"].as_str(), r.hint.as_deref(), "{how:?}");
     }
 }
 
@@ -391,11 +747,10 @@ async fn wrong_password_and_unsupported_settings() {
         .contains("not-the-password"));
     assert_eq!(msdtc.calls(), ["begin", "abort"]);
 
-    // Integrated authentication (this account's SSPI: the Windows build only) and TDS 8.
+    // Integrated authentication: this account's SSPI, the Windows build only.
     let mut integrated = target(&peer, "");
     integrated.auth = Auth::Integrated;
-    let strict = target(&peer, "encrypt=strict&trust_server_certificate=true");
-    let mut cases = vec![(strict, "encrypt=strict")];
+    let mut cases = vec![];
     if !cfg!(windows) {
         cases.push((integrated, "auth=integrated needs the Windows build"));
     }

@@ -227,6 +227,9 @@ pub enum Failure {
     InstanceMismatch { instance: String, port: u16 },
     /// The server declined the requested encryption level during PRELOGIN.
     EncryptionDeclined(String),
+    /// `encrypt=strict`: the server did not answer the TLS ClientHello that TDS 8 sends first
+    /// with TLS (it answered TDS 7, or hung up): it does not speak TDS 8.
+    NoTlsFirst(String),
     /// The TCP connect itself failed, as the shared connect classifier saw it (the login opens
     /// its own connection after the `tcp` hop, and the path can break in between).
     Connect(Verdict),
@@ -244,6 +247,14 @@ pub enum Failure {
     /// (`tx_enlist`'s own session; the `login` hop's come through tiberius).
     Sspi(String),
 }
+
+/// What to do when a server does not speak TDS 8 (TLS before PRELOGIN).
+pub const HINT_NO_TLS_FIRST: &str = "the server does not speak TDS 8 (TLS before any TDS packet), \
+which encrypt=strict requires: SQL Server before 2022 answers the TLS ClientHello with TDS 7 or \
+hangs up. Use encrypt=on (TLS inside TDS; the certificate is still validated unless \
+trust_server_certificate=true) for this server, or move it to SQL Server 2022 or later. A \
+TLS-intercepting device between the zones, or a server sharing no TLS version with this client \
+(TLS 1.2+), can hang up the same way";
 
 pub fn classify_failure(f: &Failure) -> Verdict {
     let mut verdict = match f {
@@ -267,6 +278,7 @@ pub fn classify_failure(f: &Failure) -> Verdict {
             "the server declined TLS for this connection (it has no certificate / encryption disabled): \
              give the server a certificate, or if the risk is accepted, encrypt=off or encrypt=none",
         ),
+        Failure::NoTlsFirst(_) => meaning(Cause::TlsError, HINT_NO_TLS_FIRST),
         Failure::Connect(c) => meaning(c.cause, c.hint.clone()),
         Failure::Closed(_) => meaning(
             Cause::Reset,
@@ -325,6 +337,7 @@ fn failure_detail(f: &Failure) -> String {
             "the server on port {port} answered PRELOGIN saying it is not instance `{instance}`"
         ),
         Failure::EncryptionDeclined(m) => format!("encryption: {m}"),
+        Failure::NoTlsFirst(m) => format!("TLS first (TDS 8, encrypt=strict): {m}"),
         Failure::Connect(c) => format!("TCP connect: {}", c.detail),
         Failure::Closed(m) => format!("connection closed: {m}"),
         Failure::Timeout(m) => m.clone(),

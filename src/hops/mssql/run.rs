@@ -529,6 +529,9 @@ async fn login_attempt(
 
 /// Pure: what the byte stream says about a failure tiberius reported in its own terms.
 fn refine_failure(t: &MssqlTarget, addr: SocketAddr, observed: &Observed, f: Failure) -> Failure {
+    if let Some(m) = no_tls_first(t, observed, &f) {
+        return Failure::NoTlsFirst(m.into());
+    }
     match f {
         Failure::InstanceMismatch { instance, .. } => Failure::InstanceMismatch {
             instance: t.instance.clone().unwrap_or(instance),
@@ -540,6 +543,30 @@ fn refine_failure(t: &MssqlTarget, addr: SocketAddr, observed: &Observed, f: Fai
             Failure::TlsReset(m)
         }
         other => other,
+    }
+}
+
+/// Under `encrypt=strict` the ClientHello goes first: a TDS packet back (the bytes then read as
+/// a PRELOGIN answer), or a hang-up before the server sent a byte, is a server without TDS 8,
+/// whatever rustls made of it ("corrupt message", "handshake eof"). The same reading as
+/// `tx_enlist`'s own session. Pure.
+fn no_tls_first(t: &MssqlTarget, observed: &Observed, f: &Failure) -> Option<&'static str> {
+    if t.encrypt != Encrypt::Strict {
+        return None;
+    }
+    let transport = matches!(
+        f,
+        Failure::Tls(_) | Failure::TlsReset(_) | Failure::Closed(_) | Failure::Protocol(_)
+    );
+    if !transport {
+        return None;
+    }
+    if observed.prelogin.is_some() {
+        Some("the server answered the TLS ClientHello with a TDS 7 reply packet (a PRELOGIN answer in the clear)")
+    } else if observed.bytes == 0 && !matches!(f, Failure::Protocol(_)) {
+        Some("the server closed the connection before answering the TLS ClientHello")
+    } else {
+        None
     }
 }
 
@@ -719,11 +746,14 @@ fn login_fail(t: &MssqlTarget, addr: SocketAddr, observed: &Observed, f: &Failur
                 .into(),
         );
     }
-    if t.encrypt == Encrypt::Strict && t.trust_server_certificate && r.cause == Some(Cause::TlsError) {
+    if t.encrypt == Encrypt::Strict
+        && t.trust_server_certificate
+        && r.cause == Some(Cause::TlsError)
+        && !matches!(f, Failure::NoTlsFirst(_))
+    {
         r.hint = Some(format!(
-            "encrypt=strict ignores trust_server_certificate=true, as Microsoft's drivers do: TDS 8 \
-             always validates the server's certificate. Install the issuing CA on this machine, or \
-             use encrypt=on with trust_server_certificate=true if you accept the risk. {}",
+            "{} {}",
+            super::tls::STRICT_IGNORES_TRUST,
             r.hint.unwrap_or_default()
         ));
     }
@@ -940,6 +970,46 @@ async fn tx_hop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strict_without_tls_first_is_read_from_the_bytes() {
+        let strict = MssqlTarget::from_url("mssql://sa@h/db?encrypt=strict").unwrap();
+        let on = MssqlTarget::from_url("mssql://sa@h/db?encrypt=on").unwrap();
+        let tds_answer = Observed {
+            bytes: 30,
+            prelogin: Some(dtcprobe_wire::tds::prelogin::PreloginInfo {
+                version: Some("15.0.2000".into()),
+                encryption: Some(0),
+            }),
+            ..Default::default()
+        };
+        let silence = Observed::default();
+        let tls_back = Observed {
+            bytes: 900,
+            tls_first: true,
+            ..Default::default()
+        };
+        let corrupt = Failure::Tls("received corrupt message of type InvalidContentType".into());
+        let eof = Failure::Tls("tls handshake eof".into());
+        assert!(no_tls_first(&strict, &tds_answer, &corrupt).is_some());
+        assert!(no_tls_first(&strict, &silence, &eof).is_some());
+        assert!(no_tls_first(&strict, &silence, &Failure::Closed("reset".into())).is_some());
+        // TLS came back: a real TLS problem (certificate, versions), not a server without TDS 8.
+        assert_eq!(no_tls_first(&strict, &tls_back, &corrupt), None);
+        // Not strict, or not a transport failure: nothing to say.
+        assert_eq!(no_tls_first(&on, &tds_answer, &corrupt), None);
+        let login_failed = Failure::Server {
+            number: 18456,
+            state: 1,
+            class: 14,
+            message: String::new(),
+        };
+        assert_eq!(no_tls_first(&strict, &tds_answer, &login_failed), None);
+        assert_eq!(
+            no_tls_first(&strict, &silence, &Failure::Timeout("no answer".into())),
+            None
+        );
+    }
 
     #[test]
     fn planned_hops_follow_the_target() {

@@ -142,6 +142,13 @@ pub fn operator_text(message: &str) -> String {
     kept.concat().trim().trim_end_matches('.').to_string()
 }
 
+/// The hint's first sentence when a TLS failure under `encrypt=strict` came with
+/// `trust_server_certificate=true`: the setting was ignored on purpose (the `login` hop through
+/// tiberius and `tx_enlist` through its own session both ignore it).
+pub const STRICT_IGNORES_TRUST: &str = "encrypt=strict ignores trust_server_certificate=true, as \
+Microsoft's drivers do: TDS 8 always validates the server's certificate. Install the issuing CA \
+on this machine, or use encrypt=on with trust_server_certificate=true if you accept the risk.";
+
 /// What to do about it, for the hop's hint.
 pub fn tls_hint(problem: TlsProblem) -> &'static str {
     match problem {

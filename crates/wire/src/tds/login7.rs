@@ -12,6 +12,9 @@ use super::utf16le;
 
 /// TDS 7.4 as LOGIN7 writes it (little-endian on the wire: 04 00 00 74).
 pub const TDS_74: u32 = 0x7400_0004;
+/// TDS 8.0 as LOGIN7 writes it (00 00 00 08): what Microsoft.Data.SqlClient sends inside a
+/// TLS-first (`encrypt=strict`) session. SQL Server still acknowledges 7.4 in LOGINACK.
+pub const TDS_80: u32 = 0x0800_0000;
 
 /// OptionFlags1: fUseDB, fDatabase fatal, fSetLang (what Microsoft's drivers send).
 pub const OPTION_FLAGS1: u8 = 0xE0;

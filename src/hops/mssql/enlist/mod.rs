@@ -137,6 +137,22 @@ fn tds_stop(step: &'static str, f: &Failure) -> Stop {
     stop(step, r)
 }
 
+/// A failed login, with what the `login` hop adds under strict: trust_server_certificate was
+/// ignored on purpose.
+fn login_stop(t: &MssqlTarget, f: &Failure) -> Stop {
+    let mut s = tds_stop("login", f);
+    let r = &mut s.result;
+    // Only where the certificate can be the trouble (not a server without TDS 8).
+    if t.encrypt == Encrypt::Strict && t.trust_server_certificate && matches!(f, Failure::Tls(_)) {
+        r.hint = Some(format!(
+            "{} {}",
+            super::tls::STRICT_IGNORES_TRUST,
+            r.hint.take().unwrap_or_default()
+        ));
+    }
+    s
+}
+
 fn server_stop(step: &'static str, wire_step: &str, f: Failure) -> Stop {
     match &f {
         Failure::Server {
@@ -191,12 +207,6 @@ pub async fn run_enlist(
         return HopResult::unsupported(
             KIND,
             "tx_enlist with auth=integrated needs the Windows build: this account's SSPI",
-        );
-    }
-    if t.encrypt == Encrypt::Strict {
-        return HopResult::unsupported(
-            KIND,
-            "tx_enlist does not speak TDS 8 (encrypt=strict) yet: run it with encrypt=on",
         );
     }
     let mut facts = Facts::default();
@@ -302,7 +312,7 @@ async fn enlist_flow(
     let pw = password.as_ref().map(Secret::expose).unwrap_or("");
     let (mut s, info) = Session::open(addr, t, pw, connect_limit)
         .await
-        .map_err(|f| tds_stop("login", &f))?;
+        .map_err(|f| login_stop(t, &f))?;
     facts.encryption = Some(info.encryption.as_str());
     phases.done("login");
 

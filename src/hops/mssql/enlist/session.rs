@@ -14,16 +14,21 @@
 //!
 //! Encryption follows the PRELOGIN negotiation table (MS-TDS 2.2.6.5) like the `login` hop:
 //! full TLS, login-only TLS (the LOGIN7 packet encrypted, then back to the clear), or none.
+//! `encrypt=strict` is TDS 8: TLS directly on TCP before any TDS byte (ALPN `tds/8.0`), then
+//! PRELOGIN, LOGIN7 and everything else inside it, as Microsoft.Data.SqlClient does it (it
+//! sends ENCRYPT_NOT_SUP in that PRELOGIN, "encryption has already been negotiated", and ignores
+//! the answer's ENCRYPTION; LOGIN7 says TDS 8.0). A server that answers the ClientHello with TDS
+//! 7 or hangs up does not speak TDS 8: [`Failure::NoTlsFirst`].
 //! TLS is rustls with the process's provider (ring, see src/tls.rs); the certificate is
-//! validated against this host's trust store unless `trust_server_certificate=true`.
-//! `encrypt=strict` (TDS 8) is not implemented here yet; the hop says so instead of running.
+//! validated against this host's trust store unless `trust_server_certificate=true`, which
+//! strict ignores (TDS 8 always validates, as in the `login` hop and Microsoft's drivers).
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dtcprobe_wire::tds::login7::{Login7, TDS_74};
+use dtcprobe_wire::tds::login7::{Login7, TDS_74, TDS_80};
 use dtcprobe_wire::tds::packet::{
     packetize, PacketHeader, HEADER_LEN, PKT_LOGIN7, PKT_PRELOGIN, PKT_REPLY, PKT_SQL_BATCH,
     PKT_SSPI,
@@ -85,6 +90,9 @@ fn sspi_client(t: &MssqlTarget, addr: SocketAddr, password: &str) -> Result<Opti
     }
 }
 
+/// The ALPN protocol a TDS 8 client offers (MS-TDS 2.2.1.3; what SQL Server 2022 selects).
+pub const TDS8_ALPN: &[u8] = b"tds/8.0";
+
 /// A reply larger than this is not what any request of this hop produces.
 const MAX_REPLY: usize = 4 << 20;
 const PACKET_SIZE: u32 = 4096;
@@ -95,6 +103,8 @@ pub enum Negotiated {
     None,
     LoginOnly,
     Full,
+    /// TDS 8: TLS first, everything inside it.
+    Strict,
 }
 
 impl Negotiated {
@@ -103,16 +113,19 @@ impl Negotiated {
             Negotiated::None => "none",
             Negotiated::LoginOnly => "login_only",
             Negotiated::Full => "on",
+            Negotiated::Strict => "strict",
         }
     }
 }
 
-/// The byte this client sends in PRELOGIN for the target's setting.
+/// The byte this client sends in PRELOGIN for the target's setting. Under strict the PRELOGIN
+/// travels inside TLS already and nothing is left to negotiate: ENCRYPT_NOT_SUP, as
+/// Microsoft.Data.SqlClient sends (MS-TDS defines no "strict" value for this byte).
 fn client_encryption(e: Encrypt) -> u8 {
     match e {
-        Encrypt::None => ENCRYPT_NOT_SUP,
+        Encrypt::None | Encrypt::Strict => ENCRYPT_NOT_SUP,
         Encrypt::Off => ENCRYPT_OFF,
-        Encrypt::On | Encrypt::Strict => ENCRYPT_ON,
+        Encrypt::On => ENCRYPT_ON,
         Encrypt::Required => ENCRYPT_REQ,
     }
 }
@@ -180,6 +193,10 @@ impl Session {
             packet_size: PACKET_SIZE as usize,
             descriptor: 0,
         };
+        let strict = t.encrypt == Encrypt::Strict;
+        if strict {
+            s.tls_first_handshake(t).await?;
+        }
 
         let client_enc = client_encryption(t.encrypt);
         let mut instance = t.instance.clone().unwrap_or_default().into_bytes();
@@ -207,11 +224,16 @@ impl Session {
                 port: addr.port(),
             });
         }
-        let server_enc = value(PL_ENCRYPTION).ok_or_else(|| {
-            Failure::Protocol("the PRELOGIN answer has no ENCRYPTION option".into())
-        })?;
-        let negotiated = negotiate(client_enc, server_enc)?;
-        if negotiated != Negotiated::None {
+        let negotiated = if strict {
+            // Already inside TLS; the answer's ENCRYPTION means nothing here.
+            Negotiated::Strict
+        } else {
+            let server_enc = value(PL_ENCRYPTION).ok_or_else(|| {
+                Failure::Protocol("the PRELOGIN answer has no ENCRYPTION option".into())
+            })?;
+            negotiate(client_enc, server_enc)?
+        };
+        if matches!(negotiated, Negotiated::LoginOnly | Negotiated::Full) {
             s.tls_handshake(t).await?;
         }
 
@@ -225,7 +247,7 @@ impl Session {
         };
         let sql_auth = sspi.is_none();
         let login = Login7 {
-            tds_version: TDS_74,
+            tds_version: if strict { TDS_80 } else { TDS_74 },
             packet_size: PACKET_SIZE,
             client_program_version: 0x0100_0000,
             client_pid: std::process::id(),
@@ -384,12 +406,74 @@ impl Session {
     // -----------------------------------------------------------------------------------------
     // transport
 
-    async fn tls_handshake(&mut self, t: &MssqlTarget) -> Result<(), Failure> {
-        let config = Arc::new(client_tls_config(t.trust_server_certificate)?);
+    /// rustls for this target: ALPN `tds/8.0` and a validated certificate under strict.
+    fn tls_client(t: &MssqlTarget) -> Result<rustls::ClientConnection, Failure> {
+        let strict = t.encrypt == Encrypt::Strict;
+        let mut config = client_tls_config(t.trust_server_certificate && !strict)?;
+        if strict {
+            config.alpn_protocols = vec![TDS8_ALPN.to_vec()];
+        }
         let name = ServerName::try_from(t.host.clone())
             .map_err(|e| Failure::Tls(format!("the host name is not usable for TLS: {e}")))?;
-        let mut tls = rustls::ClientConnection::new(config, name)
-            .map_err(|e| Failure::Tls(e.to_string()))?;
+        rustls::ClientConnection::new(Arc::new(config), name)
+            .map_err(|e| Failure::Tls(e.to_string()))
+    }
+
+    /// TDS 8: the TLS handshake straight on TCP, before any TDS packet. What comes back
+    /// instead of TLS tells a TDS 7 server (a TDS packet, or a hang-up) from TLS trouble.
+    async fn tls_first_handshake(&mut self, t: &MssqlTarget) -> Result<(), Failure> {
+        let mut tls = Self::tls_client(t)?;
+        let mut received = 0usize;
+        let mut buf = vec![0u8; 16 * 1024];
+        // Bounded: a TLS 1.3 handshake is one round trip, 1.2 two; a certificate chain can
+        // take a few TCP reads. The hop's timeout stops a server that sends nothing.
+        for _ in 0..64 {
+            if tls.wants_write() {
+                let mut out = Vec::new();
+                while tls.wants_write() {
+                    tls.write_tls(&mut out).map_err(|e| Failure::Tls(e.to_string()))?;
+                }
+                self.tcp.write_all(&out).await.map_err(|e| {
+                    no_tls_first_or(received, e, "while sending the TLS handshake")
+                })?;
+                continue;
+            }
+            if !tls.is_handshaking() {
+                self.tls = Some(tls);
+                return Ok(());
+            }
+            let k = match self.tcp.read(&mut buf).await {
+                Ok(0) => {
+                    return Err(no_tls_first_or(
+                        received,
+                        io::ErrorKind::UnexpectedEof.into(),
+                        "the server closed the connection",
+                    ))
+                }
+                Ok(k) => k,
+                Err(e) => return Err(no_tls_first_or(received, e, "the connection failed")),
+            };
+            if received == 0 {
+                if let Some(what) = tds_instead_of_tls(&buf[..k]) {
+                    return Err(Failure::NoTlsFirst(format!(
+                        "the server answered the TLS ClientHello with {what}"
+                    )));
+                }
+            }
+            received += k;
+            let mut data = &buf[..k];
+            while !data.is_empty() {
+                tls.read_tls(&mut data)
+                    .map_err(|e| Failure::Tls(e.to_string()))?;
+                tls.process_new_packets()
+                    .map_err(|e| Failure::Tls(e.to_string()))?;
+            }
+        }
+        Err(Failure::Protocol("the TLS handshake does not finish".into()))
+    }
+
+    async fn tls_handshake(&mut self, t: &MssqlTarget) -> Result<(), Failure> {
+        let mut tls = Self::tls_client(t)?;
         // The handshake travels inside PRELOGIN packets (MS-TDS 2.2.6.5 / 3.2.5.2); bounded:
         // a TLS 1.2 handshake takes two round trips.
         for _ in 0..16 {
@@ -503,6 +587,34 @@ impl Session {
     }
 }
 
+/// A hang-up during the TLS-first handshake: before the server sent a byte, the sign of a
+/// server without TDS 8 (SQL Server before 2022 drops a connection that opens with a
+/// ClientHello); after, a TLS handshake the server broke off.
+fn no_tls_first_or(received: usize, e: io::Error, what: &str) -> Failure {
+    if received == 0 {
+        Failure::NoTlsFirst(format!(
+            "{what} before answering the TLS ClientHello ({e})"
+        ))
+    } else {
+        Failure::TlsReset(format!("{what} during the TLS handshake ({e})"))
+    }
+}
+
+/// What the server's first bytes are when they are TDS rather than a TLS record: a TDS 7
+/// server reading the ClientHello as a (bad) PRELOGIN and answering it. Pure.
+pub fn tds_instead_of_tls(first: &[u8]) -> Option<&'static str> {
+    let is_tls_record = first.len() >= 2 && (0x14..=0x17).contains(&first[0]) && first[1] == 0x03;
+    if is_tls_record {
+        return None;
+    }
+    let header = PacketHeader::parse(first)?;
+    let plausible = header.payload_len().is_some() && header.status & !0x1F == 0;
+    match header.packet_type {
+        PKT_REPLY if plausible => Some("a TDS 7 reply packet (a PRELOGIN answer in the clear)"),
+        _ => None,
+    }
+}
+
 /// The first ERROR token of a reply, as a [`Failure`].
 pub fn first_error(tokens: &[Token]) -> Option<Failure> {
     tokens.iter().find_map(|t| match t {
@@ -607,5 +719,27 @@ mod tests {
             negotiate(ENCRYPT_NOT_SUP, ENCRYPT_REQ),
             Err(Failure::EncryptionDeclined(_))
         ));
+    }
+
+    #[test]
+    fn tds_reply_instead_of_tls_is_recognised() {
+        // A PRELOGIN answer packet: type 4, EOM, length 0x002F.
+        let reply = [0x04, 0x01, 0x00, 0x2F, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00];
+        assert!(tds_instead_of_tls(&reply).is_some());
+        // TLS records (ServerHello, alert) are TLS.
+        assert_eq!(tds_instead_of_tls(&[0x16, 0x03, 0x03, 0x00, 0x5A, 2]), None);
+        assert_eq!(tds_instead_of_tls(&[0x15, 0x03, 0x03, 0x00, 0x02, 2, 40]), None);
+        // Too short to tell, or text: left to rustls, which calls it corrupt.
+        assert_eq!(tds_instead_of_tls(&[0x04, 0x01]), None);
+        assert_eq!(tds_instead_of_tls(b"HTTP/1.1 400 Bad Request"), None);
+        // A header whose length is shorter than a header is not a packet.
+        assert_eq!(tds_instead_of_tls(&[0x04, 0x01, 0x00, 0x02, 0, 0, 0, 0]), None);
+    }
+
+    #[test]
+    fn strict_sends_not_sup_in_the_prelogin_inside_tls() {
+        assert_eq!(client_encryption(Encrypt::Strict), ENCRYPT_NOT_SUP);
+        assert_eq!(client_encryption(Encrypt::On), ENCRYPT_ON);
+        assert_eq!(Negotiated::Strict.as_str(), "strict");
     }
 }
