@@ -226,6 +226,17 @@ fn binary_writes_several_formats_and_a_textfile_in_one_run() {
     let xml_text = std::fs::read_to_string(&xml).unwrap();
     let doc = roxmltree::Document::parse(&xml_text).unwrap();
     assert_eq!(doc.root_element().attribute("failures"), Some("1"));
+    // The run's start, on the report and each suite, the same instant as the JSON's started_at
+    // (both from one run: the same second).
+    let started = report["started_at"].as_str().unwrap();
+    let stamp = doc.root_element().attribute("timestamp").unwrap_or("");
+    assert!(
+        stamp.starts_with(started.trim_end_matches('Z')),
+        "{stamp} vs {started}"
+    );
+    for suite in doc.descendants().filter(|n| n.has_tag_name("testsuite")) {
+        assert_eq!(suite.attribute("timestamp"), Some(stamp));
+    }
     drop(open);
 }
 

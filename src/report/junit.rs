@@ -204,6 +204,17 @@ pub fn build(report: &Report) -> JReport {
 
     let mut jr = JReport::new("dtcprobe");
     jr.set_time(report.duration_seconds);
+    // When the run started (UTC), on the report and on every suite: CI dashboards sort and
+    // de-duplicate runs by it.
+    let started = report.started_at_unix_seconds().and_then(|secs| {
+        chrono::DateTime::from_timestamp(secs.trunc() as i64, (secs.fract() * 1e9) as u32)
+    });
+    if let Some(t) = started {
+        jr.set_timestamp(t.fixed_offset());
+        for (_, suite) in &mut suites {
+            suite.set_timestamp(t.fixed_offset());
+        }
+    }
     jr.add_test_suites(suites.into_iter().map(|(_, s)| s));
     jr
 }
