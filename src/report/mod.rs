@@ -143,9 +143,28 @@ fn terminal_width() -> Option<usize> {
     (ok && ws.ws_col > 0).then_some(ws.ws_col as usize)
 }
 
-/// Windows consoles: no ioctl; `COLUMNS` (above) or no limit. Confirmed only under wine, where
-/// stdout is a pipe anyway; a real console width needs GetConsoleScreenBufferInfo (not done).
-#[cfg(not(unix))]
+/// A Windows console: the visible window's width from GetConsoleScreenBufferInfo (not the
+/// buffer's, which is often 120+ columns wider than what shows). Anything but a console (a pipe,
+/// a file, wine's redirected stdout) fails the call: no limit, as on Unix.
+#[cfg(windows)]
+fn terminal_width() -> Option<usize> {
+    use windows_sys::Win32::System::Console::{
+        GetConsoleScreenBufferInfo, GetStdHandle, CONSOLE_SCREEN_BUFFER_INFO, STD_OUTPUT_HANDLE,
+    };
+    // SAFETY: GetStdHandle has no preconditions; the info struct is ours and only read when the
+    // call reports success.
+    unsafe {
+        let handle = GetStdHandle(STD_OUTPUT_HANDLE);
+        let mut info: CONSOLE_SCREEN_BUFFER_INFO = std::mem::zeroed();
+        if GetConsoleScreenBufferInfo(handle, &mut info) == 0 {
+            return None;
+        }
+        let cols = i32::from(info.srWindow.Right) - i32::from(info.srWindow.Left) + 1;
+        (cols > 0).then_some(cols as usize)
+    }
+}
+
+#[cfg(not(any(unix, windows)))]
 fn terminal_width() -> Option<usize> {
     None
 }
