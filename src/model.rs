@@ -265,6 +265,12 @@ impl HopResult {
         self.status == Status::Skip && self.cause == Some(Cause::Unsupported)
     }
 
+    /// A hop a sysadmin must look at: it failed, warned, or was asked for and could not run
+    /// here. What `--quiet` keeps, what gets a hint line and a verdict line.
+    pub fn needs_attention(&self) -> bool {
+        matches!(self.status, Status::Fail | Status::Warn) || self.is_unsupported()
+    }
+
     pub fn with_cause(mut self, cause: Cause) -> Self {
         self.cause = Some(cause);
         self

@@ -238,11 +238,7 @@ pub fn verdict_lines(report: &Report) -> Vec<String> {
         }
         // A hop the check asked for that could not run here is a line too: without it a run
         // whose other hops passed would read "no failure found" about a path it never tested.
-        for hop in check
-            .hops
-            .iter()
-            .filter(|h| matches!(h.status, Status::Fail | Status::Warn) || h.is_unsupported())
-        {
+        for hop in check.hops.iter().filter(|h| h.needs_attention()) {
             // Already a firewall request line.
             if requests
                 .iter()

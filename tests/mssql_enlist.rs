@@ -919,6 +919,10 @@ async fn binary_skips_without_windows_and_reports_match_the_schema() {
         "{human}"
     );
     assert!(!human.contains("1 pass"), "{human}");
+    assert!(
+        human.contains("hint: run this check with the Windows build"),
+        "{human}"
+    );
 
     // The same report with the hop as the scripted run produces it (pass, then a failure).
     let pass = enlist(

@@ -127,7 +127,7 @@ fn hop_label(check: &CheckResult, hop: &HopResult) -> String {
 
 /// Whether `--quiet` keeps this hop.
 fn shown(hop: &HopResult, quiet: bool) -> bool {
-    !quiet || matches!(hop.status, Status::Fail | Status::Warn)
+    !quiet || hop.needs_attention()
 }
 
 /// Column widths for the rows that will be printed.
@@ -327,7 +327,7 @@ impl Exporter for Human {
                         write_row(out, &layout, [&name, "", ""], "", "", "", "")?;
                     }
                 }
-                if matches!(hop.status, Status::Fail | Status::Warn) {
+                if hop.needs_attention() {
                     if let Some(hint) = &hop.hint {
                         let indent = layout.hint_indent();
                         let hint_w = ctx

@@ -96,7 +96,7 @@ impl Exporter for Markdown {
             .flat_map(|c| {
                 c.hops
                     .iter()
-                    .filter(|h| matches!(h.status, Status::Fail | Status::Warn))
+                    .filter(|h| h.needs_attention())
                     .filter_map(move |h| {
                         h.hint.as_ref().map(|hint| {
                             format!("- **{}** / {}: {}", esc(&c.name), h.hop.as_str(), esc(hint))

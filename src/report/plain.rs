@@ -7,7 +7,7 @@
 use std::io::{self, Write};
 
 use super::{Exporter, RenderContext};
-use crate::model::{Report, Status};
+use crate::model::Report;
 
 pub struct Plain;
 
@@ -26,7 +26,7 @@ impl Exporter for Plain {
         for check in &report.checks {
             let zone = |z: &Option<String>| z.as_deref().map(field).unwrap_or_else(|| "-".into());
             for hop in &check.hops {
-                if ctx.quiet && !matches!(hop.status, Status::Fail | Status::Warn) {
+                if ctx.quiet && !hop.needs_attention() {
                     continue;
                 }
                 writeln!(
