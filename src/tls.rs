@@ -1,4 +1,6 @@
-//! The TLS crypto provider for SQL Server logins (tiberius speaks TLS through rustls).
+//! TLS for the logins: the process's crypto provider (tiberius speaks TLS through rustls), and
+//! the rustls client configurations dtcprobe's own sessions use (`tx_enlist`'s TDS session,
+//! the PostgreSQL login), by how much of the server's certificate they trust.
 //!
 //! tiberius uses the process-wide default rustls `CryptoProvider` when one is installed and falls
 //! back to aws-lc-rs otherwise. aws-lc seeds its random generator from CPU-jitter entropy on the
@@ -16,4 +18,222 @@
 /// earlier (by an embedding program or an earlier call) is left as it is.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+
+/// How the server's certificate is judged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// Chain to this host's trust store, name checked (libpq `verify-full`, TDS default).
+    SystemRoots,
+    /// Chain to the CAs in this PEM file, name checked (libpq `sslrootcert` + `verify-full`).
+    RootFile(PathBuf),
+    /// Chain to the CAs in this PEM file or, with `None`, this host's store, but any name
+    /// (libpq `verify-ca`).
+    ChainOnly(Option<PathBuf>),
+    /// Any certificate; the handshake's signature is still checked (libpq `require`,
+    /// TrustServerCertificate=yes).
+    AnyCertificate,
+}
+
+/// Why a client configuration could not be built (an unreadable or empty CA file).
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error("cannot read the CA file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the CA file {0} holds no usable PEM certificate")]
+    Empty(PathBuf),
+    #[error("TLS set-up: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// A rustls client configuration with ring (see above) for `trust`.
+pub fn client_config(trust: &Trust) -> Result<rustls::ClientConfig, TrustError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let roots = |file: Option<&PathBuf>| -> Result<Arc<rustls::RootCertStore>, TrustError> {
+        let mut roots = rustls::RootCertStore::empty();
+        match file {
+            None => {
+                for cert in rustls_native_certs::load_native_certs().certs {
+                    let _ = roots.add(cert);
+                }
+            }
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|source| TrustError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                let (added, _) =
+                    roots.add_parsable_certificates(CertificateDer::pem_slice_iter(&pem).flatten());
+                if added == 0 {
+                    return Err(TrustError::Empty(path.clone()));
+                }
+            }
+        }
+        Ok(Arc::new(roots))
+    };
+    let config = match trust {
+        Trust::SystemRoots => builder
+            .with_root_certificates(roots(None)?)
+            .with_no_client_auth(),
+        Trust::RootFile(path) => builder
+            .with_root_certificates(roots(Some(path))?)
+            .with_no_client_auth(),
+        Trust::ChainOnly(file) => {
+            let inner = WebPkiServerVerifier::builder_with_provider(
+                roots(file.as_ref())?,
+                provider.clone(),
+            )
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyName(inner)))
+                .with_no_client_auth()
+        }
+        Trust::AnyCertificate => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth(),
+    };
+    Ok(config)
+}
+
+/// Accepts any certificate, but still checks that the server holds its key (the handshake
+/// signature).
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The full chain check, except the name (libpq's `verify-ca`: the certificate comes from a
+/// trusted CA, whatever host it names).
+#[derive(Debug)]
+struct AnyName(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for AnyName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_file_must_exist_and_hold_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("absent.pem");
+        assert!(matches!(
+            client_config(&Trust::RootFile(missing.clone())),
+            Err(TrustError::Read { path, .. }) if path == missing
+        ));
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        assert!(matches!(
+            client_config(&Trust::ChainOnly(Some(empty.clone()))),
+            Err(TrustError::Empty(path)) if path == empty
+        ));
+        for trust in [
+            Trust::SystemRoots,
+            Trust::AnyCertificate,
+            Trust::ChainOnly(None),
+        ] {
+            assert!(client_config(&trust).is_ok(), "{trust:?}");
+        }
+    }
 }
