@@ -296,6 +296,9 @@ async fn peer(args: &PeerArgs) -> u8 {
 /// `dtcprobe matrix`: the file (keys included) is resolved before any agent is contacted (exit
 /// 78 with file:line); then either the allow lists are printed, or the matrix is run and written.
 async fn matrix(args: &crate::cli::MatrixArgs) -> u8 {
+    if let Some(zone) = &args.zone_config {
+        return matrix_zone_config(args, zone);
+    }
     let mut plan = match crate::matrix::config::load(&args.config, args.timeout) {
         Ok(p) => p,
         Err(e) => {
@@ -310,6 +313,35 @@ async fn matrix(args: &crate::cli::MatrixArgs) -> u8 {
     plan.trace = !args.no_trace;
     let report = crate::matrix::run::run(&plan).await;
     crate::report::matrix::outputs::emit(&report, &args.output_plan())
+}
+
+/// `dtcprobe matrix --zone-config ZONE`: the zone's row as a config for its `watch`. No key file
+/// is read (nothing is contacted): a zone's host need not hold the other zones' keys.
+fn matrix_zone_config(args: &crate::cli::MatrixArgs, zone: &str) -> u8 {
+    use crate::matrix::zone_config::{zone_checks, zone_config, ZoneConfigError};
+    let plan = match crate::matrix::config::load_layout(&args.config, args.timeout) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("dtcprobe matrix: {e}");
+            return exit::CONFIG;
+        }
+    };
+    let source = args.config.display().to_string();
+    // Parsed back first, as `watch -c` will: only a config that loads is printed.
+    match zone_checks(&plan, zone, &source).and_then(|_| zone_config(&plan, zone, &source)) {
+        Ok(text) => {
+            print!("{text}");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("dtcprobe matrix: {e}");
+            match e {
+                ZoneConfigError::UnknownZone { .. } => exit::USAGE,
+                ZoneConfigError::NothingToCheck { .. } => exit::CONFIG,
+                ZoneConfigError::Internal { .. } => exit::INCONCLUSIVE,
+            }
+        }
+    }
 }
 
 fn init(args: &InitArgs) -> anyhow::Result<std::path::PathBuf> {

@@ -154,6 +154,7 @@ const EXAMPLES_MATRIX: &str = "\
 Examples:
   dtcprobe matrix -c matrix.toml                       the from x to grid
   dtcprobe matrix -c matrix.toml --print-allow         the allow entries each zone's agent needs
+  dtcprobe matrix -c matrix.toml --zone-config web > web.toml   zone web's config for `watch`
   dtcprobe matrix -c matrix.toml -f json --output markdown=matrix.md --firewall-request csv=fw.csv
 See config/matrix.example.toml and docs/matrix.md. Exit codes: 0 every cell passed, 1 a cell
 failed, 3 inconclusive (an agent unreachable or lost, a check refused by an allow list),
@@ -599,6 +600,12 @@ pub struct MatrixArgs {
     /// Print the `allow` entries each zone's agent needs for its row, then exit (no probing).
     #[arg(long)]
     pub print_allow: bool,
+
+    /// Print the dtcprobe config for the `dtcprobe watch` of zone ZONE: its row of the matrix as
+    /// [[check]] tables (the /probe modules `prometheus-config --matrix` scrapes), then exit
+    /// (no probing, no key file read).
+    #[arg(long, value_name = "ZONE", conflicts_with = "print_allow")]
+    pub zone_config: Option<String>,
 
     /// Tell the agents not to trace the path (hop `path`) after a dropped connect: a dropped
     /// path then costs one hop timeout instead of two, and says less about where it dies.
