@@ -146,7 +146,11 @@ Examples:
   dtcprobe prometheus-config -c web.toml --listen-address probe-web01:9715 --job web --jobs-only
   dtcprobe prometheus-config -c web.toml --listen-address probe-web01:9715 \\
       --scrape-interval 30s --rule-file /etc/prometheus/dtcprobe-alerts.yml
+  dtcprobe prometheus-config --matrix matrix.toml --scrape-interval 30s > prometheus.yml
 The instance runs `dtcprobe watch -c dtcprobe.toml --interval 1m --metrics-listen 0.0.0.0:9715`.
+With --matrix, each zone with `watch = \"HOST:PORT\"` in the matrix runs
+`dtcprobe watch -c ZONE.toml ...` with the config `dtcprobe matrix -c matrix.toml --zone-config ZONE`
+prints (docs/matrix.md).
 SQL Server and PostgreSQL checks are probed without `target`: their credentials go only to the
 configured server. Alert rules: config/dtcprobe-alerts.yml (docs/monitoring.md).";
 
@@ -366,17 +370,32 @@ impl WatchArgs {
 
 /// `dtcprobe prometheus-config`.
 #[derive(Debug, Clone, Args)]
+#[command(group(
+    clap::ArgGroup::new("input").required(true).args(["config", "matrix"])
+))]
 pub struct PrometheusConfigArgs {
     /// The config the `watch` instance runs (its checks are the /probe modules).
     #[arg(short = 'c', long = "config", value_name = "FILE")]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
 
-    /// The instance's --metrics-listen address as Prometheus reaches it, HOST:PORT.
+    /// A zone matrix (docs/matrix.md) instead of -c: one instance per zone with a `watch`
+    /// address, its modules the checks of `dtcprobe matrix --zone-config ZONE`, job and `prober`
+    /// the zone's name, `from`/`to` labels on every probe. No key file is read.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["config", "listen_address", "job"]
+    )]
+    pub matrix: Option<PathBuf>,
+
+    /// The instance's --metrics-listen address as Prometheus reaches it, HOST:PORT (-c only;
+    /// with --matrix each zone's `watch`).
     #[arg(long, value_name = "HOST:PORT", default_value = "localhost:9715")]
     pub listen_address: String,
 
     /// Job name of the instance's /metrics job and prefix of its probe jobs (`NAME/CHECK`);
-    /// also the `prober` label the alert rules select on. One per instance.
+    /// also the `prober` label the alert rules select on. One per instance (-c only; with
+    /// --matrix each zone's name).
     #[arg(long, value_name = "NAME", default_value = "dtcprobe")]
     pub job: String,
 
