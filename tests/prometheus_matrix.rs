@@ -8,7 +8,9 @@
 //! link per zone, `web` (198.18.1.2) and `app` (198.18.2.2) each running `dtcprobe watch
 //! --metrics-listen`, `sql` (198.18.3.2) with listeners on 1433 and 135, `mon` (198.18.4.2)
 //! running Debian's Prometheus. The matrix names agents and a key file that does not exist:
-//! neither command reads key files (only `dtcprobe matrix` itself contacts agents).
+//! neither command reads key files (only `dtcprobe matrix` itself contacts agents). Last, app's
+//! watch is restarted on a config derived from an older matrix: the module it lacks must show
+//! as `up == 0` in Prometheus, never as a pass.
 
 use crate::prometheus_real::{
     http_get_in, promtool_check_config, query, Sample, PROMETHEUS_LISTEN,
@@ -320,12 +322,7 @@ fn real_prometheus_from_a_matrix_file_sees_exactly_the_blocked_pair_failing() {
         .unwrap_or_else(|e| panic!("{e}\n--- config ---\n{yaml}"));
 
     // Each zone's watch runs the config derived for it, on the matrix's `watch` address.
-    let mut watches = Vec::new();
-    for (ns, zone, listen) in [
-        (&web, "web", "198.18.1.2:9715"),
-        (&app, "app", "198.18.2.2:9715"),
-    ] {
-        let cfg = dir.path().join(format!("{zone}.toml"));
+    let start_watch = |ns: &Netns, cfg: &Path, listen: &str| {
         let child = ns
             .command(netns::dtcprobe_bin())
             .args(["watch", "-c", cfg.to_str().unwrap()])
@@ -334,8 +331,12 @@ fn real_prometheus_from_a_matrix_file_sees_exactly_the_blocked_pair_failing() {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start dtcprobe watch");
-        watches.push(Daemon::adopt(child, "dtcprobe watch"));
-    }
+        Daemon::adopt(child, "dtcprobe watch")
+    };
+    let mut watches = vec![
+        start_watch(&web, &dir.path().join("web.toml"), "198.18.1.2:9715"),
+        start_watch(&app, &dir.path().join("app.toml"), "198.18.2.2:9715"),
+    ];
     let storage = dir.path().join("tsdb");
     let mut prometheus = Daemon::spawn(
         &mon,
@@ -471,6 +472,60 @@ fn real_prometheus_from_a_matrix_file_sees_exactly_the_blocked_pair_failing() {
     );
 
     prometheus.assert_running();
+    for w in &mut watches {
+        w.assert_running();
+    }
+
+    // Drift: the matrix gained the app -> web rule, but app's watch was restarted on a config
+    // derived before it. Its module for that rule is unknown to the watch (HTTP 400): that
+    // target turns `up == 0` with no probe_success at all, never a pass; app's other targets
+    // and all of web's stay up.
+    let stale_matrix = MATRIX.replace(
+        "[[reach]]\nfrom = \"app\"\nto = \"web\"\ntcp = [8080]\n",
+        "",
+    );
+    assert_ne!(stale_matrix, MATRIX);
+    std::fs::write(dir.path().join("stale.toml"), stale_matrix).unwrap();
+    let stale = ok(
+        dir.path(),
+        &["matrix", "-c", "stale.toml", "--zone-config", "app"],
+    );
+    std::fs::write(dir.path().join("app-stale.toml"), stale).unwrap();
+    drop(watches.pop());
+    watches.push(start_watch(
+        &app,
+        &dir.path().join("app-stale.toml"),
+        "198.18.2.2:9715",
+    ));
+    let drifted = "app/web: tcp 198.18.1.2:8080";
+    let mut state = String::new();
+    let shows_drift = netns::wait_until(Duration::from_secs(30), || {
+        let (Ok(up), Ok(success)) = (
+            query(&mon, "up{prober!=\"\"}"),
+            query(&mon, &format!("probe_success{{job=\"{drifted}\"}}")),
+        ) else {
+            return false;
+        };
+        let mut ups: Vec<String> = up
+            .iter()
+            .map(|(l, v)| format!("{} {v}", l["job"]))
+            .collect();
+        ups.sort();
+        state = format!("up: {ups:?}\nprobe_success of {drifted}: {success:?}");
+        success.is_empty()
+            && ups
+                == [
+                    "app 1",
+                    "app/sql: mssql 198.18.3.2:1433 1",
+                    "app/sql: tcp 198.18.3.2:135 1",
+                    "app/web: tcp 198.18.1.2:8080 0",
+                    "web 1",
+                    "web/app: tcp 198.18.2.2:8080 1",
+                    "web/sql: mssql 198.18.3.2:1433 1",
+                    "web/sql: tcp 198.18.3.2:135 1",
+                ]
+    });
+    assert!(shows_drift, "after app's watch ran a stale config: {state}");
     for w in &mut watches {
         w.assert_running();
     }
