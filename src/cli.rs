@@ -53,8 +53,9 @@ pub enum Command {
     /// /metrics, /healthz and /probe for Prometheus.
     #[command(after_help = EXAMPLES_WATCH)]
     Watch(Box<WatchArgs>),
-    /// Print Prometheus scrape configs (YAML) for a `watch --metrics-listen` instance: its
-    /// /metrics, and /probe per check, relabelled as blackbox_exporter documents.
+    /// Print Prometheus scrape configs (YAML) for a `watch --metrics-listen` instance (or each
+    /// zone's, from a matrix): its /metrics, and /probe per check, relabelled as
+    /// blackbox_exporter documents.
     #[command(after_help = EXAMPLES_PROMETHEUS_CONFIG)]
     PrometheusConfig(PrometheusConfigArgs),
     /// Which zone can reach which: every zone's agent runs its row at once; a from x to grid.
