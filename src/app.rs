@@ -215,7 +215,16 @@ async fn watch(args: &WatchArgs) -> u8 {
 /// prints the scrape configs on stdout.
 fn prometheus_config(args: &crate::cli::PrometheusConfigArgs) -> u8 {
     use crate::prometheus_config::{modules_from_checks, render, ScrapeOptions};
-    let config = match crate::config::load(&args.config) {
+    let config_path = match (&args.config, &args.matrix) {
+        (_, Some(matrix)) => return prometheus_config_from_matrix(args, matrix),
+        (Some(c), None) => c,
+        // clap requires one of the two.
+        (None, None) => {
+            eprintln!("dtcprobe prometheus-config: give -c FILE or --matrix FILE");
+            return exit::USAGE;
+        }
+    };
+    let config = match crate::config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("dtcprobe prometheus-config: {e}");
@@ -228,7 +237,7 @@ fn prometheus_config(args: &crate::cli::PrometheusConfigArgs) -> u8 {
         scrape_interval: args.scrape_interval,
         rule_files: args.rule_files.clone(),
         jobs_only: args.jobs_only,
-        source: args.config.display().to_string(),
+        source: config_path.display().to_string(),
     };
     match render(&modules_from_checks(&config.checks), &opts) {
         Ok(yaml) => {
@@ -248,6 +257,59 @@ fn prometheus_config(args: &crate::cli::PrometheusConfigArgs) -> u8 {
             match e {
                 crate::prometheus_config::ScrapeConfigError::NoModules => exit::CONFIG,
                 _ => exit::USAGE,
+            }
+        }
+    }
+}
+
+/// `dtcprobe prometheus-config --matrix FILE`: one instance per zone with a `watch`, its modules
+/// the zone's derived checks. The file is read without its key files (nothing is contacted).
+fn prometheus_config_from_matrix(
+    args: &crate::cli::PrometheusConfigArgs,
+    matrix: &std::path::Path,
+) -> u8 {
+    use crate::prometheus_matrix::{instances, render_matrix, MatrixScrapeError};
+    let plan = match crate::matrix::config::load_layout(matrix, None) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("dtcprobe prometheus-config: {e}");
+            return exit::CONFIG;
+        }
+    };
+    let source = matrix.display().to_string();
+    let opts = crate::prometheus_config::ScrapeOptions {
+        listen_address: String::new(),
+        job: String::new(),
+        scrape_interval: args.scrape_interval,
+        rule_files: args.rule_files.clone(),
+        jobs_only: args.jobs_only,
+        source: source.clone(),
+    };
+    let yaml = instances(&plan, &source, args.scrape_interval).and_then(|scrape| {
+        let yaml = render_matrix(&scrape, &opts)?;
+        for zone in &scrape.unwatched {
+            eprintln!(
+                "dtcprobe prometheus-config: note: zone {zone} has checks but no `watch` address in {source}: its row is not scraped"
+            );
+        }
+        for warning in &scrape.warnings {
+            eprintln!("dtcprobe prometheus-config: note: {warning}");
+        }
+        Ok(yaml)
+    });
+    match yaml {
+        Ok(yaml) => {
+            print!("{yaml}");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("dtcprobe prometheus-config: {e}");
+            match e {
+                MatrixScrapeError::ZoneConfig(
+                    crate::matrix::zone_config::ZoneConfigError::Internal { .. },
+                ) => exit::INCONCLUSIVE,
+                // The file's content (no watch, a zone config or job that cannot be made).
+                _ => exit::CONFIG,
             }
         }
     }
@@ -334,6 +396,9 @@ async fn peer(args: &PeerArgs) -> u8 {
 /// `dtcprobe matrix`: the file (keys included) is resolved before any agent is contacted (exit
 /// 78 with file:line); then either the allow lists are printed, or the matrix is run and written.
 async fn matrix(args: &crate::cli::MatrixArgs) -> u8 {
+    if let Some(zone) = &args.zone_config {
+        return matrix_zone_config(args, zone);
+    }
     let mut plan = match crate::matrix::config::load(&args.config, args.timeout) {
         Ok(p) => p,
         Err(e) => {
@@ -348,6 +413,35 @@ async fn matrix(args: &crate::cli::MatrixArgs) -> u8 {
     plan.trace = !args.no_trace;
     let report = crate::matrix::run::run(&plan).await;
     crate::report::matrix::outputs::emit(&report, &args.output_plan())
+}
+
+/// `dtcprobe matrix --zone-config ZONE`: the zone's row as a config for its `watch`. No key file
+/// is read (nothing is contacted): a zone's host need not hold the other zones' keys.
+fn matrix_zone_config(args: &crate::cli::MatrixArgs, zone: &str) -> u8 {
+    use crate::matrix::zone_config::{zone_checks, zone_config, ZoneConfigError};
+    let plan = match crate::matrix::config::load_layout(&args.config, args.timeout) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("dtcprobe matrix: {e}");
+            return exit::CONFIG;
+        }
+    };
+    let source = args.config.display().to_string();
+    // Parsed back first, as `watch -c` will: only a config that loads is printed.
+    match zone_checks(&plan, zone, &source).and_then(|_| zone_config(&plan, zone, &source)) {
+        Ok(text) => {
+            print!("{text}");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("dtcprobe matrix: {e}");
+            match e {
+                ZoneConfigError::UnknownZone { .. } => exit::USAGE,
+                ZoneConfigError::NothingToCheck { .. } => exit::CONFIG,
+                ZoneConfigError::Internal { .. } => exit::INCONCLUSIVE,
+            }
+        }
+    }
 }
 
 fn init(args: &InitArgs) -> anyhow::Result<std::path::PathBuf> {

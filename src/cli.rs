@@ -53,8 +53,9 @@ pub enum Command {
     /// /metrics, /healthz and /probe for Prometheus.
     #[command(after_help = EXAMPLES_WATCH)]
     Watch(Box<WatchArgs>),
-    /// Print Prometheus scrape configs (YAML) for a `watch --metrics-listen` instance: its
-    /// /metrics, and /probe per check, relabelled as blackbox_exporter documents.
+    /// Print Prometheus scrape configs (YAML) for a `watch --metrics-listen` instance (or each
+    /// zone's, from a matrix): its /metrics, and /probe per check, relabelled as
+    /// blackbox_exporter documents.
     #[command(after_help = EXAMPLES_PROMETHEUS_CONFIG)]
     PrometheusConfig(PrometheusConfigArgs),
     /// Which zone can reach which: every zone's agent runs its row at once; a from x to grid.
@@ -146,7 +147,11 @@ Examples:
   dtcprobe prometheus-config -c web.toml --listen-address probe-web01:9715 --job web --jobs-only
   dtcprobe prometheus-config -c web.toml --listen-address probe-web01:9715 \\
       --scrape-interval 30s --rule-file /etc/prometheus/dtcprobe-alerts.yml
+  dtcprobe prometheus-config --matrix matrix.toml --scrape-interval 30s > prometheus.yml
 The instance runs `dtcprobe watch -c dtcprobe.toml --interval 1m --metrics-listen 0.0.0.0:9715`.
+With --matrix, each zone with `watch = \"HOST:PORT\"` in the matrix runs
+`dtcprobe watch -c ZONE.toml ...` with the config `dtcprobe matrix -c matrix.toml --zone-config ZONE`
+prints (docs/matrix.md).
 SQL Server and PostgreSQL checks are probed without `target`: their credentials go only to the
 configured server. Alert rules: config/dtcprobe-alerts.yml (docs/monitoring.md).";
 
@@ -154,6 +159,7 @@ const EXAMPLES_MATRIX: &str = "\
 Examples:
   dtcprobe matrix -c matrix.toml                       the from x to grid
   dtcprobe matrix -c matrix.toml --print-allow         the allow entries each zone's agent needs
+  dtcprobe matrix -c matrix.toml --zone-config web > web.toml   zone web's config for `watch`
   dtcprobe matrix -c matrix.toml -f json --output markdown=matrix.md --firewall-request csv=fw.csv
 See config/matrix.example.toml and docs/matrix.md. Exit codes: 0 every cell passed, 1 a cell
 failed, 3 inconclusive (an agent unreachable or lost, a check refused by an allow list),
@@ -365,17 +371,32 @@ impl WatchArgs {
 
 /// `dtcprobe prometheus-config`.
 #[derive(Debug, Clone, Args)]
+#[command(group(
+    clap::ArgGroup::new("input").required(true).args(["config", "matrix"])
+))]
 pub struct PrometheusConfigArgs {
     /// The config the `watch` instance runs (its checks are the /probe modules).
     #[arg(short = 'c', long = "config", value_name = "FILE")]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
 
-    /// The instance's --metrics-listen address as Prometheus reaches it, HOST:PORT.
+    /// A zone matrix (docs/matrix.md) instead of -c: one instance per zone with a `watch`
+    /// address, its modules the checks of `dtcprobe matrix --zone-config ZONE`, job and `prober`
+    /// the zone's name, `from`/`to` labels on every probe. No key file is read.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["config", "listen_address", "job"]
+    )]
+    pub matrix: Option<PathBuf>,
+
+    /// The instance's --metrics-listen address as Prometheus reaches it, HOST:PORT (-c only;
+    /// with --matrix each zone's `watch`).
     #[arg(long, value_name = "HOST:PORT", default_value = "localhost:9715")]
     pub listen_address: String,
 
     /// Job name of the instance's /metrics job and prefix of its probe jobs (`NAME/CHECK`);
-    /// also the `prober` label the alert rules select on. One per instance.
+    /// also the `prober` label the alert rules select on. One per instance (-c only; with
+    /// --matrix each zone's name).
     #[arg(long, value_name = "NAME", default_value = "dtcprobe")]
     pub job: String,
 
@@ -599,6 +620,12 @@ pub struct MatrixArgs {
     /// Print the `allow` entries each zone's agent needs for its row, then exit (no probing).
     #[arg(long)]
     pub print_allow: bool,
+
+    /// Print the dtcprobe config for the `dtcprobe watch` of zone ZONE: its row of the matrix as
+    /// [[check]] tables (the /probe modules `prometheus-config --matrix` scrapes), then exit
+    /// (no probing, no key file read).
+    #[arg(long, value_name = "ZONE", conflicts_with = "print_allow")]
+    pub zone_config: Option<String>,
 
     /// Tell the agents not to trace the path (hop `path`) after a dropped connect: a dropped
     /// path then costs one hop timeout instead of two, and says less about where it dies.

@@ -24,6 +24,7 @@ pub mod plan;
 pub mod platform_hints;
 pub mod progress;
 pub mod prometheus_config;
+pub mod prometheus_matrix;
 pub mod report;
 pub mod resolver;
 pub mod runner;

@@ -12,10 +12,12 @@
 //!
 //! Every target carries a `prober` label (the `--job` name) and probe targets a `module` label:
 //! the shipped alert rules (config/dtcprobe-alerts.yml) select on `prober`, whatever the job names.
+//! A check with zones (`from`, `to`) gives its probe target `from`/`to` labels, so that
+//! `probe_success` too says which pair of zones it is about.
 //!
-//! The input is a list of [`ProbeModule`]s, built today from a check config
-//! ([`modules_from_checks`]). That list is the seam for other inputs (a zone matrix can produce one
-//! list per zone's instance); rendering does not know where it came from. Pure: no I/O here.
+//! The input is a list of [`ProbeModule`]s, built from a check config ([`modules_from_checks`]);
+//! a zone matrix gives one such list per zone's watch (`crate::prometheus_matrix`). Rendering
+//! does not know where it came from. Pure: no I/O here.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -286,13 +288,27 @@ pub fn render(modules: &[ProbeModule], opts: &ScrapeOptions) -> Result<String, S
                 )
             }
         };
+        // The check's zones as target labels, so that every series of the probe (probe_success
+        // too, which has no labels of its own) names the pair. The check's own series carry the
+        // same `from`/`to` (same check): honor_labels keeps them as they are instead of
+        // renaming them `exported_from`/`exported_to`. /probe exposes no `job`, `instance`,
+        // `prober` or `module` label, so honouring cannot replace those.
+        let zone_labels: String = [("from", &m.from), ("to", &m.to)]
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| format!(", {k}: {}", q(v))))
+            .collect();
+        let honor = if zone_labels.is_empty() {
+            String::new()
+        } else {
+            format!("{indent}  honor_labels: true\n")
+        };
         let _ = write!(
             y,
             "{indent}- job_name: {}\n{interval}{indent}  metrics_path: /probe\n\
-             {indent}  params: {{module: [{}]}}\n\
+             {indent}  params: {{module: [{}]}}\n{honor}\
              {indent}  static_configs:\n\
              {indent}    - targets: [{target}]\n\
-             {indent}      labels: {{prober: {}, module: {}}}\n\
+             {indent}      labels: {{prober: {}, module: {}{zone_labels}}}\n\
              {indent}  relabel_configs:\n{relabel}",
             q(&format!("{job}/{}", m.name)),
             q(&m.name),
@@ -360,6 +376,42 @@ mod tests {
         assert!(job.contains("targets: [\"probe-web:9715\"]"), "{y}");
         assert!(!job.contains("__param_target"), "{y}");
         assert!(job.contains("replacement: \"mssql://"), "{y}");
+    }
+
+    #[test]
+    fn zones_become_target_labels_and_the_checks_own_are_honoured() {
+        let cs = checks(
+            "[defaults]\nzone = \"app\"\n\
+             [[check]]\nname=\"to-sql\"\nkind=\"tcp\"\nhost=\"sql01\"\nport=1433\nto=\"sql\"\n\
+             [[check]]\nname=\"plain\"\nkind=\"dns\"\nhost=\"h\"\n",
+        );
+        let mut ms = modules_from_checks(&cs);
+        ms[1].from = None;
+        let y = render(&ms, &opts()).unwrap();
+        let job = |name: &str| {
+            y.split(&format!("job_name: \"web/{name}\""))
+                .nth(1)
+                .unwrap()
+                .split("- job_name:")
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        let to_sql = job("to-sql");
+        assert!(
+            to_sql.contains(
+                "labels: {prober: \"web\", module: \"to-sql\", from: \"app\", to: \"sql\"}"
+            ),
+            "{y}"
+        );
+        assert!(to_sql.contains("\n    honor_labels: true\n"), "{y}");
+        // No zones: no zone labels, nothing honoured.
+        let plain = job("plain");
+        assert!(
+            plain.contains("labels: {prober: \"web\", module: \"plain\"}"),
+            "{y}"
+        );
+        assert!(!plain.contains("honor_labels"), "{y}");
     }
 
     #[test]

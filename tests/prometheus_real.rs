@@ -29,7 +29,10 @@ use support::netns::{self, Daemon, Netns};
 use support::tds_peer::{PeerConfig, TdsPeer};
 
 /// Runs `f` on a thread that has entered `ns`: sockets it creates live in that namespace.
-fn in_namespace<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(crate) fn in_namespace<T: Send + 'static>(
+    ns: &Netns,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
     let ns_path = format!("/run/netns/{}", ns.name);
     std::thread::spawn(move || {
         let file = std::fs::File::open(&ns_path).expect("open netns");
@@ -64,7 +67,7 @@ const LOGIN_TARGET: &str =
 
 const WEB_LISTEN: &str = "198.18.1.2:9715";
 const APP_LISTEN: &str = "198.18.2.2:9715";
-const PROMETHEUS_LISTEN: &str = "198.18.4.2:9090";
+pub(crate) const PROMETHEUS_LISTEN: &str = "198.18.4.2:9090";
 
 /// Runs `dtcprobe prometheus-config` in `dir` (relative paths, so the output is the same in every
 /// run and can be quoted in docs/monitoring.md).
@@ -136,7 +139,7 @@ fn write_test_prometheus_config(dir: &Path) -> String {
 }
 
 /// `promtool check config FILE` (it also loads the rule files it names).
-fn promtool_check_config(file: &Path) -> Result<(), String> {
+pub(crate) fn promtool_check_config(file: &Path) -> Result<(), String> {
     let out = Command::new("promtool")
         .args(["check", "config"])
         .arg(file)
@@ -302,7 +305,11 @@ fn docs_show_the_scrape_config_the_real_test_uses() {
 
 /// An HTTP/1.0 GET made from inside `ns` (Prometheus listens on the test network only); HTTP/1.0
 /// so that the body is never chunked. Returns (status, body).
-fn http_get_in(ns: &Netns, addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+pub(crate) fn http_get_in(
+    ns: &Netns,
+    addr: SocketAddr,
+    path: &str,
+) -> Result<(u16, String), String> {
     let path = path.to_string();
     in_namespace(ns, move || -> Result<(u16, String), String> {
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
@@ -322,10 +329,10 @@ fn http_get_in(ns: &Netns, addr: SocketAddr, path: &str) -> Result<(u16, String)
 }
 
 /// One sample of an instant vector: its labels and value.
-type Sample = (BTreeMap<String, String>, f64);
+pub(crate) type Sample = (BTreeMap<String, String>, f64);
 
 /// Runs an instant query through /api/v1/query; the result vector.
-fn query(mon: &Netns, promql: &str) -> Result<Vec<Sample>, String> {
+pub(crate) fn query(mon: &Netns, promql: &str) -> Result<Vec<Sample>, String> {
     let q: String = url::form_urlencoded::byte_serialize(promql.as_bytes()).collect();
     let addr: SocketAddr = PROMETHEUS_LISTEN.parse().unwrap();
     let (status, body) = http_get_in(mon, addr, &format!("/api/v1/query?query={q}"))?;

@@ -38,6 +38,7 @@ mod peer_cid;
 mod peer_interrupt;
 mod perf_scheduling;
 mod postgres_real;
+mod prometheus_matrix;
 mod prometheus_real;
 mod report_schema;
 mod url_secrets;

@@ -57,6 +57,8 @@ struct RawZone {
     key_file: Option<toml::Spanned<String>>,
     #[serde(default)]
     hosts: Vec<toml::Spanned<String>>,
+    /// The zone's `dtcprobe watch --metrics-listen` instance as Prometheus reaches it.
+    watch: Option<toml::Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,7 +85,9 @@ struct RawReach {
 #[derive(Debug, Clone)]
 pub struct AgentRef {
     pub address: String,
-    pub key: Key,
+    /// `None` only in a plan read by [`load_layout`] (zone configs, Prometheus configs), which
+    /// never contacts an agent and so needs none of the secrets.
+    pub key: Option<Key>,
     pub key_file: PathBuf,
 }
 
@@ -93,6 +97,9 @@ pub struct Zone {
     /// `None`: the zone's row is not run (and says so).
     pub agent: Option<AgentRef>,
     pub hosts: Vec<String>,
+    /// `HOST:PORT` of the zone's `dtcprobe watch --metrics-listen` as Prometheus reaches it
+    /// (`prometheus-config --matrix`); `None`: the zone's row is not scraped.
+    pub watch: Option<String>,
 }
 
 /// Why a check is in a cell: what the grid and the firewall request say about it.
@@ -195,6 +202,23 @@ pub fn load(
     })
 }
 
+/// Reads a matrix file for what it says about zones, hosts and checks, without reading any key
+/// file: for `matrix --zone-config` and `prometheus-config --matrix`, which contact no agent
+/// (the monitoring host or a zone's host need not hold the other zones' agent keys). The plan's
+/// agents have no key; [`run`](super::run::run) refuses to ask them.
+pub fn load_layout(
+    path: &Path,
+    timeout_override: Option<Duration>,
+) -> Result<MatrixPlan, MatrixConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| MatrixConfigError {
+        path: path.to_path_buf(),
+        line: 0,
+        column: 0,
+        message: format!("cannot read matrix config: {e}"),
+    })?;
+    parse_with(&text, path, timeout_override, None)
+}
+
 /// Loads one key file (injected, so that the parsing tests need no key files).
 pub type KeyLoader<'a> = dyn Fn(&Path) -> Result<Key, String> + 'a;
 
@@ -203,6 +227,16 @@ pub fn parse(
     path: &Path,
     timeout_override: Option<Duration>,
     load_key: &KeyLoader<'_>,
+) -> Result<MatrixPlan, MatrixConfigError> {
+    parse_with(text, path, timeout_override, Some(load_key))
+}
+
+/// `load_key` `None`: key files are named but not read (see [`load_layout`]).
+fn parse_with(
+    text: &str,
+    path: &Path,
+    timeout_override: Option<Duration>,
+    load_key: Option<&KeyLoader<'_>>,
 ) -> Result<MatrixPlan, MatrixConfigError> {
     let at = |offset: usize, message: String| {
         let (line, column) = line_column(text, offset);
@@ -255,6 +289,8 @@ pub fn parse(
         ));
     }
     let mut zones: Vec<Zone> = Vec::new();
+    // Each zone's `watch` and where it is written, checked against its row once cells are known.
+    let mut watches: Vec<Option<(String, usize)>> = Vec::new();
     for z in &raw.zone {
         let zr = z.get_ref();
         let name = zr.name.get_ref().trim().to_string();
@@ -298,12 +334,13 @@ pub fn parse(
                         ))
                     }
                 };
-                let key = match keys.get(&file) {
-                    Some(k) => k.clone(),
-                    None => {
+                let key = match (keys.get(&file), load_key) {
+                    (_, None) => None,
+                    (Some(k), Some(_)) => Some(k.clone()),
+                    (None, Some(load_key)) => {
                         let k = load_key(&file).map_err(|m| at(span, m))?;
                         keys.insert(file.clone(), k.clone());
-                        k
+                        Some(k)
                     }
                 };
                 Some(AgentRef {
@@ -313,7 +350,30 @@ pub fn parse(
                 })
             }
         };
-        zones.push(Zone { name, agent, hosts });
+        let watch = match &zr.watch {
+            None => None,
+            Some(w) => {
+                let address = w.get_ref().trim().to_string();
+                crate::prometheus_config::validate_listen_address(&address).map_err(|_| {
+                    at(
+                        w.span().start,
+                        format!(
+                            "zone `{name}`: watch = {address:?}: expected HOST:PORT (the zone's \
+                             `dtcprobe watch --metrics-listen` as Prometheus reaches it, e.g. \
+                             probe-web01:9715)"
+                        ),
+                    )
+                })?;
+                Some((address, w.span().start))
+            }
+        };
+        watches.push(watch);
+        zones.push(Zone {
+            name,
+            agent,
+            hosts,
+            watch: None,
+        });
     }
     if zones.len() < 2 {
         return Err(at(
@@ -469,6 +529,26 @@ pub fn parse(
     for checks in cells.values() {
         for c in checks {
             Target::from_url(&c.url).map_err(|e| at(0, format!("{}: {e}", c.url)))?;
+        }
+    }
+    // A `watch` serves its zone's row: a zone that checks nothing has nothing to serve, and a
+    // scrape config for it would be a prober with no modules.
+    for (i, watch) in watches.into_iter().enumerate() {
+        if let Some((address, offset)) = watch {
+            if !cells
+                .iter()
+                .any(|((f, _), checks)| *f == i && !checks.is_empty())
+            {
+                return Err(at(
+                    offset,
+                    format!(
+                        "zone `{}` has a `watch` but checks nothing (no [[reach]] from it, nor a \
+                         callback to it): its watch would serve no module",
+                        zones[i].name
+                    ),
+                ));
+            }
+            zones[i].watch = Some(address);
         }
     }
     let mut keys: Vec<(usize, usize)> = cells.keys().copied().collect();

@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod run;
+pub mod zone_config;
 
 pub use crate::matrix_report::*;
 use crate::model::Direction;

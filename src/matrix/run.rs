@@ -227,9 +227,20 @@ async fn ask(plan: &MatrixPlan, req: &Request<'_>) -> RequestOutcome {
         .agent
         .as_ref()
         .expect("requests only for zones with agents");
+    let Some(key) = agent.key.clone() else {
+        // A plan from `load_layout` (no key read) is never run; should one be, no agent is
+        // asked and nothing is claimed about its cells.
+        return RequestOutcome {
+            state: RowState::AgentUnreachable,
+            detail: "agent not asked: the matrix file was read without its key files".into(),
+            agent_zone: None,
+            session_checks: Vec::new(),
+            results: HashMap::new(),
+        };
+    };
     let opts = PeerOptions {
         agent: agent.address.clone(),
-        key: agent.key.clone(),
+        key,
         callback_bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         callback_port: 0,
         // No name lookup of this host by the agent: the matrix is about the zones.
