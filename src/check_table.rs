@@ -59,6 +59,9 @@ pub struct RawCheck {
     pub trust_server_certificate: Option<bool>,
     pub tx: Option<toml::Spanned<String>>,
     pub linked_server: Option<toml::Spanned<String>>,
+    // postgres
+    pub sslmode: Option<toml::Spanned<String>>,
+    pub sslrootcert: Option<toml::Spanned<String>>,
 
     // epm
     pub iface: Option<toml::Spanned<String>>,
@@ -109,6 +112,8 @@ impl RawCheck {
             ),
             ("tx", at(&self.tx)),
             ("linked_server", at(&self.linked_server)),
+            ("sslmode", at(&self.sslmode)),
+            ("sslrootcert", at(&self.sslrootcert)),
             ("iface", at(&self.iface)),
             ("list_endpoints", flag(self.list_endpoints)),
             ("role", at(&self.role)),

@@ -130,3 +130,142 @@ fn twophase_disabled_is_reported_with_the_setting_to_change() {
         "{twophase:#}"
     );
 }
+
+/// `sslmode` against real servers: one with TLS (a certificate from a private CA, for
+/// `127.0.0.1` only) whose pg_hba.conf admits TCP logins over TLS only (`hostssl`), so a pass
+/// there is the server's own word that the login was encrypted; one without TLS.
+#[test]
+fn sslmode_against_real_postgres_with_and_without_tls() {
+    if !have_postgres("sslmode_against_real_postgres_with_and_without_tls") {
+        return;
+    }
+    use support::postgres::{ca_and_server_cert, PgTls};
+    let (ca_pem, cert_pem, key_pem) = ca_and_server_cert(&["127.0.0.1"]);
+    let tls_server = PgServer::start_with(
+        0,
+        Some(PgTls {
+            cert_pem,
+            key_pem,
+            hostssl_only: true,
+        }),
+    );
+    let plain_server = PgServer::start(0);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &ca_pem).unwrap();
+    let ca = ca.display().to_string();
+    let with = |name: &str, host: &str, port: u16, extra: &str| {
+        format!(
+            "[[check]]\nname = \"{name}\"\nkind = \"postgres\"\nhost = \"{host}\"\nport = {port}\n\
+             user = \"postgres\"\ndatabase = \"postgres\"\npassword_env = \"PGPW\"\n{extra}\n"
+        )
+    };
+    let p = tls_server.port;
+    let config = [
+        with("require", "127.0.0.1", p, "sslmode = \"require\""),
+        with("prefer", "127.0.0.1", p, ""),
+        with(
+            "full",
+            "127.0.0.1",
+            p,
+            &format!("sslmode = \"verify-full\"\nsslrootcert = \"{ca}\""),
+        ),
+        with(
+            "full-system-store",
+            "127.0.0.1",
+            p,
+            "sslmode = \"verify-full\"",
+        ),
+        with(
+            "full-wrong-name",
+            "localhost",
+            p,
+            &format!("sslmode = \"verify-full\"\nsslrootcert = \"{ca}\""),
+        ),
+        with(
+            "ca-wrong-name",
+            "localhost",
+            p,
+            &format!("sslmode = \"verify-ca\"\nsslrootcert = \"{ca}\""),
+        ),
+        with("disable", "127.0.0.1", p, "sslmode = \"disable\""),
+    ]
+    .join("\n");
+    let (_, stdout, stderr) = run_with_config(&config, &tls_server.password);
+    let report = parse_report(&stdout);
+    let login = |name: &str| hop(&report, name, "login").clone();
+    let context = format!("stderr: {stderr}\n{report:#}");
+
+    for name in ["require", "prefer", "full", "ca-wrong-name"] {
+        let h = login(name);
+        assert_eq!(h["status"], "pass", "{name}: {context}");
+        assert_eq!(h["data"]["tls"], true, "{name}: {h:#}");
+        assert!(
+            h["data"]["tls_version"]
+                .as_str()
+                .unwrap()
+                .starts_with("TLS"),
+            "{h:#}"
+        );
+        assert!(
+            !h["data"]["tls_cipher"].as_str().unwrap().is_empty(),
+            "{h:#}"
+        );
+    }
+    assert_eq!(login("prefer")["data"]["sslmode"], "prefer");
+    let untrusted = login("full-system-store");
+    assert_eq!(untrusted["cause"], "tls_error", "{untrusted:#}");
+    assert!(
+        untrusted["detail"]
+            .as_str()
+            .unwrap()
+            .contains("UnknownIssuer"),
+        "{untrusted:#}"
+    );
+    assert!(untrusted["hint"].as_str().unwrap().contains("sslrootcert"));
+    let wrong_name = login("full-wrong-name");
+    assert_eq!(wrong_name["cause"], "tls_error", "{wrong_name:#}");
+    assert!(
+        wrong_name["hint"].as_str().unwrap().contains("verify-ca"),
+        "{wrong_name:#}"
+    );
+    // The server admits only TLS over TCP: the clear login is refused by pg_hba.conf, and the
+    // hint names sslmode.
+    let clear = login("disable");
+    assert_eq!(clear["cause"], "auth_failed", "{clear:#}");
+    assert!(
+        clear["detail"].as_str().unwrap().contains("no encryption"),
+        "{clear:#}"
+    );
+    assert!(
+        clear["hint"].as_str().unwrap().contains("sslmode"),
+        "{clear:#}"
+    );
+    crate::report_schema::assert_valid("postgres sslmode", &report);
+
+    // A server without TLS: prefer logs in in the clear (and says so), require fails.
+    let q = plain_server.port;
+    let config = [
+        with("prefer", "127.0.0.1", q, ""),
+        with("require", "127.0.0.1", q, "sslmode = \"require\""),
+    ]
+    .join("\n");
+    let (code, stdout, stderr) = run_with_config(&config, &plain_server.password);
+    let report = parse_report(&stdout);
+    let prefer = hop(&report, "prefer", "login");
+    assert_eq!(prefer["status"], "pass", "{stderr}\n{report:#}");
+    assert_eq!(prefer["data"]["tls"], false, "{prefer:#}");
+    assert!(prefer["detail"].as_str().unwrap().contains("no TLS"));
+    let require = hop(&report, "require", "login");
+    assert_eq!(require["cause"], "tls_error", "{require:#}");
+    assert!(
+        require["detail"]
+            .as_str()
+            .unwrap()
+            .contains("server does not support TLS"),
+        "{require:#}"
+    );
+    assert!(require["hint"].as_str().unwrap().contains("ssl = off"));
+    assert_eq!(code, 1);
+    crate::report_schema::assert_valid("postgres sslmode, no TLS", &report);
+}

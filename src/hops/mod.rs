@@ -292,6 +292,8 @@ mod tests {
             trust_server_certificate: Some(true),
             tx: Some(toml::Spanned::new(0..0, String::new())),
             linked_server: Some(toml::Spanned::new(0..0, String::new())),
+            sslmode: Some(toml::Spanned::new(0..0, String::new())),
+            sslrootcert: Some(toml::Spanned::new(0..0, String::new())),
             iface: Some(toml::Spanned::new(0..0, String::new())),
             list_endpoints: Some(true),
             role: Some(toml::Spanned::new(0..0, String::new())),

@@ -52,10 +52,41 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// TLS for a test server: its certificate and key (PEM), and whether pg_hba.conf admits TCP
+/// logins over TLS only (`hostssl`).
+#[derive(Clone)]
+pub struct PgTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub hostssl_only: bool,
+}
+
+/// A private CA and a server certificate it signed for `names` (DNS names or IP addresses), as
+/// PEM: (CA certificate, server certificate, server key).
+pub fn ca_and_server_cert(names: &[&str]) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "dtcprobe test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
 impl PgServer {
     /// Starts a server with the given `max_prepared_transactions` (0 disables two-phase commit,
     /// as in a default install).
     pub fn start(max_prepared_transactions: u32) -> PgServer {
+        Self::start_with(max_prepared_transactions, None)
+    }
+
+    /// As [`PgServer::start`], with TLS (`ssl = on`) when `tls` is given.
+    pub fn start_with(max_prepared_transactions: u32, tls: Option<PgTls>) -> PgServer {
         let bin = bin_dir()
             .expect("PostgreSQL server binaries (scripts/install-test-deps installs postgresql)");
         let dir = tempfile::Builder::new()
@@ -94,6 +125,42 @@ impl PgServer {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let mut tls_args: Vec<String> = Vec::new();
+        if let Some(tls) = &tls {
+            let cert = dir.path().join("server.crt");
+            let key = dir.path().join("server.key");
+            std::fs::write(&cert, &tls.cert_pem).unwrap();
+            std::fs::write(&key, &tls.key_pem).unwrap();
+            // The server refuses a key others may read.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if super::netns::is_root() {
+                let status = Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(&cert)
+                    .arg(&key)
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+            }
+            tls_args = vec![
+                "-c".into(),
+                "ssl=on".into(),
+                "-c".into(),
+                format!("ssl_cert_file={}", cert.display()),
+                "-c".into(),
+                format!("ssl_key_file={}", key.display()),
+            ];
+            if tls.hostssl_only {
+                // Over TCP, only TLS connections may log in; the local socket stays for pg_ctl.
+                let hba = data.join("pg_hba.conf");
+                std::fs::write(
+                    &hba,
+                    "local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+                )
+                .unwrap();
+            }
+        }
         let port = free_port();
         let child = as_server_user(&bin.join("postgres"))
             .arg("-D")
@@ -110,6 +177,7 @@ impl PgServer {
                 "-c",
                 &format!("max_prepared_transactions={max_prepared_transactions}"),
             ])
+            .args(&tls_args)
             .arg("-k")
             .arg(dir.path())
             .stdout(Stdio::null())

@@ -1,5 +1,6 @@
 //! Pure: what a PostgreSQL error (by SQLSTATE) means for the sysadmin, as a [`Verdict`].
 
+use super::tls::SslMode;
 use crate::classify::Verdict;
 use crate::model::Cause;
 
@@ -44,6 +45,58 @@ pub fn error_detail(e: &tokio_postgres::Error) -> (Option<String>, String) {
         ),
         None => (None, e.to_string()),
     }
+}
+
+pub const HINT_NO_TLS: &str = "the server does not offer TLS (ssl = off in postgresql.conf, or a \
+pooler in front that does not speak it): turn ssl on with a certificate, or, if the risk is \
+accepted, use sslmode=prefer or disable";
+pub const HINT_UNTRUSTED: &str = "the server's certificate is not from a CA this host trusts \
+(self-signed or a private CA): give that CA's certificate in sslrootcert, or use sslmode=require \
+to encrypt without verifying";
+pub const HINT_WRONG_NAME: &str = "the server's certificate does not name the host in the \
+target: connect by a name the certificate carries, or use sslmode=verify-ca to check the CA \
+only";
+pub const HINT_TLS: &str = "the TLS handshake with the server failed: see the detail (protocol \
+versions, ciphers, a TLS-intercepting middlebox)";
+pub const HINT_HOSTSSL: &str = "pg_hba.conf allows this login only over TLS (a hostssl line): \
+use sslmode=prefer, require or stronger";
+
+/// A login failure: TLS trouble by what the driver and rustls said, else by SQLSTATE (with
+/// pg_hba.conf's "no encryption" refusal pointed at sslmode).
+pub fn classify_login_error(e: &tokio_postgres::Error, mode: SslMode) -> Verdict {
+    let (code, detail) = error_detail(e);
+    let text = full_text(e);
+    if code.is_none() && text.contains("TLS") {
+        let hint = if text.contains("server does not support TLS") {
+            HINT_NO_TLS
+        } else if text.contains("UnknownIssuer") || text.contains("BadSignature") {
+            HINT_UNTRUSTED
+        } else if text.contains("NotValidForName") || text.contains("not valid for name") {
+            HINT_WRONG_NAME
+        } else {
+            HINT_TLS
+        };
+        return Verdict::new(Cause::TlsError, format!("{text} (sslmode={})", mode.as_str()), hint);
+    }
+    if code.as_deref() == Some("28000") && detail.contains("no encryption") {
+        return Verdict::new(Cause::AuthFailed, detail, HINT_HOSTSSL);
+    }
+    classify_sqlstate(code.as_deref(), detail)
+}
+
+/// The error and its sources in one line (tokio-postgres puts rustls's reason in a source).
+fn full_text(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// A driver error, classified by its SQLSTATE.

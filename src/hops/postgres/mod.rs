@@ -7,6 +7,7 @@
 
 pub mod classify;
 mod run;
+pub mod tls;
 
 use crate::chain::RunContext;
 use crate::check_table::{RawCheck, TargetError};
@@ -14,6 +15,8 @@ use crate::hops::kind::Kind;
 use crate::hostport::{bracket_v6, url_host, TargetUrl};
 use crate::model::HopResult;
 use crate::secret::PasswordSource;
+
+pub use tls::SslMode;
 
 pub use classify::{classify_sqlstate, classify_twophase};
 pub use run::run;
@@ -37,17 +40,33 @@ pub struct PgTarget {
     pub user: String,
     pub password: Option<PasswordSource>,
     pub tx: PgTx,
+    /// libpq's meaning; `prefer` (libpq's default) when not given.
+    pub sslmode: SslMode,
+    /// CAs (PEM) for `verify-ca` / `verify-full` instead of this host's store.
+    pub sslrootcert: Option<std::path::PathBuf>,
 }
 
 impl PgTarget {
     pub fn display(&self) -> String {
-        let tx = match self.tx {
-            PgTx::None => "",
-            PgTx::Local => "?tx=local",
-            PgTx::Twophase => "?tx=twophase",
+        let mut query = Vec::new();
+        match self.tx {
+            PgTx::None => {}
+            PgTx::Local => query.push("tx=local".to_string()),
+            PgTx::Twophase => query.push("tx=twophase".to_string()),
+        }
+        if self.sslmode != SslMode::Prefer {
+            query.push(format!("sslmode={}", self.sslmode.as_str()));
+        }
+        if let Some(file) = &self.sslrootcert {
+            query.push(format!("sslrootcert={}", file.display()));
+        }
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", query.join("&"))
         };
         format!(
-            "postgres://{}@{}:{}/{}{tx}",
+            "postgres://{}@{}:{}/{}{query}",
             self.user,
             bracket_v6(&self.host),
             self.port,
@@ -73,6 +92,8 @@ impl Kind for PgTarget {
         "password_env",
         "password_file",
         "tx",
+        "sslmode",
+        "sslrootcert",
     ];
     const LOGIN: bool = true;
 
@@ -84,10 +105,18 @@ impl Kind for PgTarget {
         }
         let database = parsed.path().trim_start_matches('/').to_string();
         let mut tx = PgTx::None;
+        let mut sslmode = SslMode::Prefer;
+        let mut sslrootcert = None;
         for (k, v) in parsed.query_pairs() {
             match (k.as_ref(), v.as_ref()) {
                 ("tx", v) => tx = parse_tx(v).map_err(|m| url.invalid(m))?,
-                (k, _) => return Err(url.invalid(format!("unknown option `{k}` (known: tx)"))),
+                ("sslmode", v) => sslmode = SslMode::parse(v).map_err(|m| url.invalid(m))?,
+                ("sslrootcert", v) => sslrootcert = Some(v.into()),
+                (k, _) => {
+                    return Err(url.invalid(format!(
+                        "unknown option `{k}` (known: tx, sslmode, sslrootcert)"
+                    )))
+                }
             }
         }
         Ok(PgTarget {
@@ -101,6 +130,8 @@ impl Kind for PgTarget {
             user: parsed.username().to_string(),
             password: None,
             tx,
+            sslmode,
+            sslrootcert,
         })
     }
 
@@ -115,6 +146,10 @@ impl Kind for PgTarget {
         let tx = match &raw.tx {
             Some(t) => parse_tx(t.get_ref()).map_err(|m| at(t.span().start, m))?,
             None => PgTx::None,
+        };
+        let sslmode = match &raw.sslmode {
+            Some(m) => SslMode::parse(m.get_ref()).map_err(|e| at(m.span().start, e))?,
+            None => SslMode::Prefer,
         };
         Ok(PgTarget {
             host,
@@ -131,6 +166,8 @@ impl Kind for PgTarget {
             user: user.get_ref().clone(),
             password,
             tx,
+            sslmode,
+            sslrootcert: raw.sslrootcert.as_ref().map(|f| f.get_ref().into()),
         })
     }
 
@@ -187,6 +224,21 @@ mod tests {
         assert!(PgTarget::from_url("postgres://app:secret@db01/x").is_err());
         assert!(PgTarget::from_url("postgres://db01/x").is_err());
         assert!(PgTarget::from_url("postgres://a@db01/x?tx=xa").is_err());
-        assert!(PgTarget::from_url("postgres://a@db01/x?sslmode=require").is_err());
+        assert!(PgTarget::from_url("postgres://a@db01/x?sslmode=allow").is_err());
+        assert!(PgTarget::from_url("postgres://a@db01/x?ssl=1").is_err());
+        let t = PgTarget::from_url("postgres://a@db01/x?sslmode=verify-full&sslrootcert=/ca.pem")
+            .unwrap();
+        assert_eq!(
+            (t.sslmode, t.sslrootcert.as_deref()),
+            (SslMode::VerifyFull, Some(std::path::Path::new("/ca.pem")))
+        );
+        assert_eq!(
+            t.display(),
+            "postgres://a@db01:5432/x?sslmode=verify-full&sslrootcert=/ca.pem"
+        );
+        assert_eq!(
+            PgTarget::from_url("postgres://a@db01/x").unwrap().sslmode,
+            SslMode::Prefer
+        );
     }
 }

@@ -3,9 +3,10 @@
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
-use super::classify::{classify_error, classify_twophase, error_detail};
+use super::classify::{classify_error, classify_login_error, classify_twophase, error_detail};
+use super::tls::Connector;
 use super::{PgTarget, PgTx};
 use crate::chain::{Chain, HopOutput, RunContext};
 use crate::hops::connect::{self, reach, Reach};
@@ -65,13 +66,24 @@ async fn login(t: &PgTarget, addr: SocketAddr, ctx: &RunContext) -> HopOutput<Cl
         // The path broke after the tcp hop: the same classification, on this hop.
         Err(attempt) => return HopOutput::stop(connect::hop_result(HopKind::Login, &[attempt])),
     };
+    let connector = match Connector::new(&t.host, t.sslmode, t.sslrootcert.as_ref()) {
+        Ok(c) => c,
+        Err(e) => {
+            return HopOutput::stop(
+                HopResult::fail(HopKind::Login, Cause::Config, e.to_string()).with_hint(
+                    "sslrootcert must name a readable PEM file with the CA certificates to trust",
+                ),
+            )
+        }
+    };
     let mut config = tokio_postgres::Config::new();
     config
         .user(&t.user)
         .dbname(&t.database)
         .password(password.expose())
-        .application_name("dtcprobe");
-    match config.connect_raw(stream, NoTls).await {
+        .application_name("dtcprobe")
+        .ssl_mode(t.sslmode.driver_mode());
+    match config.connect_raw(stream, connector.clone()).await {
         Ok((client, connection)) => {
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
@@ -84,18 +96,33 @@ async fn login(t: &PgTarget, addr: SocketAddr, ctx: &RunContext) -> HopOutput<Cl
                 .ok()
                 .and_then(|row| row.try_get::<_, String>(0).ok())
                 .unwrap_or_default();
-            let result = HopResult::pass(
+            let tls = connector.negotiated();
+            let over = match &tls {
+                Some(n) => format!("{} {}", n.version, n.cipher),
+                None => "no TLS".to_string(),
+            };
+            let mut result = HopResult::pass(
                 HopKind::Login,
                 format!(
-                    "logged in as {} to database {} on {addr} (PostgreSQL {version})",
-                    t.user, t.database
+                    "logged in as {} to database {} on {addr} (PostgreSQL {version}, {over}, \
+                     sslmode={})",
+                    t.user,
+                    t.database,
+                    t.sslmode.as_str()
                 ),
             )
             .with_data("server_version", version)
-            .with_data("address", addr.to_string());
+            .with_data("address", addr.to_string())
+            .with_data("sslmode", t.sslmode.as_str())
+            .with_data("tls", tls.is_some());
+            if let Some(n) = tls {
+                result = result
+                    .with_data("tls_version", n.version)
+                    .with_data("tls_cipher", n.cipher);
+            }
             HopOutput::ok(result, client)
         }
-        Err(e) => HopOutput::stop(classify_error(&e).into_hop(HopKind::Login)),
+        Err(e) => HopOutput::stop(classify_login_error(&e, t.sslmode).into_hop(HopKind::Login)),
     }
 }
 
