@@ -142,22 +142,9 @@ impl Chain {
         F: Future<Output = HopOutput<T>>,
     {
         let started = Instant::now();
-        // The outer bound gets a small grace so a hop's own timeout, which words the cause
-        // precisely, normally fires first.
-        let grace = limit + Duration::from_millis(250);
-        let output = match tokio::time::timeout(grace, hop).await {
+        let output = match tokio::time::timeout(limit + OVERRUN_GRACE, hop).await {
             Ok(output) => output,
-            Err(_) => HopOutput::stop(
-                HopResult::fail(
-                    kind,
-                    Cause::Timeout,
-                    format!("no answer within {}", humantime::format_duration(limit)),
-                )
-                .with_hint(
-                    "the peer accepted the connection but stopped answering: a hung service, or a \
-                     firewall/IPS that lets the handshake through and then drops the traffic",
-                ),
-            ),
+            Err(_) => HopOutput::stop(overrun(kind, limit)),
         };
         let mut result = output.result;
         debug_assert_eq!(
@@ -220,6 +207,23 @@ impl Chain {
         }
         self.results
     }
+}
+
+/// The chain's own bound on a hop is its limit plus this grace, so that a hop's own timeout,
+/// which words the cause precisely, normally fires first.
+pub const OVERRUN_GRACE: Duration = Duration::from_millis(250);
+
+/// The result of a hop that overran the chain's bound on it.
+pub fn overrun(kind: HopKind, limit: Duration) -> HopResult {
+    HopResult::fail(
+        kind,
+        Cause::Timeout,
+        format!("no answer within {}", humantime::format_duration(limit)),
+    )
+    .with_hint(
+        "the peer accepted the connection but stopped answering: a hung service, or a \
+         firewall/IPS that lets the handshake through and then drops the traffic",
+    )
 }
 
 #[cfg(test)]

@@ -304,13 +304,19 @@ pub async fn connect_step(
     addrs: &[IpAddr],
     port: u16,
 ) -> Option<SocketAddr> {
-    let Some(reachable) = chain
-        .step(HopKind::Tcp, tcp_hop(addrs, port, ctx.hop_timeout))
-        .await
-    else {
-        crate::hops::path::trace_after_timeout(chain, ctx).await;
-        return None;
+    // One address: its trace can start while the connect still waits (see the function).
+    let target = match addrs {
+        [only] => Some(SocketAddr::new(*only, port)),
+        _ => None,
     };
+    let reachable = crate::hops::path::connect_with_early_trace(
+        chain,
+        ctx,
+        HopKind::Tcp,
+        target,
+        tcp_hop(addrs, port, ctx.hop_timeout),
+    )
+    .await?;
     reachable.first().copied()
 }
 

@@ -235,6 +235,82 @@ pub async fn trace(target: SocketAddr, limit: Duration, reach: Reach) -> HopOutp
     }
 }
 
+/// A connect hop with its path trace started early, so that a dropped port costs one hop
+/// timeout, not two (the trace used to start only after the connect had timed out).
+///
+/// If the connect to `target` has not ended half a hop timeout in, the TTL-stepped probes go out
+/// while it still waits, each given the other half (ICMP answers from routers take milliseconds;
+/// silence after half a timeout reads as silence after a whole one). When the connect then
+/// times out on `target`, the trace's result is recorded as hop `path` right after it. When it
+/// connects or fails otherwise, the trace is dropped, its answers unread. `None` target (several
+/// addresses: which one times out is known only at the end) or `--no-trace`: the connect alone,
+/// then [`trace_after_timeout`].
+pub async fn connect_with_early_trace<T, F>(
+    chain: &mut Chain,
+    ctx: &RunContext,
+    kind: HopKind,
+    target: Option<SocketAddr>,
+    connect: F,
+) -> Option<T>
+where
+    F: std::future::Future<Output = HopOutput<T>>,
+{
+    let Some(target) = target.filter(|_| ctx.trace) else {
+        let value = chain.step(kind, connect).await;
+        if value.is_none() {
+            trace_after_timeout(chain, ctx).await;
+        }
+        return value;
+    };
+    let head_start = ctx.hop_timeout / 2;
+    let probe_limit = ctx.hop_timeout - head_start;
+    let early = async {
+        tokio::time::sleep(head_start).await;
+        let reach = reach_of(ctx, target).await;
+        let started = tokio::time::Instant::now();
+        let result = match tokio::time::timeout(
+            probe_limit + crate::chain::OVERRUN_GRACE,
+            trace(target, probe_limit, reach),
+        )
+        .await
+        {
+            Ok(output) => output.result,
+            Err(_) => crate::chain::overrun(HopKind::Path, probe_limit),
+        };
+        result.with_duration(started.elapsed())
+    };
+    let mut early = std::pin::pin!(early);
+    let mut traced = None;
+    let value = {
+        let step = chain.step(kind, connect);
+        let mut step = std::pin::pin!(step);
+        loop {
+            tokio::select! {
+                value = &mut step => break value,
+                result = &mut early, if traced.is_none() => traced = Some(result),
+            }
+        }
+    };
+    if value.is_none() && chain.last().and_then(timed_out_address) == Some(target) {
+        let result = match traced {
+            Some(result) => result,
+            None => early.await,
+        };
+        chain.record(result);
+    }
+    value
+}
+
+/// Whether silence towards `target` reads as "at the target" or "on the way". The route hop
+/// already asked: the run's cache answers without a second kernel query; a lookup error keeps
+/// the routed wording.
+async fn reach_of(ctx: &RunContext, target: SocketAddr) -> Reach {
+    match ctx.routes.lookup(target.ip()).await {
+        Ok(info) if info.gateway.is_none() => Reach::OnLink,
+        _ => Reach::Routed,
+    }
+}
+
 /// Runs hop `path` when the hop just recorded (`tcp` or `rpc_port`) timed out on some address,
 /// unless `--no-trace`. Its place in the report: right after that hop.
 pub async fn trace_after_timeout(chain: &mut Chain, ctx: &RunContext) {
@@ -244,12 +320,7 @@ pub async fn trace_after_timeout(chain: &mut Chain, ctx: &RunContext) {
     let Some(target) = chain.last().and_then(timed_out_address) else {
         return;
     };
-    // The route hop already asked for this address: the run's cache answers without a second
-    // kernel query. A lookup error keeps the routed wording.
-    let reach = match ctx.routes.lookup(target.ip()).await {
-        Ok(info) if info.gateway.is_none() => Reach::OnLink,
-        _ => Reach::Routed,
-    };
+    let reach = reach_of(ctx, target).await;
     // Each probe is bounded by the hop timeout; the chain's bound adds its small grace.
     chain
         .step_with_timeout(
