@@ -246,14 +246,24 @@ pub async fn run(t: &EpmTarget, ctx: &crate::chain::RunContext) -> Vec<HopResult
         .step_with_timeout(HopKind::Epm, budget, epm(&addrs, opts))
         .await
     {
-        match chain.step(HopKind::RpcPort, rpc_port(&found, limit)).await {
+        // One dynamic port (the usual answer): its trace can start while the connect waits.
+        let target = match found.ports.as_slice() {
+            [only] => Some(SocketAddr::new(found.ip, *only)),
+            _ => None,
+        };
+        let ports = crate::hops::path::connect_with_early_trace(
+            &mut chain,
+            ctx,
+            HopKind::RpcPort,
+            target,
+            rpc_port(&found, limit),
+        )
+        .await;
+        if let Some(ports) = ports {
             // Connect, then the bind's answer: two bounds of `limit`.
-            Some(ports) => {
-                chain
-                    .step_with_timeout(HopKind::RpcBind, limit * 2, rpc_bind(&found, &ports, limit))
-                    .await;
-            }
-            None => crate::hops::path::trace_after_timeout(&mut chain, ctx).await,
+            chain
+                .step_with_timeout(HopKind::RpcBind, limit * 2, rpc_bind(&found, &ports, limit))
+                .await;
         }
     }
     chain.finish()
