@@ -256,7 +256,9 @@ pub struct BindAttempt {
 
 /// The verdict of one bind: `Ok(answer)` when the server accepted the interface, or the
 /// failure's cause, short answer name, detail and hint.
-fn bind_verdict(outcome: &BindOutcome) -> Result<&'static str, (Cause, &'static str, String, &'static str)> {
+fn bind_verdict(
+    outcome: &BindOutcome,
+) -> Result<&'static str, (Cause, &'static str, String, &'static str)> {
     match outcome {
         BindOutcome::Answered(BindReply::Accepted { .. }) => Ok("bind_ack"),
         BindOutcome::Answered(BindReply::ContextRejected { result, reason }) => Err((
@@ -280,8 +282,18 @@ fn bind_verdict(outcome: &BindOutcome) -> Result<&'static str, (Cause, &'static 
             HINT_BIND_OTHER_SERVER,
         )),
         BindOutcome::NotConnected(a) => match crate::classify::classify_connect(a.outcome) {
-            Some(v) => Err((v.cause, "not_connected", format!("TCP {}: {}", a.addr, v.detail), HINT_RPC_PORT)),
-            None => Err((Cause::Internal, "not_connected", "no connection".into(), "run with -v")),
+            Some(v) => Err((
+                v.cause,
+                "not_connected",
+                format!("TCP {}: {}", a.addr, v.detail),
+                HINT_RPC_PORT,
+            )),
+            None => Err((
+                Cause::Internal,
+                "not_connected",
+                "no connection".into(),
+                "run with -v",
+            )),
         },
         BindOutcome::Broken(e) => match e {
             EpmError::Timeout(limit) => Err((
@@ -296,7 +308,8 @@ fn bind_verdict(outcome: &BindOutcome) -> Result<&'static str, (Cause, &'static 
             EpmError::Closed => Err((
                 Cause::Reset,
                 "closed",
-                "TCP connected, then the connection was closed without an answer to the bind".into(),
+                "TCP connected, then the connection was closed without an answer to the bind"
+                    .into(),
                 HINT_RPC_FILTERED,
             )),
             EpmError::Io(io)
@@ -342,7 +355,11 @@ pub fn rpc_bind_result(iface: &SyntaxId, attempts: &[BindAttempt]) -> HopResult 
         let verdict = bind_verdict(&a.outcome);
         let tower = a.tower_address.map(|ip| ip.to_string());
         if let Some(t) = a.tower_address.filter(|t| *t != a.addr.ip()) {
-            mismatches.push(format!("port {} advertised on {t}, reached on {}", a.addr.port(), a.addr.ip()));
+            mismatches.push(format!(
+                "port {} advertised on {t}, reached on {}",
+                a.addr.port(),
+                a.addr.ip()
+            ));
         }
         let (status, cause, answer) = match &verdict {
             Ok(answer) => ("pass", None, *answer),
@@ -382,7 +399,10 @@ pub fn rpc_bind_result(iface: &SyntaxId, attempts: &[BindAttempt]) -> HopResult 
         let (addr, cause, detail, hint) = &failures[0];
         let mut hint = hint.to_string();
         if !mismatches.is_empty() {
-            hint.push_str(&format!(". Also: {}; {HINT_TOWER_ADDRESS}", mismatches.join("; ")));
+            hint.push_str(&format!(
+                ". Also: {}; {HINT_TOWER_ADDRESS}",
+                mismatches.join("; ")
+            ));
         }
         let detail = format!("{addr}: {detail}");
         if accepted.is_empty() {
@@ -397,7 +417,9 @@ pub fn rpc_bind_result(iface: &SyntaxId, attempts: &[BindAttempt]) -> HopResult 
         }
     };
     if !attempts.is_empty() {
-        r = r.with_data("iface", iface.to_string()).with_data("binds", binds);
+        r = r
+            .with_data("iface", iface.to_string())
+            .with_data("binds", binds);
     }
     r
 }
@@ -464,8 +486,8 @@ mod tests {
     use super::*;
     use crate::classify::ConnectOutcome;
     use crate::dcerpc::{DecodeError, SyntaxId, Uuid, IXNREMOTE};
-    use crate::hops::epm::fixtures::{entry, epm_check as check, lrpc};
     use crate::hops::connect::Attempt;
+    use crate::hops::epm::fixtures::{entry, epm_check as check, lrpc};
 
     fn mapper() -> SocketAddr {
         "198.18.0.2:135".parse().unwrap()
@@ -698,10 +720,28 @@ mod tests {
             })
         };
         // (attempts, status, cause, hint fragment, detail fragment)
-        type Row = (Vec<BindAttempt>, Status, Option<Cause>, &'static str, &'static str);
+        type Row = (
+            Vec<BindAttempt>,
+            Status,
+            Option<Cause>,
+            &'static str,
+            &'static str,
+        );
         let rows: Vec<Row> = vec![
-            (vec![bind(49153, Some("198.18.0.2"), ack())], Status::Pass, None, "", "bind_ack"),
-            (vec![bind(49153, None, ack())], Status::Pass, None, "", "bind_ack"),
+            (
+                vec![bind(49153, Some("198.18.0.2"), ack())],
+                Status::Pass,
+                None,
+                "",
+                "bind_ack",
+            ),
+            (
+                vec![bind(49153, None, ack())],
+                Status::Pass,
+                None,
+                "",
+                "bind_ack",
+            ),
             (
                 vec![bind(49153, Some("10.9.9.9"), ack())],
                 Status::Warn,
@@ -717,17 +757,51 @@ mod tests {
                 "abstract syntax not supported",
             ),
             (
-                vec![bind(49153, None, BindOutcome::Answered(BindReply::Nak { reason: 4 }))],
+                vec![bind(
+                    49153,
+                    None,
+                    BindOutcome::Answered(BindReply::Nak { reason: 4 }),
+                )],
                 Status::Fail,
                 Some(Cause::ProtocolError),
                 "does not offer this interface",
                 "bind_nak (protocol version not supported)",
             ),
-            (vec![bind(49153, None, closed())], Status::Fail, Some(Cause::Reset), "RPC-aware firewall", "closed"),
-            (vec![bind(49153, None, reset())], Status::Fail, Some(Cause::Reset), "RPC-aware firewall", "reset"),
-            (vec![bind(49153, None, silent())], Status::Fail, Some(Cause::Timeout), "RPC-aware firewall", "no answer within 2s"),
-            (vec![bind(49153, None, garbage())], Status::Fail, Some(Cause::ProtocolError), "does not speak DCE/RPC", "not DCE/RPC"),
-            (vec![bind(49153, None, refused())], Status::Fail, Some(Cause::Refused), "RPC dynamic range", "TCP 198.18.0.2:49153"),
+            (
+                vec![bind(49153, None, closed())],
+                Status::Fail,
+                Some(Cause::Reset),
+                "RPC-aware firewall",
+                "closed",
+            ),
+            (
+                vec![bind(49153, None, reset())],
+                Status::Fail,
+                Some(Cause::Reset),
+                "RPC-aware firewall",
+                "reset",
+            ),
+            (
+                vec![bind(49153, None, silent())],
+                Status::Fail,
+                Some(Cause::Timeout),
+                "RPC-aware firewall",
+                "no answer within 2s",
+            ),
+            (
+                vec![bind(49153, None, garbage())],
+                Status::Fail,
+                Some(Cause::ProtocolError),
+                "does not speak DCE/RPC",
+                "not DCE/RPC",
+            ),
+            (
+                vec![bind(49153, None, refused())],
+                Status::Fail,
+                Some(Cause::Refused),
+                "RPC dynamic range",
+                "TCP 198.18.0.2:49153",
+            ),
             // One port answers, another is filtered: a partial failure.
             (
                 vec![bind(49153, None, ack()), bind(49154, None, silent())],
@@ -749,7 +823,10 @@ mod tests {
         for (i, (attempts, status, cause, hint, detail)) in rows.into_iter().enumerate() {
             let r = rpc_bind_result(&IXNREMOTE, &attempts);
             assert_eq!((r.status, r.cause), (status, cause), "row {i}: {r:#?}");
-            assert!(r.hint.as_deref().unwrap_or("").contains(hint), "row {i}: {r:#?}");
+            assert!(
+                r.hint.as_deref().unwrap_or("").contains(hint),
+                "row {i}: {r:#?}"
+            );
             assert!(r.detail.contains(detail), "row {i}: {r:#?}");
             if !attempts.is_empty() {
                 assert_eq!(r.data["binds"].as_array().unwrap().len(), attempts.len());

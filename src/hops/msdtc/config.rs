@@ -397,14 +397,14 @@ pub fn judge(config: &MsdtcConfig, role: Role) -> Vec<Finding> {
             "the MSDTC service is not installed".into(),
             HINT_SERVICE,
         )),
-        Some(state @ (ServiceState::StartPending | ServiceState::ContinuePending)) => found.push(
-            Finding::warn(
+        Some(state @ (ServiceState::StartPending | ServiceState::ContinuePending)) => {
+            found.push(Finding::warn(
                 Cause::DtcUnavailable,
                 "MSDTC service",
                 format!("the MSDTC service is not running yet ({})", state.as_str()),
                 HINT_SERVICE,
-            ),
-        ),
+            ))
+        }
         Some(state) => found.push(Finding::fail(
             Cause::DtcUnavailable,
             "MSDTC service",
@@ -522,9 +522,7 @@ fn summary(config: &MsdtcConfig, role: Role) -> String {
     let mut parts = vec![
         format!(
             "service {}",
-            config
-                .service_state
-                .map_or("unknown", ServiceState::as_str)
+            config.service_state.map_or("unknown", ServiceState::as_str)
         ),
         format!("network access {}", flag(config.network_dtc_access)),
         format!("inbound {}", flag(config.network_dtc_access_inbound)),
@@ -648,8 +646,10 @@ pub fn compare_pair(near: &MsdtcConfig, far: &MsdtcConfig) -> HopResult {
         name(b)
     );
     let mut hop = hop_from_findings(&found, summary);
-    hop.data.insert("local_authentication".into(), name(a).into());
-    hop.data.insert("remote_authentication".into(), name(b).into());
+    hop.data
+        .insert("local_authentication".into(), name(a).into());
+    hop.data
+        .insert("remote_authentication".into(), name(b).into());
     hop.data.insert(
         "findings".into(),
         Value::Array(found.iter().map(Finding::to_json).collect()),
@@ -692,7 +692,11 @@ mod tests {
             let hop = config_hop(&good(), role);
             assert_eq!(hop.status, Status::Pass, "{hop:?}");
             assert_eq!(hop.hop, HopKind::DtcConfig);
-            assert!(hop.detail.contains("authentication mutual"), "{}", hop.detail);
+            assert!(
+                hop.detail.contains("authentication mutual"),
+                "{}",
+                hop.detail
+            );
             assert_eq!(hop.data["role"], role.as_str());
         }
     }
@@ -705,11 +709,31 @@ mod tests {
             ..good()
         };
         let table = [
-            (Some(ServiceState::NotInstalled), Status::Fail, Cause::DtcUnavailable),
-            (Some(ServiceState::Stopped), Status::Fail, Cause::DtcUnavailable),
-            (Some(ServiceState::Paused), Status::Fail, Cause::DtcUnavailable),
-            (Some(ServiceState::StopPending), Status::Fail, Cause::DtcUnavailable),
-            (Some(ServiceState::StartPending), Status::Warn, Cause::DtcUnavailable),
+            (
+                Some(ServiceState::NotInstalled),
+                Status::Fail,
+                Cause::DtcUnavailable,
+            ),
+            (
+                Some(ServiceState::Stopped),
+                Status::Fail,
+                Cause::DtcUnavailable,
+            ),
+            (
+                Some(ServiceState::Paused),
+                Status::Fail,
+                Cause::DtcUnavailable,
+            ),
+            (
+                Some(ServiceState::StopPending),
+                Status::Fail,
+                Cause::DtcUnavailable,
+            ),
+            (
+                Some(ServiceState::StartPending),
+                Status::Warn,
+                Cause::DtcUnavailable,
+            ),
             (None, Status::Warn, Cause::Internal),
         ];
         for (state, status, cause) in table {
@@ -769,8 +793,16 @@ mod tests {
             network_dtc_access_outbound: None,
             ..good()
         };
-        let inbound = (Status::Fail, Cause::DtcNetworkDisabled, "NetworkDtcAccessInbound");
-        let outbound = (Status::Fail, Cause::DtcNetworkDisabled, "NetworkDtcAccessOutbound");
+        let inbound = (
+            Status::Fail,
+            Cause::DtcNetworkDisabled,
+            "NetworkDtcAccessInbound",
+        );
+        let outbound = (
+            Status::Fail,
+            Cause::DtcNetworkDisabled,
+            "NetworkDtcAccessOutbound",
+        );
         assert_eq!(causes(&no_in, Role::Client), []);
         assert_eq!(causes(&no_in, Role::Server), [inbound]);
         assert_eq!(causes(&no_in, Role::Both), [inbound]);
@@ -779,7 +811,11 @@ mod tests {
         assert_eq!(causes(&no_out, Role::Both), [outbound]);
         let hop = config_hop(&no_out, Role::Client);
         assert!(hop.hint.as_deref().unwrap().contains("Allow Outbound"));
-        assert!(hop.detail.contains("no NetworkDtcAccessOutbound value"), "{}", hop.detail);
+        assert!(
+            hop.detail.contains("no NetworkDtcAccessOutbound value"),
+            "{}",
+            hop.detail
+        );
     }
 
     #[test]
@@ -805,36 +841,64 @@ mod tests {
 
     #[test]
     fn port_ranges_parse() {
-        let p = |v: &[&str]| parse_port_ranges(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let p =
+            |v: &[&str]| parse_port_ranges(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         assert_eq!(p(&["5000-5100"]), Ok(vec![(5000, 5100)]));
-        assert_eq!(p(&[" 5000 - 5100 ", "6000", ""]), Ok(vec![(5000, 5100), (6000, 6000)]));
-        for bad in [&["5100-5000"][..], &["x"], &["0-10"], &["5000-70000"], &[""], &[]] {
+        assert_eq!(
+            p(&[" 5000 - 5100 ", "6000", ""]),
+            Ok(vec![(5000, 5100), (6000, 6000)])
+        );
+        for bad in [
+            &["5100-5000"][..],
+            &["x"],
+            &["0-10"],
+            &["5000-70000"],
+            &[""],
+            &[],
+        ] {
             assert!(p(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn server_tcp_port_against_the_rpc_range() {
-        let with = |port: Option<u32>, ports: Option<&[&str]>, avail: &str, use_inet: &str| {
-            MsdtcConfig {
+        let with =
+            |port: Option<u32>, ports: Option<&[&str]>, avail: &str, use_inet: &str| MsdtcConfig {
                 server_tcp_port: port,
                 rpc_ports: ports.map(|p| p.iter().map(|s| s.to_string()).collect()),
                 rpc_ports_internet_available: Some(avail.into()),
                 rpc_use_internet_ports: Some(use_inet.into()),
                 ..good()
-            }
-        };
+            };
         let range: &[&str] = &["5000-5100", "6000"];
         let port_finding = (Status::Warn, Cause::DtcPortRange, "ServerTcpPort");
         // Outside the dynamic range is what Microsoft advises for a fixed server port.
-        assert_eq!(causes(&with(Some(5101), Some(range), "Y", "Y"), Role::Both), []);
-        assert_eq!(causes(&with(Some(135), Some(range), "Y", "Y"), Role::Both), []);
-        assert_eq!(causes(&with(Some(5000), Some(range), "Y", "Y"), Role::Both), [port_finding]);
-        assert_eq!(causes(&with(Some(5100), Some(range), "Y", "Y"), Role::Both), [port_finding]);
-        assert_eq!(causes(&with(Some(6000), Some(range), "y", "Y"), Role::Both), [port_finding]);
+        assert_eq!(
+            causes(&with(Some(5101), Some(range), "Y", "Y"), Role::Both),
+            []
+        );
+        assert_eq!(
+            causes(&with(Some(135), Some(range), "Y", "Y"), Role::Both),
+            []
+        );
+        assert_eq!(
+            causes(&with(Some(5000), Some(range), "Y", "Y"), Role::Both),
+            [port_finding]
+        );
+        assert_eq!(
+            causes(&with(Some(5100), Some(range), "Y", "Y"), Role::Both),
+            [port_finding]
+        );
+        assert_eq!(
+            causes(&with(Some(6000), Some(range), "y", "Y"), Role::Both),
+            [port_finding]
+        );
         // No range, or a range whose meaning is not judged: not judged.
         assert_eq!(causes(&with(Some(5050), None, "Y", "Y"), Role::Both), []);
-        assert_eq!(causes(&with(Some(5050), Some(range), "N", "Y"), Role::Both), []);
+        assert_eq!(
+            causes(&with(Some(5050), Some(range), "N", "Y"), Role::Both),
+            []
+        );
         // Not a port at all.
         let invalid = |p| causes(&with(Some(p), None, "Y", "Y"), Role::Both);
         assert_eq!(invalid(70000), [port_finding]);
@@ -846,12 +910,25 @@ mod tests {
         );
         let hop = config_hop(&with(Some(5050), Some(range), "Y", "Y"), Role::Both);
         assert_eq!(hop.status, Status::Warn);
-        assert!(hop.detail.contains("inside the RPC dynamic port range (5000-5100, 6000)"), "{}", hop.detail);
+        assert!(
+            hop.detail
+                .contains("inside the RPC dynamic port range (5000-5100, 6000)"),
+            "{}",
+            hop.detail
+        );
         assert!(hop.hint.as_deref().unwrap().contains("KB 154596"));
-        assert_eq!(hop.data["rpc_port_ranges"], serde_json::json!(["5000-5100", "6000-6000"]));
+        assert_eq!(
+            hop.data["rpc_port_ranges"],
+            serde_json::json!(["5000-5100", "6000-6000"])
+        );
         let hop = config_hop(&with(Some(5200), Some(range), "Y", "Y"), Role::Both);
         assert_eq!(hop.status, Status::Pass);
-        assert!(hop.detail.contains("allow TCP 135 and 5200 in both directions"), "{}", hop.detail);
+        assert!(
+            hop.detail
+                .contains("allow TCP 135 and 5200 in both directions"),
+            "{}",
+            hop.detail
+        );
     }
 
     #[test]
@@ -877,12 +954,26 @@ mod tests {
         let hop = config_hop(&c, Role::Both);
         assert_eq!(hop.status, Status::Fail);
         assert_eq!(hop.cause, Some(Cause::DtcUnavailable));
-        assert!(hop.detail.contains("not running (stopped)"), "{}", hop.detail);
+        assert!(
+            hop.detail.contains("not running (stopped)"),
+            "{}",
+            hop.detail
+        );
         assert!(hop.detail.contains("Allow Inbound"), "{}", hop.detail);
-        assert!(hop.detail.contains("RestrictRemoteClients"), "{}", hop.detail);
+        assert!(
+            hop.detail.contains("RestrictRemoteClients"),
+            "{}",
+            hop.detail
+        );
         let hint = hop.hint.unwrap();
-        assert!(hint.contains("Start-Service") && hint.contains("Allow Inbound"), "{hint}");
-        assert!(!hint.contains("Restrict Unauthenticated"), "warn hints stay in data: {hint}");
+        assert!(
+            hint.contains("Start-Service") && hint.contains("Allow Inbound"),
+            "{hint}"
+        );
+        assert!(
+            !hint.contains("Restrict Unauthenticated"),
+            "warn hints stay in data: {hint}"
+        );
         assert_eq!(hop.data["findings"].as_array().unwrap().len(), 3);
     }
 
@@ -930,8 +1021,16 @@ mod tests {
             assert_eq!(pair(a, b), (Status::Pass, None), "{a:?} / {b:?}");
         }
         let h = compare_pair(&mutual, &none);
-        assert!(h.detail.contains("Mutual Authentication Required"), "{}", h.detail);
-        assert!(h.detail.contains("No Authentication Required"), "{}", h.detail);
+        assert!(
+            h.detail.contains("Mutual Authentication Required"),
+            "{}",
+            h.detail
+        );
+        assert!(
+            h.detail.contains("No Authentication Required"),
+            "{}",
+            h.detail
+        );
         assert_eq!(h.data["local_authentication"], "mutual");
         assert_eq!(h.data["remote_authentication"], "none");
         // The direction each side needs: this host out, the agent's host in.

@@ -171,7 +171,10 @@ mod tests {
             ("msdtc://sql01", "is not this host"),
             ("msdtc://127.0.0.1", "is not this host"),
             ("msdtc://localhost:135", "no port"),
-            ("msdtc://localhost?role=web", "expected client, server or both"),
+            (
+                "msdtc://localhost?role=web",
+                "expected client, server or both",
+            ),
             ("msdtc://localhost?rol=client", "unknown option"),
             ("msdtc://localhost/x", "unexpected path"),
             ("msdtc://u@localhost", "has no user"),
@@ -201,7 +204,8 @@ mod tests {
         let e = parse("host = \"localhost\"\nport = 135\n").unwrap_err();
         assert!(e.message.contains("`port` does not apply"), "{e}");
         // `role` belongs to msdtc only.
-        let text = "[[check]]\nname = \"t\"\nkind = \"tcp\"\nhost = \"h\"\nport = 1\nrole = \"client\"\n";
+        let text =
+            "[[check]]\nname = \"t\"\nkind = \"tcp\"\nhost = \"h\"\nport = 1\nrole = \"client\"\n";
         let e = crate::config::parse(text, std::path::Path::new("t.toml")).unwrap_err();
         assert!(e.message.contains("`role` does not apply"), "{e}");
     }

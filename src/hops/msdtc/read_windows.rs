@@ -114,7 +114,10 @@ fn read_string(key: &Key, name: &str, errors: &mut BTreeMap<String, String>) -> 
     match v.ty() {
         Type::String | Type::ExpandString => String::try_from(v).ok(),
         other => {
-            errors.insert(name.to_string(), format!("expected REG_SZ, found {other:?}"));
+            errors.insert(
+                name.to_string(),
+                format!("expected REG_SZ, found {other:?}"),
+            );
             None
         }
     }
@@ -148,7 +151,10 @@ fn msdtc_cid(errors: &mut BTreeMap<String, String>) -> Option<String> {
     let names: Vec<String> = match cids.keys() {
         Ok(k) => k.collect(),
         Err(e) => {
-            errors.insert("CID".into(), format!("{} (0x{:08X})", e.message(), e.code().0));
+            errors.insert(
+                "CID".into(),
+                format!("{} (0x{:08X})", e.message(), e.code().0),
+            );
             return None;
         }
     };
@@ -241,15 +247,35 @@ mod tests {
             .args(["-NoProfile", "-NonInteractive", "-Command", POWERSHELL])
             .output()
             .expect("powershell");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let ps: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
         let flag = |k: &str| ps[k].as_bool().unwrap_or_else(|| panic!("{k}: {ps}"));
         let network = on(c.network_dtc_access);
         let context = format!("cmdlets: {ps}\nread: {c:#?}");
-        assert_eq!(flag("inbound"), network && on(c.network_dtc_access_inbound), "{context}");
-        assert_eq!(flag("outbound"), network && on(c.network_dtc_access_outbound), "{context}");
-        assert_eq!(flag("clients"), network && on(c.network_dtc_access_clients), "{context}");
-        assert_eq!(flag("admin"), network && on(c.network_dtc_access_admin), "{context}");
+        assert_eq!(
+            flag("inbound"),
+            network && on(c.network_dtc_access_inbound),
+            "{context}"
+        );
+        assert_eq!(
+            flag("outbound"),
+            network && on(c.network_dtc_access_outbound),
+            "{context}"
+        );
+        assert_eq!(
+            flag("clients"),
+            network && on(c.network_dtc_access_clients),
+            "{context}"
+        );
+        assert_eq!(
+            flag("admin"),
+            network && on(c.network_dtc_access_admin),
+            "{context}"
+        );
         assert_eq!(flag("xa"), on(c.xa_transactions), "{context}");
         assert_eq!(flag("lu"), on(c.lu_transactions), "{context}");
         let auth = match ps["auth"].as_str() {

@@ -481,7 +481,12 @@ mod tests {
             assert_eq!(v.cause, *cause, "error {n}");
             assert!(v.hint.contains(needle), "{n}: {}", v.hint);
         }
-        for (state, needle) in [(122, "empty"), (123, "empty"), (124, "empty"), (126, "does not exist")] {
+        for (state, needle) in [
+            (122, "empty"),
+            (123, "empty"),
+            (124, "empty"),
+            (126, "does not exist"),
+        ] {
             let h = classify_server_error(18456, state).hint;
             assert!(h.contains(needle), "state {state}: {h}");
         }
@@ -497,8 +502,16 @@ mod tests {
             port: 1500,
         });
         assert_eq!(v.cause, Cause::Config);
-        assert!(v.hint.contains("1500") && v.hint.contains("SALES"), "{}", v.hint);
-        assert!(v.detail.contains("1500") && v.detail.contains("SALES"), "{}", v.detail);
+        assert!(
+            v.hint.contains("1500") && v.hint.contains("SALES"),
+            "{}",
+            v.hint
+        );
+        assert!(
+            v.detail.contains("1500") && v.detail.contains("SALES"),
+            "{}",
+            v.detail
+        );
         let tiberius = "the server's certificate was rejected during the TLS handshake: \
             UnknownIssuer. To connect anyway you can: (1) trust a specific CA certificate with \
             `Config::trust_cert_ca(path)`";
@@ -508,7 +521,10 @@ mod tests {
         let f = failure_from_tiberius(&tiberius::error::Error::Protocol(
             "server rejected the requested instance \"SALES\" (INSTOPT validity byte was non-zero, got \"x\")".into(),
         ));
-        assert!(matches!(f, Failure::InstanceMismatch { ref instance, .. } if instance == "SALES"), "{f:?}");
+        assert!(
+            matches!(f, Failure::InstanceMismatch { ref instance, .. } if instance == "SALES"),
+            "{f:?}"
+        );
         let f = failure_from_tiberius(&tiberius::error::Error::Io {
             kind: std::io::ErrorKind::InvalidData,
             message: "received fatal alert: HandshakeFailure".into(),

@@ -8,9 +8,9 @@
 pub mod classify;
 pub mod enlist;
 pub mod run;
+pub mod server_info;
 pub mod sniff;
 pub mod spec;
-pub mod server_info;
 pub mod ssrp;
 pub mod tls;
 

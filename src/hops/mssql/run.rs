@@ -13,11 +13,11 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
-use super::enlist;
 use super::classify::{classify_failure, failure_from_tiberius, tds_version_name, Failure};
+use super::enlist;
+use super::server_info;
 use super::sniff::{self, Observed, Sniffer};
 use super::spec::{self, Auth, Encrypt, MssqlTarget, TxMode};
-use super::server_info;
 use super::ssrp;
 use crate::chain::{Chain, HopOutput, RunContext};
 use crate::hops::connect::{self, connect_step, resolve_step};
@@ -155,9 +155,7 @@ pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
         let result = match enlist::this_host_dtc() {
             Err(reason) => HopResult::unsupported(HopKind::TxEnlist, reason)
                 .with_hint(enlist::HINT_RUN_ON_WINDOWS),
-            Ok(dtc) => {
-                enlist::run_enlist(t, addr, enlist_password, dtc, &marker(), budget).await
-            }
+            Ok(dtc) => enlist::run_enlist(t, addr, enlist_password, dtc, &marker(), budget).await,
         };
         chain.record(result);
     }
@@ -431,7 +429,9 @@ async fn login_hop(
                              reached: {}",
                             r.detail
                         );
-                        return HopOutput::stop(r.with_data("redirected_to", format!("{host}:{port}")));
+                        return HopOutput::stop(
+                            r.with_data("redirected_to", format!("{host}:{port}")),
+                        );
                     }
                 };
                 note = Some(format!("redirected by {addr} to {host}:{port} ({to})"));
@@ -451,15 +451,22 @@ async fn login_hop(
                 let mut out = finish_login(t, addr, &observed, other);
                 if let Some(n) = &note {
                     out.result.detail = format!("{}; {n}", out.result.detail);
-                    out.result = out.result.clone().with_data("redirected_to", format!("{}:{}", target.host, addr.port()));
+                    out.result = out
+                        .result
+                        .clone()
+                        .with_data("redirected_to", format!("{}:{}", target.host, addr.port()));
                 }
                 return out;
             }
         }
     }
     HopOutput::stop(
-        HopResult::fail(HopKind::Login, Cause::ProtocolError, "the server redirected the login more than once")
-            .with_hint("a redirect loop between gateways: check the server's routing configuration"),
+        HopResult::fail(
+            HopKind::Login,
+            Cause::ProtocolError,
+            "the server redirected the login more than once",
+        )
+        .with_hint("a redirect loop between gateways: check the server's routing configuration"),
     )
 }
 
@@ -495,12 +502,12 @@ async fn login_attempt(
     let connect_limit = limit;
     let outcome = guarded(limit, "logging in", async move {
         let started = Instant::now();
-        let tcp = connect::open(addr, connect_limit).await.map_err(|attempt| {
-            match attempt.verdict() {
+        let tcp = connect::open(addr, connect_limit)
+            .await
+            .map_err(|attempt| match attempt.verdict() {
                 Some(v) => Failure::Connect(v),
                 None => Failure::Closed(format!("TCP connect to {addr} failed")),
-            }
-        })?;
+            })?;
         let _ = tcp.set_nodelay(true);
         let sniffer = Sniffer::new(tcp, seen_task);
         let mut client = Client::connect(config, sniffer.compat_write())
@@ -522,7 +529,9 @@ async fn login_attempt(
         Err(f) if logged_in.load(std::sync::atomic::Ordering::SeqCst) => {
             Err(AttemptFailure::AfterLogin(f))
         }
-        Err(f) => Err(AttemptFailure::Failed(refine_failure(t, addr, &observed, f))),
+        Err(f) => Err(AttemptFailure::Failed(refine_failure(
+            t, addr, &observed, f,
+        ))),
     };
     (observed, outcome)
 }
@@ -836,9 +845,7 @@ pub fn tx_statements(
 /// (and, through a linked server, the path from it to the linked server's) takes part.
 fn distributed_proves(linked: Option<&str>) -> String {
     match linked {
-        Some(l) => format!(
-            "the SQL Server host's MSDTC and its path to linked server {l}'s MSDTC"
-        ),
+        Some(l) => format!("the SQL Server host's MSDTC and its path to linked server {l}'s MSDTC"),
         None => "the SQL Server host's MSDTC".into(),
     }
 }
@@ -1040,7 +1047,12 @@ mod tests {
         let t = MssqlTarget::from_url("mssql://sa@h:1500/db?tx=none").unwrap();
         assert_eq!(
             planned_hops(&t),
-            vec![HopKind::Resolve, HopKind::Route, HopKind::Tcp, HopKind::Login]
+            vec![
+                HopKind::Resolve,
+                HopKind::Route,
+                HopKind::Tcp,
+                HopKind::Login
+            ]
         );
     }
 

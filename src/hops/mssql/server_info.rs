@@ -33,7 +33,10 @@ pub struct Captured(Arc<Mutex<Vec<String>>>);
 impl Captured {
     /// Takes the messages seen since the last call.
     pub fn take(&self) -> Vec<String> {
-        self.0.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default()
+        self.0
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
     }
 }
 
@@ -100,8 +103,8 @@ impl<S: Subscriber> Layer<S> for CaptureLayer {
 /// result carries what matters.)
 pub fn capture<F: Future>(fut: F) -> (Captured, impl Future<Output = F::Output>) {
     let captured = Captured::default();
-    let subscriber = tracing_subscriber::registry()
-        .with(CaptureLayer(captured.clone()).with_filter(
+    let subscriber =
+        tracing_subscriber::registry().with(CaptureLayer(captured.clone()).with_filter(
             tracing_subscriber::filter::Targets::new().with_target(TOKEN_TARGET, Level::DEBUG),
         ));
     (captured, fut.with_subscriber(subscriber))

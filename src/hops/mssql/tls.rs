@@ -196,7 +196,9 @@ mod tests {
     /// wraps it, and quoted in tiberius's certificate message), maps to its problem.
     #[test]
     fn rustls_error_types_map_to_problems() {
-        let name = ServerName::try_from("sql01.example.net").unwrap().to_owned();
+        let name = ServerName::try_from("sql01.example.net")
+            .unwrap()
+            .to_owned();
         let now = UnixTime::now();
         let table: Vec<(RustlsError, TlsProblem)> = vec![
             (

@@ -76,7 +76,11 @@ pub fn classify_login_error(e: &tokio_postgres::Error, mode: SslMode) -> Verdict
         } else {
             HINT_TLS
         };
-        return Verdict::new(Cause::TlsError, format!("{text} (sslmode={})", mode.as_str()), hint);
+        return Verdict::new(
+            Cause::TlsError,
+            format!("{text} (sslmode={})", mode.as_str()),
+            hint,
+        );
     }
     if code.as_deref() == Some("28000") && detail.contains("no encryption") {
         return Verdict::new(Cause::AuthFailed, detail, HINT_HOSTSSL);

@@ -66,16 +66,15 @@ async fn login(t: &PgTarget, addr: SocketAddr, ctx: &RunContext) -> HopOutput<Cl
         // The path broke after the tcp hop: the same classification, on this hop.
         Err(attempt) => return HopOutput::stop(connect::hop_result(HopKind::Login, &[attempt])),
     };
-    let connector = match Connector::new(&t.host, t.sslmode, t.sslrootcert.as_ref()) {
-        Ok(c) => c,
-        Err(e) => {
-            return HopOutput::stop(
+    let connector =
+        match Connector::new(&t.host, t.sslmode, t.sslrootcert.as_ref()) {
+            Ok(c) => c,
+            Err(e) => return HopOutput::stop(
                 HopResult::fail(HopKind::Login, Cause::Config, e.to_string()).with_hint(
                     "sslrootcert must name a readable PEM file with the CA certificates to trust",
                 ),
-            )
-        }
-    };
+            ),
+        };
     let mut config = tokio_postgres::Config::new();
     config
         .user(&t.user)
@@ -175,7 +174,9 @@ async fn twophase(client: &Client) -> HopOutput<()> {
     if let Err(e) = client.batch_execute(&prepare).await {
         let _ = client.batch_execute("ROLLBACK").await;
         let (code, detail) = error_detail(&e);
-        return HopOutput::stop(classify_twophase(code.as_deref(), detail).into_hop(HopKind::Twophase));
+        return HopOutput::stop(
+            classify_twophase(code.as_deref(), detail).into_hop(HopKind::Twophase),
+        );
     }
     match client
         .batch_execute(&format!("ROLLBACK PREPARED '{gid}'"))
@@ -197,4 +198,3 @@ async fn twophase(client: &Client) -> HopOutput<()> {
         }
     }
 }
-

@@ -54,7 +54,10 @@ impl Kind for TcpTarget {
     }
 
     async fn run(&self, ctx: &RunContext) -> Vec<HopResult> {
-        let mut chain = Chain::new(vec![HopKind::Resolve, HopKind::Route, HopKind::Tcp], ctx.hop_timeout);
+        let mut chain = Chain::new(
+            vec![HopKind::Resolve, HopKind::Route, HopKind::Tcp],
+            ctx.hop_timeout,
+        );
         let to = Reach {
             host: &self.host,
             port: self.port,

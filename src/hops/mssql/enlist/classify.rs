@@ -154,16 +154,52 @@ mod tests {
     #[test]
     fn local_hresults_name_side_and_setting() {
         let cases = [
-            (LocalPhase::Begin, dtc::XACT_E_TMNOTAVAILABLE, "THIS host's MSDTC is not available"),
-            (LocalPhase::Export, dtc::XACT_E_NETWORK_TX_DISABLED, "Network DTC Access"),
-            (LocalPhase::Export, dtc::XACT_E_PARTNER_NETWORK_TX_DISABLED, "the SQL host's MSDTC refuses"),
+            (
+                LocalPhase::Begin,
+                dtc::XACT_E_TMNOTAVAILABLE,
+                "THIS host's MSDTC is not available",
+            ),
+            (
+                LocalPhase::Export,
+                dtc::XACT_E_NETWORK_TX_DISABLED,
+                "Network DTC Access",
+            ),
+            (
+                LocalPhase::Export,
+                dtc::XACT_E_PARTNER_NETWORK_TX_DISABLED,
+                "the SQL host's MSDTC refuses",
+            ),
             (LocalPhase::Export, dtc::XACT_E_TMNOTAVAILABLE, "TCP 135"),
-            (LocalPhase::Export, dtc::RPC_S_SERVER_UNAVAILABLE, "BOTH directions"),
-            (LocalPhase::Export, dtc::XACT_E_CONNECTION_DOWN, "could not reach"),
-            (LocalPhase::Export, dtc::E_ACCESSDENIED, "Mutual Authentication"),
-            (LocalPhase::Begin, dtc::E_ACCESSDENIED, "may not use THIS host's MSDTC"),
-            (LocalPhase::Export, dtc::XACT_E_NOTRANSACTION, "already over"),
-            (LocalPhase::Abort, dtc::XACT_E_CONNECTION_DOWN, "could not reach"),
+            (
+                LocalPhase::Export,
+                dtc::RPC_S_SERVER_UNAVAILABLE,
+                "BOTH directions",
+            ),
+            (
+                LocalPhase::Export,
+                dtc::XACT_E_CONNECTION_DOWN,
+                "could not reach",
+            ),
+            (
+                LocalPhase::Export,
+                dtc::E_ACCESSDENIED,
+                "Mutual Authentication",
+            ),
+            (
+                LocalPhase::Begin,
+                dtc::E_ACCESSDENIED,
+                "may not use THIS host's MSDTC",
+            ),
+            (
+                LocalPhase::Export,
+                dtc::XACT_E_NOTRANSACTION,
+                "already over",
+            ),
+            (
+                LocalPhase::Abort,
+                dtc::XACT_E_CONNECTION_DOWN,
+                "could not reach",
+            ),
             (LocalPhase::Abort, 0x8000_4005, "could not abort"),
             (LocalPhase::Begin, 0x8000_4005, "winerror.h"),
         ];
@@ -173,9 +209,11 @@ mod tests {
             assert!(v.hint.contains(want), "{phase:?} {hr:X}: {}", v.hint);
             assert!(v.detail.contains(&format!("0x{hr:08X}")), "{}", v.detail);
         }
-        assert!(local_failure(LocalPhase::Export, &err(dtc::XACT_E_NETWORK_TX_DISABLED))
-            .hint
-            .contains("THIS host"));
+        assert!(
+            local_failure(LocalPhase::Export, &err(dtc::XACT_E_NETWORK_TX_DISABLED))
+                .hint
+                .contains("THIS host")
+        );
     }
 
     #[test]

@@ -185,9 +185,7 @@ fn local_stop(step: &'static str, phase: LocalPhase, e: &DtcError) -> Stop {
 }
 
 /// Runs a blocking MSDTC call off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, Failure> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Failure> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|_| Failure::Protocol("the MSDTC call panicked".into()))

@@ -59,7 +59,11 @@ const MAX_SSPI_ROUNDS: usize = 4;
 type SspiClient = Box<dyn winauth::NextBytes + Send>;
 
 /// The SSPI client for the target's `auth`, or `None` for SQL Server authentication.
-fn sspi_client(t: &MssqlTarget, addr: SocketAddr, password: &str) -> Result<Option<SspiClient>, Failure> {
+fn sspi_client(
+    t: &MssqlTarget,
+    addr: SocketAddr,
+    password: &str,
+) -> Result<Option<SspiClient>, Failure> {
     // The service principal SQL Server registers: MSSQLSvc/host:port.
     let spn = format!("MSSQLSvc/{}:{}", t.host, addr.port());
     match t.auth {
@@ -70,9 +74,11 @@ fn sspi_client(t: &MssqlTarget, addr: SocketAddr, password: &str) -> Result<Opti
                 Some((d, u)) => (Some(d.to_string()), u.to_string()),
                 None => (None, user),
             };
-            let client = winauth::NtlmV2ClientBuilder::new()
-                .target_spn(spn)
-                .build(domain, user, password.to_string());
+            let client = winauth::NtlmV2ClientBuilder::new().target_spn(spn).build(
+                domain,
+                user,
+                password.to_string(),
+            );
             Ok(Some(Box::new(client)))
         }
         #[cfg(windows)]
@@ -394,7 +400,9 @@ impl Session {
                             self.descriptor = d;
                         }
                     }
-                    ENV_COMMIT_TRAN | ENV_ROLLBACK_TRAN | ENV_DEFECT_TRAN
+                    ENV_COMMIT_TRAN
+                    | ENV_ROLLBACK_TRAN
+                    | ENV_DEFECT_TRAN
                     | ENV_TRANSACTION_ENDED => self.descriptor = 0,
                     _ => {}
                 }
@@ -431,11 +439,13 @@ impl Session {
             if tls.wants_write() {
                 let mut out = Vec::new();
                 while tls.wants_write() {
-                    tls.write_tls(&mut out).map_err(|e| Failure::Tls(e.to_string()))?;
+                    tls.write_tls(&mut out)
+                        .map_err(|e| Failure::Tls(e.to_string()))?;
                 }
-                self.tcp.write_all(&out).await.map_err(|e| {
-                    no_tls_first_or(received, e, "while sending the TLS handshake")
-                })?;
+                self.tcp
+                    .write_all(&out)
+                    .await
+                    .map_err(|e| no_tls_first_or(received, e, "while sending the TLS handshake"))?;
                 continue;
             }
             if !tls.is_handshaking() {
@@ -469,7 +479,9 @@ impl Session {
                     .map_err(|e| Failure::Tls(e.to_string()))?;
             }
         }
-        Err(Failure::Protocol("the TLS handshake does not finish".into()))
+        Err(Failure::Protocol(
+            "the TLS handshake does not finish".into(),
+        ))
     }
 
     async fn tls_handshake(&mut self, t: &MssqlTarget) -> Result<(), Failure> {
@@ -482,7 +494,8 @@ impl Session {
             if tls.wants_write() {
                 let mut out = Vec::new();
                 while tls.wants_write() {
-                    tls.write_tls(&mut out).map_err(|e| Failure::Tls(e.to_string()))?;
+                    tls.write_tls(&mut out)
+                        .map_err(|e| Failure::Tls(e.to_string()))?;
                 }
                 self.write_message(PKT_PRELOGIN, &out).await?;
                 continue;
@@ -503,7 +516,9 @@ impl Session {
                     .map_err(|e| Failure::Tls(e.to_string()))?;
             }
         }
-        Err(Failure::Protocol("the TLS handshake does not finish".into()))
+        Err(Failure::Protocol(
+            "the TLS handshake does not finish".into(),
+        ))
     }
 
     async fn write_message(&mut self, ty: u8, payload: &[u8]) -> Result<(), Failure> {
@@ -592,9 +607,7 @@ impl Session {
 /// ClientHello); after, a TLS handshake the server broke off.
 fn no_tls_first_or(received: usize, e: io::Error, what: &str) -> Failure {
     if received == 0 {
-        Failure::NoTlsFirst(format!(
-            "{what} before answering the TLS ClientHello ({e})"
-        ))
+        Failure::NoTlsFirst(format!("{what} before answering the TLS ClientHello ({e})"))
     } else {
         Failure::TlsReset(format!("{what} during the TLS handshake ({e})"))
     }
@@ -669,12 +682,18 @@ mod tests {
         assert!(tds_instead_of_tls(&reply).is_some());
         // TLS records (ServerHello, alert) are TLS.
         assert_eq!(tds_instead_of_tls(&[0x16, 0x03, 0x03, 0x00, 0x5A, 2]), None);
-        assert_eq!(tds_instead_of_tls(&[0x15, 0x03, 0x03, 0x00, 0x02, 2, 40]), None);
+        assert_eq!(
+            tds_instead_of_tls(&[0x15, 0x03, 0x03, 0x00, 0x02, 2, 40]),
+            None
+        );
         // Too short to tell, or text: left to rustls, which calls it corrupt.
         assert_eq!(tds_instead_of_tls(&[0x04, 0x01]), None);
         assert_eq!(tds_instead_of_tls(b"HTTP/1.1 400 Bad Request"), None);
         // A header whose length is shorter than a header is not a packet.
-        assert_eq!(tds_instead_of_tls(&[0x04, 0x01, 0x00, 0x02, 0, 0, 0, 0]), None);
+        assert_eq!(
+            tds_instead_of_tls(&[0x04, 0x01, 0x00, 0x02, 0, 0, 0, 0]),
+            None
+        );
     }
 
     #[test]

@@ -74,8 +74,7 @@ struct ITransactionVtbl {
 struct ITransactionExportFactoryVtbl {
     base: IUnknownVtbl,
     get_remote_class_id: unsafe extern "system" fn(*mut c_void, *mut GUID) -> HRESULT,
-    create:
-        unsafe extern "system" fn(*mut c_void, u32, *const u8, *mut *mut c_void) -> HRESULT,
+    create: unsafe extern "system" fn(*mut c_void, u32, *const u8, *mut *mut c_void) -> HRESULT,
 }
 
 #[repr(C)]
@@ -153,7 +152,9 @@ impl LocalDtc for WindowsDtc {
         let mut tx: *mut c_void = ptr::null_mut();
         // SAFETY: `dispenser` is an ITransactionDispenser (asked for by IID above).
         let hr = unsafe {
-            (dispenser.vtbl::<ITransactionDispenserVtbl>().begin_transaction)(
+            (dispenser
+                .vtbl::<ITransactionDispenserVtbl>()
+                .begin_transaction)(
                 dispenser.0,
                 ptr::null_mut(),
                 ISOLATION_READ_COMMITTED,
@@ -175,12 +176,12 @@ impl LocalDtc for WindowsDtc {
         };
         // SAFETY: `tx` is an ITransaction; `info` is a properly laid out XACTTRANSINFO.
         let hr = unsafe { (tx.vtbl::<ITransactionVtbl>().get_transaction_info)(tx.0, &mut info) };
-        let id = if hr >= 0 { guid_text(&info.uow) } else { String::new() };
-        Ok(Box::new(WindowsTransaction {
-            dispenser,
-            tx,
-            id,
-        }))
+        let id = if hr >= 0 {
+            guid_text(&info.uow)
+        } else {
+            String::new()
+        };
+        Ok(Box::new(WindowsTransaction { dispenser, tx, id }))
     }
 }
 
@@ -241,12 +242,10 @@ impl LocalTransaction for WindowsTransaction {
         let mut used = 0u32;
         // SAFETY: the buffer holds `size` bytes, as Export said the cookie needs.
         let hr = unsafe {
-            (export.vtbl::<ITransactionExportVtbl>().get_transaction_cookie)(
-                export.0,
-                self.tx.0,
-                size,
-                cookie.as_mut_ptr(),
-                &mut used,
+            (export
+                .vtbl::<ITransactionExportVtbl>()
+                .get_transaction_cookie)(
+                export.0, self.tx.0, size, cookie.as_mut_ptr(), &mut used
             )
         };
         check("ITransactionExport::GetTransactionCookie", hr)?;
@@ -257,9 +256,8 @@ impl LocalTransaction for WindowsTransaction {
     fn abort(&mut self) -> Result<(), DtcError> {
         join_mta();
         // SAFETY: `tx` is a live ITransaction; no reason, not retaining, synchronous.
-        let hr = unsafe {
-            (self.tx.vtbl::<ITransactionVtbl>().abort)(self.tx.0, ptr::null_mut(), 0, 0)
-        };
+        let hr =
+            unsafe { (self.tx.vtbl::<ITransactionVtbl>().abort)(self.tx.0, ptr::null_mut(), 0, 0) };
         check("ITransaction::Abort", hr)
     }
 }
@@ -295,7 +293,10 @@ mod tests {
             Err(e) => panic!("wine's dispenser should begin a (stub) transaction: {e}"),
         };
         let err = tx.export(b"whereabouts").unwrap_err();
-        assert_eq!(err.call, "QueryInterface(ITransactionExportFactory)", "{err}");
+        assert_eq!(
+            err.call, "QueryInterface(ITransactionExportFactory)",
+            "{err}"
+        );
         assert_eq!(err.hresult, 0x8000_4002, "E_NOINTERFACE expected: {err}");
         // Wine's Abort is a stub; whatever it returns, the call must come back.
         let _ = tx.abort();
