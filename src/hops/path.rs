@@ -241,7 +241,7 @@ pub async fn trace_after_timeout(chain: &mut Chain, ctx: &RunContext) {
     if !ctx.trace {
         return;
     }
-    let Some(target) = chain.last().and_then(timed_out_address) else {
+    let Some(target) = chain.with_last(timed_out_address) else {
         return;
     };
     // The route hop already asked for this address: the run's cache answers without a second
