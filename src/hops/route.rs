@@ -244,19 +244,33 @@ type RouteCell = OnceCell<Result<RouteInfo, RouteError>>;
 impl RouteCache {
     /// The route to `addr`: looked up on first use (concurrent first uses share one lookup).
     pub async fn lookup(&self, addr: IpAddr) -> Result<RouteInfo, RouteError> {
-        let cell = {
-            let mut by_addr = self.by_addr.lock().unwrap_or_else(|e| e.into_inner());
-            by_addr.entry(addr).or_default().clone()
-        };
-        cell.get_or_init(|| async move {
-            // Netlink round trips to the local kernel: quick, but blocking calls all the same.
-            tokio::task::spawn_blocking(move || lookup(addr))
-                .await
-                .unwrap_or_else(|e| Err(RouteError::Lookup(e.to_string())))
-        })
-        .await
-        .clone()
+        self.cell(addr)
+            .get_or_init(|| ask_kernel(addr))
+            .await
+            .clone()
     }
+
+    /// The source address of the route to `addr` (looked up on first use), without copying
+    /// the rest of the route: the connect step asks this once per failed attempt.
+    pub async fn source(&self, addr: IpAddr) -> Option<IpAddr> {
+        let cell = self.cell(addr);
+        let route = cell.get_or_init(|| ask_kernel(addr)).await;
+        route.as_ref().ok()?.source
+    }
+
+    /// `addr`'s cell, empty until its first lookup.
+    fn cell(&self, addr: IpAddr) -> Arc<RouteCell> {
+        let mut by_addr = self.by_addr.lock().unwrap_or_else(|e| e.into_inner());
+        by_addr.entry(addr).or_default().clone()
+    }
+}
+
+/// One lookup for the cache: netlink round trips to the local kernel, quick, but blocking calls
+/// all the same.
+async fn ask_kernel(addr: IpAddr) -> Result<RouteInfo, RouteError> {
+    tokio::task::spawn_blocking(move || lookup(addr))
+        .await
+        .unwrap_or_else(|e| Err(RouteError::Lookup(e.to_string())))
 }
 
 /// The kernel's route to `addr`.
