@@ -107,11 +107,21 @@ async fn connect_classified(
 /// On Linux the socket asks for ICMP errors to be queued (`IP_RECVERR`), and a failed connect
 /// reads the ICMP type and code that caused it: errno alone folds "administratively prohibited"
 /// into "host unreachable".
+///
+/// The connect is issued on the socket directly rather than through tokio's `TcpSocket::connect`,
+/// which would consume the socket (the error queue then had to be read through a `dup` of it)
+/// and always register it with epoll. Here the socket stays ours until it connects, and an
+/// answer the kernel already has when `connect` returns (a peer on this host refuses within the
+/// call) is read straight away: no epoll registration, no wake-up, four system calls fewer per
+/// refused port (10,000 refused loopback ports: a quarter of the run's CPU time was epoll and
+/// descriptor bookkeeping).
 #[cfg(target_os = "linux")]
 async fn connect_classified(
     addr: SocketAddr,
     limit: Duration,
 ) -> (ConnectOutcome, Option<TcpStream>) {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+
     let socket = match if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()
     } else {
@@ -120,19 +130,41 @@ async fn connect_classified(
         Ok(s) => s,
         Err(e) => return (ConnectOutcome::from_io_error(&e), None),
     };
-    let errqueue = crate::hops::errqueue::enable(&socket, addr.is_ipv6());
-    match tokio::time::timeout(limit, socket.connect(addr)).await {
-        Ok(Ok(stream)) => (ConnectOutcome::Connected, Some(stream)),
-        Ok(Err(e)) => {
-            let icmp = errqueue
-                .as_ref()
-                .and_then(|fd| crate::hops::errqueue::read(fd, addr.ip()));
-            (
-                icmp.unwrap_or_else(|| ConnectOutcome::from_io_error(&e)),
-                None,
-            )
+    let errqueue = crate::hops::errqueue::set_recverr(&socket, addr.is_ipv6());
+    // What a failed attempt says: the queued ICMP error if there is one, else errno.
+    let failed = |fd: &dyn std::os::fd::AsRawFd, e: &std::io::Error| {
+        errqueue
+            .then(|| crate::hops::errqueue::read(&fd.as_raw_fd(), addr.ip()))
+            .flatten()
+            .unwrap_or_else(|| ConnectOutcome::from_io_error(e))
+    };
+    let sock = socket2::SockRef::from(&socket);
+    match sock.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+            // Already answered (a refusal from this host arrives within the call)?
+            match sock.take_error() {
+                Ok(None) => {}
+                Ok(Some(e)) | Err(e) => return (failed(&socket, &e), None),
+            }
         }
+        Err(e) => return (failed(&socket, &e), None),
+    }
+    // SAFETY: the descriptor comes from `into_raw_fd`, so it is a valid, open TCP socket owned
+    // by nothing else; it is non-blocking (tokio made it so).
+    let std_stream = unsafe { std::net::TcpStream::from_raw_fd(socket.into_raw_fd()) };
+    let stream = match TcpStream::from_std(std_stream) {
+        Ok(s) => s,
+        Err(e) => return (ConnectOutcome::from_io_error(&e), None),
+    };
+    // Writable means the handshake ended; SO_ERROR says how (what tokio's own connect does).
+    match tokio::time::timeout(limit, stream.writable()).await {
         Err(_) => (ConnectOutcome::NoReply(limit), None),
+        Ok(Err(e)) => (failed(&stream, &e), None),
+        Ok(Ok(())) => match stream.take_error() {
+            Ok(None) => (ConnectOutcome::Connected, Some(stream)),
+            Ok(Some(e)) | Err(e) => (failed(&stream, &e), None),
+        },
     }
 }
 
