@@ -327,6 +327,11 @@ pub async fn route_hop(
     cross_zone: bool,
     cache: &crate::hops::route::RouteCache,
 ) -> HopOutput<Vec<IpAddr>> {
+    if let [addr] = addrs {
+        let (result, routed) = cache.single_address_hop(*addr, cross_zone).await;
+        let routed = if routed { vec![*addr] } else { Vec::new() };
+        return HopOutput::ok(result, routed);
+    }
     let mut routes = Vec::with_capacity(addrs.len());
     for addr in addrs {
         routes.push((*addr, cache.lookup(*addr).await));
