@@ -51,7 +51,11 @@ impl<T> HopOutput<T> {
 
 /// The hops a check has finished so far, kept while it runs so that a run stopped by SIGINT or
 /// SIGTERM can still report them (see [`crate::runner::run_plan_until`]). Set per check as a
-/// task-local by the runner; chains outside such a scope (tests, the agent) record nothing.
+/// task-local by the runner; chains outside such a scope (tests, the agent) keep a private one.
+///
+/// This is the chain's only copy of its results (they are moved out by [`Chain::finish`]): an
+/// earlier version kept a clone of every finished hop here beside the chain's own list, which at
+/// 10,000 checks was half of the run's peak heap and a large share of its allocations.
 #[derive(Debug, Default)]
 pub struct HopLog {
     pub planned: Vec<HopKind>,
@@ -62,14 +66,6 @@ pub type SharedHopLog = Arc<std::sync::Mutex<HopLog>>;
 
 tokio::task_local! {
     pub static HOP_LOG: SharedHopLog;
-}
-
-fn log_with(f: impl FnOnce(&mut HopLog)) {
-    let _ = HOP_LOG.try_with(|log| {
-        if let Ok(mut log) = log.lock() {
-            f(&mut log);
-        }
-    });
 }
 
 impl HopLog {
@@ -103,8 +99,9 @@ pub(crate) fn interrupted_hop(kind: HopKind) -> HopResult {
 }
 
 pub struct Chain {
-    planned: Vec<HopKind>,
-    results: Vec<HopResult>,
+    /// The planned hops and the results so far: the runner's per-check log when there is one (a
+    /// stopped run reads it), else the chain's own.
+    log: SharedHopLog,
     hop_timeout: Duration,
 }
 
@@ -112,12 +109,20 @@ impl Chain {
     /// `planned` lists the hops the check would run if all pass, in order: the ones not reached
     /// are reported as `skip`.
     pub fn new(planned: Vec<HopKind>, hop_timeout: Duration) -> Chain {
-        log_with(|log| log.planned = planned.clone());
-        Chain {
-            planned,
-            results: Vec::new(),
-            hop_timeout,
+        let log = HOP_LOG.try_with(Arc::clone).unwrap_or_default();
+        if let Ok(mut log) = log.lock() {
+            log.planned = planned;
+            log.done = Vec::with_capacity(log.planned.len());
         }
+        Chain { log, hop_timeout }
+    }
+
+    /// The log, even if a panic elsewhere poisoned its lock (its data stays consistent: every
+    /// update is a single push or take).
+    fn lock(&self) -> std::sync::MutexGuard<'_, HopLog> {
+        self.log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Runs one hop under the hop timeout (a safety net: hops apply their own, more precise
@@ -155,36 +160,39 @@ impl Chain {
         if result.duration_seconds.is_zero() {
             result.duration_seconds = started.elapsed();
         }
-        let go_on = result.lets_chain_continue();
-        log_with(|log| log.done.push(result.clone()));
-        self.results.push(result);
-        if go_on {
+        if self.record(result) {
             output.value
         } else {
             None
         }
     }
 
-    /// The result recorded last (hop `path` looks at the connect hop before it).
-    pub fn last(&self) -> Option<&HopResult> {
-        self.results.last()
+    /// Calls `f` with the result recorded last (hop `path` looks at the connect hop before it).
+    pub fn with_last<R>(&self, f: impl FnOnce(&HopResult) -> Option<R>) -> Option<R> {
+        self.lock().done.last().and_then(f)
     }
 
     /// Records a result computed elsewhere (e.g. a hop whose value was already known).
     pub fn record(&mut self, result: HopResult) -> bool {
         let go_on = result.lets_chain_continue();
-        log_with(|log| log.done.push(result.clone()));
-        self.results.push(result);
+        self.lock().done.push(result);
         go_on
     }
 
     /// Closes the chain: planned hops that never ran become `skip`, naming the hop that stopped
-    /// the chain.
-    pub fn finish(mut self) -> Vec<HopResult> {
+    /// the chain. The results are moved out of the log (a run stopped after this reports the
+    /// check from the runner's copy of the finished result, not from the log).
+    pub fn finish(self) -> Vec<HopResult> {
+        let (planned, mut results) = {
+            let mut log = self.lock();
+            (
+                std::mem::take(&mut log.planned),
+                std::mem::take(&mut log.done),
+            )
+        };
         // Hop `path` diagnoses the hop before it; it is never what later hops depend on. Nor is
         // a `route` skip (no route lookup on this platform), after which the chain went on.
-        let blocker = self
-            .results
+        let blocker = results
             .iter()
             .rev()
             .find(|r| {
@@ -193,8 +201,9 @@ impl Chain {
                     && !(r.hop == HopKind::Route && r.status == crate::model::Status::Skip)
             })
             .map(|r| r.hop.as_str());
-        let mut ran: Vec<HopKind> = self.results.iter().map(|r| r.hop).collect();
-        for kind in self.planned.drain(..) {
+        let mut ran: Vec<HopKind> = results.iter().map(|r| r.hop).collect();
+        let mut skipped = Vec::new();
+        for kind in planned {
             if let Some(pos) = ran.iter().position(|k| *k == kind) {
                 ran.remove(pos);
                 continue;
@@ -203,9 +212,10 @@ impl Chain {
                 Some(b) => format!("not run: depends on `{b}`, which did not pass"),
                 None => "not run".to_string(),
             };
-            self.results.push(HopResult::skip(kind, detail));
+            skipped.push(HopResult::skip(kind, detail));
         }
-        self.results
+        results.append(&mut skipped);
+        results
     }
 }
 

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use crate::chain::{Chain, HopOutput, RunContext};
 use crate::classify::{classify_connect, ConnectOutcome, Verdict};
+use crate::hops::route::RouteCache;
 use crate::model::{HopKind, HopResult, Status};
 
 /// One connect attempt and what came of it.
@@ -42,12 +43,28 @@ impl Attempt {
 
 /// Connects once, bounded by `limit`. Returns the attempt, and the stream when it connected.
 pub async fn connect(addr: SocketAddr, limit: Duration) -> (Attempt, Option<TcpStream>) {
+    connect_routed(addr, limit, None).await
+}
+
+/// As [`connect`]; a failed attempt's source address comes from the run's route cache when
+/// given (hop `route` has already asked the kernel for this address), else from a UDP socket
+/// of its own ([`route_source`]: four more system calls per failed attempt, a tenth of the CPU
+/// time of a run of 10,000 refused ports).
+async fn connect_routed(
+    addr: SocketAddr,
+    limit: Duration,
+    routes: Option<&RouteCache>,
+) -> (Attempt, Option<TcpStream>) {
     let started = Instant::now();
     let (outcome, stream) = connect_classified(addr, limit).await;
     let elapsed = started.elapsed();
-    let source = match &stream {
-        Some(s) => s.local_addr().ok().map(|a| a.ip()),
-        None => route_source(addr),
+    let source = match (&stream, routes) {
+        (Some(s), _) => s.local_addr().ok().map(|a| a.ip()),
+        (None, Some(routes)) => match routes.source(addr.ip()).await {
+            Some(source) => Some(source),
+            None => route_source(addr),
+        },
+        (None, None) => route_source(addr),
     };
     (
         Attempt {
@@ -90,11 +107,21 @@ async fn connect_classified(
 /// On Linux the socket asks for ICMP errors to be queued (`IP_RECVERR`), and a failed connect
 /// reads the ICMP type and code that caused it: errno alone folds "administratively prohibited"
 /// into "host unreachable".
+///
+/// The connect is issued on the socket directly rather than through tokio's `TcpSocket::connect`,
+/// which would consume the socket (the error queue then had to be read through a `dup` of it)
+/// and always register it with epoll. Here the socket stays ours until it connects, and an
+/// answer the kernel already has when `connect` returns (a peer on this host refuses within the
+/// call) is read straight away: no epoll registration, no wake-up, four system calls fewer per
+/// refused port (10,000 refused loopback ports: a quarter of the run's CPU time was epoll and
+/// descriptor bookkeeping).
 #[cfg(target_os = "linux")]
 async fn connect_classified(
     addr: SocketAddr,
     limit: Duration,
 ) -> (ConnectOutcome, Option<TcpStream>) {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+
     let socket = match if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()
     } else {
@@ -103,19 +130,41 @@ async fn connect_classified(
         Ok(s) => s,
         Err(e) => return (ConnectOutcome::from_io_error(&e), None),
     };
-    let errqueue = crate::hops::errqueue::enable(&socket, addr.is_ipv6());
-    match tokio::time::timeout(limit, socket.connect(addr)).await {
-        Ok(Ok(stream)) => (ConnectOutcome::Connected, Some(stream)),
-        Ok(Err(e)) => {
-            let icmp = errqueue
-                .as_ref()
-                .and_then(|fd| crate::hops::errqueue::read(fd, addr.ip()));
-            (
-                icmp.unwrap_or_else(|| ConnectOutcome::from_io_error(&e)),
-                None,
-            )
+    let errqueue = crate::hops::errqueue::set_recverr(&socket, addr.is_ipv6());
+    // What a failed attempt says: the queued ICMP error if there is one, else errno.
+    let failed = |fd: &dyn std::os::fd::AsRawFd, e: &std::io::Error| {
+        errqueue
+            .then(|| crate::hops::errqueue::read(&fd.as_raw_fd(), addr.ip()))
+            .flatten()
+            .unwrap_or_else(|| ConnectOutcome::from_io_error(e))
+    };
+    let sock = socket2::SockRef::from(&socket);
+    match sock.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+            // Already answered (a refusal from this host arrives within the call)?
+            match sock.take_error() {
+                Ok(None) => {}
+                Ok(Some(e)) | Err(e) => return (failed(&socket, &e), None),
+            }
         }
+        Err(e) => return (failed(&socket, &e), None),
+    }
+    // SAFETY: the descriptor comes from `into_raw_fd`, so it is a valid, open TCP socket owned
+    // by nothing else; it is non-blocking (tokio made it so).
+    let std_stream = unsafe { std::net::TcpStream::from_raw_fd(socket.into_raw_fd()) };
+    let stream = match TcpStream::from_std(std_stream) {
+        Ok(s) => s,
+        Err(e) => return (ConnectOutcome::from_io_error(&e), None),
+    };
+    // Writable means the handshake ended; SO_ERROR says how (what tokio's own connect does).
+    match tokio::time::timeout(limit, stream.writable()).await {
         Err(_) => (ConnectOutcome::NoReply(limit), None),
+        Ok(Err(e)) => (failed(&stream, &e), None),
+        Ok(Ok(())) => match stream.take_error() {
+            Ok(None) => (ConnectOutcome::Connected, Some(stream)),
+            Ok(Some(e)) | Err(e) => (failed(&stream, &e), None),
+        },
     }
 }
 
@@ -129,10 +178,19 @@ pub fn icmp_from(outcome: &ConnectOutcome) -> Option<IpAddr> {
 
 /// Tries every address concurrently and closes the connections straight away.
 pub async fn probe_all(addrs: &[SocketAddr], limit: Duration) -> Vec<Attempt> {
+    probe_all_routed(addrs, limit, None).await
+}
+
+/// As [`probe_all`], with the run's route cache for the source of failed attempts.
+async fn probe_all_routed(
+    addrs: &[SocketAddr],
+    limit: Duration,
+    routes: Option<&RouteCache>,
+) -> Vec<Attempt> {
     join_all(
         addrs
             .iter()
-            .map(|a| async move { connect(*a, limit).await.0 }),
+            .map(|a| async move { connect_routed(*a, limit, routes).await.0 }),
     )
     .await
 }
@@ -224,9 +282,14 @@ pub fn hop_result(kind: HopKind, attempts: &[Attempt]) -> HopResult {
 }
 
 /// Hop `tcp`: `port` on each address; on success the value is the reachable addresses.
-pub async fn tcp_hop(addrs: &[IpAddr], port: u16, limit: Duration) -> HopOutput<Vec<SocketAddr>> {
+pub async fn tcp_hop(
+    addrs: &[IpAddr],
+    port: u16,
+    limit: Duration,
+    routes: &RouteCache,
+) -> HopOutput<Vec<SocketAddr>> {
     let targets: Vec<SocketAddr> = addrs.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
-    let attempts = probe_all(&targets, limit).await;
+    let attempts = probe_all_routed(&targets, limit, Some(routes)).await;
     let result = hop_result(HopKind::Tcp, &attempts).with_data("port", port);
     let reachable: Vec<SocketAddr> = attempts
         .iter()
@@ -264,6 +327,11 @@ pub async fn route_hop(
     cross_zone: bool,
     cache: &crate::hops::route::RouteCache,
 ) -> HopOutput<Vec<IpAddr>> {
+    if let [addr] = addrs {
+        let (result, routed) = cache.single_address_hop(*addr, cross_zone).await;
+        let routed = if routed { vec![*addr] } else { Vec::new() };
+        return HopOutput::ok(result, routed);
+    }
     let mut routes = Vec::with_capacity(addrs.len());
     for addr in addrs {
         routes.push((*addr, cache.lookup(*addr).await));
@@ -314,7 +382,7 @@ pub async fn connect_step(
         ctx,
         HopKind::Tcp,
         target,
-        tcp_hop(addrs, port, ctx.hop_timeout),
+        tcp_hop(addrs, port, ctx.hop_timeout, &ctx.routes),
     )
     .await?;
     reachable.first().copied()

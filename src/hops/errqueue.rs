@@ -12,6 +12,17 @@ const SO_EE_ORIGIN_ICMP6: u8 = 3;
 /// Turns on IP(V6)_RECVERR and returns a duplicate of the descriptor, which outlives the
 /// socket that `connect` consumes, so the error queue can still be read after a failure.
 pub fn enable(socket: &tokio::net::TcpSocket, v6: bool) -> Option<OwnedFd> {
+    if !set_recverr(socket, v6) {
+        return None;
+    }
+    let fd = socket.as_raw_fd();
+    // SAFETY: dup returns a new descriptor we own, or -1.
+    let dup = unsafe { libc::dup(fd) };
+    (dup >= 0).then(|| unsafe { OwnedFd::from_raw_fd(dup) })
+}
+
+/// Turns on IP(V6)_RECVERR on `socket`; false (logged) when the kernel refuses.
+pub fn set_recverr(socket: &impl AsRawFd, v6: bool) -> bool {
     let fd = socket.as_raw_fd();
     let on: libc::c_int = 1;
     let (level, name) = if v6 {
@@ -34,16 +45,14 @@ pub fn enable(socket: &tokio::net::TcpSocket, v6: bool) -> Option<OwnedFd> {
             "cannot enable the ICMP error queue: {}",
             std::io::Error::last_os_error()
         );
-        return None;
+        return false;
     }
-    // SAFETY: dup returns a new descriptor we own, or -1.
-    let dup = unsafe { libc::dup(fd) };
-    (dup >= 0).then(|| unsafe { OwnedFd::from_raw_fd(dup) })
+    true
 }
 
 /// Reads one queued ICMP error, if any, without blocking; `target` is the address the socket
 /// connected to, to tell "the target answered" from "a router answered".
-pub fn read(fd: &OwnedFd, target: std::net::IpAddr) -> Option<ConnectOutcome> {
+pub fn read(fd: &impl AsRawFd, target: std::net::IpAddr) -> Option<ConnectOutcome> {
     let queued = read_queued(fd, target.is_ipv6())?;
     Some(ConnectOutcome::Icmp {
         v6: queued.v6,

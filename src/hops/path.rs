@@ -291,7 +291,7 @@ where
             }
         }
     };
-    if value.is_none() && chain.last().and_then(timed_out_address) == Some(target) {
+    if value.is_none() && chain.with_last(timed_out_address) == Some(target) {
         let result = match traced {
             Some(result) => result,
             None => early.await,
@@ -317,7 +317,7 @@ pub async fn trace_after_timeout(chain: &mut Chain, ctx: &RunContext) {
     if !ctx.trace {
         return;
     }
-    let Some(target) = chain.last().and_then(timed_out_address) else {
+    let Some(target) = chain.with_last(timed_out_address) else {
         return;
     };
     let reach = reach_of(ctx, target).await;

@@ -236,6 +236,10 @@ pub fn hop_result(
 #[derive(Default)]
 pub struct RouteCache {
     by_addr: std::sync::Mutex<HashMap<IpAddr, Arc<RouteCell>>>,
+    /// Hop `route`'s judgement of one address, per (address, cross-zone check): the same for
+    /// every check of the run that has it, so built once and copied (10,000 ports of one host:
+    /// one judgement and its formatting, not 10,000).
+    judged: std::sync::Mutex<HashMap<(IpAddr, bool), HopResult>>,
 }
 
 /// One address's route, looked up once.
@@ -244,19 +248,47 @@ type RouteCell = OnceCell<Result<RouteInfo, RouteError>>;
 impl RouteCache {
     /// The route to `addr`: looked up on first use (concurrent first uses share one lookup).
     pub async fn lookup(&self, addr: IpAddr) -> Result<RouteInfo, RouteError> {
-        let cell = {
-            let mut by_addr = self.by_addr.lock().unwrap_or_else(|e| e.into_inner());
-            by_addr.entry(addr).or_default().clone()
-        };
-        cell.get_or_init(|| async move {
-            // Netlink round trips to the local kernel: quick, but blocking calls all the same.
-            tokio::task::spawn_blocking(move || lookup(addr))
-                .await
-                .unwrap_or_else(|e| Err(RouteError::Lookup(e.to_string())))
-        })
-        .await
-        .clone()
+        self.cell(addr)
+            .get_or_init(|| ask_kernel(addr))
+            .await
+            .clone()
     }
+
+    /// The source address of the route to `addr` (looked up on first use), without copying
+    /// the rest of the route: the connect step asks this once per failed attempt.
+    pub async fn source(&self, addr: IpAddr) -> Option<IpAddr> {
+        let cell = self.cell(addr);
+        let route = cell.get_or_init(|| ask_kernel(addr)).await;
+        route.as_ref().ok()?.source
+    }
+
+    /// Hop `route` for a target with the one address `addr` (see [`hop_result`]), and whether
+    /// the kernel has a route to it.
+    pub async fn single_address_hop(&self, addr: IpAddr, cross_zone: bool) -> (HopResult, bool) {
+        let cell = self.cell(addr);
+        let route = cell.get_or_init(|| ask_kernel(addr)).await;
+        let routed = !matches!(route, Err(RouteError::NoRoute { .. }));
+        let mut judged = self.judged.lock().unwrap_or_else(|e| e.into_inner());
+        let result = judged
+            .entry((addr, cross_zone))
+            .or_insert_with(|| hop_result(&[(addr, route.clone())], cross_zone))
+            .clone();
+        (result, routed)
+    }
+
+    /// `addr`'s cell, empty until its first lookup.
+    fn cell(&self, addr: IpAddr) -> Arc<RouteCell> {
+        let mut by_addr = self.by_addr.lock().unwrap_or_else(|e| e.into_inner());
+        by_addr.entry(addr).or_default().clone()
+    }
+}
+
+/// One lookup for the cache: netlink round trips to the local kernel, quick, but blocking calls
+/// all the same.
+async fn ask_kernel(addr: IpAddr) -> Result<RouteInfo, RouteError> {
+    tokio::task::spawn_blocking(move || lookup(addr))
+        .await
+        .unwrap_or_else(|e| Err(RouteError::Lookup(e.to_string())))
 }
 
 /// The kernel's route to `addr`.
@@ -417,6 +449,23 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    /// The judgement copied from the cache is the one hop_result gives for the same route, for
+    /// each cross-zone setting (kept apart), on every call.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn cached_single_address_hop_is_the_judgement_of_its_route() {
+        let cache = RouteCache::default();
+        let addr = ip("127.0.0.1");
+        let route = lookup(addr);
+        for cross_zone in [false, true, false] {
+            let (hop, routed) = cache.single_address_hop(addr, cross_zone).await;
+            assert_eq!(hop, hop_result(&[(addr, route.clone())], cross_zone));
+            assert!(routed);
+        }
+        // One judgement per (address, cross-zone): the two settings are kept apart.
+        assert_eq!(cache.judged.lock().unwrap().len(), 2);
     }
 
     fn routed(iface: &str, gateway: Option<&str>, net: &str, len: u8) -> RouteInfo {

@@ -34,8 +34,12 @@ impl Exporter for Json {
             firewall_requests: crate::verdict::firewall_requests(report),
             baseline: ctx.baseline,
         };
-        serde_json::to_writer_pretty(&mut *out, &full)?;
-        writeln!(out)
+        // serde_json writes a few bytes at a time: through a buffer of concrete type its
+        // writes are inlined copies, not a dynamic call each into `out` (19 MB at 10,000 checks).
+        let mut buffered = io::BufWriter::with_capacity(64 * 1024, &mut *out);
+        serde_json::to_writer_pretty(&mut buffered, &full)?;
+        writeln!(buffered)?;
+        buffered.flush()
     }
 }
 
