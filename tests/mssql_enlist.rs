@@ -63,6 +63,38 @@ fn failed_step(r: &HopResult) -> &str {
     r.data["failed_step"].as_str().unwrap_or("")
 }
 
+/// The hop failed with `cause` at `step` (`case` names the case in the message).
+fn assert_fails_at(r: &HopResult, cause: Cause, step: &str, case: &str) {
+    assert_eq!(
+        (r.status, r.cause, failed_step(r)),
+        (Status::Fail, Some(cause), step),
+        "{case}: {r:#?}"
+    );
+}
+
+/// `dtcprobe check --timeout TIMEOUT --password-file F URL -f FORMAT` through the binary, the
+/// file holding `password`.
+fn check_through_binary(
+    url: &str,
+    password: &str,
+    timeout: &str,
+    format: &str,
+) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, format!("{password}\n")).unwrap();
+    run_bin(&[
+        "check",
+        "--timeout",
+        timeout,
+        "--password-file",
+        pw.to_str().unwrap(),
+        url,
+        "-f",
+        format,
+    ])
+}
+
 /// The proofs of a passing enlistment: the hop's data, this host's MSDTC calls, and the peer's
 /// record (the three statements carried the enlisted descriptor, the abort discarded the row,
 /// the hop looked for the #temp table afterwards and got 208).
@@ -249,23 +281,11 @@ async fn strict_child_process() {
 /// A report of the binary (which skips tx_enlist on this host) with the strict pass spliced in
 /// validates against docs/report.schema.json (`encryption` = `strict`).
 fn strict_pass_matches_the_schema(peer: &TdsPeer, hop: &HopResult) {
-    let dir = tempfile::tempdir().unwrap();
-    let pw = dir.path().join("pw");
-    std::fs::write(&pw, format!("{GOOD}\n")).unwrap();
     let url = format!(
         "mssql://probe@127.0.0.1:{}/app?tx=enlist&encrypt=strict",
         peer.port()
     );
-    let (_, out, err) = run_bin(&[
-        "check",
-        "--timeout",
-        "2s",
-        "--password-file",
-        pw.to_str().unwrap(),
-        &url,
-        "-f",
-        "json",
-    ]);
+    let (_, out, err) = check_through_binary(&url, GOOD, "2s", "json");
     let mut report = parse_report(&out);
     let value: Value = serde_json::to_value(hop).unwrap();
     let mut spliced = false;
@@ -292,11 +312,7 @@ async fn strict_untrusted_certificate_is_the_login_hops_tls_error() {
         msdtc.as_local_dtc(),
     )
     .await;
-    assert_eq!(
-        (r.status, r.cause, failed_step(&r)),
-        (Status::Fail, Some(Cause::TlsError), "login"),
-        "{r:#?}"
-    );
+    assert_fails_at(&r, Cause::TlsError, "login", "");
     let hint = r.hint.as_deref().unwrap();
     assert!(hint.contains("ignores trust_server_certificate"), "{r:#?}");
     assert!(hint.contains("not trusted"), "{r:#?}");
@@ -309,23 +325,11 @@ async fn strict_untrusted_certificate_is_the_login_hops_tls_error() {
         .any(|e| matches!(e, Event::Login { .. } | Event::Prelogin { .. })));
 
     // The `login` hop (tiberius) on the same server and settings, through the binary.
-    let dir = tempfile::tempdir().unwrap();
-    let pw = dir.path().join("pw");
-    std::fs::write(&pw, format!("{GOOD}\n")).unwrap();
     let url = format!(
         "mssql://probe@127.0.0.1:{}/app?tx=none&encrypt=strict&trust_server_certificate=true",
         peer.port()
     );
-    let (_, out, err) = run_bin(&[
-        "check",
-        "--timeout",
-        "2s",
-        "--password-file",
-        pw.to_str().unwrap(),
-        &url,
-        "-f",
-        "json",
-    ]);
+    let (_, out, err) = check_through_binary(&url, GOOD, "2s", "json");
     let report = parse_report(&out);
     let login = report["checks"][0]["hops"]
         .as_array()
@@ -435,11 +439,7 @@ async fn strict_against_a_server_without_tds8() {
             Duration::from_secs(4),
         )
         .await;
-        assert_eq!(
-            (r.status, r.cause, failed_step(&r)),
-            (Status::Fail, Some(Cause::TlsError), "login"),
-            "{how:?}: {r:#?}"
-        );
+        assert_fails_at(&r, Cause::TlsError, "login", &format!("{how:?}"));
         assert!(r.detail.contains(detail), "{how:?}: {r:#?}");
         let hint = r.hint.as_deref().unwrap();
         assert!(
@@ -458,29 +458,15 @@ async fn strict_against_a_server_without_tds8() {
 
         // The `login` hop (tiberius) against the same kind of server reads it the same way.
         let (addr, server) = tds7_server(how, 4).await;
-        let dir = tempfile::tempdir().unwrap();
-        let pw = dir.path().join("pw");
-        std::fs::write(&pw, format!("{GOOD}\n")).unwrap();
         let url = format!(
             "mssql://probe@127.0.0.1:{}/app?tx=none&encrypt=strict&trust_server_certificate=true",
             addr.port()
         );
         // Off this runtime's only thread: the stand-in runs on it.
-        let pw_path = pw.to_str().unwrap().to_string();
-        let (_, out, err) = tokio::task::spawn_blocking(move || {
-            run_bin(&[
-                "check",
-                "--timeout",
-                "2s",
-                "--password-file",
-                &pw_path,
-                &url,
-                "-f",
-                "json",
-            ])
-        })
-        .await
-        .unwrap();
+        let (_, out, err) =
+            tokio::task::spawn_blocking(move || check_through_binary(&url, GOOD, "2s", "json"))
+                .await
+                .unwrap();
         server.abort();
         let report = parse_report(&out);
         let login = crate::support::hop(
@@ -514,11 +500,7 @@ async fn unencrypted_server_and_encrypt_none() {
     assert_eq!(r.data["encryption"], "none");
     // encrypt=on against a server without TLS: refused before LOGIN7, never in clear.
     let r = enlist(&peer, "encrypt=on", GOOD, msdtc.as_local_dtc()).await;
-    assert_eq!(
-        (r.status, r.cause, failed_step(&r)),
-        (Status::Fail, Some(Cause::TlsError), "login"),
-        "{r:#?}"
-    );
+    assert_fails_at(&r, Cause::TlsError, "login", "");
     // Only the first (passing) run sent a LOGIN7.
     let logins = peer
         .events()
@@ -545,11 +527,7 @@ async fn server_msdtc_unavailable_on_get_address() {
         msdtc.as_local_dtc(),
     )
     .await;
-    assert_eq!(
-        (r.status, r.cause, failed_step(&r)),
-        (Status::Fail, Some(Cause::DtcUnavailable), "get DTC address"),
-        "{r:#?}"
-    );
+    assert_fails_at(&r, Cause::DtcUnavailable, "get DTC address", "");
     assert_eq!(r.data["error"]["number"], 8501);
     assert!(
         r.hint.as_deref().unwrap().contains("SQL Server host"),
@@ -585,10 +563,11 @@ async fn local_msdtc_failures_name_the_side_and_setting() {
             msdtc.as_local_dtc(),
         )
         .await;
-        assert_eq!(
-            (r.status, r.cause, failed_step(&r)),
-            (Status::Fail, Some(Cause::DtcUnavailable), "local export"),
-            "{hresult:X}: {r:#?}"
+        assert_fails_at(
+            &r,
+            Cause::DtcUnavailable,
+            "local export",
+            &format!("{hresult:X}"),
         );
         assert_eq!(r.data["hresult"], format!("0x{hresult:08X}").as_str());
         assert!(
@@ -619,11 +598,7 @@ async fn local_msdtc_failures_name_the_side_and_setting() {
         msdtc.as_local_dtc(),
     )
     .await;
-    assert_eq!(
-        (r.status, r.cause, failed_step(&r)),
-        (Status::Fail, Some(Cause::DtcUnavailable), "local begin"),
-        "{r:#?}"
-    );
+    assert_fails_at(&r, Cause::DtcUnavailable, "local begin", "");
     assert!(r.hint.as_deref().unwrap().contains("sc start msdtc"));
     assert!(!peer
         .events()
@@ -641,11 +616,7 @@ async fn local_msdtc_failures_name_the_side_and_setting() {
         msdtc.as_local_dtc(),
     )
     .await;
-    assert_eq!(
-        (r.status, r.cause, failed_step(&r)),
-        (Status::Fail, Some(Cause::DtcUnavailable), "local abort"),
-        "{r:#?}"
-    );
+    assert_fails_at(&r, Cause::DtcUnavailable, "local abort", "");
 }
 
 #[tokio::test]
@@ -660,11 +631,7 @@ async fn propagate_rejected_by_the_server() {
         msdtc.as_local_dtc(),
     )
     .await;
-    assert_eq!(
-        (r.status, r.cause, failed_step(&r)),
-        (Status::Fail, Some(Cause::DtcUnavailable), "propagate"),
-        "{r:#?}"
-    );
+    assert_fails_at(&r, Cause::DtcUnavailable, "propagate", "");
     assert_eq!(r.data["error"]["number"], 8509);
     assert!(r.detail.contains("XACT_E_CONNECTION_DOWN"), "{r:#?}");
     assert!(
@@ -717,11 +684,7 @@ async fn connection_dropped_mid_propagate() {
         msdtc.as_local_dtc(),
     )
     .await;
-    assert_eq!(
-        (r.status, r.cause, failed_step(&r)),
-        (Status::Fail, Some(Cause::Reset), "propagate"),
-        "{r:#?}"
-    );
+    assert_fails_at(&r, Cause::Reset, "propagate", "");
     assert_eq!(msdtc.calls(), ["begin", "export", "abort"]);
 }
 
@@ -736,11 +699,7 @@ async fn wrong_password_and_unsupported_settings() {
         msdtc.as_local_dtc(),
     )
     .await;
-    assert_eq!(
-        (r.status, r.cause, failed_step(&r)),
-        (Status::Fail, Some(Cause::AuthFailed), "login"),
-        "{r:#?}"
-    );
+    assert_fails_at(&r, Cause::AuthFailed, "login", "");
     assert_eq!(r.data["error"]["number"], 18456);
     assert!(!serde_json::to_string(&r)
         .unwrap()
@@ -836,11 +795,7 @@ async fn windows_authentication_ntlm_logs_in_and_a_wrong_password_is_refused() {
         );
 
         let r = run("not-the-password").await;
-        assert_eq!(
-            (r.status, r.cause, failed_step(&r)),
-            (Status::Fail, Some(Cause::AuthFailed), "login"),
-            "{query}: {r:#?}"
-        );
+        assert_fails_at(&r, Cause::AuthFailed, "login", query);
         assert_eq!(r.data["error"]["number"], 18452, "{r:#?}");
         assert!(peer.events().iter().any(|e| matches!(
             e,
@@ -867,25 +822,11 @@ async fn windows_authentication_ntlm_logs_in_and_a_wrong_password_is_refused() {
 async fn binary_skips_without_windows_and_reports_match_the_schema() {
     let msdtc = ScriptedMsdtc::new();
     let (peer, _) = peer_with(&msdtc, TmConfig::default());
-    let dir = tempfile::tempdir().unwrap();
-    let pw = dir.path().join("pw");
-    std::fs::write(&pw, format!("{GOOD}\n")).unwrap();
     let url = format!(
         "mssql://probe@127.0.0.1:{}/app?tx=enlist&trust_server_certificate=true",
         peer.port()
     );
-    let check = |format: &str| {
-        run_bin(&[
-            "check",
-            "--timeout",
-            "2s",
-            "--password-file",
-            pw.to_str().unwrap(),
-            &url,
-            "-f",
-            format,
-        ])
-    };
+    let check = |format: &str| check_through_binary(&url, GOOD, "2s", format);
     let (code, out, err) = check("json");
     let mut report = parse_report(&out);
     let hops = report["checks"][0]["hops"].as_array().unwrap().clone();
@@ -973,19 +914,7 @@ fn real_windows_msdtc_enlists() {
         eprintln!("SKIP: tx_enlist needs the Windows build (this host's MSDTC)");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let pw = dir.path().join("pw");
-    std::fs::write(&pw, format!("{password}\n")).unwrap();
-    let (_, out, err) = run_bin(&[
-        "check",
-        "--timeout",
-        "10s",
-        "--password-file",
-        pw.to_str().unwrap(),
-        &url,
-        "-f",
-        "json",
-    ]);
+    let (_, out, err) = check_through_binary(&url, &password, "10s", "json");
     assert!(!out.contains(&password) && !err.contains(&password));
     let report = parse_report(&out);
     eprintln!(
@@ -1020,11 +949,7 @@ async fn closed_port_is_refused_like_the_tcp_hop() {
         Duration::from_secs(4),
     )
     .await;
-    assert_eq!(
-        (r.status, r.cause, failed_step(&r)),
-        (Status::Fail, Some(Cause::Refused), "login"),
-        "{r:#?}"
-    );
+    assert_fails_at(&r, Cause::Refused, "login", "");
     assert_eq!(msdtc.calls(), ["begin", "abort"]);
 }
 

@@ -13,12 +13,12 @@
 //! as `up == 0` in Prometheus, never as a pass.
 
 use crate::prometheus_real::{
-    http_get_in, promtool_check_config, query, Sample, PROMETHEUS_LISTEN,
+    promtool_check_config, query, require_prometheus, start_prometheus_and_wait_for_two_scrapes,
+    zones_app_cannot_reach_sql, MonitoredZones, Sample,
 };
 use crate::support::netns::{self, Daemon, Netns};
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -277,36 +277,15 @@ fn real_prometheus_from_a_matrix_file_sees_exactly_the_blocked_pair_failing() {
     if !netns::can_run_netns_tests("real_prometheus_from_a_matrix_file") {
         return;
     }
-    assert!(
-        Command::new("prometheus")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success()),
-        "prometheus is not installed: run scripts/install-test-deps (Debian package prometheus)"
-    );
+    require_prometheus();
 
-    let hub = Netns::new("dpmh");
-    let web = Netns::new("dpmw");
-    let app = Netns::new("dpma");
-    let sql = Netns::new("dpms");
-    let mon = Netns::new("dpmm");
-    for (n, zone) in [(1, &web), (2, &app), (3, &sql), (4, &mon)] {
-        netns::link_named(
-            &hub,
-            &format!("z{n}"),
-            &format!("198.18.{n}.1/24"),
-            zone,
-            "eth0",
-            &format!("198.18.{n}.2/24"),
-        );
-        zone.sh(&format!("ip route add default via 198.18.{n}.1"));
-    }
-    hub.sh("sysctl -qw net.ipv4.ip_forward=1");
-    // The zone firewall: app may not reach sql (a silent drop).
-    hub.nft(
-        "table inet zonefw {\n  chain forward {\n    type filter hook forward priority 0; policy accept;\n    \
-         ip saddr 198.18.2.0/24 ip daddr 198.18.3.0/24 drop\n  }\n}\n",
-    );
+    let MonitoredZones {
+        hub: _hub,
+        web,
+        app,
+        sql,
+        mon,
+    } = zones_app_cannot_reach_sql("dpm");
     let _sql_port = sql.listen_tcp("198.18.3.2:1433".parse().unwrap());
     let _epm_port = sql.listen_tcp("198.18.3.2:135".parse().unwrap());
     let _web_http = web.listen_tcp("198.18.1.2:8080".parse().unwrap());
@@ -337,60 +316,9 @@ fn real_prometheus_from_a_matrix_file_sees_exactly_the_blocked_pair_failing() {
         start_watch(&web, &dir.path().join("web.toml"), "198.18.1.2:9715"),
         start_watch(&app, &dir.path().join("app.toml"), "198.18.2.2:9715"),
     ];
-    let storage = dir.path().join("tsdb");
-    let mut prometheus = Daemon::spawn(
-        &mon,
-        "prometheus",
-        &[
-            &format!(
-                "--config.file={}",
-                dir.path().join("prometheus.yml").display()
-            ),
-            &format!("--storage.tsdb.path={}", storage.display()),
-            &format!("--web.listen-address={PROMETHEUS_LISTEN}"),
-            "--log.level=warn",
-        ],
-    );
-    let ready_addr: SocketAddr = PROMETHEUS_LISTEN.parse().unwrap();
-    let ready = netns::wait_until(Duration::from_secs(30), || {
-        matches!(http_get_in(&mon, ready_addr, "/-/ready"), Ok((200, _)))
-    });
-    prometheus.assert_running();
-    assert!(
-        ready,
-        "prometheus did not become ready on {PROMETHEUS_LISTEN}"
-    );
-    for w in &mut watches {
-        w.assert_running();
-    }
-
-    // Two successful scrapes of every target (6 probe jobs + 2 /metrics jobs), every target up
-    // at the last scrape, and a finished watch round on both instances; bounded.
-    let mut last = String::new();
-    let scraped = netns::wait_until(Duration::from_secs(60), || {
-        let mut all_at_least = |promql: &str, n: usize, min: f64| match query(&mon, promql) {
-            Ok(rows) => {
-                last = format!("{promql}: {rows:?}");
-                rows.len() == n && rows.iter().all(|(_, v)| *v >= min)
-            }
-            Err(e) => {
-                last = e;
-                false
-            }
-        };
-        all_at_least("sum_over_time(up{prober!=\"\"}[1m])", 8, 2.0)
-            && all_at_least("up{prober!=\"\"}", 8, 1.0)
-            && all_at_least("count_over_time(probe_success[1m])", 6, 2.0)
-            && all_at_least(
-                "count_over_time(dtcprobe_check_success{job=~\"web|app\"}[1m])",
-                6,
-                2.0,
-            )
-    });
-    assert!(
-        scraped,
-        "no two successful scrapes of every target within 60s; last: {last}"
-    );
+    // Two successful scrapes of every target (6 probe jobs + 2 /metrics jobs).
+    let mut prometheus =
+        start_prometheus_and_wait_for_two_scrapes(&mon, dir.path(), &mut watches, 6);
 
     // Every module is a check the zone's watch serves (an unknown one would be `up == 0`, above),
     // and probe_success itself names the pair.

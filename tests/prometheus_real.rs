@@ -395,37 +395,15 @@ fn real_prometheus_scrapes_two_zones_and_sees_exactly_the_blocked_pair_failing()
     if !netns::can_run_netns_tests("real_prometheus_scrapes_two_zones") {
         return;
     }
-    // Root but no server: that is a broken test machine, not a reason to pass.
-    assert!(
-        Command::new("prometheus")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success()),
-        "prometheus is not installed: run scripts/install-test-deps (Debian package prometheus)"
-    );
+    require_prometheus();
 
-    let hub = Netns::new("dpph");
-    let web = Netns::new("dppw");
-    let app = Netns::new("dppa");
-    let sql = Netns::new("dpps");
-    let mon = Netns::new("dppm");
-    for (n, zone) in [(1, &web), (2, &app), (3, &sql), (4, &mon)] {
-        netns::link_named(
-            &hub,
-            &format!("z{n}"),
-            &format!("198.18.{n}.1/24"),
-            zone,
-            "eth0",
-            &format!("198.18.{n}.2/24"),
-        );
-        zone.sh(&format!("ip route add default via 198.18.{n}.1"));
-    }
-    hub.sh("sysctl -qw net.ipv4.ip_forward=1");
-    // The zone firewall: app may not reach sql (a silent drop, as most zone firewalls do).
-    hub.nft(
-        "table inet zonefw {\n  chain forward {\n    type filter hook forward priority 0; policy accept;\n    \
-         ip saddr 198.18.2.0/24 ip daddr 198.18.3.0/24 drop\n  }\n}\n",
-    );
+    let MonitoredZones {
+        hub: _hub,
+        web,
+        app,
+        sql,
+        mon,
+    } = zones_app_cannot_reach_sql("dpp");
     // The scripted SQL Server (real TDS, real credential check) on 1433, bound inside `sql`.
     let peer_config = PeerConfig::default();
     let password = peer_config.password.clone();
@@ -458,63 +436,10 @@ fn real_prometheus_scrapes_two_zones_and_sees_exactly_the_blocked_pair_failing()
             .expect("start dtcprobe watch");
         watches.push(Daemon::adopt(child, "dtcprobe watch"));
     }
-    let storage = dir.path().join("tsdb");
-    // The Debian package's binary, without systemd: its own storage and address, logs on stderr.
-    let mut prometheus = Daemon::spawn(
-        &mon,
-        "prometheus",
-        &[
-            &format!(
-                "--config.file={}",
-                dir.path().join("prometheus.yml").display()
-            ),
-            &format!("--storage.tsdb.path={}", storage.display()),
-            &format!("--web.listen-address={PROMETHEUS_LISTEN}"),
-            "--log.level=warn",
-        ],
-    );
-    let ready_addr: SocketAddr = PROMETHEUS_LISTEN.parse().unwrap();
-    let ready = netns::wait_until(Duration::from_secs(30), || {
-        matches!(http_get_in(&mon, ready_addr, "/-/ready"), Ok((200, _)))
-    });
-    prometheus.assert_running();
-    assert!(
-        ready,
-        "prometheus did not become ready on {PROMETHEUS_LISTEN}"
-    );
-    for w in &mut watches {
-        w.assert_running();
-    }
-
-    // Two successful scrapes of every target (8 probe jobs + 2 /metrics jobs; a probe of the
-    // blocked pair takes one 500ms hop timeout, the scrape timeout is the 2s interval), a finished
-    // watch round on both instances, and every target up at the last scrape; bounded.
-    let mut last = String::new();
-    let scraped = netns::wait_until(Duration::from_secs(60), || {
-        // `n` series, every value at least `min`.
-        let mut all_at_least = |promql: &str, n: usize, min: f64| match query(&mon, promql) {
-            Ok(rows) => {
-                last = format!("{promql}: {rows:?}");
-                rows.len() == n && rows.iter().all(|(_, v)| *v >= min)
-            }
-            Err(e) => {
-                last = e;
-                false
-            }
-        };
-        all_at_least("sum_over_time(up{prober!=\"\"}[1m])", 10, 2.0)
-            && all_at_least("up{prober!=\"\"}", 10, 1.0)
-            && all_at_least("count_over_time(probe_success[1m])", 8, 2.0)
-            && all_at_least(
-                "count_over_time(dtcprobe_check_success{job=~\"web|app\"}[1m])",
-                8,
-                2.0,
-            )
-    });
-    assert!(
-        scraped,
-        "no two successful scrapes of every target within 60s; last: {last}"
-    );
+    // 8 probe jobs + 2 /metrics jobs; a probe of the blocked pair takes one 500ms hop timeout,
+    // the scrape timeout is the 2s interval.
+    let mut prometheus =
+        start_prometheus_and_wait_for_two_scrapes(&mon, dir.path(), &mut watches, 8);
 
     // /probe: exactly app -> sql fails.
     let probe = by(&query(&mon, "probe_success").unwrap(), "module");
@@ -692,4 +617,123 @@ fn real_prometheus_scrapes_two_zones_and_sees_exactly_the_blocked_pair_failing()
     // Drop order: Prometheus, the watches, listeners, then the namespaces.
     drop(prometheus);
     drop(watches);
+}
+
+/// Starts the Debian package's Prometheus in `mon` (no systemd: its own storage under `dir` and
+/// address, logs on stderr) with `dir/prometheus.yml`, and waits, bounded, for two successful
+/// scrapes of every target: `probes` probe jobs plus the two watches' /metrics, a finished watch
+/// round on both instances, and every target up at the last scrape.
+pub(crate) fn start_prometheus_and_wait_for_two_scrapes(
+    mon: &Netns,
+    dir: &Path,
+    watches: &mut [Daemon],
+    probes: usize,
+) -> Daemon {
+    let storage = dir.join("tsdb");
+    let mut prometheus = Daemon::spawn(
+        mon,
+        "prometheus",
+        &[
+            &format!("--config.file={}", dir.join("prometheus.yml").display()),
+            &format!("--storage.tsdb.path={}", storage.display()),
+            &format!("--web.listen-address={PROMETHEUS_LISTEN}"),
+            "--log.level=warn",
+        ],
+    );
+    let ready_addr: SocketAddr = PROMETHEUS_LISTEN.parse().unwrap();
+    let ready = netns::wait_until(Duration::from_secs(30), || {
+        matches!(http_get_in(mon, ready_addr, "/-/ready"), Ok((200, _)))
+    });
+    prometheus.assert_running();
+    assert!(
+        ready,
+        "prometheus did not become ready on {PROMETHEUS_LISTEN}"
+    );
+    for w in watches.iter_mut() {
+        w.assert_running();
+    }
+    let mut last = String::new();
+    let scraped = netns::wait_until(Duration::from_secs(60), || {
+        // `n` series, every value at least `min`.
+        let mut all_at_least = |promql: &str, n: usize, min: f64| match query(mon, promql) {
+            Ok(rows) => {
+                last = format!("{promql}: {rows:?}");
+                rows.len() == n && rows.iter().all(|(_, v)| *v >= min)
+            }
+            Err(e) => {
+                last = e;
+                false
+            }
+        };
+        let targets = probes + watches.len();
+        all_at_least("sum_over_time(up{prober!=\"\"}[1m])", targets, 2.0)
+            && all_at_least("up{prober!=\"\"}", targets, 1.0)
+            && all_at_least("count_over_time(probe_success[1m])", probes, 2.0)
+            && all_at_least(
+                "count_over_time(dtcprobe_check_success{job=~\"web|app\"}[1m])",
+                probes,
+                2.0,
+            )
+    });
+    assert!(
+        scraped,
+        "no two successful scrapes of every target within 60s; last: {last}"
+    );
+    prometheus
+}
+
+/// Four zones behind one router (`hub`): web 198.18.1.2, app 198.18.2.2, sql 198.18.3.2 and the
+/// monitoring zone 198.18.4.2, each /24 routed through 198.18.N.1.
+pub(crate) struct MonitoredZones {
+    pub hub: Netns,
+    pub web: Netns,
+    pub app: Netns,
+    pub sql: Netns,
+    pub mon: Netns,
+}
+
+/// The zones, with the router's firewall dropping app -> sql silently (as most zone firewalls
+/// do). Namespace names start with `prefix` (`h`, `w`, `a`, `s`, `m` appended).
+pub(crate) fn zones_app_cannot_reach_sql(prefix: &str) -> MonitoredZones {
+    let name = |z: &str| format!("{prefix}{z}");
+    let zones = MonitoredZones {
+        hub: Netns::new(&name("h")),
+        web: Netns::new(&name("w")),
+        app: Netns::new(&name("a")),
+        sql: Netns::new(&name("s")),
+        mon: Netns::new(&name("m")),
+    };
+    for (n, zone) in [
+        (1, &zones.web),
+        (2, &zones.app),
+        (3, &zones.sql),
+        (4, &zones.mon),
+    ] {
+        netns::link_named(
+            &zones.hub,
+            &format!("z{n}"),
+            &format!("198.18.{n}.1/24"),
+            zone,
+            "eth0",
+            &format!("198.18.{n}.2/24"),
+        );
+        zone.sh(&format!("ip route add default via 198.18.{n}.1"));
+    }
+    zones.hub.sh("sysctl -qw net.ipv4.ip_forward=1");
+    zones.hub.nft(
+        "table inet zonefw {\n  chain forward {\n    type filter hook forward priority 0; policy accept;\n    \
+         ip saddr 198.18.2.0/24 ip daddr 198.18.3.0/24 drop\n  }\n}\n",
+    );
+    zones
+}
+
+/// Root but no Prometheus server is a broken test machine, not a reason to pass.
+pub(crate) fn require_prometheus() {
+    assert!(
+        Command::new("prometheus")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "prometheus is not installed: run scripts/install-test-deps (Debian package prometheus)"
+    );
 }
