@@ -59,6 +59,17 @@ async fn enlist(peer: &TdsPeer, query: &str, password: &str, dtc: Arc<dyn LocalD
 
 const GOOD: &str = "Pr0be-pass!";
 
+/// The usual run: the peer's self-signed certificate trusted, the right password.
+async fn enlist_trusting(peer: &TdsPeer, msdtc: &ScriptedMsdtc) -> HopResult {
+    enlist(
+        peer,
+        "trust_server_certificate=true",
+        GOOD,
+        msdtc.as_local_dtc(),
+    )
+    .await
+}
+
 fn failed_step(r: &HopResult) -> &str {
     r.data["failed_step"].as_str().unwrap_or("")
 }
@@ -520,13 +531,7 @@ async fn server_msdtc_unavailable_on_get_address() {
             ..TmConfig::default()
         },
     );
-    let r = enlist(
-        &peer,
-        "trust_server_certificate=true",
-        GOOD,
-        msdtc.as_local_dtc(),
-    )
-    .await;
+    let r = enlist_trusting(&peer, &msdtc).await;
     assert_fails_at(&r, Cause::DtcUnavailable, "get DTC address", "");
     assert_eq!(r.data["error"]["number"], 8501);
     assert!(
@@ -556,13 +561,7 @@ async fn local_msdtc_failures_name_the_side_and_setting() {
         let msdtc = ScriptedMsdtc::new();
         msdtc.fail_export(hresult);
         let (peer, tm) = peer_with(&msdtc, TmConfig::default());
-        let r = enlist(
-            &peer,
-            "trust_server_certificate=true",
-            GOOD,
-            msdtc.as_local_dtc(),
-        )
-        .await;
+        let r = enlist_trusting(&peer, &msdtc).await;
         assert_fails_at(
             &r,
             Cause::DtcUnavailable,
@@ -591,13 +590,7 @@ async fn local_msdtc_failures_name_the_side_and_setting() {
     let msdtc = ScriptedMsdtc::new();
     msdtc.fail_begin(dtc::XACT_E_TMNOTAVAILABLE);
     let (peer, _) = peer_with(&msdtc, TmConfig::default());
-    let r = enlist(
-        &peer,
-        "trust_server_certificate=true",
-        GOOD,
-        msdtc.as_local_dtc(),
-    )
-    .await;
+    let r = enlist_trusting(&peer, &msdtc).await;
     assert_fails_at(&r, Cause::DtcUnavailable, "local begin", "");
     assert!(r.hint.as_deref().unwrap().contains("sc start msdtc"));
     assert!(!peer
@@ -609,13 +602,7 @@ async fn local_msdtc_failures_name_the_side_and_setting() {
     let msdtc = ScriptedMsdtc::new();
     msdtc.fail_abort(dtc::XACT_E_CONNECTION_DOWN);
     let (peer, _) = peer_with(&msdtc, TmConfig::default());
-    let r = enlist(
-        &peer,
-        "trust_server_certificate=true",
-        GOOD,
-        msdtc.as_local_dtc(),
-    )
-    .await;
+    let r = enlist_trusting(&peer, &msdtc).await;
     assert_fails_at(&r, Cause::DtcUnavailable, "local abort", "");
 }
 
@@ -624,13 +611,7 @@ async fn propagate_rejected_by_the_server() {
     // The SQL host's MSDTC cannot reach this host's MSDTC back: 8509.
     let msdtc = ScriptedMsdtc::new();
     let peer = TdsPeer::start(PeerConfig::default()); // its MSDTC reaches no client MSDTC
-    let r = enlist(
-        &peer,
-        "trust_server_certificate=true",
-        GOOD,
-        msdtc.as_local_dtc(),
-    )
-    .await;
+    let r = enlist_trusting(&peer, &msdtc).await;
     assert_fails_at(&r, Cause::DtcUnavailable, "propagate", "");
     assert_eq!(r.data["error"]["number"], 8509);
     assert!(r.detail.contains("XACT_E_CONNECTION_DOWN"), "{r:#?}");
@@ -649,13 +630,7 @@ async fn propagate_rejected_by_the_server() {
             ..TmConfig::default()
         },
     );
-    let r = enlist(
-        &peer,
-        "trust_server_certificate=true",
-        GOOD,
-        msdtc.as_local_dtc(),
-    )
-    .await;
+    let r = enlist_trusting(&peer, &msdtc).await;
     assert_eq!(
         (r.status, r.cause, r.data["error"]["number"].as_u64()),
         (Status::Fail, Some(Cause::DtcUnavailable), Some(8522)),
@@ -677,13 +652,7 @@ async fn connection_dropped_mid_propagate() {
             ..TmConfig::default()
         },
     );
-    let r = enlist(
-        &peer,
-        "trust_server_certificate=true",
-        GOOD,
-        msdtc.as_local_dtc(),
-    )
-    .await;
+    let r = enlist_trusting(&peer, &msdtc).await;
     assert_fails_at(&r, Cause::Reset, "propagate", "");
     assert_eq!(msdtc.calls(), ["begin", "export", "abort"]);
 }
@@ -866,23 +835,11 @@ async fn binary_skips_without_windows_and_reports_match_the_schema() {
     );
 
     // The same report with the hop as the scripted run produces it (pass, then a failure).
-    let pass = enlist(
-        &peer,
-        "trust_server_certificate=true",
-        GOOD,
-        msdtc.as_local_dtc(),
-    )
-    .await;
+    let pass = enlist_trusting(&peer, &msdtc).await;
     assert_eq!(pass.status, Status::Pass, "{pass:#?}");
     let failing = ScriptedMsdtc::new();
     failing.fail_export(dtc::XACT_E_NETWORK_TX_DISABLED);
-    let fail = enlist(
-        &peer,
-        "trust_server_certificate=true",
-        GOOD,
-        failing.as_local_dtc(),
-    )
-    .await;
+    let fail = enlist_trusting(&peer, &failing).await;
     for (what, hop) in [("pass", pass), ("fail", fail)] {
         let value: Value = serde_json::to_value(&hop).unwrap();
         for h in report["checks"][0]["hops"].as_array_mut().unwrap() {
