@@ -17,9 +17,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::local_agent;
 use dtcprobe::agent::client::{agent_checks, PeerOptions};
 use dtcprobe::agent::protocol::{Key, ReverseTarget};
-use dtcprobe::agent::server::{serve, AgentState};
+use dtcprobe::agent::server::AgentState;
 use dtcprobe::agent::AgentConfig;
 use dtcprobe::model::{CheckResult, HopKind, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,40 +35,15 @@ fn key() -> Key {
     Key::from_bytes(KEY.as_bytes(), "test").unwrap()
 }
 
-/// An agent served in-process on 127.0.0.1; stopped when dropped (the runtime ends).
 async fn start_agent(config: AgentConfig) -> (SocketAddr, Arc<AgentState>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let state = Arc::new(AgentState::new(key(), config));
-    let served = state.clone();
-    tokio::spawn(async move {
-        let _ = serve(listener, served, std::future::pending()).await;
-    });
-    (addr, state)
+    local_agent::start_agent(key(), config).await
 }
 
 fn peer_opts(agent: SocketAddr) -> PeerOptions {
-    PeerOptions {
-        agent: agent.to_string(),
-        key: key(),
-        callback_bind: "127.0.0.1".parse().unwrap(),
-        callback_port: 0,
-        caller_name: None,
-        zone: None,
-        reverse: Vec::new(),
-        hop_timeout: Duration::from_secs(2),
-        session_timeout: Duration::from_secs(8),
-        cid: None,
-        trace: true,
-    }
+    local_agent::peer_opts(agent, key(), Duration::from_secs(8))
 }
 
-fn find<'a>(checks: &'a [CheckResult], name: &str) -> &'a CheckResult {
-    checks
-        .iter()
-        .find(|c| c.name == name)
-        .unwrap_or_else(|| panic!("no check {name}: {checks:#?}"))
-}
+use local_agent::find;
 
 fn hop_status(c: &CheckResult, kind: HopKind) -> Status {
     c.hops

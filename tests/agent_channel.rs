@@ -9,11 +9,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::local_agent;
 use dtcprobe::agent::client::{agent_checks, PeerOptions};
 use dtcprobe::agent::protocol::{
     read_frame, ErrorCode, Key, Message, ReverseTarget, SecureChannel, NOISE_PATTERN,
 };
-use dtcprobe::agent::server::{serve, AgentState};
+use dtcprobe::agent::server::AgentState;
 use dtcprobe::agent::AgentConfig;
 use dtcprobe::model::{Cause, CheckResult, HopKind, HopResult, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,38 +28,14 @@ fn key() -> Key {
 }
 
 async fn start_agent(config: AgentConfig) -> (SocketAddr, Arc<AgentState>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let state = Arc::new(AgentState::new(key(), config));
-    let served = state.clone();
-    tokio::spawn(async move {
-        let _ = serve(listener, served, std::future::pending()).await;
-    });
-    (addr, state)
+    local_agent::start_agent(key(), config).await
 }
 
 fn peer_opts(agent: SocketAddr) -> PeerOptions {
-    PeerOptions {
-        agent: agent.to_string(),
-        key: key(),
-        callback_bind: "127.0.0.1".parse().unwrap(),
-        callback_port: 0,
-        caller_name: None,
-        zone: None,
-        reverse: Vec::new(),
-        hop_timeout: Duration::from_secs(2),
-        session_timeout: Duration::from_secs(5),
-        cid: None,
-        trace: true,
-    }
+    local_agent::peer_opts(agent, key(), Duration::from_secs(5))
 }
 
-fn find<'a>(checks: &'a [CheckResult], name: &str) -> &'a CheckResult {
-    checks
-        .iter()
-        .find(|c| c.name == name)
-        .unwrap_or_else(|| panic!("no check {name}: {checks:#?}"))
-}
+use local_agent::find;
 
 fn hop(c: &CheckResult, kind: HopKind) -> &HopResult {
     c.hops

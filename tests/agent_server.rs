@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::local_agent;
 use dtcprobe::agent::client::{agent_checks, PeerOptions};
 use dtcprobe::agent::protocol::{
     parse_body, read_frame, ErrorCode, Key, Message, RequestBody, ResponseBody, ReverseTarget,
@@ -67,26 +68,12 @@ impl Agent {
 
 fn peer_opts(addr: SocketAddr, key: Key) -> PeerOptions {
     PeerOptions {
-        agent: addr.to_string(),
-        key,
-        callback_bind: "127.0.0.1".parse().unwrap(),
-        callback_port: 0,
-        caller_name: None,
         zone: Some("web".into()),
-        reverse: Vec::new(),
-        hop_timeout: Duration::from_secs(2),
-        session_timeout: Duration::from_secs(5),
-        cid: None,
-        trace: true,
+        ..local_agent::peer_opts(addr, key, Duration::from_secs(5))
     }
 }
 
-fn find<'a>(checks: &'a [CheckResult], name: &str) -> &'a CheckResult {
-    checks
-        .iter()
-        .find(|c| c.name == name)
-        .unwrap_or_else(|| panic!("no check {name} in {checks:#?}"))
-}
+use local_agent::find;
 
 fn hop(c: &CheckResult, kind: HopKind) -> &dtcprobe::model::HopResult {
     c.hops

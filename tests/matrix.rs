@@ -196,6 +196,15 @@ fn cell<'a>(report: &'a Value, from: &str, to: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no cell {from} -> {to} in {report:#}"))
 }
 
+fn row<'a>(report: &'a Value, zone: &str) -> &'a Value {
+    report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["zone"] == zone)
+        .unwrap_or_else(|| panic!("no row {zone} in {report:#}"))
+}
+
 struct LocalSchemas;
 
 impl jsonschema::Retrieve for LocalSchemas {
@@ -425,12 +434,7 @@ fn matrix_shows_exactly_the_dropped_pair() {
         "a lost agent leaves the run inconclusive: {err}\n{report:#}"
     );
     assert_matrix_schema(&report);
-    let web = report["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["zone"] == "web")
-        .unwrap();
+    let web = row(&report, "web");
     assert_eq!(web["state"], "agent_lost", "{web:#}");
     for to in ["app", "sql"] {
         assert_eq!(
@@ -467,12 +471,7 @@ fn an_unreachable_agent_is_shown_as_such_and_costs_one_timeout() {
         "an unreachable agent makes the run inconclusive: {err}\n{report:#}"
     );
     assert_matrix_schema(&report);
-    let app = report["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["zone"] == "app")
-        .unwrap();
+    let app = row(&report, "app");
     assert_eq!(app["state"], "agent_unreachable", "{app:#}");
     assert!(
         app["detail"].as_str().unwrap().contains("timeout"),
@@ -518,12 +517,7 @@ fn an_unreachable_agent_is_shown_as_such_and_costs_one_timeout() {
     lab.router.nft("");
     let (code, report, err, took) = lab.matrix_json(&matrix, &[]);
     assert_eq!(code, 3, "{err}\n{report:#}");
-    let app = report["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["zone"] == "app")
-        .unwrap();
+    let app = row(&report, "app");
     assert_eq!(app["state"], "agent_unreachable", "{app:#}");
     assert!(
         app["detail"].as_str().unwrap().contains("refused"),

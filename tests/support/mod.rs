@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod dns_refused;
+pub mod local_agent;
 pub mod netns;
 pub mod postgres;
 pub mod samba;
