@@ -64,24 +64,18 @@ pub fn client_config(trust: &Trust) -> Result<rustls::ClientConfig, TrustError> 
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
     let roots = |file: Option<&PathBuf>| -> Result<Arc<rustls::RootCertStore>, TrustError> {
+        let Some(path) = file else {
+            return Ok(system_roots());
+        };
+        let pem = std::fs::read(path).map_err(|source| TrustError::Read {
+            path: path.clone(),
+            source,
+        })?;
         let mut roots = rustls::RootCertStore::empty();
-        match file {
-            None => {
-                for cert in rustls_native_certs::load_native_certs().certs {
-                    let _ = roots.add(cert);
-                }
-            }
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|source| TrustError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                let (added, _) =
-                    roots.add_parsable_certificates(CertificateDer::pem_slice_iter(&pem).flatten());
-                if added == 0 {
-                    return Err(TrustError::Empty(path.clone()));
-                }
-            }
+        let (added, _) =
+            roots.add_parsable_certificates(CertificateDer::pem_slice_iter(&pem).flatten());
+        if added == 0 {
+            return Err(TrustError::Empty(path.clone()));
         }
         Ok(Arc::new(roots))
     };
@@ -110,6 +104,17 @@ pub fn client_config(trust: &Trust) -> Result<rustls::ClientConfig, TrustError> 
             .with_no_client_auth(),
     };
     Ok(config)
+}
+
+/// This host's trust store, read at each login rather than once per process: a long-running
+/// `watch` then sees a CA installed while it runs (and the tests can point SSL_CERT_FILE at a
+/// new peer's certificate between logins).
+fn system_roots() -> Arc<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    Arc::new(roots)
 }
 
 /// Accepts any certificate, but still checks that the server holds its key (the handshake
