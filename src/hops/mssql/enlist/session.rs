@@ -281,37 +281,8 @@ impl Session {
             // Only the LOGIN7 packet travels encrypted; the server answers in the clear.
             s.tls = None;
         }
-        let mut tokens = s.read_reply().await?;
-        // The server's SSPI tokens, each answered in an SSPI message, until it decides.
-        for round in 0.. {
-            let challenge = tokens.iter().find_map(|t| match t {
-                Token::Sspi(b) => Some(b.clone()),
-                _ => None,
-            });
-            let Some(challenge) = challenge else { break };
-            if first_error(&tokens).is_some() {
-                break;
-            }
-            let Some(client) = sspi.as_mut() else {
-                return Err(Failure::Protocol(
-                    "the server answered a SQL Server authentication login with an SSPI token"
-                        .into(),
-                ));
-            };
-            if round == MAX_SSPI_ROUNDS {
-                return Err(Failure::Sspi(format!(
-                    "the exchange did not end after {MAX_SSPI_ROUNDS} rounds"
-                )));
-            }
-            let answer = client
-                .next_bytes(Some(&challenge))
-                .map_err(|e| Failure::Sspi(format!("answering the server's challenge: {e}")))?
-                .ok_or_else(|| {
-                    Failure::Sspi("the server sent another token after the last one".into())
-                })?;
-            s.write_message(PKT_SSPI, &answer).await?;
-            tokens = s.read_reply().await?;
-        }
+        let first_reply = s.read_reply().await?;
+        let tokens = s.sspi_exchange(sspi, first_reply).await?;
         if let Some(f) = first_error(&tokens) {
             return Err(f);
         }
@@ -350,6 +321,47 @@ impl Session {
                 server_program: ack.program,
             },
         ))
+    }
+
+    /// Windows authentication after LOGIN7: answers each SSPI token of the server (0xED) in an
+    /// SSPI message (0x11) until the server decides; returns its deciding reply. `reply` is the
+    /// answer to LOGIN7; with SQL Server authentication (`sspi` none) it is returned as it is,
+    /// unless the server asks for SSPI anyway.
+    async fn sspi_exchange(
+        &mut self,
+        mut sspi: Option<SspiClient>,
+        mut reply: Vec<Token>,
+    ) -> Result<Vec<Token>, Failure> {
+        for round in 0.. {
+            let challenge = reply.iter().find_map(|t| match t {
+                Token::Sspi(b) => Some(b.clone()),
+                _ => None,
+            });
+            let Some(challenge) = challenge else { break };
+            if first_error(&reply).is_some() {
+                break;
+            }
+            let Some(client) = sspi.as_mut() else {
+                return Err(Failure::Protocol(
+                    "the server answered a SQL Server authentication login with an SSPI token"
+                        .into(),
+                ));
+            };
+            if round == MAX_SSPI_ROUNDS {
+                return Err(Failure::Sspi(format!(
+                    "the exchange did not end after {MAX_SSPI_ROUNDS} rounds"
+                )));
+            }
+            let answer = client
+                .next_bytes(Some(&challenge))
+                .map_err(|e| Failure::Sspi(format!("answering the server's challenge: {e}")))?
+                .ok_or_else(|| {
+                    Failure::Sspi("the server sent another token after the last one".into())
+                })?;
+            self.write_message(PKT_SSPI, &answer).await?;
+            reply = self.read_reply().await?;
+        }
+        Ok(reply)
     }
 
     /// A SQL batch in the session's current transaction.
