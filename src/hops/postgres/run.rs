@@ -61,11 +61,7 @@ async fn login(t: &PgTarget, addr: SocketAddr, ctx: &RunContext) -> HopOutput<Cl
             )
         }
     };
-    let stream = match connect::open(addr, ctx.hop_timeout).await {
-        Ok(stream) => stream,
-        // The path broke after the tcp hop: the same classification, on this hop.
-        Err(attempt) => return HopOutput::stop(connect::hop_result(HopKind::Login, &[attempt])),
-    };
+    // Local set-up (the CA file) before the connection it would otherwise waste.
     let connector =
         match Connector::new(&t.host, t.sslmode, t.sslrootcert.as_ref()) {
             Ok(c) => c,
@@ -75,6 +71,11 @@ async fn login(t: &PgTarget, addr: SocketAddr, ctx: &RunContext) -> HopOutput<Cl
                 ),
             ),
         };
+    let stream = match connect::open(addr, ctx.hop_timeout).await {
+        Ok(stream) => stream,
+        // The path broke after the tcp hop: the same classification, on this hop.
+        Err(attempt) => return HopOutput::stop(connect::hop_result(HopKind::Login, &[attempt])),
+    };
     let mut config = tokio_postgres::Config::new();
     config
         .user(&t.user)
