@@ -23,6 +23,11 @@ pub struct RunContext {
     pub cross_zone: bool,
     /// Routes looked up so far in this run (hop `route`); a fresh one per run.
     pub routes: Arc<crate::hops::route::RouteCache>,
+    /// The path traces of this run, one per address (hop `path`); a fresh one per run.
+    pub traces: Arc<crate::hops::path::TraceBook>,
+    /// The check this context runs (set by [`crate::runner::run_check`]): a trace names the
+    /// check that made it.
+    pub check: Arc<str>,
 }
 
 /// What a hop hands back: its result, and on success the value later hops build on

@@ -117,6 +117,7 @@ pub async fn run_checks(specs: &[CheckSpec], opts: &RunOptions) -> Vec<CheckResu
 async fn run_into(specs: &[CheckSpec], opts: &RunOptions, slots: &[Slot]) {
     let resolver = Arc::new(DnsResolver::from_system(opts.timeout));
     let routes = Arc::new(crate::hops::route::RouteCache::default());
+    let traces = Arc::new(crate::hops::path::TraceBook::default());
     let total = specs.len();
     let done = std::sync::atomic::AtomicUsize::new(0);
     stream::iter(specs.iter().zip(slots))
@@ -127,6 +128,8 @@ async fn run_into(specs: &[CheckSpec], opts: &RunOptions, slots: &[Slot]) {
                 trace: opts.trace,
                 cross_zone: spec.crosses_zones(),
                 routes: routes.clone(),
+                traces: traces.clone(),
+                check: Arc::from(""),
             };
             let progress = opts.progress.clone();
             let done = &done;
@@ -148,7 +151,11 @@ async fn run_into(specs: &[CheckSpec], opts: &RunOptions, slots: &[Slot]) {
 
 /// Runs one check's hop chain (the kind's own `run`, see [`crate::hops::Kind`]).
 pub async fn run_check(spec: &CheckSpec, ctx: &RunContext) -> CheckResult {
-    let hops = spec.target.run(ctx).await;
+    let ctx = RunContext {
+        check: Arc::from(spec.name.as_str()),
+        ..ctx.clone()
+    };
+    let hops = spec.target.run(&ctx).await;
     for hop in &hops {
         tracing::debug!(
             check = %spec.name,

@@ -28,7 +28,19 @@ struct TwoRouters {
 }
 
 impl TwoRouters {
+    /// With the routers' ICMP rate limits off: several probes of one run may ask the same
+    /// router for ICMP (the cases here are about what is answered, not how often).
     fn new(prefix: &str) -> TwoRouters {
+        let net = TwoRouters::with_kernel_icmp_limits(prefix);
+        for ns in [&net.r1, &net.r2, &net.sql] {
+            ns.sh("sysctl -qw net.ipv4.icmp_ratelimit=0");
+        }
+        net
+    }
+
+    /// With the kernel's own ICMP rate limits (a burst of 6, then 1 per second to one host), as
+    /// on real routers.
+    fn with_kernel_icmp_limits(prefix: &str) -> TwoRouters {
         let web = Netns::new(&format!("{prefix}w"));
         let r1 = Netns::new(&format!("{prefix}a"));
         let r2 = Netns::new(&format!("{prefix}b"));
@@ -49,10 +61,6 @@ impl TwoRouters {
         sql.sh("ip route add default via 198.18.2.1");
         for router in [&r1, &r2] {
             router.sh("sysctl -qw net.ipv4.ip_forward=1");
-        }
-        // Several probes of one run ask the same router for ICMP: no rate limit in the test.
-        for ns in [&r1, &r2, &sql] {
-            ns.sh("sysctl -qw net.ipv4.icmp_ratelimit=0");
         }
         for ns in [&web, &r1, &r2, &sql] {
             ns.etc_file("hosts", "127.0.0.1 localhost\n");
@@ -434,4 +442,151 @@ fn seed_like_dynamic_range_dropped_at_the_router_is_named() {
         detail.contains("at or just after 198.18.0.254 (hop 1)"),
         "{detail}"
     );
+}
+
+/// Counts, on r1, the SYNs from the web zone that expire there (TTL 1): one per trace.
+const R1_TTL1_COUNTER: &str = r#"
+table ip r1count {
+  counter ttl1 {}
+  chain pre {
+    type filter hook prerouting priority -150; policy accept;
+    iifname "eth0" ip ttl 1 tcp flags & (syn | ack) == syn counter name "ttl1"
+  }
+}
+"#;
+
+fn ttl1_probes_seen_by_r1(net: &TwoRouters) -> u64 {
+    let out = net.r1.sh("nft list counter ip r1count ttl1");
+    out.split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no packet count in {out}"))
+}
+
+/// Issue 22: a firewall change blocks a whole range, so many dropped ports to one host is the
+/// common case. With the kernel's own ICMP rate limits on both routers, every dropped port's
+/// `path` hop must still name the router where the packets die, and the run must send one
+/// trace's probes, not one per port (a trace per port spent the routers' budget in the first
+/// six and read the rest as "no router answered").
+#[test]
+fn forty_dropped_ports_to_one_host_share_one_trace() {
+    let test = "forty_dropped_ports_to_one_host_share_one_trace";
+    if !can_run_netns_tests(test) {
+        return;
+    }
+    let net = TwoRouters::with_kernel_icmp_limits("dpt");
+    net.r1.nft(R1_TTL1_COUNTER);
+    net.r2.nft(
+        "table ip r2fw {\n  chain forward {\n    type filter hook forward priority 0; policy accept;\n    \
+         tcp dport 40000-40041 drop\n  }\n}\n",
+    );
+    let targets: Vec<String> = (40000..=40041)
+        .map(|port| format!("tcp://{TARGET}:{port}"))
+        .collect();
+    let mut args = vec!["check", "-f", "json", "--timeout", "2s"];
+    args.extend(targets.iter().map(String::as_str));
+    let (code, stdout, stderr) = dtcprobe_in(&net.web, &args);
+    assert_eq!(code, 1, "stderr: {stderr}");
+    let report = parse_report(&stdout);
+
+    let mut traced_here = Vec::new();
+    for target in &targets {
+        assert_eq!(hop(&report, target, "tcp")["cause"], "timeout", "{target}");
+        let path = hop(&report, target, "path");
+        assert_eq!(
+            path["data"]["last_responder"], R2_R1_SIDE,
+            "{target}: {path:#}"
+        );
+        assert_eq!(path["data"]["last_ttl"], 2, "{target}: {path:#}");
+        let detail = path["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("at or just after 198.18.1.2 (hop 2)"),
+            "{target}: {detail}"
+        );
+        match path["data"].get("traced_by") {
+            None => traced_here.push(target.clone()),
+            Some(by) => {
+                // The check it shares names the one that traced, and which port it traced.
+                assert!(targets.iter().any(|t| t == by), "{target}: {path:#}");
+                assert!(by != target, "{target}: {path:#}");
+                let port = path["data"]["traced_port"].as_u64().unwrap();
+                assert!(
+                    by.as_str().unwrap().ends_with(&format!(":{port}")),
+                    "{path:#}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        traced_here.len(),
+        1,
+        "exactly one check traces: {traced_here:?}"
+    );
+    // One trace's probes: one SYN with TTL 1 reached r1 (a TTL-1 probe that is answered is
+    // not retransmitted), where a trace per port sent 42.
+    assert_eq!(ttl1_probes_seen_by_r1(&net), 1);
+}
+
+/// Dropped ports to several hosts behind the same routers: each host gets its own trace, and
+/// they share the routers' ICMP budget. Traces are paced within it (a burst, then one per
+/// second): every `path` hop either names the router where the packets die or says it was not
+/// traced to stay within the budget; none reads the rate limit's silence as "no router
+/// answered".
+#[test]
+fn dropped_ports_to_many_hosts_behind_one_router_stay_within_the_icmp_budget() {
+    let test = "dropped_ports_to_many_hosts_behind_one_router_stay_within_the_icmp_budget";
+    if !can_run_netns_tests(test) {
+        return;
+    }
+    let net = TwoRouters::with_kernel_icmp_limits("dpu");
+    let hosts: Vec<String> = (10..20).map(|n| format!("198.18.2.{n}")).collect();
+    for host in &hosts {
+        net.sql.sh(&format!("ip addr add {host}/24 dev eth0"));
+    }
+    net.r1.nft(R1_TTL1_COUNTER);
+    net.r2.nft(
+        "table ip r2fw {\n  chain forward {\n    type filter hook forward priority 0; policy accept;\n    \
+         tcp dport 1500 drop\n  }\n}\n",
+    );
+    let targets: Vec<String> = hosts.iter().map(|h| format!("tcp://{h}:1500")).collect();
+    let mut args = vec!["check", "-f", "json", "--timeout", "1s"];
+    args.extend(targets.iter().map(String::as_str));
+    let started = Instant::now();
+    let (code, stdout, stderr) = dtcprobe_in(&net.web, &args);
+    let wall = started.elapsed().as_secs_f64();
+    assert_eq!(code, 1, "stderr: {stderr}");
+    let report = parse_report(&stdout);
+
+    let mut named = 0;
+    for target in &targets {
+        assert_eq!(hop(&report, target, "tcp")["cause"], "timeout", "{target}");
+        let path = hop(&report, target, "path");
+        let detail = path["detail"].as_str().unwrap();
+        assert!(
+            !detail.contains("no router answered") && !detail.contains("before the first router"),
+            "{target}: {path:#}"
+        );
+        if path["data"].get("last_responder").is_some() {
+            assert_eq!(
+                path["data"]["last_responder"], R2_R1_SIDE,
+                "{target}: {path:#}"
+            );
+            assert!(
+                detail.contains("at or just after 198.18.1.2 (hop 2)"),
+                "{target}: {detail}"
+            );
+            named += 1;
+        } else {
+            assert_eq!(path["data"]["rate_limited"], true, "{target}: {path:#}");
+            assert_eq!(path["status"], "skip", "{target}: {path:#}");
+            assert!(detail.starts_with("not traced"), "{target}: {detail}");
+        }
+    }
+    // The burst (5) plus one more after a second of waiting: the rest stay untraced.
+    assert!(named >= 5, "{named} of {} traced", targets.len());
+    let probes = ttl1_probes_seen_by_r1(&net);
+    assert_eq!(probes, named, "one TTL-1 probe per trace");
+    // Bounded: the 1 s connect, at most one more second waiting for a turn, the probes.
+    assert!(wall < 5.0, "run took {wall}s");
 }

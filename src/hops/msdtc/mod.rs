@@ -221,6 +221,8 @@ mod tests {
             trace: false,
             cross_zone: false,
             routes: Default::default(),
+            traces: Default::default(),
+            check: std::sync::Arc::from(""),
         };
         let hops = MsdtcTarget { role: Role::Both }.run(&ctx).await;
         assert_eq!(hops.len(), 1);

@@ -4,20 +4,31 @@
 //! clean. This hop sends TCP SYNs to the same address and port with TTL 1, 2, 3 ... and reads
 //! each socket's error queue (`IP_RECVERR`, unprivileged on Linux): every router that answers
 //! ICMP time-exceeded is named, and the last one that answered is where the packets die ("at or
-//! just after"). All TTLs are probed at once, each bounded by one hop timeout, so the hop takes
-//! about one hop timeout (never more than two).
+//! just after"). All TTLs are probed at once, each bounded by one hop timeout.
+//!
+//! Routers ration the ICMP errors they send to one host, so a trace is a shared, paced resource
+//! of the run ([`book`]): one per destination address, serving every dropped port of it, and no
+//! more traces through one router than its budget allows. Silence is read in that light
+//! ([`interpret`]): "no router answered" only within the budget and from a first router that
+//! answered no trace of the run; otherwise the hop says it could not tell.
 //!
 //! On Windows, where Winsock has no error queue for TCP, the trace is an ICMP echo with the same
-//! TTL steps through `IcmpSendEcho2` (unprivileged); `data.method` says which trace ran. The
-//! interpretation ([`interpret`]) is pure and tested on its own.
+//! TTL steps through `IcmpSendEcho2` (unprivileged); `data.method` says which trace ran
+//! ([`probe`]). The interpretation is pure and tested on its own.
+
+pub mod book;
+mod probe;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
 
 use crate::chain::{Chain, HopOutput, RunContext};
 use crate::model::{Cause, HopKind, HopResult, Status};
+
+pub use book::TraceBook;
 
 /// TTLs probed: 1 to this. Zone-to-zone paths inside a datacenter are a handful of hops.
 pub const MAX_TTL: u8 = 12;
@@ -43,10 +54,23 @@ pub enum Probe {
 pub const HINT_DIES_AFTER: &str = "the SYN passes every device up to the last one that answered, \
 then nothing comes back: the next device drops it. That is the firewall (or the target's own host \
 firewall) to look at: check its rules and DROP logs for this port, in this direction";
-pub const HINT_NO_ROUTER: &str = "not even the first router answered: the packets die at the first \
-device after this host (its gateway or a firewall right after it), or the routers on the way do not \
-send ICMP time-exceeded (or it is filtered back to this zone). Check the local gateway's firewall \
-first";
+pub const HINT_NO_ROUTER: &str = "not even the first router answered, and it answered no other \
+trace of this run either: the packets die at the first device after this host (its gateway or a \
+firewall right after it), or the routers on the way do not send ICMP time-exceeded (or it is \
+filtered back to this zone). Check the local gateway's firewall first";
+pub const HINT_RATE_LIMITED: &str = "routers send only a few ICMP errors per second to one host \
+(Linux: a burst of 6, then 1 per second; Cisco and Juniper similar), and this run's other traces \
+used them up: the silence says nothing about where the packets die. The connect's timeout stands: \
+run this check alone (`dtcprobe check --only NAME`) to trace it";
+pub const HINT_NOT_TRACED: &str = "the connect's timeout stands; where the packets die was not \
+traced, to keep within what the routers allow in ICMP errors (the traces that did go out are \
+on other hops of this run). Run this check alone (`dtcprobe check --only NAME`), or with fewer \
+dropped hosts at once, to trace it";
+pub const HINT_OTHER_PORT_REACHES: &str = "a SYN to another port of the same host gets through to \
+it, so the route and the host are fine: the SYN to this port is dropped by a rule for this port, \
+on the target's own firewall (Windows Firewall: `Get-NetFirewallRule -Direction Inbound -Enabled \
+True | Get-NetFirewallPortFilter`) or on a firewall in front of it. Check both for this port and \
+direction";
 pub const HINT_PORT_FILTERED: &str = "ICMP echo gets through to the target, so the route and the \
 host are fine: the TCP SYN to this port is dropped by a rule for this port, on the target's own \
 firewall (Windows Firewall: `Get-NetFirewallRule -Direction Inbound -Enabled True | \
@@ -69,8 +93,25 @@ pub enum Reach {
     OnLink,
 }
 
-/// Pure: the hop result for the probes, index 0 being TTL 1.
-pub fn interpret(target: SocketAddr, probes: &[Probe], reach: Reach) -> HopResult {
+/// What [`interpret`] reads: one trace, and what the run knows besides.
+pub struct View<'a> {
+    /// The check's own target (its port may differ from the traced one).
+    pub target: SocketAddr,
+    /// The port the trace's SYNs went to.
+    pub traced_port: u16,
+    /// What came back, index 0 being TTL 1.
+    pub probes: &'a [Probe],
+    pub reach: Reach,
+    /// The first router (the route's gateway), when known.
+    pub gateway: Option<IpAddr>,
+    /// For each TTL, a router that answered it on some trace of this run through the same
+    /// first router (from [`TraceBook::answered_through`]).
+    pub answered_elsewhere: &'a [Option<IpAddr>],
+}
+
+/// Pure: the hop result for one trace.
+pub fn interpret(view: &View<'_>) -> HopResult {
+    let View { target, probes, .. } = *view;
     let routers: Vec<serde_json::Value> = probes
         .iter()
         .enumerate()
@@ -109,6 +150,27 @@ pub fn interpret(target: SocketAddr, probes: &[Probe], reach: Reach) -> HopResul
         }
     };
     if let Some(i) = reached {
+        if view.traced_port != target.port() {
+            // The trace went to another dropped-looking port of this host, and that one got
+            // through: the route is fine, this port is filtered.
+            return base(
+                HopResult::fail(
+                    HopKind::Path,
+                    Cause::Timeout,
+                    format!(
+                        "a SYN to port {} reaches {} at hop {} while the SYN to port {} gets no \
+                         answer: the port is dropped by a filter for it, at the target or just in \
+                         front of it",
+                        view.traced_port,
+                        target.ip(),
+                        i + 1,
+                        target.port()
+                    ),
+                )
+                .with_data("reached_ttl", i + 1)
+                .with_hint(HINT_OTHER_PORT_REACHES),
+            );
+        }
         return base(
             HopResult::new(
                 HopKind::Path,
@@ -151,8 +213,8 @@ pub fn interpret(target: SocketAddr, probes: &[Probe], reach: Reach) -> HopResul
             .with_hint(crate::classify::HINT_PROHIBITED),
         );
     }
-    match last {
-        Some((ttl, ip)) => base(
+    if let Some((ttl, ip)) = last {
+        return base(
             HopResult::fail(
                 HopKind::Path,
                 Cause::Timeout,
@@ -163,12 +225,16 @@ pub fn interpret(target: SocketAddr, probes: &[Probe], reach: Reach) -> HopResul
                 ),
             )
             .with_hint(HINT_DIES_AFTER),
-        ),
-        None if probes.iter().all(|p| *p == Probe::Failed) => base(HopResult::skip(
+        );
+    }
+    if probes.iter().all(|p| *p == Probe::Failed) {
+        return base(HopResult::skip(
             HopKind::Path,
             "the trace probes could not be sent (see -v)",
-        )),
-        None if reach == Reach::OnLink => base(
+        ));
+    }
+    if view.reach == Reach::OnLink {
+        return base(
             HopResult::fail(
                 HopKind::Path,
                 Cause::Timeout,
@@ -181,68 +247,99 @@ pub fn interpret(target: SocketAddr, probes: &[Probe], reach: Reach) -> HopResul
             )
             .with_data("on_link", true)
             .with_hint(HINT_ON_LINK_SILENT),
-        ),
-        None => base(
+        );
+    }
+    // Nobody answered. Silence reads as "the first router is silent" only when that router
+    // answered no trace of the run: if it answered another, this silence is its ICMP budget.
+    let first = view.gateway.map(|g| format!(" ({g})")).unwrap_or_default();
+    if let Some(router) = view.answered_elsewhere.first().copied().flatten() {
+        return base(
             HopResult::fail(
                 HopKind::Path,
                 Cause::Timeout,
                 format!(
-                    "no router answered any TTL from 1 to {}: packets die before the first router",
-                    probes.len()
+                    "could not tell where the packets die: no router answered this trace, while \
+                     the first router{first} answered TTL 1 from {router} on another trace of \
+                     this run (its ICMP rate limit, not a drop)"
                 ),
             )
-            .with_hint(HINT_NO_ROUTER),
-        ),
+            .with_data("rate_limited", true)
+            .with_hint(HINT_RATE_LIMITED),
+        );
     }
+    base(
+        HopResult::fail(
+            HopKind::Path,
+            Cause::Timeout,
+            format!(
+                "no router answered any TTL from 1 to {}, and the first router{first} answered no \
+                 other trace of this run: packets die at the first device after this host, or it \
+                 sends no time-exceeded",
+                probes.len()
+            ),
+        )
+        .with_hint(HINT_NO_ROUTER),
+    )
 }
 
-/// Runs the trace to `target`: every TTL at once, each bounded by `limit`. `reach` decides how
-/// silence reads (see [`Reach`]).
-pub async fn trace(target: SocketAddr, limit: Duration, reach: Reach) -> HopOutput<()> {
-    #[cfg(target_os = "linux")]
-    {
-        let probes =
-            futures::future::join_all((1..=MAX_TTL).map(|ttl| linux::probe(target, ttl, limit)))
-                .await;
-        HopOutput::stop(interpret(target, &probes, reach).with_data("method", "tcp_syn"))
-    }
-    #[cfg(windows)]
-    {
-        if target.is_ipv6() {
-            return HopOutput::stop(HopResult::skip(
-                HopKind::Path,
-                format!(
-                    "path trace to {target}: the Windows trace (IcmpSendEcho2) is IPv4 only \
-                     here: where the packets die is not known"
-                ),
-            ));
+/// The trace to `target`'s address for this check: the run's shared one (started now if there
+/// is none yet, its probes each bounded by `limit`), read for this check's port. Bounded: the
+/// wait for its turn in the ICMP budget (one hop timeout at most) and its probes.
+async fn shared_trace(ctx: &RunContext, target: SocketAddr, limit: Duration) -> HopResult {
+    let started = tokio::time::Instant::now();
+    let route = ctx.routes.lookup(target.ip()).await.ok();
+    let gateway = route.as_ref().and_then(|r| r.gateway);
+    let reach = match &route {
+        Some(r) if r.gateway.is_none() => Reach::OnLink,
+        _ => Reach::Routed,
+    };
+    let max_wait = ctx.hop_timeout;
+    let shared = ctx.traces.trace(book::Request {
+        target,
+        check: Arc::clone(&ctx.check),
+        limit,
+        reach,
+        gateway,
+        max_wait,
+    });
+    let bound = max_wait + limit + crate::chain::OVERRUN_GRACE;
+    let Ok(traced) = tokio::time::timeout(bound, shared).await else {
+        return crate::chain::overrun(HopKind::Path, bound).with_duration(started.elapsed());
+    };
+    let result = match &traced.probes {
+        Ok((probes, method)) => {
+            let answered = ctx.traces.answered_through(traced.gateway);
+            interpret(&View {
+                target,
+                traced_port: traced.port,
+                probes,
+                reach: traced.reach,
+                gateway: traced.gateway,
+                answered_elsewhere: &answered,
+            })
+            .with_data("method", *method)
         }
-        let probes =
-            futures::future::join_all((1..=MAX_TTL).map(|ttl| windows::probe(target, ttl, limit)))
-                .await;
-        HopOutput::stop(interpret(target, &probes, reach).with_data("method", "icmp_echo"))
-    }
-    #[cfg(not(any(target_os = "linux", windows)))]
-    {
-        let _ = (limit, reach);
-        HopOutput::stop(HopResult::skip(
-            HopKind::Path,
-            format!(
-                "path trace to {target} is not implemented on this platform: where the packets \
-                 die is not known"
-            ),
-        ))
-    }
+        Err(not_traced) => not_traced.clone(),
+    };
+    let result = if Arc::ptr_eq(&traced.by, &ctx.check) {
+        result
+    } else {
+        result
+            .with_data("traced_by", &*traced.by)
+            .with_data("traced_port", traced.port)
+    };
+    result.with_duration(started.elapsed())
 }
 
 /// A connect hop with its path trace started early, so that a dropped port costs one hop
 /// timeout, not two (the trace used to start only after the connect had timed out).
 ///
-/// If the connect to `target` has not ended half a hop timeout in, the TTL-stepped probes go out
-/// while it still waits, each given the other half (ICMP answers from routers take milliseconds;
-/// silence after half a timeout reads as silence after a whole one). When the connect then
-/// times out on `target`, the trace's result is recorded as hop `path` right after it. When it
-/// connects or fails otherwise, the trace is dropped, its answers unread. `None` target (several
+/// If the connect to `target` has not ended half a hop timeout in, the run's trace of that
+/// address is asked for while the connect still waits, its probes given the other half (ICMP
+/// answers from routers take milliseconds; silence after half a timeout reads as silence after
+/// a whole one). When the connect then times out on `target`, the trace's reading is recorded as
+/// hop `path` right after it. When it connects or fails otherwise, this check stops waiting for
+/// the trace (which goes on for the other checks of that address). `None` target (several
 /// addresses: which one times out is known only at the end) or `--no-trace`: the connect alone,
 /// then [`trace_after_timeout`].
 pub async fn connect_with_early_trace<T, F>(
@@ -266,18 +363,7 @@ where
     let probe_limit = ctx.hop_timeout - head_start;
     let early = async {
         tokio::time::sleep(head_start).await;
-        let reach = reach_of(ctx, target).await;
-        let started = tokio::time::Instant::now();
-        let result = match tokio::time::timeout(
-            probe_limit + crate::chain::OVERRUN_GRACE,
-            trace(target, probe_limit, reach),
-        )
-        .await
-        {
-            Ok(output) => output.result,
-            Err(_) => crate::chain::overrun(HopKind::Path, probe_limit),
-        };
-        result.with_duration(started.elapsed())
+        shared_trace(ctx, target, probe_limit).await
     };
     let mut early = std::pin::pin!(early);
     let mut traced = None;
@@ -301,16 +387,6 @@ where
     value
 }
 
-/// Whether silence towards `target` reads as "at the target" or "on the way". The route hop
-/// already asked: the run's cache answers without a second kernel query; a lookup error keeps
-/// the routed wording.
-async fn reach_of(ctx: &RunContext, target: SocketAddr) -> Reach {
-    match ctx.routes.lookup(target.ip()).await {
-        Ok(info) if info.gateway.is_none() => Reach::OnLink,
-        _ => Reach::Routed,
-    }
-}
-
 /// Runs hop `path` when the hop just recorded (`tcp` or `rpc_port`) timed out on some address,
 /// unless `--no-trace`. Its place in the report: right after that hop.
 pub async fn trace_after_timeout(chain: &mut Chain, ctx: &RunContext) {
@@ -320,15 +396,8 @@ pub async fn trace_after_timeout(chain: &mut Chain, ctx: &RunContext) {
     let Some(target) = chain.with_last(timed_out_address) else {
         return;
     };
-    let reach = reach_of(ctx, target).await;
-    // Each probe is bounded by the hop timeout; the chain's bound adds its small grace.
-    chain
-        .step_with_timeout(
-            HopKind::Path,
-            ctx.hop_timeout,
-            trace(target, ctx.hop_timeout, reach),
-        )
-        .await;
+    let result = shared_trace(ctx, target, ctx.hop_timeout).await;
+    chain.record(result);
 }
 
 /// Pure: the first address a failed connect hop timed out on, from its `attempts`.
@@ -343,176 +412,24 @@ pub fn timed_out_address(hop: &HopResult) -> Option<SocketAddr> {
     })
 }
 
-#[cfg(target_os = "linux")]
-mod linux {
-    use std::net::SocketAddr;
-    use std::os::fd::AsRawFd;
-    use std::time::Duration;
-
-    use super::Probe;
-
-    fn set_ttl(socket: &tokio::net::TcpSocket, v6: bool, ttl: u8) -> std::io::Result<()> {
-        let value = libc::c_int::from(ttl);
-        let (level, name) = if v6 {
-            (libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS)
-        } else {
-            (libc::IPPROTO_IP, libc::IP_TTL)
-        };
-        // SAFETY: valid socket fd; the option value is a c_int.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                level,
-                name,
-                &value as *const _ as *const libc::c_void,
-                std::mem::size_of_val(&value) as libc::socklen_t,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
-    }
-
-    /// One SYN with `ttl`, and what answered it.
-    pub async fn probe(target: SocketAddr, ttl: u8, limit: Duration) -> Probe {
-        let v6 = target.is_ipv6();
-        let socket = match if v6 {
-            tokio::net::TcpSocket::new_v6()
-        } else {
-            tokio::net::TcpSocket::new_v4()
-        } {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!("path probe socket: {e}");
-                return Probe::Failed;
-            }
-        };
-        if let Err(e) = set_ttl(&socket, v6, ttl) {
-            tracing::debug!("path probe TTL {ttl}: {e}");
-            return Probe::Failed;
-        }
-        let Some(errqueue) = crate::hops::errqueue::enable(&socket, v6) else {
-            return Probe::Failed;
-        };
-        match tokio::time::timeout(limit, socket.connect(target)).await {
-            Ok(Ok(_)) => Probe::Reached,
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Probe::Reached,
-            Ok(Err(e)) => match crate::hops::errqueue::read_queued(&errqueue, v6) {
-                // v4 type 11 / v6 type 3: time exceeded in transit.
-                Some(icmp) if matches!((icmp.v6, icmp.icmp_type), (false, 11) | (true, 3)) => {
-                    icmp.offender.map(Probe::Router).unwrap_or(Probe::Silent)
-                }
-                Some(icmp) => icmp.offender.map(Probe::Rejected).unwrap_or(Probe::Silent),
-                None => {
-                    tracing::debug!("path probe TTL {ttl}: {e}");
-                    Probe::Failed
-                }
-            },
-            Err(_) => Probe::Silent,
-        }
-    }
-}
-
-/// The Windows trace: Winsock has no error queue for TCP, and raw sockets need elevation, so the
-/// trace is an ICMP echo with TTL 1, 2, 3 ... through `IcmpSendEcho2` (unprivileged). Routers
-/// answer time-exceeded to an echo as to a SYN; what differs is the end: an echo that reaches
-/// the target proves the route, not the port ([`Probe::EchoReplied`]).
-#[cfg(windows)]
-mod windows {
-    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-    use std::time::Duration;
-
-    use windows_sys::Win32::Foundation::{GetLastError, INVALID_HANDLE_VALUE};
-    use windows_sys::Win32::NetworkManagement::IpHelper::{
-        IcmpCloseHandle, IcmpCreateFile, IcmpSendEcho2, ICMP_ECHO_REPLY, IP_DEST_HOST_UNREACHABLE,
-        IP_DEST_NET_UNREACHABLE, IP_DEST_PORT_UNREACHABLE, IP_DEST_PROHIBITED,
-        IP_OPTION_INFORMATION, IP_REQ_TIMED_OUT, IP_SUCCESS, IP_TTL_EXPIRED_TRANSIT,
-    };
-
-    use super::Probe;
-
-    const PAYLOAD: &[u8] = b"dtcprobe path trace";
-
-    pub async fn probe(target: SocketAddr, ttl: u8, limit: Duration) -> Probe {
-        let IpAddr::V4(dest) = target.ip() else {
-            return Probe::Failed;
-        };
-        tokio::task::spawn_blocking(move || echo(dest, ttl, limit))
-            .await
-            .unwrap_or(Probe::Failed)
-    }
-
-    fn echo(dest: Ipv4Addr, ttl: u8, limit: Duration) -> Probe {
-        // SAFETY: plain Win32 calls; the handle is closed on every path below.
-        let handle = unsafe { IcmpCreateFile() };
-        if handle == INVALID_HANDLE_VALUE {
-            tracing::debug!("path probe TTL {ttl}: IcmpCreateFile failed");
-            return Probe::Failed;
-        }
-        let options = IP_OPTION_INFORMATION {
-            Ttl: ttl,
-            Tos: 0,
-            Flags: 0,
-            OptionsSize: 0,
-            OptionsData: std::ptr::null_mut(),
-        };
-        // The reply buffer holds one ICMP_ECHO_REPLY, the echoed data and room for an ICMP error
-        // (8 bytes) as the API documents; u64 elements keep the struct aligned.
-        let bytes = std::mem::size_of::<ICMP_ECHO_REPLY>() + PAYLOAD.len() + 8 + 64;
-        let mut reply = vec![0u64; bytes.div_ceil(8)];
-        let timeout_ms = u32::try_from(limit.as_millis()).unwrap_or(u32::MAX).max(1);
-        // SAFETY: every pointer is to a live buffer of the size passed; no event or APC, so the
-        // call is synchronous (it runs on a blocking thread).
-        let (count, last_error) = unsafe {
-            let count = IcmpSendEcho2(
-                handle,
-                std::ptr::null_mut(),
-                None,
-                std::ptr::null(),
-                u32::from_ne_bytes(dest.octets()),
-                PAYLOAD.as_ptr().cast(),
-                PAYLOAD.len() as u16,
-                &options,
-                reply.as_mut_ptr().cast(),
-                (reply.len() * 8) as u32,
-                timeout_ms,
-            );
-            (count, GetLastError())
-        };
-        // SAFETY: the buffer starts with an ICMP_ECHO_REPLY written by the call (zeroed if not).
-        let first = unsafe { &*(reply.as_ptr() as *const ICMP_ECHO_REPLY) };
-        let status = if count == 0 { last_error } else { first.Status };
-        let from = IpAddr::V4(Ipv4Addr::from(first.Address.to_ne_bytes()));
-        // SAFETY: the handle came from IcmpCreateFile.
-        unsafe { IcmpCloseHandle(handle) };
-        match status {
-            IP_SUCCESS => Probe::EchoReplied,
-            IP_TTL_EXPIRED_TRANSIT => Probe::Router(from),
-            IP_DEST_NET_UNREACHABLE
-            | IP_DEST_HOST_UNREACHABLE
-            | IP_DEST_PROHIBITED
-            | IP_DEST_PORT_UNREACHABLE
-                if !from.is_unspecified() =>
-            {
-                Probe::Rejected(from)
-            }
-            IP_REQ_TIMED_OUT => Probe::Silent,
-            other => {
-                tracing::debug!("path probe TTL {ttl}: IcmpSendEcho2 status {other}");
-                Probe::Failed
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    /// A trace of the check's own port, through gateway 198.18.0.254, alone in its run.
+    fn read(target: SocketAddr, probes: &[Probe], reach: Reach) -> HopResult {
+        interpret(&View {
+            target,
+            traced_port: target.port(),
+            probes,
+            reach,
+            gateway: Some(ip("198.18.0.254")),
+            answered_elsewhere: &[None; MAX_TTL as usize],
+        })
     }
 
     #[test]
@@ -524,7 +441,7 @@ mod tests {
             Probe::Silent,
             Probe::Silent,
         ];
-        let r = interpret(target, &probes, Reach::Routed);
+        let r = read(target, &probes, Reach::Routed);
         assert_eq!((r.status, r.cause), (Status::Fail, Some(Cause::Timeout)));
         assert!(
             r.detail.contains("at or just after 198.18.5.1 (hop 2)"),
@@ -539,7 +456,7 @@ mod tests {
     #[test]
     fn silence_on_a_directly_connected_network_names_the_target_not_a_router() {
         let target: SocketAddr = "198.18.3.2:1433".parse().unwrap();
-        let r = interpret(target, &[Probe::Silent, Probe::Silent], Reach::OnLink);
+        let r = read(target, &[Probe::Silent, Probe::Silent], Reach::OnLink);
         assert_eq!((r.status, r.cause), (Status::Fail, Some(Cause::Timeout)));
         assert!(r.detail.contains("directly connected"), "{}", r.detail);
         assert!(!r.detail.contains("first router"), "{}", r.detail);
@@ -555,7 +472,7 @@ mod tests {
             Probe::EchoReplied,
             Probe::EchoReplied,
         ];
-        let r = interpret(target, &probes, Reach::Routed);
+        let r = read(target, &probes, Reach::Routed);
         assert_eq!((r.status, r.cause), (Status::Fail, Some(Cause::Timeout)));
         assert!(
             r.detail.contains("ICMP echo reaches 198.18.3.2 at hop 2") && r.detail.contains("1433"),
@@ -570,23 +487,105 @@ mod tests {
     #[test]
     fn no_router_reached_and_rejected() {
         let target: SocketAddr = "198.18.3.2:1433".parse().unwrap();
-        let r = interpret(target, &[Probe::Silent, Probe::Silent], Reach::Routed);
-        assert!(r.detail.contains("before the first router"), "{}", r.detail);
+        let r = read(target, &[Probe::Silent, Probe::Silent], Reach::Routed);
+        assert!(
+            r.detail.contains("no router answered any TTL from 1 to 2")
+                && r.detail
+                    .contains("first router (198.18.0.254) answered no other trace"),
+            "{}",
+            r.detail
+        );
+        assert_eq!(r.hint.as_deref(), Some(HINT_NO_ROUTER));
         assert!(!r.data.contains_key("last_responder"));
-        let r = interpret(
+        assert!(!r.data.contains_key("rate_limited"));
+        let r = read(
             target,
             &[Probe::Router(ip("198.18.0.254")), Probe::Reached],
             Reach::Routed,
         );
         assert_eq!(r.status, Status::Warn);
-        let r = interpret(
+        let r = read(
             target,
             &[Probe::Rejected(ip("198.18.0.254")), Probe::Silent],
             Reach::Routed,
         );
         assert_eq!(r.cause, Some(Cause::Prohibited));
-        let r = interpret(target, &[Probe::Failed, Probe::Failed], Reach::Routed);
+        let r = read(target, &[Probe::Failed, Probe::Failed], Reach::Routed);
         assert_eq!(r.status, Status::Skip);
+    }
+
+    #[test]
+    fn silence_from_a_first_router_that_answered_another_trace_is_its_rate_limit() {
+        let target: SocketAddr = "198.18.3.2:1433".parse().unwrap();
+        let mut elsewhere = [None; MAX_TTL as usize];
+        elsewhere[0] = Some(ip("198.18.0.254"));
+        elsewhere[1] = Some(ip("198.18.1.2"));
+        let silent = [Probe::Silent; 4];
+        let r = interpret(&View {
+            target,
+            traced_port: 1433,
+            probes: &silent,
+            reach: Reach::Routed,
+            gateway: Some(ip("198.18.0.254")),
+            answered_elsewhere: &elsewhere,
+        });
+        assert_eq!((r.status, r.cause), (Status::Fail, Some(Cause::Timeout)));
+        assert!(r.detail.starts_with("could not tell"), "{}", r.detail);
+        assert!(!r.detail.contains("die at"), "{}", r.detail);
+        assert_eq!(r.data["rate_limited"], true);
+        assert_eq!(r.hint.as_deref(), Some(HINT_RATE_LIMITED));
+        // A router that did answer this trace still names where the packets die: what other
+        // traces saw deeper does not override it (their paths may branch after it).
+        let answered = [
+            Probe::Router(ip("198.18.0.254")),
+            Probe::Silent,
+            Probe::Silent,
+        ];
+        let r = interpret(&View {
+            target,
+            traced_port: 1433,
+            probes: &answered,
+            reach: Reach::Routed,
+            gateway: Some(ip("198.18.0.254")),
+            answered_elsewhere: &elsewhere,
+        });
+        assert!(
+            r.detail.contains("at or just after 198.18.0.254 (hop 1)"),
+            "{}",
+            r.detail
+        );
+        assert!(!r.data.contains_key("rate_limited"));
+    }
+
+    #[test]
+    fn a_shared_trace_that_reached_another_port_blames_this_ports_filter() {
+        let target: SocketAddr = "198.18.3.2:1434".parse().unwrap();
+        let probes = [
+            Probe::Router(ip("198.18.0.254")),
+            Probe::Router(ip("198.18.1.2")),
+            Probe::Reached,
+        ];
+        let view = |traced_port| View {
+            target,
+            traced_port,
+            probes: &probes,
+            reach: Reach::Routed,
+            gateway: None,
+            answered_elsewhere: &[],
+        };
+        let r = interpret(&view(1433));
+        assert_eq!((r.status, r.cause), (Status::Fail, Some(Cause::Timeout)));
+        assert!(
+            r.detail
+                .contains("a SYN to port 1433 reaches 198.18.3.2 at hop 3")
+                && r.detail.contains("port 1434 gets no answer"),
+            "{}",
+            r.detail
+        );
+        assert_eq!(r.data["reached_ttl"], 3);
+        assert_eq!(r.hint.as_deref(), Some(HINT_OTHER_PORT_REACHES));
+        // Its own port reached: the timeout was intermittent.
+        assert_eq!(interpret(&view(1434)).status, Status::Warn);
     }
 
     #[test]
