@@ -117,6 +117,8 @@ fn main() {
         trace: false,
         cross_zone: false,
         routes: Default::default(),
+        traces: Default::default(),
+        check: Arc::from("bench"),
     };
     let mut hop_sum = Vec::new();
     let mut chain_total = Vec::new();
