@@ -112,8 +112,12 @@ pub fn build(input: &PlanInput) -> Result<Plan, PlanError> {
         None => build_allowing_empty(input)?,
     };
     if plan.checks.is_empty() {
-        let what = match &found {
-            Some((path, _)) => format!("{} has no [[check]]", path.display()),
+        let file = found
+            .as_ref()
+            .map(|(path, _)| path)
+            .or(input.config.as_ref());
+        let what = match file {
+            Some(path) => format!("{} has no [[check]]", path.display()),
             None => format!(
                 "nothing to check: give TARGETs (e.g. tcp://sql01:1433) or -c FILE, or run \
                  `dtcprobe init` to write ./{DEFAULT_CONFIG_FILE} (read when neither is given)"

@@ -26,6 +26,16 @@ fn bad_flag_values_are_usage_errors() {
     let (code, _, stderr) = dtcprobe(&["check"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("nothing to check"), "{stderr}");
+    // A config file with no checks is named, not answered with "give TARGETs or -c FILE".
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "# nothing yet\n").unwrap();
+    let (code, _, stderr) = dtcprobe(&["check", "-c", empty.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains(&format!("{} has no [[check]]", empty.display())),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -90,7 +90,17 @@ fn commands_in_comments(text: &str) -> Vec<String> {
                 .next()
                 .unwrap_or("");
             let end = tail.find('`').unwrap_or(tail.len());
-            if ["check", "init", "agent", "peer", "watch"].contains(&sub) {
+            if [
+                "check",
+                "init",
+                "agent",
+                "peer",
+                "watch",
+                "matrix",
+                "prometheus-config",
+            ]
+            .contains(&sub)
+            {
                 found.push(tail[..end].trim().to_string());
             }
             rest = &tail[end.min(tail.len())..];
@@ -220,6 +230,83 @@ fn every_command_in_the_example_configs_runs() {
         daemon.assert_running();
         assert!(listening, "`{command}` did not listen on {port}");
     }
+}
+
+/// config/matrix.example.toml: every command in its comments, as written, in a namespace with
+/// only loopback (its agents' names do not resolve there: the grid reports them unreachable, it
+/// does not refuse the command). `watch` as written starts and serves its metrics.
+#[test]
+fn every_command_in_the_matrix_example_runs() {
+    if !netns::can_run_netns_tests("every_command_in_the_matrix_example_runs") {
+        return;
+    }
+    let ns = Netns::new("uxmtx");
+    ns.etc_file("resolv.conf", "nameserver 127.0.0.1\n");
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(repo().join("config/matrix.example.toml")).unwrap();
+    std::fs::write(dir.path().join("matrix.toml"), &example).unwrap();
+    for key in ["agent.key", "sql-agent.key"] {
+        crate::support::write_key(&dir.path().join(key), "k".repeat(40));
+    }
+    let commands = commands_in_comments(&example);
+    assert!(commands.len() >= 6, "{commands:?}");
+    for command in &commands {
+        // The header lists each command, then two or more spaces, then what it does.
+        let command = command.split("  ").next().unwrap().trim();
+        // `... > app.toml`: the redirection is the shell's; the test writes the file.
+        let (command, into) = match command.split_once(" > ") {
+            Some((c, file)) => (c.trim(), Some(file.trim())),
+            None => (command, None),
+        };
+        let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+        if args.first() == Some(&"watch") {
+            let child = ns
+                .command(dtcprobe_bin())
+                .args(&args)
+                .current_dir(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut daemon = Daemon::adopt(child, "dtcprobe watch");
+            let port = command
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("0.0.0.0:"))
+                .expect("watch's example names its metrics address");
+            let listening = netns::wait_until(Duration::from_secs(10), || {
+                ns.command("sh")
+                    .args(["-c", &format!("ss -ltn | grep -q ':{port} '")])
+                    .status()
+                    .is_ok_and(|s| s.success())
+            });
+            daemon.assert_running();
+            assert!(listening, "`{command}` did not listen on {port}");
+            continue;
+        }
+        let out = ns
+            .command(dtcprobe_bin())
+            .args(&args)
+            .current_dir(dir.path())
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let code = out.status.code().unwrap_or(-1);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // 0; a grid whose agents cannot be reached here is inconclusive (3); never a usage (2)
+        // or config (78) error.
+        let grid = args.first() == Some(&"matrix") && into.is_none() && args.len() <= 5;
+        assert!(
+            code == 0 || (grid && code == 3),
+            "`{command}` exited {code}: {stderr}"
+        );
+        if let Some(file) = into {
+            std::fs::write(dir.path().join(file), &out.stdout).unwrap();
+        }
+    }
+    assert!(
+        dir.path().join("app.toml").is_file(),
+        "the example derives app.toml before watch reads it: {commands:?}"
+    );
 }
 
 #[test]
@@ -562,5 +649,57 @@ fn help_examples_completions_and_man_page() {
         for sub in ["dtcprobe-check", "dtcprobe-peer", "dtcprobe-watch"] {
             assert!(roff.contains(sub), "{sub} missing from the man page");
         }
+    }
+}
+
+/// tests/wine/runner given the release build, as a user trying the Windows binary would run
+/// it: its wine prefix goes under the target directory, not into the repository root (it
+/// assumed `deps/` three levels below the target directory). Run with a stand-in `wine` that
+/// prints the prefix it was given, and a stand-in shim builder: no wine needed.
+#[test]
+fn the_wine_runner_keeps_its_prefix_in_the_target_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let tools = dir.path().join("tools");
+    std::fs::create_dir_all(&tools).unwrap();
+    std::fs::copy(repo().join("tests/wine/runner"), tools.join("runner")).unwrap();
+    let script = |path: &Path, body: &str| {
+        std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    script(&tools.join("build-shim"), "exit 0");
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    script(&bin.join("wine"), "echo \"$WINEPREFIX\"");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for build in ["release", "debug/deps"] {
+        let repo_root = dir
+            .path()
+            .join(format!("checkout-{}", build.replace('/', "-")));
+        let exe_dir = repo_root.join("target/x86_64-pc-windows-gnu").join(build);
+        std::fs::create_dir_all(&exe_dir).unwrap();
+        let exe = exe_dir.join("dtcprobe.exe");
+        std::fs::write(&exe, b"MZ").unwrap();
+        let out = Command::new(tools.join("runner"))
+            .arg(&exe)
+            .env("PATH", &path)
+            .env_remove("DTCPROBE_WINEPREFIX")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let prefix = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(
+            PathBuf::from(&prefix),
+            repo_root.join("target/wine/prefix-runner"),
+            "{build}"
+        );
+        assert!(
+            !repo_root.join("wine").exists(),
+            "{build}: a wine/ beside target/"
+        );
     }
 }

@@ -216,7 +216,25 @@ pub async fn run(plan: &MatrixPlan) -> MatrixReport {
         firewall_requests: Vec::new(),
     };
     report.firewall_requests = crate::verdict::firewall_requests(&report.answered_report());
+    name_sql_server_ports(plan, &mut report.firewall_requests);
     report
+}
+
+/// A SQL Server cell is a `tcp` check of its port (the agents hold no database credentials), so
+/// the verdict cannot tell from its kind what listens there; the plan knows.
+fn name_sql_server_ports(plan: &MatrixPlan, requests: &mut [crate::verdict::FirewallRequest]) {
+    let sql_checks: std::collections::HashSet<&str> = plan
+        .cells
+        .iter()
+        .flat_map(|cp| &cp.checks)
+        .filter(|c| c.purpose == crate::matrix::config::Purpose::Mssql)
+        .map(|c| c.name.as_str())
+        .collect();
+    for request in requests {
+        if request.service.is_none() && sql_checks.contains(request.evidence_check.as_str()) {
+            request.service = Some("SQL Server".to_string());
+        }
+    }
 }
 
 /// One request to one agent, bounded by the session's own timeouts (connect: one hop timeout;
@@ -320,6 +338,48 @@ mod tests {
     use super::*;
     use crate::matrix::config::parse;
     use crate::matrix_report::exit_code;
+
+    /// A blocked SQL Server cell is a tcp check of its port: its firewall row names the service
+    /// all the same (it said `service: null`), and a plain tcp cell's row stays unnamed.
+    #[test]
+    fn sql_server_cells_name_their_service_in_firewall_rows() {
+        let text = "[[zone]]\nname = \"a\"\nhosts = [\"198.18.99.1\"]\n\
+                    [[zone]]\nname = \"b\"\nhosts = [\"198.18.99.2\"]\n\
+                    [[reach]]\nfrom = \"a\"\nto = \"b\"\nmssql = true\nmssql_port = 14330\ntcp = [22]\n";
+        let plan = parse(text, std::path::Path::new("m.toml"), None, &|_| {
+            Err("no key needed".into())
+        })
+        .unwrap();
+        let names: Vec<String> = plan.cells[0]
+            .checks
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        let row = |check: &str| crate::verdict::FirewallRequest {
+            from_zone: Some("a".into()),
+            source: None,
+            to_zone: Some("b".into()),
+            destination: "198.18.99.2".into(),
+            protocol: "tcp",
+            ports: "1".into(),
+            direction: crate::model::Direction::Forward,
+            observed: crate::verdict::Observed::Dropped,
+            service: None,
+            evidence_check: check.to_string(),
+            evidence_hop: crate::model::HopKind::Tcp,
+            advice: None,
+        };
+        let mut rows: Vec<_> = names.iter().map(|n| row(n)).collect();
+        name_sql_server_ports(&plan, &mut rows);
+        let sql = names.iter().position(|n| n.contains("mssql")).unwrap();
+        let tcp = names.iter().position(|n| n.contains(":22")).unwrap();
+        assert_eq!(
+            rows[sql].service.as_deref(),
+            Some("SQL Server"),
+            "{names:?}"
+        );
+        assert_eq!(rows[tcp].service, None, "{names:?}");
+    }
 
     /// Zones without agents: their rows are `no_agent`, their cells `not_run`, nothing is
     /// contacted, and the run is not a failure (the file says so on purpose).

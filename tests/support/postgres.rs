@@ -190,8 +190,14 @@ impl PgServer {
             dir,
             child,
         };
+        // Listening is not ready: while it starts up the server accepts TCP and answers logins
+        // with 57P03 ("the database system is starting up"), which failed a test's login hop on
+        // a loaded machine. pg_isready asks the server itself whether it accepts connections.
         let ready = super::netns::wait_until(Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            Command::new(bin.join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+                .status()
+                .is_ok_and(|s| s.success())
         });
         if let Ok(Some(status)) = server.child.try_wait() {
             panic!("postgres exited at start: {status}");
