@@ -18,6 +18,7 @@ mod agent_netns;
 mod agent_relay_netns;
 mod agent_server;
 mod cli;
+mod dissector;
 mod epm_peer;
 mod epm_samba;
 mod export_baseline;
