@@ -198,7 +198,12 @@ pub fn hop_from_answer(probe: &Probe, answer: &CheckResult, agent: Agent) -> Hop
             HopResult::fail(
                 HopKind::FarSide,
                 Cause::Config,
-                format!("not tried: the agent's policy refused it: {}", tcp.detail),
+                format!(
+                    "not tried: the agent's policy refused it: {}",
+                    tcp.detail
+                        .strip_prefix("refused by the agent: ")
+                        .unwrap_or(&tcp.detail)
+                ),
             )
             .with_hint(format!(
                 "the agent connects only to the caller and to the hosts in its own `allow` list: \
@@ -220,7 +225,8 @@ pub fn hop_from_answer(probe: &Probe, answer: &CheckResult, agent: Agent) -> Hop
                     agent.label()
                 ),
             )
-            .with_hint(HINT_PATH);
+            .with_hint(HINT_PATH)
+            .with_duration(tcp.duration_seconds);
             with_address(base(hop), address)
         }
         (Status::Fail, Some(cause)) if CONNECT_CAUSES.contains(&cause) => {
@@ -235,7 +241,8 @@ pub fn hop_from_answer(probe: &Probe, answer: &CheckResult, agent: Agent) -> Hop
                 ),
             )
             .with_hint(hint_unreachable(cause, probe.port))
-            .with_data("cause", cause.as_str());
+            .with_data("cause", cause.as_str())
+            .with_duration(tcp.duration_seconds);
             with_address(base(hop), attempt_address(tcp, false))
         }
         _ => {
