@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dtcprobe::agent::client::run_peer;
+use dtcprobe::agent::client::{run_peer, run_peer_until};
 use dtcprobe::agent::protocol::{Key, Message, ResponseBody, SecureChannel};
 use dtcprobe::agent::AgentConfig;
 use dtcprobe::model::{Cause, CheckResult, HopKind, HopResult, Status};
@@ -93,34 +93,48 @@ async fn a_refused_port_is_refused_from_the_agent_too_and_a_passing_check_is_not
     assert!(wall < Duration::from_secs(5), "took {wall:?}");
 }
 
-/// An agent of the release before `far_side`: it answers `peer` (no `capabilities` key), and
-/// would refuse the unknown request. The near side does not send it: `skip`, saying why.
-/// Returns its address and the count of sessions it was opened (the task ends with the test's
-/// runtime).
-async fn older_agent(key: Key) -> (SocketAddr, Arc<AtomicUsize>) {
+/// A scripted agent speaking the real channel. `capable: false`: an agent of the release before
+/// `far_side`, which answers `peer` without `capabilities` (and would refuse the unknown
+/// request). `capable: true`: it lists the capability, accepts the far-side request and then
+/// never answers it (an agent hung mid-request). Returns its address and the count of sessions
+/// it was opened; the task ends with the test's runtime.
+async fn scripted_agent(key: Key, capable: bool) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let sessions = Arc::new(AtomicUsize::new(0));
     let counted = sessions.clone();
     tokio::spawn(async move {
+        let mut held = Vec::new();
         while let Ok((stream, _)) = listener.accept().await {
             counted.fetch_add(1, Ordering::SeqCst);
             let Ok(mut channel) = SecureChannel::accept(stream, &key, Duration::from_secs(2)).await
             else {
                 continue;
             };
-            let _request = channel.recv(Duration::from_secs(2)).await.unwrap();
+            let Ok(Message::Request { body }) = channel.recv(Duration::from_secs(2)).await else {
+                continue;
+            };
             channel
                 .send(&Message::Accepted, Duration::from_secs(2))
                 .await
                 .unwrap();
+            if body.contains(r#""op":"far_side""#) {
+                // Accepted, never answered: kept open so the near side cannot see it close.
+                held.push(channel);
+                continue;
+            }
             let answer = ResponseBody {
                 agent: "oldagent".into(),
                 zone: Some("sql".into()),
+                capabilities: if capable {
+                    vec!["far_side".into()]
+                } else {
+                    Vec::new()
+                },
                 ..Default::default()
             };
             let body = serde_json::to_string(&answer).unwrap();
-            assert!(!body.contains("capabilities"), "{body}");
+            assert_eq!(body.contains("capabilities"), capable, "{body}");
             channel
                 .send(&Message::Response { body }, Duration::from_secs(2))
                 .await
@@ -131,8 +145,52 @@ async fn older_agent(key: Key) -> (SocketAddr, Arc<AtomicUsize>) {
 }
 
 #[tokio::test]
+async fn an_agent_that_never_answers_is_given_up_after_four_hop_timeouts() {
+    let (agent, sessions) = scripted_agent(key(), true).await;
+    let closed_url = format!("tcp://127.0.0.1:{}", closed_port().await);
+    let mut opts = peer_opts(agent, key(), Duration::from_secs(5));
+    opts.hop_timeout = Duration::from_millis(500);
+    let started = Instant::now();
+    let report = run_peer(&opts, &[spec(&closed_url)], &run_options()).await;
+    let wall = started.elapsed();
+    let hop = far_side(find(&report.checks, &closed_url));
+    assert_eq!(hop.status, Status::Skip, "{hop:#?}");
+    assert!(
+        hop.detail.contains("the agent did not answer within 2s"),
+        "{hop:#?}"
+    );
+    assert_eq!(sessions.load(Ordering::SeqCst), 2);
+    assert!(
+        wall >= Duration::from_secs(2) && wall < Duration::from_secs(4),
+        "took {wall:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_run_stopped_during_the_far_side_round_says_so_at_once() {
+    let (agent, _) = scripted_agent(key(), true).await;
+    let closed_url = format!("tcp://127.0.0.1:{}", closed_port().await);
+    let opts = peer_opts(agent, key(), Duration::from_secs(5));
+    let started = Instant::now();
+    let stop = tokio::time::sleep(Duration::from_millis(800));
+    let (report, stopped) = run_peer_until(&opts, &[spec(&closed_url)], &run_options(), stop).await;
+    let wall = started.elapsed();
+    assert!(stopped);
+    let hop = far_side(find(&report.checks, &closed_url));
+    assert_eq!((hop.status, hop.cause), (Status::Skip, None), "{hop:#?}");
+    assert!(
+        hop.detail
+            .contains("the run was stopped before the agent answered"),
+        "{hop:#?}"
+    );
+    // The forward result stands as it was.
+    assert_eq!(find(&report.checks, &closed_url).status, Status::Fail);
+    assert!(wall < Duration::from_millis(1500), "took {wall:?}");
+}
+
+#[tokio::test]
 async fn an_older_agent_is_not_asked_and_the_hop_says_so() {
-    let (agent, sessions) = older_agent(key()).await;
+    let (agent, sessions) = scripted_agent(key(), false).await;
     let closed_url = format!("tcp://127.0.0.1:{}", closed_port().await);
     let opts = peer_opts(agent, key(), Duration::from_secs(5));
     let report = run_peer(&opts, &[spec(&closed_url)], &run_options()).await;

@@ -8,8 +8,8 @@ use tokio::time::Instant;
 
 use crate::agent::client::PeerOptions;
 use crate::agent::protocol::{
-    message_name, parse_body, FarSideRequest, Message, RequestBody, ResponseBody, ReverseTarget,
-    SecureChannel,
+    message_name, parse_body, ChannelError, FarSideRequest, IoFrameError, Message, RequestBody,
+    ResponseBody, ReverseTarget, SecureChannel,
 };
 use crate::classify::classify_connect;
 use crate::hops::connect::connect;
@@ -74,8 +74,11 @@ async fn exchange(opts: &PeerOptions, targets: Vec<ReverseTarget>) -> Result<Res
         }
         Err(e) => return Err(format!("no acceptance from the agent: {e}")),
     }
-    let remaining = round_deadline(limit).saturating_sub(started.elapsed());
-    match channel.recv(remaining).await {
+    let deadline = round_deadline(limit);
+    match channel
+        .recv(deadline.saturating_sub(started.elapsed()))
+        .await
+    {
         Ok(Message::Response { body }) => {
             parse_body::<ResponseBody>(&body).map_err(|e| format!("unreadable answer: {e}"))
         }
@@ -85,6 +88,11 @@ async fn exchange(opts: &PeerOptions, targets: Vec<ReverseTarget>) -> Result<Res
         Ok(other) => Err(format!(
             "unexpected {} from the agent",
             message_name(&other)
+        )),
+        // The same words as the round's own deadline, which this one races.
+        Err(ChannelError::Io(IoFrameError::Timeout(_))) => Err(format!(
+            "the agent did not answer within {}",
+            humantime::format_duration(deadline)
         )),
         Err(e) => Err(format!("no answer from the agent: {e}")),
     }
