@@ -174,6 +174,10 @@ pub enum HopKind {
     DtcConfig,
     /// This host's MSDTC begins a transaction and SQL Server enlists in it (`tx=enlist`).
     TxEnlist,
+    /// `peer` runs: the agent's own attempt, from the target's zone, at a host and port a forward
+    /// check could not connect to (reachable from there: the block is on the path; not: the
+    /// service or the host's own firewall).
+    FarSide,
 }
 
 impl HopKind {
@@ -195,6 +199,7 @@ impl HopKind {
             HopKind::Twophase => "twophase",
             HopKind::DtcConfig => "dtc_config",
             HopKind::TxEnlist => "tx_enlist",
+            HopKind::FarSide => "far_side",
         }
     }
 }

@@ -69,6 +69,11 @@ pub struct FirewallRequest {
     pub evidence_hop: HopKind,
     /// What else the change needs (MSDTC: pin the port with ServerTcpPort).
     pub advice: Option<String>,
+    /// Stronger evidence from a `peer` run: the agent reached the same host and port from the
+    /// target's zone (hop `far_side` pass), so the service listens and the block is on the path.
+    /// Absent otherwise. (A far-side failure removes the row instead: the advice is the host's.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub far_side: Option<String>,
 }
 
 /// The advice for an MSDTC dynamic port. Registry value documented by Microsoft for Windows
@@ -126,6 +131,20 @@ fn blocked_flows(check: &CheckResult, hop: &HopResult) -> Vec<FirewallRequest> {
         evidence_check: check.name.clone(),
         evidence_hop: hop.hop,
         advice: advice.clone(),
+        far_side: None,
+    };
+    // The far side's view of the same port: reachable from there strengthens the row;
+    // unreachable from there too means no firewall between the zones is the (only) problem.
+    let with_far_side = |mut row: FirewallRequest| -> Option<FirewallRequest> {
+        let port: u16 = row.ports.parse().ok()?;
+        match far_side_of(check, port) {
+            Some(f) if f.status == Status::Pass => {
+                row.far_side = Some(far_side_evidence(f));
+                Some(row)
+            }
+            Some(f) if f.status == Status::Fail && f.cause != Some(Cause::Config) => None,
+            _ => Some(row),
+        }
     };
     match hop.data.get("attempts").and_then(Value::as_array) {
         Some(attempts) => attempts
@@ -133,7 +152,7 @@ fn blocked_flows(check: &CheckResult, hop: &HopResult) -> Vec<FirewallRequest> {
             .filter_map(|a| {
                 let observed = Observed::of(a.get("cause")?.as_str()?)?;
                 let destination = a.get("address")?.as_str()?.parse().ok()?;
-                Some(row(
+                with_far_side(row(
                     destination,
                     a.get("source").and_then(Value::as_str),
                     observed,
@@ -149,10 +168,35 @@ fn blocked_flows(check: &CheckResult, hop: &HopResult) -> Vec<FirewallRequest> {
                 .strip_prefix("tcp://")
                 .and_then(|t| t.parse::<SocketAddr>().ok());
             match (observed, destination) {
-                (Some(observed), Some(destination)) => vec![row(destination, None, observed)],
+                (Some(observed), Some(destination)) => {
+                    with_far_side(row(destination, None, observed))
+                        .into_iter()
+                        .collect()
+                }
                 _ => Vec::new(),
             }
         }
+    }
+}
+
+/// The check's `far_side` hop for `port` (`peer` runs only).
+fn far_side_of(check: &CheckResult, port: u16) -> Option<&HopResult> {
+    check.hops.iter().find(|h| {
+        h.hop == HopKind::FarSide && h.data.get("port").and_then(Value::as_u64) == Some(port.into())
+    })
+}
+
+/// "reachable from the sql zone's agent (sql01)", from a passed `far_side` hop.
+fn far_side_evidence(hop: &HopResult) -> String {
+    let agent = hop.data.get("agent").and_then(Value::as_str);
+    let zone = hop.data.get("from_zone").and_then(Value::as_str);
+    let whose = match zone {
+        Some(z) => format!("the {z} zone's agent"),
+        None => "the target zone's agent".to_string(),
+    };
+    match agent {
+        Some(a) => format!("reachable from {whose} ({a})"),
+        None => format!("reachable from {whose}"),
     }
 }
 
@@ -213,8 +257,13 @@ pub fn request_line(r: &FirewallRequest) -> String {
         .as_deref()
         .map(|s| format!(" ({s})"))
         .unwrap_or_default();
+    let far_side = r
+        .far_side
+        .as_deref()
+        .map(|f| format!(" ({f})"))
+        .unwrap_or_default();
     format!(
-        "{from} -> {} TCP {}{service} {}",
+        "{from} -> {} TCP {}{service} {}{far_side}",
         end(&r.to_zone, Some(&r.destination)),
         r.ports,
         r.observed.as_str().to_ascii_uppercase()
@@ -300,7 +349,7 @@ fn problem_line(check: &CheckResult, hop: &HopResult) -> String {
 /// as a formula (`=`, `+`, `-`, `@` first) get a leading `'`.
 pub fn to_csv(rows: &[FirewallRequest]) -> String {
     let mut out = String::from(
-        "from_zone,source,to_zone,destination,protocol,ports,direction,observed,service,evidence_check,evidence_hop,advice\r\n",
+        "from_zone,source,to_zone,destination,protocol,ports,direction,observed,service,evidence_check,evidence_hop,advice,far_side\r\n",
     );
     for r in rows {
         let cells = cells(r);
@@ -311,7 +360,7 @@ pub fn to_csv(rows: &[FirewallRequest]) -> String {
     out
 }
 
-fn cells(r: &FirewallRequest) -> [String; 12] {
+fn cells(r: &FirewallRequest) -> [String; 13] {
     let opt = |o: &Option<String>| o.clone().unwrap_or_default();
     [
         opt(&r.from_zone),
@@ -329,6 +378,7 @@ fn cells(r: &FirewallRequest) -> [String; 12] {
         r.evidence_check.clone(),
         r.evidence_hop.as_str().to_string(),
         opt(&r.advice),
+        opt(&r.far_side),
     ]
 }
 
@@ -351,14 +401,15 @@ pub fn to_markdown_table(rows: &[FirewallRequest]) -> String {
         return "No blocked flow was found.\n".to_string();
     }
     let mut out = String::from(
-        "| From zone | Source | To zone | Destination | Protocol | Ports | Direction | Observed | Service | Evidence | Advice |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| From zone | Source | To zone | Destination | Protocol | Ports | Direction | Observed | Service | Evidence | Advice | Far side |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let c = cells(r);
         let evidence = format!("{} / {}", c[9], c[10]);
         let row = [
             &c[0], &c[1], &c[2], &c[3], &c[4], &c[5], &c[6], &c[7], &c[8], &evidence, &c[11],
+            &c[12],
         ];
         out.push('|');
         for cell in row {
@@ -584,6 +635,101 @@ mod tests {
             "sql01 (web -> sql): tcp REFUSED: 198.18.2.2:1433: refused"
         );
         assert_eq!(lines.len(), 5, "{lines:#?}");
+    }
+
+    /// `peer` runs: the agent's view of the same port decides where the advice goes.
+    #[test]
+    fn far_side_pass_strengthens_the_row_and_far_side_fail_moves_it_to_the_host() {
+        let dropped = |name: &str, port: u16, far_side: HopResult| {
+            let address = format!("198.18.1.2:{port}");
+            check(
+                name,
+                "tcp",
+                &format!("tcp://sql01:{port}"),
+                ("web", "sql"),
+                Direction::Forward,
+                vec![
+                    HopResult::fail(HopKind::Tcp, Cause::Timeout, "dropped").with_data(
+                        "attempts",
+                        json!([attempt(&address, "198.18.0.1", Some("timeout"))]),
+                    ),
+                    far_side.with_data("port", port),
+                ],
+            )
+        };
+        let reachable = HopResult::pass(HopKind::FarSide, "reachable from the target's zone")
+            .with_data("agent", "sqlagent")
+            .with_data("from_zone", "sql");
+        let unreachable = HopResult::fail(
+            HopKind::FarSide,
+            Cause::Timeout,
+            "unreachable from the target's zone too (agent sqlagent, zone sql: dropped): the \
+             service, or the host's own firewall",
+        )
+        .with_data("cause", "timeout");
+        let not_allowed = HopResult::fail(HopKind::FarSide, Cause::Config, "policy");
+        let report = Report::new(
+            SystemTime::UNIX_EPOCH,
+            Duration::from_secs(1),
+            "web".into(),
+            vec![
+                dropped("path", 1433, reachable),
+                dropped("host", 1434, unreachable),
+                dropped("unknown", 1435, not_allowed),
+            ],
+        );
+        let rows = firewall_requests(&report);
+        let got: Vec<_> = rows
+            .iter()
+            .map(|r| (r.ports.as_str(), r.far_side.as_deref()))
+            .collect();
+        // 1434: unreachable from the sql zone too: no firewall row for the path.
+        assert_eq!(
+            got,
+            [
+                (
+                    "1433",
+                    Some("reachable from the sql zone's agent (sqlagent)")
+                ),
+                ("1435", None),
+            ]
+        );
+        let lines = verdict_lines(&report);
+        assert_eq!(
+            lines[0],
+            "web 198.18.0.1 -> sql 198.18.1.2 TCP 1433 DROPPED (reachable from the sql zone's agent (sqlagent))"
+        );
+        // The host's problem is told as such: the forward drop and the far side's view.
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("host (web -> sql): tcp TIMEOUT")),
+            "{lines:#?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("host (web -> sql): far_side TIMEOUT")
+                    && l.contains("the host's own firewall")),
+            "{lines:#?}"
+        );
+        assert!(to_csv(&rows)
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with(",advice,far_side"));
+        let md = to_markdown_table(&rows);
+        assert!(
+            md.contains("| reachable from the sql zone's agent (sqlagent) |"),
+            "{md}"
+        );
+        // JSON: the key only where there is far-side evidence (the contract stays additive).
+        let json = serde_json::to_value(&rows).unwrap();
+        assert_eq!(
+            json[0]["far_side"],
+            "reachable from the sql zone's agent (sqlagent)"
+        );
+        assert!(json[1].get("far_side").is_none());
     }
 
     #[test]

@@ -27,12 +27,17 @@ pub(crate) struct AgentProc {
 
 impl AgentProc {
     pub(crate) fn start(ns: &Netns, key: &Path, config: Option<&Path>) -> AgentProc {
+        AgentProc::start_on(ns, SQL_IP, key, config)
+    }
+
+    /// As [`AgentProc::start`], listening on `ip` (port [`AGENT_PORT`]).
+    pub(crate) fn start_on(ns: &Netns, ip: &str, key: &Path, config: Option<&Path>) -> AgentProc {
         let mut cmd = ns.command(dtcprobe_bin());
         cmd.args([
             "agent",
             "-v",
             "--listen",
-            &format!("{SQL_IP}:{AGENT_PORT}"),
+            &format!("{ip}:{AGENT_PORT}"),
             "--key-file",
         ])
         .arg(key)

@@ -13,6 +13,8 @@ mod support;
 mod agent_attacks;
 mod agent_channel;
 mod agent_cli;
+mod agent_far_side;
+mod agent_far_side_netns;
 mod agent_metrics;
 mod agent_netns;
 mod agent_relay_netns;

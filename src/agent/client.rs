@@ -90,7 +90,7 @@ pub async fn run_peer_until(
     let stop = stop.shared();
     let ((forward, forward_stopped), (outcome, agent_stopped)) = tokio::join!(
         runner::run_plan_until(specs, run, stop.clone()),
-        agent_checks_until(opts, stop),
+        agent_checks_until(opts, stop.clone()),
     );
     let mut forward = forward.checks;
     for c in &mut forward {
@@ -101,6 +101,13 @@ pub async fn run_peer_until(
             c.to = outcome.agent_zone.clone();
         }
     }
+    // The far side's own view of the forward connects that failed (hop `far_side`): one more
+    // round with the agent, once both halves are done. Not started on a stopped run.
+    let far_side_stopped = if forward_stopped || agent_stopped {
+        false
+    } else {
+        super::far_side::add_hops(opts, &mut forward, &outcome.far_side, stop).await
+    };
     let mut checks = forward;
     checks.extend(outcome.checks);
     // MSDTC CIDs seen by `epm` hops in both directions (this host's CID from the agent's reverse
@@ -120,13 +127,15 @@ pub async fn run_peer_until(
         runner::local_host_name(),
         checks,
     );
-    (report, forward_stopped || agent_stopped)
+    (report, forward_stopped || agent_stopped || far_side_stopped)
 }
 
 /// What the agent session produced.
 pub struct AgentOutcome {
     pub agent_zone: Option<String>,
     pub checks: Vec<CheckResult>,
+    /// Whether the agent can be asked for the far side's view of failed forward connects.
+    pub far_side: super::far_side::Availability,
 }
 
 /// How far the session got, for the checks that depend on it.
@@ -648,6 +657,17 @@ fn build_checks(
         Session::Answered(b) => b.zone.clone(),
         _ => None,
     };
+    use super::far_side::Availability;
+    let far_side = match &session {
+        Session::Answered(b) => Availability::of(b),
+        Session::NotEstablished => {
+            Availability::Unavailable("no authenticated session with the agent".into())
+        }
+        Session::Lost { detail, .. } => {
+            Availability::Unavailable(format!("the agent did not answer: {detail}"))
+        }
+        Session::Interrupted => Availability::Unavailable("the run was stopped".into()),
+    };
     let mut checks = Vec::new();
 
     // The control connection itself.
@@ -862,7 +882,11 @@ fn build_checks(
             ));
         }
     }
-    AgentOutcome { agent_zone, checks }
+    AgentOutcome {
+        agent_zone,
+        checks,
+        far_side,
+    }
 }
 
 fn callback_seen(from: SocketAddr, port: Option<u16>) -> HopResult {

@@ -29,7 +29,7 @@ use super::metrics::AgentStats;
 use super::protocol::{
     self, encode_payload, parse_body, write_frame, ChannelError, ErrorCode, FrameError,
     IoFrameError, Key, Message, PeerRequest, RequestBody, ResponseBody, ReverseTarget,
-    SecureChannel,
+    SecureChannel, CAPABILITY_FAR_SIDE,
 };
 use super::{url_port, AgentConfig, AllowEntry};
 use crate::chain::RunContext;
@@ -284,23 +284,25 @@ async fn session(stream: TcpStream, peer: SocketAddr, state: &AgentState, slot: 
         }
     };
     let max_reverse = state.config.max_reverse_checks;
-    if let RequestBody::Peer(req) = &request {
-        if req.reverse.len() > max_reverse {
+    // Far-side probes are reverse checks by another name: the same cap.
+    let asked = match &request {
+        RequestBody::Peer(req) => Some(req.reverse.len()),
+        RequestBody::FarSide(req) => Some(req.targets.len()),
+        RequestBody::Ping => None,
+    };
+    if let Some(asked) = asked {
+        if asked > max_reverse {
             // Refused whole, before anything runs: a partial run whose answer may not fit in a
             // frame would only lose results.
             warn_refused(
                 state,
                 peer,
                 "refused request",
-                &format!(
-                    "{} reverse checks (max_reverse_checks = {max_reverse})",
-                    req.reverse.len()
-                ),
+                &format!("{asked} reverse checks (max_reverse_checks = {max_reverse})"),
             );
             AgentStats::bump(&state.stats.refused_limit);
             let message = format!(
-                "{} reverse checks asked for, this agent runs at most {max_reverse} per request (max_reverse_checks)",
-                req.reverse.len()
+                "{asked} reverse checks asked for, this agent runs at most {max_reverse} per request (max_reverse_checks)"
             );
             refuse(&mut channel, ErrorCode::Limit, message, frame_timeout).await;
             return;
@@ -320,10 +322,39 @@ async fn session(stream: TcpStream, peer: SocketAddr, state: &AgentState, slot: 
         zone: state.config.zone.clone(),
         cid: state.config.cid.clone(),
         caller_addr: Some(caller.to_string()),
+        capabilities: vec![CAPABILITY_FAR_SIDE.to_string()],
         ..Default::default()
     };
     match request {
         RequestBody::Ping => info!(%peer, "authenticated ping"),
+        RequestBody::FarSide(req) => {
+            info!(%peer, targets = req.targets.len(), "authenticated far-side request");
+            let cx = super::far_side::serve::FarSideContext {
+                caller,
+                allow: &state.config.allow,
+                zone: state.config.zone.clone(),
+                hop_timeout: hop_timeout(req.hop_timeout_ms, &state.config),
+                stats: &state.stats,
+            };
+            match tokio::time::timeout(
+                state.config.request_timeout,
+                super::far_side::serve::run(&req, &cx),
+            )
+            .await
+            {
+                Ok(results) => response.far_side = results,
+                Err(_) => {
+                    warn!(%peer, "far-side request exceeded {:?}", state.config.request_timeout);
+                    AgentStats::bump(&state.stats.refused_timeout);
+                    let msg = format!(
+                        "request did not finish within {:?}",
+                        state.config.request_timeout
+                    );
+                    refuse(&mut channel, ErrorCode::Timeout, msg, frame_timeout).await;
+                    return;
+                }
+            }
+        }
         RequestBody::Peer(req) => {
             info!(%peer, callback = req.callback.is_some(), reverse = req.reverse.len(), "authenticated peer request");
             let token = channel.callback_token(&state.key);
@@ -477,11 +508,7 @@ async fn run_peer_request(
     token: &str,
     state: &AgentState,
 ) -> (Option<HopResult>, CallbackOutcome, Vec<CheckResult>) {
-    let hop_timeout = req
-        .hop_timeout_ms
-        .map(Duration::from_millis)
-        .unwrap_or(DEFAULT_HOP_TIMEOUT)
-        .clamp(Duration::from_millis(100), state.config.max_hop_timeout);
+    let hop_timeout = hop_timeout(req.hop_timeout_ms, &state.config);
     let resolver = Arc::new(DnsResolver::from_system(hop_timeout));
 
     let resolve = async {
@@ -520,6 +547,14 @@ async fn run_peer_request(
     };
     let reverse = run_reverse(&req.reverse, req_zone(req), caller, state, &ctx);
     tokio::join!(resolve, callback, reverse)
+}
+
+/// The hop timeout a near side asked for, capped by the agent's config.
+fn hop_timeout(asked_ms: Option<u64>, config: &AgentConfig) -> Duration {
+    asked_ms
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_HOP_TIMEOUT)
+        .clamp(Duration::from_millis(100), config.max_hop_timeout)
 }
 
 fn req_zone(req: &PeerRequest) -> Option<String> {

@@ -4,7 +4,8 @@
 use crate::model::{CheckResult, HopResult};
 
 pub use dtcprobe_wire::agent::messages::{
-    CallbackRequest, ErrorCode, Message, PeerRequest, RequestBody, ReverseTarget,
+    CallbackRequest, ErrorCode, FarSideRequest, Message, PeerRequest, RequestBody, ReverseTarget,
+    CAPABILITY_FAR_SIDE,
 };
 
 /// The agent's answer to a [`RequestBody::Peer`] (or `Ping`: only the identity fields).

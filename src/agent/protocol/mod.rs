@@ -36,5 +36,6 @@ pub use frame::{
 };
 pub use io::{read_frame, write_frame, IoFrameError};
 pub use messages::{
-    CallbackRequest, ErrorCode, Message, PeerRequest, RequestBody, ResponseBody, ReverseTarget,
+    CallbackRequest, ErrorCode, FarSideRequest, Message, PeerRequest, RequestBody, ResponseBody,
+    ReverseTarget, CAPABILITY_FAR_SIDE,
 };

@@ -58,6 +58,28 @@ pub enum RequestBody {
     /// Authenticate only.
     Ping,
     Peer(PeerRequest),
+    /// Connect, from the agent's zone, to hosts and ports the near side could not reach: the far
+    /// side's own view of a failed forward check. Sent only to an agent whose answer to `peer`
+    /// listed [`CAPABILITY_FAR_SIDE`]: an older agent would refuse the unknown `op` as a
+    /// malformed body.
+    FarSide(FarSideRequest),
+}
+
+/// The capability an agent lists in [`ResponseBody::capabilities`] when it serves
+/// [`RequestBody::FarSide`].
+pub const CAPABILITY_FAR_SIDE: &str = "far_side";
+
+/// The far-side probes of one `peer` run, all in one request (the agent runs them concurrently).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FarSideRequest {
+    /// `tcp://HOST:PORT` targets (only `tcp`: a connect, nothing more), under the same policy as
+    /// reverse checks: the caller itself or the agent's `allow` list. `to_caller` is refused:
+    /// the far side's view of the caller is what the callback already checks.
+    pub targets: Vec<ReverseTarget>,
+    /// Per-hop timeout the near side would like, in milliseconds (the agent caps it).
+    #[serde(default)]
+    pub hop_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -137,6 +159,13 @@ pub struct ResponseBody<Hop = serde_json::Value, Check = serde_json::Value> {
     pub callback_from: Option<String>,
     #[serde(default)]
     pub reverse: Vec<Check>,
+    /// What this agent serves besides `ping` and `peer` (e.g. [`CAPABILITY_FAR_SIDE`]). Absent
+    /// from older agents' answers, which is how the near side tells them apart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
+    /// The answer to a [`RequestBody::FarSide`]: one `tcp` check per target, in request order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub far_side: Vec<Check>,
 }
 
 // Not derived: a derive would demand `Hop: Default` and `Check: Default`, which the fields do not
@@ -152,6 +181,8 @@ impl<Hop, Check> Default for ResponseBody<Hop, Check> {
             callback: None,
             callback_from: None,
             reverse: Vec::new(),
+            capabilities: Vec::new(),
+            far_side: Vec::new(),
         }
     }
 }

@@ -17,6 +17,6 @@ pub use frame::{
     MAX_FRAME, PROTOCOL_VERSION,
 };
 pub use messages::{
-    CallbackRequest, Envelope, ErrorCode, Message, PeerRequest, RequestBody, ResponseBody,
-    ReverseTarget,
+    CallbackRequest, Envelope, ErrorCode, FarSideRequest, Message, PeerRequest, RequestBody,
+    ResponseBody, ReverseTarget, CAPABILITY_FAR_SIDE,
 };
