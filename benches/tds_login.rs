@@ -111,15 +111,11 @@ fn main() {
         .build()
         .unwrap();
     let target = MssqlTarget::from_url(&url).unwrap();
-    let ctx = RunContext {
-        hop_timeout: Duration::from_secs(5),
-        resolver: Arc::new(DnsResolver::from_system(Duration::from_secs(5))),
-        trace: false,
-        cross_zone: false,
-        routes: Default::default(),
-        traces: Default::default(),
-        check: Arc::from("bench"),
-    };
+    let ctx = RunContext::new(
+        Duration::from_secs(5),
+        Arc::new(DnsResolver::from_system(Duration::from_secs(5))),
+        false,
+    );
     let mut hop_sum = Vec::new();
     let mut chain_total = Vec::new();
     for _ in 0..iters {

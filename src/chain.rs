@@ -30,6 +30,22 @@ pub struct RunContext {
     pub check: Arc<str>,
 }
 
+impl RunContext {
+    /// The context of a run of its own: no zone judgement, its own route cache and path traces
+    /// (set `cross_zone`, or share the caches across a run's checks, with struct update syntax).
+    pub fn new(hop_timeout: Duration, resolver: Arc<DnsResolver>, trace: bool) -> RunContext {
+        RunContext {
+            hop_timeout,
+            resolver,
+            trace,
+            cross_zone: false,
+            routes: Default::default(),
+            traces: Default::default(),
+            check: Arc::from(""),
+        }
+    }
+}
+
 /// What a hop hands back: its result, and on success the value later hops build on
 /// (resolved addresses, an open connection, a port number...).
 pub struct HopOutput<T> {

@@ -37,15 +37,14 @@ pub type Prober = Arc<dyn Fn(CheckSpec) -> BoxFuture<'static, CheckResult> + Sen
 pub fn runner_prober(opts: RunOptions) -> Prober {
     let resolver = Arc::new(DnsResolver::from_system(opts.timeout));
     Arc::new(move |spec: CheckSpec| {
+        // Each probe is a run of its own: routes are looked up and paths traced afresh.
         let ctx = RunContext {
-            hop_timeout: spec.timeout.unwrap_or(opts.timeout),
-            resolver: resolver.clone(),
-            trace: opts.trace,
             cross_zone: spec.crosses_zones(),
-            // Each probe is a run of its own: routes are looked up afresh.
-            routes: Default::default(),
-            traces: Default::default(),
-            check: Arc::from(""),
+            ..RunContext::new(
+                spec.timeout.unwrap_or(opts.timeout),
+                resolver.clone(),
+                opts.trace,
+            )
         };
         Box::pin(async move { runner::run_check(&spec, &ctx).await })
     })

@@ -115,21 +115,21 @@ pub async fn run_checks(specs: &[CheckSpec], opts: &RunOptions) -> Vec<CheckResu
 /// Runs every check, storing each result in its slot as soon as it finishes (so that a stopped
 /// run still has them).
 async fn run_into(specs: &[CheckSpec], opts: &RunOptions, slots: &[Slot]) {
-    let resolver = Arc::new(DnsResolver::from_system(opts.timeout));
-    let routes = Arc::new(crate::hops::route::RouteCache::default());
-    let traces = Arc::new(crate::hops::path::TraceBook::default());
+    // One resolver, route cache and trace book for the whole run; each check's context is
+    // this one with its own timeout and zone judgement.
+    let run = RunContext::new(
+        opts.timeout,
+        Arc::new(DnsResolver::from_system(opts.timeout)),
+        opts.trace,
+    );
     let total = specs.len();
     let done = std::sync::atomic::AtomicUsize::new(0);
     stream::iter(specs.iter().zip(slots))
         .map(|(spec, slot)| {
             let ctx = RunContext {
                 hop_timeout: spec.timeout.unwrap_or(opts.timeout),
-                resolver: resolver.clone(),
-                trace: opts.trace,
                 cross_zone: spec.crosses_zones(),
-                routes: routes.clone(),
-                traces: traces.clone(),
-                check: Arc::from(""),
+                ..run.clone()
             };
             let progress = opts.progress.clone();
             let done = &done;

@@ -534,17 +534,9 @@ async fn run_peer_request(
             None => (None, None),
         }
     };
-    let ctx = RunContext {
-        hop_timeout,
-        resolver: resolver.clone(),
-        // The near side's `--no-trace` holds for the reverse checks too.
-        trace: !req.no_trace,
-        // The caller's zone is the request's word, not a declared check: no zone judgement.
-        cross_zone: false,
-        routes: Default::default(),
-        traces: Default::default(),
-        check: std::sync::Arc::from(""),
-    };
+    // The near side's `--no-trace` holds for the reverse checks too. The caller's zone is the
+    // request's word, not a declared check: no zone judgement.
+    let ctx = RunContext::new(hop_timeout, resolver.clone(), !req.no_trace);
     let reverse = run_reverse(&req.reverse, req_zone(req), caller, state, &ctx);
     tokio::join!(resolve, callback, reverse)
 }

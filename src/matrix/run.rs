@@ -368,6 +368,7 @@ mod tests {
             evidence_check: check.to_string(),
             evidence_hop: crate::model::HopKind::Tcp,
             advice: None,
+            far_side: None,
         };
         let mut rows: Vec<_> = names.iter().map(|n| row(n)).collect();
         name_sql_server_ports(&plan, &mut rows);

@@ -51,14 +51,12 @@ pub struct FarSideContext<'a> {
 /// Runs every target of `req` concurrently; one check per target, in request order. Counted in
 /// the reverse-check metrics (`run` / `refused`).
 pub async fn run(req: &FarSideRequest, cx: &FarSideContext<'_>) -> Vec<CheckResult> {
-    let ctx = RunContext {
-        hop_timeout: cx.hop_timeout,
-        resolver: Arc::new(DnsResolver::from_system(cx.hop_timeout)),
-        // A connect is the whole question; a trace would add seconds to the near side's wait.
-        trace: false,
-        cross_zone: false,
-        routes: Default::default(),
-    };
+    // A connect is the whole question; a trace would add seconds to the near side's wait.
+    let ctx = RunContext::new(
+        cx.hop_timeout,
+        Arc::new(DnsResolver::from_system(cx.hop_timeout)),
+        false,
+    );
     join_all(req.targets.iter().map(|t| {
         let ctx = &ctx;
         async move {

@@ -213,17 +213,13 @@ mod tests {
     #[cfg(not(windows))]
     #[tokio::test]
     async fn other_platforms_skip_and_say_why() {
-        let ctx = RunContext {
-            hop_timeout: std::time::Duration::from_secs(1),
-            resolver: std::sync::Arc::new(crate::resolver::DnsResolver::from_system(
+        let ctx = RunContext::new(
+            std::time::Duration::from_secs(1),
+            std::sync::Arc::new(crate::resolver::DnsResolver::from_system(
                 std::time::Duration::from_secs(1),
             )),
-            trace: false,
-            cross_zone: false,
-            routes: Default::default(),
-            traces: Default::default(),
-            check: std::sync::Arc::from(""),
-        };
+            false,
+        );
         let hops = MsdtcTarget { role: Role::Both }.run(&ctx).await;
         assert_eq!(hops.len(), 1);
         assert_eq!(hops[0].hop, HopKind::DtcConfig);
