@@ -208,7 +208,7 @@ pub struct WatchArgs {
 /// What to check and how to report it; shared by `check`, `peer` and `watch`.
 #[derive(Debug, Clone, Args)]
 pub struct CheckArgs {
-    /// Ad-hoc targets, optionally named NAME=URL: tcp://host:port, dns://host,
+    /// Ad-hoc targets, optionally named NAME=URL: tcp://host:port[?hold=DUR], dns://host,
     /// mssql://user@host[:port|\instance]/db?tx=local|distributed,
     /// postgres://user@host[:5432]/db?tx=local|twophase, epm://host[:135]?iface=UUID[/vMAJ.MIN],
     /// msdtc://localhost?role=client|server|both (Windows: this host's MSDTC settings).
