@@ -231,6 +231,11 @@ async fn hold_then_probe(
         }
         Seen::Broken(e) => return internal(hold, format!("{peer}: during the hold: {e}")),
     }
+    // The last ACK before the probes, to tell their answer from it (Linux).
+    let before = last_ack(stream);
+    if cfg!(target_os = "linux") && before.is_none() {
+        return internal(hold, "cannot read TCP_INFO from the socket".into());
+    }
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(Duration::from_secs(1))
         .with_interval(Duration::from_secs(1))
@@ -239,7 +244,7 @@ async fn hold_then_probe(
         return internal(hold, format!("cannot turn TCP keepalive on: {e}"));
     }
     let probing = Instant::now();
-    let after = watch(stream, probing + window, Some(probing), received).await;
+    let after = watch(stream, probing + window, before, received).await;
     let waited =
         humantime::format_duration(Duration::from_millis(probing.elapsed().as_millis() as u64));
     match after {
@@ -247,7 +252,7 @@ async fn hold_then_probe(
             hold,
             &format!("{peer} answered a TCP keepalive probe after {waited}"),
         ),
-        Seen::Quiet if cfg!(target_os = "linux") => expired(
+        Seen::Quiet if before.is_some() => expired(
             hold,
             Death::Silence,
             peer.port(),
@@ -278,24 +283,23 @@ fn internal(hold: Duration, detail: String) -> HopResult {
 }
 
 /// Watches `stream` until `deadline`: reads (and counts) what arrives, reports a FIN or an error
-/// at once and, once `acked_since` is set (Linux), an ACK received after that instant. Bounded by
-/// `deadline`.
+/// at once and, given the last ACK seen before (`before`, Linux), an ACK received since. Bounded
+/// by `deadline`.
 async fn watch(
     stream: &TcpStream,
     deadline: Instant,
-    acked_since: Option<Instant>,
+    before: Option<LastAck>,
     received: &mut usize,
 ) -> Seen {
     let mut buf = [0u8; 4096];
     loop {
-        if let Some(since) = acked_since {
-            if acked_after(stream, since) {
+        if let (Some(before), Some(now)) = (before, before.and_then(|_| last_ack(stream))) {
+            if now.is_newer_than(before) {
                 return Seen::Acked;
             }
         }
-        let tick = Instant::now() + Duration::from_millis(50);
-        let wake = if acked_since.is_some() && cfg!(target_os = "linux") {
-            tick.min(deadline)
+        let wake = if before.is_some() {
+            (Instant::now() + Duration::from_millis(50)).min(deadline)
         } else {
             deadline
         };
@@ -332,10 +336,26 @@ fn seen_error(e: std::io::Error) -> Seen {
     }
 }
 
-/// Whether an ACK arrived after `since` (Linux: `TCP_INFO`'s milliseconds since the last ACK).
-/// A keepalive probe's answer is an ACK, so this sees the answer itself.
+/// When the socket last received an ACK, as `TCP_INFO` tells it (Linux): the milliseconds since,
+/// read at an instant. A keepalive probe's answer is an ACK, so this sees the answer itself.
+#[derive(Debug, Clone, Copy)]
+struct LastAck {
+    at: Instant,
+    ms_ago: u32,
+}
+
+impl LastAck {
+    /// Whether this reading shows a later ACK than `before`: the ACK time it implies is later
+    /// than `before`'s by more than the jiffies' rounding (10 ms; the hold separates the two
+    /// by seconds).
+    fn is_newer_than(self, before: LastAck) -> bool {
+        let between = self.at.saturating_duration_since(before.at).as_millis();
+        u128::from(self.ms_ago) + 10 < u128::from(before.ms_ago) + between
+    }
+}
+
 #[cfg(target_os = "linux")]
-fn acked_after(stream: &TcpStream, since: Instant) -> bool {
+fn last_ack(stream: &TcpStream) -> Option<LastAck> {
     use std::os::fd::AsRawFd;
     // SAFETY: tcp_info is plain data; getsockopt writes at most `len` bytes into it.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
@@ -349,19 +369,16 @@ fn acked_after(stream: &TcpStream, since: Instant) -> bool {
             &mut len,
         )
     };
-    if rc != 0 {
-        return false;
-    }
-    // Jiffies round to a few milliseconds: an ACK counts only when clearly after `since` (10 ms;
-    // on a link faster than that the first probe's ACK is too close to tell, and the next
-    // probe's, a second later, counts).
-    let last_ack = u128::from(info.tcpi_last_ack_recv) + 10;
-    last_ack < since.elapsed().as_millis()
+    (rc == 0).then(|| LastAck {
+        at: Instant::now(),
+        ms_ago: info.tcpi_last_ack_recv,
+    })
 }
 
+/// Elsewhere the answer itself is not seen (see [`tcp_idle`]).
 #[cfg(not(target_os = "linux"))]
-fn acked_after(_stream: &TcpStream, _since: Instant) -> bool {
-    false
+fn last_ack(_stream: &TcpStream) -> Option<LastAck> {
+    None
 }
 
 #[cfg(test)]
@@ -386,6 +403,24 @@ mod tests {
             let e = parse_hold(bad).expect_err(bad);
             assert!(e.contains("hold"), "{e}");
         }
+    }
+
+    #[test]
+    fn an_ack_counts_only_when_later_than_the_one_before() {
+        let t0 = Instant::now();
+        let before = LastAck {
+            at: t0,
+            ms_ago: 15_000,
+        };
+        let later = |after_ms: u64, ms_ago: u32| LastAck {
+            at: t0 + Duration::from_millis(after_ms),
+            ms_ago,
+        };
+        // The same old ACK, read 500 ms later (with a jiffy of rounding either way): not new.
+        assert!(!later(500, 15_500).is_newer_than(before));
+        assert!(!later(500, 15_496).is_newer_than(before));
+        // An ACK 2 ms after the probes started, read at 300 ms: new.
+        assert!(later(300, 298).is_newer_than(before));
     }
 
     #[test]
@@ -435,13 +470,13 @@ mod tests {
         let stream = TcpStream::connect(peer).await.unwrap();
         let _server = accept.await.unwrap();
         let started = std::time::Instant::now();
-        let r = tcp_idle(stream, peer, Duration::from_millis(200), MIN_PROBE_WINDOW).await;
+        // Longer than the 1 s keepalive time, so that the first probe leaves at once.
+        let r = tcp_idle(stream, peer, Duration::from_millis(1100), MIN_PROBE_WINDOW).await;
         assert_eq!(r.status, crate::model::Status::Pass, "{r:?}");
         if cfg!(target_os = "linux") {
             assert!(r.detail.contains("answered a TCP keepalive probe"), "{r:?}");
-            // The first probe leaves at once; its ACK (or, on this fast a link, the next one's:
-            // see `acked_after`) ends the wait.
-            assert!(started.elapsed() < Duration::from_millis(2500), "{r:?}");
+            // The first probe leaves at once; its ACK ends the wait.
+            assert!(started.elapsed() < Duration::from_millis(1600), "{r:?}");
         }
     }
 
