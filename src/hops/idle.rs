@@ -241,6 +241,19 @@ async fn hold_then_probe(
         .with_interval(Duration::from_secs(1))
         .with_retries(KEEPALIVE_RETRIES);
     if let Err(e) = sock.set_tcp_keepalive(&keepalive) {
+        // Windows takes a probe count (TCP_KEEPCNT) from Windows 10 1703 / Server 2019 on.
+        // Without it the OS sends ten probes before it gives up, far beyond the window, and a
+        // silent drop would read as survival: nothing is claimed.
+        if cfg!(windows) {
+            return HopResult::unsupported(
+                HopKind::Idle,
+                format!(
+                    "cannot set the TCP keepalive probe count on this Windows ({e}): needs \
+                     Windows 10 1703 / Server 2019 or later to tell silence from survival; an \
+                     mssql check with hold= works here"
+                ),
+            );
+        }
         return internal(hold, format!("cannot turn TCP keepalive on: {e}"));
     }
     let probing = Instant::now();
