@@ -291,8 +291,9 @@ pub struct CheckArgs {
     /// For every tcp and mssql check without a `hold` of its own: after the session works, leave
     /// it idle DUR with TCP keepalives off, then use it (hop `idle`: tcp sends a TCP keepalive
     /// probe, mssql runs SELECT 1 on the same session). Fails with `idle_expired` when a
-    /// firewall expired the idle session. Set DUR above the firewall idle timeout you rely on
-    /// (15s, 30m, 1h; at most 24h); the check then takes DUR longer.
+    /// firewall expired the idle session. Set DUR to the longest idle time the applications'
+    /// sessions must survive, e.g. the connection pool's idle lifetime (15s, 30m, 1h; at most
+    /// 24h); the check then takes DUR longer.
     #[arg(long, value_name = "DUR", value_parser = hold_arg)]
     pub hold: Option<Duration>,
 }
