@@ -22,6 +22,7 @@ fn input(targets: Vec<String>, config: Option<PathBuf>) -> PlanInput {
         concurrency: None,
         list_endpoints: false,
         trace: true,
+        hold: None,
         output: OutputRequest {
             format: Format::Json,
             color: false,

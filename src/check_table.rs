@@ -48,6 +48,9 @@ pub struct RawCheck {
     /// DTC; set false to skip the reverse lookup entirely).
     pub reverse_dns: Option<bool>,
 
+    /// tcp / mssql: leave the working session idle this long, then use it (hop `idle`).
+    pub hold: Option<toml::Spanned<String>>,
+
     // mssql / postgres
     pub instance: Option<toml::Spanned<String>>,
     pub database: Option<toml::Spanned<String>>,
@@ -99,6 +102,7 @@ impl RawCheck {
         [
             ("port", at(&self.port)),
             ("reverse_dns", flag(self.reverse_dns)),
+            ("hold", at(&self.hold)),
             ("instance", at(&self.instance)),
             ("database", at(&self.database)),
             ("user", at(&self.user)),

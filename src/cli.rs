@@ -107,6 +107,7 @@ Examples:
   dtcprobe check postgres://app@db01:5432/orders?tx=twophase --password-file pw.txt
   dtcprobe check -c dtcprobe.toml -f json --output junit=report.xml
   dtcprobe check -c dtcprobe.toml --quiet --color never
+  dtcprobe check -c dtcprobe.toml --hold 35m      sessions idle 35 min, then used (hop idle)
 
 Exit codes: 0 all passed, 1 a check failed, 2 usage error, 3 inconclusive (tool fault),
 78 config error, 130 interrupted.";
@@ -207,7 +208,7 @@ pub struct WatchArgs {
 /// What to check and how to report it; shared by `check`, `peer` and `watch`.
 #[derive(Debug, Clone, Args)]
 pub struct CheckArgs {
-    /// Ad-hoc targets, optionally named NAME=URL: tcp://host:port, dns://host,
+    /// Ad-hoc targets, optionally named NAME=URL: tcp://host:port[?hold=DUR], dns://host,
     /// mssql://user@host[:port|\instance]/db?tx=local|distributed,
     /// postgres://user@host[:5432]/db?tx=local|twophase, epm://host[:135]?iface=UUID[/vMAJ.MIN],
     /// msdtc://localhost?role=client|server|both (Windows: this host's MSDTC settings).
@@ -286,6 +287,20 @@ pub struct CheckArgs {
     /// Do not trace the path (hop `path`: TTL-stepped SYNs) after a connect times out.
     #[arg(long)]
     pub no_trace: bool,
+
+    /// For every tcp and mssql check without a `hold` of its own: after the session works, leave
+    /// it idle DUR with TCP keepalives off, then use it (hop `idle`: tcp sends a TCP keepalive
+    /// probe, mssql runs SELECT 1 on the same session). Fails with `idle_expired` when a
+    /// firewall expired the idle session. Set DUR to the longest idle time the applications'
+    /// sessions must survive, e.g. the connection pool's idle lifetime (15s, 30m, 1h; at most
+    /// 24h); the check then takes DUR longer.
+    #[arg(long, value_name = "DUR", value_parser = hold_arg)]
+    pub hold: Option<Duration>,
+}
+
+/// `--hold DUR`: as a check's `hold` (positive, at most 24h).
+fn hold_arg(text: &str) -> Result<Duration, String> {
+    crate::hops::idle::parse_hold(text)
 }
 
 impl CheckArgs {
@@ -299,6 +314,7 @@ impl CheckArgs {
             concurrency: self.concurrency,
             list_endpoints: self.list_endpoints,
             trace: !self.no_trace,
+            hold: self.hold,
             output: OutputRequest {
                 format: self.format,
                 color: crate::report::colour_for_stdout(self.color),

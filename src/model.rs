@@ -76,10 +76,13 @@ pub enum Cause {
     /// `dtc_config` outside the Windows build): nothing was tested, so the check must not read
     /// as passed.
     Unsupported,
+    /// A session that worked did not survive `hold=DUR` idle (hop `idle`): a firewall expired
+    /// it, or the server closed it.
+    IdleExpired,
 }
 
 impl Cause {
-    pub const ALL: [Cause; 28] = [
+    pub const ALL: [Cause; 29] = [
         Cause::Refused,
         Cause::Timeout,
         Cause::Unreachable,
@@ -108,6 +111,7 @@ impl Cause {
         Cause::Internal,
         Cause::Interrupted,
         Cause::Unsupported,
+        Cause::IdleExpired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -140,6 +144,7 @@ impl Cause {
             Cause::Internal => "internal",
             Cause::Interrupted => "interrupted",
             Cause::Unsupported => "unsupported",
+            Cause::IdleExpired => "idle_expired",
         }
     }
 
@@ -178,6 +183,8 @@ pub enum HopKind {
     /// check could not connect to (reachable from there: the block is on the path; not: the
     /// service or the host's own firewall).
     FarSide,
+    /// The working session left idle for `hold=DUR`, then used: does it survive?
+    Idle,
 }
 
 impl HopKind {
@@ -200,6 +207,7 @@ impl HopKind {
             HopKind::DtcConfig => "dtc_config",
             HopKind::TxEnlist => "tx_enlist",
             HopKind::FarSide => "far_side",
+            HopKind::Idle => "idle",
         }
     }
 }

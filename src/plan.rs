@@ -57,6 +57,9 @@ pub struct PlanInput {
     pub list_endpoints: bool,
     /// Trace the path (hop `path`) after a connect times out (`--no-trace` turns it off).
     pub trace: bool,
+    /// `--hold`: every tcp and mssql check without a `hold` of its own holds its session idle
+    /// this long (hop `idle`).
+    pub hold: Option<Duration>,
     pub output: OutputRequest,
 }
 
@@ -232,6 +235,9 @@ pub fn build_allowing_empty(input: &PlanInput) -> Result<Plan, PlanError> {
             target,
         });
     }
+    if let Some(hold) = input.hold {
+        apply_hold(&mut checks, hold)?;
+    }
     if input.list_endpoints {
         for c in &mut checks {
             if let Target::Epm(t) = &mut c.target {
@@ -258,6 +264,28 @@ pub fn build_allowing_empty(input: &PlanInput) -> Result<Plan, PlanError> {
     })
 }
 
+/// `--hold` for every tcp and mssql check that has no `hold` of its own (a check's own wins).
+/// A run with no such check is a usage error: the flag would test nothing.
+fn apply_hold(checks: &mut [CheckSpec], hold: Duration) -> Result<(), PlanError> {
+    let mut applies = false;
+    for c in checks.iter_mut() {
+        let own = match &mut c.target {
+            Target::Tcp(t) => &mut t.hold,
+            Target::Mssql(t) => &mut t.hold,
+            _ => continue,
+        };
+        applies = true;
+        own.get_or_insert(hold);
+    }
+    if applies {
+        Ok(())
+    } else {
+        Err(PlanError::Usage(
+            "--hold applies to tcp and mssql checks, and this run has none".into(),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,6 +301,7 @@ mod tests {
             concurrency: None,
             list_endpoints: false,
             trace: true,
+            hold: None,
             output: OutputRequest {
                 format: Format::Human,
                 color: false,
@@ -350,6 +379,38 @@ mod tests {
         assert_eq!(names(&plan), ["sql", "tcp://h:1"]);
         let err = build(&input(&["a=tcp://h:1", "a=tcp://h:2"], None)).unwrap_err();
         assert_eq!(err.exit_code(), exit::USAGE);
+    }
+
+    #[test]
+    fn hold_flag_fills_in_checks_without_their_own() {
+        let mut asked = input(
+            &[
+                "tcp://h:1",
+                "tcp://h:2?hold=5s",
+                "mssql://u@h/db",
+                "dns://h",
+            ],
+            None,
+        );
+        asked.hold = Some(Duration::from_secs(15));
+        let plan = build(&asked).unwrap();
+        let holds: Vec<Option<Duration>> = plan
+            .checks
+            .iter()
+            .map(|c| match &c.target {
+                Target::Tcp(t) => t.hold,
+                Target::Mssql(t) => t.hold,
+                _ => None,
+            })
+            .collect();
+        let s = |n| Some(Duration::from_secs(n));
+        assert_eq!(holds, [s(15), s(5), s(15), None]);
+
+        let mut nothing_to_hold = input(&["dns://h"], None);
+        nothing_to_hold.hold = Some(Duration::from_secs(15));
+        let err = build(&nothing_to_hold).unwrap_err();
+        assert_eq!(err.exit_code(), exit::USAGE);
+        assert!(err.to_string().contains("--hold"), "{err}");
     }
 
     #[test]

@@ -35,6 +35,7 @@ mod mssql_freetds;
 mod mssql_login;
 mod mssql_real_server;
 mod netns_dns;
+mod netns_idle;
 mod netns_path;
 mod netns_tcp;
 mod peer_cid;

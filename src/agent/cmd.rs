@@ -243,6 +243,16 @@ pub fn parse_reverse(urls: &[String]) -> Result<Vec<ReverseTarget>, String> {
                     crate::agent::server::REVERSE_KINDS.join(", ")
                 ));
             }
+            if let Target::Tcp(t) = &target {
+                if t.hold.is_some() {
+                    return Err(format!(
+                        "--reverse {}: the agent does not run held sessions (hold=); to test \
+                         that a session from the far side survives idle, run `dtcprobe check` \
+                         with hold= there",
+                        crate::hostport::mask_url(text)
+                    ));
+                }
+            }
             let to_caller = target.host().eq_ignore_ascii_case("caller");
             Ok(ReverseTarget {
                 name: format!("reverse {text}"),
@@ -369,6 +379,8 @@ mod tests {
         assert!(!r[1].to_caller);
         assert!(r[2].to_caller);
         assert!(parse_reverse(&["caller:135".into()]).is_err());
+        let held = parse_reverse(&["tcp://caller:135?hold=15s".into()]).unwrap_err();
+        assert!(held.contains("held sessions"), "{held}");
         let mssql = parse_reverse(&["mssql://sa@caller/master".into()]).unwrap_err();
         assert!(mssql.contains("never runs `mssql`"), "{mssql}");
     }

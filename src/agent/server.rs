@@ -780,6 +780,17 @@ pub fn authorize(
             REVERSE_KINDS.join(", ")
         ));
     }
+    // A held session (`hold=DUR`, hop `idle`) would tie up the agent, and outlast the peer's
+    // session timeout, for as long as the caller asks: not run by the agent (yet).
+    if let Target::Tcp(t) = &target {
+        if t.hold.is_some() {
+            return Err(format!(
+                "`{}`: the agent does not run held sessions (hold=); run `dtcprobe check` with \
+                 hold= on the far side instead",
+                target.display()
+            ));
+        }
+    }
     // `msdtc://localhost` (its target type refuses every other host) reads this agent host's own
     // registry and MSDTC service state: no packet leaves this host, nothing is written, and the
     // caller chooses only the role the config is judged for. The allow list is about where the
@@ -957,6 +968,9 @@ mod tests {
             ("epm://sql01", false, None), // default port 135 is not the allowed 1433
             ("mssql://sa@sql01/master", false, None), // credentialed kinds never run
             ("mssql://sa@caller/master", true, None),
+            // Held sessions (hop `idle`) are not run by the agent, even towards an allowed port.
+            ("tcp://sql01:1433?hold=15s", false, None),
+            ("tcp://caller:135?hold=15s", true, None),
             // The agent's own MSDTC config: no connection anywhere, no allow entry needed.
             ("msdtc://localhost", false, Some("localhost")),
             ("msdtc://localhost?role=server", false, Some("localhost")),

@@ -187,12 +187,34 @@ async fn probe_all_routed(
     limit: Duration,
     routes: Option<&RouteCache>,
 ) -> Vec<Attempt> {
-    join_all(
+    probe_all_keeping(addrs, limit, routes, false).await.0
+}
+
+/// As [`probe_all_routed`]; with `keep`, the first connection made (in address order) is
+/// handed back open instead of closed (hop `idle` holds it).
+async fn probe_all_keeping(
+    addrs: &[SocketAddr],
+    limit: Duration,
+    routes: Option<&RouteCache>,
+    keep: bool,
+) -> (Vec<Attempt>, Option<TcpStream>) {
+    let results = join_all(
         addrs
             .iter()
-            .map(|a| async move { connect_routed(*a, limit, routes).await.0 }),
+            .map(|a| async move { connect_routed(*a, limit, routes).await }),
     )
-    .await
+    .await;
+    let mut kept = None;
+    let attempts = results
+        .into_iter()
+        .map(|(attempt, stream)| {
+            if keep && kept.is_none() {
+                kept = stream;
+            }
+            attempt
+        })
+        .collect();
+    (attempts, kept)
 }
 
 /// Pure: the hop result for a set of attempts at one logical endpoint.
@@ -288,15 +310,30 @@ pub async fn tcp_hop(
     limit: Duration,
     routes: &RouteCache,
 ) -> HopOutput<Vec<SocketAddr>> {
+    let out = tcp_hop_keeping(addrs, port, limit, routes, false).await;
+    HopOutput {
+        result: out.result,
+        value: out.value.map(|(reachable, _)| reachable),
+    }
+}
+
+/// As [`tcp_hop`]; with `keep`, also the first connection made, still open.
+async fn tcp_hop_keeping(
+    addrs: &[IpAddr],
+    port: u16,
+    limit: Duration,
+    routes: &RouteCache,
+    keep: bool,
+) -> HopOutput<(Vec<SocketAddr>, Option<TcpStream>)> {
     let targets: Vec<SocketAddr> = addrs.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
-    let attempts = probe_all_routed(&targets, limit, Some(routes)).await;
+    let (attempts, kept) = probe_all_keeping(&targets, limit, Some(routes), keep).await;
     let result = hop_result(HopKind::Tcp, &attempts).with_data("port", port);
     let reachable: Vec<SocketAddr> = attempts
         .iter()
         .filter(|a| a.outcome == ConnectOutcome::Connected)
         .map(|a| a.addr)
         .collect();
-    HopOutput::ok(result, reachable)
+    HopOutput::ok(result, (reachable, kept))
 }
 
 /// Records hop `resolve` for `host` (with the reverse lookups when `reverse_dns`), bounded by
@@ -386,6 +423,31 @@ pub async fn connect_step(
     )
     .await?;
     reachable.first().copied()
+}
+
+/// As [`connect_step`], keeping the first connection made open: the address it went to and
+/// the stream (hop `idle` leaves it idle, then uses it).
+pub async fn connect_step_keeping(
+    chain: &mut Chain,
+    ctx: &RunContext,
+    addrs: &[IpAddr],
+    port: u16,
+) -> Option<(SocketAddr, TcpStream)> {
+    let target = match addrs {
+        [only] => Some(SocketAddr::new(*only, port)),
+        _ => None,
+    };
+    let (_, kept) = crate::hops::path::connect_with_early_trace(
+        chain,
+        ctx,
+        HopKind::Tcp,
+        target,
+        tcp_hop_keeping(addrs, port, ctx.hop_timeout, &ctx.routes, true),
+    )
+    .await?;
+    let stream = kept?;
+    let peer = stream.peer_addr().ok()?;
+    Some((peer, stream))
 }
 
 /// What [`reach`] needs to know.

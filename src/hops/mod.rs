@@ -7,12 +7,14 @@
 //! the list of kinds into the [`Target`] enum, the scheme list, the key table and every dispatch.
 //! Adding a kind is one folder plus its `pub mod` line and one registry line.
 //!
-//! Shared steps, not kinds: [`resolve`] (hop `resolve`) and [`connect`] (TCP connect, its
-//! classification, and the resolve-then-connect step every TCP kind starts with).
+//! Shared steps, not kinds: [`resolve`] (hop `resolve`), [`connect`] (TCP connect, its
+//! classification, and the resolve-then-connect step every TCP kind starts with) and [`idle`]
+//! (hop `idle`: does the working session survive `hold=DUR` idle).
 
 pub mod connect;
 #[cfg(target_os = "linux")]
 pub mod errqueue;
+pub mod idle;
 pub mod kind;
 pub mod path;
 pub mod resolve;
@@ -291,6 +293,7 @@ mod tests {
         let all = RawCheck {
             port: Some(toml::Spanned::new(0..0, 1)),
             reverse_dns: Some(true),
+            hold: Some(toml::Spanned::new(0..0, String::new())),
             instance: Some(toml::Spanned::new(0..0, String::new())),
             database: Some(toml::Spanned::new(0..0, String::new())),
             user: Some(toml::Spanned::new(0..0, String::new())),

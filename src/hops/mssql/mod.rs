@@ -39,6 +39,7 @@ impl Kind for MssqlTarget {
         "trust_server_certificate",
         "tx",
         "linked_server",
+        "hold",
     ];
     const LOGIN: bool = true;
 

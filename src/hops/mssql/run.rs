@@ -1,5 +1,5 @@
 //! The `mssql` hop chain: resolve -> (sqlbrowser for a named instance) -> tcp -> login ->
-//! tx_local -> tx_distributed, over TDS with tiberius. Every network step runs in its own task
+//! tx_local -> tx_distributed (-> idle with `hold=DUR`), over TDS with tiberius. Every network step runs in its own task
 //! under a timeout, so neither a hung server nor a driver panic on hostile bytes can hang the tool.
 
 use std::future::Future;
@@ -21,6 +21,7 @@ use super::spec::{self, Auth, Encrypt, MssqlTarget, TxMode};
 use super::ssrp;
 use crate::chain::{Chain, HopOutput, RunContext};
 use crate::hops::connect::{self, connect_step, resolve_step};
+use crate::hops::idle::{self, Death};
 use crate::model::{Cause, HopKind, HopResult, Status};
 use crate::secret::{self, Secret};
 
@@ -40,6 +41,10 @@ pub fn planned_hops(t: &MssqlTarget) -> Vec<HopKind> {
     }
     if t.tx == TxMode::Distributed {
         v.push(HopKind::TxDistributed);
+    }
+    // After the last hop that uses the login's session (tx_enlist opens its own).
+    if t.hold.is_some() {
+        v.push(HopKind::Idle);
     }
     if t.tx == TxMode::Enlist {
         v.push(HopKind::TxEnlist);
@@ -147,8 +152,24 @@ pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
             None => return chain.finish(),
         }
     }
-    // A polite goodbye, bounded; the server cleans up on disconnect anyway.
-    let _ = tokio::time::timeout(Duration::from_millis(500), conn.close()).await;
+    let conn = match t.hold {
+        // Bounded: the hold, then one round trip. Whatever it finds, tx_enlist below still runs:
+        // it opens a session of its own.
+        Some(hold) => {
+            chain
+                .step_with_timeout(
+                    HopKind::Idle,
+                    hold + limit,
+                    idle_hop(conn, addr, hold, limit),
+                )
+                .await
+        }
+        None => Some(conn),
+    };
+    if let Some(conn) = conn {
+        // A polite goodbye, bounded; the server cleans up on disconnect anyway.
+        let _ = tokio::time::timeout(Duration::from_millis(500), conn.close()).await;
+    }
     if t.tx == TxMode::Enlist {
         // Four hop timeouts: two logins' worth of round trips plus MSDTC's export and import.
         let budget = limit * 4;
@@ -500,6 +521,7 @@ async fn login_attempt(
     let logged_in = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let logged_in_task = logged_in.clone();
     let connect_limit = limit;
+    let hold = t.hold.is_some();
     let outcome = guarded(limit, "logging in", async move {
         let started = Instant::now();
         let tcp = connect::open(addr, connect_limit)
@@ -509,6 +531,13 @@ async fn login_attempt(
                 None => Failure::Closed(format!("TCP connect to {addr} failed")),
             })?;
         let _ = tcp.set_nodelay(true);
+        if hold {
+            // Off, whatever the system default: a keepalive during the hold would refresh the
+            // firewall's idle timer and hide the expiry hop `idle` looks for.
+            socket2::SockRef::from(&tcp)
+                .set_keepalive(false)
+                .map_err(|e| Failure::Closed(format!("cannot turn TCP keepalive off: {e}")))?;
+        }
         let sniffer = Sniffer::new(tcp, seen_task);
         let mut client = Client::connect(config, sniffer.compat_write())
             .await
@@ -796,6 +825,87 @@ fn round6(d: Duration) -> f64 {
 }
 
 // ---------------------------------------------------------------------------------------------
+// idle
+
+/// Hop `idle`: the session is left alone for `hold` (no keepalive: the login turned it off),
+/// then `SELECT 1` runs on it, bounded by `limit`. How it fails says how the session died.
+async fn idle_hop(
+    conn: Conn,
+    addr: SocketAddr,
+    hold: Duration,
+    limit: Duration,
+) -> HopOutput<Conn> {
+    tokio::time::sleep(hold).await;
+    let started = Instant::now();
+    let outcome = guarded(limit, "running SELECT 1 after the hold", async move {
+        let mut conn = conn;
+        let answer = select_one(&mut conn).await;
+        Ok(answer.map(|one| (conn, one)))
+    })
+    .await;
+    let took = started.elapsed();
+    let result = match outcome {
+        Ok(Ok((conn, Some(1)))) => {
+            return HopOutput::ok(
+                idle::survived(
+                    hold,
+                    &format!(
+                        "SELECT 1 on the same session answered in {} ms",
+                        took.as_millis()
+                    ),
+                )
+                .with_data("address", addr.to_string()),
+                conn,
+            )
+        }
+        Ok(Ok((_, other))) => failure_result(
+            HopKind::Idle,
+            &Failure::Unexpected(format!("SELECT 1 after the hold returned {other:?}")),
+        ),
+        Ok(Err(e)) => match idle_death(&e) {
+            Some(death) => idle::expired(
+                hold,
+                death,
+                addr.port(),
+                &format!("{addr}: SELECT 1 on the same session failed: {e}"),
+            ),
+            // The server answered with an error: the session is alive, the statement is not.
+            None => failure_result(HopKind::Idle, &failure_from_tiberius(&e)),
+        },
+        Err(Failure::Timeout(_)) => idle::expired(
+            hold,
+            Death::Silence,
+            addr.port(),
+            &format!(
+                "{addr}: SELECT 1 on the same session got no answer within {}",
+                humantime::format_duration(limit)
+            ),
+        ),
+        Err(f) => failure_result(HopKind::Idle, &f),
+    };
+    HopOutput::stop(
+        result
+            .with_data("address", addr.to_string())
+            .with_data("hold_seconds", hold.as_secs_f64()),
+    )
+}
+
+/// `SELECT 1`'s value, or the driver's error (kept whole: its I/O kind says how the session died).
+async fn select_one(conn: &mut Conn) -> Result<Option<i32>, tiberius::error::Error> {
+    let row = conn.simple_query("SELECT 1").await?.into_row().await?;
+    Ok(row.and_then(|r| r.try_get::<i32, _>(0).ok().flatten()))
+}
+
+/// Pure: how the session died, from the driver's error; `None` when the error is the server's
+/// answer (a live session).
+fn idle_death(e: &tiberius::error::Error) -> Option<Death> {
+    match e {
+        tiberius::error::Error::Io { kind, .. } => Death::from_io(*kind),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // transactions
 
 /// Pure: the statements a transaction hop sends, each with a short name for the report.
@@ -1054,6 +1164,17 @@ mod tests {
                 HopKind::Login
             ]
         );
+        // The hold comes after the last hop on the login's session; tx_enlist opens its own.
+        let t = MssqlTarget::from_url("mssql://sa@h/db?tx=distributed&hold=15s").unwrap();
+        assert_eq!(
+            planned_hops(&t)[4..],
+            [HopKind::TxLocal, HopKind::TxDistributed, HopKind::Idle]
+        );
+        let t = MssqlTarget::from_url("mssql://sa@h/db?tx=enlist&hold=15s").unwrap();
+        assert_eq!(
+            planned_hops(&t)[4..],
+            [HopKind::TxLocal, HopKind::Idle, HopKind::TxEnlist]
+        );
     }
 
     #[test]
@@ -1090,6 +1211,26 @@ mod tests {
         assert_eq!(
             browser_answer(b"junk", "INST").cause,
             Some(Cause::ProtocolError)
+        );
+    }
+
+    #[test]
+    fn driver_io_errors_say_how_an_idle_session_died() {
+        let io = |kind| tiberius::error::Error::Io {
+            kind,
+            message: String::new(),
+        };
+        assert_eq!(
+            idle_death(&io(std::io::ErrorKind::ConnectionReset)),
+            Some(Death::Reset)
+        );
+        assert_eq!(
+            idle_death(&io(std::io::ErrorKind::UnexpectedEof)),
+            Some(Death::Closed)
+        );
+        assert_eq!(
+            idle_death(&tiberius::error::Error::Protocol("x".into())),
+            None
         );
     }
 

@@ -153,6 +153,9 @@ pub struct MssqlTarget {
     /// Check reverse DNS in the resolve hop (default: only when `tx = distributed`, since MSDTC
     /// calls back by name).
     pub reverse_dns: bool,
+    /// Leave the session idle this long after the last hop that used it, then `SELECT 1` on it
+    /// (hop `idle`).
+    pub hold: Option<std::time::Duration>,
 }
 
 impl MssqlTarget {
@@ -170,6 +173,7 @@ impl MssqlTarget {
             tx: TxMode::Local,
             linked_server: None,
             reverse_dns: false,
+            hold: None,
         }
     }
 
@@ -215,6 +219,9 @@ impl MssqlTarget {
         }
         if let Some(l) = &self.linked_server {
             q.push(format!("linked_server={l}"));
+        }
+        if let Some(h) = self.hold {
+            q.push(format!("hold={}", crate::hops::idle::format_hold(h)));
         }
         s.push('?');
         s.push_str(&q.join("&"));
@@ -304,6 +311,7 @@ impl MssqlTarget {
                 "auth" => t.auth = Auth::parse(&v).map_err(invalid)?,
                 "linked_server" => t.linked_server = Some(v),
                 "reverse_dns" => reverse_dns = Some(parse_bool(&v).map_err(invalid)?),
+                "hold" => t.hold = Some(crate::hops::idle::parse_hold(&v).map_err(invalid)?),
                 "password" | "pwd" => {
                     return Err(invalid(
                         "a password in the URL is not accepted: use --password-file".into(),
@@ -312,7 +320,7 @@ impl MssqlTarget {
                 other => {
                     return Err(invalid(format!(
                     "unknown parameter `{other}` (known: tx, encrypt, trust_server_certificate, \
-                         auth, linked_server, reverse_dns)"
+                         auth, linked_server, reverse_dns, hold)"
                 )))
                 }
             }
@@ -357,6 +365,11 @@ impl MssqlTarget {
             t.tx = TxMode::parse(x.get_ref()).map_err(|m| at(x.span().start, m))?;
         }
         t.linked_server = raw.linked_server.as_ref().map(|l| l.get_ref().clone());
+        if let Some(h) = &raw.hold {
+            t.hold = Some(
+                crate::hops::idle::parse_hold(h.get_ref()).map_err(|m| at(h.span().start, m))?,
+            );
+        }
         t.reverse_dns = raw.reverse_dns.unwrap_or(t.tx.uses_msdtc());
         t.validate().map_err(|m| at(kind_offset, m))?;
         Ok(t)
@@ -484,6 +497,8 @@ mod tests {
             "mssql://sa@sql01/app?encrypt=sometimes",
             "mssql://sa@sql01/app?bogus=1",
             "mssql://sa@sql01/app?linked_server=L2",
+            "mssql://sa@sql01/app?hold=0s",
+            "mssql://sa@sql01/app?hold=forever",
             "mssql://sa@sql01/a/b",
         ] {
             let e = MssqlTarget::from_url(bad).expect_err(bad).to_string();
@@ -498,6 +513,7 @@ mod tests {
             "mssql://sa@sql01:14330/app?tx=distributed&encrypt=strict&trust_server_certificate=true&linked_server=L2",
             r"mssql://sa@sql01\INST/?tx=none",
             "mssql://CORP%5Cjoe@[::1]:1433/db?tx=local&encrypt=none",
+            "mssql://sa@sql01/app?tx=local&hold=15m",
         ] {
             let t = url(u);
             assert_eq!(t.display(), u);
