@@ -414,7 +414,7 @@ pub async fn connect_step(
         [only] => Some(SocketAddr::new(*only, port)),
         _ => None,
     };
-    let reachable = crate::hops::path::connect_with_early_trace(
+    let reachable = crate::hops::traced_connect::connect_with_early_trace(
         chain,
         ctx,
         HopKind::Tcp,
@@ -437,7 +437,7 @@ pub async fn connect_step_keeping(
         [only] => Some(SocketAddr::new(*only, port)),
         _ => None,
     };
-    let (_, kept) = crate::hops::path::connect_with_early_trace(
+    let (_, kept) = crate::hops::traced_connect::connect_with_early_trace(
         chain,
         ctx,
         HopKind::Tcp,

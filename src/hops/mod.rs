@@ -17,6 +17,7 @@ pub mod errqueue;
 pub mod idle;
 pub mod kind;
 pub mod path;
+pub mod traced_connect;
 pub mod resolve;
 pub mod route;
 #[cfg(windows)]

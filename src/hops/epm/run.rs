@@ -251,7 +251,7 @@ pub async fn run(t: &EpmTarget, ctx: &crate::chain::RunContext) -> Vec<HopResult
             [only] => Some(SocketAddr::new(found.ip, *only)),
             _ => None,
         };
-        let ports = crate::hops::path::connect_with_early_trace(
+        let ports = crate::hops::traced_connect::connect_with_early_trace(
             &mut chain,
             ctx,
             HopKind::RpcPort,
