@@ -23,6 +23,9 @@ pub struct RunContext {
     pub cross_zone: bool,
     /// Routes looked up so far in this run (hop `route`); a fresh one per run.
     pub routes: Arc<crate::hops::route::RouteCache>,
+    /// Who sent a reset that refused a connect (hops `tcp`, `rpc_port`): the run's raw socket,
+    /// opened on first need, and the target TTLs read so far; a fresh one per run.
+    pub resets: Arc<crate::hops::reset_origin::ResetProbe>,
 }
 
 /// What a hop hands back: its result, and on success the value later hops build on

@@ -44,6 +44,7 @@ pub fn runner_prober(opts: RunOptions) -> Prober {
             cross_zone: spec.crosses_zones(),
             // Each probe is a run of its own: routes are looked up afresh.
             routes: Default::default(),
+            resets: Default::default(),
         };
         Box::pin(async move { runner::run_check(&spec, &ctx).await })
     })

@@ -40,6 +40,9 @@ pub enum Cause {
     Unreachable,
     Prohibited,
     Reset,
+    /// A TCP reset answered the SYN, but its IP TTL says it was sent from nearer than the
+    /// target: a firewall on the path forged it (its "reset" action, `reject with tcp reset`).
+    ResetByPath,
     DnsNxdomain,
     DnsTimeout,
     DnsMismatch,
@@ -79,12 +82,13 @@ pub enum Cause {
 }
 
 impl Cause {
-    pub const ALL: [Cause; 28] = [
+    pub const ALL: [Cause; 29] = [
         Cause::Refused,
         Cause::Timeout,
         Cause::Unreachable,
         Cause::Prohibited,
         Cause::Reset,
+        Cause::ResetByPath,
         Cause::DnsNxdomain,
         Cause::DnsTimeout,
         Cause::DnsMismatch,
@@ -117,6 +121,7 @@ impl Cause {
             Cause::Unreachable => "unreachable",
             Cause::Prohibited => "prohibited",
             Cause::Reset => "reset",
+            Cause::ResetByPath => "reset_by_path",
             Cause::DnsNxdomain => "dns_nxdomain",
             Cause::DnsTimeout => "dns_timeout",
             Cause::DnsMismatch => "dns_mismatch",

@@ -117,6 +117,7 @@ pub async fn run_checks(specs: &[CheckSpec], opts: &RunOptions) -> Vec<CheckResu
 async fn run_into(specs: &[CheckSpec], opts: &RunOptions, slots: &[Slot]) {
     let resolver = Arc::new(DnsResolver::from_system(opts.timeout));
     let routes = Arc::new(crate::hops::route::RouteCache::default());
+    let resets = Arc::new(crate::hops::reset_origin::ResetProbe::default());
     let total = specs.len();
     let done = std::sync::atomic::AtomicUsize::new(0);
     stream::iter(specs.iter().zip(slots))
@@ -127,6 +128,7 @@ async fn run_into(specs: &[CheckSpec], opts: &RunOptions, slots: &[Slot]) {
                 trace: opts.trace,
                 cross_zone: spec.crosses_zones(),
                 routes: routes.clone(),
+                resets: resets.clone(),
             };
             let progress = opts.progress.clone();
             let done = &done;

@@ -20,15 +20,16 @@ const TARGET: &str = "198.18.2.2";
 const R1_WEB_SIDE: &str = "198.18.0.254";
 const R2_R1_SIDE: &str = "198.18.1.2";
 
-struct TwoRouters {
-    web: Netns,
-    r1: Netns,
-    r2: Netns,
-    sql: Netns,
+/// web -- r1 -- r2 -- sql (the addresses above); also used by tests/netns_reset.rs.
+pub struct TwoRouters {
+    pub web: Netns,
+    pub r1: Netns,
+    pub r2: Netns,
+    pub sql: Netns,
 }
 
 impl TwoRouters {
-    fn new(prefix: &str) -> TwoRouters {
+    pub fn new(prefix: &str) -> TwoRouters {
         let web = Netns::new(&format!("{prefix}w"));
         let r1 = Netns::new(&format!("{prefix}a"));
         let r2 = Netns::new(&format!("{prefix}b"));

@@ -33,6 +33,7 @@ mod mssql_login;
 mod mssql_real_server;
 mod netns_dns;
 mod netns_path;
+mod netns_reset;
 mod netns_tcp;
 mod peer_cid;
 mod peer_interrupt;

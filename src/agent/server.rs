@@ -515,6 +515,7 @@ async fn run_peer_request(
         // The caller's zone is the request's word, not a declared check: no zone judgement.
         cross_zone: false,
         routes: Default::default(),
+        resets: Default::default(),
     };
     let reverse = run_reverse(&req.reverse, req_zone(req), caller, state, &ctx);
     tokio::join!(resolve, callback, reverse)

@@ -8,13 +8,15 @@
 //! Adding a kind is one folder plus its `pub mod` line and one registry line.
 //!
 //! Shared steps, not kinds: [`resolve`] (hop `resolve`) and [`connect`] (TCP connect, its
-//! classification, and the resolve-then-connect step every TCP kind starts with).
+//! classification, and the resolve-then-connect step every TCP kind starts with), and
+//! [`reset_origin`] (who sent the reset that refused a connect).
 
 pub mod connect;
 #[cfg(target_os = "linux")]
 pub mod errqueue;
 pub mod kind;
 pub mod path;
+pub mod reset_origin;
 pub mod resolve;
 pub mod route;
 #[cfg(windows)]

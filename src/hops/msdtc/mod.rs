@@ -221,6 +221,7 @@ mod tests {
             trace: false,
             cross_zone: false,
             routes: Default::default(),
+            resets: Default::default(),
         };
         let hops = MsdtcTarget { role: Role::Both }.run(&ctx).await;
         assert_eq!(hops.len(), 1);
