@@ -117,6 +117,7 @@ fn main() {
         trace: false,
         cross_zone: false,
         routes: Default::default(),
+        resets: Default::default(),
     };
     let mut hop_sum = Vec::new();
     let mut chain_total = Vec::new();

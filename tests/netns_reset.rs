@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use crate::netns_path::TwoRouters;
+use crate::report_schema::assert_valid;
 use crate::support;
 use support::netns::{can_run_netns_tests, dtcprobe_bin, dtcprobe_in, Netns};
 use support::{hop, parse_report};
@@ -50,7 +51,9 @@ fn check(net: &TwoRouters, extra: &[&str], targets: &[String]) -> Value {
     args.extend(targets.iter().map(String::as_str));
     let (code, stdout, stderr) = dtcprobe_in(&net.web, &args);
     assert_eq!(code, 1, "stderr: {stderr}");
-    parse_report(&stdout)
+    let report = parse_report(&stdout);
+    assert_valid("reset origins", &report);
+    report
 }
 
 #[test]
@@ -231,6 +234,7 @@ fn unprivileged_the_reset_stays_refused_and_says_its_origin_was_not_checked() {
     );
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
     let report = parse_report(&stdout);
+    assert_valid("unprivileged reset origin", &report);
     let tcp = hop(&report, &url(1450), "tcp");
     assert_eq!(tcp["cause"], "refused", "{tcp:#}");
     assert_eq!(tcp["data"]["reset_origin"], "not_checked", "{tcp:#}");
@@ -246,4 +250,90 @@ fn unprivileged_the_reset_stays_refused_and_says_its_origin_was_not_checked() {
     );
     // Not a firewall row: nothing proved a firewall.
     assert_eq!(report["firewall_requests"], serde_json::json!([]));
+}
+
+/// The scripted endpoint mapper of `epm_peer` started inside `ns` (a thread of this process in
+/// that namespace, with a runtime of its own); its mapper address and RPC port. It runs until
+/// `stop` is dropped.
+fn mapper_in(ns: &Netns, ip: std::net::Ipv4Addr) -> (std::net::SocketAddr, u16, Stop) {
+    use std::os::fd::AsRawFd;
+    let ns_path = format!("/run/netns/{}", ns.name);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let f = std::fs::File::open(&ns_path).expect("open netns");
+        // SAFETY: setns on this thread only; the file is an open namespace descriptor.
+        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let p =
+                crate::epm_peer::peer(ip, crate::epm_peer::registered(crate::epm_peer::CID_A, 64))
+                    .await;
+            tx.send((p.addr, p.rpc_port)).unwrap();
+            let _ = stop_rx.await;
+        });
+    });
+    let (addr, rpc_port) = rx.recv().expect("the mapper started");
+    (
+        addr,
+        rpc_port,
+        Stop {
+            tx: Some(stop_tx),
+            thread: Some(thread),
+        },
+    )
+}
+
+/// Stops [`mapper_in`]'s thread on drop.
+struct Stop {
+    tx: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `rpc_port` shares the connect step: the mapper answers, r1 forges a reset for the dynamic
+/// port it returned, and the firewall row is the MSDTC dynamic port.
+#[test]
+fn a_dynamic_rpc_port_reset_by_a_router_is_reset_by_path() {
+    if !can_run_netns_tests("a_dynamic_rpc_port_reset_by_a_router_is_reset_by_path") {
+        return;
+    }
+    let net = TwoRouters::new("drp");
+    let (mapper, rpc_port, _stop) = mapper_in(&net.sql, TARGET.parse().unwrap());
+    net.r1.nft(&format!(
+        "table ip r1fw {{\n  chain forward {{\n    type filter hook forward priority 0; \
+         policy accept;\n    tcp dport {rpc_port} reject with tcp reset\n  }}\n}}\n"
+    ));
+    let url = format!("epm://{mapper}");
+    let report = check(&net, &[], &[url.clone()]);
+    assert_eq!(hop(&report, &url, "epm")["status"], "pass", "{report:#}");
+    let rpc = hop(&report, &url, "rpc_port");
+    assert_eq!(rpc["cause"], "reset_by_path", "{rpc:#}");
+    assert_eq!(rpc["data"]["reset_ttl"], 64, "{rpc:#}");
+    assert_eq!(rpc["data"]["target_ttl"], 62, "{rpc:#}");
+    assert_eq!(rpc["data"]["reset_hops_before_target"], 2, "{rpc:#}");
+    assert!(
+        rpc["data"]["network_hint"]
+            .as_str()
+            .unwrap()
+            .contains("Palo Alto"),
+        "{rpc:#}"
+    );
+    let requests = report["firewall_requests"].as_array().unwrap();
+    assert_eq!(requests.len(), 1, "{requests:#?}");
+    assert_eq!(requests[0]["ports"], rpc_port.to_string());
+    assert_eq!(requests[0]["observed"], "rejected");
+    assert_eq!(requests[0]["service"], "MSDTC dynamic port");
 }
