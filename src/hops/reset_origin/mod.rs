@@ -126,12 +126,19 @@ target's own host firewall rejects it with a reset. Check the service on the ser
     crate::platform_hints::listeners_cmd!()
 );
 
+pub const HINT_REFUSED_LOOPBACK: &str = concat!(
+    "the reset came from this host's own stack (a loopback address: no device in between): \
+nothing listens on that port here (service stopped, wrong port or named instance), or this host's \
+own firewall rejects it with a reset. Check the service: ",
+    crate::platform_hints::listeners_cmd!()
+);
+
 /// The verdict of a refused connect to a loopback address: this host's own stack answered.
 pub fn this_host_verdict() -> Verdict {
     Verdict::new(
         Cause::Refused,
         "refused: TCP reset received from this host (a loopback address)",
-        HINT_REFUSED_BY_TARGET,
+        HINT_REFUSED_LOOPBACK,
     )
 }
 
