@@ -317,7 +317,7 @@ fn a_dynamic_rpc_port_reset_by_a_router_is_reset_by_path() {
          policy accept;\n    tcp dport {rpc_port} reject with tcp reset\n  }}\n}}\n"
     ));
     let url = format!("epm://{mapper}");
-    let report = check(&net, &[], &[url.clone()]);
+    let report = check(&net, &[], std::slice::from_ref(&url));
     assert_eq!(hop(&report, &url, "epm")["status"], "pass", "{report:#}");
     let rpc = hop(&report, &url, "rpc_port");
     assert_eq!(rpc["cause"], "reset_by_path", "{rpc:#}");
