@@ -274,7 +274,7 @@ impl ResetProbe {
         let SocketAddr::V4(v4) = target else {
             return ResetOrigin::NotChecked {
                 reset_ttl: None,
-                why: "not checked for IPv6".into(),
+                why: "an IPv6 target (the reset's origin is read for IPv4 only)".into(),
             };
         };
         #[cfg(target_os = "linux")]
@@ -286,9 +286,8 @@ impl ResetProbe {
             let _ = (v4, budget);
             ResetOrigin::NotChecked {
                 reset_ttl: None,
-                why: "not checked on this platform (reading a reset's TTL needs a raw TCP \
-                      socket, which Windows does not offer): a firewall on the path may have \
-                      forged it"
+                why: "this platform offers no raw TCP socket to read the reset's TTL, so a \
+                      firewall on the path may have forged it"
                     .into(),
             }
         }
