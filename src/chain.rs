@@ -23,6 +23,9 @@ pub struct RunContext {
     pub cross_zone: bool,
     /// Routes looked up so far in this run (hop `route`); a fresh one per run.
     pub routes: Arc<crate::hops::route::RouteCache>,
+    /// Who sent a reset that refused a connect (hops `tcp`, `rpc_port`): the run's raw socket,
+    /// opened on first need, and the target TTLs read so far; a fresh one per run.
+    pub resets: Arc<crate::hops::reset_origin::ResetProbe>,
     /// The path traces of this run, one per address (hop `path`); a fresh one per run.
     pub traces: Arc<crate::hops::path::TraceBook>,
     /// The check this context runs (set by [`crate::runner::run_check`]): a trace names the
@@ -41,6 +44,7 @@ impl RunContext {
             cross_zone: false,
             routes: Default::default(),
             traces: Default::default(),
+            resets: Default::default(),
             check: Arc::from(""),
         }
     }

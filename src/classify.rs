@@ -73,11 +73,15 @@ for the rule. Check the rules on every firewall between the zones for this port,
 retest from this host with ",
     crate::platform_hints::retest_cmd!()
 );
+/// A reset whose origin was not checked: what it usually means, and that a firewall can forge one
+/// (`hops::reset_origin` tells the two apart where it can read TTLs).
 pub const HINT_REFUSED: &str = concat!(
-    "refused: the host is up and answered with a TCP reset, so nothing \
-listens on that port (service stopped, wrong port or named instance) or a firewall rejects with \
-tcp-reset. Check the service on the server: ",
-    crate::platform_hints::listeners_cmd!()
+    "refused: a TCP reset answered the SYN. Usually the host is up and nothing listens on that \
+port (service stopped, wrong port or named instance), but a firewall between the zones can forge \
+the reset in the target's name (Palo Alto/ASA \"reset\" actions, nftables/iptables `reject with \
+tcp reset`), and the detail says whether its origin was checked. Check the service on the server (",
+    crate::platform_hints::listeners_cmd!(),
+    "); if it listens, check the firewalls' deny logs for this port, in this direction"
 );
 pub const HINT_HOST_UNREACHABLE: &str =
     "ICMP host unreachable: a router (or the host's own subnet) \

@@ -40,6 +40,9 @@ pub enum Cause {
     Unreachable,
     Prohibited,
     Reset,
+    /// A TCP reset answered the SYN, but its IP TTL says it was sent from nearer than the
+    /// target: a firewall on the path forged it (its "reset" action, `reject with tcp reset`).
+    ResetByPath,
     DnsNxdomain,
     DnsTimeout,
     DnsMismatch,
@@ -82,12 +85,13 @@ pub enum Cause {
 }
 
 impl Cause {
-    pub const ALL: [Cause; 29] = [
+    pub const ALL: &'static [Cause] = &[
         Cause::Refused,
         Cause::Timeout,
         Cause::Unreachable,
         Cause::Prohibited,
         Cause::Reset,
+        Cause::ResetByPath,
         Cause::DnsNxdomain,
         Cause::DnsTimeout,
         Cause::DnsMismatch,
@@ -121,6 +125,7 @@ impl Cause {
             Cause::Unreachable => "unreachable",
             Cause::Prohibited => "prohibited",
             Cause::Reset => "reset",
+            Cause::ResetByPath => "reset_by_path",
             Cause::DnsNxdomain => "dns_nxdomain",
             Cause::DnsTimeout => "dns_timeout",
             Cause::DnsMismatch => "dns_mismatch",
@@ -489,7 +494,7 @@ mod tests {
 
     #[test]
     fn cause_spellings_match_serde() {
-        for c in Cause::ALL {
+        for &c in Cause::ALL {
             let json = serde_json::to_value(c).unwrap();
             assert_eq!(json, Value::String(c.as_str().to_string()));
         }

@@ -76,6 +76,8 @@ mod tests {
         vec![
             crate::classify::HINT_TIMEOUT,
             crate::classify::HINT_REFUSED,
+            crate::hops::reset_origin::HINT_REFUSED_BY_TARGET,
+            crate::hops::reset_origin::HINT_REFUSED_LOOPBACK,
             crate::classify::HINT_LOCAL_FIREWALL,
             crate::classify::winsock::HINT_REFUSED_WINDOWS,
             crate::hops::resolve::HINT_DNS_TIMEOUT,

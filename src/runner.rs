@@ -115,7 +115,7 @@ pub async fn run_checks(specs: &[CheckSpec], opts: &RunOptions) -> Vec<CheckResu
 /// Runs every check, storing each result in its slot as soon as it finishes (so that a stopped
 /// run still has them).
 async fn run_into(specs: &[CheckSpec], opts: &RunOptions, slots: &[Slot]) {
-    // One resolver, route cache and trace book for the whole run; each check's context is
+    // One resolver, route cache, trace book and reset probe for the whole run; each check's context is
     // this one with its own timeout and zone judgement.
     let run = RunContext::new(
         opts.timeout,

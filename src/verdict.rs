@@ -3,10 +3,12 @@
 //!
 //! Pure functions over a [`Report`]: nothing here touches the network, so every row has a table
 //! test. A *blocked flow* is a connect attempt (hops `tcp`, `rpc_port`, `callback`) that got no
-//! answer (`timeout`: dropped) or an ICMP "administratively prohibited" (`prohibited`: rejected by
-//! a firewall). Those are the flows a firewall rule can open; everything else that did not pass
-//! (refused, DNS, login, ...) is a verdict line but never a firewall request, since opening a
-//! port does not fix it (a `refused` port has nothing listening, as far as this host can tell).
+//! answer (`timeout`: dropped), an ICMP "administratively prohibited" (`prohibited`: rejected by
+//! a firewall) or a reset a device on the path forged (`reset_by_path`: rejected by a firewall,
+//! told by the reset's TTL). Those are the flows a firewall rule can open; everything else that
+//! did not pass (refused, DNS, login, ...) is a verdict line but never a firewall request, since
+//! opening a port does not fix it (a `refused` reset came from the target, or its origin could
+//! not be checked: no firewall is named).
 //!
 //! Each row names the flow as the firewall sees it: the source address the connection used or
 //! would use (`data.source` of the hop, recorded by the shared connect step on whichever side
@@ -28,7 +30,7 @@ use crate::model::{Cause, CheckResult, Direction, HopKind, HopResult, Report, St
 pub enum Observed {
     /// No answer to the SYN (a firewall dropping it, or a host that is down).
     Dropped,
-    /// ICMP administratively prohibited: a firewall rejects it.
+    /// ICMP administratively prohibited, or a reset forged on the path: a firewall rejects it.
     Rejected,
 }
 
@@ -36,7 +38,7 @@ impl Observed {
     fn of(cause: &str) -> Option<Observed> {
         match cause {
             "timeout" => Some(Observed::Dropped),
-            "prohibited" => Some(Observed::Rejected),
+            "prohibited" | "reset_by_path" => Some(Observed::Rejected),
             _ => None,
         }
     }
@@ -613,6 +615,53 @@ mod tests {
         assert!(rows[0].advice.as_deref().unwrap().contains("ServerTcpPort"));
         assert_eq!(rows[1].from_zone.as_deref(), Some("sql"));
         assert_eq!(rows[1].to_zone.as_deref(), Some("web"));
+    }
+
+    #[test]
+    fn a_reset_forged_on_the_path_is_a_rejected_flow_and_the_targets_own_is_not() {
+        let hop = |port: u16, cause: Cause| {
+            HopResult::fail(HopKind::Tcp, cause, "reset").with_data(
+                "attempts",
+                json!([attempt(
+                    &format!("198.18.2.2:{port}"),
+                    "198.18.0.1",
+                    Some(cause.as_str())
+                )]),
+            )
+        };
+        let report = Report::new(
+            SystemTime::UNIX_EPOCH,
+            Duration::from_secs(1),
+            "web".into(),
+            vec![
+                check(
+                    "forged",
+                    "tcp",
+                    "tcp://198.18.2.2:1450",
+                    ("web", "sql"),
+                    Direction::Forward,
+                    vec![hop(1450, Cause::ResetByPath)],
+                ),
+                check(
+                    "closed",
+                    "tcp",
+                    "tcp://198.18.2.2:1452",
+                    ("web", "sql"),
+                    Direction::Forward,
+                    vec![hop(1452, Cause::Refused)],
+                ),
+            ],
+        );
+        let rows = firewall_requests(&report);
+        assert_eq!(rows.len(), 1, "{rows:#?}");
+        assert_eq!(
+            (rows[0].ports.as_str(), rows[0].observed),
+            ("1450", Observed::Rejected)
+        );
+        assert_eq!(
+            verdict_lines(&report)[0],
+            "web 198.18.0.1 -> sql 198.18.2.2 TCP 1450 REJECTED"
+        );
     }
 
     #[test]

@@ -20,17 +20,18 @@ const TARGET: &str = "198.18.2.2";
 const R1_WEB_SIDE: &str = "198.18.0.254";
 const R2_R1_SIDE: &str = "198.18.1.2";
 
-struct TwoRouters {
-    web: Netns,
-    r1: Netns,
-    r2: Netns,
-    sql: Netns,
+/// web -- r1 -- r2 -- sql (the addresses above); also used by tests/netns_reset.rs.
+pub struct TwoRouters {
+    pub web: Netns,
+    pub r1: Netns,
+    pub r2: Netns,
+    pub sql: Netns,
 }
 
 impl TwoRouters {
     /// With the routers' ICMP rate limits off: several probes of one run may ask the same
     /// router for ICMP (the cases here are about what is answered, not how often).
-    fn new(prefix: &str) -> TwoRouters {
+    pub fn new(prefix: &str) -> TwoRouters {
         let net = TwoRouters::with_kernel_icmp_limits(prefix);
         for ns in [&net.r1, &net.r2, &net.sql] {
             ns.sh("sysctl -qw net.ipv4.icmp_ratelimit=0");
@@ -40,7 +41,7 @@ impl TwoRouters {
 
     /// With the kernel's own ICMP rate limits (a burst of 6, then 1 per second to one host), as
     /// on real routers.
-    fn with_kernel_icmp_limits(prefix: &str) -> TwoRouters {
+    pub fn with_kernel_icmp_limits(prefix: &str) -> TwoRouters {
         let web = Netns::new(&format!("{prefix}w"));
         let r1 = Netns::new(&format!("{prefix}a"));
         let r2 = Netns::new(&format!("{prefix}b"));

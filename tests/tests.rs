@@ -37,6 +37,7 @@ mod mssql_real_server;
 mod netns_dns;
 mod netns_idle;
 mod netns_path;
+mod netns_reset;
 mod netns_tcp;
 mod peer_cid;
 mod peer_interrupt;

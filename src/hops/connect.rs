@@ -9,6 +9,8 @@
 //! - [`connect`], [`probe_all`], [`hop_result`]: one attempt, many attempts, and their verdict,
 //!   for every hop that opens TCP (`tcp`, `rpc_port`, `callback`). A DNS name that
 //!   load-balances onto a blocked datacenter shows up as a partial failure (`warn`).
+//!   A refused attempt of `tcp` and `rpc_port` also says who sent the reset
+//!   ([`crate::hops::reset_origin`]): the target, or a firewall on the path (`reset_by_path`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -20,6 +22,7 @@ use tokio::time::Instant;
 
 use crate::chain::{Chain, HopOutput, RunContext};
 use crate::classify::{classify_connect, ConnectOutcome, Verdict};
+use crate::hops::reset_origin::{self, ResetOrigin, ResetProbe};
 use crate::hops::route::RouteCache;
 use crate::model::{HopKind, HopResult, Status};
 
@@ -32,32 +35,62 @@ pub struct Attempt {
     /// The local address the connection used (connected) or would use (the route's source
     /// address): the `source` of a firewall rule that has to let this flow through.
     pub source: Option<IpAddr>,
+    /// Who sent the reset, for a refused attempt whose origin was looked at (hops `tcp` and
+    /// `rpc_port`); `None` everywhere else.
+    pub reset_origin: Option<ResetOrigin>,
 }
 
 impl Attempt {
     /// What went wrong, or `None` when it connected.
     pub fn verdict(&self) -> Option<Verdict> {
-        classify_connect(self.outcome)
+        match &self.reset_origin {
+            // Built directly: a run of 10,000 refused loopback ports pays nothing for origins.
+            Some(ResetOrigin::ThisHost) => Some(reset_origin::this_host_verdict()),
+            Some(origin) => {
+                classify_connect(self.outcome).map(|v| reset_origin::verdict(v, origin))
+            }
+            None => classify_connect(self.outcome),
+        }
     }
 }
 
 /// Connects once, bounded by `limit`. Returns the attempt, and the stream when it connected.
 pub async fn connect(addr: SocketAddr, limit: Duration) -> (Attempt, Option<TcpStream>) {
-    connect_routed(addr, limit, None).await
+    connect_routed(addr, limit, None, None).await
+}
+
+/// The part of a hop timeout a refused attempt may spend on finding out who sent the reset (a
+/// second connect, and the target's own TTL when not read yet): an ICMP echo that is dropped
+/// waits this long. A third keeps the hop well inside its bound, and the early path trace (half
+/// a timeout in, see [`crate::hops::path::connect_with_early_trace`]) from starting for nothing.
+fn origin_budget(limit: Duration) -> Duration {
+    limit / 3
 }
 
 /// As [`connect`]; a failed attempt's source address comes from the run's route cache when
 /// given (hop `route` has already asked the kernel for this address), else from a UDP socket
 /// of its own ([`route_source`]: four more system calls per failed attempt, a tenth of the CPU
-/// time of a run of 10,000 refused ports).
+/// time of a run of 10,000 refused ports). With the run's reset probe, a refused attempt says
+/// who sent the reset, and a connected one is noted (its host's SYN-ACK gives that host's TTL).
 async fn connect_routed(
     addr: SocketAddr,
     limit: Duration,
     routes: Option<&RouteCache>,
+    resets: Option<&ResetProbe>,
 ) -> (Attempt, Option<TcpStream>) {
     let started = Instant::now();
     let (outcome, stream) = connect_classified(addr, limit).await;
     let elapsed = started.elapsed();
+    let reset_origin = match (resets, outcome) {
+        (Some(resets), ConnectOutcome::Connected) => {
+            resets.saw_open(addr);
+            None
+        }
+        (Some(resets), ConnectOutcome::Error(std::io::ErrorKind::ConnectionRefused, _)) => {
+            Some(resets.origin(addr, origin_budget(limit)).await)
+        }
+        _ => None,
+    };
     let source = match (&stream, routes) {
         (Some(s), _) => s.local_addr().ok().map(|a| a.ip()),
         (None, Some(routes)) => match routes.source(addr.ip()).await {
@@ -72,6 +105,7 @@ async fn connect_routed(
             outcome,
             elapsed,
             source,
+            reset_origin,
         },
         stream,
     )
@@ -178,16 +212,18 @@ pub fn icmp_from(outcome: &ConnectOutcome) -> Option<IpAddr> {
 
 /// Tries every address concurrently and closes the connections straight away.
 pub async fn probe_all(addrs: &[SocketAddr], limit: Duration) -> Vec<Attempt> {
-    probe_all_routed(addrs, limit, None).await
+    probe_all_routed(addrs, limit, None, None).await
 }
 
-/// As [`probe_all`], with the run's route cache for the source of failed attempts.
-async fn probe_all_routed(
+/// As [`probe_all`], with the run's route cache for the source of failed attempts and its
+/// reset probe for the origin of refusals.
+pub async fn probe_all_routed(
     addrs: &[SocketAddr],
     limit: Duration,
     routes: Option<&RouteCache>,
+    resets: Option<&ResetProbe>,
 ) -> Vec<Attempt> {
-    probe_all_keeping(addrs, limit, routes, false).await.0
+    probe_all_keeping(addrs, limit, routes, resets, false).await.0
 }
 
 /// As [`probe_all_routed`]; with `keep`, the first connection made (in address order) is
@@ -196,12 +232,13 @@ async fn probe_all_keeping(
     addrs: &[SocketAddr],
     limit: Duration,
     routes: Option<&RouteCache>,
+    resets: Option<&ResetProbe>,
     keep: bool,
 ) -> (Vec<Attempt>, Option<TcpStream>) {
     let results = join_all(
         addrs
             .iter()
-            .map(|a| async move { connect_routed(*a, limit, routes).await }),
+            .map(|a| async move { connect_routed(*a, limit, routes, resets).await }),
     )
     .await;
     let mut kept = None;
@@ -224,14 +261,17 @@ pub fn hop_result(kind: HopKind, attempts: &[Attempt]) -> HopResult {
         .iter()
         .filter(|a| a.outcome == ConnectOutcome::Connected)
         .collect();
-    let failed: Vec<(&Attempt, Verdict)> = attempts
+    // Each attempt's verdict, once (a reset's origin makes it more than a table lookup).
+    let verdicts: Vec<Option<Verdict>> = attempts.iter().map(Attempt::verdict).collect();
+    let failed: Vec<(&Attempt, &Verdict)> = attempts
         .iter()
-        .filter_map(|a| classify_connect(a.outcome).map(|c| (a, c)))
+        .zip(&verdicts)
+        .filter_map(|(a, v)| v.as_ref().map(|v| (a, v)))
         .collect();
     let per_address: Vec<serde_json::Value> = attempts
         .iter()
-        .map(|a| {
-            let c = classify_connect(a.outcome);
+        .zip(&verdicts)
+        .map(|(a, c)| {
             let mut entry = json!({
                 "address": a.addr.to_string(),
                 "source": a.source.map(|s| s.to_string()),
@@ -241,6 +281,9 @@ pub fn hop_result(kind: HopKind, attempts: &[Attempt]) -> HopResult {
             });
             if let Some(from) = icmp_from(&a.outcome) {
                 entry["icmp_from"] = json!(from.to_string());
+            }
+            if let (Some(origin), Some(map)) = (&a.reset_origin, entry.as_object_mut()) {
+                map.extend(reset_origin::data(origin));
             }
             entry
         })
@@ -296,10 +339,16 @@ pub fn hop_result(kind: HopKind, attempts: &[Attempt]) -> HopResult {
     };
     // The sender of the first ICMP error, at the top for scripts and alerts ("who rejected").
     let first_icmp = failed.iter().find_map(|(a, _)| icmp_from(&a.outcome));
-    let result = match first_icmp {
+    let mut result = match first_icmp {
         Some(from) => result.with_data("icmp_from", from.to_string()),
         None => result,
     };
+    // Who sent the first failed attempt's reset, at the top too (`reset_by_path` and its TTLs).
+    if let Some(origin) = failed.first().and_then(|(a, _)| a.reset_origin.as_ref()) {
+        for (key, value) in reset_origin::data(origin) {
+            result = result.with_data(&key, value);
+        }
+    }
     result.with_data("attempts", per_address)
 }
 
@@ -308,9 +357,9 @@ pub async fn tcp_hop(
     addrs: &[IpAddr],
     port: u16,
     limit: Duration,
-    routes: &RouteCache,
+    ctx: &RunContext,
 ) -> HopOutput<Vec<SocketAddr>> {
-    let out = tcp_hop_keeping(addrs, port, limit, routes, false).await;
+    let out = tcp_hop_keeping(addrs, port, limit, ctx, false).await;
     HopOutput {
         result: out.result,
         value: out.value.map(|(reachable, _)| reachable),
@@ -322,11 +371,12 @@ async fn tcp_hop_keeping(
     addrs: &[IpAddr],
     port: u16,
     limit: Duration,
-    routes: &RouteCache,
+    ctx: &RunContext,
     keep: bool,
 ) -> HopOutput<(Vec<SocketAddr>, Option<TcpStream>)> {
     let targets: Vec<SocketAddr> = addrs.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
-    let (attempts, kept) = probe_all_keeping(&targets, limit, Some(routes), keep).await;
+    let (attempts, kept) =
+        probe_all_keeping(&targets, limit, Some(&ctx.routes), Some(&ctx.resets), keep).await;
     let result = hop_result(HopKind::Tcp, &attempts).with_data("port", port);
     let reachable: Vec<SocketAddr> = attempts
         .iter()
@@ -419,7 +469,7 @@ pub async fn connect_step(
         ctx,
         HopKind::Tcp,
         target,
-        tcp_hop(addrs, port, ctx.hop_timeout, &ctx.routes),
+        tcp_hop(addrs, port, ctx.hop_timeout, ctx),
     )
     .await?;
     reachable.first().copied()
@@ -442,7 +492,7 @@ pub async fn connect_step_keeping(
         ctx,
         HopKind::Tcp,
         target,
-        tcp_hop_keeping(addrs, port, ctx.hop_timeout, &ctx.routes, true),
+        tcp_hop_keeping(addrs, port, ctx.hop_timeout, ctx, true),
     )
     .await?;
     let stream = kept?;
@@ -486,6 +536,7 @@ mod tests {
             source: None,
             outcome,
             elapsed: Duration::from_millis(5),
+            reset_origin: None,
         }
     }
 

@@ -8,8 +8,9 @@
 //! Adding a kind is one folder plus its `pub mod` line and one registry line.
 //!
 //! Shared steps, not kinds: [`resolve`] (hop `resolve`), [`connect`] (TCP connect, its
-//! classification, and the resolve-then-connect step every TCP kind starts with) and [`idle`]
-//! (hop `idle`: does the working session survive `hold=DUR` idle).
+//! classification, and the resolve-then-connect step every TCP kind starts with), [`idle`]
+//! (hop `idle`: does the working session survive `hold=DUR` idle) and [`reset_origin`] (who sent
+//! the reset that refused a connect).
 
 pub mod connect;
 #[cfg(target_os = "linux")]
@@ -18,6 +19,7 @@ pub mod idle;
 pub mod kind;
 pub mod path;
 pub mod traced_connect;
+pub mod reset_origin;
 pub mod resolve;
 pub mod route;
 #[cfg(windows)]

@@ -197,7 +197,7 @@ fn check_families(checks: &[CheckResult]) -> Vec<Family> {
                 let l = [hl[0], hl[1], hl[2], ("status", st.as_str())];
                 hres.add(labels(&l), if h.status == st { 1.0 } else { 0.0 });
             }
-            for cause in Cause::ALL {
+            for &cause in Cause::ALL {
                 let l = [hl[0], hl[1], hl[2], ("cause", cause.as_str())];
                 let on =
                     h.status != Status::Pass && h.status != Status::Skip && h.cause == Some(cause);

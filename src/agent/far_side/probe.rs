@@ -317,7 +317,7 @@ mod tests {
         let cause = attempts
             .iter()
             .find_map(|a| a["cause"].as_str())
-            .and_then(|c| Cause::ALL.into_iter().find(|k| k.as_str() == c));
+            .and_then(|c| Cause::ALL.iter().copied().find(|k| k.as_str() == c));
         let mut hop = HopResult::new(kind, status, "x").with_data("attempts", attempts);
         hop.cause = cause;
         hop

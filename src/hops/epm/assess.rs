@@ -214,7 +214,13 @@ pub fn rpc_port_result(attempts: &[crate::hops::connect::Attempt]) -> HopResult 
     if r.status != Status::Pass
         && matches!(
             r.cause,
-            Some(Cause::Timeout | Cause::Prohibited | Cause::Refused | Cause::Reset)
+            Some(
+                Cause::Timeout
+                    | Cause::Prohibited
+                    | Cause::ResetByPath
+                    | Cause::Refused
+                    | Cause::Reset
+            )
         )
     {
         let detail_hint = r.hint.take().unwrap_or_default();
@@ -626,6 +632,7 @@ mod tests {
             source: None,
             outcome: ConnectOutcome::NoReply(Duration::from_secs(1)),
             elapsed: Duration::from_secs(1),
+            reset_origin: None,
         };
         let r = rpc_port_result(&[a]);
         assert_eq!(
@@ -717,6 +724,7 @@ mod tests {
                 outcome: ConnectOutcome::Error(io::ErrorKind::ConnectionRefused, Some(111)),
                 elapsed: Duration::ZERO,
                 source: None,
+                reset_origin: None,
             })
         };
         // (attempts, status, cause, hint fragment, detail fragment)

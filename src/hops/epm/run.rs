@@ -166,14 +166,20 @@ async fn list_into(client: &mut EpmClient, result: HopResult) -> HopResult {
 }
 
 /// Hop `rpc_port`: TCP to each port the mapper returned, on the mapper's address. Hands the
-/// ports that connected to `rpc_bind`.
-pub async fn rpc_port(found: &EpmFound, limit: Duration) -> HopOutput<Vec<u16>> {
+/// ports that connected to `rpc_bind`. A refused port says who sent the reset (`resets`: the
+/// run's probe, see [`crate::hops::reset_origin`]).
+pub async fn rpc_port(
+    found: &EpmFound,
+    limit: Duration,
+    resets: &crate::hops::reset_origin::ResetProbe,
+) -> HopOutput<Vec<u16>> {
     let targets: Vec<SocketAddr> = found
         .ports
         .iter()
         .map(|p| SocketAddr::new(found.ip, *p))
         .collect();
-    let attempts = crate::hops::connect::probe_all(&targets, limit).await;
+    let attempts =
+        crate::hops::connect::probe_all_routed(&targets, limit, None, Some(resets)).await;
     let result = rpc_port_result(&attempts);
     let connected: Vec<u16> = attempts
         .iter()
@@ -256,7 +262,7 @@ pub async fn run(t: &EpmTarget, ctx: &crate::chain::RunContext) -> Vec<HopResult
             ctx,
             HopKind::RpcPort,
             target,
-            rpc_port(&found, limit),
+            rpc_port(&found, limit, &ctx.resets),
         )
         .await;
         if let Some(ports) = ports {
