@@ -1,0 +1,423 @@
+//! Real bytes from Microsoft servers as judges (issue 23, item 3). Every PDU of the public
+//! captures in `../shared/captures` (README there: origin and licence of each file) is decoded
+//! with the repository's own codecs (crates/wire), asserting the values the capture is known to
+//! hold; then small replay servers answer the real dtcprobe binary with those real replies,
+//! patching only what must match the request (call_id, the context handle).
+//!
+//! The files are never copied into this repository (some are GPL / LGPL): they are read from
+//! `$DTCPROBE_CAPTURES` or `<repo>/../shared/captures`, and each test prints "SKIP ...: absent"
+//! and returns when they are not there.
+
+use std::collections::HashMap;
+
+use crate::support::captures::{self, Flow};
+use dtcprobe::dcerpc::epm::{self, Tower};
+use dtcprobe::dcerpc::pdu::{self, BindReply, CallError, ResponseAssembler, Step};
+use dtcprobe::dcerpc::{Uuid, IXNREMOTE};
+use dtcprobe_wire::ssrp;
+use dtcprobe_wire::tds::prelogin::parse_prelogin;
+use dtcprobe_wire::tds::reply::{parse_reply, Token};
+
+const NDR64: &str = "71710533-beba-4937-8319-b5dbef9ccc36";
+const NETLOGON: &str = "12345678-1234-abcd-ef00-01234567cffb";
+
+// ---------------------------------------------------------------------------------------------
+// DCE/RPC: every PDU of every capture.
+
+/// The presentation contexts a bind (or alter_context) offers: context id -> transfer syntax
+/// UUIDs. Read here, independently of the client's encoder, to know which calls are NDR64.
+fn bind_contexts(bind: &[u8]) -> Vec<(u16, Vec<Uuid>)> {
+    let n = bind[24] as usize;
+    let mut at = 28;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let id = u16::from_le_bytes([bind[at], bind[at + 1]]);
+        let n_ts = bind[at + 2] as usize;
+        at += 4 + 20;
+        let mut ts = Vec::new();
+        for _ in 0..n_ts {
+            ts.push(Uuid::from_le_bytes(bind[at..at + 16].try_into().unwrap()));
+            at += 20;
+        }
+        out.push((id, ts));
+    }
+    out
+}
+
+/// What the decoding of one capture came to, for the per-file assertions.
+#[derive(Debug, Default)]
+struct Decoded {
+    pdus: usize,
+    /// (secondary address, first context result) of each bind_ack.
+    bind_acks: Vec<(String, BindReply)>,
+    faults: Vec<(u32, u8)>,
+    /// ept_map replies: every tower's binding, and the status.
+    maps: Vec<(Vec<String>, u32)>,
+    /// ept_lookup replies: (annotation, binding) of every entry, and the status.
+    lookups: Vec<(Vec<(String, String)>, u32)>,
+    /// EPM calls made in NDR64 (not decoded: dtcprobe speaks NDR 2.0 only).
+    ndr64_epm_calls: usize,
+    other_responses: usize,
+}
+
+fn decode_dcerpc_capture(path: &std::path::Path) -> Decoded {
+    let flows = captures::tcp_flows(path);
+    let mut d = Decoded::default();
+    // The client is the side that speaks first with a bind; SMB on 445 shares one file with
+    // the endpoint mapper and is not DCE/RPC over TCP.
+    for client in flows
+        .iter()
+        .filter(|f| f.dst_port != 445 && f.data.get(2) == Some(&pdu::PTYPE_BIND))
+    {
+        let server = flows
+            .iter()
+            .find(|f| f.stream == client.stream && f.src_port == client.dst_port)
+            .expect("server side of the stream");
+        decode_conversation(client, server, &mut d);
+    }
+    d
+}
+
+fn decode_conversation(client: &Flow, server: &Flow, d: &mut Decoded) {
+    // call_id -> (opnum, NDR64?) from the client's requests; context id -> NDR64? from its binds.
+    let mut ndr64_ctx: HashMap<u16, bool> = HashMap::new();
+    let mut calls: HashMap<u32, (u16, bool)> = HashMap::new();
+    for p in captures::dcerpc_pdus(client) {
+        let h = pdu::parse_header(&p).unwrap();
+        d.pdus += 1;
+        match h.ptype {
+            pdu::PTYPE_BIND | 14 => {
+                for (id, ts) in bind_contexts(&p) {
+                    ndr64_ctx.insert(id, ts.iter().any(|t| t.to_string() == NDR64));
+                }
+            }
+            pdu::PTYPE_REQUEST => {
+                let ctx = u16::from_le_bytes([p[20], p[21]]);
+                let opnum = u16::from_le_bytes([p[22], p[23]]);
+                let ndr64 = ndr64_ctx.get(&ctx).copied().unwrap_or(false);
+                calls.insert(h.call_id, (opnum, ndr64));
+            }
+            _ => {}
+        }
+    }
+    let mut open: HashMap<u32, ResponseAssembler> = HashMap::new();
+    for p in captures::dcerpc_pdus(server) {
+        let h = pdu::parse_header(&p).unwrap();
+        d.pdus += 1;
+        match h.ptype {
+            pdu::PTYPE_BIND_ACK | pdu::PTYPE_BIND_NAK => {
+                let sec = String::from_utf8_lossy(&p[26..26 + p[24] as usize])
+                    .trim_end_matches('\0')
+                    .to_string();
+                d.bind_acks.push((sec, pdu::decode_bind_reply(&p).unwrap()));
+            }
+            pdu::PTYPE_FAULT => match ResponseAssembler::new(h.call_id).push(&p) {
+                Err(CallError::Fault { status }) => d.faults.push((status, h.flags)),
+                other => panic!("fault PDU decoded as {other:?}"),
+            },
+            pdu::PTYPE_RESPONSE => {
+                let a = open
+                    .entry(h.call_id)
+                    .or_insert_with(|| ResponseAssembler::new(h.call_id));
+                let Step::Done(stub) = a.push(&p).unwrap() else {
+                    continue;
+                };
+                open.remove(&h.call_id);
+                let (opnum, ndr64) = calls[&h.call_id];
+                let epm = server.src_port == 135 && h.auth_len == 0;
+                match (epm, opnum, ndr64) {
+                    (true, epm::OPNUM_MAP | epm::OPNUM_LOOKUP, true) => d.ndr64_epm_calls += 1,
+                    (true, epm::OPNUM_MAP, false) => {
+                        let r = epm::decode_map_response(&stub).unwrap();
+                        let towers = r
+                            .towers
+                            .into_iter()
+                            .map(|t| t.unwrap().binding())
+                            .collect();
+                        d.maps.push((towers, r.status));
+                    }
+                    (true, epm::OPNUM_LOOKUP, false) => {
+                        let r = epm::decode_lookup_response(&stub).unwrap();
+                        let entries = r
+                            .entries
+                            .into_iter()
+                            .map(|e| (e.annotation, e.tower.unwrap().unwrap().binding()))
+                            .collect();
+                        d.lookups.push((entries, r.status));
+                    }
+                    _ => d.other_responses += 1,
+                }
+            }
+            15 => d.other_responses += 1, // alter_context_resp: authentication, not ours to read
+            other => panic!("unexpected server PDU type {other}"),
+        }
+    }
+    assert!(open.is_empty(), "responses left without their last fragment");
+}
+
+fn accepted(sec: &str) -> (String, BindReply) {
+    (
+        sec.to_string(),
+        BindReply::Accepted {
+            max_xmit: 0,
+            max_recv: 0,
+            sec_addr: sec.to_string(),
+        },
+    )
+}
+
+/// bind_acks with the frame sizes blanked, to compare with [`accepted`].
+fn acks(d: &Decoded) -> Vec<(String, BindReply)> {
+    d.bind_acks
+        .iter()
+        .map(|(s, r)| match r {
+            BindReply::Accepted { sec_addr, .. } => (
+                s.clone(),
+                BindReply::Accepted {
+                    max_xmit: 0,
+                    max_recv: 0,
+                    sec_addr: sec_addr.clone(),
+                },
+            ),
+            other => (s.clone(), other.clone()),
+        })
+        .collect()
+}
+
+#[test]
+fn dcerpc_captures_decode_with_the_values_they_hold() {
+    let test = "dcerpc_captures_decode_with_the_values_they_hold";
+    if !captures::tshark_or_skip(test) {
+        return;
+    }
+    let Some(dir) = captures::dir_or_skip(test) else {
+        return;
+    };
+    let dec = |name: &str| decode_dcerpc_capture(&dir.join("dcerpc").join(name));
+
+    // Exchange host (Windows 2000/2003 era): ept_map to tcp 4997 and 1032, one ept_lookup entry.
+    let d = dec("zeek-mapi-epm135-nspi4997.pcap");
+    assert_eq!(
+        d.maps,
+        vec![
+            (vec!["ncacn_ip_tcp:192.168.0.2[4997]".to_string()], 0),
+            (vec!["ncacn_ip_tcp:192.168.0.2[1032]".to_string()], 0),
+        ],
+        "{d:#?}"
+    );
+    assert_eq!(d.lookups.len(), 1, "{d:#?}");
+    let (entries, status) = &d.lookups[0];
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].0, "MS Exchange Directory NSP Interface");
+    // The ncacn_http tower's address floor is 0x20 there, not 0x09: shown, not misread.
+    assert_eq!(entries[0].1, "unknown_proto_0x20:[0]", "{d:#?}");
+    assert_eq!(*status, 0);
+    assert!(d.bind_acks.iter().any(|(s, _)| s == "4997"), "{d:#?}");
+    assert!(d.bind_acks.iter().all(|(s, r)| matches!(
+        r, BindReply::Accepted { sec_addr, .. } if sec_addr == s
+    )));
+
+    // Windows DC: ept_map answered with TWO towers for NETLOGON.
+    let d = dec("scapy-dcerpc_msnrpc.pcapng.gz");
+    assert_eq!(
+        d.maps,
+        vec![(
+            vec![
+                "ncacn_ip_tcp:192.168.122.17[49676]".to_string(),
+                "ncacn_ip_tcp:192.168.122.17[49667]".to_string()
+            ],
+            0
+        )]
+    );
+    assert_eq!(acks(&d), vec![accepted("135"), accepted("49676")]);
+    assert_eq!(d.other_responses, 2);
+
+    // Windows 2019 DC: NDR20+NDR64+BTFN bind. The first result is NDR 2.0's provider rejection
+    // (reason 2, transfer syntaxes not supported); the ept_map calls then run in NDR64.
+    let d = dec("scapy-dcerpc_privacy_krb.pcapng.gz");
+    assert_eq!(
+        d.bind_acks,
+        vec![
+            (
+                "135".to_string(),
+                BindReply::ContextRejected {
+                    result: 2,
+                    reason: 2
+                }
+            ),
+            (
+                "49667".to_string(),
+                BindReply::ContextRejected {
+                    result: 2,
+                    reason: 2
+                }
+            ),
+        ]
+    );
+    assert_eq!(d.ndr64_epm_calls, 2, "{d:#?}");
+    assert_eq!(d.other_responses, 7, "{d:#?}");
+
+    // Windows Server 2022: fault nca_s_op_rng_error, did-not-execute, for EPM opnum 42.
+    let d = dec("suricata-verify-dcerpc-bind-no-frag-flag.pcap");
+    assert_eq!(d.faults, vec![(0x1c01_0002, 0x23), (0x1c01_0002, 0x23)]);
+    assert_eq!(
+        pdu::status_name(0x1c01_0002),
+        Some("nca_s_op_rng_error"),
+        "the 2022 fault has a name"
+    );
+    assert_eq!(acks(&d), vec![accepted("135"), accepted("135")]);
+
+    // SAMR on a dynamic port: authenticated bind_ack, then RPC_S_SEC_PKG_ERROR.
+    let d = dec("suricata-verify-dce-gap-handling.pcap");
+    assert_eq!(d.faults, vec![(0x721, 0x03)]);
+    assert_eq!(acks(&d), vec![accepted("49154")]);
+
+    // Windows 2016: NDR20 + BTFN bind accepted (result list [0, 3]); ServerAlive2 and
+    // RemoteGetClassObject replies.
+    let d = dec("suricata-verify-dcerpc-ctxids-port135.pcap");
+    assert_eq!(acks(&d), vec![accepted("135"), accepted("135")]);
+    assert_eq!(d.other_responses, 2);
+
+    let d = dec("zeek-dce_rpc_netlogon.pcapng");
+    assert_eq!(
+        d.bind_acks,
+        vec![(
+            "49676".to_string(),
+            BindReply::ContextRejected {
+                result: 2,
+                reason: 2
+            }
+        )]
+    );
+
+    let d = dec("zeek-kerberos135_auth.pcapng");
+    assert_eq!(acks(&d), vec![accepted("135")]);
+    assert_eq!(d.other_responses, 2, "alter_context_resp + RemoteCreateInstance");
+}
+
+/// The 430-entry ept_lookup reply of a Windows 2019 DC (NDR20 stub): MSDTC's IXnRemote is there
+/// five times, on ncalrpc only, the picture of "Network DTC Access off".
+#[test]
+fn lookup_of_430_entries_shows_ixnremote_on_ncalrpc_only() {
+    let test = "lookup_of_430_entries_shows_ixnremote_on_ncalrpc_only";
+    let Some(path) = captures::file_or_skip(
+        test,
+        "dcerpc/scapy-ept_lookup_response_430entries.ndr20.bin",
+    ) else {
+        return;
+    };
+    let stub = std::fs::read(path).unwrap();
+    let r = epm::decode_lookup_response(&stub).unwrap();
+    assert_eq!(r.entries.len(), 430);
+    let towers: Vec<&Tower> = r
+        .entries
+        .iter()
+        .map(|e| e.tower.as_ref().unwrap().as_ref().unwrap())
+        .collect();
+    let tcp: Vec<u16> = towers
+        .iter()
+        .filter_map(|t| t.tcp_endpoint())
+        .map(|(_, port)| port)
+        .collect();
+    // The shared README counts 74 "ncacn_ip_tcp" towers; they are 74 connection-oriented network
+    // towers: 36 ncacn_ip_tcp, 29 ncacn_np, 9 ncacn_http (counted by hand from the floors too).
+    assert_eq!(tcp.len(), 36);
+    assert!(tcp.iter().all(|p| (49664..=49704).contains(p)), "{tcp:?}");
+    let count = |protseq: &str| towers.iter().filter(|t| t.protseq() == protseq).count();
+    assert_eq!(count("ncacn_ip_tcp"), 36);
+    assert_eq!(count("ncacn_np"), 29);
+    assert_eq!(count("ncacn_http"), 9);
+    assert_eq!(count("ncalrpc"), 356);
+    assert_eq!(r.status, 0);
+    let ixn: Vec<&&Tower> = towers
+        .iter()
+        .filter(|t| t.interface().map(|s| s.uuid) == Some(IXNREMOTE.uuid))
+        .collect();
+    assert_eq!(ixn.len(), 5);
+    assert!(ixn.iter().all(|t| t.protseq() == "ncalrpc"), "{ixn:?}");
+    assert!(ixn.iter().all(|t| t.tcp_endpoint().is_none()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// TDS: the 16 messages of the hex file, and the server replies of the two pcaps.
+
+fn login_ack(tokens: &[Token]) -> (u32, [u8; 4]) {
+    tokens
+        .iter()
+        .find_map(|t| match t {
+            Token::LoginAck(a) => Some((a.tds_version, a.program_version.unwrap())),
+            _ => None,
+        })
+        .expect("LOGINACK")
+}
+
+#[test]
+fn tds_messages_of_the_hex_file_decode() {
+    let test = "tds_messages_of_the_hex_file_decode";
+    let Some(path) = captures::file_or_skip(test, "tds/tds-real-and-spec-bytes.hex") else {
+        return;
+    };
+    let all = captures::hex_messages(&path);
+    assert_eq!(all.len(), 16);
+    let msg = |n: &str| captures::hex_message(&all, n);
+    // A full TDS packet: its payload.
+    let payload = |n: &str| {
+        let m = captures::tds_messages(&msg(n));
+        assert_eq!(m.len(), 1, "{n}");
+        m[0].payload.clone()
+    };
+
+    // PRELOGIN answers: the server versions and ENCRYPTION=2 (not supported).
+    for (name, version, full_packet) in [
+        ("pytds-sql2008-prelogin-response", "10.0.5512", true),
+        ("pytds-sql2014-prelogin-fedauthrequired", "12.0.5349", true),
+        ("r2dbc-sql2017-prelogin-response-body", "14.0.3038", false),
+    ] {
+        let body = if full_packet { payload(name) } else { msg(name) };
+        let info = parse_prelogin(&body).unwrap_or_else(|| panic!("{name}"));
+        assert_eq!(info.version.as_deref(), Some(version), "{name}");
+        assert_eq!(info.encryption, Some(2), "{name}");
+    }
+
+    // Login replies: LOGINACK's TDS version and program version.
+    let t = parse_reply(&payload("pytds-sql2008-login-response")).unwrap();
+    assert_eq!(login_ack(&t), (0x730b_0003, [10, 0, 0x15, 0x88]));
+    let t = parse_reply(&msg("r2dbc-sql2017-login-tokens")).unwrap();
+    assert_eq!(login_ack(&t), (0x7400_0004, [14, 0, 0x0b, 0xde]));
+    let t = parse_reply(&payload("ms-tds-v39-04-login-response")).unwrap();
+    assert_eq!(login_ack(&t).0, 0x7209_0002);
+    let t = parse_reply(&payload("ms-tds-v39-05-login-response-federated-auth")).unwrap();
+    assert!(matches!(t.last(), Some(Token::Done { .. })), "{t:?}");
+
+    // ENVCHANGE 8 (BeginTransaction) with its 8-byte descriptor.
+    let t = parse_reply(&payload("pytds-sql2008-envchange-begintran")).unwrap();
+    assert_eq!(
+        t[0],
+        Token::EnvChange {
+            kind: 8,
+            new: vec![0x01, 0, 0, 0, 0x5a, 0, 0, 0],
+            old: vec![]
+        }
+    );
+
+    // ERROR 207, class 16.
+    let t = parse_reply(&msg("r2dbc-sql2017-error-207")).unwrap();
+    match &t[..] {
+        [Token::Error(e)] => {
+            assert_eq!((e.number, e.state, e.class), (207, 1, 16));
+            assert_eq!(e.text, "Invalid column name 'fsdf'.");
+            assert_eq!(e.server, "a688092a79f5");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Spec server replies: batch and RPC results, FeatureExtAck.
+    for name in [
+        "ms-tds-v39-07-sql-batch-server-response",
+        "ms-tds-v39-09-rpc-server-response",
+        "ms-tds-v39-21-featureextack-azuresqlsupport",
+    ] {
+        let t = parse_reply(&payload(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(matches!(t.last(), Some(Token::Done { .. })), "{name}: {t:?}");
+    }
+}
