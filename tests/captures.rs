@@ -884,3 +884,167 @@ fn replay_ndr64_bind_ack_is_reported_not_used() {
         "{h:#}"
     );
 }
+
+/// Reads one TDS message (packets up to end-of-message); `None` when the client hung up.
+fn read_tds_message(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let mut payload = Vec::new();
+    for _ in 0..256 {
+        let mut h = [0u8; 8];
+        s.read_exact(&mut h).ok()?;
+        let len = u16::from_be_bytes([h[2], h[3]]) as usize;
+        let mut body = vec![0u8; len.checked_sub(8)?];
+        s.read_exact(&mut body).ok()?;
+        payload.extend_from_slice(&body);
+        if h[1] & 0x01 != 0 {
+            return Some((h[0], payload));
+        }
+    }
+    None
+}
+
+/// One TDS packet (type 4, end of message) around a reply that a capture holds without its
+/// header (r2dbc's unit tests keep only the bodies).
+fn tds_packet(payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x04, 0x01];
+    p.extend_from_slice(&((payload.len() + 8) as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0, 1, 0]);
+    p.extend_from_slice(payload);
+    p
+}
+
+/// A SQL Server that answers PRELOGIN and LOGIN7 with the real replies, then hangs up (the
+/// captures hold nothing more of those sessions). Returns the port and, per connection, the
+/// packet types the client sent (dtcprobe connects for the tcp hop, for its own PRELOGIN read,
+/// then for the login).
+fn replay_sql_server(
+    prelogin: Vec<u8>,
+    login: Vec<u8>,
+) -> (u16, std::sync::mpsc::Receiver<Vec<u8>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for s in l.incoming().take(6) {
+            let Ok(mut s) = s else { return };
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut kinds = Vec::new();
+            for reply in [&prelogin, &login] {
+                let Some((kind, _)) = read_tds_message(&mut s) else {
+                    break;
+                };
+                kinds.push(kind);
+                if s.write_all(reply).is_err() {
+                    break;
+                }
+            }
+            // What comes next (the first statement) has no real answer here: read it, hang up.
+            if kinds.len() == 2 {
+                if let Some((kind, _)) = read_tds_message(&mut s) {
+                    kinds.push(kind);
+                }
+            }
+            let _ = tx.send(kinds);
+        }
+    });
+    (port, rx)
+}
+
+fn login_json(port: u16) -> serde_json::Value {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    writeln!(f, "not-checked-by-the-replay").unwrap();
+    check_json(&[
+        &format!("mssql://probe@127.0.0.1:{port}/app?encrypt=off"),
+        "--password-file",
+        f.path().to_str().unwrap(),
+    ])
+}
+
+/// SQL Server 2008 SP3 (pytds) and 2017 (r2dbc-mssql): their real PRELOGIN answers (ENCRYPTION
+/// not supported) and login replies (LOGINACK TDS 7.3B / 7.4) given to the login hop. The
+/// captures hold no answer to dtcprobe's first query, so the replay hangs up there: the hop
+/// reports the versions, that LOGINACK came, and that the server then closed the connection.
+///
+/// The 2017 reply was recorded for a client (r2dbc) that asked for column encryption, so it ends
+/// with FEATUREEXTACK feature 4. dtcprobe does not ask for it; replayed as recorded it is refused
+/// as an unrequested feature (protocol_error, as SqlClient's UnrequestedFeatureByServer does).
+/// Without that one token (the patch: what 2017 sends a LOGIN7 without the extension) it
+/// logs in as 2008's does.
+#[test]
+fn replay_sql_server_login_replies_report_versions() {
+    let test = "replay_sql_server_login_replies_report_versions";
+    let Some(path) = captures::file_or_skip(test, "tds/tds-real-and-spec-bytes.hex") else {
+        return;
+    };
+    let all = captures::hex_messages(&path);
+    let msg = |n: &str| captures::hex_message(&all, n);
+    for (label, prelogin, login, prelogin_version, tds) in [
+        (
+            "SQL Server 2008",
+            msg("pytds-sql2008-prelogin-response"),
+            msg("pytds-sql2008-login-response"),
+            "10.0.5512",
+            "7.3B",
+        ),
+        (
+            "SQL Server 2017",
+            tds_packet(&msg("r2dbc-sql2017-prelogin-response-body")),
+            tds_packet(&without_colenc_ack(msg("r2dbc-sql2017-login-tokens"))),
+            "14.0.3038",
+            "7.4",
+        ),
+    ] {
+        let (port, sent) = replay_sql_server(prelogin, login);
+        let v = login_json(port);
+        let h = first_hop(&v, "login");
+        let sent: Vec<Vec<u8>> = sent.try_iter().collect();
+        assert!(
+            sent.iter().any(|k| k.starts_with(&[0x12, 0x10])),
+            "{label}: no PRELOGIN then LOGIN7 in {sent:?}"
+        );
+        assert_eq!(h["data"]["prelogin_version"], prelogin_version, "{label}: {h:#}");
+        assert_eq!(h["data"]["tds_version"], tds, "{label}: {h:#}");
+        assert_eq!(h["data"]["server_encryption"], "not_supported", "{label}");
+        assert_eq!(h["data"]["encryption"], "none", "{label}");
+        assert_eq!(
+            (h["status"].as_str(), h["cause"].as_str()),
+            (Some("fail"), Some("reset")),
+            "{label}: {h:#}"
+        );
+        assert!(
+            h["detail"]
+                .as_str()
+                .unwrap()
+                .contains("the login succeeded (LOGINACK received), then the first query failed"),
+            "{label}: {h:#}"
+        );
+    }
+
+    let (port, _) = replay_sql_server(
+        tds_packet(&msg("r2dbc-sql2017-prelogin-response-body")),
+        tds_packet(&msg("r2dbc-sql2017-login-tokens")),
+    );
+    let v = login_json(port);
+    let h = first_hop(&v, "login");
+    assert_eq!(
+        (h["status"].as_str(), h["cause"].as_str()),
+        (Some("fail"), Some("protocol_error")),
+        "{h:#}"
+    );
+    assert!(
+        h["detail"].as_str().unwrap().contains("unsupported feature 4"),
+        "{h:#}"
+    );
+}
+
+/// The 2017 login reply without its FEATUREEXTACK (0xAE: feature 4, length 1, value 1, then the
+/// 0xFF terminator).
+fn without_colenc_ack(tokens: Vec<u8>) -> Vec<u8> {
+    let ack = captures::hex("ae040100000001ff");
+    let at = tokens
+        .windows(ack.len())
+        .position(|w| w == ack)
+        .expect("FEATUREEXTACK in the 2017 reply");
+    let mut out = tokens[..at].to_vec();
+    out.extend_from_slice(&tokens[at + ack.len()..]);
+    out
+}
