@@ -151,7 +151,9 @@ pub fn hex_messages(path: &std::path::Path) -> Vec<(String, Vec<u8>)> {
         if let Some(n) = line.strip_prefix("# name:") {
             name = Some(n.trim().to_string());
         } else if !line.starts_with('#') && !line.trim().is_empty() {
-            let n = name.take().unwrap_or_else(|| panic!("hex line without a name: {line}"));
+            let n = name
+                .take()
+                .unwrap_or_else(|| panic!("hex line without a name: {line}"));
             out.push((n, hex(line)));
         }
     }
@@ -219,7 +221,10 @@ pub fn tds_messages(data: &[u8]) -> Vec<TdsMessage> {
             payload: Vec::new(),
             raw: Vec::new(),
         });
-        assert_eq!(m.packet_type, rest[0], "packet type changed inside a message");
+        assert_eq!(
+            m.packet_type, rest[0],
+            "packet type changed inside a message"
+        );
         m.packets += 1;
         m.payload.extend_from_slice(&rest[8..len]);
         m.raw.extend_from_slice(&rest[..len]);
