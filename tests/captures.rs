@@ -1084,6 +1084,7 @@ fn without_colenc_ack(tokens: Vec<u8>) -> Vec<u8> {
 /// SQL Server 2008 Express's real Browser answer (instance SQLEXPRESS, dynamic TCP port 49849)
 /// replayed over UDP 1434 to the sqlbrowser hop, which reports that port; the login then goes
 /// to it (nothing listens there: the capture is of another host). Binding 1434 needs root.
+#[cfg(unix)]
 #[test]
 fn replay_browser_answer_reports_the_port() {
     let test = "replay_browser_answer_reports_the_port";
