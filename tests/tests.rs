@@ -19,6 +19,7 @@ mod agent_metrics;
 mod agent_netns;
 mod agent_relay_netns;
 mod agent_server;
+mod captures;
 mod cli;
 mod dissector;
 mod epm_peer;

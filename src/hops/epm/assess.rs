@@ -142,16 +142,19 @@ pub fn assess(
     } else if !matching.is_empty() {
         let kinds: BTreeSet<&str> = matching.iter().map(|t| t.protseq()).collect();
         let kinds: Vec<&str> = kinds.into_iter().collect();
-        let hint = if iface.is_msdtc() && kinds == ["ncalrpc"] {
-            HINT_NETWORK_DTC_OFF
+        // MSDTC on ncalrpc alone is what Network DTC Access off looks like (a Windows 2019 DC's
+        // real listing, tests/captures.rs); the detail says so, as the verdict line repeats it.
+        let dtc_off = iface.is_msdtc() && kinds == ["ncalrpc"];
+        let (hint, meaning) = if dtc_off {
+            (HINT_NETWORK_DTC_OFF, ": Network DTC Access is off")
         } else {
-            HINT_LOCAL_ONLY
+            (HINT_LOCAL_ONLY, "")
         };
         HopResult::fail(
             HopKind::Epm,
             Cause::EpmNotRegistered,
             format!(
-                "{name} is registered only for {} (no ncacn_ip_tcp endpoint)",
+                "{name} is registered only for {} (no ncacn_ip_tcp endpoint{meaning})",
                 kinds.join(", ")
             ),
         )
@@ -569,6 +572,20 @@ mod tests {
             );
             assert_eq!(found.map(|f| f.ports).unwrap_or_default(), ports, "row {i}");
         }
+        // MSDTC on ncalrpc only: the detail (and so the verdict line) names the setting, not
+        // only the hint.
+        let (r, _) = assess(
+            &dtc,
+            IXNREMOTE,
+            mapper(),
+            &[entry(cid, lrpc(&IXNREMOTE))],
+            &[],
+        );
+        assert!(
+            r.detail
+                .contains("(no ncacn_ip_tcp endpoint: Network DTC Access is off)"),
+            "{r:?}"
+        );
         let (r, _) = assess(&dtc, IXNREMOTE, mapper(), &[entry(cid, tcp.clone())], &[]);
         assert_eq!(r.data["cid"], cid.to_string());
         assert_eq!(r.data["endpoints"][0], "ncacn_ip_tcp:198.18.0.2[5000]");

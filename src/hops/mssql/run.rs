@@ -631,6 +631,11 @@ fn finish_login(
         Err(AttemptFailure::Failed(f)) => HopOutput::stop(login_fail(t, addr, observed, &f)),
         Err(AttemptFailure::AfterLogin(f)) => {
             let mut r = login_fail(t, addr, observed, &f);
+            // The LOGINACK was read: its TDS version is known even though no query answered
+            // (a real SQL Server 2008 / 2017 login reply replayed alone shows it).
+            if let Some(v) = observed.tds_version {
+                r = r.with_data("tds_version", tds_version_name(v));
+            }
             {
                 r.detail = format!(
                     "the login succeeded (LOGINACK received), then the first query failed: {}",
