@@ -19,7 +19,7 @@ use dtcprobe::secret::Secret;
 use serde_json::Value;
 
 use crate::support::tds_peer::ntlm::{Outcome as NtlmOutcome, WindowsAccount};
-use crate::support::tds_peer::tm::{ScriptedMsdtc, ScriptedState, TmConfig, TmEvent};
+use crate::support::tds_peer::tm::{Ending, ScriptedMsdtc, ScriptedState, TmConfig, TmEvent};
 use crate::support::tds_peer::{Event, PeerConfig, ServerEncryption, TdsPeer};
 use crate::support::{parse_report, run_bin};
 
@@ -117,6 +117,22 @@ fn assert_enlisted_and_rolled_back(
     tm: &TmConfig,
     peer: &TdsPeer,
 ) {
+    assert_ended_and_rolled_back(query, encryption, r, msdtc, tm, peer, "envchange_17");
+}
+
+/// [`assert_enlisted_and_rolled_back`] for any of the endings MS-TDS allows, `ended_by` naming
+/// how the server said it; also: the unenlist named the descriptor the session was still bound
+/// to (the enlisted one, or 0 after an ENVCHANGE 17 released it), and no request named a
+/// descriptor the server could not resume.
+fn assert_ended_and_rolled_back(
+    query: &str,
+    encryption: &str,
+    r: &HopResult,
+    msdtc: &ScriptedMsdtc,
+    tm: &TmConfig,
+    peer: &TdsPeer,
+    ended_by: &str,
+) {
     {
         assert_eq!(r.status, Status::Pass, "{query}: {r:#?}");
         // `-- --nocapture` shows where the time goes (docs/mssql.md quotes a run).
@@ -137,7 +153,8 @@ fn assert_enlisted_and_rolled_back(
         ] {
             assert!(!r.data[key].is_null(), "{query}: no {key} in {r:#?}");
         }
-        assert_eq!(r.data["ended_by"], "envchange_17");
+        assert_eq!(r.data["ended_by"], ended_by, "{query}: {r:#?}");
+        assert!(r.data.get("unenlist_error").is_none(), "{query}: {r:#?}");
         assert_eq!(r.data["statements"], 3);
         // This host's MSDTC: begun, exported, aborted; nothing else.
         assert_eq!(msdtc.calls(), ["begin", "export", "abort"]);
@@ -175,7 +192,23 @@ fn assert_enlisted_and_rolled_back(
             }),
             "{events:#?}"
         );
-        assert!(events.contains(&TmEvent::Unenlisted), "{events:#?}");
+        let unenlisted_in = if ended_by == "envchange_17" {
+            0
+        } else {
+            descriptor
+        };
+        assert!(
+            events.contains(&TmEvent::Unenlisted {
+                descriptor: unenlisted_in
+            }),
+            "{query}: {events:#?}"
+        );
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, TmEvent::WrongDescriptor { .. })),
+            "{query}: {events:#?}"
+        );
         assert!(
             peer.batches()
                 .iter()
@@ -197,6 +230,36 @@ async fn enlisted_transaction_runs_and_is_rolled_back_by_the_local_abort() {
         let (peer, tm) = peer_with(&msdtc, TmConfig::default());
         let r = enlist(&peer, query, GOOD, msdtc.as_local_dtc()).await;
         assert_enlisted_and_rolled_back(query, encryption, &r, &msdtc, &tm, &peer);
+    }
+}
+
+/// Every ending MS-TDS allows after this host's abort passes, each against a peer that refuses
+/// (3971) any request not naming the descriptor the session is still bound to: ENVCHANGE 17
+/// (bound sessions only), error 8525 alone, ENVCHANGE 10 (after which SqlClient keeps naming
+/// the retained descriptor); and the unenlist answered with ENVCHANGE 12 or a plain DONE.
+#[tokio::test]
+async fn every_ending_ms_tds_allows_passes_in_the_bound_descriptor() {
+    for ending in Ending::ALL {
+        for unenlist_defects in [true, false] {
+            let case = format!("{ending:?}, unenlist_defects={unenlist_defects}");
+            let msdtc = ScriptedMsdtc::new();
+            let (peer, tm) = peer_with(
+                &msdtc,
+                TmConfig {
+                    ending,
+                    unenlist_defects,
+                    strict_descriptor: true,
+                    ..TmConfig::default()
+                },
+            );
+            let r = enlist_trusting(&peer, &msdtc).await;
+            let ended_by = match ending {
+                Ending::Envchange17 => "envchange_17",
+                Ending::Error8525 => "error_8525",
+                Ending::Rollback10 => "envchange_10",
+            };
+            assert_ended_and_rolled_back(&case, "on", &r, &msdtc, &tm, &peer, ended_by);
+        }
     }
 }
 

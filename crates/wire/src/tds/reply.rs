@@ -535,7 +535,10 @@ mod tests {
         assert!(matches!(t[1], Token::Done { rows: 0, .. }));
         assert_eq!(t.len(), 2);
         // The builder writes the same bytes.
-        assert_eq!(envchange_tx(ENV_PROMOTE_TRAN, &[0xAA, 0xBB, 0xCC], &[]), r[..12]);
+        assert_eq!(
+            envchange_tx(ENV_PROMOTE_TRAN, &[0xAA, 0xBB, 0xCC], &[]),
+            r[..12]
+        );
         // A LENGTH that does cover the value (SqlClient's test server writes that) reads too.
         let mut inside = vec![0xE3, 9, 0, 15, 3, 0, 0, 0, 0xAA, 0xBB, 0xCC, 0];
         inside.extend(done(DONE_COUNT, 0));

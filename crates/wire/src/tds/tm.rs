@@ -261,9 +261,7 @@ pub fn decode_tm_request(payload: &[u8]) -> Result<(Option<TxHeader>, TmRequest)
                 TmRequest::Rollback { name, begin_new }
             }
         }
-        TM_SAVE_XACT => TmRequest::Save {
-            name: r.name()?,
-        },
+        TM_SAVE_XACT => TmRequest::Save { name: r.name()? },
         other => return Err(TmError::UnknownType(other)),
     };
     Ok((tx, request))

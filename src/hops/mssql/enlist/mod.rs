@@ -433,7 +433,9 @@ async fn enlisted_work(
     phases.done("local_abort");
 
     // 8. SQL Server must say the transaction is over. Its MSDTC hears of the abort
-    // asynchronously, so ask a bounded number of times.
+    // asynchronously, so ask a bounded number of times. The question names the enlisted
+    // descriptor (after an ENVCHANGE 10 the session keeps it: see Session::follow_transaction),
+    // as SqlClient's next request would.
     let enlisted = s.descriptor;
     let mut ended_by = None;
     for attempt in 0..20 {
@@ -457,17 +459,16 @@ async fn enlisted_work(
             "verify ended",
             &Failure::Unexpected(format!(
                 "this host aborted the transaction, but SQL Server still runs the session in \
-                 descriptor 0x{enlisted:016x} (no ENVCHANGE 17 / error 8525 within 2 s)"
+                 descriptor 0x{enlisted:016x} (no ENVCHANGE 10/12/17 nor error 8525/3971 \
+                 within 2 s)"
             )),
         ));
     };
     facts.ended_by = Some(ended_by);
-    // Back to the NULL transaction, as drivers do (propagate with an empty cookie).
-    s.descriptor = 0;
-    let tokens = s
-        .tm_request(&TmRequest::Propagate { cookie: Vec::new() })
-        .await
-        .map_err(|f| tds_stop("unenlist", &f))?;
+    // Back to the NULL transaction, as drivers do (propagate with an empty cookie), in the
+    // descriptor the session is still bound to unless an ENVCHANGE 12/17 released it already;
+    // the descriptor is cleared only once the server took the unenlist.
+    let tokens = s.unenlist().await.map_err(|f| tds_stop("unenlist", &f))?;
     // A refusal here is noted, not fatal: what matters is the check below (MS-TDS does not
     // say how SQL Server answers an unenlist after the transaction already ended).
     if let Some(Failure::Server { number, .. }) = first_error(&tokens) {
