@@ -57,6 +57,10 @@ pub enum Cause {
     EpmAccessDenied,
     ProtocolError,
     DuplicateCid,
+    /// (A `warn`.) One MSDTC reached at two addresses in the same run: the same CID set and the
+    /// same dynamic ports (a second NIC, a cluster node and its DTC network name, an AG
+    /// listener), not a clone.
+    SameHost,
     /// MSDTC on a host does not accept or send network transactions (Network DTC Access, Allow
     /// Inbound / Allow Outbound off), read from its configuration.
     DtcNetworkDisabled,
@@ -79,7 +83,7 @@ pub enum Cause {
 }
 
 impl Cause {
-    pub const ALL: [Cause; 28] = [
+    pub const ALL: [Cause; 29] = [
         Cause::Refused,
         Cause::Timeout,
         Cause::Unreachable,
@@ -99,6 +103,7 @@ impl Cause {
         Cause::EpmAccessDenied,
         Cause::ProtocolError,
         Cause::DuplicateCid,
+        Cause::SameHost,
         Cause::DtcNetworkDisabled,
         Cause::DtcAuthMismatch,
         Cause::DtcPortRange,
@@ -131,6 +136,7 @@ impl Cause {
             Cause::EpmAccessDenied => "epm_access_denied",
             Cause::ProtocolError => "protocol_error",
             Cause::DuplicateCid => "duplicate_cid",
+            Cause::SameHost => "same_host",
             Cause::DtcNetworkDisabled => "dtc_network_disabled",
             Cause::DtcAuthMismatch => "dtc_auth_mismatch",
             Cause::DtcPortRange => "dtc_port_range",
