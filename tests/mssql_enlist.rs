@@ -263,6 +263,35 @@ async fn every_ending_ms_tds_allows_passes_in_the_bound_descriptor() {
     }
 }
 
+/// A local MSDTC whose Export succeeds with an empty cookie: the cookie is NOT sent (an empty
+/// TM_PROPAGATE_XACT cookie is an unenlist, MS-TDS 2.2.6.9); the hop fails at the export.
+#[tokio::test]
+async fn an_empty_export_cookie_is_refused_before_it_goes_out_as_an_unenlist() {
+    let msdtc = ScriptedMsdtc::new();
+    msdtc.export_empty_cookie();
+    let (peer, tm) = peer_with(&msdtc, TmConfig::default());
+    let r = enlist_trusting(&peer, &msdtc).await;
+    assert_fails_at(&r, Cause::DtcUnavailable, "local export", "empty cookie");
+    assert!(r.detail.contains("EMPTY cookie"), "{r:#?}");
+    assert_eq!(r.data["cookie_len"], 0);
+    // The server never saw a propagate; this host's transaction was still aborted.
+    let propagates = tm
+        .events()
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                TmEvent::Request {
+                    kind: "propagate",
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(propagates, 0, "{:#?}", tm.events());
+    assert_eq!(msdtc.calls(), ["begin", "export", "abort"]);
+}
+
 /// The environment variable that makes [`strict_child_process`] run (set by its parent only).
 const STRICT_CHILD: &str = "DTCPROBE_TEST_ENLIST_STRICT_CHILD";
 const STRICT_CHILD_PASSED: &str = "STRICT-CHILD: tx_enlist passed under encrypt=strict";

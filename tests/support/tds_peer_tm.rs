@@ -480,6 +480,8 @@ struct MsdtcState {
     fail_begin: Option<u32>,
     fail_export: Option<u32>,
     fail_abort: Option<u32>,
+    /// Export "succeeds" with an empty cookie (a misbehaving MSDTC).
+    empty_cookie: bool,
     calls: Vec<String>,
 }
 
@@ -507,6 +509,10 @@ impl ScriptedMsdtc {
 
     pub fn fail_export(&self, hresult: u32) {
         self.state.lock().unwrap().fail_export = Some(hresult);
+    }
+
+    pub fn export_empty_cookie(&self) {
+        self.state.lock().unwrap().empty_cookie = true;
     }
 
     pub fn fail_abort(&self, hresult: u32) {
@@ -588,6 +594,9 @@ impl LocalTransaction for ScriptedTx {
             });
         }
         st.txs.insert(self.id, ScriptedState::Exported);
+        if st.empty_cookie {
+            return Ok(Vec::new());
+        }
         let mut cookie = COOKIE_MAGIC.to_vec();
         cookie.extend_from_slice(&self.id);
         cookie.extend_from_slice(whereabouts);

@@ -363,6 +363,25 @@ async fn enlisted_work(
     *local = Some(tx);
     let cookie = exported.map_err(|e| local_stop("local export", LocalPhase::Export, &e))?;
     facts.cookie_len = Some(cookie.len());
+    // An empty cookie in TM_PROPAGATE_XACT means "unenlist" (MS-TDS 2.2.6.9): sent, it would
+    // make SQL Server leave a transaction instead of joining this one, and the hop would test
+    // nothing. A successful Export never returns one; refuse it here.
+    if cookie.is_empty() {
+        return Err(stop(
+            "local export",
+            HopResult::fail(
+                KIND,
+                Cause::DtcUnavailable,
+                "this host's MSDTC exported the transaction with an EMPTY cookie; not sent: an \
+                 empty TM_PROPAGATE_XACT cookie means unenlist",
+            )
+            .with_hint(
+                "this host's MSDTC answered ITransactionExport::Export with success and no \
+                 cookie: restart the MSDTC service here and run the check again; if it persists, \
+                 reinstall MSDTC (`msdtc -uninstall`, `msdtc -install`)",
+            ),
+        ));
+    }
     phases.done("local_export");
 
     // 5. SQL Server imports it: its MSDTC pulls the transaction from this host's MSDTC.
