@@ -230,6 +230,12 @@ pub const HINT_BIND_OTHER_SERVER: &str = "the port the endpoint mapper returned 
 RPC server that does not offer this interface: a stale registration (the service restarted and another \
 program now holds the port), or a port forward / NAT that leads to another host. Restart the service \
 (MSDTC: pin it with ServerTcpPort) and compare with rpcdump / `PortQry -e 135` on the server itself";
+/// bind_nak reasons 1 (temporary congestion) and 2 (local limit exceeded): the RPC server is
+/// the right one but out of capacity, not another program on the port.
+pub const HINT_BIND_BUSY: &str = "the RPC server on this port refused the bind for lack of \
+capacity (bind_nak: temporary congestion or local limit exceeded), not because it is another \
+server: it is overloaded or at its connection limit. Run the check again; if it persists, look at \
+the server's load and the RPC/MSDTC event logs there";
 pub const HINT_BIND_NOT_RPC: &str = "the port the endpoint mapper returned is answered by a program \
 that does not speak DCE/RPC: a stale registration (another program took the port), a port forward to \
 another service, or a proxy in the path";
@@ -279,7 +285,12 @@ fn bind_verdict(
             Cause::ProtocolError,
             "bind_nak",
             format!("bind_nak ({})", bind_nak_reason(*reason)),
-            HINT_BIND_OTHER_SERVER,
+            // DCE/RPC reasons 1 and 2 say "busy", not "wrong server".
+            if matches!(reason, 1 | 2) {
+                HINT_BIND_BUSY
+            } else {
+                HINT_BIND_OTHER_SERVER
+            },
         )),
         BindOutcome::NotConnected(a) => match crate::classify::classify_connect(a.outcome) {
             Some(v) => Err((
@@ -954,6 +965,28 @@ mod tests {
                 Some(Cause::ProtocolError),
                 "does not offer this interface",
                 "bind_nak (protocol version not supported)",
+            ),
+            (
+                vec![bind(
+                    49153,
+                    None,
+                    BindOutcome::Answered(BindReply::Nak { reason: 1 }),
+                )],
+                Status::Fail,
+                Some(Cause::ProtocolError),
+                "lack of capacity",
+                "bind_nak (temporary congestion)",
+            ),
+            (
+                vec![bind(
+                    49153,
+                    None,
+                    BindOutcome::Answered(BindReply::Nak { reason: 2 }),
+                )],
+                Status::Fail,
+                Some(Cause::ProtocolError),
+                "lack of capacity",
+                "bind_nak (local limit exceeded)",
             ),
             (
                 vec![bind(49153, None, closed())],
