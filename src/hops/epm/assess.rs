@@ -84,8 +84,24 @@ pub struct EpmFound {
     pub ports: Vec<u16>,
     /// The interface and version to bind to (the one asked for, or the version registered).
     pub iface: SyntaxId,
-    /// Per port, the network address the tower advertised (when it named one other than 0.0.0.0).
-    pub advertised: BTreeMap<u16, IpAddr>,
+    /// Per port, every network address the towers advertised for it (those naming one other
+    /// than 0.0.0.0): a multi-homed server registers one tower per NIC.
+    pub advertised: BTreeMap<u16, BTreeSet<IpAddr>>,
+}
+
+impl EpmFound {
+    /// The advertised address to compare with the one reached on `port`: the reached address
+    /// itself when any tower advertised it (no mismatch), else the first advertised. Comparing
+    /// with the first tower only (before issue 23) flagged `address_mismatch` on a server that
+    /// also advertised the address reached.
+    pub fn tower_address(&self, port: u16) -> Option<IpAddr> {
+        let set = self.advertised.get(&port)?;
+        if set.contains(&self.ip) {
+            Some(self.ip)
+        } else {
+            set.iter().next().copied()
+        }
+    }
 }
 
 /// Pure verdict of the `epm` hop from what the mapper said.
@@ -122,7 +138,10 @@ pub fn assess(
             if let Some(ip) = ip.filter(|ip| !ip.is_unspecified()) {
                 advertised.insert(ip.to_string());
                 if port != 0 {
-                    advertised_by_port.entry(port).or_insert(ip);
+                    advertised_by_port
+                        .entry(port)
+                        .or_insert_with(BTreeSet::new)
+                        .insert(ip);
                 }
             }
         }
@@ -771,6 +790,52 @@ mod tests {
     fn with_ports(mut c: CheckResult, ports: &[u16]) -> CheckResult {
         c.hops[0] = c.hops[0].clone().with_data("ports", ports.to_vec());
         c
+    }
+
+    /// Two towers for one port, one per NIC: the address reached is among them, so no
+    /// mismatch; only when none of them is the address reached is the first one reported.
+    #[test]
+    fn every_advertised_address_counts_not_only_the_first() {
+        let mapper: IpAddr = "198.18.0.2".parse().unwrap();
+        let mut found = EpmFound {
+            ip: mapper,
+            ports: vec![49153],
+            iface: IXNREMOTE,
+            advertised: BTreeMap::new(),
+        };
+        found.advertised.insert(
+            49153,
+            ["10.9.9.9", "198.18.0.2"]
+                .iter()
+                .map(|a| a.parse().unwrap())
+                .collect(),
+        );
+        assert_eq!(found.tower_address(49153), Some(mapper));
+        found.advertised.insert(
+            49153,
+            ["10.9.9.9", "10.9.9.10"]
+                .iter()
+                .map(|a| a.parse().unwrap())
+                .collect(),
+        );
+        assert_eq!(found.tower_address(49153), "10.9.9.9".parse().ok());
+        assert_eq!(found.tower_address(1), None);
+        // assess keeps every tower's address for the port.
+        let iface = Interface::IXNREMOTE;
+        let towers = [
+            Tower::tcp(&IXNREMOTE, Ipv4Addr::new(10, 9, 9, 9), 49153),
+            Tower::tcp(&IXNREMOTE, Ipv4Addr::new(198, 18, 0, 2), 49153),
+        ];
+        let (_, found) = assess(
+            &iface,
+            IXNREMOTE,
+            SocketAddr::new(mapper, 135),
+            &[],
+            &towers,
+        );
+        let found = found.unwrap();
+        assert_eq!(found.advertised[&49153].len(), 2);
+        assert_eq!(found.tower_address(49153), Some(mapper));
     }
 
     #[test]
