@@ -263,6 +263,40 @@ async fn every_ending_ms_tds_allows_passes_in_the_bound_descriptor() {
     }
 }
 
+/// XACT_E_ALREADYINPROGRESS from Export is MSDTC still busy with the transaction: tried again
+/// (as System.Transactions does, up to 100 x 50 ms), so three busy answers still pass; a busy
+/// answer that never ends fails at the export, naming the HRESULT, after the retries.
+#[tokio::test]
+async fn export_already_in_progress_is_retried_as_system_transactions_does() {
+    const BUSY: u32 = dtc::XACT_E_ALREADYINPROGRESS;
+    let msdtc = ScriptedMsdtc::new();
+    msdtc.fail_export_times(BUSY, 3);
+    let (peer, tm) = peer_with(&msdtc, TmConfig::default());
+    let r = enlist_trusting(&peer, &msdtc).await;
+    assert_eq!(r.status, Status::Pass, "{r:#?}");
+    let exports = msdtc.calls().iter().filter(|c| *c == "export").count();
+    assert_eq!(exports, 4, "{:?}", msdtc.calls());
+    assert!(tm
+        .events()
+        .iter()
+        .any(|e| matches!(e, TmEvent::Enlisted { .. })));
+
+    let msdtc = ScriptedMsdtc::new();
+    msdtc.fail_export_times(BUSY, u32::MAX);
+    let (peer, _) = peer_with(&msdtc, TmConfig::default());
+    let started = std::time::Instant::now();
+    let r = enlist_trusting(&peer, &msdtc).await;
+    assert_fails_at(&r, Cause::DtcUnavailable, "local export", "always busy");
+    assert!(r.detail.contains("XACT_E_ALREADYINPROGRESS"), "{r:#?}");
+    let exports = msdtc.calls().iter().filter(|c| *c == "export").count();
+    assert_eq!(exports, 101, "one try and 100 retries");
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 /// A local MSDTC whose Export succeeds with an empty cookie: the cookie is NOT sent (an empty
 /// TM_PROPAGATE_XACT cookie is an unenlist, MS-TDS 2.2.6.9); the hop fails at the export.
 #[tokio::test]

@@ -482,6 +482,8 @@ struct MsdtcState {
     fail_abort: Option<u32>,
     /// Export "succeeds" with an empty cookie (a misbehaving MSDTC).
     empty_cookie: bool,
+    /// The next this many exports fail with this HRESULT (a busy transaction).
+    fail_export_times: Option<(u32, u32)>,
     calls: Vec<String>,
 }
 
@@ -509,6 +511,11 @@ impl ScriptedMsdtc {
 
     pub fn fail_export(&self, hresult: u32) {
         self.state.lock().unwrap().fail_export = Some(hresult);
+    }
+
+    /// The next `times` exports fail with `hresult`, the ones after succeed.
+    pub fn fail_export_times(&self, hresult: u32, times: u32) {
+        self.state.lock().unwrap().fail_export_times = Some((hresult, times));
     }
 
     pub fn export_empty_cookie(&self) {
@@ -587,6 +594,15 @@ impl LocalTransaction for ScriptedTx {
     fn export(&mut self, whereabouts: &[u8]) -> Result<Vec<u8>, DtcError> {
         let mut st = self.dtc.state.lock().unwrap();
         st.calls.push("export".into());
+        if let Some((hresult, times)) = st.fail_export_times {
+            if times > 0 {
+                st.fail_export_times = Some((hresult, times - 1));
+                return Err(DtcError {
+                    call: "ITransactionExport::Export",
+                    hresult,
+                });
+            }
+        }
         if let Some(hresult) = st.fail_export {
             return Err(DtcError {
                 call: "ITransactionExport::Export",

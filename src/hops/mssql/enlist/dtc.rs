@@ -53,6 +53,9 @@ pub const XACT_E_TMNOTAVAILABLE: u32 = 0x8004_D01B;
 pub const XACT_E_UNABLE_TO_READ_DTC_CONFIG: u32 = 0x8004_D027;
 /// "Unable to enlist in the transaction."
 pub const XACT_E_NOENLIST: u32 = 0x8004_D00A;
+/// The transaction is busy with another operation (System.Transactions' DtcProxyShim retries
+/// Export on it: 100 times, 50 ms apart).
+pub const XACT_E_ALREADYINPROGRESS: u32 = 0x8004_D018;
 /// This host's MSDTC log is full.
 pub const XACT_E_LOGFULL: u32 = 0x8004_D01A;
 /// The destination transaction manager (the SQL host's MSDTC) is not available.
@@ -87,6 +90,7 @@ pub fn hresult_name(hr: u32) -> Option<&'static str> {
         XACT_E_TMNOTAVAILABLE => "XACT_E_TMNOTAVAILABLE",
         XACT_E_UNABLE_TO_READ_DTC_CONFIG => "XACT_E_UNABLE_TO_READ_DTC_CONFIG",
         XACT_E_NOENLIST => "XACT_E_NOENLIST",
+        XACT_E_ALREADYINPROGRESS => "XACT_E_ALREADYINPROGRESS",
         XACT_E_LOGFULL => "XACT_E_LOGFULL",
         XACT_E_DEST_TMNOTAVAILABLE => "XACT_E_DEST_TMNOTAVAILABLE",
         XACT_E_PUSH_COMM_FAILURE => "XACT_E_PUSH_COMM_FAILURE",

@@ -355,7 +355,7 @@ async fn enlisted_work(
         )
     })?;
     let (tx, exported) = blocking(move || {
-        let r = tx.export(&whereabouts);
+        let r = export_retrying(tx.as_mut(), &whereabouts);
         (tx, r)
     })
     .await
@@ -525,6 +525,27 @@ async fn enlisted_work(
             facts.ended_by.as_deref().unwrap_or("?")
         ),
     ))
+}
+
+/// How often, and how far apart, an export answered XACT_E_ALREADYINPROGRESS is tried again:
+/// what System.Transactions' DtcProxyShim does (100 x 50 ms), since MSDTC answers so while it is
+/// still busy with the transaction (a previous propagation), not because the path is broken.
+const EXPORT_RETRIES: u32 = 100;
+const EXPORT_RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// `tx.export`, tried again on XACT_E_ALREADYINPROGRESS (blocking; bounded by the retries and
+/// by the hop's own limit around it).
+fn export_retrying(tx: &mut dyn LocalTransaction, whereabouts: &[u8]) -> Result<Vec<u8>, DtcError> {
+    let mut attempt = 0;
+    loop {
+        match tx.export(whereabouts) {
+            Err(e) if e.hresult == dtc::XACT_E_ALREADYINPROGRESS && attempt < EXPORT_RETRIES => {
+                attempt += 1;
+                std::thread::sleep(EXPORT_RETRY_PAUSE);
+            }
+            other => return other,
+        }
+    }
 }
 
 /// TM_GET_DTC_ADDRESS's answer: the binary value of the first row, or an ENVCHANGE 16.
