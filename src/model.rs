@@ -60,6 +60,10 @@ pub enum Cause {
     EpmAccessDenied,
     ProtocolError,
     DuplicateCid,
+    /// (A `warn`.) One MSDTC reached at two addresses in the same run: the same CID set and the
+    /// same dynamic ports (a second NIC, a cluster node and its DTC network name, an AG
+    /// listener), not a clone.
+    SameHost,
     /// MSDTC on a host does not accept or send network transactions (Network DTC Access, Allow
     /// Inbound / Allow Outbound off), read from its configuration.
     DtcNetworkDisabled,
@@ -106,6 +110,7 @@ impl Cause {
         Cause::EpmAccessDenied,
         Cause::ProtocolError,
         Cause::DuplicateCid,
+        Cause::SameHost,
         Cause::DtcNetworkDisabled,
         Cause::DtcAuthMismatch,
         Cause::DtcPortRange,
@@ -140,6 +145,7 @@ impl Cause {
             Cause::EpmAccessDenied => "epm_access_denied",
             Cause::ProtocolError => "protocol_error",
             Cause::DuplicateCid => "duplicate_cid",
+            Cause::SameHost => "same_host",
             Cause::DtcNetworkDisabled => "dtc_network_disabled",
             Cause::DtcAuthMismatch => "dtc_auth_mismatch",
             Cause::DtcPortRange => "dtc_port_range",

@@ -193,6 +193,38 @@ pub(crate) async fn peer_advertising(
     Peer { addr, rpc_port }
 }
 
+/// One scripted MSDTC host reached at two addresses (a second NIC, a cluster node and its DTC
+/// network name): the same mapper behaviour (same CID) and the same RPC port on `ips[0]` and
+/// `ips[1]`, each tower advertising the address it was reached at.
+pub(crate) async fn peer_at_two_addresses(
+    ips: [Ipv4Addr; 2],
+    make: impl FnOnce(u16) -> Behavior,
+) -> [SocketAddr; 2] {
+    let first = TcpListener::bind((ips[0], 0)).await.unwrap();
+    let rpc_port = first.local_addr().unwrap().port();
+    let second = TcpListener::bind((ips[1], rpc_port)).await.unwrap();
+    for rpc in [first, second] {
+        tokio::spawn(async move {
+            while let Ok((s, _)) = rpc.accept().await {
+                tokio::spawn(serve_rpc(s));
+            }
+        });
+    }
+    let b = make(rpc_port);
+    let mut addrs = Vec::new();
+    for ip in ips {
+        let l = TcpListener::bind((ip, 0)).await.unwrap();
+        addrs.push(l.local_addr().unwrap());
+        let b = b.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                tokio::spawn(serve(s, ip, b.clone()));
+            }
+        });
+    }
+    [addrs[0], addrs[1]]
+}
+
 fn spec(url: &str) -> CheckSpec {
     CheckSpec {
         name: url.to_string(),
@@ -281,6 +313,38 @@ async fn same_cid_on_two_hosts_is_duplicate_cid() {
     }
     assert!(hop(&checks[0], HopKind::Epm).detail.contains(&urls[1]));
     assert_eq!(checks[2].status, Status::Pass, "{:#?}", checks[2]);
+}
+
+/// One server reached at two addresses: the same CID AND the same dynamic port at both is one
+/// MSDTC, a `warn same_host` naming both addresses, never `duplicate_cid` with its
+/// `msdtc -uninstall` advice (issue 23 finding 2). The clones of the test above differ in port.
+#[tokio::test]
+async fn one_server_at_two_addresses_is_same_host() {
+    let [a, b] = peer_at_two_addresses(
+        [Ipv4Addr::new(127, 0, 0, 4), Ipv4Addr::new(127, 0, 0, 5)],
+        registered(CID_A, 4096),
+    )
+    .await;
+    let urls = [format!("epm://{a}"), format!("epm://{b}")];
+    let checks = run(&urls).await;
+    for (c, other) in checks.iter().zip(["127.0.0.5", "127.0.0.4"]) {
+        let epm = hop(c, HopKind::Epm);
+        assert_eq!(
+            (c.status, epm.status, epm.cause),
+            (Status::Warn, Status::Warn, Some(Cause::SameHost)),
+            "{c:#?}"
+        );
+        assert!(epm.detail.contains(other), "{}", epm.detail);
+        assert!(
+            !epm.hint
+                .as_deref()
+                .unwrap()
+                .contains("`msdtc -uninstall` then"),
+            "{epm:#?}"
+        );
+        // The rest of the path was checked as usual.
+        assert_eq!(hop(c, HopKind::RpcPort).status, Status::Pass, "{c:#?}");
+    }
 }
 
 /// The mapper advertises 198.18.7.7 for the port it serves on 127.0.0.1 (NAT, or a multi-homed

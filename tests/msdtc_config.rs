@@ -162,8 +162,15 @@ fn good_config(win: &WinHost, auth: (u32, u32, u32), cid: &str) {
     );
 }
 
-/// Builds the stand-in service (tests/wine/build-msdtc-standin) and registers it as `MSDTC`.
+/// Builds the stand-in service (tests/wine/build-msdtc-standin) and registers it as `MSDTC`
+/// (start type: `sc create`'s default, demand).
 fn install_standin(win: &WinHost) {
+    install_standin_starting(win, None);
+}
+
+/// [`install_standin`] with `start= START` (`auto`, `demand`, `disabled`): wine's `sc` has no
+/// `config` verb, so a start type is set by creating the service with it.
+fn install_standin_starting(win: &WinHost, start: Option<&str>) {
     let dir = target_dir().join("wine");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/wine/build-msdtc-standin");
     let built = Command::new(&script)
@@ -177,8 +184,12 @@ fn install_standin(win: &WinHost) {
     );
     let exe = PathBuf::from(String::from_utf8_lossy(&built.stdout).trim());
     let bin_path = WinHost::win_path(&exe);
-    let (code, out, err) = wine_run(win, &["sc", "create", "MSDTC", "binPath=", &bin_path]);
-    assert_eq!(code, 0, "sc create: {out}{err}");
+    let mut args = vec!["sc", "create", "MSDTC", "binPath=", &bin_path];
+    if let Some(start) = start {
+        args.extend(["start=", start]);
+    }
+    let (code, out, err) = wine_run(win, &args);
+    assert_eq!(code, 0, "sc create {start:?}: {out}{err}");
 }
 
 /// Wine ends its services (the stand-in too) once the prefix's last ordinary process exits, as
@@ -373,14 +384,35 @@ fn windows_build_reads_registry_fixtures_and_the_service_state_under_wine() {
         out.contains("STOPPED")
     });
     assert!(stopped, "the stand-in did not stop");
-    let (code, h, _) = dtc_config(&win, url);
-    assert_eq!(code, 1);
-    assert_eq!(h["data"]["service_state"], "stopped", "{h:#}");
-    assert_eq!(h["cause"], "dtc_unavailable");
-    assert!(
-        h["hint"].as_str().unwrap().contains("Start-Service MSDTC"),
-        "{h:#}"
-    );
+    // Judged by its start type, set by re-creating the stopped stand-in with `sc create ...
+    // start=` and read back through the SCM's QueryServiceConfig: Automatic (it should be
+    // running) and Disabled (nothing can start it) fail; Manual (starts on demand) warns and
+    // says so.
+    for (start, read_as, status, code, hint) in [
+        ("auto", "automatic", "fail", 1, "Start-Service MSDTC"),
+        ("disabled", "disabled", "fail", 1, "nothing can start it"),
+        ("demand", "manual", "warn", 0, "starts on demand"),
+    ] {
+        sc(&win, "delete");
+        install_standin_starting(&win, Some(start));
+        let (exit, h, _) = dtc_config(&win, url);
+        assert_eq!(h["data"]["service_state"], "stopped", "{start}: {h:#}");
+        assert_eq!(h["data"]["service_start_type"], read_as, "{start}: {h:#}");
+        assert_eq!(
+            (h["status"].as_str(), h["cause"].as_str()),
+            (Some(status), Some("dtc_unavailable")),
+            "{start}: {h:#}"
+        );
+        assert_eq!(exit, code, "{start}: {h:#}");
+        assert!(h["hint"].as_str().unwrap().contains(hint), "{start}: {h:#}");
+        assert!(
+            h["detail"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("start type {read_as}")),
+            "{start}: {h:#}"
+        );
+    }
 }
 
 /// A Windows peer and a Windows agent (each its own wine prefix, on loopback): the agent reads

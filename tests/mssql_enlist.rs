@@ -19,7 +19,7 @@ use dtcprobe::secret::Secret;
 use serde_json::Value;
 
 use crate::support::tds_peer::ntlm::{Outcome as NtlmOutcome, WindowsAccount};
-use crate::support::tds_peer::tm::{ScriptedMsdtc, ScriptedState, TmConfig, TmEvent};
+use crate::support::tds_peer::tm::{Ending, ScriptedMsdtc, ScriptedState, TmConfig, TmEvent};
 use crate::support::tds_peer::{Event, PeerConfig, ServerEncryption, TdsPeer};
 use crate::support::{parse_report, run_bin};
 
@@ -117,6 +117,22 @@ fn assert_enlisted_and_rolled_back(
     tm: &TmConfig,
     peer: &TdsPeer,
 ) {
+    assert_ended_and_rolled_back(query, encryption, r, msdtc, tm, peer, "envchange_17");
+}
+
+/// [`assert_enlisted_and_rolled_back`] for any of the endings MS-TDS allows, `ended_by` naming
+/// how the server said it; also: the unenlist named the descriptor the session was still bound
+/// to (the enlisted one, or 0 after an ENVCHANGE 17 released it), and no request named a
+/// descriptor the server could not resume.
+fn assert_ended_and_rolled_back(
+    query: &str,
+    encryption: &str,
+    r: &HopResult,
+    msdtc: &ScriptedMsdtc,
+    tm: &TmConfig,
+    peer: &TdsPeer,
+    ended_by: &str,
+) {
     {
         assert_eq!(r.status, Status::Pass, "{query}: {r:#?}");
         // `-- --nocapture` shows where the time goes (docs/mssql.md quotes a run).
@@ -137,7 +153,8 @@ fn assert_enlisted_and_rolled_back(
         ] {
             assert!(!r.data[key].is_null(), "{query}: no {key} in {r:#?}");
         }
-        assert_eq!(r.data["ended_by"], "envchange_17");
+        assert_eq!(r.data["ended_by"], ended_by, "{query}: {r:#?}");
+        assert!(r.data.get("unenlist_error").is_none(), "{query}: {r:#?}");
         assert_eq!(r.data["statements"], 3);
         // This host's MSDTC: begun, exported, aborted; nothing else.
         assert_eq!(msdtc.calls(), ["begin", "export", "abort"]);
@@ -175,7 +192,23 @@ fn assert_enlisted_and_rolled_back(
             }),
             "{events:#?}"
         );
-        assert!(events.contains(&TmEvent::Unenlisted), "{events:#?}");
+        let unenlisted_in = if ended_by == "envchange_17" {
+            0
+        } else {
+            descriptor
+        };
+        assert!(
+            events.contains(&TmEvent::Unenlisted {
+                descriptor: unenlisted_in
+            }),
+            "{query}: {events:#?}"
+        );
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, TmEvent::WrongDescriptor { .. })),
+            "{query}: {events:#?}"
+        );
         assert!(
             peer.batches()
                 .iter()
@@ -198,6 +231,99 @@ async fn enlisted_transaction_runs_and_is_rolled_back_by_the_local_abort() {
         let r = enlist(&peer, query, GOOD, msdtc.as_local_dtc()).await;
         assert_enlisted_and_rolled_back(query, encryption, &r, &msdtc, &tm, &peer);
     }
+}
+
+/// Every ending MS-TDS allows after this host's abort passes, each against a peer that refuses
+/// (3971) any request not naming the descriptor the session is still bound to: ENVCHANGE 17
+/// (bound sessions only), error 8525 alone, ENVCHANGE 10 (after which SqlClient keeps naming
+/// the retained descriptor); and the unenlist answered with ENVCHANGE 12 or a plain DONE.
+#[tokio::test]
+async fn every_ending_ms_tds_allows_passes_in_the_bound_descriptor() {
+    for ending in Ending::ALL {
+        for unenlist_defects in [true, false] {
+            let case = format!("{ending:?}, unenlist_defects={unenlist_defects}");
+            let msdtc = ScriptedMsdtc::new();
+            let (peer, tm) = peer_with(
+                &msdtc,
+                TmConfig {
+                    ending,
+                    unenlist_defects,
+                    strict_descriptor: true,
+                    ..TmConfig::default()
+                },
+            );
+            let r = enlist_trusting(&peer, &msdtc).await;
+            let ended_by = match ending {
+                Ending::Envchange17 => "envchange_17",
+                Ending::Error8525 => "error_8525",
+                Ending::Rollback10 => "envchange_10",
+            };
+            assert_ended_and_rolled_back(&case, "on", &r, &msdtc, &tm, &peer, ended_by);
+        }
+    }
+}
+
+/// XACT_E_ALREADYINPROGRESS from Export is MSDTC still busy with the transaction: tried again
+/// (as System.Transactions does, up to 100 x 50 ms), so three busy answers still pass; a busy
+/// answer that never ends fails at the export, naming the HRESULT, after the retries.
+#[tokio::test]
+async fn export_already_in_progress_is_retried_as_system_transactions_does() {
+    const BUSY: u32 = dtc::XACT_E_ALREADYINPROGRESS;
+    let msdtc = ScriptedMsdtc::new();
+    msdtc.fail_export_times(BUSY, 3);
+    let (peer, tm) = peer_with(&msdtc, TmConfig::default());
+    let r = enlist_trusting(&peer, &msdtc).await;
+    assert_eq!(r.status, Status::Pass, "{r:#?}");
+    let exports = msdtc.calls().iter().filter(|c| *c == "export").count();
+    assert_eq!(exports, 4, "{:?}", msdtc.calls());
+    assert!(tm
+        .events()
+        .iter()
+        .any(|e| matches!(e, TmEvent::Enlisted { .. })));
+
+    let msdtc = ScriptedMsdtc::new();
+    msdtc.fail_export_times(BUSY, u32::MAX);
+    let (peer, _) = peer_with(&msdtc, TmConfig::default());
+    let started = std::time::Instant::now();
+    let r = enlist_trusting(&peer, &msdtc).await;
+    assert_fails_at(&r, Cause::DtcUnavailable, "local export", "always busy");
+    assert!(r.detail.contains("XACT_E_ALREADYINPROGRESS"), "{r:#?}");
+    let exports = msdtc.calls().iter().filter(|c| *c == "export").count();
+    assert_eq!(exports, 101, "one try and 100 retries");
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// A local MSDTC whose Export succeeds with an empty cookie: the cookie is NOT sent (an empty
+/// TM_PROPAGATE_XACT cookie is an unenlist, MS-TDS 2.2.6.9); the hop fails at the export.
+#[tokio::test]
+async fn an_empty_export_cookie_is_refused_before_it_goes_out_as_an_unenlist() {
+    let msdtc = ScriptedMsdtc::new();
+    msdtc.export_empty_cookie();
+    let (peer, tm) = peer_with(&msdtc, TmConfig::default());
+    let r = enlist_trusting(&peer, &msdtc).await;
+    assert_fails_at(&r, Cause::DtcUnavailable, "local export", "empty cookie");
+    assert!(r.detail.contains("EMPTY cookie"), "{r:#?}");
+    assert_eq!(r.data["cookie_len"], 0);
+    // The server never saw a propagate; this host's transaction was still aborted.
+    let propagates = tm
+        .events()
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                TmEvent::Request {
+                    kind: "propagate",
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(propagates, 0, "{:#?}", tm.events());
+    assert_eq!(msdtc.calls(), ["begin", "export", "abort"]);
 }
 
 /// The environment variable that makes [`strict_child_process`] run (set by its parent only).

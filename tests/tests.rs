@@ -35,6 +35,7 @@ mod mssql_enlist;
 mod mssql_freetds;
 mod mssql_login;
 mod mssql_real_server;
+mod mssql_replay;
 mod netns_dns;
 mod netns_idle;
 mod netns_path;

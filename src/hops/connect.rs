@@ -223,7 +223,9 @@ pub async fn probe_all_routed(
     routes: Option<&RouteCache>,
     resets: Option<&ResetProbe>,
 ) -> Vec<Attempt> {
-    probe_all_keeping(addrs, limit, routes, resets, false).await.0
+    probe_all_keeping(addrs, limit, routes, resets, false)
+        .await
+        .0
 }
 
 /// As [`probe_all_routed`]; with `keep`, the first connection made (in address order) is

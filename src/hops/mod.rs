@@ -18,12 +18,12 @@ pub mod errqueue;
 pub mod idle;
 pub mod kind;
 pub mod path;
-pub mod traced_connect;
 pub mod reset_origin;
 pub mod resolve;
 pub mod route;
 #[cfg(windows)]
 mod route_windows;
+pub mod traced_connect;
 
 pub use kind::Kind;
 

@@ -91,8 +91,11 @@ function run(sql, params, how) {
   });
 }
 
-function tx(method) {
-  return new Promise((resolve, reject) => connection[method]((err) => (err ? reject(err) : resolve())));
+// `name`: a transaction name, which tedious writes as B_VARBYTE (a byte count, MS-TDS 2.2.6.9):
+// the peer decodes it with dtcprobe's own codec, so a character-count reading fails here.
+function tx(method, name) {
+  return new Promise((resolve, reject) =>
+    connection[method]((err) => (err ? reject(err) : resolve()), name));
 }
 
 // sp_prepare, sp_execute, sp_unprepare: tedious's prepare/execute/unprepare on one request.
@@ -200,9 +203,9 @@ async function scenario() {
       break;
     case 'transaction':
       // tedious's beginTransaction/commitTransaction are transaction manager requests (0x0E).
-      await tx('beginTransaction');
+      await tx('beginTransaction', 'dtcprobe_tx');
       await run('CREATE TABLE #notes (id int NOT NULL PRIMARY KEY, note nvarchar(64) NOT NULL)', [], 'batch');
-      await tx('commitTransaction');
+      await tx('commitTransaction', 'dtcprobe_tx');
       out.steps.push('committed');
       break;
     default:

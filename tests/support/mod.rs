@@ -5,6 +5,7 @@ pub mod captures;
 pub mod dns_refused;
 pub mod local_agent;
 pub mod netns;
+pub mod pcap;
 pub mod postgres;
 pub mod samba;
 pub mod tds_peer;

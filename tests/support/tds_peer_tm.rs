@@ -14,9 +14,17 @@
 //!   ENVCHANGE 8/9/10/15 with the descriptors; errors 3902/3903/628/3971 where SQL Server
 //!   refuses.
 //! - While enlisted, every batch must carry the enlisted descriptor in ALL_HEADERS (else 3971).
-//!   When the scripted MSDTC has aborted the transaction, the next request gets ENVCHANGE 17
-//!   (transaction ended), the session's work is rolled back (temp tables gone), and a request
-//!   still naming the ended descriptor gets 8525.
+//!   When the scripted MSDTC has aborted the transaction, the session's work is rolled back
+//!   (temp tables gone) and the next request learns it as `TmConfig::ending` says, one of the
+//!   endings MS-TDS allows: ENVCHANGE 17 (transaction ended; MS-TDS sends it only for bound
+//!   sessions) and 8525 for a request still naming the ended descriptor; 8525 alone; or
+//!   ENVCHANGE 10 (rolled back), after which the client keeps naming the retained descriptor
+//!   (SqlClient's `_retainedTransactionId`) until it unenlists.
+//! - `TmConfig::strict_descriptor`: every request, batches and TM requests alike, must name the
+//!   descriptor the session's DTC transaction is addressed by (the enlisted one; after an
+//!   ending without ENVCHANGE 17, still that one; after ENVCHANGE 17, 0) until the unenlist is
+//!   done; anything else gets 3971 ("failed to resume the transaction"), as SQL Server answers a
+//!   descriptor it cannot resume.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -44,6 +52,14 @@ pub struct TmConfig {
     pub propagate_error: Option<(i32, u8, String)>,
     /// Close the connection on a propagate, without answering.
     pub drop_on_propagate: bool,
+    /// How the session learns that its DTC transaction ended (after the client MSDTC's abort).
+    pub ending: Ending,
+    /// Answer an unenlist (TM_PROPAGATE_XACT with an empty cookie) with ENVCHANGE 12 (defect)
+    /// before the DONE; `false`: a plain error-free DONE.
+    pub unenlist_defects: bool,
+    /// Refuse (3971) requests that do not name the descriptor the DTC transaction is addressed
+    /// by (see the module header).
+    pub strict_descriptor: bool,
     /// What the peer's transaction manager side saw.
     pub events: Arc<Mutex<Vec<TmEvent>>>,
 }
@@ -55,6 +71,9 @@ impl Default for TmConfig {
             client_msdtc: None,
             propagate_error: None,
             drop_on_propagate: false,
+            ending: Ending::Envchange17,
+            unenlist_defects: true,
+            strict_descriptor: false,
             events: Arc::new(Mutex::new(Vec::new())),
         }
     }
@@ -64,6 +83,21 @@ impl TmConfig {
     pub fn events(&self) -> Vec<TmEvent> {
         self.events.lock().unwrap().clone()
     }
+}
+
+/// How the server tells the session its DTC transaction is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// ENVCHANGE 17 on the next request, and 8525 if that request names the ended descriptor.
+    Envchange17,
+    /// No ENVCHANGE: every request naming the ended descriptor gets 8525.
+    Error8525,
+    /// ENVCHANGE 10 (rollback) on the next request, which then runs.
+    Rollback10,
+}
+
+impl Ending {
+    pub const ALL: [Ending; 3] = [Ending::Envchange17, Ending::Error8525, Ending::Rollback10];
 }
 
 /// The peer's MSDTC whereabouts (opaque bytes to the client, as real ones are).
@@ -93,12 +127,25 @@ pub enum TmEvent {
         descriptor: u64,
         sql: String,
     },
+    /// A batch after the DTC transaction ended and before the unenlist.
+    BatchAfterEnd {
+        descriptor: u64,
+        sql: String,
+    },
+    /// A request naming a descriptor other than the one the DTC transaction is addressed by
+    /// (`strict_descriptor`).
+    WrongDescriptor {
+        named: u64,
+        expected: u64,
+    },
     /// The scripted MSDTC aborted the transaction: the work is rolled back.
     Ended {
         descriptor: u64,
         rows_discarded: usize,
     },
-    Unenlisted,
+    Unenlisted {
+        descriptor: u64,
+    },
 }
 
 /// The per-session state (a field of the peer's `Session`).
@@ -106,14 +153,42 @@ pub enum TmEvent {
 pub struct TmSession {
     /// The client MSDTC transaction this session is enlisted in.
     enlisted: Option<[u8; 16]>,
-    /// The descriptor of a DTC transaction that ended under the session.
+    /// The descriptor of a DTC transaction that ended under the session (until the unenlist).
     ended: Option<u64>,
+    /// The end was announced with ENVCHANGE 17: the client now names descriptor 0.
+    announced: bool,
 }
 
 impl TmSession {
+    /// Enlisted, or ended and not yet unenlisted: batches go through [`batch`].
     pub fn in_dtc(&self) -> bool {
-        self.enlisted.is_some()
+        self.enlisted.is_some() || self.ended.is_some()
     }
+}
+
+/// The descriptor requests must name while the session is in (or just out of) a DTC
+/// transaction; `None` outside one.
+fn expected_descriptor(s: &Session<'_>) -> Option<u64> {
+    if s.tm.enlisted.is_some() {
+        Some(s.descriptor)
+    } else {
+        s.tm.ended.map(|d| if s.tm.announced { 0 } else { d })
+    }
+}
+
+/// Under `strict_descriptor`: the 3971 for a request naming the wrong descriptor.
+fn wrong_descriptor(s: &Session<'_>, named: u64) -> Option<Vec<u8>> {
+    let expected = expected_descriptor(s)?;
+    if !s.cfg.tm.strict_descriptor || named == expected {
+        return None;
+    }
+    log(s, TmEvent::WrongDescriptor { named, expected });
+    Some(refuse(
+        s,
+        3971,
+        1,
+        &format!("The server failed to resume the transaction. Desc:{named:016x}."),
+    ))
 }
 
 fn log(s: &Session<'_>, e: TmEvent) {
@@ -128,7 +203,7 @@ fn refuse(s: &Session<'_>, number: i32, state: u8, text: &str) -> Vec<u8> {
 }
 
 /// If the client's MSDTC aborted the enlisted transaction: end it here (rows discarded) and
-/// return the ENVCHANGE 17 that tells the client.
+/// return what tells the client, per `TmConfig::ending`.
 fn end_if_aborted(s: &mut Session<'_>) -> Vec<u8> {
     let Some(id) = s.tm.enlisted else {
         return Vec::new();
@@ -154,7 +229,15 @@ fn end_if_aborted(s: &mut Session<'_>) -> Vec<u8> {
             rows_discarded: rows,
         },
     );
-    envchange_tx(ENV_TRANSACTION_ENDED, &[], &s.descriptor.to_le_bytes())
+    let old = s.descriptor.to_le_bytes();
+    match s.cfg.tm.ending {
+        Ending::Envchange17 => {
+            s.tm.announced = true;
+            envchange_tx(ENV_TRANSACTION_ENDED, &[], &old)
+        }
+        Ending::Rollback10 => envchange_tx(ENV_ROLLBACK_TRAN, &[], &old),
+        Ending::Error8525 => Vec::new(),
+    }
 }
 
 /// A transaction manager request. `None`: drop the connection.
@@ -179,6 +262,10 @@ pub(super) fn request(s: &mut Session<'_>, payload: &[u8]) -> Option<Vec<u8>> {
         },
     );
     let mut out = end_if_aborted(s);
+    if let Some(refusal) = wrong_descriptor(s, named) {
+        out.extend(refusal);
+        return Some(out);
+    }
     let reply = match req {
         TmRequest::GetDtcAddress => match &s.cfg.tm.whereabouts {
             None => refuse(s, 8501, 3, TEXT_8501),
@@ -186,14 +273,17 @@ pub(super) fn request(s: &mut Session<'_>, payload: &[u8]) -> Option<Vec<u8>> {
         },
         TmRequest::Propagate { cookie } if cookie.is_empty() => {
             let mut r = Vec::new();
-            if s.tm.enlisted.take().is_some() || s.tm.ended.take().is_some() {
-                r.extend(envchange_tx(
-                    ENV_DEFECT_TRAN,
-                    &[],
-                    &s.descriptor.to_le_bytes(),
-                ));
+            if s.tm.enlisted.take().is_some() | s.tm.ended.take().is_some() {
+                if s.cfg.tm.unenlist_defects {
+                    r.extend(envchange_tx(
+                        ENV_DEFECT_TRAN,
+                        &[],
+                        &s.descriptor.to_le_bytes(),
+                    ));
+                }
                 s.trancount = 0;
-                log(s, TmEvent::Unenlisted);
+                s.tm.announced = false;
+                log(s, TmEvent::Unenlisted { descriptor: named });
             }
             r.extend(done(0, 0));
             r
@@ -335,9 +425,19 @@ pub(super) fn batch(s: &mut Session<'_>, payload: &[u8], events: &Mutex<Vec<Even
     events.lock().unwrap().push(Event::Batch(sql.clone()));
     let named = header.map(|h| h.descriptor).unwrap_or(0);
     let mut out = end_if_aborted(s);
-    if !out.is_empty() {
-        if named != 0 && Some(named) == s.tm.ended {
+    if let Some(ended) = s.tm.ended {
+        // Over on the server; the client has not unenlisted yet.
+        log(
+            s,
+            TmEvent::BatchAfterEnd {
+                descriptor: named,
+                sql: sql.clone(),
+            },
+        );
+        if named != 0 && named == ended && s.cfg.tm.ending != Ending::Rollback10 {
             out.extend(refuse(s, 8525, 1, TEXT_8525));
+        } else if let Some(refusal) = wrong_descriptor(s, named) {
+            out.extend(refusal);
         } else {
             out.extend(s.execute(&sql));
         }
@@ -380,6 +480,10 @@ struct MsdtcState {
     fail_begin: Option<u32>,
     fail_export: Option<u32>,
     fail_abort: Option<u32>,
+    /// Export "succeeds" with an empty cookie (a misbehaving MSDTC).
+    empty_cookie: bool,
+    /// The next this many exports fail with this HRESULT (a busy transaction).
+    fail_export_times: Option<(u32, u32)>,
     calls: Vec<String>,
 }
 
@@ -407,6 +511,15 @@ impl ScriptedMsdtc {
 
     pub fn fail_export(&self, hresult: u32) {
         self.state.lock().unwrap().fail_export = Some(hresult);
+    }
+
+    /// The next `times` exports fail with `hresult`, the ones after succeed.
+    pub fn fail_export_times(&self, hresult: u32, times: u32) {
+        self.state.lock().unwrap().fail_export_times = Some((hresult, times));
+    }
+
+    pub fn export_empty_cookie(&self) {
+        self.state.lock().unwrap().empty_cookie = true;
     }
 
     pub fn fail_abort(&self, hresult: u32) {
@@ -481,6 +594,15 @@ impl LocalTransaction for ScriptedTx {
     fn export(&mut self, whereabouts: &[u8]) -> Result<Vec<u8>, DtcError> {
         let mut st = self.dtc.state.lock().unwrap();
         st.calls.push("export".into());
+        if let Some((hresult, times)) = st.fail_export_times {
+            if times > 0 {
+                st.fail_export_times = Some((hresult, times - 1));
+                return Err(DtcError {
+                    call: "ITransactionExport::Export",
+                    hresult,
+                });
+            }
+        }
         if let Some(hresult) = st.fail_export {
             return Err(DtcError {
                 call: "ITransactionExport::Export",
@@ -488,6 +610,9 @@ impl LocalTransaction for ScriptedTx {
             });
         }
         st.txs.insert(self.id, ScriptedState::Exported);
+        if st.empty_cookie {
+            return Ok(Vec::new());
+        }
         let mut cookie = COOKIE_MAGIC.to_vec();
         cookie.extend_from_slice(&self.id);
         cookie.extend_from_slice(whereabouts);

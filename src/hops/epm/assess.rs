@@ -84,8 +84,24 @@ pub struct EpmFound {
     pub ports: Vec<u16>,
     /// The interface and version to bind to (the one asked for, or the version registered).
     pub iface: SyntaxId,
-    /// Per port, the network address the tower advertised (when it named one other than 0.0.0.0).
-    pub advertised: BTreeMap<u16, IpAddr>,
+    /// Per port, every network address the towers advertised for it (those naming one other
+    /// than 0.0.0.0): a multi-homed server registers one tower per NIC.
+    pub advertised: BTreeMap<u16, BTreeSet<IpAddr>>,
+}
+
+impl EpmFound {
+    /// The advertised address to compare with the one reached on `port`: the reached address
+    /// itself when any tower advertised it (no mismatch), else the first advertised. Comparing
+    /// with the first tower only (before issue 23) flagged `address_mismatch` on a server that
+    /// also advertised the address reached.
+    pub fn tower_address(&self, port: u16) -> Option<IpAddr> {
+        let set = self.advertised.get(&port)?;
+        if set.contains(&self.ip) {
+            Some(self.ip)
+        } else {
+            set.iter().next().copied()
+        }
+    }
 }
 
 /// Pure verdict of the `epm` hop from what the mapper said.
@@ -122,7 +138,10 @@ pub fn assess(
             if let Some(ip) = ip.filter(|ip| !ip.is_unspecified()) {
                 advertised.insert(ip.to_string());
                 if port != 0 {
-                    advertised_by_port.entry(port).or_insert(ip);
+                    advertised_by_port
+                        .entry(port)
+                        .or_insert_with(BTreeSet::new)
+                        .insert(ip);
                 }
             }
         }
@@ -239,6 +258,12 @@ pub const HINT_BIND_OTHER_SERVER: &str = "the port the endpoint mapper returned 
 RPC server that does not offer this interface: a stale registration (the service restarted and another \
 program now holds the port), or a port forward / NAT that leads to another host. Restart the service \
 (MSDTC: pin it with ServerTcpPort) and compare with rpcdump / `PortQry -e 135` on the server itself";
+/// bind_nak reasons 1 (temporary congestion) and 2 (local limit exceeded): the RPC server is
+/// the right one but out of capacity, not another program on the port.
+pub const HINT_BIND_BUSY: &str = "the RPC server on this port refused the bind for lack of \
+capacity (bind_nak: temporary congestion or local limit exceeded), not because it is another \
+server: it is overloaded or at its connection limit. Run the check again; if it persists, look at \
+the server's load and the RPC/MSDTC event logs there";
 pub const HINT_BIND_NOT_RPC: &str = "the port the endpoint mapper returned is answered by a program \
 that does not speak DCE/RPC: a stale registration (another program took the port), a port forward to \
 another service, or a proxy in the path";
@@ -288,7 +313,12 @@ fn bind_verdict(
             Cause::ProtocolError,
             "bind_nak",
             format!("bind_nak ({})", bind_nak_reason(*reason)),
-            HINT_BIND_OTHER_SERVER,
+            // DCE/RPC reasons 1 and 2 say "busy", not "wrong server".
+            if matches!(reason, 1 | 2) {
+                HINT_BIND_BUSY
+            } else {
+                HINT_BIND_OTHER_SERVER
+            },
         )),
         BindOutcome::NotConnected(a) => match crate::classify::classify_connect(a.outcome) {
             Some(v) => Err((
@@ -433,49 +463,169 @@ pub fn rpc_bind_result(iface: &SyntaxId, attempts: &[BindAttempt]) -> HopResult 
     r
 }
 
-/// Across all results of a run: when two different hosts report the same MSDTC CID, their `epm`
-/// hops fail with `duplicate_cid` (cloned machines). Pure; the runner calls it after all checks.
+/// Where one server is reached at several addresses (a second NIC, a cluster node and its DTC
+/// network name, an availability-group listener): the same MSDTC answers at each, so the CIDs
+/// and ports match. Not a clone; nothing to reinstall.
+pub const HINT_SAME_HOST: &str = "the same MSDTC (same CIDs, same dynamic ports) answers at \
+both addresses: one server reached at two addresses (a second NIC, a cluster node and its DTC \
+network name, an availability-group listener), not a cloned machine; do NOT reinstall MSDTC. Make \
+sure the name the applications use resolves to the address this zone can reach. If these really \
+are two machines (identical dynamic ports are possible on clones), compare their CIDs with \
+dtc_config (registry) on each";
+
+/// One `epm` hop's MSDTC identity, for [`mark_duplicate_cids`].
+struct Holder {
+    host: String,
+    check: usize,
+    target: String,
+    /// Every CID the mapper listed for the interface (`cids`, else `cid`).
+    cids: BTreeSet<String>,
+    /// The dynamic TCP ports the mapper returned for it.
+    ports: BTreeSet<u64>,
+}
+
+impl Holder {
+    fn of(check: usize, target: &str, h: &HopResult) -> Option<Holder> {
+        let host = h.data.get("address").and_then(Value::as_str).map(host_of)?;
+        let mut cids: BTreeSet<String> = h
+            .data
+            .get("cids")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_ascii_lowercase)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(cid) = h.data.get("cid").and_then(Value::as_str) {
+            cids.insert(cid.to_ascii_lowercase());
+        }
+        if cids.is_empty() {
+            return None;
+        }
+        let ports = h
+            .data
+            .get("ports")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default();
+        Some(Holder {
+            host,
+            check,
+            target: target.to_string(),
+            cids,
+            ports,
+        })
+    }
+
+    /// The same MSDTC: the same CID set and the same (non-empty) dynamic ports. Without ports
+    /// there is nothing to tell one host from its clone by.
+    fn same_msdtc(&self, other: &Holder) -> bool {
+        self.cids == other.cids && !self.ports.is_empty() && self.ports == other.ports
+    }
+
+    fn label(&self) -> String {
+        format!("{} ({})", self.target, self.host)
+    }
+}
+
+/// Across all results of a run, `epm` hops at different addresses sharing an MSDTC CID:
+/// - with the same CID set and the same dynamic ports, it is one server reached at two
+///   addresses: a `warn same_host` naming both, and no reinstall advice;
+/// - otherwise two machines with one CID (clones, sysprep skipped): `fail duplicate_cid`.
+///
+/// Matching by IP address alone called a second NIC, a cluster node and its DTC network name or
+/// an AG listener a clone and advised `msdtc -uninstall` (issue 23). Pure; the runner calls it
+/// after all checks.
 pub fn mark_duplicate_cids(checks: &mut [CheckResult]) {
-    // cid -> (host address, check index, target)
-    let mut seen: BTreeMap<String, Vec<(String, usize, String)>> = BTreeMap::new();
+    let mut holders = Vec::new();
     for (i, c) in checks.iter().enumerate() {
         for h in c.hops.iter().filter(|h| h.hop == HopKind::Epm) {
-            let cid = h.data.get("cid").and_then(Value::as_str);
-            let host = h.data.get("address").and_then(Value::as_str).map(host_of);
-            if let (Some(cid), Some(host)) = (cid, host) {
-                seen.entry(cid.to_string())
-                    .or_default()
-                    .push((host, i, c.target.clone()));
-            }
+            holders.extend(Holder::of(i, &c.target, h));
         }
     }
-    for (cid, holders) in seen {
-        let hosts: BTreeSet<&str> = holders.iter().map(|(h, _, _)| h.as_str()).collect();
-        if hosts.len() < 2 {
+    let mut verdicts: Vec<(usize, HopResult)> = Vec::new();
+    for me in &holders {
+        let sharing: Vec<&Holder> = holders
+            .iter()
+            .filter(|o| o.host != me.host && !o.cids.is_disjoint(&me.cids))
+            .collect();
+        if sharing.is_empty() {
             continue;
         }
-        for (host, i, _) in &holders {
-            let others: BTreeSet<String> = holders
-                .iter()
-                .filter(|(h, _, _)| h != host)
-                .map(|(h, _, t)| format!("{t} ({h})"))
-                .collect();
-            let check = &mut checks[*i];
-            for h in check.hops.iter_mut().filter(|h| h.hop == HopKind::Epm) {
-                h.status = Status::Fail;
-                h.cause = Some(Cause::DuplicateCid);
-                h.detail = format!(
-                    "MSDTC CID {cid} is also used by {}",
-                    others.iter().cloned().collect::<Vec<_>>().join(", ")
-                );
-                h.hint = Some(HINT_DUPLICATE_CID.to_string());
-                h.data.insert(
-                    "duplicate_of".into(),
-                    json!(others.iter().cloned().collect::<Vec<_>>()),
-                );
+        let (same, clones): (Vec<&Holder>, Vec<&Holder>) =
+            sharing.into_iter().partition(|o| me.same_msdtc(o));
+        let shared: BTreeSet<&String> = clones
+            .iter()
+            .chain(same.iter())
+            .flat_map(|o| o.cids.intersection(&me.cids))
+            .collect();
+        let cid_text = shared
+            .iter()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let labels = |list: &[&Holder]| -> Vec<String> {
+            list.iter()
+                .map(|o| o.label())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect()
+        };
+        let verdict = if !clones.is_empty() {
+            let others = labels(&clones);
+            let why = if me.ports.is_empty() || clones.iter().any(|o| o.ports.is_empty()) {
+                " (no dynamic ports on one side to tell one server at two addresses from a clone)"
+            } else {
+                " with other dynamic ports: another machine"
+            };
+            HopResult::fail(
+                HopKind::Epm,
+                Cause::DuplicateCid,
+                format!(
+                    "MSDTC CID {cid_text} at {} is also used by {}{why}",
+                    me.host,
+                    others.join(", ")
+                ),
+            )
+            .with_hint(HINT_DUPLICATE_CID)
+            .with_data("duplicate_of", json!(others))
+        } else {
+            let others = labels(&same);
+            let ports: Vec<String> = me.ports.iter().map(u64::to_string).collect();
+            HopResult::warn(
+                HopKind::Epm,
+                Cause::SameHost,
+                format!(
+                    "one MSDTC at two addresses: {} and {} report the same CID {cid_text} and \
+                     the same dynamic port {}",
+                    me.label(),
+                    others.join(", "),
+                    ports.join(", ")
+                ),
+            )
+            .with_hint(HINT_SAME_HOST)
+            .with_data("same_host_as", json!(others))
+        };
+        verdicts.push((me.check, verdict));
+    }
+    for (i, v) in verdicts {
+        let check = &mut checks[i];
+        for h in check.hops.iter_mut().filter(|h| h.hop == HopKind::Epm) {
+            // A warn never hides a failure the hop already has.
+            if v.status == Status::Warn && h.status == Status::Fail {
+                continue;
             }
-            check.status = CheckResult::status_of(&check.hops);
+            h.status = v.status;
+            h.cause = v.cause;
+            h.detail = v.detail.clone();
+            h.hint = v.hint.clone();
+            for (k, val) in &v.data {
+                h.data.insert(k.clone(), val.clone());
+            }
         }
+        check.status = CheckResult::status_of(&check.hops);
     }
 }
 
@@ -660,12 +810,67 @@ mod tests {
         assert_eq!(r.data["ports"][0], 49153);
     }
 
+    /// An `epm` check with its MSDTC's dynamic ports.
+    fn with_ports(mut c: CheckResult, ports: &[u16]) -> CheckResult {
+        c.hops[0] = c.hops[0].clone().with_data("ports", ports.to_vec());
+        c
+    }
+
+    /// Two towers for one port, one per NIC: the address reached is among them, so no
+    /// mismatch; only when none of them is the address reached is the first one reported.
+    #[test]
+    fn every_advertised_address_counts_not_only_the_first() {
+        let mapper: IpAddr = "198.18.0.2".parse().unwrap();
+        let mut found = EpmFound {
+            ip: mapper,
+            ports: vec![49153],
+            iface: IXNREMOTE,
+            advertised: BTreeMap::new(),
+        };
+        found.advertised.insert(
+            49153,
+            ["10.9.9.9", "198.18.0.2"]
+                .iter()
+                .map(|a| a.parse().unwrap())
+                .collect(),
+        );
+        assert_eq!(found.tower_address(49153), Some(mapper));
+        found.advertised.insert(
+            49153,
+            ["10.9.9.9", "10.9.9.10"]
+                .iter()
+                .map(|a| a.parse().unwrap())
+                .collect(),
+        );
+        assert_eq!(found.tower_address(49153), "10.9.9.9".parse().ok());
+        assert_eq!(found.tower_address(1), None);
+        // assess keeps every tower's address for the port.
+        let iface = Interface::IXNREMOTE;
+        let towers = [
+            Tower::tcp(&IXNREMOTE, Ipv4Addr::new(10, 9, 9, 9), 49153),
+            Tower::tcp(&IXNREMOTE, Ipv4Addr::new(198, 18, 0, 2), 49153),
+        ];
+        let (_, found) = assess(
+            &iface,
+            IXNREMOTE,
+            SocketAddr::new(mapper, 135),
+            &[],
+            &towers,
+        );
+        let found = found.unwrap();
+        assert_eq!(found.advertised[&49153].len(), 2);
+        assert_eq!(found.tower_address(49153), Some(mapper));
+    }
+
     #[test]
     fn duplicate_cids() {
         let mut checks = vec![
-            check("epm://a", Some("c1"), "198.18.0.1:135"),
-            check("epm://b", Some("c1"), "198.18.0.2:135"),
-            check("epm://a-alias", Some("c1"), "198.18.0.1:135"),
+            with_ports(check("epm://a", Some("c1"), "198.18.0.1:135"), &[49670]),
+            with_ports(check("epm://b", Some("c1"), "198.18.0.2:135"), &[49682]),
+            with_ports(
+                check("epm://a-alias", Some("c1"), "198.18.0.1:135"),
+                &[49670],
+            ),
             check("epm://c", Some("c2"), "198.18.0.3:135"),
             check("epm://d", None, "198.18.0.4:135"),
         ];
@@ -695,6 +900,65 @@ mod tests {
         ];
         mark_duplicate_cids(&mut same);
         assert!(same.iter().all(|c| c.status == Status::Pass));
+        // Same CID without ports to compare: still a clone (nothing tells them apart).
+        let mut portless = vec![
+            check("epm://a", Some("c1"), "198.18.0.1:135"),
+            check("epm://b", Some("c1"), "198.18.0.2:135"),
+        ];
+        mark_duplicate_cids(&mut portless);
+        assert_eq!(portless[0].hops[0].cause, Some(Cause::DuplicateCid));
+        assert!(portless[0].hops[0].detail.contains("no dynamic ports"));
+    }
+
+    /// One server reached at two addresses (a second NIC, a cluster node and its DTC network
+    /// name, an AG listener): the same CID set and the same dynamic ports are one MSDTC, a
+    /// `warn same_host` naming both addresses, never `duplicate_cid` and `msdtc -uninstall`.
+    #[test]
+    fn one_server_at_two_addresses_is_same_host_not_a_clone() {
+        let both = |c: CheckResult| {
+            let mut c = with_ports(c, &[49670, 49671]);
+            c.hops[0] = c.hops[0].clone().with_data("cids", vec!["c1", "c9"]);
+            c
+        };
+        let mut checks = vec![
+            both(check("epm://sql-node1", Some("c1"), "198.18.0.1:135")),
+            both(check("epm://sql-dtc-name", Some("c1"), "198.18.1.7:135")),
+        ];
+        mark_duplicate_cids(&mut checks);
+        for (c, other) in checks.iter().zip(["198.18.1.7", "198.18.0.1"]) {
+            let h = &c.hops[0];
+            assert_eq!(
+                (h.status, h.cause),
+                (Status::Warn, Some(Cause::SameHost)),
+                "{h:#?}"
+            );
+            assert_eq!(c.status, Status::Warn);
+            assert!(h.detail.contains(other), "{}", h.detail);
+            assert!(h.detail.contains("49670, 49671"), "{}", h.detail);
+            let hint = h.hint.as_deref().unwrap();
+            assert!(!hint.contains("msdtc -uninstall`"), "{hint}");
+            assert_eq!(h.data["same_host_as"].as_array().unwrap().len(), 1);
+        }
+        // The same CID but another CID set (a second DTC registered on one side): a clone.
+        let mut differ = vec![
+            both(check("epm://a", Some("c1"), "198.18.0.1:135")),
+            with_ports(
+                check("epm://b", Some("c1"), "198.18.0.2:135"),
+                &[49670, 49671],
+            ),
+        ];
+        mark_duplicate_cids(&mut differ);
+        assert_eq!(differ[0].hops[0].cause, Some(Cause::DuplicateCid));
+        // Three addresses, two of one server and one clone: the clone wins for all three.
+        let mut three = vec![
+            both(check("epm://n1", Some("c1"), "198.18.0.1:135")),
+            both(check("epm://n1-nic2", Some("c1"), "198.18.0.2:135")),
+            with_ports(check("epm://clone", Some("c1"), "198.18.0.3:135"), &[49700]),
+        ];
+        mark_duplicate_cids(&mut three);
+        assert!(three
+            .iter()
+            .all(|c| c.hops[0].cause == Some(Cause::DuplicateCid)));
     }
 
     fn bind(port: u16, tower: Option<&str>, outcome: BindOutcome) -> BindAttempt {
@@ -791,6 +1055,28 @@ mod tests {
                 Some(Cause::ProtocolError),
                 "does not offer this interface",
                 "bind_nak (protocol version not supported)",
+            ),
+            (
+                vec![bind(
+                    49153,
+                    None,
+                    BindOutcome::Answered(BindReply::Nak { reason: 1 }),
+                )],
+                Status::Fail,
+                Some(Cause::ProtocolError),
+                "lack of capacity",
+                "bind_nak (temporary congestion)",
+            ),
+            (
+                vec![bind(
+                    49153,
+                    None,
+                    BindOutcome::Answered(BindReply::Nak { reason: 2 }),
+                )],
+                Status::Fail,
+                Some(Cause::ProtocolError),
+                "lack of capacity",
+                "bind_nak (local limit exceeded)",
             ),
             (
                 vec![bind(49153, None, closed())],

@@ -206,7 +206,7 @@ pub async fn rpc_bind(found: &EpmFound, ports: &[u16], limit: Duration) -> HopOu
         let outcome = probe_bind(addr, &found.iface, limit).await;
         BindAttempt {
             addr,
-            tower_address: found.advertised.get(port).copied(),
+            tower_address: found.tower_address(*port),
             outcome,
             elapsed: started.elapsed(),
         }

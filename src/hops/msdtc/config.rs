@@ -46,6 +46,35 @@ impl ServiceState {
     }
 }
 
+/// The MSDTC service's start type (QueryServiceConfig's dwStartType). A stopped MSDTC is a
+/// failure only when nothing will start it: Disabled. Manual ("demand start") is how Windows
+/// installs it on many versions; it starts when a local program asks for a transaction manager
+/// (DtcGetTransactionManager: SQL Server on a TM request, System.Transactions on promotion).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceStartType {
+    /// SERVICE_AUTO_START (also "Automatic (Delayed Start)").
+    Automatic,
+    /// SERVICE_DEMAND_START.
+    Manual,
+    /// SERVICE_DISABLED.
+    Disabled,
+    /// SERVICE_BOOT_START / SERVICE_SYSTEM_START: driver start types, not an MSDTC setting;
+    /// judged as Automatic.
+    Boot,
+}
+
+impl ServiceStartType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceStartType::Automatic => "automatic",
+            ServiceStartType::Manual => "manual",
+            ServiceStartType::Disabled => "disabled",
+            ServiceStartType::Boot => "boot",
+        }
+    }
+}
+
 /// MSDTC's RPC security level (MS-DTCO 3.2.1), as MS-CMOM 3.3.1.2.3 derives it from the registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -122,6 +151,8 @@ pub struct MsdtcConfig {
     /// `None` when the SCM could not be asked (see `service_error`).
     pub service_state: Option<ServiceState>,
     pub service_error: Option<String>,
+    /// `None` when the SCM's configuration could not be read (not installed, or access).
+    pub service_start_type: Option<ServiceStartType>,
     // HKLM\SOFTWARE\Microsoft\MSDTC\Security
     pub network_dtc_access: Option<u32>,
     pub network_dtc_access_transactions: Option<u32>,
@@ -340,6 +371,17 @@ pub const HINT_SERVICE: &str = "start the Distributed Transaction Coordinator on
 PowerShell `Start-Service MSDTC` and `Set-Service MSDTC -StartupType Automatic` (cmd: `net start \
 msdtc`); if it is not installed, `msdtc -install` as administrator";
 
+pub const HINT_SERVICE_DISABLED: &str = "the MSDTC service is Disabled, so nothing can start it \
+(not SQL Server, not System.Transactions): PowerShell `Set-Service MSDTC -StartupType Automatic` \
+then `Start-Service MSDTC` (cmd: `sc config msdtc start= auto` and `net start msdtc`)";
+
+pub const HINT_SERVICE_MANUAL: &str = "MSDTC's start type is Manual: it starts on demand when a \
+program on this host asks for a transaction manager (SQL Server on a distributed transaction, \
+System.Transactions on promotion), so a stopped MSDTC is normal until then. While it is stopped \
+its RPC interface is not registered, so an epm check from another zone reports it missing: run \
+that check after a transaction, or `Set-Service MSDTC -StartupType Automatic` and \
+`Start-Service MSDTC` for a service that answers at all times";
+
 pub const HINT_NETWORK_ACCESS: &str = "on this host open Component Services (dcomcnfg) > \
 Computers > My Computer > Distributed Transaction Coordinator > Local DTC > Properties > Security \
 and check `Network DTC Access` and, under Transaction Manager Communication, `Allow Inbound` \
@@ -385,6 +427,44 @@ with either) in Component Services (dcomcnfg) > Computers > My Computer > Distri
 Coordinator > Local DTC > Properties > Security, or PowerShell `Set-DtcNetworkSetting -DtcName \
 Local -AuthenticationLevel Mutual|Incoming|NoAuth`, then restart MSDTC on that host";
 
+/// A stopped MSDTC, judged by who can start it: Disabled fails (nothing can); Manual warns
+/// (it starts on demand; Windows' own default on many versions); Automatic (it should be running:
+/// stopped by hand or crashed) and an unknown start type fail.
+fn stopped_finding(start: Option<ServiceStartType>) -> Finding {
+    match start {
+        Some(ServiceStartType::Disabled) => Finding::fail(
+            Cause::DtcUnavailable,
+            "MSDTC service",
+            "the MSDTC service is stopped and Disabled: nothing can start it".into(),
+            HINT_SERVICE_DISABLED,
+        ),
+        Some(ServiceStartType::Manual) => Finding::warn(
+            Cause::DtcUnavailable,
+            "MSDTC service",
+            "the MSDTC service is stopped; start type Manual: it starts on demand when a program \
+             here asks for a transaction manager"
+                .into(),
+            HINT_SERVICE_MANUAL,
+        ),
+        Some(t @ (ServiceStartType::Automatic | ServiceStartType::Boot)) => Finding::fail(
+            Cause::DtcUnavailable,
+            "MSDTC service",
+            format!(
+                "the MSDTC service is stopped although its start type is {} (stopped by hand, \
+                 or it failed: see the System event log)",
+                t.as_str()
+            ),
+            HINT_SERVICE,
+        ),
+        None => Finding::fail(
+            Cause::DtcUnavailable,
+            "MSDTC service",
+            "the MSDTC service is not running (stopped); its start type could not be read".into(),
+            HINT_SERVICE,
+        ),
+    }
+}
+
 /// Applies every rule to one host's configuration. Order: the service, network access, the
 /// direction the role needs, ports, RPC policy. Each rule names the setting it is about.
 pub fn judge(config: &MsdtcConfig, role: Role) -> Vec<Finding> {
@@ -405,6 +485,7 @@ pub fn judge(config: &MsdtcConfig, role: Role) -> Vec<Finding> {
                 HINT_SERVICE,
             ))
         }
+        Some(ServiceState::Stopped) => found.push(stopped_finding(config.service_start_type)),
         Some(state) => found.push(Finding::fail(
             Cause::DtcUnavailable,
             "MSDTC service",
@@ -520,10 +601,17 @@ fn summary(config: &MsdtcConfig, role: Role) -> String {
         None => "not set".to_string(),
     };
     let mut parts = vec![
-        format!(
-            "service {}",
-            config.service_state.map_or("unknown", ServiceState::as_str)
-        ),
+        match config.service_start_type {
+            Some(t) => format!(
+                "service {} (start type {})",
+                config.service_state.map_or("unknown", ServiceState::as_str),
+                t.as_str()
+            ),
+            None => format!(
+                "service {}",
+                config.service_state.map_or("unknown", ServiceState::as_str)
+            ),
+        },
         format!("network access {}", flag(config.network_dtc_access)),
         format!("inbound {}", flag(config.network_dtc_access_inbound)),
         format!("outbound {}", flag(config.network_dtc_access_outbound)),
@@ -745,6 +833,59 @@ mod tests {
         }
         let hop = config_hop(&with(Some(ServiceState::Stopped)), Role::Both);
         assert!(hop.hint.unwrap().contains("Start-Service MSDTC"));
+    }
+
+    /// A stopped MSDTC is judged by its start type: Disabled fails (nothing can start it),
+    /// Manual warns (it starts on demand), Automatic fails (it should be running).
+    #[test]
+    fn a_stopped_service_is_judged_by_its_start_type() {
+        let stopped = |t: Option<ServiceStartType>| MsdtcConfig {
+            service_state: Some(ServiceState::Stopped),
+            service_start_type: t,
+            ..good()
+        };
+        for (start, status, hint) in [
+            (
+                Some(ServiceStartType::Disabled),
+                Status::Fail,
+                HINT_SERVICE_DISABLED,
+            ),
+            (
+                Some(ServiceStartType::Manual),
+                Status::Warn,
+                HINT_SERVICE_MANUAL,
+            ),
+            (
+                Some(ServiceStartType::Automatic),
+                Status::Fail,
+                HINT_SERVICE,
+            ),
+            (None, Status::Fail, HINT_SERVICE),
+        ] {
+            let found = judge(&stopped(start), Role::Both);
+            assert_eq!(found.len(), 1, "{start:?}: {found:?}");
+            assert_eq!(
+                (found[0].status, found[0].cause, found[0].hint.as_str()),
+                (status, Cause::DtcUnavailable, hint),
+                "{start:?}"
+            );
+            let hop = config_hop(&stopped(start), Role::Both);
+            assert_eq!(hop.status, status, "{hop:?}");
+            if let Some(t) = start {
+                assert!(
+                    hop.detail.contains(&format!("start type {}", t.as_str())),
+                    "{}",
+                    hop.detail
+                );
+                assert_eq!(hop.data["service_start_type"], t.as_str());
+            }
+        }
+        // A running service with any start type passes.
+        let running = MsdtcConfig {
+            service_start_type: Some(ServiceStartType::Manual),
+            ..good()
+        };
+        assert_eq!(config_hop(&running, Role::Both).status, Status::Pass);
     }
 
     #[test]

@@ -17,7 +17,7 @@ mod read_windows;
 
 pub use config::{
     compare_pair, config_hop, judge, parse_port_ranges, AuthLevel, Finding, MsdtcConfig, Role,
-    RpcPortRange, ServiceState,
+    RpcPortRange, ServiceStartType, ServiceState,
 };
 
 use crate::chain::RunContext;

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use windows_registry::{Key, Type, Value, CLASSES_ROOT, LOCAL_MACHINE};
 
-use super::config::{MsdtcConfig, ServiceState};
+use super::config::{MsdtcConfig, ServiceStartType, ServiceState};
 
 const MSDTC: &str = r"SOFTWARE\Microsoft\MSDTC";
 const MSDTC_SECURITY: &str = r"SOFTWARE\Microsoft\MSDTC\Security";
@@ -56,7 +56,10 @@ pub fn read() -> MsdtcConfig {
     }
     c.cid = msdtc_cid(&mut errors);
     match service_state() {
-        Ok(state) => c.service_state = Some(state),
+        Ok((state, start)) => {
+            c.service_state = Some(state);
+            c.service_start_type = start;
+        }
         Err(e) => c.service_error = Some(e),
     }
     c.read_errors = errors;
@@ -173,24 +176,37 @@ fn msdtc_cid(errors: &mut BTreeMap<String, String>) -> Option<String> {
     })
 }
 
-fn service_state() -> Result<ServiceState, String> {
-    use windows_service::service::{ServiceAccess, ServiceState as S};
+/// The service's state and, when the SCM lets this account read its configuration, its start
+/// type (a stopped MSDTC is judged by it: Disabled, Manual or Automatic).
+fn service_state() -> Result<(ServiceState, Option<ServiceStartType>), String> {
+    use windows_service::service::{ServiceAccess, ServiceStartType as T, ServiceState as S};
     use windows_service::service_manager::{ServiceManager, ServiceManagerAccess};
     let manager = ServiceManager::local_computer(None::<&str>, ServiceManagerAccess::CONNECT)
         .map_err(|e| format!("cannot open the service control manager: {}", win_error(&e)))?;
-    let service = match manager.open_service("MSDTC", ServiceAccess::QUERY_STATUS) {
+    let access = ServiceAccess::QUERY_STATUS | ServiceAccess::QUERY_CONFIG;
+    let service = match manager
+        .open_service("MSDTC", access)
+        // An account allowed to query the status but not the configuration still gets a state.
+        .or_else(|_| manager.open_service("MSDTC", ServiceAccess::QUERY_STATUS))
+    {
         Ok(s) => s,
         Err(windows_service::Error::Winapi(e))
             if e.raw_os_error() == Some(SERVICE_DOES_NOT_EXIST) =>
         {
-            return Ok(ServiceState::NotInstalled)
+            return Ok((ServiceState::NotInstalled, None))
         }
         Err(e) => return Err(format!("cannot open service MSDTC: {}", win_error(&e))),
     };
+    let start = service.query_config().ok().map(|c| match c.start_type {
+        T::AutoStart => ServiceStartType::Automatic,
+        T::OnDemand => ServiceStartType::Manual,
+        T::Disabled => ServiceStartType::Disabled,
+        T::SystemStart | T::BootStart => ServiceStartType::Boot,
+    });
     let status = service
         .query_status()
         .map_err(|e| format!("cannot query service MSDTC: {}", win_error(&e)))?;
-    Ok(match status.current_state {
+    let state = match status.current_state {
         S::Running => ServiceState::Running,
         S::Stopped => ServiceState::Stopped,
         S::StartPending => ServiceState::StartPending,
@@ -198,7 +214,8 @@ fn service_state() -> Result<ServiceState, String> {
         S::Paused => ServiceState::Paused,
         S::PausePending => ServiceState::PausePending,
         S::ContinuePending => ServiceState::ContinuePending,
-    })
+    };
+    Ok((state, start))
 }
 
 fn win_error(e: &windows_service::Error) -> String {

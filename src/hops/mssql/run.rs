@@ -628,6 +628,9 @@ fn finish_login(
 ) -> HopOutput<Conn> {
     match outcome {
         Ok((client, facts)) => HopOutput::ok(login_pass(t, addr, observed, &facts), client),
+        Err(AttemptFailure::Failed(_)) if observed.tds_version.is_some_and(older_than_tds72) => {
+            HopOutput::stop(login_unsupported(t, addr, observed))
+        }
         Err(AttemptFailure::Failed(f)) => HopOutput::stop(login_fail(t, addr, observed, &f)),
         Err(AttemptFailure::AfterLogin(f)) => {
             let mut r = login_fail(t, addr, observed, &f);
@@ -653,6 +656,58 @@ fn finish_login(
             HopOutput::stop(r)
         }
     }
+}
+
+/// TDS 7.2 (SQL Server 2005): the oldest version the TDS driver (tiberius) reads. Older
+/// servers' replies (SQL Server 2000's TDS 7.1) make it fail inside its own token parser, which
+/// it reports as a closed connection.
+const TDS_72: u32 = 0x7209_0002;
+
+/// Whether a LOGINACK's TDS version predates 7.2. The version is big-endian on the wire with the
+/// major version in the top byte; TDS 7.0 and 7.1 were also sent as 0x07000000 / 0x07000001.
+fn older_than_tds72(v: u32) -> bool {
+    v >> 24 == 0x07 || (v >> 24 >= 0x70 && v < TDS_72)
+}
+
+/// The server acknowledged the login with a TDS version older than 7.2, and the driver gave up
+/// reading its reply: say so (a `skip` with cause `unsupported`, a tool fault: the run is
+/// inconclusive), naming the version and the product, instead of the `reset` the driver's
+/// "connection closed" would read as, which blames the server or a firewall for dtcprobe's own
+/// hang-up (issue 23: SQL Server 2000's real login reply).
+fn login_unsupported(t: &MssqlTarget, addr: SocketAddr, observed: &Observed) -> HopResult {
+    let version = observed
+        .tds_version
+        .map(tds_version_name)
+        .unwrap_or_default();
+    let product = observed
+        .server_program
+        .as_deref()
+        .map(|p| p.trim_end_matches('\0').trim().to_string())
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "an unnamed server".into());
+    let build = observed
+        .prelogin
+        .as_ref()
+        .and_then(|p| p.version.clone())
+        .map(|v| format!(" {v}"))
+        .unwrap_or_default();
+    let mut r = HopResult::unsupported(
+        HopKind::Login,
+        format!(
+            "the server acknowledged the login with TDS {version} ({product}{build}): dtcprobe's \
+             TDS driver reads TDS 7.2 (SQL Server 2005) and later, so the login was not \
+             completed here; the server and the network answered"
+        ),
+    )
+    .with_hint(
+        "this server predates SQL Server 2005; check the login with FreeTDS (`tsql -H host -p \
+         port -U user`, TDS version 7.1) or an old Microsoft client from this zone; the \
+         resolve/tcp hops above still tell whether the path is open",
+    );
+    r = common_login_data(r, t, addr, observed)
+        .with_data("tds_version", observed.tds_version.map(tds_version_name))
+        .with_data("server_version", format!("{product}{build}"));
+    r
 }
 
 /// Queries what the server says about itself (one round trip; a second, tolerated to fail, for
@@ -1131,6 +1186,22 @@ mod tests {
             no_tls_first(&strict, &silence, &Failure::Timeout("no answer".into())),
             None
         );
+    }
+
+    #[test]
+    fn tds_versions_older_than_7_2() {
+        for old in [0x7100_0001, 0x7100_0000, 0x0700_0001, 0x0700_0000] {
+            assert!(older_than_tds72(old), "{old:08X}");
+        }
+        for new in [
+            0x7209_0002,
+            0x730A_0003,
+            0x730B_0003,
+            0x7400_0004,
+            0x0800_0000,
+        ] {
+            assert!(!older_than_tds72(new), "{new:08X}");
+        }
     }
 
     #[test]

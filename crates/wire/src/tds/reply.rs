@@ -166,7 +166,21 @@ pub fn parse_reply(payload: &[u8]) -> Result<Vec<Token>, ReplyError> {
             TOKEN_ENVCHANGE => {
                 let len = c.u16()? as usize;
                 let body = c.take(len)?;
-                out.push(parse_envchange(body).ok_or(ReplyError::Truncated(token))?);
+                if body == [super::tm::ENV_PROMOTE_TRAN] {
+                    // MS-TDS 2.2.7.9: a promote ENVCHANGE's LENGTH is 0x01 (the type byte only);
+                    // the L_VARBYTE DTC token and the 0x00 old value follow outside it.
+                    let n = c.u32()? as usize;
+                    let new = c.take(n)?.to_vec();
+                    let o = c.u8()? as usize;
+                    let old = c.take(o)?.to_vec();
+                    out.push(Token::EnvChange {
+                        kind: super::tm::ENV_PROMOTE_TRAN,
+                        new,
+                        old,
+                    });
+                } else {
+                    out.push(parse_envchange(body).ok_or(ReplyError::Truncated(token))?);
+                }
             }
             TOKEN_COLMETADATA => {
                 let cols = parse_colmetadata(&mut c)?;
@@ -269,6 +283,8 @@ fn parse_envchange(body: &[u8]) -> Option<Token> {
             let old = c.take(o * 2).ok()?.to_vec();
             (new, old)
         }
+        // A promote ENVCHANGE whose LENGTH covers its value (not what MS-TDS says SQL Server
+        // sends, but what SqlClient's own test server writes): read it inside the token.
         super::tm::ENV_PROMOTE_TRAN => {
             let n = c.u32().ok()? as usize;
             let new = c.take(n).ok()?.to_vec();
@@ -496,6 +512,40 @@ mod tests {
         for cut in 1..r.len() {
             let p = parse_reply(&r[..cut]);
             assert!(p.is_err() || p.as_ref().unwrap().len() < 5, "cut {cut}");
+        }
+    }
+
+    /// MS-TDS 2.2.7.9: "LENGTH for ENVCHANGE type 15 is sent as 0x01 indicating only the length
+    /// of the type token"; the DTC token (L_VARBYTE) and the 0x00 old value follow it. The
+    /// tokens after it must still be read (a reader that trusted LENGTH would take the DTC
+    /// token's length bytes for the next token).
+    #[test]
+    fn promote_envchange_value_lies_outside_its_length() {
+        let mut r = vec![0xE3, 1, 0, 15, 3, 0, 0, 0, 0xAA, 0xBB, 0xCC, 0];
+        r.extend(done(DONE_COUNT, 0));
+        let t = parse_reply(&r).unwrap();
+        assert_eq!(
+            t[0],
+            Token::EnvChange {
+                kind: 15,
+                new: vec![0xAA, 0xBB, 0xCC],
+                old: vec![]
+            }
+        );
+        assert!(matches!(t[1], Token::Done { rows: 0, .. }));
+        assert_eq!(t.len(), 2);
+        // The builder writes the same bytes.
+        assert_eq!(
+            envchange_tx(ENV_PROMOTE_TRAN, &[0xAA, 0xBB, 0xCC], &[]),
+            r[..12]
+        );
+        // A LENGTH that does cover the value (SqlClient's test server writes that) reads too.
+        let mut inside = vec![0xE3, 9, 0, 15, 3, 0, 0, 0, 0xAA, 0xBB, 0xCC, 0];
+        inside.extend(done(DONE_COUNT, 0));
+        assert_eq!(parse_reply(&inside).unwrap(), t);
+        // Cut inside the value outside LENGTH: an error, not a wrong token.
+        for cut in 4..12 {
+            assert!(parse_reply(&r[..cut]).is_err(), "cut {cut}");
         }
     }
 

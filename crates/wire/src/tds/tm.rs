@@ -13,15 +13,24 @@
 //! - TransMgrReq: ALL_HEADERS, RequestType u16, then per type:
 //!   0 TM_GET_DTC_ADDRESS: US_VARBYTE, always empty (two zero bytes);
 //!   1 TM_PROPAGATE_XACT: US_VARBYTE cookie (empty = unenlist);
-//!   5 TM_BEGIN_XACT: isolation level u8, name B_VARCHAR;
+//!   5 TM_BEGIN_XACT: isolation level u8, name B_VARBYTE;
 //!   6 TM_PROMOTE_XACT: nothing;
-//!   7 TM_COMMIT_XACT / 8 TM_ROLLBACK_XACT: name B_VARCHAR, flags u8 (0x01: begin a new
-//!   transaction), and with that flag an isolation level u8 and a new name B_VARCHAR;
-//!   9 TM_SAVE_XACT: name B_VARCHAR.
+//!   7 TM_COMMIT_XACT / 8 TM_ROLLBACK_XACT: name B_VARBYTE, flags u8 (0x01: begin a new
+//!   transaction), and with that flag an isolation level u8 and a new name B_VARBYTE;
+//!   9 TM_SAVE_XACT: name B_VARBYTE.
+//!
+//! Transaction names are B_VARBYTE (MS-TDS 2.2.6.9: XACT_NAME, BEGIN_XACT_NAME): the length byte
+//! counts the BYTES of the UTF-16LE name, not its characters. SqlClient (WriteByte of
+//! `transactionName.Length * 2`), tedious and mssql-tds write it that way; a character count
+//! would make the server read half a name and then take the rest of it as the flags byte.
+//!
+//! ENVCHANGE 15 (promote) is the one ENVCHANGE whose value lies outside the token's own length:
+//! MS-TDS 2.2.7.9 says its LENGTH is sent as 0x01 (the type byte only) and the client reads the
+//! L_VARBYTE DTC token and the 0x00 old value after it; `reply::parse_reply` does exactly that.
 
 use thiserror::Error;
 
-use super::{b_varchar, from_utf16le};
+use super::from_utf16le;
 
 /// Transaction manager request (client -> server).
 pub const PKT_TRANSACTION_MANAGER: u8 = 0x0E;
@@ -119,6 +128,21 @@ pub enum TmError {
     UnknownType(u16),
     #[error("the cookie is longer than a US_VARBYTE can carry ({0} bytes)")]
     CookieTooLong(usize),
+    #[error("transaction name of {0} UTF-16 bytes is longer than a B_VARBYTE can carry (254)")]
+    NameTooLong(usize),
+    #[error("transaction name has an odd byte length ({0}): not UTF-16LE")]
+    OddNameLength(usize),
+}
+
+/// A transaction name as B_VARBYTE: one byte counting the UTF-16LE bytes, then those bytes.
+/// 127 UTF-16 code units fit (254 bytes); SQL Server's own limit on names is 32 characters.
+fn name_b_varbyte(name: &str) -> Result<Vec<u8>, TmError> {
+    let bytes = super::utf16le(name);
+    let len = u8::try_from(bytes.len()).map_err(|_| TmError::NameTooLong(bytes.len()))?;
+    let mut v = Vec::with_capacity(1 + bytes.len());
+    v.push(len);
+    v.extend(bytes);
+    Ok(v)
 }
 
 /// ALL_HEADERS with only the transaction descriptor header (22 bytes).
@@ -179,21 +203,21 @@ pub fn encode_tm_request(tx: TxHeader, request: &TmRequest) -> Result<Vec<u8>, T
         }
         TmRequest::Begin { isolation, name } => {
             v.push(*isolation);
-            v.extend(b_varchar(name));
+            v.extend(name_b_varbyte(name)?);
         }
         TmRequest::Promote => {}
         TmRequest::Commit { name, begin_new } | TmRequest::Rollback { name, begin_new } => {
-            v.extend(b_varchar(name));
+            v.extend(name_b_varbyte(name)?);
             match begin_new {
                 None => v.push(0),
                 Some((isolation, new_name)) => {
                     v.push(1);
                     v.push(*isolation);
-                    v.extend(b_varchar(new_name));
+                    v.extend(name_b_varbyte(new_name)?);
                 }
             }
         }
-        TmRequest::Save { name } => v.extend(b_varchar(name)),
+        TmRequest::Save { name } => v.extend(name_b_varbyte(name)?),
     }
     Ok(v)
 }
@@ -220,14 +244,14 @@ pub fn decode_tm_request(payload: &[u8]) -> Result<(Option<TxHeader>, TmRequest)
         }
         TM_BEGIN_XACT => TmRequest::Begin {
             isolation: r.u8()?,
-            name: r.b_varchar()?,
+            name: r.name()?,
         },
         TM_PROMOTE_XACT => TmRequest::Promote,
         TM_COMMIT_XACT | TM_ROLLBACK_XACT => {
-            let name = r.b_varchar()?;
+            let name = r.name()?;
             let flags = r.u8()?;
             let begin_new = if flags & 1 != 0 {
-                Some((r.u8()?, r.b_varchar()?))
+                Some((r.u8()?, r.name()?))
             } else {
                 None
             };
@@ -237,9 +261,7 @@ pub fn decode_tm_request(payload: &[u8]) -> Result<(Option<TxHeader>, TmRequest)
                 TmRequest::Rollback { name, begin_new }
             }
         }
-        TM_SAVE_XACT => TmRequest::Save {
-            name: r.b_varchar()?,
-        },
+        TM_SAVE_XACT => TmRequest::Save { name: r.name()? },
         other => return Err(TmError::UnknownType(other)),
     };
     Ok((tx, request))
@@ -260,20 +282,22 @@ pub fn decode_sql_batch(payload: &[u8]) -> Result<(Option<TxHeader>, String), Tm
 }
 
 /// An ENVCHANGE about a transaction: type 8-12, 16, 17 carry B_VARBYTE new and old values
-/// (a descriptor is 8 bytes, little-endian); type 15 (promote) carries an L_VARBYTE new value
-/// (the DTC propagation token) and an empty old value.
+/// (a descriptor is 8 bytes, little-endian). Type 15 (promote) is written as SQL Server sends
+/// it (MS-TDS 2.2.7.9): token LENGTH 0x0001 covering only the type byte, then, outside that
+/// length, the L_VARBYTE DTC token and a 0x00 old value.
 pub fn envchange_tx(kind: u8, new: &[u8], old: &[u8]) -> Vec<u8> {
-    let mut body = vec![kind];
     if kind == ENV_PROMOTE_TRAN {
-        body.extend_from_slice(&(new.len() as u32).to_le_bytes());
-        body.extend_from_slice(new);
-        body.push(0);
-    } else {
-        body.push(new.len().min(255) as u8);
-        body.extend_from_slice(&new[..new.len().min(255)]);
-        body.push(old.len().min(255) as u8);
-        body.extend_from_slice(&old[..old.len().min(255)]);
+        let mut v = vec![super::token::TOKEN_ENVCHANGE, 1, 0, kind];
+        v.extend_from_slice(&(new.len() as u32).to_le_bytes());
+        v.extend_from_slice(new);
+        v.push(0);
+        return v;
     }
+    let mut body = vec![kind];
+    body.push(new.len().min(255) as u8);
+    body.extend_from_slice(&new[..new.len().min(255)]);
+    body.push(old.len().min(255) as u8);
+    body.extend_from_slice(&old[..old.len().min(255)]);
     super::token::token_with_len(super::token::TOKEN_ENVCHANGE, &body)
 }
 
@@ -311,9 +335,13 @@ impl<'a> Reader<'a> {
         let b = self.take(2)?;
         Ok(u16::from_le_bytes([b[0], b[1]]))
     }
-    fn b_varchar(&mut self) -> Result<String, TmError> {
-        let chars = self.u8()? as usize;
-        Ok(from_utf16le(self.take(chars * 2)?))
+    /// A B_VARBYTE transaction name: the length byte counts bytes of UTF-16LE.
+    fn name(&mut self) -> Result<String, TmError> {
+        let len = self.u8()? as usize;
+        if len % 2 != 0 {
+            return Err(TmError::OddNameLength(len));
+        }
+        Ok(from_utf16le(self.take(len)?))
     }
 }
 
@@ -376,7 +404,9 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(&begin[22..], [5, 0, 2, 1, b't', 0]);
+        // Names are B_VARBYTE: the length byte counts UTF-16LE bytes (2 for "t"), as MS-TDS
+        // 2.2.6.9, SqlClient, tedious and mssql-tds write it.
+        assert_eq!(&begin[22..], [5, 0, 2, 2, b't', 0]);
 
         let promote = encode_tm_request(TX, &TmRequest::Promote).unwrap();
         assert_eq!(&promote[22..], [6, 0]);
@@ -399,10 +429,38 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(&rollback[22..], [8, 0, 0, 1, 4, 1, b'n', 0]);
+        assert_eq!(&rollback[22..], [8, 0, 0, 1, 4, 2, b'n', 0]);
 
         let save = encode_tm_request(TX, &TmRequest::Save { name: "sp".into() }).unwrap();
-        assert_eq!(&save[22..], [9, 0, 2, b's', 0, b'p', 0]);
+        assert_eq!(&save[22..], [9, 0, 4, b's', 0, b'p', 0]);
+
+        // A name outside the BMP: "é" and one surrogate pair are 3 UTF-16 units, 6 bytes.
+        let wide = encode_tm_request(
+            TX,
+            &TmRequest::Save {
+                name: "é\u{1D11E}".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(&wide[22..25], [9, 0, 6]);
+        assert_eq!(wide.len(), 22 + 3 + 6);
+        // 127 UTF-16 units are 254 bytes and fit; 128 do not.
+        assert!(encode_tm_request(
+            TX,
+            &TmRequest::Save {
+                name: "x".repeat(127)
+            }
+        )
+        .is_ok());
+        assert_eq!(
+            encode_tm_request(
+                TX,
+                &TmRequest::Save {
+                    name: "x".repeat(128)
+                }
+            ),
+            Err(TmError::NameTooLong(256))
+        );
 
         assert_eq!(
             encode_tm_request(
@@ -451,6 +509,10 @@ mod tests {
                 assert!(r.is_err(), "{req:?} cut at {cut}: {r:?}");
             }
         }
+        // An odd B_VARBYTE name length cannot be UTF-16LE.
+        let mut odd = ALL_HEADERS.to_vec();
+        odd.extend_from_slice(&[9, 0, 1, b'x']);
+        assert_eq!(decode_tm_request(&odd), Err(TmError::OddNameLength(1)));
         let mut unknown = ALL_HEADERS.to_vec();
         unknown.extend_from_slice(&[3, 0]);
         assert_eq!(decode_tm_request(&unknown), Err(TmError::UnknownType(3)));
@@ -473,8 +535,10 @@ mod tests {
         let ended = envchange_tx(ENV_TRANSACTION_ENDED, &[], &d);
         assert_eq!(ended, vec![0xE3, 11, 0, 17, 0, 8, 8, 7, 6, 5, 4, 3, 2, 1]);
         // Type 15 (promote): L_VARBYTE new value, one zero byte for the old.
+        // Type 15 (promote): LENGTH 0x0001 (the type byte only, MS-TDS 2.2.7.9), then the
+        // L_VARBYTE token and one zero byte for the old value outside that length.
         let promote = envchange_tx(ENV_PROMOTE_TRAN, &[0xAB, 0xCD], &[]);
-        assert_eq!(promote, vec![0xE3, 8, 0, 15, 2, 0, 0, 0, 0xAB, 0xCD, 0]);
+        assert_eq!(promote, vec![0xE3, 1, 0, 15, 2, 0, 0, 0, 0xAB, 0xCD, 0]);
         assert_eq!(descriptor_from_bytes(&d), Some(TX.descriptor));
         assert_eq!(descriptor_from_bytes(&d[..7]), None);
     }

@@ -77,6 +77,39 @@ pub fn local_failure(phase: LocalPhase, e: &DtcError) -> Verdict {
              (XACT_E_PARTNER_NETWORK_TX_DISABLED): turn on {SQL_HOST_SECURITY}, then restart \
              MSDTC there"
         )),
+        (_, XACT_E_LOGFULL) => dtc(
+            "THIS host's MSDTC log is full (XACT_E_LOGFULL): in Component Services > Local DTC > \
+             Properties > Logging, enlarge the log (or reset it with `msdtc -resetlog` after \
+             resolving in-doubt transactions), then restart MSDTC"
+                .into(),
+        ),
+        (_, XACT_E_PUSH_COMM_FAILURE) => dtc(format!(
+            "THIS host's MSDTC could not push the transaction to the SQL host's MSDTC \
+             (XACT_E_PUSH_COMM_FAILURE): MS-DTCO push propagation makes the SQL host's MSDTC \
+             call THIS host back during the export, so a block in EITHER direction fails it. \
+             {RPC_BOTH_WAYS}. Also check {THIS_HOST_SECURITY}; {SQL_HOST_SECURITY}"
+        )),
+        (_, XACT_E_PULL_COMM_FAILURE) => dtc(format!(
+            "the SQL host's MSDTC could not pull the transaction from THIS host's MSDTC \
+             (XACT_E_PULL_COMM_FAILURE): the way BACK is blocked: the SQL host must reach this \
+             host on TCP 135 and the dynamic RPC range and resolve this host's NetBIOS name. \
+             {RPC_BOTH_WAYS}. Also check {THIS_HOST_SECURITY}"
+        )),
+        (_, XACT_E_DEST_TMNOTAVAILABLE) => dtc(format!(
+            "the SQL host's MSDTC (the destination named by TM_GET_DTC_ADDRESS) is not \
+             available (XACT_E_DEST_TMNOTAVAILABLE): start MSDTC there (on a cluster, the \
+             clustered DTC resource), and make sure this host resolves and reaches the DTC host \
+             name in that address. {RPC_BOTH_WAYS}"
+        )),
+        (_, XACT_E_CONNECTION_REQUEST_DENIED) => dtc(format!(
+            "the SQL host's MSDTC denied this host's connection request \
+             (XACT_E_CONNECTION_REQUEST_DENIED): {AUTHENTICATION}. Also check {SQL_HOST_SECURITY}"
+        )),
+        (_, XACT_E_NOENLIST) => dtc(format!(
+            "the SQL host's transaction manager could not enlist in this host's transaction \
+             (XACT_E_NOENLIST): usually the two MSDTCs could not complete their handshake: \
+             {RPC_BOTH_WAYS}. Also check {SQL_HOST_SECURITY}"
+        )),
         (_, XACT_E_CONNECTION_DENIED) | (LocalPhase::Export, E_ACCESSDENIED) => dtc(format!(
             "the SQL host's MSDTC refused this host's MSDTC: {AUTHENTICATION}. Also check \
              {SQL_HOST_SECURITY}"
@@ -201,6 +234,28 @@ mod tests {
                 "could not reach",
             ),
             (LocalPhase::Abort, 0x8000_4005, "could not abort"),
+            (
+                LocalPhase::Export,
+                dtc::XACT_E_PUSH_COMM_FAILURE,
+                "call THIS host back during the export",
+            ),
+            (
+                LocalPhase::Export,
+                dtc::XACT_E_PULL_COMM_FAILURE,
+                "the way BACK is blocked",
+            ),
+            (
+                LocalPhase::Export,
+                dtc::XACT_E_DEST_TMNOTAVAILABLE,
+                "DTC host name",
+            ),
+            (
+                LocalPhase::Export,
+                dtc::XACT_E_CONNECTION_REQUEST_DENIED,
+                "Mutual Authentication",
+            ),
+            (LocalPhase::Export, dtc::XACT_E_NOENLIST, "could not enlist"),
+            (LocalPhase::Begin, dtc::XACT_E_LOGFULL, "log is full"),
             (LocalPhase::Begin, 0x8000_4005, "winerror.h"),
         ];
         for (phase, hr, want) in cases {
@@ -214,6 +269,24 @@ mod tests {
                 .hint
                 .contains("THIS host")
         );
+        // Each new HRESULT is named in the detail, not only its hex.
+        for (hr, name) in [
+            (dtc::XACT_E_NOENLIST, "XACT_E_NOENLIST"),
+            (dtc::XACT_E_PUSH_COMM_FAILURE, "XACT_E_PUSH_COMM_FAILURE"),
+            (dtc::XACT_E_PULL_COMM_FAILURE, "XACT_E_PULL_COMM_FAILURE"),
+            (
+                dtc::XACT_E_DEST_TMNOTAVAILABLE,
+                "XACT_E_DEST_TMNOTAVAILABLE",
+            ),
+            (
+                dtc::XACT_E_CONNECTION_REQUEST_DENIED,
+                "XACT_E_CONNECTION_REQUEST_DENIED",
+            ),
+            (dtc::XACT_E_LOGFULL, "XACT_E_LOGFULL"),
+        ] {
+            let v = local_failure(LocalPhase::Export, &err(hr));
+            assert!(v.detail.contains(name), "{}", v.detail);
+        }
     }
 
     #[test]

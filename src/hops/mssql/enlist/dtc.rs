@@ -51,6 +51,23 @@ pub const XACT_E_PARTNER_NETWORK_TX_DISABLED: u32 = 0x8004_D025;
 pub const XACT_E_REENLISTTIMEOUT: u32 = 0x8004_D01E;
 pub const XACT_E_TMNOTAVAILABLE: u32 = 0x8004_D01B;
 pub const XACT_E_UNABLE_TO_READ_DTC_CONFIG: u32 = 0x8004_D027;
+/// "Unable to enlist in the transaction."
+pub const XACT_E_NOENLIST: u32 = 0x8004_D00A;
+/// The transaction is busy with another operation (System.Transactions' DtcProxyShim retries
+/// Export on it: 100 times, 50 ms apart).
+pub const XACT_E_ALREADYINPROGRESS: u32 = 0x8004_D018;
+/// This host's MSDTC log is full.
+pub const XACT_E_LOGFULL: u32 = 0x8004_D01A;
+/// The destination transaction manager (the SQL host's MSDTC) is not available.
+pub const XACT_E_DEST_TMNOTAVAILABLE: u32 = 0x8004_D022;
+/// This host's MSDTC could not push the transaction to the destination (winerror.h: firewall,
+/// NetBIOS names, network transactions not enabled on one side).
+pub const XACT_E_PUSH_COMM_FAILURE: u32 = 0x8004_D02A;
+/// The destination could not pull the transaction from this host's MSDTC (the same causes, on
+/// the way back).
+pub const XACT_E_PULL_COMM_FAILURE: u32 = 0x8004_D02B;
+/// The request to connect to the specified transaction coordinator was denied.
+pub const XACT_E_CONNECTION_REQUEST_DENIED: u32 = 0x8004_D100;
 /// HRESULT_FROM_WIN32(RPC_S_SERVER_UNAVAILABLE = 1722).
 pub const RPC_S_SERVER_UNAVAILABLE: u32 = 0x8007_06BA;
 /// HRESULT_FROM_WIN32(RPC_S_CALL_FAILED = 1726).
@@ -72,6 +89,13 @@ pub fn hresult_name(hr: u32) -> Option<&'static str> {
         XACT_E_REENLISTTIMEOUT => "XACT_E_REENLISTTIMEOUT",
         XACT_E_TMNOTAVAILABLE => "XACT_E_TMNOTAVAILABLE",
         XACT_E_UNABLE_TO_READ_DTC_CONFIG => "XACT_E_UNABLE_TO_READ_DTC_CONFIG",
+        XACT_E_NOENLIST => "XACT_E_NOENLIST",
+        XACT_E_ALREADYINPROGRESS => "XACT_E_ALREADYINPROGRESS",
+        XACT_E_LOGFULL => "XACT_E_LOGFULL",
+        XACT_E_DEST_TMNOTAVAILABLE => "XACT_E_DEST_TMNOTAVAILABLE",
+        XACT_E_PUSH_COMM_FAILURE => "XACT_E_PUSH_COMM_FAILURE",
+        XACT_E_PULL_COMM_FAILURE => "XACT_E_PULL_COMM_FAILURE",
+        XACT_E_CONNECTION_REQUEST_DENIED => "XACT_E_CONNECTION_REQUEST_DENIED",
         RPC_S_SERVER_UNAVAILABLE => "RPC_S_SERVER_UNAVAILABLE (1722)",
         RPC_S_CALL_FAILED => "RPC_S_CALL_FAILED (1726)",
         E_ACCESSDENIED => "E_ACCESSDENIED (5)",

@@ -355,7 +355,7 @@ async fn enlisted_work(
         )
     })?;
     let (tx, exported) = blocking(move || {
-        let r = tx.export(&whereabouts);
+        let r = export_retrying(tx.as_mut(), &whereabouts);
         (tx, r)
     })
     .await
@@ -363,6 +363,25 @@ async fn enlisted_work(
     *local = Some(tx);
     let cookie = exported.map_err(|e| local_stop("local export", LocalPhase::Export, &e))?;
     facts.cookie_len = Some(cookie.len());
+    // An empty cookie in TM_PROPAGATE_XACT means "unenlist" (MS-TDS 2.2.6.9): sent, it would
+    // make SQL Server leave a transaction instead of joining this one, and the hop would test
+    // nothing. A successful Export never returns one; refuse it here.
+    if cookie.is_empty() {
+        return Err(stop(
+            "local export",
+            HopResult::fail(
+                KIND,
+                Cause::DtcUnavailable,
+                "this host's MSDTC exported the transaction with an EMPTY cookie; not sent: an \
+                 empty TM_PROPAGATE_XACT cookie means unenlist",
+            )
+            .with_hint(
+                "this host's MSDTC answered ITransactionExport::Export with success and no \
+                 cookie: restart the MSDTC service here and run the check again; if it persists, \
+                 reinstall MSDTC (`msdtc -uninstall`, `msdtc -install`)",
+            ),
+        ));
+    }
     phases.done("local_export");
 
     // 5. SQL Server imports it: its MSDTC pulls the transaction from this host's MSDTC.
@@ -433,7 +452,9 @@ async fn enlisted_work(
     phases.done("local_abort");
 
     // 8. SQL Server must say the transaction is over. Its MSDTC hears of the abort
-    // asynchronously, so ask a bounded number of times.
+    // asynchronously, so ask a bounded number of times. The question names the enlisted
+    // descriptor (after an ENVCHANGE 10 the session keeps it: see Session::follow_transaction),
+    // as SqlClient's next request would.
     let enlisted = s.descriptor;
     let mut ended_by = None;
     for attempt in 0..20 {
@@ -457,17 +478,16 @@ async fn enlisted_work(
             "verify ended",
             &Failure::Unexpected(format!(
                 "this host aborted the transaction, but SQL Server still runs the session in \
-                 descriptor 0x{enlisted:016x} (no ENVCHANGE 17 / error 8525 within 2 s)"
+                 descriptor 0x{enlisted:016x} (no ENVCHANGE 10/12/17 nor error 8525/3971 \
+                 within 2 s)"
             )),
         ));
     };
     facts.ended_by = Some(ended_by);
-    // Back to the NULL transaction, as drivers do (propagate with an empty cookie).
-    s.descriptor = 0;
-    let tokens = s
-        .tm_request(&TmRequest::Propagate { cookie: Vec::new() })
-        .await
-        .map_err(|f| tds_stop("unenlist", &f))?;
+    // Back to the NULL transaction, as drivers do (propagate with an empty cookie), in the
+    // descriptor the session is still bound to unless an ENVCHANGE 12/17 released it already;
+    // the descriptor is cleared only once the server took the unenlist.
+    let tokens = s.unenlist().await.map_err(|f| tds_stop("unenlist", &f))?;
     // A refusal here is noted, not fatal: what matters is the check below (MS-TDS does not
     // say how SQL Server answers an unenlist after the transaction already ended).
     if let Some(Failure::Server { number, .. }) = first_error(&tokens) {
@@ -505,6 +525,27 @@ async fn enlisted_work(
             facts.ended_by.as_deref().unwrap_or("?")
         ),
     ))
+}
+
+/// How often, and how far apart, an export answered XACT_E_ALREADYINPROGRESS is tried again:
+/// what System.Transactions' DtcProxyShim does (100 x 50 ms), since MSDTC answers so while it is
+/// still busy with the transaction (a previous propagation), not because the path is broken.
+const EXPORT_RETRIES: u32 = 100;
+const EXPORT_RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// `tx.export`, tried again on XACT_E_ALREADYINPROGRESS (blocking; bounded by the retries and
+/// by the hop's own limit around it).
+fn export_retrying(tx: &mut dyn LocalTransaction, whereabouts: &[u8]) -> Result<Vec<u8>, DtcError> {
+    let mut attempt = 0;
+    loop {
+        match tx.export(whereabouts) {
+            Err(e) if e.hresult == dtc::XACT_E_ALREADYINPROGRESS && attempt < EXPORT_RETRIES => {
+                attempt += 1;
+                std::thread::sleep(EXPORT_RETRY_PAUSE);
+            }
+            other => return other,
+        }
+    }
 }
 
 /// TM_GET_DTC_ADDRESS's answer: the binary value of the first row, or an ENVCHANGE 16.

@@ -43,6 +43,7 @@ use dtcprobe_wire::tds::tm::{
     ENV_DEFECT_TRAN, ENV_ENLIST_DTC, ENV_ROLLBACK_TRAN, ENV_TRANSACTION_ENDED,
     PKT_TRANSACTION_MANAGER,
 };
+use dtcprobe_wire::tds::token::DONE_ERROR;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -164,8 +165,12 @@ pub struct Session {
     tls: Option<rustls::ClientConnection>,
     packet_id: u8,
     packet_size: usize,
-    /// The transaction the session is in (0: none), as the server's ENVCHANGEs said.
+    /// The descriptor every request names in ALL_HEADERS (0: none), as the server's
+    /// ENVCHANGEs said; see [`Session::read_reply`] for when a DTC one is kept.
     pub descriptor: u64,
+    /// Enlisted in a DTC transaction (ENVCHANGE 11) and not yet out of it (ENVCHANGE 12/17, or
+    /// an error-free unenlist).
+    in_dtc: bool,
 }
 
 fn closed(e: io::Error) -> Failure {
@@ -198,6 +203,7 @@ impl Session {
             packet_id: 0,
             packet_size: PACKET_SIZE as usize,
             descriptor: 0,
+            in_dtc: false,
         };
         let strict = t.encrypt == Encrypt::Strict;
         if strict {
@@ -380,6 +386,22 @@ impl Session {
         self.read_reply().await
     }
 
+    /// Leaves the DTC transaction (TM_PROPAGATE_XACT with an empty cookie), naming the enlisted
+    /// or retained descriptor as SqlClient does: SQL Server resolves the request against the
+    /// transaction the session is still bound to, and may refuse one that names 0 (3971, 8525)
+    /// while it is. The descriptor is cleared once the server answered without an error (a
+    /// DONE without its error bit), or by the ENVCHANGE 12 it may send.
+    pub async fn unenlist(&mut self) -> Result<Vec<Token>, Failure> {
+        let tokens = self
+            .tm_request(&TmRequest::Propagate { cookie: Vec::new() })
+            .await?;
+        if unenlist_accepted(&tokens) {
+            self.descriptor = 0;
+            self.in_dtc = false;
+        }
+        Ok(tokens)
+    }
+
     fn tx_header(&self) -> TxHeader {
         TxHeader {
             descriptor: self.descriptor,
@@ -404,23 +426,35 @@ impl Session {
             )));
         }
         let tokens = parse_reply(&payload).map_err(|e| Failure::Protocol(e.to_string()))?;
-        for t in &tokens {
-            if let Token::EnvChange { kind, new, .. } = t {
-                match *kind {
-                    ENV_BEGIN_TRAN | ENV_ENLIST_DTC => {
-                        if let Some(d) = dtcprobe_wire::tds::tm::descriptor_from_bytes(new) {
-                            self.descriptor = d;
-                        }
+        self.follow_transaction(&tokens);
+        Ok(tokens)
+    }
+
+    /// Tracks the descriptor through the reply's transaction ENVCHANGEs (MS-TDS 2.2.7.9):
+    /// 8 (begin) and 11 (enlist DTC) set it; 9 and 10 (commit, rollback) clear a local
+    /// transaction's but RETAIN a DTC one's: SqlClient keeps sending that descriptor
+    /// (`_retainedTransactionId`) until it has unenlisted, because the session stays bound to
+    /// the DTC transaction on the server until then; 12 (defect) and 17 (ended) clear it.
+    fn follow_transaction(&mut self, tokens: &[Token]) {
+        for t in tokens {
+            let Token::EnvChange { kind, new, .. } = t else {
+                continue;
+            };
+            match *kind {
+                ENV_BEGIN_TRAN | ENV_ENLIST_DTC => {
+                    if let Some(d) = dtcprobe_wire::tds::tm::descriptor_from_bytes(new) {
+                        self.descriptor = d;
+                        self.in_dtc = *kind == ENV_ENLIST_DTC;
                     }
-                    ENV_COMMIT_TRAN
-                    | ENV_ROLLBACK_TRAN
-                    | ENV_DEFECT_TRAN
-                    | ENV_TRANSACTION_ENDED => self.descriptor = 0,
-                    _ => {}
                 }
+                ENV_COMMIT_TRAN | ENV_ROLLBACK_TRAN if self.in_dtc => {}
+                ENV_COMMIT_TRAN | ENV_ROLLBACK_TRAN | ENV_DEFECT_TRAN | ENV_TRANSACTION_ENDED => {
+                    self.descriptor = 0;
+                    self.in_dtc = false;
+                }
+                _ => {}
             }
         }
-        Ok(tokens)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -641,6 +675,16 @@ pub fn tds_instead_of_tls(first: &[u8]) -> Option<&'static str> {
 }
 
 /// The first ERROR token of a reply, as a [`Failure`].
+/// An unenlist the server took: no ERROR token, and a final DONE without its error bit.
+fn unenlist_accepted(tokens: &[Token]) -> bool {
+    let no_error = !tokens.iter().any(|t| matches!(t, Token::Error(_)));
+    let done_ok = tokens.iter().rev().find_map(|t| match t {
+        Token::Done { status, .. } => Some(status & DONE_ERROR == 0),
+        _ => None,
+    });
+    no_error && done_ok == Some(true)
+}
+
 pub fn first_error(tokens: &[Token]) -> Option<Failure> {
     tokens.iter().find_map(|t| match t {
         Token::Error(m) => Some(Failure::Server {
@@ -668,6 +712,34 @@ fn client_tls_config(trust_any: bool) -> Result<rustls::ClientConfig, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unenlist_counts_as_done_only_without_errors() {
+        let done = |status| Token::Done {
+            token: 0xFD,
+            status,
+            rows: 0,
+        };
+        let err = Token::Error(dtcprobe_wire::tds::token::ServerMessage {
+            number: 3971,
+            state: 1,
+            class: 16,
+            text: String::new(),
+            server: String::new(),
+            procedure: String::new(),
+            line: 1,
+        });
+        assert!(unenlist_accepted(&[done(0)]));
+        let defect = Token::EnvChange {
+            kind: ENV_DEFECT_TRAN,
+            new: vec![],
+            old: vec![1; 8],
+        };
+        assert!(unenlist_accepted(&[defect, done(0)]));
+        assert!(!unenlist_accepted(&[done(DONE_ERROR)]));
+        assert!(!unenlist_accepted(&[err, done(DONE_ERROR)]));
+        assert!(!unenlist_accepted(&[]));
+    }
 
     #[test]
     fn negotiation_table() {
