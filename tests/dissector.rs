@@ -340,6 +340,17 @@ fn tx_enlist_tm_requests_as_wireshark_reads_them() {
         "{requests:?}\n{}",
         captured.summary(&decode)
     );
+    // The work inside the enlisted transaction names its descriptor (not 0), as Wireshark
+    // reads the batches' headers.
+    let batches = captured.fields(
+        &decode,
+        &format!("{sent} && tds.type == 0x01"),
+        &["tds.all_headers.header.trans_descr"],
+    );
+    assert!(
+        batches.iter().any(|b| !b[0].is_empty() && b[0] != "0"),
+        "no batch in the enlisted descriptor: {batches:?} {requests:?}"
+    );
 }
 
 /// The endpoint mapper path against Samba's samba-dcerpcd in a namespace: the bind to the
