@@ -456,6 +456,14 @@ table ip r1count {
 }
 "#;
 
+/// r2 drops forwarded SYNs to `ports` (an nftables port or range).
+fn r2_forward_drops(net: &TwoRouters, ports: &str) {
+    net.r2.nft(&format!(
+        "table ip r2fw {{\n  chain forward {{\n    type filter hook forward priority 0; policy accept;\n    \
+         tcp dport {ports} drop\n  }}\n}}\n"
+    ));
+}
+
 fn ttl1_probes_seen_by_r1(net: &TwoRouters) -> u64 {
     let out = net.r1.sh("nft list counter ip r1count ttl1");
     out.split_whitespace()
@@ -478,10 +486,7 @@ fn forty_dropped_ports_to_one_host_share_one_trace() {
     }
     let net = TwoRouters::with_kernel_icmp_limits("dpt");
     net.r1.nft(R1_TTL1_COUNTER);
-    net.r2.nft(
-        "table ip r2fw {\n  chain forward {\n    type filter hook forward priority 0; policy accept;\n    \
-         tcp dport 40000-40041 drop\n  }\n}\n",
-    );
+    r2_forward_drops(&net, "40000-40041");
     let targets: Vec<String> = (40000..=40041)
         .map(|port| format!("tcp://{TARGET}:{port}"))
         .collect();
@@ -546,10 +551,7 @@ fn dropped_ports_to_many_hosts_behind_one_router_stay_within_the_icmp_budget() {
         net.sql.sh(&format!("ip addr add {host}/24 dev eth0"));
     }
     net.r1.nft(R1_TTL1_COUNTER);
-    net.r2.nft(
-        "table ip r2fw {\n  chain forward {\n    type filter hook forward priority 0; policy accept;\n    \
-         tcp dport 1500 drop\n  }\n}\n",
-    );
+    r2_forward_drops(&net, "1500");
     let targets: Vec<String> = hosts.iter().map(|h| format!("tcp://{h}:1500")).collect();
     let mut args = vec!["check", "-f", "json", "--timeout", "1s"];
     args.extend(targets.iter().map(String::as_str));

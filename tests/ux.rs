@@ -207,29 +207,36 @@ fn every_command_in_the_example_configs_runs() {
     for command in commands {
         assert!(command.contains("/etc/dtcprobe/agent.key"), "{command}");
         let command = command.replace("/etc/dtcprobe/agent.key", key.to_str().unwrap());
-        let args: Vec<&str> = command.split_whitespace().skip(1).collect();
-        let child = ns
-            .command(dtcprobe_bin())
-            .args(&args)
-            .current_dir(adir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut daemon = Daemon::adopt(child, "dtcprobe agent");
         let port = command
             .split_whitespace()
             .find_map(|w| w.strip_prefix("0.0.0.0:"))
             .unwrap_or("7135");
-        let listening = netns::wait_until(Duration::from_secs(10), || {
-            ns.command("sh")
-                .args(["-c", &format!("ss -ltn | grep -q ':{port} '")])
-                .status()
-                .is_ok_and(|s| s.success())
-        });
-        daemon.assert_running();
-        assert!(listening, "`{command}` did not listen on {port}");
+        let _agent = serves_as_written(&ns, adir.path(), &command, port);
     }
+}
+
+/// Starts `command` (a `dtcprobe ...` line from an example) in `ns` from `dir` and asserts that
+/// it stays up and listens on `port`; the running process, stopped on drop.
+fn serves_as_written(ns: &Netns, dir: &Path, command: &str, port: &str) -> Daemon {
+    let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+    let child = ns
+        .command(dtcprobe_bin())
+        .args(&args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut daemon = Daemon::adopt(child, "dtcprobe (an example's command)");
+    let listening = netns::wait_until(Duration::from_secs(10), || {
+        ns.command("sh")
+            .args(["-c", &format!("ss -ltn | grep -q ':{port} '")])
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    daemon.assert_running();
+    assert!(listening, "`{command}` did not listen on {port}");
+    daemon
 }
 
 /// config/matrix.example.toml: every command in its comments, as written, in a namespace with
@@ -260,27 +267,11 @@ fn every_command_in_the_matrix_example_runs() {
         };
         let args: Vec<&str> = command.split_whitespace().skip(1).collect();
         if args.first() == Some(&"watch") {
-            let child = ns
-                .command(dtcprobe_bin())
-                .args(&args)
-                .current_dir(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut daemon = Daemon::adopt(child, "dtcprobe watch");
             let port = command
                 .split_whitespace()
                 .find_map(|w| w.strip_prefix("0.0.0.0:"))
                 .expect("watch's example names its metrics address");
-            let listening = netns::wait_until(Duration::from_secs(10), || {
-                ns.command("sh")
-                    .args(["-c", &format!("ss -ltn | grep -q ':{port} '")])
-                    .status()
-                    .is_ok_and(|s| s.success())
-            });
-            daemon.assert_running();
-            assert!(listening, "`{command}` did not listen on {port}");
+            let _watch = serves_as_written(&ns, dir.path(), command, port);
             continue;
         }
         let out = ns
