@@ -186,10 +186,7 @@ fn acks(d: &Decoded) -> Vec<(String, BindReply)> {
 #[test]
 fn dcerpc_captures_decode_with_the_values_they_hold() {
     let test = "dcerpc_captures_decode_with_the_values_they_hold";
-    if !captures::tshark_or_skip(test) {
-        return;
-    }
-    let Some(dir) = captures::dir_or_skip(test) else {
+    let Some(dir) = captures::dir_with_tshark_or_skip(test) else {
         return;
     };
     let dec = |name: &str| decode_dcerpc_capture(&dir.join("dcerpc").join(name));
@@ -522,10 +519,7 @@ fn tds_exchanges(path: &std::path::Path) -> Vec<(u8, captures::TdsMessage)> {
 #[test]
 fn tds_captures_decode() {
     let test = "tds_captures_decode";
-    if !captures::tshark_or_skip(test) {
-        return;
-    }
-    let Some(dir) = captures::dir_or_skip(test) else {
+    let Some(dir) = captures::dir_with_tshark_or_skip(test) else {
         return;
     };
 
@@ -738,10 +732,7 @@ fn lookup_nothing() -> Vec<Vec<u8>> {
 #[test]
 fn replay_two_tower_ept_map_reports_both_ports() {
     let test = "replay_two_tower_ept_map_reports_both_ports";
-    if !captures::tshark_or_skip(test) {
-        return;
-    }
-    let Some(dir) = captures::dir_or_skip(test) else {
+    let Some(dir) = captures::dir_with_tshark_or_skip(test) else {
         return;
     };
     let real = server_pdus(&dir.join("dcerpc/scapy-dcerpc_msnrpc.pcapng.gz"), 135);
@@ -788,10 +779,7 @@ fn replay_two_tower_ept_map_reports_both_ports() {
 #[test]
 fn replay_ncalrpc_only_listing_says_network_dtc_access_is_off() {
     let test = "replay_ncalrpc_only_listing_says_network_dtc_access_is_off";
-    if !captures::tshark_or_skip(test) {
-        return;
-    }
-    let Some(dir) = captures::dir_or_skip(test) else {
+    let Some(dir) = captures::dir_with_tshark_or_skip(test) else {
         return;
     };
     let Some(stub_path) = captures::file_or_skip(
@@ -853,10 +841,7 @@ fn replay_ncalrpc_only_listing_says_network_dtc_access_is_off() {
 #[test]
 fn replay_windows_2022_fault_is_named() {
     let test = "replay_windows_2022_fault_is_named";
-    if !captures::tshark_or_skip(test) {
-        return;
-    }
-    let Some(dir) = captures::dir_or_skip(test) else {
+    let Some(dir) = captures::dir_with_tshark_or_skip(test) else {
         return;
     };
     let real = server_pdus(
@@ -885,10 +870,7 @@ fn replay_windows_2022_fault_is_named() {
 #[test]
 fn replay_ndr64_bind_ack_is_reported_not_used() {
     let test = "replay_ndr64_bind_ack_is_reported_not_used";
-    if !captures::tshark_or_skip(test) {
-        return;
-    }
-    let Some(dir) = captures::dir_or_skip(test) else {
+    let Some(dir) = captures::dir_with_tshark_or_skip(test) else {
         return;
     };
     let real = server_pdus(&dir.join("dcerpc/scapy-dcerpc_privacy_krb.pcapng.gz"), 135);

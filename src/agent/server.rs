@@ -345,12 +345,7 @@ async fn session(stream: TcpStream, peer: SocketAddr, state: &AgentState, slot: 
                 Ok(results) => response.far_side = results,
                 Err(_) => {
                     warn!(%peer, "far-side request exceeded {:?}", state.config.request_timeout);
-                    AgentStats::bump(&state.stats.refused_timeout);
-                    let msg = format!(
-                        "request did not finish within {:?}",
-                        state.config.request_timeout
-                    );
-                    refuse(&mut channel, ErrorCode::Timeout, msg, frame_timeout).await;
+                    refuse_overrun(&mut channel, state, frame_timeout).await;
                     return;
                 }
             }
@@ -380,12 +375,7 @@ async fn session(stream: TcpStream, peer: SocketAddr, state: &AgentState, slot: 
                 }
                 Err(_) => {
                     warn!(%peer, "request exceeded {:?}", state.config.request_timeout);
-                    AgentStats::bump(&state.stats.refused_timeout);
-                    let msg = format!(
-                        "request did not finish within {:?}",
-                        state.config.request_timeout
-                    );
-                    refuse(&mut channel, ErrorCode::Timeout, msg, frame_timeout).await;
+                    refuse_overrun(&mut channel, state, frame_timeout).await;
                     return;
                 }
             }
@@ -498,6 +488,20 @@ async fn refuse(
 ) {
     let _ = channel.send(&Message::Error { code, message }, limit).await;
     channel.shutdown().await;
+}
+
+/// Refuses a request that ran past `request_timeout` (counted, said to the peer).
+async fn refuse_overrun(
+    channel: &mut SecureChannel<TcpStream>,
+    state: &AgentState,
+    limit: Duration,
+) {
+    AgentStats::bump(&state.stats.refused_timeout);
+    let msg = format!(
+        "request did not finish within {:?}",
+        state.config.request_timeout
+    );
+    refuse(channel, ErrorCode::Timeout, msg, limit).await;
 }
 
 type CallbackOutcome = (Option<HopResult>, Option<SocketAddr>);

@@ -39,6 +39,15 @@ pub fn file_or_skip(test: &str, rel: &str) -> Option<PathBuf> {
 }
 
 /// Whether tshark (Debian package tshark, scripts/install-test-deps) can be run.
+/// The captures directory, when it is there and tshark can read it (else the skip reason is
+/// printed): what every test that reads a pcap needs.
+pub fn dir_with_tshark_or_skip(test: &str) -> Option<PathBuf> {
+    if !tshark_or_skip(test) {
+        return None;
+    }
+    dir_or_skip(test)
+}
+
 pub fn tshark_or_skip(test: &str) -> bool {
     let ok = Command::new("tshark")
         .arg("-v")
