@@ -78,7 +78,7 @@ retest from this host with ",
 pub const HINT_REFUSED: &str = concat!(
     "refused: a TCP reset answered the SYN. Usually the host is up and nothing listens on that \
 port (service stopped, wrong port or named instance), but a firewall between the zones can forge \
-the reset in the target's name (Palo Alto/ASA \"reset\" actions, nftables/iptables `reject with \
+the reset in the target's name (Palo Alto/ASA \"reset\" actions, a Linux router's `reject with \
 tcp reset`), and the detail says whether its origin was checked. Check the service on the server (",
     crate::platform_hints::listeners_cmd!(),
     "); if it listens, check the firewalls' deny logs for this port, in this direction"

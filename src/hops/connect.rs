@@ -86,6 +86,13 @@ async fn connect_routed(
             resets.saw_open(addr);
             None
         }
+        // On Windows a loopback refusal keeps Winsock's own words (WSAECONNREFUSED, which
+        // Windows also gives for an ICMP reject): "a reset from this host" would claim more.
+        (Some(_), ConnectOutcome::Error(std::io::ErrorKind::ConnectionRefused, _))
+            if cfg!(windows) && addr.ip().is_loopback() =>
+        {
+            None
+        }
         (Some(resets), ConnectOutcome::Error(std::io::ErrorKind::ConnectionRefused, _)) => {
             Some(resets.origin(addr, origin_budget(limit)).await)
         }

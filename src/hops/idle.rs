@@ -485,6 +485,15 @@ mod tests {
         let started = std::time::Instant::now();
         // Longer than the 1 s keepalive time, so that the first probe leaves at once.
         let r = tcp_idle(stream, peer, Duration::from_millis(1100), MIN_PROBE_WINDOW).await;
+        // A Windows that cannot set the probe count (before 10 1703, and wine, where these unit
+        // tests run) says so instead of claiming survival; every other outcome is a failure.
+        if cfg!(windows) && r.status == crate::model::Status::Skip {
+            assert!(
+                r.is_unsupported() && r.detail.contains("probe count"),
+                "{r:?}"
+            );
+            return;
+        }
         assert_eq!(r.status, crate::model::Status::Pass, "{r:?}");
         if cfg!(target_os = "linux") {
             assert!(r.detail.contains("answered a TCP keepalive probe"), "{r:?}");
