@@ -21,6 +21,34 @@ pub fn enable(socket: &tokio::net::TcpSocket, v6: bool) -> Option<OwnedFd> {
     (dup >= 0).then(|| unsafe { OwnedFd::from_raw_fd(dup) })
 }
 
+/// `setsockopt(level, name, value)` on `socket`: the one raw socket option call of the hops
+/// (the error queue, a probe's TTL, the reset probe's buffer and filter), for options that
+/// neither std nor socket2 sets on these sockets. `T` is the option's C type (a `c_int`, a
+/// `sock_fprog`...).
+pub fn set_option<T>(
+    socket: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> std::io::Result<()> {
+    // SAFETY: the descriptor is a valid socket for as long as `socket` is borrowed; the value
+    // is a live `T` of the size passed, which the kernel copies during the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast::<libc::c_void>(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Turns on IP(V6)_RECVERR on `socket`; false (logged) when the kernel refuses.
 pub fn set_recverr(socket: &impl AsRawFd, v6: bool) -> bool {
     let fd = socket.as_raw_fd();
@@ -30,21 +58,8 @@ pub fn set_recverr(socket: &impl AsRawFd, v6: bool) -> bool {
     } else {
         (libc::SOL_IP, libc::IP_RECVERR)
     };
-    // SAFETY: fd is a valid socket owned by `socket`; the option value is a c_int.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            &on as *const _ as *const libc::c_void,
-            std::mem::size_of_val(&on) as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        tracing::debug!(
-            "cannot enable the ICMP error queue: {}",
-            std::io::Error::last_os_error()
-        );
+    if let Err(e) = set_option(&fd, level, name, &on) {
+        tracing::debug!("cannot enable the ICMP error queue: {e}");
         return false;
     }
     true

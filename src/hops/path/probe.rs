@@ -56,7 +56,6 @@ pub async fn send(target: SocketAddr, limit: Duration) -> Result<(Vec<Probe>, Me
 #[cfg(target_os = "linux")]
 mod linux {
     use std::net::SocketAddr;
-    use std::os::fd::AsRawFd;
     use std::time::Duration;
 
     use super::super::Probe;
@@ -68,21 +67,7 @@ mod linux {
         } else {
             (libc::IPPROTO_IP, libc::IP_TTL)
         };
-        // SAFETY: valid socket fd; the option value is a c_int.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                level,
-                name,
-                &value as *const _ as *const libc::c_void,
-                std::mem::size_of_val(&value) as libc::socklen_t,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
+        crate::hops::errqueue::set_option(socket, level, name, &value)
     }
 
     /// One SYN with `ttl`, and what answered it.

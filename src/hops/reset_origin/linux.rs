@@ -14,7 +14,6 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -305,17 +304,9 @@ async fn read_segments(fd: AsyncFd<Socket>, waiters: Arc<Waiters>) {
 /// CAP_NET_RAW alone the kernel caps the request at that limit.
 fn enlarge_receive_buffer(socket: &Socket) {
     const WANTED: libc::c_int = 4 << 20;
-    // SAFETY: a valid socket; the option value is a c_int.
-    let forced = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            &WANTED as *const _ as *const libc::c_void,
-            std::mem::size_of_val(&WANTED) as libc::socklen_t,
-        )
-    };
-    if forced != 0 {
+    let forced =
+        crate::hops::errqueue::set_option(socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &WANTED);
+    if forced.is_err() {
         let _ = socket.set_recv_buffer_size(WANTED as usize);
     }
 }
@@ -366,21 +357,8 @@ fn attach_rst_synack_filter(socket: &Socket) -> std::io::Result<()> {
         len: program.len() as u16,
         filter: program.as_ptr() as *mut libc::sock_filter,
     };
-    // SAFETY: a valid socket; the kernel copies the program during the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            &fprog as *const _ as *const libc::c_void,
-            std::mem::size_of_val(&fprog) as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    // The kernel copies the program during the call; `program` outlives it.
+    crate::hops::errqueue::set_option(socket, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
 }
 
 /// The TTL of the target's answer to one ICMP echo, waiting at most until `deadline`.
