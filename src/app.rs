@@ -116,23 +116,7 @@ pub fn main(cli: Cli) -> u8 {
 }
 
 fn keygen(args: &crate::cli::KeygenArgs) -> u8 {
-    use crate::agent::keygen::{new_key_text, write_key_file};
-    let result = match &args.out {
-        Some(path) => write_key_file(path).map(|()| {
-            eprintln!(
-                "wrote {} (owner-only); copy it to the other host over a safe channel",
-                path.display()
-            );
-        }),
-        None => new_key_text().map(|text| print!("{text}")),
-    };
-    match result {
-        Ok(()) => exit::OK,
-        Err(e) => {
-            eprintln!("dtcprobe keygen: {e}");
-            exit::CONFIG
-        }
-    }
+    crate::agent::keygen::keygen_main(args.out.as_deref(), args.identity)
 }
 
 fn init_logging(verbose: u8) {

@@ -79,6 +79,11 @@ pub struct KeygenArgs {
     /// Windows; never overwritten) instead of standard output.
     #[arg(long, value_name = "FILE")]
     pub out: Option<std::path::PathBuf>,
+
+    /// Make an agent's identity (its own key pair) instead of a pre-shared key: the private key
+    /// goes to FILE (or standard output), the public key and fingerprint peers pin are printed.
+    #[arg(long)]
+    pub identity: bool,
 }
 
 /// `dtcprobe completions SHELL`.
@@ -448,6 +453,11 @@ pub struct AgentArgs {
     #[arg(long, value_name = "FILE", env = "DTCPROBE_KEY_FILE", required = true)]
     pub key_file: Option<PathBuf>,
 
+    /// The agent's identity file (its own private key, from `dtcprobe keygen --identity`)
+    /// [default: the key file's path with `.id` added; made on first start if missing].
+    #[arg(long, value_name = "FILE", env = "DTCPROBE_IDENTITY_FILE")]
+    pub identity_file: Option<PathBuf>,
+
     /// Agent config (allow list, zone, limits): see config/agent.example.toml.
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -469,6 +479,7 @@ impl AgentArgs {
             listen: self.listen.clone(),
             // clap makes --key-file required when no subcommand is given.
             key_file: self.key_file.clone().unwrap_or_default(),
+            identity_file: self.identity_file.clone(),
             config: self.config.clone(),
             metrics_listen: self.metrics_listen.clone(),
             service: self.service,
@@ -548,6 +559,11 @@ pub struct PeerArgs {
     #[arg(long, value_name = "FILE", env = "DTCPROBE_KEY_FILE")]
     pub key_file: PathBuf,
 
+    /// The agent's public key (64 hex digits, printed by the agent at start and by `keygen
+    /// --identity`): the run fails with `agent_identity` if another agent answers.
+    #[arg(long, value_name = "HEX")]
+    pub agent_pubkey: Option<String>,
+
     /// Port of the callback listener opened here for the run [default: ephemeral].
     #[arg(long, value_name = "PORT", default_value_t = 0)]
     pub callback_port: u16,
@@ -587,6 +603,7 @@ impl PeerArgs {
         PeerInput {
             agent: self.agent.clone(),
             key_file: self.key_file.clone(),
+            agent_pubkey: self.agent_pubkey.clone(),
             callback_port: self.callback_port,
             callback_bind: self.callback_bind,
             caller_name: self.caller_name.clone(),

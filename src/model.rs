@@ -75,6 +75,13 @@ pub enum Cause {
     DtcPortRange,
     AddressMismatch,
     CallbackMismatch,
+    /// (A `warn`.) A callback with the right token arrived, but nothing the agent said confirms
+    /// it was the agent's: no answer came (the session was lost), or it left the agent from
+    /// another source port than the one that arrived here (relayed, or port-translated).
+    CallbackUnverified,
+    /// `peer`: the agent that answered holds the pre-shared key but proved another identity
+    /// than the pinned one (`--agent-pubkey`, a matrix zone's `agent_pubkey`).
+    AgentIdentity,
     Config,
     Internal,
     /// The run was stopped (SIGINT/SIGTERM) before this hop finished or started.
@@ -116,6 +123,8 @@ impl Cause {
         Cause::DtcPortRange,
         Cause::AddressMismatch,
         Cause::CallbackMismatch,
+        Cause::CallbackUnverified,
+        Cause::AgentIdentity,
         Cause::Config,
         Cause::Internal,
         Cause::Interrupted,
@@ -151,6 +160,8 @@ impl Cause {
             Cause::DtcPortRange => "dtc_port_range",
             Cause::AddressMismatch => "address_mismatch",
             Cause::CallbackMismatch => "callback_mismatch",
+            Cause::CallbackUnverified => "callback_unverified",
+            Cause::AgentIdentity => "agent_identity",
             Cause::Config => "config",
             Cause::Internal => "internal",
             Cause::Interrupted => "interrupted",

@@ -29,7 +29,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use crate::support;
 use support::netns::dtcprobe_bin;
 
-const KEY: &str = "attack-suite-key-0123456789abcdef0123456789";
+const KEY: &str = "145a08a11ed9154aa0c7c16e5c3d9c09b34ff718997cb8d4928de60d43292703";
 
 fn key() -> Key {
     Key::from_bytes(KEY.as_bytes(), "test").unwrap()

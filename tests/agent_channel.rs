@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const T: Duration = Duration::from_secs(5);
-const KEY: &str = "channel-suite-key-0123456789abcdef0123456789";
+const KEY: &str = "9ed8d396b997858eb529a4778251f5230e725f7c6cbebd301f06f7c1d02957b1";
 
 fn key() -> Key {
     Key::from_bytes(KEY.as_bytes(), "test").unwrap()

@@ -16,7 +16,11 @@ fn bin() -> Command {
 fn short_or_missing_key_file_is_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let short = dir.path().join("short.key");
-    crate::support::write_key(&short, "0123456789abcdef0123456789abcde\n"); // 31 bytes after trim
+    // 31 random bytes (62 hex digits) after trimming.
+    crate::support::write_key(
+        &short,
+        "5c2f0e9d71b4a38866f0c1d2e3a4b5c6d7e8f90112233445566778899aabbc\n",
+    );
     let missing = dir.path().join("missing.key");
     for (key, needle) in [(&short, "at least 32"), (&missing, "cannot read key file")] {
         for sub in [
@@ -35,7 +39,10 @@ fn short_or_missing_key_file_is_refused_with_a_clear_error() {
 fn bad_agent_config_names_file_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("k");
-    crate::support::write_key(&key, "x".repeat(40));
+    crate::support::write_key(
+        &key,
+        "d7f9da3db0c910e0f90d37779d650f24cd1ed3499036effc118d1b31addafed2",
+    );
     let cfg = dir.path().join("agent.toml");
     std::fs::write(&cfg, "zone = \"a\"\nallow = [\"10.0.0.0/8\"]\n").unwrap();
     let out = bin()
@@ -55,7 +62,10 @@ fn bad_agent_config_names_file_line_and_column() {
 fn sigterm_stops_the_agent_gracefully() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("k");
-    crate::support::write_key(&key, "y".repeat(48));
+    crate::support::write_key(
+        &key,
+        "d3ac661949e49a1ec43cf8e193439217140218da756b8e14f767a0bfafd0a3f0",
+    );
     let mut child = bin()
         .args(["agent", "-v", "--listen", "127.0.0.1:0", "--key-file"])
         .arg(&key)
@@ -76,7 +86,7 @@ fn sigterm_stops_the_agent_gracefully() {
         let line = rx
             .recv_timeout(Duration::from_secs(20))
             .unwrap_or_else(|_| panic!("agent did not start: {seen:?}"));
-        assert!(!line.contains(&"y".repeat(48)), "key in the log: {line}");
+        assert!(!line.contains("d3ac661949e49a1e"), "key in the log: {line}");
         seen.push(line);
         assert!(seen.len() <= 10, "no 'agent listening' line: {seen:?}");
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dtcprobe::agent::client::{run_peer, run_peer_until};
-use dtcprobe::agent::protocol::{Key, Message, ResponseBody, SecureChannel};
+use dtcprobe::agent::protocol::{AgentIdentity, Key, Message, ResponseBody, SecureChannel};
 use dtcprobe::agent::AgentConfig;
 use dtcprobe::model::{Cause, CheckResult, HopKind, HopResult, Status};
 use dtcprobe::runner::RunOptions;
@@ -19,7 +19,11 @@ use tokio::net::TcpListener;
 use crate::support::local_agent::{find, peer_opts, start_agent};
 
 fn key() -> Key {
-    Key::from_bytes(&[b'f'; 40], "test").unwrap()
+    Key::from_bytes(
+        dtcprobe::agent::protocol::example_key_text("far side").as_bytes(),
+        "test",
+    )
+    .unwrap()
 }
 
 fn spec(url: &str) -> CheckSpec {
@@ -103,11 +107,13 @@ async fn scripted_agent(key: Key, capable: bool) -> (SocketAddr, Arc<AtomicUsize
     let addr = listener.local_addr().unwrap();
     let sessions = Arc::new(AtomicUsize::new(0));
     let counted = sessions.clone();
+    let identity = AgentIdentity::generate().unwrap();
     tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((stream, _)) = listener.accept().await {
             counted.fetch_add(1, Ordering::SeqCst);
-            let Ok(mut channel) = SecureChannel::accept(stream, &key, Duration::from_secs(2)).await
+            let Ok(mut channel) =
+                SecureChannel::accept(stream, &key, &identity, Duration::from_secs(2)).await
             else {
                 continue;
             };

@@ -55,9 +55,15 @@ fn sample(text: &str, series: &str) -> f64 {
 fn agent_counts_sessions_refusals_and_callbacks() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("agent.key");
-    crate::support::write_key(&key, "k".repeat(48));
+    crate::support::write_key(
+        &key,
+        "23028e805b4a61940c5f4c1c63168941d2ac09f58da599ce19df8ef5e3fc2e91",
+    );
     let wrong = dir.path().join("wrong.key");
-    support::write_key(&wrong, "w".repeat(48));
+    support::write_key(
+        &wrong,
+        "0d58745db7e75ca0f4661a38791a15c67d45b88bcbb34097702410fa6b2f7a55",
+    );
 
     let mut agent = Command::new(dtcprobe_bin())
         .args([
@@ -144,6 +150,6 @@ fn agent_counts_sessions_refusals_and_callbacks() {
         1.0,
         "{body}"
     );
-    assert!(!body.contains(&"k".repeat(48)), "key in metrics");
+    assert!(!body.contains("23028e805b4a6194"), "key in metrics");
     assert_eq!(http_get(&metrics_addr, "/healthz").0, 200);
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use crate::support::netns::{can_run_netns_tests, dtcprobe_bin, dtcprobe_in, link_named, Netns};
 use crate::support::{hop, parse_report};
 
-const KEY: &str = "relay-netns-key-0123456789abcdef0123456789abcdef";
+const KEY: &str = "56d7334890cc14a4d44b3988829b248ed04f2f9aa3c31ec763dd2464a019f604";
 const NEAR_IP: &str = "198.18.2.1";
 const RELAY_NEAR_IP: &str = "198.18.2.2";
 const RELAY_FAR_IP: &str = "198.18.3.2";
@@ -350,7 +350,7 @@ fn an_on_path_relay_in_a_namespace_reads_nothing_and_cannot_forge_the_callback()
     // The eavesdropper's view of both sessions.
     let mut bytes = first.bytes.clone();
     bytes.extend_from_slice(&second.bytes);
-    assert!(contains(&bytes, "Noise_NNpsk0"), "capture misses the hello");
+    assert!(contains(&bytes, "Noise_NXpsk0"), "capture misses the hello");
     let host = gethostname::gethostname().to_string_lossy().to_string();
     let mut secrets = vec![
         "webhost-secret",

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use crate::support::local_agent;
 use dtcprobe::agent::client::{agent_checks, PeerOptions};
 use dtcprobe::agent::protocol::{
-    parse_body, read_frame, ErrorCode, Key, Message, RequestBody, ResponseBody, ReverseTarget,
-    SecureChannel, NOISE_PATTERN,
+    parse_body, read_frame, AgentIdentity, ErrorCode, Key, Message, RequestBody, ResponseBody,
+    ReverseTarget, SecureChannel, NOISE_PATTERN,
 };
 use dtcprobe::agent::server::{serve, AgentState};
 use dtcprobe::agent::{AgentConfig, AllowEntry};
@@ -22,7 +22,11 @@ use tokio::sync::oneshot;
 const T: Duration = Duration::from_secs(5);
 
 fn key(c: u8) -> Key {
-    Key::from_bytes(&[c; 40], "test").unwrap()
+    Key::from_bytes(
+        dtcprobe::agent::protocol::example_key_text(&format!("server {c}")).as_bytes(),
+        "test",
+    )
+    .unwrap()
 }
 
 struct Agent {
@@ -326,7 +330,9 @@ async fn fake_agent(hang: bool) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let (s, _) = listener.accept().await.unwrap();
-        let mut s = SecureChannel::accept(s, &key(b'k'), T).await.unwrap();
+        let mut s = SecureChannel::accept(s, &key(b'k'), &AgentIdentity::generate().unwrap(), T)
+            .await
+            .unwrap();
         let _ = s.recv(T).await;
         s.send(&Message::Accepted, T).await.unwrap();
         if hang {
@@ -407,7 +413,9 @@ async fn a_silent_stranger_on_the_callback_port_does_not_block_the_callback() {
     let agent_key = k.clone();
     let script = tokio::spawn(async move {
         let (s, _) = listener.accept().await.unwrap();
-        let mut s = SecureChannel::accept(s, &agent_key, T).await.unwrap();
+        let mut s = SecureChannel::accept(s, &agent_key, &AgentIdentity::generate().unwrap(), T)
+            .await
+            .unwrap();
         let Message::Request { body } = s.recv(T).await.unwrap() else {
             panic!("no request")
         };

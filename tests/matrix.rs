@@ -18,7 +18,7 @@ use crate::support::netns::{
 };
 use crate::support::{run_bin, write_key};
 
-const KEY: &str = "5eed0123456789abcdef0123456789abcdef0123456789abcdef0123c0ffee01";
+const KEY: &str = "48e7a8aa6ab0c7b1a2ac2c8e0dc39b7186e45367300fd043d53d78a64aaea15a";
 const MATRIX_SCHEMA: &str = include_str!("../docs/matrix.schema.json");
 const REPORT_SCHEMA: &str = include_str!("../docs/report.schema.json");
 const ZONES: [&str; 3] = ["web", "app", "sql"];

@@ -15,7 +15,7 @@ use crate::epm_peer::{peer as mapper_peer, registered, CID_A};
 use crate::support::netns::{can_run_netns_tests, dtcprobe_bin, Netns, Zones, SQL_IP, WEB_IP};
 use crate::support::{hop, parse_report};
 
-const KEY: &str = "c0ffee0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
+const KEY: &str = "75faf6849f8cc91111967e661b2917424827a9548e36e99e76b34c3b46852061";
 const CID_OTHER: &str = "5a5a5a5a-6b6b-4c4c-8d8d-0e0e0e0e0e0e";
 
 /// A scripted mapper serving inside `ns` on `ip`, from a thread that joined that namespace

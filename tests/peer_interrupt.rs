@@ -152,7 +152,12 @@ async fn agent_session_stopped_before_login_reports_the_rest_as_interrupted() {
     });
     let opts = PeerOptions {
         agent: addr.to_string(),
-        key: Key::from_bytes(&[7; 40], "test").unwrap(),
+        key: Key::from_bytes(
+            dtcprobe::agent::protocol::example_key_text("interrupt").as_bytes(),
+            "test",
+        )
+        .unwrap(),
+        agent_pubkey: None,
         callback_bind: "127.0.0.1".parse().unwrap(),
         callback_port: 0,
         caller_name: None,

@@ -265,7 +265,10 @@ fn start_agent(
 fn peer_reports_and_baseline_match_the_schema() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("agent.key");
-    crate::support::write_key(&key, "k".repeat(48));
+    crate::support::write_key(
+        &key,
+        "7b23c70513a2fe886d36ef187d790fa7cb13d43d25a9128cc136bd83fa0c5158",
+    );
     let config = dir.path().join("agent.toml");
     std::fs::write(&config, format!("zone = \"sql\"\ncid = \"{CID_A}\"\n")).unwrap();
     let (_agent, agent_addr) = start_agent(&key, &config);

@@ -202,7 +202,10 @@ fn every_command_in_the_example_configs_runs() {
     assert!(!commands.is_empty());
     let adir = tempfile::tempdir().unwrap();
     let key = adir.path().join("agent.key");
-    crate::support::write_key(&key, "k".repeat(40));
+    crate::support::write_key(
+        &key,
+        "32ae9e99f1c49d3b8ba390724722e55f89c94e612892484a9dd9d4db400a362c",
+    );
     std::fs::write(adir.path().join("agent.toml"), &agent).unwrap();
     for command in commands {
         assert!(command.contains("/etc/dtcprobe/agent.key"), "{command}");
@@ -253,7 +256,10 @@ fn every_command_in_the_matrix_example_runs() {
     let example = std::fs::read_to_string(repo().join("config/matrix.example.toml")).unwrap();
     std::fs::write(dir.path().join("matrix.toml"), &example).unwrap();
     for key in ["agent.key", "sql-agent.key"] {
-        crate::support::write_key(&dir.path().join(key), "k".repeat(40));
+        crate::support::write_key(
+            &dir.path().join(key),
+            "b9d9abd8f355455c15b104e58b64091bb523971bb5105afbb4e2d84c43d4b2cf",
+        );
     }
     let commands = commands_in_comments(&example);
     assert!(commands.len() >= 6, "{commands:?}");
@@ -501,7 +507,10 @@ fn output_file_errors_keep_the_run_exit_code() {
 fn peer_usage_errors_and_far_side_hints() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("k");
-    crate::support::write_key(&key, "k".repeat(40));
+    crate::support::write_key(
+        &key,
+        "32ae9e99f1c49d3b8ba390724722e55f89c94e612892484a9dd9d4db400a362c",
+    );
     let key_s = key.to_str().unwrap();
     let (code, _, err) = run_bin(&["peer", "sql01:http", "--key-file", key_s]);
     assert_eq!(code, 2, "{err}");

@@ -893,7 +893,7 @@ fn exit_codes_and_config_errors_from_the_windows_build() {
 // ---------------------------------------------------------------------------------------------
 
 const AGENT_PORT: u16 = 7135;
-pub(crate) const KEY: &str = "b3f1c0ffee5eed0123456789abcdef0123456789abcdef0123456789abcdef01";
+pub(crate) const KEY: &str = "dd1382264f2fbdef5fbda0f5b32c30c91f53f31b692f1127b48d0b5e6f2110df";
 
 /// Drops new inbound TCP connections from the agent's zone: the classic one-way firewall.
 const ONE_WAY: &str = r#"

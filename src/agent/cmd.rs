@@ -10,7 +10,8 @@ use std::time::Duration;
 use thiserror::Error;
 
 use super::client::{run_peer_until, PeerOptions};
-use super::protocol::{Key, KeyError, ReverseTarget};
+use super::keygen::KeygenError;
+use super::protocol::{AgentIdentity, AgentPublicKey, Key, KeyError, ReverseTarget};
 use super::{AgentConfig, AgentConfigError};
 use crate::exit;
 use crate::plan::{self, Plan, PlanError, PlanInput};
@@ -25,6 +26,9 @@ pub enum SetupError {
     Key(#[from] KeyError),
     #[error("{0}")]
     AgentConfig(#[from] AgentConfigError),
+    /// The agent's identity file was missing and could not be made.
+    #[error("cannot make the agent's identity file: {0}")]
+    Identity(#[from] KeygenError),
     /// A `--reverse` URL that does not parse or names a kind the agent never runs, or an
     /// AGENT_ADDR that is not HOST[:PORT]: usage errors.
     #[error("{0}")]
@@ -36,7 +40,9 @@ pub enum SetupError {
 impl SetupError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            SetupError::Key(_) | SetupError::AgentConfig(_) => exit::CONFIG,
+            SetupError::Key(_) | SetupError::AgentConfig(_) | SetupError::Identity(_) => {
+                exit::CONFIG
+            }
             SetupError::Reverse(_) => exit::USAGE,
             SetupError::Plan(e) => e.exit_code(),
         }
@@ -48,6 +54,8 @@ impl SetupError {
 pub struct AgentInput {
     pub listen: Option<String>,
     pub key_file: PathBuf,
+    /// The agent's identity file [default: the key file's path with `.id` added].
+    pub identity_file: Option<PathBuf>,
     pub config: Option<PathBuf>,
     /// Overrides the agent config's `metrics_listen`.
     pub metrics_listen: Option<String>,
@@ -61,13 +69,51 @@ pub struct AgentSetup {
     /// Where the key came from (named in the start line, never the key itself).
     pub key_file: PathBuf,
     pub key: Key,
+    pub identity: AgentIdentity,
+    /// Where the identity came from, and whether it was made just now.
+    pub identity_file: PathBuf,
+    pub identity_created: bool,
     pub config: AgentConfig,
     pub service: bool,
+}
+
+/// Pure: where the agent's identity file is: as given, else beside the key file (`.id` added).
+pub fn identity_path(key_file: &std::path::Path, given: Option<&std::path::Path>) -> PathBuf {
+    match given {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let mut name = key_file.as_os_str().to_owned();
+            name.push(".id");
+            PathBuf::from(name)
+        }
+    }
+}
+
+/// Loads the agent's identity; a missing file is made (owner-only, as `keygen --identity`
+/// would), so that an agent upgraded from a release without identities starts as before.
+fn load_or_make_identity(path: &std::path::Path) -> Result<(AgentIdentity, bool), SetupError> {
+    match AgentIdentity::load(path) {
+        Ok(identity) => Ok((identity, false)),
+        Err(KeyError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            match super::keygen::write_identity_file(path) {
+                Ok(identity) => Ok((identity, true)),
+                // Another agent sharing this key file's folder made it this instant: use it.
+                Err(KeygenError::Exists { .. }) => {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    Ok((AgentIdentity::load(path)?, false))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 impl AgentSetup {
     pub fn load(input: AgentInput) -> Result<AgentSetup, SetupError> {
         let key = Key::load(&input.key_file)?;
+        let identity_file = identity_path(&input.key_file, input.identity_file.as_deref());
+        let (identity, identity_created) = load_or_make_identity(&identity_file)?;
         let mut config = match &input.config {
             Some(p) => AgentConfig::load(p)?,
             None => AgentConfig::default(),
@@ -79,6 +125,9 @@ impl AgentSetup {
             listen: input.listen,
             key_file: input.key_file,
             key,
+            identity,
+            identity_file,
+            identity_created,
             config,
             service: input.service,
         })
@@ -90,6 +139,9 @@ pub async fn agent_main(setup: AgentSetup) -> u8 {
         listen,
         key_file,
         key,
+        identity,
+        identity_file,
+        identity_created,
         config,
         service,
     } = setup;
@@ -100,10 +152,23 @@ pub async fn agent_main(setup: AgentSetup) -> u8 {
         service,
     );
     eprintln!("dtcprobe agent: {line}");
+    let made = if identity_created {
+        "made just now, "
+    } else {
+        ""
+    };
+    let public = identity.public();
+    let identity_line = format!(
+        "identity {} ({made}{}): public key {public}; peers pin it with --agent-pubkey {public}",
+        public.fingerprint(),
+        identity_file.display()
+    );
+    eprintln!("dtcprobe agent: {identity_line}");
+    let line = format!("{line}; {identity_line}");
     if service {
-        return run_service(listen, key, config, line).await;
+        return run_service(listen, key, identity, config, line).await;
     }
-    match super::server::run(listen.as_deref(), key, config).await {
+    match super::server::run(listen.as_deref(), key, identity, config).await {
         Ok(()) => exit::OK,
         Err(e) => {
             eprintln!("dtcprobe agent: {e:#}");
@@ -115,12 +180,13 @@ pub async fn agent_main(setup: AgentSetup) -> u8 {
 async fn run_service(
     listen: Option<String>,
     key: Key,
+    identity: AgentIdentity,
     config: super::AgentConfig,
     start_line: String,
 ) -> u8 {
     let runtime = tokio::runtime::Handle::current();
     let dispatched = tokio::task::spawn_blocking(move || {
-        super::winsvc::dispatch(listen, key, config, runtime, start_line)
+        super::winsvc::dispatch(listen, key, identity, config, runtime, start_line)
     })
     .await;
     match dispatched {
@@ -141,6 +207,7 @@ async fn run_service(
 async fn run_service(
     _listen: Option<String>,
     _key: Key,
+    _identity: AgentIdentity,
     _config: super::AgentConfig,
     _start_line: String,
 ) -> u8 {
@@ -269,6 +336,8 @@ pub struct PeerInput {
     /// The agent, `host:port`.
     pub agent: String,
     pub key_file: PathBuf,
+    /// `--agent-pubkey`: the agent's identity, pinned.
+    pub agent_pubkey: Option<String>,
     pub callback_port: u16,
     pub callback_bind: IpAddr,
     /// This host's name for the agent [default: the host name].
@@ -294,10 +363,17 @@ impl PeerSetup {
         let key = Key::load(&input.key_file)?;
         let agent = agent_address(&input.agent).map_err(SetupError::Reverse)?;
         let reverse = parse_reverse(&input.reverse).map_err(SetupError::Reverse)?;
+        let agent_pubkey = input
+            .agent_pubkey
+            .as_deref()
+            .map(AgentPublicKey::parse)
+            .transpose()
+            .map_err(|e| SetupError::Reverse(format!("--agent-pubkey: {e}")))?;
         let plan = plan::build_allowing_empty(&input.plan)?;
         let opts = PeerOptions {
             agent,
             key,
+            agent_pubkey,
             callback_bind: input.callback_bind,
             callback_port: input.callback_port,
             caller_name: Some(
@@ -330,6 +406,9 @@ pub async fn peer_main(setup: PeerSetup) -> u8 {
     // Installed before the run starts (see `check` in app.rs): a stop request is never lost.
     let interrupted = crate::signals::shutdown_signal();
     let (report, stopped) = run_peer_until(&opts, &plan.checks, &run, interrupted).await;
+    if let Some(note) = unpinned_note(&report) {
+        eprintln!("dtcprobe peer: {note}");
+    }
     // A stopped run writes its partial report everywhere too, and exits 130 whatever it found.
     let code = outputs::emit(&report, &plan.output);
     if stopped {
@@ -337,6 +416,27 @@ pub async fn peer_main(setup: PeerSetup) -> u8 {
         return exit::INTERRUPTED;
     }
     code
+}
+
+/// Pure: when the agent was reached without a pin, which agent answered and how to pin it (as
+/// ssh says on first contact); `None` when it was pinned or not reached.
+pub fn unpinned_note(report: &crate::model::Report) -> Option<String> {
+    let login = report
+        .checks
+        .iter()
+        .filter(|c| c.kind == "agent")
+        .flat_map(|c| c.hops.iter())
+        .find(|h| h.hop == crate::model::HopKind::Login)?;
+    if login.data.get("agent_pinned").and_then(|v| v.as_bool()) != Some(false) {
+        return None;
+    }
+    let key = login.data.get("agent_pubkey")?.as_str()?;
+    let fingerprint = login.data.get("agent_fingerprint")?.as_str()?;
+    Some(format!(
+        "the agent's identity is not pinned: the agent that answered has identity {fingerprint}. \
+         Compare it with the agent's start line (`dtcprobe agent: identity ...`), then pin it: \
+         --agent-pubkey {key}"
+    ))
 }
 
 #[cfg(test)]

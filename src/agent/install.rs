@@ -114,6 +114,8 @@ pub fn plan_install(input: &InstallInput, exe: PathBuf) -> Result<InstallPlan, I
     let setup = AgentSetup::load(AgentInput {
         listen: input.listen.clone(),
         key_file: input.key_file.clone(),
+        // Beside the key file: made now if missing, so the service starts with it.
+        identity_file: None,
         config: input.config.clone(),
         metrics_listen: input.metrics_listen.clone(),
         service: true,

@@ -2,6 +2,10 @@
 //! bytes from the OS, hex-encoded (64 characters and a newline), so the file can be copied, pasted
 //! and compared by eye.
 //!
+//! `dtcprobe keygen --identity [--out FILE]`: an agent's own static key pair (its identity file,
+//! the private key in the same format), and prints the public key and its fingerprint: what
+//! peers pin with `--agent-pubkey`. The agent also makes one itself on first start.
+//!
 //! With `--out`, the file is created new (an existing file is never overwritten: rotating a key
 //! is a deliberate act) and owner-only: mode 0600 at creation on Unix (no window in which it is
 //! readable by others); on Windows its ACL is set to one entry for the current account,
@@ -15,7 +19,7 @@ use std::path::Path;
 
 use thiserror::Error;
 
-use super::protocol::hex_encode;
+use super::protocol::{hex_encode, AgentIdentity};
 
 /// Random bytes in a generated key.
 pub const KEY_BYTES: usize = 32;
@@ -45,8 +49,61 @@ pub fn new_key_text() -> Result<String, KeygenError> {
 
 /// Writes a new key file at `path`, owner-only.
 pub fn write_key_file(path: &Path) -> Result<(), KeygenError> {
+    write_secret_file(path, &new_key_text()?)
+}
+
+/// A new agent identity, written to `path` owner-only (never over an existing file).
+pub fn write_identity_file(path: &Path) -> Result<AgentIdentity, KeygenError> {
+    let identity = AgentIdentity::generate().map_err(|e| KeygenError::Random(e.to_string()))?;
+    write_secret_file(path, &identity.file_text())?;
+    Ok(identity)
+}
+
+/// What peers need to pin an identity, for the terminal (never the private key).
+pub fn describe_public(identity: &AgentIdentity) -> String {
+    let public = identity.public();
+    format!(
+        "agent public key: {public}\nfingerprint: {}\npin it on the near side with --agent-pubkey {public} (matrix: agent_pubkey = \"{public}\" in the zone)",
+        public.fingerprint()
+    )
+}
+
+/// `dtcprobe keygen`: exit code 0, or 78 when nothing could be written.
+pub fn keygen_main(out: Option<&Path>, identity: bool) -> u8 {
+    let result = match (out, identity) {
+        (Some(path), false) => write_key_file(path).map(|()| {
+            eprintln!(
+                "wrote {} (owner-only); copy it to the other host over a safe channel",
+                path.display()
+            );
+        }),
+        (None, false) => new_key_text().map(|text| print!("{text}")),
+        (Some(path), true) => write_identity_file(path).map(|id| {
+            eprintln!(
+                "wrote {} (owner-only; it stays on the agent's host: pass it with --identity-file)",
+                path.display()
+            );
+            println!("{}", describe_public(&id));
+        }),
+        (None, true) => AgentIdentity::generate()
+            .map_err(|e| KeygenError::Random(e.to_string()))
+            .map(|id| {
+                print!("{}", id.file_text());
+                eprintln!("{}", describe_public(&id));
+            }),
+    };
+    match result {
+        Ok(()) => crate::exit::OK,
+        Err(e) => {
+            eprintln!("dtcprobe keygen: {e}");
+            crate::exit::CONFIG
+        }
+    }
+}
+
+/// Creates `path` new and owner-only, then writes `text` (removed again on any failure).
+fn write_secret_file(path: &Path, text: &str) -> Result<(), KeygenError> {
     let shown = path.display().to_string();
-    let text = new_key_text()?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

@@ -1,7 +1,7 @@
 //! `dtcprobe agent` (the far side, a long-running service) and `dtcprobe peer` (the near side,
 //! one invocation covering both directions).
 //!
-//! - [`protocol`]: framing, messages, the key, and the encrypted channel (Noise `NNpsk0`).
+//! - [`protocol`]: framing, messages, the key, the agent's identity, and the encrypted channel (Noise `NXpsk0`).
 //! - [`server`]: the agent: admission, sessions, callback, reverse checks.
 //! - [`policy`]: which reverse checks the agent runs, against which hosts (the allow list).
 //! - [`client`]: the near side: the agent session, the callback listener, the combined report.

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::protocol::{Key, ReverseTarget};
+use super::protocol::{AgentPublicKey, Key, ReverseTarget};
 
 /// Everything `peer` needs besides the forward checks.
 #[derive(Debug, Clone)]
@@ -13,6 +13,9 @@ pub struct PeerOptions {
     /// `host:port` of the agent.
     pub agent: String,
     pub key: Key,
+    /// The agent's identity, pinned (`--agent-pubkey`, a matrix zone's `agent_pubkey`): another
+    /// agent answering fails the run with `agent_identity`. `None`: whoever holds the key.
+    pub agent_pubkey: Option<AgentPublicKey>,
     /// Address the callback listener binds to (`0.0.0.0` by default).
     pub callback_bind: IpAddr,
     /// Callback port; 0 picks an ephemeral one.

@@ -21,7 +21,7 @@ use windows_service::service::{
 use windows_service::service_control_handler::{self, ServiceControlHandlerResult};
 use windows_service::{define_windows_service, service_dispatcher};
 
-use super::protocol::Key;
+use super::protocol::{AgentIdentity, Key};
 use super::AgentConfig;
 
 /// The service name `dtcprobe agent install` registers (and `sc.exe create` must use).
@@ -31,6 +31,7 @@ struct Launch {
     start_line: String,
     listen: Option<String>,
     key: Key,
+    identity: AgentIdentity,
     config: AgentConfig,
     runtime: tokio::runtime::Handle,
 }
@@ -43,6 +44,7 @@ define_windows_service!(ffi_service_main, service_main);
 pub fn dispatch(
     listen: Option<String>,
     key: Key,
+    identity: AgentIdentity,
     config: AgentConfig,
     runtime: tokio::runtime::Handle,
     start_line: String,
@@ -52,6 +54,7 @@ pub fn dispatch(
             start_line,
             listen,
             key,
+            identity,
             config,
             runtime,
         })
@@ -119,6 +122,7 @@ fn service_main(_arguments: Vec<OsString>) {
     let result = launch.runtime.block_on(super::server::run_until(
         launch.listen.as_deref(),
         launch.key.clone(),
+        launch.identity.clone(),
         launch.config.clone(),
         shutdown,
     ));

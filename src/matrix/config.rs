@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::agent::protocol::{Key, ReverseTarget};
+use crate::agent::protocol::{AgentPublicKey, Key, ReverseTarget};
 use crate::config::{from_toml, line_column, positive_duration};
 use crate::target::Target;
 
@@ -55,6 +55,8 @@ struct RawZone {
     name: toml::Spanned<String>,
     agent: Option<toml::Spanned<String>>,
     key_file: Option<toml::Spanned<String>>,
+    /// The zone agent's public key (its identity), pinned.
+    agent_pubkey: Option<toml::Spanned<String>>,
     #[serde(default)]
     hosts: Vec<toml::Spanned<String>>,
     /// The zone's `dtcprobe watch --metrics-listen` instance as Prometheus reaches it.
@@ -89,6 +91,8 @@ pub struct AgentRef {
     /// never contacts an agent and so needs none of the secrets.
     pub key: Option<Key>,
     pub key_file: PathBuf,
+    /// `agent_pubkey`: the agent's identity, pinned (another agent answering fails the row).
+    pub pubkey: Option<AgentPublicKey>,
 }
 
 #[derive(Debug, Clone)]
@@ -317,6 +321,12 @@ fn parse_with(
                         format!("zone `{name}` has a key_file but no agent"),
                     ));
                 }
+                if let Some(k) = &zr.agent_pubkey {
+                    return Err(at(
+                        k.span().start,
+                        format!("zone `{name}` has an agent_pubkey but no agent"),
+                    ));
+                }
                 None
             }
             Some(a) => {
@@ -343,10 +353,18 @@ fn parse_with(
                         Some(k)
                     }
                 };
+                let pubkey = match &zr.agent_pubkey {
+                    None => None,
+                    Some(p) => Some(
+                        AgentPublicKey::parse(p.get_ref())
+                            .map_err(|e| at(p.span().start, format!("agent_pubkey: {e}")))?,
+                    ),
+                };
                 Some(AgentRef {
                     address,
                     key,
                     key_file: file,
+                    pubkey,
                 })
             }
         };

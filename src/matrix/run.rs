@@ -259,6 +259,7 @@ async fn ask(plan: &MatrixPlan, req: &Request<'_>) -> RequestOutcome {
     let opts = PeerOptions {
         agent: agent.address.clone(),
         key,
+        agent_pubkey: agent.pubkey,
         callback_bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         callback_port: 0,
         // No name lookup of this host by the agent: the matrix is about the zones.

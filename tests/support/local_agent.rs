@@ -30,6 +30,7 @@ pub fn peer_opts(agent: SocketAddr, key: Key, session_timeout: Duration) -> Peer
     PeerOptions {
         agent: agent.to_string(),
         key,
+        agent_pubkey: None,
         callback_bind: "127.0.0.1".parse().unwrap(),
         callback_port: 0,
         caller_name: None,

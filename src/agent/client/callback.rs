@@ -17,6 +17,9 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Connections that presented the right token, recorded (at most this many sources).
 const MAX_VALID_SOURCES: usize = 16;
 
+/// Connections to the callback port read at once.
+pub(super) const MAX_PENDING_READS: usize = 16;
+
 /// The callbacks the near side saw arriving (token verified). Which of them is the agent's is
 /// decided once the agent's answer names its callback source (see [`Observed::agents_callback`]).
 #[derive(Debug, Default)]
@@ -26,6 +29,9 @@ pub(super) struct Observed {
     /// Connections accepted on the callback port, and those that presented the token.
     pub(super) accepted: usize,
     pub(super) valid: usize,
+    /// Connections closed unread because [`MAX_PENDING_READS`] others were being read (the
+    /// oldest is closed to make room for the newest).
+    pub(super) busy_closed: usize,
     /// The agent's address (the one this host connected to).
     pub(super) agent: Option<IpAddr>,
 }
@@ -78,8 +84,12 @@ pub(super) async fn accept_callbacks(
         return std::future::pending().await;
     };
     // Each connection is read concurrently, so a stray or silent connection cannot hold up the
-    // agent's; at most 16 are handled at once (more are closed straight away).
+    // agent's; at most MAX_PENDING_READS are read at once. When that many are waiting, the
+    // oldest (which has not sent the token in all that time) is closed for the newest: silent
+    // connections opened first cannot keep the agent's callback out (they used to: the newest
+    // was closed, and the agent's callback read as a firewall failure).
     let mut pending = tokio::task::JoinSet::new();
+    let mut order: std::collections::VecDeque<tokio::task::AbortHandle> = Default::default();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -90,12 +100,16 @@ pub(super) async fn accept_callbacks(
             continue;
         };
         lock(&observed).accepted += 1;
-        if pending.len() >= 16 {
-            continue;
+        order.retain(|h| !h.is_finished());
+        if order.len() >= MAX_PENDING_READS {
+            if let Some(oldest) = order.pop_front() {
+                oldest.abort();
+                lock(&observed).busy_closed += 1;
+            }
         }
         let token = token.clone();
         let observed = observed.clone();
-        pending.spawn(async move {
+        let handle = pending.spawn(async move {
             let read_token = async {
                 let mut buf = Vec::with_capacity(token.len() + 1);
                 let mut byte = [0u8; 1];
@@ -120,5 +134,6 @@ pub(super) async fn accept_callbacks(
                 let _ = tokio::time::timeout(limit, conn.write_all(b"ok\n")).await;
             }
         });
+        order.push_back(handle);
     }
 }

@@ -11,8 +11,8 @@ use tokio::time::Instant;
 
 use super::super::peer_options::PeerOptions;
 use super::super::protocol::{
-    message_name as msg_name, parse_body, CallbackRequest, ChannelError, ErrorCode, IoFrameError,
-    Message, PeerRequest, RequestBody, ResponseBody, SecureChannel,
+    message_name as msg_name, parse_body, AgentPublicKey, CallbackRequest, ChannelError, ErrorCode,
+    IoFrameError, Message, PeerRequest, RequestBody, ResponseBody, SecureChannel,
 };
 use super::callback::{accept_callbacks, lock, Observed};
 use super::login_hop::{agent_error, channel_failure};
@@ -135,9 +135,10 @@ pub(super) async fn converse(
         let result = async {
             // The Noise handshake: authenticates both sides by the key, in one round trip.
             let local = stream.local_addr();
-            let mut channel = SecureChannel::connect(stream, &opts.key, limit)
-                .await
-                .map_err(|e| channel_failure(e, "during the handshake with the agent"))?;
+            let mut channel =
+                SecureChannel::connect_pinned(stream, &opts.key, opts.agent_pubkey.as_ref(), limit)
+                    .await
+                    .map_err(|e| channel_failure(e, "during the handshake with the agent"))?;
             // Open the callback listener before asking for the callback.
             // The agent calls back the address this connection comes from: listen in its family.
             let bind = match (opts.callback_bind, local) {
@@ -205,9 +206,13 @@ pub(super) async fn converse(
             Ok((mut channel, listener, token)) => {
                 // The agent's name is only known from its encrypted answer (the hello is anonymous).
                 login_hop = Some(
-                    HopResult::pass(
-                        HopKind::Login,
-                        "authenticated to the agent (pre-shared key)",
+                    identified(
+                        HopResult::pass(
+                            HopKind::Login,
+                            "authenticated to the agent (pre-shared key)",
+                        ),
+                        channel.agent_key(),
+                        opts.agent_pubkey.is_some(),
                     )
                     .with_duration(login_started.elapsed()),
                 );
@@ -275,6 +280,7 @@ pub(super) async fn converse(
                     Err(e @ ChannelError::Io(IoFrameError::Frame(_)))
                     | Err(e @ ChannelError::Refused { .. })
                     | Err(e @ ChannelError::Unexpected(_))
+                    | Err(e @ ChannelError::Identity { .. })
                     | Err(e @ ChannelError::Noise(_)) => Session::Lost {
                         cause: Cause::ProtocolError,
                         detail: format!("bad frame from the agent: {e}"),
@@ -286,7 +292,15 @@ pub(super) async fn converse(
 
     if let (Some(hop), Session::Answered(b)) = (&mut login_hop, &session) {
         if hop.lets_chain_continue() {
-            hop.detail = format!("authenticated to agent {} (pre-shared key)", b.agent);
+            let identity = match (hop.data.get("agent_fingerprint"), opts.agent_pubkey) {
+                (Some(f), Some(_)) => format!("; identity {} as pinned", f.as_str().unwrap_or("?")),
+                (Some(f), None) => format!("; identity {}, not pinned", f.as_str().unwrap_or("?")),
+                (None, _) => String::new(),
+            };
+            hop.detail = format!(
+                "authenticated to agent {} (pre-shared key{identity})",
+                b.agent
+            );
             let taken = std::mem::replace(hop, HopResult::skip(HopKind::Login, ""));
             *hop = taken.with_data("agent", b.agent.clone());
         }
@@ -300,6 +314,18 @@ pub(super) async fn converse(
         observed,
         callback_port,
         listen_error,
+    }
+}
+
+/// The login hop with the identity the agent proved: its public key, fingerprint, and whether it
+/// was checked against a pin.
+fn identified(hop: HopResult, agent_key: Option<AgentPublicKey>, pinned: bool) -> HopResult {
+    match agent_key {
+        Some(k) => hop
+            .with_data("agent_pubkey", k.to_hex())
+            .with_data("agent_fingerprint", k.fingerprint())
+            .with_data("agent_pinned", pinned),
+        None => hop,
     }
 }
 

@@ -25,6 +25,19 @@ pub(super) fn channel_failure(e: ChannelError, during: &str) -> HopResult {
             "something on the path altered the encrypted traffic (a proxy, an IPS rewriting \
              packets), or the agent restarted mid-session: retry, then check the path",
         ),
+        ChannelError::Identity { pinned, answered } => HopResult::fail(
+            HopKind::Login,
+            Cause::AgentIdentity,
+            format!(
+                "{during}: another agent answered: identity {} (public key {answered}), not the pinned {}",
+                answered.fingerprint(),
+                pinned.fingerprint()
+            ),
+        )
+        .with_hint(HINT_IDENTITY)
+        .with_data("agent_pubkey", answered.to_hex())
+        .with_data("agent_fingerprint", answered.fingerprint())
+        .with_data("expected_agent_pubkey", pinned.to_hex()),
         e @ (ChannelError::Unexpected(_) | ChannelError::Noise(_)) => HopResult::fail(
             HopKind::Login,
             Cause::ProtocolError,
@@ -35,6 +48,12 @@ pub(super) fn channel_failure(e: ChannelError, during: &str) -> HopResult {
         ),
     }
 }
+
+const HINT_IDENTITY: &str = "the agent that answered holds the pre-shared key but is not the \
+one pinned: something between here and the agent (a port forward, NAT, load balancer, DNS \
+pointing elsewhere, or a forwarder) sent this connection to another agent, so its verdicts would \
+come from the wrong zone; nothing was sent to it. Check the address; if the agent was given a \
+new identity on purpose, compare the fingerprint with its start line and update the pin";
 
 const HINT_KEY_MISMATCH: &str = "the key files on the two sides differ (compare them; \
 surrounding whitespace is ignored): copy the same key file to both hosts";

@@ -113,13 +113,18 @@ pub(super) fn build_checks(opts: &PeerOptions, conversation: Conversation) -> Ag
                 None => interrupted_hop(HopKind::Callback),
             },
         ),
+        // No verdict from the agent: its lookup is lost with it (a failure, so that the run
+        // never passes on a callback alone), and a callback that arrived is unverified: a relay
+        // on the path can present the token it saw and cut the control connection.
         Session::Lost { cause, detail } => (
-            HopResult::skip(
+            HopResult::fail(
                 HopKind::Resolve,
+                *cause,
                 format!("no answer from the agent: {detail}"),
-            ),
+            )
+            .with_hint(HINT_AGENT_LOST),
             match observed.agents_callback(observed.agent, None) {
-                Some(from) => callback_seen(from, callback_port),
+                Some(from) => unverified_callback(from, callback_port, detail),
                 None => HopResult::fail(HopKind::Callback, *cause, detail.clone())
                     .with_hint(HINT_AGENT_LOST),
             },
@@ -155,7 +160,11 @@ pub(super) fn build_checks(opts: &PeerOptions, conversation: Conversation) -> Ag
                     .with_data("from", from.ip().to_string())
                 }
                 (Some(from), agent_side, _) => {
-                    let hop = callback_seen(from, callback_port);
+                    let hop = compare_source_port(
+                        callback_seen(from, callback_port),
+                        from,
+                        b.callback_from_port,
+                    );
                     match agent_side {
                         Some(a) => hop.with_duration(a.duration_seconds),
                         None => hop,
@@ -175,7 +184,19 @@ pub(super) fn build_checks(opts: &PeerOptions, conversation: Conversation) -> Ag
                         (true, None) => HINT_BIDIRECTIONAL.to_string(),
                         (false, o) => o.unwrap_or_default(),
                     };
-                    hop.with_hint(hint)
+                    // The agent connected, but its connection was closed unread here because
+                    // the port was busy with others: not the firewall, and said so.
+                    let connected = matches!(hop.cause, Some(Cause::Reset | Cause::Timeout | Cause::ProtocolError))
+                        && hop.detail.contains("connected back");
+                    if connected && observed.busy_closed > 0 {
+                        hop.detail = format!(
+                            "{}; {} connection(s) to the callback port were closed unread while it was busy with others",
+                            hop.detail, observed.busy_closed
+                        );
+                        return_busy(hop)
+                    } else {
+                        hop.with_hint(hint)
+                    }
                 }
                 (None, Some(agent_side), None) => HopResult::fail(
                     HopKind::Callback,
@@ -192,6 +213,9 @@ pub(super) fn build_checks(opts: &PeerOptions, conversation: Conversation) -> Ag
     let stray = observed.accepted.saturating_sub(observed.valid);
     if stray > 0 {
         callback_hop = callback_hop.with_data("stray_connections", stray);
+    }
+    if observed.busy_closed > 0 {
+        callback_hop = callback_hop.with_data("busy_closed", observed.busy_closed);
     }
     let reported = match &session {
         Session::Answered(b) => b.callback_from.as_deref(),
@@ -276,6 +300,73 @@ pub(super) fn build_checks(opts: &PeerOptions, conversation: Conversation) -> Ag
         agent_zone,
         checks,
         far_side,
+    }
+}
+
+const HINT_CALLBACK_BUSY: &str = "the agent reached this host: the firewall lets the callback \
+through. Other connections kept the callback port busy (a scanner, or something holding \
+connections open to it) and the agent's was closed unread: retry, or use an ephemeral callback \
+port (the default) so that nothing else knows it in advance";
+
+/// The agent's callback failed after connecting because this side's port was busy.
+fn return_busy(hop: HopResult) -> HopResult {
+    hop.with_hint(HINT_CALLBACK_BUSY)
+}
+
+/// A callback that arrived with the right token, with no verdict from the agent to confirm it.
+fn unverified_callback(from: SocketAddr, port: Option<u16>, lost: &str) -> HopResult {
+    let mut hop = HopResult::warn(
+        HopKind::Callback,
+        Cause::CallbackUnverified,
+        format!(
+            "a connection with the session's token arrived from {}, but the agent never confirmed \
+             it was its own ({lost})",
+            from.ip()
+        ),
+    )
+    .with_hint(
+        "without the agent's answer this is not proof that the agent's zone reaches this host: a \
+         relay on the path can present the token it carried and cut the control connection. Run \
+         again; if the session is lost every time, look for a device on the path that ends \
+         long-lived connections",
+    )
+    .with_data("from", from.ip().to_string())
+    .with_data("source_port", from.port());
+    if let Some(p) = port {
+        hop = hop.with_data("port", p);
+    }
+    hop
+}
+
+/// Pure: the arrived callback's source port against the one the agent reports (from its
+/// authenticated answer). Different ports: something between made its own connection (a relay)
+/// or translated the port (a NAT): `warn`, `relayed`.
+fn compare_source_port(hop: HopResult, from: SocketAddr, agent_port: Option<u16>) -> HopResult {
+    let hop = hop.with_data("source_port", from.port());
+    match agent_port {
+        Some(p) if p != from.port() => {
+            let mut warned = HopResult::warn(
+                HopKind::Callback,
+                Cause::CallbackUnverified,
+                format!(
+                    "{}, but from source port {}: the agent's connection left from port {p} \
+                     (relayed, or port-translated on the way)",
+                    hop.detail,
+                    from.port()
+                ),
+            )
+            .with_hint(
+                "a device between the zones made its own connection to this host (a proxy or relay) \
+                 or translated the source port (NAT/PAT): MSDTC's own connections take the same way; \
+                 make sure it is a NAT you know of",
+            );
+            warned.data = hop.data;
+            warned
+                .with_data("relayed", true)
+                .with_data("agent_source_port", p)
+        }
+        Some(p) => hop.with_data("agent_source_port", p),
+        None => hop,
     }
 }
 

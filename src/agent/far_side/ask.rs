@@ -47,9 +47,10 @@ async fn exchange(opts: &PeerOptions, targets: Vec<ReverseTarget>) -> Result<Res
             .unwrap_or_else(|| "no connection".into());
         format!("cannot reconnect to the agent at {addr}: {why}")
     })?;
-    let mut channel = SecureChannel::connect(stream, &opts.key, limit)
-        .await
-        .map_err(|e| format!("the handshake with the agent failed: {e}"))?;
+    let mut channel =
+        SecureChannel::connect_pinned(stream, &opts.key, opts.agent_pubkey.as_ref(), limit)
+            .await
+            .map_err(|e| format!("the handshake with the agent failed: {e}"))?;
     let request = RequestBody::FarSide(FarSideRequest {
         targets,
         hop_timeout_ms: Some(limit.as_millis().min(u64::MAX as u128) as u64),

@@ -1,11 +1,12 @@
-//! The encrypted channel between `peer` and the agent: a Noise `NNpsk0` handshake keyed by the
-//! key file's PSK, then every message encrypted (ChaCha20-Poly1305), cut into chunks that fit
-//! Noise's 65,535-byte messages by the pure codec (`dtcprobe_wire::agent::channel`).
+//! The encrypted channel between `peer` and the agent: a Noise `NXpsk0` handshake keyed by the
+//! key file's PSK and the agent's static key ([`super::identity`]), then every message encrypted
+//! (ChaCha20-Poly1305), cut into chunks that fit Noise's 65,535-byte messages by the pure codec
+//! (`dtcprobe_wire::agent::channel`).
 //!
 //! ```text
-//! agent -> peer   plain frame  Hello { noise: "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s" }
+//! agent -> peer   plain frame  Hello { noise: "Noise_NXpsk0_25519_ChaChaPoly_BLAKE2s" }
 //! peer  -> agent  plain frame  Handshake { data: hex(-> psk, e) }
-//! agent -> peer   plain frame  Handshake { data: hex(<- e, ee) }
+//! agent -> peer   plain frame  Handshake { data: hex(<- e, ee, s, es) }
 //! peer  -> agent  record(s)    Request { body }           (encrypted from here on)
 //! agent -> peer   record(s)    Accepted, then Response { body } or Error { .. }
 //! ```
@@ -22,8 +23,15 @@
 //! keeps the single key file `keygen` makes (no key pairs or certificates to distribute and pin,
 //! no verifier to customise) and pulls no second TLS configuration next to tiberius's rustls.
 //!
-//! What it does not give: a per-host identity (whoever holds the key file can play either side),
-//! protection against traffic analysis (sizes and timing show), or against a denial of service
+//! The agent's identity: `s, es` in its answer send its static public key (encrypted: only a
+//! holder of the PSK sees it) and prove it holds the private half. The near side compares it with
+//! its pin ([`SecureChannel::connect_pinned`]) before it sends anything: with one PSK shared by
+//! every agent, a forwarder that passes a connection aimed at agent A on to agent B is caught
+//! (B's key is not A's pin). Without a pin the near side learns and reports which agent answered.
+//!
+//! What it does not give: identity of the near side (whoever holds the key file can play it),
+//! an identity without a pin (the first run trusts what answers, as ssh does), protection
+//! against traffic analysis (sizes and timing show), or against a denial of service
 //! (an on-path host can drop or delay traffic; reported as a failure, never as a pass).
 
 use std::time::Duration;
@@ -34,6 +42,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::auth::{callback_token, hex_decode, hex_encode, AuthError, Key};
 use super::frame::{decode_payload, encode_payload, FrameError};
+use super::identity::{AgentIdentity, AgentPublicKey};
 use super::io::{read_frame, write_frame, IoFrameError};
 use super::messages::{ErrorCode, Message};
 use dtcprobe_wire::agent::channel::{
@@ -41,10 +50,11 @@ use dtcprobe_wire::agent::channel::{
 };
 
 /// The Noise protocol name: pattern, DH, cipher, hash.
-pub const NOISE_PATTERN: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
+pub const NOISE_PATTERN: &str = "Noise_NXpsk0_25519_ChaChaPoly_BLAKE2s";
 /// Bound into the handshake (Noise prologue): both sides must agree on the protocol version.
 const PROLOGUE: &[u8] = b"dtcprobe-agent/3";
-/// Largest handshake message accepted: `psk, e` or `e, ee` with an empty payload is 48 bytes.
+/// Largest handshake message accepted: `psk, e` with an empty payload is 48 bytes, `e, ee, s,
+/// es` 96.
 const MAX_HANDSHAKE_MESSAGE: usize = 128;
 
 #[derive(Debug, Error)]
@@ -60,6 +70,12 @@ pub enum ChannelError {
     Unexpected(String),
     #[error("Noise: {0}")]
     Noise(String),
+    /// The agent proved another static key than the pinned one.
+    #[error("the agent answered with identity {} (public key {answered}), not the pinned {}", answered.fingerprint(), pinned.fingerprint())]
+    Identity {
+        pinned: AgentPublicKey,
+        answered: AgentPublicKey,
+    },
 }
 
 impl From<FrameError> for ChannelError {
@@ -82,11 +98,13 @@ fn noise_err(e: snow::Error) -> ChannelError {
     ChannelError::Noise(e.to_string())
 }
 
-/// One end of an established channel: the stream, the transport keys, the handshake hash.
+/// One end of an established channel: the stream, the transport keys, the handshake hash, and
+/// (on the near side) the agent's static public key.
 pub struct SecureChannel<S> {
     stream: S,
     transport: TransportState,
     handshake_hash: Vec<u8>,
+    agent_key: Option<AgentPublicKey>,
 }
 
 impl<S> std::fmt::Debug for SecureChannel<S> {
@@ -101,9 +119,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
     /// agent is returned as [`ChannelError::Refused`]; an answer that does not decrypt (an agent
     /// holding another key) as [`AuthError::Handshake`]; an agent of another protocol version as
     /// a [`FrameError::Version`] (its hello says so: "version mismatch, upgrade both sides").
-    pub async fn connect(
+    pub async fn connect(stream: S, key: &Key, deadline: Duration) -> Result<Self, ChannelError> {
+        SecureChannel::connect_pinned(stream, key, None, deadline).await
+    }
+
+    /// As [`SecureChannel::connect`], and the agent's static key must be `pin` when one is given
+    /// ([`ChannelError::Identity`] otherwise, before anything is sent under the session's keys).
+    pub async fn connect_pinned(
         mut stream: S,
         key: &Key,
+        pin: Option<&AgentPublicKey>,
         deadline: Duration,
     ) -> Result<Self, ChannelError> {
         let handshake = async {
@@ -149,11 +174,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
         let noise = tokio::time::timeout(deadline, handshake)
             .await
             .unwrap_or(Err(ChannelError::Io(IoFrameError::Timeout(deadline))))?;
+        let answered = noise
+            .get_remote_static()
+            .and_then(AgentPublicKey::from_bytes)
+            .ok_or_else(|| ChannelError::Noise("the agent sent no static key".into()))?;
+        if let Some(pinned) = pin {
+            if *pinned != answered {
+                return Err(ChannelError::Identity {
+                    pinned: *pinned,
+                    answered,
+                });
+            }
+        }
         let (transport, handshake_hash) = finish(noise)?;
         Ok(SecureChannel {
             stream,
             transport,
             handshake_hash,
+            agent_key: Some(answered),
         })
     }
 
@@ -163,6 +201,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
     pub async fn accept(
         mut stream: S,
         key: &Key,
+        identity: &AgentIdentity,
         deadline: Duration,
     ) -> Result<Self, (ChannelError, S)> {
         let handshake = async {
@@ -179,7 +218,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
                     )))
                 }
             };
-            let mut noise = builder(key)?.build_responder().map_err(noise_err)?;
+            let mut noise = builder(key)?
+                .local_private_key(identity.private())
+                .map_err(noise_err)?
+                .build_responder()
+                .map_err(noise_err)?;
             read_handshake(&mut noise, &data)?;
             let mut buf = [0u8; MAX_HANDSHAKE_MESSAGE];
             let n = noise.write_message(&[], &mut buf).map_err(noise_err)?;
@@ -197,6 +240,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
                 stream,
                 transport,
                 handshake_hash,
+                agent_key: None,
             }),
             Err(e) => Err((e, stream)),
         }
@@ -205,6 +249,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
     /// The session's callback token (see [`callback_token`]).
     pub fn callback_token(&self, key: &Key) -> String {
         callback_token(key, &self.handshake_hash)
+    }
+
+    /// The agent's static public key (near side only: the agent's end has none to report).
+    pub fn agent_key(&self) -> Option<AgentPublicKey> {
+        self.agent_key
     }
 
     pub fn get_ref(&self) -> &S {
@@ -316,7 +365,11 @@ mod tests {
     const T: Duration = Duration::from_secs(5);
 
     fn key(c: u8) -> Key {
-        Key::from_bytes(&[c; 40], "test").unwrap()
+        Key::from_bytes(
+            super::super::auth::example_key_text(&format!("k{c}")).as_bytes(),
+            "test",
+        )
+        .unwrap()
     }
 
     async fn pair(
@@ -326,9 +379,28 @@ mod tests {
         Result<SecureChannel<tokio::io::DuplexStream>, ChannelError>,
         Result<SecureChannel<tokio::io::DuplexStream>, ChannelError>,
     ) {
+        pair_pinned(
+            client_key,
+            agent_key,
+            &AgentIdentity::generate().unwrap(),
+            None,
+        )
+        .await
+    }
+
+    async fn pair_pinned(
+        client_key: Key,
+        agent_key: Key,
+        identity: &AgentIdentity,
+        pin: Option<&AgentPublicKey>,
+    ) -> (
+        Result<SecureChannel<tokio::io::DuplexStream>, ChannelError>,
+        Result<SecureChannel<tokio::io::DuplexStream>, ChannelError>,
+    ) {
         let (a, b) = tokio::io::duplex(1 << 20);
-        let (client, agent) = tokio::join!(SecureChannel::connect(a, &client_key, T), async {
-            match SecureChannel::accept(b, &agent_key, T).await {
+        let connect = SecureChannel::connect_pinned(a, &client_key, pin, T);
+        let (client, agent) = tokio::join!(connect, async {
+            match SecureChannel::accept(b, &agent_key, identity, T).await {
                 Ok(c) => Ok(c),
                 Err((e, mut s)) => {
                     // As the agent does: say why in clear, then close.
@@ -379,6 +451,27 @@ mod tests {
             other.unwrap().callback_token(&key(b'k')),
             client.callback_token(&key(b'k'))
         );
+    }
+
+    #[tokio::test]
+    async fn the_agent_proves_its_identity_and_a_pin_is_enforced() {
+        let a = AgentIdentity::generate().unwrap();
+        let b = AgentIdentity::generate().unwrap();
+        // Unpinned: the near side learns which agent answered.
+        let (client, _agent) = pair_pinned(key(b'k'), key(b'k'), &b, None).await;
+        assert_eq!(client.unwrap().agent_key(), Some(b.public()));
+        // Pinned to the agent that answers: fine.
+        let (client, agent) = pair_pinned(key(b'k'), key(b'k'), &a, Some(&a.public())).await;
+        assert_eq!(client.unwrap().agent_key(), Some(a.public()));
+        assert!(agent.is_ok());
+        // Pinned to A, B answers (same pre-shared key): refused before anything is sent.
+        let (client, _agent) = pair_pinned(key(b'k'), key(b'k'), &b, Some(&a.public())).await;
+        match client {
+            Err(ChannelError::Identity { pinned, answered }) => {
+                assert_eq!((pinned, answered), (a.public(), b.public()));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]

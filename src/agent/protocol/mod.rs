@@ -1,6 +1,6 @@
 //! The agent wire protocol (version 3). Framing and messages are the shared codec
 //! (`dtcprobe_wire::agent`, re-exported by [`frame`] and [`messages`]); the key and what is
-//! derived from it are [`auth`]; the encrypted channel (Noise `NNpsk0`) is [`channel`]; [`io`]
+//! derived from it are [`auth`]; the agent's own key pair is [`identity`]; the encrypted channel (Noise `NXpsk0`) is [`channel`]; [`io`]
 //! reads and writes plain frames with deadlines. Every item is re-exported here, so callers name
 //! `agent::protocol::X` whatever file X lives in.
 //!
@@ -22,18 +22,20 @@
 pub mod auth;
 pub mod channel;
 pub mod frame;
+pub mod identity;
 pub mod io;
 pub mod messages;
 
 pub use auth::{
-    callback_token, hex_decode, hex_encode, AuthError, Key, KeyError, CALLBACK_TOKEN_LEN,
-    MAX_KEY_FILE_LEN, MIN_KEY_LEN,
+    callback_token, check_key_material, example_key_text, hex_decode, hex_encode, AuthError, Key,
+    KeyError, Weakness, CALLBACK_TOKEN_LEN, MAX_KEY_FILE_LEN, MIN_KEY_LEN,
 };
 pub use channel::{message_name, ChannelError, SecureChannel, NOISE_PATTERN};
 pub use frame::{
     decode_frame, decode_payload, encode_frame, encode_payload, frame_len, parse_body, Envelope,
     FrameError, MAX_FRAME, PROTOCOL_VERSION,
 };
+pub use identity::{AgentIdentity, AgentPublicKey, IdentityError, PinError};
 pub use io::{read_frame, write_frame, IoFrameError};
 pub use messages::{
     CallbackRequest, ErrorCode, FarSideRequest, Message, PeerRequest, RequestBody, ResponseBody,

@@ -29,13 +29,14 @@ pub(super) async fn session(
     let handshake_timeout = state.config.handshake_timeout.min(frame_timeout);
     let started = tokio::time::Instant::now();
     // The Noise handshake (the agent's hello says nothing about it: no name, version or clock).
-    let mut channel = match SecureChannel::accept(stream, &state.key, handshake_timeout).await {
-        Ok(c) => c,
-        Err((e, mut stream)) => {
-            refuse_handshake(state, peer, e, &mut stream, frame_timeout).await;
-            return;
-        }
-    };
+    let mut channel =
+        match SecureChannel::accept(stream, &state.key, &state.identity, handshake_timeout).await {
+            Ok(c) => c,
+            Err((e, mut stream)) => {
+                refuse_handshake(state, peer, e, &mut stream, frame_timeout).await;
+                return;
+            }
+        };
     // The request, encrypted, still within the handshake deadline: a handshake replayed from a
     // recording gets this far (its first message decrypts), but can never produce a request
     // under this session's fresh keys.
@@ -234,6 +235,7 @@ pub(super) async fn session(
                     response.callback = callback;
                     response.callback_from =
                         callback_from.map(|a| a.ip().to_canonical().to_string());
+                    response.callback_from_port = callback_from.map(|a| a.port());
                     response.reverse = reverse;
                 }
                 Err(_) => {

@@ -8,20 +8,26 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use super::super::metrics;
-use super::super::protocol::{self, Key};
+use super::super::protocol::{self, AgentIdentity, Key};
 use super::super::AgentConfig;
 use super::admission::serve;
 use super::state::AgentState;
 
 /// Binds and serves until SIGTERM or Ctrl-C.
-pub async fn run(listen: Option<&str>, key: Key, config: AgentConfig) -> anyhow::Result<()> {
-    run_until(listen, key, config, shutdown_signal()).await
+pub async fn run(
+    listen: Option<&str>,
+    key: Key,
+    identity: AgentIdentity,
+    config: AgentConfig,
+) -> anyhow::Result<()> {
+    run_until(listen, key, identity, config, shutdown_signal()).await
 }
 
 /// Binds and serves until `shutdown` completes (a signal, or the Windows service being stopped).
 pub async fn run_until<S>(
     listen: Option<&str>,
     key: Key,
+    identity: AgentIdentity,
     config: AgentConfig,
     shutdown: S,
 ) -> anyhow::Result<()>
@@ -43,6 +49,8 @@ where
         listen = %listener.local_addr()?,
         allow = config.allow.len(),
         max_sessions = config.max_sessions,
+        identity = %identity.public().fingerprint(),
+        agent_pubkey = %identity.public(),
         "agent listening (protocol v{})",
         protocol::PROTOCOL_VERSION
     );
@@ -52,7 +60,7 @@ where
     // pre-authentication and metrics budgets need more than the usual soft limit of 1024: the
     // one start-up rule for every command raises it to the hard limit.
     crate::fdlimit::raise_open_file_limit();
-    let state = Arc::new(AgentState::new(key, config));
+    let state = Arc::new(AgentState::with_identity(key, identity, config));
     // The metrics endpoint stops with the agent.
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
     if let Some(addr) = metrics_listen {

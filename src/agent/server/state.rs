@@ -1,4 +1,5 @@
-//! What every session of one agent shares: its key, config, budgets, log limiters and counters.
+//! What every session of one agent shares: its key and identity, config, budgets, log limiters
+//! and counters.
 
 use std::sync::Arc;
 
@@ -6,11 +7,12 @@ use tokio::sync::Semaphore;
 
 use super::super::limits::{PreAuthBudget, WarnLimiter};
 use super::super::metrics::{AgentStats, Snapshot};
-use super::super::protocol::Key;
+use super::super::protocol::{AgentIdentity, Key};
 use super::super::AgentConfig;
 
 pub struct AgentState {
     pub(super) key: Key,
+    pub(super) identity: AgentIdentity,
     pub(super) config: AgentConfig,
     pub(super) sessions: Arc<Semaphore>,
     pub(super) pre_auth: Arc<PreAuthBudget>,
@@ -24,12 +26,20 @@ pub struct AgentState {
 }
 
 impl AgentState {
+    /// An agent with a fresh identity of its own, for embedding and tests (the `agent` command
+    /// loads its identity file: [`AgentState::with_identity`]).
     pub fn new(key: Key, config: AgentConfig) -> AgentState {
+        let identity = AgentIdentity::generate().expect("the OS gives randomness");
+        AgentState::with_identity(key, identity, config)
+    }
+
+    pub fn with_identity(key: Key, identity: AgentIdentity, config: AgentConfig) -> AgentState {
         let sessions = Arc::new(Semaphore::new(config.max_sessions));
         // No replay cache: a request travels under keys fresh to its own connection (Noise
         // ephemeral keys), so a recorded one never decrypts on any other.
         AgentState {
             key,
+            identity,
             sessions,
             pre_auth: Arc::new(PreAuthBudget::new(
                 config.max_pending,
@@ -43,6 +53,11 @@ impl AgentState {
             stats: Default::default(),
             started: std::time::SystemTime::now(),
         }
+    }
+
+    /// The identity this agent proves in every handshake.
+    pub fn identity(&self) -> &AgentIdentity {
+        &self.identity
     }
 
     /// What `/metrics` shows now.

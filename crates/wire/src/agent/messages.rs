@@ -157,6 +157,10 @@ pub struct ResponseBody<Hop = serde_json::Value, Check = serde_json::Value> {
     /// near side accepts the callback only from the agent (this address, or the agent's own).
     #[serde(default)]
     pub callback_from: Option<String>,
+    /// The source port of that connection: the near side compares it with the port the
+    /// callback arrived from (different: relayed or port-translated). Absent from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_from_port: Option<u16>,
     #[serde(default)]
     pub reverse: Vec<Check>,
     /// What this agent serves besides `ping` and `peer` (e.g. [`CAPABILITY_FAR_SIDE`]). Absent
@@ -180,6 +184,7 @@ impl<Hop, Check> Default for ResponseBody<Hop, Check> {
             resolve: None,
             callback: None,
             callback_from: None,
+            callback_from_port: None,
             reverse: Vec::new(),
             capabilities: Vec::new(),
             far_side: Vec::new(),
