@@ -15,6 +15,7 @@ mod agent_channel;
 mod agent_cli;
 mod agent_far_side;
 mod agent_far_side_netns;
+mod agent_flood;
 mod agent_identity;
 mod agent_metrics;
 mod agent_netns;

@@ -489,7 +489,7 @@ mod platform {
 mod tests {
     use super::*;
 
-    const KEY: &str = "b3f1c0ffee5eed0123456789abcdef0123456789abcdef0123456789abcdef01";
+    const KEY: &str = "e836a7b090f2f3dff83565527c01591845fbfaf4bd9500a3a7805d6ebb33966a";
 
     /// The agent refuses a key file others can read: test keys are written 0600 on Unix and with
     /// an owner-only ACL on Windows.

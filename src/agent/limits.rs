@@ -1,19 +1,22 @@
 //! Bounds that keep the agent serving under abuse, kept apart from the session code so each one
 //! can be tested on its own:
 //!
-//! - [`PreAuthBudget`]: connections that have not authenticated yet get their own budget, global
-//!   and per source address. A session slot (`max_sessions`) is only taken once a request has
-//!   authenticated, so idle or slow unauthenticated sockets cannot lock real peers out (they only
-//!   use up their own source's share of the pre-authentication budget, for at most the handshake
-//!   deadline).
+//! - The pre-authentication budget is [`super::fair_share`]: per-source shares, and the oldest
+//!   silent connection closed for a new one. A session slot (`max_sessions`) is only taken once a
+//!   request has authenticated.
 //! - [`WarnLimiter`]: repetitive warnings (busy, refused, malformed) are rate-limited per kind
-//!   with a count of what was suppressed, so a flood cannot fill the disk with logs.
+//!   with a count of what was suppressed, so a flood cannot fill the disk with logs; the
+//!   per-connection debug lines (`-vv`) too. With every kind bounded, the log grows by a bounded
+//!   number of bytes per second under any flood, at any verbosity.
+//! - [`FirstPerSource`]: the first refusal from each source (a wrong key above all) is logged
+//!   whatever the rate limiter says, so a flood cannot hide a genuine misconfiguration; these
+//!   first lines have a (larger) rate limit of their own, as sources are cheap (IPv6).
 //! - [`log_text`]: text that came from the network is escaped (no newlines, no terminal escape
 //!   sequences) and truncated before it reaches a log line, so a client cannot forge log lines.
 
-use std::collections::HashMap;
+use std::collections::{HashSet, VecDeque};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Longest piece of network-derived text written to a log line, in characters.
@@ -35,82 +38,6 @@ pub fn log_text(text: &str) -> String {
         }
     }
     out
-}
-
-/// The pre-authentication budget: at most `total` connections waiting to authenticate; once half
-/// of it is in use, at most `per_source` of them from one address.
-#[derive(Debug)]
-pub struct PreAuthBudget {
-    total: usize,
-    per_source: usize,
-    pending: Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// Why a connection got no pre-authentication slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BudgetRefusal {
-    Total,
-    Source,
-}
-
-/// A taken pre-authentication slot; dropping it gives the slot back.
-#[derive(Debug)]
-pub struct PreAuthSlot {
-    budget: Arc<PreAuthBudget>,
-    source: IpAddr,
-}
-
-impl PreAuthBudget {
-    pub fn new(total: usize, per_source: usize) -> PreAuthBudget {
-        PreAuthBudget {
-            total: total.max(1),
-            per_source: per_source.max(1),
-            pending: Mutex::new(HashMap::new()),
-        }
-    }
-
-    pub fn try_take(self: &Arc<Self>, source: IpAddr) -> Result<PreAuthSlot, BudgetRefusal> {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let in_use: usize = pending.values().sum();
-        if in_use >= self.total {
-            return Err(BudgetRefusal::Total);
-        }
-        // The per-source cap applies under pressure (half the budget in use): many real peers
-        // behind one NAT address are not refused while there is room, but one address cannot
-        // take the whole budget.
-        let under_pressure = in_use >= self.total / 2;
-        let count = pending.entry(source).or_insert(0);
-        if under_pressure && *count >= self.per_source {
-            return Err(BudgetRefusal::Source);
-        }
-        *count += 1;
-        Ok(PreAuthSlot {
-            budget: self.clone(),
-            source,
-        })
-    }
-
-    /// Connections waiting to authenticate now.
-    pub fn in_use(&self) -> usize {
-        let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        pending.values().sum()
-    }
-}
-
-impl Drop for PreAuthSlot {
-    fn drop(&mut self) {
-        let mut pending = self
-            .budget
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = pending.get_mut(&self.source) {
-            *count -= 1;
-            if *count == 0 {
-                pending.remove(&self.source);
-            }
-        }
-    }
 }
 
 /// At most `burst` warnings of one kind per `window`; the rest are counted and the count is
@@ -174,6 +101,53 @@ impl Default for WarnLimiter {
     }
 }
 
+/// Remembers the last `capacity` sources seen; [`FirstPerSource::first`] is true once per source
+/// (until it is forgotten), within its own rate limit.
+#[derive(Debug)]
+pub struct FirstPerSource {
+    capacity: usize,
+    seen: Mutex<(HashSet<IpAddr>, VecDeque<IpAddr>)>,
+    limiter: WarnLimiter,
+}
+
+impl FirstPerSource {
+    pub fn new(capacity: usize, limiter: WarnLimiter) -> FirstPerSource {
+        FirstPerSource {
+            capacity: capacity.max(1),
+            seen: Mutex::new((HashSet::new(), VecDeque::new())),
+            limiter,
+        }
+    }
+
+    /// Whether this is the first line from `source` and may be logged as such.
+    pub fn first(&self, source: IpAddr) -> bool {
+        let source = super::fair_share::source_of(source);
+        let mut guard = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let (set, order) = &mut *guard;
+        if set.contains(&source) {
+            return false;
+        }
+        if self.limiter.allow().is_none() {
+            return false;
+        }
+        set.insert(source);
+        order.push_back(source);
+        if order.len() > self.capacity {
+            if let Some(old) = order.pop_front() {
+                set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+impl Default for FirstPerSource {
+    /// 4,096 sources remembered; at most 50 first lines per 10 seconds.
+    fn default() -> Self {
+        FirstPerSource::new(4096, WarnLimiter::new(50, Duration::from_secs(10)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,28 +172,19 @@ mod tests {
     }
 
     #[test]
-    fn pre_auth_budget_is_per_source_and_total() {
-        let budget = Arc::new(PreAuthBudget::new(4, 2));
+    fn the_first_line_from_each_source_passes_the_rate_limit() {
+        let first = FirstPerSource::new(2, WarnLimiter::new(3, Duration::from_secs(60)));
         let a: IpAddr = "198.18.0.1".parse().unwrap();
         let b: IpAddr = "198.18.0.2".parse().unwrap();
-        // Below half the budget, one source may take more than its share...
-        let a1 = budget.try_take(a).unwrap();
-        let _a2 = budget.try_take(a).unwrap();
-        // ...from half on, not.
-        assert_eq!(budget.try_take(a).unwrap_err(), BudgetRefusal::Source);
-        let _b1 = budget.try_take(b).unwrap();
-        let _b2 = budget.try_take(b).unwrap();
-        assert_eq!(budget.try_take(b).unwrap_err(), BudgetRefusal::Total);
-        drop(a1);
-        assert_eq!(budget.in_use(), 3);
-        assert_eq!(budget.try_take(b).unwrap_err(), BudgetRefusal::Source);
-        let _a3 = budget.try_take(a).unwrap();
-        assert_eq!(budget.in_use(), 4);
-        let single = Arc::new(PreAuthBudget::new(8, 2));
-        let held: Vec<_> = (0..4).map(|_| single.try_take(a).unwrap()).collect();
-        assert_eq!(single.try_take(a).unwrap_err(), BudgetRefusal::Source);
-        assert!(single.try_take(b).is_ok());
-        drop(held);
+        let c: IpAddr = "2001:db8::1".parse().unwrap();
+        let c_same_64: IpAddr = "2001:db8::2".parse().unwrap();
+        assert!(first.first(a));
+        assert!(!first.first(a));
+        assert!(first.first(c));
+        assert!(!first.first(c_same_64), "one /64 is one source");
+        assert!(first.first(b)); // a is forgotten (capacity 2)
+                                 // Its own limit: 3 first lines per minute.
+        assert!(!first.first(a));
     }
 
     #[test]

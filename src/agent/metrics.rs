@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Semaphore;
 
 use crate::report::prometheus::{build_info, labels, Family};
 
@@ -22,8 +21,10 @@ pub struct AgentStats {
     pub refused_auth: AtomicU64,
     pub refused_protocol: AtomicU64,
     pub refused_timeout: AtomicU64,
-    /// Closed before authenticating: over the pre-authentication budget.
+    /// Closed before authenticating: over the pre-authentication budget, none silent to close.
     pub refused_pre_auth: AtomicU64,
+    /// Closed before authenticating: the oldest silent connection, to make room for a new one.
+    pub evicted_pre_auth: AtomicU64,
     /// Authenticated, but asking for more than the agent's limits.
     pub refused_limit: AtomicU64,
     pub requests: AtomicU64,
@@ -43,7 +44,7 @@ impl AgentStats {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     pub sessions: u64,
-    pub refused: [(&'static str, u64); 6],
+    pub refused: [(&'static str, u64); 7],
     pub requests: u64,
     pub callbacks: [(&'static str, u64); 2],
     pub reverse: [(&'static str, u64); 2],
@@ -68,6 +69,7 @@ impl AgentStats {
                 ("protocol", get(&self.refused_protocol)),
                 ("timeout", get(&self.refused_timeout)),
                 ("pre_auth", get(&self.refused_pre_auth)),
+                ("evicted", get(&self.evicted_pre_auth)),
                 ("limit", get(&self.refused_limit)),
             ],
             requests: get(&self.requests),
@@ -110,7 +112,7 @@ pub fn render(s: &Snapshot) -> String {
         labelled(
             Family::counter(
                 "dtcprobe_agent_refused_total",
-                "Connections refused, by reason (busy, auth, protocol, timeout, pre_auth, limit).",
+                "Connections refused, by reason (busy, auth, protocol, timeout, pre_auth, evicted, limit).",
             ),
             "reason",
             &s.refused,
@@ -172,8 +174,11 @@ pub type SnapshotFn = Arc<dyn Fn() -> Snapshot + Send + Sync>;
 /// (the endpoint has its own small fd budget, `max_connections`, far below the process limit).
 #[derive(Debug, Clone, Copy)]
 pub struct MetricsLimits {
-    /// Connections served at once; more are closed as soon as they are accepted.
+    /// Connections served at once. When full, the oldest connection that has not sent anything
+    /// is closed for the new one (the same fair admission as the agent's port).
     pub max_connections: usize,
+    /// Of those, from one source (an IPv4 address or an IPv6 /64).
+    pub max_per_source: usize,
     /// The request head must arrive whole within this time (slowloris, idle sockets).
     pub header_timeout: Duration,
 }
@@ -182,6 +187,7 @@ impl Default for MetricsLimits {
     fn default() -> Self {
         MetricsLimits {
             max_connections: 32,
+            max_per_source: 8,
             header_timeout: Duration::from_secs(5),
         }
     }
@@ -199,10 +205,13 @@ pub async fn serve(
     limits: MetricsLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let budget = Arc::new(super::fair_share::FairBudget::new(
+        limits.max_connections,
+        limits.max_per_source,
+    ));
     tokio::pin!(shutdown);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, from) = tokio::select! {
             _ = &mut shutdown => return Ok(()),
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -213,25 +222,29 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            // Over the cap: closed at once, so the endpoint never holds more than its budget.
+        let Ok((slot, ticket, _)) = budget.admit(from.ip()) else {
+            // Full of connections that all sent their request: closed at once, so the endpoint
+            // never holds more than its budget.
             drop(stream);
             continue;
         };
         let snapshot = snapshot.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(
-                limits.header_timeout * 2,
-                serve_one(stream, &snapshot, limits.header_timeout),
-            )
-            .await;
-            drop(permit);
+            let stream = ticket.watch(stream);
+            tokio::select! {
+                _ = ticket.evicted() => {}
+                _ = tokio::time::timeout(
+                    limits.header_timeout * 2,
+                    serve_one(stream, &snapshot, limits.header_timeout),
+                ) => {}
+            }
+            drop(slot);
         });
     }
 }
 
 async fn serve_one(
-    mut stream: tokio::net::TcpStream,
+    mut stream: super::fair_share::Watched<tokio::net::TcpStream>,
     snapshot: &SnapshotFn,
     header_timeout: Duration,
 ) -> std::io::Result<()> {
@@ -270,7 +283,9 @@ async fn serve_one(
 
 /// Reads up to the blank line ending the head; `None` if the peer closed first or the head is
 /// over [`MAX_HEAD`].
-async fn read_head(stream: &mut tokio::net::TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+async fn read_head(
+    stream: &mut super::fair_share::Watched<tokio::net::TcpStream>,
+) -> std::io::Result<Option<Vec<u8>>> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     loop {

@@ -15,6 +15,7 @@
 
 pub mod client;
 pub mod cmd;
+pub mod fair_share;
 pub mod far_side;
 pub mod install;
 #[cfg(windows)]
@@ -49,8 +50,8 @@ pub struct AgentConfig {
     pub allow: Vec<AllowEntry>,
     /// Concurrent *authenticated* sessions (unauthenticated connections have their own budget).
     pub max_sessions: usize,
-    /// Connections still authenticating, in total and (once half the total is in use) per source
-    /// address.
+    /// Connections still authenticating, in total and per source (an IPv4 address or an IPv6
+    /// /64), from the first connection; when full, the oldest silent one is closed for a new one.
     pub max_pending: usize,
     pub max_pending_per_source: usize,
     /// An unauthenticated connection must finish the Noise handshake and send its encrypted request

@@ -655,7 +655,7 @@ fn validate_host(host: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef";
+    const KEY: &str = "600032b5ca8dfac0afac22ea39f1c6a6fa057a3c4e57941d72b406fa9b769148";
 
     fn keys(_: &Path) -> Result<Key, String> {
         Key::from_bytes(KEY.as_bytes(), "test").map_err(|e| e.to_string())

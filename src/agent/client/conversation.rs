@@ -132,13 +132,14 @@ pub(super) async fn converse(
         agent_ip = stream.peer_addr().ok().map(|a| a.ip());
         lock(progress).agent_ip = agent_ip;
         let login_started = Instant::now();
+        let mut retries = 0;
         let result = async {
             // The Noise handshake: authenticates both sides by the key, in one round trip.
-            let local = stream.local_addr();
+            let (handshake, tried_again) = handshake_with_retries(stream, opts, limit).await;
+            retries = tried_again;
             let mut channel =
-                SecureChannel::connect_pinned(stream, &opts.key, opts.agent_pubkey.as_ref(), limit)
-                    .await
-                    .map_err(|e| channel_failure(e, "during the handshake with the agent"))?;
+                handshake.map_err(|e| channel_failure(e, "during the handshake with the agent"))?;
+            let local = channel.get_ref().local_addr();
             // Open the callback listener before asking for the callback.
             // The agent calls back the address this connection comes from: listen in its family.
             let bind = match (opts.callback_bind, local) {
@@ -201,11 +202,12 @@ pub(super) async fn converse(
             Ok((channel, listener, token))
         }
         .await;
+        let result = result.map_err(|hop| with_retries(hop, retries));
         match result {
             Err(hop) => login_hop = Some(hop.with_duration(login_started.elapsed())),
             Ok((mut channel, listener, token)) => {
                 // The agent's name is only known from its encrypted answer (the hello is anonymous).
-                login_hop = Some(
+                login_hop = Some(with_retries(
                     identified(
                         HopResult::pass(
                             HopKind::Login,
@@ -215,7 +217,8 @@ pub(super) async fn converse(
                         opts.agent_pubkey.is_some(),
                     )
                     .with_duration(login_started.elapsed()),
-                );
+                    retries,
+                ));
                 lock(progress).login_hop = login_hop.clone();
                 let answer = async {
                     match tokio::time::timeout(
@@ -315,6 +318,61 @@ pub(super) async fn converse(
         callback_port,
         listen_error,
     }
+}
+
+/// Retries of a connection the agent closed before its hello or handshake answer: an agent under
+/// a flood closes its oldest silent connections to make room, and a real peer's can be one of
+/// them for the round trip before it speaks.
+const HANDSHAKE_RETRIES: u32 = 2;
+
+/// The handshake; a connection closed or reset before it finished is tried again (a new TCP
+/// connection) up to [`HANDSHAKE_RETRIES`] times, after 50-250 ms (jitter: peers turned away
+/// together do not come back together). Returns the outcome and the retries made.
+async fn handshake_with_retries(
+    mut stream: tokio::net::TcpStream,
+    opts: &PeerOptions,
+    limit: std::time::Duration,
+) -> (
+    Result<SecureChannel<tokio::net::TcpStream>, ChannelError>,
+    u32,
+) {
+    let agent = stream.peer_addr().ok();
+    let mut retries = 0;
+    loop {
+        let outcome =
+            SecureChannel::connect_pinned(stream, &opts.key, opts.agent_pubkey.as_ref(), limit)
+                .await;
+        let closed = matches!(
+            outcome,
+            Err(ChannelError::Io(IoFrameError::Closed | IoFrameError::Io(_)))
+        );
+        let (true, Some(agent)) = (closed && retries < HANDSHAKE_RETRIES, agent) else {
+            return (outcome, retries);
+        };
+        retries += 1;
+        let mut jitter = [0u8; 1];
+        let _ = getrandom::fill(&mut jitter);
+        let pause = std::time::Duration::from_millis(50 + u64::from(jitter[0]) * 200 / 255);
+        tokio::time::sleep(pause).await;
+        match tokio::time::timeout(limit, tokio::net::TcpStream::connect(agent)).await {
+            Ok(Ok(s)) => stream = s,
+            _ => return (outcome, retries),
+        }
+    }
+}
+
+/// Says in the login hop that the handshake was retried, and why.
+fn with_retries(mut hop: HopResult, retries: u32) -> HopResult {
+    if retries == 0 {
+        return hop;
+    }
+    hop.detail = format!(
+        "{} (after {retries} retr{}: the agent closed the connection before the handshake, as it \
+         does to its oldest silent connections when flooded)",
+        hop.detail,
+        if retries == 1 { "y" } else { "ies" }
+    );
+    hop.with_data("retries", retries)
 }
 
 /// The login hop with the identity the agent proved: its public key, fingerprint, and whether it

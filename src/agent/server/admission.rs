@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use super::super::limits::BudgetRefusal;
+use super::super::fair_share::{Eviction, Refusal};
 use super::super::metrics::AgentStats;
 use super::session::session;
 use super::state::AgentState;
@@ -43,16 +43,28 @@ where
                 }
             },
         };
-        let slot = match state.pre_auth.try_take(peer.ip().to_canonical()) {
-            Ok(slot) => slot,
+        let (slot, ticket) = match state.pre_auth.admit(peer.ip()) {
+            Ok((slot, ticket, evicted)) => {
+                if let Some(why) = evicted {
+                    AgentStats::bump(&state.stats.evicted_pre_auth);
+                    if let Some(suppressed) = state.warn_pre_auth.allow() {
+                        let limit = match why {
+                            Eviction::Total => "max_pending",
+                            Eviction::Source => "max_pending_per_source",
+                        };
+                        warn!(%peer, limit, suppressed, "pre-authentication budget full: the oldest silent connection was closed for this one");
+                    }
+                }
+                (slot, ticket)
+            }
             Err(why) => {
                 AgentStats::bump(&state.stats.refused_pre_auth);
                 if let Some(suppressed) = state.warn_pre_auth.allow() {
                     let limit = match why {
-                        BudgetRefusal::Total => "max_pending",
-                        BudgetRefusal::Source => "max_pending_per_source",
+                        Refusal::Total => "max_pending",
+                        Refusal::Source => "max_pending_per_source",
                     };
-                    warn!(%peer, limit, suppressed, "too many unauthenticated connections: closed");
+                    warn!(%peer, limit, suppressed, "too many unauthenticated connections, none silent: closed");
                 }
                 // Closed without a word: an unauthenticated flood gets nothing to read.
                 continue;
@@ -61,11 +73,15 @@ where
         let state = state.clone();
         tasks.spawn(async move {
             let limit = state.config.request_timeout + state.config.frame_timeout * 3;
-            if tokio::time::timeout(limit, session(stream, peer, &state, slot))
-                .await
-                .is_err()
-            {
-                warn!(%peer, "session exceeded {limit:?}: dropped");
+            let stream = ticket.watch(stream);
+            tokio::select! {
+                // Closed to make room: it had sent nothing since it was accepted.
+                _ = ticket.evicted() => {}
+                finished = tokio::time::timeout(limit, session(stream, peer, &state, slot)) => {
+                    if finished.is_err() {
+                        warn!(%peer, "session exceeded {limit:?}: dropped");
+                    }
+                }
             }
         });
     }

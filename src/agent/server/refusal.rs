@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 use super::super::limits::log_text;
@@ -13,12 +12,23 @@ use super::super::metrics::AgentStats;
 use super::super::protocol::{
     write_frame, ChannelError, ErrorCode, IoFrameError, Message, SecureChannel,
 };
-use super::state::AgentState;
+use super::state::{AgentState, AgentStream};
 
 /// Logs a refusal, rate-limited (a flood of bad clients must not flood the log).
 pub(super) fn warn_refused(state: &AgentState, peer: SocketAddr, what: &str, reason: &str) {
-    if let Some(suppressed) = state.warn_refused.allow() {
+    // The first from each source is always logged (a wrong key is a misconfiguration someone
+    // must see, flood or not); the rest are rate-limited.
+    if state.first_refusal.first(peer.ip()) {
+        warn!(%peer, reason = %log_text(reason), first_from_source = true, "{what}");
+    } else if let Some(suppressed) = state.warn_refused.allow() {
         warn!(%peer, reason = %log_text(reason), suppressed, "{what}");
+    }
+}
+
+/// A per-connection debug line (`-vv`), rate-limited like the warnings.
+pub(super) fn debug_line(state: &AgentState, peer: SocketAddr, what: &str) {
+    if let Some(suppressed) = state.debug_lines.allow() {
+        debug!(%peer, suppressed, "{what}");
     }
 }
 
@@ -28,13 +38,13 @@ pub(super) async fn refuse_handshake(
     state: &AgentState,
     peer: SocketAddr,
     e: ChannelError,
-    stream: &mut TcpStream,
+    stream: &mut AgentStream,
     frame_timeout: Duration,
 ) {
     let code = match &e {
         // A bare TCP probe (connect, close) is normal: `dtcprobe check tcp://agent:port` does it.
         ChannelError::Io(IoFrameError::Closed) => {
-            debug!(%peer, "connection closed without a handshake");
+            debug_line(state, peer, "connection closed without a handshake");
             return;
         }
         ChannelError::Io(IoFrameError::Timeout(t)) => {
@@ -47,8 +57,8 @@ pub(super) async fn refuse_handshake(
             AgentStats::bump(&state.stats.refused_timeout);
             return;
         }
-        ChannelError::Io(IoFrameError::Io(err)) => {
-            debug!(%peer, error = %err, "connection failed during the handshake");
+        ChannelError::Io(IoFrameError::Io(_)) => {
+            debug_line(state, peer, "connection failed during the handshake");
             return;
         }
         // The key files differ: the same wording and error code as ever.
@@ -83,7 +93,7 @@ pub(super) async fn refuse_handshake(
 
 /// Sends a refusal (encrypted: the handshake is done) and closes.
 pub(super) async fn refuse(
-    channel: &mut SecureChannel<TcpStream>,
+    channel: &mut SecureChannel<AgentStream>,
     code: ErrorCode,
     message: String,
     limit: Duration,
@@ -94,7 +104,7 @@ pub(super) async fn refuse(
 
 /// Refuses a request that ran past `request_timeout` (counted, said to the peer).
 pub(super) async fn refuse_overrun(
-    channel: &mut SecureChannel<TcpStream>,
+    channel: &mut SecureChannel<AgentStream>,
     state: &AgentState,
     limit: Duration,
 ) {

@@ -3,27 +3,21 @@
 
 use std::net::SocketAddr;
 
-use tokio::net::TcpStream;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
+use super::super::fair_share::Slot;
 use super::super::far_side;
-use super::super::limits::PreAuthSlot;
 use super::super::metrics::AgentStats;
 use super::super::protocol::{
     parse_body, ChannelError, ErrorCode, IoFrameError, Message, RequestBody, ResponseBody,
     SecureChannel, CAPABILITY_FAR_SIDE,
 };
 use super::answer::fit_response;
-use super::refusal::{refuse, refuse_handshake, refuse_overrun, warn_refused};
+use super::refusal::{debug_line, refuse, refuse_handshake, refuse_overrun, warn_refused};
 use super::reverse::{hop_timeout, run_peer_request};
-use super::state::AgentState;
+use super::state::{AgentState, AgentStream};
 
-pub(super) async fn session(
-    stream: TcpStream,
-    peer: SocketAddr,
-    state: &AgentState,
-    slot: PreAuthSlot,
-) {
+pub(super) async fn session(stream: AgentStream, peer: SocketAddr, state: &AgentState, slot: Slot) {
     let caller = peer.ip().to_canonical();
     let frame_timeout = state.config.frame_timeout;
     let handshake_timeout = state.config.handshake_timeout.min(frame_timeout);
@@ -44,7 +38,11 @@ pub(super) async fn session(
     let msg = match channel.recv(remaining).await {
         Ok(m) => m,
         Err(ChannelError::Io(IoFrameError::Closed)) => {
-            debug!(%peer, "connection closed after the handshake without a request");
+            debug_line(
+                state,
+                peer,
+                "connection closed after the handshake without a request",
+            );
             return;
         }
         Err(ChannelError::Io(IoFrameError::Timeout(t))) => {
@@ -177,7 +175,11 @@ pub(super) async fn session(
         .await
         .is_err()
     {
-        debug!(%peer, "near side left before the request was accepted");
+        debug_line(
+            state,
+            peer,
+            "near side left before the request was accepted",
+        );
         return;
     }
     AgentStats::bump(&state.stats.requests);

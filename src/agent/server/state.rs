@@ -5,21 +5,29 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use super::super::limits::{PreAuthBudget, WarnLimiter};
+use super::super::fair_share::{FairBudget, Watched};
+use super::super::limits::{FirstPerSource, WarnLimiter};
 use super::super::metrics::{AgentStats, Snapshot};
 use super::super::protocol::{AgentIdentity, Key};
 use super::super::AgentConfig;
+
+/// A connection to the agent, watched for its first byte (see [`super::super::fair_share`]).
+pub(super) type AgentStream = Watched<tokio::net::TcpStream>;
 
 pub struct AgentState {
     pub(super) key: Key,
     pub(super) identity: AgentIdentity,
     pub(super) config: AgentConfig,
     pub(super) sessions: Arc<Semaphore>,
-    pub(super) pre_auth: Arc<PreAuthBudget>,
+    pub(super) pre_auth: Arc<FairBudget>,
     /// One limiter per kind of repetitive warning.
     pub(super) warn_busy: WarnLimiter,
     pub(super) warn_pre_auth: WarnLimiter,
     pub(super) warn_refused: WarnLimiter,
+    /// The first refusal from each source, logged past `warn_refused`.
+    pub(super) first_refusal: FirstPerSource,
+    /// Per-connection debug lines (`-vv`).
+    pub(super) debug_lines: WarnLimiter,
     pub(super) host: String,
     pub stats: AgentStats,
     started: std::time::SystemTime,
@@ -41,13 +49,15 @@ impl AgentState {
             key,
             identity,
             sessions,
-            pre_auth: Arc::new(PreAuthBudget::new(
+            pre_auth: Arc::new(FairBudget::new(
                 config.max_pending,
                 config.max_pending_per_source,
             )),
             warn_busy: WarnLimiter::default(),
             warn_pre_auth: WarnLimiter::default(),
             warn_refused: WarnLimiter::default(),
+            first_refusal: FirstPerSource::default(),
+            debug_lines: WarnLimiter::new(20, std::time::Duration::from_secs(1)),
             host: crate::runner::local_host_name(),
             config,
             stats: Default::default(),
