@@ -17,7 +17,12 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
-    let key = Key::from_bytes(&[b'k'; 64], "bench").expect("key");
+    let key = Key::from_bytes(
+        dtcprobe::agent::protocol::example_key_text("bench").as_bytes(),
+        "bench",
+    )
+    .expect("key");
+    let identity = dtcprobe::agent::protocol::AgentIdentity::generate().expect("identity");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -30,7 +35,7 @@ fn main() {
             let (near, far) = tokio::io::duplex(1 << 16);
             let round = Instant::now();
             let agent = async {
-                let mut ch = SecureChannel::accept(far, &key, limit)
+                let mut ch = SecureChannel::accept(far, &key, &identity, limit)
                     .await
                     .map_err(|(e, _)| e)
                     .expect("agent handshake");

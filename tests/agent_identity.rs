@@ -154,7 +154,7 @@ fn guessable_keys_exit_78_with_the_keygen_command() {
             b"correct horse battery staple, twice: correct horse".to_vec(),
         ),
         ("pattern", "0123456789abcdef".repeat(4).into_bytes()),
-        ("short", random.trim()[..40].as_bytes().to_vec()),
+        ("short", random.trim().as_bytes()[..40].to_vec()),
     ];
     for (name, bytes) in &cases {
         let path = dir.path().join(name);

@@ -331,7 +331,7 @@ mod tests {
         let cases: Vec<(Vec<u8>, bool)> = vec![
             (b"".to_vec(), false),
             (b"short".to_vec(), false),
-            (hex[..62].as_bytes().to_vec(), false), // 31 bytes
+            (hex.as_bytes()[..62].to_vec(), false), // 31 bytes
             (hex.as_bytes().to_vec(), true),
             (format!("\t{hex}\r\n").into_bytes(), true),
             (format!("{hex}{hex}").into_bytes(), false), // repeated
