@@ -16,7 +16,6 @@ use crate::support;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -96,18 +95,9 @@ impl Net {
     }
 }
 
-/// Runs `f` on a thread that has entered `ns` (setns changes only that thread): the sockets it
-/// creates live in that namespace, whichever thread uses them afterwards.
+/// Runs `f` inside `ns` (see [`Netns::inside`]).
 fn inside<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{}", ns.name);
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("open netns");
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("namespace thread")
+    ns.inside(f)
 }
 
 /// A TCP service that accepts and keeps every connection open, silent, until dropped (a

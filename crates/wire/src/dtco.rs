@@ -207,11 +207,18 @@ pub enum WhereaboutsError {
 }
 
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at.checked_add(4)?)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 
 /// The bytes before the first NUL of `data` (at most `max` bytes, the NUL included), or why not.
-fn terminated(data: &[u8], unit: usize, max: usize, index: usize) -> Result<&[u8], WhereaboutsError> {
+fn terminated(
+    data: &[u8],
+    unit: usize,
+    max: usize,
+    index: usize,
+) -> Result<&[u8], WhereaboutsError> {
     let window = &data[..data.len().min(max)];
     let end = window
         .chunks_exact(unit)
@@ -421,7 +428,10 @@ mod tests {
         let v1 = Whereabouts {
             protocols: vec![both.protocols[0].clone()],
         };
-        assert_eq!(decode_whereabouts(&encode_whereabouts(&v1)).unwrap().host(), Some("OLDNAME"));
+        assert_eq!(
+            decode_whereabouts(&encode_whereabouts(&v1)).unwrap().host(),
+            Some("OLDNAME")
+        );
         let tip_only = Whereabouts {
             protocols: vec![TmProtocol::Other {
                 protocol: 1,
@@ -464,7 +474,10 @@ mod tests {
     #[test]
     fn malformed_input_is_an_error_naming_what() {
         let good = sql01_bytes();
-        assert_eq!(decode_whereabouts(&good[..19]), Err(WhereaboutsError::TooShort(19)));
+        assert_eq!(
+            decode_whereabouts(&good[..19]),
+            Err(WhereaboutsError::TooShort(19))
+        );
         let mut sig = good.clone();
         sig[0] ^= 1;
         assert!(matches!(
@@ -473,7 +486,10 @@ mod tests {
         ));
         let mut none = good.clone();
         none[16] = 0;
-        assert_eq!(decode_whereabouts(&none), Err(WhereaboutsError::NoProtocols));
+        assert_eq!(
+            decode_whereabouts(&none),
+            Err(WhereaboutsError::NoProtocols)
+        );
         let mut many = good.clone();
         many[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(
@@ -506,7 +522,10 @@ mod tests {
             v1(b"ABCDEFGHIJKLMNOPQRST\0"),
             Err(WhereaboutsError::UnterminatedHost { index: 0, max: 16 })
         );
-        assert_eq!(v1(b"ABCDEFGHIJKLMNO\0").unwrap().host(), Some("ABCDEFGHIJKLMNO"));
+        assert_eq!(
+            v1(b"ABCDEFGHIJKLMNO\0").unwrap().host(),
+            Some("ABCDEFGHIJKLMNO")
+        );
     }
 
     /// Every prefix and every single-byte change of a valid whereabouts decodes or fails

@@ -685,6 +685,31 @@ fn unenlist_accepted(tokens: &[Token]) -> bool {
     no_error && done_ok == Some(true)
 }
 
+/// TM_GET_DTC_ADDRESS's answer: the binary value of the first row, or an ENVCHANGE 16.
+pub fn dtc_address(tokens: &[Token]) -> Option<Vec<u8>> {
+    first_binary(tokens).or_else(|| {
+        tokens.iter().find_map(|t| match t {
+            Token::EnvChange { kind, new, .. }
+                if *kind == dtcprobe_wire::tds::tm::ENV_TM_ADDRESS && !new.is_empty() =>
+            {
+                Some(new.clone())
+            }
+            _ => None,
+        })
+    })
+}
+
+/// The first row's first value when it is a non-empty binary one.
+pub fn first_binary(tokens: &[Token]) -> Option<Vec<u8>> {
+    tokens.iter().find_map(|t| match t {
+        Token::Row(values) => match values.first() {
+            Some(dtcprobe_wire::tds::reply::Value::Bytes(b)) if !b.is_empty() => Some(b.clone()),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
 pub fn first_error(tokens: &[Token]) -> Option<Failure> {
     tokens.iter().find_map(|t| match t {
         Token::Error(m) => Some(Failure::Server {
