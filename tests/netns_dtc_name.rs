@@ -7,7 +7,8 @@
 //! `search zone.test`, as a domain member's DNS suffix list would. One peer per case, each naming
 //! another host: a name that resolves, has a matching PTR and an endpoint mapper (pass); one the
 //! zone's DNS does not know (dns_nxdomain); one whose address's PTR names another host
-//! (dns_mismatch, a warn); one whose address has nothing on 135 (refused). tx=enlist runs the hop
+//! (dns_mismatch, a warn); one whose address drops 135 (timeout, and a firewall row). tx=enlist
+//! runs the hop
 //! too, on Linux, while tx_enlist itself is skipped there.
 
 use std::io::Write;
@@ -19,7 +20,7 @@ use support::tds_peer::tm::{whereabouts_naming, TmConfig};
 use support::tds_peer::{PeerConfig, TdsPeer};
 use support::{hop, parse_report};
 
-/// A second address of the sql zone where nothing listens on 135.
+/// A second address of the sql zone, whose 135 the zone's firewall drops.
 const NO_EPM_IP: &str = "198.18.0.3";
 
 #[test]
@@ -45,10 +46,18 @@ fn dtc_host_name_from_the_whereabouts_is_resolved_and_reached_from_this_zone() {
             "--host-record=noepm.zone.test,198.18.0.3",
             // An alias whose address's PTR names sqldtc: MSDTC's name check disagrees.
             "--address=/stale.zone.test/198.18.0.2",
+            // Every other name (the bare label tried after the search suffix too) is this
+            // server's to answer: NXDOMAIN, as a real DNS answers it, not REFUSED for want of an
+            // upstream server.
+            "--local=/#/",
         ],
     );
     let epm: SocketAddr = format!("{SQL_IP}:135").parse().unwrap();
     let _epm = zones.sql.listen_tcp(epm);
+    // The sql zone's host firewall drops 135 on its second address.
+    zones.sql.nft(&format!(
+        "table ip zonefw {{\n chain input {{\n type filter hook input priority 0; policy accept;\n ip daddr {NO_EPM_IP} tcp dport 135 drop\n }}\n}}\n"
+    ));
 
     let cases = [
         ("named", "SQLDTC", 1433),
@@ -143,11 +152,11 @@ fn dtc_host_name_from_the_whereabouts_is_resolved_and_reached_from_this_zone() {
     );
     assert!(h["hint"].as_str().unwrap().contains("PTR"), "{h:#}");
 
-    // Nothing on 135 there.
+    // 135 dropped there.
     let h = hop(&report, "noepm", "dtc_name");
     assert_eq!(
         (h["status"].as_str(), h["cause"].as_str()),
-        (Some("fail"), Some("refused")),
+        (Some("fail"), Some("timeout")),
         "{h:#}"
     );
     assert_eq!(
