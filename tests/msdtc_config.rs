@@ -541,7 +541,7 @@ fn windows_peer_and_windows_agent_compare_their_msdtc_configs_under_wine() {
     );
     assert_eq!(pair["data"]["local_authentication"], "mutual");
     assert_eq!(pair["data"]["remote_authentication"], "none");
-    let cid = hop(&report, "msdtc_cid", "tx_distributed");
+    let cid = hop(&report, "msdtc_cid", "dtc_cid");
     assert_eq!(cid["cause"], "duplicate_cid", "{cid:#}");
 
     // Compatible levels (incoming there) and another CID: both comparisons pass.
@@ -564,7 +564,7 @@ fn windows_peer_and_windows_agent_compare_their_msdtc_configs_under_wine() {
     let pair = hop(&report, "msdtc_pair", "dtc_config");
     assert_eq!(pair["status"], "pass", "{context}\n{pair:#}");
     assert_eq!(pair["data"]["remote_authentication"], "incoming");
-    let cid = hop(&report, "msdtc_cid", "tx_distributed");
+    let cid = hop(&report, "msdtc_cid", "dtc_cid");
     assert_eq!(cid["status"], "pass", "{cid:#}");
     assert_eq!(cid["data"]["cid"]["remote"], CID_B);
 

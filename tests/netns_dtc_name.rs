@@ -15,7 +15,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 
 use crate::support;
-use support::netns::{can_run_netns_tests, dtcprobe_in, start_dnsmasq, Zones, SQL_IP};
+use support::netns::{can_run_netns_tests, check_named_in, start_dnsmasq, Zones, SQL_IP};
 use support::tds_peer::tm::{whereabouts_naming, TmConfig};
 use support::tds_peer::{PeerConfig, TdsPeer};
 use support::{hop, parse_report};
@@ -87,18 +87,7 @@ fn dtc_host_name_from_the_whereabouts_is_resolved_and_reached_from_this_zone() {
         .map(|(name, _, port)| format!("{name}={}", url(*port, "distributed")))
         .collect();
     named.push(format!("enlist={}", url(1433, "enlist")));
-    let mut args = vec![
-        "check",
-        "-f",
-        "json",
-        "--timeout",
-        "2s",
-        "--no-trace",
-        "--password-file",
-        pw.path().to_str().unwrap(),
-    ];
-    args.extend(named.iter().map(String::as_str));
-    let (code, stdout, stderr) = dtcprobe_in(&zones.web, &args);
+    let (code, stdout, stderr) = check_named_in(&zones.web, pw.path().to_str().unwrap(), &named);
     assert_eq!(
         code, 1,
         "a failed dtc_name fails the run; stderr: {stderr}\n{stdout}"

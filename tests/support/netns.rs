@@ -316,6 +316,23 @@ pub fn dtcprobe_in(ns: &Netns, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `dtcprobe check -f json --timeout 2s --no-trace --password-file PW NAME=URL...` inside `ns`:
+/// the namespace tests' way of running several named checks at once.
+pub fn check_named_in(ns: &Netns, password_file: &str, named: &[String]) -> (i32, String, String) {
+    let mut args = vec![
+        "check",
+        "-f",
+        "json",
+        "--timeout",
+        "2s",
+        "--no-trace",
+        "--password-file",
+        password_file,
+    ];
+    args.extend(named.iter().map(String::as_str));
+    dtcprobe_in(ns, &args)
+}
+
 /// A process started inside a namespace, killed (and reaped) on Drop.
 pub struct Daemon {
     child: std::process::Child,

@@ -23,11 +23,11 @@ use serde_json::{json, Value as Json};
 use tokio::time::Instant;
 
 use super::classify::server_refusal;
-use super::session::{dtc_address, first_error, Session};
+use super::session::{self, dtc_address, first_error, Session};
 use crate::chain::RunContext;
 use crate::hops::connect::{hop_result, probe_all_routed};
 use crate::hops::mssql::classify::{classify_failure, Failure};
-use crate::hops::mssql::spec::{Auth, MssqlTarget};
+use crate::hops::mssql::spec::MssqlTarget;
 use crate::model::{Cause, HopKind, HopResult, Status};
 use crate::secret::Secret;
 
@@ -148,11 +148,8 @@ pub async fn run_dtc_name(
     ctx: &RunContext,
     limit: Duration,
 ) -> HopResult {
-    if t.auth == Auth::Integrated && cfg!(not(windows)) {
-        return HopResult::unsupported(
-            KIND,
-            "dtc_name with auth=integrated needs the Windows build: this account's SSPI",
-        );
+    if let Some(r) = session::integrated_unsupported(t, KIND) {
+        return r;
     }
     let started = Instant::now();
     let result =

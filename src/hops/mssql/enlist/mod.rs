@@ -38,7 +38,7 @@ use self::dtc::{DtcError, LocalDtc, LocalTransaction};
 use self::session::{dtc_address, first_binary, first_error, Session};
 use super::classify::{classify_failure, Failure};
 use super::run::tx_statements;
-use super::spec::{Auth, Encrypt, MssqlTarget};
+use super::spec::{Encrypt, MssqlTarget};
 use crate::model::{Cause, HopKind, HopResult};
 use crate::secret::Secret;
 
@@ -201,11 +201,8 @@ pub async fn run_enlist(
     marker: &str,
     limit: Duration,
 ) -> HopResult {
-    if t.auth == Auth::Integrated && cfg!(not(windows)) {
-        return HopResult::unsupported(
-            KIND,
-            "tx_enlist with auth=integrated needs the Windows build: this account's SSPI",
-        );
+    if let Some(r) = session::integrated_unsupported(t, KIND) {
+        return r;
     }
     let mut facts = Facts::default();
     let mut phases = Phases::new();

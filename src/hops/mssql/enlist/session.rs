@@ -50,6 +50,7 @@ use tokio::net::TcpStream;
 
 use crate::hops::mssql::classify::Failure;
 use crate::hops::mssql::spec::{Auth, Encrypt, MssqlTarget};
+use crate::model::{HopKind, HopResult};
 
 /// NTLM is NEGOTIATE, CHALLENGE, AUTHENTICATE: one round after LOGIN7. More rounds than this
 /// means the exchange is not converging.
@@ -683,6 +684,20 @@ fn unenlist_accepted(tokens: &[Token]) -> bool {
         _ => None,
     });
     no_error && done_ok == Some(true)
+}
+
+/// A hop whose own session cannot log in here: `auth=integrated` needs this account's SSPI,
+/// which only the Windows build has. `None` when it can.
+pub fn integrated_unsupported(t: &MssqlTarget, kind: HopKind) -> Option<HopResult> {
+    (t.auth == Auth::Integrated && cfg!(not(windows))).then(|| {
+        HopResult::unsupported(
+            kind,
+            format!(
+                "{} with auth=integrated needs the Windows build: this account's SSPI",
+                kind.as_str()
+            ),
+        )
+    })
 }
 
 /// TM_GET_DTC_ADDRESS's answer: the binary value of the first row, or an ENVCHANGE 16.
