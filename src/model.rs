@@ -207,6 +207,11 @@ pub enum HopKind {
     FarSide,
     /// The working session left idle for `hold=DUR`, then used: does it survive?
     Idle,
+    /// The SQL host's MSDTC host name, from its whereabouts (TM_GET_DTC_ADDRESS): resolved
+    /// forward and reverse from this zone, and TCP 135 on it (`tx=enlist`, `tx=distributed`).
+    DtcName,
+    /// Two hosts' MSDTC CIDs compared (check `msdtc_cid`): equal means cloned machines.
+    DtcCid,
 }
 
 impl HopKind {
@@ -230,6 +235,8 @@ impl HopKind {
             HopKind::TxEnlist => "tx_enlist",
             HopKind::FarSide => "far_side",
             HopKind::Idle => "idle",
+            HopKind::DtcName => "dtc_name",
+            HopKind::DtcCid => "dtc_cid",
         }
     }
 }

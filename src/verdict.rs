@@ -86,6 +86,9 @@ pin it (HKLM\\SOFTWARE\\Microsoft\\MSDTC ServerTcpPort, DWORD, then restart MSDT
 port, or open the RPC dynamic range 49152-65535; TCP 135 must stay open too";
 pub const RPC_PORT_ADVICE: &str = "an RPC dynamic port (assigned when the service starts): \
 open the RPC dynamic range 49152-65535, or pin the service to a fixed port and open that";
+pub const DTC_NAME_ADVICE: &str = "this host's MSDTC contacts the SQL host's MSDTC at the name \
+SQL Server gives out (hop dtc_name): TCP 135 there first, then MSDTC's dynamic port (check it \
+with an epm:// check to that name); the SQL host needs the same rules back to this host";
 pub const CALLBACK_ADVICE: &str = "MSDTC connects back from the far side: this rule is needed \
 in addition to the one in the forward direction";
 
@@ -113,8 +116,10 @@ pub fn firewall_requests(report: &Report) -> Vec<FirewallRequest> {
 
 /// The blocked flows one hop shows: one per failed attempt that was dropped or rejected.
 fn blocked_flows(check: &CheckResult, hop: &HopResult) -> Vec<FirewallRequest> {
-    if !matches!(hop.hop, HopKind::Tcp | HopKind::RpcPort | HopKind::Callback)
-        || !matches!(hop.status, Status::Fail | Status::Warn)
+    if !matches!(
+        hop.hop,
+        HopKind::Tcp | HopKind::RpcPort | HopKind::Callback | HopKind::DtcName
+    ) || !matches!(hop.status, Status::Fail | Status::Warn)
     {
         return Vec::new();
     }
@@ -207,6 +212,7 @@ fn service_of(check: &CheckResult, hop: &HopResult) -> (Option<String>, Option<S
     let service = |s: &str| Some(s.to_string());
     match (hop.hop, check.kind.as_str()) {
         (HopKind::Callback, _) => (service("callback"), service(CALLBACK_ADVICE)),
+        (HopKind::DtcName, _) => (service("MSDTC endpoint mapper"), service(DTC_NAME_ADVICE)),
         (HopKind::RpcPort, _) if is_msdtc(check) => {
             (service("MSDTC dynamic port"), service(MSDTC_PORT_ADVICE))
         }

@@ -259,9 +259,16 @@ fn tds_login_and_batches_as_wireshark_reads_them() {
         &format!("{sent} && tds.type == 0x10"),
         &["tds.7login.version"],
     );
-    assert_eq!(logins.len(), 1, "one LOGIN7: {logins:?}");
+    // Two LOGIN7: the chain's session (tx_local, tx_distributed) and hop dtc_name's own.
+    assert_eq!(logins.len(), 2, "two LOGIN7: {logins:?}");
     // LOGIN7's TDSVersion as Wireshark decodes it: 0x74000004, TDS 7.4.
-    assert_eq!(logins[0][0], "0x74000004", "{logins:?}");
+    assert!(logins.iter().all(|l| l[0] == "0x74000004"), "{logins:?}");
+    // dtc_name's TM_GET_DTC_ADDRESS (request type 0), read as a Transaction Manager Request.
+    assert_eq!(
+        captured.count(&decode, &format!("{sent} && tds.type == 0x0e")),
+        1,
+        "one transaction manager request"
+    );
     assert!(
         captured.count(&decode, &format!("{sent} && tds.type == 0x12")) >= 1,
         "no PRELOGIN"

@@ -358,6 +358,62 @@ fn windows_build_reads_registry_fixtures_and_the_service_state_under_wine() {
     );
     dword(&win, SECURITY, "NetworkDtcAccessInbound", 1);
 
+    // 5b. A failover cluster's clustered DTC (issue 23 finding 3): its settings under
+    //     HKLM\Cluster\Resources\<id>\MSDTCPRIVATE are read and judged with the same rules,
+    //     under its own name; Inbound off there fails a server while the local DTC is fine.
+    let resource = r"HKLM\Cluster\Resources\{7f4d0c1e-0000-4000-8000-00000000c1d7}";
+    reg_add(&win, resource, "Name", "REG_SZ", "SQLDTC");
+    let cluster_security = format!(r"{resource}\MSDTCPRIVATE\MSDTC\Security");
+    for (name, value) in [
+        ("NetworkDtcAccess", 1),
+        ("NetworkDtcAccessTransactions", 1),
+        ("NetworkDtcAccessInbound", 0),
+        ("NetworkDtcAccessOutbound", 1),
+    ] {
+        dword(&win, &cluster_security, name, value);
+    }
+    dword(
+        &win,
+        &format!(r"{resource}\MSDTCPRIVATE\MSDTC"),
+        "AllowOnlySecureRpcCalls",
+        1,
+    );
+    // Another cluster resource (no MSDTCPRIVATE): not a DTC, not reported.
+    reg_add(
+        &win,
+        r"HKLM\Cluster\Resources\{11111111-0000-4000-8000-000000000001}",
+        "Name",
+        "REG_SZ",
+        "Cluster IP Address",
+    );
+    let (code, h, _) = dtc_config(&win, "msdtc://localhost?role=server");
+    assert_eq!(code, 1, "{h:#}");
+    assert_eq!(
+        findings(&h),
+        [(
+            "dtc_network_disabled".to_string(),
+            "NetworkDtcAccessInbound".to_string()
+        )]
+    );
+    assert!(
+        h["detail"]
+            .as_str()
+            .unwrap()
+            .contains("clustered DTC `SQLDTC`"),
+        "{h:#}"
+    );
+    assert!(
+        h["hint"].as_str().unwrap().contains("-DtcName 'SQLDTC'"),
+        "{h:#}"
+    );
+    let clustered = &h["data"]["clustered_dtcs"];
+    assert_eq!(clustered.as_array().map(Vec::len), Some(1), "{h:#}");
+    assert_eq!(clustered[0]["name"], "SQLDTC");
+    assert_eq!(clustered[0]["network_dtc_access_inbound"], 0);
+    assert_eq!(clustered[0]["allow_only_secure_rpc_calls"], 1);
+    let (code, out, err) = wine_run(&win, &["reg", "delete", r"HKLM\Cluster", "/f"]);
+    assert_eq!(code, 0, "reg delete: {out}{err}");
+
     // 6. A value of the wrong type is named, not taken for absent; RestrictRemoteClients = 2.
     reg_add(&win, SECURITY, "NetworkDtcAccessAdmin", "REG_SZ", "1");
     dword(&win, RPC_POLICY, "RestrictRemoteClients", 2);
@@ -485,7 +541,7 @@ fn windows_peer_and_windows_agent_compare_their_msdtc_configs_under_wine() {
     );
     assert_eq!(pair["data"]["local_authentication"], "mutual");
     assert_eq!(pair["data"]["remote_authentication"], "none");
-    let cid = hop(&report, "msdtc_cid", "tx_distributed");
+    let cid = hop(&report, "msdtc_cid", "dtc_cid");
     assert_eq!(cid["cause"], "duplicate_cid", "{cid:#}");
 
     // Compatible levels (incoming there) and another CID: both comparisons pass.
@@ -508,7 +564,7 @@ fn windows_peer_and_windows_agent_compare_their_msdtc_configs_under_wine() {
     let pair = hop(&report, "msdtc_pair", "dtc_config");
     assert_eq!(pair["status"], "pass", "{context}\n{pair:#}");
     assert_eq!(pair["data"]["remote_authentication"], "incoming");
-    let cid = hop(&report, "msdtc_cid", "tx_distributed");
+    let cid = hop(&report, "msdtc_cid", "dtc_cid");
     assert_eq!(cid["status"], "pass", "{cid:#}");
     assert_eq!(cid["data"]["cid"]["remote"], CID_B);
 

@@ -734,17 +734,17 @@ async fn local_msdtc_failures_name_the_side_and_setting() {
 
 #[tokio::test]
 async fn propagate_rejected_by_the_server() {
-    // The SQL host's MSDTC cannot reach this host's MSDTC back: 8509.
+    // The SQL host's MSDTC does not have the exported transaction when SQL Server imports it:
+    // 8509. The hint places the call back into this zone at the export, where push propagation
+    // makes it, not here.
     let msdtc = ScriptedMsdtc::new();
     let peer = TdsPeer::start(PeerConfig::default()); // its MSDTC reaches no client MSDTC
     let r = enlist_trusting(&peer, &msdtc).await;
     assert_fails_at(&r, Cause::DtcUnavailable, "propagate", "");
     assert_eq!(r.data["error"]["number"], 8509);
     assert!(r.detail.contains("XACT_E_CONNECTION_DOWN"), "{r:#?}");
-    assert!(
-        r.hint.as_deref().unwrap().contains("reach this host back"),
-        "{r:#?}"
-    );
+    let hint = r.hint.as_deref().unwrap();
+    assert!(hint.contains("calls this host back then"), "{r:#?}");
     assert_eq!(msdtc.calls(), ["begin", "export", "abort"]);
 
     // A scripted refusal (8522), and the server's table is never touched.
@@ -766,6 +766,48 @@ async fn propagate_rejected_by_the_server() {
         .events()
         .iter()
         .any(|e| matches!(e, TmEvent::BatchInTransaction { .. })));
+}
+
+/// Issue 23 finding 7: packets dropped on the way back (the SQL host's MSDTC calling this host
+/// during the export, MS-DTCO push propagation) make this host's export wait for MSDTC's own
+/// timeout. The hop runs out of time AT THE EXPORT, says so, and its hint names the way back;
+/// SQL Server never sees a propagate.
+#[tokio::test]
+async fn a_dropped_way_back_hangs_at_the_export_and_the_hint_says_why() {
+    let msdtc = ScriptedMsdtc::new();
+    msdtc.hang_export(Duration::from_secs(4));
+    let (peer, tm) = peer_with(&msdtc, TmConfig::default());
+    let r = run_enlist(
+        &target(&peer, "trust_server_certificate=true"),
+        peer.addr,
+        Some(Secret::new(GOOD)),
+        msdtc.as_local_dtc(),
+        MARKER,
+        Duration::from_secs(2),
+    )
+    .await;
+    assert_fails_at(&r, Cause::Timeout, "local export", "hung export");
+    assert!(r.detail.contains("hung at local export"), "{r:#?}");
+    let hint = r.hint.as_deref().unwrap();
+    for want in [
+        "push propagation",
+        "BACK to this host during the export",
+        "SQL zone to THIS host",
+    ] {
+        assert!(hint.contains(want), "{want}: {hint}");
+    }
+    assert!(
+        !tm.events().iter().any(|e| matches!(
+            e,
+            TmEvent::Request {
+                kind: "propagate",
+                ..
+            }
+        )),
+        "{:#?}",
+        tm.events()
+    );
+    assert_eq!(msdtc.calls()[..2], ["begin", "export"]);
 }
 
 #[tokio::test]
@@ -921,6 +963,8 @@ async fn binary_skips_without_windows_and_reports_match_the_schema() {
         "mssql://probe@127.0.0.1:{}/app?tx=enlist&trust_server_certificate=true",
         peer.port()
     );
+    // Hop dtc_name (before tx_enlist, on every platform) reaches TCP 135 of the peer's DTC host.
+    crate::support::netns::loopback_endpoint_mapper();
     let check = |format: &str| check_through_binary(&url, GOOD, "2s", format);
     let (code, out, err) = check("json");
     let mut report = parse_report(&out);
@@ -930,6 +974,9 @@ async fn binary_skips_without_windows_and_reports_match_the_schema() {
         .map(|h| (h["hop"].as_str().unwrap(), h["status"].as_str().unwrap()))
         .collect();
     assert!(kinds.contains(&("tx_local", "pass")), "{kinds:?} {err}");
+    let dtc_name = hops.iter().find(|h| h["hop"] == "dtc_name").unwrap();
+    assert_eq!(dtc_name["status"], "pass", "{dtc_name:#}");
+    assert_eq!(dtc_name["data"]["tm_host"], "localhost", "{dtc_name:#}");
     let enlist_hop = hops.iter().find(|h| h["hop"] == "tx_enlist").unwrap();
     if cfg!(windows) {
         return;

@@ -320,13 +320,17 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "distributed transaction passes when MSDTC is there",
-        script: Some(|| PeerConfig {
-            linked_servers: vec![("L2".into(), true)],
-            ..Default::default()
+        script: Some(|| {
+            // Hop dtc_name connects to TCP 135 of the DTC host the peer names (localhost).
+            crate::support::netns::loopback_endpoint_mapper();
+            PeerConfig {
+                linked_servers: vec![("L2".into(), true)],
+                ..Default::default()
+            }
         }),
         query: "tx=distributed&trust_server_certificate=true&reverse_dns=false&linked_server=L2",
         code: Some(0),
-        hops: &[("tx_distributed", "pass", None)],
+        hops: &[("tx_distributed", "pass", None), ("dtc_name", "pass", None)],
         detail: &[
             (
                 "tx_distributed",

@@ -16,12 +16,11 @@ use crate::support;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::netns::{can_run_netns_tests, dtcprobe_in, link_named, Netns};
+use support::netns::{can_run_netns_tests, check_named_in, link_named, Netns};
 use support::tds_peer::{PeerConfig, TdsPeer};
 use support::{hop, parse_report};
 
@@ -96,18 +95,9 @@ impl Net {
     }
 }
 
-/// Runs `f` on a thread that has entered `ns` (setns changes only that thread): the sockets it
-/// creates live in that namespace, whichever thread uses them afterwards.
+/// Runs `f` inside `ns` (see [`Netns::inside`]).
 fn inside<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{}", ns.name);
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("open netns");
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("namespace thread")
+    ns.inside(f)
 }
 
 /// A TCP service that accepts and keeps every connection open, silent, until dropped (a
@@ -183,19 +173,8 @@ fn a_firewall_idle_timeout_is_found_and_named_by_how_the_session_died() {
         ("sql-reset", mssql(TDS_RESET, "15s")),
     ];
     let named: Vec<String> = cases.iter().map(|(n, u)| format!("{n}={u}")).collect();
-    let mut args = vec![
-        "check",
-        "-f",
-        "json",
-        "--timeout",
-        "2s",
-        "--no-trace",
-        "--password-file",
-        pw.path().to_str().unwrap(),
-    ];
-    args.extend(named.iter().map(String::as_str));
     let started = Instant::now();
-    let (code, stdout, stderr) = dtcprobe_in(&net.web, &args);
+    let (code, stdout, stderr) = check_named_in(&net.web, pw.path().to_str().unwrap(), &named);
     let wall = started.elapsed();
     assert_eq!(code, 1, "stderr: {stderr}\n{stdout}");
     let report = parse_report(&stdout);

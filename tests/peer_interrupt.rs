@@ -192,7 +192,7 @@ async fn agent_session_stopped_before_login_reports_the_rest_as_interrupted() {
         ("callback", HopKind::Resolve),
         ("callback", HopKind::Callback),
         ("reverse tcp://caller:1135", HopKind::Tcp),
-        ("msdtc_cid", HopKind::TxDistributed),
+        ("msdtc_cid", HopKind::DtcCid),
     ] {
         let h = find(name, kind);
         assert_eq!(

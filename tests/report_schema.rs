@@ -310,7 +310,7 @@ fn peer_reports_and_baseline_match_the_schema() {
     }
     assert!(has(&report, "callback:pass"), "{report:#}");
     assert!(
-        has(&report, "tx_distributed:fail"),
+        has(&report, "dtc_cid:fail"),
         "same CID must fail: {report:#}"
     );
     assert!(

@@ -39,6 +39,7 @@ mod mssql_login;
 mod mssql_real_server;
 mod mssql_replay;
 mod netns_dns;
+mod netns_dtc_name;
 mod netns_idle;
 mod netns_path;
 mod netns_reset;

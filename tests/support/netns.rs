@@ -179,6 +179,43 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// Runs `f` on a thread that has entered this namespace (setns changes only that thread):
+    /// the sockets it creates live in the namespace, whichever thread uses them afterwards
+    /// (a TDS peer started inside serves there).
+    pub fn inside<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("open netns");
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("namespace thread")
+    }
+}
+
+/// An endpoint mapper stand-in on 127.0.0.1:135 for the whole test binary: accepts TCP and closes
+/// it, nothing more. Hop `dtc_name` connects to TCP 135 of the DTC host the TDS peer names
+/// (`localhost` by default); binary runs on this host that expect that hop to pass call this
+/// first. Something else already listening there serves as well (the hop only connects).
+pub fn loopback_endpoint_mapper() {
+    static STARTED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    STARTED.get_or_init(|| match socket_listen("127.0.0.1:135".parse().unwrap()) {
+        Ok(listener) => {
+            std::thread::spawn(move || loop {
+                match listener.accept() {
+                    Ok((s, _)) => drop(s),
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            });
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {}
+        Err(e) => panic!("cannot listen on 127.0.0.1:135 (root needed): {e}"),
+    });
+}
+
 fn socket_listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let l = std::net::TcpListener::bind(addr)?;
     l.set_nonblocking(true)?;
@@ -277,6 +314,23 @@ pub fn dtcprobe_in(ns: &Netns, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `dtcprobe check -f json --timeout 2s --no-trace --password-file PW NAME=URL...` inside `ns`:
+/// the namespace tests' way of running several named checks at once.
+pub fn check_named_in(ns: &Netns, password_file: &str, named: &[String]) -> (i32, String, String) {
+    let mut args = vec![
+        "check",
+        "-f",
+        "json",
+        "--timeout",
+        "2s",
+        "--no-trace",
+        "--password-file",
+        password_file,
+    ];
+    args.extend(named.iter().map(String::as_str));
+    dtcprobe_in(ns, &args)
 }
 
 /// A process started inside a namespace, killed (and reaped) on Drop.

@@ -4,7 +4,8 @@
 //! A child module of `tds_peer` (it works on the peer's private session state). What it answers,
 //! as SQL Server does:
 //! - TM_GET_DTC_ADDRESS: a one-row result set with one VARBINARY column (type 0x25, as SQL
-//!   Server sends it) holding the configured whereabouts; error 8501 when "the server's MSDTC is
+//!   Server sends it) holding the configured whereabouts (by default an SWhereabouts naming
+//!   [`PEER_DTC_HOST`], see [`whereabouts_naming`]); error 8501 when "the server's MSDTC is
 //!   unavailable" (`TmConfig::whereabouts = None`).
 //! - TM_PROPAGATE_XACT: imports the cookie when it is one the scripted client MSDTC exported, to
 //!   this server's whereabouts, for a live transaction: ENVCHANGE 11 (enlist DTC) with a new
@@ -67,7 +68,7 @@ pub struct TmConfig {
 impl Default for TmConfig {
     fn default() -> Self {
         TmConfig {
-            whereabouts: Some(PEER_WHEREABOUTS.to_vec()),
+            whereabouts: Some(whereabouts_naming(PEER_DTC_HOST)),
             client_msdtc: None,
             propagate_error: None,
             drop_on_propagate: false,
@@ -100,8 +101,31 @@ impl Ending {
     pub const ALL: [Ending; 3] = [Ending::Envchange17, Ending::Error8525, Ending::Rollback10];
 }
 
-/// The peer's MSDTC whereabouts (opaque bytes to the client, as real ones are).
-pub const PEER_WHEREABOUTS: &[u8] = b"\x01\x00PEER-MSDTC\x00\x9a\x7b\x3c\x11whereabouts";
+/// The host the peer's MSDTC names by default: `localhost` resolves on every test host without
+/// a DNS query (the hosts file; its PTR is answered locally, RFC 6761), so hop `dtc_name` never
+/// sends a lookup off the machine. Tests that need a name which resolves, or does not, in their
+/// own zones pass [`whereabouts_naming`] another one.
+pub const PEER_DTC_HOST: &str = "localhost";
+
+/// An SWhereabouts (MS-DTCO 2.2.5.11) as a Windows MSDTC of 2008 or later describes itself:
+/// an MsdtcV1 entry (TCP, a contact identifier, the name in Latin-1) and an MsdtcV2 entry (the
+/// same name in UTF-16), encoded by the codec dtcprobe decodes with, whose layout its own unit
+/// tests check byte by byte against the specification.
+pub fn whereabouts_naming(host: &str) -> Vec<u8> {
+    use dtcprobe_wire::dtco::{encode_whereabouts, Guid, TmProtocol, Whereabouts, PROT_IP_TCP};
+    encode_whereabouts(&Whereabouts {
+        protocols: vec![
+            TmProtocol::MsdtcV1 {
+                com_protocols: PROT_IP_TCP,
+                endpoint_id: Guid(*b"\x9a\x7b\x3c\x11peer-msdtc\x00\x01"),
+                host: host.to_string(),
+            },
+            TmProtocol::MsdtcV2 {
+                host: host.to_string(),
+            },
+        ],
+    })
+}
 
 /// SQL Server's texts (sys.messages) for the errors the peer sends.
 pub const TEXT_8501: &str = "MSDTC on server 'PEER' is unavailable.";
@@ -267,9 +291,10 @@ pub(super) fn request(s: &mut Session<'_>, payload: &[u8]) -> Option<Vec<u8>> {
         return Some(out);
     }
     let reply = match req {
+        // A server whose MSDTC is down (`dtc_available: false`) has no whereabouts to give.
         TmRequest::GetDtcAddress => match &s.cfg.tm.whereabouts {
-            None => refuse(s, 8501, 3, TEXT_8501),
-            Some(w) => varbinary_result("", w),
+            Some(w) if s.cfg.dtc_available => varbinary_result("", w),
+            _ => refuse(s, 8501, 3, TEXT_8501),
         },
         TmRequest::Propagate { cookie } if cookie.is_empty() => {
             let mut r = Vec::new();
@@ -484,6 +509,10 @@ struct MsdtcState {
     empty_cookie: bool,
     /// The next this many exports fail with this HRESULT (a busy transaction).
     fail_export_times: Option<(u32, u32)>,
+    /// Every export waits this long, then fails with XACT_E_PUSH_COMM_FAILURE: what a real
+    /// MSDTC does when the SQL host's MSDTC cannot call back into this zone during the export
+    /// (push propagation) and the packets are dropped: it waits for its own RPC timeout.
+    hang_export: Option<std::time::Duration>,
     calls: Vec<String>,
 }
 
@@ -516,6 +545,11 @@ impl ScriptedMsdtc {
     /// The next `times` exports fail with `hresult`, the ones after succeed.
     pub fn fail_export_times(&self, hresult: u32, times: u32) {
         self.state.lock().unwrap().fail_export_times = Some((hresult, times));
+    }
+
+    /// Every export hangs for `d`, then fails (see `MsdtcState::hang_export`).
+    pub fn hang_export(&self, d: std::time::Duration) {
+        self.state.lock().unwrap().hang_export = Some(d);
     }
 
     pub fn export_empty_cookie(&self) {
@@ -592,8 +626,19 @@ impl LocalTransaction for ScriptedTx {
     }
 
     fn export(&mut self, whereabouts: &[u8]) -> Result<Vec<u8>, DtcError> {
+        let hang = {
+            let mut st = self.dtc.state.lock().unwrap();
+            st.calls.push("export".into());
+            st.hang_export
+        };
+        if let Some(d) = hang {
+            std::thread::sleep(d);
+            return Err(DtcError {
+                call: "ITransactionExport::Export",
+                hresult: dtcprobe::hops::mssql::enlist::dtc::XACT_E_PUSH_COMM_FAILURE,
+            });
+        }
         let mut st = self.dtc.state.lock().unwrap();
-        st.calls.push("export".into());
         if let Some((hresult, times)) = st.fail_export_times {
             if times > 0 {
                 st.fail_export_times = Some((hresult, times - 1));

@@ -4,6 +4,7 @@
 //! what the tests speak.
 //!
 //! - [`dcerpc`]: DCE/RPC PDUs, NDR and endpoint-mapper towers (MSDTC's RPC path).
+//! - [`dtco`]: MSDTC's whereabouts (MS-DTCO SWhereabouts), the answer to TM_GET_DTC_ADDRESS.
 //! - [`tds`]: the TDS bits dtcprobe reads from a SQL Server (packet headers, PRELOGIN, LOGINACK)
 //!   and the ones its test peer writes (ENVCHANGE, INFO/ERROR, DONE).
 //! - [`ssrp`]: the SQL Server Browser protocol (UDP 1434).
@@ -13,5 +14,6 @@
 
 pub mod agent;
 pub mod dcerpc;
+pub mod dtco;
 pub mod ssrp;
 pub mod tds;

@@ -1,9 +1,7 @@
 //! MSDTC judged on both sides of a `peer` run: the pair of configurations, and the two CIDs.
 
-use serde_json::json;
-
 use super::checks::check;
-use crate::model::{Cause, CheckResult, Direction, HopKind, HopResult};
+use crate::model::{CheckResult, Direction, HopKind, HopResult};
 
 /// Pure: when this run read MSDTC's configuration on both sides (a forward `msdtc` check and a
 /// reverse one, each with a `dtc_config` hop), the pair judged together: check `msdtc_pair`
@@ -79,31 +77,14 @@ pub fn msdtc_pair_checks(
     out
 }
 
-/// Pure: compares two MSDTC CIDs (GUIDs; braces and case ignored).
-pub fn compare_cids(local: &str, remote: &str) -> HopResult {
-    let norm = |s: &str| {
-        s.trim()
-            .trim_matches(|c| c == '{' || c == '}')
-            .to_ascii_lowercase()
-    };
-    let data = json!({ "local": local, "remote": remote });
-    if norm(local) == norm(remote) {
-        HopResult::fail(HopKind::TxDistributed, Cause::DuplicateCid, format!("both hosts have MSDTC CID {}", norm(local)))
-            .with_hint(
-                "identical MSDTC CIDs (cloned VM or image without sysprep) make MSDTC treat the two hosts as one and \
-                 distributed transactions between them fail: on one host run `msdtc -uninstall` then `msdtc -install` \
-                 (Windows) and re-apply the DTC security settings",
-            )
-            .with_data("cid", data)
-    } else {
-        HopResult::pass(HopKind::TxDistributed, "MSDTC CIDs differ").with_data("cid", data)
-    }
-}
+/// Hop `dtc_cid`'s comparison lives with the other MSDTC rules (it was reported as
+/// `tx_distributed` before: issue 23 finding 9).
+pub use crate::hops::msdtc::compare_cids;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Status;
+    use crate::model::{Cause, Status};
 
     /// A `dtc_config` check as `msdtc://localhost` produces it, here or (reverse) on the agent.
     fn dtc_check(direction: Direction, config: &crate::hops::msdtc::MsdtcConfig) -> CheckResult {
@@ -201,22 +182,5 @@ mod tests {
         // Only one side read: nothing to compare.
         let checks = vec![dtc_check(Direction::Forward, &good(1, 0, "a"))];
         assert!(msdtc_pair_checks("a:1", None, None, &checks).is_empty());
-    }
-
-    #[test]
-    fn cid_comparison_table() {
-        let cases = [
-            ("{5D1E...A}", "{5d1e...a}", Status::Fail),
-            ("5d1eaaaa-0000", "{5D1EAAAA-0000}", Status::Fail),
-            ("aaaa", "bbbb", Status::Pass),
-        ];
-        for (l, r, want) in cases {
-            let hop = compare_cids(l, r);
-            assert_eq!(hop.status, want, "{l} vs {r}");
-            if want == Status::Fail {
-                assert_eq!(hop.cause, Some(Cause::DuplicateCid));
-            }
-            assert_eq!(hop.data["cid"]["local"], l);
-        }
     }
 }

@@ -280,7 +280,7 @@ pub(super) fn build_checks(opts: &PeerOptions, conversation: Conversation) -> Ag
             opts.zone.clone(),
             agent_zone.clone(),
             Direction::Forward,
-            vec![interrupted_hop(HopKind::TxDistributed)],
+            vec![interrupted_hop(HopKind::DtcCid)],
         ));
     }
     if let (Some(local), Session::Answered(b)) = (&opts.cid, &session) {

@@ -175,10 +175,79 @@ pub struct MsdtcConfig {
     pub restrict_remote_clients: Option<u32>,
     /// HKCR\CID\<GUID> whose description is "MSDTC" (lower case, no braces).
     pub cid: Option<String>,
+    /// The clustered DTC resources of this node (HKLM\Cluster\Resources\<id> with an
+    /// MSDTCPRIVATE key): on a failover cluster instance SQL Server may use one of them instead
+    /// of the local DTC, so their network settings are judged too. Empty off a cluster.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub clustered_dtcs: Vec<ClusteredDtc>,
     /// Values that exist but could not be read as expected (wrong type, access denied):
     /// registry value name -> why. Never judged as absent.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub read_errors: BTreeMap<String, String>,
+}
+
+/// A clustered DTC resource's settings, read from HKLM\Cluster\Resources\<id>: `Name`, and
+/// below MSDTCPRIVATE\MSDTC the RPC security values (MS-CMOM 2.2.1.2.2.3, registry versions 7
+/// and 9) and, in its Security subkey, the security access values (the same layout as the local
+/// DTC's SOFTWARE\Microsoft\MSDTC\Security; confirmed only on a real cluster).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusteredDtc {
+    pub resource_id: String,
+    /// The cluster resource's name (what `-DtcName` takes).
+    pub name: Option<String>,
+    pub network_dtc_access: Option<u32>,
+    pub network_dtc_access_transactions: Option<u32>,
+    pub network_dtc_access_inbound: Option<u32>,
+    pub network_dtc_access_outbound: Option<u32>,
+    pub allow_only_secure_rpc_calls: Option<u32>,
+    pub fallback_to_unsecure_rpc_if_necessary: Option<u32>,
+    pub turn_off_rpc_security: Option<u32>,
+}
+
+impl ClusteredDtc {
+    /// How the PowerShell DTC cmdlets name it: the resource's name, else its ID.
+    pub fn dtc_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.resource_id)
+    }
+
+    fn label(&self) -> String {
+        match &self.name {
+            Some(n) => format!("`{n}` ({})", self.resource_id),
+            None => format!("`{}`", self.resource_id),
+        }
+    }
+
+    /// The network access rules on this DTC's own values, worded for it: the detail names the
+    /// clustered DTC, the hint its own `-DtcName` and dialog node instead of the local DTC's.
+    fn findings(&self, role: Role) -> Vec<Finding> {
+        let as_config = MsdtcConfig {
+            network_dtc_access: self.network_dtc_access,
+            network_dtc_access_transactions: self.network_dtc_access_transactions,
+            network_dtc_access_inbound: self.network_dtc_access_inbound,
+            network_dtc_access_outbound: self.network_dtc_access_outbound,
+            ..MsdtcConfig::default()
+        };
+        let name = self.dtc_name();
+        network_findings(&as_config, role)
+            .into_iter()
+            .map(|mut f| {
+                f.detail = format!("clustered DTC {}: {}", self.label(), f.detail);
+                f.hint = f
+                    .hint
+                    .replace("-DtcName Local", &format!("-DtcName '{name}'"))
+                    .replace(
+                        "Distributed Transaction Coordinator > Local DTC",
+                        &format!("Distributed Transaction Coordinator > Clustered DTCs > {name}"),
+                    )
+                    .replace(
+                        "then restart MSDTC",
+                        "then take the DTC resource offline and online in Failover Cluster Manager",
+                    );
+                f
+            })
+            .collect()
+    }
 }
 
 fn on(v: Option<u32>) -> bool {
@@ -502,6 +571,18 @@ pub fn judge(config: &MsdtcConfig, role: Role) -> Vec<Finding> {
             "run dtcprobe as a user that may query services (any local user normally can)",
         )),
     }
+    found.extend(network_findings(config, role));
+    for dtc in &config.clustered_dtcs {
+        found.extend(dtc.findings(role));
+    }
+    judge_ports_and_policy(config, &mut found);
+    found
+}
+
+/// The network access rules (Network DTC Access, network transactions, the direction the role
+/// needs) on one DTC's security values: the local DTC's, or a clustered DTC's.
+fn network_findings(config: &MsdtcConfig, role: Role) -> Vec<Finding> {
+    let mut found = Vec::new();
     let network_off = !on(config.network_dtc_access);
     if network_off {
         let detail = match config.network_dtc_access {
@@ -517,11 +598,23 @@ pub fn judge(config: &MsdtcConfig, role: Role) -> Vec<Finding> {
             HINT_NETWORK_ACCESS,
         ));
     }
-    if config.network_dtc_access_transactions == Some(0) {
+    // Judged as NetworkDtcAccess is, absent included: MS-CMOM 3.3.1.2.2 maps the value to the
+    // Allow Network Transactions flag (0 off, anything else on), requires it present in the
+    // registry versions that use it and gives no default for a missing one; MSDTC has shipped
+    // with network communication disabled since Windows Server 2003 SP1 / XP SP2 (KB 899191).
+    // Not confirmed on a real host: what MSDTC itself does with the value missing.
+    if !on(config.network_dtc_access_transactions) {
+        let detail = match config.network_dtc_access_transactions {
+            Some(v) => format!("network transactions are off (NetworkDtcAccessTransactions = {v})"),
+            None => "network transactions are not enabled (no NetworkDtcAccessTransactions \
+                     value: MSDTC's network settings were never written, and network \
+                     communication is off by default)"
+                .to_string(),
+        };
         found.push(Finding::fail(
             Cause::DtcNetworkDisabled,
             "NetworkDtcAccessTransactions",
-            "network transactions are off (NetworkDtcAccessTransactions = 0)".into(),
+            detail,
             HINT_NETWORK_ACCESS,
         ));
     }
@@ -555,6 +648,11 @@ pub fn judge(config: &MsdtcConfig, role: Role) -> Vec<Finding> {
             HINT_INBOUND,
         ));
     }
+    found
+}
+
+/// The port and RPC policy rules (this host's, whichever DTC it runs).
+fn judge_ports_and_policy(config: &MsdtcConfig, found: &mut Vec<Finding>) {
     match (config.rpc_port_range(), config.server_tcp_port) {
         (RpcPortRange::Invalid(why), _) => found.push(Finding::warn(
             Cause::DtcPortRange,
@@ -590,7 +688,6 @@ pub fn judge(config: &MsdtcConfig, role: Role) -> Vec<Finding> {
             HINT_RESTRICT_REMOTE_CLIENTS,
         ));
     }
-    found
 }
 
 /// A one-line summary of what was read, for the hop's detail.
@@ -638,6 +735,17 @@ fn summary(config: &MsdtcConfig, role: Role) -> String {
     if let Some(cid) = &config.cid {
         parts.push(format!("CID {cid}"));
     }
+    for dtc in &config.clustered_dtcs {
+        parts.push(format!(
+            "clustered DTC {} (network access {}, inbound {}, outbound {}; its authentication \
+             and ports not audited: Get-DtcNetworkSetting -DtcName {})",
+            dtc.label(),
+            flag(dtc.network_dtc_access),
+            flag(dtc.network_dtc_access_inbound),
+            flag(dtc.network_dtc_access_outbound),
+            dtc.dtc_name()
+        ));
+    }
     format!("role {}: {}", role.as_str(), parts.join(", "))
 }
 
@@ -683,7 +791,7 @@ fn hop_from_findings(findings: &[Finding], summary: String) -> HopResult {
 
 /// Judges two hosts' configurations against each other: this host (`near`, where `peer` runs,
 /// which starts the transactions) and the agent's host (`far`, which receives them). The CID
-/// comparison is not here: the existing `msdtc_cid` check does it (agent::client::compare_cids).
+/// comparison is not here: the existing `msdtc_cid` check does it (hop `dtc_cid`, [`super::compare_cids`]).
 pub fn compare_pair(near: &MsdtcConfig, far: &MsdtcConfig) -> HopResult {
     let mut found = Vec::new();
     let (a, b) = (near.authentication(), far.authentication());
@@ -904,24 +1012,83 @@ mod tests {
             assert!(found[0].hint.contains("Network DTC Access"));
             assert!(found[0].hint.contains("Set-DtcNetworkSetting"));
         }
-        // NetworkDtcAccessTransactions: only an explicit 0 is judged.
+        // NetworkDtcAccessTransactions: judged as NetworkDtcAccess is, absent included (issue
+        // 23 finding 9), and absent is said to be absent, not zero.
+        for (value, expected) in [(Some(0), "= 0"), (None, "no NetworkDtcAccessTransactions")] {
+            let c = MsdtcConfig {
+                network_dtc_access_transactions: value,
+                ..good()
+            };
+            assert_eq!(
+                causes(&c, Role::Both),
+                [(
+                    Status::Fail,
+                    Cause::DtcNetworkDisabled,
+                    "NetworkDtcAccessTransactions"
+                )]
+            );
+            let found = judge(&c, Role::Both);
+            assert!(found[0].detail.contains(expected), "{}", found[0].detail);
+        }
         let c = MsdtcConfig {
-            network_dtc_access_transactions: Some(0),
-            ..good()
-        };
-        assert_eq!(
-            causes(&c, Role::Both),
-            [(
-                Status::Fail,
-                Cause::DtcNetworkDisabled,
-                "NetworkDtcAccessTransactions"
-            )]
-        );
-        let c = MsdtcConfig {
-            network_dtc_access_transactions: None,
+            network_dtc_access_transactions: Some(1),
             ..good()
         };
         assert_eq!(causes(&c, Role::Both), []);
+    }
+
+    /// Issue 23 finding 3: a failover cluster's clustered DTC is audited with the same network
+    /// rules, named in the detail, with its own `-DtcName` in the hint; its values travel in
+    /// `data.clustered_dtcs` (and back, for the agent's side of a `peer` run).
+    #[test]
+    fn a_clustered_dtc_is_audited_under_its_own_name() {
+        let clustered = ClusteredDtc {
+            resource_id: "7f4d0c1e-0000-4000-8000-00000000c1d7".into(),
+            name: Some("SQLDTC".into()),
+            network_dtc_access: Some(1),
+            network_dtc_access_transactions: Some(1),
+            network_dtc_access_inbound: Some(0),
+            network_dtc_access_outbound: Some(1),
+            ..ClusteredDtc::default()
+        };
+        let c = MsdtcConfig {
+            clustered_dtcs: vec![clustered.clone()],
+            ..good()
+        };
+        let found = judge(&c, Role::Server);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let f = &found[0];
+        assert_eq!(
+            (f.cause, f.setting),
+            (Cause::DtcNetworkDisabled, "NetworkDtcAccessInbound")
+        );
+        assert!(
+            f.detail.starts_with("clustered DTC `SQLDTC`"),
+            "{}",
+            f.detail
+        );
+        assert!(f.hint.contains("-DtcName 'SQLDTC'"), "{}", f.hint);
+        assert!(f.hint.contains("Clustered DTCs > SQLDTC"), "{}", f.hint);
+        assert!(!f.hint.contains("-DtcName Local"), "{}", f.hint);
+        // The client role does not need Inbound: the same cluster passes there.
+        assert!(judge(&c, Role::Client).is_empty());
+        let hop = config_hop(&c, Role::Server);
+        assert_eq!(hop.status, Status::Fail);
+        assert!(
+            hop.detail.contains("clustered DTC `SQLDTC`"),
+            "{}",
+            hop.detail
+        );
+        assert_eq!(hop.data["clustered_dtcs"][0]["name"], "SQLDTC");
+        assert_eq!(
+            MsdtcConfig::from_data(&hop.data).unwrap().clustered_dtcs,
+            [clustered]
+        );
+        // Off a cluster the key is absent and nothing changes.
+        assert!(config_hop(&good(), Role::Both)
+            .data
+            .get("clustered_dtcs")
+            .is_none());
     }
 
     #[test]

@@ -9,12 +9,15 @@
 //! which a zone probe neither has nor should ask for. The far side is read by the agent there.
 //!
 //! - `config`: the pure model ([`MsdtcConfig`]) and every rule ([`judge`], [`compare_pair`]);
-//! - `read_windows`: the Windows reader (registry, SCM); other platforms skip the hop.
+//! - `read_windows`: the Windows reader (registry, SCM); other platforms skip the hop;
+//! - `cid`: hop `dtc_cid`, two hosts' MSDTC CIDs compared ([`compare_cids`]).
 
+mod cid;
 mod config;
 #[cfg(windows)]
 mod read_windows;
 
+pub use cid::compare_cids;
 pub use config::{
     compare_pair, config_hop, judge, parse_port_ranges, AuthLevel, Finding, MsdtcConfig, Role,
     RpcPortRange, ServiceStartType, ServiceState,

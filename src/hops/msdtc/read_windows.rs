@@ -12,12 +12,14 @@ use std::collections::BTreeMap;
 
 use windows_registry::{Key, Type, Value, CLASSES_ROOT, LOCAL_MACHINE};
 
-use super::config::{MsdtcConfig, ServiceStartType, ServiceState};
+use super::config::{ClusteredDtc, MsdtcConfig, ServiceStartType, ServiceState};
 
 const MSDTC: &str = r"SOFTWARE\Microsoft\MSDTC";
 const MSDTC_SECURITY: &str = r"SOFTWARE\Microsoft\MSDTC\Security";
 const RPC_INTERNET: &str = r"SOFTWARE\Microsoft\Rpc\Internet";
 const RPC_POLICY: &str = r"SOFTWARE\Policies\Microsoft\Windows NT\Rpc";
+/// A failover cluster node's resources (the hive is loaded on cluster nodes only).
+const CLUSTER_RESOURCES: &str = r"Cluster\Resources";
 
 /// HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND): the key or value does not exist.
 const NOT_FOUND: i32 = 0x8007_0002_u32 as i32;
@@ -55,6 +57,7 @@ pub fn read() -> MsdtcConfig {
         c.restrict_remote_clients = read_u32(&k, "RestrictRemoteClients", &mut errors);
     }
     c.cid = msdtc_cid(&mut errors);
+    c.clustered_dtcs = clustered_dtcs(&mut errors);
     match service_state() {
         Ok((state, start)) => {
             c.service_state = Some(state);
@@ -174,6 +177,63 @@ fn msdtc_cid(errors: &mut BTreeMap<String, String>) -> Option<String> {
                 .to_ascii_lowercase()
         })
     })
+}
+
+/// Every clustered DTC resource of this node: a key under HKLM\Cluster\Resources with an
+/// MSDTCPRIVATE subkey (MS-CMOM 2.2.1.2.2.3/.5, registry versions 7 and 9). Its RPC security
+/// values are in MSDTCPRIVATE\MSDTC, its security access values in MSDTCPRIVATE\MSDTC\Security
+/// (as the local DTC's are in SOFTWARE\Microsoft\MSDTC\Security); a value that cannot be read
+/// is recorded under its full path, so it never collides with the local DTC's.
+fn clustered_dtcs(errors: &mut BTreeMap<String, String>) -> Vec<ClusteredDtc> {
+    let Some(resources) = open(LOCAL_MACHINE, CLUSTER_RESOURCES, errors) else {
+        return Vec::new();
+    };
+    let ids: Vec<String> = match resources.keys() {
+        Ok(k) => k.collect(),
+        Err(e) => {
+            errors.insert(
+                CLUSTER_RESOURCES.into(),
+                format!("{} (0x{:08X})", e.message(), e.code().0),
+            );
+            return Vec::new();
+        }
+    };
+    let mut found = Vec::new();
+    for id in ids {
+        let Ok(resource) = resources.open(&id) else {
+            continue;
+        };
+        let Ok(private) = resource.open("MSDTCPRIVATE") else {
+            continue;
+        };
+        let mut own = BTreeMap::new();
+        let mut dtc = ClusteredDtc {
+            resource_id: id.clone(),
+            name: read_string(&resource, "Name", &mut own),
+            ..ClusteredDtc::default()
+        };
+        if let Some(k) = open(&private, r"MSDTC\Security", &mut own) {
+            let mut dword = |name: &str| read_u32(&k, name, &mut own);
+            dtc.network_dtc_access = dword("NetworkDtcAccess");
+            dtc.network_dtc_access_transactions = dword("NetworkDtcAccessTransactions");
+            dtc.network_dtc_access_inbound = dword("NetworkDtcAccessInbound");
+            dtc.network_dtc_access_outbound = dword("NetworkDtcAccessOutbound");
+        }
+        if let Some(k) = open(&private, "MSDTC", &mut own) {
+            let mut dword = |name: &str| read_u32(&k, name, &mut own);
+            dtc.allow_only_secure_rpc_calls = dword("AllowOnlySecureRpcCalls");
+            dtc.fallback_to_unsecure_rpc_if_necessary = dword("FallbackToUnsecureRPCIfNecessary");
+            dtc.turn_off_rpc_security = dword("TurnOffRpcSecurity");
+        }
+        for (name, why) in own {
+            errors.insert(
+                format!(r"{CLUSTER_RESOURCES}\{id}\MSDTCPRIVATE: {name}"),
+                why,
+            );
+        }
+        found.push(dtc);
+    }
+    found
 }
 
 /// The service's state and, when the SCM lets this account read its configuration, its start

@@ -1,5 +1,5 @@
 //! The `mssql` hop chain: resolve -> (sqlbrowser for a named instance) -> tcp -> login ->
-//! tx_local -> tx_distributed (-> idle with `hold=DUR`) -> tx_enlist. Each hop lives in its own
+//! tx_local -> tx_distributed (-> idle with `hold=DUR`) -> dtc_name -> tx_enlist. Each hop lives in its own
 //! file ([`super::browser`], [`super::login`], [`super::transactions`], [`super::idle`],
 //! [`super::enlist`]); this one orders them and gives each its time. Every network step runs in
 //! its own task under a timeout ([`super::driver::guarded`]).
@@ -33,6 +33,10 @@ pub fn planned_hops(t: &MssqlTarget) -> Vec<HopKind> {
     // After the last hop that uses the login's session (tx_enlist opens its own).
     if t.hold.is_some() {
         v.push(HopKind::Idle);
+    }
+    // Sessions of their own: the SQL host's DTC host name, then the enlistment.
+    if matches!(t.tx, TxMode::Distributed | TxMode::Enlist) {
+        v.push(HopKind::DtcName);
     }
     if t.tx == TxMode::Enlist {
         v.push(HopKind::TxEnlist);
@@ -84,8 +88,8 @@ pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
         }
     };
 
-    // tx_enlist logs in again on its own TDS session.
-    let enlist_password = if t.tx == TxMode::Enlist {
+    // dtc_name and tx_enlist log in again on TDS sessions of their own.
+    let enlist_password = if matches!(t.tx, TxMode::Distributed | TxMode::Enlist) {
         password.clone()
     } else {
         None
@@ -153,6 +157,12 @@ pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
         // A polite goodbye, bounded; the server cleans up on disconnect anyway.
         let _ = tokio::time::timeout(Duration::from_millis(500), conn.close()).await;
     }
+    if matches!(t.tx, TxMode::Distributed | TxMode::Enlist) {
+        // A login, one request, a lookup forward and reverse, a connect. Recorded whatever it
+        // finds: a dtc_name failure does not skip tx_enlist.
+        let hop = enlist::dtc_name::run_dtc_name(t, addr, enlist_password.clone(), ctx, limit * 4);
+        chain.record(hop.await);
+    }
     if t.tx == TxMode::Enlist {
         // Four hop timeouts: two logins' worth of round trips plus MSDTC's export and import.
         let budget = limit * 4;
@@ -202,7 +212,8 @@ mod tests {
                 HopKind::Tcp,
                 HopKind::Login,
                 HopKind::TxLocal,
-                HopKind::TxDistributed
+                HopKind::TxDistributed,
+                HopKind::DtcName
             ]
         );
         let t = MssqlTarget::from_url("mssql://sa@h:1500/db?tx=none").unwrap();
@@ -219,12 +230,22 @@ mod tests {
         let t = MssqlTarget::from_url("mssql://sa@h/db?tx=distributed&hold=15s").unwrap();
         assert_eq!(
             planned_hops(&t)[4..],
-            [HopKind::TxLocal, HopKind::TxDistributed, HopKind::Idle]
+            [
+                HopKind::TxLocal,
+                HopKind::TxDistributed,
+                HopKind::Idle,
+                HopKind::DtcName
+            ]
         );
         let t = MssqlTarget::from_url("mssql://sa@h/db?tx=enlist&hold=15s").unwrap();
         assert_eq!(
             planned_hops(&t)[4..],
-            [HopKind::TxLocal, HopKind::Idle, HopKind::TxEnlist]
+            [
+                HopKind::TxLocal,
+                HopKind::Idle,
+                HopKind::DtcName,
+                HopKind::TxEnlist
+            ]
         );
     }
 }

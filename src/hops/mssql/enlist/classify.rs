@@ -154,9 +154,16 @@ pub fn server_refusal(step: &str, number: u32, state: u8) -> Verdict {
              Coordinator service on the SQL Server host (on a cluster, the clustered DTC \
              resource), then check {SQL_HOST_SECURITY}"
         )),
+        // Push propagation (MS-DTCO): the export already pushed the transaction, and the SQL
+        // host's MSDTC already called this host back during it; the import only looks it up.
         ("propagate", 8509) | ("propagate", 8510) | ("propagate", 8502) => Some(format!(
-            "SQL Server's MSDTC could not import the transaction from THIS host's MSDTC \
-             (error {number}): the SQL host must reach this host back. {RPC_BOTH_WAYS}. Check \
+            "SQL Server could not import the transaction THIS host's MSDTC exported (error \
+             {number}). The two MSDTCs already talked in both directions during the export \
+             (push propagation: the SQL host's MSDTC calls this host back then), so here the \
+             SQL host's MSDTC no longer has the transaction or is not the one the export went \
+             to: the session between them cut after the export (a firewall dropping it), a \
+             clustered SQL Server that imports through another DTC than the one TM_GET_DTC_ADDRESS \
+             named (hop dtc_name's tm_host), or an authentication mismatch. {RPC_BOTH_WAYS}. Check \
              {THIS_HOST_SECURITY}; {SQL_HOST_SECURITY}; {AUTHENTICATION}"
         )),
         ("propagate", 8522) | ("propagate", 8524) | ("propagate", 1206) => Some(format!(
@@ -296,7 +303,10 @@ mod tests {
         assert!(v.hint.contains("SQL Server host"), "{}", v.hint);
         let v = server_refusal("propagate", 8509, 1);
         assert_eq!(v.cause, Cause::DtcUnavailable);
-        assert!(v.hint.contains("reach this host back"), "{}", v.hint);
+        // The call back into this zone happened during the export (push propagation): the
+        // import's hint says so instead of placing it here (issue 23 finding 7).
+        assert!(v.hint.contains("during the export"), "{}", v.hint);
+        assert!(!v.hint.contains("reach this host back"), "{}", v.hint);
         // Anything else keeps the general SQL Server error table.
         let v = server_refusal("propagate", 18456, 1);
         assert_eq!(v.cause, Cause::AuthFailed);

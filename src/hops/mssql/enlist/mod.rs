@@ -17,6 +17,7 @@
 
 pub mod classify;
 pub mod dtc;
+pub mod dtc_name;
 pub mod session;
 #[cfg(windows)]
 pub mod windows;
@@ -27,17 +28,16 @@ use std::time::Duration;
 
 use dtcprobe_wire::tds::reply::{Token, Value};
 use dtcprobe_wire::tds::tm::{
-    descriptor_from_bytes, TmRequest, ENV_DEFECT_TRAN, ENV_ROLLBACK_TRAN, ENV_TM_ADDRESS,
-    ENV_TRANSACTION_ENDED,
+    descriptor_from_bytes, TmRequest, ENV_DEFECT_TRAN, ENV_ROLLBACK_TRAN, ENV_TRANSACTION_ENDED,
 };
 use serde_json::{json, Map, Value as Json};
 use tokio::time::Instant;
 
 use self::classify::{local_failure, server_refusal, LocalPhase};
 use self::dtc::{DtcError, LocalDtc, LocalTransaction};
-use self::session::{first_error, Session};
+use self::session::{dtc_address, first_binary, first_error, Session};
 use super::classify::{classify_failure, Failure};
-use super::spec::{Auth, Encrypt, MssqlTarget};
+use super::spec::{Encrypt, MssqlTarget};
 use super::transactions::tx_statements;
 use crate::model::{Cause, HopKind, HopResult};
 use crate::secret::Secret;
@@ -201,11 +201,8 @@ pub async fn run_enlist(
     marker: &str,
     limit: Duration,
 ) -> HopResult {
-    if t.auth == Auth::Integrated && cfg!(not(windows)) {
-        return HopResult::unsupported(
-            KIND,
-            "tx_enlist with auth=integrated needs the Windows build: this account's SSPI",
-        );
+    if let Some(r) = session::integrated_unsupported(t, KIND) {
+        return r;
     }
     let mut facts = Facts::default();
     let mut phases = Phases::new();
@@ -237,20 +234,22 @@ pub async fn run_enlist(
             r.detail = format!("step `{}`: {}", s.step, r.detail);
             r.with_data("failed_step", s.step)
         }
-        Err(_) => HopResult::fail(
-            KIND,
-            Cause::Timeout,
-            format!(
-                "no answer within {} (after: {})",
-                humantime::format_duration(limit),
-                phases.map.keys().cloned().collect::<Vec<_>>().join(", ")
-            ),
-        )
-        .with_hint(
-            "a step of the enlistment hung: MSDTC RPC between the two hosts that is silently \
-             dropped (firewall on TCP 135 or the dynamic RPC range) makes exports and \
-             propagations wait for MSDTC's own timeouts",
-        ),
+        Err(_) => {
+            let done: Vec<&str> = phases.map.keys().map(String::as_str).collect();
+            let hung = hung_phase(&done);
+            HopResult::fail(
+                KIND,
+                Cause::Timeout,
+                format!(
+                    "no answer within {}: hung at {} (after: {})",
+                    humantime::format_duration(limit),
+                    hung.replace('_', " "),
+                    done.join(", ")
+                ),
+            )
+            .with_hint(timeout_hint(hung))
+            .with_data("failed_step", hung.replace('_', " "))
+        }
     };
     result = result.with_data("address", addr.to_string());
     if let Some(e) = facts.encryption {
@@ -264,6 +263,13 @@ pub async fn run_enlist(
         result = result
             .with_data("dtc_address_len", a.len())
             .with_data("dtc_address_prefix", prefix);
+        // The name this host's MSDTC was told to contact (hop `dtc_name` checks it).
+        if let Some(host) = dtcprobe_wire::dtco::decode_whereabouts(a)
+            .ok()
+            .and_then(|w| w.host().map(str::to_string))
+        {
+            result = result.with_data("tm_host", host);
+        }
     }
     if let Some(n) = facts.cookie_len {
         result = result.with_data("cookie_len", n);
@@ -347,7 +353,8 @@ async fn enlisted_work(
     facts.dtc_address = Some(whereabouts.clone());
     phases.done("get_dtc_address");
 
-    // 4. This host's MSDTC exports the transaction to it (first MSDTC-to-MSDTC contact).
+    // 4. This host's MSDTC exports the transaction to it: the first MSDTC-to-MSDTC contact, in
+    // both directions (the SQL host's MSDTC connects back to this host during the export).
     let mut tx = local.take().ok_or_else(|| {
         tds_stop(
             "local export",
@@ -384,7 +391,9 @@ async fn enlisted_work(
     }
     phases.done("local_export");
 
-    // 5. SQL Server imports it: its MSDTC pulls the transaction from this host's MSDTC.
+    // 5. SQL Server imports it. Push propagation: its MSDTC already holds the transaction (the
+    // export pushed it there, and the SQL host's MSDTC called this host back during the
+    // export); the cookie names it.
     let tokens = s
         .tm_request(&TmRequest::Propagate { cookie })
         .await
@@ -527,6 +536,66 @@ async fn enlisted_work(
     ))
 }
 
+/// The phases of the hop, in the order they run (`data.phase_seconds` keys).
+const PHASES: [&str; 8] = [
+    "local_begin",
+    "login",
+    "get_dtc_address",
+    "local_export",
+    "propagate",
+    "work",
+    "local_abort",
+    "verify",
+];
+
+/// Pure: the phase a hop that ran out of time was in: the first one not done.
+fn hung_phase(done: &[&str]) -> &'static str {
+    PHASES
+        .iter()
+        .find(|p| !done.contains(p))
+        .copied()
+        .unwrap_or("verify")
+}
+
+/// Pure: what a hang at `phase` means. MS-DTCO push propagation: at the local export this
+/// host's MSDTC opens a session with the SQL host's MSDTC, and the SQL host's MSDTC connects
+/// back to this host during that export (MSDTC sessions are RPC in both directions). So a
+/// silently dropped way BACK (SQL zone -> this host) hangs the export, not the propagate; by
+/// TM_PROPAGATE_XACT both MSDTCs already hold the transaction and SQL Server imports it there.
+pub fn timeout_hint(phase: &str) -> String {
+    match phase {
+        "local_export" => format!(
+            "the local export hung. MS-DTCO push propagation: this host's MSDTC connects to the \
+             SQL host's MSDTC (the name from TM_GET_DTC_ADDRESS; see hop dtc_name) and the SQL \
+             host's MSDTC connects BACK to this host during the export, so packets silently \
+             dropped in EITHER direction hang here until MSDTC's own timeout: from this zone to \
+             the SQL host and from the SQL zone to THIS host, TCP 135 and the dynamic RPC range; \
+             the SQL host must also resolve this host's name. {}",
+            classify::RPC_BOTH_WAYS
+        ),
+        "propagate" => format!(
+            "SQL Server's import (TM_PROPAGATE_XACT) hung after a successful export, when both \
+             MSDTCs already had the transaction: SQL Server's MSDTC stopped answering it \
+             (a hung MSDTC on the SQL host, or the session between the two MSDTCs cut after \
+             the export by a firewall dropping it). {}",
+            classify::RPC_BOTH_WAYS
+        ),
+        "local_begin" | "local_abort" => "THIS host's MSDTC did not answer: check that the \
+             Distributed Transaction Coordinator service runs here and is not hung (the \
+             Application and System event logs)"
+            .to_string(),
+        "login" | "get_dtc_address" => "SQL Server stopped answering this hop's own session: \
+             a hung server, or a firewall/IPS that let the login through and then dropped the \
+             traffic"
+            .to_string(),
+        _ => format!(
+            "a step of the enlistment hung after SQL Server enlisted: one MSDTC waiting for the \
+             other. {}",
+            classify::RPC_BOTH_WAYS
+        ),
+    }
+}
+
 /// How often, and how far apart, an export answered XACT_E_ALREADYINPROGRESS is tried again:
 /// what System.Transactions' DtcProxyShim does (100 x 50 ms), since MSDTC answers so while it is
 /// still busy with the transaction (a previous propagation), not because the path is broken.
@@ -546,28 +615,6 @@ fn export_retrying(tx: &mut dyn LocalTransaction, whereabouts: &[u8]) -> Result<
             other => return other,
         }
     }
-}
-
-/// TM_GET_DTC_ADDRESS's answer: the binary value of the first row, or an ENVCHANGE 16.
-fn dtc_address(tokens: &[Token]) -> Option<Vec<u8>> {
-    first_binary(tokens).or_else(|| {
-        tokens.iter().find_map(|t| match t {
-            Token::EnvChange { kind, new, .. } if *kind == ENV_TM_ADDRESS && !new.is_empty() => {
-                Some(new.clone())
-            }
-            _ => None,
-        })
-    })
-}
-
-fn first_binary(tokens: &[Token]) -> Option<Vec<u8>> {
-    tokens.iter().find_map(|t| match t {
-        Token::Row(values) => match values.first() {
-            Some(Value::Bytes(b)) if !b.is_empty() => Some(b.clone()),
-            _ => None,
-        },
-        _ => None,
-    })
 }
 
 fn first_row(tokens: &[Token]) -> Option<Vec<Value>> {
@@ -623,6 +670,38 @@ mod tests {
         };
         assert_eq!(ended_signal(&[err(8525)]).as_deref(), Some("error_8525"));
         assert_eq!(ended_signal(&[err(208)]), None);
+    }
+
+    /// Finding 7 of issue 23: a hang at the export is where a dropped way back shows (push
+    /// propagation calls back during the export); the propagate's hint does not claim the call
+    /// back happens there.
+    #[test]
+    fn a_hang_is_named_by_its_phase_and_the_export_names_the_way_back() {
+        assert_eq!(
+            hung_phase(&["local_begin", "login", "get_dtc_address"]),
+            "local_export"
+        );
+        assert_eq!(hung_phase(&[]), "local_begin");
+        assert_eq!(hung_phase(&PHASES), "verify");
+        let export = timeout_hint("local_export");
+        for want in [
+            "push propagation",
+            "BACK to this host during the export",
+            "SQL zone to THIS host",
+            "TCP 135",
+        ] {
+            assert!(export.contains(want), "{want}: {export}");
+        }
+        let propagate = timeout_hint("propagate");
+        assert!(
+            propagate.contains("after a successful export"),
+            "{propagate}"
+        );
+        assert!(
+            !propagate.contains("calls back") && !propagate.contains("pulls"),
+            "{propagate}"
+        );
+        assert!(timeout_hint("local_begin").contains("THIS host's MSDTC"));
     }
 
     #[test]

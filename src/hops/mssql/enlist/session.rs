@@ -50,6 +50,7 @@ use tokio::net::TcpStream;
 
 use crate::hops::mssql::classify::Failure;
 use crate::hops::mssql::spec::{Auth, Encrypt, MssqlTarget};
+use crate::model::{HopKind, HopResult};
 
 /// NTLM is NEGOTIATE, CHALLENGE, AUTHENTICATE: one round after LOGIN7. More rounds than this
 /// means the exchange is not converging.
@@ -683,6 +684,45 @@ fn unenlist_accepted(tokens: &[Token]) -> bool {
         _ => None,
     });
     no_error && done_ok == Some(true)
+}
+
+/// A hop whose own session cannot log in here: `auth=integrated` needs this account's SSPI,
+/// which only the Windows build has. `None` when it can.
+pub fn integrated_unsupported(t: &MssqlTarget, kind: HopKind) -> Option<HopResult> {
+    (t.auth == Auth::Integrated && cfg!(not(windows))).then(|| {
+        HopResult::unsupported(
+            kind,
+            format!(
+                "{} with auth=integrated needs the Windows build: this account's SSPI",
+                kind.as_str()
+            ),
+        )
+    })
+}
+
+/// TM_GET_DTC_ADDRESS's answer: the binary value of the first row, or an ENVCHANGE 16.
+pub fn dtc_address(tokens: &[Token]) -> Option<Vec<u8>> {
+    first_binary(tokens).or_else(|| {
+        tokens.iter().find_map(|t| match t {
+            Token::EnvChange { kind, new, .. }
+                if *kind == dtcprobe_wire::tds::tm::ENV_TM_ADDRESS && !new.is_empty() =>
+            {
+                Some(new.clone())
+            }
+            _ => None,
+        })
+    })
+}
+
+/// The first row's first value when it is a non-empty binary one.
+pub fn first_binary(tokens: &[Token]) -> Option<Vec<u8>> {
+    tokens.iter().find_map(|t| match t {
+        Token::Row(values) => match values.first() {
+            Some(dtcprobe_wire::tds::reply::Value::Bytes(b)) if !b.is_empty() => Some(b.clone()),
+            _ => None,
+        },
+        _ => None,
+    })
 }
 
 pub fn first_error(tokens: &[Token]) -> Option<Failure> {

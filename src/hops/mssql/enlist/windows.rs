@@ -134,55 +134,65 @@ pub struct WindowsDtc;
 
 impl LocalDtc for WindowsDtc {
     fn begin(&self) -> Result<Box<dyn LocalTransaction>, DtcError> {
-        join_mta();
-        let mut dispenser: *mut c_void = ptr::null_mut();
-        // SAFETY: null host and TM name select this machine's MSDTC; the out pointer is valid.
-        let hr = unsafe {
-            DtcGetTransactionManagerExW(
-                ptr::null(),
-                ptr::null(),
-                &IID_ITRANSACTION_DISPENSER,
-                0,
-                ptr::null_mut(),
-                &mut dispenser,
-            )
-        };
-        check("DtcGetTransactionManagerExW", hr)?;
-        let dispenser = Com(dispenser);
-        let mut tx: *mut c_void = ptr::null_mut();
-        // SAFETY: `dispenser` is an ITransactionDispenser (asked for by IID above).
-        let hr = unsafe {
-            (dispenser
-                .vtbl::<ITransactionDispenserVtbl>()
-                .begin_transaction)(
-                dispenser.0,
-                ptr::null_mut(),
-                ISOLATION_READ_COMMITTED,
-                0,
-                ptr::null_mut(),
-                &mut tx,
-            )
-        };
-        check("ITransactionDispenser::BeginTransaction", hr)?;
-        let tx = Com(tx);
-        let mut info = XactTransInfo {
-            uow: [0; 16],
-            iso_level: 0,
-            iso_flags: 0,
-            grf_tc_supported: 0,
-            grf_rm_supported: 0,
-            grf_tc_supported_retaining: 0,
-            grf_rm_supported_retaining: 0,
-        };
-        // SAFETY: `tx` is an ITransaction; `info` is a properly laid out XACTTRANSINFO.
-        let hr = unsafe { (tx.vtbl::<ITransactionVtbl>().get_transaction_info)(tx.0, &mut info) };
-        let id = if hr >= 0 {
-            guid_text(&info.uow)
-        } else {
-            String::new()
-        };
-        Ok(Box::new(WindowsTransaction { dispenser, tx, id }))
+        Ok(Box::new(begin_transaction()?))
     }
+}
+
+/// DtcGetTransactionManagerExW, BeginTransaction, GetTransactionInfo.
+fn begin_transaction() -> Result<WindowsTransaction, DtcError> {
+    join_mta();
+    let mut dispenser: *mut c_void = ptr::null_mut();
+    // SAFETY: null host and TM name select this machine's MSDTC; the out pointer is valid.
+    let hr = unsafe {
+        DtcGetTransactionManagerExW(
+            ptr::null(),
+            ptr::null(),
+            &IID_ITRANSACTION_DISPENSER,
+            0,
+            ptr::null_mut(),
+            &mut dispenser,
+        )
+    };
+    check("DtcGetTransactionManagerExW", hr)?;
+    let dispenser = Com(dispenser);
+    let mut tx: *mut c_void = ptr::null_mut();
+    // SAFETY: `dispenser` is an ITransactionDispenser (asked for by IID above).
+    let hr = unsafe {
+        (dispenser
+            .vtbl::<ITransactionDispenserVtbl>()
+            .begin_transaction)(
+            dispenser.0,
+            ptr::null_mut(),
+            ISOLATION_READ_COMMITTED,
+            0,
+            ptr::null_mut(),
+            &mut tx,
+        )
+    };
+    check("ITransactionDispenser::BeginTransaction", hr)?;
+    let tx = Com(tx);
+    let mut info = XactTransInfo {
+        uow: [0; 16],
+        iso_level: 0,
+        iso_flags: 0,
+        grf_tc_supported: 0,
+        grf_rm_supported: 0,
+        grf_tc_supported_retaining: 0,
+        grf_rm_supported_retaining: 0,
+    };
+    // SAFETY: `tx` is an ITransaction; `info` is a properly laid out XACTTRANSINFO.
+    let hr = unsafe { (tx.vtbl::<ITransactionVtbl>().get_transaction_info)(tx.0, &mut info) };
+    let (id, iso_level) = if hr >= 0 {
+        (guid_text(&info.uow), Some(info.iso_level))
+    } else {
+        (String::new(), None)
+    };
+    Ok(WindowsTransaction {
+        dispenser,
+        tx,
+        id,
+        iso_level,
+    })
 }
 
 /// The unit of work as a GUID string (a BOID holds a GUID's bytes).
@@ -200,6 +210,11 @@ struct WindowsTransaction {
     dispenser: Com,
     tx: Com,
     id: String,
+    /// The isolation level GetTransactionInfo reported (`None` when it failed): the level
+    /// BeginTransaction was asked for, read back. Only the wine test reads it (it shows the
+    /// call reached GetTransactionInfo's slot).
+    #[cfg_attr(not(test), allow(dead_code))]
+    iso_level: Option<i32>,
 }
 
 impl LocalTransaction for WindowsTransaction {
@@ -219,38 +234,7 @@ impl LocalTransaction for WindowsTransaction {
             )
         };
         check("QueryInterface(ITransactionExportFactory)", hr)?;
-        let factory = Com(factory);
-        let mut export: *mut c_void = ptr::null_mut();
-        // SAFETY: `factory` is an ITransactionExportFactory; the slice outlives the call.
-        let hr = unsafe {
-            (factory.vtbl::<ITransactionExportFactoryVtbl>().create)(
-                factory.0,
-                whereabouts.len() as u32,
-                whereabouts.as_ptr(),
-                &mut export,
-            )
-        };
-        check("ITransactionExportFactory::Create", hr)?;
-        let export = Com(export);
-        let mut size = 0u32;
-        // SAFETY: `export` is an ITransactionExport; `tx` an ITransaction (an IUnknown).
-        let hr = unsafe {
-            (export.vtbl::<ITransactionExportVtbl>().export)(export.0, self.tx.0, &mut size)
-        };
-        check("ITransactionExport::Export", hr)?;
-        let mut cookie = vec![0u8; size as usize];
-        let mut used = 0u32;
-        // SAFETY: the buffer holds `size` bytes, as Export said the cookie needs.
-        let hr = unsafe {
-            (export
-                .vtbl::<ITransactionExportVtbl>()
-                .get_transaction_cookie)(
-                export.0, self.tx.0, size, cookie.as_mut_ptr(), &mut used
-            )
-        };
-        check("ITransactionExport::GetTransactionCookie", hr)?;
-        cookie.truncate(used as usize);
-        Ok(cookie)
+        export_through(&Com(factory), &self.tx, whereabouts)
     }
 
     fn abort(&mut self) -> Result<(), DtcError> {
@@ -260,6 +244,39 @@ impl LocalTransaction for WindowsTransaction {
             unsafe { (self.tx.vtbl::<ITransactionVtbl>().abort)(self.tx.0, ptr::null_mut(), 0, 0) };
         check("ITransaction::Abort", hr)
     }
+}
+
+/// The export proper, through an ITransactionExportFactory: Create(whereabouts) ->
+/// ITransactionExport; Export(tx) -> the cookie's size; GetTransactionCookie -> the cookie.
+/// Its own function so that the wine test can hand it a factory (wine's xolehlp has none).
+fn export_through(factory: &Com, tx: &Com, whereabouts: &[u8]) -> Result<Vec<u8>, DtcError> {
+    let mut export: *mut c_void = ptr::null_mut();
+    // SAFETY: `factory` is an ITransactionExportFactory; the slice outlives the call.
+    let hr = unsafe {
+        (factory.vtbl::<ITransactionExportFactoryVtbl>().create)(
+            factory.0,
+            whereabouts.len() as u32,
+            whereabouts.as_ptr(),
+            &mut export,
+        )
+    };
+    check("ITransactionExportFactory::Create", hr)?;
+    let export = Com(export);
+    let mut size = 0u32;
+    // SAFETY: `export` is an ITransactionExport; `tx` an ITransaction (an IUnknown).
+    let hr = unsafe { (export.vtbl::<ITransactionExportVtbl>().export)(export.0, tx.0, &mut size) };
+    check("ITransactionExport::Export", hr)?;
+    let mut cookie = vec![0u8; size as usize];
+    let mut used = 0u32;
+    // SAFETY: the buffer holds `size` bytes, as Export said the cookie needs.
+    let hr = unsafe {
+        (export
+            .vtbl::<ITransactionExportVtbl>()
+            .get_transaction_cookie)(export.0, tx.0, size, cookie.as_mut_ptr(), &mut used)
+    };
+    check("ITransactionExport::GetTransactionCookie", hr)?;
+    cookie.truncate(used as usize);
+    Ok(cookie)
 }
 
 #[cfg(test)]
@@ -288,19 +305,117 @@ mod tests {
             eprintln!("SKIP: not under wine; a real MSDTC is tested by real_windows_msdtc_enlists");
             return;
         }
-        let mut tx = match WindowsDtc.begin() {
+        let mut tx = match begin_transaction() {
             Ok(tx) => tx,
             Err(e) => panic!("wine's dispenser should begin a (stub) transaction: {e}"),
         };
+        // GetTransactionInfo (slot 5): wine's stub succeeds and hands back the isolation level
+        // BeginTransaction was given, and a zero unit of work. Another slot (Commit, Abort)
+        // would have answered E_NOTIMPL and left no level.
+        assert_eq!(tx.iso_level, Some(ISOLATION_READ_COMMITTED));
+        assert_eq!(tx.id, "00000000-0000-0000-0000-000000000000");
+        // Wine's dispenser has no ITransactionExportFactory.
         let err = tx.export(b"whereabouts").unwrap_err();
         assert_eq!(
             err.call, "QueryInterface(ITransactionExportFactory)",
             "{err}"
         );
         assert_eq!(err.hresult, 0x8000_4002, "E_NOINTERFACE expected: {err}");
-        // Wine's Abort is a stub; whatever it returns, the call must come back.
-        let _ = tx.abort();
+        // Abort (slot 4): wine's stub answers E_NOTIMPL, named as Abort's failure. (Commit, slot
+        // 3, answers the same under wine: that these two are not swapped rests on slot 5 above
+        // and the struct's order, from transact.h.)
+        let err = tx.abort().unwrap_err();
+        assert_eq!(
+            (err.call, err.hresult),
+            ("ITransaction::Abort", 0x8000_4001),
+            "E_NOTIMPL expected: {err}"
+        );
+        export_through_a_factory_laid_out_by_mingws_headers(&tx.tx);
     }
+
+    type FakeFactory = unsafe extern "C" fn(*mut *mut c_void) -> HRESULT;
+    type FakeResults = unsafe extern "C" fn(HRESULT, HRESULT, HRESULT);
+    type FakeLog = unsafe extern "C" fn(*mut u8, i32) -> i32;
+
+    /// tests/wine/fake-export.c, built next to this executable by the wine runner: MSDTC's
+    /// export interfaces with the vtables of mingw-w64's txcoord.h, filled by member name. Each
+    /// method logs its call and answers what the test set. A slot out of place in this file's
+    /// vtables would call another method there and change the log.
+    fn export_through_a_factory_laid_out_by_mingws_headers(tx: &Com) {
+        use windows_sys::Win32::System::LibraryLoader::LoadLibraryA;
+        // SAFETY: NUL-terminated names; the functions have the signatures fake-export.c gives.
+        let (factory, results, log) = unsafe {
+            let dll = LoadLibraryA(c"fake-export.dll".as_ptr().cast());
+            assert!(
+                !dll.is_null(),
+                "fake-export.dll is missing: run under tests/wine/runner, which builds it"
+            );
+            let get = |name: &std::ffi::CStr| {
+                GetProcAddress(dll, name.as_ptr().cast()).expect("fake-export.dll export")
+            };
+            (
+                std::mem::transmute::<_, FakeFactory>(get(c"fake_export_factory")),
+                std::mem::transmute::<_, FakeResults>(get(c"fake_set_results")),
+                std::mem::transmute::<_, FakeLog>(get(c"fake_call_log")),
+            )
+        };
+        let run = |create: u32, export: u32, cookie: u32| {
+            let mut f: *mut c_void = ptr::null_mut();
+            // SAFETY: see above; the factory is a static object of the DLL.
+            unsafe {
+                results(create as HRESULT, export as HRESULT, cookie as HRESULT);
+                assert_eq!(factory(&mut f), 0);
+            }
+            let outcome = export_through(&Com(f), tx, b"whereabouts");
+            let mut buf = [0u8; 512];
+            // SAFETY: the buffer's length is passed.
+            let n = unsafe { log(buf.as_mut_ptr(), buf.len() as i32) };
+            (
+                outcome,
+                String::from_utf8_lossy(&buf[..n as usize]).into_owned(),
+            )
+        };
+        // Every call reaches its own method: Create gets the whereabouts, Export the
+        // transaction (an ITransaction, QueryInterface S_OK), GetTransactionCookie the size
+        // Export asked for; the cookie comes back; both objects are released.
+        let (cookie, calls) = run(0, 0, 0);
+        assert_eq!(cookie.as_deref(), Ok(&b"COOKIE!"[..]), "{calls}");
+        assert_eq!(
+            calls,
+            "Create(cb=11,first=119);Export(tx_qi=0x00000000);\
+             GetTransactionCookie(cb=7,tx=set);Export.Release;Factory.Release"
+        );
+        // Each method's failure is reported as that method's, with its HRESULT.
+        for (create, export, cookie, call, hresult) in [
+            (
+                dtc_hr::XACT_E_CONNECTION_DOWN,
+                0,
+                0,
+                "ITransactionExportFactory::Create",
+                dtc_hr::XACT_E_CONNECTION_DOWN,
+            ),
+            (
+                0,
+                dtc_hr::XACT_E_PUSH_COMM_FAILURE,
+                0,
+                "ITransactionExport::Export",
+                dtc_hr::XACT_E_PUSH_COMM_FAILURE,
+            ),
+            (
+                0,
+                0,
+                0x8000_4005,
+                "ITransactionExport::GetTransactionCookie",
+                0x8000_4005,
+            ),
+        ] {
+            let (outcome, calls) = run(create, export, cookie);
+            let err = outcome.unwrap_err();
+            assert_eq!((err.call, err.hresult), (call, hresult), "{calls}");
+        }
+    }
+
+    use super::super::dtc as dtc_hr;
 
     #[test]
     fn guid_text_layout() {
