@@ -1,5 +1,6 @@
 //! The edge: wires the parsed command line to the library, owns the runtime, logging, signals and
-//! exit codes. The only place that uses `anyhow`.
+//! exit codes. The only place that uses `anyhow` (`init`'s errors); everything below it returns
+//! typed errors.
 
 use std::io::IsTerminal;
 use std::path::Path;

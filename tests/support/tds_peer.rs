@@ -1,7 +1,9 @@
-//! A scripted SQL Server stand-in that speaks real TDS 7.1-7.4 (and TDS 8 strict), for tests.
+//! A scripted SQL Server stand-in for tests: the part of TDS 7.0-7.4 (and TDS 8 strict) listed
+//! below, no more. It is not a SQL Server: no query is parsed beyond what the tests script, and
+//! only the token layouts below are written.
 //!
 //! What it implements, from MS-TDS: PRELOGIN (VERSION, ENCRYPTION negotiation per the spec's
-//! table, INSTOPT accepted), TLS inside TDS (the handshake carried in PRELOGIN packets, then raw
+//! table, INSTOPT answered for the configured instance), TLS inside TDS (the handshake carried in PRELOGIN packets, then raw
 //! TLS records; "login only" encryption drops TLS after LOGIN7), TDS 8 strict (TLS first),
 //! LOGIN7 (user, de-obfuscated password, database, TDS version: the lower of the client's and
 //! 7.4 is acknowledged, and token layouts follow it), LOGINACK, ENVCHANGE (database, language,
