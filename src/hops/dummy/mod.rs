@@ -125,6 +125,10 @@ mod tests {
     #[test]
     fn agents_run_it_and_probe_retargets_it() {
         assert!(crate::hops::agent_kinds().any(|k| k == "dummy"));
+        assert!(crate::agent::policy::reverse_kinds().ends_with(", dummy"));
+        // An agent's `--allow HOST:7` entry matches a dummy URL without a port.
+        let url = url::Url::parse("dummy://h1").unwrap();
+        assert_eq!(crate::agent::url_port(&url), Some(7));
 
         let module = spec(Target::from_url("dummy://h1:9").unwrap());
         let moved = crate::metrics_server::with_target(&module, "h2:10").unwrap();
