@@ -147,7 +147,7 @@ impl AgentConfig {
             match v {
                 None => Ok(default),
                 Some(s) => crate::config::positive_duration(s.get_ref())
-                    .map_err(|message| at(s.span().start, message)),
+                    .map_err(|e| at(s.span().start, e.to_string())),
             }
         };
         let d = AgentConfig::default();

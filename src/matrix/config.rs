@@ -254,7 +254,9 @@ fn parse_with(
     let duration =
         |v: &Option<toml::Spanned<String>>| -> Result<Option<Duration>, MatrixConfigError> {
             v.as_ref()
-                .map(|s| positive_duration(s.get_ref()).map_err(|m| at(s.span().start, m)))
+                .map(|s| {
+                    positive_duration(s.get_ref()).map_err(|e| at(s.span().start, e.to_string()))
+                })
                 .transpose()
         };
     let timeout = match timeout_override {
