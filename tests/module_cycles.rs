@@ -43,20 +43,27 @@ fn self_test_finds_every_planted_form() {
     assert!(out.contains("planted circles found"), "{out}");
 }
 
-#[test]
-fn a_super_circle_planted_in_this_crate_is_found() {
+/// Runs the checker on a copy of this crate's src/ with `line` appended to `file` (relative to
+/// src/); (exit code, output).
+fn checker_with(file: &str, line: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     copy_tree(&repo().join("src"), &src);
+    let path = src.join(file);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(line);
+    std::fs::write(&path, text).unwrap();
+    checker(&[&src])
+}
 
+#[test]
+fn a_super_circle_planted_in_this_crate_is_found() {
     // route.rs already imports route_info.rs; route_info.rs now imports back, as route_windows.rs
     // once did (through `super::`, which the old checker did not follow).
-    let info = src.join("hops/route_info.rs");
-    let mut text = std::fs::read_to_string(&info).unwrap();
-    text.push_str("\npub use super::route::HINT_NO_ROUTE;\n");
-    std::fs::write(&info, text).unwrap();
-
-    let (code, out) = checker(&[&src]);
+    let (code, out) = checker_with(
+        "hops/route_info.rs",
+        "\npub use super::route::HINT_NO_ROUTE;\n",
+    );
     assert_eq!(code, 1, "{out}");
     assert!(
         out.lines().any(|l| l.starts_with("import circle:")
@@ -69,17 +76,11 @@ fn a_super_circle_planted_in_this_crate_is_found() {
 
 #[test]
 fn a_use_list_circle_through_a_registry_is_found() {
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    copy_tree(&repo().join("src"), &src);
-
     // A kind importing the registry that lists it, inside a nested use-list.
-    let tcp = src.join("hops/tcp/mod.rs");
-    let mut text = std::fs::read_to_string(&tcp).unwrap();
-    text.push_str("\n#[allow(unused_imports)]\nuse crate::{hops::{schemes, kind::Kind as _}};\n");
-    std::fs::write(&tcp, text).unwrap();
-
-    let (code, out) = checker(&[&src]);
+    let (code, out) = checker_with(
+        "hops/tcp/mod.rs",
+        "\n#[allow(unused_imports)]\nuse crate::{hops::{schemes, kind::Kind as _}};\n",
+    );
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("hops::tcp -> hops\n"), "{out}");
 }
