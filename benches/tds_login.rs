@@ -7,7 +7,9 @@
 //! - dtcprobe process: a whole `dtcprobe check` run (process start, resolve, tcp, login, tx);
 //! - tsql process: a whole `tsql` run with the same statements on stdin.
 
+// The whole test peer, of which this benchmark uses only the login: the rest serves the tests.
 #[path = "../tests/support/tds_peer.rs"]
+#[allow(dead_code)]
 mod tds_peer;
 
 use std::io::Write;

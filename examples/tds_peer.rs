@@ -6,7 +6,10 @@
 //! TLS get full TLS), writes its test password to PASSWORD_FILE, prints the port on stdout, and
 //! runs until stdin is closed (at most one hour).
 
+// The whole test peer, of which this process uses only the start and the password: the rest
+// (scripted misbehaviours, the Browser stand-in, event logs) serves the tests.
 #[path = "../tests/support/tds_peer.rs"]
+#[allow(dead_code)]
 mod tds_peer;
 
 use std::io::{Read, Write};

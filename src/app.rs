@@ -1,5 +1,6 @@
 //! The edge: wires the parsed command line to the library, owns the runtime, logging, signals and
-//! exit codes. The only place that uses `anyhow`.
+//! exit codes. The only place that uses `anyhow` (`init`'s errors); everything below it returns
+//! typed errors.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -12,7 +13,7 @@ use crate::cli::{AgentAction, Cli, Command, InitArgs, PeerArgs, WatchArgs};
 use crate::exit;
 use crate::plan::{self, PlanInput};
 use crate::report::{self, outputs};
-use crate::runner::{self, RunOptions};
+use crate::runner;
 
 /// The example written by `dtcprobe init` (also shipped as config/example.toml).
 pub const EXAMPLE_CONFIG: &str = include_str!("../config/example.toml");
@@ -138,7 +139,7 @@ fn init_logging(verbose: u8) {
 /// Everything is resolved (config, targets, baseline) before the first check runs; an error
 /// there is reported the way the stdout format wants (see `Exporter::tool_error`).
 async fn check(input: PlanInput) -> u8 {
-    let mut plan = match plan::build(&input) {
+    let plan = match plan::build(&input) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("dtcprobe: {e}");
@@ -146,20 +147,14 @@ async fn check(input: PlanInput) -> u8 {
         }
     };
     say_which_config(&plan);
-    plan.concurrency =
-        crate::fdlimit::fit_concurrency_and_warn(plan.concurrency, plan.checks.len());
     let bar = crate::progress::Bar::for_run(plan.checks.len());
     if let Some(b) = &bar {
         b.start_timer();
     }
-    let opts = RunOptions {
-        timeout: plan.timeout,
-        concurrency: plan.concurrency,
-        trace: plan.trace,
-        progress: bar
-            .clone()
+    let opts = plan.run_options(
+        bar.clone()
             .map(|b| b as std::sync::Arc<dyn runner::Progress>),
-    };
+    );
     // Installed before the run starts: a Ctrl-C during the run must never kill the process by
     // the default action (exit by signal, no report, no exit code 130).
     let interrupted = crate::signals::shutdown_signal();
@@ -187,7 +182,7 @@ async fn watch(args: &WatchArgs) -> u8 {
         eprintln!("dtcprobe watch: {message}");
         return exit::USAGE;
     }
-    let mut plan = match plan::build(&args.plan_input()) {
+    let plan = match plan::build(&args.plan_input()) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("dtcprobe: {e}");
@@ -195,8 +190,6 @@ async fn watch(args: &WatchArgs) -> u8 {
         }
     };
     say_which_config(&plan);
-    plan.concurrency =
-        crate::fdlimit::fit_concurrency_and_warn(plan.concurrency, plan.checks.len());
     crate::watch::run(plan, args.watch_options()).await
 }
 
@@ -368,13 +361,7 @@ fn man_page() -> u8 {
 /// Key, reverse checks and plan (baseline included) are resolved before the agent is contacted.
 async fn peer(args: &PeerArgs) -> u8 {
     match PeerSetup::resolve(args.peer_input()) {
-        Ok(mut setup) => {
-            setup.plan.concurrency = crate::fdlimit::fit_concurrency_and_warn(
-                setup.plan.concurrency,
-                setup.plan.checks.len(),
-            );
-            crate::agent::cmd::peer_main(setup).await
-        }
+        Ok(setup) => crate::agent::cmd::peer_main(setup).await,
         Err(e) => {
             eprintln!("dtcprobe peer: {e}");
             outputs::pre_run_exit(args.check.format, e.exit_code(), &e.to_string())
@@ -388,7 +375,7 @@ async fn matrix(args: &crate::cli::MatrixArgs) -> u8 {
     if let Some(zone) = &args.zone_config {
         return matrix_zone_config(args, zone);
     }
-    let mut plan = match crate::matrix::config::load(&args.config, args.timeout) {
+    let plan = match crate::matrix::config::load(&args.config, args.timeout, !args.no_trace) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("dtcprobe matrix: {e}");
@@ -399,7 +386,6 @@ async fn matrix(args: &crate::cli::MatrixArgs) -> u8 {
         print!("{}", crate::matrix::allow_lists(&plan));
         return exit::OK;
     }
-    plan.trace = !args.no_trace;
     let report = crate::matrix::run::run(&plan).await;
     crate::report::matrix::outputs::emit(&report, &args.output_plan())
 }

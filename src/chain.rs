@@ -27,7 +27,7 @@ pub struct RunContext {
     /// opened on first need, and the target TTLs read so far; a fresh one per run.
     pub resets: Arc<crate::hops::reset_origin::ResetProbe>,
     /// The path traces of this run, one per address (hop `path`); a fresh one per run.
-    pub traces: Arc<crate::hops::path::TraceBook>,
+    pub traces: Arc<crate::hops::path::book::TraceBook>,
     /// The check this context runs (set by [`crate::runner::run_check`]): a trace names the
     /// check that made it.
     pub check: Arc<str>,

@@ -304,7 +304,7 @@ pub struct CheckArgs {
 }
 
 /// `--hold DUR`: as a check's `hold` (positive, at most 24h).
-fn hold_arg(text: &str) -> Result<Duration, String> {
+fn hold_arg(text: &str) -> Result<Duration, crate::hops::idle::HoldError> {
     crate::hops::idle::parse_hold(text)
 }
 
@@ -338,6 +338,24 @@ impl CheckArgs {
     }
 }
 
+/// An option of `check` that describes one run, refused by `watch` (exit 2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OneRunOption {
+    #[error(
+        "-f {0} describes one run and is not available in watch mode: use `dtcprobe check -f {0}` \
+         for one run, or --metrics-listen ADDR / --textfile-dir DIR for Prometheus \
+         (watch prints transitions as human, plain or json)"
+    )]
+    Format(&'static str),
+    #[error("--firewall-request applies to one run (`check` or `peer`), not to watch")]
+    FirewallRequest,
+    #[error(
+        "--baseline compares one run with an earlier report: use it with `dtcprobe check` \
+         (watch reports transitions between its own rounds)"
+    )]
+    Baseline,
+}
+
 impl WatchArgs {
     /// The plan's input. `--baseline` does not apply to watch mode (refused by
     /// [`WatchArgs::refuse_one_run_options`]) and is never loaded.
@@ -350,30 +368,16 @@ impl WatchArgs {
     /// Options that describe one run and mean nothing per round: refused (exit 2) rather than
     /// accepted and ignored. A Nagios plugin, a JUnit file or a Prometheus exposition on stdout
     /// per round would be misread by whatever consumes them.
-    pub fn refuse_one_run_options(&self) -> Result<(), String> {
+    pub fn refuse_one_run_options(&self) -> Result<(), OneRunOption> {
         match self.check.format {
             Format::Human | Format::Plain | Format::Json => {}
-            other => {
-                return Err(format!(
-                    "-f {} describes one run and is not available in watch mode: use `dtcprobe check -f {}` \
-                     for one run, or --metrics-listen ADDR / --textfile-dir DIR for Prometheus \
-                     (watch prints transitions as human, plain or json)",
-                    other.name(),
-                    other.name()
-                ))
-            }
+            other => return Err(OneRunOption::Format(other.name())),
         }
         if !self.check.firewall_requests.is_empty() {
-            return Err(
-                "--firewall-request applies to one run (`check` or `peer`), not to watch".into(),
-            );
+            return Err(OneRunOption::FirewallRequest);
         }
         if self.check.baseline.is_some() {
-            return Err(
-                "--baseline compares one run with an earlier report: use it with `dtcprobe check` \
-                 (watch reports transitions between its own rounds)"
-                    .into(),
-            );
+            return Err(OneRunOption::Baseline);
         }
         Ok(())
     }

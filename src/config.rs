@@ -116,7 +116,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
 
     let defaults = Defaults {
         timeout: match &raw.defaults.timeout {
-            Some(t) => Some(positive_duration(t.get_ref()).map_err(|m| at(t.span().start, m))?),
+            Some(t) => Some(
+                positive_duration(t.get_ref()).map_err(|e| at(t.span().start, e.to_string()))?,
+            ),
             None => None,
         },
         concurrency: raw.defaults.concurrency,
@@ -149,7 +151,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             ));
         }
         let timeout = match &rc.timeout {
-            Some(t) => Some(positive_duration(t.get_ref()).map_err(|m| at(t.span().start, m))?),
+            Some(t) => Some(
+                positive_duration(t.get_ref()).map_err(|e| at(t.span().start, e.to_string()))?,
+            ),
             None => None,
         };
         let target = Target::from_config(rc).map_err(|e| match e {
@@ -169,13 +173,27 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
 
 /// A duration as users write it (`500ms`, `3s`, `1m`), greater than zero: the one rule for every
 /// timeout and interval, in config files and on the command line.
-pub fn positive_duration(text: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text)
-        .map_err(|e| format!("invalid duration `{text}`: {e} (examples: 500ms, 3s, 1m)"))?;
+pub fn positive_duration(text: &str) -> Result<Duration, DurationError> {
+    let d = humantime::parse_duration(text).map_err(|reason| DurationError::NotADuration {
+        text: text.into(),
+        reason,
+    })?;
     if d.is_zero() {
-        return Err("duration must be greater than zero".into());
+        return Err(DurationError::Zero);
     }
     Ok(d)
+}
+
+/// A timeout or interval that is not a positive duration.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DurationError {
+    #[error("invalid duration `{text}`: {reason} (examples: 500ms, 3s, 1m)")]
+    NotADuration {
+        text: String,
+        reason: humantime::DurationError,
+    },
+    #[error("duration must be greater than zero")]
+    Zero,
 }
 
 #[cfg(test)]

@@ -128,10 +128,10 @@ impl TargetUrl {
     }
 
     /// An error about this URL.
-    pub fn invalid(&self, message: impl Into<String>) -> TargetError {
+    pub fn invalid(&self, message: impl std::fmt::Display) -> TargetError {
         TargetError::InvalidUrl {
             url: mask_url(&self.text),
-            message: message.into(),
+            message: message.to_string(),
         }
     }
 

@@ -24,6 +24,7 @@ use axum::Router;
 use futures::future::BoxFuture;
 
 use crate::chain::RunContext;
+use crate::hops::Retarget;
 use crate::model::{CheckResult, Report, Status};
 use crate::report::prometheus;
 use crate::resolver::DnsResolver;
@@ -38,14 +39,8 @@ pub fn runner_prober(opts: RunOptions) -> Prober {
     let resolver = Arc::new(DnsResolver::from_system(opts.timeout));
     Arc::new(move |spec: CheckSpec| {
         // Each probe is a run of its own: routes are looked up and paths traced afresh.
-        let ctx = RunContext {
-            cross_zone: spec.crosses_zones(),
-            ..RunContext::new(
-                spec.timeout.unwrap_or(opts.timeout),
-                resolver.clone(),
-                opts.trace,
-            )
-        };
+        let run = RunContext::new(opts.timeout, resolver.clone(), opts.trace);
+        let ctx = runner::check_context(&run, &spec, opts.timeout);
         Box::pin(async move { runner::run_check(&spec, &ctx).await })
     })
 }
@@ -182,9 +177,11 @@ pub fn with_target(module: &CheckSpec, target: &str) -> Result<CheckSpec, ProbeE
         message,
     };
     let kind = module.target.kind();
-    if matches!(module.target, Target::Mssql(_)) {
+    let info = module.target.info();
+    if info.retarget == Retarget::Never {
+        let what = info.service.unwrap_or(kind);
         return Err(invalid(format!(
-            "module {} is a SQL Server check: it probes only its configured server (credentials are never sent to a host named in a request); omit `target`",
+            "module {} is a {what} check: it probes only its configured server (credentials are never sent to a host named in a request); omit `target`",
             module.name
         )));
     }
@@ -201,33 +198,19 @@ pub fn with_target(module: &CheckSpec, target: &str) -> Result<CheckSpec, ProbeE
         return Ok(spec);
     }
     let (host, port) = split_host_port(target).map_err(invalid)?;
-    match &mut spec.target {
-        Target::Tcp(t) => {
-            t.host = host;
-            if let Some(p) = port {
-                t.port = p;
-            }
-        }
-        Target::Epm(t) => {
-            t.host = host;
-            if let Some(p) = port {
-                t.port = p;
-            }
-        }
-        Target::Dns(t) => {
-            if port.is_some() {
-                return Err(invalid("a dns module takes a host without port".into()));
-            }
-            t.host = host;
-        }
-        #[allow(unreachable_patterns)]
-        other => {
+    match info.retarget {
+        Retarget::HostPort => {}
+        Retarget::Host if port.is_none() => {}
+        Retarget::Host => {
             return Err(invalid(format!(
-                "a {} module takes no target; omit it",
-                other.kind()
+                "a {kind} module takes a host without port"
             )))
         }
+        Retarget::Url | Retarget::Never => {
+            return Err(invalid(format!("a {kind} module takes no target; omit it")))
+        }
     }
+    spec.target.set_host(host, port);
     Ok(spec)
 }
 

@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
@@ -13,14 +14,11 @@ use crate::baseline::BaselineError;
 use crate::config::{self, ConfigError};
 use crate::exit;
 use crate::report::outputs::{OutputPlan, OutputRequest};
+use crate::runner::{Progress, RunOptions};
 use crate::target::{CheckSpec, Target};
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Checks in flight at once. High enough that up to 1,024 checks all start together, so any
-/// number of dropped ports up to that costs one timeout, not one per batch; each check in flight
-/// costs ~15 KB and two descriptors (the soft open-file limit is raised at start, see `fdlimit`),
-/// and checks that end early give their slot back at once (`runner`).
-pub const DEFAULT_CONCURRENCY: usize = 1024;
+pub use crate::runner::DEFAULT_CONCURRENCY;
 
 #[derive(Debug, Error)]
 pub enum PlanError {
@@ -77,6 +75,19 @@ pub struct Plan {
     pub found_config: Option<(PathBuf, &'static str)>,
     /// Trace the path (hop `path`) after a connect times out.
     pub trace: bool,
+}
+
+impl Plan {
+    /// How the runner runs this plan's checks; `progress` reports each finished check (the
+    /// progress bar of an interactive `check`).
+    pub fn run_options(&self, progress: Option<Arc<dyn Progress>>) -> RunOptions {
+        RunOptions {
+            timeout: self.timeout,
+            concurrency: self.concurrency,
+            trace: self.trace,
+            progress,
+        }
+    }
 }
 
 /// The file `dtcprobe init` writes, read by `check` and `watch` when given neither TARGETs nor -c.
@@ -246,6 +257,14 @@ pub fn build_allowing_empty(input: &PlanInput) -> Result<Plan, PlanError> {
         }
     }
     let output = OutputPlan::resolve(input.output.clone())?;
+    let requested = input
+        .concurrency
+        .map(|c| c as usize)
+        .or(cfg.defaults.concurrency)
+        .unwrap_or(DEFAULT_CONCURRENCY);
+    // Fitted under the open-file limit here, with the rest of the plan: nothing edits a plan
+    // once it is built.
+    let concurrency = crate::fdlimit::fit_concurrency_and_warn(requested, checks.len());
     Ok(Plan {
         checks,
         output,
@@ -256,11 +275,7 @@ pub fn build_allowing_empty(input: &PlanInput) -> Result<Plan, PlanError> {
             .timeout
             .or(cfg.defaults.timeout)
             .unwrap_or(DEFAULT_TIMEOUT),
-        concurrency: input
-            .concurrency
-            .map(|c| c as usize)
-            .or(cfg.defaults.concurrency)
-            .unwrap_or(DEFAULT_CONCURRENCY),
+        concurrency,
     })
 }
 

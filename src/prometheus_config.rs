@@ -22,7 +22,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::target::{CheckSpec, Target};
+use crate::hops::Retarget;
+use crate::target::CheckSpec;
 
 /// How Prometheus reaches one module on the instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,24 +76,19 @@ pub enum ScrapeConfigError {
 }
 
 /// The modules of a check config: hosts (and ports) become `target` parameters for the kinds
-/// whose `/probe` accepts one (tcp, dns, epm); every other kind is probed as configured.
+/// whose `/probe` accepts one ([`Retarget::HostPort`], [`Retarget::Host`]); every other kind is
+/// probed as configured.
 pub fn modules_from_checks(checks: &[CheckSpec]) -> Vec<ProbeModule> {
     checks
         .iter()
         .map(|c| {
-            let target = match &c.target {
-                Target::Tcp(t) => ProbeTarget::Param(format!(
-                    "{}:{}",
-                    crate::hostport::bracket_v6(&t.host),
-                    t.port
-                )),
-                Target::Epm(t) => ProbeTarget::Param(format!(
-                    "{}:{}",
-                    crate::hostport::bracket_v6(&t.host),
-                    t.port
-                )),
-                Target::Dns(t) => ProbeTarget::Param(t.host.clone()),
-                other => ProbeTarget::Configured(other.display()),
+            let host = c.target.host();
+            let target = match (c.target.info().retarget, c.target.port()) {
+                (Retarget::HostPort, Some(port)) => {
+                    ProbeTarget::Param(format!("{}:{port}", crate::hostport::bracket_v6(host)))
+                }
+                (Retarget::Host, _) => ProbeTarget::Param(host.to_string()),
+                _ => ProbeTarget::Configured(c.target.display()),
             };
             ProbeModule {
                 name: c.name.clone(),

@@ -29,7 +29,8 @@ pub enum DnsError {
 }
 
 pub struct DnsResolver {
-    inner: Result<TokioResolver, String>,
+    /// The resolver, or why the system configuration gave none (every lookup fails with it).
+    inner: Result<TokioResolver, DnsError>,
     /// The hosts file, consulted first for both address families (see [`DnsResolver::forward`]).
     hosts: Option<Hosts>,
     /// The configured servers, to name them when one answers with an error code.
@@ -41,7 +42,7 @@ impl DnsResolver {
     /// every lookup then fails with the reason, so checks that need no DNS still run.
     pub fn from_system(query_timeout: Duration) -> DnsResolver {
         let inner = TokioResolver::builder_tokio()
-            .map_err(|e| format!("cannot read the system DNS configuration: {e}"))
+            .map_err(|e| DnsError::Other(format!("cannot read the system DNS configuration: {e}")))
             .and_then(|mut b| {
                 let opts = b.options_mut();
                 // One query attempt per server within the hop budget; the hop timeout bounds it.
@@ -51,7 +52,7 @@ impl DnsResolver {
                 // A probe must see changes immediately (watch mode re-runs the same names).
                 opts.cache_size = 0;
                 b.build()
-                    .map_err(|e| format!("cannot build the DNS resolver: {e}"))
+                    .map_err(|e| DnsError::Other(format!("cannot build the DNS resolver: {e}")))
             });
         let servers = hickory_resolver::system_conf::read_system_conf()
             .map(|(config, _)| {
@@ -95,7 +96,7 @@ impl DnsResolver {
     }
 
     fn resolver(&self) -> Result<&TokioResolver, DnsError> {
-        self.inner.as_ref().map_err(|e| DnsError::Other(e.clone()))
+        self.inner.as_ref().map_err(Clone::clone)
     }
 
     /// A and AAAA records of `host`.

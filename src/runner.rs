@@ -26,6 +26,12 @@ pub trait Progress: Send + Sync {
     fn check_done(&self, done: usize, total: usize, result: &CheckResult);
 }
 
+/// Checks in flight at once. High enough that up to 1,024 checks all start together, so any
+/// number of dropped ports up to that costs one timeout, not one per batch; each check in flight
+/// costs ~15 KB and two descriptors (the soft open-file limit is raised at start, see `fdlimit`),
+/// and checks that end early give their slot back at once (below).
+pub const DEFAULT_CONCURRENCY: usize = 1024;
+
 #[derive(Clone)]
 pub struct RunOptions {
     pub timeout: Duration,
@@ -39,7 +45,7 @@ impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             timeout: Duration::from_secs(3),
-            concurrency: crate::plan::DEFAULT_CONCURRENCY,
+            concurrency: DEFAULT_CONCURRENCY,
             progress: None,
             trace: true,
         }
@@ -112,6 +118,17 @@ pub async fn run_checks(specs: &[CheckSpec], opts: &RunOptions) -> Vec<CheckResu
     results
 }
 
+/// The context one check runs in: the run's shared resolver and caches (`run`), with the check's
+/// own hop timeout (else `default_timeout`) and zone judgement. The one place it is built, for a
+/// run's checks and for a `/probe` alike.
+pub fn check_context(run: &RunContext, spec: &CheckSpec, default_timeout: Duration) -> RunContext {
+    RunContext {
+        hop_timeout: spec.timeout.unwrap_or(default_timeout),
+        cross_zone: spec.crosses_zones(),
+        ..run.clone()
+    }
+}
+
 /// Runs every check, storing each result in its slot as soon as it finishes (so that a stopped
 /// run still has them).
 async fn run_into(specs: &[CheckSpec], opts: &RunOptions, slots: &[Slot]) {
@@ -126,11 +143,7 @@ async fn run_into(specs: &[CheckSpec], opts: &RunOptions, slots: &[Slot]) {
     let done = std::sync::atomic::AtomicUsize::new(0);
     stream::iter(specs.iter().zip(slots))
         .map(|(spec, slot)| {
-            let ctx = RunContext {
-                hop_timeout: spec.timeout.unwrap_or(opts.timeout),
-                cross_zone: spec.crosses_zones(),
-                ..run.clone()
-            };
+            let ctx = check_context(&run, spec, opts.timeout);
             let progress = opts.progress.clone();
             let done = &done;
             async move {

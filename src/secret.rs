@@ -97,9 +97,12 @@ pub fn set_default_password_file(path: PathBuf) {
 
 /// clap value parser for `--password-file`: the file must exist; it becomes the run's default
 /// password source (read when a check needs it, never echoed).
-pub fn password_file_arg(s: &str) -> Result<PathBuf, String> {
+pub fn password_file_arg(s: &str) -> Result<PathBuf, SecretError> {
     let path = PathBuf::from(s);
-    std::fs::metadata(&path).map_err(|e| format!("cannot read password file {s}: {e}"))?;
+    std::fs::metadata(&path).map_err(|source| SecretError::FileUnreadable {
+        path: path.clone(),
+        source,
+    })?;
     set_default_password_file(path.clone());
     Ok(path)
 }

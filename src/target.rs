@@ -1,13 +1,11 @@
 //! What a check is: a name, the zones it crosses, and its target. The target types and their
 //! parsing belong to the kinds (`hops/<kind>/`, gathered by the registry in [`crate::hops`]);
-//! this module re-exports them under the names the rest of the tool uses.
+//! this module re-exports the two names callers use beside [`CheckSpec`].
 
 use std::time::Duration;
 
 pub use crate::check_table::TargetError;
-pub use crate::hops::dns::DnsTarget;
-pub use crate::hops::tcp::TcpTarget;
-pub use crate::hops::{schemes, Target};
+pub use crate::hops::Target;
 
 /// One check to run: a name, the zones it crosses, and its target.
 #[derive(Debug, Clone, PartialEq)]

@@ -22,6 +22,7 @@ use std::net::SocketAddr;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::hops::KindInfo;
 use crate::model::{Cause, CheckResult, Direction, HopKind, HopResult, Report, Status};
 
 /// How the blocked flow showed itself.
@@ -217,11 +218,14 @@ fn service_of(check: &CheckResult, hop: &HopResult) -> (Option<String>, Option<S
             (service("MSDTC dynamic port"), service(MSDTC_PORT_ADVICE))
         }
         (HopKind::RpcPort, _) => (service("RPC dynamic port"), service(RPC_PORT_ADVICE)),
-        (_, "mssql") => (service("SQL Server"), None),
-        (_, "postgres") => (service("PostgreSQL"), None),
-        (_, "epm") => (service("RPC endpoint mapper"), None),
+        // Not a kind: the far side's check of the agent's own port.
         (_, "agent") => (service("dtcprobe agent"), None),
-        _ => (None, None),
+        (_, kind) => (
+            KindInfo::named(kind)
+                .and_then(|k| k.service)
+                .and_then(service),
+            None,
+        ),
     }
 }
 

@@ -388,12 +388,7 @@ fn print_summary(json: bool, rounds: u64, tracker: &Tracker) {
 /// or the last round fails by `--fail-on`, else that round's code.
 pub async fn run(plan: Plan, schedule: WatchOptions) -> u8 {
     let json = plan.output.format == Format::Json;
-    let opts = RunOptions {
-        timeout: plan.timeout,
-        concurrency: plan.concurrency,
-        trace: plan.trace,
-        progress: None,
-    };
+    let opts = plan.run_options(None);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = match schedule.metrics_listen {
         None => None,

@@ -159,3 +159,27 @@ fn ctrl_c_interrupts_a_run_with_exit_130() {
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
 }
+
+/// A misspelt URL parameter (`hodl=5s` for `hold=5s`) is a usage error naming it, for every
+/// scheme: silently ignored, it would pass a check that tested something else. The table must
+/// hold one URL per kind of the registry, so a new kind cannot skip it.
+#[test]
+fn an_unknown_url_parameter_is_a_usage_error_for_every_scheme() {
+    let cases = [
+        ("tcp", "tcp://127.0.0.1:9?hodl=5s"),
+        ("dns", "dns://localhost?hodl=5s"),
+        ("mssql", "mssql://probe@127.0.0.1:9/master?hodl=5s"),
+        ("postgres", "postgres://probe@127.0.0.1:9/app?hodl=5s"),
+        ("epm", "epm://127.0.0.1:9?hodl=5s"),
+        ("msdtc", "msdtc://localhost?hodl=5s"),
+    ];
+    let kinds: Vec<&str> = ::dtcprobe::hops::KINDS.iter().map(|k| k.name).collect();
+    let covered: Vec<&str> = cases.iter().map(|(kind, _)| *kind).collect();
+    assert_eq!(covered, kinds, "one case per kind of the registry");
+    for (_, url) in cases {
+        let (code, stdout, stderr) = dtcprobe(&["check", url]);
+        assert_eq!(code, 2, "{url}: {stderr}");
+        assert!(stdout.is_empty(), "{url}: {stdout}");
+        assert!(stderr.contains("`hodl`"), "{url}: {stderr}");
+    }
+}

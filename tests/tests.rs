@@ -30,6 +30,7 @@ mod export_baseline;
 mod export_formats;
 mod export_progress;
 mod matrix;
+mod module_cycles;
 mod ms_drivers;
 mod msdtc_config;
 mod mssql_browser;

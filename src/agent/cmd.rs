@@ -16,7 +16,6 @@ use super::{AgentConfig, AgentConfigError};
 use crate::exit;
 use crate::plan::{self, Plan, PlanError, PlanInput};
 use crate::report::outputs;
-use crate::runner::RunOptions;
 use crate::target::Target;
 
 /// Why the agent or the peer run could not start.
@@ -300,14 +299,14 @@ pub fn parse_reverse(urls: &[String]) -> Result<Vec<ReverseTarget>, String> {
     urls.iter()
         .map(|text| {
             let target = Target::from_url(text).map_err(|e| format!("--reverse {}: {e}", crate::hostport::mask_url(text)))?;
-            if !crate::agent::policy::REVERSE_KINDS.contains(&target.kind()) {
+            if !target.info().agent_runs {
                 return Err(format!(
                     "--reverse {}: the agent never runs `{}` checks (they need credentials, and the \
                      agent holds none); reverse checks may be {}. To test a login from the far side, \
                      run `dtcprobe check` there",
                     crate::hostport::mask_url(text),
                     target.kind(),
-                    crate::agent::policy::REVERSE_KINDS.join(", ")
+                    crate::agent::policy::reverse_kinds()
                 ));
             }
             if let Target::Tcp(t) = &target {
@@ -397,12 +396,7 @@ impl PeerSetup {
 
 pub async fn peer_main(setup: PeerSetup) -> u8 {
     let PeerSetup { plan, opts } = setup;
-    let run = RunOptions {
-        timeout: plan.timeout,
-        concurrency: plan.concurrency,
-        progress: None,
-        trace: plan.trace,
-    };
+    let run = plan.run_options(None);
     // Installed before the run starts (see `check` in app.rs): a stop request is never lost.
     let interrupted = crate::signals::shutdown_signal();
     let (report, stopped) = run_peer_until(&opts, &plan.checks, &run, interrupted).await;

@@ -148,7 +148,7 @@ impl AgentConfig {
             match v {
                 None => Ok(default),
                 Some(s) => crate::config::positive_duration(s.get_ref())
-                    .map_err(|message| at(s.span().start, message)),
+                    .map_err(|e| at(s.span().start, e.to_string())),
             }
         };
         let d = AgentConfig::default();
@@ -265,13 +265,10 @@ impl AllowEntry {
     }
 }
 
-/// The port a target URL connects to: explicit, else the scheme's default.
+/// The port a target URL connects to: explicit, else its kind's default (`Kind::DEFAULT_PORT`).
 pub fn url_port(url: &url::Url) -> Option<u16> {
-    url.port().or(match url.scheme() {
-        "epm" => Some(135),
-        "mssql" => Some(1433),
-        "postgres" => Some(5432),
-        _ => None,
+    url.port().or_else(|| {
+        crate::hops::KindInfo::of_scheme(url.scheme()).and_then(|kind| kind.default_port)
     })
 }
 

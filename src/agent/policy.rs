@@ -8,9 +8,12 @@ use super::protocol::ReverseTarget;
 use super::{url_port, AllowEntry};
 use crate::target::Target;
 
-/// Check kinds the agent runs on request. `msdtc` reads the agent host's own MSDTC configuration
-/// (see [`authorize`] for why it needs no allow entry).
-pub const REVERSE_KINDS: &[&str] = &["tcp", "dns", "epm", "msdtc"];
+/// The check kinds the agent runs on request, for messages (`tcp, dns, epm, msdtc`): those whose
+/// `Kind::AGENT_RUNS` says so in the registry. `msdtc` reads the agent host's own MSDTC
+/// configuration (see [`authorize`] for why it needs no allow entry).
+pub fn reverse_kinds() -> String {
+    crate::hops::agent_kinds().collect::<Vec<_>>().join(", ")
+}
 
 /// Pure policy: may the agent run this reverse check for a caller at `caller`? Returns the target
 /// to run (with the caller's address substituted when `to_caller`), or why not.
@@ -32,11 +35,11 @@ pub fn authorize(
     let target = Target::from_url(url.as_str()).map_err(|e| e.to_string())?;
     // Network-level checks only: the agent never holds or asks for database credentials (and
     // must never wait on a password prompt).
-    if !REVERSE_KINDS.contains(&target.kind()) {
+    if !target.info().agent_runs {
         return Err(format!(
             "`{}` checks are not run by the agent (reverse checks may be: {})",
             target.kind(),
-            REVERSE_KINDS.join(", ")
+            reverse_kinds()
         ));
     }
     // A held session (`hold=DUR`, hop `idle`) would tie up the agent, and outlast the peer's

@@ -11,7 +11,7 @@
 //! The function is compiled on every platform (the error numbers are plain constants), so its
 //! table test runs on Linux CI too; `classify::classify_connect` calls it only on Windows.
 
-use super::{
+use super::outcome::{
     ConnectOutcome, Verdict, HINT_LOCAL_FIREWALL, HINT_NET_UNREACHABLE, HINT_NO_LOCAL_ADDRESS,
     HINT_RESET, HINT_TIMEOUT,
 };

@@ -45,15 +45,31 @@ const KEEPALIVE_RETRIES: u32 = 3;
 #[cfg(not(target_os = "linux"))]
 const KEEPALIVE_RETRIES: u32 = 1;
 
+/// A hold that is not a positive duration of at most [`MAX_HOLD`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum HoldError {
+    #[error("invalid hold `{text}`: {reason} (examples: 15s, 30m, 1h)")]
+    NotADuration {
+        text: String,
+        reason: humantime::DurationError,
+    },
+    #[error("invalid hold `{0}`: must be greater than zero")]
+    Zero(String),
+    #[error("invalid hold `{0}`: at most 24h")]
+    TooLong(String),
+}
+
 /// Parses a hold (`15s`, `30m`, `1h`) as `--timeout` is parsed: positive, at most [`MAX_HOLD`].
-pub fn parse_hold(text: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text.trim())
-        .map_err(|e| format!("invalid hold `{text}`: {e} (examples: 15s, 30m, 1h)"))?;
+pub fn parse_hold(text: &str) -> Result<Duration, HoldError> {
+    let d = humantime::parse_duration(text.trim()).map_err(|reason| HoldError::NotADuration {
+        text: text.into(),
+        reason,
+    })?;
     if d.is_zero() {
-        return Err(format!("invalid hold `{text}`: must be greater than zero"));
+        return Err(HoldError::Zero(text.into()));
     }
     if d > MAX_HOLD {
-        return Err(format!("invalid hold `{text}`: at most 24h"));
+        return Err(HoldError::TooLong(text.into()));
     }
     Ok(d)
 }
@@ -414,7 +430,7 @@ mod tests {
         assert_eq!(format_hold(Duration::from_secs(5400)), "90m");
         for bad in ["", "0s", "soon", "25h", "15"] {
             let e = parse_hold(bad).expect_err(bad);
-            assert!(e.contains("hold"), "{e}");
+            assert!(e.to_string().contains("hold"), "{e}");
         }
     }
 

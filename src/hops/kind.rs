@@ -1,5 +1,8 @@
-//! The contract every check kind fulfils. Kinds import it from here, not from the registry in
-//! `hops/mod.rs`, so the registry depends on the kinds and never the other way round.
+//! The contract every check kind fulfils: how its targets are parsed, shown and run, and every
+//! fact about the kind that code outside its folder needs (the service at its port, its default
+//! port, whether agents run it, how `/probe` may point it elsewhere). Kinds import it from here,
+//! not from the registry in `hops/mod.rs`, so the registry depends on the kinds and never the
+//! other way round (scripts/check-module-cycles checks it).
 
 use std::future::Future;
 
@@ -8,6 +11,22 @@ use crate::check_table::{RawCheck, TargetError};
 use crate::hostport::TargetUrl;
 use crate::model::HopResult;
 use crate::secret::PasswordSource;
+
+/// How `/probe?module=M&target=T` may point a configured check of a kind at another host
+/// (src/metrics_server.rs), and what `dtcprobe prometheus-config` offers as the `target` parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retarget {
+    /// `HOST[:PORT]` replaces host and port ([`Kind::set_host`]), a URL of the kind the whole
+    /// target; the scrape config passes `HOST:PORT` as the parameter.
+    HostPort,
+    /// `HOST` replaces the host (a port is refused), a URL of the kind the whole target.
+    Host,
+    /// Only a URL of the kind replaces the target; the scrape config probes it as configured.
+    Url,
+    /// Never: the check logs in, and its credentials must never go to a host named by whoever
+    /// reaches the metrics port.
+    Never,
+}
 
 /// What a check kind provides. Failure is data: `run` reports every problem as hop results.
 pub trait Kind: Sized {
@@ -21,6 +40,17 @@ pub trait Kind: Sized {
     /// Whether the kind logs in: it takes a user name in its URL, and a `password_env` or
     /// `password_file` beside a `target = URL` in a config. Other kinds refuse a user name.
     const LOGIN: bool = false;
+    /// What listens at the kind's port, as a firewall request names it (`SQL Server`); `None`
+    /// when the port has no fixed service (tcp names any port).
+    const SERVICE: Option<&'static str> = None;
+    /// The port a URL of this kind reaches when it names none (an agent's `--allow` entry with a
+    /// port matches it); `None` when the kind has no single port.
+    const DEFAULT_PORT: Option<u16> = None;
+    /// Whether an agent runs this kind for a peer (a reverse run, from the agent's zone): only
+    /// kinds that carry no credentials, since the agent would have to hold them.
+    const AGENT_RUNS: bool = false;
+    /// How `/probe` may point a configured check elsewhere.
+    const RETARGET: Retarget = Retarget::Url;
 
     /// From a URL with this kind's scheme (already checked to hold no password).
     fn from_url(url: &TargetUrl) -> Result<Self, TargetError>;
@@ -31,6 +61,13 @@ pub trait Kind: Sized {
     fn host(&self) -> &str;
     /// The password source given beside a `target = URL` (only called when [`Kind::LOGIN`]).
     fn set_password(&mut self, _password: Option<PasswordSource>) {}
+    /// The port the check connects to, if it has one (the `HOST:PORT` of [`Retarget::HostPort`]).
+    fn port(&self) -> Option<u16> {
+        None
+    }
+    /// Points the check at `host` (and `port`), keeping its options; only called as
+    /// [`Kind::RETARGET`] allows (with no port for [`Retarget::Host`]).
+    fn set_host(&mut self, _host: String, _port: Option<u16>) {}
     /// Runs the check's hop chain.
     fn run(&self, ctx: &RunContext) -> impl Future<Output = Vec<HopResult>> + Send;
 }

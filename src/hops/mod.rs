@@ -21,11 +21,12 @@ pub mod path;
 pub mod reset_origin;
 pub mod resolve;
 pub mod route;
+pub mod route_info;
 #[cfg(windows)]
 mod route_windows;
 pub mod traced_connect;
 
-pub use kind::Kind;
+pub use kind::{Kind, Retarget};
 
 use crate::chain::RunContext;
 use crate::check_table::{RawCheck, TargetError};
@@ -40,6 +41,10 @@ pub struct KindInfo {
     pub aliases: &'static [&'static str],
     pub keys: &'static [&'static str],
     pub login: bool,
+    pub service: Option<&'static str>,
+    pub default_port: Option<u16>,
+    pub agent_runs: bool,
+    pub retarget: Retarget,
 }
 
 impl KindInfo {
@@ -49,18 +54,39 @@ impl KindInfo {
             aliases: K::ALIASES,
             keys: K::KEYS,
             login: K::LOGIN,
+            service: K::SERVICE,
+            default_port: K::DEFAULT_PORT,
+            agent_runs: K::AGENT_RUNS,
+            retarget: K::RETARGET,
         }
     }
 
     fn has_scheme(&self, scheme: &str) -> bool {
         self.name == scheme || self.aliases.contains(&scheme)
     }
+
+    /// The kind named `name` (as in configs and reports).
+    pub fn named(name: &str) -> Option<&'static KindInfo> {
+        KINDS.iter().find(|k| k.name == name)
+    }
+
+    /// The kind whose URL scheme (name or alias) is `scheme`.
+    pub fn of_scheme(scheme: &str) -> Option<&'static KindInfo> {
+        KINDS.iter().find(|k| k.has_scheme(scheme))
+    }
+}
+
+/// The kinds an agent runs for a peer ([`Kind::AGENT_RUNS`]), in registry order.
+pub fn agent_kinds() -> impl Iterator<Item = &'static str> {
+    KINDS.iter().filter(|k| k.agent_runs).map(|k| k.name)
 }
 
 // The kinds' folders. Declared here, outside the registry macro, because rustfmt (and so
 // `cargo fmt --check` in CI) does not follow modules declared inside a macro call: declared in
 // `kinds!`, none of the kinds' files was ever formatted or checked.
 pub mod dns;
+#[cfg(test)]
+pub mod dummy;
 pub mod epm;
 pub mod msdtc;
 pub mod mssql;
@@ -70,35 +96,56 @@ pub mod tcp;
 /// The registry: `module => Variant(target type)`, one line per kind (its folder is declared
 /// above). It generates [`Target`], [`KINDS`] and the dispatch of every per-kind operation.
 macro_rules! kinds {
-    ($($module:ident => $variant:ident($target:ty)),+ $(,)?) => {
+    ($($(#[$only:meta])* $module:ident => $variant:ident($target:ty)),+ $(,)?) => {
 
         /// What a check points at: one variant per kind.
         #[derive(Debug, Clone, PartialEq)]
         pub enum Target {
-            $($variant($target),)+
+            $($(#[$only])* $variant($target),)+
         }
 
         /// Every kind, in registry order.
-        pub const KINDS: &[KindInfo] = &[$(KindInfo::of::<$target>(),)+];
+        pub const KINDS: &[KindInfo] = &[$($(#[$only])* KindInfo::of::<$target>(),)+];
 
         impl Target {
             /// The `kind` string in configs and reports.
             pub fn kind(&self) -> &'static str {
                 match self {
-                    $(Target::$variant(_) => <$target as Kind>::NAME,)+
+                    $($(#[$only])* Target::$variant(_) => <$target as Kind>::NAME,)+
                 }
             }
 
             /// A canonical, secret-free rendering for reports (`tcp://host:port`).
             pub fn display(&self) -> String {
                 match self {
-                    $(Target::$variant(t) => Kind::display(t),)+
+                    $($(#[$only])* Target::$variant(t) => Kind::display(t),)+
                 }
             }
 
             pub fn host(&self) -> &str {
                 match self {
-                    $(Target::$variant(t) => Kind::host(t),)+
+                    $($(#[$only])* Target::$variant(t) => Kind::host(t),)+
+                }
+            }
+
+            /// The kind's facts ([`KindInfo`]).
+            pub fn info(&self) -> KindInfo {
+                match self {
+                    $($(#[$only])* Target::$variant(_) => KindInfo::of::<$target>(),)+
+                }
+            }
+
+            /// The port the check connects to, if it has one.
+            pub fn port(&self) -> Option<u16> {
+                match self {
+                    $($(#[$only])* Target::$variant(t) => Kind::port(t),)+
+                }
+            }
+
+            /// Points the check at `host` (and `port`); only as its kind's [`Retarget`] allows.
+            pub fn set_host(&mut self, host: String, port: Option<u16>) {
+                match self {
+                    $($(#[$only])* Target::$variant(t) => Kind::set_host(t, host, port),)+
                 }
             }
 
@@ -107,25 +154,25 @@ macro_rules! kinds {
             /// they would cost the largest one's size per check.
             pub async fn run(&self, ctx: &RunContext) -> Vec<HopResult> {
                 match self {
-                    $(Target::$variant(t) => Box::pin(Kind::run(t, ctx)).await,)+
+                    $($(#[$only])* Target::$variant(t) => Box::pin(Kind::run(t, ctx)).await,)+
                 }
             }
 
             fn set_password(&mut self, password: Option<PasswordSource>) {
                 match self {
-                    $(Target::$variant(t) => Kind::set_password(t, password),)+
+                    $($(#[$only])* Target::$variant(t) => Kind::set_password(t, password),)+
                 }
             }
 
             fn from_url_of(kind: &str, url: &TargetUrl) -> Result<Target, TargetError> {
-                $(if kind == <$target as Kind>::NAME {
+                $($(#[$only])* if kind == <$target as Kind>::NAME {
                     return <$target as Kind>::from_url(url).map(Target::$variant);
                 })+
                 unreachable!("`{kind}` comes from KINDS")
             }
 
             fn from_config_of(kind: &str, raw: &RawCheck, host: String) -> Result<Target, TargetError> {
-                $(if kind == <$target as Kind>::NAME {
+                $($(#[$only])* if kind == <$target as Kind>::NAME {
                     return <$target as Kind>::from_config(raw, host).map(Target::$variant);
                 })+
                 unreachable!("`{kind}` comes from KINDS")
@@ -141,6 +188,9 @@ kinds! {
     postgres => Postgres(postgres::PgTarget),
     epm => Epm(epm::EpmTarget),
     msdtc => Msdtc(msdtc::MsdtcTarget),
+    // A kind for tests only (its folder is the whole of it): see `dummy/mod.rs`.
+    #[cfg(test)]
+    dummy => Dummy(dummy::DummyTarget),
 }
 
 /// The schemes this build understands, for messages: `tcp://, dns://, ...`.
@@ -181,7 +231,7 @@ impl Target {
         }
         let schemes = schemes();
         let url = TargetUrl::parse(text, &schemes)?;
-        let Some(kind) = KINDS.iter().find(|k| k.has_scheme(url.scheme())) else {
+        let Some(kind) = KindInfo::of_scheme(url.scheme()) else {
             return Err(TargetError::UnknownScheme {
                 scheme: url.scheme().to_string(),
                 url: crate::hostport::mask_url(text),
@@ -207,17 +257,14 @@ impl Target {
             message: "check has neither `kind` nor `target`".into(),
         })?;
         let kind_offset = kind.span().start;
-        let info = KINDS
-            .iter()
-            .find(|k| k.name == kind.get_ref())
-            .ok_or_else(|| TargetError::At {
-                offset: kind_offset,
-                message: format!(
-                    "unknown kind `{}`, expected one of: {}",
-                    kind.get_ref(),
-                    kind_names()
-                ),
-            })?;
+        let info = KindInfo::named(kind.get_ref()).ok_or_else(|| TargetError::At {
+            offset: kind_offset,
+            message: format!(
+                "unknown kind `{}`, expected one of: {}",
+                kind.get_ref(),
+                kind_names()
+            ),
+        })?;
         // A key another kind uses is an error here rather than silently ignored: a `database`
         // on a `tcp` check is a mistake the user wants to hear about.
         if let Some((key, offset)) = raw
@@ -258,7 +305,7 @@ fn from_config_url(raw: &RawCheck, url: &toml::Spanned<String>) -> Result<Target
         offset: url_offset,
         message: e.to_string(),
     })?;
-    let login = KINDS.iter().any(|k| k.name == target.kind() && k.login);
+    let login = target.info().login;
     let beside_url: &[&str] = if login {
         &["password_env", "password_file"]
     } else {
@@ -338,11 +385,50 @@ mod tests {
 
     #[test]
     fn registry_names_and_schemes() {
+        // `dummy` is the test-only kind (dummy/mod.rs); a release build has the first six.
         let names: Vec<&str> = KINDS.iter().map(|k| k.name).collect();
-        assert_eq!(names, ["tcp", "dns", "mssql", "postgres", "epm", "msdtc"]);
+        assert_eq!(
+            names,
+            ["tcp", "dns", "mssql", "postgres", "epm", "msdtc", "dummy"]
+        );
         assert_eq!(
             schemes(),
-            "tcp://, dns://, mssql://, postgres://, postgresql://, epm://, msdtc://"
+            "tcp://, dns://, mssql://, postgres://, postgresql://, epm://, msdtc://, dummy://"
+        );
+    }
+
+    /// The facts the rest of the program reads from the registry, as they were when each place
+    /// held its own copy (verdict.rs's services, the agent's default ports and REVERSE_KINDS,
+    /// /probe's retargeting).
+    #[test]
+    fn the_kinds_facts() {
+        let fact = |name: &str| {
+            let k = KindInfo::named(name).unwrap();
+            (k.service, k.default_port, k.agent_runs, k.retarget)
+        };
+        assert_eq!(fact("tcp"), (None, None, true, Retarget::HostPort));
+        assert_eq!(fact("dns"), (None, None, true, Retarget::Host));
+        assert_eq!(
+            fact("mssql"),
+            (Some("SQL Server"), Some(1433), false, Retarget::Never)
+        );
+        assert_eq!(
+            fact("postgres"),
+            (Some("PostgreSQL"), Some(5432), false, Retarget::Url)
+        );
+        assert_eq!(
+            fact("epm"),
+            (
+                Some("RPC endpoint mapper"),
+                Some(135),
+                true,
+                Retarget::HostPort
+            )
+        );
+        assert_eq!(fact("msdtc"), (None, None, true, Retarget::Url));
+        assert_eq!(
+            KindInfo::of_scheme("postgresql").map(|k| k.name),
+            Some("postgres")
         );
     }
 

@@ -20,7 +20,7 @@ use windows_sys::Win32::NetworkManagement::IpHelper::{
 use windows_sys::Win32::NetworkManagement::Ndis::NET_LUID_LH;
 use windows_sys::Win32::Networking::WinSock::{AF_INET, AF_INET6, SOCKADDR_INET};
 
-use super::route::{RouteError, RouteInfo};
+use super::route_info::{RouteError, RouteInfo};
 
 /// ERROR_CAN_NOT_COMPLETE: what `GetBestRoute` answers (on wine and Windows) when no route
 /// matches.

@@ -190,10 +190,12 @@ impl MatrixPlan {
     }
 }
 
-/// Reads and resolves a matrix file (key files included, relative to the file's directory).
+/// Reads and resolves a matrix file (key files included, relative to the file's directory);
+/// `trace` is `--no-trace`'s opposite. The plan is final: nothing edits it afterwards.
 pub fn load(
     path: &Path,
     timeout_override: Option<Duration>,
+    trace: bool,
 ) -> Result<MatrixPlan, MatrixConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| MatrixConfigError {
         path: path.to_path_buf(),
@@ -201,9 +203,10 @@ pub fn load(
         column: 0,
         message: format!("cannot read matrix config: {e}"),
     })?;
-    parse(&text, path, timeout_override, &|p| {
+    let plan = parse(&text, path, timeout_override, &|p| {
         Key::load(p).map_err(|e| e.to_string())
-    })
+    })?;
+    Ok(MatrixPlan { trace, ..plan })
 }
 
 /// Reads a matrix file for what it says about zones, hosts and checks, without reading any key
@@ -255,7 +258,9 @@ fn parse_with(
     let duration =
         |v: &Option<toml::Spanned<String>>| -> Result<Option<Duration>, MatrixConfigError> {
             v.as_ref()
-                .map(|s| positive_duration(s.get_ref()).map_err(|m| at(s.span().start, m)))
+                .map(|s| {
+                    positive_duration(s.get_ref()).map_err(|e| at(s.span().start, e.to_string()))
+                })
                 .transpose()
         };
     let timeout = match timeout_override {
@@ -298,7 +303,7 @@ fn parse_with(
     for z in &raw.zone {
         let zr = z.get_ref();
         let name = zr.name.get_ref().trim().to_string();
-        validate_zone_name(&name).map_err(|m| at(zr.name.span().start, m))?;
+        validate_zone_name(&name).map_err(|e| at(zr.name.span().start, e.to_string()))?;
         if zones.iter().any(|other| other.name == name) {
             return Err(at(
                 zr.name.span().start,
@@ -308,7 +313,7 @@ fn parse_with(
         let mut hosts: Vec<String> = Vec::new();
         for h in &zr.hosts {
             let host = h.get_ref().trim().to_string();
-            validate_host(&host).map_err(|m| at(h.span().start, m))?;
+            validate_host(&host).map_err(|e| at(h.span().start, e.to_string()))?;
             if !hosts.contains(&host) {
                 hosts.push(host);
             }
@@ -620,24 +625,33 @@ fn zone_selector(zones: &[Zone], sel: &toml::Spanned<String>) -> Result<Vec<usiz
     }
 }
 
-fn validate_zone_name(name: &str) -> Result<(), String> {
+/// A zone's name or host that a matrix file may not use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum NameError {
+    #[error("a zone name is empty")]
+    EmptyZone,
+    #[error("zone name `{0}`: use letters, digits, `-`, `_` and `.` only")]
+    ZoneCharacters(String),
+    #[error("host `{0}`: expected a host name or an IP address (no port, no URL)")]
+    Host(String),
+}
+
+fn validate_zone_name(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
-        return Err("a zone name is empty".into());
+        return Err(NameError::EmptyZone);
     }
     if name == "*"
         || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     {
-        return Err(format!(
-            "zone name `{name}`: use letters, digits, `-`, `_` and `.` only"
-        ));
+        return Err(NameError::ZoneCharacters(name.into()));
     }
     Ok(())
 }
 
-fn validate_host(host: &str) -> Result<(), String> {
-    let bad = || format!("host `{host}`: expected a host name or an IP address (no port, no URL)");
+fn validate_host(host: &str) -> Result<(), NameError> {
+    let bad = || NameError::Host(host.into());
     if host.is_empty() || host.contains("://") || host.contains(['/', ' ', '@', '?', '#']) {
         return Err(bad());
     }

@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use super::outputs::{write_atomic, OutputError};
+use super::atomic::{write_atomic, OutputError};
 use crate::model::Report;
 use crate::verdict;
 

@@ -15,7 +15,7 @@
 use std::io::{self, Write};
 use std::time::Duration;
 
-use super::{Exporter, RenderContext};
+use super::exporter::{Exporter, RenderContext};
 use crate::model::{CheckResult, Direction, HopResult, Report, Status};
 
 pub struct Human;

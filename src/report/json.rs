@@ -6,7 +6,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use super::{Exporter, RenderContext};
+use super::exporter::{Exporter, RenderContext};
 use crate::baseline::BaselineDiff;
 use crate::model::Report;
 

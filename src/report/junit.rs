@@ -24,11 +24,11 @@ use crate::model::{CheckResult, Direction, HopResult, Report, Status};
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Junit;
 
-impl super::Exporter for Junit {
+impl super::exporter::Exporter for Junit {
     fn render(
         &self,
         report: &Report,
-        _ctx: &super::RenderContext<'_>,
+        _ctx: &super::exporter::RenderContext<'_>,
         out: &mut dyn Write,
     ) -> io::Result<()> {
         render(report, out)

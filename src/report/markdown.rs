@@ -6,8 +6,8 @@
 
 use std::io::{self, Write};
 
+use super::exporter::{Exporter, RenderContext};
 use super::human::format_seconds;
-use super::{Exporter, RenderContext};
 use crate::model::{Direction, Report, Status};
 use crate::verdict::{self, markdown_escape as esc};
 

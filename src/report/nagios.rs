@@ -19,11 +19,11 @@ pub struct Nagios;
 /// A plugin exits 0-3 only, and says its state on stdout even when it could not run: the baseline
 /// section is not rendered (the regression shows in the state), a regression is CRITICAL, and a
 /// tool error before the run is UNKNOWN.
-impl super::Exporter for Nagios {
+impl super::exporter::Exporter for Nagios {
     fn render(
         &self,
         report: &Report,
-        _ctx: &super::RenderContext<'_>,
+        _ctx: &super::exporter::RenderContext<'_>,
         out: &mut dyn Write,
     ) -> io::Result<()> {
         render(report, out)

@@ -14,6 +14,8 @@ use std::str::FromStr;
 
 use clap::ValueEnum;
 
+use super::atomic::write_atomic_with;
+pub use super::atomic::{write_atomic, OutputError};
 use super::firewall_request::FirewallRequestSpec;
 use super::{exporter_for, Format, RenderContext};
 use crate::baseline::{self, BaselineDiff, BaselineError};
@@ -26,23 +28,31 @@ pub const TEXTFILE_NAME: &str = "dtcprobe.prom";
 /// `--textfile-name`: a plain file name ending in `.prom` (the collectors read only those), with
 /// no directory part (the directory is `--textfile-dir`) and not hidden (collectors skip
 /// dot-files, and the temporary file of an atomic write is one).
-pub fn textfile_name_arg(name: &str) -> Result<String, String> {
+pub fn textfile_name_arg(name: &str) -> Result<String, TextfileNameError> {
+    let bad = |why| {
+        Err(TextfileNameError {
+            name: name.into(),
+            why,
+        })
+    };
     if name.contains(['/', '\\']) || name == "." || name == ".." {
-        return Err(format!(
-            "{name:?} is not a plain file name (the directory is --textfile-dir)"
-        ));
+        return bad("is not a plain file name (the directory is --textfile-dir)");
     }
     if name.starts_with('.') {
-        return Err(format!(
-            "{name:?} starts with a dot: the textfile collector skips hidden files"
-        ));
+        return bad("starts with a dot: the textfile collector skips hidden files");
     }
     if !name.ends_with(".prom") || name.len() <= ".prom".len() {
-        return Err(format!(
-            "{name:?} must end in .prom: the textfile collector reads only *.prom"
-        ));
+        return bad("must end in .prom: the textfile collector reads only *.prom");
     }
     Ok(name.to_string())
+}
+
+/// A `--textfile-name` the textfile collector would not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name:?} {why}")]
+pub struct TextfileNameError {
+    pub name: String,
+    pub why: &'static str,
 }
 
 /// One `--output FORMAT=PATH`.
@@ -134,54 +144,6 @@ impl OutputPlan {
             baseline,
         })
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum OutputError {
-    #[error("cannot write {format} output to {path}: {source}")]
-    Write {
-        format: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
-
-/// Writes `bytes` to `path` atomically (temp file in the same directory, then rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_atomic_with(path, |out| out.write_all(bytes))
-}
-
-/// Writes to `path` atomically whatever `write` puts into the writer it is given (a temp file in
-/// the same directory, renamed over `path` only if `write` succeeded; `write` buffers).
-fn write_atomic_with(
-    path: &Path,
-    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    // A leading dot and a non-.prom suffix: the textfile collector ignores the temp file.
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        write(&mut f)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// The write buffer between an exporter and its destination.

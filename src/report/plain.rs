@@ -6,7 +6,7 @@
 
 use std::io::{self, Write};
 
-use super::{Exporter, RenderContext};
+use super::exporter::{Exporter, RenderContext};
 use crate::model::Report;
 
 pub struct Plain;

@@ -22,11 +22,11 @@ use crate::model::{Cause, CheckResult, Direction, Report, Status};
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Prometheus;
 
-impl super::Exporter for Prometheus {
+impl super::exporter::Exporter for Prometheus {
     fn render(
         &self,
         report: &Report,
-        _ctx: &super::RenderContext<'_>,
+        _ctx: &super::exporter::RenderContext<'_>,
         out: &mut dyn Write,
     ) -> io::Result<()> {
         out.write_all(render_string(report).as_bytes())

@@ -1,7 +1,6 @@
 //! A tiny UDP DNS server that answers every query with REFUSED (RCODE 5), echoing the ID and
 //! the question: what a real server says to a host outside its ACL. Bound inside a network
 //! namespace (on a thread that joined it), stopped on Drop.
-#![allow(dead_code)]
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;

@@ -1,6 +1,5 @@
 //! An agent served in-process on 127.0.0.1, and the options a peer needs to reach it, for the
 //! agent tests that run the server and client code directly (no namespaces, no binary).
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,5 +1,4 @@
 //! Shared test support: network namespaces with firewall rules, and helpers to run the binary.
-#![allow(dead_code)]
 
 pub mod captures;
 pub mod dns_refused;

@@ -1,7 +1,6 @@
 //! Network namespaces as test hosts: `ip netns` + veth, addresses in 198.18.0.0/15, nftables rules,
 //! per-namespace /etc files, and TCP listeners bound inside a namespace. Everything is removed on
 //! Drop, including during a panic's unwinding.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;

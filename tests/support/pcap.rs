@@ -8,7 +8,6 @@
 //! microsecond or nanosecond), Ethernet or Linux cooked (SLL) link types, IPv4, TCP; payloads of
 //! one direction are concatenated in capture order (these captures have no retransmissions or
 //! reordering; a duplicate sequence number is dropped all the same).
-#![allow(dead_code)]
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -47,7 +46,6 @@ pub fn read(test: &str, relative: &str) -> Option<Vec<u8>> {
 #[derive(Debug, Clone)]
 pub struct Segment {
     pub src_port: u16,
-    pub dst_port: u16,
     pub seq: u32,
     pub payload: Vec<u8>,
 }
@@ -119,7 +117,6 @@ pub fn tcp_segments(pcap: &[u8]) -> Result<Vec<Segment>, String> {
         }
         out.push(Segment {
             src_port: u16::from_be_bytes([tcp[0], tcp[1]]),
-            dst_port: u16::from_be_bytes([tcp[2], tcp[3]]),
             seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
             payload: payload.to_vec(),
         });

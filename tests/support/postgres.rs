@@ -2,7 +2,6 @@
 //! directory, started on 127.0.0.1 on a free port, SCRAM password authentication, stopped and
 //! removed on Drop. Runs as the `postgres` user when the tests run as root (the server refuses
 //! to run as root).
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -13,7 +12,8 @@ pub const SUPERUSER: &str = "postgres";
 pub struct PgServer {
     pub port: u16,
     pub password: String,
-    dir: tempfile::TempDir,
+    /// The data directory and its files, removed when the server is dropped (never read).
+    _dir: tempfile::TempDir,
     child: Child,
 }
 
@@ -187,7 +187,7 @@ impl PgServer {
         let mut server = PgServer {
             port,
             password,
-            dir,
+            _dir: dir,
             child,
         };
         // Listening is not ready: while it starts up the server accepts TCP and answers logins
@@ -204,10 +204,6 @@ impl PgServer {
         }
         assert!(ready, "postgres did not listen on {port}");
         server
-    }
-
-    pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
     }
 
     /// A client connection as the superuser (for assertions on server state).

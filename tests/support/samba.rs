@@ -5,7 +5,6 @@
 //! on Drop.
 //!
 //! Include from a test with `#[path = "support/samba.rs"] mod samba;` next to `mod support;`.
-#![allow(dead_code)]
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;

@@ -1,7 +1,9 @@
-//! A scripted SQL Server stand-in that speaks real TDS 7.1-7.4 (and TDS 8 strict), for tests.
+//! A scripted SQL Server stand-in for tests: the part of TDS 7.0-7.4 (and TDS 8 strict) listed
+//! below, no more. It is not a SQL Server: no query is parsed beyond what the tests script, and
+//! only the token layouts below are written.
 //!
 //! What it implements, from MS-TDS: PRELOGIN (VERSION, ENCRYPTION negotiation per the spec's
-//! table, INSTOPT accepted), TLS inside TDS (the handshake carried in PRELOGIN packets, then raw
+//! table, INSTOPT answered for the configured instance), TLS inside TDS (the handshake carried in PRELOGIN packets, then raw
 //! TLS records; "login only" encryption drops TLS after LOGIN7), TDS 8 strict (TLS first),
 //! LOGIN7 (user, de-obfuscated password, database, TDS version: the lower of the client's and
 //! 7.4 is acknowledged, and token layouts follow it), LOGINACK, ENVCHANGE (database, language,
@@ -17,7 +19,6 @@
 //! password produces 18456 because it is wrong, not because a test said so.
 //!
 //! Runs on its own thread and runtime; stops when dropped.
-#![allow(dead_code)]
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -31,9 +32,10 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio_rustls::rustls;
 
 // The TDS and SSRP bytes this peer writes and reads go through dtcprobe's own codecs (the ones
-// the tool and the fuzz targets use); only what the codec does not cover (LOGIN7, SQLBatch,
-// COLMETADATA/ROW) is encoded here.
+// the tool and the fuzz targets use), LOGIN7's decoding included; only what the codecs do not
+// cover (SQLBatch, COLMETADATA/ROW) is encoded or decoded here.
 use dtcprobe_wire::ssrp;
+use dtcprobe_wire::tds::login7;
 use dtcprobe_wire::tds::packet::{
     packetize, PacketHeader, HEADER_LEN, PKT_ATTENTION, PKT_LOGIN7, PKT_PRELOGIN, PKT_REPLY,
     PKT_RPC, PKT_SQL_BATCH, PKT_SSPI,
@@ -677,61 +679,26 @@ fn answer_encryption(server: ServerEncryption, client: u8) -> Option<u8> {
 // ---------------------------------------------------------------------------------------------
 // LOGIN7
 
+/// What the session needs of a LOGIN7, decoded by crates/wire's codec (the one whose encoder the
+/// `tx_enlist` hop sends with).
 struct Login7 {
     /// LOGIN7 TDSVersion (little-endian on the wire, unlike LOGINACK's).
     tds_version: u32,
     user: String,
     password: String,
     database: String,
-    app: String,
     /// fIntSecurity's token (Windows authentication), if the client sent one.
     sspi: Option<Vec<u8>>,
 }
 
-fn login7_string(p: &[u8], at: usize) -> Option<String> {
-    let off = u16::from_le_bytes([*p.get(at)?, *p.get(at + 1)?]) as usize;
-    let chars = u16::from_le_bytes([*p.get(at + 2)?, *p.get(at + 3)?]) as usize;
-    Some(from_utf16le(p.get(off..off + chars * 2)?))
-}
-
-fn parse_login7(p: &[u8]) -> Option<Login7> {
-    if p.len() < 94 {
-        return None;
-    }
-    // Offsets/lengths start at byte 36: HostName, UserName, Password, AppName, ServerName,
-    // Extension, CltIntName, Language, Database.
-    let user = login7_string(p, 40)?;
-    let pw_off = u16::from_le_bytes([p[44], p[45]]) as usize;
-    let pw_len = u16::from_le_bytes([p[46], p[47]]) as usize;
-    let pw_bytes: Vec<u8> = p
-        .get(pw_off..pw_off + pw_len * 2)?
-        .iter()
-        .map(|b| {
-            let x = b ^ 0xA5;
-            x.rotate_left(4)
-        })
-        .collect();
-    let password = from_utf16le(&pw_bytes);
-    let app = login7_string(p, 48)?;
-    let database = login7_string(p, 68)?;
-    // OptionFlags2 bit 0x80 fIntSecurity; ibSSPI/cbSSPI at 78 (cbSSPILong at 90 when 0xFFFF).
-    let sspi = if p[25] & 0x80 != 0 {
-        let off = u16::from_le_bytes([p[78], p[79]]) as usize;
-        let mut len = u16::from_le_bytes([p[80], p[81]]) as usize;
-        if len == 0xFFFF {
-            len = u32::from_le_bytes([p[90], p[91], p[92], p[93]]) as usize;
-        }
-        Some(p.get(off..off.checked_add(len)?)?.to_vec())
-    } else {
-        None
-    };
-    Some(Login7 {
-        tds_version: u32::from_le_bytes([p[4], p[5], p[6], p[7]]),
-        user,
-        password,
-        database,
-        app,
-        sspi,
+fn parse_login7(p: &[u8]) -> Result<Login7, login7::Login7Error> {
+    let login = login7::Login7::decode(p)?;
+    Ok(Login7 {
+        tds_version: login.tds_version,
+        user: login.user_name,
+        password: login.password,
+        database: login.database,
+        sspi: (!login.sspi.is_empty()).then_some(login.sspi),
     })
 }
 
@@ -874,8 +841,7 @@ async fn handle(
         let _ = conn.tcp.shutdown().await;
         return Ok(());
     }
-    let mut login = parse_login7(&payload).ok_or_else(|| io_err("bad LOGIN7"))?;
-    let _ = &login.app;
+    let mut login = parse_login7(&payload).map_err(|e| io_err(format!("bad LOGIN7: {e}")))?;
     let database = if login.database.is_empty() {
         cfg.databases[0].clone()
     } else {
@@ -1407,7 +1373,6 @@ impl Session<'_> {
 // SQL Server Browser (UDP 1434) stand-in.
 
 pub struct BrowserPeer {
-    pub addr: SocketAddr,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -1422,7 +1387,6 @@ impl BrowserPeer {
     ) -> io::Result<BrowserPeer> {
         let sock = std::net::UdpSocket::bind(bind)?;
         sock.set_nonblocking(true)?;
-        let addr = sock.local_addr()?;
         let instance = instance.to_string();
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -1459,7 +1423,6 @@ impl BrowserPeer {
             });
         });
         Ok(BrowserPeer {
-            addr,
             shutdown: Some(tx),
             thread: Some(thread),
         })

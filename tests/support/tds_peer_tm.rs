@@ -26,7 +26,6 @@
 //!   ending without ENVCHANGE 17, still that one; after ENVCHANGE 17, 0) until the unenlist is
 //!   done; anything else gets 3971 ("failed to resume the transaction"), as SQL Server answers a
 //!   descriptor it cannot resume.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

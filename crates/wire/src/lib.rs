@@ -10,7 +10,10 @@
 //! - [`ssrp`]: the SQL Server Browser protocol (UDP 1434).
 //! - [`agent`]: the agent protocol's frames and message types.
 //!
-//! Every decoder takes untrusted input and returns an error (or `None`) instead of panicking.
+//! Every decoder takes untrusted input and returns an error (or `None`) instead of panicking, and
+//! none uses `unsafe` (forbidden below): a codec bug stays a wrong value, never memory corruption.
+
+#![forbid(unsafe_code)]
 
 pub mod agent;
 pub mod dcerpc;

@@ -13,13 +13,32 @@ use super::super::AgentConfig;
 use super::admission::serve;
 use super::state::AgentState;
 
+/// Why the agent could not start or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("no listen address: pass --listen ADDR or set `listen` in the agent config")]
+    NoListenAddress,
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    MetricsListen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("serving: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
 /// Binds and serves until SIGTERM or Ctrl-C.
 pub async fn run(
     listen: Option<&str>,
     key: Key,
     identity: AgentIdentity,
     config: AgentConfig,
-) -> anyhow::Result<()> {
+) -> Result<(), StartError> {
     run_until(listen, key, identity, config, shutdown_signal()).await
 }
 
@@ -30,21 +49,20 @@ pub async fn run_until<S>(
     identity: AgentIdentity,
     config: AgentConfig,
     shutdown: S,
-) -> anyhow::Result<()>
+) -> Result<(), StartError>
 where
     S: Future<Output = ()>,
 {
     let listen = listen
         .map(str::to_string)
         .or_else(|| config.listen.clone())
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "no listen address: pass --listen ADDR or set `listen` in the agent config"
-            )
-        })?;
+        .ok_or(StartError::NoListenAddress)?;
     let listener = TcpListener::bind(&listen)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        .map_err(|source| StartError::Listen {
+            addr: listen.clone(),
+            source,
+        })?;
     info!(
         listen = %listener.local_addr()?,
         allow = config.allow.len(),
@@ -64,9 +82,13 @@ where
     // The metrics endpoint stops with the agent.
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
     if let Some(addr) = metrics_listen {
-        let metrics_listener = TcpListener::bind(&addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
+        let metrics_listener =
+            TcpListener::bind(&addr)
+                .await
+                .map_err(|source| StartError::MetricsListen {
+                    addr: addr.clone(),
+                    source,
+                })?;
         info!(listen = %metrics_listener.local_addr()?, "serving /metrics and /healthz");
         let snapshot_state = state.clone();
         let snapshot: metrics::SnapshotFn = Arc::new(move || snapshot_state.snapshot());

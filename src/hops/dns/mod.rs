@@ -4,7 +4,7 @@
 use crate::chain::{Chain, RunContext};
 use crate::check_table::{RawCheck, TargetError};
 use crate::hops::connect::resolve_step;
-use crate::hops::kind::Kind;
+use crate::hops::kind::{Kind, Retarget};
 use crate::hostport::{bracket_v6, url_host, TargetUrl};
 use crate::model::{HopKind, HopResult};
 
@@ -16,11 +16,20 @@ pub struct DnsTarget {
 impl Kind for DnsTarget {
     const NAME: &'static str = "dns";
     const KEYS: &'static [&'static str] = &[];
+    const AGENT_RUNS: bool = true;
+    const RETARGET: Retarget = Retarget::Host;
 
-    /// `dns://HOST`.
+    /// `dns://HOST`. Anything more is an error, as for every scheme: a parameter or port that
+    /// was silently ignored would pass a check that tested something else.
     fn from_url(url: &TargetUrl) -> Result<Self, TargetError> {
         let parsed = url.url()?;
         let host = url_host(&parsed).ok_or_else(|| url.invalid("no host"))?;
+        if let Some((key, _)) = parsed.query_pairs().next() {
+            return Err(url.invalid(format!("unknown parameter `{key}` (dns://HOST takes none)")));
+        }
+        if parsed.port().is_some() || !matches!(parsed.path(), "" | "/") {
+            return Err(url.invalid("dns://HOST takes no port or path"));
+        }
         Ok(DnsTarget { host })
     }
 
@@ -34,6 +43,10 @@ impl Kind for DnsTarget {
 
     fn host(&self) -> &str {
         &self.host
+    }
+
+    fn set_host(&mut self, host: String, _port: Option<u16>) {
+        self.host = host;
     }
 
     async fn run(&self, ctx: &RunContext) -> Vec<HopResult> {

@@ -30,17 +30,21 @@ pub use assess::{
 };
 pub use client::{probe_bind, BindOutcome, EpmClient, EpmError};
 pub use run::{entry_json, epm, rpc_bind, rpc_port, run, EpmOptions, MAX_BIND_PORTS};
-pub use target::{parse_interface, EpmTarget, Interface, EPM_PORT};
+pub use target::{parse_interface, EpmTarget, EpmUrlError, Interface, EPM_PORT};
 
 use crate::chain::RunContext;
 use crate::check_table::{RawCheck, TargetError};
-use crate::hops::Kind;
+use crate::hops::kind::{Kind, Retarget};
 use crate::hostport::TargetUrl;
 use crate::model::HopResult;
 
 impl Kind for EpmTarget {
     const NAME: &'static str = "epm";
     const KEYS: &'static [&'static str] = EpmTarget::KEYS;
+    const SERVICE: Option<&'static str> = Some("RPC endpoint mapper");
+    const DEFAULT_PORT: Option<u16> = Some(EPM_PORT);
+    const AGENT_RUNS: bool = true;
+    const RETARGET: Retarget = Retarget::HostPort;
 
     fn from_url(url: &TargetUrl) -> Result<Self, TargetError> {
         let parsed = url.url()?;
@@ -58,6 +62,15 @@ impl Kind for EpmTarget {
 
     fn host(&self) -> &str {
         &self.host
+    }
+
+    fn port(&self) -> Option<u16> {
+        Some(self.port)
+    }
+
+    fn set_host(&mut self, host: String, port: Option<u16>) {
+        self.host = host;
+        self.port = port.unwrap_or(self.port);
     }
 
     async fn run(&self, ctx: &RunContext) -> Vec<HopResult> {

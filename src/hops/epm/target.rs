@@ -52,9 +52,22 @@ pub struct EpmTarget {
     pub reverse_dns: bool,
 }
 
+/// What is wrong with an `epm://` URL's path or parameters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EpmUrlError {
+    #[error("invalid iface `{0}`: expected UUID or UUID/vMAJ.MIN")]
+    Interface(String),
+    #[error("unexpected path `{0}` (epm://HOST[:PORT]?iface=UUID[/vMAJ.MIN])")]
+    Path(String),
+    #[error("list_endpoints={0}: expected true or false")]
+    ListEndpoints(String),
+    #[error("unknown option `{0}` (known: iface, list_endpoints)")]
+    UnknownOption(String),
+}
+
 /// Parses an `iface` value: `UUID` (any version) or `UUID/vMAJ.MIN`.
-pub fn parse_interface(text: &str) -> Result<Interface, String> {
-    let bad = || format!("invalid iface `{text}`: expected UUID or UUID/vMAJ.MIN");
+pub fn parse_interface(text: &str) -> Result<Interface, EpmUrlError> {
+    let bad = || EpmUrlError::Interface(text.into());
     if text.contains('/') {
         let s = SyntaxId::parse(text, (0, 0)).ok_or_else(bad)?;
         Ok(Interface {
@@ -91,28 +104,21 @@ impl EpmTarget {
         }
     }
 
-    /// From a parsed `epm://` URL whose host is `host`. The error is a message for a usage error.
-    pub fn from_parsed_url(url: &url::Url, host: String) -> Result<EpmTarget, String> {
+    /// From a parsed `epm://` URL whose host is `host`. The error is a usage error.
+    pub fn from_parsed_url(url: &url::Url, host: String) -> Result<EpmTarget, EpmUrlError> {
         let mut t = EpmTarget::new(host);
         t.port = url.port().unwrap_or(EPM_PORT);
         if !matches!(url.path(), "" | "/") {
-            return Err(format!(
-                "unexpected path `{}` (epm://HOST[:PORT]?iface=UUID[/vMAJ.MIN])",
-                url.path()
-            ));
+            return Err(EpmUrlError::Path(url.path().into()));
         }
         for (key, value) in url.query_pairs() {
             match key.as_ref() {
                 "iface" => t.iface = parse_interface(&value)?,
                 "list_endpoints" => {
                     t.list_endpoints = parse_bool(&value)
-                        .ok_or_else(|| format!("list_endpoints={value}: expected true or false"))?
+                        .ok_or_else(|| EpmUrlError::ListEndpoints(value.to_string()))?
                 }
-                other => {
-                    return Err(format!(
-                        "unknown option `{other}` (known: iface, list_endpoints)"
-                    ))
-                }
+                other => return Err(EpmUrlError::UnknownOption(other.into())),
             }
         }
         Ok(t)
@@ -129,9 +135,9 @@ impl EpmTarget {
             t.port = *p.get_ref();
         }
         if let Some(i) = &raw.iface {
-            t.iface = parse_interface(i.get_ref()).map_err(|message| TargetError::At {
+            t.iface = parse_interface(i.get_ref()).map_err(|e| TargetError::At {
                 offset: i.span().start,
-                message,
+                message: e.to_string(),
             })?;
         }
         t.list_endpoints = raw.list_endpoints.unwrap_or(false);

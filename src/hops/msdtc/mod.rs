@@ -25,7 +25,7 @@ pub use config::{
 
 use crate::chain::RunContext;
 use crate::check_table::{RawCheck, TargetError};
-use crate::hops::Kind;
+use crate::hops::kind::Kind;
 use crate::hostport::TargetUrl;
 use crate::model::{HopKind, HopResult};
 
@@ -55,6 +55,7 @@ fn parse_role(text: &str) -> Result<Role, String> {
 impl Kind for MsdtcTarget {
     const NAME: &'static str = "msdtc";
     const KEYS: &'static [&'static str] = &["role"];
+    const AGENT_RUNS: bool = true;
 
     fn from_url(url: &TargetUrl) -> Result<Self, TargetError> {
         let parsed = url.url()?;

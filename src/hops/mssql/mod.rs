@@ -24,7 +24,7 @@ pub mod transactions;
 
 use crate::chain::RunContext;
 use crate::check_table::{RawCheck, TargetError};
-use crate::hops::kind::Kind;
+use crate::hops::kind::{Kind, Retarget};
 use crate::hostport::TargetUrl;
 use crate::model::HopResult;
 use crate::secret::PasswordSource;
@@ -52,6 +52,9 @@ impl Kind for MssqlTarget {
         "hold",
     ];
     const LOGIN: bool = true;
+    const SERVICE: Option<&'static str> = Some("SQL Server");
+    const DEFAULT_PORT: Option<u16> = Some(spec::DEFAULT_PORT);
+    const RETARGET: Retarget = Retarget::Never;
 
     /// Parsed by hand from the text: `host\instance` is not URL syntax.
     fn from_url(url: &TargetUrl) -> Result<Self, TargetError> {

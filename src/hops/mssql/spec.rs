@@ -311,7 +311,11 @@ impl MssqlTarget {
                 "auth" => t.auth = Auth::parse(&v).map_err(invalid)?,
                 "linked_server" => t.linked_server = Some(v),
                 "reverse_dns" => reverse_dns = Some(parse_bool(&v).map_err(invalid)?),
-                "hold" => t.hold = Some(crate::hops::idle::parse_hold(&v).map_err(invalid)?),
+                "hold" => {
+                    t.hold = Some(
+                        crate::hops::idle::parse_hold(&v).map_err(|e| invalid(e.to_string()))?,
+                    )
+                }
                 "password" | "pwd" => {
                     return Err(invalid(
                         "a password in the URL is not accepted: use --password-file".into(),
@@ -367,7 +371,8 @@ impl MssqlTarget {
         t.linked_server = raw.linked_server.as_ref().map(|l| l.get_ref().clone());
         if let Some(h) = &raw.hold {
             t.hold = Some(
-                crate::hops::idle::parse_hold(h.get_ref()).map_err(|m| at(h.span().start, m))?,
+                crate::hops::idle::parse_hold(h.get_ref())
+                    .map_err(|e| at(h.span().start, e.to_string()))?,
             );
         }
         t.reverse_dns = raw.reverse_dns.unwrap_or(t.tx.uses_msdtc());

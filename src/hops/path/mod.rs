@@ -25,8 +25,6 @@ use serde_json::json;
 
 use crate::model::{Cause, HopKind, HopResult, Status};
 
-pub use book::TraceBook;
-
 /// TTLs probed: 1 to this. Zone-to-zone paths inside a datacenter are a handful of hops.
 pub const MAX_TTL: u8 = 12;
 
@@ -102,7 +100,7 @@ pub struct View<'a> {
     /// The first router (the route's gateway), when known.
     pub gateway: Option<IpAddr>,
     /// For each TTL, a router that answered it on some trace of this run through the same
-    /// first router (from [`TraceBook::answered_through`]).
+    /// first router (from [`book::TraceBook::answered_through`]).
     pub answered_elsewhere: &'a [Option<IpAddr>],
 }
 

@@ -7,12 +7,13 @@
 
 pub mod classify;
 mod run;
+mod target;
 pub mod tls;
 
 use crate::chain::RunContext;
 use crate::check_table::{RawCheck, TargetError};
 use crate::hops::kind::Kind;
-use crate::hostport::{bracket_v6, url_host, TargetUrl};
+use crate::hostport::{url_host, TargetUrl};
 use crate::model::HopResult;
 use crate::secret::PasswordSource;
 
@@ -20,60 +21,11 @@ pub use tls::SslMode;
 
 pub use classify::{classify_sqlstate, classify_twophase};
 pub use run::run;
+pub use target::{PgTarget, PgTx, DEFAULT_PORT};
 
-pub const DEFAULT_PORT: u16 = 5432;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PgTx {
-    None,
-    /// BEGIN, a temp table, insert, read back, ROLLBACK.
-    Local,
-    /// BEGIN, PREPARE TRANSACTION, ROLLBACK PREPARED.
-    Twophase,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct PgTarget {
-    pub host: String,
-    pub port: u16,
-    pub database: String,
-    pub user: String,
-    pub password: Option<PasswordSource>,
-    pub tx: PgTx,
-    /// libpq's meaning; `prefer` (libpq's default) when not given.
-    pub sslmode: SslMode,
-    /// CAs (PEM) for `verify-ca` / `verify-full` instead of this host's store.
-    pub sslrootcert: Option<std::path::PathBuf>,
-}
+use target::parse_tx;
 
 impl PgTarget {
-    pub fn display(&self) -> String {
-        let mut query = Vec::new();
-        match self.tx {
-            PgTx::None => {}
-            PgTx::Local => query.push("tx=local".to_string()),
-            PgTx::Twophase => query.push("tx=twophase".to_string()),
-        }
-        if self.sslmode != SslMode::Prefer {
-            query.push(format!("sslmode={}", self.sslmode.as_str()));
-        }
-        if let Some(file) = &self.sslrootcert {
-            query.push(format!("sslrootcert={}", file.display()));
-        }
-        let query = if query.is_empty() {
-            String::new()
-        } else {
-            format!("?{}", query.join("&"))
-        };
-        format!(
-            "postgres://{}@{}:{}/{}{query}",
-            self.user,
-            bracket_v6(&self.host),
-            self.port,
-            self.database
-        )
-    }
-
     /// `postgres://user@host[:port]/db?tx=local|twophase`. A password in the URL is refused:
     /// command lines end up in shell history and process lists.
     pub fn from_url(text: &str) -> Result<PgTarget, TargetError> {
@@ -96,6 +48,8 @@ impl Kind for PgTarget {
         "sslrootcert",
     ];
     const LOGIN: bool = true;
+    const SERVICE: Option<&'static str> = Some("PostgreSQL");
+    const DEFAULT_PORT: Option<u16> = Some(DEFAULT_PORT);
 
     fn from_url(url: &TargetUrl) -> Result<PgTarget, TargetError> {
         let parsed = url.url()?;
@@ -144,7 +98,7 @@ impl Kind for PgTarget {
             .ok_or_else(|| at(kind_offset, "kind `postgres` needs a `user`".into()))?;
         let password = raw.password_source().map_err(|(o, m)| at(o, m))?;
         let tx = match &raw.tx {
-            Some(t) => parse_tx(t.get_ref()).map_err(|m| at(t.span().start, m))?,
+            Some(t) => parse_tx(t.get_ref()).map_err(|e| at(t.span().start, e.to_string()))?,
             None => PgTx::None,
         };
         let sslmode = match &raw.sslmode {
@@ -185,17 +139,6 @@ impl Kind for PgTarget {
 
     async fn run(&self, ctx: &RunContext) -> Vec<HopResult> {
         run(self, ctx).await
-    }
-}
-
-fn parse_tx(v: &str) -> Result<PgTx, String> {
-    match v {
-        "none" => Ok(PgTx::None),
-        "local" => Ok(PgTx::Local),
-        "twophase" => Ok(PgTx::Twophase),
-        other => Err(format!(
-            "unknown tx `{other}` for postgres (expected local or twophase)"
-        )),
     }
 }
 

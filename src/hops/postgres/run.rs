@@ -6,8 +6,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio_postgres::Client;
 
 use super::classify::{classify_error, classify_login_error, classify_twophase, error_detail};
+use super::target::{PgTarget, PgTx};
 use super::tls::Connector;
-use super::{PgTarget, PgTx};
 use crate::chain::{Chain, HopOutput, RunContext};
 use crate::hops::connect::{self, reach, Reach};
 use crate::model::{Cause, HopKind, HopResult};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::hops::connect::{connect_step_keeping, reach, resolve_step, Reach};
 use crate::hops::idle;
-use crate::hops::kind::Kind;
+use crate::hops::kind::{Kind, Retarget};
 use crate::hostport::{bracket_v6, url_host, TargetUrl};
 use crate::model::{HopKind, HopResult};
 
@@ -24,6 +24,8 @@ pub struct TcpTarget {
 impl Kind for TcpTarget {
     const NAME: &'static str = "tcp";
     const KEYS: &'static [&'static str] = &["port", "reverse_dns", "hold"];
+    const AGENT_RUNS: bool = true;
+    const RETARGET: Retarget = Retarget::HostPort;
 
     /// `tcp://HOST:PORT[?hold=DUR]`. An unknown parameter is an error, as for mssql://: a
     /// misspelt `hodl=5s` silently ignored would pass a check that tested nothing.
@@ -65,9 +67,9 @@ impl Kind for TcpTarget {
             .hold
             .as_ref()
             .map(|h| {
-                idle::parse_hold(h.get_ref()).map_err(|message| TargetError::At {
+                idle::parse_hold(h.get_ref()).map_err(|e| TargetError::At {
                     offset: h.span().start,
-                    message,
+                    message: e.to_string(),
                 })
             })
             .transpose()?;
@@ -89,6 +91,15 @@ impl Kind for TcpTarget {
 
     fn host(&self) -> &str {
         &self.host
+    }
+
+    fn port(&self) -> Option<u16> {
+        Some(self.port)
+    }
+
+    fn set_host(&mut self, host: String, port: Option<u16>) {
+        self.host = host;
+        self.port = port.unwrap_or(self.port);
     }
 
     async fn run(&self, ctx: &RunContext) -> Vec<HopResult> {

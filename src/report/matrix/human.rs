@@ -6,7 +6,7 @@
 
 use std::io::{self, Write};
 
-use super::{grid, summary_line, MatrixExporter, MatrixRenderContext};
+use super::exporter::{grid, summary_line, MatrixExporter, MatrixRenderContext};
 use crate::matrix_report::{MatrixReport, RowState};
 use crate::model::Status;
 use crate::report::human::{colour_code, format_seconds};

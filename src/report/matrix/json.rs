@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 
-use super::{MatrixExporter, MatrixRenderContext};
+use super::exporter::{MatrixExporter, MatrixRenderContext};
 use crate::matrix_report::MatrixReport;
 
 pub struct Json;

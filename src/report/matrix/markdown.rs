@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 
-use super::{grid, summary_line, MatrixExporter, MatrixRenderContext};
+use super::exporter::{grid, summary_line, MatrixExporter, MatrixRenderContext};
 use crate::matrix_report::{MatrixReport, RowState};
 use crate::verdict::{markdown_escape, to_markdown_table};
 

@@ -12,8 +12,8 @@ use clap::ValueEnum;
 use super::{exporter_for, MatrixFormat, MatrixRenderContext};
 use crate::exit::{self, FailOn};
 use crate::matrix_report::MatrixReport;
+use crate::report::atomic::write_atomic;
 use crate::report::firewall_request::{FirewallRequestSpec, RequestFormat};
-use crate::report::outputs::write_atomic;
 
 /// One `--output FORMAT=PATH` of `matrix`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,7 @@
 //! obfuscated, not encrypted: each byte has its nibbles swapped and is XORed with 0xA5; that is
 //! why the login runs inside TLS whenever the server allows it.
 
-use super::utf16le;
+use super::strings::{from_utf16le, utf16le};
 
 /// TDS 7.4 as LOGIN7 writes it (little-endian on the wire: 04 00 00 74).
 pub const TDS_74: u32 = 0x7400_0004;
@@ -23,6 +23,15 @@ pub const OPTION_FLAGS2: u8 = 0x03;
 /// OptionFlags2 bit fIntSecurity: the login authenticates by the SSPI token, not by name and
 /// password.
 pub const INT_SECURITY: u8 = 0x80;
+
+/// Why a LOGIN7 message could not be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Login7Error {
+    #[error("LOGIN7 of {0} bytes, shorter than its 94-byte fixed part")]
+    Short(usize),
+    #[error("LOGIN7 field {0} points past the end of the message")]
+    OutOfBounds(&'static str),
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Login7 {
@@ -54,7 +63,7 @@ pub fn obfuscate_password(password: &str) -> Vec<u8> {
 /// The inverse of [`obfuscate_password`] (what a server does).
 pub fn deobfuscate_password(bytes: &[u8]) -> String {
     let plain: Vec<u8> = bytes.iter().map(|b| (b ^ 0xA5).rotate_left(4)).collect();
-    super::from_utf16le(&plain)
+    from_utf16le(&plain)
 }
 
 impl Login7 {
@@ -126,6 +135,54 @@ impl Login7 {
         v
     }
 
+    /// Decodes a LOGIN7 message (MS-TDS 2.2.6.4), as a server reads it: the fixed part, the
+    /// strings its offset table points at (the password de-obfuscated) and, when fIntSecurity is
+    /// set, the SSPI token. Every offset is checked against the message; nothing is trusted.
+    pub fn decode(p: &[u8]) -> Result<Login7, Login7Error> {
+        const FIXED: usize = 94;
+        if p.len() < FIXED {
+            return Err(Login7Error::Short(p.len()));
+        }
+        let u16_at = |at: usize| u16::from_le_bytes([p[at], p[at + 1]]) as usize;
+        let u32_at = |at: usize| u32::from_le_bytes([p[at], p[at + 1], p[at + 2], p[at + 3]]);
+        // The bytes of the offset/length pair at `at`, `unit` bytes per counted unit.
+        let field = |at: usize, unit: usize, name: &'static str| {
+            let (offset, count) = (u16_at(at), u16_at(at + 2));
+            p.get(offset..offset + count * unit)
+                .ok_or(Login7Error::OutOfBounds(name))
+        };
+        let text = |at: usize, name| field(at, 2, name).map(from_utf16le);
+        // cbSSPI 0xFFFF: the length is in cbSSPILong.
+        let sspi = if p[25] & INT_SECURITY == 0 {
+            Vec::new()
+        } else if u16_at(80) == 0xFFFF {
+            let offset = u16_at(78);
+            let len = u32_at(90) as usize;
+            offset
+                .checked_add(len)
+                .and_then(|end| p.get(offset..end))
+                .ok_or(Login7Error::OutOfBounds("SSPI"))?
+                .to_vec()
+        } else {
+            field(78, 1, "SSPI")?.to_vec()
+        };
+        Ok(Login7 {
+            tds_version: u32_at(4),
+            packet_size: u32_at(8),
+            client_program_version: u32_at(12),
+            client_pid: u32_at(16),
+            host_name: text(36, "HostName")?,
+            user_name: text(40, "UserName")?,
+            password: deobfuscate_password(field(44, 2, "Password")?),
+            app_name: text(48, "AppName")?,
+            server_name: text(52, "ServerName")?,
+            library_name: text(60, "CltIntName")?,
+            language: text(64, "Language")?,
+            database: text(68, "Database")?,
+            sspi,
+        })
+    }
+
     fn text(&self, s: &str) -> (Vec<u8>, usize) {
         // Fields are limited to 128 characters by MS-TDS; longer input is cut, not wrapped.
         let cut: String = s.chars().take(128).collect();
@@ -166,6 +223,40 @@ mod tests {
     }
 
     #[test]
+    fn decode_reads_back_what_encode_wrote() {
+        for login in [
+            sample("probe", "Pr0be-pass!é", Vec::new()),
+            sample(
+                "",
+                "",
+                vec![0x4E, 0x54, 0x4C, 0x4D, 0x53, 0x53, 0x50, 0, 1, 0, 0, 0],
+            ),
+            sample("u", "p", vec![7; 70_000]),
+        ] {
+            assert_eq!(Login7::decode(&login.encode()), Ok(login));
+        }
+    }
+
+    #[test]
+    fn decode_refuses_what_does_not_fit() {
+        let b = sample("probe", "pw", Vec::new()).encode();
+        assert_eq!(Login7::decode(&b[..93]), Err(Login7Error::Short(93)));
+        // A database said to be longer than the message.
+        let mut bad = b.clone();
+        bad[70] = 200;
+        assert_eq!(
+            Login7::decode(&bad),
+            Err(Login7Error::OutOfBounds("Database"))
+        );
+        // fIntSecurity set, cbSSPILong far past the end.
+        let mut bad = b;
+        bad[25] |= INT_SECURITY;
+        bad[80..82].copy_from_slice(&[0xFF, 0xFF]);
+        bad[90..94].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(Login7::decode(&bad), Err(Login7Error::OutOfBounds("SSPI")));
+    }
+
+    #[test]
     fn layout_offsets_and_strings() {
         let b = sample("probe", "pw", Vec::new()).encode();
         assert_eq!(
@@ -182,10 +273,10 @@ mod tests {
             let chars = u16::from_le_bytes([b[at + 2], b[at + 3]]) as usize;
             b[off..off + chars * 2].to_vec()
         };
-        assert_eq!(super::super::from_utf16le(&field(40)), "probe");
+        assert_eq!(super::super::strings::from_utf16le(&field(40)), "probe");
         assert_eq!(deobfuscate_password(&field(44)), "pw");
-        assert_eq!(super::super::from_utf16le(&field(48)), "dtcprobe");
-        assert_eq!(super::super::from_utf16le(&field(68)), "app");
+        assert_eq!(super::super::strings::from_utf16le(&field(48)), "dtcprobe");
+        assert_eq!(super::super::strings::from_utf16le(&field(68)), "app");
         // The password never appears in clear.
         assert!(!b.windows(4).any(|w| w == [b'p', 0, b'w', 0]));
         assert_eq!(b[25], OPTION_FLAGS2, "no fIntSecurity without a token");

@@ -10,7 +10,7 @@
 
 use thiserror::Error;
 
-use super::from_utf16le;
+use super::strings::from_utf16le;
 use super::token::{
     LoginAck, ServerMessage, TOKEN_COLMETADATA, TOKEN_ENVCHANGE, TOKEN_ERROR, TOKEN_INFO,
     TOKEN_LOGINACK, TOKEN_ROW,
@@ -429,7 +429,7 @@ pub fn varbinary_result(column: &str, value: &[u8]) -> Vec<u8> {
     v.extend_from_slice(&0x0001u16.to_le_bytes()); // Flags: nullable
     v.push(0x25);
     v.push(value.len().clamp(1, 255) as u8);
-    v.extend(super::b_varchar(column));
+    v.extend(super::strings::b_varchar(column));
     v.push(TOKEN_ROW);
     v.push(value.len().min(255) as u8);
     v.extend_from_slice(&value[..value.len().min(255)]);
@@ -554,16 +554,16 @@ mod tests {
         let mut v = vec![0x81, 4, 0];
         // INT4 not null "id"
         v.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0x38]);
-        v.extend(crate::tds::b_varchar("id"));
+        v.extend(crate::tds::strings::b_varchar("id"));
         // NVARCHAR(64) "note"
         v.extend_from_slice(&[0, 0, 0, 0, 1, 0, 0xE7, 128, 0, 9, 4, 0xD0, 0, 0x34]);
-        v.extend(crate::tds::b_varchar("note"));
+        v.extend(crate::tds::strings::b_varchar("note"));
         // VARBINARY(max) "blob"
         v.extend_from_slice(&[0, 0, 0, 0, 1, 0, 0xA5, 0xFF, 0xFF]);
-        v.extend(crate::tds::b_varchar("blob"));
+        v.extend(crate::tds::strings::b_varchar("blob"));
         // INTN(4) "n"
         v.extend_from_slice(&[0, 0, 0, 0, 1, 0, 0x26, 4]);
-        v.extend(crate::tds::b_varchar("n"));
+        v.extend(crate::tds::strings::b_varchar("n"));
         // ROW: -2, "hi", PLP [1,2,3] in two chunks, NULL
         v.push(0xD1);
         v.extend_from_slice(&(-2i32).to_le_bytes());

@@ -15,7 +15,7 @@
 
 use thiserror::Error;
 
-use super::{b_varchar, from_utf16le};
+use super::strings::{b_varchar, from_utf16le};
 
 /// Well-known procedure ids (MS-TDS 2.2.6.6, ProcID).
 pub const SP_CURSOR: u16 = 1;
@@ -501,7 +501,7 @@ pub fn encode_call(proc: &ProcRef, params: &[RawParam]) -> Vec<u8> {
             v.extend_from_slice(&0xFFFFu16.to_le_bytes());
             v.extend_from_slice(&id.to_le_bytes());
         }
-        ProcRef::Name(n) => v.extend(super::us_varchar(n)),
+        ProcRef::Name(n) => v.extend(super::strings::us_varchar(n)),
     }
     v.extend_from_slice(&0u16.to_le_bytes());
     for p in params {
@@ -518,7 +518,7 @@ pub fn nvarchar_param(s: &str) -> (Vec<u8>, Vec<u8>) {
     let mut ti = vec![NVARCHARTYPE];
     ti.extend_from_slice(&8000u16.to_le_bytes());
     ti.extend_from_slice(&[0x09, 0x04, 0xD0, 0x00, 0x34]);
-    let b = super::utf16le(s);
+    let b = super::strings::utf16le(s);
     let mut val = (b.len() as u16).to_le_bytes().to_vec();
     val.extend(b);
     (ti, val)
@@ -606,7 +606,7 @@ mod tests {
         // in two chunks, then a second call after the 0x80 batch flag.
         let mut p = Vec::new();
         p.extend_from_slice(&4u32.to_le_bytes()); // ALL_HEADERS with no header
-        p.extend(super::super::us_varchar("sp_prepexec"));
+        p.extend(super::super::strings::us_varchar("sp_prepexec"));
         p.extend_from_slice(&0u16.to_le_bytes());
         p.extend(b_varchar("@handle"));
         p.extend_from_slice(&[PARAM_BY_REF, INTNTYPE, 4, 0]);
@@ -754,7 +754,7 @@ mod tests {
             return_value_int(0, "@handle", Some(1)),
             [
                 vec![0xAC, 0, 0, 7],
-                super::super::utf16le("@handle"),
+                super::super::strings::utf16le("@handle"),
                 vec![1, 0, 0, 0, 0, 1, 0, INTNTYPE, 4, 4, 1, 0, 0, 0]
             ]
             .concat()

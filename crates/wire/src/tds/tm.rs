@@ -30,7 +30,7 @@
 
 use thiserror::Error;
 
-use super::from_utf16le;
+use super::strings::from_utf16le;
 
 /// Transaction manager request (client -> server).
 pub const PKT_TRANSACTION_MANAGER: u8 = 0x0E;
@@ -137,7 +137,7 @@ pub enum TmError {
 /// A transaction name as B_VARBYTE: one byte counting the UTF-16LE bytes, then those bytes.
 /// 127 UTF-16 code units fit (254 bytes); SQL Server's own limit on names is 32 characters.
 fn name_b_varbyte(name: &str) -> Result<Vec<u8>, TmError> {
-    let bytes = super::utf16le(name);
+    let bytes = super::strings::utf16le(name);
     let len = u8::try_from(bytes.len()).map_err(|_| TmError::NameTooLong(bytes.len()))?;
     let mut v = Vec::with_capacity(1 + bytes.len());
     v.push(len);
@@ -271,7 +271,7 @@ pub fn decode_tm_request(payload: &[u8]) -> Result<(Option<TxHeader>, TmRequest)
 /// statement text in UTF-16LE.
 pub fn encode_sql_batch(tx: TxHeader, sql: &str) -> Vec<u8> {
     let mut v = encode_all_headers(tx);
-    v.extend(super::utf16le(sql));
+    v.extend(super::strings::utf16le(sql));
     v
 }
 

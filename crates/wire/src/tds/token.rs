@@ -3,7 +3,7 @@
 //! skipped when reading. All of these but DONE carry a little-endian u16 length after the token
 //! byte.
 
-use super::{b_varchar, from_utf16le, us_varchar};
+use super::strings::{b_varchar, from_utf16le, us_varchar};
 
 pub const TOKEN_COLMETADATA: u8 = 0x81;
 pub const TOKEN_ERROR: u8 = 0xAA;
