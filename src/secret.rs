@@ -212,6 +212,36 @@ fn prompted(label: &str) -> Option<Secret> {
     PROMPTED.lock().ok()?.as_ref()?.get(label).cloned()
 }
 
+/// A random login no server has, for the credential-free login tests (mssql, postgres): the
+/// server's "login failed" then says its login stage works, and no real credential is needed.
+pub struct ProbeLogin {
+    pub user: String,
+    pub password: Secret,
+}
+
+impl ProbeLogin {
+    /// A fresh random user name (`dtcprobe-probe-` and 12 hex digits, recognisable in the
+    /// server's log) and a random 32-hex-digit password. Without OS randomness the clock's
+    /// nanoseconds still make the pair unlikely to exist.
+    pub fn random() -> ProbeLogin {
+        let mut bytes = [0u8; 22];
+        if getrandom::fill(&mut bytes).is_err() {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            for (i, b) in bytes.iter_mut().enumerate() {
+                *b = (nanos >> ((i % 16) * 8)) as u8 ^ i as u8;
+            }
+        }
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        ProbeLogin {
+            user: format!("dtcprobe-probe-{}", hex(&bytes[..6])),
+            password: Secret::new(hex(&bytes[6..])),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,5 +290,18 @@ mod tests {
     fn env_source() {
         let e = read_password_env("DTCPROBE_TEST_SURELY_UNSET_VAR").unwrap_err();
         assert!(e.to_string().contains("DTCPROBE_TEST_SURELY_UNSET_VAR"));
+    }
+
+    #[test]
+    fn probe_logins_are_random_and_named_as_dtcprobe() {
+        let (a, b) = (ProbeLogin::random(), ProbeLogin::random());
+        assert!(
+            a.user.starts_with("dtcprobe-probe-") && a.user.len() == 27,
+            "{}",
+            a.user
+        );
+        assert_ne!(a.user, b.user);
+        assert_ne!(a.password.expose(), b.password.expose());
+        assert_eq!(a.password.expose().len(), 32);
     }
 }

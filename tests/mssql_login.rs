@@ -121,6 +121,9 @@ enum Data {
     Str(&'static str),
     Int(i64),
     Null,
+    Bool(bool),
+    /// Any number (zero included).
+    Number,
     /// A number above zero.
     Positive,
 }
@@ -208,6 +211,104 @@ fn tds_framed_junk() -> PeerConfig {
 
 const CASES: &[Case] = &[
     Case {
+        name: "a server that stalls after its TLS hello: the timeout names the phase",
+        script: Some(|| PeerConfig {
+            behaviour: Behaviour::StallAfterTlsHello,
+            ..Default::default()
+        }),
+        query: "tx=none&trust_server_certificate=true",
+        timeout: "1s",
+        code: Some(1),
+        hops: &[("login", "fail", Some("timeout"))],
+        data: &[
+            ("login", "/stalled_in", Data::Str("tls")),
+            ("login", "/phases_ms/prelogin", Data::Positive),
+            ("login", "/phases_ms/tls", Data::Positive),
+        ],
+        detail: &[("login", "stalled after the server's TLS hello")],
+        hint: &[("login", "MTU"), ("login", "revocation")],
+        within: Some(Duration::from_secs(8)),
+        ..BASE
+    },
+    Case {
+        name: "a server that never answers LOGIN7: the timeout names the phase",
+        script: Some(|| PeerConfig {
+            behaviour: Behaviour::SilentAfterLogin7,
+            ..Default::default()
+        }),
+        query: "tx=none&trust_server_certificate=true",
+        timeout: "1s",
+        code: Some(1),
+        hops: &[("login", "fail", Some("timeout"))],
+        data: &[
+            ("login", "/stalled_in", Data::Str("login7")),
+            ("login", "/phases_ms/tls", Data::Positive),
+            ("login", "/phases_ms/login7", Data::Positive),
+        ],
+        detail: &[("login", "stalled after LOGIN7")],
+        hint: &[("login", "domain controller")],
+        within: Some(Duration::from_secs(8)),
+        ..BASE
+    },
+    Case {
+        name: "credential-free login: the server's 18456 for a random user is a pass",
+        user: "",
+        password: Password::Absent,
+        code: Some(0),
+        all_hops: Some(&[
+            ("resolve", "pass"),
+            ("route", "pass"),
+            ("tcp", "pass"),
+            ("login", "pass"),
+        ]),
+        data: &[
+            ("login", "/credential_free", Data::Bool(true)),
+            ("login", "/error/number", Data::Int(18456)),
+            ("login", "/error/state", Data::Int(1)),
+            ("login", "/encryption", Data::Str("full")),
+        ],
+        detail: &[
+            ("login", "18456 state 1"),
+            ("login", "dtcprobe-probe-"),
+            ("login", "error log"),
+        ],
+        events: &[Event::TlsHandshake { strict: false }],
+        ..BASE
+    },
+    Case {
+        name: "credential-free login shows the server's 18456 state",
+        script: Some(|| PeerConfig {
+            login_failed_state: 8,
+            ..Default::default()
+        }),
+        user: "",
+        db: "",
+        query: "login=probe&encrypt=strict",
+        password: Password::Absent,
+        trust_peer_cert: true,
+        code: Some(0),
+        hops: &[("login", "pass", None)],
+        data: &[
+            ("login", "/error/state", Data::Int(8)),
+            ("login", "/encryption", Data::Str("strict")),
+        ],
+        events: &[Event::TlsHandshake { strict: true }],
+        ..BASE
+    },
+    Case {
+        name: "credential-free login: any other answer is judged as for any login",
+        script: Some(|| PeerConfig {
+            behaviour: Behaviour::CloseMidLogin,
+            ..Default::default()
+        }),
+        user: "",
+        password: Password::Absent,
+        code: Some(1),
+        hops: &[("login", "fail", Some("reset"))],
+        data: &[("login", "/credential_free", Data::Bool(true))],
+        ..BASE
+    },
+    Case {
         name: "login and local transaction pass with full encryption",
         query: "tx=local&trust_server_certificate=true",
         code: Some(0),
@@ -226,6 +327,13 @@ const CASES: &[Case] = &[
             ("login", "/server_encryption", Data::Str("on")),
             ("login", "/database", Data::Str("app")),
             ("login", "/login_seconds", Data::Positive),
+            // Where the login's time went, phase by phase (TDS 7.4 with TLS 1.2 inside TDS).
+            ("login", "/phases_ms/tcp", Data::Positive),
+            ("login", "/phases_ms/prelogin", Data::Positive),
+            ("login", "/phases_ms/tls", Data::Positive),
+            ("login", "/phases_ms/login7", Data::Positive),
+            // The answer often arrives in one read: its phase may round to 0.
+            ("login", "/phases_ms/loginack", Data::Number),
         ],
         hides_password: true,
         // The peer saw a TLS handshake inside TDS, the work, and a rollback; never a commit.
@@ -659,7 +767,13 @@ fn run_case(case: &Case) {
     } else {
         format!("?{}", case.query)
     };
-    let target = format!("mssql://{}@127.0.0.1:{port}/{}{query}", case.user, case.db);
+    // An empty user: the credential-free login (no user in the URL).
+    let user = if case.user.is_empty() {
+        String::new()
+    } else {
+        format!("{}@", case.user)
+    };
+    let target = format!("mssql://{user}127.0.0.1:{port}/{}{query}", case.db);
     let password = match case.password {
         Password::Peer => peer_password.clone(),
         Password::Literal(p) => Some(p.to_string()),
@@ -701,6 +815,8 @@ fn run_case(case: &Case) {
             Data::Str(s) => got == s,
             Data::Int(n) => got.as_i64() == Some(*n),
             Data::Null => got.is_null(),
+            Data::Bool(b) => got.as_bool() == Some(*b),
+            Data::Number => got.as_f64().is_some_and(|x| x >= 0.0),
             Data::Positive => got.as_f64().is_some_and(|x| x > 0.0),
         };
         assert!(
@@ -951,4 +1067,35 @@ fn redirect_is_followed_not_a_protocol_error() {
     // The work ran on the server redirected to, not on the gateway.
     assert!(target.batches().iter().any(|b| b == "BEGIN TRANSACTION"));
     assert!(!gateway.batches().iter().any(|b| b == "BEGIN TRANSACTION"));
+}
+
+/// The credential-free login sends a random user the peer has never heard of, asks for no
+/// password (no terminal, no --password-file here) and leaves one refused login on the server.
+#[test]
+fn credential_free_login_sends_a_random_user_and_no_password() {
+    let peer = TdsPeer::start(PeerConfig::default());
+    let target = format!(
+        "mssql://127.0.0.1:{}/?trust_server_certificate=true",
+        peer.port()
+    );
+    let run = dtcprobe(&[&target, "--timeout", "2s"], &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let logins: Vec<(String, bool)> = peer
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Login { user, accepted, .. } => Some((user, accepted)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(logins.len(), 1, "{logins:?}");
+    let (user, accepted) = &logins[0];
+    assert!(
+        user.starts_with("dtcprobe-probe-") && !accepted,
+        "{logins:?}"
+    );
+    assert_eq!(hop(&run, "login")["data"]["probe_user"], user.as_str());
+    // A second run picks another name.
+    let again = dtcprobe(&[&target, "--timeout", "2s"], &[]);
+    assert_ne!(hop(&again, "login")["data"]["probe_user"], user.as_str());
 }

@@ -269,3 +269,99 @@ fn sslmode_against_real_postgres_with_and_without_tls() {
     assert_eq!(code, 1);
     crate::report_schema::assert_valid("postgres sslmode, no TLS", &report);
 }
+
+/// The credential-free login (no user): a random user the server refuses with 28P01 (wrong
+/// password / unknown role) or 28000 (no pg_hba.conf line) is a pass, with no password given.
+#[test]
+fn credential_free_login_against_real_postgres() {
+    if !have_postgres("credential_free_login_against_real_postgres") {
+        return;
+    }
+    use support::postgres::{ca_and_server_cert, PgTls};
+    let plain = PgServer::start(0);
+    let (_, cert_pem, key_pem) = ca_and_server_cert(&["127.0.0.1"]);
+    let tls = PgServer::start_with(
+        0,
+        Some(PgTls {
+            cert_pem,
+            key_pem,
+            hostssl_only: true,
+        }),
+    );
+    let run = |target: String| {
+        let out = Command::new(dtcprobe_bin())
+            .args(["check", "-f", "json", "--timeout", "5s"])
+            .arg(&target)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let report = parse_report(&stdout);
+        let login = report["checks"][0]["hops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["hop"] == "login")
+            .cloned()
+            .unwrap_or_else(|| panic!("no login hop: {stdout}"));
+        (out.status.code(), login)
+    };
+    let (code, login) = run(format!("postgres://127.0.0.1:{}", plain.port));
+    eprintln!("credential-free login (docs/postgres.md): {login:#}");
+    assert_eq!(code, Some(0), "{login:#}");
+    assert_eq!(login["status"], "pass", "{login:#}");
+    assert_eq!(login["data"]["credential_free"], true, "{login:#}");
+    assert_eq!(login["data"]["sqlstate"], "28P01", "{login:#}");
+    assert_eq!(login["data"]["tls"], false, "{login:#}");
+    // The phases: no TLS one; startup and the refused authentication.
+    let phases = &login["data"]["phases_ms"];
+    assert!(phases["tls"].is_null(), "{login:#}");
+    for p in ["tcp", "startup", "auth"] {
+        assert!(
+            phases[p].as_f64().is_some_and(|ms| ms > 0.0),
+            "{p}: {login:#}"
+        );
+    }
+    let user = login["data"]["probe_user"].as_str().unwrap();
+    assert!(user.starts_with("dtcprobe-probe-"), "{login:#}");
+    assert!(
+        login["detail"].as_str().unwrap().contains(user),
+        "{login:#}"
+    );
+
+    // Over TLS (sslmode=require), and refused by pg_hba.conf without it (28000).
+    let (_, login) = run(format!(
+        "postgres://127.0.0.1:{}/postgres?login=probe&sslmode=require",
+        tls.port
+    ));
+    assert_eq!(login["status"], "pass", "{login:#}");
+    assert_eq!(
+        (&login["data"]["sqlstate"], &login["data"]["tls"]),
+        (&serde_json::json!("28P01"), &serde_json::json!(true)),
+        "{login:#}"
+    );
+    eprintln!("over TLS: {login:#}");
+    assert!(
+        login["data"]["phases_ms"]["tls"]
+            .as_f64()
+            .is_some_and(|ms| ms > 0.0),
+        "{login:#}"
+    );
+    let (_, login) = run(format!(
+        "postgres://127.0.0.1:{}/?sslmode=disable",
+        tls.port
+    ));
+    assert_eq!(login["status"], "pass", "{login:#}");
+    assert_eq!(login["data"]["sqlstate"], "28000", "{login:#}");
+
+    // A closed port is judged as for any login: the tcp hop fails.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let out = Command::new(dtcprobe_bin())
+        .args(["check", "-f", "json", "--timeout", "2s"])
+        .arg(format!("postgres://127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}

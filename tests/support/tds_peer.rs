@@ -84,6 +84,11 @@ pub enum Behaviour {
     CloseMidLogin,
     /// Logs in normally, then never answers a batch (a hung server / blocked session).
     SilentAfterLogin,
+    /// Sends its first TLS flight (ServerHello, certificate), reads the client's answer, then
+    /// never sends another byte (what an MTU black hole or a stuck TLS inspection looks like).
+    StallAfterTlsHello,
+    /// Reads LOGIN7, then never answers it (a server waiting on its domain controller).
+    SilentAfterLogin7,
     /// Answers the PRELOGIN with these bytes, then closes.
     Garbage(Vec<u8>),
 }
@@ -413,6 +418,7 @@ async fn handshake_in_tds(
     conn: &mut Conn,
     config: Arc<rustls::ServerConfig>,
     reset: bool,
+    stall_after_hello: bool,
 ) -> io::Result<()> {
     if reset {
         // Read the ClientHello, then close with RST (SO_LINGER 0), like Schannel refusing it.
@@ -433,6 +439,11 @@ async fn handshake_in_tds(
                 tls.write_tls(&mut out)?;
             }
             conn.write_message(PKT_PRELOGIN, &out).await?;
+            if stall_after_hello {
+                let _ = conn.read_message().await;
+                stay_silent(conn).await;
+                return Err(io_err("stalled after the TLS hello (scripted)"));
+            }
             continue;
         }
         let (_, payload) = conn.read_message().await?;
@@ -449,6 +460,20 @@ async fn handshake_in_tds(
     }
     conn.tls = Some(tls);
     Ok(())
+}
+
+/// Reads and drops whatever comes, answering nothing, for at most a minute (bounded), or until
+/// the client hangs up.
+async fn stay_silent(conn: &mut Conn) {
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(n) = conn.tcp.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// TDS 8 strict: TLS directly on TCP, before anything else.
@@ -731,16 +756,7 @@ async fn handle(
         packet_id: 0,
     };
     if cfg.behaviour == Behaviour::SilentAfterAccept {
-        // Swallow whatever comes, answer nothing, give up after a while (bounded).
-        let mut buf = [0u8; 4096];
-        let _ = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Ok(n) = conn.tcp.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-            }
-        })
-        .await;
+        stay_silent(&mut conn).await;
         return Ok(());
     }
 
@@ -822,7 +838,13 @@ async fn handle(
 
     let login_only = !strict && answered == 0 && client_enc == 0;
     if !strict && answered != 2 {
-        handshake_in_tds(&mut conn, tls_wrapped, cfg.reset_tls_handshake).await?;
+        handshake_in_tds(
+            &mut conn,
+            tls_wrapped,
+            cfg.reset_tls_handshake,
+            cfg.behaviour == Behaviour::StallAfterTlsHello,
+        )
+        .await?;
         events
             .lock()
             .unwrap()
@@ -839,6 +861,10 @@ async fn handle(
     }
     if cfg.behaviour == Behaviour::CloseMidLogin {
         let _ = conn.tcp.shutdown().await;
+        return Ok(());
+    }
+    if cfg.behaviour == Behaviour::SilentAfterLogin7 {
+        stay_silent(&mut conn).await;
         return Ok(());
     }
     let mut login = parse_login7(&payload).map_err(|e| io_err(format!("bad LOGIN7: {e}")))?;

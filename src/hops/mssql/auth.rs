@@ -1,16 +1,23 @@
 //! The login's authentication step, kept apart from the TDS exchange in [`super::login`]: which
 //! secret the check needs (asked for before the network hops run) and which credential the
 //! LOGIN7 carries. A new way to authenticate (Kerberos) is a new arm here and in [`Auth`].
+//!
+//! The credential-free login ([`crate::secret::ProbeLogin`], a target with no user) carries a random user name
+//! and password: the server's "login failed" (18456) is then the expected answer, proof that the
+//! TDS path and the server's login stage work, with no credential on this host (issue 24).
 
 use tiberius::AuthMethod;
 
 use super::classify::Failure;
 use super::spec::{Auth, MssqlTarget};
-use crate::secret::{self, Secret, SecretError};
+use crate::secret::{self, ProbeLogin, Secret, SecretError};
 
 /// The password the login will need, if its way of authenticating needs one. Asked for before
 /// the network hops run, so a prompt does not eat into a hop's time.
 pub(super) async fn password(t: &MssqlTarget) -> Result<Option<Secret>, SecretError> {
+    if t.credential_free {
+        return Ok(None);
+    }
     match t.auth {
         Auth::Integrated => Ok(None),
         _ => secret::obtain(t.password.as_ref(), &t.label())
@@ -19,8 +26,15 @@ pub(super) async fn password(t: &MssqlTarget) -> Result<Option<Secret>, SecretEr
     }
 }
 
-/// The credential the LOGIN7 carries.
-pub(super) fn method(t: &MssqlTarget, password: Option<&Secret>) -> Result<AuthMethod, Failure> {
+/// The credential the LOGIN7 carries: the probe's when there is one.
+pub(super) fn method(
+    t: &MssqlTarget,
+    password: Option<&Secret>,
+    probe: Option<&ProbeLogin>,
+) -> Result<AuthMethod, Failure> {
+    if let Some(p) = probe {
+        return Ok(AuthMethod::sql_server(&p.user, p.password.expose()));
+    }
     let user = t.user.clone().unwrap_or_default();
     match t.auth {
         Auth::Sql => Ok(AuthMethod::sql_server(

@@ -14,8 +14,9 @@ use tokio_util::compat::TokioAsyncWriteCompatExt;
 use super::auth;
 use super::classify::{failure_from_tiberius, tds_version_name, Failure};
 use super::driver::{failure_result, guarded, Conn};
-use super::sniff::{self, Observed, Sniffer};
-use super::spec::{Encrypt, MssqlTarget};
+use super::phases::{self, Breakdown};
+use super::sniff::{self, Observed, Sniffer, Timeline};
+use super::spec::{Auth, Encrypt, MssqlTarget};
 use crate::chain::HopOutput;
 use crate::hops::connect;
 use crate::model::{Cause, HopKind, HopResult};
@@ -55,7 +56,12 @@ fn encryption_byte(e: Encrypt) -> u8 {
     }
 }
 
-fn build_config(t: &MssqlTarget, port: u16, password: Option<&Secret>) -> Result<Config, Failure> {
+fn build_config(
+    t: &MssqlTarget,
+    port: u16,
+    password: Option<&Secret>,
+    probe: Option<&crate::secret::ProbeLogin>,
+) -> Result<Config, Failure> {
     let mut c = Config::new();
     c.host(&t.host);
     c.port(port);
@@ -72,7 +78,7 @@ fn build_config(t: &MssqlTarget, port: u16, password: Option<&Secret>) -> Result
     if t.trust_server_certificate && t.encrypt != Encrypt::Strict {
         c.trust_cert();
     }
-    c.authentication(auth::method(t, password)?);
+    c.authentication(auth::method(t, password, probe)?);
     Ok(c)
 }
 
@@ -93,13 +99,17 @@ pub(super) async fn login_hop(
     let mut target = t.clone();
     let mut addr = addr;
     let mut note: Option<String> = None;
+    // One random login for every attempt (a redirect, the retry without TLS).
+    let probe = t.credential_free.then(crate::secret::ProbeLogin::random);
     for _attempt in 0..3 {
         let remaining = limit.saturating_sub(started.elapsed());
-        let config = match build_config(&target, addr.port(), password.as_ref()) {
+        let config = match build_config(&target, addr.port(), password.as_ref(), probe.as_ref()) {
             Ok(c) => c,
             Err(f) => return HopOutput::stop(failure_result(HopKind::Login, &f)),
         };
-        let (observed, outcome) = login_attempt(&target, addr, config, remaining).await;
+        let (seen, outcome) = login_attempt(&target, addr, config, remaining).await;
+        let observed = seen.observed;
+        let timed_out = matches!(outcome, Err(AttemptFailure::Failed(Failure::Timeout(_))));
         match outcome {
             Err(AttemptFailure::Failed(Failure::Routing { host, port }))
                 if note.as_deref().is_none_or(|n| !n.contains("redirected")) =>
@@ -132,7 +142,28 @@ pub(super) async fn login_hop(
                 target.encrypt = Encrypt::None;
             }
             other => {
-                let mut out = finish_login(t, addr, &observed, other);
+                let mut out = match (&probe, other) {
+                    (Some(p), Err(AttemptFailure::Failed(f))) => {
+                        HopOutput::stop(credential_free_answer(t, addr, &observed, &p.user, f))
+                    }
+                    (Some(p), Ok((client, facts))) => HopOutput::ok(
+                        login_pass(t, addr, &observed, &facts)
+                            .with_data("credential_free", true)
+                            .with_data("probe_user", p.user.clone())
+                            .with_hint(
+                                "the server accepted a random user name and password: it \
+                                 authenticates nobody (a test server, or not SQL Server)",
+                            ),
+                        client,
+                    ),
+                    (_, other) => finish_login(t, addr, &observed, other),
+                };
+                out.result = with_phases(
+                    out.result,
+                    &seen.phases,
+                    timed_out,
+                    target.encrypt == Encrypt::Strict,
+                );
                 if let Some(n) = &note {
                     out.result.detail = format!("{}; {n}", out.result.detail);
                     out.result = out
@@ -172,27 +203,41 @@ enum AttemptFailure {
     AfterLogin(Failure),
 }
 
+/// What one login attempt saw: the server's bytes read as TDS, and its phases.
+struct Seen {
+    observed: Observed,
+    phases: Breakdown,
+}
+
 async fn login_attempt(
     t: &MssqlTarget,
     addr: SocketAddr,
     config: Config,
     limit: Duration,
-) -> (Observed, Result<(Conn, LoginFacts), AttemptFailure>) {
+) -> (Seen, Result<(Conn, LoginFacts), AttemptFailure>) {
     let seen: Arc<Mutex<Vec<u8>>> = Arc::new(Mutex::new(Vec::new()));
     let seen_task = seen.clone();
+    let timeline = Timeline::new(Instant::now());
+    let timeline_task = timeline.clone();
+    // When the TCP connect finished and when the server's login answer was complete.
+    let marks: Arc<Mutex<(Option<Duration>, Option<Duration>)>> = Arc::default();
+    let marks_task = marks.clone();
     // Set once LOGINACK arrived, so a hang afterwards is told apart from a hang in the login.
     let logged_in = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let logged_in_task = logged_in.clone();
     let connect_limit = limit;
     let hold = t.hold.is_some();
     let outcome = guarded(limit, "logging in", async move {
-        let started = Instant::now();
+        let started = timeline_task.started;
         let tcp = connect::open(addr, connect_limit)
             .await
             .map_err(|attempt| match attempt.verdict() {
                 Some(v) => Failure::Connect(v),
                 None => Failure::Closed(format!("TCP connect to {addr} failed")),
             })?;
+        if let Ok(mut m) = marks_task.lock() {
+            m.0 = Some(started.elapsed());
+        }
         let _ = tcp.set_nodelay(true);
         if hold {
             // Off, whatever the system default: a keepalive during the hold would refresh the
@@ -201,10 +246,12 @@ async fn login_attempt(
                 .set_keepalive(false)
                 .map_err(|e| Failure::Closed(format!("cannot turn TCP keepalive off: {e}")))?;
         }
-        let sniffer = Sniffer::new(tcp, seen_task);
-        let mut client = Client::connect(config, sniffer.compat_write())
-            .await
-            .map_err(|e| failure_from_tiberius(&e))?;
+        let sniffer = Sniffer::new(tcp, seen_task).timed(timeline_task);
+        let connected = Client::connect(config, sniffer.compat_write()).await;
+        if let Ok(mut m) = marks_task.lock() {
+            m.1 = Some(started.elapsed());
+        }
+        let mut client = connected.map_err(|e| failure_from_tiberius(&e))?;
         logged_in_task.store(true, std::sync::atomic::Ordering::SeqCst);
         let mut facts = LoginFacts {
             login_time: started.elapsed(),
@@ -216,6 +263,15 @@ async fn login_attempt(
     .await;
 
     let observed = seen.lock().map(|b| sniff::analyze(&b)).unwrap_or_default();
+    let (connected, answered) = marks.lock().map(|m| *m).unwrap_or_default();
+    let end = answered.unwrap_or_else(|| timeline.started.elapsed());
+    let phases = phases::split(
+        connected,
+        &timeline.snapshot(),
+        end,
+        t.encrypt == Encrypt::Strict,
+        t.auth != Auth::Sql && !t.credential_free,
+    );
     let outcome = match outcome {
         Ok(v) => Ok(v),
         Err(f) if logged_in.load(std::sync::atomic::Ordering::SeqCst) => {
@@ -225,7 +281,19 @@ async fn login_attempt(
             t, addr, &observed, f,
         ))),
     };
-    (observed, outcome)
+    (Seen { observed, phases }, outcome)
+}
+
+/// Adds the phase breakdown; a login that timed out gets the phase it stalled in named, with
+/// what usually stalls there.
+fn with_phases(mut r: HopResult, phases: &Breakdown, timed_out: bool, strict: bool) -> HopResult {
+    if timed_out {
+        let (stall, hint) = phases.stall(strict);
+        r.detail = format!("{stall}: {}", r.detail);
+        r.hint = Some(hint.to_string());
+        r = r.with_data("stalled_in", phases.last().name());
+    }
+    r.with_data("phases_ms", phases.to_json())
 }
 
 /// Pure: what the byte stream says about a failure tiberius reported in its own terms.
@@ -319,6 +387,50 @@ fn finish_login(
             HopOutput::stop(r)
         }
     }
+}
+
+/// The credential-free login's verdict: the server's 18456 ("login failed") for the random
+/// user is the answer it exists for, a pass: the path, PRELOGIN, TLS and the server's login
+/// stage all worked. Any other failure is judged as for any login.
+fn credential_free_answer(
+    t: &MssqlTarget,
+    addr: SocketAddr,
+    observed: &Observed,
+    probe_user: &str,
+    f: Failure,
+) -> HopResult {
+    let r = match &f {
+        Failure::Server {
+            number: 18456,
+            state,
+            class,
+            ..
+        } => common_login_data(
+            HopResult::pass(
+                HopKind::Login,
+                format!(
+                    "the server refused the random login {probe_user} with error 18456 state \
+                     {state}, as it should: the TDS path, the encryption ({}) and the server's \
+                     login stage work (no credential used; the server's error log shows this \
+                     failed login)",
+                    negotiated_encryption(t, observed).unwrap_or("unknown")
+                ),
+            ),
+            t,
+            addr,
+            observed,
+        )
+        .with_data(
+            "error",
+            json!({"number": 18456, "state": state, "class": class}),
+        ),
+        _ if observed.tds_version.is_some_and(older_than_tds72) => {
+            login_unsupported(t, addr, observed)
+        }
+        _ => login_fail(t, addr, observed, &f),
+    };
+    r.with_data("credential_free", true)
+        .with_data("probe_user", probe_user)
 }
 
 /// TDS 7.2 (SQL Server 2005): the oldest version the TDS driver (tiberius) reads. Older
@@ -454,7 +566,11 @@ fn login_pass(
     let enc = negotiated_encryption(t, observed).unwrap_or("unknown");
     let detail = format!(
         "logged in as {} to {} (SQL Server {}, TDS {}, encryption {enc}) in {} ms",
-        t.user.as_deref().unwrap_or("(current Windows user)"),
+        if t.credential_free {
+            "a random user"
+        } else {
+            t.user.as_deref().unwrap_or("(current Windows user)")
+        },
         facts
             .database
             .as_deref()

@@ -14,6 +14,7 @@ mod driver;
 pub mod enlist;
 mod idle;
 mod login;
+pub mod phases;
 pub mod run;
 pub mod server_info;
 pub mod sniff;

@@ -156,6 +156,10 @@ pub struct MssqlTarget {
     /// Leave the session idle this long after the last hop that used it, then `SELECT 1` on it
     /// (hop `idle`).
     pub hold: Option<std::time::Duration>,
+    /// The credential-free login (no user, or `login=probe`): LOGIN7 with a random user name and
+    /// password, so the server's "login failed" (18456) proves the TDS path and its login stage
+    /// without any credential on this host. No transaction hops (there is no session).
+    pub credential_free: bool,
 }
 
 impl MssqlTarget {
@@ -174,6 +178,7 @@ impl MssqlTarget {
             linked_server: None,
             reverse_dns: false,
             hold: None,
+            credential_free: false,
         }
     }
 
@@ -222,6 +227,9 @@ impl MssqlTarget {
         }
         if let Some(h) = self.hold {
             q.push(format!("hold={}", crate::hops::idle::format_hold(h)));
+        }
+        if self.credential_free {
+            q.push("login=probe".into());
         }
         s.push('?');
         s.push_str(&q.join("&"));
@@ -299,11 +307,24 @@ impl MssqlTarget {
             t.database = Some(db);
         }
         let mut reverse_dns: Option<bool> = None;
+        let mut tx_given = false;
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let v = percent_decode(v).map_err(invalid)?;
             match k {
-                "tx" => t.tx = TxMode::parse(&v).map_err(invalid)?,
+                "tx" => {
+                    t.tx = TxMode::parse(&v).map_err(invalid)?;
+                    tx_given = true;
+                }
+                "login" => match v.as_str() {
+                    "probe" => t.credential_free = true,
+                    other => {
+                        return Err(invalid(format!(
+                            "unknown login `{other}` (expected probe: a login with a random user, \
+                             no credentials)"
+                        )))
+                    }
+                },
                 "encrypt" => t.encrypt = Encrypt::parse(&v).map_err(invalid)?,
                 "trust_server_certificate" | "trustservercertificate" => {
                     t.trust_server_certificate = parse_bool(&v).map_err(invalid)?
@@ -324,11 +345,12 @@ impl MssqlTarget {
                 other => {
                     return Err(invalid(format!(
                     "unknown parameter `{other}` (known: tx, encrypt, trust_server_certificate, \
-                         auth, linked_server, reverse_dns, hold)"
+                         auth, linked_server, reverse_dns, hold, login)"
                 )))
                 }
             }
         }
+        t.settle_credential_free(tx_given).map_err(invalid)?;
         t.reverse_dns = reverse_dns.unwrap_or(t.tx.uses_msdtc());
         t.validate().map_err(invalid)?;
         Ok(t)
@@ -375,13 +397,52 @@ impl MssqlTarget {
                     .map_err(|e| at(h.span().start, e.to_string()))?,
             );
         }
+        t.settle_credential_free(raw.tx.is_some())
+            .map_err(|m| at(kind_offset, m))?;
         t.reverse_dns = raw.reverse_dns.unwrap_or(t.tx.uses_msdtc());
         t.validate().map_err(|m| at(kind_offset, m))?;
         Ok(t)
     }
 
+    /// SQL Server authentication with no user is the credential-free login; it has no session
+    /// for transaction hops, so `tx` defaults to none and an explicit other `tx` is refused.
+    fn settle_credential_free(&mut self, tx_given: bool) -> Result<(), String> {
+        if self.auth == Auth::Sql && self.user.is_none() {
+            self.credential_free = true;
+        }
+        if !self.credential_free {
+            return Ok(());
+        }
+        if self.user.is_some() {
+            return Err("login=probe logs in with a random user: give no user with it".into());
+        }
+        if self.auth != Auth::Sql {
+            return Err("login=probe is a SQL Server login: it takes no `auth`".into());
+        }
+        if self.password.is_some() {
+            return Err("the credential-free login (no user) takes no password".into());
+        }
+        if self.hold.is_some() {
+            return Err(
+                "`hold` needs a session: the credential-free login (no user) opens none".into(),
+            );
+        }
+        match (tx_given, self.tx) {
+            (_, TxMode::None) => Ok(()),
+            (false, _) => {
+                self.tx = TxMode::None;
+                Ok(())
+            }
+            (true, _) => Err(
+                "a login with no user (the credential-free login) runs no transaction: give a \
+                 user, or tx=none"
+                    .into(),
+            ),
+        }
+    }
+
     fn validate(&self) -> Result<(), String> {
-        if self.auth != Auth::Integrated && self.user.is_none() {
+        if self.auth != Auth::Integrated && self.user.is_none() && !self.credential_free {
             return Err("no user: write mssql://USER@host/... or set `user`".into());
         }
         if self.linked_server.is_some() && self.tx != TxMode::Distributed {
@@ -489,11 +550,36 @@ mod tests {
     }
 
     #[test]
+    fn no_user_is_the_credential_free_login() {
+        for ok in [
+            "mssql://sql01",
+            "mssql://sql01:1500/",
+            r"mssql://sql01\INST",
+            "mssql://sql01/?login=probe",
+            "mssql://sql01/?tx=none&encrypt=strict",
+        ] {
+            let t = url(ok);
+            assert!(t.credential_free, "{ok}");
+            assert_eq!((t.tx, t.user.as_deref()), (TxMode::None, None), "{ok}");
+            // The rendering parses back to the same check.
+            assert_eq!(url(&t.display()), t, "{ok}");
+        }
+        assert!(!url("mssql://sa@sql01").credential_free);
+        for bad in [
+            "mssql://sql01/?tx=local",
+            "mssql://sa@sql01/?login=probe",
+            "mssql://sql01/?login=guest",
+            "mssql://sql01/?hold=30s",
+        ] {
+            assert!(MssqlTarget::from_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn rejects_bad_urls_and_never_echoes_a_password() {
         for bad in [
             "mssql://sa:hunter2@sql01/app",
             "mssql://sa@sql01/app?password=hunter2",
-            "mssql://sql01/app",
             "mssql://sa@/app",
             "mssql://sa@sql01:0/app",
             "mssql://sa@sql01:x/app",
@@ -569,7 +655,10 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.line, 6, "{e}");
-        let e = config("[[check]]\nname = \"a\"\nkind = \"mssql\"\nhost = \"h\"\n").unwrap_err();
+        let t = config("[[check]]\nname = \"a\"\nkind = \"mssql\"\nhost = \"h\"\n").unwrap();
+        assert!(t.credential_free && t.tx == TxMode::None, "{t:?}");
+        let e = config("[[check]]\nname = \"a\"\nkind = \"mssql\"\nhost = \"h\"\ntx = \"local\"\n")
+            .unwrap_err();
         assert!(e.message.contains("no user"), "{e}");
         let e = config("[[check]]\nname = \"a\"\nkind = \"mssql\"\nhost = \"h\"\nuser = \"u\"\niface = \"x\"\n").unwrap_err();
         assert_eq!(e.line, 6, "{e}");

@@ -6,6 +6,7 @@
 //! reason distributed transactions break after a database move.
 
 pub mod classify;
+mod phases;
 mod run;
 mod target;
 pub mod tls;
@@ -54,10 +55,8 @@ impl Kind for PgTarget {
     fn from_url(url: &TargetUrl) -> Result<PgTarget, TargetError> {
         let parsed = url.url()?;
         let host = url_host(&parsed).ok_or_else(|| url.invalid("no host"))?;
-        if parsed.username().is_empty() {
-            return Err(url.invalid("no user (postgres://USER@HOST/DB)"));
-        }
         let database = parsed.path().trim_start_matches('/').to_string();
+        let mut credential_free = parsed.username().is_empty();
         let mut tx = PgTx::None;
         let mut sslmode = SslMode::Prefer;
         let mut sslrootcert = None;
@@ -66,26 +65,36 @@ impl Kind for PgTarget {
                 ("tx", v) => tx = parse_tx(v).map_err(|m| url.invalid(m))?,
                 ("sslmode", v) => sslmode = SslMode::parse(v).map_err(|m| url.invalid(m))?,
                 ("sslrootcert", v) => sslrootcert = Some(v.into()),
+                ("login", "probe") => credential_free = true,
+                ("login", v) => {
+                    return Err(url.invalid(format!(
+                        "unknown login `{v}` (expected probe: a login with a random user, no \
+                         credentials)"
+                    )))
+                }
                 (k, _) => {
                     return Err(url.invalid(format!(
-                        "unknown option `{k}` (known: tx, sslmode, sslrootcert)"
+                        "unknown option `{k}` (known: tx, sslmode, sslrootcert, login)"
                     )))
                 }
             }
         }
+        credential_free_allowed(credential_free, parsed.username(), tx, false)
+            .map_err(|m| url.invalid(m))?;
         Ok(PgTarget {
             host,
             port: parsed.port().unwrap_or(DEFAULT_PORT),
-            database: if database.is_empty() {
-                parsed.username().to_string()
-            } else {
-                database
+            database: match (database.is_empty(), credential_free) {
+                (false, _) => database,
+                (true, false) => parsed.username().to_string(),
+                (true, true) => "postgres".to_string(),
             },
             user: parsed.username().to_string(),
             password: None,
             tx,
             sslmode,
             sslrootcert,
+            credential_free,
         })
     }
 
@@ -95,12 +104,16 @@ impl Kind for PgTarget {
         let user = raw
             .user
             .as_ref()
-            .ok_or_else(|| at(kind_offset, "kind `postgres` needs a `user`".into()))?;
+            .map(|u| u.get_ref().clone())
+            .unwrap_or_default();
         let password = raw.password_source().map_err(|(o, m)| at(o, m))?;
         let tx = match &raw.tx {
             Some(t) => parse_tx(t.get_ref()).map_err(|e| at(t.span().start, e.to_string()))?,
             None => PgTx::None,
         };
+        let credential_free = user.is_empty();
+        credential_free_allowed(credential_free, &user, tx, password.is_some())
+            .map_err(|m| at(kind_offset, m))?;
         let sslmode = match &raw.sslmode {
             Some(m) => SslMode::parse(m.get_ref()).map_err(|e| at(m.span().start, e))?,
             None => SslMode::Prefer,
@@ -116,12 +129,19 @@ impl Kind for PgTarget {
                 .database
                 .as_ref()
                 .map(|d| d.get_ref().clone())
-                .unwrap_or_else(|| user.get_ref().clone()),
-            user: user.get_ref().clone(),
+                .unwrap_or_else(|| {
+                    if credential_free {
+                        "postgres".into()
+                    } else {
+                        user.clone()
+                    }
+                }),
+            user,
             password,
             tx,
             sslmode,
             sslrootcert: raw.sslrootcert.as_ref().map(|f| f.get_ref().into()),
+            credential_free,
         })
     }
 
@@ -140,6 +160,33 @@ impl Kind for PgTarget {
     async fn run(&self, ctx: &RunContext) -> Vec<HopResult> {
         run(self, ctx).await
     }
+}
+
+/// The credential-free login logs in as a random user: it takes no user or password of its own
+/// and has no session for a transaction hop.
+fn credential_free_allowed(
+    credential_free: bool,
+    user: &str,
+    tx: PgTx,
+    password: bool,
+) -> Result<(), String> {
+    if !credential_free {
+        return Ok(());
+    }
+    if !user.is_empty() {
+        return Err("login=probe logs in with a random user: give no user with it".into());
+    }
+    if password {
+        return Err("the credential-free login (no user) takes no password".into());
+    }
+    if tx != PgTx::None {
+        return Err(
+            "a login with no user (the credential-free login) runs no transaction: give a user \
+             (postgres://USER@HOST/DB), or no tx"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -165,7 +212,18 @@ mod tests {
             "app"
         );
         assert!(PgTarget::from_url("postgres://app:secret@db01/x").is_err());
-        assert!(PgTarget::from_url("postgres://db01/x").is_err());
+        let t = PgTarget::from_url("postgres://db01").unwrap();
+        assert!(t.credential_free);
+        assert_eq!(t.display(), "postgres://db01:5432/postgres?login=probe");
+        assert_eq!(PgTarget::from_url(&t.display()).unwrap(), t);
+        assert!(
+            PgTarget::from_url("postgres://db01/x?login=probe")
+                .unwrap()
+                .credential_free
+        );
+        assert!(PgTarget::from_url("postgres://db01/x?tx=local").is_err());
+        assert!(PgTarget::from_url("postgres://a@db01/x?login=probe").is_err());
+        assert!(PgTarget::from_url("postgres://db01/x?login=guest").is_err());
         assert!(PgTarget::from_url("postgres://a@db01/x?tx=xa").is_err());
         assert!(PgTarget::from_url("postgres://a@db01/x?sslmode=allow").is_err());
         assert!(PgTarget::from_url("postgres://a@db01/x?ssl=1").is_err());

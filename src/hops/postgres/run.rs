@@ -1,17 +1,21 @@
 //! The `postgres` hop chain: resolve -> tcp -> login -> tx_local | twophase.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use tokio::time::Instant;
 use tokio_postgres::Client;
 
 use super::classify::{classify_error, classify_login_error, classify_twophase, error_detail};
+use super::phases::{self, ReadTimes};
 use super::target::{PgTarget, PgTx};
-use super::tls::Connector;
+use super::tls::{Connector, SslMode};
 use crate::chain::{Chain, HopOutput, RunContext};
 use crate::hops::connect::{self, reach, Reach};
 use crate::model::{Cause, HopKind, HopResult};
-use crate::secret;
+use crate::secret::{self, ProbeLogin};
 
 pub async fn run(t: &PgTarget, ctx: &RunContext) -> Vec<HopResult> {
     let mut planned = vec![
@@ -51,14 +55,21 @@ pub async fn run(t: &PgTarget, ctx: &RunContext) -> Vec<HopResult> {
 }
 
 async fn login(t: &PgTarget, addr: SocketAddr, ctx: &RunContext) -> HopOutput<Client> {
-    let label = format!("{}@{}", t.user, t.host);
-    let password = match secret::obtain(t.password.as_ref(), &label).await {
-        Ok(p) => p,
-        Err(e) => {
-            return HopOutput::stop(
-                HopResult::fail(HopKind::Login, Cause::Config, e.to_string())
-                    .with_hint("give the password with --password-file, or password_env/password_file in the config"),
-            )
+    // The credential-free login: a random user and password, no secret asked for.
+    let probe = t.credential_free.then(ProbeLogin::random);
+    let (user, password) = match &probe {
+        Some(p) => (p.user.clone(), p.password.clone()),
+        None => {
+            let label = format!("{}@{}", t.user, t.host);
+            match secret::obtain(t.password.as_ref(), &label).await {
+                Ok(p) => (t.user.clone(), p),
+                Err(e) => {
+                    return HopOutput::stop(
+                        HopResult::fail(HopKind::Login, Cause::Config, e.to_string())
+                            .with_hint("give the password with --password-file, or password_env/password_file in the config"),
+                    )
+                }
+            }
         }
     };
     // Local set-up (the CA file) before the connection it would otherwise waste.
@@ -71,6 +82,7 @@ async fn login(t: &PgTarget, addr: SocketAddr, ctx: &RunContext) -> HopOutput<Cl
                 ),
             ),
         };
+    let started = Instant::now();
     let stream = match connect::open(addr, ctx.hop_timeout).await {
         Ok(stream) => stream,
         // The path broke after the tcp hop: the same classification, on this hop.
@@ -78,12 +90,25 @@ async fn login(t: &PgTarget, addr: SocketAddr, ctx: &RunContext) -> HopOutput<Cl
     };
     let mut config = tokio_postgres::Config::new();
     config
-        .user(&t.user)
+        .user(&user)
         .dbname(&t.database)
         .password(password.expose())
         .application_name("dtcprobe")
         .ssl_mode(t.sslmode.driver_mode());
-    match config.connect_raw(stream, connector.clone()).await {
+    let tcp_done = started.elapsed();
+    let reads: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let stream = ReadTimes::new(stream, started, reads.clone());
+    let connected = config.connect_raw(stream, connector.clone()).await;
+    let phases = {
+        let end = started.elapsed();
+        let tls_done = connector
+            .handshake_done()
+            .map(|d| d.duration_since(started));
+        let reads = reads.lock().map(|r| r.clone()).unwrap_or_default();
+        let ssl_refused = t.sslmode != SslMode::Disable;
+        phases::to_json(&phases::split(tcp_done, tls_done, ssl_refused, &reads, end))
+    };
+    match connected {
         Ok((client, connection)) => {
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
@@ -106,7 +131,7 @@ async fn login(t: &PgTarget, addr: SocketAddr, ctx: &RunContext) -> HopOutput<Cl
                 format!(
                     "logged in as {} to database {} on {addr} (PostgreSQL {version}, {over}, \
                      sslmode={})",
-                    t.user,
+                    user,
                     t.database,
                     t.sslmode.as_str()
                 ),
@@ -120,10 +145,68 @@ async fn login(t: &PgTarget, addr: SocketAddr, ctx: &RunContext) -> HopOutput<Cl
                     .with_data("tls_version", n.version)
                     .with_data("tls_cipher", n.cipher);
             }
-            HopOutput::ok(result, client)
+            if let Some(p) = &probe {
+                result = result
+                    .with_data("credential_free", true)
+                    .with_data("probe_user", p.user.clone());
+            }
+            HopOutput::ok(result.with_data("phases_ms", phases), client)
         }
-        Err(e) => HopOutput::stop(classify_login_error(&e, t.sslmode).into_hop(HopKind::Login)),
+        Err(e) => {
+            let tls = connector.negotiated();
+            let refused = probe
+                .as_ref()
+                .and_then(|p| credential_free_answer(&e, &p.user, tls));
+            match refused {
+                Some(r) => HopOutput::stop(
+                    r.with_data("address", addr.to_string())
+                        .with_data("phases_ms", phases),
+                ),
+                None => {
+                    let r = classify_login_error(&e, t.sslmode)
+                        .into_hop(HopKind::Login)
+                        .with_data("phases_ms", phases);
+                    HopOutput::stop(match &probe {
+                        Some(p) => r
+                            .with_data("credential_free", true)
+                            .with_data("probe_user", p.user.clone()),
+                        None => r,
+                    })
+                }
+            }
+        }
     }
+}
+
+/// The credential-free login's verdict: the server's "password authentication failed" (28P01)
+/// or "no pg_hba.conf entry / role does not exist" (28000) for the random user is the answer it
+/// exists for: the path, the TLS (if any) and the server's login stage work. `None`: any other
+/// answer, judged as for any login.
+fn credential_free_answer(
+    e: &tokio_postgres::Error,
+    probe_user: &str,
+    tls: Option<super::tls::Negotiated>,
+) -> Option<HopResult> {
+    let (code, detail) = error_detail(e);
+    let code = code.filter(|c| c == "28P01" || c == "28000")?;
+    let over = match &tls {
+        Some(n) => format!("{} {}", n.version, n.cipher),
+        None => "no TLS".to_string(),
+    };
+    Some(
+        HopResult::pass(
+            HopKind::Login,
+            format!(
+                "the server refused the random login {probe_user} ({detail}), \
+                 as it should: the path, the encryption ({over}) and the server's login stage \
+                 work (no credential used; the server's log shows this failed login)"
+            ),
+        )
+        .with_data("credential_free", true)
+        .with_data("probe_user", probe_user)
+        .with_data("sqlstate", code)
+        .with_data("tls", tls.is_some()),
+    )
 }
 
 async fn tx_local(client: &Client) -> HopOutput<()> {

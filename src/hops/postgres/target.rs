@@ -30,6 +30,10 @@ pub struct PgTarget {
     pub sslmode: SslMode,
     /// CAs (PEM) for `verify-ca` / `verify-full` instead of this host's store.
     pub sslrootcert: Option<std::path::PathBuf>,
+    /// The credential-free login (no user, or `login=probe`): a random user and password, so
+    /// the server's 28P01/28000 proves the path and its login stage with no credential here.
+    /// `user` is empty; no transaction hop runs.
+    pub credential_free: bool,
 }
 
 impl PgTarget {
@@ -46,14 +50,21 @@ impl PgTarget {
         if let Some(file) = &self.sslrootcert {
             query.push(format!("sslrootcert={}", file.display()));
         }
+        if self.credential_free {
+            query.push("login=probe".to_string());
+        }
         let query = if query.is_empty() {
             String::new()
         } else {
             format!("?{}", query.join("&"))
         };
+        let user = if self.credential_free {
+            String::new()
+        } else {
+            format!("{}@", self.user)
+        };
         format!(
-            "postgres://{}@{}:{}/{}{query}",
-            self.user,
+            "postgres://{user}{}:{}/{}{query}",
             bracket_v6(&self.host),
             self.port,
             self.database

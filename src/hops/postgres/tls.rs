@@ -95,6 +95,8 @@ pub struct Connector {
     config: Arc<rustls::ClientConfig>,
     name: ServerName<'static>,
     seen: Arc<Mutex<Option<Negotiated>>>,
+    /// When the handshake finished, for the login's phases.
+    done: Arc<Mutex<Option<tokio::time::Instant>>>,
 }
 
 impl Connector {
@@ -108,7 +110,13 @@ impl Connector {
             config: Arc::new(config),
             name,
             seen: Arc::default(),
+            done: Arc::default(),
         })
+    }
+
+    /// When the TLS handshake finished, if it ran.
+    pub fn handshake_done(&self) -> Option<tokio::time::Instant> {
+        self.done.lock().ok().and_then(|d| *d)
     }
 
     /// The negotiated version and cipher, if the login ran over TLS.
@@ -143,6 +151,9 @@ where
             };
             if let Ok(mut seen) = self.seen.lock() {
                 *seen = Some(negotiated);
+            }
+            if let Ok(mut done) = self.done.lock() {
+                *done = Some(tokio::time::Instant::now());
             }
             Ok(RustlsStream(tls))
         })
