@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -38,7 +38,7 @@ type TargetTtl = Option<(u8, TtlSource)>;
 /// A run's state (see [`super::ResetProbe`]).
 #[derive(Default)]
 pub struct Probe {
-    raw: OnceCell<Result<Arc<RawTcp>, String>>,
+    raw: OnceLock<Result<Arc<RawTcp>, String>>,
     /// Each target's own TTL, read once per run.
     target_ttls: Mutex<HashMap<Ipv4Addr, Arc<OnceCell<TargetTtl>>>>,
     /// One port per host that connected in this run.
@@ -57,13 +57,37 @@ impl Probe {
             .or_insert(addr.port());
     }
 
-    pub async fn origin(&self, target: SocketAddrV4, budget: Duration) -> ResetOrigin {
+    /// The run's raw socket, opened on first need (a run that never needs it never opens it).
+    fn raw(&self) -> &Result<Arc<RawTcp>, String> {
+        self.raw.get_or_init(|| RawTcp::open().map(Arc::new))
+    }
+
+    /// Before a connect to `target`: binds `socket`'s local port and waits on the raw socket for
+    /// the segment that will answer it, so that a refusal's own reset gives its TTL (no second
+    /// connect). `None` when the raw socket cannot be had or the port cannot be bound: a refusal
+    /// then has its origin read by a second connect, as before.
+    pub fn expect_answer(
+        &self,
+        socket: &tokio::net::TcpSocket,
+        target: SocketAddrV4,
+    ) -> Option<Answer> {
+        let raw = self.raw().as_ref().ok()?;
+        socket.bind((Ipv4Addr::UNSPECIFIED, 0).into()).ok()?;
+        let local = socket.local_addr().ok()?.port();
+        Some(Answer(raw.expect((*target.ip(), target.port(), local))))
+    }
+
+    /// Where the reset that refused a connect to `target` came from. `answer`: the wait set up
+    /// by [`Probe::expect_answer`] for that very connect; without it (or when its reset was not
+    /// seen) the port is connected once more to read a reset's TTL.
+    pub async fn origin(
+        &self,
+        target: SocketAddrV4,
+        budget: Duration,
+        answer: Option<Answer>,
+    ) -> ResetOrigin {
         let deadline = Instant::now() + budget;
-        let raw = match self
-            .raw
-            .get_or_init(|| async { RawTcp::open().map(Arc::new) })
-            .await
-        {
+        let raw = match self.raw() {
             Ok(raw) => raw.clone(),
             Err(why) => {
                 return ResetOrigin::NotChecked {
@@ -72,14 +96,21 @@ impl Probe {
                 }
             }
         };
-        let reset_ttl = match raw.reset_ttl(target, deadline).await {
-            Ok(ttl) => ttl,
-            Err(why) => {
-                return ResetOrigin::NotChecked {
-                    reset_ttl: None,
-                    why,
+        let seen = match answer {
+            Some(mut answer) => answer.0.segment().await.filter(Segment::is_rst),
+            None => None,
+        };
+        let reset_ttl = match seen {
+            Some(segment) => segment.ttl,
+            None => match raw.reset_ttl(target, deadline).await {
+                Ok(ttl) => ttl,
+                Err(why) => {
+                    return ResetOrigin::NotChecked {
+                        reset_ttl: None,
+                        why,
+                    }
                 }
-            }
+            },
         };
         match self.target_ttl(&raw, *target.ip(), deadline).await {
             Some((target_ttl, target_ttl_from)) => ResetOrigin::Compared {
@@ -146,20 +177,23 @@ impl Waiters {
 }
 
 /// A probe's wait for the segment with `key`; unregistered when dropped, answered or not.
-struct Expected<'a> {
-    waiters: &'a Waiters,
+struct Expected {
+    waiters: Arc<Waiters>,
     key: Key,
     rx: Option<oneshot::Receiver<Segment>>,
 }
 
-impl Expected<'_> {
+/// The wait for the segment that answers one connect (see [`Probe::expect_answer`]).
+pub struct Answer(Expected);
+
+impl Expected {
     async fn segment(&mut self) -> Option<Segment> {
         let rx = self.rx.take()?;
         tokio::time::timeout(SEGMENT_WAIT, rx).await.ok()?.ok()
     }
 }
 
-impl Drop for Expected<'_> {
+impl Drop for Expected {
     fn drop(&mut self) {
         lock(&self.waiters.0).remove(&self.key);
     }
@@ -211,6 +245,17 @@ impl RawTcp {
         Ok(RawTcp { waiters, reader })
     }
 
+    /// Registers the wait for the segment with `key`.
+    fn expect(&self, key: Key) -> Expected {
+        let (tx, rx) = oneshot::channel();
+        lock(&self.waiters.0).insert(key, tx);
+        Expected {
+            waiters: self.waiters.clone(),
+            key,
+            rx: Some(rx),
+        }
+    }
+
     /// Connects to `to` from a local port bound first, and hands back how the handshake ended
     /// and the segment that ended it (as the raw socket saw it).
     async fn handshake(
@@ -223,14 +268,7 @@ impl RawTcp {
             .bind((Ipv4Addr::UNSPECIFIED, 0).into())
             .map_err(|e| e.to_string())?;
         let local = socket.local_addr().map_err(|e| e.to_string())?.port();
-        let key = (*to.ip(), to.port(), local);
-        let (tx, rx) = oneshot::channel();
-        lock(&self.waiters.0).insert(key, tx);
-        let mut expected = Expected {
-            waiters: &self.waiters,
-            key,
-            rx: Some(rx),
-        };
+        let mut expected = self.expect((*to.ip(), to.port(), local));
         let ended = match tokio::time::timeout_at(deadline, socket.connect(to.into())).await {
             Ok(Ok(_stream)) => Handshake::Connected,
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Handshake::Refused,
