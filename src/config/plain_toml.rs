@@ -25,6 +25,9 @@ use crate::check_table::RawCheck;
 pub fn parse(text: &str) -> Option<RawConfig> {
     let bytes = text.as_bytes();
     let mut config = RawConfig::default();
+    // Each `[[check]]` table as read and toml's span of it: from its header to the end of its
+    // last value.
+    let mut checks: Vec<(Range<usize>, RawCheck)> = Vec::new();
     let mut table = Table::Root;
     let mut seen_defaults = false;
     // Keys set in the current table, as bits of `Key` (a repeated key is TOML's error to give).
@@ -45,9 +48,7 @@ pub fn parse(text: &str) -> Option<RawConfig> {
         match line.classify()? {
             Content::Blank => {}
             Content::Header(Header::Check) => {
-                config
-                    .check
-                    .push(Spanned::new(line.header_span(), RawCheck::default()));
+                checks.push((line.header_span(), RawCheck::default()));
                 table = Table::Check;
                 set = 0;
             }
@@ -59,7 +60,7 @@ pub fn parse(text: &str) -> Option<RawConfig> {
                 table = Table::Defaults;
                 set = 0;
             }
-            Content::Pair { key, value } => {
+            Content::Pair { key, value, end } => {
                 let key_id = Key::of(key.0, table)?;
                 if set & (1 << key_id as u64) != 0 {
                     return None;
@@ -69,7 +70,8 @@ pub fn parse(text: &str) -> Option<RawConfig> {
                     Table::Root => return None,
                     Table::Defaults => assign_default(&mut config.defaults, key_id, value)?,
                     Table::Check => {
-                        let check = config.check.last_mut()?.get_mut();
+                        let (span, check) = checks.last_mut()?;
+                        span.end = end;
                         assign_check(check, key_id, value)?;
                     }
                 }
@@ -77,6 +79,10 @@ pub fn parse(text: &str) -> Option<RawConfig> {
         }
         start = end + 1;
     }
+    config.check = checks
+        .into_iter()
+        .map(|(span, check)| Spanned::new(span, check))
+        .collect();
     Some(config)
 }
 
@@ -109,6 +115,8 @@ enum Content<'a> {
     Pair {
         key: (&'a str, Range<usize>),
         value: Value<'a>,
+        /// Where the value ends.
+        end: usize,
     },
 }
 
@@ -185,9 +193,9 @@ impl<'a> Line<'a> {
         if v >= self.end {
             return None;
         }
-        let (value, after) = self.value(v)?;
-        self.rest_is_blank(after)
-            .then_some(Content::Pair { key, value })
+        let (value, end) = self.value(v)?;
+        self.rest_is_blank(end)
+            .then_some(Content::Pair { key, value, end })
     }
 
     /// The value starting at `i`, and where it ends.
