@@ -62,24 +62,18 @@ pub fn main(cli: Cli) -> u8 {
     crate::fdlimit::raise_open_file_limit();
     // Before any login: no 50 ms entropy start-up on the first TLS handshake (see `tls`).
     crate::tls::install_crypto_provider();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("dtcprobe: cannot start the async runtime: {e}");
-            return exit::INCONCLUSIVE;
-        }
-    };
     match cli.command {
         Command::Completions(args) => return completions(args.shell),
         Command::Man => return man_page(),
+        // The plan first: how many checks it holds decides the runtime.
+        Command::Check(args) => return check(args.plan_input()),
         _ => {}
     }
+    let Some(runtime) = start_runtime(Threads::Pool) else {
+        return exit::INCONCLUSIVE;
+    };
     match cli.command {
-        Command::Completions(_) | Command::Man => exit::OK,
-        Command::Check(args) => runtime.block_on(check(args.plan_input())),
+        Command::Completions(_) | Command::Man | Command::Check(_) => exit::OK,
         Command::Watch(args) => runtime.block_on(watch(&args)),
         Command::PrometheusConfig(args) => prometheus_config(&args),
         Command::Agent(args) => match &args.action {
@@ -136,9 +130,34 @@ fn init_logging(verbose: u8) {
         .try_init();
 }
 
+/// Which tokio runtime a command gets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Threads {
+    /// The multi-threaded runtime (one worker per core).
+    Pool,
+    /// The caller's thread only: a run of one check has nothing to spread over workers, and
+    /// starting them (threads, their stacks, the wake-ups between them) was a good part of a
+    /// one-port check's whole time next to `nc -z`.
+    One,
+}
+
+fn start_runtime(threads: Threads) -> Option<tokio::runtime::Runtime> {
+    let mut builder = match threads {
+        Threads::Pool => tokio::runtime::Builder::new_multi_thread(),
+        Threads::One => tokio::runtime::Builder::new_current_thread(),
+    };
+    match builder.enable_all().build() {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("dtcprobe: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
 /// Everything is resolved (config, targets, baseline) before the first check runs; an error
 /// there is reported the way the stdout format wants (see `Exporter::tool_error`).
-async fn check(input: PlanInput) -> u8 {
+fn check(input: PlanInput) -> u8 {
     let plan = match plan::build(&input) {
         Ok(p) => p,
         Err(e) => {
@@ -146,6 +165,19 @@ async fn check(input: PlanInput) -> u8 {
             return outputs::pre_run_exit(input.output.format, e.exit_code(), &e.to_string());
         }
     };
+    let threads = if plan.checks.len() <= 1 {
+        Threads::One
+    } else {
+        Threads::Pool
+    };
+    let Some(runtime) = start_runtime(threads) else {
+        return exit::INCONCLUSIVE;
+    };
+    runtime.block_on(run_planned(plan))
+}
+
+/// The run of a built plan: progress bar, signals, the report everywhere it goes.
+async fn run_planned(plan: plan::Plan) -> u8 {
     say_which_config(&plan);
     let bar = crate::progress::Bar::for_run(plan.checks.len());
     if let Some(b) = &bar {

@@ -198,8 +198,10 @@ impl Chain {
     }
 
     /// Records a result computed elsewhere (e.g. a hop whose value was already known).
-    pub fn record(&mut self, result: HopResult) -> bool {
+    pub fn record(&mut self, mut result: HopResult) -> bool {
         let go_on = result.lets_chain_continue();
+        // Kept until the whole report is written: without the spare room its builders left.
+        result.compact();
         self.lock().done.push(result);
         go_on
     }

@@ -3,9 +3,11 @@
 //! applications on this host see.
 
 use std::net::IpAddr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use hickory_resolver::config::ResolveHosts;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::NetError;
 use hickory_resolver::proto::op::Query;
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
@@ -28,57 +30,41 @@ pub enum DnsError {
     Other(String),
 }
 
+/// The system's DNS configuration, read on the first lookup that needs it: a run whose targets
+/// are all literal addresses reads neither resolv.conf nor the hosts file.
 pub struct DnsResolver {
-    /// The resolver, or why the system configuration gave none (every lookup fails with it).
-    inner: Result<TokioResolver, DnsError>,
-    /// The hosts file, consulted first for both address families (see [`DnsResolver::forward`]).
+    query_timeout: Duration,
+    system: OnceLock<SystemDns>,
+}
+
+/// What [`DnsResolver`] builds from the system configuration, each file read once.
+struct SystemDns {
+    inner: Result<TokioResolver, String>,
+    /// The hosts file, consulted first for both address families and for reverse lookups (see
+    /// [`DnsResolver::forward`]); the resolver itself does not read it again.
     hosts: Option<Hosts>,
     /// The configured servers, to name them when one answers with an error code.
     servers: String,
 }
 
 impl DnsResolver {
-    /// Builds a resolver from the system configuration. A broken configuration is not fatal here:
-    /// every lookup then fails with the reason, so checks that need no DNS still run.
+    /// A resolver with the system configuration, read on first use. A broken configuration is
+    /// not fatal: every lookup then fails with the reason, so checks that need no DNS still run.
     pub fn from_system(query_timeout: Duration) -> DnsResolver {
-        let inner = TokioResolver::builder_tokio()
-            .map_err(|e| DnsError::Other(format!("cannot read the system DNS configuration: {e}")))
-            .and_then(|mut b| {
-                let opts = b.options_mut();
-                // One query attempt per server within the hop budget; the hop timeout bounds it.
-                opts.timeout = query_timeout;
-                opts.attempts = 1;
-                opts.use_hosts_file = ResolveHosts::Always;
-                // A probe must see changes immediately (watch mode re-runs the same names).
-                opts.cache_size = 0;
-                b.build()
-                    .map_err(|e| DnsError::Other(format!("cannot build the DNS resolver: {e}")))
-            });
-        let servers = hickory_resolver::system_conf::read_system_conf()
-            .map(|(config, _)| {
-                let mut ips: Vec<String> = config
-                    .name_servers()
-                    .iter()
-                    .map(|s| s.ip.to_string())
-                    .collect();
-                ips.dedup();
-                ips.join(", ")
-            })
-            .unwrap_or_default();
         DnsResolver {
-            inner,
-            hosts: Hosts::from_system().ok(),
-            servers: if servers.is_empty() {
-                "(unknown)".into()
-            } else {
-                servers
-            },
+            query_timeout,
+            system: OnceLock::new(),
         }
+    }
+
+    fn system(&self) -> &SystemDns {
+        self.system
+            .get_or_init(|| SystemDns::read(self.query_timeout))
     }
 
     /// Addresses the hosts file gives for `host`, both families. Empty when it has none.
     fn hosts_file_addresses(&self, host: &str) -> Vec<IpAddr> {
-        let (Some(hosts), Ok(mut name)) = (&self.hosts, Name::from_utf8(host)) else {
+        let (Some(hosts), Ok(mut name)) = (&self.system().hosts, Name::from_utf8(host)) else {
             return Vec::new();
         };
         name.set_fqdn(true);
@@ -96,7 +82,31 @@ impl DnsResolver {
     }
 
     fn resolver(&self) -> Result<&TokioResolver, DnsError> {
-        self.inner.as_ref().map_err(Clone::clone)
+        self.system()
+            .inner
+            .as_ref()
+            .map_err(|e| DnsError::Other(e.clone()))
+    }
+
+    /// The names the hosts file gives for `addr` (its PTR answer), as the resolver would have
+    /// answered from it before asking DNS. Empty when it has none.
+    fn hosts_file_names(&self, addr: IpAddr) -> Vec<String> {
+        let Some(hosts) = &self.system().hosts else {
+            return Vec::new();
+        };
+        hosts
+            .lookup_static_host(&Query::query(Name::from(addr), RecordType::PTR))
+            .map(|lookup| {
+                lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::PTR(ptr) => Some(ptr.0.to_utf8()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// A and AAAA records of `host`.
@@ -113,7 +123,7 @@ impl DnsResolver {
         let lookup = tokio::time::timeout(limit, resolver.lookup_ip(host))
             .await
             .map_err(|_| DnsError::Timeout(limit))?
-            .map_err(|e| map_error(e, "A/AAAA", limit, &self.servers))?;
+            .map_err(|e| map_error(e, "A/AAAA", limit, &self.system().servers))?;
         let mut addrs: Vec<IpAddr> = lookup.iter().collect();
         addrs.dedup();
         if addrs.is_empty() {
@@ -124,19 +134,25 @@ impl DnsResolver {
 
     /// PTR names of `addr`, without the trailing dot.
     pub async fn reverse(&self, addr: IpAddr, limit: Duration) -> Result<Vec<String>, DnsError> {
-        let resolver = self.resolver()?;
-        let lookup = tokio::time::timeout(limit, resolver.reverse_lookup(Name::from(addr)))
-            .await
-            .map_err(|_| DnsError::Timeout(limit))?
-            .map_err(|e| map_error(e, "PTR", limit, &self.servers))?;
-        let mut names: Vec<String> = lookup
-            .answers()
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::PTR(ptr) => Some(ptr.0.to_utf8().trim_end_matches('.').to_string()),
-                _ => None,
-            })
-            .collect();
+        let mut names = self.hosts_file_names(addr);
+        if names.is_empty() {
+            let resolver = self.resolver()?;
+            let lookup = tokio::time::timeout(limit, resolver.reverse_lookup(Name::from(addr)))
+                .await
+                .map_err(|_| DnsError::Timeout(limit))?
+                .map_err(|e| map_error(e, "PTR", limit, &self.system().servers))?;
+            names = lookup
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::PTR(ptr) => Some(ptr.0.to_utf8()),
+                    _ => None,
+                })
+                .collect();
+        }
+        for name in &mut names {
+            name.truncate(name.trim_end_matches('.').len());
+        }
         // The server's order varies from query to query: a report must not.
         names.sort_unstable_by_key(|n| n.to_ascii_lowercase());
         names.dedup();
@@ -144,6 +160,50 @@ impl DnsResolver {
             return Err(DnsError::NoRecords("PTR"));
         }
         Ok(names)
+    }
+}
+
+impl SystemDns {
+    /// resolv.conf once (the resolver's servers and options, and the names of the servers), the
+    /// hosts file once (ours: the resolver is told not to read it again).
+    fn read(query_timeout: Duration) -> SystemDns {
+        let conf = hickory_resolver::system_conf::read_system_conf()
+            .map_err(|e| format!("cannot read the system DNS configuration: {e}"));
+        let servers = conf
+            .as_ref()
+            .map(|(config, _)| {
+                let mut ips: Vec<String> = config
+                    .name_servers()
+                    .iter()
+                    .map(|s| s.ip.to_string())
+                    .collect();
+                ips.dedup();
+                ips.join(", ")
+            })
+            .unwrap_or_default();
+        let inner = conf.and_then(|(config, options)| {
+            let mut b = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default());
+            let opts = b.options_mut();
+            *opts = options;
+            // One query attempt per server within the hop budget; the hop timeout bounds it.
+            opts.timeout = query_timeout;
+            opts.attempts = 1;
+            // The hosts file is ours, read once and asked first (forward and reverse).
+            opts.use_hosts_file = ResolveHosts::Never;
+            // A probe must see changes immediately (watch mode re-runs the same names).
+            opts.cache_size = 0;
+            b.build()
+                .map_err(|e| format!("cannot build the DNS resolver: {e}"))
+        });
+        SystemDns {
+            inner,
+            hosts: Hosts::from_system().ok(),
+            servers: if servers.is_empty() {
+                "(unknown)".into()
+            } else {
+                servers
+            },
+        }
     }
 }
 

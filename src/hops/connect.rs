@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::chain::{Chain, HopOutput, RunContext};
 use crate::classify::{classify_connect, ConnectOutcome, Verdict};
-use crate::hops::reset_origin::{self, ResetOrigin, ResetProbe};
+use crate::hops::reset_origin::{self, Answer, ResetOrigin, ResetProbe};
 use crate::hops::route::RouteCache;
 use crate::model::{HopKind, HopResult, Status};
 
@@ -79,10 +79,11 @@ async fn connect_routed(
     resets: Option<&ResetProbe>,
 ) -> (Attempt, Option<TcpStream>) {
     let started = Instant::now();
-    let (outcome, stream) = connect_classified(addr, limit).await;
+    let (outcome, stream, answer) = connect_classified(addr, limit, resets).await;
     let elapsed = started.elapsed();
     let reset_origin = match (resets, outcome) {
         (Some(resets), ConnectOutcome::Connected) => {
+            drop(answer);
             resets.saw_open(addr);
             None
         }
@@ -94,13 +95,13 @@ async fn connect_routed(
             None
         }
         (Some(resets), ConnectOutcome::Error(std::io::ErrorKind::ConnectionRefused, _)) => {
-            Some(resets.origin(addr, origin_budget(limit)).await)
+            Some(resets.origin(addr, origin_budget(limit), answer).await)
         }
         _ => None,
     };
     let source = match (&stream, routes) {
         (Some(s), _) => s.local_addr().ok().map(|a| a.ip()),
-        (None, Some(routes)) => match routes.source(addr.ip()).await {
+        (None, Some(routes)) => match routes.source(addr.ip()) {
             Some(source) => Some(source),
             None => route_source(addr),
         },
@@ -133,15 +134,20 @@ pub fn route_source(to: SocketAddr) -> Option<IpAddr> {
     (!ip.is_unspecified()).then_some(ip)
 }
 
+/// How a connect ended, its stream when it connected, and the watch for its answer that
+/// `resets` set up (never outside Linux).
+type Classified = (ConnectOutcome, Option<TcpStream>, Option<Answer>);
+
 #[cfg(not(target_os = "linux"))]
 async fn connect_classified(
     addr: SocketAddr,
     limit: Duration,
-) -> (ConnectOutcome, Option<TcpStream>) {
+    _resets: Option<&ResetProbe>,
+) -> Classified {
     match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => (ConnectOutcome::Connected, Some(stream)),
-        Ok(Err(e)) => (ConnectOutcome::from_io_error(&e), None),
-        Err(_) => (ConnectOutcome::NoReply(limit), None),
+        Ok(Ok(stream)) => (ConnectOutcome::Connected, Some(stream), None),
+        Ok(Err(e)) => (ConnectOutcome::from_io_error(&e), None, None),
+        Err(_) => (ConnectOutcome::NoReply(limit), None, None),
     }
 }
 
@@ -160,7 +166,8 @@ async fn connect_classified(
 async fn connect_classified(
     addr: SocketAddr,
     limit: Duration,
-) -> (ConnectOutcome, Option<TcpStream>) {
+    resets: Option<&ResetProbe>,
+) -> Classified {
     use std::os::fd::{FromRawFd, IntoRawFd};
 
     let socket = match if addr.is_ipv4() {
@@ -169,8 +176,9 @@ async fn connect_classified(
         tokio::net::TcpSocket::new_v6()
     } {
         Ok(s) => s,
-        Err(e) => return (ConnectOutcome::from_io_error(&e), None),
+        Err(e) => return (ConnectOutcome::from_io_error(&e), None, None),
     };
+    let answer = resets.and_then(|r| r.expect_answer(&socket, addr));
     let errqueue = crate::hops::errqueue::set_recverr(&socket, addr.is_ipv6());
     // What a failed attempt says: the queued ICMP error if there is one, else errno.
     let failed = |fd: &dyn std::os::fd::AsRawFd, e: &std::io::Error| {
@@ -186,25 +194,25 @@ async fn connect_classified(
             // Already answered (a refusal from this host arrives within the call)?
             match sock.take_error() {
                 Ok(None) => {}
-                Ok(Some(e)) | Err(e) => return (failed(&socket, &e), None),
+                Ok(Some(e)) | Err(e) => return (failed(&socket, &e), None, answer),
             }
         }
-        Err(e) => return (failed(&socket, &e), None),
+        Err(e) => return (failed(&socket, &e), None, answer),
     }
     // SAFETY: the descriptor comes from `into_raw_fd`, so it is a valid, open TCP socket owned
     // by nothing else; it is non-blocking (tokio made it so).
     let std_stream = unsafe { std::net::TcpStream::from_raw_fd(socket.into_raw_fd()) };
     let stream = match TcpStream::from_std(std_stream) {
         Ok(s) => s,
-        Err(e) => return (ConnectOutcome::from_io_error(&e), None),
+        Err(e) => return (ConnectOutcome::from_io_error(&e), None, answer),
     };
     // Writable means the handshake ended; SO_ERROR says how (what tokio's own connect does).
     match tokio::time::timeout(limit, stream.writable()).await {
-        Err(_) => (ConnectOutcome::NoReply(limit), None),
-        Ok(Err(e)) => (failed(&stream, &e), None),
+        Err(_) => (ConnectOutcome::NoReply(limit), None, None),
+        Ok(Err(e)) => (failed(&stream, &e), None, answer),
         Ok(Ok(())) => match stream.take_error() {
-            Ok(None) => (ConnectOutcome::Connected, Some(stream)),
-            Ok(Some(e)) | Err(e) => (failed(&stream, &e), None),
+            Ok(None) => (ConnectOutcome::Connected, Some(stream), None),
+            Ok(Some(e)) | Err(e) => (failed(&stream, &e), None, answer),
         },
     }
 }
@@ -413,24 +421,25 @@ pub async fn resolve_step(
             crate::hops::resolve::resolve(&ctx.resolver, host, reverse_dns, ctx.hop_timeout),
         )
         .await?;
-    route_step(chain, ctx, &addrs).await
+    route_step(chain, ctx, &addrs)
 }
 
-/// Runs hop `route` (the judgement is `hops::route`'s): looks up the route to every address. The value is the addresses that have a
+/// Runs hop `route` (the judgement is `hops::route`'s): looks up the route to every address
+/// (inline: see [`crate::hops::route::RouteCache`]). The value is the addresses that have a
 /// route (the ones worth connecting to).
-pub async fn route_hop(
+pub fn route_hop(
     addrs: &[IpAddr],
     cross_zone: bool,
     cache: &crate::hops::route::RouteCache,
 ) -> HopOutput<Vec<IpAddr>> {
     if let [addr] = addrs {
-        let (result, routed) = cache.single_address_hop(*addr, cross_zone).await;
+        let (result, routed) = cache.single_address_hop(*addr, cross_zone);
         let routed = if routed { vec![*addr] } else { Vec::new() };
         return HopOutput::ok(result, routed);
     }
     let mut routes = Vec::with_capacity(addrs.len());
     for addr in addrs {
-        routes.push((*addr, cache.lookup(*addr).await));
+        routes.push((*addr, cache.lookup(*addr)));
     }
     let routed: Vec<IpAddr> = routes
         .iter()
@@ -442,13 +451,9 @@ pub async fn route_hop(
 
 /// Records hop `route`. A `skip` (no route lookup on this platform) does not stop the chain:
 /// the addresses go on unchecked.
-pub async fn route_step(
-    chain: &mut Chain,
-    ctx: &RunContext,
-    addrs: &[IpAddr],
-) -> Option<Vec<IpAddr>> {
+pub fn route_step(chain: &mut Chain, ctx: &RunContext, addrs: &[IpAddr]) -> Option<Vec<IpAddr>> {
     let started = Instant::now();
-    let output = route_hop(addrs, ctx.cross_zone, &ctx.routes).await;
+    let output = route_hop(addrs, ctx.cross_zone, &ctx.routes);
     let result = output.result.with_duration(started.elapsed());
     if result.status == Status::Skip {
         chain.record(result);

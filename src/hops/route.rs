@@ -14,10 +14,9 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::json;
-use tokio::sync::OnceCell;
 
 use crate::model::{Cause, HopKind, HopResult, Status};
 
@@ -203,9 +202,15 @@ pub fn hop_result(
 }
 
 /// The routes looked up during one run, by address, so that a run of many checks to one host
-/// asks the kernel once (10,000 ports of one host: one lookup, not 10,000 netlink round trips on
-/// blocking threads). One run only: routes change, and a docker network created between two
-/// rounds of `watch` is exactly what hop `route` must see, so a cache never outlives its run.
+/// asks the kernel once (10,000 ports of one host: one lookup, not 10,000 netlink round trips).
+/// One run only: routes change, and a docker network created between two rounds of `watch` is
+/// exactly what hop `route` must see, so a cache never outlives its run.
+///
+/// A lookup runs inline, on the calling thread: it is two netlink round trips to the local
+/// kernel (tens of microseconds), less than handing it to a blocking thread and waking the
+/// waiting checks afterwards. That hand-off made hop `route` of 1,000 checks to one host take
+/// 3-47 ms (median 29 ms) each: every check parked on the first one's lookup, then waited its
+/// turn behind the others' connects. Now a check finds its route answered in microseconds.
 #[derive(Default)]
 pub struct RouteCache {
     by_addr: std::sync::Mutex<HashMap<IpAddr, Arc<RouteCell>>>,
@@ -215,53 +220,48 @@ pub struct RouteCache {
     judged: std::sync::Mutex<HashMap<(IpAddr, bool), HopResult>>,
 }
 
-/// One address's route, looked up once.
-type RouteCell = OnceCell<Result<RouteInfo, RouteError>>;
+/// One address's route, looked up once (concurrent first uses wait for the one lookup).
+type RouteCell = OnceLock<Result<RouteInfo, RouteError>>;
 
 impl RouteCache {
-    /// The route to `addr`: looked up on first use (concurrent first uses share one lookup).
-    pub async fn lookup(&self, addr: IpAddr) -> Result<RouteInfo, RouteError> {
-        self.cell(addr)
-            .get_or_init(|| ask_kernel(addr))
-            .await
-            .clone()
+    /// The route to `addr`: looked up on first use.
+    pub fn lookup(&self, addr: IpAddr) -> Result<RouteInfo, RouteError> {
+        self.with_route(addr, Clone::clone)
     }
 
     /// The source address of the route to `addr` (looked up on first use), without copying
     /// the rest of the route: the connect step asks this once per failed attempt.
-    pub async fn source(&self, addr: IpAddr) -> Option<IpAddr> {
-        let cell = self.cell(addr);
-        let route = cell.get_or_init(|| ask_kernel(addr)).await;
-        route.as_ref().ok()?.source
+    pub fn source(&self, addr: IpAddr) -> Option<IpAddr> {
+        self.with_route(addr, |route| route.as_ref().ok()?.source)
     }
 
     /// Hop `route` for a target with the one address `addr` (see [`hop_result`]), and whether
     /// the kernel has a route to it.
-    pub async fn single_address_hop(&self, addr: IpAddr, cross_zone: bool) -> (HopResult, bool) {
-        let cell = self.cell(addr);
-        let route = cell.get_or_init(|| ask_kernel(addr)).await;
-        let routed = !matches!(route, Err(RouteError::NoRoute { .. }));
-        let mut judged = self.judged.lock().unwrap_or_else(|e| e.into_inner());
-        let result = judged
-            .entry((addr, cross_zone))
-            .or_insert_with(|| hop_result(&[(addr, route.clone())], cross_zone))
-            .clone();
-        (result, routed)
+    pub fn single_address_hop(&self, addr: IpAddr, cross_zone: bool) -> (HopResult, bool) {
+        self.with_route(addr, |route| {
+            let ok = !matches!(route, Err(RouteError::NoRoute { .. }));
+            let mut judged = self.judged.lock().unwrap_or_else(|e| e.into_inner());
+            let hop = judged
+                .entry((addr, cross_zone))
+                .or_insert_with(|| hop_result(&[(addr, route.clone())], cross_zone))
+                .clone();
+            (hop, ok)
+        })
     }
 
-    /// `addr`'s cell, empty until its first lookup.
-    fn cell(&self, addr: IpAddr) -> Arc<RouteCell> {
-        let mut by_addr = self.by_addr.lock().unwrap_or_else(|e| e.into_inner());
-        by_addr.entry(addr).or_default().clone()
+    /// Calls `f` with `addr`'s route, asked of the kernel on first use.
+    fn with_route<R>(
+        &self,
+        addr: IpAddr,
+        f: impl FnOnce(&Result<RouteInfo, RouteError>) -> R,
+    ) -> R {
+        let cell = {
+            let mut by_addr = self.by_addr.lock().unwrap_or_else(|e| e.into_inner());
+            by_addr.entry(addr).or_default().clone()
+        };
+        // Outside the map's lock: lookups of other addresses go on meanwhile.
+        f(cell.get_or_init(|| lookup(addr)))
     }
-}
-
-/// One lookup for the cache: netlink round trips to the local kernel, quick, but blocking calls
-/// all the same.
-async fn ask_kernel(addr: IpAddr) -> Result<RouteInfo, RouteError> {
-    tokio::task::spawn_blocking(move || lookup(addr))
-        .await
-        .unwrap_or_else(|e| Err(RouteError::Lookup(e.to_string())))
 }
 
 /// The kernel's route to `addr`.
@@ -427,13 +427,13 @@ mod tests {
     /// The judgement copied from the cache is the one hop_result gives for the same route, for
     /// each cross-zone setting (kept apart), on every call.
     #[cfg(target_os = "linux")]
-    #[tokio::test]
-    async fn cached_single_address_hop_is_the_judgement_of_its_route() {
+    #[test]
+    fn cached_single_address_hop_is_the_judgement_of_its_route() {
         let cache = RouteCache::default();
         let addr = ip("127.0.0.1");
         let route = lookup(addr);
         for cross_zone in [false, true, false] {
-            let (hop, routed) = cache.single_address_hop(addr, cross_zone).await;
+            let (hop, routed) = cache.single_address_hop(addr, cross_zone);
             assert_eq!(hop, hop_result(&[(addr, route.clone())], cross_zone));
             assert!(routed);
         }

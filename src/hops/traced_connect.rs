@@ -16,7 +16,7 @@ use crate::model::{HopKind, HopResult};
 /// wait for its turn in the ICMP budget (one hop timeout at most) and its probes.
 async fn shared_trace(ctx: &RunContext, target: SocketAddr, limit: Duration) -> HopResult {
     let started = tokio::time::Instant::now();
-    let route = ctx.routes.lookup(target.ip()).await.ok();
+    let route = ctx.routes.lookup(target.ip()).ok();
     let gateway = route.as_ref().and_then(|r| r.gateway);
     let reach = match &route {
         Some(r) if r.gateway.is_none() => Reach::OnLink,

@@ -755,7 +755,7 @@ pub fn config_hop(config: &MsdtcConfig, role: Role) -> HopResult {
     let findings = judge(config, role);
     let data = config.to_data(role, &findings);
     let mut hop = hop_from_findings(&findings, summary(config, role));
-    hop.data = data;
+    hop.data = data.into();
     hop
 }
 
@@ -785,7 +785,7 @@ fn hop_from_findings(findings: &[Finding], summary: String) -> HopResult {
             .with_hint(hints.join(" | "))
         }
     };
-    hop.data = Map::new();
+    hop.data = Map::new().into();
     hop
 }
 

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -22,8 +22,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{oneshot, OnceCell};
 use tokio::time::Instant;
 
-use super::judge::{judge, ResetOrigin, TtlSource};
 use super::packet::{self, Segment};
+use super::{judge, ResetOrigin, TtlSource};
 
 /// (remote address, remote port, local port) of the segment a probe waits for.
 type Key = (Ipv4Addr, u16, u16);
@@ -38,7 +38,7 @@ type TargetTtl = Option<(u8, TtlSource)>;
 /// A run's state (see [`super::ResetProbe`]).
 #[derive(Default)]
 pub struct Probe {
-    raw: OnceCell<Result<Arc<RawTcp>, TtlUnread>>,
+    raw: OnceLock<Result<Arc<RawTcp>, String>>,
     /// Each target's own TTL, read once per run.
     target_ttls: Mutex<HashMap<Ipv4Addr, Arc<OnceCell<TargetTtl>>>>,
     /// One port per host that connected in this run.
@@ -57,29 +57,60 @@ impl Probe {
             .or_insert(addr.port());
     }
 
-    pub async fn origin(&self, target: SocketAddrV4, budget: Duration) -> ResetOrigin {
+    /// The run's raw socket, opened on first need (a run that never needs it never opens it).
+    fn raw(&self) -> &Result<Arc<RawTcp>, String> {
+        self.raw.get_or_init(|| RawTcp::open().map(Arc::new))
+    }
+
+    /// Before a connect to `target`: binds `socket`'s local port and waits on the raw socket for
+    /// the segment that will answer it, so that a refusal's own reset gives its TTL (no second
+    /// connect). `None` when the raw socket cannot be had or the port cannot be bound: a refusal
+    /// then has its origin read by a second connect, as before.
+    pub fn expect_answer(
+        &self,
+        socket: &tokio::net::TcpSocket,
+        target: SocketAddrV4,
+    ) -> Option<Answer> {
+        let raw = self.raw().as_ref().ok()?;
+        socket.bind((Ipv4Addr::UNSPECIFIED, 0).into()).ok()?;
+        let local = socket.local_addr().ok()?.port();
+        Some(Answer(raw.expect((*target.ip(), target.port(), local))))
+    }
+
+    /// Where the reset that refused a connect to `target` came from. `answer`: the wait set up
+    /// by [`Probe::expect_answer`] for that very connect; without it (or when its reset was not
+    /// seen) the port is connected once more to read a reset's TTL.
+    pub async fn origin(
+        &self,
+        target: SocketAddrV4,
+        budget: Duration,
+        answer: Option<Answer>,
+    ) -> ResetOrigin {
         let deadline = Instant::now() + budget;
-        let raw = match self
-            .raw
-            .get_or_init(|| async { RawTcp::open().map(Arc::new) })
-            .await
-        {
+        let raw = match self.raw() {
             Ok(raw) => raw.clone(),
             Err(why) => {
                 return ResetOrigin::NotChecked {
                     reset_ttl: None,
-                    why: why.to_string(),
+                    why: why.clone(),
                 }
             }
         };
-        let reset_ttl = match raw.reset_ttl(target, deadline).await {
-            Ok(ttl) => ttl,
-            Err(why) => {
-                return ResetOrigin::NotChecked {
-                    reset_ttl: None,
-                    why: why.to_string(),
+        let seen = match answer {
+            Some(mut answer) => answer.0.segment().await.filter(Segment::is_rst),
+            None => None,
+        };
+        let reset_ttl = match seen {
+            Some(segment) => segment.ttl,
+            None => match raw.reset_ttl(target, deadline).await {
+                Ok(ttl) => ttl,
+                Err(why) => {
+                    return ResetOrigin::NotChecked {
+                        reset_ttl: None,
+                        why,
+                    }
                 }
-            }
+            },
         };
         match self.target_ttl(&raw, *target.ip(), deadline).await {
             Some((target_ttl, target_ttl_from)) => ResetOrigin::Compared {
@@ -146,20 +177,23 @@ impl Waiters {
 }
 
 /// A probe's wait for the segment with `key`; unregistered when dropped, answered or not.
-struct Expected<'a> {
-    waiters: &'a Waiters,
+struct Expected {
+    waiters: Arc<Waiters>,
     key: Key,
     rx: Option<oneshot::Receiver<Segment>>,
 }
 
-impl Expected<'_> {
+/// The wait for the segment that answers one connect (see [`Probe::expect_answer`]).
+pub struct Answer(Expected);
+
+impl Expected {
     async fn segment(&mut self) -> Option<Segment> {
         let rx = self.rx.take()?;
         tokio::time::timeout(SEGMENT_WAIT, rx).await.ok()?.ok()
     }
 }
 
-impl Drop for Expected<'_> {
+impl Drop for Expected {
     fn drop(&mut self) {
         lock(&self.waiters.0).remove(&self.key);
     }
@@ -173,34 +207,6 @@ enum Handshake {
     NoAnswer,
 }
 
-/// Why the reset's TTL was not read: the reason a refused connect's origin was not checked.
-/// Shared by every check of the run when the raw socket could not be opened, hence `Clone` and
-/// the I/O errors behind an `Arc`.
-#[derive(Debug, Clone, thiserror::Error)]
-enum TtlUnread {
-    #[error(
-        "reading the reset's TTL needs a raw socket (root or CAP_NET_RAW), which this run does \
-         not have"
-    )]
-    NoPrivilege,
-    #[error("cannot open a raw socket to read the reset's TTL: {0}")]
-    RawSocket(Arc<std::io::Error>),
-    #[error("raw socket: {0}")]
-    Setup(Arc<std::io::Error>),
-    #[error("{SECOND_CONNECT} could not be made: {0}")]
-    Connect(Arc<std::io::Error>),
-    #[error("{SECOND_CONNECT} was refused but its reset was not seen on the raw socket")]
-    ResetNotSeen,
-    #[error("{SECOND_CONNECT} was accepted: the port opened in between")]
-    Accepted,
-    #[error("{SECOND_CONNECT} ended otherwise: {0}")]
-    Failed(Arc<std::io::Error>),
-    #[error("{SECOND_CONNECT} got no answer in time")]
-    NoAnswer,
-}
-
-const SECOND_CONNECT: &str = "a second connect, made to read the reset's TTL,";
-
 /// Hands a raw socket to tokio's reactor, for reading.
 fn register(socket: Socket) -> std::io::Result<AsyncFd<Socket>> {
     // SAFETY: the Socket owns its descriptor, which stays open and the same until the AsyncFd
@@ -210,31 +216,44 @@ fn register(socket: Socket) -> std::io::Result<AsyncFd<Socket>> {
 }
 
 /// `EPERM`/`EACCES` from `socket(SOCK_RAW)`: the run is not privileged.
-fn raw_socket(protocol: Protocol) -> Result<Socket, TtlUnread> {
+fn raw_socket(protocol: Protocol) -> Result<Socket, String> {
     let socket = Socket::new(Domain::IPV4, Type::from(libc::SOCK_RAW), Some(protocol)).map_err(
         |e| match e.raw_os_error() {
-            Some(libc::EPERM | libc::EACCES) => TtlUnread::NoPrivilege,
-            _ => TtlUnread::RawSocket(Arc::new(e)),
+            Some(libc::EPERM | libc::EACCES) => "reading the reset's TTL needs a raw socket (root \
+                 or CAP_NET_RAW), which this run does not have"
+                .to_string(),
+            _ => format!("cannot open a raw socket to read the reset's TTL: {e}"),
         },
     )?;
     socket
         .set_nonblocking(true)
-        .map_err(|e| TtlUnread::Setup(Arc::new(e)))?;
+        .map_err(|e| format!("raw socket: {e}"))?;
     Ok(socket)
 }
 
 impl RawTcp {
-    fn open() -> Result<RawTcp, TtlUnread> {
+    fn open() -> Result<RawTcp, String> {
         let socket = raw_socket(Protocol::TCP)?;
         // Without the filter the reader still matches in user space, only with more copies.
         if let Err(e) = attach_rst_synack_filter(&socket) {
             tracing::debug!("raw TCP socket: cannot attach the reset/SYN-ACK filter: {e}");
         }
         enlarge_receive_buffer(&socket);
-        let fd = register(socket).map_err(|e| TtlUnread::Setup(Arc::new(e)))?;
+        let fd = register(socket).map_err(|e| format!("raw socket: {e}"))?;
         let waiters = Arc::new(Waiters::default());
         let reader = tokio::spawn(read_segments(fd, waiters.clone())).abort_handle();
         Ok(RawTcp { waiters, reader })
+    }
+
+    /// Registers the wait for the segment with `key`.
+    fn expect(&self, key: Key) -> Expected {
+        let (tx, rx) = oneshot::channel();
+        lock(&self.waiters.0).insert(key, tx);
+        Expected {
+            waiters: self.waiters.clone(),
+            key,
+            rx: Some(rx),
+        }
     }
 
     /// Connects to `to` from a local port bound first, and hands back how the handshake ended
@@ -243,18 +262,13 @@ impl RawTcp {
         &self,
         to: SocketAddrV4,
         deadline: Instant,
-    ) -> std::io::Result<(Handshake, Option<Segment>)> {
-        let socket = tokio::net::TcpSocket::new_v4()?;
-        socket.bind((Ipv4Addr::UNSPECIFIED, 0).into())?;
-        let local = socket.local_addr()?.port();
-        let key = (*to.ip(), to.port(), local);
-        let (tx, rx) = oneshot::channel();
-        lock(&self.waiters.0).insert(key, tx);
-        let mut expected = Expected {
-            waiters: &self.waiters,
-            key,
-            rx: Some(rx),
-        };
+    ) -> Result<(Handshake, Option<Segment>), String> {
+        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        socket
+            .bind((Ipv4Addr::UNSPECIFIED, 0).into())
+            .map_err(|e| e.to_string())?;
+        let local = socket.local_addr().map_err(|e| e.to_string())?.port();
+        let mut expected = self.expect((*to.ip(), to.port(), local));
         let ended = match tokio::time::timeout_at(deadline, socket.connect(to.into())).await {
             Ok(Ok(_stream)) => Handshake::Connected,
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Handshake::Refused,
@@ -269,17 +283,18 @@ impl RawTcp {
     }
 
     /// The TTL of the reset a second connect to `target` gets.
-    async fn reset_ttl(&self, target: SocketAddrV4, deadline: Instant) -> Result<u8, TtlUnread> {
-        let ended = self
-            .handshake(target, deadline)
-            .await
-            .map_err(|e| TtlUnread::Connect(Arc::new(e)))?;
-        match ended {
+    async fn reset_ttl(&self, target: SocketAddrV4, deadline: Instant) -> Result<u8, String> {
+        let again = "a second connect, made to read the reset's TTL,";
+        match self.handshake(target, deadline).await? {
             (Handshake::Refused, Some(segment)) if segment.is_rst() => Ok(segment.ttl),
-            (Handshake::Refused, _) => Err(TtlUnread::ResetNotSeen),
-            (Handshake::Connected, _) => Err(TtlUnread::Accepted),
-            (Handshake::Failed(e), _) => Err(TtlUnread::Failed(Arc::new(e))),
-            (Handshake::NoAnswer, _) => Err(TtlUnread::NoAnswer),
+            (Handshake::Refused, _) => Err(format!(
+                "{again} was refused but its reset was not seen on the raw socket"
+            )),
+            (Handshake::Connected, _) => {
+                Err(format!("{again} was accepted: the port opened in between"))
+            }
+            (Handshake::Failed(e), _) => Err(format!("{again} ended otherwise: {e}")),
+            (Handshake::NoAnswer, _) => Err(format!("{again} got no answer in time")),
         }
     }
 

@@ -287,8 +287,8 @@ async fn dtc_name_flow(
         }
     }
     if let Some(epm) = epm {
-        for (k, v) in epm.data {
-            r = r.with_data(&k, v);
+        for (k, v) in &epm.data {
+            r = r.with_data(k, v.clone());
         }
         r = r.with_data("port", EPM_PORT);
     }
