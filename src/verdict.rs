@@ -100,6 +100,7 @@ pub fn firewall_requests(report: &Report) -> Vec<FirewallRequest> {
                 let key = (
                     row.source.clone(),
                     row.destination.clone(),
+                    row.protocol,
                     row.ports.clone(),
                 );
                 if seen.insert(key) {
@@ -113,7 +114,10 @@ pub fn firewall_requests(report: &Report) -> Vec<FirewallRequest> {
 
 /// The blocked flows one hop shows: one per failed attempt that was dropped or rejected.
 fn blocked_flows(check: &CheckResult, hop: &HopResult) -> Vec<FirewallRequest> {
-    if !matches!(hop.hop, HopKind::Tcp | HopKind::RpcPort | HopKind::Callback)
+    if !matches!(
+        hop.hop,
+        HopKind::Tcp | HopKind::RpcPort | HopKind::Callback | HopKind::Kdc
+    )
         || !matches!(hop.status, Status::Fail | Status::Warn)
     {
         return Vec::new();
@@ -154,11 +158,19 @@ fn blocked_flows(check: &CheckResult, hop: &HopResult) -> Vec<FirewallRequest> {
             .filter_map(|a| {
                 let observed = Observed::of(a.get("cause")?.as_str()?)?;
                 let destination = a.get("address")?.as_str()?.parse().ok()?;
-                with_far_side(row(
+                let mut r = row(
                     destination,
                     a.get("source").and_then(Value::as_str),
                     observed,
-                ))
+                );
+                // Hop `kdc` probes several services and UDP too: each attempt names its own.
+                if let Some(service) = a.get("service").and_then(Value::as_str) {
+                    r.service = Some(service.to_string());
+                }
+                if a.get("protocol").and_then(Value::as_str) == Some("udp") {
+                    r.protocol = "udp";
+                }
+                with_far_side(r)
             })
             .collect(),
         // A callback that failed on the near side's account has no attempts: the target names
@@ -265,8 +277,9 @@ pub fn request_line(r: &FirewallRequest) -> String {
         .map(|f| format!(" ({f})"))
         .unwrap_or_default();
     format!(
-        "{from} -> {} TCP {}{service} {}{far_side}",
+        "{from} -> {} {} {}{service} {}{far_side}",
         end(&r.to_zone, Some(&r.destination)),
+        r.protocol.to_ascii_uppercase(),
         r.ports,
         r.observed.as_str().to_ascii_uppercase()
     )

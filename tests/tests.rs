@@ -27,6 +27,7 @@ mod epm_samba;
 mod export_baseline;
 mod export_formats;
 mod export_progress;
+mod kerberos_samba;
 mod matrix;
 mod ms_drivers;
 mod msdtc_config;

@@ -16,11 +16,13 @@ pub mod connect;
 #[cfg(target_os = "linux")]
 pub mod errqueue;
 pub mod idle;
+pub mod kdc;
 pub mod kind;
 pub mod path;
 pub mod reset_origin;
 pub mod resolve;
 pub mod route;
+pub mod spn;
 #[cfg(windows)]
 mod route_windows;
 pub mod traced_connect;

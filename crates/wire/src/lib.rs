@@ -8,10 +8,12 @@
 //!   and the ones its test peer writes (ENVCHANGE, INFO/ERROR, DONE).
 //! - [`ssrp`]: the SQL Server Browser protocol (UDP 1434).
 //! - [`agent`]: the agent protocol's frames and message types.
+//! - [`kerberos`]: the Kerberos AS-REQ probe, the KRB-ERROR answer, a ticket's encryption type.
 //!
 //! Every decoder takes untrusted input and returns an error (or `None`) instead of panicking.
 
 pub mod agent;
 pub mod dcerpc;
+pub mod kerberos;
 pub mod ssrp;
 pub mod tds;

@@ -7,6 +7,7 @@
 
 pub mod classify;
 pub mod enlist;
+pub mod kerberos;
 pub mod run;
 pub mod server_info;
 pub mod sniff;

@@ -15,6 +15,7 @@ use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 use super::classify::{classify_failure, failure_from_tiberius, tds_version_name, Failure};
 use super::enlist;
+use super::kerberos;
 use super::server_info;
 use super::sniff::{self, Observed, Sniffer};
 use super::spec::{self, Auth, Encrypt, MssqlTarget, TxMode};
@@ -35,7 +36,9 @@ pub fn planned_hops(t: &MssqlTarget) -> Vec<HopKind> {
     if t.needs_browser() {
         v.push(HopKind::Sqlbrowser);
     }
-    v.extend([HopKind::Tcp, HopKind::Login]);
+    v.push(HopKind::Tcp);
+    v.extend(kerberos::planned(t));
+    v.push(HopKind::Login);
     if t.tx != TxMode::None {
         v.push(HopKind::TxLocal);
     }
@@ -62,6 +65,8 @@ pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
     // reported on the login hop, after the network hops have said what they can.
     let password = match t.auth {
         Auth::Integrated => Ok(None),
+        // Without a user, Kerberos takes the credential cache (kinit).
+        Auth::Kerberos if t.user.is_none() => Ok(None),
         _ => secret::obtain(t.password.as_ref(), &t.label())
             .await
             .map(Some),
@@ -101,6 +106,15 @@ pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
         }
     };
 
+    let krb_ccache = if t.auth == Auth::Kerberos {
+        match kerberos::before_login(&mut chain, ctx, t, addr, password.as_ref()).await {
+            Some(ready) => ready.ccache,
+            None => return chain.finish(),
+        }
+    } else {
+        None
+    };
+
     // tx_enlist logs in again on its own TDS session.
     let enlist_password = if t.tx == TxMode::Enlist {
         password.clone()
@@ -111,7 +125,7 @@ pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
         .step_with_timeout(
             HopKind::Login,
             limit * 2,
-            login_hop(t, addr, password, limit * 2),
+            kerberos::with_ccache(krb_ccache, login_hop(t, addr, password, limit * 2)),
         )
         .await
     else {
@@ -402,6 +416,7 @@ fn build_config(t: &MssqlTarget, port: u16, password: Option<&Secret>) -> Result
         Auth::Windows => AuthMethod::windows(user, password.map(Secret::expose).unwrap_or("")),
         #[cfg(windows)]
         Auth::Integrated => AuthMethod::Integrated,
+        Auth::Kerberos => kerberos::auth_method()?,
         #[cfg(not(windows))]
         Auth::Windows | Auth::Integrated => {
             return Err(Failure::Protocol(
@@ -761,6 +776,7 @@ fn common_login_data(
     r = r
         .with_data("address", addr.to_string())
         .with_data("auth", t.auth.as_str())
+        .with_data("auth_scheme", kerberos::auth_scheme(t.auth))
         .with_data("encryption_requested", t.encrypt.as_str())
         .with_data("trust_server_certificate", t.trust_server_certificate);
     if let Some(p) = &observed.prelogin {
