@@ -4,9 +4,9 @@
 //! finds the KDC the way a domain client does: DNS SRV records served by the DC's own DNS.
 //!
 //! Cases (issue 28): SPN present (kdc, spn and login pass, the login's scheme is kerberos); SPN
-//! missing (spn_missing); the router dropping 88 (kdc fails, firewall request rows for TCP and
-//! UDP 88); a clock 20 minutes ahead (faketime: clock_skew with the offset). The duplicate SPN
-//! (spn_duplicate, from an LDAP search) is not checked yet: docs/kerberos.md.
+//! missing (spn_missing); the SPN on two accounts (spn_duplicate from an LDAP search, naming
+//! both); the router dropping 88 (kdc fails, firewall request rows for TCP and UDP 88); a clock
+//! 20 minutes ahead (faketime: clock_skew with the offset).
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -59,7 +59,7 @@ impl Setup {
     /// with the client krb5.conf and the password file; returns (exit code, report, stderr).
     fn check(&self, host: &str, faketime: Option<&str>, extra: &[&str]) -> (i32, Value, String) {
         let url = format!(
-            "mssql://{}@{host}:1433/app?auth=kerberos&encrypt=off&tx=none",
+            "mssql://{}@{host}:1433/app?auth=kerberos&encrypt=off&trust_server_certificate=true&tx=none",
             samba_ad::CLIENT_USER
         );
         let pw = self.dir.path().join("pw");
@@ -133,7 +133,7 @@ fn kerberos_spn_present_passes_with_a_kerberos_login() {
     // Samba's exported service key is RC4 only (klist -e shows the same ticket type).
     assert_eq!(spn["data"]["enctype"], "rc4-hmac", "{spn:#}");
     let login = hop(&report, "k", "login");
-    assert_eq!(status(login), ("pass", ""), "{login:#}\n{:?}", s.peer.events());
+    assert_eq!(status(login), ("pass", ""), "{login:#}\n{:?}\n{stderr}", s.peer.events());
     assert_eq!(login["data"]["auth_scheme"], "kerberos", "{login:#}");
     assert!(
         s.peer.events().contains(&Event::Kerberos(krb::Outcome::Authenticated(
@@ -208,4 +208,31 @@ fn kerberos_clock_twenty_minutes_ahead_is_clock_skew() {
     assert_eq!(spn["cause"], "clock_skew", "{spn:#}");
     assert_eq!(spn["data"]["clock_offset_seconds"], offset);
     assert!(spn["detail"].as_str().unwrap().contains("s off the KDC's"), "{spn:#}");
+}
+
+#[test]
+fn kerberos_spn_on_two_accounts_is_spn_duplicate_from_ldap() {
+    let Some(s) = setup("kerberos_spn_on_two_accounts_is_spn_duplicate_from_ldap") else {
+        return;
+    };
+    let (code, report, stderr) = s.check(samba_ad::DUP_HOST, None, &[]);
+    let spn = hop(&report, "k", "spn");
+    assert_eq!(status(spn), ("fail", "spn_duplicate"), "{spn:#}\n{stderr}");
+    let holders = spn["data"]["spn_accounts"]["MSSQLSvc/dup.dtc.test:1433"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{spn:#}"));
+    let mut names: Vec<String> = holders
+        .iter()
+        .map(|d| d.as_str().unwrap().to_ascii_lowercase())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "cn=other,cn=users,dc=dtc,dc=test",
+            "cn=sqlsvc,cn=users,dc=dtc,dc=test"
+        ],
+        "{spn:#}"
+    );
+    assert_eq!(code, 1);
 }

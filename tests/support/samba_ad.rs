@@ -195,7 +195,7 @@ fn provision(dir: &Path) {
     // interface settings it writes are the ones the copies will serve.
     let ns = Netns::new("dpadp");
     ns.sh(&format!(
-        "ip link add d0 type dummy && ip addr add {DC_IP}/24 dev d0 && ip link set d0 up"
+        "ip link add d0 type veth peer name d1 && ip addr add {DC_IP}/24 dev d0 && ip link set d0 up && ip link set d1 up"
     ));
     ns.etc_file("resolv.conf", &format!("nameserver {DC_IP}\n"));
     let started = std::time::Instant::now();

@@ -9,11 +9,14 @@
 //! - [`ssrp`]: the SQL Server Browser protocol (UDP 1434).
 //! - [`agent`]: the agent protocol's frames and message types.
 //! - [`kerberos`]: the Kerberos AS-REQ probe, the KRB-ERROR answer, a ticket's encryption type.
+//! - [`ldap`]: an LDAP SASL bind and an equality search (an SPN on two accounts).
 //!
 //! Every decoder takes untrusted input and returns an error (or `None`) instead of panicking.
 
 pub mod agent;
 pub mod dcerpc;
+mod der;
 pub mod kerberos;
+pub mod ldap;
 pub mod ssrp;
 pub mod tds;

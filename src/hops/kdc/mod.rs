@@ -32,8 +32,8 @@ pub struct KdcFindings {
     pub answering: Vec<IpAddr>,
     /// This host's clock minus the KDC's, in seconds (from the first KRB-ERROR read).
     pub clock_offset_seconds: Option<i64>,
-    /// Addresses whose TCP 389 (LDAP) connected.
-    pub ldap: Vec<IpAddr>,
+    /// Domain controllers whose TCP 389 (LDAP) connected: (host name, address).
+    pub ldap: Vec<(String, IpAddr)>,
 }
 
 /// One flow probed: protocol, port, service name for the firewall request.
@@ -71,6 +71,8 @@ const FLOWS: [Flow; 4] = [
 #[derive(Debug, Clone)]
 struct Probe {
     flow: Flow,
+    /// The KDC's host name (as found).
+    host: String,
     addr: SocketAddr,
     source: Option<IpAddr>,
     /// `None`: it worked.
@@ -113,7 +115,7 @@ pub async fn kdc_hop(
         }
     };
     let mut hosts = Vec::new();
-    let mut addrs: Vec<IpAddr> = Vec::new();
+    let mut addrs: Vec<(IpAddr, String)> = Vec::new();
     for kdc in &kdcs {
         let resolved = match ctx.resolver.forward(&kdc.host, limit).await {
             Ok(a) => a.into_iter().filter(IpAddr::is_ipv4).collect::<Vec<_>>(),
@@ -128,8 +130,8 @@ pub async fn kdc_hop(
             "addresses": resolved.iter().map(IpAddr::to_string).collect::<Vec<_>>(),
         }));
         for a in resolved {
-            if !addrs.contains(&a) {
-                addrs.push(a);
+            if !addrs.iter().any(|(known, _)| *known == a) {
+                addrs.push((a, kdc.host.clone()));
             }
         }
     }
@@ -145,11 +147,14 @@ pub async fn kdc_hop(
         .map(|c| c.split(['@', '\\']).next_back().unwrap_or(c))
         .map(|c| c.split('@').next().unwrap_or(c).to_string())
         .unwrap_or_else(|| "dtcprobe-kdc-probe".to_string());
-    let probes = join_all(addrs.iter().flat_map(|ip| {
+    let probes = join_all(addrs.iter().flat_map(|(ip, host)| {
         let principal = principal.clone();
         FLOWS.iter().map(move |flow| {
             let principal = principal.clone();
-            async move { probe(*flow, SocketAddr::new(*ip, flow.port), &principal, realm, limit).await }
+            async move {
+                let to = SocketAddr::new(*ip, flow.port);
+                probe(*flow, host, to, &principal, realm, limit).await
+            }
         })
     }))
     .await;
@@ -177,9 +182,17 @@ fn now_seconds() -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn probe(flow: Flow, addr: SocketAddr, client: &str, realm: &str, limit: Duration) -> Probe {
+async fn probe(
+    flow: Flow,
+    host: &str,
+    addr: SocketAddr,
+    client: &str,
+    realm: &str,
+    limit: Duration,
+) -> Probe {
     let mut p = Probe {
         flow,
+        host: host.to_string(),
         addr,
         source: connect::route_source(addr),
         failure: None,
@@ -310,8 +323,8 @@ fn findings(probes: &[Probe]) -> KdcFindings {
         if ok && p.flow.port == 88 && !f.answering.contains(&p.addr.ip()) {
             f.answering.push(p.addr.ip());
         }
-        if ok && p.flow.port == 389 && !f.ldap.contains(&p.addr.ip()) {
-            f.ldap.push(p.addr.ip());
+        if ok && p.flow.port == 389 && !f.ldap.iter().any(|(_, a)| *a == p.addr.ip()) {
+            f.ldap.push((p.host.clone(), p.addr.ip()));
         }
         if f.clock_offset_seconds.is_none() {
             if let (Some(a), Some(at)) = (&p.answer, p.answered_at) {
@@ -411,6 +424,7 @@ mod tests {
                 .iter()
                 .find(|f| f.protocol == protocol && f.port == port)
                 .unwrap(),
+            host: "dc1.dtc.test".into(),
             addr: SocketAddr::from(([198, 18, 2, 10], port)),
             source: None,
             failure: failure.map(|c| Verdict::new(c, "x", "y")),

@@ -81,6 +81,7 @@ pub async fn before_login(
         user: t.user.clone(),
         password: password.cloned(),
         keep_in: Some(format!("MEMORY:dtcprobe-{}", ctx.check)),
+        ldap: findings.ldap.first().cloned(),
     };
     let ticket = chain
         .step(
@@ -123,22 +124,50 @@ pub fn auth_scheme(auth: Auth) -> &'static str {
     }
 }
 
-/// Runs `login` with MIT krb5's credential cache set to `ccache` for the calling thread during
-/// each of its polls (`gss_krb5_ccache_name` is per thread; a task moves between threads, so it
-/// is set before and cleared after every poll): tiberius's integrated authentication reads the
-/// default cache, and this makes that the password's cache for this login only.
+/// Runs `login` with MIT krb5's credential cache set to `ccache` (see [`carry_ccache`]):
+/// tiberius's integrated authentication reads the default cache, and this makes that the
+/// password's cache for this login only.
 pub async fn with_ccache<F: std::future::Future>(ccache: Option<String>, login: F) -> F::Output {
     #[cfg(unix)]
     if let Some(name) = ccache.and_then(|n| std::ffi::CString::new(n).ok()) {
-        return ThreadCcache {
-            inner: Box::pin(login),
-            name,
-        }
-        .await;
+        return LOGIN_CCACHE.scope(name, login).await;
     }
     #[cfg(not(unix))]
     let _ = ccache;
     login.await
+}
+
+#[cfg(unix)]
+tokio::task_local! {
+    /// The credential cache of the login running in this task ([`with_ccache`]).
+    static LOGIN_CCACHE: std::ffi::CString;
+}
+
+/// `fut`, to be spawned as a task of its own by the login (its driver runs in a guarded task),
+/// with the login's credential cache: MIT's `gss_krb5_ccache_name` is per thread and a task moves
+/// between threads, so it is set before and cleared after every poll of `fut`.
+pub fn carry_ccache<F>(fut: F) -> impl std::future::Future<Output = F::Output> + Send + 'static
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send,
+{
+    #[cfg(unix)]
+    let name = LOGIN_CCACHE.try_with(|n| n.clone()).ok();
+    #[cfg(not(unix))]
+    let name: Option<std::ffi::CString> = None;
+    async move {
+        match name {
+            #[cfg(unix)]
+            Some(name) => {
+                ThreadCcache {
+                    inner: Box::pin(fut),
+                    name,
+                }
+                .await
+            }
+            _ => fut.await,
+        }
+    }
 }
 
 #[cfg(unix)]

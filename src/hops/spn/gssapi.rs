@@ -17,9 +17,10 @@ use dtcprobe_wire::kerberos as krb;
 /// RFC 4120 protocol errors.
 const KRB5_ERROR_BASE: i64 = -1_765_328_384;
 
-pub fn ticket(req: &SpnRequest, spn: &str) -> Result<Ticket, TicketError> {
+/// The client's credentials: from the password, else the default credential cache.
+fn credentials(req: &SpnRequest) -> Result<Cred, TicketError> {
     let mechs = krb5_mechs().map_err(|e| library(&e, false))?;
-    let cred = match (&req.password, req.client_principal()) {
+    Ok(match (&req.password, req.client_principal()) {
         (Some(password), Some(principal)) => {
             let name = Name::new(principal.as_bytes(), Some(GSS_NT_KRB5_PRINCIPAL))
                 .map_err(|e| library(&e, true))?;
@@ -34,7 +35,22 @@ pub fn ticket(req: &SpnRequest, spn: &str) -> Result<Ticket, TicketError> {
         }
         _ => Cred::acquire(None, None, CredUsage::Initiate, Some(&mechs))
             .map_err(|e| library(&e, true))?,
-    };
+    })
+}
+
+/// The accounts holding `spn`, from the DC's LDAP (see [`super::ldap_search`]).
+pub fn spn_accounts(
+    req: &SpnRequest,
+    dc: &(String, std::net::IpAddr),
+    spn: &str,
+    limit: std::time::Duration,
+) -> Result<Vec<String>, String> {
+    let cred = credentials(req).map_err(|e| e.message)?;
+    super::ldap_search::accounts_with_spn(&dc.0, dc.1, &req.realm, cred, spn, limit)
+}
+
+pub fn ticket(req: &SpnRequest, spn: &str) -> Result<Ticket, TicketError> {
+    let cred = credentials(req)?;
     let target = format!("{spn}@{}", req.realm);
     let target =
         Name::new(target.as_bytes(), Some(GSS_NT_KRB5_PRINCIPAL)).map_err(|e| library(&e, false))?;
@@ -84,8 +100,8 @@ pub fn ticket(req: &SpnRequest, spn: &str) -> Result<Ticket, TicketError> {
 }
 
 fn krb5_mechs() -> Result<OidSet, GssError> {
-    let mut set = OidSet::new()?;
-    set.add(&GSS_MECH_KRB5)?;
+    let mut set = OidSet::new();
+    set.add(GSS_MECH_KRB5)?;
     Ok(set)
 }
 

@@ -11,6 +11,8 @@
 
 #[cfg(unix)]
 mod gssapi;
+#[cfg(unix)]
+mod ldap_search;
 
 use std::time::Duration;
 
@@ -37,6 +39,9 @@ pub struct SpnRequest {
     /// `user`, `user@REALM` or `DOMAIN\user`; `None`: the credential cache (`KRB5CCNAME`).
     pub user: Option<String>,
     pub password: Option<Secret>,
+    /// A domain controller whose LDAP answered (host, address): where to look for an SPN on
+    /// two accounts. `None`: not looked for.
+    pub ldap: Option<(String, std::net::IpAddr)>,
     /// Where to keep the credentials a password gave (a `MEMORY:` cache of this process), so
     /// the login can use them; `None`: not kept.
     pub keep_in: Option<String>,
@@ -101,13 +106,14 @@ pub async fn spn_hop(
     let offset = kdc.and_then(|k| k.clock_offset_seconds);
     let mut tried = Vec::new();
     let mut first_error: Option<(String, TicketError)> = None;
+    let mut ticket = None;
+    let mut searched = Vec::new();
     for spn in req.spns() {
+        searched.push(spn.clone());
         match request_ticket(req, &spn, limit).await {
-            Ok(ticket) => {
-                return HopOutput::ok(
-                    with_offset(pass(&ticket, &tried, offset), offset),
-                    ticket,
-                )
+            Ok(t) => {
+                ticket = Some(t);
+                break;
             }
             Err(e) => {
                 tried.push(format!("{spn}: {}", e.message));
@@ -117,8 +123,91 @@ pub async fn spn_hop(
             }
         }
     }
-    let (spn, e) = first_error.expect("at least one SPN is tried");
-    HopOutput::stop(with_offset(fail(req, &spn, &e, &tried, offset), offset))
+    // Where LDAP answers, who holds each SPN tried: two accounts is the finding, whatever the
+    // KDC said (Samba answers "not found" for such an SPN; Windows issues a ticket one of the
+    // two services cannot decrypt).
+    let holders = match &req.ldap {
+        Some(dc) => Some(spn_holders(req, dc, &searched, limit).await),
+        None => None,
+    };
+    let duplicate = holders.as_ref().and_then(|h| {
+        h.iter()
+            .find_map(|(spn, found)| match found {
+                Ok(dns) if dns.len() > 1 => Some((spn.clone(), dns.clone())),
+                _ => None,
+            })
+    });
+    let result = match (duplicate, &ticket, &first_error) {
+        (Some((spn, dns)), _, _) => HopResult::fail(
+            HopKind::Spn,
+            Cause::SpnDuplicate,
+            format!(
+                "SPN {spn} is registered on {} accounts: {}",
+                dns.len(),
+                dns.join("; ")
+            ),
+        )
+        .with_hint(format!(
+            "an SPN must be on exactly one account (setspn -X lists duplicates): remove it from \
+             every account but the SQL Server's service account (setspn -D {spn} DOMAIN\\account)"
+        ))
+        .with_data("spn", spn),
+        (None, Some(t), _) => pass(t, &tried, offset),
+        (None, None, Some((spn, e))) => fail(req, spn, e, &tried, offset),
+        (None, None, None) => HopResult::fail(HopKind::Spn, Cause::Internal, "no SPN to try"),
+    };
+    let result = match holders {
+        Some(h) => result.with_data("spn_accounts", holders_data(&h)),
+        None => result,
+    };
+    let result = with_offset(result, offset);
+    match ticket {
+        Some(t) if result.lets_chain_continue() => HopOutput::ok(result, t),
+        _ => HopOutput::stop(result),
+    }
+}
+
+/// Per SPN: the accounts holding it, or why LDAP could not tell.
+async fn spn_holders(
+    req: &SpnRequest,
+    dc: &(String, std::net::IpAddr),
+    spns: &[String],
+    limit: Duration,
+) -> Vec<(String, Result<Vec<String>, String>)> {
+    let mut out = Vec::new();
+    for spn in spns {
+        #[cfg(unix)]
+        let found = {
+            let (req, dc, spn) = (req.clone(), dc.clone(), spn.clone());
+            let work = tokio::task::spawn_blocking(move || gssapi::spn_accounts(&req, &dc, &spn, limit));
+            match tokio::time::timeout(limit, work).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => Err(format!("the LDAP search failed: {e}")),
+                Err(_) => Err(format!("no LDAP answer within {limit:?}")),
+            }
+        };
+        #[cfg(not(unix))]
+        let found: Result<Vec<String>, String> = {
+            let _ = (req, dc, limit);
+            Err("not searched in this build".into())
+        };
+        out.push((spn.clone(), found));
+    }
+    out
+}
+
+fn holders_data(h: &[(String, Result<Vec<String>, String>)]) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for (spn, found) in h {
+        map.insert(
+            spn.clone(),
+            match found {
+                Ok(dns) => json!(dns),
+                Err(why) => json!(format!("not searched: {why}")),
+            },
+        );
+    }
+    serde_json::Value::Object(map)
 }
 
 fn with_offset(r: HopResult, offset: Option<i64>) -> HopResult {
@@ -265,6 +354,7 @@ mod tests {
             user: Some("CORP\\probe".into()),
             password: None,
             keep_in: None,
+            ldap: None,
         }
     }
 
