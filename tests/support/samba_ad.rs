@@ -14,7 +14,8 @@
 //!   through samba-tool and through sam.ldb's modules, so the second one is written straight
 //!   into the domain partition's ldb file while samba is not running (as a replication
 //!   conflict or an old domain's import leaves it); Samba's KDC then answers "not found" for it;
-//! - no SPN at all for `nospn.dtc.test`.
+//! - no SPN at all for `nospn.dtc.test`;
+//! - the DC's own SPNs (`ldap/dc1.dtc.test` ...), registered with `samba_spnupdate`.
 #![allow(dead_code)]
 
 use std::os::unix::process::CommandExt;
@@ -50,7 +51,7 @@ const SERVICE_PASSWORD: &str = "Svc!Passw0rd1";
 const OTHER_PASSWORD: &str = "Oth!Passw0rd1";
 
 /// Bumped whenever the template's contents change, so an old one is not reused.
-const TEMPLATE_VERSION: &str = "v1";
+const TEMPLATE_VERSION: &str = "v2";
 
 pub fn available(test: &str) -> bool {
     for tool in ["/usr/sbin/samba", "/usr/bin/samba-tool", "/usr/bin/ldbmodify"] {
@@ -128,7 +129,7 @@ impl AdZones {
             .replace(" tcp ", " tcp dport ")
             .replace(" udp ", " udp dport ");
         self.router.nft(&format!(
-            "table inet f {{\n  chain fwd {{\n    type filter hook forward priority 0;\n{rules}  }}\n}}\n"
+            "table inet f {{\n  chain to_dc {{\n    type filter hook forward priority 0;\n{rules}  }}\n}}\n"
         ));
     }
 }
@@ -216,9 +217,6 @@ fn provision(dir: &Path) {
             // Only what the tests use: no smbd, winbindd, replication or NTP signing.
             "--option=server services=kdc ldap dns cldap",
             "--option=dns forwarder=",
-            // The tests read servicePrincipalName over plain LDAP with a simple bind (the
-            // test's own throwaway domain; real domain controllers get a SASL bind).
-            "--option=ldap server require strong auth=no",
         ]),
     );
     eprintln!(
@@ -229,6 +227,12 @@ fn provision(dir: &Path) {
     let tool = |args: &[&str]| {
         run_ok(Command::new("samba-tool").args(args).args(["-H", &sam]));
     };
+    // The DC's own SPNs (ldap/dc1.dtc.test ...): samba registers them at start-up through its
+    // dnsupdate service, which the tests do not run; the LDAP bind needs a ticket for ldap/.
+    run_ok(Command::new("samba_spnupdate").args([
+        "-s",
+        &format!("{}/etc/smb.conf", dir.display()),
+    ]));
     tool(&["user", "create", CLIENT_USER, CLIENT_PASSWORD]);
     tool(&["user", "create", SERVICE_ACCOUNT, SERVICE_PASSWORD]);
     tool(&["user", "create", DUP_ACCOUNT, OTHER_PASSWORD]);
@@ -289,10 +293,24 @@ impl SambaAd {
         let text = std::fs::read_to_string(&conf)
             .unwrap()
             .replace(provisioned_in.trim(), &copy.display().to_string());
-        // Logs next to the copy, not in /var/log/samba.
+        // Logs, pid file and sockets next to the copy, not in /var/log/samba and /run/samba,
+        // so that several DCs (one per test) run at once.
         let text = text.replace(
             "log file = /var/log/samba/log.%m",
             &format!("log file = {}/log.%m", copy.display()),
+        );
+        let own_dirs = ["pid", "ncalrpc", "winbindd"]
+            .map(|d| {
+                std::fs::create_dir_all(copy.join(d)).unwrap();
+                copy.join(d).display().to_string()
+            });
+        let text = text.replacen(
+            "[global]\n",
+            &format!(
+                "[global]\n\tpid directory = {}\n\tncalrpc dir = {}\n\twinbindd socket directory = {}\n",
+                own_dirs[0], own_dirs[1], own_dirs[2]
+            ),
+            1,
         );
         std::fs::write(&conf, text).unwrap();
         let started = std::time::Instant::now();
@@ -303,7 +321,7 @@ impl SambaAd {
             .arg(&conf)
             .args(["-i", "-M", "single", "-d", "1"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(copy.join("log.stderr")).unwrap())
             .process_group(0)
             .spawn()
             .expect("start samba");
@@ -331,9 +349,11 @@ impl SambaAd {
         self.dir.path().join("dc")
     }
 
-    /// The keytab of MSSQLSvc/sql.dtc.test:1433 (account sqlsvc), for the TDS test peer.
+    /// The keytab of MSSQLSvc/sql.dtc.test:1433 (account sqlsvc), for the TDS test peer: the
+    /// template's, which outlives every test (the acceptor registers it once per process, see
+    /// tds_peer_krb.rs) and holds the same keys as every copy.
     pub fn sql_keytab(&self) -> PathBuf {
-        self.copy().join("sql.keytab")
+        template().join("sql.keytab")
     }
 
     pub fn logs(&self) -> String {

@@ -83,9 +83,12 @@ pub async fn before_login(
         keep_in: Some(format!("MEMORY:dtcprobe-{}", ctx.check)),
         ldap: findings.ldap.first().cloned(),
     };
+    // A ticket request, then an LDAP search per SPN tried (two at most): each bounded by the hop
+    // timeout.
     let ticket = chain
-        .step(
+        .step_with_timeout(
             HopKind::Spn,
+            ctx.hop_timeout * 3,
             spn::spn_hop(&req, Some(&findings), ctx.hop_timeout),
         )
         .await?;
