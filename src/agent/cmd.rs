@@ -233,14 +233,14 @@ pub fn parse_reverse(urls: &[String]) -> Result<Vec<ReverseTarget>, String> {
     urls.iter()
         .map(|text| {
             let target = Target::from_url(text).map_err(|e| format!("--reverse {}: {e}", crate::hostport::mask_url(text)))?;
-            if !crate::agent::server::REVERSE_KINDS.contains(&target.kind()) {
+            if !crate::agent::policy::REVERSE_KINDS.contains(&target.kind()) {
                 return Err(format!(
                     "--reverse {}: the agent never runs `{}` checks (they need credentials, and the \
                      agent holds none); reverse checks may be {}. To test a login from the far side, \
                      run `dtcprobe check` there",
                     crate::hostport::mask_url(text),
                     target.kind(),
-                    crate::agent::server::REVERSE_KINDS.join(", ")
+                    crate::agent::policy::REVERSE_KINDS.join(", ")
                 ));
             }
             if let Target::Tcp(t) = &target {

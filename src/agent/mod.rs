@@ -2,8 +2,10 @@
 //! one invocation covering both directions).
 //!
 //! - [`protocol`]: framing, messages, the key, and the encrypted channel (Noise `NNpsk0`).
-//! - [`server`]: the agent: sessions, callback, reverse checks, the allow-list policy.
+//! - [`server`]: the agent: admission, sessions, callback, reverse checks.
+//! - [`policy`]: which reverse checks the agent runs, against which hosts (the allow list).
 //! - [`client`]: the near side: the agent session, the callback listener, the combined report.
+//! - [`peer_options`]: what the near side asks of one agent.
 //!
 //! Security model: the near side and the agent authenticate each other with a pre-shared key in a
 //! Noise handshake that gives every session fresh keys; everything after it is encrypted (so
@@ -20,6 +22,8 @@ pub mod key_acl;
 pub mod keygen;
 pub mod limits;
 pub mod metrics;
+pub mod peer_options;
+pub mod policy;
 pub mod protocol;
 pub mod server;
 #[cfg(windows)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::agent::client::PeerOptions;
+use crate::agent::peer_options::PeerOptions;
 use crate::agent::protocol::{
     message_name, parse_body, ChannelError, FarSideRequest, IoFrameError, Message, RequestBody,
     ResponseBody, ReverseTarget, SecureChannel,

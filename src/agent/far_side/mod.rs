@@ -19,7 +19,7 @@ pub mod serve;
 pub use probe::{probes, Probe};
 pub use reword::{reword_check, reword_hint, reword_hop};
 
-use super::client::PeerOptions;
+use super::peer_options::PeerOptions;
 use super::protocol::{ResponseBody, CAPABILITY_FAR_SIDE};
 use crate::model::CheckResult;
 

@@ -115,17 +115,6 @@ pub fn auth_method() -> Result<tiberius::AuthMethod, super::classify::Failure> {
     }
 }
 
-/// The scheme a login with `auth` authenticates with (`data.auth_scheme`): SQL Server
-/// authentication; NTLM for `windows`, and for `integrated` too, which tiberius runs with the
-/// SSPI NTLM package; Kerberos for `kerberos` (the Kerberos mechanism only, so a login that passed
-/// used it).
-pub fn auth_scheme(auth: Auth) -> &'static str {
-    match auth {
-        Auth::Sql => "sql",
-        Auth::Windows | Auth::Integrated => "ntlm",
-        Auth::Kerberos => "kerberos",
-    }
-}
 
 /// Runs `login` with MIT krb5's credential cache set to `ccache` (see [`carry_ccache`]):
 /// tiberius's integrated authentication reads the default cache, and this makes that the

@@ -1,19 +1,27 @@
 //! Kind `mssql`: SQL Server checks over TDS (resolve -> sqlbrowser -> tcp -> login -> tx_local
 //! -> tx_distributed).
 //!
-//! [`spec`] parses targets; [`run()`] runs the chain; the decisions (what an error number or a
-//! driver failure means) are pure and live in [`classify`]; [`sniff`] reads the server's
-//! PRELOGIN answer off the wire; [`ssrp`] is the SQL Server Browser protocol.
+//! [`spec`] parses targets; [`run()`] orders the chain, one file per hop: [`browser`],
+//! [`login`] (with its credential in [`auth`]), [`transactions`], [`idle`], [`enlist`]; they share
+//! the driver's guard in [`driver`]. The decisions (what an error number or a driver failure
+//! means) are pure and live in [`classify`]; [`sniff`] reads the server's PRELOGIN answer off the
+//! wire; [`ssrp`] is the SQL Server Browser protocol.
 
+mod auth;
+pub mod browser;
 pub mod classify;
+mod driver;
 pub mod enlist;
+mod idle;
 pub mod kerberos;
+mod login;
 pub mod run;
 pub mod server_info;
 pub mod sniff;
 pub mod spec;
 pub mod ssrp;
 pub mod tls;
+pub mod transactions;
 
 use crate::chain::RunContext;
 use crate::check_table::{RawCheck, TargetError};
@@ -22,8 +30,10 @@ use crate::hostport::TargetUrl;
 use crate::model::HopResult;
 use crate::secret::PasswordSource;
 
-pub use run::{browser_answer, planned_hops, run, tx_statements};
+pub use browser::browser_answer;
+pub use run::{planned_hops, run};
 pub use spec::{Auth, Encrypt, MssqlTarget, TxMode};
+pub use transactions::tx_statements;
 
 impl Kind for MssqlTarget {
     const NAME: &'static str = "mssql";

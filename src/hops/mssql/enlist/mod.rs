@@ -37,8 +37,8 @@ use self::classify::{local_failure, server_refusal, LocalPhase};
 use self::dtc::{DtcError, LocalDtc, LocalTransaction};
 use self::session::{first_error, Session};
 use super::classify::{classify_failure, Failure};
-use super::run::tx_statements;
 use super::spec::{Auth, Encrypt, MssqlTarget};
+use super::transactions::tx_statements;
 use crate::model::{Cause, HopKind, HopResult};
 use crate::secret::Secret;
 

@@ -1,0 +1,141 @@
+//! The agent's authorisation policy (pure): which reverse checks (and far-side probes) it runs
+//! for an authenticated caller, and against which hosts. Apart from the server so that the
+//! far-side probes ([`super::far_side::serve`]) apply the same policy without importing it.
+
+use std::net::IpAddr;
+
+use super::protocol::ReverseTarget;
+use super::{url_port, AllowEntry};
+use crate::target::Target;
+
+/// Check kinds the agent runs on request. `msdtc` reads the agent host's own MSDTC configuration
+/// (see [`authorize`] for why it needs no allow entry).
+pub const REVERSE_KINDS: &[&str] = &["tcp", "dns", "epm", "msdtc"];
+
+/// Pure policy: may the agent run this reverse check for a caller at `caller`? Returns the target
+/// to run (with the caller's address substituted when `to_caller`), or why not.
+pub fn authorize(
+    t: &ReverseTarget,
+    caller: IpAddr,
+    allow: &[AllowEntry],
+) -> Result<Target, String> {
+    let mut url =
+        url::Url::parse(&t.url).map_err(|e| format!("invalid target `{}`: {e}", t.url))?;
+    if t.to_caller {
+        let host = match caller {
+            IpAddr::V4(a) => a.to_string(),
+            IpAddr::V6(a) => format!("[{a}]"),
+        };
+        url.set_host(Some(&host))
+            .map_err(|e| format!("cannot point `{}` at the caller: {e}", t.url))?;
+    }
+    let target = Target::from_url(url.as_str()).map_err(|e| e.to_string())?;
+    // Network-level checks only: the agent never holds or asks for database credentials (and
+    // must never wait on a password prompt).
+    if !REVERSE_KINDS.contains(&target.kind()) {
+        return Err(format!(
+            "`{}` checks are not run by the agent (reverse checks may be: {})",
+            target.kind(),
+            REVERSE_KINDS.join(", ")
+        ));
+    }
+    // A held session (`hold=DUR`, hop `idle`) would tie up the agent, and outlast the peer's
+    // session timeout, for as long as the caller asks: not run by the agent (yet).
+    if let Target::Tcp(t) = &target {
+        if t.hold.is_some() {
+            return Err(format!(
+                "`{}`: the agent does not run held sessions (hold=); run `dtcprobe check` with \
+                 hold= on the far side instead",
+                target.display()
+            ));
+        }
+    }
+    // `msdtc://localhost` (its target type refuses every other host) reads this agent host's own
+    // registry and MSDTC service state: no packet leaves this host, nothing is written, and the
+    // caller chooses only the role the config is judged for. The allow list is about where the
+    // agent may connect to; this connects nowhere, so it is allowed for every authenticated
+    // caller. What it reveals (DTC security settings, RPC ports, the MSDTC CID) is what the
+    // caller needs to compare both sides, and only a holder of the key can ask.
+    if let Target::Msdtc(_) = &target {
+        return Ok(target);
+    }
+    let host = target.host();
+    let is_caller = host
+        .parse::<IpAddr>()
+        .map(|a| a.to_canonical() == caller)
+        .unwrap_or(false);
+    if is_caller {
+        return Ok(target);
+    }
+    let port = url_port(&url);
+    if allow.iter().any(|e| e.matches(host, port)) {
+        return Ok(target);
+    }
+    Err(format!(
+        "`{}` is neither the caller ({caller}) nor in the agent's allow list",
+        target.display()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt(url: &str, to_caller: bool) -> ReverseTarget {
+        ReverseTarget {
+            name: "n".into(),
+            url: url.into(),
+            to_caller,
+        }
+    }
+
+    #[test]
+    fn reverse_policy_table() {
+        let caller: IpAddr = "198.18.0.1".parse().unwrap();
+        let allow = vec![
+            AllowEntry::parse("sql01:1433").unwrap(),
+            AllowEntry::parse("dc01").unwrap(),
+        ];
+        // (target, to_caller, expected host when allowed)
+        let cases: &[(&str, bool, Option<&str>)] = &[
+            ("tcp://anything:135", true, Some("198.18.0.1")),
+            ("tcp://198.18.0.1:22", false, Some("198.18.0.1")),
+            ("tcp://198.18.0.2:22", false, None),
+            ("tcp://sql01:1433", false, Some("sql01")),
+            ("tcp://SQL01:1433", false, Some("sql01")),
+            ("tcp://sql01:1434", false, None),
+            ("tcp://dc01:389", false, Some("dc01")),
+            ("dns://dc01", false, Some("dc01")),
+            ("dns://evil", false, None),
+            ("ftp://x:1", false, None),
+            ("epm://caller", true, Some("198.18.0.1")),
+            ("epm://sql01:1433", false, Some("sql01")),
+            ("epm://sql01", false, None), // default port 135 is not the allowed 1433
+            ("mssql://sa@sql01/master", false, None), // credentialed kinds never run
+            ("mssql://sa@caller/master", true, None),
+            // Held sessions (hop `idle`) are not run by the agent, even towards an allowed port.
+            ("tcp://sql01:1433?hold=15s", false, None),
+            ("tcp://caller:135?hold=15s", true, None),
+            // The agent's own MSDTC config: no connection anywhere, no allow entry needed.
+            ("msdtc://localhost", false, Some("localhost")),
+            ("msdtc://localhost?role=server", false, Some("localhost")),
+            ("msdtc://caller", true, None), // never another host's, not even the caller's
+            ("msdtc://sql01", false, None),
+            ("not a url", false, None),
+        ];
+        for (url, to_caller, want) in cases {
+            let got = authorize(&rt(url, *to_caller), caller, &allow);
+            match (want, &got) {
+                (Some(h), Ok(t)) => assert_eq!(t.host().to_ascii_lowercase(), *h, "{url}"),
+                (None, Err(_)) => {}
+                _ => panic!("{url} to_caller={to_caller}: want {want:?}, got {got:?}"),
+            }
+        }
+        let v6: IpAddr = "2001:db8::7".parse().unwrap();
+        let t = authorize(&rt("tcp://x:135", true), v6, &[]).unwrap();
+        assert_eq!(t.host(), "2001:db8::7");
+        // An IPv4 caller on a dual-stack socket shows up v4-mapped; the policy normalizes it.
+        let mapped: IpAddr = "::ffff:198.18.0.1".parse().unwrap();
+        assert!(authorize(&rt("tcp://198.18.0.1:1", false), mapped.to_canonical(), &[]).is_ok());
+    }
+}

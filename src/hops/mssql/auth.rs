@@ -1,0 +1,57 @@
+//! The login's authentication step, kept apart from the TDS exchange in [`super::login`]: which
+//! secret the check needs (asked for before the network hops run) and which credential the
+//! LOGIN7 carries. A new way to authenticate (Kerberos) is a new arm here and in [`Auth`].
+
+use tiberius::AuthMethod;
+
+use super::classify::Failure;
+use super::spec::{Auth, MssqlTarget};
+use crate::secret::{self, Secret, SecretError};
+
+/// The password the login will need, if its way of authenticating needs one. Asked for before
+/// the network hops run, so a prompt does not eat into a hop's time.
+pub(super) async fn password(t: &MssqlTarget) -> Result<Option<Secret>, SecretError> {
+    match t.auth {
+        Auth::Integrated => Ok(None),
+        // Without a user, Kerberos takes the credential cache (kinit).
+        Auth::Kerberos if t.user.is_none() => Ok(None),
+        _ => secret::obtain(t.password.as_ref(), &t.label())
+            .await
+            .map(Some),
+    }
+}
+
+/// The credential the LOGIN7 carries.
+pub(super) fn method(t: &MssqlTarget, password: Option<&Secret>) -> Result<AuthMethod, Failure> {
+    let user = t.user.clone().unwrap_or_default();
+    match t.auth {
+        Auth::Sql => Ok(AuthMethod::sql_server(
+            user,
+            password.map(Secret::expose).unwrap_or(""),
+        )),
+        #[cfg(windows)]
+        Auth::Windows => Ok(AuthMethod::windows(
+            user,
+            password.map(Secret::expose).unwrap_or(""),
+        )),
+        #[cfg(windows)]
+        Auth::Integrated => Ok(AuthMethod::Integrated),
+        Auth::Kerberos => super::kerberos::auth_method(),
+        #[cfg(not(windows))]
+        Auth::Windows | Auth::Integrated => Err(Failure::Protocol(
+            "Windows authentication is only available in the Windows build".into(),
+        )),
+    }
+}
+
+/// The scheme a login with `auth` authenticates with (`data.auth_scheme`): SQL Server
+/// authentication; NTLM for `windows`, and for `integrated` too, which tiberius runs with the
+/// SSPI NTLM package; Kerberos for `kerberos` (the Kerberos mechanism only, so a login that passed
+/// used it).
+pub(super) fn scheme(auth: Auth) -> &'static str {
+    match auth {
+        Auth::Sql => "sql",
+        Auth::Windows | Auth::Integrated => "ntlm",
+        Auth::Kerberos => "kerberos",
+    }
+}
