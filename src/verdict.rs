@@ -117,8 +117,7 @@ fn blocked_flows(check: &CheckResult, hop: &HopResult) -> Vec<FirewallRequest> {
     if !matches!(
         hop.hop,
         HopKind::Tcp | HopKind::RpcPort | HopKind::Callback | HopKind::Kdc
-    )
-        || !matches!(hop.status, Status::Fail | Status::Warn)
+    ) || !matches!(hop.status, Status::Fail | Status::Warn)
     {
         return Vec::new();
     }

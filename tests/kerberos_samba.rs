@@ -98,7 +98,11 @@ impl Setup {
             .expect("run dtcprobe");
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        (out.status.code().unwrap_or(-1), parse_report(&stdout), stderr)
+        (
+            out.status.code().unwrap_or(-1),
+            parse_report(&stdout),
+            stderr,
+        )
     }
 }
 
@@ -116,7 +120,12 @@ fn kerberos_spn_present_passes_with_a_kerberos_login() {
     };
     let (code, report, stderr) = s.check(samba_ad::SQL_HOST, None, &[]);
     let kdc = hop(&report, "k", "kdc");
-    assert_eq!(status(kdc), ("pass", ""), "{kdc:#}\n{stderr}\n{}", s.dc.logs());
+    assert_eq!(
+        status(kdc),
+        ("pass", ""),
+        "{kdc:#}\n{stderr}\n{}",
+        s.dc.logs()
+    );
     assert_eq!(kdc["data"]["realm"], samba_ad::REALM);
     assert!(
         kdc["data"]["kdcs"][0]["found_by"]
@@ -133,12 +142,19 @@ fn kerberos_spn_present_passes_with_a_kerberos_login() {
     // Samba's exported service key is RC4 only (klist -e shows the same ticket type).
     assert_eq!(spn["data"]["enctype"], "rc4-hmac", "{spn:#}");
     let login = hop(&report, "k", "login");
-    assert_eq!(status(login), ("pass", ""), "{login:#}\n{:?}\n{stderr}", s.peer.events());
+    assert_eq!(
+        status(login),
+        ("pass", ""),
+        "{login:#}\n{:?}\n{stderr}",
+        s.peer.events()
+    );
     assert_eq!(login["data"]["auth_scheme"], "kerberos", "{login:#}");
     assert!(
-        s.peer.events().contains(&Event::Kerberos(krb::Outcome::Authenticated(
-            "probe@DTC.TEST".into()
-        ))),
+        s.peer
+            .events()
+            .contains(&Event::Kerberos(krb::Outcome::Authenticated(
+                "probe@DTC.TEST".into()
+            ))),
         "{:?}",
         s.peer.events()
     );
@@ -161,7 +177,10 @@ fn kerberos_spn_missing_is_spn_missing() {
             .contains("MSSQLSvc/nospn.dtc.test:1433"),
         "{spn:#}"
     );
-    assert!(spn["hint"].as_str().unwrap().contains("setspn -S"), "{spn:#}");
+    assert!(
+        spn["hint"].as_str().unwrap().contains("setspn -S"),
+        "{spn:#}"
+    );
     assert_eq!(status(hop(&report, "k", "login")).0, "skip");
     assert_eq!(code, 1);
 }
@@ -199,7 +218,10 @@ fn kerberos_clock_twenty_minutes_ahead_is_clock_skew() {
         return;
     };
     let has_faketime = Command::new("faketime").arg("--version").output().is_ok();
-    assert!(has_faketime, "faketime missing: run scripts/install-test-deps");
+    assert!(
+        has_faketime,
+        "faketime missing: run scripts/install-test-deps"
+    );
     let (_, report, stderr) = s.check(samba_ad::SQL_HOST, Some("+20m"), &[]);
     let kdc = hop(&report, "k", "kdc");
     let offset = kdc["data"]["clock_offset_seconds"].as_i64().unwrap();
@@ -207,7 +229,10 @@ fn kerberos_clock_twenty_minutes_ahead_is_clock_skew() {
     let spn = hop(&report, "k", "spn");
     assert_eq!(spn["cause"], "clock_skew", "{spn:#}");
     assert_eq!(spn["data"]["clock_offset_seconds"], offset);
-    assert!(spn["detail"].as_str().unwrap().contains("s off the KDC's"), "{spn:#}");
+    assert!(
+        spn["detail"].as_str().unwrap().contains("s off the KDC's"),
+        "{spn:#}"
+    );
 }
 
 #[test]

@@ -22,9 +22,9 @@ pub mod path;
 pub mod reset_origin;
 pub mod resolve;
 pub mod route;
-pub mod spn;
 #[cfg(windows)]
 mod route_windows;
+pub mod spn;
 pub mod traced_connect;
 
 pub use kind::Kind;

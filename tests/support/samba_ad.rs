@@ -54,7 +54,11 @@ const OTHER_PASSWORD: &str = "Oth!Passw0rd1";
 const TEMPLATE_VERSION: &str = "v2";
 
 pub fn available(test: &str) -> bool {
-    for tool in ["/usr/sbin/samba", "/usr/bin/samba-tool", "/usr/bin/ldbmodify"] {
+    for tool in [
+        "/usr/sbin/samba",
+        "/usr/bin/samba-tool",
+        "/usr/bin/ldbmodify",
+    ] {
         if !Path::new(tool).exists() {
             // CI installs them (scripts/install-test-deps): there this cannot skip silently.
             panic!(
@@ -200,25 +204,23 @@ fn provision(dir: &Path) {
     ));
     ns.etc_file("resolv.conf", &format!("nameserver {DC_IP}\n"));
     let started = std::time::Instant::now();
-    run_ok(
-        ns.command("samba-tool").args([
-            "domain",
-            "provision",
-            &format!("--realm={REALM}"),
-            "--domain=DTC",
-            "--server-role=dc",
-            "--dns-backend=SAMBA_INTERNAL",
-            &format!("--adminpass={ADMIN_PASSWORD}"),
-            &format!("--targetdir={}", dir.display()),
-            "--host-name=dc1",
-            &format!("--host-ip={DC_IP}"),
-            &format!("--option=interfaces={DC_IP}/32"),
-            "--option=bind interfaces only=yes",
-            // Only what the tests use: no smbd, winbindd, replication or NTP signing.
-            "--option=server services=kdc ldap dns cldap",
-            "--option=dns forwarder=",
-        ]),
-    );
+    run_ok(ns.command("samba-tool").args([
+        "domain",
+        "provision",
+        &format!("--realm={REALM}"),
+        "--domain=DTC",
+        "--server-role=dc",
+        "--dns-backend=SAMBA_INTERNAL",
+        &format!("--adminpass={ADMIN_PASSWORD}"),
+        &format!("--targetdir={}", dir.display()),
+        "--host-name=dc1",
+        &format!("--host-ip={DC_IP}"),
+        &format!("--option=interfaces={DC_IP}/32"),
+        "--option=bind interfaces only=yes",
+        // Only what the tests use: no smbd, winbindd, replication or NTP signing.
+        "--option=server services=kdc ldap dns cldap",
+        "--option=dns forwarder=",
+    ]));
     eprintln!(
         "samba_ad: provisioned {REALM} in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -229,15 +231,24 @@ fn provision(dir: &Path) {
     };
     // The DC's own SPNs (ldap/dc1.dtc.test ...): samba registers them at start-up through its
     // dnsupdate service, which the tests do not run; the LDAP bind needs a ticket for ldap/.
-    run_ok(Command::new("samba_spnupdate").args([
-        "-s",
-        &format!("{}/etc/smb.conf", dir.display()),
-    ]));
+    run_ok(
+        Command::new("samba_spnupdate").args(["-s", &format!("{}/etc/smb.conf", dir.display())]),
+    );
     tool(&["user", "create", CLIENT_USER, CLIENT_PASSWORD]);
     tool(&["user", "create", SERVICE_ACCOUNT, SERVICE_PASSWORD]);
     tool(&["user", "create", DUP_ACCOUNT, OTHER_PASSWORD]);
-    tool(&["spn", "add", &format!("MSSQLSvc/{SQL_HOST}:1433"), SERVICE_ACCOUNT]);
-    tool(&["spn", "add", &format!("MSSQLSvc/{DUP_HOST}:1433"), SERVICE_ACCOUNT]);
+    tool(&[
+        "spn",
+        "add",
+        &format!("MSSQLSvc/{SQL_HOST}:1433"),
+        SERVICE_ACCOUNT,
+    ]);
+    tool(&[
+        "spn",
+        "add",
+        &format!("MSSQLSvc/{DUP_HOST}:1433"),
+        SERVICE_ACCOUNT,
+    ]);
     // The duplicate, straight into the domain partition (see the module header).
     let ldif = dir.join("dup.ldif");
     std::fs::write(
@@ -249,7 +260,12 @@ fn provision(dir: &Path) {
     )
     .unwrap();
     let partition = format!("{}/private/sam.ldb.d/DC=DTC,DC=TEST.ldb", dir.display());
-    run_ok(Command::new("ldbmodify").arg("-H").arg(&partition).arg(&ldif));
+    run_ok(
+        Command::new("ldbmodify")
+            .arg("-H")
+            .arg(&partition)
+            .arg(&ldif),
+    );
     let found = run_ok(Command::new("ldbsearch").args([
         "-H",
         &sam,
@@ -299,11 +315,10 @@ impl SambaAd {
             "log file = /var/log/samba/log.%m",
             &format!("log file = {}/log.%m", copy.display()),
         );
-        let own_dirs = ["pid", "ncalrpc", "winbindd"]
-            .map(|d| {
-                std::fs::create_dir_all(copy.join(d)).unwrap();
-                copy.join(d).display().to_string()
-            });
+        let own_dirs = ["pid", "ncalrpc", "winbindd"].map(|d| {
+            std::fs::create_dir_all(copy.join(d)).unwrap();
+            copy.join(d).display().to_string()
+        });
         let text = text.replacen(
             "[global]\n",
             &format!(

@@ -52,11 +52,11 @@ use dtcprobe_wire::tds::token::{
 use dtcprobe_wire::tds::{b_varchar, from_utf16le, utf16le};
 
 // RPC requests (0x03): sp_executesql and the sp_prepare family, in their own file.
+#[path = "tds_peer_krb.rs"]
+pub mod krb;
 /// Windows authentication: the server side of NTLMv2 inside TDS.
 #[path = "tds_peer_ntlm.rs"]
 pub mod ntlm;
-#[path = "tds_peer_krb.rs"]
-pub mod krb;
 #[path = "tds_peer_rpc.rs"]
 mod rpc;
 /// Transaction manager requests (0x0E) and the scripted client MSDTC.

@@ -49,7 +49,9 @@ fn register_keytab(keytab: &Path) -> Result<(), String> {
             if major == 0 {
                 Ok(())
             } else {
-                Err(format!("krb5_gss_register_acceptor_identity: major {major:#x}"))
+                Err(format!(
+                    "krb5_gss_register_acceptor_identity: major {major:#x}"
+                ))
             }
         })
         .clone()
@@ -94,11 +96,8 @@ pub(super) async fn kerberos_exchange(
         r.extend_from_slice(&(reply.len() as u16).to_le_bytes());
         r.extend(reply);
         conn.write_message(super::PKT_REPLY, &r).await?;
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_millis(500),
-            conn.read_message(),
-        )
-        .await;
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_millis(500), conn.read_message()).await;
     }
     Ok(match outcome {
         Outcome::Authenticated(name) => super::ntlm::Outcome::Authenticated(name),

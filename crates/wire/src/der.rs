@@ -101,4 +101,3 @@ pub(crate) fn parse_int(bytes: &[u8]) -> Option<i64> {
         _ => None,
     }
 }
-

@@ -26,11 +26,7 @@ const KRB5_MECH_OID: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KdcAnswer {
     /// A KRB-ERROR: the error code and the KDC's time (seconds since the epoch, microseconds).
-    Error {
-        code: i32,
-        stime: i64,
-        susec: u32,
-    },
+    Error { code: i32, stime: i64, susec: u32 },
     /// An AS-REP (an account without pre-authentication).
     AsRep,
 }
@@ -39,13 +35,13 @@ pub enum KdcAnswer {
 /// AES and RC4 encryption types. `nonce` makes each probe's answer its own.
 pub fn as_req(client: &str, realm: &str, nonce: u32) -> Vec<u8> {
     let principal = |name_type: u8, parts: &[&str]| {
-        let names: Vec<Vec<u8>> = parts
-            .iter()
-            .map(|p| tlv(0x1b, p.as_bytes()))
-            .collect();
+        let names: Vec<Vec<u8>> = parts.iter().map(|p| tlv(0x1b, p.as_bytes())).collect();
         seq(&[
             &ctx(0, &int(name_type as i64)),
-            &ctx(1, &seq(&names.iter().map(Vec::as_slice).collect::<Vec<_>>())),
+            &ctx(
+                1,
+                &seq(&names.iter().map(Vec::as_slice).collect::<Vec<_>>()),
+            ),
         ])
     };
     // NT-PRINCIPAL (1) for the client, NT-SRV-INST (2) for krbtgt/REALM.
@@ -252,7 +248,10 @@ mod tests {
             &seq(&[
                 &ctx(0, &int(5)),
                 &ctx(1, &tlv(0x1b, b"DTC.TEST")),
-                &ctx(3, &seq(&[&ctx(0, &int(23)), &ctx(2, &tlv(0x04, &[1, 2, 3]))])),
+                &ctx(
+                    3,
+                    &seq(&[&ctx(0, &int(23)), &ctx(2, &tlv(0x04, &[1, 2, 3]))]),
+                ),
             ]),
         );
         let ap_req = tlv(
@@ -271,7 +270,12 @@ mod tests {
 
     #[test]
     fn garbage_is_refused_without_panic() {
-        for bytes in [&[][..], &[0x7e], &[0x7e, 0x84, 0xff, 0xff, 0xff, 0xff], &[0x60, 0x01]] {
+        for bytes in [
+            &[][..],
+            &[0x7e],
+            &[0x7e, 0x84, 0xff, 0xff, 0xff, 0xff],
+            &[0x60, 0x01],
+        ] {
             assert_eq!(parse_answer(bytes), None);
             assert_eq!(ticket_enctype(bytes), None);
         }

@@ -202,7 +202,13 @@ mod tests {
     #[test]
     fn reads_bind_responses_and_search_results() {
         // As a server sends them: BindResponse saslBindInProgress with a token.
-        let result = [enumerated(14), tlv(0x04, b""), tlv(0x04, b""), tlv(0x87, &[9, 9])].concat();
+        let result = [
+            enumerated(14),
+            tlv(0x04, b""),
+            tlv(0x04, b""),
+            tlv(0x87, &[9, 9]),
+        ]
+        .concat();
         let msg = message(1, &tlv(0x61, &result));
         assert_eq!(
             parse_message(&msg),
@@ -227,7 +233,10 @@ mod tests {
         );
         let done = message(
             2,
-            &tlv(0x65, &[enumerated(0), tlv(0x04, b""), tlv(0x04, b"")].concat()),
+            &tlv(
+                0x65,
+                &[enumerated(0), tlv(0x04, b""), tlv(0x04, b"")].concat(),
+            ),
         );
         assert!(matches!(
             parse_message(&done).unwrap().1,

@@ -83,7 +83,8 @@ struct Probe {
     answered_at: Option<f64>,
 }
 
-pub const HINT_OPEN_PORTS: &str = "Kerberos from this zone needs TCP and UDP 88 (Kerberos), TCP 464 \
+pub const HINT_OPEN_PORTS: &str =
+    "Kerberos from this zone needs TCP and UDP 88 (Kerberos), TCP 464 \
 (Kerberos password change) and TCP 389 (LDAP: the DC locator and SPN lookups) to every domain \
 controller of the realm: ask for the rows of the firewall request (--firewall-request); without \
 them Windows logins silently fall back to NTLM or fail with \"Cannot generate SSPI context\"";
@@ -120,7 +121,9 @@ pub async fn kdc_hop(
         let resolved = match ctx.resolver.forward(&kdc.host, limit).await {
             Ok(a) => a.into_iter().filter(IpAddr::is_ipv4).collect::<Vec<_>>(),
             Err(e) => {
-                hosts.push(json!({"host": kdc.host, "found_by": kdc.found_by, "error": e.to_string()}));
+                hosts.push(
+                    json!({"host": kdc.host, "found_by": kdc.found_by, "error": e.to_string()}),
+                );
                 continue;
             }
         };
@@ -233,7 +236,10 @@ fn read_answer(p: &mut Probe, bytes: &[u8]) {
         None => {
             p.failure = Some(Verdict::new(
                 Cause::ProtocolError,
-                format!("{} {} answered, but not with Kerberos", p.flow.protocol, p.addr),
+                format!(
+                    "{} {} answered, but not with Kerberos",
+                    p.flow.protocol, p.addr
+                ),
                 "something other than a KDC listens on this port, or a proxy rewrote the answer",
             ))
         }
@@ -271,7 +277,11 @@ async fn tcp_exchange(
     }
 }
 
-async fn udp_exchange(addr: SocketAddr, request: &[u8], limit: Duration) -> Result<Vec<u8>, Verdict> {
+async fn udp_exchange(
+    addr: SocketAddr,
+    request: &[u8],
+    limit: Duration,
+) -> Result<Vec<u8>, Verdict> {
     let exchange = async {
         let socket = tokio::net::UdpSocket::bind(("0.0.0.0", 0)).await?;
         socket.connect(addr).await?;
@@ -448,7 +458,10 @@ mod tests {
         let r = judge("DTC.TEST", &probes);
         assert_eq!(r.status, Status::Pass, "{r:?}");
         assert_eq!(r.data["clock_offset_seconds"], 300);
-        assert_eq!(r.data["attempts"][0]["kdc_answer"], "KDC_ERR_PREAUTH_REQUIRED");
+        assert_eq!(
+            r.data["attempts"][0]["kdc_answer"],
+            "KDC_ERR_PREAUTH_REQUIRED"
+        );
     }
 
     #[test]

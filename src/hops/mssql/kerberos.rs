@@ -115,7 +115,6 @@ pub fn auth_method() -> Result<tiberius::AuthMethod, super::classify::Failure> {
     }
 }
 
-
 /// Runs `login` with MIT krb5's credential cache set to `ccache` (see [`carry_ccache`]):
 /// tiberius's integrated authentication reads the default cache, and this makes that the
 /// password's cache for this login only.

@@ -52,8 +52,8 @@ pub fn spn_accounts(
 pub fn ticket(req: &SpnRequest, spn: &str) -> Result<Ticket, TicketError> {
     let cred = credentials(req)?;
     let target = format!("{spn}@{}", req.realm);
-    let target =
-        Name::new(target.as_bytes(), Some(GSS_NT_KRB5_PRINCIPAL)).map_err(|e| library(&e, false))?;
+    let target = Name::new(target.as_bytes(), Some(GSS_NT_KRB5_PRINCIPAL))
+        .map_err(|e| library(&e, false))?;
     let kept = cred.clone();
     let mut ctx = ClientCtx::new(
         Some(cred),

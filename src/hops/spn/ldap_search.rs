@@ -55,7 +55,11 @@ pub fn accounts_with_spn(
     for _ in 0..4 {
         id += 1;
         let creds = token.take().unwrap_or_default();
-        send(&mut conn, &ldap::sasl_bind(id, "GSSAPI", Some(&creds)), None)?;
+        send(
+            &mut conn,
+            &ldap::sasl_bind(id, "GSSAPI", Some(&creds)),
+            None,
+        )?;
         let (code, diagnostic, server) = match receive(&mut conn, deadline, None)? {
             LdapOp::BindResponse {
                 result_code,
@@ -102,7 +106,9 @@ pub fn accounts_with_spn(
         } else if offered & 0x01 != 0 {
             (0x01, Layer::None)
         } else {
-            return Err(format!("the DC offers no known SASL security layer ({offered:#x})"));
+            return Err(format!(
+                "the DC offers no known SASL security layer ({offered:#x})"
+            ));
         };
         layer = chosen;
         // The layer and the largest buffer this side takes (1 MiB - 1).
@@ -140,7 +146,11 @@ fn search(
         &["sAMAccountName"],
         10,
     );
-    send(conn, &request, secured.as_mut().map(|(c, seal)| (&mut **c, *seal)))?;
+    send(
+        conn,
+        &request,
+        secured.as_mut().map(|(c, seal)| (&mut **c, *seal)),
+    )?;
     let mut found = Vec::new();
     let mut pending = Vec::new();
     // Bounded: at most 10 entries (the size limit) plus references and the end.
@@ -154,7 +164,9 @@ fn search(
             } => {
                 // 4: sizeLimitExceeded still lists what it found.
                 if result_code != ldap::SUCCESS && result_code != 4 {
-                    return Err(format!("LDAP search failed (result {result_code}): {diagnostic}"));
+                    return Err(format!(
+                        "LDAP search failed (result {result_code}): {diagnostic}"
+                    ));
                 }
                 return Ok(found);
             }
@@ -211,7 +223,8 @@ fn receive(
                 if pending.len() > 1 << 20 {
                     return Err("LDAP: a message over 1 MiB".into());
                 }
-                let len = u32::from_be_bytes(read(conn, 4)?.try_into().unwrap_or_default()) as usize;
+                let len =
+                    u32::from_be_bytes(read(conn, 4)?.try_into().unwrap_or_default()) as usize;
                 if len > 1 << 20 {
                     return Err("LDAP: a SASL buffer over 1 MiB".into());
                 }

@@ -131,11 +131,10 @@ pub async fn spn_hop(
         None => None,
     };
     let duplicate = holders.as_ref().and_then(|h| {
-        h.iter()
-            .find_map(|(spn, found)| match found {
-                Ok(dns) if dns.len() > 1 => Some((spn.clone(), dns.clone())),
-                _ => None,
-            })
+        h.iter().find_map(|(spn, found)| match found {
+            Ok(dns) if dns.len() > 1 => Some((spn.clone(), dns.clone())),
+            _ => None,
+        })
     });
     let result = match (duplicate, &ticket, &first_error) {
         (Some((spn, dns)), _, _) => HopResult::fail(
@@ -179,7 +178,8 @@ async fn spn_holders(
         #[cfg(unix)]
         let found = {
             let (req, dc, spn) = (req.clone(), dc.clone(), spn.clone());
-            let work = tokio::task::spawn_blocking(move || gssapi::spn_accounts(&req, &dc, &spn, limit));
+            let work =
+                tokio::task::spawn_blocking(move || gssapi::spn_accounts(&req, &dc, &spn, limit));
             match tokio::time::timeout(limit, work).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => Err(format!("the LDAP search failed: {e}")),
@@ -217,7 +217,11 @@ fn with_offset(r: HopResult, offset: Option<i64>) -> HopResult {
     }
 }
 
-async fn request_ticket(req: &SpnRequest, spn: &str, limit: Duration) -> Result<Ticket, TicketError> {
+async fn request_ticket(
+    req: &SpnRequest,
+    spn: &str,
+    limit: Duration,
+) -> Result<Ticket, TicketError> {
     #[cfg(unix)]
     {
         let (req, spn_owned) = (req.clone(), spn.to_string());
@@ -379,7 +383,10 @@ mod tests {
             credentials: false,
         };
         let spn = "MSSQLSvc/sql01.corp.example:1433";
-        assert_eq!(fail(&req(None), spn, &e(7), &[], None).cause, Some(Cause::SpnMissing));
+        assert_eq!(
+            fail(&req(None), spn, &e(7), &[], None).cause,
+            Some(Cause::SpnMissing)
+        );
         let skew = fail(&req(None), spn, &e(37), &[], Some(-900));
         assert_eq!(skew.cause, Some(Cause::ClockSkew));
         assert!(skew.detail.contains("-900 s"), "{}", skew.detail);
