@@ -93,6 +93,19 @@ pub enum Cause {
     /// A session that worked did not survive `hold=DUR` idle (hop `idle`): a firewall expired
     /// it, or the server closed it.
     IdleExpired,
+    /// (Hop `spn`.) The KDC knows no account with the SQL Server's SPN
+    /// (KDC_ERR_S_PRINCIPAL_UNKNOWN): Kerberos cannot be used, drivers fall back to NTLM.
+    SpnMissing,
+    /// (Hop `spn`.) The SPN is registered on two or more accounts (found by an LDAP search): the
+    /// KDC refuses it or issues a ticket the server cannot decrypt.
+    SpnDuplicate,
+    /// (Hops `kdc`, `spn`.) This host's clock differs from the KDC's by more than Kerberos
+    /// tolerates (5 minutes by default; KRB_AP_ERR_SKEW), `data.clock_offset_seconds` says by how much.
+    ClockSkew,
+    /// (Hop `spn`.) Another Kerberos error; the detail names it.
+    KdcError,
+    /// (A `warn` on hop `login`.) A Negotiate login used NTLM where Kerberos was expected.
+    NtlmFallback,
 }
 
 impl Cause {
@@ -130,6 +143,11 @@ impl Cause {
         Cause::Interrupted,
         Cause::Unsupported,
         Cause::IdleExpired,
+        Cause::SpnMissing,
+        Cause::SpnDuplicate,
+        Cause::ClockSkew,
+        Cause::KdcError,
+        Cause::NtlmFallback,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -167,6 +185,11 @@ impl Cause {
             Cause::Interrupted => "interrupted",
             Cause::Unsupported => "unsupported",
             Cause::IdleExpired => "idle_expired",
+            Cause::SpnMissing => "spn_missing",
+            Cause::SpnDuplicate => "spn_duplicate",
+            Cause::ClockSkew => "clock_skew",
+            Cause::KdcError => "kdc_error",
+            Cause::NtlmFallback => "ntlm_fallback",
         }
     }
 
@@ -212,6 +235,10 @@ pub enum HopKind {
     DtcName,
     /// Two hosts' MSDTC CIDs compared (check `msdtc_cid`): equal means cloned machines.
     DtcCid,
+    /// The realm's KDCs (DNS SRV or krb5.conf) and Kerberos/LDAP ports to them from this zone.
+    Kdc,
+    /// A Kerberos service ticket for the SQL Server's SPN.
+    Spn,
 }
 
 impl HopKind {
@@ -237,6 +264,8 @@ impl HopKind {
             HopKind::Idle => "idle",
             HopKind::DtcName => "dtc_name",
             HopKind::DtcCid => "dtc_cid",
+            HopKind::Kdc => "kdc",
+            HopKind::Spn => "spn",
         }
     }
 }

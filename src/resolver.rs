@@ -161,6 +161,35 @@ impl DnsResolver {
         }
         Ok(names)
     }
+
+    /// SRV records of `name` as (target host without the trailing dot, port), in priority
+    /// order (hop `kdc`: `_kerberos._tcp.REALM`, `_ldap._tcp.dc._msdcs.DOMAIN`).
+    pub async fn srv(&self, name: &str, limit: Duration) -> Result<Vec<(String, u16)>, DnsError> {
+        let resolver = self.resolver()?;
+        let lookup = tokio::time::timeout(limit, resolver.lookup(name, RecordType::SRV))
+            .await
+            .map_err(|_| DnsError::Timeout(limit))?
+            .map_err(|e| map_error(e, "SRV", limit, &self.servers))?;
+        let mut records: Vec<(u16, u16, String, u16)> = lookup
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::SRV(srv) => Some((
+                    srv.priority,
+                    u16::MAX - srv.weight,
+                    srv.target.to_utf8().trim_end_matches('.').to_string(),
+                    srv.port,
+                )),
+                _ => None,
+            })
+            .collect();
+        records.sort();
+        records.dedup();
+        if records.is_empty() {
+            return Err(DnsError::NoRecords("SRV"));
+        }
+        Ok(records.into_iter().map(|(_, _, t, p)| (t, p)).collect())
+    }
 }
 
 impl SystemDns {

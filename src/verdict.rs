@@ -104,6 +104,7 @@ pub fn firewall_requests(report: &Report) -> Vec<FirewallRequest> {
                 let key = (
                     row.source.clone(),
                     row.destination.clone(),
+                    row.protocol,
                     row.ports.clone(),
                 );
                 if seen.insert(key) {
@@ -119,7 +120,7 @@ pub fn firewall_requests(report: &Report) -> Vec<FirewallRequest> {
 fn blocked_flows(check: &CheckResult, hop: &HopResult) -> Vec<FirewallRequest> {
     if !matches!(
         hop.hop,
-        HopKind::Tcp | HopKind::RpcPort | HopKind::Callback | HopKind::DtcName
+        HopKind::Tcp | HopKind::RpcPort | HopKind::Callback | HopKind::DtcName | HopKind::Kdc
     ) || !matches!(hop.status, Status::Fail | Status::Warn)
     {
         return Vec::new();
@@ -160,11 +161,19 @@ fn blocked_flows(check: &CheckResult, hop: &HopResult) -> Vec<FirewallRequest> {
             .filter_map(|a| {
                 let observed = Observed::of(a.get("cause")?.as_str()?)?;
                 let destination = a.get("address")?.as_str()?.parse().ok()?;
-                with_far_side(row(
+                let mut r = row(
                     destination,
                     a.get("source").and_then(Value::as_str),
                     observed,
-                ))
+                );
+                // Hop `kdc` probes several services and UDP too: each attempt names its own.
+                if let Some(service) = a.get("service").and_then(Value::as_str) {
+                    r.service = Some(service.to_string());
+                }
+                if a.get("protocol").and_then(Value::as_str) == Some("udp") {
+                    r.protocol = "udp";
+                }
+                with_far_side(r)
             })
             .collect(),
         // A callback that failed on the near side's account has no attempts: the target names
@@ -275,8 +284,9 @@ pub fn request_line(r: &FirewallRequest) -> String {
         .map(|f| format!(" ({f})"))
         .unwrap_or_default();
     format!(
-        "{from} -> {} TCP {}{service} {}{far_side}",
+        "{from} -> {} {} {}{service} {}{far_side}",
         end(&r.to_zone, Some(&r.destination)),
+        r.protocol.to_ascii_uppercase(),
         r.ports,
         r.observed.as_str().to_ascii_uppercase()
     )

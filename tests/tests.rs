@@ -29,6 +29,7 @@ mod epm_samba;
 mod export_baseline;
 mod export_formats;
 mod export_progress;
+mod kerberos_samba;
 mod matrix;
 mod module_cycles;
 mod ms_drivers;

@@ -16,6 +16,7 @@ pub mod connect;
 #[cfg(target_os = "linux")]
 pub mod errqueue;
 pub mod idle;
+pub mod kdc;
 pub mod kind;
 pub mod path;
 pub mod reset_origin;
@@ -24,6 +25,7 @@ pub mod route;
 pub mod route_info;
 #[cfg(windows)]
 mod route_windows;
+pub mod spn;
 pub mod traced_connect;
 
 pub use kind::{Kind, Retarget};

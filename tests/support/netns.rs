@@ -111,6 +111,21 @@ impl Netns {
         c
     }
 
+    /// Runs `f` on a thread that has entered this namespace (setns changes only that thread):
+    /// the sockets it creates live in the namespace, whichever thread uses them afterwards.
+    pub fn inside<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("open netns");
+            // SAFETY: setns on this thread only; the file is an open namespace descriptor.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("namespace thread")
+    }
+
     /// Replaces the namespace's nftables ruleset (fed on stdin: no file is left behind).
     pub fn nft(&self, ruleset: &str) {
         let script = format!("flush ruleset\n{ruleset}");

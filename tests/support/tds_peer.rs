@@ -54,6 +54,8 @@ use dtcprobe_wire::tds::token::{
 use dtcprobe_wire::tds::{b_varchar, from_utf16le, utf16le};
 
 // RPC requests (0x03): sp_executesql and the sp_prepare family, in their own file.
+#[path = "tds_peer_krb.rs"]
+pub mod krb;
 /// Windows authentication: the server side of NTLMv2 inside TDS.
 #[path = "tds_peer_ntlm.rs"]
 pub mod ntlm;
@@ -138,6 +140,9 @@ pub struct PeerConfig {
     /// The Windows login the server accepts through NTLM (tds_peer_ntlm.rs); `None`: a LOGIN7
     /// with an SSPI token gets 18452, as from an untrusted domain.
     pub windows_account: Option<ntlm::WindowsAccount>,
+    /// The keytab of the service principal the peer accepts Kerberos AP-REQs for
+    /// (tds_peer_krb.rs); `None`: a Kerberos token gets 18452.
+    pub kerberos_keytab: Option<std::path::PathBuf>,
 }
 
 impl Default for PeerConfig {
@@ -164,6 +169,7 @@ impl Default for PeerConfig {
             // Transaction manager requests (0x0E)
             tm: tm::TmConfig::default(),
             windows_account: None,
+            kerberos_keytab: None,
         }
     }
 }
@@ -189,6 +195,8 @@ pub enum Event {
     Rpc(String),
     /// A Windows-authentication (NTLM) exchange and what it concluded.
     WindowsAuth(ntlm::Outcome),
+    /// A Kerberos AP-REQ and what its acceptance concluded.
+    Kerberos(krb::Outcome),
 }
 
 pub struct TdsPeer {
@@ -894,6 +902,10 @@ async fn handle(
                     return Err(io_err(format!("expected an SSPI message, got 0x{ty:02X}")));
                 }
                 ntlm::verify(&answer, server_challenge, cfg.windows_account.as_ref())
+            } else if let (true, Some(keytab)) =
+                (krb::is_kerberos(&negotiate), cfg.kerberos_keytab.as_ref())
+            {
+                krb::kerberos_exchange(&mut conn, &negotiate, keytab, events).await?
             } else {
                 ntlm::Outcome::Refused("the SSPI token is not an NTLM NEGOTIATE".into())
             };

@@ -9,6 +9,8 @@
 //!   and the ones its test peer writes (ENVCHANGE, INFO/ERROR, DONE).
 //! - [`ssrp`]: the SQL Server Browser protocol (UDP 1434).
 //! - [`agent`]: the agent protocol's frames and message types.
+//! - [`kerberos`]: the Kerberos AS-REQ probe, the KRB-ERROR answer, a ticket's encryption type.
+//! - [`ldap`]: an LDAP SASL bind and an equality search (an SPN on two accounts).
 //!
 //! Every decoder takes untrusted input and returns an error (or `None`) instead of panicking, and
 //! none uses `unsafe` (forbidden below): a codec bug stays a wrong value, never memory corruption.
@@ -18,5 +20,8 @@
 pub mod agent;
 pub mod dcerpc;
 pub mod dtco;
+mod der;
+pub mod kerberos;
+pub mod ldap;
 pub mod ssrp;
 pub mod tds;

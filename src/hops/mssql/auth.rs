@@ -20,6 +20,8 @@ pub(super) async fn password(t: &MssqlTarget) -> Result<Option<Secret>, SecretEr
     }
     match t.auth {
         Auth::Integrated => Ok(None),
+        // Without a user, Kerberos takes the credential cache (kinit).
+        Auth::Kerberos if t.user.is_none() => Ok(None),
         _ => secret::obtain(t.password.as_ref(), &t.label())
             .await
             .map(Some),
@@ -48,9 +50,22 @@ pub(super) fn method(
         )),
         #[cfg(windows)]
         Auth::Integrated => Ok(AuthMethod::Integrated),
+        Auth::Kerberos => super::kerberos::auth_method(),
         #[cfg(not(windows))]
         Auth::Windows | Auth::Integrated => Err(Failure::Protocol(
             "Windows authentication is only available in the Windows build".into(),
         )),
+    }
+}
+
+/// The scheme a login with `auth` authenticates with (`data.auth_scheme`): SQL Server
+/// authentication; NTLM for `windows`, and for `integrated` too, which tiberius runs with the
+/// SSPI NTLM package; Kerberos for `kerberos` (the Kerberos mechanism only, so a login that passed
+/// used it).
+pub(super) fn scheme(auth: Auth) -> &'static str {
+    match auth {
+        Auth::Sql => "sql",
+        Auth::Windows | Auth::Integrated => "ntlm",
+        Auth::Kerberos => "kerberos",
     }
 }

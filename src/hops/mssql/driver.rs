@@ -31,7 +31,7 @@ where
             self.0.abort();
         }
     }
-    let mut handle = AbortOnDrop(tokio::spawn(fut));
+    let mut handle = AbortOnDrop(tokio::spawn(super::kerberos::carry_ccache(fut)));
     match tokio::time::timeout(limit, &mut handle.0).await {
         Ok(Ok(r)) => r,
         Ok(Err(join)) => Err(Failure::Protocol(format!(

@@ -536,6 +536,7 @@ fn common_login_data(
     r = r
         .with_data("address", addr.to_string())
         .with_data("auth", t.auth.as_str())
+        .with_data("auth_scheme", super::auth::scheme(t.auth))
         .with_data("encryption_requested", t.encrypt.as_str())
         .with_data("trust_server_certificate", t.trust_server_certificate);
     if let Some(p) = &observed.prelogin {

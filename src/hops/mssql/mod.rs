@@ -13,6 +13,7 @@ pub mod classify;
 mod driver;
 pub mod enlist;
 mod idle;
+pub mod kerberos;
 mod login;
 pub mod phases;
 pub mod run;

@@ -10,6 +10,7 @@ use super::auth;
 use super::browser::sqlbrowser;
 use super::enlist;
 use super::idle::idle_hop;
+use super::kerberos;
 use super::login::login_hop;
 use super::spec::{self, MssqlTarget, TxMode};
 use super::transactions::tx_hop;
@@ -23,7 +24,9 @@ pub fn planned_hops(t: &MssqlTarget) -> Vec<HopKind> {
     if t.needs_browser() {
         v.push(HopKind::Sqlbrowser);
     }
-    v.extend([HopKind::Tcp, HopKind::Login]);
+    v.push(HopKind::Tcp);
+    v.extend(kerberos::planned(t));
+    v.push(HopKind::Login);
     if t.tx != TxMode::None {
         v.push(HopKind::TxLocal);
     }
@@ -88,6 +91,16 @@ pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
         }
     };
 
+    let krb_ccache = match t.auth {
+        spec::Auth::Kerberos => {
+            match kerberos::before_login(&mut chain, ctx, t, addr, password.as_ref()).await {
+                Some(ready) => ready.ccache,
+                None => return chain.finish(),
+            }
+        }
+        _ => None,
+    };
+
     // dtc_name and tx_enlist log in again on TDS sessions of their own.
     let enlist_password = if matches!(t.tx, TxMode::Distributed | TxMode::Enlist) {
         password.clone()
@@ -98,7 +111,7 @@ pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
         .step_with_timeout(
             HopKind::Login,
             limit * 2,
-            login_hop(t, addr, password, limit * 2),
+            kerberos::with_ccache(krb_ccache, login_hop(t, addr, password, limit * 2)),
         )
         .await
     else {

@@ -102,6 +102,9 @@ pub enum Auth {
     Windows,
     /// Windows authentication as the current user (SSPI). Windows builds only.
     Integrated,
+    /// Kerberos (docs/kerberos.md): hops `kdc` and `spn` before the login; the user and password
+    /// from the usual sources, or (no user) the credential cache.
+    Kerberos,
 }
 
 impl Auth {
@@ -110,13 +113,14 @@ impl Auth {
             "sql" | "sql_server" => Auth::Sql,
             "windows" | "ntlm" => Auth::Windows,
             "integrated" | "sspi" => Auth::Integrated,
+            "kerberos" | "krb5" => Auth::Kerberos,
             other => {
                 return Err(format!(
-                    "unknown auth `{other}` (expected sql, windows or integrated)"
+                    "unknown auth `{other}` (expected sql, windows, integrated or kerberos)"
                 ))
             }
         };
-        if auth != Auth::Sql && !cfg!(windows) {
+        if matches!(auth, Auth::Windows | Auth::Integrated) && !cfg!(windows) {
             return Err(format!(
                 "auth `{}` needs the Windows build of dtcprobe: this build supports SQL Server \
                  authentication only (see docs/mssql.md)",
@@ -131,6 +135,7 @@ impl Auth {
             Auth::Sql => "sql",
             Auth::Windows => "windows",
             Auth::Integrated => "integrated",
+            Auth::Kerberos => "kerberos",
         }
     }
 }
@@ -442,7 +447,10 @@ impl MssqlTarget {
     }
 
     fn validate(&self) -> Result<(), String> {
-        if self.auth != Auth::Integrated && self.user.is_none() && !self.credential_free {
+        if !matches!(self.auth, Auth::Integrated | Auth::Kerberos)
+            && self.user.is_none()
+            && !self.credential_free
+        {
             return Err("no user: write mssql://USER@host/... or set `user`".into());
         }
         if self.linked_server.is_some() && self.tx != TxMode::Distributed {
@@ -617,7 +625,8 @@ mod tests {
         let r = Auth::parse("windows");
         assert_eq!(r.is_ok(), cfg!(windows), "{r:?}");
         assert_eq!(Auth::parse("sql"), Ok(Auth::Sql));
-        assert!(Auth::parse("kerberos").is_err());
+        assert_eq!(Auth::parse("Kerberos"), Ok(Auth::Kerberos));
+        assert!(Auth::parse("negotiate").is_err());
     }
 
     fn config(text: &str) -> Result<MssqlTarget, crate::config::ConfigError> {

@@ -91,6 +91,9 @@ fn sspi_client(
                 .map_err(|e| Failure::Sspi(format!("this host's SSPI (NTLM): {e}")))?;
             Ok(Some(Box::new(client)))
         }
+        Auth::Kerberos => Err(Failure::Sspi(
+            "tx=enlist does not log in with auth=kerberos yet (docs/kerberos.md)".into(),
+        )),
         #[cfg(not(windows))]
         Auth::Integrated => Err(Failure::Sspi(
             "auth=integrated needs the Windows build: this account's SSPI".into(),

@@ -1,0 +1,263 @@
+//! `auth=kerberos` against a real Active Directory domain controller (Samba, support/samba_ad.rs)
+//! behind a router, with the TDS test peer accepting Kerberos through GSS-API and the service
+//! account's keytab (support/tds_peer_krb.rs). dtcprobe runs in the client ("web") namespace and
+//! finds the KDC the way a domain client does: DNS SRV records served by the DC's own DNS.
+//!
+//! Cases (issue 28): SPN present (kdc, spn and login pass, the login's scheme is kerberos); SPN
+//! missing (spn_missing); the SPN on two accounts (spn_duplicate from an LDAP search, naming
+//! both); the router dropping 88 (kdc fails, firewall request rows for TCP and UDP 88); a clock
+//! 20 minutes ahead (faketime: clock_skew with the offset).
+
+use std::net::SocketAddr;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::netns::{can_run_netns_tests, dtcprobe_bin};
+use crate::support::samba_ad::{self, AdZones, SambaAd};
+use crate::support::tds_peer::{krb, Event, PeerConfig, ServerEncryption, TdsPeer};
+use crate::support::{hop, parse_report};
+
+struct Setup {
+    zones: AdZones,
+    dc: SambaAd,
+    peer: TdsPeer,
+    dir: tempfile::TempDir,
+}
+
+fn setup(test: &str) -> Option<Setup> {
+    if !can_run_netns_tests(test) || !samba_ad::available(test) {
+        return None;
+    }
+    let zones = AdZones::new("dpkrb");
+    let dc = SambaAd::start(&zones);
+    let keytab = dc.sql_keytab();
+    let bind: SocketAddr = format!("{}:1433", samba_ad::SQL_IP).parse().unwrap();
+    let peer = zones.dc.inside(move || {
+        TdsPeer::start_on(
+            bind,
+            PeerConfig {
+                encryption: ServerEncryption::Off,
+                kerberos_keytab: Some(keytab),
+                ..PeerConfig::default()
+            },
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    samba_ad::client_krb5_conf(dir.path());
+    std::fs::write(dir.path().join("pw"), samba_ad::CLIENT_PASSWORD).unwrap();
+    Some(Setup {
+        zones,
+        dc,
+        peer,
+        dir,
+    })
+}
+
+impl Setup {
+    /// Runs `dtcprobe check -f json URL` in the web zone (optionally under `faketime OFFSET`),
+    /// with the client krb5.conf and the password file; returns (exit code, report, stderr).
+    fn check(&self, host: &str, faketime: Option<&str>, extra: &[&str]) -> (i32, Value, String) {
+        let url = format!(
+            "mssql://{}@{host}:1433/app?auth=kerberos&encrypt=off&trust_server_certificate=true&tx=none",
+            samba_ad::CLIENT_USER
+        );
+        let pw = self.dir.path().join("pw");
+        let mut args: Vec<String> = Vec::new();
+        if let Some(offset) = faketime {
+            args.extend(["faketime".into(), "-f".into(), offset.into()]);
+        }
+        args.push(dtcprobe_bin().into());
+        args.extend(
+            [
+                "check",
+                "-f",
+                "json",
+                "--timeout",
+                "3s",
+                "--password-file",
+                pw.to_str().unwrap(),
+            ]
+            .map(String::from),
+        );
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(format!("k={url}"));
+        let out = self
+            .zones
+            .web
+            .command(&args[0])
+            .args(&args[1..])
+            .env("NO_COLOR", "1")
+            .env("KRB5_CONFIG", self.dir.path().join("krb5.conf"))
+            // A cache of this test's own, never the machine's.
+            .env(
+                "KRB5CCNAME",
+                format!("FILE:{}", self.dir.path().join("ccache").display()),
+            )
+            .output()
+            .expect("run dtcprobe");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (
+            out.status.code().unwrap_or(-1),
+            parse_report(&stdout),
+            stderr,
+        )
+    }
+}
+
+fn status(h: &Value) -> (&str, &str) {
+    (
+        h["status"].as_str().unwrap_or(""),
+        h["cause"].as_str().unwrap_or(""),
+    )
+}
+
+#[test]
+fn kerberos_spn_present_passes_with_a_kerberos_login() {
+    let Some(s) = setup("kerberos_spn_present_passes_with_a_kerberos_login") else {
+        return;
+    };
+    let (code, report, stderr) = s.check(samba_ad::SQL_HOST, None, &[]);
+    let kdc = hop(&report, "k", "kdc");
+    assert_eq!(
+        status(kdc),
+        ("pass", ""),
+        "{kdc:#}\n{stderr}\n{}",
+        s.dc.logs()
+    );
+    assert_eq!(kdc["data"]["realm"], samba_ad::REALM);
+    assert!(
+        kdc["data"]["kdcs"][0]["found_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("dns_srv _kerberos._tcp.dtc.test"),
+        "{kdc:#}"
+    );
+    // The KDC's clock is this machine's: the measured offset is within a second or two.
+    assert!(kdc["data"]["clock_offset_seconds"].as_i64().unwrap().abs() <= 2);
+    let spn = hop(&report, "k", "spn");
+    assert_eq!(status(spn), ("pass", ""), "{spn:#}");
+    assert_eq!(spn["data"]["spn"], "MSSQLSvc/sql.dtc.test:1433");
+    // Samba's exported service key is RC4 only (klist -e shows the same ticket type).
+    assert_eq!(spn["data"]["enctype"], "rc4-hmac", "{spn:#}");
+    let login = hop(&report, "k", "login");
+    assert_eq!(
+        status(login),
+        ("pass", ""),
+        "{login:#}\n{:?}\n{stderr}",
+        s.peer.events()
+    );
+    assert_eq!(login["data"]["auth_scheme"], "kerberos", "{login:#}");
+    assert!(
+        s.peer
+            .events()
+            .contains(&Event::Kerberos(krb::Outcome::Authenticated(
+                "probe@DTC.TEST".into()
+            ))),
+        "{:?}",
+        s.peer.events()
+    );
+    assert_eq!(code, 0, "{report:#}");
+}
+
+#[test]
+fn kerberos_spn_missing_is_spn_missing() {
+    let Some(s) = setup("kerberos_spn_missing_is_spn_missing") else {
+        return;
+    };
+    let (code, report, _) = s.check(samba_ad::NOSPN_HOST, None, &[]);
+    assert_eq!(status(hop(&report, "k", "kdc")).0, "pass");
+    let spn = hop(&report, "k", "spn");
+    assert_eq!(status(spn), ("fail", "spn_missing"), "{spn:#}");
+    assert!(
+        spn["detail"]
+            .as_str()
+            .unwrap()
+            .contains("MSSQLSvc/nospn.dtc.test:1433"),
+        "{spn:#}"
+    );
+    assert!(
+        spn["hint"].as_str().unwrap().contains("setspn -S"),
+        "{spn:#}"
+    );
+    assert_eq!(status(hop(&report, "k", "login")).0, "skip");
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn kerberos_router_dropping_88_fails_kdc_with_firewall_rows() {
+    let Some(s) = setup("kerberos_router_dropping_88_fails_kdc_with_firewall_rows") else {
+        return;
+    };
+    s.zones.drop_to_dc(&["tcp 88", "udp 88"]);
+    let csv = s.dir.path().join("fw.csv");
+    let fw = format!("csv={}", csv.display());
+    let (code, report, stderr) = s.check(samba_ad::SQL_HOST, None, &["--firewall-request", &fw]);
+    let kdc = hop(&report, "k", "kdc");
+    assert_eq!(status(kdc), ("fail", "timeout"), "{kdc:#}\n{stderr}");
+    assert_eq!(status(hop(&report, "k", "spn")).0, "skip");
+    let rows = std::fs::read_to_string(&csv).unwrap();
+    for proto in ["tcp", "udp"] {
+        assert!(
+            rows.lines().any(|l| l.contains(&format!(
+                "{},{proto},88,forward,dropped,Kerberos",
+                samba_ad::DC_IP
+            ))),
+            "no {proto} 88 row:\n{rows}"
+        );
+    }
+    // 464 and 389 still pass the router: no row for them.
+    assert!(!rows.contains(",464,") && !rows.contains(",389,"), "{rows}");
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn kerberos_clock_twenty_minutes_ahead_is_clock_skew() {
+    let Some(s) = setup("kerberos_clock_twenty_minutes_ahead_is_clock_skew") else {
+        return;
+    };
+    let has_faketime = Command::new("faketime").arg("--version").output().is_ok();
+    assert!(
+        has_faketime,
+        "faketime missing: run scripts/install-test-deps"
+    );
+    let (_, report, stderr) = s.check(samba_ad::SQL_HOST, Some("+20m"), &[]);
+    let kdc = hop(&report, "k", "kdc");
+    let offset = kdc["data"]["clock_offset_seconds"].as_i64().unwrap();
+    assert!((1195..=1205).contains(&offset), "{kdc:#}\n{stderr}");
+    let spn = hop(&report, "k", "spn");
+    assert_eq!(spn["cause"], "clock_skew", "{spn:#}");
+    assert_eq!(spn["data"]["clock_offset_seconds"], offset);
+    assert!(
+        spn["detail"].as_str().unwrap().contains("s off the KDC's"),
+        "{spn:#}"
+    );
+}
+
+#[test]
+fn kerberos_spn_on_two_accounts_is_spn_duplicate_from_ldap() {
+    let Some(s) = setup("kerberos_spn_on_two_accounts_is_spn_duplicate_from_ldap") else {
+        return;
+    };
+    let (code, report, stderr) = s.check(samba_ad::DUP_HOST, None, &[]);
+    let spn = hop(&report, "k", "spn");
+    assert_eq!(status(spn), ("fail", "spn_duplicate"), "{spn:#}\n{stderr}");
+    let holders = spn["data"]["spn_accounts"]["MSSQLSvc/dup.dtc.test:1433"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{spn:#}"));
+    let mut names: Vec<String> = holders
+        .iter()
+        .map(|d| d.as_str().unwrap().to_ascii_lowercase())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "cn=other,cn=users,dc=dtc,dc=test",
+            "cn=sqlsvc,cn=users,dc=dtc,dc=test"
+        ],
+        "{spn:#}"
+    );
+    assert_eq!(code, 1);
+}
