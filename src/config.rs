@@ -4,10 +4,12 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
 use thiserror::Error;
 
 mod plain_toml;
+mod raw;
+
+pub use raw::{RawConfig, RawDefaults};
 
 pub use crate::check_table::RawCheck;
 use crate::target::{CheckSpec, Target, TargetError};
@@ -20,24 +22,6 @@ pub struct ConfigError {
     pub line: usize,
     pub column: usize,
     pub message: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawConfig {
-    #[serde(default)]
-    pub defaults: RawDefaults,
-    #[serde(default)]
-    pub check: Vec<toml::Spanned<RawCheck>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawDefaults {
-    pub timeout: Option<toml::Spanned<String>>,
-    pub concurrency: Option<usize>,
-    /// Zone this host is in; used when a check has no `from`.
-    pub zone: Option<String>,
 }
 
 /// Global settings from the file's `[defaults]`.

@@ -169,7 +169,7 @@ impl DnsResolver {
         let lookup = tokio::time::timeout(limit, resolver.lookup(name, RecordType::SRV))
             .await
             .map_err(|_| DnsError::Timeout(limit))?
-            .map_err(|e| map_error(e, "SRV", limit, &self.servers))?;
+            .map_err(|e| map_error(e, "SRV", limit, &self.system().servers))?;
         let mut records: Vec<(u16, u16, String, u16)> = lookup
             .answers()
             .iter()

@@ -29,6 +29,7 @@ mod epm_samba;
 mod export_baseline;
 mod export_formats;
 mod export_progress;
+#[cfg(feature = "kerberos")]
 mod kerberos_samba;
 mod matrix;
 mod module_cycles;

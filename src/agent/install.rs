@@ -29,8 +29,7 @@ use thiserror::Error;
 use super::cmd::{AgentInput, AgentSetup, SetupError};
 use crate::exit;
 
-/// The service name (the SCM key under HKLM\System\CurrentControlSet\Services).
-pub const SERVICE_NAME: &str = "dtcprobe-agent";
+pub use super::service_name::SERVICE_NAME;
 /// The name of the inbound firewall rule install adds and uninstall removes.
 pub const FIREWALL_RULE_NAME: &str = "dtcprobe-agent";
 

@@ -27,6 +27,7 @@ pub mod peer_options;
 pub mod policy;
 pub mod protocol;
 pub mod server;
+pub mod service_name;
 #[cfg(windows)]
 pub mod winsvc;
 

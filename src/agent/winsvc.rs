@@ -25,7 +25,7 @@ use super::protocol::{AgentIdentity, Key};
 use super::AgentConfig;
 
 /// The service name `dtcprobe agent install` registers (and `sc.exe create` must use).
-pub use super::install::SERVICE_NAME;
+pub use super::service_name::SERVICE_NAME;
 
 struct Launch {
     start_line: String,

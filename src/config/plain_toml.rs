@@ -18,7 +18,7 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use super::{RawConfig, RawDefaults};
+use super::raw::{RawConfig, RawDefaults};
 use crate::check_table::RawCheck;
 
 /// `text` read as the plain subset, or `None` when anything in it is outside the subset.

@@ -7,6 +7,7 @@ pub mod netns;
 pub mod pcap;
 pub mod postgres;
 pub mod samba;
+#[cfg(feature = "kerberos")]
 pub mod samba_ad;
 pub mod tds_peer;
 

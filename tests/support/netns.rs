@@ -193,23 +193,6 @@ impl Netns {
     }
 }
 
-impl Netns {
-    /// Runs `f` on a thread that has entered this namespace (setns changes only that thread):
-    /// the sockets it creates live in the namespace, whichever thread uses them afterwards
-    /// (a TDS peer started inside serves there).
-    pub fn inside<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).expect("open netns");
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("namespace thread")
-    }
-}
-
 /// An endpoint mapper stand-in on 127.0.0.1:135 for the whole test binary: accepts TCP and closes
 /// it, nothing more. Hop `dtc_name` connects to TCP 135 of the DTC host the TDS peer names
 /// (`localhost` by default); binary runs on this host that expect that hop to pass call this

@@ -19,8 +19,8 @@
 
 pub mod agent;
 pub mod dcerpc;
-pub mod dtco;
 mod der;
+pub mod dtco;
 pub mod kerberos;
 pub mod ldap;
 pub mod ssrp;

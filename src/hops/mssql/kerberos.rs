@@ -101,16 +101,16 @@ pub async fn before_login(
 /// The login's authentication for `auth=kerberos`: on Unix, tiberius's integrated
 /// authentication, which is GSS-API with the Kerberos mechanism only (no NTLM fallback).
 pub fn auth_method() -> Result<tiberius::AuthMethod, super::classify::Failure> {
-    #[cfg(unix)]
+    #[cfg(all(unix, feature = "kerberos"))]
     {
         Ok(tiberius::AuthMethod::Integrated)
     }
-    #[cfg(not(unix))]
+    #[cfg(not(all(unix, feature = "kerberos")))]
     {
         // tiberius's integrated authentication on Windows is the NTLM package, never Kerberos:
         // a Negotiate login of our own is not written yet (docs/kerberos.md).
         Err(super::classify::Failure::Protocol(
-            "the Windows build does not log in with auth=kerberos yet (docs/kerberos.md)".into(),
+            crate::hops::spn::NO_KERBEROS.into(),
         ))
     }
 }
@@ -119,16 +119,16 @@ pub fn auth_method() -> Result<tiberius::AuthMethod, super::classify::Failure> {
 /// tiberius's integrated authentication reads the default cache, and this makes that the
 /// password's cache for this login only.
 pub async fn with_ccache<F: std::future::Future>(ccache: Option<String>, login: F) -> F::Output {
-    #[cfg(unix)]
+    #[cfg(all(unix, feature = "kerberos"))]
     if let Some(name) = ccache.and_then(|n| std::ffi::CString::new(n).ok()) {
         return LOGIN_CCACHE.scope(name, login).await;
     }
-    #[cfg(not(unix))]
+    #[cfg(not(all(unix, feature = "kerberos")))]
     let _ = ccache;
     login.await
 }
 
-#[cfg(unix)]
+#[cfg(all(unix, feature = "kerberos"))]
 tokio::task_local! {
     /// The credential cache of the login running in this task ([`with_ccache`]).
     static LOGIN_CCACHE: std::ffi::CString;
@@ -142,13 +142,13 @@ where
     F: std::future::Future + Send + 'static,
     F::Output: Send,
 {
-    #[cfg(unix)]
+    #[cfg(all(unix, feature = "kerberos"))]
     let name = LOGIN_CCACHE.try_with(|n| n.clone()).ok();
-    #[cfg(not(unix))]
+    #[cfg(not(all(unix, feature = "kerberos")))]
     let name: Option<std::ffi::CString> = None;
     async move {
         match name {
-            #[cfg(unix)]
+            #[cfg(all(unix, feature = "kerberos"))]
             Some(name) => {
                 ThreadCcache {
                     inner: Box::pin(fut),
@@ -161,7 +161,7 @@ where
     }
 }
 
-#[cfg(unix)]
+#[cfg(all(unix, feature = "kerberos"))]
 extern "C" {
     // MIT krb5 (libgssapi_krb5, linked through libgssapi): the credential cache GSS-API uses on
     // the calling thread; NULL returns to the default.
@@ -172,13 +172,13 @@ extern "C" {
     ) -> u32;
 }
 
-#[cfg(unix)]
+#[cfg(all(unix, feature = "kerberos"))]
 struct ThreadCcache<F> {
     inner: std::pin::Pin<Box<F>>,
     name: std::ffi::CString,
 }
 
-#[cfg(unix)]
+#[cfg(all(unix, feature = "kerberos"))]
 impl<F: std::future::Future> std::future::Future for ThreadCcache<F> {
     type Output = F::Output;
 

@@ -22,8 +22,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{oneshot, OnceCell};
 use tokio::time::Instant;
 
+use super::judge::{judge, ResetOrigin, TtlSource};
 use super::packet::{self, Segment};
-use super::{judge, ResetOrigin, TtlSource};
 
 /// (remote address, remote port, local port) of the segment a probe waits for.
 type Key = (Ipv4Addr, u16, u16);

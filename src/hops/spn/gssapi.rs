@@ -10,7 +10,7 @@ use libgssapi::error::Error as GssError;
 use libgssapi::name::Name;
 use libgssapi::oid::{OidSet, GSS_MECH_KRB5, GSS_NT_KRB5_PRINCIPAL};
 
-use super::{SpnRequest, Ticket, TicketError};
+use super::request::{SpnRequest, Ticket, TicketError};
 use dtcprobe_wire::kerberos as krb;
 
 /// MIT krb5's error table base (`ERROR_TABLE_BASE_krb5`): codes base+0 .. base+127 are the

@@ -6,13 +6,15 @@
 //! (KRB_AP_ERR_SKEW, or a KDC clock more than 5 minutes off, measured by hop `kdc`), `auth_failed`
 //! (the client's own credentials), `kdc_error` (any other, named).
 //!
-//! The ticket comes from MIT krb5 through GSS-API ([`gssapi`], Unix); the Windows build does not
-//! request tickets yet (the hop is `skip` with cause `unsupported` there, docs/kerberos.md).
+//! The ticket comes from MIT krb5 through GSS-API ([`gssapi`], Unix builds with the cargo feature
+//! `kerberos`); the Windows build does not request tickets yet, and neither does a Unix build
+//! without the feature (the hop is `skip` with cause `unsupported` there, docs/kerberos.md).
 
-#[cfg(unix)]
+#[cfg(all(unix, feature = "kerberos"))]
 mod gssapi;
-#[cfg(unix)]
+#[cfg(all(unix, feature = "kerberos"))]
 mod ldap_search;
+mod request;
 
 use std::time::Duration;
 
@@ -21,75 +23,23 @@ use serde_json::json;
 use crate::chain::HopOutput;
 use crate::hops::kdc::KdcFindings;
 use crate::model::{Cause, HopKind, HopResult};
-use crate::secret::Secret;
 use dtcprobe_wire::kerberos as krb;
 
 /// Kerberos' default tolerance between two clocks (Windows: "Maximum tolerance for computer
 /// clock synchronization", 5 minutes).
 pub const MAX_SKEW_SECONDS: i64 = 300;
 
-/// What to ask a ticket for, and as whom.
-#[derive(Debug, Clone)]
-pub struct SpnRequest {
-    /// The SQL Server's name as the client connects to it (the SPN's host part).
-    pub host: String,
-    pub port: u16,
-    pub instance: Option<String>,
-    pub realm: String,
-    /// `user`, `user@REALM` or `DOMAIN\user`; `None`: the credential cache (`KRB5CCNAME`).
-    pub user: Option<String>,
-    pub password: Option<Secret>,
-    /// A domain controller whose LDAP answered (host, address): where to look for an SPN on
-    /// two accounts. `None`: not looked for.
-    pub ldap: Option<(String, std::net::IpAddr)>,
-    /// Where to keep the credentials a password gave (a `MEMORY:` cache of this process), so
-    /// the login can use them; `None`: not kept.
-    pub keep_in: Option<String>,
-}
+/// Why this build asks for no ticket: the Windows build has no Kerberos of its own yet, and a
+/// Unix build has it only with the cargo feature `kerberos` (it links MIT krb5; the release
+/// binaries of `scripts/dist` and the test build have it, a plain `cargo build` does not).
+pub const NO_KERBEROS: &str = if cfg!(windows) {
+    "the Windows build does not request Kerberos tickets yet (docs/kerberos.md)"
+} else {
+    "this build has no Kerberos: build with `--features kerberos` (it links MIT krb5; \
+     docs/kerberos.md), or use the release binary from scripts/dist"
+};
 
-impl SpnRequest {
-    /// The SPNs the drivers try, in their order.
-    pub fn spns(&self) -> Vec<String> {
-        let mut spns = vec![format!("MSSQLSvc/{}:{}", self.host, self.port)];
-        if let Some(instance) = &self.instance {
-            spns.push(format!("MSSQLSvc/{}:{instance}", self.host));
-        }
-        spns
-    }
-
-    /// The client principal `user@REALM` (a `DOMAIN\user` keeps only the user).
-    pub fn client_principal(&self) -> Option<String> {
-        let user = self.user.as_deref()?;
-        let user = user.rsplit('\\').next().unwrap_or(user);
-        Some(if user.contains('@') {
-            user.to_string()
-        } else {
-            format!("{user}@{}", self.realm)
-        })
-    }
-}
-
-/// A service ticket obtained: the SPN it is for, its encryption type, and the initial context
-/// token (an AP-REQ) that carries it.
-#[derive(Debug, Clone)]
-pub struct Ticket {
-    pub spn: String,
-    pub enctype: Option<i32>,
-    pub token: Vec<u8>,
-    /// The credential cache the password's credentials were stored in (`keep_in`).
-    pub ccache: Option<String>,
-}
-
-/// Why no ticket came: a Kerberos protocol error (RFC 4120 number) or a library failure.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TicketError {
-    /// The RFC 4120 error number when the failure is one (7: S_PRINCIPAL_UNKNOWN, 37: SKEW...).
-    pub krb_code: Option<i32>,
-    /// The library's own message.
-    pub message: String,
-    /// The failure is the client's credentials (password, cache), not the SPN.
-    pub credentials: bool,
-}
+pub use request::{SpnRequest, Ticket, TicketError};
 
 /// Hop `spn`.
 pub async fn spn_hop(
@@ -97,11 +47,8 @@ pub async fn spn_hop(
     kdc: Option<&KdcFindings>,
     limit: Duration,
 ) -> HopOutput<Ticket> {
-    if cfg!(not(unix)) {
-        return HopOutput::stop(HopResult::unsupported(
-            HopKind::Spn,
-            "the Windows build does not request Kerberos tickets yet (docs/kerberos.md)",
-        ));
+    if cfg!(not(all(unix, feature = "kerberos"))) {
+        return HopOutput::stop(HopResult::unsupported(HopKind::Spn, NO_KERBEROS));
     }
     let offset = kdc.and_then(|k| k.clock_offset_seconds);
     let mut tried = Vec::new();
@@ -175,7 +122,7 @@ async fn spn_holders(
 ) -> Vec<(String, Result<Vec<String>, String>)> {
     let mut out = Vec::new();
     for spn in spns {
-        #[cfg(unix)]
+        #[cfg(all(unix, feature = "kerberos"))]
         let found = {
             let (req, dc, spn) = (req.clone(), dc.clone(), spn.clone());
             let work =
@@ -186,7 +133,7 @@ async fn spn_holders(
                 Err(_) => Err(format!("no LDAP answer within {limit:?}")),
             }
         };
-        #[cfg(not(unix))]
+        #[cfg(not(all(unix, feature = "kerberos")))]
         let found: Result<Vec<String>, String> = {
             let _ = (req, dc, limit);
             Err("not searched in this build".into())
@@ -222,7 +169,7 @@ async fn request_ticket(
     spn: &str,
     limit: Duration,
 ) -> Result<Ticket, TicketError> {
-    #[cfg(unix)]
+    #[cfg(all(unix, feature = "kerberos"))]
     {
         let (req, spn_owned) = (req.clone(), spn.to_string());
         let work = tokio::task::spawn_blocking(move || gssapi::ticket(&req, &spn_owned));
@@ -240,12 +187,12 @@ async fn request_ticket(
             }),
         }
     }
-    #[cfg(not(unix))]
+    #[cfg(not(all(unix, feature = "kerberos")))]
     {
         let _ = (req, spn, limit);
         Err(TicketError {
             krb_code: None,
-            message: "the Windows build does not request Kerberos tickets yet".into(),
+            message: NO_KERBEROS.into(),
             credentials: false,
         })
     }
