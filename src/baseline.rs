@@ -35,7 +35,7 @@ pub enum BaselineError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("baseline {path} has format_version {found}; this dtcprobe reads 1.x")]
+    #[error("baseline {path} has format_version {found}; this dtcprobe reads 1.x and 2.x")]
     Version { path: PathBuf, found: String },
 }
 
@@ -64,7 +64,9 @@ enum ParseError {
 
 fn parse(text: &str) -> Result<Report, ParseError> {
     let report: Report = serde_json::from_str(text).map_err(ParseError::Json)?;
-    if report.format_version.split('.').next() != Some("1") {
+    // 2.0 renamed one hop and added much; what a baseline compares (checks, their status and
+    // causes) reads the same in 1.x, so a 1.x baseline still serves.
+    if !matches!(report.format_version.split('.').next(), Some("1" | "2")) {
         return Err(ParseError::Version(report.format_version));
     }
     Ok(report)
@@ -487,7 +489,9 @@ mod tests {
         v["baseline"] = serde_json::to_value(BaselineDiff::default()).unwrap();
         // A report that itself carries a baseline section still loads (additive field).
         assert!(parse(&v.to_string()).is_ok());
-        v["format_version"] = json!("2.0");
+        v["format_version"] = json!("1.0");
+        assert!(parse(&v.to_string()).is_ok(), "a 1.x baseline still loads");
+        v["format_version"] = json!("3.0");
         assert!(matches!(parse(&v.to_string()), Err(ParseError::Version(_))));
         assert!(matches!(parse("{"), Err(ParseError::Json(_))));
     }

@@ -1,6 +1,6 @@
 //! The report model: what every hop produces and every exporter consumes.
 //!
-//! The serialized form is the JSON contract in docs/report.md and docs/report.schema.json (`format_version` 1.x): field names and
+//! The serialized form is the JSON contract in docs/report.md and docs/report.schema.json (`format_version` 2.x): field names and
 //! enum spellings here are what users script against, so only additive changes are allowed.
 
 use std::time::{Duration, SystemTime};
@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-pub const FORMAT_VERSION: &str = "1.0";
+pub const FORMAT_VERSION: &str = "2.0";
 
 /// Outcome of one hop or one check. Ordered by severity so `max()` gives the worst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

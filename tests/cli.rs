@@ -109,7 +109,7 @@ fn loopback_open_and_refused_with_json_and_plain() {
     let (code, stdout, _) = dtcprobe(&["check", "-f", "json", &open, &closed]);
     assert_eq!(code, 1);
     let report = parse_report(&stdout);
-    assert_eq!(report["format_version"], "1.0");
+    assert_eq!(report["format_version"], "2.0");
     assert_eq!(hop(&report, &open, "tcp")["status"], "pass");
     assert_eq!(hop(&report, &closed, "tcp")["cause"], "refused");
     assert_eq!(report["summary"]["fail"], 1);

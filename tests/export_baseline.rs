@@ -46,7 +46,7 @@ fn regression_against_baseline_fails_the_run() {
     let (code, out, _) = run_bin(&["check", &url, "--baseline", &baseline_s, "-f", "json"]);
     assert_eq!(code, 1);
     let v = support::parse_report(&out);
-    assert_eq!(v["format_version"], "1.0");
+    assert_eq!(v["format_version"], "2.0");
     assert_eq!(v["baseline"]["regressions"][0]["hop"], "tcp");
     assert_eq!(v["baseline"]["regressions"][0]["cause"], "refused");
     assert_eq!(v["summary"]["fail"], 1);
