@@ -668,6 +668,7 @@ fn the_wine_runner_keeps_its_prefix_in_the_target_directory() {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
     };
     script(&tools.join("build-shim"), "exit 0");
+    script(&tools.join("build-fake-export"), "exit 0");
     let bin = dir.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     script(&bin.join("wine"), "echo \"$WINEPREFIX\"");

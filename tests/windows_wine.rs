@@ -1355,6 +1355,16 @@ fn a_key_file_other_accounts_may_read_is_warned_about_on_windows() {
     assert!(stderr.contains("icacls"), "{stderr}");
 
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // The first start made the agent's identity file beside the key. The Windows build restricts
+    // its ACL (SetNamedSecurityInfoW), which wine accepts without changing the Unix mode its ACL
+    // view follows (README: keygen's ACL is unconfirmed under wine); make it owner-only as a real
+    // Windows would have, so this run judges the key file alone.
+    let identity = dir.path().join("agent.key.id");
+    assert!(
+        identity.exists(),
+        "the first start writes the identity file"
+    );
+    std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o600)).unwrap();
     let (code, _, stderr) = win.run(&args);
     assert_eq!(code, 2, "{stderr}");
     assert!(

@@ -38,7 +38,8 @@ pub fn unique_name(prefix: &str) -> String {
     )
 }
 
-fn run(cmd: &mut Command) -> Output {
+/// Runs `cmd` to completion; a failure to start or a non-zero exit fails the test with its output.
+pub fn run(cmd: &mut Command) -> Output {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));

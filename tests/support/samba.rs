@@ -145,19 +145,27 @@ impl Samba {
 impl Drop for Samba {
     fn drop(&mut self) {
         // samba-dcerpcd leads its process group (its rpcd_* workers are in it): stop the group.
-        let pgid = self.child.id() as i32;
-        unsafe {
-            libc::kill(-pgid, libc::SIGTERM);
-        }
-        let stopped = wait_until(Duration::from_secs(5), || {
-            matches!(self.child.try_wait(), Ok(Some(_)))
-        });
-        unsafe {
-            libc::kill(-pgid, libc::SIGKILL);
-        }
-        if !stopped {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
+        stop_process_group(&mut self.child);
     }
+}
+
+/// Stops a samba that leads its own process group (its workers are in it): SIGTERM to the
+/// group, up to 5 s for the leader to exit, then SIGKILL to whatever is left.
+pub fn stop_process_group(child: &mut Child) {
+    let pgid = child.id() as i32;
+    // SAFETY: kill(2) on a process group this test started; no memory is involved.
+    unsafe {
+        libc::kill(-pgid, libc::SIGTERM);
+    }
+    let stopped = wait_until(Duration::from_secs(5), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+    if !stopped {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
 }

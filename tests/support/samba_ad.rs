@@ -24,7 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::support::netns::{link_named, wait_until, Netns};
+use crate::support::netns::{self, link_named, wait_until, Netns};
 
 pub const REALM: &str = "DTC.TEST";
 pub const DOMAIN: &str = "dtc.test";
@@ -154,16 +154,7 @@ pub fn client_krb5_conf(dir: &Path) -> PathBuf {
 }
 
 fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&netns::run(cmd).stdout).into_owned()
 }
 
 /// The provisioned template (built once per machine, see the module header).
@@ -405,19 +396,6 @@ fn listening(ns: &Netns, flags: &str) -> Vec<u16> {
 
 impl Drop for SambaAd {
     fn drop(&mut self) {
-        let pgid = self.child.id() as i32;
-        unsafe {
-            libc::kill(-pgid, libc::SIGTERM);
-        }
-        let stopped = wait_until(Duration::from_secs(5), || {
-            matches!(self.child.try_wait(), Ok(Some(_)))
-        });
-        unsafe {
-            libc::kill(-pgid, libc::SIGKILL);
-        }
-        if !stopped {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
+        super::samba::stop_process_group(&mut self.child);
     }
 }
