@@ -102,6 +102,21 @@ pub(super) async fn refuse(
     channel.shutdown().await;
 }
 
+/// Refuses a session whose request was not one (counted as a protocol refusal, logged through
+/// the rate limit as `what: reason`, and `message` said to the peer).
+pub(super) async fn refuse_protocol(
+    channel: &mut SecureChannel<AgentStream>,
+    state: &AgentState,
+    peer: SocketAddr,
+    (what, reason): (&str, &str),
+    message: String,
+    limit: Duration,
+) {
+    warn_refused(state, peer, what, reason);
+    AgentStats::bump(&state.stats.refused_protocol);
+    refuse(channel, ErrorCode::Protocol, message, limit).await;
+}
+
 /// Refuses a request that ran past `request_timeout` (counted, said to the peer).
 pub(super) async fn refuse_overrun(
     channel: &mut SecureChannel<AgentStream>,

@@ -13,7 +13,9 @@ use super::super::protocol::{
     SecureChannel, CAPABILITY_FAR_SIDE,
 };
 use super::answer::fit_response;
-use super::refusal::{debug_line, refuse, refuse_handshake, refuse_overrun, warn_refused};
+use super::refusal::{
+    debug_line, refuse, refuse_handshake, refuse_overrun, refuse_protocol, warn_refused,
+};
 use super::reverse::{hop_timeout, run_peer_request};
 use super::state::{AgentState, AgentStream};
 
@@ -73,16 +75,11 @@ pub(super) async fn session(stream: AgentStream, peer: SocketAddr, state: &Agent
             return;
         }
         Err(e) => {
-            warn_refused(
+            refuse_protocol(
+                &mut channel,
                 state,
                 peer,
-                "dropped session: no valid request",
-                &e.to_string(),
-            );
-            AgentStats::bump(&state.stats.refused_protocol);
-            refuse(
-                &mut channel,
-                ErrorCode::Protocol,
+                ("dropped session: no valid request", &e.to_string()),
                 e.to_string(),
                 frame_timeout,
             )
@@ -91,16 +88,11 @@ pub(super) async fn session(stream: AgentStream, peer: SocketAddr, state: &Agent
         }
     };
     let Message::Request { body } = msg else {
-        warn_refused(
+        refuse_protocol(
+            &mut channel,
             state,
             peer,
-            "dropped session",
-            "first message is not a request",
-        );
-        AgentStats::bump(&state.stats.refused_protocol);
-        refuse(
-            &mut channel,
-            ErrorCode::Protocol,
+            ("dropped session", "first message is not a request"),
             "expected a request".into(),
             frame_timeout,
         )
@@ -128,16 +120,11 @@ pub(super) async fn session(stream: AgentStream, peer: SocketAddr, state: &Agent
     let request: RequestBody = match parse_body(&body) {
         Ok(r) => r,
         Err(e) => {
-            warn_refused(
+            refuse_protocol(
+                &mut channel,
                 state,
                 peer,
-                "refused malformed request body",
-                &e.to_string(),
-            );
-            AgentStats::bump(&state.stats.refused_protocol);
-            refuse(
-                &mut channel,
-                ErrorCode::Protocol,
+                ("refused malformed request body", &e.to_string()),
                 e.to_string(),
                 frame_timeout,
             )
