@@ -106,6 +106,10 @@ pub enum Cause {
     KdcError,
     /// (A `warn` on hop `login`.) A Negotiate login used NTLM where Kerberos was expected.
     NtlmFallback,
+    /// (A `warn` on hop `dtc_config`.) MSDTC's authentication level cannot be met between the
+    /// two hosts: Mutual without Kerberos (no domain, different domains, no KDC), or NTLM
+    /// restricted where Kerberos cannot be had; the finding names the setting and the side.
+    DtcAuth,
 }
 
 impl Cause {
@@ -148,6 +152,7 @@ impl Cause {
         Cause::ClockSkew,
         Cause::KdcError,
         Cause::NtlmFallback,
+        Cause::DtcAuth,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -190,6 +195,7 @@ impl Cause {
             Cause::ClockSkew => "clock_skew",
             Cause::KdcError => "kdc_error",
             Cause::NtlmFallback => "ntlm_fallback",
+            Cause::DtcAuth => "dtc_auth",
         }
     }
 

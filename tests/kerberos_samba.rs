@@ -6,7 +6,10 @@
 //! Cases (issue 28): SPN present (kdc, spn and login pass, the login's scheme is kerberos); SPN
 //! missing (spn_missing); the SPN on two accounts (spn_duplicate from an LDAP search, naming
 //! both); the router dropping 88 (kdc fails, firewall request rows for TCP and UDP 88); a clock
-//! 20 minutes ahead (faketime: clock_skew with the offset).
+//! 20 minutes ahead (faketime: clock_skew with the offset). `auth=negotiate`: Kerberos with the
+//! SPN present; with the SPN missing and with 88 dropped, spn_missing / the kdc failure, then the
+//! NTLM fallback login (the peer verifies the NTLMv2 answer) warned `ntlm_fallback` with the
+//! reason.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -15,7 +18,7 @@ use serde_json::Value;
 
 use crate::support::netns::{can_run_netns_tests, dtcprobe_bin};
 use crate::support::samba_ad::{self, AdZones, SambaAd};
-use crate::support::tds_peer::{krb, Event, PeerConfig, ServerEncryption, TdsPeer};
+use crate::support::tds_peer::{krb, ntlm, Event, PeerConfig, ServerEncryption, TdsPeer};
 use crate::support::{hop, parse_report};
 
 struct Setup {
@@ -39,6 +42,13 @@ fn setup(test: &str) -> Option<Setup> {
             PeerConfig {
                 encryption: ServerEncryption::Off,
                 kerberos_keytab: Some(keytab),
+                // The same user by NTLM (a Negotiate login's fallback): winauth sends no domain
+                // for a user given without one.
+                windows_account: Some(ntlm::WindowsAccount {
+                    domain: String::new(),
+                    user: samba_ad::CLIENT_USER.into(),
+                    password: samba_ad::CLIENT_PASSWORD.into(),
+                }),
                 ..PeerConfig::default()
             },
         )
@@ -58,8 +68,19 @@ impl Setup {
     /// Runs `dtcprobe check -f json URL` in the web zone (optionally under `faketime OFFSET`),
     /// with the client krb5.conf and the password file; returns (exit code, report, stderr).
     fn check(&self, host: &str, faketime: Option<&str>, extra: &[&str]) -> (i32, Value, String) {
+        self.check_auth("kerberos", host, faketime, extra)
+    }
+
+    /// [`Setup::check`] with `auth=AUTH`.
+    fn check_auth(
+        &self,
+        auth: &str,
+        host: &str,
+        faketime: Option<&str>,
+        extra: &[&str],
+    ) -> (i32, Value, String) {
         let url = format!(
-            "mssql://{}@{host}:1433/app?auth=kerberos&encrypt=off&trust_server_certificate=true&tx=none",
+            "mssql://{}@{host}:1433/app?auth={auth}&encrypt=off&trust_server_certificate=true&tx=none",
             samba_ad::CLIENT_USER
         );
         let pw = self.dir.path().join("pw");
@@ -260,4 +281,90 @@ fn kerberos_spn_on_two_accounts_is_spn_duplicate_from_ldap() {
         "{spn:#}"
     );
     assert_eq!(code, 1);
+}
+
+/// `auth=negotiate` against the same DC: Kerberos where the SPN is registered; where it is
+/// missing, and where the router drops 88 to the DC, Kerberos cannot be had and the login falls
+/// back to NTLM, which the peer verifies, and is warned `ntlm_fallback` naming why.
+#[test]
+fn negotiate_uses_kerberos_and_falls_back_to_ntlm_with_the_reason() {
+    let Some(s) = setup("negotiate_uses_kerberos_and_falls_back_to_ntlm_with_the_reason") else {
+        return;
+    };
+    let ntlm_logins = |s: &Setup| {
+        s.peer
+            .events()
+            .iter()
+            .filter(|e| matches!(e, Event::WindowsAuth(ntlm::Outcome::Authenticated(_))))
+            .count()
+    };
+
+    // 1. The SPN is registered: Kerberos, no fallback.
+    let (code, report, stderr) = s.check_auth("negotiate", samba_ad::SQL_HOST, None, &[]);
+    let login = hop(&report, "k", "login");
+    assert_eq!(status(login), ("pass", ""), "{login:#}\n{stderr}");
+    assert_eq!(login["data"]["auth"], "negotiate");
+    assert_eq!(login["data"]["auth_scheme"], "kerberos", "{login:#}");
+    assert_eq!(ntlm_logins(&s), 0, "{:?}", s.peer.events());
+    assert_eq!(code, 0, "{report:#}");
+
+    // 2. The SPN is missing: spn_missing, then NTLM.
+    let (code, report, stderr) = s.check_auth("negotiate", samba_ad::NOSPN_HOST, None, &[]);
+    assert_eq!(status(hop(&report, "k", "kdc")), ("pass", ""));
+    let spn = hop(&report, "k", "spn");
+    assert_eq!(status(spn), ("fail", "spn_missing"), "{spn:#}");
+    let login = hop(&report, "k", "login");
+    assert_eq!(
+        status(login),
+        ("warn", "ntlm_fallback"),
+        "{login:#}\n{stderr}\n{:?}",
+        s.peer.events()
+    );
+    assert_eq!(login["data"]["auth_scheme"], "ntlm", "{login:#}");
+    let reason = login["data"]["fallback_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("hop `spn`: spn_missing")
+            && reason.contains("MSSQLSvc/nospn.dtc.test:1433"),
+        "{login:#}"
+    );
+    assert!(
+        login["detail"].as_str().unwrap().contains(reason),
+        "{login:#}"
+    );
+    assert_eq!(ntlm_logins(&s), 1, "{:?}", s.peer.events());
+    // The SPN's failure still fails the check.
+    assert_eq!(code, 1, "{report:#}");
+
+    // 3. The router drops 88 to the DC: no KDC, `spn` not run, NTLM.
+    s.zones.drop_to_dc(&["tcp 88", "udp 88"]);
+    let (_, report, stderr) = s.check_auth("negotiate", samba_ad::SQL_HOST, None, &[]);
+    assert_eq!(status(hop(&report, "k", "kdc")), ("fail", "timeout"));
+    let spn = hop(&report, "k", "spn");
+    assert_eq!(spn["status"], "skip", "{spn:#}");
+    let login = hop(&report, "k", "login");
+    assert_eq!(
+        status(login),
+        ("warn", "ntlm_fallback"),
+        "{login:#}\n{stderr}"
+    );
+    assert!(
+        login["data"]["fallback_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("hop `kdc`: timeout"),
+        "{login:#}"
+    );
+    assert_eq!(ntlm_logins(&s), 2, "{:?}", s.peer.events());
+    // The hops were reported in chain order.
+    let order: Vec<&str> = report["checks"][0]["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["hop"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        ["resolve", "route", "tcp", "kdc", "spn", "login"],
+        "{report:#}"
+    );
 }

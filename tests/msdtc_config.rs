@@ -70,6 +70,9 @@ const SECURITY: &str = r"HKLM\SOFTWARE\Microsoft\MSDTC\Security";
 const MSDTC: &str = r"HKLM\SOFTWARE\Microsoft\MSDTC";
 const RPC_INTERNET: &str = r"HKLM\SOFTWARE\Microsoft\Rpc\Internet";
 const RPC_POLICY: &str = r"HKLM\SOFTWARE\Policies\Microsoft\Windows NT\Rpc";
+const TCPIP: &str = r"HKLM\SYSTEM\CurrentControlSet\Services\Tcpip\Parameters";
+const LSA: &str = r"HKLM\SYSTEM\CurrentControlSet\Control\Lsa";
+const MSV1_0: &str = r"HKLM\SYSTEM\CurrentControlSet\Control\Lsa\MSV1_0";
 const CID_A: &str = "5d1e0000-aaaa-bbbb-cccc-000000000001";
 const CID_B: &str = "5d1e0000-aaaa-bbbb-cccc-000000000002";
 
@@ -471,6 +474,73 @@ fn windows_build_reads_registry_fixtures_and_the_service_state_under_wine() {
     }
 }
 
+/// The authentication path's registry values (issue 28, `dtc_auth`) read back through wine's
+/// registry API: the machine's domain (Tcpip\Parameters `Domain`, `NV Domain`) and the NTLM
+/// policy (Lsa `LmCompatibilityLevel`, MSV1_0 `RestrictSendingNTLMTraffic`,
+/// `RestrictReceivingNTLMTraffic`); a workgroup machine (empty `Domain`) with Mutual and all
+/// outgoing NTLM denied is warned `dtc_auth` naming both settings; in a domain it is not.
+#[test]
+fn windows_build_reads_the_domain_and_ntlm_policy_and_predicts_dtc_auth_under_wine() {
+    let test = "windows_build_reads_the_domain_and_ntlm_policy_and_predicts_dtc_auth_under_wine";
+    let Some(setup) = wine(test, false) else {
+        return;
+    };
+    let win = WinHost::new(setup, None);
+    let url = "msdtc://localhost";
+    good_config(&win, (1, 0, 0), CID_A);
+    reg_add(&win, TCPIP, "Domain", "REG_SZ", "");
+    reg_add(&win, TCPIP, "NV Domain", "REG_SZ", "corp.example");
+    dword(&win, LSA, "LmCompatibilityLevel", 2);
+    dword(&win, MSV1_0, "RestrictSendingNTLMTraffic", 2);
+    dword(&win, MSV1_0, "RestrictReceivingNTLMTraffic", 1);
+    let (_, h, _) = dtc_config(&win, url);
+    let d = &h["data"];
+    assert_eq!(
+        (
+            d["domain"].as_str(),
+            d["nv_domain"].as_str(),
+            d["lm_compatibility_level"].as_u64(),
+            d["restrict_sending_ntlm_traffic"].as_u64(),
+            d["restrict_receiving_ntlm_traffic"].as_u64(),
+        ),
+        (Some(""), Some("corp.example"), Some(2), Some(2), Some(1)),
+        "{h:#}"
+    );
+    let found = findings(&h);
+    for setting in ["AllowOnlySecureRpcCalls", "RestrictSendingNTLMTraffic"] {
+        assert!(
+            found.contains(&("dtc_auth".into(), setting.into())),
+            "{setting}: {h:#}"
+        );
+    }
+    // Receiving 1 (deny domain accounts) does not matter to a workgroup machine on its own.
+    assert!(
+        !found.contains(&("dtc_auth".into(), "RestrictReceivingNTLMTraffic".into())),
+        "{h:#}"
+    );
+    assert!(h["detail"].as_str().unwrap().contains("no domain"), "{h:#}");
+
+    // Joined to a domain: Kerberos is possible, nothing to predict for this host alone.
+    reg_add(&win, TCPIP, "Domain", "REG_SZ", "corp.example");
+    let (_, h, _) = dtc_config(&win, url);
+    assert_eq!(h["data"]["domain"], "corp.example");
+    assert!(
+        !findings(&h).iter().any(|(cause, _)| cause == "dtc_auth"),
+        "{h:#}"
+    );
+    // A value of the wrong type is a read error, never judged as absent.
+    reg_add(&win, MSV1_0, "RestrictSendingNTLMTraffic", "REG_SZ", "2");
+    let (_, h, _) = dtc_config(&win, url);
+    assert_eq!(h["data"]["restrict_sending_ntlm_traffic"], Value::Null);
+    assert!(
+        h["data"]["read_errors"]["RestrictSendingNTLMTraffic"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("REG_DWORD"),
+        "{h:#}"
+    );
+}
+
 /// A Windows peer and a Windows agent (each its own wine prefix, on loopback): the agent reads
 /// its own registry for `--reverse msdtc://localhost` and the near side compares the two.
 #[test]
@@ -567,6 +637,36 @@ fn windows_peer_and_windows_agent_compare_their_msdtc_configs_under_wine() {
     let cid = hop(&report, "msdtc_cid", "dtc_cid");
     assert_eq!(cid["status"], "pass", "{cid:#}");
     assert_eq!(cid["data"]["cid"]["remote"], CID_B);
+
+    // Mutual here, incoming there, in two different domains (issue 28, `dtc_auth`): Kerberos
+    // only across a trust, so this host's Mutual is warned, naming the setting and the side.
+    reg_add(&near, TCPIP, "Domain", "REG_SZ", "corp.example");
+    reg_add(&far, TCPIP, "Domain", "REG_SZ", "branch.example");
+    let (_, report, context) = run(&near);
+    let pair = hop(&report, "msdtc_pair", "dtc_config");
+    assert_eq!(
+        (pair["status"].as_str(), pair["cause"].as_str()),
+        (Some("warn"), Some("dtc_auth")),
+        "{context}\n{pair:#}"
+    );
+    assert!(
+        findings(pair).contains(&("dtc_auth".into(), "AllowOnlySecureRpcCalls".into())),
+        "{pair:#}"
+    );
+    let detail = pair["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("corp.example") && detail.contains("branch.example"),
+        "{pair:#}"
+    );
+    assert!(
+        pair["hint"].as_str().unwrap().starts_with("on this host:"),
+        "{pair:#}"
+    );
+    // The same domain: nothing to predict.
+    reg_add(&far, TCPIP, "Domain", "REG_SZ", "CORP.example");
+    let (_, report, context) = run(&near);
+    let pair = hop(&report, "msdtc_pair", "dtc_config");
+    assert_eq!(pair["status"], "pass", "{context}\n{pair:#}");
 
     // A Linux peer against the same Windows agent: the agent's side is read, this side cannot
     // be (skip), so the pair is not compared, and says which side is missing.

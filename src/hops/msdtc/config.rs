@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use super::auth_path::AuthLevel;
+use super::auth_path::{self, AuthFinding, AuthSide, KdcReach};
 use crate::model::{Cause, HopKind, HopResult, Status};
 
 /// The state the service control manager reports for the `MSDTC` service.
@@ -71,37 +73,6 @@ impl ServiceStartType {
             ServiceStartType::Manual => "manual",
             ServiceStartType::Disabled => "disabled",
             ServiceStartType::Boot => "boot",
-        }
-    }
-}
-
-/// MSDTC's RPC security level (MS-DTCO 3.2.1), as MS-CMOM 3.3.1.2.3 derives it from the registry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthLevel {
-    /// "Mutual Authentication Required".
-    Mutual,
-    /// "Incoming Caller Authentication Required".
-    Incoming,
-    /// "No Authentication Required".
-    None,
-}
-
-impl AuthLevel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthLevel::Mutual => "mutual",
-            AuthLevel::Incoming => "incoming",
-            AuthLevel::None => "none",
-        }
-    }
-
-    /// The radio button in the Local DTC security dialog.
-    fn dialog_name(self) -> &'static str {
-        match self {
-            AuthLevel::Mutual => "Mutual Authentication Required",
-            AuthLevel::Incoming => "Incoming Caller Authentication Required",
-            AuthLevel::None => "No Authentication Required",
         }
     }
 }
@@ -173,6 +144,15 @@ pub struct MsdtcConfig {
     pub rpc_use_internet_ports: Option<String>,
     // HKLM\SOFTWARE\Policies\Microsoft\Windows NT\Rpc
     pub restrict_remote_clients: Option<u32>,
+    // HKLM\SYSTEM\CurrentControlSet\Services\Tcpip\Parameters: the primary DNS suffix in
+    // effect (`Domain`) and as configured for the next start (`NV Domain`); empty on a
+    // workgroup machine. Judged as the machine's domain (src/hops/msdtc/auth_path.rs).
+    pub domain: Option<String>,
+    pub nv_domain: Option<String>,
+    // HKLM\SYSTEM\CurrentControlSet\Control\Lsa and its MSV1_0 subkey: the NTLM policy.
+    pub lm_compatibility_level: Option<u32>,
+    pub restrict_sending_ntlm_traffic: Option<u32>,
+    pub restrict_receiving_ntlm_traffic: Option<u32>,
     /// HKCR\CID\<GUID> whose description is "MSDTC" (lower case, no braces).
     pub cid: Option<String>,
     /// The clustered DTC resources of this node (HKLM\Cluster\Resources\<id> with an
@@ -340,6 +320,18 @@ impl MsdtcConfig {
             Some(AuthLevel::None)
         } else {
             None
+        }
+    }
+
+    /// What decides this host's MSDTC authentication ([`auth_path`]): the level, the machine's
+    /// domain (`Domain`, else `NV Domain`), the NTLM policy.
+    pub fn auth_side(&self) -> AuthSide<'_> {
+        AuthSide {
+            level: self.authentication(),
+            domain: self.domain.as_deref().or(self.nv_domain.as_deref()),
+            lm_compatibility_level: self.lm_compatibility_level,
+            restrict_sending_ntlm: self.restrict_sending_ntlm_traffic,
+            restrict_receiving_ntlm: self.restrict_receiving_ntlm_traffic,
         }
     }
 
@@ -576,7 +568,17 @@ pub fn judge(config: &MsdtcConfig, role: Role) -> Vec<Finding> {
         found.extend(dtc.findings(role));
     }
     judge_ports_and_policy(config, &mut found);
+    found.extend(
+        auth_path::judge_host(&config.auth_side())
+            .into_iter()
+            .map(auth_finding),
+    );
     found
+}
+
+/// A predicted authentication failure as a `warn` of hop `dtc_config`, cause `dtc_auth`.
+fn auth_finding(f: AuthFinding) -> Finding {
+    Finding::warn(Cause::DtcAuth, f.setting, f.detail, &f.hint)
 }
 
 /// The network access rules (Network DTC Access, network transactions, the direction the role
@@ -812,6 +814,13 @@ pub fn compare_pair(near: &MsdtcConfig, far: &MsdtcConfig) -> HopResult {
             ));
         }
     }
+    // Whether the two can authenticate at those levels: domains, NTLM policy. No KDC
+    // reachability is known here (a registry audit): judged as unknown.
+    found.extend(
+        auth_path::judge_pair(&near.auth_side(), &far.auth_side(), KdcReach::Unknown)
+            .into_iter()
+            .map(auth_finding),
+    );
     if !on(near.network_dtc_access) || !on(near.network_dtc_access_outbound) {
         found.push(Finding::fail(
             Cause::DtcNetworkDisabled,

@@ -10,8 +10,11 @@
 //!
 //! - `config`: the pure model ([`MsdtcConfig`]) and every rule ([`judge`], [`compare_pair`]);
 //! - `read_windows`: the Windows reader (registry, SCM); other platforms skip the hop;
+//! - `auth_path`: whether two MSDTCs can authenticate each other at their levels (domains,
+//!   NTLM policy), cause `dtc_auth`;
 //! - `cid`: hop `dtc_cid`, two hosts' MSDTC CIDs compared ([`compare_cids`]).
 
+mod auth_path;
 mod cid;
 mod config;
 #[cfg(windows)]

@@ -18,6 +18,11 @@ const MSDTC: &str = r"SOFTWARE\Microsoft\MSDTC";
 const MSDTC_SECURITY: &str = r"SOFTWARE\Microsoft\MSDTC\Security";
 const RPC_INTERNET: &str = r"SOFTWARE\Microsoft\Rpc\Internet";
 const RPC_POLICY: &str = r"SOFTWARE\Policies\Microsoft\Windows NT\Rpc";
+/// The machine's primary DNS suffix (its domain, for the authentication path).
+const TCPIP_PARAMETERS: &str = r"SYSTEM\CurrentControlSet\Services\Tcpip\Parameters";
+/// The NTLM policy: LmCompatibilityLevel here, the Restrict NTLM values in its MSV1_0 subkey.
+const LSA: &str = r"SYSTEM\CurrentControlSet\Control\Lsa";
+const LSA_MSV1_0: &str = r"SYSTEM\CurrentControlSet\Control\Lsa\MSV1_0";
 /// A failover cluster node's resources (the hive is loaded on cluster nodes only).
 const CLUSTER_RESOURCES: &str = r"Cluster\Resources";
 
@@ -55,6 +60,18 @@ pub fn read() -> MsdtcConfig {
     }
     if let Some(k) = open(LOCAL_MACHINE, RPC_POLICY, &mut errors) {
         c.restrict_remote_clients = read_u32(&k, "RestrictRemoteClients", &mut errors);
+    }
+    if let Some(k) = open(LOCAL_MACHINE, TCPIP_PARAMETERS, &mut errors) {
+        c.domain = read_string(&k, "Domain", &mut errors);
+        c.nv_domain = read_string(&k, "NV Domain", &mut errors);
+    }
+    if let Some(k) = open(LOCAL_MACHINE, LSA, &mut errors) {
+        c.lm_compatibility_level = read_u32(&k, "LmCompatibilityLevel", &mut errors);
+    }
+    if let Some(k) = open(LOCAL_MACHINE, LSA_MSV1_0, &mut errors) {
+        let mut dword = |name: &str| read_u32(&k, name, &mut errors);
+        c.restrict_sending_ntlm_traffic = dword("RestrictSendingNTLMTraffic");
+        c.restrict_receiving_ntlm_traffic = dword("RestrictReceivingNTLMTraffic");
     }
     c.cid = msdtc_cid(&mut errors);
     c.clustered_dtcs = clustered_dtcs(&mut errors);

@@ -50,7 +50,9 @@ pub(super) fn method(
         )),
         #[cfg(windows)]
         Auth::Integrated => Ok(AuthMethod::Integrated),
-        Auth::Kerberos => super::kerberos::auth_method(),
+        // Negotiate reaches tiberius's login only when Kerberos could be had; its NTLM fallback
+        // is a login of its own (super::negotiate).
+        Auth::Kerberos | Auth::Negotiate => super::kerberos::auth_method(),
         #[cfg(not(windows))]
         Auth::Windows | Auth::Integrated => Err(Failure::Protocol(
             "Windows authentication is only available in the Windows build".into(),
@@ -61,11 +63,12 @@ pub(super) fn method(
 /// The scheme a login with `auth` authenticates with (`data.auth_scheme`): SQL Server
 /// authentication; NTLM for `windows`, and for `integrated` too, which tiberius runs with the
 /// SSPI NTLM package; Kerberos for `kerberos` (the Kerberos mechanism only, so a login that passed
-/// used it).
+/// used it); for `negotiate` too when it went through this login (its NTLM fallback reports
+/// `ntlm` itself, super::negotiate).
 pub(super) fn scheme(auth: Auth) -> &'static str {
     match auth {
         Auth::Sql => "sql",
         Auth::Windows | Auth::Integrated => "ntlm",
-        Auth::Kerberos => "kerberos",
+        Auth::Kerberos | Auth::Negotiate => "kerberos",
     }
 }

@@ -20,7 +20,7 @@ use super::spec::{Auth, MssqlTarget};
 
 /// The hops `auth=kerberos` adds before `login`.
 pub fn planned(t: &MssqlTarget) -> Vec<HopKind> {
-    if t.auth == Auth::Kerberos {
+    if matches!(t.auth, Auth::Kerberos | Auth::Negotiate) {
         vec![HopKind::Kdc, HopKind::Spn]
     } else {
         Vec::new()
@@ -45,15 +45,64 @@ pub struct KerberosReady {
     pub ccache: Option<String>,
 }
 
-/// Hops `kdc` and `spn`. `None`: a hop failed and the chain stops (the login cannot use
-/// Kerberos; `skip` names the hop).
+/// Why the login cannot use Kerberos: the hop that did not pass, as a Negotiate login's NTLM
+/// fallback reports it.
+#[derive(Debug, Clone)]
+pub struct NoTicket {
+    /// `hop `spn`: spn_missing: ...`.
+    pub reason: String,
+    pub cause: Option<crate::model::Cause>,
+}
+
+impl NoTicket {
+    /// Whether Negotiate falls back to NTLM after this: yes when Kerberos could not be had (no
+    /// KDC, no SPN, a skewed clock, a Kerberos error, a build without Kerberos), not when the
+    /// client's own credentials were refused (NTLM would refuse them too, and Windows' Negotiate
+    /// does not fall back then).
+    pub fn falls_back(&self) -> bool {
+        self.cause != Some(crate::model::Cause::AuthFailed)
+    }
+
+    fn from_last(chain: &Chain) -> NoTicket {
+        chain
+            .with_last(|r| {
+                Some(NoTicket {
+                    reason: format!(
+                        "hop `{}`: {}{}",
+                        r.hop.as_str(),
+                        r.cause
+                            .map(|c| format!("{}: ", c.as_str()))
+                            .unwrap_or_default(),
+                        r.detail
+                    ),
+                    cause: r.cause,
+                })
+            })
+            .unwrap_or(NoTicket {
+                reason: "no Kerberos ticket".into(),
+                cause: None,
+            })
+    }
+}
+
+/// Hops `kdc` and `spn`. `Err`: a hop did not pass, and the login cannot use Kerberos (for
+/// `auth=kerberos` the chain stops there, `skip` naming the hop; `auth=negotiate` may fall back).
 pub async fn before_login(
     chain: &mut Chain,
     ctx: &RunContext,
     t: &MssqlTarget,
     addr: SocketAddr,
     password: Option<&Secret>,
-) -> Option<KerberosReady> {
+) -> Result<KerberosReady, NoTicket> {
+    let no_spn_hop = |chain: &mut Chain| {
+        // The login goes on after a fallback: `spn` is not left for the chain's end to skip.
+        if t.auth == Auth::Negotiate {
+            chain.record(crate::model::HopResult::skip(
+                HopKind::Spn,
+                "not run: depends on `kdc`, which did not pass",
+            ));
+        }
+    };
     let Some(realm) = realm(t) else {
         chain.record(
             crate::model::HopResult::fail(
@@ -67,12 +116,19 @@ pub async fn before_login(
             )
             .with_hint("Kerberos names the SQL Server by its FQDN: MSSQLSvc/<fqdn>:<port>"),
         );
-        return None;
+        let why = NoTicket::from_last(chain);
+        no_spn_hop(chain);
+        return Err(why);
     };
     let client = t.user.as_deref();
-    let findings = chain
+    let Some(findings) = chain
         .step(HopKind::Kdc, kdc::kdc_hop(&realm, client, ctx))
-        .await?;
+        .await
+    else {
+        let why = NoTicket::from_last(chain);
+        no_spn_hop(chain);
+        return Err(why);
+    };
     let req = SpnRequest {
         host: t.host.clone(),
         port: addr.port(),
@@ -85,14 +141,17 @@ pub async fn before_login(
     };
     // A ticket request, then an LDAP search per SPN tried (two at most): each bounded by the hop
     // timeout.
-    let ticket = chain
+    let Some(ticket) = chain
         .step_with_timeout(
             HopKind::Spn,
             ctx.hop_timeout * 3,
             spn::spn_hop(&req, Some(&findings), ctx.hop_timeout),
         )
-        .await?;
-    Some(KerberosReady {
+        .await
+    else {
+        return Err(NoTicket::from_last(chain));
+    };
+    Ok(KerberosReady {
         ccache: ticket.ccache.clone(),
         ticket,
     })

@@ -15,6 +15,7 @@ pub mod enlist;
 mod idle;
 pub mod kerberos;
 mod login;
+mod negotiate;
 pub mod phases;
 pub mod run;
 pub mod server_info;

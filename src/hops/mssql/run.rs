@@ -12,6 +12,7 @@ use super::enlist;
 use super::idle::idle_hop;
 use super::kerberos;
 use super::login::login_hop;
+use super::negotiate;
 use super::spec::{self, MssqlTarget, TxMode};
 use super::transactions::tx_hop;
 use crate::chain::{Chain, RunContext};
@@ -92,10 +93,13 @@ pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
     };
 
     let krb_ccache = match t.auth {
-        spec::Auth::Kerberos => {
+        spec::Auth::Kerberos | spec::Auth::Negotiate => {
             match kerberos::before_login(&mut chain, ctx, t, addr, password.as_ref()).await {
-                Some(ready) => ready.ccache,
-                None => return chain.finish(),
+                Ok(ready) => ready.ccache,
+                Err(why) if t.auth == spec::Auth::Negotiate && why.falls_back() => {
+                    return ntlm_fallback(chain, ctx, t, addr, password, &why).await;
+                }
+                Err(_) => return chain.finish(),
             }
         }
         _ => None,
@@ -170,10 +174,23 @@ pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
         // A polite goodbye, bounded; the server cleans up on disconnect anyway.
         let _ = tokio::time::timeout(Duration::from_millis(500), conn.close()).await;
     }
+    own_session_hops(&mut chain, ctx, t, addr, enlist_password).await;
+    chain.finish()
+}
+
+/// Hops `dtc_name` and `tx_enlist`, each on TDS sessions of its own (after the login's).
+async fn own_session_hops(
+    chain: &mut Chain,
+    ctx: &RunContext,
+    t: &MssqlTarget,
+    addr: std::net::SocketAddr,
+    password: Option<crate::secret::Secret>,
+) {
+    let limit = ctx.hop_timeout;
     if matches!(t.tx, TxMode::Distributed | TxMode::Enlist) {
         // A login, one request, a lookup forward and reverse, a connect. Recorded whatever it
         // finds: a dtc_name failure does not skip tx_enlist.
-        let hop = enlist::dtc_name::run_dtc_name(t, addr, enlist_password.clone(), ctx, limit * 4);
+        let hop = enlist::dtc_name::run_dtc_name(t, addr, password.clone(), ctx, limit * 4);
         chain.record(hop.await);
     }
     if t.tx == TxMode::Enlist {
@@ -182,10 +199,39 @@ pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
         let result = match enlist::this_host_dtc() {
             Err(reason) => HopResult::unsupported(HopKind::TxEnlist, reason)
                 .with_hint(enlist::HINT_RUN_ON_WINDOWS),
-            Ok(dtc) => enlist::run_enlist(t, addr, enlist_password, dtc, &marker(), budget).await,
+            Ok(dtc) => enlist::run_enlist(t, addr, password, dtc, &marker(), budget).await,
         };
         chain.record(result);
     }
+}
+
+/// `auth=negotiate` without Kerberos: the login by NTLM ([`negotiate`]), then the hops that
+/// open sessions of their own; those that need the login's tiberius session are `skip`.
+async fn ntlm_fallback(
+    mut chain: Chain,
+    ctx: &RunContext,
+    t: &MssqlTarget,
+    addr: std::net::SocketAddr,
+    password: Option<crate::secret::Secret>,
+    why: &kerberos::NoTicket,
+) -> Vec<HopResult> {
+    let limit = ctx.hop_timeout;
+    let logged_in = chain
+        .step_with_timeout(
+            HopKind::Login,
+            limit * 2,
+            negotiate::ntlm_fallback_hop(t, addr, password.as_ref(), why, limit * 2),
+        )
+        .await;
+    if logged_in.is_none() {
+        return chain.finish();
+    }
+    for kind in [HopKind::TxLocal, HopKind::TxDistributed, HopKind::Idle] {
+        if planned_hops(t).contains(&kind) {
+            chain.record(HopResult::skip(kind, negotiate::NOT_AFTER_FALLBACK));
+        }
+    }
+    own_session_hops(&mut chain, ctx, t, addr, password).await;
     chain.finish()
 }
 

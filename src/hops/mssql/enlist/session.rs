@@ -70,7 +70,10 @@ fn sspi_client(
     let spn = format!("MSSQLSvc/{}:{}", t.host, addr.port());
     match t.auth {
         Auth::Sql => Ok(None),
-        Auth::Windows => {
+        // Negotiate's NTLM leg (the `login` hop's fallback in mssql/negotiate.rs; and this
+        // session's own logins): NTLMv2 from the same user (`user@REALM` goes as a UPN, as
+        // Windows sends it) and password.
+        Auth::Windows | Auth::Negotiate => {
             let user = t.user.clone().unwrap_or_default();
             let (domain, user) = match user.split_once('\\') {
                 Some((d, u)) => (Some(d.to_string()), u.to_string()),
