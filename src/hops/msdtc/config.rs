@@ -1350,6 +1350,43 @@ mod tests {
         );
         assert_eq!(h.data["local_authentication"], "mutual");
         assert_eq!(h.data["remote_authentication"], "none");
+        // The authentication path (auth_path.rs): mutual between two different domains is a
+        // `warn dtc_auth` naming the setting; in one domain it passes.
+        let in_domain = |c: &MsdtcConfig, d: &str| MsdtcConfig {
+            domain: Some(d.into()),
+            ..c.clone()
+        };
+        let h = compare_pair(
+            &in_domain(&mutual, "corp.example"),
+            &in_domain(&incoming, "branch.example"),
+        );
+        assert_eq!((h.status, h.cause), (Status::Warn, Some(Cause::DtcAuth)));
+        assert_eq!(h.data["findings"][0]["setting"], "AllowOnlySecureRpcCalls");
+        assert_eq!(
+            pair(
+                &in_domain(&mutual, "corp.example"),
+                &in_domain(&incoming, "corp.example")
+            ),
+            (Status::Pass, None)
+        );
+        // One host alone, a workgroup machine set to mutual: `NV Domain` is only read when
+        // `Domain` is absent.
+        let workgroup = MsdtcConfig {
+            nv_domain: Some("corp.example".into()),
+            ..in_domain(&mutual, "")
+        };
+        assert!(causes(&workgroup, Role::Both).contains(&(
+            Status::Warn,
+            Cause::DtcAuth,
+            "AllowOnlySecureRpcCalls"
+        )));
+        let pending = MsdtcConfig {
+            domain: None,
+            ..workgroup
+        };
+        assert!(!causes(&pending, Role::Both)
+            .iter()
+            .any(|(_, c, _)| *c == Cause::DtcAuth));
         // The direction each side needs: this host out, the agent's host in.
         let far_no_in = MsdtcConfig {
             network_dtc_access_inbound: Some(0),
