@@ -127,7 +127,7 @@ fn dword(win: &WinHost, key: &str, name: &str, value: u32) {
 
 /// The settings Microsoft's checklist asks for: network access, both directions, the given
 /// authentication (AllowOnlySecureRpcCalls, FallbackToUnsecureRPCIfNecessary,
-/// TurnOffRpcSecurity), MSDTC pinned to 5200, outside the RPC range 5000-5100 and 6000 (as
+/// TurnOffRpcSecurity) on a member of domain dtcprobe.test, MSDTC pinned to 5200, outside the RPC range 5000-5100 and 6000 (as
 /// Microsoft advises for a fixed server port), a CID.
 fn good_config(win: &WinHost, auth: (u32, u32, u32), cid: &str) {
     for name in [
@@ -143,6 +143,11 @@ fn good_config(win: &WinHost, auth: (u32, u32, u32), cid: &str) {
     dword(win, MSDTC, "FallbackToUnsecureRPCIfNecessary", auth.1);
     dword(win, MSDTC, "TurnOffRpcSecurity", auth.2);
     dword(win, MSDTC, "ServerTcpPort", 5200);
+    // A domain member: wine's own prefix says `Domain` = "" (a workgroup machine), where
+    // Mutual Authentication cannot work (`dtc_auth`). Wine writes that value again whenever the
+    // prefix starts (wineboot, from the Unix host's domain), so a test that relies on it keeps
+    // the prefix up from before this write (keep_prefix_up).
+    reg_add(win, TCPIP, "Domain", "REG_SZ", "dtcprobe.test");
     // REG_MULTI_SZ entries separated by \0 (reg's default separator).
     reg_add(
         win,
@@ -276,9 +281,10 @@ fn windows_build_reads_registry_fixtures_and_the_service_state_under_wine() {
 
     // 2. The checklist's settings and a running (stand-in) MSDTC service: pass, every value read
     //    back as written.
+    // Kept up from before the fixtures: wine rewrites `Domain` whenever the prefix starts.
+    let _up = keep_prefix_up(&win);
     good_config(&win, (1, 0, 0), CID_A);
     install_standin(&win);
-    let _up = keep_prefix_up(&win);
     sc(&win, "start");
     let (code, h, _) = dtc_config(&win, url);
     assert_eq!(code, 0, "{h:#}");
@@ -486,6 +492,8 @@ fn windows_build_reads_the_domain_and_ntlm_policy_and_predicts_dtc_auth_under_wi
         return;
     };
     let win = WinHost::new(setup, None);
+    // Up for the whole test: wine rewrites `Domain` at every start of a prefix (see good_config).
+    let _up = keep_prefix_up(&win);
     let url = "msdtc://localhost";
     good_config(&win, (1, 0, 0), CID_A);
     reg_add(&win, TCPIP, "Domain", "REG_SZ", "");
@@ -551,6 +559,8 @@ fn windows_peer_and_windows_agent_compare_their_msdtc_configs_under_wine() {
     };
     let near = WinHost::new(setup, None);
     let far = WinHost::new(setup, None);
+    // Both up for the whole test: wine rewrites `Domain` at every start of a prefix.
+    let (_near_up, _far_up) = (keep_prefix_up(&near), keep_prefix_up(&far));
     // Here mutual authentication; there none, and the same CID (a cloned image).
     good_config(&near, (1, 0, 0), CID_A);
     good_config(&far, (0, 0, 1), CID_A);
