@@ -16,6 +16,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
+use crate::report_schema::assert_valid;
 use crate::support::netns::{can_run_netns_tests, dtcprobe_bin};
 use crate::support::samba_ad::{self, AdZones, SambaAd};
 use crate::support::tds_peer::{krb, ntlm, Event, PeerConfig, ServerEncryption, TdsPeer};
@@ -68,19 +69,19 @@ impl Setup {
     /// Runs `dtcprobe check -f json URL` in the web zone (optionally under `faketime OFFSET`),
     /// with the client krb5.conf and the password file; returns (exit code, report, stderr).
     fn check(&self, host: &str, faketime: Option<&str>, extra: &[&str]) -> (i32, Value, String) {
-        self.check_auth("kerberos", host, faketime, extra)
+        self.check_query("auth=kerberos&tx=none", host, faketime, extra)
     }
 
-    /// [`Setup::check`] with `auth=AUTH`.
-    fn check_auth(
+    /// [`Setup::check`] with `QUERY` (`auth=...&tx=...`) in the URL.
+    fn check_query(
         &self,
-        auth: &str,
+        query: &str,
         host: &str,
         faketime: Option<&str>,
         extra: &[&str],
     ) -> (i32, Value, String) {
         let url = format!(
-            "mssql://{}@{host}:1433/app?auth={auth}&encrypt=off&trust_server_certificate=true&tx=none",
+            "mssql://{}@{host}:1433/app?{query}&encrypt=off&trust_server_certificate=true",
             samba_ad::CLIENT_USER
         );
         let pw = self.dir.path().join("pw");
@@ -303,7 +304,8 @@ fn negotiate_uses_kerberos_and_falls_back_to_ntlm_with_the_reason() {
     };
 
     // 1. The SPN is registered: Kerberos, no fallback.
-    let (code, report, stderr) = s.check_auth("negotiate", samba_ad::SQL_HOST, None, &[]);
+    let (code, report, stderr) =
+        s.check_query("auth=negotiate&tx=none", samba_ad::SQL_HOST, None, &[]);
     let login = hop(&report, "k", "login");
     assert_eq!(status(login), ("pass", ""), "{login:#}\n{stderr}");
     assert_eq!(login["data"]["auth"], "negotiate");
@@ -312,7 +314,8 @@ fn negotiate_uses_kerberos_and_falls_back_to_ntlm_with_the_reason() {
     assert_eq!(code, 0, "{report:#}");
 
     // 2. The SPN is missing: spn_missing, then NTLM.
-    let (code, report, stderr) = s.check_auth("negotiate", samba_ad::NOSPN_HOST, None, &[]);
+    let (code, report, stderr) =
+        s.check_query("auth=negotiate&tx=none", samba_ad::NOSPN_HOST, None, &[]);
     assert_eq!(status(hop(&report, "k", "kdc")), ("pass", ""));
     let spn = hop(&report, "k", "spn");
     assert_eq!(status(spn), ("fail", "spn_missing"), "{spn:#}");
@@ -335,12 +338,31 @@ fn negotiate_uses_kerberos_and_falls_back_to_ntlm_with_the_reason() {
         "{login:#}"
     );
     assert_eq!(ntlm_logins(&s), 1, "{:?}", s.peer.events());
+    assert_valid("negotiate, NTLM fallback", &report);
     // The SPN's failure still fails the check.
     assert_eq!(code, 1, "{report:#}");
+    // With a transaction asked for: the fallback login's session carries none (yet), so
+    // `tx_local` is `skip`, saying why, right after the login.
+    let (_, report, _) = s.check_query("auth=negotiate&tx=local", samba_ad::NOSPN_HOST, None, &[]);
+    assert_eq!(
+        status(hop(&report, "k", "login")),
+        ("warn", "ntlm_fallback")
+    );
+    let tx = hop(&report, "k", "tx_local");
+    assert_eq!(tx["status"], "skip", "{tx:#}");
+    assert!(
+        tx["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("not run after the NTLM fallback login"),
+        "{tx:#}"
+    );
+    assert_eq!(ntlm_logins(&s), 2, "{:?}", s.peer.events());
 
     // 3. The router drops 88 to the DC: no KDC, `spn` not run, NTLM.
     s.zones.drop_to_dc(&["tcp 88", "udp 88"]);
-    let (_, report, stderr) = s.check_auth("negotiate", samba_ad::SQL_HOST, None, &[]);
+    let (_, report, stderr) =
+        s.check_query("auth=negotiate&tx=none", samba_ad::SQL_HOST, None, &[]);
     assert_eq!(status(hop(&report, "k", "kdc")), ("fail", "timeout"));
     let spn = hop(&report, "k", "spn");
     assert_eq!(spn["status"], "skip", "{spn:#}");
@@ -357,7 +379,7 @@ fn negotiate_uses_kerberos_and_falls_back_to_ntlm_with_the_reason() {
             .starts_with("hop `kdc`: timeout"),
         "{login:#}"
     );
-    assert_eq!(ntlm_logins(&s), 2, "{:?}", s.peer.events());
+    assert_eq!(ntlm_logins(&s), 3, "{:?}", s.peer.events());
     // The hops were reported in chain order.
     let order: Vec<&str> = report["checks"][0]["hops"]
         .as_array()

@@ -374,6 +374,9 @@ mod tests {
         }
     }
 
+    /// The settings a judgement names, each with its side.
+    type Named<'a> = &'a [(&'a str, Side)];
+
     fn settings(found: &[AuthFinding]) -> Vec<(&'static str, Side)> {
         found.iter().map(|f| (f.setting, f.side)).collect()
     }
@@ -384,7 +387,7 @@ mod tests {
         let corp = "corp.example";
         let other = "branch.example";
         // (near level, near domain, far level, far domain, expected (setting, side)).
-        let cases: &[(AuthLevel, &str, AuthLevel, &str, &[(&str, Side)])] = &[
+        let cases: &[(AuthLevel, &str, AuthLevel, &str, Named)] = &[
             // One domain: Kerberos; every level combination is fine.
             (Mutual, corp, Mutual, corp, &[]),
             (Mutual, corp, Incoming, "CORP.example.", &[]),
@@ -472,7 +475,8 @@ mod tests {
             ..side(Incoming, corp)
         };
         let plain = side(Incoming, corp);
-        let cases: Vec<(AuthSide, AuthSide, KdcReach, Vec<(&str, Side)>)> = vec![
+        type Case<'a> = (AuthSide<'a>, AuthSide<'a>, KdcReach, Vec<(&'a str, Side)>);
+        let cases: Vec<Case> = vec![
             // Kerberos works (one domain, the KDC not known to be cut off): no finding.
             (restricted_send, plain, KdcReach::Unknown, vec![]),
             // No KDC reachable: NTLM must carry it, and this host denies sending it.
@@ -578,7 +582,8 @@ mod tests {
     #[test]
     fn one_host_alone() {
         // (level, domain, sending, receiving, expected settings).
-        let cases: &[(AuthLevel, &str, Option<u32>, Option<u32>, &[&str])] = &[
+        type Case<'a> = (AuthLevel, &'a str, Option<u32>, Option<u32>, &'a [&'a str]);
+        let cases: &[Case] = &[
             (Mutual, "corp.example", Some(2), Some(2), &[]),
             (Mutual, "", None, None, &["AllowOnlySecureRpcCalls"]),
             (Incoming, "", None, None, &[]),
