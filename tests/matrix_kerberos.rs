@@ -263,7 +263,7 @@ fn matrix_cells_test_tds_and_kerberos_from_the_zone_without_credentials() {
     // The router drops Kerberos (TCP and UDP 88) to the DC and SQL Server's port: both cells
     // fail, and the firewall request names each flow and its service.
     zones.router.nft(&format!(
-        "table inet f {{\n  chain fwd {{\n    type filter hook forward priority 0;\n    \
+        "table inet f {{\n  chain blocked {{\n    type filter hook forward priority 0;\n    \
          ip daddr {dc} tcp dport 88 drop\n    ip daddr {dc} udp dport 88 drop\n    \
          ip daddr {sql} tcp dport 1433 drop\n  }}\n}}\n",
         dc = samba_ad::DC_IP,
