@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::netns::{
-    can_run_netns_tests, dtcprobe_in, link_named, Listener, Netns,
-};
+use crate::support::netns::{can_run_netns_tests, dtcprobe_in, link_named, Listener, Netns};
 use crate::support::zone_agent::{allow_section, ZoneAgent};
 use crate::support::{run_bin, write_key};
 

@@ -125,9 +125,7 @@ fn matrix_cells_test_tds_and_kerberos_from_the_zone_without_credentials() {
     let peer = zones
         .dc
         .inside(move || TdsPeer::start_on(sql, PeerConfig::default()));
-    let junk: SocketAddr = format!("{}:{JUNK_PORT}", samba_ad::SQL_IP)
-        .parse()
-        .unwrap();
+    let junk: SocketAddr = format!("{}:{JUNK_PORT}", samba_ad::SQL_IP).parse().unwrap();
     let _junk = zones.dc.inside(move || {
         TdsPeer::start_on(
             junk,
@@ -171,7 +169,13 @@ fn matrix_cells_test_tds_and_kerberos_from_the_zone_without_credentials() {
     // Everything open: SQL Server answers the random login with 18456 (a pass), the DC answers
     // on every Kerberos/LDAP flow, found by name and through SRV; the junk port fails the login.
     let (code, report, err) = matrix_json(&zones, &matrix);
-    let context = || format!("{report:#}\n{err}\n{}\n{}", agent.log.lock().unwrap(), dc.logs());
+    let context = || {
+        format!(
+            "{report:#}\n{err}\n{}\n{}",
+            agent.log.lock().unwrap(),
+            dc.logs()
+        )
+    };
     assert_eq!(code, 1, "the junk cell fails: {}", context());
     let web_dc = cell(&report, "dc");
     assert_eq!(web_dc["state"], "pass", "{}", context());
@@ -236,7 +240,13 @@ fn matrix_cells_test_tds_and_kerberos_from_the_zone_without_credentials() {
     // The zone's watch runs the same row: derived with --zone-config, run in the zone.
     let (code, derived, err) = dtcprobe_in(
         &zones.router,
-        &["matrix", "-c", matrix.to_str().unwrap(), "--zone-config", "web"],
+        &[
+            "matrix",
+            "-c",
+            matrix.to_str().unwrap(),
+            "--zone-config",
+            "web",
+        ],
     );
     assert_eq!(code, 0, "{err}");
     let web_toml = dir.path().join("web.toml");
@@ -297,7 +307,12 @@ fn matrix_cells_test_tds_and_kerberos_from_the_zone_without_credentials() {
         })
         .collect();
     let want = |d: &str, p: &str, port: &str, s: &str| {
-        (d.to_string(), p.to_string(), port.to_string(), s.to_string())
+        (
+            d.to_string(),
+            p.to_string(),
+            port.to_string(),
+            s.to_string(),
+        )
     };
     for row in [
         want(samba_ad::DC_IP, "tcp", "88", "Kerberos"),

@@ -298,7 +298,8 @@ pub fn agent_address(text: &str) -> Result<String, String> {
 pub fn parse_reverse(urls: &[String]) -> Result<Vec<ReverseTarget>, String> {
     urls.iter()
         .map(|text| {
-            let target = Target::from_url(text).map_err(|e| format!("--reverse {}: {e}", crate::hostport::mask_url(text)))?;
+            let target = Target::from_url(text)
+                .map_err(|e| format!("--reverse {}: {e}", crate::hostport::mask_url(text)))?;
             if !crate::agent::policy::agent_runs(&target) {
                 return Err(format!(
                     "--reverse {}: the agent never runs `{}` checks with a user (they need \

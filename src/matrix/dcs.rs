@@ -170,7 +170,9 @@ mod tests {
             struct T {
                 realm: toml::Spanned<String>,
             }
-            toml::from_str::<T>("realm = \"corp.example\"").unwrap().realm
+            toml::from_str::<T>("realm = \"corp.example\"")
+                .unwrap()
+                .realm
         };
         let got = dc_targets("dc", Some(&dcs), Some(&realm), &any_host).unwrap();
         assert_eq!(got[0].url, "kdc://198.18.4.10?realm=CORP.EXAMPLE");

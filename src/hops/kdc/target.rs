@@ -110,9 +110,9 @@ impl Kind for KdcTarget {
                     )))
                 }
                 other => {
-                    return Err(url.invalid(format!(
-                        "unknown parameter `{other}` (known: realm, find)"
-                    )))
+                    return Err(
+                        url.invalid(format!("unknown parameter `{other}` (known: realm, find)"))
+                    )
                 }
             }
         }
@@ -206,7 +206,10 @@ mod tests {
             ("kdc://dc1.corp.example:88", "no port"),
             ("kdc://dc1.corp.example?find=dns", "find=srv"),
             ("kdc://198.18.2.10?find=srv", "DNS domain"),
-            ("kdc://corp.example?find=srv&realm=AD.CORP", "takes no realm"),
+            (
+                "kdc://corp.example?find=srv&realm=AD.CORP",
+                "takes no realm",
+            ),
             ("kdc://dc1.corp.example?port=88", "unknown parameter"),
             ("kdc://u@dc1.corp.example", "no user"),
         ] {
