@@ -190,7 +190,7 @@ kinds! {
     postgres => Postgres(postgres::PgTarget),
     epm => Epm(epm::EpmTarget),
     msdtc => Msdtc(msdtc::MsdtcTarget),
-    kdc => Kdc(kdc::KdcTarget),
+    kdc => Kdc(kdc::target::KdcTarget),
     // A kind for tests only (its folder is the whole of it): see `dummy/mod.rs`.
     #[cfg(test)]
     dummy => Dummy(dummy::DummyTarget),

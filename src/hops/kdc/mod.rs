@@ -13,8 +13,6 @@
 pub mod discover;
 pub mod target;
 
-pub use target::KdcTarget;
-
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
