@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::agent_netns::AgentProc;
 use crate::support::netns::{can_run_netns_tests, dtcprobe_in, link_named, Listener, Netns};
-use crate::support::zone_agent::{allow_section, ZoneAgent};
+use crate::support::zone_agent::allow_section;
 use crate::support::{run_bin, write_key};
 
 const KEY: &str = "48e7a8aa6ab0c7b1a2ac2c8e0dc39b7186e45367300fd043d53d78a64aaea15a";
@@ -96,7 +97,7 @@ impl Lab {
     }
 
     /// Starts the agents of the zones in `which`, with the allow lists `--print-allow` gives.
-    fn start_agents(&self, matrix: &Path, which: &[usize]) -> Vec<ZoneAgent> {
+    fn start_agents(&self, matrix: &Path, which: &[usize]) -> Vec<AgentProc> {
         let (code, allow, err) = dtcprobe_in(
             &self.router,
             &["matrix", "-c", matrix.to_str().unwrap(), "--print-allow"],
@@ -107,11 +108,11 @@ impl Lab {
             let section = allow_section(&allow, ZONES[i]);
             let config = self.path(&format!("agent-{}.toml", ZONES[i]));
             std::fs::write(&config, section).unwrap();
-            agents.push(ZoneAgent::start(
+            agents.push(AgentProc::start_on(
                 &self.zones[i],
-                &format!("{}:7135", zone_ip(i)),
+                &zone_ip(i),
                 &self.path("agent.key"),
-                &config,
+                Some(&config),
             ));
         }
         agents

@@ -15,11 +15,12 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use crate::agent_netns::AgentProc;
 use crate::support::netns::{can_run_netns_tests, dtcprobe_in};
 use crate::support::samba_ad::{self, AdZones, SambaAd};
 use crate::support::tds_peer::{Behaviour, Event, PeerConfig, TdsPeer};
 use crate::support::write_key;
-use crate::support::zone_agent::{allow_section, ZoneAgent};
+use crate::support::zone_agent::allow_section;
 
 const KEY: &str = "5b1f0e4a8c2d7e6f9a3b1c0d2e4f6a8b9c7d5e3f1a2b4c6d8e0f1a3b5c7d9e1f";
 const JUNK_PORT: u16 = 1533;
@@ -159,23 +160,18 @@ fn matrix_cells_test_tds_and_kerberos_from_the_zone_without_credentials() {
     }
     let config = dir.path().join("agent-web.toml");
     std::fs::write(&config, &section).unwrap();
-    let agent = ZoneAgent::start(
+    // Listens on port 7135, the matrix's `agent`.
+    let agent = AgentProc::start_on(
         &zones.web,
-        &format!("{}:7135", samba_ad::WEB_IP),
+        samba_ad::WEB_IP,
         &dir.path().join("agent.key"),
-        &config,
+        Some(&config),
     );
 
     // Everything open: SQL Server answers the random login with 18456 (a pass), the DC answers
     // on every Kerberos/LDAP flow, found by name and through SRV; the junk port fails the login.
     let (code, report, err) = matrix_json(&zones, &matrix);
-    let context = || {
-        format!(
-            "{report:#}\n{err}\n{}\n{}",
-            agent.log.lock().unwrap(),
-            dc.logs()
-        )
-    };
+    let context = || format!("{report:#}\n{err}\n{}\n{}", agent.log(), dc.logs());
     assert_eq!(code, 1, "the junk cell fails: {}", context());
     let web_dc = cell(&report, "dc");
     assert_eq!(web_dc["state"], "pass", "{}", context());
