@@ -322,5 +322,23 @@ fn matrix_cells_test_tds_and_kerberos_from_the_zone_without_credentials() {
         !rows.iter().any(|r| r.2 == "464" || r.2 == "389"),
         "{rows:#?}"
     );
+    // The grid says the same (docs/matrix.md shows this output).
+    let (code, human, err) =
+        dtcprobe_in(&zones.router, &["matrix", "-c", matrix.to_str().unwrap()]);
+    assert_eq!(code, 1, "{human}\n{err}");
+    for line in [
+        format!(
+            "web {} -> dc {} UDP 88 (Kerberos) DROPPED",
+            samba_ad::WEB_IP,
+            samba_ad::DC_IP
+        ),
+        format!(
+            "web {} -> dc {} TCP 1433 (SQL Server) DROPPED",
+            samba_ad::WEB_IP,
+            samba_ad::SQL_IP
+        ),
+    ] {
+        assert!(human.contains(&line), "{line} missing:\n{human}");
+    }
     drop(agent);
 }
