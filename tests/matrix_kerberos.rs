@@ -19,8 +19,8 @@ use crate::agent_netns::AgentProc;
 use crate::support::netns::{can_run_netns_tests, dtcprobe_in};
 use crate::support::samba_ad::{self, AdZones, SambaAd};
 use crate::support::tds_peer::{Behaviour, Event, PeerConfig, TdsPeer};
-use crate::support::write_key;
 use crate::support::zone_agent::allow_section;
+use crate::support::{hop, write_key};
 
 const KEY: &str = "5b1f0e4a8c2d7e6f9a3b1c0d2e4f6a8b9c7d5e3f1a2b4c6d8e0f1a3b5c7d9e1f";
 const JUNK_PORT: u16 = 1533;
@@ -79,22 +79,6 @@ fn cell<'a>(report: &'a Value, to: &str) -> &'a Value {
         .iter()
         .find(|c| c["from"] == "web" && c["to"] == to)
         .unwrap_or_else(|| panic!("no cell web -> {to} in {report:#}"))
-}
-
-/// The hop `hop` of the check named `check` among `checks`.
-fn hop<'a>(checks: &'a Value, check: &str, hop: &str) -> &'a Value {
-    let c = checks
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == check)
-        .unwrap_or_else(|| panic!("no check {check} in {checks:#}"));
-    c["hops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["hop"] == hop)
-        .unwrap_or_else(|| panic!("no hop {hop} in {c:#}"))
 }
 
 fn status(h: &Value) -> (&str, &str) {
@@ -176,12 +160,12 @@ fn matrix_cells_test_tds_and_kerberos_from_the_zone_without_credentials() {
     let web_dc = cell(&report, "dc");
     assert_eq!(web_dc["state"], "pass", "{}", context());
     let mssql_check = format!("dc: mssql {}:1433", samba_ad::SQL_IP);
-    let login = hop(&web_dc["checks"], &mssql_check, "login");
+    let login = hop(web_dc, &mssql_check, "login");
     assert_eq!(status(login).0, "pass", "{login:#}");
     assert_eq!(login["data"]["credential_free"], true, "{login:#}");
     assert_eq!(login["data"]["error"]["number"], 18456, "{login:#}");
     let kdc = hop(
-        &web_dc["checks"],
+        web_dc,
         &format!("dc: kerberos {}", samba_ad::DC_HOST),
         "kdc",
     );
@@ -192,7 +176,7 @@ fn matrix_cells_test_tds_and_kerberos_from_the_zone_without_credentials() {
     let web_ad = cell(&report, "ad");
     assert_eq!(web_ad["state"], "pass", "{}", context());
     let srv = hop(
-        &web_ad["checks"],
+        web_ad,
         &format!("ad: kerberos srv {}", samba_ad::DOMAIN),
         "kdc",
     );
@@ -206,7 +190,7 @@ fn matrix_cells_test_tds_and_kerberos_from_the_zone_without_credentials() {
     let web_junk = cell(&report, "junk");
     assert_eq!(web_junk["state"], "fail", "{}", context());
     let junk_login = hop(
-        &web_junk["checks"],
+        web_junk,
         &format!("junk: mssql {}:{JUNK_PORT}", samba_ad::SQL_IP),
         "login",
     );
@@ -253,14 +237,14 @@ fn matrix_cells_test_tds_and_kerberos_from_the_zone_without_credentials() {
     );
     assert_eq!(code, 1, "the junk check fails:\n{out}\n{err}");
     let watched: Value = serde_json::from_str(&out).unwrap();
-    let login = hop(&watched["checks"], &mssql_check, "login");
+    let login = hop(&watched, &mssql_check, "login");
     assert_eq!(
         (status(login).0, &login["data"]["credential_free"]),
         ("pass", &Value::Bool(true)),
         "{login:#}"
     );
     let kdc = hop(
-        &watched["checks"],
+        &watched,
         &format!("dc: kerberos {}", samba_ad::DC_HOST),
         "kdc",
     );
@@ -281,12 +265,12 @@ fn matrix_cells_test_tds_and_kerberos_from_the_zone_without_credentials() {
     let web_dc = cell(&report, "dc");
     assert_eq!(web_dc["state"], "fail", "{}", context());
     let kdc = hop(
-        &web_dc["checks"],
+        web_dc,
         &format!("dc: kerberos {}", samba_ad::DC_HOST),
         "kdc",
     );
     assert_eq!(status(kdc), ("fail", "timeout"), "{kdc:#}");
-    let tcp = hop(&web_dc["checks"], &mssql_check, "tcp");
+    let tcp = hop(web_dc, &mssql_check, "tcp");
     assert_eq!(status(tcp), ("fail", "timeout"), "{tcp:#}");
     assert_eq!(cell(&report, "ad")["state"], "fail", "{}", context());
     let rows: Vec<(String, String, String, String)> = report["firewall_requests"]
