@@ -174,4 +174,26 @@ mod tests {
         let mapped: IpAddr = "::ffff:198.18.0.1".parse().unwrap();
         assert!(authorize(&rt("tcp://198.18.0.1:1", false), mapped.to_canonical(), &[]).is_ok());
     }
+
+    #[test]
+    fn each_refusal_says_why() {
+        let caller: IpAddr = "198.18.0.1".parse().unwrap();
+        let refusal = |url: &str| authorize(&rt(url, false), caller, &[]).unwrap_err();
+        assert!(matches!(
+            refusal("mssql://sa@sql01/master"),
+            Refusal::KindNotRun { kind: "mssql" }
+        ));
+        assert!(matches!(
+            refusal("tcp://198.18.0.1:1433?hold=15s"),
+            Refusal::HeldSession { .. }
+        ));
+        assert!(matches!(
+            refusal("tcp://198.18.0.2:22"),
+            Refusal::NotAllowed { .. }
+        ));
+        assert!(matches!(refusal("not a url"), Refusal::InvalidUrl { .. }));
+        assert!(matches!(refusal("tcp://h1"), Refusal::Target(_)));
+        let text = refusal("mssql://sa@sql01/master").to_string();
+        assert!(text.contains("reverse checks may be: tcp"), "{text}");
+    }
 }
