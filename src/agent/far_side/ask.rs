@@ -23,7 +23,7 @@ pub fn round_deadline(hop_timeout: Duration) -> Duration {
 /// Why the agent gave no far-side answer.
 #[derive(Debug, thiserror::Error)]
 pub enum AskError {
-    #[error("the agent did not answer within {}", humantime::format_duration(*.0))]
+    #[error("the agent did not answer within {}", shown(.0))]
     NoAnswerWithin(Duration),
     #[error("cannot resolve the agent `{agent}`: {source}")]
     Resolve {
@@ -55,6 +55,10 @@ pub enum AskError {
     GaveUp { code: ErrorCode, message: String },
     #[error("no answer from the agent: {0}")]
     NoAnswer(ChannelError),
+}
+
+fn shown(d: &Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(*d)
 }
 
 /// Asks the agent at `opts.agent` to try `targets`; its answer, or why there is none.
