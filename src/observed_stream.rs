@@ -120,8 +120,16 @@ mod tests {
         assert_eq!(stream.read(&mut got).await.unwrap(), 0);
 
         let seen = log.0.lock().unwrap().clone();
-        let written: Vec<u8> = seen.iter().filter(|(w, _)| *w).flat_map(|(_, b)| b.clone()).collect();
-        let read: Vec<u8> = seen.iter().filter(|(w, _)| !*w).flat_map(|(_, b)| b.clone()).collect();
+        let written: Vec<u8> = seen
+            .iter()
+            .filter(|(w, _)| *w)
+            .flat_map(|(_, b)| b.clone())
+            .collect();
+        let read: Vec<u8> = seen
+            .iter()
+            .filter(|(w, _)| !*w)
+            .flat_map(|(_, b)| b.clone())
+            .collect();
         assert_eq!(written, b"ping");
         assert_eq!(read, b"pong");
         assert!(seen.iter().all(|(_, b)| !b.is_empty()), "{seen:?}");

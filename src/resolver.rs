@@ -83,10 +83,7 @@ impl DnsResolver {
     }
 
     fn resolver(&self) -> Result<&TokioResolver, DnsError> {
-        self.system()
-            .inner
-            .as_ref()
-            .map_err(Clone::clone)
+        self.system().inner.as_ref().map_err(Clone::clone)
     }
 
     /// The names the hosts file gives for `addr` (its PTR answer), as the resolver would have
