@@ -86,8 +86,11 @@ mod tests {
 
     use super::*;
 
+    /// Each call the observer got: (a write?, its bytes).
+    type Calls = Vec<(bool, Vec<u8>)>;
+
     #[derive(Default, Clone)]
-    struct Log(Arc<Mutex<Vec<(bool, Vec<u8>)>>>);
+    struct Log(Arc<Mutex<Calls>>);
 
     impl Observer for Log {
         fn on_read(&mut self, bytes: &[u8]) {
