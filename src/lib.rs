@@ -20,6 +20,7 @@ pub mod matrix;
 pub mod matrix_report;
 pub mod metrics_server;
 pub mod model;
+pub mod observed_stream;
 pub mod plan;
 pub mod platform_hints;
 pub mod progress;

@@ -39,7 +39,8 @@ pub struct DnsResolver {
 
 /// What [`DnsResolver`] builds from the system configuration, each file read once.
 struct SystemDns {
-    inner: Result<TokioResolver, String>,
+    /// The resolver, or why the system configuration gave none (every lookup fails with it).
+    inner: Result<TokioResolver, DnsError>,
     /// The hosts file, consulted first for both address families and for reverse lookups (see
     /// [`DnsResolver::forward`]); the resolver itself does not read it again.
     hosts: Option<Hosts>,
@@ -82,10 +83,7 @@ impl DnsResolver {
     }
 
     fn resolver(&self) -> Result<&TokioResolver, DnsError> {
-        self.system()
-            .inner
-            .as_ref()
-            .map_err(|e| DnsError::Other(e.clone()))
+        self.system().inner.as_ref().map_err(Clone::clone)
     }
 
     /// The names the hosts file gives for `addr` (its PTR answer), as the resolver would have
@@ -197,7 +195,7 @@ impl SystemDns {
     /// hosts file once (ours: the resolver is told not to read it again).
     fn read(query_timeout: Duration) -> SystemDns {
         let conf = hickory_resolver::system_conf::read_system_conf()
-            .map_err(|e| format!("cannot read the system DNS configuration: {e}"));
+            .map_err(|e| DnsError::Other(format!("cannot read the system DNS configuration: {e}")));
         let servers = conf
             .as_ref()
             .map(|(config, _)| {
@@ -222,7 +220,7 @@ impl SystemDns {
             // A probe must see changes immediately (watch mode re-runs the same names).
             opts.cache_size = 0;
             b.build()
-                .map_err(|e| format!("cannot build the DNS resolver: {e}"))
+                .map_err(|e| DnsError::Other(format!("cannot build the DNS resolver: {e}")))
         });
         SystemDns {
             inner,

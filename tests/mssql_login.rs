@@ -190,32 +190,31 @@ const BASE: Case = Case {
     trust_peer_cert: false,
 };
 
-fn http_garbage() -> PeerConfig {
+/// The default peer, misbehaving as `behaviour` says (a row's `script`).
+fn behaving(behaviour: Behaviour) -> PeerConfig {
     PeerConfig {
-        behaviour: Behaviour::Garbage(
-            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
-        ),
+        behaviour,
         ..Default::default()
     }
+}
+
+fn http_garbage() -> PeerConfig {
+    behaving(Behaviour::Garbage(
+        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+    ))
 }
 
 /// A reply packet header followed by bytes that are no PRELOGIN option list.
 fn tds_framed_junk() -> PeerConfig {
     let mut junk = vec![0x04, 0x01, 0x00, 0x20, 0x00, 0x00, 0x01, 0x00];
     junk.extend((0u8..24).map(|i| i.wrapping_mul(37) ^ 0x5A));
-    PeerConfig {
-        behaviour: Behaviour::Garbage(junk),
-        ..Default::default()
-    }
+    behaving(Behaviour::Garbage(junk))
 }
 
 const CASES: &[Case] = &[
     Case {
         name: "a server that stalls after its TLS hello: the timeout names the phase",
-        script: Some(|| PeerConfig {
-            behaviour: Behaviour::StallAfterTlsHello,
-            ..Default::default()
-        }),
+        script: Some(|| behaving(Behaviour::StallAfterTlsHello)),
         query: "tx=none&trust_server_certificate=true",
         timeout: "1s",
         code: Some(1),
@@ -232,10 +231,7 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "a server that never answers LOGIN7: the timeout names the phase",
-        script: Some(|| PeerConfig {
-            behaviour: Behaviour::SilentAfterLogin7,
-            ..Default::default()
-        }),
+        script: Some(|| behaving(Behaviour::SilentAfterLogin7)),
         query: "tx=none&trust_server_certificate=true",
         timeout: "1s",
         code: Some(1),
@@ -297,10 +293,7 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "credential-free login: any other answer is judged as for any login",
-        script: Some(|| PeerConfig {
-            behaviour: Behaviour::CloseMidLogin,
-            ..Default::default()
-        }),
+        script: Some(|| behaving(Behaviour::CloseMidLogin)),
         user: "",
         password: Password::Absent,
         code: Some(1),
@@ -602,10 +595,7 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "silent server times out on login within bounds",
-        script: Some(|| PeerConfig {
-            behaviour: Behaviour::SilentAfterAccept,
-            ..Default::default()
-        }),
+        script: Some(|| behaving(Behaviour::SilentAfterAccept)),
         query: "tx=distributed&reverse_dns=false",
         password: Password::Literal("x"),
         timeout: "1s",
@@ -623,10 +613,7 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "close during login is reset",
-        script: Some(|| PeerConfig {
-            behaviour: Behaviour::CloseMidLogin,
-            ..Default::default()
-        }),
+        script: Some(|| behaving(Behaviour::CloseMidLogin)),
         code: Some(1),
         hops: &[("login", "fail", Some("reset"))],
         ..BASE
@@ -680,10 +667,7 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "server hanging after LOGINACK times out login within bounds",
-        script: Some(|| PeerConfig {
-            behaviour: Behaviour::SilentAfterLogin,
-            ..Default::default()
-        }),
+        script: Some(|| behaving(Behaviour::SilentAfterLogin)),
         query: "tx=distributed&reverse_dns=false&trust_server_certificate=true&encrypt=off",
         timeout: "1s",
         code: Some(1),

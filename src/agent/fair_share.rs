@@ -17,13 +17,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv6Addr};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
+
+use crate::observed_stream::{ObservedStream, Observer};
 
 /// Pure: the source a connection counts against: the IPv4 address (a v4-mapped IPv6 address
 /// too), or the IPv6 address's /64.
@@ -126,10 +125,7 @@ impl Ticket {
 
     /// Wraps the connection's stream so that its first received byte marks it as not silent.
     pub fn watch<S>(&self, inner: S) -> Watched<S> {
-        Watched {
-            inner,
-            sent: self.sent.clone(),
-        }
+        ObservedStream::new(inner, FirstByte(self.sent.clone()))
     }
 }
 
@@ -212,48 +208,15 @@ impl Drop for Slot {
 }
 
 /// A stream that marks its connection as having sent something on the first byte it receives.
+pub type Watched<S> = ObservedStream<S, FirstByte>;
+
+/// The [`Watched`] stream's observer: sets the connection's flag on any byte received.
 #[derive(Debug)]
-pub struct Watched<S> {
-    inner: S,
-    sent: Arc<AtomicBool>,
-}
+pub struct FirstByte(Arc<AtomicBool>);
 
-impl<S> Watched<S> {
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.sent.store(true, Ordering::Relaxed);
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+impl Observer for FirstByte {
+    fn on_read(&mut self, _bytes: &[u8]) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 

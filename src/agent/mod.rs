@@ -155,7 +155,10 @@ impl AgentConfig {
         let d = AgentConfig::default();
         let mut allow = Vec::new();
         for entry in &raw.allow {
-            allow.push(AllowEntry::parse(entry.get_ref()).map_err(|m| at(entry.span().start, m))?);
+            allow.push(
+                AllowEntry::parse(entry.get_ref())
+                    .map_err(|e| at(entry.span().start, e.to_string()))?,
+            );
         }
         let at_least_one = |v: Option<toml::Spanned<usize>>,
                             name: &str,
@@ -208,11 +211,15 @@ pub struct AllowEntry {
     pub port: Option<u16>,
 }
 
+/// An `allow` entry (or `--allow`) that is not `HOST`, `HOST:PORT` or `[IPv6]:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid allow entry `{0}` (expected HOST, HOST:PORT or [IPv6]:PORT)")]
+pub struct InvalidAllowEntry(pub String);
+
 impl AllowEntry {
-    pub fn parse(text: &str) -> Result<AllowEntry, String> {
+    pub fn parse(text: &str) -> Result<AllowEntry, InvalidAllowEntry> {
         let text = text.trim();
-        let bad =
-            || format!("invalid allow entry `{text}` (expected HOST, HOST:PORT or [IPv6]:PORT)");
+        let bad = || InvalidAllowEntry(text.to_string());
         if text.is_empty() || text.contains('/') || text.contains(char::is_whitespace) {
             return Err(bad());
         }

@@ -6,7 +6,43 @@ use std::net::IpAddr;
 
 use super::protocol::ReverseTarget;
 use super::{url_port, AllowEntry};
+use crate::check_table::TargetError;
 use crate::target::Target;
+
+/// Why the agent refuses a reverse check or a far-side probe (its text goes into the refused
+/// check's hop, and the agent's log).
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("invalid target `{url}`: {source}")]
+    InvalidUrl {
+        url: String,
+        source: url::ParseError,
+    },
+    #[error("cannot point `{url}` at the caller: {source}")]
+    NotPointable {
+        url: String,
+        source: url::ParseError,
+    },
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(
+        "`{kind}` checks with a user are not run by the agent (reverse checks may be: {kinds}; \
+         and mssql/postgres with no user, the credential-free login)",
+        kinds = reverse_kinds()
+    )]
+    KindNotRun { kind: &'static str },
+    #[error(
+        "`{target}`: the agent does not run held sessions (hold=); run `dtcprobe check` with \
+         hold= on the far side instead"
+    )]
+    HeldSession { target: String },
+    #[error("`{target}` is neither the caller ({caller}) nor in the agent's allow list")]
+    NotAllowed { target: String, caller: IpAddr },
+    #[error("a far-side probe never targets the caller")]
+    ProbeToCaller,
+    #[error("a far-side probe is a `tcp` connect, not `{kind}`")]
+    ProbeNotTcp { kind: &'static str },
+}
 
 /// The check kinds the agent runs on request, for messages (`tcp, dns, epm, msdtc`): those whose
 /// `Kind::AGENT_RUNS` says so in the registry. `msdtc` reads the agent host's own MSDTC
@@ -34,37 +70,37 @@ pub fn authorize(
     t: &ReverseTarget,
     caller: IpAddr,
     allow: &[AllowEntry],
-) -> Result<Target, String> {
-    let mut url =
-        url::Url::parse(&t.url).map_err(|e| format!("invalid target `{}`: {e}", t.url))?;
+) -> Result<Target, Refusal> {
+    let mut url = url::Url::parse(&t.url).map_err(|source| Refusal::InvalidUrl {
+        url: t.url.clone(),
+        source,
+    })?;
     if t.to_caller {
         let host = match caller {
             IpAddr::V4(a) => a.to_string(),
             IpAddr::V6(a) => format!("[{a}]"),
         };
         url.set_host(Some(&host))
-            .map_err(|e| format!("cannot point `{}` at the caller: {e}", t.url))?;
+            .map_err(|source| Refusal::NotPointable {
+                url: t.url.clone(),
+                source,
+            })?;
     }
-    let target = Target::from_url(url.as_str()).map_err(|e| e.to_string())?;
+    let target = Target::from_url(url.as_str())?;
     // Network-level checks only: the agent never holds or asks for database credentials (and
     // must never wait on a password prompt).
     if !agent_runs(&target) {
-        return Err(format!(
-            "`{}` checks with a user are not run by the agent (reverse checks may be: {}; and \
-             mssql/postgres with no user, the credential-free login)",
-            target.kind(),
-            reverse_kinds()
-        ));
+        return Err(Refusal::KindNotRun {
+            kind: target.kind(),
+        });
     }
     // A held session (`hold=DUR`, hop `idle`) would tie up the agent, and outlast the peer's
     // session timeout, for as long as the caller asks: not run by the agent (yet).
     if let Target::Tcp(t) = &target {
         if t.hold.is_some() {
-            return Err(format!(
-                "`{}`: the agent does not run held sessions (hold=); run `dtcprobe check` with \
-                 hold= on the far side instead",
-                target.display()
-            ));
+            return Err(Refusal::HeldSession {
+                target: target.display(),
+            });
         }
     }
     // `msdtc://localhost` (its target type refuses every other host) reads this agent host's own
@@ -88,10 +124,10 @@ pub fn authorize(
     if allow.iter().any(|e| e.matches(host, port)) {
         return Ok(target);
     }
-    Err(format!(
-        "`{}` is neither the caller ({caller}) nor in the agent's allow list",
-        target.display()
-    ))
+    Err(Refusal::NotAllowed {
+        target: target.display(),
+        caller,
+    })
 }
 
 #[cfg(test)]
@@ -163,5 +199,27 @@ mod tests {
         // An IPv4 caller on a dual-stack socket shows up v4-mapped; the policy normalizes it.
         let mapped: IpAddr = "::ffff:198.18.0.1".parse().unwrap();
         assert!(authorize(&rt("tcp://198.18.0.1:1", false), mapped.to_canonical(), &[]).is_ok());
+    }
+
+    #[test]
+    fn each_refusal_says_why() {
+        let caller: IpAddr = "198.18.0.1".parse().unwrap();
+        let refusal = |url: &str| authorize(&rt(url, false), caller, &[]).unwrap_err();
+        assert!(matches!(
+            refusal("mssql://sa@sql01/master"),
+            Refusal::KindNotRun { kind: "mssql" }
+        ));
+        assert!(matches!(
+            refusal("tcp://198.18.0.1:1433?hold=15s"),
+            Refusal::HeldSession { .. }
+        ));
+        assert!(matches!(
+            refusal("tcp://198.18.0.2:22"),
+            Refusal::NotAllowed { .. }
+        ));
+        assert!(matches!(refusal("not a url"), Refusal::InvalidUrl { .. }));
+        assert!(matches!(refusal("tcp://h1"), Refusal::Target(_)));
+        let text = refusal("mssql://sa@sql01/master").to_string();
+        assert!(text.contains("reverse checks may be: tcp"), "{text}");
     }
 }

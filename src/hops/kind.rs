@@ -1,6 +1,6 @@
 //! The contract every check kind fulfils: how its targets are parsed, shown and run, and every
 //! fact about the kind that code outside its folder needs (the service at its port, its default
-//! port, whether agents run it, how `/probe` may point it elsewhere). Kinds import it from here,
+//! port, whether agents run it, whether a failed connect is probed from the far side, how `/probe` may point it elsewhere). Kinds import it from here,
 //! not from the registry in `hops/mod.rs`, so the registry depends on the kinds and never the
 //! other way round (scripts/check-module-cycles checks it).
 
@@ -49,6 +49,10 @@ pub trait Kind: Sized {
     /// Whether an agent runs this kind for a peer (a reverse run, from the agent's zone): only
     /// kinds that carry no credentials, since the agent would have to hold them.
     const AGENT_RUNS: bool = false;
+    /// Whether a forward check of this kind whose connect failed is asked about from an agent's
+    /// side (src/agent/far_side/probe.rs): only kinds whose `tcp`/`rpc_port` hops carry the
+    /// connect attempts, so a failed port can be probed again from the far zone.
+    const FAR_SIDE_PROBED: bool = false;
     /// How `/probe` may point a configured check elsewhere.
     const RETARGET: Retarget = Retarget::Url;
 

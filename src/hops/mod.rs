@@ -46,6 +46,7 @@ pub struct KindInfo {
     pub service: Option<&'static str>,
     pub default_port: Option<u16>,
     pub agent_runs: bool,
+    pub far_side_probed: bool,
     pub retarget: Retarget,
 }
 
@@ -59,6 +60,7 @@ impl KindInfo {
             service: K::SERVICE,
             default_port: K::DEFAULT_PORT,
             agent_runs: K::AGENT_RUNS,
+            far_side_probed: K::FAR_SIDE_PROBED,
             retarget: K::RETARGET,
         }
     }

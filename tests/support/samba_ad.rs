@@ -16,7 +16,6 @@
 //!   conflict or an old domain's import leaves it); Samba's KDC then answers "not found" for it;
 //! - no SPN at all for `nospn.dtc.test`;
 //! - the DC's own SPNs (`ldap/dc1.dtc.test` ...), registered with `samba_spnupdate`.
-#![allow(dead_code)]
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

@@ -90,7 +90,7 @@ pub async fn add_hops(
                     skip_all("the run was stopped before the agent answered"),
                     true,
                 ),
-                Some(Err(why)) => (skip_all(&why), false),
+                Some(Err(why)) => (skip_all(&why.to_string()), false),
                 Some(Ok(body)) if body.far_side.len() != probes.len() => (
                     skip_all(&format!(
                         "the agent answered {} far-side results for {} probes",

@@ -7,6 +7,7 @@
 
 use serde_json::Value;
 
+use crate::hops::KindInfo;
 use crate::hostport::{bracket_v6, url_host};
 use crate::model::{Cause, CheckResult, Direction, HopKind, HopResult, Status};
 
@@ -20,10 +21,6 @@ pub const CONNECT_CAUSES: [Cause; 5] = [
     Cause::Unreachable,
     Cause::Reset,
 ];
-
-/// Check kinds whose connect hops are asked about: `tcp`, `epm` (the mapper's port and
-/// `rpc_port`), `mssql` (the SQL port).
-pub const PROBED_KINDS: [&str; 3] = ["tcp", "epm", "mssql"];
 
 /// Data key set on the agent's `tcp` hop when its policy refused the probe (nothing was sent).
 pub const POLICY_REFUSED: &str = "policy_refused";
@@ -57,7 +54,10 @@ impl Probe {
 pub fn probes(checks: &[CheckResult]) -> Vec<Probe> {
     let mut out: Vec<Probe> = Vec::new();
     for (index, check) in checks.iter().enumerate() {
-        if check.direction != Direction::Forward || !PROBED_KINDS.contains(&check.kind.as_str()) {
+        // Which kinds qualify is a fact of each kind (`Kind::FAR_SIDE_PROBED`): today `tcp`,
+        // `epm` (the mapper's port and `rpc_port`) and `mssql` (the SQL port).
+        let probed = KindInfo::named(&check.kind).is_some_and(|k| k.far_side_probed);
+        if check.direction != Direction::Forward || !probed {
             continue;
         }
         let target_host = url::Url::parse(&check.target)

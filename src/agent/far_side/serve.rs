@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use super::probe::POLICY_REFUSED;
 use crate::agent::limits::log_text;
 use crate::agent::metrics::AgentStats;
-use crate::agent::policy::authorize;
+use crate::agent::policy::{authorize, Refusal};
 use crate::agent::protocol::{FarSideRequest, ReverseTarget};
 use crate::agent::AllowEntry;
 use crate::chain::RunContext;
@@ -25,16 +25,15 @@ pub fn authorize_probe(
     t: &ReverseTarget,
     caller: IpAddr,
     allow: &[AllowEntry],
-) -> Result<Target, String> {
+) -> Result<Target, Refusal> {
     if t.to_caller {
-        return Err("a far-side probe never targets the caller".into());
+        return Err(Refusal::ProbeToCaller);
     }
     let target = authorize(t, caller, allow)?;
     if target.kind() != "tcp" {
-        return Err(format!(
-            "a far-side probe is a `tcp` connect, not `{}`",
-            target.kind()
-        ));
+        return Err(Refusal::ProbeNotTcp {
+            kind: target.kind(),
+        });
     }
     Ok(target)
 }
@@ -74,7 +73,7 @@ pub async fn run(req: &FarSideRequest, cx: &FarSideContext<'_>) -> Vec<CheckResu
                     crate::runner::run_check(&spec, ctx).await
                 }
                 Err(reason) => {
-                    warn!(url = %log_text(&t.url), caller = %cx.caller, reason = %log_text(&reason), "refused far-side probe");
+                    warn!(url = %log_text(&t.url), caller = %cx.caller, reason = %log_text(&reason.to_string()), "refused far-side probe");
                     AgentStats::bump(&cx.stats.reverse_refused);
                     refused(t, &reason, cx.zone.clone())
                 }
@@ -86,7 +85,7 @@ pub async fn run(req: &FarSideRequest, cx: &FarSideContext<'_>) -> Vec<CheckResu
     .await
 }
 
-fn refused(t: &ReverseTarget, reason: &str, zone: Option<String>) -> CheckResult {
+fn refused(t: &ReverseTarget, reason: &Refusal, zone: Option<String>) -> CheckResult {
     let hop = HopResult::fail(
         HopKind::Tcp,
         Cause::Config,

@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use super::super::limits::log_text;
 use super::super::metrics::AgentStats;
-use super::super::policy::authorize;
+use super::super::policy::{authorize, Refusal};
 use super::super::protocol::{PeerRequest, ReverseTarget};
 use super::super::AgentConfig;
 use super::callback::callback;
@@ -103,7 +103,7 @@ async fn run_reverse(
                     crate::runner::run_check(&spec, ctx).await
                 }
                 Err(reason) => {
-                    warn!(name = %log_text(&t.name), url = %log_text(&t.url), %caller, reason = %log_text(&reason), "refused reverse check");
+                    warn!(name = %log_text(&t.name), url = %log_text(&t.url), %caller, reason = %log_text(&reason.to_string()), "refused reverse check");
                     AgentStats::bump(&state.stats.reverse_refused);
                     refused_check(t, &reason, state.config.zone.clone(), caller_zone)
                 }
@@ -117,7 +117,7 @@ async fn run_reverse(
 
 fn refused_check(
     t: &ReverseTarget,
-    reason: &str,
+    reason: &Refusal,
     from: Option<String>,
     to: Option<String>,
 ) -> CheckResult {

@@ -1,8 +1,8 @@
 //! Kind `dummy`, compiled only in tests: the proof that adding a kind is its folder plus one
 //! registry line (`hops/mod.rs`). Nothing outside this folder names it, yet the tests below find
 //! its facts wherever the rest of the program needs them: URL and config parsing, the firewall
-//! request's service column, an agent's `--allow` default port and the kinds agents run,
-//! `/probe` retargeting and the Prometheus scrape config.
+//! request's service column, an agent's `--allow` default port and the kinds agents run, the
+//! far side's probe of a failed connect, `/probe` retargeting and the Prometheus scrape config.
 
 use crate::chain::RunContext;
 use crate::check_table::{RawCheck, TargetError};
@@ -22,6 +22,7 @@ impl Kind for DummyTarget {
     const SERVICE: Option<&'static str> = Some("Dummy service");
     const DEFAULT_PORT: Option<u16> = Some(7);
     const AGENT_RUNS: bool = true;
+    const FAR_SIDE_PROBED: bool = true;
     const RETARGET: Retarget = Retarget::HostPort;
 
     fn from_url(url: &TargetUrl) -> Result<Self, TargetError> {
@@ -141,5 +142,17 @@ mod tests {
             modules[0].target,
             crate::prometheus_config::ProbeTarget::Param("h1:9".into())
         );
+    }
+
+    #[test]
+    fn a_failed_connect_is_asked_about_from_the_far_side() {
+        let hop = HopResult::fail(HopKind::Tcp, Cause::Timeout, "dropped").with_data(
+            "attempts",
+            json!([{"address": "198.18.0.2:7", "status": "fail", "cause": "timeout"}]),
+        );
+        let check = CheckResult::new("d", "dummy", "dummy://h:7", vec![hop]);
+        let probes = crate::agent::far_side::probe::probes(&[check]);
+        let urls: Vec<String> = probes.iter().map(|p| p.url()).collect();
+        assert_eq!(urls, ["tcp://h:7"]);
     }
 }

@@ -44,6 +44,7 @@ impl Kind for EpmTarget {
     const SERVICE: Option<&'static str> = Some("RPC endpoint mapper");
     const DEFAULT_PORT: Option<u16> = Some(EPM_PORT);
     const AGENT_RUNS: bool = true;
+    const FAR_SIDE_PROBED: bool = true;
     const RETARGET: Retarget = Retarget::HostPort;
 
     fn from_url(url: &TargetUrl) -> Result<Self, TargetError> {

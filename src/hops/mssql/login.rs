@@ -15,7 +15,7 @@ use super::auth;
 use super::classify::{failure_from_tiberius, tds_version_name, Failure};
 use super::driver::{failure_result, guarded, Conn};
 use super::phases::{self, Breakdown};
-use super::sniff::{self, Observed, Sniffer, Timeline};
+use super::sniff::{self, Observed, ServerBytes, Sniffer, Timeline};
 use super::spec::{Auth, Encrypt, MssqlTarget};
 use crate::chain::HopOutput;
 use crate::hops::connect;
@@ -246,7 +246,7 @@ async fn login_attempt(
                 .set_keepalive(false)
                 .map_err(|e| Failure::Closed(format!("cannot turn TCP keepalive off: {e}")))?;
         }
-        let sniffer = Sniffer::new(tcp, seen_task).timed(timeline_task);
+        let sniffer = Sniffer::new(tcp, ServerBytes::new(seen_task).timed(timeline_task));
         let connected = Client::connect(config, sniffer.compat_write()).await;
         if let Ok(mut m) = marks_task.lock() {
             m.1 = Some(started.elapsed());

@@ -57,6 +57,7 @@ impl Kind for MssqlTarget {
     const LOGIN: bool = true;
     const SERVICE: Option<&'static str> = Some("SQL Server");
     const DEFAULT_PORT: Option<u16> = Some(spec::DEFAULT_PORT);
+    const FAR_SIDE_PROBED: bool = true;
     const RETARGET: Retarget = Retarget::Never;
 
     /// Parsed by hand from the text: `host\instance` is not URL syntax.

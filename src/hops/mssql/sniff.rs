@@ -2,18 +2,16 @@
 //! the server's PRELOGIN answer (its version and its encryption decision) and, when the login
 //! response travels in the clear (encrypt=off/none), the LOGINACK's TDS version.
 //!
-//! [`Sniffer`] only copies what is read (bounded) and, when asked, notes when each read and
-//! write happened ([`Io`], for the phase breakdown in [`super::phases`]); [`analyze`] (the
+//! [`Sniffer`] (the shared [`ObservedStream`] with this module's observer, [`ServerBytes`]) only
+//! copies what is read (bounded) and, when asked, notes when each read and write happened ([`Io`], for the phase breakdown in [`super::phases`]); [`analyze`] (the
 //! shared TDS codec, `dtcprobe_wire::tds`, fuzzed there) is a pure parser of that copy.
 
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use crate::observed_stream::{ObservedStream, Observer};
 
 pub use dtcprobe_wire::tds::{analyze, parse_prelogin, Observed, PreloginInfo};
 
@@ -87,68 +85,45 @@ pub fn negotiated(client: u8, server: u8) -> &'static str {
 }
 
 /// A stream that copies (up to 64 KiB of) what it reads.
-pub struct Sniffer<S> {
-    inner: S,
+pub type Sniffer<S> = ObservedStream<S, ServerBytes>;
+
+/// The [`Sniffer`]'s observer: keeps the server's bytes and, when asked, the [`Timeline`].
+pub struct ServerBytes {
     seen: Arc<Mutex<Vec<u8>>>,
     timeline: Option<Timeline>,
 }
 
-impl<S> Sniffer<S> {
+impl ServerBytes {
     /// Copies what is read into `seen` (shared, so it survives the connection being aborted).
-    pub fn new(inner: S, seen: Arc<Mutex<Vec<u8>>>) -> Sniffer<S> {
-        Sniffer {
-            inner,
+    pub fn new(seen: Arc<Mutex<Vec<u8>>>) -> ServerBytes {
+        ServerBytes {
             seen,
             timeline: None,
         }
     }
 
     /// Also notes every read and write in `timeline`.
-    pub fn timed(mut self, timeline: Timeline) -> Sniffer<S> {
+    pub fn timed(mut self, timeline: Timeline) -> ServerBytes {
         self.timeline = Some(timeline);
         self
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Sniffer<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &res {
-            let new = &buf.filled()[before..];
-            if let Some(t) = &self.timeline {
-                t.note(false, new);
-            }
-            if let Ok(mut seen) = self.seen.lock() {
-                let room = KEEP.saturating_sub(seen.len());
-                seen.extend_from_slice(&new[..new.len().min(room)]);
-            }
+impl Observer for ServerBytes {
+    fn on_read(&mut self, bytes: &[u8]) {
+        if let Some(t) = &self.timeline {
+            t.note(false, bytes);
         }
-        res
+        if let Ok(mut seen) = self.seen.lock() {
+            let room = KEEP.saturating_sub(seen.len());
+            seen.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        }
     }
-}
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Sniffer<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let (Poll::Ready(Ok(n)), Some(t)) = (&res, &self.timeline) {
-            t.note(true, &buf[..*n]);
+    fn on_write(&mut self, bytes: &[u8]) {
+        if let Some(t) = &self.timeline {
+            t.note(true, bytes);
         }
-        res
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

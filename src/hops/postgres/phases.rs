@@ -4,67 +4,42 @@
 //! no phase events, so the raw stream notes when data arrives ([`ReadTimes`]) and the TLS
 //! connector when its handshake ran; [`split`] is pure.
 
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
+
+use crate::observed_stream::{ObservedStream, Observer};
 
 /// At most this many reads are noted (a login takes a handful).
 const KEEP: usize = 256;
 
-/// A stream that notes when each read brought data, relative to `started`.
-pub struct ReadTimes<S> {
-    inner: S,
+/// The observer of the login's raw stream ([`ObservedStream`]): notes when each read brought
+/// data, relative to `started`.
+pub struct ReadTimes {
     started: Instant,
     reads: Arc<Mutex<Vec<Duration>>>,
 }
 
-impl<S> ReadTimes<S> {
-    pub fn new(inner: S, started: Instant, reads: Arc<Mutex<Vec<Duration>>>) -> ReadTimes<S> {
-        ReadTimes {
-            inner,
-            started,
-            reads,
-        }
+impl ReadTimes {
+    /// `inner`, with the time of each read that brought data noted in `reads`.
+    pub fn stream<S>(
+        inner: S,
+        started: Instant,
+        reads: Arc<Mutex<Vec<Duration>>>,
+    ) -> ObservedStream<S, ReadTimes> {
+        ObservedStream::new(inner, ReadTimes { started, reads })
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for ReadTimes<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            let at = self.started.elapsed();
-            if let Ok(mut reads) = self.reads.lock() {
-                if reads.len() < KEEP {
-                    reads.push(at);
-                }
+impl Observer for ReadTimes {
+    fn on_read(&mut self, _bytes: &[u8]) {
+        let at = self.started.elapsed();
+        if let Ok(mut reads) = self.reads.lock() {
+            if reads.len() < KEEP {
+                reads.push(at);
             }
         }
-        res
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for ReadTimes<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

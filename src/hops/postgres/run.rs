@@ -97,7 +97,7 @@ async fn login(t: &PgTarget, addr: SocketAddr, ctx: &RunContext) -> HopOutput<Cl
         .ssl_mode(t.sslmode.driver_mode());
     let tcp_done = started.elapsed();
     let reads: Arc<Mutex<Vec<Duration>>> = Arc::default();
-    let stream = ReadTimes::new(stream, started, reads.clone());
+    let stream = ReadTimes::stream(stream, started, reads.clone());
     let connected = config.connect_raw(stream, connector.clone()).await;
     let phases = {
         let end = started.elapsed();

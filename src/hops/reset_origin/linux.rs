@@ -38,7 +38,7 @@ type TargetTtl = Option<(u8, TtlSource)>;
 /// A run's state (see [`super::ResetProbe`]).
 #[derive(Default)]
 pub struct Probe {
-    raw: OnceLock<Result<Arc<RawTcp>, String>>,
+    raw: OnceLock<Result<Arc<RawTcp>, TtlUnread>>,
     /// Each target's own TTL, read once per run.
     target_ttls: Mutex<HashMap<Ipv4Addr, Arc<OnceCell<TargetTtl>>>>,
     /// One port per host that connected in this run.
@@ -58,7 +58,7 @@ impl Probe {
     }
 
     /// The run's raw socket, opened on first need (a run that never needs it never opens it).
-    fn raw(&self) -> &Result<Arc<RawTcp>, String> {
+    fn raw(&self) -> &Result<Arc<RawTcp>, TtlUnread> {
         self.raw.get_or_init(|| RawTcp::open().map(Arc::new))
     }
 
@@ -92,7 +92,7 @@ impl Probe {
             Err(why) => {
                 return ResetOrigin::NotChecked {
                     reset_ttl: None,
-                    why: why.clone(),
+                    why: why.to_string(),
                 }
             }
         };
@@ -107,7 +107,7 @@ impl Probe {
                 Err(why) => {
                     return ResetOrigin::NotChecked {
                         reset_ttl: None,
-                        why,
+                        why: why.to_string(),
                     }
                 }
             },
@@ -207,6 +207,34 @@ enum Handshake {
     NoAnswer,
 }
 
+/// Why the reset's TTL was not read: the reason a refused connect's origin was not checked.
+/// Shared by every check of the run when the raw socket could not be opened, hence `Clone` and
+/// the I/O errors behind an `Arc`.
+#[derive(Debug, Clone, thiserror::Error)]
+enum TtlUnread {
+    #[error(
+        "reading the reset's TTL needs a raw socket (root or CAP_NET_RAW), which this run does \
+         not have"
+    )]
+    NoPrivilege,
+    #[error("cannot open a raw socket to read the reset's TTL: {0}")]
+    RawSocket(Arc<std::io::Error>),
+    #[error("raw socket: {0}")]
+    Setup(Arc<std::io::Error>),
+    #[error("{SECOND_CONNECT} could not be made: {0}")]
+    Connect(Arc<std::io::Error>),
+    #[error("{SECOND_CONNECT} was refused but its reset was not seen on the raw socket")]
+    ResetNotSeen,
+    #[error("{SECOND_CONNECT} was accepted: the port opened in between")]
+    Accepted,
+    #[error("{SECOND_CONNECT} ended otherwise: {0}")]
+    Failed(Arc<std::io::Error>),
+    #[error("{SECOND_CONNECT} got no answer in time")]
+    NoAnswer,
+}
+
+const SECOND_CONNECT: &str = "a second connect, made to read the reset's TTL,";
+
 /// Hands a raw socket to tokio's reactor, for reading.
 fn register(socket: Socket) -> std::io::Result<AsyncFd<Socket>> {
     // SAFETY: the Socket owns its descriptor, which stays open and the same until the AsyncFd
@@ -216,30 +244,28 @@ fn register(socket: Socket) -> std::io::Result<AsyncFd<Socket>> {
 }
 
 /// `EPERM`/`EACCES` from `socket(SOCK_RAW)`: the run is not privileged.
-fn raw_socket(protocol: Protocol) -> Result<Socket, String> {
+fn raw_socket(protocol: Protocol) -> Result<Socket, TtlUnread> {
     let socket = Socket::new(Domain::IPV4, Type::from(libc::SOCK_RAW), Some(protocol)).map_err(
         |e| match e.raw_os_error() {
-            Some(libc::EPERM | libc::EACCES) => "reading the reset's TTL needs a raw socket (root \
-                 or CAP_NET_RAW), which this run does not have"
-                .to_string(),
-            _ => format!("cannot open a raw socket to read the reset's TTL: {e}"),
+            Some(libc::EPERM | libc::EACCES) => TtlUnread::NoPrivilege,
+            _ => TtlUnread::RawSocket(Arc::new(e)),
         },
     )?;
     socket
         .set_nonblocking(true)
-        .map_err(|e| format!("raw socket: {e}"))?;
+        .map_err(|e| TtlUnread::Setup(Arc::new(e)))?;
     Ok(socket)
 }
 
 impl RawTcp {
-    fn open() -> Result<RawTcp, String> {
+    fn open() -> Result<RawTcp, TtlUnread> {
         let socket = raw_socket(Protocol::TCP)?;
         // Without the filter the reader still matches in user space, only with more copies.
         if let Err(e) = attach_rst_synack_filter(&socket) {
             tracing::debug!("raw TCP socket: cannot attach the reset/SYN-ACK filter: {e}");
         }
         enlarge_receive_buffer(&socket);
-        let fd = register(socket).map_err(|e| format!("raw socket: {e}"))?;
+        let fd = register(socket).map_err(|e| TtlUnread::Setup(Arc::new(e)))?;
         let waiters = Arc::new(Waiters::default());
         let reader = tokio::spawn(read_segments(fd, waiters.clone())).abort_handle();
         Ok(RawTcp { waiters, reader })
@@ -262,12 +288,10 @@ impl RawTcp {
         &self,
         to: SocketAddrV4,
         deadline: Instant,
-    ) -> Result<(Handshake, Option<Segment>), String> {
-        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
-        socket
-            .bind((Ipv4Addr::UNSPECIFIED, 0).into())
-            .map_err(|e| e.to_string())?;
-        let local = socket.local_addr().map_err(|e| e.to_string())?.port();
+    ) -> std::io::Result<(Handshake, Option<Segment>)> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind((Ipv4Addr::UNSPECIFIED, 0).into())?;
+        let local = socket.local_addr()?.port();
         let mut expected = self.expect((*to.ip(), to.port(), local));
         let ended = match tokio::time::timeout_at(deadline, socket.connect(to.into())).await {
             Ok(Ok(_stream)) => Handshake::Connected,
@@ -283,18 +307,17 @@ impl RawTcp {
     }
 
     /// The TTL of the reset a second connect to `target` gets.
-    async fn reset_ttl(&self, target: SocketAddrV4, deadline: Instant) -> Result<u8, String> {
-        let again = "a second connect, made to read the reset's TTL,";
-        match self.handshake(target, deadline).await? {
+    async fn reset_ttl(&self, target: SocketAddrV4, deadline: Instant) -> Result<u8, TtlUnread> {
+        let ended = self
+            .handshake(target, deadline)
+            .await
+            .map_err(|e| TtlUnread::Connect(Arc::new(e)))?;
+        match ended {
             (Handshake::Refused, Some(segment)) if segment.is_rst() => Ok(segment.ttl),
-            (Handshake::Refused, _) => Err(format!(
-                "{again} was refused but its reset was not seen on the raw socket"
-            )),
-            (Handshake::Connected, _) => {
-                Err(format!("{again} was accepted: the port opened in between"))
-            }
-            (Handshake::Failed(e), _) => Err(format!("{again} ended otherwise: {e}")),
-            (Handshake::NoAnswer, _) => Err(format!("{again} got no answer in time")),
+            (Handshake::Refused, _) => Err(TtlUnread::ResetNotSeen),
+            (Handshake::Connected, _) => Err(TtlUnread::Accepted),
+            (Handshake::Failed(e), _) => Err(TtlUnread::Failed(Arc::new(e))),
+            (Handshake::NoAnswer, _) => Err(TtlUnread::NoAnswer),
         }
     }
 

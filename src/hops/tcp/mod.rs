@@ -25,6 +25,7 @@ impl Kind for TcpTarget {
     const NAME: &'static str = "tcp";
     const KEYS: &'static [&'static str] = &["port", "reverse_dns", "hold"];
     const AGENT_RUNS: bool = true;
+    const FAR_SIDE_PROBED: bool = true;
     const RETARGET: Retarget = Retarget::HostPort;
 
     /// `tcp://HOST:PORT[?hold=DUR]`. An unknown parameter is an error, as for mssql://: a

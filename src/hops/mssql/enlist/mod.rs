@@ -204,25 +204,22 @@ pub async fn run_enlist(
     if let Some(r) = session::integrated_unsupported(t, KIND) {
         return r;
     }
-    let mut facts = Facts::default();
-    let mut phases = Phases::new();
+    let mut state = FlowState {
+        facts: Facts::default(),
+        phases: Phases::new(),
+        local: None,
+    };
     let connect_limit = limit / 4;
-    let mut local: Option<Box<dyn LocalTransaction>> = None;
     let outcome = tokio::time::timeout(
         limit,
-        enlist_flow(
-            t,
-            addr,
-            password,
-            dtc,
-            marker,
-            connect_limit,
-            &mut facts,
-            &mut phases,
-            &mut local,
-        ),
+        enlist_flow(t, addr, password, dtc, marker, connect_limit, &mut state),
     )
     .await;
+    let FlowState {
+        facts,
+        phases,
+        mut local,
+    } = state;
     // Whatever happened, this host's transaction must not outlive the probe.
     if let Some(mut tx) = local.take() {
         let _ = blocking(move || tx.abort()).await;
@@ -291,7 +288,14 @@ pub async fn run_enlist(
         .with_duration(phases.started.elapsed())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What the flow leaves behind however it ends (the hop's data, and this host's transaction to
+/// abort), kept by [`run_enlist`] when the flow is cut off by its deadline.
+struct FlowState {
+    facts: Facts,
+    phases: Phases,
+    local: Option<Box<dyn LocalTransaction>>,
+}
+
 async fn enlist_flow(
     t: &MssqlTarget,
     addr: SocketAddr,
@@ -299,10 +303,13 @@ async fn enlist_flow(
     dtc: Arc<dyn LocalDtc>,
     marker: &str,
     connect_limit: Duration,
-    facts: &mut Facts,
-    phases: &mut Phases,
-    local: &mut Option<Box<dyn LocalTransaction>>,
+    state: &mut FlowState,
 ) -> Result<HopResult, Stop> {
+    let FlowState {
+        facts,
+        phases,
+        local,
+    } = state;
     // 1. This host's MSDTC begins the transaction.
     let begun = blocking(move || dtc.begin())
         .await
