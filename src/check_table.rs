@@ -93,8 +93,9 @@ impl RawCheck {
     }
 
     /// The kind-specific keys this table sets, each with where its value starts (`None` for
-    /// keys whose value carries no position).
-    pub fn kind_specific_keys(&self) -> Vec<(&'static str, Option<usize>)> {
+    /// keys whose value carries no position). An iterator, not a list: every check of a config
+    /// asks, and most set one key or none (no allocation per check).
+    pub fn kind_specific_keys(&self) -> impl Iterator<Item = (&'static str, Option<usize>)> {
         fn at<T>(v: &Option<toml::Spanned<T>>) -> Option<Option<usize>> {
             v.as_ref().map(|s| Some(s.span().start))
         }
@@ -124,6 +125,5 @@ impl RawCheck {
         ]
         .into_iter()
         .filter_map(|(key, offset)| offset.map(|o| (key, o)))
-        .collect()
     }
 }
