@@ -102,14 +102,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     // the time, each check built as soon as its table is read); anything else, and every TOML
     // error, is toml's.
     let mut built = CheckBuilder::new(text);
-    let plain = plain_toml::each_check(text, |table| {
+    let plain = plain_toml::each_check(text, |span, table| {
         // The name as the file spells it: the subset's strings have no escapes, so it is the
         // text between the quotes, and can be kept without a copy for the duplicate check.
-        let key = table.get_ref().name.as_ref().map(|n| {
+        let key = table.name.as_ref().map(|n| {
             let span = n.span();
             &text[span.start + 1..span.end - 1]
         });
-        built.add(table, key, &at);
+        built.add(span.start, table, key, &at);
     });
     let (raw_defaults, from_toml_checks) = match plain {
         Some(defaults) => (defaults, None),
@@ -123,7 +123,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         built = CheckBuilder::new(text);
         for table in tables {
             let key = table.get_ref().name.as_ref().map(|n| n.get_ref().as_str());
-            built.add(table.clone(), key, &at);
+            built.add(table.span().start, &mut table.get_ref().clone(), key, &at);
         }
     }
 
@@ -172,15 +172,17 @@ impl<'a> CheckBuilder<'a> {
         }
     }
 
-    /// One `[[check]]` table; `key` is its name (if any) borrowed for `'a`.
+    /// One `[[check]]` table, starting at `table_start`; `key` is its name (if any) borrowed
+    /// for `'a`. The check takes the table's strings it keeps.
     fn add(
         &mut self,
-        table: toml::Spanned<RawCheck>,
+        table_start: usize,
+        table: &mut RawCheck,
         key: Option<&'a str>,
         at: &dyn Fn(usize, String) -> ConfigError,
     ) {
         if self.error.is_none() {
-            if let Err(e) = self.build(table, key, at) {
+            if let Err(e) = self.build(table_start, table, key, at) {
                 self.error = Some(e);
             }
         }
@@ -188,12 +190,11 @@ impl<'a> CheckBuilder<'a> {
 
     fn build(
         &mut self,
-        table: toml::Spanned<RawCheck>,
+        table_start: usize,
+        rc: &mut RawCheck,
         key: Option<&'a str>,
         at: &dyn Fn(usize, String) -> ConfigError,
     ) -> Result<(), ConfigError> {
-        let table_start = table.span().start;
-        let mut rc = table.into_inner();
         let (Some(name), Some(key)) = (&rc.name, key) else {
             return Err(at(table_start, "check has no `name`".into()));
         };
@@ -212,11 +213,11 @@ impl<'a> CheckBuilder<'a> {
             ),
             None => None,
         };
-        let target = Target::from_config(&rc).map_err(|e| match e {
+        let target = Target::from_config(rc).map_err(|e| match e {
             TargetError::At { offset, message } => at(offset, message),
             other => at(table_start, other.to_string()),
         })?;
-        // The table is this check's alone now: its strings move into the check.
+        // The table is read: the strings the check keeps move out of it.
         let name = rc
             .name
             .take()

@@ -28,22 +28,29 @@ use crate::check_table::RawCheck;
 #[cfg(test)]
 pub fn parse(text: &str) -> Option<RawConfig> {
     let mut check = Vec::new();
-    let defaults = each_check(text, |table| check.push(table))?;
+    let defaults = each_check(text, |span, table| {
+        check.push(Spanned::new(span, std::mem::take(table)))
+    })?;
     Some(RawConfig { defaults, check })
 }
 
 /// `text` read as the plain subset: each `[[check]]` table handed to `on_check` as soon as it is
-/// complete (in file order, with toml's span of it), and the `[defaults]` table returned at the
+/// complete (in file order, with toml's span of it; the callee may take its values, the table is
+/// cleared for the next one in place rather than moved about), and the `[defaults]` table returned at the
 /// end; `None` when anything in the file is outside the subset (then whatever `on_check` was
 /// given must be thrown away: the caller parses the file with `toml` instead). One table at a
 /// time: a config of 10,000 checks never holds 10,000 tables of every key any kind knows (about
 /// 9 MB written and page-faulted in, for checks that keep a tenth of it).
-pub fn each_check(text: &str, mut on_check: impl FnMut(Spanned<RawCheck>)) -> Option<RawDefaults> {
+pub fn each_check(
+    text: &str,
+    mut on_check: impl FnMut(Range<usize>, &mut RawCheck),
+) -> Option<RawDefaults> {
     let bytes = text.as_bytes();
     let mut defaults = RawDefaults::default();
     // The `[[check]]` table being read and toml's span of it: from its header to the end of its
     // last value.
-    let mut current: Option<(Range<usize>, RawCheck)> = None;
+    let mut check = RawCheck::default();
+    let mut span: Option<Range<usize>> = None;
     let mut table = Table::Root;
     let mut seen_defaults = false;
     // Keys set in the current table, as bits of `Key` (a repeated key is TOML's error to give).
@@ -64,10 +71,9 @@ pub fn each_check(text: &str, mut on_check: impl FnMut(Spanned<RawCheck>)) -> Op
         match line.classify()? {
             Content::Blank => {}
             Content::Header(Header::Check) => {
-                if let Some((span, check)) =
-                    current.replace((line.header_span(), RawCheck::default()))
-                {
-                    on_check(Spanned::new(span, check));
+                if let Some(done) = span.replace(line.header_span()) {
+                    on_check(done, &mut check);
+                    check = RawCheck::default();
                 }
                 table = Table::Check;
                 set = 0;
@@ -90,17 +96,16 @@ pub fn each_check(text: &str, mut on_check: impl FnMut(Spanned<RawCheck>)) -> Op
                     Table::Root => return None,
                     Table::Defaults => assign_default(&mut defaults, key_id, value)?,
                     Table::Check => {
-                        let (span, check) = current.as_mut()?;
-                        span.end = end;
-                        assign_check(check, key_id, value)?;
+                        span.as_mut()?.end = end;
+                        assign_check(&mut check, key_id, value)?;
                     }
                 }
             }
         }
         start = end + 1;
     }
-    if let Some((span, check)) = current {
-        on_check(Spanned::new(span, check));
+    if let Some(done) = span {
+        on_check(done, &mut check);
     }
     Some(defaults)
 }
