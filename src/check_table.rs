@@ -93,37 +93,46 @@ impl RawCheck {
     }
 
     /// The kind-specific keys this table sets, each with where its value starts (`None` for
-    /// keys whose value carries no position).
-    pub fn kind_specific_keys(&self) -> Vec<(&'static str, Option<usize>)> {
-        fn at<T>(v: &Option<toml::Spanned<T>>) -> Option<Option<usize>> {
-            v.as_ref().map(|s| Some(s.span().start))
-        }
-        let flag = |v: Option<bool>| v.map(|_| None);
-        [
-            ("port", at(&self.port)),
-            ("reverse_dns", flag(self.reverse_dns)),
-            ("hold", at(&self.hold)),
-            ("instance", at(&self.instance)),
-            ("database", at(&self.database)),
-            ("user", at(&self.user)),
-            ("password_env", at(&self.password_env)),
-            ("password_file", at(&self.password_file)),
-            ("auth", at(&self.auth)),
-            ("encrypt", at(&self.encrypt)),
-            (
-                "trust_server_certificate",
-                flag(self.trust_server_certificate),
-            ),
-            ("tx", at(&self.tx)),
-            ("linked_server", at(&self.linked_server)),
-            ("sslmode", at(&self.sslmode)),
-            ("sslrootcert", at(&self.sslrootcert)),
-            ("iface", at(&self.iface)),
-            ("list_endpoints", flag(self.list_endpoints)),
-            ("role", at(&self.role)),
-        ]
-        .into_iter()
-        .filter_map(|(key, offset)| offset.map(|o| (key, o)))
-        .collect()
+    /// keys whose value carries no position). Lazy, over a fixed table of keys: every check of a
+    /// config asks, and most set one such key or none.
+    pub fn kind_specific_keys(&self) -> impl Iterator<Item = (&'static str, Option<usize>)> + '_ {
+        KIND_SPECIFIC_KEYS
+            .iter()
+            .filter_map(move |(key, offset)| offset(self).map(|o| (*key, o)))
     }
 }
+
+/// Where a key's value starts: `Some(None)` for a set key whose value carries no position.
+type KeyOffset = fn(&RawCheck) -> Option<Option<usize>>;
+
+fn at<T>(v: &Option<toml::Spanned<T>>) -> Option<Option<usize>> {
+    v.as_ref().map(|s| Some(s.span().start))
+}
+
+fn flag(v: Option<bool>) -> Option<Option<usize>> {
+    v.map(|_| None)
+}
+
+/// The keys of [`RawCheck`] that only some kinds accept, in the order errors name them.
+const KIND_SPECIFIC_KEYS: [(&str, KeyOffset); 18] = [
+    ("port", |r| at(&r.port)),
+    ("reverse_dns", |r| flag(r.reverse_dns)),
+    ("hold", |r| at(&r.hold)),
+    ("instance", |r| at(&r.instance)),
+    ("database", |r| at(&r.database)),
+    ("user", |r| at(&r.user)),
+    ("password_env", |r| at(&r.password_env)),
+    ("password_file", |r| at(&r.password_file)),
+    ("auth", |r| at(&r.auth)),
+    ("encrypt", |r| at(&r.encrypt)),
+    ("trust_server_certificate", |r| {
+        flag(r.trust_server_certificate)
+    }),
+    ("tx", |r| at(&r.tx)),
+    ("linked_server", |r| at(&r.linked_server)),
+    ("sslmode", |r| at(&r.sslmode)),
+    ("sslrootcert", |r| at(&r.sslrootcert)),
+    ("iface", |r| at(&r.iface)),
+    ("list_endpoints", |r| flag(r.list_endpoints)),
+    ("role", |r| at(&r.role)),
+];

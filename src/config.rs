@@ -99,46 +99,112 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     };
 
     // The plain subset first (a generated config of thousands of checks is read in a fraction of
-    // the time); anything else, and every error, is toml's.
-    let raw: RawConfig = match plain_toml::parse(text) {
-        Some(raw) => raw,
-        None => from_toml(text).map_err(|(offset, message)| at(offset, message))?,
+    // the time, each check built as soon as its table is read); anything else, and every TOML
+    // error, is toml's.
+    let mut built = CheckBuilder::new(text);
+    let plain = plain_toml::each_check(text, |span, table| {
+        // The name as the file spells it: the subset's strings have no escapes, so it is the
+        // text between the quotes, and can be kept without a copy for the duplicate check.
+        let key = table.name.as_ref().map(|n| {
+            let span = n.span();
+            &text[span.start + 1..span.end - 1]
+        });
+        built.add(span.start, table, key, &at);
+    });
+    let (raw_defaults, from_toml_checks) = match plain {
+        Some(defaults) => (defaults, None),
+        None => {
+            let raw: RawConfig =
+                from_toml(text).map_err(|(offset, message)| at(offset, message))?;
+            (raw.defaults, Some(raw.check))
+        }
     };
+    if let Some(tables) = &from_toml_checks {
+        built = CheckBuilder::new(text);
+        for table in tables {
+            let key = table.get_ref().name.as_ref().map(|n| n.get_ref().as_str());
+            built.add(table.span().start, &mut table.get_ref().clone(), key, &at);
+        }
+    }
 
     let defaults = Defaults {
-        timeout: match &raw.defaults.timeout {
+        timeout: match &raw_defaults.timeout {
             Some(t) => Some(
                 positive_duration(t.get_ref()).map_err(|e| at(t.span().start, e.to_string()))?,
             ),
             None => None,
         },
-        concurrency: raw.defaults.concurrency,
-        zone: raw.defaults.zone.clone(),
+        concurrency: raw_defaults.concurrency,
+        zone: raw_defaults.zone,
     };
     if defaults.concurrency == Some(0) {
         return Err(at(0, "defaults.concurrency must be at least 1".into()));
     }
+    let mut checks = built.finish()?;
+    // `[defaults] zone` may come after the checks in the file: filled in once all are read.
+    if let Some(zone) = &defaults.zone {
+        for check in checks.iter_mut().filter(|c| c.from.is_none()) {
+            check.from = Some(zone.clone());
+        }
+    }
+    Ok(Config { defaults, checks })
+}
 
-    let mut checks: Vec<CheckSpec> = Vec::with_capacity(raw.check.len());
-    // Names seen so far: a set, so a config of n checks is planned in O(n), not O(n^2).
-    let mut names: HashSet<&str> = HashSet::with_capacity(raw.check.len());
-    for spanned in &raw.check {
-        let table_start = spanned.span().start;
-        let rc = spanned.get_ref();
-        let name = rc
-            .name
-            .as_ref()
-            .ok_or_else(|| at(table_start, "check has no `name`".into()))?;
-        if name.get_ref().trim().is_empty() {
+/// The checks of a config, built table by table in file order; the first bad table's error is
+/// kept (and the rest not built), to be given once the whole file is known to be valid TOML: a
+/// TOML error anywhere comes first, as when the file was read whole before any check was built.
+struct CheckBuilder<'a> {
+    checks: Vec<CheckSpec>,
+    /// Names seen so far, as spelled in `'a` (the file's text, or toml's reading of it): a set,
+    /// so a config of n checks is planned in O(n), not O(n^2).
+    names: HashSet<&'a str>,
+    error: Option<ConfigError>,
+}
+
+impl<'a> CheckBuilder<'a> {
+    fn new(text: &str) -> CheckBuilder<'a> {
+        // About one check per 70 bytes of a generated config: room for most without regrowing.
+        let guess = text.len() / 70;
+        CheckBuilder {
+            checks: Vec::with_capacity(guess),
+            names: HashSet::with_capacity(guess),
+            error: None,
+        }
+    }
+
+    /// One `[[check]]` table, starting at `table_start`; `key` is its name (if any) borrowed
+    /// for `'a`. The check takes the table's strings it keeps.
+    fn add(
+        &mut self,
+        table_start: usize,
+        table: &mut RawCheck,
+        key: Option<&'a str>,
+        at: &dyn Fn(usize, String) -> ConfigError,
+    ) {
+        if self.error.is_none() {
+            if let Err(e) = self.build(table_start, table, key, at) {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    fn build(
+        &mut self,
+        table_start: usize,
+        rc: &mut RawCheck,
+        key: Option<&'a str>,
+        at: &dyn Fn(usize, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let (Some(name), Some(key)) = (&rc.name, key) else {
+            return Err(at(table_start, "check has no `name`".into()));
+        };
+        if key.trim().is_empty() {
             return Err(at(name.span().start, "check `name` is empty".into()));
         }
-        if !names.insert(name.get_ref().as_str()) {
+        if !self.names.insert(key) {
             return Err(at(
                 name.span().start,
-                format!(
-                    "duplicate check name `{}`: names must be unique",
-                    name.get_ref()
-                ),
+                format!("duplicate check name `{key}`: names must be unique"),
             ));
         }
         let timeout = match &rc.timeout {
@@ -151,15 +217,28 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             TargetError::At { offset, message } => at(offset, message),
             other => at(table_start, other.to_string()),
         })?;
-        checks.push(CheckSpec {
-            name: name.get_ref().clone(),
-            from: rc.from.clone().or_else(|| defaults.zone.clone()),
-            to: rc.to.clone(),
+        // The table is read: the strings the check keeps move out of it.
+        let name = rc
+            .name
+            .take()
+            .map(toml::Spanned::into_inner)
+            .unwrap_or_default();
+        self.checks.push(CheckSpec {
+            name,
+            from: rc.from.take(),
+            to: rc.to.take(),
             timeout,
             target,
         });
+        Ok(())
     }
-    Ok(Config { defaults, checks })
+
+    fn finish(self) -> Result<Vec<CheckSpec>, ConfigError> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.checks),
+        }
+    }
 }
 
 /// A duration as users write it (`500ms`, `3s`, `1m`), greater than zero: the one rule for every
@@ -349,5 +428,53 @@ mod tests {
     fn syntax_error_is_located() {
         let e = err("[[check]]\nname = \"a\nkind = \"tcp\"\n");
         assert_eq!(e.line, 2, "{e}");
+    }
+
+    /// The plain subset builds each check as its table is read; a TOML error later in the file
+    /// still comes first, as when the file was parsed whole before any check was built.
+    #[test]
+    fn a_toml_error_after_a_bad_check_is_the_one_reported() {
+        let e =
+            err("[[check]]\nname = \"a\"\nkind = \"ftp\"\n[[check]]\nname = \"b\nkind = \"tcp\"\n");
+        assert_eq!(e.line, 5, "{e}");
+        assert!(!e.message.contains("ftp"), "{e}");
+        // Without the TOML error, the first bad check's own error; later checks do not matter.
+        let e = err(
+            "[[check]]\nname = \"a\"\nkind = \"ftp\"\n[[check]]\nname = \"a\"\nkind = \"dns\"\n",
+        );
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("ftp"), "{e}");
+        // A name repeated, then a check with another error: the repeat is reported.
+        let e = err("[[check]]\nname = \"a\"\nkind = \"dns\"\nhost = \"h\"\n\
+                     [[check]]\nname = \"a\"\nkind = \"tcp\"\nhost = \"h\"\n");
+        assert_eq!(e.line, 6, "{e}");
+        assert!(e.message.contains("duplicate"), "{e}");
+    }
+
+    /// `[defaults] zone` applies to every check without a `from`, wherever the table stands; the
+    /// plain subset and toml (here made to read the file by a literal string) build the same.
+    #[test]
+    fn defaults_after_the_checks_apply_to_them_in_both_readers() {
+        let body = "[[check]]\nname = \"a\"\nkind = \"dns\"\nhost = \"h\"\n\
+                    [[check]]\nname = \"b\"\nkind = \"tcp\"\nhost = \"h\"\nport = 1\nfrom = \"own\"\n\
+                    [defaults]\ntimeout = \"2s\"\n";
+        let plain = format!("{body}zone = \"web\"\n");
+        let by_toml = format!("{body}zone = 'web'\n");
+        assert!(
+            plain_toml::parse(&by_toml).is_none(),
+            "the literal string is outside the subset"
+        );
+        for text in [&plain, &by_toml] {
+            let cfg = parse(text, Path::new("t.toml")).unwrap();
+            let from: Vec<Option<&str>> = cfg.checks.iter().map(|c| c.from.as_deref()).collect();
+            assert_eq!(from, [Some("web"), Some("own")], "{text}");
+            assert_eq!(cfg.defaults.zone.as_deref(), Some("web"));
+            assert_eq!(cfg.defaults.timeout, Some(Duration::from_secs(2)));
+        }
+        let (a, b) = (
+            parse(&plain, Path::new("t.toml")).unwrap(),
+            parse(&by_toml, Path::new("t.toml")).unwrap(),
+        );
+        assert_eq!(a.checks, b.checks);
     }
 }

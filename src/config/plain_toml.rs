@@ -1,6 +1,7 @@
 //! The plain subset of TOML that config files of many checks are written in (one `key = value`
 //! per line: basic strings without escapes, decimal integers, booleans; `[defaults]` and
-//! `[[check]]` headers; comments), read straight into [`RawConfig`].
+//! `[[check]]` headers; comments), read one `[[check]]` table at a time ([`each_check`]) into
+//! the same [`RawCheck`] values serde would give.
 //!
 //! Why: the `toml` crate builds a whole editable document (every key, value, span and piece of
 //! whitespace) before serde sees it; for a generated config of 10,000 checks (700 KB) that was
@@ -18,16 +19,38 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use super::raw::{RawConfig, RawDefaults};
+#[cfg(test)]
+use super::raw::RawConfig;
+use super::raw::RawDefaults;
 use crate::check_table::RawCheck;
 
 /// `text` read as the plain subset, or `None` when anything in it is outside the subset.
+#[cfg(test)]
 pub fn parse(text: &str) -> Option<RawConfig> {
+    let mut check = Vec::new();
+    let defaults = each_check(text, |span, table| {
+        check.push(Spanned::new(span, std::mem::take(table)))
+    })?;
+    Some(RawConfig { defaults, check })
+}
+
+/// `text` read as the plain subset: each `[[check]]` table handed to `on_check` as soon as it is
+/// complete (in file order, with toml's span of it; the callee may take its values, the table is
+/// cleared for the next one in place rather than moved about), and the `[defaults]` table returned at the
+/// end; `None` when anything in the file is outside the subset (then whatever `on_check` was
+/// given must be thrown away: the caller parses the file with `toml` instead). One table at a
+/// time: a config of 10,000 checks never holds 10,000 tables of every key any kind knows (about
+/// 9 MB written and page-faulted in, for checks that keep a tenth of it).
+pub fn each_check(
+    text: &str,
+    mut on_check: impl FnMut(Range<usize>, &mut RawCheck),
+) -> Option<RawDefaults> {
     let bytes = text.as_bytes();
-    let mut config = RawConfig::default();
-    // Each `[[check]]` table as read and toml's span of it: from its header to the end of its
+    let mut defaults = RawDefaults::default();
+    // The `[[check]]` table being read and toml's span of it: from its header to the end of its
     // last value.
-    let mut checks: Vec<(Range<usize>, RawCheck)> = Vec::new();
+    let mut check = RawCheck::default();
+    let mut span: Option<Range<usize>> = None;
     let mut table = Table::Root;
     let mut seen_defaults = false;
     // Keys set in the current table, as bits of `Key` (a repeated key is TOML's error to give).
@@ -48,7 +71,10 @@ pub fn parse(text: &str) -> Option<RawConfig> {
         match line.classify()? {
             Content::Blank => {}
             Content::Header(Header::Check) => {
-                checks.push((line.header_span(), RawCheck::default()));
+                if let Some(done) = span.replace(line.header_span()) {
+                    on_check(done, &mut check);
+                    check = RawCheck::default();
+                }
                 table = Table::Check;
                 set = 0;
             }
@@ -68,22 +94,20 @@ pub fn parse(text: &str) -> Option<RawConfig> {
                 set |= 1 << key_id as u64;
                 match table {
                     Table::Root => return None,
-                    Table::Defaults => assign_default(&mut config.defaults, key_id, value)?,
+                    Table::Defaults => assign_default(&mut defaults, key_id, value)?,
                     Table::Check => {
-                        let (span, check) = checks.last_mut()?;
-                        span.end = end;
-                        assign_check(check, key_id, value)?;
+                        span.as_mut()?.end = end;
+                        assign_check(&mut check, key_id, value)?;
                     }
                 }
             }
         }
         start = end + 1;
     }
-    config.check = checks
-        .into_iter()
-        .map(|(span, check)| Spanned::new(span, check))
-        .collect();
-    Some(config)
+    if let Some(done) = span {
+        on_check(done, &mut check);
+    }
+    Some(defaults)
 }
 
 fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {

@@ -252,12 +252,19 @@ async fn probe_all_keeping(
     resets: Option<&ResetProbe>,
     keep: bool,
 ) -> (Vec<Attempt>, Option<TcpStream>) {
-    let results = join_all(
-        addrs
-            .iter()
-            .map(|a| async move { connect_routed(*a, limit, routes, resets).await }),
-    )
-    .await;
+    let results = match addrs {
+        // One address (a literal, or a name with one): awaited in place. `join_all` would
+        // allocate a list of the (large) connect future and move it there, for every check.
+        [only] => vec![connect_routed(*only, limit, routes, resets).await],
+        _ => {
+            join_all(
+                addrs
+                    .iter()
+                    .map(|a| async move { connect_routed(*a, limit, routes, resets).await }),
+            )
+            .await
+        }
+    };
     let mut kept = None;
     let attempts = results
         .into_iter()
