@@ -62,6 +62,10 @@ pub struct RawCheck {
     pub trust_server_certificate: Option<bool>,
     pub tx: Option<toml::Spanned<String>>,
     pub linked_server: Option<toml::Spanned<String>>,
+    /// mssql / postgres: run hop `revocation` (default true).
+    pub revocation: Option<bool>,
+    /// mssql / postgres: a certificate with fewer days left warns (`cert_expiring`).
+    pub cert_warn_days: Option<u32>,
     // postgres
     pub sslmode: Option<toml::Spanned<String>>,
     pub sslrootcert: Option<toml::Spanned<String>>,
@@ -116,6 +120,8 @@ impl RawCheck {
             ),
             ("tx", at(&self.tx)),
             ("linked_server", at(&self.linked_server)),
+            ("revocation", flag(self.revocation)),
+            ("cert_warn_days", self.cert_warn_days.map(|_| None)),
             ("sslmode", at(&self.sslmode)),
             ("sslrootcert", at(&self.sslrootcert)),
             ("iface", at(&self.iface)),

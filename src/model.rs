@@ -106,6 +106,9 @@ pub enum Cause {
     KdcError,
     /// (A `warn` on hop `login`.) A Negotiate login used NTLM where Kerberos was expected.
     NtlmFallback,
+    /// (A `warn` on hop `login`.) The server's certificate expires within `--cert-warn-days`
+    /// (30 by default); `data.certificate.days_left` says when.
+    CertExpiring,
 }
 
 impl Cause {
@@ -148,6 +151,7 @@ impl Cause {
         Cause::ClockSkew,
         Cause::KdcError,
         Cause::NtlmFallback,
+        Cause::CertExpiring,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -190,6 +194,7 @@ impl Cause {
             Cause::ClockSkew => "clock_skew",
             Cause::KdcError => "kdc_error",
             Cause::NtlmFallback => "ntlm_fallback",
+            Cause::CertExpiring => "cert_expiring",
         }
     }
 
@@ -239,6 +244,9 @@ pub enum HopKind {
     Kdc,
     /// A Kerberos service ticket for the SQL Server's SPN.
     Spn,
+    /// The CRL, OCSP and CA-issuer URLs of the server's certificate chain, fetched from this
+    /// zone (clients that check revocation fetch them during the TLS handshake).
+    Revocation,
 }
 
 impl HopKind {
@@ -266,6 +274,7 @@ impl HopKind {
             HopKind::DtcCid => "dtc_cid",
             HopKind::Kdc => "kdc",
             HopKind::Spn => "spn",
+            HopKind::Revocation => "revocation",
         }
     }
 }

@@ -12,6 +12,7 @@
 //! (hop `idle`: does the working session survive `hold=DUR` idle) and [`reset_origin`] (who sent
 //! the reset that refused a connect).
 
+pub mod certificate;
 pub mod connect;
 #[cfg(target_os = "linux")]
 pub mod errqueue;
@@ -22,6 +23,7 @@ pub mod path;
 pub mod reset_origin;
 pub mod resolve;
 pub mod route;
+pub mod revocation;
 pub mod route_info;
 #[cfg(windows)]
 mod route_windows;

@@ -9,6 +9,7 @@
 
 mod auth;
 pub mod browser;
+pub mod certificate;
 pub mod classify;
 mod driver;
 pub mod enlist;
@@ -52,6 +53,8 @@ impl Kind for MssqlTarget {
         "tx",
         "linked_server",
         "hold",
+        "revocation",
+        "cert_warn_days",
     ];
     const LOGIN: bool = true;
     const SERVICE: Option<&'static str> = Some("SQL Server");

@@ -12,7 +12,8 @@ use super::enlist;
 use super::idle::idle_hop;
 use super::kerberos;
 use super::login::login_hop;
-use super::spec::{self, MssqlTarget, TxMode};
+use super::certificate::{server_chain, ChainError};
+use super::spec::{self, Encrypt, MssqlTarget, TxMode};
 use super::transactions::tx_hop;
 use crate::chain::{Chain, RunContext};
 use crate::hops::connect::{connect_step, resolve_step};
@@ -27,6 +28,9 @@ pub fn planned_hops(t: &MssqlTarget) -> Vec<HopKind> {
     v.push(HopKind::Tcp);
     v.extend(kerberos::planned(t));
     v.push(HopKind::Login);
+    if revocation_planned(t) {
+        v.push(HopKind::Revocation);
+    }
     if t.tx != TxMode::None {
         v.push(HopKind::TxLocal);
     }
@@ -45,6 +49,11 @@ pub fn planned_hops(t: &MssqlTarget) -> Vec<HopKind> {
         v.push(HopKind::TxEnlist);
     }
     v
+}
+
+/// Hop `revocation` runs for a TLS login unless `revocation=off`.
+fn revocation_planned(t: &MssqlTarget) -> bool {
+    t.cert.revocation && t.encrypt != Encrypt::None
 }
 
 /// Runs the whole chain. Bounded: each hop has its own limit (login and transactions get two hop
@@ -107,14 +116,43 @@ pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
     } else {
         None
     };
-    let Some(mut conn) = chain
-        .step_with_timeout(
-            HopKind::Login,
-            limit * 2,
-            kerberos::with_ccache(krb_ccache, login_hop(t, addr, password, limit * 2)),
-        )
-        .await
-    else {
+    // The certificate comes from a short handshake of its own, alongside the login (tiberius
+    // does not show it): see super::certificate.
+    let mut seen: Result<crate::tls::SeenChain, ChainError> = Err(ChainError::NoTls);
+    let login = async {
+        let login = kerberos::with_ccache(krb_ccache, login_hop(t, addr, password, limit * 2));
+        let (mut out, chain_read) = if t.encrypt == Encrypt::None {
+            (login.await, Err(ChainError::NoTls))
+        } else {
+            tokio::join!(login, server_chain(t, addr, limit))
+        };
+        if let Ok(read) = &chain_read {
+            let warn_days = t.cert.warn_days.unwrap_or(ctx.cert_warn_days);
+            out.result = crate::hops::certificate::judge_seen(out.result, read, &t.host, warn_days);
+        }
+        seen = chain_read;
+        out
+    };
+    let logged_in = chain
+        .step_with_timeout(HopKind::Login, limit * 2, login)
+        .await;
+    // After a pass or a warn, the credential-free login's refusal included (it has no session).
+    let login_ok = chain
+        .with_last(|r| Some(r.lets_chain_continue()))
+        .unwrap_or(false);
+    if revocation_planned(t) && login_ok {
+        let why = match &seen {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        };
+        chain
+            .step(
+                HopKind::Revocation,
+                crate::hops::revocation::revocation_hop(seen.as_ref().ok(), &why, ctx),
+            )
+            .await;
+    }
+    let Some(mut conn) = logged_in else {
         return chain.finish();
     };
 
@@ -212,6 +250,7 @@ mod tests {
                 HopKind::Route,
                 HopKind::Tcp,
                 HopKind::Login,
+                HopKind::Revocation,
                 HopKind::TxLocal
             ]
         );
@@ -224,12 +263,13 @@ mod tests {
                 HopKind::Sqlbrowser,
                 HopKind::Tcp,
                 HopKind::Login,
+                HopKind::Revocation,
                 HopKind::TxLocal,
                 HopKind::TxDistributed,
                 HopKind::DtcName
             ]
         );
-        let t = MssqlTarget::from_url("mssql://sa@h:1500/db?tx=none").unwrap();
+        let t = MssqlTarget::from_url("mssql://sa@h:1500/db?tx=none&revocation=off").unwrap();
         assert_eq!(
             planned_hops(&t),
             vec![
@@ -242,7 +282,7 @@ mod tests {
         // The hold comes after the last hop on the login's session; tx_enlist opens its own.
         let t = MssqlTarget::from_url("mssql://sa@h/db?tx=distributed&hold=15s").unwrap();
         assert_eq!(
-            planned_hops(&t)[4..],
+            planned_hops(&t)[5..],
             [
                 HopKind::TxLocal,
                 HopKind::TxDistributed,
@@ -252,7 +292,7 @@ mod tests {
         );
         let t = MssqlTarget::from_url("mssql://sa@h/db?tx=enlist&hold=15s").unwrap();
         assert_eq!(
-            planned_hops(&t)[4..],
+            planned_hops(&t)[5..],
             [
                 HopKind::TxLocal,
                 HopKind::Idle,

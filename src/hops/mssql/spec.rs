@@ -165,6 +165,8 @@ pub struct MssqlTarget {
     /// password, so the server's "login failed" (18456) proves the TDS path and its login stage
     /// without any credential on this host. No transaction hops (there is no session).
     pub credential_free: bool,
+    /// Hop `revocation` and the certificate's expiry warning.
+    pub cert: crate::hops::certificate::CertOptions,
 }
 
 impl MssqlTarget {
@@ -184,6 +186,7 @@ impl MssqlTarget {
             reverse_dns: false,
             hold: None,
             credential_free: false,
+            cert: Default::default(),
         }
     }
 
@@ -236,6 +239,7 @@ impl MssqlTarget {
         if self.credential_free {
             q.push("login=probe".into());
         }
+        q.extend(self.cert.query_pairs());
         s.push('?');
         s.push_str(&q.join("&"));
         s
@@ -347,12 +351,17 @@ impl MssqlTarget {
                         "a password in the URL is not accepted: use --password-file".into(),
                     ))
                 }
-                other => {
-                    return Err(invalid(format!(
-                    "unknown parameter `{other}` (known: tx, encrypt, trust_server_certificate, \
-                         auth, linked_server, reverse_dns, hold, login)"
-                )))
-                }
+                other => match t.cert.take_url_pair(other, &v) {
+                    Some(r) => r.map_err(invalid)?,
+                    None => {
+                        return Err(invalid(format!(
+                            "unknown parameter `{other}` (known: tx, encrypt, \
+                             trust_server_certificate, auth, linked_server, reverse_dns, hold, \
+                             login, {})",
+                            crate::hops::certificate::URL_KEYS
+                        )))
+                    }
+                },
             }
         }
         t.settle_credential_free(tx_given).map_err(invalid)?;
@@ -402,6 +411,7 @@ impl MssqlTarget {
                     .map_err(|e| at(h.span().start, e.to_string()))?,
             );
         }
+        t.cert = crate::hops::certificate::CertOptions::from_config(raw);
         t.settle_credential_free(raw.tx.is_some())
             .map_err(|m| at(kind_offset, m))?;
         t.reverse_dns = raw.reverse_dns.unwrap_or(t.tx.uses_msdtc());
