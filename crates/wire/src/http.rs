@@ -45,7 +45,22 @@ pub enum HttpError {
     BadChunk,
 }
 
-/// Parses a whole answer (read until the server closed the connection).
+/// Whether `bytes` hold a whole answer before the server closes the connection: the header and
+/// as many body bytes as its Content-Length says, or a chunked body's last chunk. (Some
+/// responders, `openssl ocsp` among them, keep the connection open after answering.)
+pub fn is_complete(bytes: &[u8]) -> bool {
+    match parse_response(bytes) {
+        Err(_) => false,
+        Ok(_) => {
+            let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0);
+            let head = String::from_utf8_lossy(&bytes[..head_end]).to_ascii_lowercase();
+            head.contains("\ncontent-length:")
+                || (head.contains("chunked") && bytes.ends_with(b"0\r\n\r\n"))
+        }
+    }
+}
+
+/// Parses a whole answer (read until the server closed the connection, or [`is_complete`]).
 pub fn parse_response(bytes: &[u8]) -> Result<Response, HttpError> {
     let end = bytes
         .windows(4)
@@ -151,6 +166,9 @@ mod tests {
         .unwrap();
         assert_eq!(r.body, b"abcde");
         assert_eq!(parse_response(b"SSH-2.0-OpenSSH\r\n"), Err(HttpError::NotHttp));
+        assert!(is_complete(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nab"));
+        assert!(!is_complete(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nab"));
+        assert!(!is_complete(b"HTTP/1.0 200 OK\r\n\r\nab"));
         assert_eq!(parse_response(b"HTTP/1.1 200 OK\r\nX: y"), Err(HttpError::Truncated));
     }
 }

@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use dtcprobe_wire::http::{encode_request, parse_response};
+use dtcprobe_wire::http::{encode_request, is_complete, parse_response};
 use dtcprobe_wire::ocsp::{response_status, ResponseStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
@@ -137,7 +137,7 @@ async fn fetch(o: &mut Outcome, ctx: &RunContext, limit: Duration) {
             Ok(0) => break,
             Ok(k) => {
                 answer.extend_from_slice(&buf[..k]);
-                if answer.len() > MAX_ANSWER {
+                if answer.len() > MAX_ANSWER || is_complete(&answer) {
                     break;
                 }
             }
