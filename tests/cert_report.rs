@@ -88,6 +88,8 @@ fn mssql_certificate_report_expiring_expired_wrong_name_self_signed() {
     });
     let r = mssql_with(&expiring, "trust_server_certificate=true", &[], &[]);
     let login = hop(&r, "login");
+    // docs/mssql.md shows this hop (--nocapture).
+    eprintln!("mssql login, certificate expiring in 10 days: {login:#}");
     assert_eq!(login["status"], "warn", "{login:#}");
     assert_eq!(login["cause"], "cert_expiring", "{login:#}");
     let days = login["data"]["certificate"]["days_left"].as_i64().unwrap();
@@ -300,6 +302,9 @@ fn revocation_urls_fetched_from_the_zone_and_a_dropped_one_is_a_firewall_request
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}\n{err}"));
     crate::report_schema::assert_valid("revocation", &report);
     let rev = hop(&report, "revocation");
+    // docs/mssql.md shows this hop and the firewall request (--nocapture).
+    eprintln!("mssql revocation: {rev:#}");
+    eprintln!("firewall requests: {:#}", report["firewall_requests"]);
     assert_eq!(rev["status"], "fail", "{rev:#}");
     assert_eq!(rev["cause"], "timeout", "{rev:#}");
     let urls = rev["data"]["urls"].as_array().unwrap();
@@ -441,6 +446,9 @@ fn postgres_certificate_report_and_revocation_against_real_postgres() {
     );
     crate::report_schema::assert_valid("postgres certificate", &report);
     let login = hop(&report, "login");
+    // docs/postgres.md shows these hops (--nocapture).
+    eprintln!("postgres login: {login:#}");
+    eprintln!("postgres revocation: {:#}", hop(&report, "revocation"));
     assert_eq!(login["status"], "warn", "{login:#}");
     assert_eq!(login["cause"], "cert_expiring", "{login:#}");
     let c = &login["data"]["certificate"];

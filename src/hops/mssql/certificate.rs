@@ -58,7 +58,15 @@ pub async fn server_chain(
 async fn handshake(t: &MssqlTarget, addr: SocketAddr) -> Result<SeenChain, ChainError> {
     let failed = |e: &dyn std::fmt::Display| ChainError::Failed(e.to_string());
     let capture = CertCapture::default();
-    let mut config = capturing_config(&Trust::AnyCertificate, &capture).map_err(|e| failed(&e))?;
+    // Reading this host's trust store is file I/O and parsing (tens of milliseconds): off the
+    // async threads, so the login running alongside is not held up (its phases stay true).
+    let for_config = capture.clone();
+    let mut config = tokio::task::spawn_blocking(move || {
+        capturing_config(&Trust::AnyCertificate, &for_config)
+    })
+    .await
+    .map_err(|e| failed(&e))?
+    .map_err(|e| failed(&e))?;
     let strict = t.encrypt == Encrypt::Strict;
     if strict {
         config.alpn_protocols = vec![TDS8_ALPN.to_vec()];

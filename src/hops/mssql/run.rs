@@ -124,7 +124,16 @@ pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
         let (mut out, chain_read) = if t.encrypt == Encrypt::None {
             (login.await, Err(ChainError::NoTls))
         } else {
-            tokio::join!(login, server_chain(t, addr, limit))
+            // A task of its own: the login's phases are timed from its own polls.
+            let probe = tokio::spawn({
+                let t = t.clone();
+                async move { server_chain(&t, addr, limit).await }
+            });
+            let (out, probed) = tokio::join!(login, probe);
+            (
+                out,
+                probed.unwrap_or_else(|e| Err(ChainError::Failed(e.to_string()))),
+            )
         };
         if let Ok(read) = &chain_read {
             let warn_days = t.cert.warn_days.unwrap_or(ctx.cert_warn_days);
