@@ -17,7 +17,9 @@ use crate::support::tds_peer::{PeerConfig, ServerEncryption, TdsPeer};
 /// `dtcprobe check -f json ARGS` with `env`; the parsed report.
 fn check(args: &[&str], env: &[(&str, &str)]) -> (i32, Value) {
     let mut cmd = Command::new(netns::dtcprobe_bin());
-    cmd.arg("check").args(["-f", "json", "--no-trace"]).args(args);
+    cmd.arg("check")
+        .args(["-f", "json", "--no-trace"])
+        .args(args);
     cmd.stdin(Stdio::null()).env_remove("RUST_LOG");
     for (k, v) in env {
         cmd.env(k, v);
@@ -71,7 +73,12 @@ fn mssql_with(cert: &ServerCert, query: &str, extra: &[&str], env: &[(&str, &str
         "mssql://probe@127.0.0.1:{}/app?tx=none&{query}",
         peer.addr.port()
     );
-    let mut args = vec!["--timeout", "3s", "--password-file", pw.path().to_str().unwrap()];
+    let mut args = vec![
+        "--timeout",
+        "3s",
+        "--password-file",
+        pw.path().to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     args.push(&url);
     let (_, report) = check(&args, env);
@@ -101,7 +108,10 @@ fn mssql_certificate_report_expiring_expired_wrong_name_self_signed() {
     // A self-signed certificate names no revocation URL.
     let rev = hop(&r, "revocation");
     assert_eq!(rev["status"], "skip", "{rev:#}");
-    assert!(rev["detail"].as_str().unwrap().contains("no CRL"), "{rev:#}");
+    assert!(
+        rev["detail"].as_str().unwrap().contains("no CRL"),
+        "{rev:#}"
+    );
     let r = mssql_with(
         &expiring,
         "trust_server_certificate=true",
@@ -156,8 +166,7 @@ fn mssql_certificate_report_expiring_expired_wrong_name_self_signed() {
     assert_eq!(login["status"], "fail", "{login:#}");
     assert_eq!(login["cause"], "tls_error", "{login:#}");
     assert_eq!(
-        login["data"]["certificate"]["subject"],
-        "CN=sql01.corp.example",
+        login["data"]["certificate"]["subject"], "CN=sql01.corp.example",
         "{login:#}"
     );
     assert!(
@@ -190,7 +199,10 @@ fn mssql_certificate_from_a_trusted_ca_and_under_strict() {
     let r = mssql_with(&cert, "trust_server_certificate=true", &[], &[]);
     let c = &hop(&r, "login")["data"]["certificate"];
     assert_eq!(c["chain_trusted"], false, "{c:#}");
-    assert!(c["trust_error"].as_str().unwrap().contains("UnknownIssuer"), "{c:#}");
+    assert!(
+        c["trust_error"].as_str().unwrap().contains("UnknownIssuer"),
+        "{c:#}"
+    );
 }
 
 /// The revocation zone: `sql` (198.18.0.2) runs the TDS peer, a CRL on HTTP port 80, an OCSP
@@ -397,7 +409,13 @@ fn postgres_certificate_report_and_revocation_against_real_postgres() {
         .port();
     let mut http = Daemon::adopt(
         Command::new("python3")
-            .args(["-m", "http.server", &http_port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "-m",
+                "http.server",
+                &http_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
             .arg("--directory")
             .arg(dir.path())
             .stdout(Stdio::null())
@@ -460,7 +478,8 @@ fn postgres_certificate_report_and_revocation_against_real_postgres() {
     assert_eq!(rev["cause"], "refused", "{rev:#}");
     let urls = rev["data"]["urls"].as_array().unwrap();
     assert!(
-        urls.iter().any(|u| u["url"] == good.as_str() && u["status"] == "pass"),
+        urls.iter()
+            .any(|u| u["url"] == good.as_str() && u["status"] == "pass"),
         "{rev:#}"
     );
     assert!(
@@ -494,7 +513,10 @@ fn postgres_certificate_report_and_revocation_against_real_postgres() {
         &[],
     );
     let login = hop(&report, "login");
-    assert_eq!(login["data"]["certificate"]["name_matches"], false, "{login:#}");
+    assert_eq!(
+        login["data"]["certificate"]["name_matches"], false,
+        "{login:#}"
+    );
     assert!(
         login["detail"]
             .as_str()

@@ -22,8 +22,8 @@ pub mod kind;
 pub mod path;
 pub mod reset_origin;
 pub mod resolve;
-pub mod route;
 pub mod revocation;
+pub mod route;
 pub mod route_info;
 #[cfg(windows)]
 mod route_windows;

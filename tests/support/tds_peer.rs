@@ -225,7 +225,10 @@ impl TdsPeer {
             None => {
                 let cert = rcgen::generate_simple_self_signed(cfg.cert_names.clone())
                     .expect("self-signed cert");
-                (vec![cert.cert.der().to_vec()], cert.key_pair.serialize_der())
+                (
+                    vec![cert.cert.der().to_vec()],
+                    cert.key_pair.serialize_der(),
+                )
             }
         };
         let cert_der = chain[0].clone();

@@ -62,14 +62,15 @@ pub fn is_complete(bytes: &[u8]) -> bool {
 
 /// Parses a whole answer (read until the server closed the connection, or [`is_complete`]).
 pub fn parse_response(bytes: &[u8]) -> Result<Response, HttpError> {
-    let end = bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or(if bytes.starts_with(b"HTTP/") {
-            HttpError::Truncated
-        } else {
-            HttpError::NotHttp
-        })?;
+    let end =
+        bytes
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or(if bytes.starts_with(b"HTTP/") {
+                HttpError::Truncated
+            } else {
+                HttpError::NotHttp
+            })?;
     let head = std::str::from_utf8(&bytes[..end]).map_err(|_| HttpError::NotHttp)?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next().ok_or(HttpError::NotHttp)?;
@@ -142,7 +143,11 @@ mod tests {
         let get = encode_request("ca.example", "/ca.crl", None);
         assert!(get.starts_with(b"GET /ca.crl HTTP/1.1\r\nHost: ca.example\r\n"));
         assert!(get.ends_with(b"\r\n\r\n"));
-        let post = encode_request("ocsp.example:8080", "/", Some(("application/ocsp-request", b"\x30\x00")));
+        let post = encode_request(
+            "ocsp.example:8080",
+            "/",
+            Some(("application/ocsp-request", b"\x30\x00")),
+        );
         let text = String::from_utf8_lossy(&post);
         assert!(text.starts_with("POST / HTTP/1.1\r\n"), "{text}");
         assert!(text.contains("Content-Length: 2\r\n\r\n"), "{text}");
@@ -165,10 +170,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.body, b"abcde");
-        assert_eq!(parse_response(b"SSH-2.0-OpenSSH\r\n"), Err(HttpError::NotHttp));
-        assert!(is_complete(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nab"));
-        assert!(!is_complete(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nab"));
+        assert_eq!(
+            parse_response(b"SSH-2.0-OpenSSH\r\n"),
+            Err(HttpError::NotHttp)
+        );
+        assert!(is_complete(
+            b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nab"
+        ));
+        assert!(!is_complete(
+            b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nab"
+        ));
         assert!(!is_complete(b"HTTP/1.0 200 OK\r\n\r\nab"));
-        assert_eq!(parse_response(b"HTTP/1.1 200 OK\r\nX: y"), Err(HttpError::Truncated));
+        assert_eq!(
+            parse_response(b"HTTP/1.1 200 OK\r\nX: y"),
+            Err(HttpError::Truncated)
+        );
     }
 }

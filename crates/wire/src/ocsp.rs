@@ -23,7 +23,11 @@ const SHA1_OID: &[u8] = &[0x2b, 0x0e, 0x03, 0x02, 0x1a];
 /// issuer's DER-encoded subject name, `issuer_key_hash` SHA-1 over the issuer's public key
 /// (the BIT STRING's contents, without the unused-bits byte), `serial` the certificate's serial
 /// number as its DER INTEGER contents (big-endian, two's complement).
-pub fn encode_request(issuer_name_hash: &[u8; 20], issuer_key_hash: &[u8; 20], serial: &[u8]) -> Vec<u8> {
+pub fn encode_request(
+    issuer_name_hash: &[u8; 20],
+    issuer_key_hash: &[u8; 20],
+    serial: &[u8],
+) -> Vec<u8> {
     let algorithm = seq(&[&tlv(0x06, SHA1_OID), &tlv(0x05, &[])]);
     let cert_id = seq(&[
         &algorithm,

@@ -412,16 +412,22 @@ pub fn revocation_urls(seen: &SeenChain) -> Vec<RevocationUrl> {
 /// The OCSP request for `cert`: the issuer's name hash from `cert`'s own issuer field, the key
 /// hash from the issuer's certificate when the server sent it, else from `cert`'s authority key
 /// identifier (which CAs derive as that same SHA-1 in practice, RFC 5280 4.2.1.2).
-fn ocsp_request(cert: &X509Certificate<'_>, issuer: Option<&X509Certificate<'_>>) -> Option<Vec<u8>> {
+fn ocsp_request(
+    cert: &X509Certificate<'_>,
+    issuer: Option<&X509Certificate<'_>>,
+) -> Option<Vec<u8>> {
     let name_hash: [u8; 20] = Sha1::digest(cert.issuer().as_raw()).into();
     let key_hash: [u8; 20] = match issuer {
         Some(issuer) => Sha1::digest(issuer.public_key().subject_public_key.data.as_ref()).into(),
-        None => cert.extensions().iter().find_map(|ext| match ext.parsed_extension() {
-            ParsedExtension::AuthorityKeyIdentifier(aki) => {
-                <[u8; 20]>::try_from(aki.key_identifier.as_ref()?.0).ok()
-            }
-            _ => None,
-        })?,
+        None => cert
+            .extensions()
+            .iter()
+            .find_map(|ext| match ext.parsed_extension() {
+                ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                    <[u8; 20]>::try_from(aki.key_identifier.as_ref()?.0).ok()
+                }
+                _ => None,
+            })?,
     };
     Some(dtcprobe_wire::ocsp::encode_request(
         &name_hash,
@@ -440,7 +446,10 @@ mod tests {
         assert!(dns_name_matches("*.corp.example", "sql01.corp.example"));
         assert!(!dns_name_matches("*.corp.example", "a.b.corp.example"));
         assert!(!dns_name_matches("*.corp.example", "corp.example"));
-        assert!(!dns_name_matches("sql01.corp.example", "sql02.corp.example"));
+        assert!(!dns_name_matches(
+            "sql01.corp.example",
+            "sql02.corp.example"
+        ));
     }
 
     fn report_for(days_left: i64, name_matches: bool, trusted: bool) -> CertificateReport {
@@ -473,7 +482,10 @@ mod tests {
         assert!(r.detail.contains("clients that check"), "{}", r.detail);
         // Expiring in 10 days: warn.
         let r = judge_login(pass(), &report_for(10, true, true), now, 30);
-        assert_eq!((r.status, r.cause), (Status::Warn, Some(Cause::CertExpiring)));
+        assert_eq!(
+            (r.status, r.cause),
+            (Status::Warn, Some(Cause::CertExpiring))
+        );
         assert!(r.detail.contains("in 10 days"), "{}", r.detail);
         // ... but not with a 7-day warning.
         let r = judge_login(pass(), &report_for(10, true, true), now, 7);

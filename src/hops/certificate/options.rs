@@ -91,7 +91,12 @@ mod tests {
             }
         );
         assert_eq!(o.query_pairs(), ["revocation=off", "cert_warn_days=14"]);
-        assert!(matches!(o.take_url_pair("cert_warn_days", "-3"), Some(Err(m)) if m.contains("-3")));
-        assert!(matches!(o.take_url_pair("revocation", "maybe"), Some(Err(_))));
+        assert!(
+            matches!(o.take_url_pair("cert_warn_days", "-3"), Some(Err(m)) if m.contains("-3"))
+        );
+        assert!(matches!(
+            o.take_url_pair("revocation", "maybe"),
+            Some(Err(_))
+        ));
     }
 }

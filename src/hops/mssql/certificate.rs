@@ -61,12 +61,11 @@ async fn handshake(t: &MssqlTarget, addr: SocketAddr) -> Result<SeenChain, Chain
     // Reading this host's trust store is file I/O and parsing (tens of milliseconds): off the
     // async threads, so the login running alongside is not held up (its phases stay true).
     let for_config = capture.clone();
-    let mut config = tokio::task::spawn_blocking(move || {
-        capturing_config(&Trust::AnyCertificate, &for_config)
-    })
-    .await
-    .map_err(|e| failed(&e))?
-    .map_err(|e| failed(&e))?;
+    let mut config =
+        tokio::task::spawn_blocking(move || capturing_config(&Trust::AnyCertificate, &for_config))
+            .await
+            .map_err(|e| failed(&e))?
+            .map_err(|e| failed(&e))?;
     let strict = t.encrypt == Encrypt::Strict;
     if strict {
         config.alpn_protocols = vec![TDS8_ALPN.to_vec()];
@@ -144,7 +143,11 @@ async fn handshake(t: &MssqlTarget, addr: SocketAddr) -> Result<SeenChain, Chain
             if let Err(e) = tls
                 .read_tls(&mut rest)
                 .map_err(|e| failed(&e))
-                .and_then(|_| tls.process_new_packets().map(|_| ()).map_err(|e| failed(&e)))
+                .and_then(|_| {
+                    tls.process_new_packets()
+                        .map(|_| ())
+                        .map_err(|e| failed(&e))
+                })
             {
                 return seen_or(&capture, e);
             }
@@ -175,7 +178,9 @@ async fn read_message(tcp: &mut TcpStream) -> Result<Vec<u8>, ChainError> {
             .ok_or_else(|| ChainError::Failed("a TDS packet shorter than its header".into()))?;
         let start = payload.len();
         payload.resize(start + len, 0);
-        tcp.read_exact(&mut payload[start..]).await.map_err(failed)?;
+        tcp.read_exact(&mut payload[start..])
+            .await
+            .map_err(failed)?;
         if payload.len() > MAX_MESSAGE {
             return Err(ChainError::Failed("a TDS message larger than 1 MiB".into()));
         }

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use super::auth;
 use super::browser::sqlbrowser;
+use super::certificate::{server_chain, ChainError};
 use super::enlist;
 use super::idle::idle_hop;
 use super::kerberos;
 use super::login::login_hop;
-use super::certificate::{server_chain, ChainError};
 use super::spec::{self, Encrypt, MssqlTarget, TxMode};
 use super::transactions::tx_hop;
 use crate::chain::{Chain, RunContext};

@@ -29,10 +29,7 @@ pub(super) async fn one(url: RevocationUrl, ctx: &RunContext, limit: Duration) -
             // Connected (or the connect would have been judged): the answer did not come.
             o.status = Status::Fail;
             o.cause = Some(Cause::Timeout);
-            o.detail = format!(
-                "no complete answer within {} ms",
-                limit.as_millis()
-            );
+            o.detail = format!("no complete answer within {} ms", limit.as_millis());
         }
     }
     o.elapsed = started.elapsed();
@@ -64,7 +61,10 @@ async fn fetch(o: &mut Outcome, ctx: &RunContext, limit: Duration) {
             .into();
         return;
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let port = parsed.port().unwrap_or(default_port);
     let ip = match host.parse::<IpAddr>() {
         Ok(ip) => ip,
@@ -126,7 +126,11 @@ async fn fetch(o: &mut Outcome, ctx: &RunContext, limit: Duration) {
         _ => encode_request(&host_header, &path, None),
     };
     if let Err(e) = stream.write_all(&request).await {
-        fail(o, Cause::Reset, format!("the request to {addr} failed: {e}"));
+        fail(
+            o,
+            Cause::Reset,
+            format!("the request to {addr} failed: {e}"),
+        );
         return;
     }
     let mut answer = Vec::new();
@@ -142,7 +146,11 @@ async fn fetch(o: &mut Outcome, ctx: &RunContext, limit: Duration) {
                 }
             }
             Err(e) if answer.is_empty() => {
-                fail(o, Cause::Reset, format!("{addr} closed the connection: {e}"));
+                fail(
+                    o,
+                    Cause::Reset,
+                    format!("{addr} closed the connection: {e}"),
+                );
                 return;
             }
             Err(_) => break,

@@ -240,7 +240,10 @@ mod tests {
         broken.cause = Some(Cause::ProtocolError);
         broken.detail = "OCSP unauthorized".into();
         let r = judge(&[ok.clone(), broken]);
-        assert_eq!((r.status, r.cause), (Status::Warn, Some(Cause::ProtocolError)));
+        assert_eq!(
+            (r.status, r.cause),
+            (Status::Warn, Some(Cause::ProtocolError))
+        );
         let r = judge(&[ok]);
         assert_eq!(r.status, Status::Pass);
         assert!(r.data.get("attempts").is_none());
