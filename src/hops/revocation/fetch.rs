@@ -10,7 +10,7 @@ use dtcprobe_wire::ocsp::{response_status, ResponseStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::{outcome, Outcome};
+use super::outcome::{outcome, Outcome};
 use crate::chain::RunContext;
 use crate::hops::certificate::{RevocationUrl, UrlKind};
 use crate::hops::connect;

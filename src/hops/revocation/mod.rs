@@ -18,6 +18,7 @@
 //! self-signed certificate) is a `skip` with that reason.
 
 mod fetch;
+mod outcome;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -28,41 +29,10 @@ use crate::chain::{HopOutput, RunContext};
 use crate::hops::certificate::{revocation_urls, RevocationUrl};
 use crate::model::{Cause, HopKind, HopResult, Status};
 use crate::tls::SeenChain;
+use outcome::{outcome, Outcome};
 
 /// The service a firewall request names for a blocked URL.
 pub const SERVICE: &str = "certificate revocation";
-
-/// One URL's outcome.
-#[derive(Debug, Clone)]
-struct Outcome {
-    url: RevocationUrl,
-    status: Status,
-    cause: Option<Cause>,
-    detail: String,
-    address: Option<SocketAddr>,
-    source: Option<IpAddr>,
-    http_status: Option<u16>,
-    ocsp_status: Option<&'static str>,
-    bytes: Option<usize>,
-    elapsed: Duration,
-}
-
-impl Outcome {
-    fn to_json(&self) -> Value {
-        json!({
-            "url": self.url.url,
-            "kind": self.url.kind.as_str(),
-            "status": self.status.as_str(),
-            "cause": self.cause.map(Cause::as_str),
-            "detail": self.detail,
-            "address": self.address.map(|a| a.to_string()),
-            "http_status": self.http_status,
-            "ocsp_status": self.ocsp_status,
-            "bytes": self.bytes,
-            "duration_seconds": (self.elapsed.as_secs_f64() * 1e6).round() / 1e6,
-        })
-    }
-}
 
 /// The hop, for the chain a login's TLS showed (`None`: no TLS, or the chain could not be read:
 /// `why_none` says which).
@@ -186,22 +156,6 @@ fn judge(outcomes: &[Outcome]) -> HopResult {
         r = r.with_data("attempts", attempts);
     }
     r
-}
-
-/// What an outcome's URL is, for tests and for [`fetch`].
-fn outcome(url: RevocationUrl) -> Outcome {
-    Outcome {
-        url,
-        status: Status::Skip,
-        cause: None,
-        detail: String::new(),
-        address: None,
-        source: None,
-        http_status: None,
-        ocsp_status: None,
-        bytes: None,
-        elapsed: Duration::ZERO,
-    }
 }
 
 #[cfg(test)]
