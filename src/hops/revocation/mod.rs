@@ -20,16 +20,13 @@
 mod fetch;
 mod outcome;
 
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
-
 use serde_json::{json, Value};
 
 use crate::chain::{HopOutput, RunContext};
-use crate::hops::certificate::{revocation_urls, RevocationUrl};
+use crate::hops::certificate::revocation_urls;
 use crate::model::{Cause, HopKind, HopResult, Status};
 use crate::tls::SeenChain;
-use outcome::{outcome, Outcome};
+use outcome::Outcome;
 
 /// The service a firewall request names for a blocked URL.
 pub const SERVICE: &str = "certificate revocation";
@@ -160,8 +157,9 @@ fn judge(outcomes: &[Outcome]) -> HopResult {
 
 #[cfg(test)]
 mod tests {
+    use super::outcome::outcome;
     use super::*;
-    use crate::hops::certificate::UrlKind;
+    use crate::hops::certificate::{RevocationUrl, UrlKind};
 
     fn url(kind: UrlKind, url: &str) -> RevocationUrl {
         RevocationUrl {
