@@ -296,19 +296,10 @@ fn revocation_urls_fetched_from_the_zone_and_a_dropped_one_is_a_firewall_request
         "mssql://probe@198.18.0.2:{}/app?tx=none&trust_server_certificate=true",
         peer.addr.port()
     );
-    let (code, out, err) = netns::dtcprobe_in(
+    let (code, out, err) = netns::check_named_in(
         &zones.web,
-        &[
-            "check",
-            "-f",
-            "json",
-            "--timeout",
-            "2s",
-            "--no-trace",
-            "--password-file",
-            pw.path().to_str().unwrap(),
-            &url,
-        ],
+        pw.path().to_str().unwrap(),
+        std::slice::from_ref(&url),
     );
     let report: Value =
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}\n{err}"));
@@ -352,19 +343,10 @@ fn revocation_urls_fetched_from_the_zone_and_a_dropped_one_is_a_firewall_request
     assert_eq!(login["data"]["certificate"]["name_matches"], true);
 
     // revocation=off: no hop at all.
-    let (_, out, _) = netns::dtcprobe_in(
+    let (_, out, _) = netns::check_named_in(
         &zones.web,
-        &[
-            "check",
-            "-f",
-            "json",
-            "--timeout",
-            "2s",
-            "--no-trace",
-            "--password-file",
-            pw.path().to_str().unwrap(),
-            &format!("{url}&revocation=off"),
-        ],
+        pw.path().to_str().unwrap(),
+        &[format!("{url}&revocation=off")],
     );
     let report: Value = serde_json::from_str(&out).unwrap();
     assert!(

@@ -239,45 +239,42 @@ pub fn judge_login(
             cert.trust_error.as_deref().unwrap_or("unknown reason")
         ));
     }
-    if now >= cert.not_after {
+    let out_of_date = if now >= cert.not_after {
         let ago = (now - cert.not_after).div_euclid(DAY);
-        let expired = format!(
-            "the server's certificate expired on {} ({ago} days ago)",
-            rfc3339(cert.not_after)
-        );
+        Some((
+            format!(
+                "the server's certificate expired on {} ({ago} days ago)",
+                rfc3339(cert.not_after)
+            ),
+            "the login works here only because this check does not validate the certificate; \
+             clients that check it (ODBC Driver 18, Microsoft.Data.SqlClient, libpq verify-full) \
+             will refuse it",
+        ))
+    } else if now < cert.not_before {
+        Some((
+            format!(
+                "the server's certificate is not valid before {}",
+                rfc3339(cert.not_before)
+            ),
+            "clients that check it will refuse it (or this host's clock is wrong)",
+        ))
+    } else {
+        None
+    };
+    if let Some((what, meaning)) = out_of_date {
         if ok {
             r.status = Status::Fail;
             r.cause = Some(Cause::TlsError);
-            r.detail = format!(
-                "{expired}: the login works here only because this check does not validate the \
-                 certificate; clients that check it (ODBC Driver 18, Microsoft.Data.SqlClient, \
-                 libpq verify-full) will refuse it. {}",
-                r.detail
-            );
+            r.detail = format!("{what}: {meaning}. {}", r.detail);
         } else {
-            r.detail = format!("{}; {expired}", r.detail);
+            r.detail = format!("{}; {what}", r.detail);
         }
         r.hint = Some(
             "renew the server's certificate (SQL Server: SQL Server Configuration Manager, \
-             Protocols, Certificate; PostgreSQL: ssl_cert_file) and restart the service"
+             Protocols, Certificate; PostgreSQL: ssl_cert_file) and restart the service; or \
+             correct this host's clock if it is wrong"
                 .into(),
         );
-    } else if now < cert.not_before {
-        let not_yet = format!(
-            "the server's certificate is not valid before {}",
-            rfc3339(cert.not_before)
-        );
-        if ok {
-            r.status = Status::Fail;
-            r.cause = Some(Cause::TlsError);
-            r.detail = format!(
-                "{not_yet}: clients that check it will refuse it (or this host's clock is \
-                 wrong). {}",
-                r.detail
-            );
-        } else {
-            r.detail = format!("{}; {not_yet}", r.detail);
-        }
     } else if cert.days_left < i64::from(warn_days) && r.status == Status::Pass {
         r.status = Status::Warn;
         r.cause = Some(Cause::CertExpiring);

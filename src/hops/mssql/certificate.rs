@@ -16,15 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dtcprobe_wire::tds::packet::{packetize, PacketHeader, HEADER_LEN, PKT_PRELOGIN};
-use dtcprobe_wire::tds::prelogin::{
-    encode_prelogin, encode_version, parse_prelogin, ENCRYPT_NOT_SUP, ENCRYPT_ON, PL_ENCRYPTION,
-    PL_INSTOPT, PL_MARS, PL_THREADID, PL_VERSION,
-};
+use dtcprobe_wire::tds::prelogin::{parse_prelogin, ENCRYPT_NOT_SUP, ENCRYPT_ON};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::enlist::session::TDS8_ALPN;
+use super::enlist::session::{client_prelogin, TDS8_ALPN};
 use super::spec::{Encrypt, MssqlTarget};
 use crate::tls::{capturing_config, CertCapture, SeenChain, Trust};
 
@@ -79,15 +76,7 @@ async fn handshake(t: &MssqlTarget, addr: SocketAddr) -> Result<SeenChain, Chain
     let _ = tcp.set_nodelay(true);
     let mut packet_id = 0u8;
     if !strict {
-        let mut instance = t.instance.clone().unwrap_or_default().into_bytes();
-        instance.push(0);
-        let prelogin = encode_prelogin(&[
-            (PL_VERSION, &encode_version(0, 1, 0, 0)),
-            (PL_ENCRYPTION, &[ENCRYPT_ON]),
-            (PL_INSTOPT, &instance),
-            (PL_THREADID, &std::process::id().to_le_bytes()),
-            (PL_MARS, &[0]),
-        ]);
+        let prelogin = client_prelogin(t.instance.as_deref(), ENCRYPT_ON);
         tcp.write_all(&packetize(PKT_PRELOGIN, &prelogin, 4096, &mut packet_id))
             .await
             .map_err(|e| failed(&e))?;
