@@ -1,5 +1,5 @@
-//! Kind `mssql`: SQL Server checks over TDS (resolve -> sqlbrowser -> tcp -> login -> tx_local
-//! -> tx_distributed).
+//! Kind `mssql`: SQL Server checks over TDS (resolve -> sqlbrowser -> tcp -> login -> revocation
+//! -> tx_local -> tx_distributed).
 //!
 //! [`spec`] parses targets; [`run()`] orders the chain, one file per hop: [`browser`],
 //! [`login`] (with its credential in [`auth`]), [`transactions`], [`idle`], [`enlist`]; they share

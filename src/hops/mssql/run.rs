@@ -1,5 +1,5 @@
-//! The `mssql` hop chain: resolve -> (sqlbrowser for a named instance) -> tcp -> login ->
-//! tx_local -> tx_distributed (-> idle with `hold=DUR`) -> dtc_name -> tx_enlist. Each hop lives in its own
+//! The `mssql` hop chain: resolve -> (sqlbrowser for a named instance) -> tcp -> login
+//! (with the server certificate, [`super::certificate`]) -> revocation -> tx_local -> tx_distributed (-> idle with `hold=DUR`) -> dtc_name -> tx_enlist. Each hop lives in its own
 //! file ([`super::browser`], [`super::login`], [`super::transactions`], [`super::idle`],
 //! [`super::enlist`]); this one orders them and gives each its time. Every network step runs in
 //! its own task under a timeout ([`super::driver::guarded`]).

@@ -1,4 +1,4 @@
-//! Kind `postgres`: resolve -> tcp -> login -> tx_local | twophase.
+//! Kind `postgres`: resolve -> tcp -> login -> revocation (TLS logins) -> tx_local | twophase.
 //!
 //! `twophase` is what a distributed transaction manager (XA, MSDTC via an ODBC driver, a Java EE
 //! or .NET coordinator) needs from PostgreSQL: `PREPARE TRANSACTION` then `ROLLBACK PREPARED`.

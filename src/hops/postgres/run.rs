@@ -1,4 +1,5 @@
-//! The `postgres` hop chain: resolve -> tcp -> login -> tx_local | twophase.
+//! The `postgres` hop chain: resolve -> tcp -> login -> revocation (TLS logins) -> tx_local |
+//! twophase.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
