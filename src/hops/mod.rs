@@ -363,6 +363,8 @@ mod tests {
             iface: Some(toml::Spanned::new(0..0, String::new())),
             list_endpoints: Some(true),
             role: Some(toml::Spanned::new(0..0, String::new())),
+            revocation: Some(true),
+            cert_warn_days: Some(30),
             ..RawCheck::default()
         };
         let known: Vec<&str> = all

@@ -662,6 +662,19 @@ mod tests {
             (Encrypt::Strict, TxMode::Distributed, true)
         );
         assert_eq!(t.linked_server.as_deref(), Some("L2"));
+        assert_eq!(t.cert, crate::hops::certificate::CertOptions::default());
+
+        // The certificate settings (hop revocation, the expiry warning) from a config table,
+        // and back out through the canonical URL.
+        let t = config("[[check]]\nname = \"a\"\nkind = \"mssql\"\nhost = \"h\"\nuser = \"u\"\nrevocation = false\ncert_warn_days = 14\n").unwrap();
+        assert!(!t.cert.revocation);
+        assert_eq!(t.cert.warn_days, Some(14));
+        assert!(
+            t.display().ends_with("&revocation=off&cert_warn_days=14"),
+            "{}",
+            t.display()
+        );
+        assert_eq!(MssqlTarget::from_url(&t.display()).unwrap().cert, t.cert);
 
         let t = config("[[check]]\nname = \"a\"\nkind = \"mssql\"\nhost = \"sql01\"\nport = 14330\ninstance = \"I\"\nuser = \"u\"\n").unwrap();
         assert!(!t.needs_browser(), "an explicit port wins over the Browser");
