@@ -135,8 +135,8 @@ Examples:
   dtcprobe peer sql01:7135 --key-file agent.key --reverse tcp://caller:135
   dtcprobe peer sql01 --key-file agent.key -c dtcprobe.toml --callback-port 5001
   dtcprobe peer sql01 --key-file agent.key msdtc://localhost --reverse msdtc://localhost
-Reverse checks run on the agent: tcp, dns, epm and msdtc only (never mssql/postgres: the agent
-holds no credentials).";
+Reverse checks run on the agent: tcp, dns, epm, msdtc and kdc, and mssql/postgres only with no
+user (the credential-free login: the agent holds no credentials).";
 
 const EXAMPLES_WATCH: &str = "\
 Examples:

@@ -218,8 +218,17 @@ tcp = [443]
                     &ProbeTarget::Param("198.18.2.2:8080".into())
                 ),
                 (
+                    // The credential-free login: probed as configured (an mssql check is never
+                    // pointed elsewhere by a scrape).
                     "sql: mssql 198.18.3.2:1433",
-                    &ProbeTarget::Param("198.18.3.2:1433".into())
+                    &ProbeTarget::Configured(
+                        crate::target::Target::from_url(&crate::matrix::config::mssql_url(
+                            "198.18.3.2",
+                            1433
+                        ))
+                        .unwrap()
+                        .display()
+                    )
                 ),
                 (
                     "sql: epm 198.18.3.2",

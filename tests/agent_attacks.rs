@@ -337,14 +337,23 @@ async fn many_requests_do_not_fill_a_replay_cache() {
     opts.hop_timeout = Duration::from_millis(500);
     let started = Instant::now();
     let mut refused_at = None;
-    for i in 0..4200 {
-        let out = agent_checks(&opts).await;
-        let login = find(&out.checks, "agent");
-        if hop_status(login, HopKind::Login) != Status::Pass {
-            refused_at = Some((i, login.hops.clone()));
-            break;
+    // On a loaded machine one request may meet the single session slot not yet released by the
+    // previous one (or miss the 500 ms timeout). A full replay cache refuses every later request,
+    // so a request counts as refused only when three tries in a row fail.
+    'requests: for i in 0..4200 {
+        for attempt in 0..3 {
+            let out = agent_checks(&opts).await;
+            let login = find(&out.checks, "agent");
+            if hop_status(login, HopKind::Login) == Status::Pass {
+                break;
+            }
+            if attempt == 2 {
+                refused_at = Some((i, login.hops.clone()));
+                break 'requests;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        assert!(started.elapsed() < Duration::from_secs(120), "too slow");
+        assert!(started.elapsed() < Duration::from_secs(180), "too slow");
     }
     assert!(
         refused_at.is_none(),

@@ -172,6 +172,7 @@ fn an_unknown_url_parameter_is_a_usage_error_for_every_scheme() {
         ("postgres", "postgres://probe@127.0.0.1:9/app?hodl=5s"),
         ("epm", "epm://127.0.0.1:9?hodl=5s"),
         ("msdtc", "msdtc://localhost?hodl=5s"),
+        ("kdc", "kdc://dc1.corp.example?hodl=5s"),
     ];
     let kinds: Vec<&str> = ::dtcprobe::hops::KINDS.iter().map(|k| k.name).collect();
     let covered: Vec<&str> = cases.iter().map(|(kind, _)| *kind).collect();

@@ -5,17 +5,14 @@
 //! router 198.18.(10+i).1. Also: a zone whose agent cannot be reached, the JSON against
 //! docs/matrix.schema.json, and config errors (no root needed).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::netns::{
-    can_run_netns_tests, dtcprobe_bin, dtcprobe_in, link_named, Listener, Netns,
-};
+use crate::agent_netns::AgentProc;
+use crate::support::netns::{can_run_netns_tests, dtcprobe_in, link_named, Listener, Netns};
+use crate::support::zone_agent::allow_section;
 use crate::support::{run_bin, write_key};
 
 const KEY: &str = "48e7a8aa6ab0c7b1a2ac2c8e0dc39b7186e45367300fd043d53d78a64aaea15a";
@@ -30,57 +27,6 @@ fn zone_ip(i: usize) -> String {
 
 fn router_ip(i: usize) -> String {
     format!("198.18.{}.1", 11 + i)
-}
-
-/// A real agent in a zone; killed on drop.
-struct Agent {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Agent {
-    fn start(ns: &Netns, listen: &str, key: &Path, config: &Path) -> Agent {
-        let mut child = ns
-            .command(dtcprobe_bin())
-            .args(["agent", "-v", "--listen", listen, "--key-file"])
-            .arg(key)
-            .arg("-c")
-            .arg(config)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn agent");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let agent = Agent { child, log };
-        let started = Instant::now();
-        while !agent.log.lock().unwrap().contains("agent listening") {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "agent in {} never listened:\n{}",
-                ns.name,
-                agent.log.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        agent
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The router, the three zones (each with a listener on the service port) and the files.
@@ -151,7 +97,7 @@ impl Lab {
     }
 
     /// Starts the agents of the zones in `which`, with the allow lists `--print-allow` gives.
-    fn start_agents(&self, matrix: &Path, which: &[usize]) -> Vec<Agent> {
+    fn start_agents(&self, matrix: &Path, which: &[usize]) -> Vec<AgentProc> {
         let (code, allow, err) = dtcprobe_in(
             &self.router,
             &["matrix", "-c", matrix.to_str().unwrap(), "--print-allow"],
@@ -159,17 +105,14 @@ impl Lab {
         assert_eq!(code, 0, "--print-allow: {err}");
         let mut agents = Vec::new();
         for &i in which {
-            let section = allow
-                .split("\n\n")
-                .find(|s| s.contains(&format!("# zone {}:", ZONES[i])))
-                .unwrap_or_else(|| panic!("no allow section for {}:\n{allow}", ZONES[i]));
+            let section = allow_section(&allow, ZONES[i]);
             let config = self.path(&format!("agent-{}.toml", ZONES[i]));
             std::fs::write(&config, section).unwrap();
-            agents.push(Agent::start(
+            agents.push(AgentProc::start_on(
                 &self.zones[i],
-                &format!("{}:7135", zone_ip(i)),
+                &zone_ip(i),
                 &self.path("agent.key"),
-                &config,
+                Some(&config),
             ));
         }
         agents

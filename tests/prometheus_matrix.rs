@@ -6,7 +6,7 @@
 //!
 //! Same harness as tests/prometheus_real.rs (its helpers are reused): a router `hub` with one
 //! link per zone, `web` (198.18.1.2) and `app` (198.18.2.2) each running `dtcprobe watch
-//! --metrics-listen`, `sql` (198.18.3.2) with listeners on 1433 and 135, `mon` (198.18.4.2)
+//! --metrics-listen`, `sql` (198.18.3.2) with the TDS test peer on 1433 and a listener on 135, `mon` (198.18.4.2)
 //! running Debian's Prometheus. The matrix names agents and a key file that does not exist:
 //! neither command reads key files (only `dtcprobe matrix` itself contacts agents). Last, app's
 //! watch is restarted on a config derived from an older matrix: the module it lacks must show
@@ -286,7 +286,13 @@ fn real_prometheus_from_a_matrix_file_sees_exactly_the_blocked_pair_failing() {
         sql,
         mon,
     } = zones_app_cannot_reach_sql("dpm");
-    let _sql_port = sql.listen_tcp("198.18.3.2:1433".parse().unwrap());
+    // SQL Server: the matrix's `mssql` is the credential-free login, so a TDS peer answers.
+    let _sql_port = sql.inside(|| {
+        crate::support::tds_peer::TdsPeer::start_on(
+            "198.18.3.2:1433".parse().unwrap(),
+            crate::support::tds_peer::PeerConfig::default(),
+        )
+    });
     let _epm_port = sql.listen_tcp("198.18.3.2:135".parse().unwrap());
     let _web_http = web.listen_tcp("198.18.1.2:8080".parse().unwrap());
     let _app_http = app.listen_tcp("198.18.2.2:8080".parse().unwrap());

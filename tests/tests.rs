@@ -33,6 +33,8 @@ mod export_progress;
 #[cfg(feature = "kerberos")]
 mod kerberos_samba;
 mod matrix;
+#[cfg(feature = "kerberos")]
+mod matrix_kerberos;
 mod module_cycles;
 mod ms_drivers;
 mod msdtc_config;

@@ -293,17 +293,19 @@ pub fn agent_address(text: &str) -> Result<String, String> {
 }
 
 /// Parses `--reverse` URLs: host `caller` means "the caller's address as the agent sees it".
-/// A kind the agent never runs (mssql, postgres: they need credentials the agent does not hold)
+/// A check the agent never runs (mssql, postgres with a user: credentials the agent does not hold)
 /// is refused here, before the run, rather than sent and refused with a hint that cannot help.
 pub fn parse_reverse(urls: &[String]) -> Result<Vec<ReverseTarget>, String> {
     urls.iter()
         .map(|text| {
-            let target = Target::from_url(text).map_err(|e| format!("--reverse {}: {e}", crate::hostport::mask_url(text)))?;
-            if !target.info().agent_runs {
+            let target = Target::from_url(text)
+                .map_err(|e| format!("--reverse {}: {e}", crate::hostport::mask_url(text)))?;
+            if !crate::agent::policy::agent_runs(&target) {
                 return Err(format!(
-                    "--reverse {}: the agent never runs `{}` checks (they need credentials, and the \
-                     agent holds none); reverse checks may be {}. To test a login from the far side, \
-                     run `dtcprobe check` there",
+                    "--reverse {}: the agent never runs `{}` checks with a user (they need \
+                     credentials, and the agent holds none); reverse checks may be {}, and \
+                     mssql/postgres with no user (the credential-free login). To test a login \
+                     with credentials from the far side, run `dtcprobe check` there",
                     crate::hostport::mask_url(text),
                     target.kind(),
                     crate::agent::policy::reverse_kinds()

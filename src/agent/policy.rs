@@ -15,6 +15,19 @@ pub fn reverse_kinds() -> String {
     crate::hops::agent_kinds().collect::<Vec<_>>().join(", ")
 }
 
+/// Whether the agent runs `target`: its kind carries no credential ([`crate::hops::Kind::AGENT_RUNS`]),
+/// or it is the credential-free login of `mssql` / `postgres` (no user: a random user name and
+/// password, whose "login failed" proves the path and the server's login stage; issue 24). That
+/// login needs nothing the agent would have to hold, and can never wait on a password prompt.
+pub fn agent_runs(target: &Target) -> bool {
+    target.info().agent_runs
+        || match target {
+            Target::Mssql(m) => m.credential_free,
+            Target::Postgres(p) => p.credential_free,
+            _ => false,
+        }
+}
+
 /// Pure policy: may the agent run this reverse check for a caller at `caller`? Returns the target
 /// to run (with the caller's address substituted when `to_caller`), or why not.
 pub fn authorize(
@@ -35,9 +48,10 @@ pub fn authorize(
     let target = Target::from_url(url.as_str()).map_err(|e| e.to_string())?;
     // Network-level checks only: the agent never holds or asks for database credentials (and
     // must never wait on a password prompt).
-    if !target.info().agent_runs {
+    if !agent_runs(&target) {
         return Err(format!(
-            "`{}` checks are not run by the agent (reverse checks may be: {})",
+            "`{}` checks with a user are not run by the agent (reverse checks may be: {}; and \
+             mssql/postgres with no user, the credential-free login)",
             target.kind(),
             reverse_kinds()
         ));
@@ -114,8 +128,17 @@ mod tests {
             ("epm://caller", true, Some("198.18.0.1")),
             ("epm://sql01:1433", false, Some("sql01")),
             ("epm://sql01", false, None), // default port 135 is not the allowed 1433
-            ("mssql://sa@sql01/master", false, None), // credentialed kinds never run
+            ("mssql://sa@sql01/master", false, None), // credentialed logins never run
             ("mssql://sa@caller/master", true, None),
+            ("postgres://app@sql01:1433/db", false, None),
+            // The credential-free login (no user): nothing to hold, run like a tcp check.
+            ("mssql://sql01:1433/?login=probe", false, Some("sql01")),
+            ("mssql://sql01", false, Some("sql01")), // default port 1433
+            ("mssql://sql01:1434", false, None),     // not the allowed port
+            ("postgres://sql01:1433", false, Some("sql01")),
+            // Kind kdc: port 88 by default, bare entries admit it too.
+            ("kdc://dc01?realm=CORP.EXAMPLE", false, Some("dc01")),
+            ("kdc://sql01?realm=CORP.EXAMPLE", false, None),
             // Held sessions (hop `idle`) are not run by the agent, even towards an allowed port.
             ("tcp://sql01:1433?hold=15s", false, None),
             ("tcp://caller:135?hold=15s", true, None),

@@ -192,6 +192,7 @@ kinds! {
     postgres => Postgres(postgres::PgTarget),
     epm => Epm(epm::EpmTarget),
     msdtc => Msdtc(msdtc::MsdtcTarget),
+    kdc => Kdc(kdc::target::KdcTarget),
     // A kind for tests only (its folder is the whole of it): see `dummy/mod.rs`.
     #[cfg(test)]
     dummy => Dummy(dummy::DummyTarget),
@@ -391,15 +392,15 @@ mod tests {
 
     #[test]
     fn registry_names_and_schemes() {
-        // `dummy` is the test-only kind (dummy/mod.rs); a release build has the first six.
+        // `dummy` is the test-only kind (dummy/mod.rs); a release build has the first seven.
         let names: Vec<&str> = KINDS.iter().map(|k| k.name).collect();
         assert_eq!(
             names,
-            ["tcp", "dns", "mssql", "postgres", "epm", "msdtc", "dummy"]
+            ["tcp", "dns", "mssql", "postgres", "epm", "msdtc", "kdc", "dummy"]
         );
         assert_eq!(
             schemes(),
-            "tcp://, dns://, mssql://, postgres://, postgresql://, epm://, msdtc://, dummy://"
+            "tcp://, dns://, mssql://, postgres://, postgresql://, epm://, msdtc://, kdc://, dummy://"
         );
     }
 
@@ -432,6 +433,10 @@ mod tests {
             )
         );
         assert_eq!(fact("msdtc"), (None, None, true, Retarget::Url));
+        assert_eq!(
+            fact("kdc"),
+            (Some("Kerberos"), Some(88), true, Retarget::Url)
+        );
         assert_eq!(
             KindInfo::of_scheme("postgresql").map(|k| k.name),
             Some("postgres")

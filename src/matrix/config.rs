@@ -3,9 +3,10 @@
 //! check URL built and every key loaded, so that nothing is left to fail once probing starts.
 //! Errors carry file, line and column (exit 78, like every other config error).
 //!
-//! The checks of a cell are what the source zone's agent can run on request: `tcp`, `dns` and
-//! `epm` (the agent holds no database credentials, so `mssql` here is the SQL Server port over
-//! TCP, never a login). See docs/matrix.md.
+//! The checks of a cell are what the source zone's agent can run on request: `tcp`, `dns`,
+//! `epm`, `kdc` (rule `kerberos`, towards the zone's `dcs`: [`super::dcs`]) and `mssql` as the
+//! credential-free login (the agent holds no database credentials: a random user, whose "login
+//! failed" proves the TDS path). See docs/matrix.md.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -61,6 +62,9 @@ struct RawZone {
     hosts: Vec<toml::Spanned<String>>,
     /// The zone's `dtcprobe watch --metrics-listen` instance as Prometheus reaches it.
     watch: Option<toml::Spanned<String>>,
+    /// The zone's domain controllers: a list, or "srv:DOMAIN" (see [`super::dcs`]).
+    dcs: Option<toml::Spanned<toml::Value>>,
+    realm: Option<toml::Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +85,9 @@ struct RawReach {
     callback: bool,
     #[serde(default)]
     callback_tcp: Vec<toml::Spanned<u16>>,
+    /// Kerberos and LDAP to the destination zone's `dcs` (hop `kdc`).
+    #[serde(default)]
+    kerberos: bool,
 }
 
 /// A zone's agent, resolved: its address (`host:port`) and the key it shares with this host.
@@ -104,18 +111,23 @@ pub struct Zone {
     /// `HOST:PORT` of the zone's `dtcprobe watch --metrics-listen` as Prometheus reaches it
     /// (`prometheus-config --matrix`); `None`: the zone's row is not scraped.
     pub watch: Option<String>,
+    /// The zone's domain controllers as `kdc` checks (rules with `kerberos = true` run them).
+    pub dcs: Vec<super::dcs::DcTarget>,
 }
 
 /// Why a check is in a cell: what the grid and the firewall request say about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
     Tcp,
-    /// The SQL Server port, over TCP only (no login: the agent holds no credentials).
+    /// SQL Server: the credential-free login (a random user; the server's 18456 is the pass),
+    /// so the TDS path and the login stage are tested with no credential on the agent.
     Mssql,
     Epm,
     Dns,
     /// MSDTC's callback: the far zone connecting back (checked from the far zone's agent).
     Callback,
+    /// Kerberos and LDAP to the destination zone's domain controllers (kind `kdc`).
+    Kerberos,
 }
 
 /// One check of a cell, as the source zone's agent is asked to run it.
@@ -391,11 +403,16 @@ fn parse_with(
             }
         };
         watches.push(watch);
+        let dcs = super::dcs::dc_targets(&name, zr.dcs.as_ref(), zr.realm.as_ref(), &|h| {
+            validate_host(h).is_ok()
+        })
+        .map_err(|(offset, m)| at(offset, m))?;
         zones.push(Zone {
             name,
             agent,
             hosts,
             watch: None,
+            dcs,
         });
     }
     if zones.len() < 2 {
@@ -447,10 +464,12 @@ fn parse_with(
                 "`callback_tcp` without `callback = true`".into(),
             ));
         }
-        if rr.tcp.is_empty() && !rr.epm && !rr.mssql && !rr.dns && !rr.callback {
+        let host_checks = !rr.tcp.is_empty() || rr.epm || rr.mssql || rr.dns;
+        if !host_checks && !rr.callback && !rr.kerberos {
             return Err(at(
                 r.span().start,
-                "this [[reach]] asks for nothing: give tcp = [PORT, ...], epm, mssql, dns or callback"
+                "this [[reach]] asks for nothing: give tcp = [PORT, ...], epm, mssql, dns, \
+                 callback or kerberos"
                     .into(),
             ));
         }
@@ -465,7 +484,7 @@ fn parse_with(
                     continue;
                 }
                 let (src, dst) = (&zones[f], &zones[t]);
-                if dst.hosts.is_empty() {
+                if dst.hosts.is_empty() && (host_checks || rr.callback) {
                     return Err(at(
                         rr.to.span().start,
                         format!(
@@ -491,7 +510,7 @@ fn parse_with(
                             forward,
                             &dst.name,
                             "mssql",
-                            format!("tcp://{h}:{mssql_port}"),
+                            mssql_url(&h, mssql_port),
                             Purpose::Mssql,
                         );
                     }
@@ -511,6 +530,26 @@ fn parse_with(
                             "dns",
                             format!("dns://{h}"),
                             Purpose::Dns,
+                        );
+                    }
+                }
+                if rr.kerberos {
+                    if dst.dcs.is_empty() {
+                        return Err(at(
+                            rr.to.span().start,
+                            format!(
+                                "`kerberos` needs the domain controllers of zone `{}` (give it \
+                                 `dcs = [\"dc1.corp.example\", ...]` or `dcs = \"srv:DOMAIN\"`)",
+                                dst.name
+                            ),
+                        ));
+                    }
+                    for dc in &dst.dcs {
+                        push_named(
+                            forward,
+                            format!("{}: kerberos {}", dst.name, dc.shown),
+                            dc.url.clone(),
+                            Purpose::Kerberos,
                         );
                     }
                 }
@@ -596,15 +635,26 @@ fn parse_with(
 }
 
 fn push(checks: &mut Vec<CellCheck>, to_zone: &str, what: &str, url: String, purpose: Purpose) {
+    let shown = url.split_once("://").map(|(_, rest)| rest).unwrap_or(&url);
+    // The host and port only (a query is options, not where the check goes).
+    let shown = shown.split(['/', '?']).next().unwrap_or(shown);
+    let name = format!("{to_zone}: {what} {shown}");
+    push_named(checks, name, url, purpose);
+}
+
+fn push_named(checks: &mut Vec<CellCheck>, name: String, url: String, purpose: Purpose) {
     if checks.iter().any(|c| c.url == url && c.purpose == purpose) {
         return;
     }
-    let shown = url.split_once("://").map(|(_, rest)| rest).unwrap_or(&url);
-    checks.push(CellCheck {
-        name: format!("{to_zone}: {what} {shown}"),
-        url,
-        purpose,
-    });
+    checks.push(CellCheck { name, url, purpose });
+}
+
+/// A matrix `mssql` check: the credential-free login (no user: LOGIN7 with a random user name
+/// and password; the server's 18456 passes), which the agents run since it needs no credential.
+/// The certificate is not judged (`trust_server_certificate`): the agent's trust store is not
+/// the clients'; `dtcprobe check` from an application host judges it.
+pub fn mssql_url(host: &str, port: u16) -> String {
+    format!("mssql://{host}:{port}/?login=probe&trust_server_certificate=true")
 }
 
 /// `*` is every zone; otherwise one zone by name.
@@ -741,9 +791,9 @@ tcp = [22]
         assert_eq!(
             urls,
             [
-                "tcp://198.18.3.2:1433",
+                "mssql://198.18.3.2:1433/?login=probe&trust_server_certificate=true",
                 "epm://198.18.3.2",
-                "tcp://sql02:1433",
+                "mssql://sql02:1433/?login=probe&trust_server_certificate=true",
                 "epm://sql02",
                 "tcp://198.18.3.2:22",
                 "tcp://sql02:22"
@@ -845,6 +895,80 @@ tcp = [22]
             assert_eq!(e.line, *line, "{text}: {e}");
             assert!(e.to_string().contains(needle), "{text}: {e}");
             assert!(e.to_string().starts_with("m.toml:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn kerberos_rules_check_the_zone_s_dcs() {
+        let text = "[[zone]]\nname = \"web\"\nhosts = [\"198.18.1.2\"]\n\
+                    [[zone]]\nname = \"ad\"\ndcs = [\"dc1.corp.example\", \"198.18.4.10\"]\n\
+                    realm = \"CORP.EXAMPLE\"\n\
+                    [[zone]]\nname = \"ad2\"\ndcs = \"srv:ad2.example\"\n\
+                    [[reach]]\nfrom = \"web\"\nto = \"ad\"\nkerberos = true\n\
+                    [[reach]]\nfrom = \"web\"\nto = \"ad2\"\nkerberos = true\n";
+        let plan = parse_ok(text);
+        let checks: Vec<(&str, &str, Purpose)> = plan
+            .cells_from("web")
+            .flat_map(|c| c.checks.iter())
+            .map(|c| (c.name.as_str(), c.url.as_str(), c.purpose))
+            .collect();
+        assert_eq!(
+            checks,
+            [
+                (
+                    "ad: kerberos dc1.corp.example",
+                    "kdc://dc1.corp.example",
+                    Purpose::Kerberos
+                ),
+                (
+                    "ad: kerberos 198.18.4.10",
+                    "kdc://198.18.4.10?realm=CORP.EXAMPLE",
+                    Purpose::Kerberos
+                ),
+                (
+                    "ad2: kerberos srv ad2.example",
+                    "kdc://ad2.example?find=srv",
+                    Purpose::Kerberos
+                ),
+            ]
+        );
+        // The agent's allow list: each DC (and the SRV domain) on port 88.
+        assert_eq!(
+            plan.required_allow("web"),
+            ["198.18.4.10:88", "ad2.example:88", "dc1.corp.example:88"]
+        );
+        let errors: &[(&str, usize, &str)] = &[
+            (
+                "[[zone]]\nname = \"a\"\nhosts=[\"x\"]\n[[zone]]\nname = \"b\"\nhosts=[\"y\"]\n[[reach]]\nfrom = \"a\"\nto = \"b\"\nkerberos = true\n",
+                9,
+                "domain controllers of zone `b`",
+            ),
+            (
+                "[[zone]]\nname = \"a\"\nhosts=[\"x\"]\n[[zone]]\nname = \"b\"\ndcs = [\"198.18.4.10\"]\n",
+                6,
+                "realm = ",
+            ),
+            (
+                "[[zone]]\nname = \"a\"\nhosts=[\"x\"]\n[[zone]]\nname = \"b\"\ndcs = \"dc1\"\n",
+                6,
+                "srv:DOMAIN",
+            ),
+            (
+                "[[zone]]\nname = \"a\"\nhosts=[\"x\"]\nrealm = \"X\"\n",
+                4,
+                "no `dcs`",
+            ),
+            // A zone with DCs only: a tcp rule towards it still needs hosts.
+            (
+                "[[zone]]\nname = \"a\"\nhosts=[\"x\"]\n[[zone]]\nname = \"b\"\ndcs = [\"dc1.b.example\"]\n[[reach]]\nfrom = \"a\"\nto = \"b\"\ntcp = [1]\n",
+                9,
+                "has no hosts",
+            ),
+        ];
+        for (text, line, needle) in errors {
+            let e = parse_err(text);
+            assert_eq!(e.line, *line, "{text}: {e}");
+            assert!(e.to_string().contains(needle), "{text}: {e}");
         }
     }
 

@@ -15,6 +15,7 @@
 //! between the zones. A zone without an agent has its row `not_run`.
 
 pub mod config;
+pub mod dcs;
 pub mod run;
 pub mod zone_config;
 

@@ -220,8 +220,9 @@ pub async fn run(plan: &MatrixPlan) -> MatrixReport {
     report
 }
 
-/// A SQL Server cell is a `tcp` check of its port (the agents hold no database credentials), so
-/// the verdict cannot tell from its kind what listens there; the plan knows.
+/// A SQL Server cell's check is the credential-free `mssql` login, whose kind names the service;
+/// the plan knows it all the same, whatever the verdict could tell from the check (a row left
+/// unnamed is named here, never renamed).
 fn name_sql_server_ports(plan: &MatrixPlan, requests: &mut [crate::verdict::FirewallRequest]) {
     let sql_checks: std::collections::HashSet<&str> = plan
         .cells

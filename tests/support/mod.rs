@@ -11,6 +11,7 @@ pub mod samba;
 #[cfg(feature = "kerberos")]
 pub mod samba_ad;
 pub mod tds_peer;
+pub mod zone_agent;
 
 use serde_json::Value;
 

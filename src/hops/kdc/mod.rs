@@ -11,6 +11,7 @@
 //! Linux client works where Windows and SQL Server refuse).
 
 pub mod discover;
+pub mod target;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -115,9 +116,21 @@ pub async fn kdc_hop(
             )
         }
     };
+    probe_kdcs(realm, &kdcs, client, ctx).await
+}
+
+/// Hop `kdc` towards KDCs already known (found by [`discover`], or named by the check: kind
+/// `kdc`, the matrix's `dcs`): every flow to every IPv4 address of each.
+pub async fn probe_kdcs(
+    realm: &str,
+    kdcs: &[discover::KdcHost],
+    client: Option<&str>,
+    ctx: &RunContext,
+) -> HopOutput<KdcFindings> {
+    let limit = ctx.hop_timeout;
     let mut hosts = Vec::new();
     let mut addrs: Vec<(IpAddr, String)> = Vec::new();
-    for kdc in &kdcs {
+    for kdc in kdcs {
         let resolved = match ctx.resolver.forward(&kdc.host, limit).await {
             Ok(a) => a.into_iter().filter(IpAddr::is_ipv4).collect::<Vec<_>>(),
             Err(e) => {
