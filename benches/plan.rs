@@ -23,6 +23,7 @@ fn input(targets: Vec<String>, config: Option<PathBuf>) -> PlanInput {
         list_endpoints: false,
         trace: true,
         hold: None,
+        cert_warn_days: None,
         output: OutputRequest {
             format: Format::Json,
             color: false,

@@ -31,6 +31,9 @@ pub struct RunContext {
     /// The check this context runs (set by [`crate::runner::run_check`]): a trace names the
     /// check that made it.
     pub check: Arc<str>,
+    /// A login whose server certificate expires within this many days warns (`cert_expiring`;
+    /// `--cert-warn-days`, a check's `cert_warn_days`).
+    pub cert_warn_days: u32,
 }
 
 impl RunContext {
@@ -46,6 +49,7 @@ impl RunContext {
             traces: Default::default(),
             resets: Default::default(),
             check: Arc::from(""),
+            cert_warn_days: crate::hops::certificate::DEFAULT_WARN_DAYS,
         }
     }
 }

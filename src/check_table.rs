@@ -62,6 +62,10 @@ pub struct RawCheck {
     pub trust_server_certificate: Option<bool>,
     pub tx: Option<toml::Spanned<String>>,
     pub linked_server: Option<toml::Spanned<String>>,
+    /// mssql / postgres: run hop `revocation` (default true).
+    pub revocation: Option<bool>,
+    /// mssql / postgres: a certificate with fewer days left warns (`cert_expiring`).
+    pub cert_warn_days: Option<u32>,
     // postgres
     pub sslmode: Option<toml::Spanned<String>>,
     pub sslrootcert: Option<toml::Spanned<String>>,
@@ -130,6 +134,8 @@ const KIND_SPECIFIC_KEYS: [(&str, KeyOffset); 18] = [
     }),
     ("tx", |r| at(&r.tx)),
     ("linked_server", |r| at(&r.linked_server)),
+    ("revocation", |r| flag(r.revocation)),
+    ("cert_warn_days", |r| r.cert_warn_days.map(|_| None)),
     ("sslmode", |r| at(&r.sslmode)),
     ("sslrootcert", |r| at(&r.sslrootcert)),
     ("iface", |r| at(&r.iface)),

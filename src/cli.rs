@@ -301,6 +301,11 @@ pub struct CheckArgs {
     /// 24h); the check then takes DUR longer.
     #[arg(long, value_name = "DUR", value_parser = hold_arg)]
     pub hold: Option<Duration>,
+
+    /// A TLS login (mssql, postgres) whose server certificate expires in fewer than N days
+    /// warns (cause cert_expiring; default 30). A check's `cert_warn_days` overrides it.
+    #[arg(long, value_name = "N")]
+    pub cert_warn_days: Option<u32>,
 }
 
 /// `--hold DUR`: as a check's `hold` (positive, at most 24h).
@@ -320,6 +325,7 @@ impl CheckArgs {
             list_endpoints: self.list_endpoints,
             trace: !self.no_trace,
             hold: self.hold,
+            cert_warn_days: self.cert_warn_days,
             output: OutputRequest {
                 format: self.format,
                 color: crate::report::colour_for_stdout(self.color),

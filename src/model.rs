@@ -110,6 +110,9 @@ pub enum Cause {
     /// two hosts: Mutual without Kerberos (no domain, different domains, no KDC), or NTLM
     /// restricted where Kerberos cannot be had; the finding names the setting and the side.
     DtcAuth,
+    /// (A `warn` on hop `login`.) The server's certificate expires within `--cert-warn-days`
+    /// (30 by default); `data.certificate.days_left` says when.
+    CertExpiring,
 }
 
 impl Cause {
@@ -153,6 +156,7 @@ impl Cause {
         Cause::KdcError,
         Cause::NtlmFallback,
         Cause::DtcAuth,
+        Cause::CertExpiring,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -196,6 +200,7 @@ impl Cause {
             Cause::KdcError => "kdc_error",
             Cause::NtlmFallback => "ntlm_fallback",
             Cause::DtcAuth => "dtc_auth",
+            Cause::CertExpiring => "cert_expiring",
         }
     }
 
@@ -245,6 +250,9 @@ pub enum HopKind {
     Kdc,
     /// A Kerberos service ticket for the SQL Server's SPN.
     Spn,
+    /// The CRL, OCSP and CA-issuer URLs of the server's certificate chain, fetched from this
+    /// zone (clients that check revocation fetch them during the TLS handshake).
+    Revocation,
 }
 
 impl HopKind {
@@ -272,6 +280,7 @@ impl HopKind {
             HopKind::DtcCid => "dtc_cid",
             HopKind::Kdc => "kdc",
             HopKind::Spn => "spn",
+            HopKind::Revocation => "revocation",
         }
     }
 }

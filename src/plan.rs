@@ -58,6 +58,9 @@ pub struct PlanInput {
     /// `--hold`: every tcp and mssql check without a `hold` of its own holds its session idle
     /// this long (hop `idle`).
     pub hold: Option<Duration>,
+    /// `--cert-warn-days`: a login's server certificate with fewer days left warns
+    /// (`cert_expiring`), for every check without a `cert_warn_days` of its own.
+    pub cert_warn_days: Option<u32>,
     pub output: OutputRequest,
 }
 
@@ -75,6 +78,8 @@ pub struct Plan {
     pub found_config: Option<(PathBuf, &'static str)>,
     /// Trace the path (hop `path`) after a connect times out.
     pub trace: bool,
+    /// See [`PlanInput::cert_warn_days`] (its default applied).
+    pub cert_warn_days: u32,
 }
 
 impl Plan {
@@ -86,6 +91,7 @@ impl Plan {
             concurrency: self.concurrency,
             trace: self.trace,
             progress,
+            cert_warn_days: self.cert_warn_days,
         }
     }
 }
@@ -271,6 +277,9 @@ pub fn build_allowing_empty(input: &PlanInput) -> Result<Plan, PlanError> {
         found_config: None,
         zone: cfg.defaults.zone.clone(),
         trace: input.trace,
+        cert_warn_days: input
+            .cert_warn_days
+            .unwrap_or(crate::hops::certificate::DEFAULT_WARN_DAYS),
         timeout: input
             .timeout
             .or(cfg.defaults.timeout)
@@ -317,6 +326,7 @@ mod tests {
             list_endpoints: false,
             trace: true,
             hold: None,
+            cert_warn_days: None,
             output: OutputRequest {
                 format: Format::Human,
                 color: false,

@@ -39,6 +39,8 @@ pub struct RunOptions {
     pub progress: Option<Arc<dyn Progress>>,
     /// Trace the path (hop `path`) after a connect times out.
     pub trace: bool,
+    /// See [`crate::chain::RunContext::cert_warn_days`].
+    pub cert_warn_days: u32,
 }
 
 impl Default for RunOptions {
@@ -48,6 +50,7 @@ impl Default for RunOptions {
             concurrency: DEFAULT_CONCURRENCY,
             progress: None,
             trace: true,
+            cert_warn_days: crate::hops::certificate::DEFAULT_WARN_DAYS,
         }
     }
 }
@@ -134,11 +137,14 @@ pub fn check_context(run: &RunContext, spec: &CheckSpec, default_timeout: Durati
 async fn run_into(specs: &[CheckSpec], opts: &RunOptions, slots: &[Slot]) {
     // One resolver, route cache, trace book and reset probe for the whole run; each check's context is
     // this one with its own timeout and zone judgement.
-    let run = RunContext::new(
-        opts.timeout,
-        Arc::new(DnsResolver::from_system(opts.timeout)),
-        opts.trace,
-    );
+    let run = RunContext {
+        cert_warn_days: opts.cert_warn_days,
+        ..RunContext::new(
+            opts.timeout,
+            Arc::new(DnsResolver::from_system(opts.timeout)),
+            opts.trace,
+        )
+    };
     let total = specs.len();
     let done = std::sync::atomic::AtomicUsize::new(0);
     stream::iter(specs.iter().zip(slots))

@@ -60,6 +60,24 @@ pub enum TrustError {
 
 /// A rustls client configuration with ring (see above) for `trust`.
 pub fn client_config(trust: &Trust) -> Result<rustls::ClientConfig, TrustError> {
+    build_config(trust, None)
+}
+
+/// As [`client_config`], also keeping what the server showed in `capture`: its certificate
+/// chain, and whether the chain check against the roots `trust` names (this host's store when
+/// it names none) passed, whatever `trust` then lets through. The certificate report of a
+/// login (`data.certificate`, [`crate::hops::certificate`]) is read from it.
+pub fn capturing_config(
+    trust: &Trust,
+    capture: &CertCapture,
+) -> Result<rustls::ClientConfig, TrustError> {
+    build_config(trust, Some(capture))
+}
+
+fn build_config(
+    trust: &Trust,
+    capture: Option<&CertCapture>,
+) -> Result<rustls::ClientConfig, TrustError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
@@ -79,31 +97,107 @@ pub fn client_config(trust: &Trust) -> Result<rustls::ClientConfig, TrustError> 
         }
         Ok(Arc::new(roots))
     };
-    let config = match trust {
-        Trust::SystemRoots => builder
-            .with_root_certificates(roots(None)?)
-            .with_no_client_auth(),
-        Trust::RootFile(path) => builder
-            .with_root_certificates(roots(Some(path))?)
-            .with_no_client_auth(),
-        Trust::ChainOnly(file) => {
-            let inner = WebPkiServerVerifier::builder_with_provider(
-                roots(file.as_ref())?,
-                provider.clone(),
-            )
+    let webpki = |file: Option<&PathBuf>| -> Result<Arc<WebPkiServerVerifier>, TrustError> {
+        WebPkiServerVerifier::builder_with_provider(roots(file)?, provider.clone())
             .build()
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyName(inner)))
-                .with_no_client_auth()
-        }
-        Trust::AnyCertificate => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-            .with_no_client_auth(),
+            .map_err(|e| TrustError::Rustls(rustls::Error::General(e.to_string())))
     };
-    Ok(config)
+    let (verifier, judge): (Arc<dyn ServerCertVerifier>, Option<PathBuf>) = match trust {
+        Trust::SystemRoots => (webpki(None)?, None),
+        Trust::RootFile(path) => (webpki(Some(path))?, Some(path.clone())),
+        Trust::ChainOnly(file) => (Arc::new(AnyName(webpki(file.as_ref())?)), file.clone()),
+        Trust::AnyCertificate => (Arc::new(AnyCertificate(provider.clone())), None),
+    };
+    let verifier = match capture {
+        None => verifier,
+        Some(capture) => Arc::new(Capturing {
+            inner: verifier,
+            judge: webpki(judge.as_ref())?,
+            capture: capture.clone(),
+        }),
+    };
+    Ok(builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth())
+}
+
+/// What a server showed in its handshake: the chain as sent (its own certificate first) and
+/// the outcome of the chain check, `Err` with rustls's reason when it failed.
+#[derive(Debug, Clone)]
+pub struct SeenChain {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub verification: Result<(), rustls::Error>,
+}
+
+/// Where a [`capturing_config`] puts the [`SeenChain`] of its handshake (the last one, should
+/// the config be used twice).
+#[derive(Debug, Clone, Default)]
+pub struct CertCapture(Arc<std::sync::Mutex<Option<SeenChain>>>);
+
+impl CertCapture {
+    pub fn seen(&self) -> Option<SeenChain> {
+        self.0.lock().ok().and_then(|s| s.clone())
+    }
+}
+
+/// The verifier a configuration would use, which also keeps the chain and the outcome of a
+/// full chain check (`judge`) for the certificate report.
+#[derive(Debug)]
+struct Capturing {
+    inner: Arc<dyn ServerCertVerifier>,
+    judge: Arc<WebPkiServerVerifier>,
+    capture: CertCapture,
+}
+
+impl ServerCertVerifier for Capturing {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verification = self
+            .judge
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+            .map(|_| ());
+        let chain = std::iter::once(end_entity)
+            .chain(intermediates)
+            .map(|c| c.clone().into_owned())
+            .collect();
+        if let Ok(mut seen) = self.capture.0.lock() {
+            *seen = Some(SeenChain {
+                chain,
+                verification,
+            });
+        }
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// This host's trust store, read at each login rather than once per process: a long-running

@@ -120,7 +120,12 @@ pub fn firewall_requests(report: &Report) -> Vec<FirewallRequest> {
 fn blocked_flows(check: &CheckResult, hop: &HopResult) -> Vec<FirewallRequest> {
     if !matches!(
         hop.hop,
-        HopKind::Tcp | HopKind::RpcPort | HopKind::Callback | HopKind::DtcName | HopKind::Kdc
+        HopKind::Tcp
+            | HopKind::RpcPort
+            | HopKind::Callback
+            | HopKind::DtcName
+            | HopKind::Kdc
+            | HopKind::Revocation
     ) || !matches!(hop.status, Status::Fail | Status::Warn)
     {
         return Vec::new();
@@ -223,6 +228,10 @@ fn service_of(check: &CheckResult, hop: &HopResult) -> (Option<String>, Option<S
     match (hop.hop, check.kind.as_str()) {
         (HopKind::Callback, _) => (service("callback"), service(CALLBACK_ADVICE)),
         (HopKind::DtcName, _) => (service("MSDTC endpoint mapper"), service(DTC_NAME_ADVICE)),
+        (HopKind::Revocation, _) => (
+            service(crate::hops::revocation::SERVICE),
+            service(REVOCATION_ADVICE),
+        ),
         (HopKind::RpcPort, _) if is_msdtc(check) => {
             (service("MSDTC dynamic port"), service(MSDTC_PORT_ADVICE))
         }
@@ -256,6 +265,11 @@ fn is_msdtc(check: &CheckResult) -> bool {
         None => check.kind == "epm" && !check.target.contains("iface="),
     }
 }
+
+/// The advice for a CRL or OCSP URL of the server's certificate chain (hop `revocation`).
+const REVOCATION_ADVICE: &str = "a CRL or OCSP URL of the SQL/PostgreSQL server's certificate \
+chain (hop revocation's data.urls names it): clients that check revocation fetch it during the \
+TLS handshake; allow it here or through the proxy clients use";
 
 /// One line of a firewall request, as the verdict prints it:
 /// `web 198.18.0.1 -> sql 198.18.0.2 TCP 49153 (MSDTC dynamic port) DROPPED`.

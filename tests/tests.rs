@@ -22,6 +22,7 @@ mod agent_netns;
 mod agent_relay_netns;
 mod agent_server;
 mod captures;
+mod cert_report;
 mod cli;
 mod dissector;
 mod epm_peer;

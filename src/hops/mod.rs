@@ -12,6 +12,7 @@
 //! (hop `idle`: does the working session survive `hold=DUR` idle) and [`reset_origin`] (who sent
 //! the reset that refused a connect).
 
+pub mod certificate;
 pub mod connect;
 #[cfg(target_os = "linux")]
 pub mod errqueue;
@@ -21,6 +22,7 @@ pub mod kind;
 pub mod path;
 pub mod reset_origin;
 pub mod resolve;
+pub mod revocation;
 pub mod route;
 pub mod route_info;
 #[cfg(windows)]
@@ -364,6 +366,8 @@ mod tests {
             iface: Some(toml::Spanned::new(0..0, String::new())),
             list_endpoints: Some(true),
             role: Some(toml::Spanned::new(0..0, String::new())),
+            revocation: Some(true),
+            cert_warn_days: Some(30),
             ..RawCheck::default()
         };
         let known: Vec<&str> = all

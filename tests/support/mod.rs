@@ -1,6 +1,7 @@
 //! Shared test support: network namespaces with firewall rules, and helpers to run the binary.
 
 pub mod captures;
+pub mod certs;
 pub mod dns_refused;
 pub mod local_agent;
 pub mod netns;

@@ -110,6 +110,10 @@ pub struct PeerConfig {
     pub version: (u8, u8, u16),
     /// Names for the self-signed certificate.
     pub cert_names: Vec<String>,
+    /// A certificate chain of the test's own (DER, the server's first) and its key (PKCS#8
+    /// DER), instead of the self-signed one (tests/cert_report.rs: expired, expiring, a CA's
+    /// chain with CRL and OCSP URLs).
+    pub certificate: Option<(Vec<Vec<u8>>, Vec<u8>)>,
     /// Acknowledge INSERTs without storing the rows (a broken proxy / not-quite-SQL-Server).
     pub lose_rows: bool,
     /// The login lacks VIEW SERVER STATE: `sys.dm_exec_connections` raises error 300.
@@ -157,6 +161,7 @@ impl Default for PeerConfig {
             linked_servers: Vec::new(),
             version: (16, 0, 1000),
             cert_names: vec!["localhost".into(), "127.0.0.1".into()],
+            certificate: None,
             lose_rows: false,
             deny_server_state: false,
             reset_tls_handshake: false,
@@ -215,12 +220,20 @@ impl TdsPeer {
     }
 
     pub fn start_on(bind: SocketAddr, cfg: PeerConfig) -> TdsPeer {
-        let cert =
-            rcgen::generate_simple_self_signed(cfg.cert_names.clone()).expect("self-signed cert");
-        let cert_der = cert.cert.der().to_vec();
-        let key_der = cert.key_pair.serialize_der();
-        let tls_wrapped = Arc::new(server_tls_config(&cert_der, &key_der, false));
-        let tls_strict = Arc::new(server_tls_config(&cert_der, &key_der, true));
+        let (chain, key_der) = match &cfg.certificate {
+            Some((chain, key)) => (chain.clone(), key.clone()),
+            None => {
+                let cert = rcgen::generate_simple_self_signed(cfg.cert_names.clone())
+                    .expect("self-signed cert");
+                (
+                    vec![cert.cert.der().to_vec()],
+                    cert.key_pair.serialize_der(),
+                )
+            }
+        };
+        let cert_der = chain[0].clone();
+        let tls_wrapped = Arc::new(server_tls_config(&chain, &key_der, false));
+        let tls_strict = Arc::new(server_tls_config(&chain, &key_der, true));
         let std_listener = std::net::TcpListener::bind(bind).expect("bind peer");
         std_listener.set_nonblocking(true).unwrap();
         let addr = std_listener.local_addr().unwrap();
@@ -294,7 +307,7 @@ impl Drop for TdsPeer {
     }
 }
 
-fn server_tls_config(cert: &[u8], key: &[u8], strict: bool) -> rustls::ServerConfig {
+fn server_tls_config(chain: &[Vec<u8>], key: &[u8], strict: bool) -> rustls::ServerConfig {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     // SQL Server before TDS 8 negotiates TLS 1.2 inside TDS; strict mode allows TLS 1.3.
     let versions: &[&rustls::SupportedProtocolVersion] = if strict {
@@ -307,7 +320,10 @@ fn server_tls_config(cert: &[u8], key: &[u8], strict: bool) -> rustls::ServerCon
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(
-            vec![rustls::pki_types::CertificateDer::from(cert.to_vec())],
+            chain
+                .iter()
+                .map(|c| rustls::pki_types::CertificateDer::from(c.clone()))
+                .collect(),
             rustls::pki_types::PrivateKeyDer::Pkcs8(key.to_vec().into()),
         )
         .unwrap();

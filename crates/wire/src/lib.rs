@@ -11,6 +11,8 @@
 //! - [`agent`]: the agent protocol's frames and message types.
 //! - [`kerberos`]: the Kerberos AS-REQ probe, the KRB-ERROR answer, a ticket's encryption type.
 //! - [`ldap`]: an LDAP SASL bind and an equality search (an SPN on two accounts).
+//! - [`http`]: the HTTP/1.1 request and answer of a CRL download or an OCSP request.
+//! - [`ocsp`]: an OCSP request for one certificate and the response's status (hop `revocation`).
 //!
 //! Every decoder takes untrusted input and returns an error (or `None`) instead of panicking, and
 //! none uses `unsafe` (forbidden below): a codec bug stays a wrong value, never memory corruption.
@@ -21,7 +23,9 @@ pub mod agent;
 pub mod dcerpc;
 mod der;
 pub mod dtco;
+pub mod http;
 pub mod kerberos;
 pub mod ldap;
+pub mod ocsp;
 pub mod ssrp;
 pub mod tds;

@@ -1,5 +1,5 @@
-//! Kind `mssql`: SQL Server checks over TDS (resolve -> sqlbrowser -> tcp -> login -> tx_local
-//! -> tx_distributed).
+//! Kind `mssql`: SQL Server checks over TDS (resolve -> sqlbrowser -> tcp -> login -> revocation
+//! -> tx_local -> tx_distributed).
 //!
 //! [`spec`] parses targets; [`run()`] orders the chain, one file per hop: [`browser`],
 //! [`login`] (with its credential in [`auth`]), [`transactions`], [`idle`], [`enlist`]; they share
@@ -9,6 +9,7 @@
 
 mod auth;
 pub mod browser;
+pub mod certificate;
 pub mod classify;
 mod driver;
 pub mod enlist;
@@ -53,6 +54,8 @@ impl Kind for MssqlTarget {
         "tx",
         "linked_server",
         "hold",
+        "revocation",
+        "cert_warn_days",
     ];
     const LOGIN: bool = true;
     const SERVICE: Option<&'static str> = Some("SQL Server");

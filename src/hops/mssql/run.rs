@@ -1,5 +1,5 @@
-//! The `mssql` hop chain: resolve -> (sqlbrowser for a named instance) -> tcp -> login ->
-//! tx_local -> tx_distributed (-> idle with `hold=DUR`) -> dtc_name -> tx_enlist. Each hop lives in its own
+//! The `mssql` hop chain: resolve -> (sqlbrowser for a named instance) -> tcp -> login
+//! (with the server certificate, [`super::certificate`]) -> revocation -> tx_local -> tx_distributed (-> idle with `hold=DUR`) -> dtc_name -> tx_enlist. Each hop lives in its own
 //! file ([`super::browser`], [`super::login`], [`super::transactions`], [`super::idle`],
 //! [`super::enlist`]); this one orders them and gives each its time. Every network step runs in
 //! its own task under a timeout ([`super::driver::guarded`]).
@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use super::auth;
 use super::browser::sqlbrowser;
+use super::certificate::{server_chain, ChainError};
 use super::enlist;
 use super::idle::idle_hop;
 use super::kerberos;
 use super::login::login_hop;
 use super::negotiate;
-use super::spec::{self, MssqlTarget, TxMode};
+use super::spec::{self, Encrypt, MssqlTarget, TxMode};
 use super::transactions::tx_hop;
 use crate::chain::{Chain, RunContext};
 use crate::hops::connect::{connect_step, resolve_step};
@@ -28,6 +29,9 @@ pub fn planned_hops(t: &MssqlTarget) -> Vec<HopKind> {
     v.push(HopKind::Tcp);
     v.extend(kerberos::planned(t));
     v.push(HopKind::Login);
+    if revocation_planned(t) {
+        v.push(HopKind::Revocation);
+    }
     if t.tx != TxMode::None {
         v.push(HopKind::TxLocal);
     }
@@ -46,6 +50,11 @@ pub fn planned_hops(t: &MssqlTarget) -> Vec<HopKind> {
         v.push(HopKind::TxEnlist);
     }
     v
+}
+
+/// Hop `revocation` runs for a TLS login unless `revocation=off`.
+fn revocation_planned(t: &MssqlTarget) -> bool {
+    t.cert.revocation && t.encrypt != Encrypt::None
 }
 
 /// Runs the whole chain. Bounded: each hop has its own limit (login and transactions get two hop
@@ -111,14 +120,52 @@ pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
     } else {
         None
     };
-    let Some(mut conn) = chain
-        .step_with_timeout(
-            HopKind::Login,
-            limit * 2,
-            kerberos::with_ccache(krb_ccache, login_hop(t, addr, password, limit * 2)),
-        )
-        .await
-    else {
+    // The certificate comes from a short handshake of its own, alongside the login (tiberius
+    // does not show it): see super::certificate.
+    let mut seen: Result<crate::tls::SeenChain, ChainError> = Err(ChainError::NoTls);
+    let login = async {
+        let login = kerberos::with_ccache(krb_ccache, login_hop(t, addr, password, limit * 2));
+        let (mut out, chain_read) = if t.encrypt == Encrypt::None {
+            (login.await, Err(ChainError::NoTls))
+        } else {
+            // A task of its own: the login's phases are timed from its own polls.
+            let probe = tokio::spawn({
+                let t = t.clone();
+                async move { server_chain(&t, addr, limit).await }
+            });
+            let (out, probed) = tokio::join!(login, probe);
+            (
+                out,
+                probed.unwrap_or_else(|e| Err(ChainError::Failed(e.to_string()))),
+            )
+        };
+        if let Ok(read) = &chain_read {
+            let warn_days = t.cert.warn_days.unwrap_or(ctx.cert_warn_days);
+            out.result = crate::hops::certificate::judge_seen(out.result, read, &t.host, warn_days);
+        }
+        seen = chain_read;
+        out
+    };
+    let logged_in = chain
+        .step_with_timeout(HopKind::Login, limit * 2, login)
+        .await;
+    // After a pass or a warn, the credential-free login's refusal included (it has no session).
+    let login_ok = chain
+        .with_last(|r| Some(r.lets_chain_continue()))
+        .unwrap_or(false);
+    if revocation_planned(t) && login_ok {
+        let why = match &seen {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        };
+        chain
+            .step(
+                HopKind::Revocation,
+                crate::hops::revocation::revocation_hop(seen.as_ref().ok(), &why, ctx),
+            )
+            .await;
+    }
+    let Some(mut conn) = logged_in else {
         return chain.finish();
     };
 
@@ -258,6 +305,7 @@ mod tests {
                 HopKind::Route,
                 HopKind::Tcp,
                 HopKind::Login,
+                HopKind::Revocation,
                 HopKind::TxLocal
             ]
         );
@@ -270,12 +318,13 @@ mod tests {
                 HopKind::Sqlbrowser,
                 HopKind::Tcp,
                 HopKind::Login,
+                HopKind::Revocation,
                 HopKind::TxLocal,
                 HopKind::TxDistributed,
                 HopKind::DtcName
             ]
         );
-        let t = MssqlTarget::from_url("mssql://sa@h:1500/db?tx=none").unwrap();
+        let t = MssqlTarget::from_url("mssql://sa@h:1500/db?tx=none&revocation=off").unwrap();
         assert_eq!(
             planned_hops(&t),
             vec![
@@ -288,7 +337,7 @@ mod tests {
         // The hold comes after the last hop on the login's session; tx_enlist opens its own.
         let t = MssqlTarget::from_url("mssql://sa@h/db?tx=distributed&hold=15s").unwrap();
         assert_eq!(
-            planned_hops(&t)[4..],
+            planned_hops(&t)[5..],
             [
                 HopKind::TxLocal,
                 HopKind::TxDistributed,
@@ -298,7 +347,7 @@ mod tests {
         );
         let t = MssqlTarget::from_url("mssql://sa@h/db?tx=enlist&hold=15s").unwrap();
         assert_eq!(
-            planned_hops(&t)[4..],
+            planned_hops(&t)[5..],
             [
                 HopKind::TxLocal,
                 HopKind::Idle,

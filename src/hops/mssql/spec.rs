@@ -181,6 +181,8 @@ pub struct MssqlTarget {
     /// password, so the server's "login failed" (18456) proves the TDS path and its login stage
     /// without any credential on this host. No transaction hops (there is no session).
     pub credential_free: bool,
+    /// Hop `revocation` and the certificate's expiry warning.
+    pub cert: crate::hops::certificate::CertOptions,
 }
 
 impl MssqlTarget {
@@ -200,6 +202,7 @@ impl MssqlTarget {
             reverse_dns: false,
             hold: None,
             credential_free: false,
+            cert: Default::default(),
         }
     }
 
@@ -252,6 +255,7 @@ impl MssqlTarget {
         if self.credential_free {
             q.push("login=probe".into());
         }
+        q.extend(self.cert.query_pairs());
         s.push('?');
         s.push_str(&q.join("&"));
         s
@@ -363,12 +367,17 @@ impl MssqlTarget {
                         "a password in the URL is not accepted: use --password-file".into(),
                     ))
                 }
-                other => {
-                    return Err(invalid(format!(
-                    "unknown parameter `{other}` (known: tx, encrypt, trust_server_certificate, \
-                         auth, linked_server, reverse_dns, hold, login)"
-                )))
-                }
+                other => match t.cert.take_url_pair(other, &v) {
+                    Some(r) => r.map_err(invalid)?,
+                    None => {
+                        return Err(invalid(format!(
+                            "unknown parameter `{other}` (known: tx, encrypt, \
+                             trust_server_certificate, auth, linked_server, reverse_dns, hold, \
+                             login, {})",
+                            crate::hops::certificate::URL_KEYS
+                        )))
+                    }
+                },
             }
         }
         t.settle_credential_free(tx_given).map_err(invalid)?;
@@ -418,6 +427,7 @@ impl MssqlTarget {
                     .map_err(|e| at(h.span().start, e.to_string()))?,
             );
         }
+        t.cert = crate::hops::certificate::CertOptions::from_config(raw);
         t.settle_credential_free(raw.tx.is_some())
             .map_err(|m| at(kind_offset, m))?;
         t.reverse_dns = raw.reverse_dns.unwrap_or(t.tx.uses_msdtc());
@@ -669,6 +679,19 @@ mod tests {
             (Encrypt::Strict, TxMode::Distributed, true)
         );
         assert_eq!(t.linked_server.as_deref(), Some("L2"));
+        assert_eq!(t.cert, crate::hops::certificate::CertOptions::default());
+
+        // The certificate settings (hop revocation, the expiry warning) from a config table,
+        // and back out through the canonical URL.
+        let t = config("[[check]]\nname = \"a\"\nkind = \"mssql\"\nhost = \"h\"\nuser = \"u\"\nrevocation = false\ncert_warn_days = 14\n").unwrap();
+        assert!(!t.cert.revocation);
+        assert_eq!(t.cert.warn_days, Some(14));
+        assert!(
+            t.display().ends_with("&revocation=off&cert_warn_days=14"),
+            "{}",
+            t.display()
+        );
+        assert_eq!(MssqlTarget::from_url(&t.display()).unwrap().cert, t.cert);
 
         let t = config("[[check]]\nname = \"a\"\nkind = \"mssql\"\nhost = \"sql01\"\nport = 14330\ninstance = \"I\"\nuser = \"u\"\n").unwrap();
         assert!(!t.needs_browser(), "an explicit port wins over the Browser");

@@ -1,4 +1,4 @@
-//! Kind `postgres`: resolve -> tcp -> login -> tx_local | twophase.
+//! Kind `postgres`: resolve -> tcp -> login -> revocation (TLS logins) -> tx_local | twophase.
 //!
 //! `twophase` is what a distributed transaction manager (XA, MSDTC via an ODBC driver, a Java EE
 //! or .NET coordinator) needs from PostgreSQL: `PREPARE TRANSACTION` then `ROLLBACK PREPARED`.
@@ -47,6 +47,8 @@ impl Kind for PgTarget {
         "tx",
         "sslmode",
         "sslrootcert",
+        "revocation",
+        "cert_warn_days",
     ];
     const LOGIN: bool = true;
     const SERVICE: Option<&'static str> = Some("PostgreSQL");
@@ -60,6 +62,7 @@ impl Kind for PgTarget {
         let mut tx = PgTx::None;
         let mut sslmode = SslMode::Prefer;
         let mut sslrootcert = None;
+        let mut cert = crate::hops::certificate::CertOptions::default();
         for (k, v) in parsed.query_pairs() {
             match (k.as_ref(), v.as_ref()) {
                 ("tx", v) => tx = parse_tx(v).map_err(|m| url.invalid(m))?,
@@ -72,11 +75,15 @@ impl Kind for PgTarget {
                          credentials)"
                     )))
                 }
-                (k, _) => {
-                    return Err(url.invalid(format!(
-                        "unknown option `{k}` (known: tx, sslmode, sslrootcert, login)"
-                    )))
-                }
+                (k, v) => match cert.take_url_pair(k, v) {
+                    Some(r) => r.map_err(|m| url.invalid(m))?,
+                    None => {
+                        return Err(url.invalid(format!(
+                            "unknown option `{k}` (known: tx, sslmode, sslrootcert, login, {})",
+                            crate::hops::certificate::URL_KEYS
+                        )))
+                    }
+                },
             }
         }
         credential_free_allowed(credential_free, parsed.username(), tx, false)
@@ -95,6 +102,7 @@ impl Kind for PgTarget {
             sslmode,
             sslrootcert,
             credential_free,
+            cert,
         })
     }
 
@@ -142,6 +150,7 @@ impl Kind for PgTarget {
             sslmode,
             sslrootcert: raw.sslrootcert.as_ref().map(|f| f.get_ref().into()),
             credential_free,
+            cert: crate::hops::certificate::CertOptions::from_config(raw),
         })
     }
 

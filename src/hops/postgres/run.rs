@@ -1,4 +1,5 @@
-//! The `postgres` hop chain: resolve -> tcp -> login -> tx_local | twophase.
+//! The `postgres` hop chain: resolve -> tcp -> login -> revocation (TLS logins) -> tx_local |
+//! twophase.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,10 @@ pub async fn run(t: &PgTarget, ctx: &RunContext) -> Vec<HopResult> {
         HopKind::Tcp,
         HopKind::Login,
     ];
+    let revocation = t.cert.revocation && t.sslmode != SslMode::Disable;
+    if revocation {
+        planned.push(HopKind::Revocation);
+    }
     match t.tx {
         PgTx::Local => planned.push(HopKind::TxLocal),
         PgTx::Twophase => planned.push(HopKind::Twophase),
@@ -39,7 +44,31 @@ pub async fn run(t: &PgTarget, ctx: &RunContext) -> Vec<HopResult> {
     let Some(addr) = reach(&mut chain, ctx, &to).await else {
         return chain.finish();
     };
-    let Some(client) = chain.step(HopKind::Login, login(t, addr, ctx)).await else {
+    let mut seen = None;
+    let logged_in = chain
+        .step(HopKind::Login, async {
+            let (out, chain_read) = login(t, addr, ctx).await;
+            seen = chain_read;
+            out
+        })
+        .await;
+    // After a pass or a warn, the credential-free login's refusal included (it has no session).
+    let login_ok = chain
+        .with_last(|r| Some(r.lets_chain_continue()))
+        .unwrap_or(false);
+    if revocation && login_ok {
+        chain
+            .step(
+                HopKind::Revocation,
+                crate::hops::revocation::revocation_hop(
+                    seen.as_ref(),
+                    "the server did not use TLS for this login",
+                    ctx,
+                ),
+            )
+            .await;
+    }
+    let Some(client) = logged_in else {
         return chain.finish();
     };
     match t.tx {
@@ -54,7 +83,29 @@ pub async fn run(t: &PgTarget, ctx: &RunContext) -> Vec<HopResult> {
     chain.finish()
 }
 
-async fn login(t: &PgTarget, addr: SocketAddr, ctx: &RunContext) -> HopOutput<Client> {
+/// The login, with the certificate report of its TLS (if any) added; also the chain the
+/// server showed, for hop `revocation`.
+async fn login(
+    t: &PgTarget,
+    addr: SocketAddr,
+    ctx: &RunContext,
+) -> (HopOutput<Client>, Option<crate::tls::SeenChain>) {
+    let mut connector = None;
+    let mut out = login_judged(t, addr, ctx, &mut connector).await;
+    let seen = connector.and_then(|c| c.certificate());
+    if let Some(seen) = &seen {
+        let warn_days = t.cert.warn_days.unwrap_or(ctx.cert_warn_days);
+        out.result = crate::hops::certificate::judge_seen(out.result, seen, &t.host, warn_days);
+    }
+    (out, seen)
+}
+
+async fn login_judged(
+    t: &PgTarget,
+    addr: SocketAddr,
+    ctx: &RunContext,
+    used: &mut Option<Connector>,
+) -> HopOutput<Client> {
     // The credential-free login: a random user and password, no secret asked for.
     let probe = t.credential_free.then(ProbeLogin::random);
     let (user, password) = match &probe {
@@ -82,6 +133,7 @@ async fn login(t: &PgTarget, addr: SocketAddr, ctx: &RunContext) -> HopOutput<Cl
                 ),
             ),
         };
+    *used = Some(connector.clone());
     let started = Instant::now();
     let stream = match connect::open(addr, ctx.hop_timeout).await {
         Ok(stream) => stream,

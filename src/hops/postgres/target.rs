@@ -34,6 +34,8 @@ pub struct PgTarget {
     /// the server's 28P01/28000 proves the path and its login stage with no credential here.
     /// `user` is empty; no transaction hop runs.
     pub credential_free: bool,
+    /// Hop `revocation` and the certificate's expiry warning.
+    pub cert: crate::hops::certificate::CertOptions,
 }
 
 impl PgTarget {
@@ -53,6 +55,7 @@ impl PgTarget {
         if self.credential_free {
             query.push("login=probe".to_string());
         }
+        query.extend(self.cert.query_pairs());
         let query = if query.is_empty() {
             String::new()
         } else {

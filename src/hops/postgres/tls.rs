@@ -19,7 +19,7 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, TlsConnect, TlsStream};
 
-use crate::tls::{client_config, Trust, TrustError};
+use crate::tls::{capturing_config, CertCapture, SeenChain, Trust, TrustError};
 
 /// libpq's `sslmode` values dtcprobe honours (`allow` is left out: it only tries TLS after the
 /// clear fails, which a probe should not do silently).
@@ -97,11 +97,14 @@ pub struct Connector {
     seen: Arc<Mutex<Option<Negotiated>>>,
     /// When the handshake finished, for the login's phases.
     done: Arc<Mutex<Option<tokio::time::Instant>>>,
+    /// The server's certificate chain, for the certificate report.
+    capture: CertCapture,
 }
 
 impl Connector {
     pub fn new(host: &str, mode: SslMode, root_cert: Option<&PathBuf>) -> Result<Self, TrustError> {
-        let config = client_config(&mode.trust(root_cert))?;
+        let capture = CertCapture::default();
+        let config = capturing_config(&mode.trust(root_cert), &capture)?;
         // An address or a name; a host that is neither still gets an SNI-less name so the
         // handshake can run for modes that do not check it.
         let name = ServerName::try_from(host.to_string())
@@ -111,12 +114,18 @@ impl Connector {
             name,
             seen: Arc::default(),
             done: Arc::default(),
+            capture,
         })
     }
 
     /// When the TLS handshake finished, if it ran.
     pub fn handshake_done(&self) -> Option<tokio::time::Instant> {
         self.done.lock().ok().and_then(|d| *d)
+    }
+
+    /// The server's certificate chain, if the handshake got as far as it.
+    pub fn certificate(&self) -> Option<SeenChain> {
+        self.capture.seen()
     }
 
     /// The negotiated version and cipher, if the login ran over TLS.

@@ -218,15 +218,7 @@ impl Session {
         }
 
         let client_enc = client_encryption(t.encrypt);
-        let mut instance = t.instance.clone().unwrap_or_default().into_bytes();
-        instance.push(0);
-        let prelogin = encode_prelogin(&[
-            (PL_VERSION, &encode_version(0, 1, 0, 0)),
-            (PL_ENCRYPTION, &[client_enc]),
-            (PL_INSTOPT, &instance),
-            (PL_THREADID, &std::process::id().to_le_bytes()),
-            (PL_MARS, &[0]),
-        ]);
+        let prelogin = client_prelogin(t.instance.as_deref(), client_enc);
         s.write_message(PKT_PRELOGIN, &prelogin).await?;
         let (_, answer) = s.read_message().await?;
         let options = parse_prelogin_options(&answer)
@@ -653,6 +645,21 @@ impl Session {
             }
         }
     }
+}
+
+/// A client's PRELOGIN payload: version 0.1, the encryption byte, the instance asked for (empty:
+/// any), this process as the thread id, no MARS. Also sent by the `login` hop's certificate
+/// handshake ([`crate::hops::mssql::certificate`]).
+pub fn client_prelogin(instance: Option<&str>, encryption: u8) -> Vec<u8> {
+    let mut instance = instance.unwrap_or_default().as_bytes().to_vec();
+    instance.push(0);
+    encode_prelogin(&[
+        (PL_VERSION, &encode_version(0, 1, 0, 0)),
+        (PL_ENCRYPTION, &[encryption]),
+        (PL_INSTOPT, &instance),
+        (PL_THREADID, &std::process::id().to_le_bytes()),
+        (PL_MARS, &[0]),
+    ])
 }
 
 /// A hang-up during the TLS-first handshake: before the server sent a byte, the sign of a
