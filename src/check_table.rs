@@ -118,7 +118,7 @@ fn flag(v: Option<bool>) -> Option<Option<usize>> {
 }
 
 /// The keys of [`RawCheck`] that only some kinds accept, in the order errors name them.
-const KIND_SPECIFIC_KEYS: [(&str, KeyOffset); 18] = [
+const KIND_SPECIFIC_KEYS: [(&str, KeyOffset); 20] = [
     ("port", |r| at(&r.port)),
     ("reverse_dns", |r| flag(r.reverse_dns)),
     ("hold", |r| at(&r.hold)),

@@ -370,11 +370,7 @@ mod tests {
             cert_warn_days: Some(30),
             ..RawCheck::default()
         };
-        let known: Vec<&str> = all
-            .kind_specific_keys()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
+        let known: Vec<&str> = all.kind_specific_keys().map(|(k, _)| k).collect();
         for key in &known {
             assert!(
                 KINDS.iter().any(|k| k.keys.contains(key)),
