@@ -300,7 +300,7 @@ pub fn parse_reverse(urls: &[String]) -> Result<Vec<ReverseTarget>, String> {
         .map(|text| {
             let target = Target::from_url(text)
                 .map_err(|e| format!("--reverse {}: {e}", crate::hostport::mask_url(text)))?;
-            if !crate::agent::policy::agent_runs(&target) {
+            if !target.agent_runs() {
                 return Err(format!(
                     "--reverse {}: the agent never runs `{}` checks with a user (they need \
                      credentials, and the agent holds none); reverse checks may be {}, and \

@@ -51,19 +51,6 @@ pub fn reverse_kinds() -> String {
     crate::hops::agent_kinds().collect::<Vec<_>>().join(", ")
 }
 
-/// Whether the agent runs `target`: its kind carries no credential ([`crate::hops::Kind::AGENT_RUNS`]),
-/// or it is the credential-free login of `mssql` / `postgres` (no user: a random user name and
-/// password, whose "login failed" proves the path and the server's login stage; issue 24). That
-/// login needs nothing the agent would have to hold, and can never wait on a password prompt.
-pub fn agent_runs(target: &Target) -> bool {
-    target.info().agent_runs
-        || match target {
-            Target::Mssql(m) => m.credential_free,
-            Target::Postgres(p) => p.credential_free,
-            _ => false,
-        }
-}
-
 /// Pure policy: may the agent run this reverse check for a caller at `caller`? Returns the target
 /// to run (with the caller's address substituted when `to_caller`), or why not.
 pub fn authorize(
@@ -89,7 +76,7 @@ pub fn authorize(
     let target = Target::from_url(url.as_str())?;
     // Network-level checks only: the agent never holds or asks for database credentials (and
     // must never wait on a password prompt).
-    if !agent_runs(&target) {
+    if !target.agent_runs() {
         return Err(Refusal::KindNotRun {
             kind: target.kind(),
         });

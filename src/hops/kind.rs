@@ -72,6 +72,12 @@ pub trait Kind: Sized {
     /// Points the check at `host` (and `port`), keeping its options; only called as
     /// [`Kind::RETARGET`] allows (with no port for [`Retarget::Host`]).
     fn set_host(&mut self, _host: String, _port: Option<u16>) {}
+    /// Whether an agent runs this target for a peer: [`Kind::AGENT_RUNS`], unless a kind that
+    /// logs in has targets that carry no credential (the credential-free login: a random user
+    /// whose "login failed" proves the path; nothing for the agent to hold or prompt for).
+    fn agent_runs(&self) -> bool {
+        Self::AGENT_RUNS
+    }
     /// Runs the check's hop chain.
     fn run(&self, ctx: &RunContext) -> impl Future<Output = Vec<HopResult>> + Send;
 }

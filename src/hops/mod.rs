@@ -141,6 +141,13 @@ macro_rules! kinds {
                 }
             }
 
+            /// Whether an agent runs this target for a peer ([`Kind::agent_runs`]).
+            pub fn agent_runs(&self) -> bool {
+                match self {
+                    $($(#[$only])* Target::$variant(t) => Kind::agent_runs(t),)+
+                }
+            }
+
             /// The port the check connects to, if it has one.
             pub fn port(&self) -> Option<u16> {
                 match self {

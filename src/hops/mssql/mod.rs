@@ -63,6 +63,11 @@ impl Kind for MssqlTarget {
     const FAR_SIDE_PROBED: bool = true;
     const RETARGET: Retarget = Retarget::Never;
 
+    /// Agents run only the credential-free login (no user: nothing for them to hold).
+    fn agent_runs(&self) -> bool {
+        self.credential_free
+    }
+
     /// Parsed by hand from the text: `host\instance` is not URL syntax.
     fn from_url(url: &TargetUrl) -> Result<Self, TargetError> {
         MssqlTarget::from_url(url.text())

@@ -54,6 +54,11 @@ impl Kind for PgTarget {
     const SERVICE: Option<&'static str> = Some("PostgreSQL");
     const DEFAULT_PORT: Option<u16> = Some(DEFAULT_PORT);
 
+    /// Agents run only the credential-free login (no user: nothing for them to hold).
+    fn agent_runs(&self) -> bool {
+        self.credential_free
+    }
+
     fn from_url(url: &TargetUrl) -> Result<PgTarget, TargetError> {
         let parsed = url.url()?;
         let host = url_host(&parsed).ok_or_else(|| url.invalid("no host"))?;
