@@ -23,7 +23,6 @@
 //! validated against this host's trust store unless `trust_server_certificate=true`, which
 //! strict ignores (TDS 8 always validates, as in the `login` hop and Microsoft's drivers).
 
-use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -40,15 +39,14 @@ use dtcprobe_wire::tds::tm::{
     PKT_TRANSACTION_MANAGER,
 };
 use dtcprobe_wire::tds::token::DONE_ERROR;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::hops::mssql::classify::Failure;
 use crate::hops::mssql::spec::{Auth, Encrypt, MssqlTarget};
 use crate::model::{HopKind, HopResult};
 
 mod transport;
-pub use transport::{client_prelogin, tds_instead_of_tls};
+use transport::Transport;
+pub use transport::{client_prelogin, tds_instead_of_tls, TDS8_ALPN};
 
 /// NTLM is NEGOTIATE, CHALLENGE, AUTHENTICATE: one round after LOGIN7. More rounds than this
 /// means the exchange is not converging.
@@ -102,11 +100,6 @@ fn sspi_client(
     }
 }
 
-/// The ALPN protocol a TDS 8 client offers (MS-TDS 2.2.1.3; what SQL Server 2022 selects).
-pub const TDS8_ALPN: &[u8] = b"tds/8.0";
-
-/// A reply larger than this is not what any request of this hop produces.
-const MAX_REPLY: usize = 4 << 20;
 const PACKET_SIZE: u32 = 4096;
 
 /// How the PRELOGIN negotiation ended.
@@ -166,23 +159,13 @@ pub struct LoginInfo {
 }
 
 pub struct Session {
-    tcp: TcpStream,
-    tls: Option<rustls::ClientConnection>,
-    packet_id: u8,
-    packet_size: usize,
+    transport: Transport,
     /// The descriptor every request names in ALL_HEADERS (0: none), as the server's
     /// ENVCHANGEs said; see [`Session::read_reply`] for when a DTC one is kept.
     pub descriptor: u64,
     /// Enlisted in a DTC transaction (ENVCHANGE 11) and not yet out of it (ENVCHANGE 12/17, or
     /// an error-free unenlist).
     in_dtc: bool,
-}
-
-fn closed(e: io::Error) -> Failure {
-    match e.kind() {
-        io::ErrorKind::InvalidData => Failure::Protocol(e.to_string()),
-        _ => Failure::Closed(e.to_string()),
-    }
 }
 
 impl Session {
@@ -203,22 +186,19 @@ impl Session {
         };
         let _ = tcp.set_nodelay(true);
         let mut s = Session {
-            tcp,
-            tls: None,
-            packet_id: 0,
-            packet_size: PACKET_SIZE as usize,
+            transport: Transport::new(tcp, PACKET_SIZE as usize),
             descriptor: 0,
             in_dtc: false,
         };
         let strict = t.encrypt == Encrypt::Strict;
         if strict {
-            s.tls_first_handshake(t).await?;
+            s.transport.tls_first_handshake(t).await?;
         }
 
         let client_enc = client_encryption(t.encrypt);
         let prelogin = client_prelogin(t.instance.as_deref(), client_enc);
-        s.write_message(PKT_PRELOGIN, &prelogin).await?;
-        let (_, answer) = s.read_message().await?;
+        s.transport.write_message(PKT_PRELOGIN, &prelogin).await?;
+        let (_, answer) = s.transport.read_message().await?;
         let options = parse_prelogin_options(&answer)
             .map_err(|e| Failure::Protocol(format!("the answer to PRELOGIN is not TDS: {e}")))?;
         let value = |token: u8| {
@@ -243,7 +223,7 @@ impl Session {
             negotiate(client_enc, server_enc)?
         };
         if matches!(negotiated, Negotiated::LoginOnly | Negotiated::Full) {
-            s.tls_handshake(t).await?;
+            s.transport.tls_handshake(t).await?;
         }
 
         let mut sspi = sspi_client(t, addr, password)?;
@@ -279,10 +259,12 @@ impl Session {
             database: t.database.clone().unwrap_or_default(),
             sspi: first_token,
         };
-        s.write_message(PKT_LOGIN7, &login.encode()).await?;
+        s.transport
+            .write_message(PKT_LOGIN7, &login.encode())
+            .await?;
         if negotiated == Negotiated::LoginOnly {
             // Only the LOGIN7 packet travels encrypted; the server answers in the clear.
-            s.tls = None;
+            s.transport.end_tls();
         }
         let first_reply = s.read_reply().await?;
         let tokens = s.sspi_exchange(sspi, first_reply).await?;
@@ -312,7 +294,7 @@ impl Session {
             if let Token::EnvChange { kind: 4, new, .. } = t {
                 let text = dtcprobe_wire::tds::from_utf16le(new);
                 if let Ok(n) = text.parse::<usize>() {
-                    s.packet_size = n.clamp(512, 32767);
+                    s.transport.packet_size = n.clamp(512, 32767);
                 }
             }
         }
@@ -361,7 +343,7 @@ impl Session {
                 .ok_or_else(|| {
                     Failure::Sspi("the server sent another token after the last one".into())
                 })?;
-            self.write_message(PKT_SSPI, &answer).await?;
+            self.transport.write_message(PKT_SSPI, &answer).await?;
             reply = self.read_reply().await?;
         }
         Ok(reply)
@@ -370,7 +352,9 @@ impl Session {
     /// A SQL batch in the session's current transaction.
     pub async fn batch(&mut self, sql: &str) -> Result<Vec<Token>, Failure> {
         let payload = encode_sql_batch(self.tx_header(), sql);
-        self.write_message(PKT_SQL_BATCH, &payload).await?;
+        self.transport
+            .write_message(PKT_SQL_BATCH, &payload)
+            .await?;
         self.read_reply().await
     }
 
@@ -378,7 +362,8 @@ impl Session {
     pub async fn tm_request(&mut self, request: &TmRequest) -> Result<Vec<Token>, Failure> {
         let payload = encode_tm_request(self.tx_header(), request)
             .map_err(|e| Failure::Protocol(e.to_string()))?;
-        self.write_message(PKT_TRANSACTION_MANAGER, &payload)
+        self.transport
+            .write_message(PKT_TRANSACTION_MANAGER, &payload)
             .await?;
         self.read_reply().await
     }
@@ -407,16 +392,12 @@ impl Session {
     }
 
     /// Closes the connection (the server rolls back whatever the session still holds).
-    pub async fn close(mut self) {
-        if let Some(tls) = &mut self.tls {
-            tls.send_close_notify();
-            let _ = self.flush_tls().await;
-        }
-        let _ = self.tcp.shutdown().await;
+    pub async fn close(self) {
+        self.transport.close().await;
     }
 
     async fn read_reply(&mut self) -> Result<Vec<Token>, Failure> {
-        let (ty, payload) = self.read_message().await?;
+        let (ty, payload) = self.transport.read_message().await?;
         if ty != PKT_REPLY {
             return Err(Failure::Protocol(format!(
                 "the server answered with packet type 0x{ty:02X}, not a reply"

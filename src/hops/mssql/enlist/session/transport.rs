@@ -11,14 +11,59 @@ use dtcprobe_wire::tds::prelogin::{
 };
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
-use super::{closed, Session, MAX_REPLY, TDS8_ALPN};
 use crate::hops::mssql::classify::Failure;
 use crate::hops::mssql::spec::{Encrypt, MssqlTarget};
 
-impl Session {
+/// The ALPN protocol a TDS 8 client offers (MS-TDS 2.2.1.3; what SQL Server 2022 selects).
+pub const TDS8_ALPN: &[u8] = b"tds/8.0";
+
+/// A reply larger than this is not what any request of this hop produces.
+const MAX_REPLY: usize = 4 << 20;
+
+fn closed(e: io::Error) -> Failure {
+    match e.kind() {
+        io::ErrorKind::InvalidData => Failure::Protocol(e.to_string()),
+        _ => Failure::Closed(e.to_string()),
+    }
+}
+
+/// The connection under a session: TCP, TLS once negotiated, and TDS packets through them.
+pub struct Transport {
+    tcp: TcpStream,
+    tls: Option<rustls::ClientConnection>,
+    packet_id: u8,
+    /// The packet size in force (the server's ENVCHANGE 4 changes it after LOGIN7).
+    pub packet_size: usize,
+}
+
+impl Transport {
+    pub fn new(tcp: TcpStream, packet_size: usize) -> Transport {
+        Transport {
+            tcp,
+            tls: None,
+            packet_id: 0,
+            packet_size,
+        }
+    }
+
+    /// Drops TLS without a close_notify: "login only" encryption, where only LOGIN7 travels
+    /// encrypted and the server answers in the clear.
+    pub fn end_tls(&mut self) {
+        self.tls = None;
+    }
+
+    /// Ends TLS (close_notify) and the TCP connection.
+    pub async fn close(mut self) {
+        if let Some(tls) = &mut self.tls {
+            tls.send_close_notify();
+            let _ = self.flush_tls().await;
+        }
+        let _ = self.tcp.shutdown().await;
+    }
     /// rustls for this target: ALPN `tds/8.0` and a validated certificate under strict.
-    pub(super) fn tls_client(t: &MssqlTarget) -> Result<rustls::ClientConnection, Failure> {
+    pub fn tls_client(t: &MssqlTarget) -> Result<rustls::ClientConnection, Failure> {
         let strict = t.encrypt == Encrypt::Strict;
         let mut config = client_tls_config(t.trust_server_certificate && !strict)?;
         if strict {
@@ -32,7 +77,7 @@ impl Session {
 
     /// TDS 8: the TLS handshake straight on TCP, before any TDS packet. What comes back
     /// instead of TLS tells a TDS 7 server (a TDS packet, or a hang-up) from TLS trouble.
-    pub(super) async fn tls_first_handshake(&mut self, t: &MssqlTarget) -> Result<(), Failure> {
+    pub async fn tls_first_handshake(&mut self, t: &MssqlTarget) -> Result<(), Failure> {
         let mut tls = Self::tls_client(t)?;
         let mut received = 0usize;
         let mut buf = vec![0u8; 16 * 1024];
@@ -87,7 +132,7 @@ impl Session {
         ))
     }
 
-    pub(super) async fn tls_handshake(&mut self, t: &MssqlTarget) -> Result<(), Failure> {
+    pub async fn tls_handshake(&mut self, t: &MssqlTarget) -> Result<(), Failure> {
         let mut tls = Self::tls_client(t)?;
         // The handshake travels inside PRELOGIN packets (MS-TDS 2.2.6.5 / 3.2.5.2); bounded:
         // a TLS 1.2 handshake takes two round trips.
@@ -124,7 +169,7 @@ impl Session {
         ))
     }
 
-    pub(super) async fn write_message(&mut self, ty: u8, payload: &[u8]) -> Result<(), Failure> {
+    pub async fn write_message(&mut self, ty: u8, payload: &[u8]) -> Result<(), Failure> {
         let bytes = packetize(ty, payload, self.packet_size, &mut self.packet_id);
         match &mut self.tls {
             None => self.tcp.write_all(&bytes).await.map_err(closed),
@@ -135,7 +180,7 @@ impl Session {
         }
     }
 
-    pub(super) async fn flush_tls(&mut self) -> io::Result<()> {
+    pub async fn flush_tls(&mut self) -> io::Result<()> {
         if let Some(tls) = &mut self.tls {
             let mut out = Vec::new();
             while tls.wants_write() {
@@ -148,7 +193,7 @@ impl Session {
         Ok(())
     }
 
-    pub(super) async fn read_exact(&mut self, n: usize) -> Result<Vec<u8>, Failure> {
+    pub async fn read_exact(&mut self, n: usize) -> Result<Vec<u8>, Failure> {
         let mut out = vec![0u8; n];
         if self.tls.is_none() {
             self.tcp.read_exact(&mut out).await.map_err(closed)?;
@@ -185,7 +230,7 @@ impl Session {
         Ok(out)
     }
 
-    pub(super) async fn read_message(&mut self) -> Result<(u8, Vec<u8>), Failure> {
+    pub async fn read_message(&mut self) -> Result<(u8, Vec<u8>), Failure> {
         let mut payload = Vec::new();
         loop {
             let h = self.read_exact(HEADER_LEN).await?;
