@@ -25,6 +25,7 @@ pub mod spec;
 pub mod ssrp;
 pub mod tls;
 pub mod transactions;
+pub mod transport;
 
 use crate::chain::RunContext;
 use crate::check_table::{RawCheck, TargetError};

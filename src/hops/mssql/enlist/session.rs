@@ -44,9 +44,7 @@ use crate::hops::mssql::classify::Failure;
 use crate::hops::mssql::spec::{Auth, Encrypt, MssqlTarget};
 use crate::model::{HopKind, HopResult};
 
-mod transport;
-use transport::Transport;
-pub use transport::{client_prelogin, tds_instead_of_tls, TDS8_ALPN};
+use crate::hops::mssql::transport::{client_prelogin, Transport};
 
 /// NTLM is NEGOTIATE, CHALLENGE, AUTHENTICATE: one round after LOGIN7. More rounds than this
 /// means the exchange is not converging.
@@ -192,7 +190,9 @@ impl Session {
         };
         let strict = t.encrypt == Encrypt::Strict;
         if strict {
-            s.transport.tls_first_handshake(t).await?;
+            s.transport
+                .tls_first_handshake(Transport::tls_client(t)?)
+                .await?;
         }
 
         let client_enc = client_encryption(t.encrypt);
@@ -223,7 +223,7 @@ impl Session {
             negotiate(client_enc, server_enc)?
         };
         if matches!(negotiated, Negotiated::LoginOnly | Negotiated::Full) {
-            s.transport.tls_handshake(t).await?;
+            s.transport.tls_handshake(Transport::tls_client(t)?).await?;
         }
 
         let mut sspi = sspi_client(t, addr, password)?;
@@ -546,27 +546,6 @@ mod tests {
             negotiate(ENCRYPT_NOT_SUP, ENCRYPT_REQ),
             Err(Failure::EncryptionDeclined(_))
         ));
-    }
-
-    #[test]
-    fn tds_reply_instead_of_tls_is_recognised() {
-        // A PRELOGIN answer packet: type 4, EOM, length 0x002F.
-        let reply = [0x04, 0x01, 0x00, 0x2F, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00];
-        assert!(tds_instead_of_tls(&reply).is_some());
-        // TLS records (ServerHello, alert) are TLS.
-        assert_eq!(tds_instead_of_tls(&[0x16, 0x03, 0x03, 0x00, 0x5A, 2]), None);
-        assert_eq!(
-            tds_instead_of_tls(&[0x15, 0x03, 0x03, 0x00, 0x02, 2, 40]),
-            None
-        );
-        // Too short to tell, or text: left to rustls, which calls it corrupt.
-        assert_eq!(tds_instead_of_tls(&[0x04, 0x01]), None);
-        assert_eq!(tds_instead_of_tls(b"HTTP/1.1 400 Bad Request"), None);
-        // A header whose length is shorter than a header is not a packet.
-        assert_eq!(
-            tds_instead_of_tls(&[0x04, 0x01, 0x00, 0x02, 0, 0, 0, 0]),
-            None
-        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The session's transport: the TLS handshake inside PRELOGIN packets (TDS 7.x) or first on the
-//! connection (TDS 8), and TDS messages written and read through it. Also the client PRELOGIN
-//! the `login` hop's certificate handshake sends.
+//! A TDS connection of dtcprobe's own (beside tiberius's): the TLS handshake inside PRELOGIN
+//! packets (TDS 7.x) or first on the connection (TDS 8), and TDS messages written and read
+//! through it, with the client PRELOGIN. Used by `tx_enlist`'s session and by the `login` hop's
+//! certificate handshake, which brings its own rustls connection (one that records the chain).
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -62,6 +63,7 @@ impl Transport {
         }
         let _ = self.tcp.shutdown().await;
     }
+
     /// rustls for this target: ALPN `tds/8.0` and a validated certificate under strict.
     pub fn tls_client(t: &MssqlTarget) -> Result<rustls::ClientConnection, Failure> {
         let strict = t.encrypt == Encrypt::Strict;
@@ -77,8 +79,10 @@ impl Transport {
 
     /// TDS 8: the TLS handshake straight on TCP, before any TDS packet. What comes back
     /// instead of TLS tells a TDS 7 server (a TDS packet, or a hang-up) from TLS trouble.
-    pub async fn tls_first_handshake(&mut self, t: &MssqlTarget) -> Result<(), Failure> {
-        let mut tls = Self::tls_client(t)?;
+    pub async fn tls_first_handshake(
+        &mut self,
+        mut tls: rustls::ClientConnection,
+    ) -> Result<(), Failure> {
         let mut received = 0usize;
         let mut buf = vec![0u8; 16 * 1024];
         // Bounded: a TLS 1.3 handshake is one round trip, 1.2 two; a certificate chain can
@@ -119,21 +123,18 @@ impl Transport {
                 }
             }
             received += k;
-            let mut data = &buf[..k];
-            while !data.is_empty() {
-                tls.read_tls(&mut data)
-                    .map_err(|e| Failure::Tls(e.to_string()))?;
-                tls.process_new_packets()
-                    .map_err(|e| Failure::Tls(e.to_string()))?;
-            }
+            feed_handshake(&mut tls, &buf[..k])?;
         }
         Err(Failure::Protocol(
             "the TLS handshake does not finish".into(),
         ))
     }
 
-    pub async fn tls_handshake(&mut self, t: &MssqlTarget) -> Result<(), Failure> {
-        let mut tls = Self::tls_client(t)?;
+    /// TDS 7.x: the TLS handshake carried in PRELOGIN packets, after the PRELOGIN exchange.
+    pub async fn tls_handshake(
+        &mut self,
+        mut tls: rustls::ClientConnection,
+    ) -> Result<(), Failure> {
         // The handshake travels inside PRELOGIN packets (MS-TDS 2.2.6.5 / 3.2.5.2); bounded:
         // a TLS 1.2 handshake takes two round trips.
         for _ in 0..16 {
@@ -156,13 +157,7 @@ impl Transport {
                 Failure::Closed(m) => Failure::TlsReset(m),
                 other => other,
             })?;
-            let mut data = &payload[..];
-            while !data.is_empty() {
-                tls.read_tls(&mut data)
-                    .map_err(|e| Failure::Tls(e.to_string()))?;
-                tls.process_new_packets()
-                    .map_err(|e| Failure::Tls(e.to_string()))?;
-            }
+            feed_handshake(&mut tls, &payload)?;
         }
         Err(Failure::Protocol(
             "the TLS handshake does not finish".into(),
@@ -278,7 +273,7 @@ fn no_tls_first_or(received: usize, e: io::Error, what: &str) -> Failure {
 
 /// What the server's first bytes are when they are TDS rather than a TLS record: a TDS 7
 /// server reading the ClientHello as a (bad) PRELOGIN and answering it. Pure.
-pub fn tds_instead_of_tls(first: &[u8]) -> Option<&'static str> {
+fn tds_instead_of_tls(first: &[u8]) -> Option<&'static str> {
     let is_tls_record = first.len() >= 2 && (0x14..=0x17).contains(&first[0]) && first[1] == 0x03;
     if is_tls_record {
         return None;
@@ -301,4 +296,41 @@ fn client_tls_config(trust_any: bool) -> Result<rustls::ClientConfig, Failure> {
         crate::tls::Trust::SystemRoots
     };
     crate::tls::client_config(&trust).map_err(|e| Failure::Tls(e.to_string()))
+}
+
+/// Hands the server's handshake bytes to rustls, record by record.
+fn feed_handshake(tls: &mut rustls::ClientConnection, mut data: &[u8]) -> Result<(), Failure> {
+    while !data.is_empty() {
+        tls.read_tls(&mut data)
+            .map_err(|e| Failure::Tls(e.to_string()))?;
+        tls.process_new_packets()
+            .map_err(|e| Failure::Tls(e.to_string()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tds_reply_instead_of_tls_is_recognised() {
+        // A PRELOGIN answer packet: type 4, EOM, length 0x002F.
+        let reply = [0x04, 0x01, 0x00, 0x2F, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00];
+        assert!(tds_instead_of_tls(&reply).is_some());
+        // TLS records (ServerHello, alert) are TLS.
+        assert_eq!(tds_instead_of_tls(&[0x16, 0x03, 0x03, 0x00, 0x5A, 2]), None);
+        assert_eq!(
+            tds_instead_of_tls(&[0x15, 0x03, 0x03, 0x00, 0x02, 2, 40]),
+            None
+        );
+        // Too short to tell, or text: left to rustls, which calls it corrupt.
+        assert_eq!(tds_instead_of_tls(&[0x04, 0x01]), None);
+        assert_eq!(tds_instead_of_tls(b"HTTP/1.1 400 Bad Request"), None);
+        // A header whose length is shorter than a header is not a packet.
+        assert_eq!(
+            tds_instead_of_tls(&[0x04, 0x01, 0x00, 0x02, 0, 0, 0, 0]),
+            None
+        );
+    }
 }
