@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::agent_netns::AgentProc;
 use crate::support::netns::{can_run_netns_tests, dtcprobe_in};
 use crate::support::samba_ad::{self, AdZones, SambaAd};
-use crate::support::tds_peer::{Behaviour, Event, PeerConfig, TdsPeer};
+use crate::support::tds_peer::{Behaviour, PeerConfig, TdsPeer};
 use crate::support::zone_agent::allow_section;
 use crate::support::{hop, write_key};
 
@@ -201,14 +201,7 @@ fn matrix_cells_test_tds_and_kerberos_from_the_zone_without_credentials() {
     );
     assert_eq!(junk_login["data"]["credential_free"], true);
     // The peer saw one random user, refused; no credential came from anywhere.
-    let logins: Vec<(String, bool)> = peer
-        .events()
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::Login { user, accepted, .. } => Some((user, accepted)),
-            _ => None,
-        })
-        .collect();
+    let logins: Vec<(String, bool)> = peer.logins();
     assert!(
         !logins.is_empty()
             && logins

@@ -1072,14 +1072,7 @@ fn credential_free_login_sends_a_random_user_and_no_password() {
     );
     let run = dtcprobe(&[&target, "--timeout", "2s"], &[]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    let logins: Vec<(String, bool)> = peer
-        .events()
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::Login { user, accepted, .. } => Some((user, accepted)),
-            _ => None,
-        })
-        .collect();
+    let logins: Vec<(String, bool)> = peer.logins();
     assert_eq!(logins.len(), 1, "{logins:?}");
     let (user, accepted) = &logins[0];
     assert!(

@@ -282,6 +282,17 @@ impl TdsPeer {
         self.events.lock().unwrap().clone()
     }
 
+    /// Every LOGIN7 seen: the user name and whether the peer accepted it.
+    pub fn logins(&self) -> Vec<(String, bool)> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Login { user, accepted, .. } => Some((user, accepted)),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn batches(&self) -> Vec<String> {
         self.events()
             .into_iter()
