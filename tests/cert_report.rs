@@ -357,6 +357,37 @@ fn revocation_urls_fetched_from_the_zone_and_a_dropped_one_is_a_firewall_request
             .any(|h| h["hop"] == "revocation"),
         "{report:#}"
     );
+
+    // A login refused for its password still read the chain: its URLs are fetched all the same.
+    let wrong = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(wrong.path(), "not-the-password\n").unwrap();
+    let (_, out, _) = netns::check_named_in(
+        &zones.web,
+        wrong.path().to_str().unwrap(),
+        std::slice::from_ref(&url),
+    );
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let login = hop(&report, "login");
+    assert_eq!(login["status"], "fail", "{login:#}");
+    assert_eq!(login["cause"], "auth_failed", "{login:#}");
+    let rev = hop(&report, "revocation");
+    assert_eq!(rev["status"], "fail", "{rev:#}");
+    let urls = rev["data"]["urls"].as_array().unwrap();
+    let status_of = |u: &str| {
+        urls.iter()
+            .find(|x| x["url"] == u)
+            .map(|x| x["status"].clone())
+    };
+    assert_eq!(
+        status_of("http://198.18.0.2/ca.crl"),
+        Some("pass".into()),
+        "{rev:#}"
+    );
+    assert_eq!(
+        status_of("http://198.18.0.2:81/ca.crl"),
+        Some("fail".into()),
+        "{rev:#}"
+    );
     drop(peer);
 }
 

@@ -389,7 +389,15 @@ fn negotiate_uses_kerberos_and_falls_back_to_ntlm_with_the_reason() {
         .collect();
     assert_eq!(
         order,
-        ["resolve", "route", "tcp", "kdc", "spn", "login", "revocation"],
+        [
+            "resolve",
+            "route",
+            "tcp",
+            "kdc",
+            "spn",
+            "login",
+            "revocation"
+        ],
         "{report:#}"
     );
 }

@@ -149,11 +149,13 @@ pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
     let logged_in = chain
         .step_with_timeout(HopKind::Login, limit * 2, login)
         .await;
-    // After a pass or a warn, the credential-free login's refusal included (it has no session).
+    // After a pass or a warn (the credential-free login's refusal included), or whenever the
+    // server's chain was read: a login refused for its password or its certificate still
+    // showed the chain whose revocation URLs every checking client fetches.
     let login_ok = chain
         .with_last(|r| Some(r.lets_chain_continue()))
         .unwrap_or(false);
-    if revocation_planned(t) && login_ok {
+    if revocation_planned(t) && (login_ok || seen.is_ok()) {
         let why = match &seen {
             Ok(_) => String::new(),
             Err(e) => e.to_string(),

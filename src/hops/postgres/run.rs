@@ -52,11 +52,12 @@ pub async fn run(t: &PgTarget, ctx: &RunContext) -> Vec<HopResult> {
             out
         })
         .await;
-    // After a pass or a warn, the credential-free login's refusal included (it has no session).
+    // After a pass or a warn (the credential-free login's refusal included), or whenever the
+    // server's chain was read (a login refused for its password or certificate showed it).
     let login_ok = chain
         .with_last(|r| Some(r.lets_chain_continue()))
         .unwrap_or(false);
-    if revocation && login_ok {
+    if revocation && (login_ok || seen.is_some()) {
         chain
             .step(
                 HopKind::Revocation,
