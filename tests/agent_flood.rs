@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::local_agent::{self, find};
+use crate::support::local_agent::{self, find, BinAgent};
 use dtcprobe::agent::client::agent_checks;
 use dtcprobe::agent::protocol::{example_key_text, Key};
 use dtcprobe::agent::AgentConfig;
@@ -264,36 +264,11 @@ async fn metrics_scrapes_pass_under_an_idle_flood() {
 /// is there, flood or not.
 #[test]
 fn the_log_stays_bounded_under_a_flood_at_vv_and_keeps_the_first_wrong_key_line() {
-    use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("agent.key");
     crate::support::write_key(&key_file, example_key_text("flood suite"));
-    let log = dir.path().join("agent.log");
-    let mut child = Command::new(crate::support::netns::dtcprobe_bin())
-        .args(["agent", "-vv", "--listen", "127.0.0.1:0", "--key-file"])
-        .arg(&key_file)
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let addr: SocketAddr = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains("agent listening")) {
-            let at = line.find("listen=").unwrap() + "listen=".len();
-            break line[at..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-        }
-        assert!(Instant::now() < deadline, "agent did not start: {text}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let mut agent = BinAgent::start("-vv", &["--key-file", key_file.to_str().unwrap()]);
+    let (addr, log) = (agent.addr, agent.log.clone());
     let before = std::fs::metadata(&log).unwrap().len();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let started = Instant::now();
@@ -336,8 +311,7 @@ fn the_log_stays_bounded_under_a_flood_at_vv_and_keeps_the_first_wrong_key_line(
     });
     std::thread::sleep(Duration::from_millis(300));
     let elapsed = started.elapsed().as_secs_f64();
-    let _ = child.kill();
-    let _ = child.wait();
+    agent.stop();
     let text = std::fs::read_to_string(&log).unwrap();
     let grown = std::fs::metadata(&log).unwrap().len() - before;
     let rate = grown as f64 / elapsed;

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::local_agent::{self, find};
+use crate::support::local_agent::{self, find, BinAgent};
 use dtcprobe::agent::client::agent_checks;
 use dtcprobe::agent::protocol::{example_key_text, AgentIdentity, Key};
 use dtcprobe::agent::server::{serve, AgentState};
@@ -190,53 +190,6 @@ fn guessable_keys_exit_78_with_the_keygen_command() {
     assert!(stderr.contains("keygen --identity --out"), "{stderr}");
 }
 
-/// An agent binary started with `args`; its stderr (the start lines) read until `listening`.
-struct BinAgent {
-    child: std::process::Child,
-    addr: String,
-    stderr: String,
-}
-
-impl Drop for BinAgent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_bin_agent(args: &[&str]) -> BinAgent {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("agent.log");
-    let mut child = Command::new(dtcprobe_bin())
-        .args(["agent", "-v", "--listen", "127.0.0.1:0"])
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains("agent listening")) {
-            let at = line.find("listen=").unwrap() + "listen=".len();
-            let addr = line[at..].split_whitespace().next().unwrap().to_string();
-            return BinAgent {
-                child,
-                addr,
-                stderr: text,
-            };
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("agent exited {status}: {text}");
-        }
-        assert!(Instant::now() < deadline, "agent did not start: {text}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// `keygen --identity` prints the public key and fingerprint; the agent started with that file
 /// prints the same; `peer --agent-pubkey` with it passes, with another key fails with
 /// `agent_identity`, and without a pin says which agent answered and how to pin it. An agent
@@ -270,12 +223,15 @@ fn keygen_identity_the_agent_start_line_and_peer_pins_agree() {
         assert_eq!(mode, 0o600);
     }
     let key = key_file.to_str().unwrap();
-    let agent = start_bin_agent(&[
-        "--key-file",
-        key,
-        "--identity-file",
-        id_file.to_str().unwrap(),
-    ]);
+    let agent = BinAgent::start(
+        "-v",
+        &[
+            "--key-file",
+            key,
+            "--identity-file",
+            id_file.to_str().unwrap(),
+        ],
+    );
     assert!(agent.stderr.contains(&fingerprint), "{}", agent.stderr);
     assert!(
         agent.stderr.contains(&format!("--agent-pubkey {public}")),
@@ -283,10 +239,11 @@ fn keygen_identity_the_agent_start_line_and_peer_pins_agree() {
         agent.stderr
     );
 
+    let agent_addr = agent.addr.to_string();
     let peer = |extra: &[&str]| {
         let mut args = vec![
             "peer",
-            agent.addr.as_str(),
+            agent_addr.as_str(),
             "--key-file",
             key,
             "--callback-bind",
@@ -316,7 +273,7 @@ fn keygen_identity_the_agent_start_line_and_peer_pins_agree() {
     drop(agent);
 
     // No --identity-file: made beside the key file on first start, the same on the next.
-    let first = start_bin_agent(&["--key-file", key]);
+    let first = BinAgent::start("-v", &["--key-file", key]);
     let made = dir.path().join("agent.key.id");
     assert!(made.exists(), "{}", first.stderr);
     assert!(first.stderr.contains("made just now"), "{}", first.stderr);
@@ -333,7 +290,7 @@ fn keygen_identity_the_agent_start_line_and_peer_pins_agree() {
     };
     let first_fp = line(&first.stderr).unwrap();
     drop(first);
-    let second = start_bin_agent(&["--key-file", key]);
+    let second = BinAgent::start("-v", &["--key-file", key]);
     assert_eq!(line(&second.stderr), Some(first_fp));
     assert!(
         !second.stderr.contains("made just now"),
