@@ -1,6 +1,6 @@
 //! Config file loading (TOML). Pure: text in, checks out; errors carry file, line and column.
 
-use std::collections::HashSet;
+use rustc_hash::FxHashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -157,7 +157,7 @@ struct CheckBuilder<'a> {
     checks: Vec<CheckSpec>,
     /// Names seen so far, as spelled in `'a` (the file's text, or toml's reading of it): a set,
     /// so a config of n checks is planned in O(n), not O(n^2).
-    names: HashSet<&'a str>,
+    names: FxHashSet<&'a str>,
     error: Option<ConfigError>,
 }
 
@@ -167,7 +167,7 @@ impl<'a> CheckBuilder<'a> {
         let guess = text.len() / 70;
         CheckBuilder {
             checks: Vec::with_capacity(guess),
-            names: HashSet::with_capacity(guess),
+            names: FxHashSet::with_capacity_and_hasher(guess, Default::default()),
             error: None,
         }
     }

@@ -3,7 +3,7 @@
 //! loaded), all in one place and before any check runs. The input is plain values, so the plan
 //! does not depend on the command line; `cli` converts its arguments.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -190,25 +190,29 @@ pub fn build_allowing_empty(input: &PlanInput) -> Result<Plan, PlanError> {
                 "--only selects checks from a config: give -c FILE".into(),
             ));
         }
-        let known: HashSet<&str> = checks.iter().map(|c| c.name.as_str()).collect();
-        for name in &input.only {
-            if !known.contains(name.as_str()) {
-                let known: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
-                return Err(PlanError::Usage(format!(
-                    "--only {name}: no such check in the config (known: {})",
-                    known.join(", ")
-                )));
-            }
+        // One pass over the checks with the (small) set of names asked for, not a set of every
+        // check's name: a config of 10,000 checks run with one `--only`.
+        let only: FxHashSet<&str> = input.only.iter().map(String::as_str).collect();
+        let found: FxHashSet<&str> = checks
+            .iter()
+            .map(|c| c.name.as_str())
+            .filter(|name| only.contains(name))
+            .collect();
+        if let Some(name) = input.only.iter().find(|n| !found.contains(n.as_str())) {
+            let known: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+            return Err(PlanError::Usage(format!(
+                "--only {name}: no such check in the config (known: {})",
+                known.join(", ")
+            )));
         }
-        let only: HashSet<&str> = input.only.iter().map(String::as_str).collect();
         checks.retain(|c| only.contains(c.name.as_str()));
     }
     // Ad-hoc checks are named after their target; keep names unique all the same: `URL`, then
     // the first free of `URL#2`, `URL#3`... The set of names taken so far and, per URL, the next
     // suffix to try keep this linear in the number of checks (names are only ever added, so a
     // suffix once taken stays taken and the search can resume where it stopped).
-    let mut taken: HashSet<String> = HashSet::new();
-    let mut next_suffix: HashMap<&str, usize> = HashMap::new();
+    let mut taken: FxHashSet<String> = FxHashSet::default();
+    let mut next_suffix: FxHashMap<&str, usize> = FxHashMap::default();
     if !input.targets.is_empty() {
         taken.extend(checks.iter().map(|c| c.name.clone()));
     }
