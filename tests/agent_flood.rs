@@ -264,25 +264,98 @@ async fn metrics_scrapes_pass_under_an_idle_flood() {
 /// is there, flood or not.
 #[test]
 fn the_log_stays_bounded_under_a_flood_at_vv_and_keeps_the_first_wrong_key_line() {
+    let log = log_under_a_flood("-vv", None);
+    assert!(log.rate() < 20_000.0, "{:.0} B/s", log.rate());
+}
+
+/// Issue 25 #5 at `-vvv` (trace for every crate, the agent's dependencies included, whose lines
+/// no rate limiter of ours sees): bounded by the agent's log budget (32 KiB/s by default), and
+/// the first wrong-key line from a new source is still there.
+#[test]
+fn the_log_stays_bounded_under_a_flood_at_vvv_and_keeps_the_first_wrong_key_line() {
+    let log = log_under_a_flood("-vvv", None);
+    let budget = dtcprobe::agent::log_budget::AGENT_LOG_BYTES_PER_SECOND;
+    log.assert_within(budget);
+}
+
+/// The budget itself, where it bites: with `log_bytes_per_second = 1000` the same flood at `-vv`
+/// (about 5 KB/s without it) is cut to the budget, the cut is announced, and the first wrong-key
+/// line from a new source is still written (outside the budget).
+#[test]
+fn the_log_budget_cuts_a_flood_to_its_bytes_per_second_and_says_so() {
+    let log = log_under_a_flood("-vv", Some(1_000));
+    log.assert_within(1_000);
+    assert!(
+        log.notices > 0,
+        "the budget never cut anything ({:.0} B/s)",
+        log.rate()
+    );
+}
+
+/// What the agent's log did under [`log_under_a_flood`].
+struct FloodLog {
+    grown: u64,
+    elapsed: f64,
+    /// Bytes of the lines written outside the budget (the first refusal from each source).
+    first_from_source: u64,
+    notices: usize,
+}
+
+impl FloodLog {
+    fn rate(&self) -> f64 {
+        self.grown as f64 / self.elapsed
+    }
+
+    /// Everything but the first-from-source lines fits `budget` bytes in each one-second window
+    /// the run touched (the windows start at the first line, so one more than the seconds).
+    fn assert_within(&self, budget: usize) {
+        let windows = self.elapsed.ceil() as u64 + 1;
+        let budgeted = self.grown - self.first_from_source;
+        assert!(
+            budgeted <= budget as u64 * windows,
+            "{budgeted} bytes in {:.1}s over a budget of {budget} B/s",
+            self.elapsed
+        );
+    }
+}
+
+/// 4 seconds of connections that close at once, send garbage, or a wrong-key handshake, from 32
+/// addresses, to the agent binary at `verbosity` (with `log_bytes_per_second` if given); then one
+/// wrong key from a new source, whose line must be in the log.
+fn log_under_a_flood(verbosity: &str, log_bytes_per_second: Option<usize>) -> FloodLog {
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("agent.key");
     crate::support::write_key(&key_file, example_key_text("flood suite"));
-    let mut agent = BinAgent::start("-vv", &["--key-file", key_file.to_str().unwrap()]);
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        log_bytes_per_second
+            .map(|b| format!("log_bytes_per_second = {b}\n"))
+            .unwrap_or_default(),
+    )
+    .unwrap();
+    let mut agent = BinAgent::start(
+        verbosity,
+        &[
+            "--key-file",
+            key_file.to_str().unwrap(),
+            "-c",
+            config.to_str().unwrap(),
+        ],
+    );
     let (addr, log) = (agent.addr, agent.log.clone());
     let before = std::fs::metadata(&log).unwrap().len();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let started = Instant::now();
+    let mut connections = 0u32;
     rt.block_on(async {
-        // 4 seconds of connections that close at once, send garbage, or a wrong-key handshake,
-        // from 32 addresses; then one wrong key from a new source.
-        let mut i = 0u32;
         while started.elapsed() < Duration::from_secs(4) {
-            let source = IpAddr::from([127, 0, 0, 2 + (i % 32) as u8]);
-            i += 1;
+            let source = IpAddr::from([127, 0, 0, 2 + (connections % 32) as u8]);
+            connections += 1;
             let Ok(mut s) = connect_from(source, addr).await else {
                 continue;
             };
-            match i % 3 {
+            match connections % 3 {
                 0 => drop(s),
                 1 => {
                     let _ = s.write_all(b"\x00\x00\x00\x05hello").await;
@@ -314,15 +387,29 @@ fn the_log_stays_bounded_under_a_flood_at_vv_and_keeps_the_first_wrong_key_line(
     agent.stop();
     let text = std::fs::read_to_string(&log).unwrap();
     let grown = std::fs::metadata(&log).unwrap().len() - before;
-    let rate = grown as f64 / elapsed;
+    let new_text = &text[before as usize..];
+    let first_from_source = new_text
+        .lines()
+        .filter(|l| l.contains("first_from_source=true"))
+        .map(|l| l.len() as u64 + 1)
+        .sum();
+    let notices = new_text.lines().filter(|l| l.contains("log budget:")).count();
+    let flood_log = FloodLog {
+        grown,
+        elapsed,
+        first_from_source,
+        notices,
+    };
     eprintln!(
-        "log at -vv under a flood: {grown} bytes in {elapsed:.1}s = {:.0} B/s",
-        rate
+        "log at {verbosity} (log_bytes_per_second {log_bytes_per_second:?}) under a flood of \
+         {connections} connections: {grown} bytes in {elapsed:.1}s = {:.0} B/s \
+         ({first_from_source} of them first-from-source lines; {notices} log-budget notices)",
+        flood_log.rate()
     );
-    assert!(rate < 20_000.0, "{rate:.0} B/s");
     assert!(
         text.lines()
             .any(|l| l.contains("127.0.0.77") && l.contains("refused unauthenticated")),
-        "the first wrong-key line from 127.0.0.77 is missing"
+        "the first wrong-key line from 127.0.0.77 is missing at {verbosity}"
     );
+    flood_log
 }
