@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::agent_front::{self, FrontPlan};
 use crate::support::local_agent::{self, find, BinAgent};
 use dtcprobe::agent::client::agent_checks;
 use dtcprobe::agent::protocol::{example_key_text, Key};
@@ -257,6 +258,78 @@ async fn metrics_scrapes_pass_under_an_idle_flood() {
     let ok = ok.load(Ordering::Relaxed);
     eprintln!("/metrics: {ok} of 10 scrapes passed under {opened} idle sockets from one address");
     assert_eq!(ok, 10);
+}
+
+/// Issue 25 #2: `peer` retries a connection reset before the handshake (what an agent under a
+/// flood does to its oldest silent connections) twice, after 50-250 ms of jitter, and says so.
+/// A front resets the first 1, then 2 connections and forwards the next to a real agent: the run
+/// passes with `retries` 1, then 2; with 3 resets (more than the retries) the login fails and
+/// says it retried twice.
+#[tokio::test]
+async fn a_reset_before_the_handshake_is_retried_twice_with_jitter_and_said() {
+    let (agent, _state) = local_agent::start_agent(key(), AgentConfig::default()).await;
+    let mut pauses = Vec::new();
+    for resets in 1..=3usize {
+        let front = agent_front::start(
+            agent,
+            FrontPlan {
+                reset_first: resets,
+                ..Default::default()
+            },
+        )
+        .await;
+        let started = Instant::now();
+        let out = agent_checks(&local_agent::peer_opts(
+            front.addr,
+            key(),
+            Duration::from_secs(5),
+        ))
+        .await;
+        let login = find(&out.checks, "agent")
+            .hops
+            .iter()
+            .find(|h| h.hop == HopKind::Login)
+            .cloned()
+            .unwrap_or_else(|| panic!("no login hop: {:#?}", out.checks));
+        let callback = find(&out.checks, "callback").status;
+        let accepted = front.accepted.lock().unwrap().clone();
+        let gaps: Vec<u128> = accepted
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_millis())
+            .collect();
+        eprintln!(
+            "{resets} reset(s): login {:?} retries {} in {:.2}s, pauses between attempts {gaps:?} ms; {}",
+            login.status,
+            login.data.get("retries").map(|r| r.to_string()).unwrap_or_default(),
+            started.elapsed().as_secs_f64(),
+            login.detail
+        );
+        let retried = resets.min(2);
+        assert_eq!(login.data["retries"], retried as u64, "{login:#?}");
+        assert!(
+            login.detail.contains(&format!(
+                "after {retried} retr{}",
+                if retried == 1 { "y" } else { "ies" }
+            )),
+            "{login:#?}"
+        );
+        // One connection per try: the first and each retry, nothing more.
+        assert_eq!(accepted.len(), retried + 1, "{gaps:?}");
+        // Each retry waits 50-250 ms (plus the time to connect again on a loaded machine).
+        assert!(
+            gaps.iter().all(|&g| (50..1_500).contains(&g)),
+            "pauses {gaps:?} ms"
+        );
+        pauses.extend(gaps);
+        if resets <= 2 {
+            assert_eq!(login.status, Status::Pass, "{login:#?}");
+            assert_eq!(callback, Status::Pass, "{:#?}", out.checks);
+        } else {
+            assert_eq!(login.status, Status::Fail, "{login:#?}");
+            assert_eq!(callback, Status::Skip, "{:#?}", out.checks);
+        }
+    }
+    eprintln!("pauses before the retries: {pauses:?} ms");
 }
 
 /// Issue 25 #5: at `-vv` a flood grew the log by 390 KB/s, and one rate limiter hid genuine
