@@ -466,7 +466,10 @@ fn log_under_a_flood(verbosity: &str, log_bytes_per_second: Option<usize>) -> Fl
         .filter(|l| l.contains("first_from_source=true"))
         .map(|l| l.len() as u64 + 1)
         .sum();
-    let notices = new_text.lines().filter(|l| l.contains("log budget:")).count();
+    let notices = new_text
+        .lines()
+        .filter(|l| l.contains("log budget:"))
+        .count();
     let flood_log = FloodLog {
         grown,
         elapsed,

@@ -6,14 +6,14 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::agent_front::{self, FrontPlan};
+use crate::support::callback_relay::{relay_one_session, RelayMode, RelayPlan};
 use crate::support::local_agent::{self, find, BinAgent};
 use dtcprobe::agent::client::agent_checks;
 use dtcprobe::agent::protocol::{example_key_text, AgentIdentity, Key};
 use dtcprobe::agent::server::{serve, AgentState};
 use dtcprobe::agent::AgentConfig;
 use dtcprobe::model::{Cause, CheckResult, HopKind, HopResult, Status};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::support;
 use support::netns::dtcprobe_bin;
@@ -27,11 +27,6 @@ fn hop(c: &CheckResult, kind: HopKind) -> &HopResult {
         .iter()
         .find(|h| h.hop == kind)
         .unwrap_or_else(|| panic!("no {kind:?} hop in {c:#?}"))
-}
-
-/// Pipes bytes both ways between `a` and `b` until either side closes.
-async fn pipe(mut a: TcpStream, mut b: TcpStream) {
-    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
 }
 
 /// A forwarder without the key: every connection to it is passed on to `to`.
@@ -293,7 +288,8 @@ fn keygen_identity_the_agent_start_line_and_peer_pins_agree() {
 
 /// Issue 25 #4: a relay on the path that carries the agent's callback presents the token itself
 /// and cuts the control connection: the run used to pass on that callback alone. Now the
-/// callback is `warn` (`callback_unverified`) and the lost answer fails the `resolve` hop.
+/// callback is `warn` (`callback_unverified`) and the lost answer fails the `resolve` hop. (The
+/// same relay between namespaces, and one that forwards the callback: tests/agent_relay_netns.rs.)
 #[tokio::test]
 async fn a_relay_that_presents_the_token_and_cuts_the_session_does_not_pass() {
     let (agent, _state) = local_agent::start_agent(key(), AgentConfig::default()).await;
@@ -302,45 +298,32 @@ async fn a_relay_that_presents_the_token_and_cuts_the_session_does_not_pass() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    // The relay: control connections to 127.0.0.3:R go on to the agent from 127.0.0.3, so the
-    // agent calls back 127.0.0.3:port, where the relay takes the token.
+    // Control connections to 127.0.0.3:R go on to the agent from 127.0.0.3, so the agent calls
+    // back 127.0.0.3:port, where the relay takes the token.
     let relay = TcpListener::bind("127.0.0.3:0").await.unwrap();
     let relay_addr = relay.local_addr().unwrap();
-    let callbacks = TcpListener::bind(("127.0.0.3", port)).await.unwrap();
-    tokio::spawn(async move {
-        let Ok((near, _)) = relay.accept().await else {
-            return;
-        };
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.bind("127.0.0.3:0".parse().unwrap()).unwrap();
-        let far = socket.connect(agent).await.unwrap();
-        let control = tokio::spawn(pipe(near, far));
-        // The agent's callback: read its token, present it to the near side, then cut.
-        let Ok((mut from_agent, _)) = callbacks.accept().await else {
-            return;
-        };
-        let mut token = vec![0u8; 65];
-        if from_agent.read_exact(&mut token).await.is_err() {
-            return;
-        }
-        // Never acknowledged: the agent waits, and its answer never leaves before the cut.
-        let s = TcpSocket::new_v4().unwrap();
-        s.bind("127.0.0.3:0".parse().unwrap()).unwrap();
-        if let Ok(mut to_near) = s
-            .connect(SocketAddr::new("127.0.0.1".parse().unwrap(), port))
-            .await
-        {
-            let _ = to_near.write_all(&token).await;
-            let mut ack = [0u8; 3];
-            let _ =
-                tokio::time::timeout(Duration::from_secs(2), to_near.read_exact(&mut ack)).await;
-        }
-        control.abort();
-        drop(from_agent);
+    let relay_ip: std::net::IpAddr = "127.0.0.3".parse().unwrap();
+    let relaying = tokio::spawn(async move {
+        relay_one_session(
+            &relay,
+            RelayPlan {
+                mode: RelayMode::PresentTokenAndCut,
+                agent,
+                agent_side: relay_ip,
+                near_side: relay_ip,
+                near_callback: SocketAddr::new("127.0.0.1".parse().unwrap(), port),
+            },
+        )
+        .await
     });
     let mut opts = local_agent::peer_opts(relay_addr, key(), Duration::from_secs(5));
     opts.callback_port = port;
     let out = agent_checks(&opts).await;
+    let relayed = relaying.await.unwrap();
+    assert!(
+        relayed.acknowledged,
+        "the near side took the token: {relayed:?}"
+    );
     let check = find(&out.checks, "callback");
     let callback = hop(check, HopKind::Callback);
     assert_eq!(callback.status, Status::Warn, "{:#?}", out.checks);
@@ -412,5 +395,8 @@ async fn silent_connections_to_the_callback_port_do_not_shut_the_callback_out() 
     );
     assert_eq!(passed, 3);
     // 24 silent + the agent's, read 16 at a time: 9 closed each time (the oldest silent ones).
-    assert!(closed.iter().all(|&c| c >= 9), "no room was made: {closed:?}");
+    assert!(
+        closed.iter().all(|&c| c >= 9),
+        "no room was made: {closed:?}"
+    );
 }

@@ -180,7 +180,10 @@ mod tests {
         assert_eq!(budget.admit_at(t0, 200), Admit::Write { notice: None });
         assert_eq!(budget.admit_at(t0, 100), Admit::Write { notice: None });
         assert_eq!(budget.admit_at(t0, 1), Admit::Drop);
-        assert_eq!(budget.admit_at(t0 + Duration::from_millis(999), 5), Admit::Drop);
+        assert_eq!(
+            budget.admit_at(t0 + Duration::from_millis(999), 5),
+            Admit::Drop
+        );
         // The next window: the notice comes first, counted in the budget with the line.
         let next = t0 + Duration::from_secs(1);
         let Admit::Write {
