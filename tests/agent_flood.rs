@@ -89,6 +89,15 @@ async fn flood_started(
     (stop, flooding)
 }
 
+/// The `login` hop of a peer run's `agent` check.
+fn login_hop(checks: &[dtcprobe::model::CheckResult]) -> Option<dtcprobe::model::HopResult> {
+    find(checks, "agent")
+        .hops
+        .iter()
+        .find(|h| h.hop == HopKind::Login)
+        .cloned()
+}
+
 /// The flood, then 3 peers one after the other: how many passed.
 async fn peers_passing_under(sources: Vec<IpAddr>, agent: SocketAddr, what: &str) -> usize {
     let started = Instant::now();
@@ -102,11 +111,7 @@ async fn peers_passing_under(sources: Vec<IpAddr>, agent: SocketAddr, what: &str
             Duration::from_secs(8),
         ))
         .await;
-        let login = find(&out.checks, "agent")
-            .hops
-            .iter()
-            .find(|h| h.hop == HopKind::Login)
-            .cloned();
+        let login = login_hop(&out.checks);
         let callback = find(&out.checks, "callback").status;
         let ok =
             login.as_ref().is_some_and(|h| h.status == Status::Pass) && callback == Status::Pass;
@@ -285,12 +290,8 @@ async fn a_reset_before_the_handshake_is_retried_twice_with_jitter_and_said() {
             Duration::from_secs(5),
         ))
         .await;
-        let login = find(&out.checks, "agent")
-            .hops
-            .iter()
-            .find(|h| h.hop == HopKind::Login)
-            .cloned()
-            .unwrap_or_else(|| panic!("no login hop: {:#?}", out.checks));
+        let login =
+            login_hop(&out.checks).unwrap_or_else(|| panic!("no login hop: {:#?}", out.checks));
         let callback = find(&out.checks, "callback").status;
         let accepted = front.accepted.lock().unwrap().clone();
         let gaps: Vec<u128> = accepted

@@ -84,6 +84,17 @@ fn start_agent(ns: &Netns, key: &Path, config: &Path) -> Agent {
     Agent(child)
 }
 
+/// The agent in `far` with the test's key (`agent.key` in the returned folder) and zone `zone`.
+fn agent_in(far: &Netns, zone: &str) -> (tempfile::TempDir, Agent) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("agent.key");
+    crate::support::write_key(&key, KEY);
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, format!("zone = \"{zone}\"\n")).unwrap();
+    let agent = start_agent(far, &key, &config);
+    (dir, agent)
+}
+
 /// What the relay saw and did in one session.
 #[derive(Debug, Default)]
 struct Relayed {
@@ -273,12 +284,8 @@ fn an_on_path_relay_in_a_namespace_reads_nothing_and_cannot_forge_the_callback()
         return;
     }
     let (near, relay, far) = three_zones();
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, _agent) = agent_in(&far, "sqlzone-secret");
     let key = dir.path().join("agent.key");
-    crate::support::write_key(&key, KEY);
-    let config = dir.path().join("agent.toml");
-    std::fs::write(&config, "zone = \"sqlzone-secret\"\n").unwrap();
-    let _agent = start_agent(&far, &key, &config);
 
     let listener = in_ns(&relay, || TcpListener::bind((RELAY_NEAR_IP, 7135)))
         .join()
@@ -416,13 +423,8 @@ fn a_relay_in_a_namespace_that_presents_or_forwards_the_callback_does_not_pass()
         "hosts",
         &format!("127.0.0.1 localhost\n{RELAY_FAR_IP} webhost\n"),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("agent.key");
-    crate::support::write_key(&key, KEY);
-    let config = dir.path().join("agent.toml");
-    std::fs::write(&config, "zone = \"sql\"\n").unwrap();
-    let _agent = start_agent(&far, &key, &config);
-    let key = key.to_str().unwrap().to_string();
+    let (dir, _agent) = agent_in(&far, "sql");
+    let key = dir.path().join("agent.key").to_str().unwrap().to_string();
 
     let session = |mode: RelayMode, port: u16, extra: &[&str]| {
         let listener = in_ns(&relay, move || TcpListener::bind((RELAY_NEAR_IP, port)))
