@@ -363,6 +363,7 @@ mod tests {
         let c = AgentConfig::parse(text, Path::new("config/agent.example.toml")).unwrap();
         assert_eq!(c.zone.as_deref(), Some("sql"));
         assert_eq!(c.max_sessions, 256);
+        assert_eq!(c.log_bytes_per_second, 32 * 1024);
     }
 
     #[test]
