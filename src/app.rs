@@ -57,7 +57,9 @@ fn asks_for_nagios(args: &[std::ffi::OsString]) -> bool {
 }
 
 pub fn main(cli: Cli) -> u8 {
-    init_logging(cli.verbose);
+    // The agent serves the network for weeks: its log has a byte budget at every verbosity.
+    let budgeted = matches!(&cli.command, Command::Agent(a) if a.action.is_none());
+    init_logging(cli.verbose, budgeted);
     // Before the runtime starts: large runs hold one socket per check in flight.
     crate::fdlimit::raise_open_file_limit();
     // Before any login: no 50 ms entropy start-up on the first TLS handshake (see `tls`).
@@ -114,7 +116,7 @@ fn keygen(args: &crate::cli::KeygenArgs) -> u8 {
     crate::agent::keygen::keygen_main(args.out.as_deref(), args.identity)
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, budgeted: bool) {
     let default = match verbose {
         // tiberius logs server messages and TLS notes at warn/error: they are already in the report.
         0 => "warn,tiberius=off",
@@ -123,11 +125,16 @@ fn init_logging(verbose: u8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let logger = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(report::colour_for(std::io::stderr().is_terminal()))
-        .try_init();
+        .with_ansi(report::colour_for(std::io::stderr().is_terminal()));
+    let _ = if budgeted {
+        logger
+            .with_writer(crate::agent::log_budget::BudgetedStderr::agent())
+            .try_init()
+    } else {
+        logger.with_writer(std::io::stderr).try_init()
+    };
 }
 
 /// Which tokio runtime a command gets.

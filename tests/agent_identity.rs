@@ -3,16 +3,17 @@
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::support::agent_front::{self, FrontPlan};
+use crate::support::callback_relay::{relay_one_session, RelayMode, RelayPlan};
 use crate::support::local_agent::{self, find, BinAgent};
 use dtcprobe::agent::client::agent_checks;
 use dtcprobe::agent::protocol::{example_key_text, AgentIdentity, Key};
 use dtcprobe::agent::server::{serve, AgentState};
 use dtcprobe::agent::AgentConfig;
 use dtcprobe::model::{Cause, CheckResult, HopKind, HopResult, Status};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::support;
 use support::netns::dtcprobe_bin;
@@ -28,23 +29,9 @@ fn hop(c: &CheckResult, kind: HopKind) -> &HopResult {
         .unwrap_or_else(|| panic!("no {kind:?} hop in {c:#?}"))
 }
 
-/// Pipes bytes both ways between `a` and `b` until either side closes.
-async fn pipe(mut a: TcpStream, mut b: TcpStream) {
-    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
-}
-
 /// A forwarder without the key: every connection to it is passed on to `to`.
 async fn forwarder(to: SocketAddr) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((near, _)) = listener.accept().await {
-            if let Ok(far) = TcpStream::connect(to).await {
-                tokio::spawn(pipe(near, far));
-            }
-        }
-    });
-    addr
+    agent_front::start(to, FrontPlan::default()).await.addr
 }
 
 /// Issue 25 #1: with one key shared by every agent, a forwarder sent a peer aimed at agent A to
@@ -301,7 +288,8 @@ fn keygen_identity_the_agent_start_line_and_peer_pins_agree() {
 
 /// Issue 25 #4: a relay on the path that carries the agent's callback presents the token itself
 /// and cuts the control connection: the run used to pass on that callback alone. Now the
-/// callback is `warn` (`callback_unverified`) and the lost answer fails the `resolve` hop.
+/// callback is `warn` (`callback_unverified`) and the lost answer fails the `resolve` hop. (The
+/// same relay between namespaces, and one that forwards the callback: tests/agent_relay_netns.rs.)
 #[tokio::test]
 async fn a_relay_that_presents_the_token_and_cuts_the_session_does_not_pass() {
     let (agent, _state) = local_agent::start_agent(key(), AgentConfig::default()).await;
@@ -310,45 +298,32 @@ async fn a_relay_that_presents_the_token_and_cuts_the_session_does_not_pass() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    // The relay: control connections to 127.0.0.3:R go on to the agent from 127.0.0.3, so the
-    // agent calls back 127.0.0.3:port, where the relay takes the token.
+    // Control connections to 127.0.0.3:R go on to the agent from 127.0.0.3, so the agent calls
+    // back 127.0.0.3:port, where the relay takes the token.
     let relay = TcpListener::bind("127.0.0.3:0").await.unwrap();
     let relay_addr = relay.local_addr().unwrap();
-    let callbacks = TcpListener::bind(("127.0.0.3", port)).await.unwrap();
-    tokio::spawn(async move {
-        let Ok((near, _)) = relay.accept().await else {
-            return;
-        };
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.bind("127.0.0.3:0".parse().unwrap()).unwrap();
-        let far = socket.connect(agent).await.unwrap();
-        let control = tokio::spawn(pipe(near, far));
-        // The agent's callback: read its token, present it to the near side, then cut.
-        let Ok((mut from_agent, _)) = callbacks.accept().await else {
-            return;
-        };
-        let mut token = vec![0u8; 65];
-        if from_agent.read_exact(&mut token).await.is_err() {
-            return;
-        }
-        // Never acknowledged: the agent waits, and its answer never leaves before the cut.
-        let s = TcpSocket::new_v4().unwrap();
-        s.bind("127.0.0.3:0".parse().unwrap()).unwrap();
-        if let Ok(mut to_near) = s
-            .connect(SocketAddr::new("127.0.0.1".parse().unwrap(), port))
-            .await
-        {
-            let _ = to_near.write_all(&token).await;
-            let mut ack = [0u8; 3];
-            let _ =
-                tokio::time::timeout(Duration::from_secs(2), to_near.read_exact(&mut ack)).await;
-        }
-        control.abort();
-        drop(from_agent);
+    let relay_ip: std::net::IpAddr = "127.0.0.3".parse().unwrap();
+    let relaying = tokio::spawn(async move {
+        relay_one_session(
+            &relay,
+            RelayPlan {
+                mode: RelayMode::PresentTokenAndCut,
+                agent,
+                agent_side: relay_ip,
+                near_side: relay_ip,
+                near_callback: SocketAddr::new("127.0.0.1".parse().unwrap(), port),
+            },
+        )
+        .await
     });
     let mut opts = local_agent::peer_opts(relay_addr, key(), Duration::from_secs(5));
     opts.callback_port = port;
     let out = agent_checks(&opts).await;
+    let relayed = relaying.await.unwrap();
+    assert!(
+        relayed.acknowledged,
+        "the near side took the token: {relayed:?}"
+    );
     let check = find(&out.checks, "callback");
     let callback = hop(check, HopKind::Callback);
     assert_eq!(callback.status, Status::Warn, "{:#?}", out.checks);
@@ -366,44 +341,62 @@ async fn a_relay_that_presents_the_token_and_cuts_the_session_does_not_pass() {
 }
 
 /// Issue 25 #4: silent connections to a known callback port closed the agent's callback unread
-/// (and the report blamed the firewall). The oldest silent one now makes room: 3 of 3 pass.
+/// (and the report blamed the firewall). Now the oldest silent one makes room. The silent
+/// connections are made while the near side's request is held at a front (its callback listener
+/// is open then), so they are all queued before the agent's callback: more of them than the
+/// listener reads at once (16), so room must be made, for them and for the agent's.
 #[tokio::test]
 async fn silent_connections_to_the_callback_port_do_not_shut_the_callback_out() {
+    const SILENT: usize = 24;
     let (agent, _state) = local_agent::start_agent(key(), AgentConfig::default()).await;
     let mut passed = 0;
-    let mut made_room = 0;
+    let mut closed = Vec::new();
     for _ in 0..3 {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        // 24 silent connections, opened as soon as the port listens (before the agent's).
-        let flood = tokio::spawn(async move {
-            let mut held = Vec::new();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while held.len() < 24 && Instant::now() < deadline {
-                match TcpStream::connect(("127.0.0.1", port)).await {
-                    Ok(s) => held.push(s),
-                    Err(_) => tokio::time::sleep(Duration::from_micros(200)).await,
-                }
-            }
-            tokio::time::sleep(Duration::from_secs(4)).await;
-            drop(held);
-        });
-        let mut opts = local_agent::peer_opts(agent, key(), Duration::from_secs(5));
+        let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let silent = held.clone();
+        let front = agent_front::start(
+            agent,
+            FrontPlan {
+                before_request: Some(Box::pin(async move {
+                    for _ in 0..SILENT {
+                        let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+                        silent.lock().unwrap().push(s);
+                    }
+                })),
+                ..Default::default()
+            },
+        )
+        .await;
+        let mut opts = local_agent::peer_opts(front.addr, key(), Duration::from_secs(5));
         opts.callback_port = port;
         let out = agent_checks(&opts).await;
+        assert_eq!(held.lock().unwrap().len(), SILENT, "the silent connections");
         let callback = hop(find(&out.checks, "callback"), HopKind::Callback);
         if callback.status == Status::Pass {
             passed += 1;
+        } else {
+            eprintln!("{callback:#?}");
         }
-        if callback.data.get("busy_closed").is_some() {
-            made_room += 1;
-        }
-        flood.abort();
+        closed.push(
+            callback
+                .data
+                .get("busy_closed")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0),
+        );
     }
     eprintln!(
-        "callbacks passed {passed} of 3 under 24 silent connections (room made in {made_room})"
+        "callbacks passed {passed} of 3 under {SILENT} silent connections; closed to make room: \
+         {closed:?}"
     );
     assert_eq!(passed, 3);
+    // 24 silent + the agent's, read 16 at a time: 9 closed each time (the oldest silent ones).
+    assert!(
+        closed.iter().all(|&c| c >= 9),
+        "no room was made: {closed:?}"
+    );
 }

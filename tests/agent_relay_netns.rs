@@ -22,6 +22,7 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::callback_relay::{relay_one_session, RelayMode, RelayPlan};
 use crate::support::netns::{can_run_netns_tests, dtcprobe_bin, dtcprobe_in, link_named, Netns};
 use crate::support::{hop, parse_report};
 
@@ -81,6 +82,17 @@ fn start_agent(ns: &Netns, key: &Path, config: &Path) -> Agent {
     rx.recv_timeout(Duration::from_secs(20))
         .expect("agent did not start");
     Agent(child)
+}
+
+/// The agent in `far` with the test's key (`agent.key` in the returned folder) and zone `zone`.
+fn agent_in(far: &Netns, zone: &str) -> (tempfile::TempDir, Agent) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("agent.key");
+    crate::support::write_key(&key, KEY);
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, format!("zone = \"{zone}\"\n")).unwrap();
+    let agent = start_agent(far, &key, &config);
+    (dir, agent)
 }
 
 /// What the relay saw and did in one session.
@@ -232,13 +244,9 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
         .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
-#[test]
-fn an_on_path_relay_in_a_namespace_reads_nothing_and_cannot_forge_the_callback() {
-    if !can_run_netns_tests(
-        "an_on_path_relay_in_a_namespace_reads_nothing_and_cannot_forge_the_callback",
-    ) {
-        return;
-    }
+/// near --- relay --- far (the addresses above); no routing between near and far: the relay is
+/// a userspace proxy. Each zone's DNS goes nowhere (127.0.0.1), its hosts file has localhost only.
+fn three_zones() -> (Netns, Netns, Netns) {
     let near = Netns::new("dprn");
     let relay = Netns::new("dprr");
     let far = Netns::new("dprf");
@@ -265,12 +273,19 @@ fn an_on_path_relay_in_a_namespace_reads_nothing_and_cannot_forge_the_callback()
             "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
         );
     }
-    let dir = tempfile::tempdir().unwrap();
+    (near, relay, far)
+}
+
+#[test]
+fn an_on_path_relay_in_a_namespace_reads_nothing_and_cannot_forge_the_callback() {
+    if !can_run_netns_tests(
+        "an_on_path_relay_in_a_namespace_reads_nothing_and_cannot_forge_the_callback",
+    ) {
+        return;
+    }
+    let (near, relay, far) = three_zones();
+    let (dir, _agent) = agent_in(&far, "sqlzone-secret");
     let key = dir.path().join("agent.key");
-    crate::support::write_key(&key, KEY);
-    let config = dir.path().join("agent.toml");
-    std::fs::write(&config, "zone = \"sqlzone-secret\"\n").unwrap();
-    let _agent = start_agent(&far, &key, &config);
 
     let listener = in_ns(&relay, || TcpListener::bind((RELAY_NEAR_IP, 7135)))
         .join()
@@ -384,4 +399,128 @@ impl NsRef {
         });
         dtcprobe_in(&ns, args)
     }
+}
+
+/// Issue 25 items 4 and 6: a relay in a namespace of its own on the path carries the agent's
+/// callback (the agent calls back the relay, which it takes for the caller). Session 1: it
+/// presents the token to the near side itself and cuts the control connection (the agent's
+/// answer never arrives): `callback` is `warn` `callback_unverified`, `resolve` fails, and `peer`
+/// exits 1, never 0 on that callback alone. Session 2: it forwards the callback both ways from a
+/// source port of its own and leaves the session alone: the agent's answer names the port its
+/// callback left from, which is not the one that arrived: `warn` `callback_unverified` with
+/// `relayed`, and `--fail-on warning` exits 1. The agent's lookup of the caller passes in both
+/// (its hosts file names the relay `webhost`), so nothing else fails the run.
+#[test]
+fn a_relay_in_a_namespace_that_presents_or_forwards_the_callback_does_not_pass() {
+    if !can_run_netns_tests(
+        "a_relay_in_a_namespace_that_presents_or_forwards_the_callback_does_not_pass",
+    ) {
+        return;
+    }
+    let started = Instant::now();
+    let (near, relay, far) = three_zones();
+    far.etc_file(
+        "hosts",
+        &format!("127.0.0.1 localhost\n{RELAY_FAR_IP} webhost\n"),
+    );
+    let (dir, _agent) = agent_in(&far, "sql");
+    let key = dir.path().join("agent.key").to_str().unwrap().to_string();
+
+    let session = |mode: RelayMode, port: u16, extra: &[&str]| {
+        let listener = in_ns(&relay, move || TcpListener::bind((RELAY_NEAR_IP, port)))
+            .join()
+            .unwrap()
+            .unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let plan = RelayPlan {
+            mode,
+            agent: format!("{AGENT_IP}:7135").parse().unwrap(),
+            agent_side: RELAY_FAR_IP.parse().unwrap(),
+            near_side: RELAY_NEAR_IP.parse().unwrap(),
+            near_callback: format!("{NEAR_IP}:{CALLBACK_PORT}").parse().unwrap(),
+        };
+        // The relay's sockets are made on a thread inside its namespace.
+        let relaying = in_ns(&relay, move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                    relay_one_session(&listener, plan).await
+                })
+        });
+        let mut args = vec![
+            "peer".to_string(),
+            format!("{RELAY_NEAR_IP}:{port}"),
+            "--key-file".into(),
+            key.clone(),
+            "--callback-port".into(),
+            CALLBACK_PORT.to_string(),
+            "--caller-name".into(),
+            "webhost".into(),
+            "-f".into(),
+            "json".into(),
+            "--timeout".into(),
+            "2s".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, out, err) = dtcprobe_in(&near, &refs);
+        let relayed = relaying.join().unwrap();
+        (code, parse_report(&out), relayed, format!("{out}{err}"))
+    };
+
+    // 1. The token presented by the relay, then the session cut.
+    let (code, report, relayed, output) = session(RelayMode::PresentTokenAndCut, 7135, &[]);
+    assert!(
+        relayed.acknowledged,
+        "the relay's token was not taken: {relayed:?} {output}"
+    );
+    let callback = hop(&report, "callback", "callback");
+    assert_eq!(callback["status"], "warn", "{output}");
+    assert_eq!(callback["cause"], "callback_unverified", "{output}");
+    assert_eq!(
+        hop(&report, "callback", "resolve")["status"],
+        "fail",
+        "{output}"
+    );
+    assert_eq!(code, 1, "a callback alone must not pass the run: {output}");
+    eprintln!("relay presents the token and cuts: exit {code}, callback {callback}");
+
+    // 2. The callback forwarded from another source port; the session goes on.
+    let (code, report, relayed, output) =
+        session(RelayMode::ForwardCallback, 7136, &["--fail-on", "warning"]);
+    assert!(
+        relayed.acknowledged,
+        "the forwarded callback was not acknowledged: {output}"
+    );
+    assert_eq!(hop(&report, "agent", "login")["status"], "pass", "{output}");
+    assert_eq!(
+        hop(&report, "callback", "resolve")["status"],
+        "pass",
+        "{output}"
+    );
+    let callback = hop(&report, "callback", "callback");
+    assert_eq!(callback["status"], "warn", "{output}");
+    assert_eq!(callback["cause"], "callback_unverified", "{output}");
+    assert_eq!(callback["data"]["relayed"], true, "{output}");
+    let (agent_port, arrived_port) = (relayed.agent_source_port, relayed.relay_source_port);
+    assert_ne!(agent_port, arrived_port);
+    assert_eq!(
+        callback["data"]["agent_source_port"],
+        agent_port.unwrap(),
+        "{output}"
+    );
+    assert_eq!(
+        callback["data"]["source_port"],
+        arrived_port.unwrap(),
+        "{output}"
+    );
+    assert_eq!(code, 1, "--fail-on warning: {output}");
+    eprintln!(
+        "relay forwards the callback: exit {code} (--fail-on warning), callback {callback}; \
+         both sessions in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
 }

@@ -144,6 +144,7 @@ pub async fn agent_main(setup: AgentSetup) -> u8 {
         config,
         service,
     } = setup;
+    super::log_budget::AGENT_LOG.set_per_second(config.log_bytes_per_second);
     let line = start_line(
         listen.as_deref().or(config.listen.as_deref()),
         &key_file,

@@ -22,6 +22,7 @@ pub mod install;
 pub mod key_acl;
 pub mod keygen;
 pub mod limits;
+pub mod log_budget;
 pub mod metrics;
 pub mod peer_options;
 pub mod policy;
@@ -68,6 +69,8 @@ pub struct AgentConfig {
     pub max_hop_timeout: Duration,
     /// Cap on reverse checks per request.
     pub max_reverse_checks: usize,
+    /// Bytes per second the log may grow by, at any verbosity ([`log_budget`]).
+    pub log_bytes_per_second: usize,
 }
 
 impl Default for AgentConfig {
@@ -87,6 +90,7 @@ impl Default for AgentConfig {
             frame_timeout: Duration::from_secs(10),
             max_hop_timeout: Duration::from_secs(10),
             max_reverse_checks: 32,
+            log_bytes_per_second: log_budget::AGENT_LOG_BYTES_PER_SECOND,
         }
     }
 }
@@ -118,6 +122,7 @@ struct RawAgentConfig {
     frame_timeout: Option<toml::Spanned<String>>,
     max_hop_timeout: Option<toml::Spanned<String>>,
     max_reverse_checks: Option<usize>,
+    log_bytes_per_second: Option<toml::Spanned<usize>>,
 }
 
 impl AgentConfig {
@@ -179,6 +184,11 @@ impl AgentConfig {
             "max_pending_per_source",
             d.max_pending_per_source,
         )?;
+        let log_bytes_per_second = at_least_one(
+            raw.log_bytes_per_second,
+            "log_bytes_per_second",
+            d.log_bytes_per_second,
+        )?;
         let metrics_max_connections = at_least_one(
             raw.metrics_max_connections,
             "metrics_max_connections",
@@ -199,6 +209,7 @@ impl AgentConfig {
             frame_timeout: duration(&raw.frame_timeout, d.frame_timeout)?,
             max_hop_timeout: duration(&raw.max_hop_timeout, d.max_hop_timeout)?,
             max_reverse_checks: raw.max_reverse_checks.unwrap_or(d.max_reverse_checks),
+            log_bytes_per_second,
         })
     }
 }
@@ -352,6 +363,7 @@ mod tests {
         let c = AgentConfig::parse(text, Path::new("config/agent.example.toml")).unwrap();
         assert_eq!(c.zone.as_deref(), Some("sql"));
         assert_eq!(c.max_sessions, 256);
+        assert_eq!(c.log_bytes_per_second, 32 * 1024);
     }
 
     #[test]

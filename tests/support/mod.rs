@@ -1,5 +1,7 @@
 //! Shared test support: network namespaces with firewall rules, and helpers to run the binary.
 
+pub mod agent_front;
+pub mod callback_relay;
 pub mod captures;
 pub mod certs;
 pub mod dns_refused;

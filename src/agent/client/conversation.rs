@@ -300,12 +300,18 @@ pub(super) async fn converse(
                 (Some(f), None) => format!("; identity {}, not pinned", f.as_str().unwrap_or("?")),
                 (None, _) => String::new(),
             };
+            // The retries said in the detail stay said once the agent's name is known.
+            let retries = hop
+                .data
+                .get("retries")
+                .and_then(|r| r.as_u64())
+                .unwrap_or(0) as u32;
             hop.detail = format!(
                 "authenticated to agent {} (pre-shared key{identity})",
                 b.agent
             );
             let taken = std::mem::replace(hop, HopResult::skip(HopKind::Login, ""));
-            *hop = taken.with_data("agent", b.agent.clone());
+            *hop = with_retries(taken.with_data("agent", b.agent.clone()), retries);
         }
     }
     let mut observed = std::mem::take(&mut *lock(&observed));

@@ -102,7 +102,7 @@ pub(super) async fn session(stream: AgentStream, peer: SocketAddr, state: &Agent
     // Authenticated (the request decrypted under this session's keys): the pre-authentication
     // slot is given back and a session slot is taken.
     drop(slot);
-    let Ok(_permit) = state.sessions.clone().try_acquire_owned() else {
+    let Ok(permit) = state.sessions.clone().try_acquire_owned() else {
         AgentStats::bump(&state.stats.refused_busy);
         if let Some(suppressed) = state.warn_busy.allow() {
             warn!(%peer, max_sessions = state.config.max_sessions, suppressed, "too many sessions: refusing");
@@ -235,6 +235,10 @@ pub(super) async fn session(stream: AgentStream, peer: SocketAddr, state: &Agent
             }
         }
     }
+    // The work is done: the slot is given back before the answer leaves, so a near side that
+    // starts its next run as soon as it has this answer never finds its own session still
+    // holding the slot (with `max_sessions = 1` it used to be refused `busy` now and then).
+    drop(permit);
     match fit_response(response) {
         Ok(m) => {
             if let Err(e) = channel.send(&m, frame_timeout).await {
