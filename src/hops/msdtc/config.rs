@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 
 pub use super::auth_path::AuthLevel;
 use super::auth_path::{self, AuthFinding, AuthSide, KdcReach};
+use crate::hops::kdc::reach::{KdcReachability, Reachable};
 use crate::model::{Cause, HopKind, HopResult, Status};
 
 /// The state the service control manager reports for the `MSDTC` service.
@@ -164,6 +165,11 @@ pub struct MsdtcConfig {
     /// registry value name -> why. Never judged as absent.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub read_errors: BTreeMap<String, String>,
+    /// Measured, not read: whether this host reaches a KDC of its domain on TCP 88 (data keys
+    /// `kdc_reachable`, `kdc_detail`, `kdcs`). `not_checked` until `dtc_config` measures it,
+    /// and in data from an agent that predates it.
+    #[serde(flatten)]
+    pub kerberos: KdcReachability,
 }
 
 /// A clustered DTC resource's settings, read from HKLM\Cluster\Resources\<id>: `Name`, and
@@ -328,11 +334,22 @@ impl MsdtcConfig {
     pub fn auth_side(&self) -> AuthSide<'_> {
         AuthSide {
             level: self.authentication(),
-            domain: self.domain.as_deref().or(self.nv_domain.as_deref()),
+            domain: self.machine_domain(),
             lm_compatibility_level: self.lm_compatibility_level,
             restrict_sending_ntlm: self.restrict_sending_ntlm_traffic,
             restrict_receiving_ntlm: self.restrict_receiving_ntlm_traffic,
+            kdc: match self.kerberos.kdc_reachable {
+                Reachable::Yes => KdcReach::Reachable,
+                Reachable::No => KdcReach::Unreachable(&self.kerberos.kdc_detail),
+                Reachable::NotChecked => KdcReach::Unknown,
+            },
         }
+    }
+
+    /// The machine's domain as judged (`Domain`, else `NV Domain`): `Some("")` a workgroup
+    /// machine, `None` not read.
+    pub fn machine_domain(&self) -> Option<&str> {
+        self.domain.as_deref().or(self.nv_domain.as_deref())
     }
 
     pub fn rpc_port_range(&self) -> RpcPortRange {
@@ -375,6 +392,12 @@ impl MsdtcConfig {
             "findings".into(),
             Value::Array(findings.iter().map(Finding::to_json).collect()),
         );
+        // The KDC flows found blocked, as hop `kdc` reports them: firewall request rows
+        // (service "Kerberos") when the hop warns or fails.
+        let blocked = self.kerberos.blocked_attempts();
+        if !blocked.is_empty() {
+            data.insert("attempts".into(), Value::Array(blocked));
+        }
         data
     }
 
@@ -737,6 +760,9 @@ fn summary(config: &MsdtcConfig, role: Role) -> String {
     if let Some(cid) = &config.cid {
         parts.push(format!("CID {cid}"));
     }
+    if !config.kerberos.kdc_detail.is_empty() {
+        parts.push(format!("Kerberos: {}", config.kerberos.kdc_detail));
+    }
     for dtc in &config.clustered_dtcs {
         parts.push(format!(
             "clustered DTC {} (network access {}, inbound {}, outbound {}; its authentication \
@@ -814,10 +840,10 @@ pub fn compare_pair(near: &MsdtcConfig, far: &MsdtcConfig) -> HopResult {
             ));
         }
     }
-    // Whether the two can authenticate at those levels: domains, NTLM policy. No KDC
-    // reachability is known here (a registry audit): judged as unknown.
+    // Whether the two can authenticate at those levels: domains, NTLM policy, and each side's
+    // KDC reachability as that side measured it.
     found.extend(
-        auth_path::judge_pair(&near.auth_side(), &far.auth_side(), KdcReach::Unknown)
+        auth_path::judge_pair(&near.auth_side(), &far.auth_side())
             .into_iter()
             .map(auth_finding),
     );
@@ -846,15 +872,26 @@ pub fn compare_pair(near: &MsdtcConfig, far: &MsdtcConfig) -> HopResult {
     }
     let name = |a: Option<AuthLevel>| a.map_or("implementation default", AuthLevel::as_str);
     let summary = format!(
-        "authentication: this host {}, the agent's host {}",
+        "authentication: this host {}, the agent's host {}; a KDC reachable: this host {}, \
+         the agent's host {}",
         name(a),
-        name(b)
+        name(b),
+        near.kerberos.kdc_reachable.as_str(),
+        far.kerberos.kdc_reachable.as_str()
     );
     let mut hop = hop_from_findings(&found, summary);
     hop.data
         .insert("local_authentication".into(), name(a).into());
     hop.data
         .insert("remote_authentication".into(), name(b).into());
+    hop.data.insert(
+        "local_kdc_reachable".into(),
+        near.kerberos.kdc_reachable.as_str().into(),
+    );
+    hop.data.insert(
+        "remote_kdc_reachable".into(),
+        far.kerberos.kdc_reachable.as_str().into(),
+    );
     hop.data.insert(
         "findings".into(),
         Value::Array(found.iter().map(Finding::to_json).collect()),
