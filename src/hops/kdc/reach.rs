@@ -64,18 +64,25 @@ pub struct KdcTried {
 impl KdcTried {
     /// "dc1.corp.example (198.18.2.10) TCP 88: timeout", for findings.
     fn describe(&self) -> String {
-        let place = match &self.address {
-            Some(a) => format!(
-                "{} ({}) TCP 88",
-                self.host,
-                a.rsplit_once(':').map_or(a.as_str(), |(ip, _)| ip)
-            ),
-            None => format!("{} (no address)", self.host),
-        };
+        let place = format!("{} TCP 88", self.place());
         match (&self.cause, &self.detail) {
             (Some(c), _) => format!("{place}: {c}"),
             (None, Some(d)) => format!("{place}: {d}"),
             (None, None) => place,
+        }
+    }
+}
+
+impl KdcTried {
+    /// "dc1.corp.example (198.18.2.10)".
+    fn place(&self) -> String {
+        match &self.address {
+            Some(a) => format!(
+                "{} ({})",
+                self.host,
+                a.rsplit_once(':').map_or(a.as_str(), |(ip, _)| ip)
+            ),
+            None => format!("{} (no address)", self.host),
         }
     }
 }
@@ -128,10 +135,7 @@ pub fn summarize(domain: &str, tried: Vec<KdcTried>) -> KdcReachability {
     let (kdc_reachable, kdc_detail) = if let Some(first) = answering.first() {
         (
             Reachable::Yes,
-            format!(
-                "KDC {} of {domain} answers on TCP 88",
-                first.describe().trim_end_matches(" TCP 88")
-            ),
+            format!("KDC {} of {domain} answers on TCP 88", first.place()),
         )
     } else {
         let blocked: Vec<String> = tried.iter().map(KdcTried::describe).collect();
@@ -161,9 +165,7 @@ pub async fn kdc_reachability(domain: &str, ctx: &RunContext) -> KdcReachability
     let kdcs = match discover::find_kdcs(&ctx.resolver, domain, limit).await {
         Ok(k) if !k.is_empty() => k,
         Ok(_) => {
-            return KdcReachability::not_checked(format!(
-                "the SRV records of {domain} name no KDC"
-            ))
+            return KdcReachability::not_checked(format!("the SRV records of {domain} name no KDC"))
         }
         Err(why) => {
             return KdcReachability::not_checked(format!(
@@ -241,7 +243,10 @@ mod tests {
             ],
         );
         assert_eq!(r.kdc_reachable, Reachable::Yes);
-        assert!(r.kdc_detail.contains("dc2.corp.example (198.18.2.11)"), "{r:?}");
+        assert!(
+            r.kdc_detail.contains("dc2.corp.example (198.18.2.11)"),
+            "{r:?}"
+        );
         let r = summarize(
             "corp.example",
             vec![

@@ -193,7 +193,10 @@ fn normalize(domain: &str) -> String {
 
 /// Whether calls from `sender` to `receiver` can use Kerberos: `Ok(true)` yes (or assumed:
 /// nothing measured against it), `Ok(false)` not judged (a domain not read), `Err` why not.
-fn kerberos_from(sender: (&AuthSide, Side), receiver: (&AuthSide, Side)) -> Result<bool, NoKerberos> {
+fn kerberos_from(
+    sender: (&AuthSide, Side),
+    receiver: (&AuthSide, Side),
+) -> Result<bool, NoKerberos> {
     let ((s, s_side), (r, r_side)) = (sender, receiver);
     let (Some(a), Some(b)) = (s.domain, r.domain) else {
         return Ok(false);
@@ -208,7 +211,11 @@ fn kerberos_from(sender: (&AuthSide, Side), receiver: (&AuthSide, Side)) -> Resu
         return Err(NoKerberos::NoKdc(s_side, a, blocked.to_string()));
     }
     if a != b {
-        let (x, y) = if s_side == Side::ThisHost { (a, b) } else { (b, a) };
+        let (x, y) = if s_side == Side::ThisHost {
+            (a, b)
+        } else {
+            (b, a)
+        };
         return Err(NoKerberos::AcrossTrust(x, y));
     }
     Ok(true)
@@ -597,7 +604,11 @@ mod tests {
             // One domain, the KDC not measured: Kerberos assumed, no finding.
             (with(restricted_send, Unknown), plain, vec![]),
             // Measured reachable: Kerberos, no worry about the NTLM restriction.
-            (with(restricted_send, Reachable), with(plain, Reachable), vec![]),
+            (
+                with(restricted_send, Reachable),
+                with(plain, Reachable),
+                vec![],
+            ),
             // This host reaches no KDC: its calls need NTLM, which it denies sending.
             (
                 with(restricted_send, cut),
@@ -653,9 +664,15 @@ mod tests {
             ]
         );
         for f in &got {
-            assert!(f.detail.contains("this host reaches no KDC of its domain corp.example"));
+            assert!(f
+                .detail
+                .contains("this host reaches no KDC of its domain corp.example"));
             assert!(f.detail.contains(BLOCKED), "{f:#?}");
-            assert!(f.hint.contains("open TCP and UDP 88 (Kerberos) from this host"), "{f:#?}");
+            assert!(
+                f.hint
+                    .contains("open TCP and UDP 88 (Kerberos) from this host"),
+                "{f:#?}"
+            );
         }
         // Mutual on both, both reaching their KDC in one domain: nothing.
         let mutual = with(side(Mutual, corp), Reachable);
@@ -663,7 +680,10 @@ mod tests {
         // Mutual on both, the agent cut off: both mutual sides named, the agent's KDC cited.
         let got = judge_pair(&mutual, &with(side(Mutual, corp), cut));
         assert_eq!(got.len(), 2, "{got:#?}");
-        assert!(got[0].detail.contains("the agent's host reaches no KDC"), "{got:#?}");
+        assert!(
+            got[0].detail.contains("the agent's host reaches no KDC"),
+            "{got:#?}"
+        );
     }
 
     #[test]
@@ -677,7 +697,10 @@ mod tests {
         assert!(d.contains("nltest /domain_trusts /all_trusts"), "{d}");
         assert!(d.contains("Get-ADTrust"), "{d}");
         // A child name is said to be one, and not taken as proof of a trust.
-        assert!(d.contains("emea.corp.example is named under corp.example"), "{d}");
+        assert!(
+            d.contains("emea.corp.example is named under corp.example"),
+            "{d}"
+        );
         assert!(d.contains("a separate forest can carry such a name"), "{d}");
         // Measured KDC reachability on both sides does not make a trust either.
         let got = judge_pair(
@@ -790,7 +813,13 @@ mod tests {
             // Cut off: Mutual cannot work; NTLM out denied leaves nothing for its calls.
             (Mutual, cut, None, None, &["AllowOnlySecureRpcCalls"]),
             (Incoming, cut, None, None, &[]),
-            (Incoming, cut, Some(2), None, &["RestrictSendingNTLMTraffic"]),
+            (
+                Incoming,
+                cut,
+                Some(2),
+                None,
+                &["RestrictSendingNTLMTraffic"],
+            ),
             // Incoming calls depend on the caller's KDC, which this host does not know.
             (Incoming, cut, None, Some(2), &[]),
             (
@@ -822,6 +851,9 @@ mod tests {
             kdc: cut,
             ..side(Mutual, corp)
         });
-        assert!(got[0].hint.contains("-AuthenticationLevel Incoming"), "{got:#?}");
+        assert!(
+            got[0].hint.contains("-AuthenticationLevel Incoming"),
+            "{got:#?}"
+        );
     }
 }

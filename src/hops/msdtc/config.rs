@@ -1349,6 +1349,160 @@ mod tests {
         assert_eq!(MsdtcConfig::from_data(&Map::new()), None);
     }
 
+    /// What `kdc::reach` measures when the router drops 88 to the domain's only DC.
+    fn cut_off(domain: &str) -> KdcReachability {
+        use crate::hops::kdc::reach::{summarize, KdcTried};
+        summarize(
+            domain,
+            vec![KdcTried {
+                host: format!("dc1.{domain}"),
+                found_by: format!("dns_srv _kerberos._tcp.{domain}"),
+                address: Some("198.18.2.10:88".into()),
+                source: Some("198.18.1.10".into()),
+                status: "fail".into(),
+                cause: Some("timeout".into()),
+                detail: Some("no answer".into()),
+            }],
+        )
+    }
+
+    #[test]
+    fn kdc_reachability_decides_with_the_registry() {
+        // Mutual, a domain member, outgoing NTLM denied.
+        let member = MsdtcConfig {
+            domain: Some("dtc.test".into()),
+            restrict_sending_ntlm_traffic: Some(2),
+            ..good()
+        };
+        // Not measured: no finding (Kerberos assumed in a domain), said in the detail.
+        let hop = config_hop(&member, Role::Both);
+        assert_eq!(hop.status, Status::Pass, "{hop:?}");
+        assert_eq!(hop.data["kdc_reachable"], "not_checked");
+        let cut = MsdtcConfig {
+            kerberos: cut_off("dtc.test"),
+            ..member.clone()
+        };
+        let hop = config_hop(&cut, Role::Both);
+        assert_eq!(
+            (hop.status, hop.cause),
+            (Status::Warn, Some(Cause::DtcAuth)),
+            "{hop:?}"
+        );
+        assert!(
+            hop.detail
+                .contains("dc1.dtc.test (198.18.2.10) TCP 88: timeout"),
+            "{}",
+            hop.detail
+        );
+        let settings: Vec<&Value> = hop.data["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| &f["setting"])
+            .collect();
+        assert_eq!(
+            settings,
+            ["AllowOnlySecureRpcCalls", "RestrictSendingNTLMTraffic"]
+        );
+        assert_eq!(hop.data["kdc_reachable"], "no");
+        assert_eq!(hop.data["kdcs"][0]["address"], "198.18.2.10:88");
+        // The blocked flow as a firewall request row, service Kerberos.
+        let mut check =
+            crate::model::CheckResult::new("dtc", "msdtc", "msdtc://localhost", vec![hop]);
+        check.from = Some("web".into());
+        let report = crate::model::Report::new(
+            std::time::SystemTime::now(),
+            std::time::Duration::ZERO,
+            "web01".into(),
+            vec![check],
+        );
+        let rows = crate::verdict::firewall_requests(&report);
+        assert_eq!(rows.len(), 1, "{rows:#?}");
+        assert_eq!(
+            (
+                rows[0].destination.as_str(),
+                rows[0].ports.as_str(),
+                rows[0].protocol,
+                rows[0].service.as_deref()
+            ),
+            ("198.18.2.10", "88", "tcp", Some("Kerberos"))
+        );
+        // Reachable: the same registry passes, and the detail says who answered.
+        let mut reachable = cut_off("dtc.test");
+        reachable.kdcs[0].status = "pass".into();
+        reachable.kdcs[0].cause = None;
+        let reachable = crate::hops::kdc::reach::summarize("dtc.test", reachable.kdcs);
+        let hop = config_hop(
+            &MsdtcConfig {
+                kerberos: reachable,
+                ..member
+            },
+            Role::Both,
+        );
+        assert_eq!(hop.status, Status::Pass, "{hop:?}");
+        assert!(
+            hop.detail
+                .contains("Kerberos: KDC dc1.dtc.test (198.18.2.10) of dtc.test answers"),
+            "{}",
+            hop.detail
+        );
+        assert!(hop.data.get("attempts").is_none());
+    }
+
+    #[test]
+    fn the_agent_s_kdc_fact_reaches_the_pair() {
+        // Incoming on both, one domain; the agent's host denies receiving NTLM. This host
+        // (agent's data round-tripped as `peer` does) is cut off from its KDC: its calls go
+        // by NTLM, which the agent refuses.
+        let near = MsdtcConfig {
+            domain: Some("dtc.test".into()),
+            allow_only_secure_rpc_calls: Some(0),
+            fallback_to_unsecure_rpc_if_necessary: Some(1),
+            kerberos: cut_off("dtc.test"),
+            ..good()
+        };
+        let far = MsdtcConfig {
+            restrict_receiving_ntlm_traffic: Some(2),
+            kerberos: crate::hops::kdc::reach::summarize("dtc.test", Vec::new()),
+            ..near.clone()
+        };
+        let far_data = config_hop(&far, Role::Both).data;
+        let far_back = MsdtcConfig::from_data(&far_data).unwrap();
+        assert_eq!(far_back.kerberos, far.kerberos);
+        let h = compare_pair(&near, &far_back);
+        assert_eq!(
+            (h.status, h.cause),
+            (Status::Warn, Some(Cause::DtcAuth)),
+            "{h:?}"
+        );
+        assert_eq!(
+            h.data["findings"][0]["setting"],
+            "RestrictReceivingNTLMTraffic"
+        );
+        assert!(h.data["findings"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("198.18.2.10"));
+        assert_eq!(h.data["local_kdc_reachable"], "no");
+        // Both reach their KDC: nothing.
+        let mut ok = cut_off("dtc.test");
+        ok.kdcs[0].status = "pass".into();
+        ok.kdcs[0].cause = None;
+        let ok = crate::hops::kdc::reach::summarize("dtc.test", ok.kdcs);
+        let h = compare_pair(
+            &MsdtcConfig {
+                kerberos: ok.clone(),
+                ..near
+            },
+            &MsdtcConfig {
+                kerberos: ok,
+                ..far
+            },
+        );
+        assert_eq!(h.status, Status::Pass, "{h:?}");
+        assert_eq!(h.data["remote_kdc_reachable"], "yes");
+    }
+
     #[test]
     fn pairs_of_hosts() {
         let level = |a: u32, f: u32, t: u32| MsdtcConfig {
