@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 
 use crate::report_schema::assert_valid;
-use crate::support::netns::Daemon;
+use crate::support::netns::{dtcprobe_in, Daemon, Netns};
 use crate::support::{hop, parse_report, run_bin};
 use crate::windows_wine::{target_dir, wine, Agent, WinHost, KEY};
 
@@ -75,6 +75,20 @@ const LSA: &str = r"HKLM\SYSTEM\CurrentControlSet\Control\Lsa";
 const MSV1_0: &str = r"HKLM\SYSTEM\CurrentControlSet\Control\Lsa\MSV1_0";
 const CID_A: &str = "5d1e0000-aaaa-bbbb-cccc-000000000001";
 const CID_B: &str = "5d1e0000-aaaa-bbbb-cccc-000000000002";
+
+/// A namespace with loopback only, its DNS server on loopback (nothing answers there): after
+/// reading `Domain`, hop `dtc_config` looks for the domain's KDCs (SRV records) and tries TCP 88
+/// (KDC reachability, `data.kdc_reachable`); the fixtures' domains are made up, and this keeps
+/// those lookups inside the test. The Windows build then finds no KDC (`not_checked`).
+fn offline_zone() -> Netns {
+    let zone = Netns::new("dpmc");
+    zone.etc_file(
+        "resolv.conf",
+        "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+    );
+    zone.etc_file("hosts", "127.0.0.1 localhost\n");
+    zone
+}
 
 /// `wine ARGS` (`reg`, `sc`) in the host's prefix; returns (exit code, stdout, stderr). Output
 /// goes through files, not pipes: the first SCM call in a prefix starts wine's services.exe, which
@@ -246,10 +260,11 @@ fn findings(h: &Value) -> Vec<(String, String)> {
 #[test]
 fn windows_build_reads_registry_fixtures_and_the_service_state_under_wine() {
     let test = "windows_build_reads_registry_fixtures_and_the_service_state_under_wine";
-    let Some(setup) = wine(test, false) else {
+    let Some(setup) = wine(test, true) else {
         return;
     };
-    let win = WinHost::new(setup, None);
+    let zone = offline_zone();
+    let win = WinHost::new(setup, Some(&zone));
     let url = "msdtc://localhost";
 
     // 1. A fresh prefix: wine's SCM has no MSDTC service, and no value exists. Every value is
@@ -488,10 +503,11 @@ fn windows_build_reads_registry_fixtures_and_the_service_state_under_wine() {
 #[test]
 fn windows_build_reads_the_domain_and_ntlm_policy_and_predicts_dtc_auth_under_wine() {
     let test = "windows_build_reads_the_domain_and_ntlm_policy_and_predicts_dtc_auth_under_wine";
-    let Some(setup) = wine(test, false) else {
+    let Some(setup) = wine(test, true) else {
         return;
     };
-    let win = WinHost::new(setup, None);
+    let zone = offline_zone();
+    let win = WinHost::new(setup, Some(&zone));
     // Up for the whole test: wine rewrites `Domain` at every start of a prefix (see good_config).
     let _up = keep_prefix_up(&win);
     let url = "msdtc://localhost";
@@ -527,6 +543,18 @@ fn windows_build_reads_the_domain_and_ntlm_policy_and_predicts_dtc_auth_under_wi
         "{h:#}"
     );
     assert!(h["detail"].as_str().unwrap().contains("no domain"), "{h:#}");
+    // No domain, no KDC to look for.
+    assert_eq!(
+        (
+            h["data"]["kdc_reachable"].as_str(),
+            h["data"]["kdc_detail"].as_str()
+        ),
+        (
+            Some("not_checked"),
+            Some("this host is in no domain (workgroup)")
+        ),
+        "{h:#}"
+    );
 
     // Joined to a domain: Kerberos is possible, nothing to predict for this host alone.
     reg_add(&win, TCPIP, "Domain", "REG_SZ", "corp.example");
@@ -534,6 +562,16 @@ fn windows_build_reads_the_domain_and_ntlm_policy_and_predicts_dtc_auth_under_wi
     assert_eq!(h["data"]["domain"], "corp.example");
     assert!(
         !findings(&h).iter().any(|(cause, _)| cause == "dtc_auth"),
+        "{h:#}"
+    );
+    // The Windows build looked for corp.example's KDCs after reading `Domain` (DNS SRV, from
+    // the offline zone: none found), so the decision had no KDC fact: not checked, and why.
+    assert_eq!(h["data"]["kdc_reachable"], "not_checked", "{h:#}");
+    assert!(
+        h["data"]["kdc_detail"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("no KDC found for corp.example"),
         "{h:#}"
     );
     // A value of the wrong type is a read error, never judged as absent.
@@ -554,11 +592,12 @@ fn windows_build_reads_the_domain_and_ntlm_policy_and_predicts_dtc_auth_under_wi
 #[test]
 fn windows_peer_and_windows_agent_compare_their_msdtc_configs_under_wine() {
     let test = "windows_peer_and_windows_agent_compare_their_msdtc_configs_under_wine";
-    let Some(setup) = wine(test, false) else {
+    let Some(setup) = wine(test, true) else {
         return;
     };
-    let near = WinHost::new(setup, None);
-    let far = WinHost::new(setup, None);
+    let zone = offline_zone();
+    let near = WinHost::new(setup, Some(&zone));
+    let far = WinHost::new(setup, Some(&zone));
     // Both up for the whole test: wine rewrites `Domain` at every start of a prefix.
     let (_near_up, _far_up) = (keep_prefix_up(&near), keep_prefix_up(&far));
     // Here mutual authentication; there none, and the same CID (a cloned image).
@@ -681,19 +720,22 @@ fn windows_peer_and_windows_agent_compare_their_msdtc_configs_under_wine() {
     // A Linux peer against the same Windows agent: the agent's side is read, this side cannot
     // be (skip), so the pair is not compared, and says which side is missing.
     let linux_key = dir.path().join("agent.key");
-    let (code, out, err) = run_bin(&[
-        "peer",
-        &listen,
-        "--key-file",
-        linux_key.to_str().unwrap(),
-        "-f",
-        "json",
-        "--timeout",
-        "3s",
-        "msdtc://localhost",
-        "--reverse",
-        "msdtc://localhost",
-    ]);
+    let (code, out, err) = dtcprobe_in(
+        &zone,
+        &[
+            "peer",
+            &listen,
+            "--key-file",
+            linux_key.to_str().unwrap(),
+            "-f",
+            "json",
+            "--timeout",
+            "3s",
+            "msdtc://localhost",
+            "--reverse",
+            "msdtc://localhost",
+        ],
+    );
     let report = parse_report(&out);
     assert_valid("linux peer, windows agent", &report);
     let context = format!("stderr: {err}\n{report:#}\nagent log:\n{}", agent.log());
