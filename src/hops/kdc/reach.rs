@@ -62,18 +62,6 @@ pub struct KdcTried {
 }
 
 impl KdcTried {
-    /// "dc1.corp.example (198.18.2.10) TCP 88: timeout", for findings.
-    fn describe(&self) -> String {
-        let place = format!("{} TCP 88", self.place());
-        match (&self.cause, &self.detail) {
-            (Some(c), _) => format!("{place}: {c}"),
-            (None, Some(d)) => format!("{place}: {d}"),
-            (None, None) => place,
-        }
-    }
-}
-
-impl KdcTried {
     /// "dc1.corp.example (198.18.2.10)".
     fn place(&self) -> String {
         match &self.address {
@@ -83,6 +71,16 @@ impl KdcTried {
                 a.rsplit_once(':').map_or(a.as_str(), |(ip, _)| ip)
             ),
             None => format!("{} (no address)", self.host),
+        }
+    }
+
+    /// "dc1.corp.example (198.18.2.10) TCP 88: timeout", for findings.
+    fn describe(&self) -> String {
+        let place = format!("{} TCP 88", self.place());
+        match (&self.cause, &self.detail) {
+            (Some(c), _) => format!("{place}: {c}"),
+            (None, Some(d)) => format!("{place}: {d}"),
+            (None, None) => place,
         }
     }
 }
