@@ -590,3 +590,84 @@ fn dtc_auth_sees_the_kdc_reachable_then_blocked_by_the_router() {
         Status::Pass
     );
 }
+
+/// The same measurement by the Windows build under wine, in the client zone against the real
+/// DC: `dtc_config` reads the registry fixtures (a member of dtc.test, Mutual, outgoing NTLM
+/// denied), looks up the domain's KDCs through wine's DNS (the zone's resolv.conf names the
+/// DC's DNS) and tries TCP 88. DC up: `kdc_reachable` `yes`, no `dtc_auth`. The router dropping
+/// 88: `no`, `dtc_auth` naming both settings and the DC, and the firewall request row.
+#[test]
+fn windows_build_measures_the_kdc_under_wine_against_the_dc() {
+    use crate::msdtc_config::{
+        dtc_config, dword, findings, good_config, keep_prefix_up, reg_add, CID_A, MSV1_0, TCPIP,
+    };
+    use crate::windows_wine::{wine, WinHost};
+
+    let test = "windows_build_measures_the_kdc_under_wine_against_the_dc";
+    if !can_run_netns_tests(test) || !samba_ad::available(test) {
+        return;
+    }
+    let Some(setup) = wine(test, true) else {
+        return;
+    };
+    let zones = AdZones::new("dpdtw");
+    let dc = SambaAd::start(&zones);
+    let win = WinHost::new(setup, Some(&zones.web));
+    let _up = keep_prefix_up(&win);
+    good_config(&win, (1, 0, 0), CID_A);
+    reg_add(&win, TCPIP, "Domain", "REG_SZ", samba_ad::DOMAIN);
+    dword(&win, MSV1_0, "RestrictSendingNTLMTraffic", 2);
+    let url = "msdtc://localhost";
+    let (_, h, _) = dtc_config(&win, url);
+    assert_eq!(h["data"]["kdc_reachable"], "yes", "{h:#}\n{}", dc.logs());
+    assert_eq!(
+        h["data"]["kdcs"][0]["address"],
+        format!("{}:88", samba_ad::DC_IP),
+        "{h:#}"
+    );
+    assert!(
+        !findings(&h).iter().any(|(cause, _)| cause == "dtc_auth"),
+        "{h:#}"
+    );
+
+    zones.drop_to_dc(&["tcp 88", "udp 88"]);
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("fw.csv");
+    let fw = format!("csv={}", WinHost::win_path(&csv));
+    let (_, out, err) = win.run(&[
+        "check",
+        "-f",
+        "json",
+        "--timeout",
+        "2s",
+        "--firewall-request",
+        &fw,
+        url,
+    ]);
+    let report = crate::support::parse_report(&out);
+    assert_valid("wine dtc_config, 88 dropped", &report);
+    let h = hop(&report, url, "dtc_config");
+    assert_eq!(h["data"]["kdc_reachable"], "no", "{h:#}\n{err}");
+    let found = findings(h);
+    for setting in ["AllowOnlySecureRpcCalls", "RestrictSendingNTLMTraffic"] {
+        assert!(
+            found.contains(&("dtc_auth".into(), setting.into())),
+            "{setting}: {h:#}"
+        );
+    }
+    assert!(
+        h["detail"]
+            .as_str()
+            .unwrap()
+            .contains("dc1.dtc.test (198.18.2.10) TCP 88: timeout"),
+        "{h:#}"
+    );
+    let rows = std::fs::read_to_string(&csv).unwrap();
+    assert!(
+        rows.lines().any(|l| l.contains(&format!(
+            "{},tcp,88,forward,dropped,Kerberos",
+            samba_ad::DC_IP
+        ))),
+        "{rows}"
+    );
+}

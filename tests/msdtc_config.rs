@@ -70,10 +70,10 @@ const SECURITY: &str = r"HKLM\SOFTWARE\Microsoft\MSDTC\Security";
 const MSDTC: &str = r"HKLM\SOFTWARE\Microsoft\MSDTC";
 const RPC_INTERNET: &str = r"HKLM\SOFTWARE\Microsoft\Rpc\Internet";
 const RPC_POLICY: &str = r"HKLM\SOFTWARE\Policies\Microsoft\Windows NT\Rpc";
-const TCPIP: &str = r"HKLM\SYSTEM\CurrentControlSet\Services\Tcpip\Parameters";
+pub(crate) const TCPIP: &str = r"HKLM\SYSTEM\CurrentControlSet\Services\Tcpip\Parameters";
 const LSA: &str = r"HKLM\SYSTEM\CurrentControlSet\Control\Lsa";
-const MSV1_0: &str = r"HKLM\SYSTEM\CurrentControlSet\Control\Lsa\MSV1_0";
-const CID_A: &str = "5d1e0000-aaaa-bbbb-cccc-000000000001";
+pub(crate) const MSV1_0: &str = r"HKLM\SYSTEM\CurrentControlSet\Control\Lsa\MSV1_0";
+pub(crate) const CID_A: &str = "5d1e0000-aaaa-bbbb-cccc-000000000001";
 const CID_B: &str = "5d1e0000-aaaa-bbbb-cccc-000000000002";
 
 /// A namespace with loopback only, its DNS server on loopback (nothing answers there): after
@@ -123,7 +123,7 @@ fn wine_run(win: &WinHost, args: &[&str]) -> (i32, String, String) {
 
 /// `wine reg add KEY /v NAME /t TYPE /d DATA /f` in the host's prefix (name "" is the key's
 /// default value, `/ve`).
-fn reg_add(win: &WinHost, key: &str, name: &str, ty: &str, data: &str) {
+pub(crate) fn reg_add(win: &WinHost, key: &str, name: &str, ty: &str, data: &str) {
     let mut args = vec!["reg", "add", key];
     if name.is_empty() {
         args.push("/ve");
@@ -135,7 +135,7 @@ fn reg_add(win: &WinHost, key: &str, name: &str, ty: &str, data: &str) {
     assert_eq!(code, 0, "wine {args:?}: {out}{err}");
 }
 
-fn dword(win: &WinHost, key: &str, name: &str, value: u32) {
+pub(crate) fn dword(win: &WinHost, key: &str, name: &str, value: u32) {
     reg_add(win, key, name, "REG_DWORD", &value.to_string());
 }
 
@@ -143,7 +143,7 @@ fn dword(win: &WinHost, key: &str, name: &str, value: u32) {
 /// authentication (AllowOnlySecureRpcCalls, FallbackToUnsecureRPCIfNecessary,
 /// TurnOffRpcSecurity) on a member of domain dtcprobe.test, MSDTC pinned to 5200, outside the RPC range 5000-5100 and 6000 (as
 /// Microsoft advises for a fixed server port), a CID.
-fn good_config(win: &WinHost, auth: (u32, u32, u32), cid: &str) {
+pub(crate) fn good_config(win: &WinHost, auth: (u32, u32, u32), cid: &str) {
     for name in [
         "NetworkDtcAccess",
         "NetworkDtcAccessTransactions",
@@ -217,7 +217,7 @@ fn install_standin_starting(win: &WinHost, start: Option<&str>) {
 /// Wine ends its services (the stand-in too) once the prefix's last ordinary process exits, as
 /// Windows does at shutdown: between two `wine` runs MSDTC would be seen stopped. A `cmd` waiting
 /// on its stdin keeps the prefix up for the test (killed on drop).
-fn keep_prefix_up(win: &WinHost) -> Daemon {
+pub(crate) fn keep_prefix_up(win: &WinHost) -> Daemon {
     let child = win
         .wine_command(&["cmd"])
         .stdin(Stdio::piped())
@@ -234,7 +234,7 @@ fn sc(win: &WinHost, verb: &str) {
 }
 
 /// Runs `check -f json URL` in the host; returns (exit code, the dtc_config hop, the report).
-fn dtc_config(win: &WinHost, url: &str) -> (i32, Value, Value) {
+pub(crate) fn dtc_config(win: &WinHost, url: &str) -> (i32, Value, Value) {
     let (code, out, err) = win.run(&["check", "-f", "json", url]);
     assert!(err.trim().is_empty(), "stderr: {err}");
     let report = parse_report(&out);
@@ -243,7 +243,7 @@ fn dtc_config(win: &WinHost, url: &str) -> (i32, Value, Value) {
     (code, h, report)
 }
 
-fn findings(h: &Value) -> Vec<(String, String)> {
+pub(crate) fn findings(h: &Value) -> Vec<(String, String)> {
     h["data"]["findings"]
         .as_array()
         .unwrap()
