@@ -192,6 +192,14 @@ pub async fn kdc_reachability(domain: &str, ctx: &RunContext) -> KdcReachability
             }),
         }
     }
+    if targets.is_empty() && tried.is_empty() {
+        // Hop `kdc` probes IPv4 only, and so does this: an IPv6-only KDC is not judged.
+        let hosts: Vec<&str> = kdcs.iter().map(|k| k.host.as_str()).collect();
+        return KdcReachability::not_checked(format!(
+            "the KDCs of {domain} ({}) have no IPv4 address (IPv6 is not probed)",
+            hosts.join(", ")
+        ));
+    }
     let realm = domain.to_ascii_uppercase();
     let tcp88 = FLOWS[0];
     let probes = join_all(targets.iter().map(|(kdc, ip)| {
