@@ -587,6 +587,23 @@ fn windows_build_reads_the_domain_and_ntlm_policy_and_predicts_dtc_auth_under_wi
     );
 }
 
+/// `peer LISTEN --key-file KEY -f json --timeout 3s msdtc://localhost --reverse msdtc://localhost`.
+fn peer_args<'a>(listen: &'a str, key: &'a str) -> [&'a str; 11] {
+    [
+        "peer",
+        listen,
+        "--key-file",
+        key,
+        "-f",
+        "json",
+        "--timeout",
+        "3s",
+        "msdtc://localhost",
+        "--reverse",
+        "msdtc://localhost",
+    ]
+}
+
 /// A Windows peer and a Windows agent (each its own wine prefix, on loopback): the agent reads
 /// its own registry for `--reverse msdtc://localhost` and the near side compares the two.
 #[test]
@@ -617,19 +634,7 @@ fn windows_peer_and_windows_agent_compare_their_msdtc_configs_under_wine() {
         "windows agent",
     );
     let run = |near: &WinHost| {
-        let (code, out, err) = near.run(&[
-            "peer",
-            &listen,
-            "--key-file",
-            &key,
-            "-f",
-            "json",
-            "--timeout",
-            "3s",
-            "msdtc://localhost",
-            "--reverse",
-            "msdtc://localhost",
-        ]);
+        let (code, out, err) = near.run(&peer_args(&listen, &key));
         let report = parse_report(&out);
         assert_valid("peer with msdtc on both sides", &report);
         (
@@ -720,22 +725,7 @@ fn windows_peer_and_windows_agent_compare_their_msdtc_configs_under_wine() {
     // A Linux peer against the same Windows agent: the agent's side is read, this side cannot
     // be (skip), so the pair is not compared, and says which side is missing.
     let linux_key = dir.path().join("agent.key");
-    let (code, out, err) = dtcprobe_in(
-        &zone,
-        &[
-            "peer",
-            &listen,
-            "--key-file",
-            linux_key.to_str().unwrap(),
-            "-f",
-            "json",
-            "--timeout",
-            "3s",
-            "msdtc://localhost",
-            "--reverse",
-            "msdtc://localhost",
-        ],
-    );
+    let (code, out, err) = dtcprobe_in(&zone, &peer_args(&listen, linux_key.to_str().unwrap()));
     let report = parse_report(&out);
     assert_valid("linux peer, windows agent", &report);
     let context = format!("stderr: {err}\n{report:#}\nagent log:\n{}", agent.log());

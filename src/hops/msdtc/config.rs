@@ -1366,6 +1366,14 @@ mod tests {
         )
     }
 
+    /// The same KDC answering.
+    fn reached(domain: &str) -> KdcReachability {
+        let mut tried = cut_off(domain).kdcs;
+        tried[0].status = "pass".into();
+        (tried[0].cause, tried[0].detail) = (None, None);
+        crate::hops::kdc::reach::summarize(domain, tried)
+    }
+
     #[test]
     fn kdc_reachability_decides_with_the_registry() {
         // Mutual, a domain member, outgoing NTLM denied.
@@ -1428,10 +1436,7 @@ mod tests {
             ("198.18.2.10", "88", "tcp", Some("Kerberos"))
         );
         // Reachable: the same registry passes, and the detail says who answered.
-        let mut reachable = cut_off("dtc.test");
-        reachable.kdcs[0].status = "pass".into();
-        reachable.kdcs[0].cause = None;
-        let reachable = crate::hops::kdc::reach::summarize("dtc.test", reachable.kdcs);
+        let reachable = reached("dtc.test");
         let hop = config_hop(
             &MsdtcConfig {
                 kerberos: reachable,
@@ -1485,10 +1490,7 @@ mod tests {
             .contains("198.18.2.10"));
         assert_eq!(h.data["local_kdc_reachable"], "no");
         // Both reach their KDC: nothing.
-        let mut ok = cut_off("dtc.test");
-        ok.kdcs[0].status = "pass".into();
-        ok.kdcs[0].cause = None;
-        let ok = crate::hops::kdc::reach::summarize("dtc.test", ok.kdcs);
+        let ok = reached("dtc.test");
         let h = compare_pair(
             &MsdtcConfig {
                 kerberos: ok.clone(),
