@@ -126,6 +126,7 @@ fn blocked_flows(check: &CheckResult, hop: &HopResult) -> Vec<FirewallRequest> {
             | HopKind::DtcName
             | HopKind::Kdc
             | HopKind::Revocation
+            | HopKind::DtcConfig
     ) || !matches!(hop.status, Status::Fail | Status::Warn)
     {
         return Vec::new();

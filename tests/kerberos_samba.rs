@@ -401,3 +401,273 @@ fn negotiate_uses_kerberos_and_falls_back_to_ntlm_with_the_reason() {
         "{report:#}"
     );
 }
+
+/// MSDTC's authentication path (issue 28 item 2) with KDC reachability measured against the
+/// real DC: the function hop `dtc_config` calls after reading the registry
+/// (`hops::msdtc::kerberos_of`, platform-independent: SRV discovery through the DC's own DNS,
+/// an AS-REQ over TCP 88), run in-process in the web zone, its fact fed to the same decision
+/// the Windows build makes from registry values (here a fixture: Mutual, a member of dtc.test,
+/// outgoing NTLM denied). DC up: Kerberos reachable, no `dtc_auth`. The router dropping 88:
+/// `warn dtc_auth` naming the DC, its address and port, and a firewall request row "Kerberos".
+#[test]
+fn dtc_auth_sees_the_kdc_reachable_then_blocked_by_the_router() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use dtcprobe::chain::RunContext;
+    use dtcprobe::hops::kdc::reach::{KdcReachability, Reachable};
+    use dtcprobe::hops::msdtc::{
+        compare_pair, config_hop, kerberos_of, MsdtcConfig, Role, ServiceState,
+    };
+    use dtcprobe::model::{Cause, CheckResult, Report, Status};
+
+    let test = "dtc_auth_sees_the_kdc_reachable_then_blocked_by_the_router";
+    if !can_run_netns_tests(test) || !samba_ad::available(test) {
+        return;
+    }
+    let zones = AdZones::new("dpdta");
+    let dc = SambaAd::start(&zones);
+    // What the registry reader gives on a member of dtc.test set to Mutual, all outgoing NTLM
+    // denied (tests/msdtc_config.rs reads the same values from wine's registry).
+    let member = MsdtcConfig {
+        service_state: Some(ServiceState::Running),
+        network_dtc_access: Some(1),
+        network_dtc_access_transactions: Some(1),
+        network_dtc_access_inbound: Some(1),
+        network_dtc_access_outbound: Some(1),
+        allow_only_secure_rpc_calls: Some(1),
+        domain: Some(samba_ad::DOMAIN.into()),
+        restrict_sending_ntlm_traffic: Some(2),
+        ..MsdtcConfig::default()
+    };
+    let measure = |zones: &AdZones, config: &MsdtcConfig| -> (KdcReachability, Duration) {
+        let config = config.clone();
+        zones.web.inside_with_etc(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let limit = Duration::from_secs(2);
+                let ctx = RunContext::new(
+                    limit,
+                    Arc::new(dtcprobe::resolver::DnsResolver::from_system(limit)),
+                    false,
+                );
+                let started = std::time::Instant::now();
+                let fact = kerberos_of(&config, &ctx).await;
+                (fact, started.elapsed())
+            })
+        })
+    };
+
+    // The DC up: reachable, and the same registry is no longer a worry.
+    let (fact, took) = measure(&zones, &member);
+    eprintln!("{test}: reachable measured in {took:?}: {fact:?}");
+    assert_eq!(
+        fact.kdc_reachable,
+        Reachable::Yes,
+        "{fact:#?}\n{}",
+        dc.logs()
+    );
+    assert_eq!(fact.kdcs.len(), 1, "{fact:#?}");
+    assert_eq!(fact.kdcs[0].host, samba_ad::DC_HOST);
+    assert_eq!(
+        fact.kdcs[0].address.as_deref(),
+        Some(format!("{}:88", samba_ad::DC_IP).as_str())
+    );
+    assert!(
+        fact.kdcs[0]
+            .found_by
+            .starts_with("dns_srv _kerberos._tcp.dtc.test"),
+        "{fact:#?}"
+    );
+    let reachable = MsdtcConfig {
+        kerberos: fact,
+        ..member.clone()
+    };
+    let hop = config_hop(&reachable, Role::Both);
+    assert_eq!(hop.status, Status::Pass, "{hop:#?}");
+    assert_eq!(hop.data["kdc_reachable"], "yes");
+    assert!(
+        hop.detail
+            .contains("Kerberos: KDC dc1.dtc.test (198.18.2.10) of dtc.test answers on TCP 88"),
+        "{}",
+        hop.detail
+    );
+
+    // The router drops 88 to the DC (DNS still answers): not reachable, naming DC and port.
+    zones.drop_to_dc(&["tcp 88", "udp 88"]);
+    let (fact, took) = measure(&zones, &member);
+    eprintln!("{test}: blocked measured in {took:?}: {fact:?}");
+    assert_eq!(fact.kdc_reachable, Reachable::No, "{fact:#?}");
+    assert_eq!(fact.kdcs[0].cause.as_deref(), Some("timeout"), "{fact:#?}");
+    // Bounded by the hop timeout (2 s), not by the kernel's SYN retries.
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    let blocked = MsdtcConfig {
+        kerberos: fact,
+        ..member.clone()
+    };
+    let hop = config_hop(&blocked, Role::Both);
+    assert_eq!(
+        (hop.status, hop.cause),
+        (Status::Warn, Some(Cause::DtcAuth)),
+        "{hop:#?}"
+    );
+    let findings = hop.data["findings"].as_array().unwrap();
+    let named: Vec<&str> = findings
+        .iter()
+        .map(|f| f["setting"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        named,
+        ["AllowOnlySecureRpcCalls", "RestrictSendingNTLMTraffic"],
+        "{hop:#?}"
+    );
+    for f in findings {
+        let detail = f["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("dc1.dtc.test (198.18.2.10) TCP 88: timeout"),
+            "{detail}"
+        );
+        assert!(
+            f["hint"]
+                .as_str()
+                .unwrap()
+                .contains("open TCP and UDP 88 (Kerberos) from this host"),
+            "{f:#}"
+        );
+    }
+    // The firewall request, as `--firewall-request` writes it.
+    let mut check = CheckResult::new("dtc", "msdtc", "msdtc://localhost", vec![hop]);
+    check.from = Some("web".into());
+    let report = Report::new(
+        std::time::SystemTime::now(),
+        Duration::ZERO,
+        "web".into(),
+        vec![check],
+    );
+    let csv = dtcprobe::verdict::to_csv(&dtcprobe::verdict::firewall_requests(&report));
+    assert!(
+        csv.lines().any(|l| l.contains(&format!(
+            "{},tcp,88,forward,dropped,Kerberos",
+            samba_ad::DC_IP
+        ))),
+        "{csv}"
+    );
+    assert_valid(
+        "dtc_config with the KDC blocked",
+        &serde_json::to_value(&report).unwrap(),
+    );
+
+    // A `peer` pair: the agent's host (in dtc.test too, reaching its KDC) denies receiving
+    // NTLM; this host, cut off, calls it by NTLM: named on the agent's side.
+    let incoming = |c: &MsdtcConfig| MsdtcConfig {
+        allow_only_secure_rpc_calls: Some(0),
+        fallback_to_unsecure_rpc_if_necessary: Some(1),
+        restrict_sending_ntlm_traffic: None,
+        ..c.clone()
+    };
+    let far = MsdtcConfig {
+        restrict_receiving_ntlm_traffic: Some(2),
+        ..incoming(&reachable)
+    };
+    let pair = compare_pair(&incoming(&blocked), &far);
+    assert_eq!(
+        (pair.status, pair.cause),
+        (Status::Warn, Some(Cause::DtcAuth)),
+        "{pair:#?}"
+    );
+    assert_eq!(
+        pair.data["findings"][0]["setting"],
+        "RestrictReceivingNTLMTraffic"
+    );
+    assert_eq!(pair.data["local_kdc_reachable"], "no");
+    assert_eq!(pair.data["remote_kdc_reachable"], "yes");
+    // Both reaching the KDC: nothing to predict.
+    assert_eq!(
+        compare_pair(&incoming(&reachable), &far).status,
+        Status::Pass
+    );
+}
+
+/// The same measurement by the Windows build under wine, in the client zone against the real
+/// DC: `dtc_config` reads the registry fixtures (a member of dtc.test, Mutual, outgoing NTLM
+/// denied), looks up the domain's KDCs through wine's DNS (the zone's resolv.conf names the
+/// DC's DNS) and tries TCP 88. DC up: `kdc_reachable` `yes`, no `dtc_auth`. The router dropping
+/// 88: `no`, `dtc_auth` naming both settings and the DC, and the firewall request row.
+#[test]
+fn windows_build_measures_the_kdc_under_wine_against_the_dc() {
+    use crate::msdtc_config::{
+        dtc_config, dword, findings, good_config, keep_prefix_up, reg_add, CID_A, MSV1_0, TCPIP,
+    };
+    use crate::windows_wine::{wine, WinHost};
+
+    let test = "windows_build_measures_the_kdc_under_wine_against_the_dc";
+    if !can_run_netns_tests(test) || !samba_ad::available(test) {
+        return;
+    }
+    let Some(setup) = wine(test, true) else {
+        return;
+    };
+    let zones = AdZones::new("dpdtw");
+    let dc = SambaAd::start(&zones);
+    let win = WinHost::new(setup, Some(&zones.web));
+    let _up = keep_prefix_up(&win);
+    good_config(&win, (1, 0, 0), CID_A);
+    reg_add(&win, TCPIP, "Domain", "REG_SZ", samba_ad::DOMAIN);
+    dword(&win, MSV1_0, "RestrictSendingNTLMTraffic", 2);
+    let url = "msdtc://localhost";
+    let (_, h, _) = dtc_config(&win, url);
+    assert_eq!(h["data"]["kdc_reachable"], "yes", "{h:#}\n{}", dc.logs());
+    assert_eq!(
+        h["data"]["kdcs"][0]["address"],
+        format!("{}:88", samba_ad::DC_IP),
+        "{h:#}"
+    );
+    assert!(
+        !findings(&h).iter().any(|(cause, _)| cause == "dtc_auth"),
+        "{h:#}"
+    );
+
+    zones.drop_to_dc(&["tcp 88", "udp 88"]);
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("fw.csv");
+    let fw = format!("csv={}", WinHost::win_path(&csv));
+    let (_, out, err) = win.run(&[
+        "check",
+        "-f",
+        "json",
+        "--timeout",
+        "2s",
+        "--firewall-request",
+        &fw,
+        url,
+    ]);
+    let report = crate::support::parse_report(&out);
+    assert_valid("wine dtc_config, 88 dropped", &report);
+    let h = hop(&report, url, "dtc_config");
+    assert_eq!(h["data"]["kdc_reachable"], "no", "{h:#}\n{err}");
+    let found = findings(h);
+    for setting in ["AllowOnlySecureRpcCalls", "RestrictSendingNTLMTraffic"] {
+        assert!(
+            found.contains(&("dtc_auth".into(), setting.into())),
+            "{setting}: {h:#}"
+        );
+    }
+    assert!(
+        h["detail"]
+            .as_str()
+            .unwrap()
+            .contains("dc1.dtc.test (198.18.2.10) TCP 88: timeout"),
+        "{h:#}"
+    );
+    let rows = std::fs::read_to_string(&csv).unwrap();
+    assert!(
+        rows.lines().any(|l| l.contains(&format!(
+            "{},tcp,88,forward,dropped,Kerberos",
+            samba_ad::DC_IP
+        ))),
+        "{rows}"
+    );
+}

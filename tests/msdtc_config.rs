@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 
 use crate::report_schema::assert_valid;
-use crate::support::netns::Daemon;
+use crate::support::netns::{dtcprobe_in, Daemon, Netns};
 use crate::support::{hop, parse_report, run_bin};
 use crate::windows_wine::{target_dir, wine, Agent, WinHost, KEY};
 
@@ -70,11 +70,25 @@ const SECURITY: &str = r"HKLM\SOFTWARE\Microsoft\MSDTC\Security";
 const MSDTC: &str = r"HKLM\SOFTWARE\Microsoft\MSDTC";
 const RPC_INTERNET: &str = r"HKLM\SOFTWARE\Microsoft\Rpc\Internet";
 const RPC_POLICY: &str = r"HKLM\SOFTWARE\Policies\Microsoft\Windows NT\Rpc";
-const TCPIP: &str = r"HKLM\SYSTEM\CurrentControlSet\Services\Tcpip\Parameters";
+pub(crate) const TCPIP: &str = r"HKLM\SYSTEM\CurrentControlSet\Services\Tcpip\Parameters";
 const LSA: &str = r"HKLM\SYSTEM\CurrentControlSet\Control\Lsa";
-const MSV1_0: &str = r"HKLM\SYSTEM\CurrentControlSet\Control\Lsa\MSV1_0";
-const CID_A: &str = "5d1e0000-aaaa-bbbb-cccc-000000000001";
+pub(crate) const MSV1_0: &str = r"HKLM\SYSTEM\CurrentControlSet\Control\Lsa\MSV1_0";
+pub(crate) const CID_A: &str = "5d1e0000-aaaa-bbbb-cccc-000000000001";
 const CID_B: &str = "5d1e0000-aaaa-bbbb-cccc-000000000002";
+
+/// A namespace with loopback only, its DNS server on loopback (nothing answers there): after
+/// reading `Domain`, hop `dtc_config` looks for the domain's KDCs (SRV records) and tries TCP 88
+/// (KDC reachability, `data.kdc_reachable`); the fixtures' domains are made up, and this keeps
+/// those lookups inside the test. The Windows build then finds no KDC (`not_checked`).
+fn offline_zone() -> Netns {
+    let zone = Netns::new("dpmc");
+    zone.etc_file(
+        "resolv.conf",
+        "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+    );
+    zone.etc_file("hosts", "127.0.0.1 localhost\n");
+    zone
+}
 
 /// `wine ARGS` (`reg`, `sc`) in the host's prefix; returns (exit code, stdout, stderr). Output
 /// goes through files, not pipes: the first SCM call in a prefix starts wine's services.exe, which
@@ -109,7 +123,7 @@ fn wine_run(win: &WinHost, args: &[&str]) -> (i32, String, String) {
 
 /// `wine reg add KEY /v NAME /t TYPE /d DATA /f` in the host's prefix (name "" is the key's
 /// default value, `/ve`).
-fn reg_add(win: &WinHost, key: &str, name: &str, ty: &str, data: &str) {
+pub(crate) fn reg_add(win: &WinHost, key: &str, name: &str, ty: &str, data: &str) {
     let mut args = vec!["reg", "add", key];
     if name.is_empty() {
         args.push("/ve");
@@ -121,7 +135,7 @@ fn reg_add(win: &WinHost, key: &str, name: &str, ty: &str, data: &str) {
     assert_eq!(code, 0, "wine {args:?}: {out}{err}");
 }
 
-fn dword(win: &WinHost, key: &str, name: &str, value: u32) {
+pub(crate) fn dword(win: &WinHost, key: &str, name: &str, value: u32) {
     reg_add(win, key, name, "REG_DWORD", &value.to_string());
 }
 
@@ -129,7 +143,7 @@ fn dword(win: &WinHost, key: &str, name: &str, value: u32) {
 /// authentication (AllowOnlySecureRpcCalls, FallbackToUnsecureRPCIfNecessary,
 /// TurnOffRpcSecurity) on a member of domain dtcprobe.test, MSDTC pinned to 5200, outside the RPC range 5000-5100 and 6000 (as
 /// Microsoft advises for a fixed server port), a CID.
-fn good_config(win: &WinHost, auth: (u32, u32, u32), cid: &str) {
+pub(crate) fn good_config(win: &WinHost, auth: (u32, u32, u32), cid: &str) {
     for name in [
         "NetworkDtcAccess",
         "NetworkDtcAccessTransactions",
@@ -203,7 +217,7 @@ fn install_standin_starting(win: &WinHost, start: Option<&str>) {
 /// Wine ends its services (the stand-in too) once the prefix's last ordinary process exits, as
 /// Windows does at shutdown: between two `wine` runs MSDTC would be seen stopped. A `cmd` waiting
 /// on its stdin keeps the prefix up for the test (killed on drop).
-fn keep_prefix_up(win: &WinHost) -> Daemon {
+pub(crate) fn keep_prefix_up(win: &WinHost) -> Daemon {
     let child = win
         .wine_command(&["cmd"])
         .stdin(Stdio::piped())
@@ -220,7 +234,7 @@ fn sc(win: &WinHost, verb: &str) {
 }
 
 /// Runs `check -f json URL` in the host; returns (exit code, the dtc_config hop, the report).
-fn dtc_config(win: &WinHost, url: &str) -> (i32, Value, Value) {
+pub(crate) fn dtc_config(win: &WinHost, url: &str) -> (i32, Value, Value) {
     let (code, out, err) = win.run(&["check", "-f", "json", url]);
     assert!(err.trim().is_empty(), "stderr: {err}");
     let report = parse_report(&out);
@@ -229,7 +243,7 @@ fn dtc_config(win: &WinHost, url: &str) -> (i32, Value, Value) {
     (code, h, report)
 }
 
-fn findings(h: &Value) -> Vec<(String, String)> {
+pub(crate) fn findings(h: &Value) -> Vec<(String, String)> {
     h["data"]["findings"]
         .as_array()
         .unwrap()
@@ -246,10 +260,11 @@ fn findings(h: &Value) -> Vec<(String, String)> {
 #[test]
 fn windows_build_reads_registry_fixtures_and_the_service_state_under_wine() {
     let test = "windows_build_reads_registry_fixtures_and_the_service_state_under_wine";
-    let Some(setup) = wine(test, false) else {
+    let Some(setup) = wine(test, true) else {
         return;
     };
-    let win = WinHost::new(setup, None);
+    let zone = offline_zone();
+    let win = WinHost::new(setup, Some(&zone));
     let url = "msdtc://localhost";
 
     // 1. A fresh prefix: wine's SCM has no MSDTC service, and no value exists. Every value is
@@ -488,10 +503,11 @@ fn windows_build_reads_registry_fixtures_and_the_service_state_under_wine() {
 #[test]
 fn windows_build_reads_the_domain_and_ntlm_policy_and_predicts_dtc_auth_under_wine() {
     let test = "windows_build_reads_the_domain_and_ntlm_policy_and_predicts_dtc_auth_under_wine";
-    let Some(setup) = wine(test, false) else {
+    let Some(setup) = wine(test, true) else {
         return;
     };
-    let win = WinHost::new(setup, None);
+    let zone = offline_zone();
+    let win = WinHost::new(setup, Some(&zone));
     // Up for the whole test: wine rewrites `Domain` at every start of a prefix (see good_config).
     let _up = keep_prefix_up(&win);
     let url = "msdtc://localhost";
@@ -527,6 +543,18 @@ fn windows_build_reads_the_domain_and_ntlm_policy_and_predicts_dtc_auth_under_wi
         "{h:#}"
     );
     assert!(h["detail"].as_str().unwrap().contains("no domain"), "{h:#}");
+    // No domain, no KDC to look for.
+    assert_eq!(
+        (
+            h["data"]["kdc_reachable"].as_str(),
+            h["data"]["kdc_detail"].as_str()
+        ),
+        (
+            Some("not_checked"),
+            Some("this host is in no domain (workgroup)")
+        ),
+        "{h:#}"
+    );
 
     // Joined to a domain: Kerberos is possible, nothing to predict for this host alone.
     reg_add(&win, TCPIP, "Domain", "REG_SZ", "corp.example");
@@ -534,6 +562,16 @@ fn windows_build_reads_the_domain_and_ntlm_policy_and_predicts_dtc_auth_under_wi
     assert_eq!(h["data"]["domain"], "corp.example");
     assert!(
         !findings(&h).iter().any(|(cause, _)| cause == "dtc_auth"),
+        "{h:#}"
+    );
+    // The Windows build looked for corp.example's KDCs after reading `Domain` (DNS SRV, from
+    // the offline zone: none found), so the decision had no KDC fact: not checked, and why.
+    assert_eq!(h["data"]["kdc_reachable"], "not_checked", "{h:#}");
+    assert!(
+        h["data"]["kdc_detail"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("no KDC found for corp.example"),
         "{h:#}"
     );
     // A value of the wrong type is a read error, never judged as absent.
@@ -549,16 +587,34 @@ fn windows_build_reads_the_domain_and_ntlm_policy_and_predicts_dtc_auth_under_wi
     );
 }
 
+/// `peer LISTEN --key-file KEY -f json --timeout 3s msdtc://localhost --reverse msdtc://localhost`.
+fn peer_args<'a>(listen: &'a str, key: &'a str) -> [&'a str; 11] {
+    [
+        "peer",
+        listen,
+        "--key-file",
+        key,
+        "-f",
+        "json",
+        "--timeout",
+        "3s",
+        "msdtc://localhost",
+        "--reverse",
+        "msdtc://localhost",
+    ]
+}
+
 /// A Windows peer and a Windows agent (each its own wine prefix, on loopback): the agent reads
 /// its own registry for `--reverse msdtc://localhost` and the near side compares the two.
 #[test]
 fn windows_peer_and_windows_agent_compare_their_msdtc_configs_under_wine() {
     let test = "windows_peer_and_windows_agent_compare_their_msdtc_configs_under_wine";
-    let Some(setup) = wine(test, false) else {
+    let Some(setup) = wine(test, true) else {
         return;
     };
-    let near = WinHost::new(setup, None);
-    let far = WinHost::new(setup, None);
+    let zone = offline_zone();
+    let near = WinHost::new(setup, Some(&zone));
+    let far = WinHost::new(setup, Some(&zone));
     // Both up for the whole test: wine rewrites `Domain` at every start of a prefix.
     let (_near_up, _far_up) = (keep_prefix_up(&near), keep_prefix_up(&far));
     // Here mutual authentication; there none, and the same CID (a cloned image).
@@ -578,19 +634,7 @@ fn windows_peer_and_windows_agent_compare_their_msdtc_configs_under_wine() {
         "windows agent",
     );
     let run = |near: &WinHost| {
-        let (code, out, err) = near.run(&[
-            "peer",
-            &listen,
-            "--key-file",
-            &key,
-            "-f",
-            "json",
-            "--timeout",
-            "3s",
-            "msdtc://localhost",
-            "--reverse",
-            "msdtc://localhost",
-        ]);
+        let (code, out, err) = near.run(&peer_args(&listen, &key));
         let report = parse_report(&out);
         assert_valid("peer with msdtc on both sides", &report);
         (
@@ -681,19 +725,7 @@ fn windows_peer_and_windows_agent_compare_their_msdtc_configs_under_wine() {
     // A Linux peer against the same Windows agent: the agent's side is read, this side cannot
     // be (skip), so the pair is not compared, and says which side is missing.
     let linux_key = dir.path().join("agent.key");
-    let (code, out, err) = run_bin(&[
-        "peer",
-        &listen,
-        "--key-file",
-        linux_key.to_str().unwrap(),
-        "-f",
-        "json",
-        "--timeout",
-        "3s",
-        "msdtc://localhost",
-        "--reverse",
-        "msdtc://localhost",
-    ]);
+    let (code, out, err) = dtcprobe_in(&zone, &peer_args(&listen, linux_key.to_str().unwrap()));
     let report = parse_report(&out);
     assert_valid("linux peer, windows agent", &report);
     let context = format!("stderr: {err}\n{report:#}\nagent log:\n{}", agent.log());

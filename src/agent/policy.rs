@@ -91,11 +91,14 @@ pub fn authorize(
         }
     }
     // `msdtc://localhost` (its target type refuses every other host) reads this agent host's own
-    // registry and MSDTC service state: no packet leaves this host, nothing is written, and the
-    // caller chooses only the role the config is judged for. The allow list is about where the
-    // agent may connect to; this connects nowhere, so it is allowed for every authenticated
-    // caller. What it reveals (DTC security settings, RPC ports, the MSDTC CID) is what the
-    // caller needs to compare both sides, and only a holder of the key can ask.
+    // registry and MSDTC service state, nothing is written, and the caller chooses only the role
+    // the config is judged for. The allow list is about where the caller may make the agent
+    // connect; the only packets this check sends go where no caller can point them: DNS SRV
+    // lookups of the domain in this host's own registry, through its own resolver, and TCP 88
+    // to the KDCs they name (KDC reachability, issue 28: what every domain member does to log
+    // on), so it is allowed for every authenticated caller. What it reveals (DTC security
+    // settings, RPC ports, the MSDTC CID, the domain's KDCs) is what the caller needs to compare
+    // both sides, and only a holder of the key can ask.
     if let Target::Msdtc(_) = &target {
         return Ok(target);
     }

@@ -127,6 +127,63 @@ impl Netns {
         .expect("namespace thread")
     }
 
+    /// [`Netns::inside`] with this namespace's /etc files (resolv.conf, hosts: [`Netns::etc_file`])
+    /// bound over /etc, as `ip netns exec` does, in a mount namespace of that thread's own (the
+    /// host's mounts are not touched): for library code that reads the system's DNS
+    /// configuration, called in-process. (Used by the Samba AD tests, built with `kerberos`.)
+    #[cfg(feature = "kerberos")]
+    pub fn inside_with_etc<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let etc = self.etc_dir();
+        self.inside(move || {
+            use std::ffi::CString;
+            let c = |p: &std::path::Path| CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: unshare and mount on this thread's own (new) mount namespace, with
+            // NUL-terminated paths that outlive the calls.
+            unsafe {
+                // CLONE_NEWNS implies CLONE_FS: only this thread moves.
+                let rc = libc::unshare(libc::CLONE_NEWNS);
+                assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
+                let root = c(std::path::Path::new("/"));
+                let rc = libc::mount(
+                    std::ptr::null(),
+                    root.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_SLAVE,
+                    std::ptr::null(),
+                );
+                assert_eq!(
+                    rc,
+                    0,
+                    "mount --make-rslave /: {}",
+                    std::io::Error::last_os_error()
+                );
+                for entry in std::fs::read_dir(&etc).into_iter().flatten().flatten() {
+                    let (from, to) = (
+                        entry.path(),
+                        std::path::Path::new("/etc").join(entry.file_name()),
+                    );
+                    let (from_c, to_c) = (c(&from), c(&to));
+                    let rc = libc::mount(
+                        from_c.as_ptr(),
+                        to_c.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    );
+                    assert_eq!(
+                        rc,
+                        0,
+                        "bind {} over {}: {}",
+                        from.display(),
+                        to.display(),
+                        std::io::Error::last_os_error()
+                    );
+                }
+            }
+            f()
+        })
+    }
+
     /// Replaces the namespace's nftables ruleset (fed on stdin: no file is left behind).
     pub fn nft(&self, ruleset: &str) {
         let script = format!("flush ruleset\n{ruleset}");

@@ -11,6 +11,7 @@
 //! Linux client works where Windows and SQL Server refuse).
 
 pub mod discover;
+pub mod reach;
 pub mod target;
 
 use std::net::{IpAddr, SocketAddr};

@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 
 pub use super::auth_path::AuthLevel;
 use super::auth_path::{self, AuthFinding, AuthSide, KdcReach};
+use crate::hops::kdc::reach::{KdcReachability, Reachable};
 use crate::model::{Cause, HopKind, HopResult, Status};
 
 /// The state the service control manager reports for the `MSDTC` service.
@@ -164,6 +165,11 @@ pub struct MsdtcConfig {
     /// registry value name -> why. Never judged as absent.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub read_errors: BTreeMap<String, String>,
+    /// Measured, not read: whether this host reaches a KDC of its domain on TCP 88 (data keys
+    /// `kdc_reachable`, `kdc_detail`, `kdcs`). `not_checked` until `dtc_config` measures it,
+    /// and in data from an agent that predates it.
+    #[serde(flatten)]
+    pub kerberos: KdcReachability,
 }
 
 /// A clustered DTC resource's settings, read from HKLM\Cluster\Resources\<id>: `Name`, and
@@ -328,11 +334,22 @@ impl MsdtcConfig {
     pub fn auth_side(&self) -> AuthSide<'_> {
         AuthSide {
             level: self.authentication(),
-            domain: self.domain.as_deref().or(self.nv_domain.as_deref()),
+            domain: self.machine_domain(),
             lm_compatibility_level: self.lm_compatibility_level,
             restrict_sending_ntlm: self.restrict_sending_ntlm_traffic,
             restrict_receiving_ntlm: self.restrict_receiving_ntlm_traffic,
+            kdc: match self.kerberos.kdc_reachable {
+                Reachable::Yes => KdcReach::Reachable,
+                Reachable::No => KdcReach::Unreachable(&self.kerberos.kdc_detail),
+                Reachable::NotChecked => KdcReach::Unknown,
+            },
         }
+    }
+
+    /// The machine's domain as judged (`Domain`, else `NV Domain`): `Some("")` a workgroup
+    /// machine, `None` not read.
+    pub fn machine_domain(&self) -> Option<&str> {
+        self.domain.as_deref().or(self.nv_domain.as_deref())
     }
 
     pub fn rpc_port_range(&self) -> RpcPortRange {
@@ -375,6 +392,12 @@ impl MsdtcConfig {
             "findings".into(),
             Value::Array(findings.iter().map(Finding::to_json).collect()),
         );
+        // The KDC flows found blocked, as hop `kdc` reports them: firewall request rows
+        // (service "Kerberos") when the hop warns or fails.
+        let blocked = self.kerberos.blocked_attempts();
+        if !blocked.is_empty() {
+            data.insert("attempts".into(), Value::Array(blocked));
+        }
         data
     }
 
@@ -737,6 +760,9 @@ fn summary(config: &MsdtcConfig, role: Role) -> String {
     if let Some(cid) = &config.cid {
         parts.push(format!("CID {cid}"));
     }
+    if !config.kerberos.kdc_detail.is_empty() {
+        parts.push(format!("Kerberos: {}", config.kerberos.kdc_detail));
+    }
     for dtc in &config.clustered_dtcs {
         parts.push(format!(
             "clustered DTC {} (network access {}, inbound {}, outbound {}; its authentication \
@@ -814,10 +840,10 @@ pub fn compare_pair(near: &MsdtcConfig, far: &MsdtcConfig) -> HopResult {
             ));
         }
     }
-    // Whether the two can authenticate at those levels: domains, NTLM policy. No KDC
-    // reachability is known here (a registry audit): judged as unknown.
+    // Whether the two can authenticate at those levels: domains, NTLM policy, and each side's
+    // KDC reachability as that side measured it.
     found.extend(
-        auth_path::judge_pair(&near.auth_side(), &far.auth_side(), KdcReach::Unknown)
+        auth_path::judge_pair(&near.auth_side(), &far.auth_side())
             .into_iter()
             .map(auth_finding),
     );
@@ -846,15 +872,26 @@ pub fn compare_pair(near: &MsdtcConfig, far: &MsdtcConfig) -> HopResult {
     }
     let name = |a: Option<AuthLevel>| a.map_or("implementation default", AuthLevel::as_str);
     let summary = format!(
-        "authentication: this host {}, the agent's host {}",
+        "authentication: this host {}, the agent's host {}; a KDC reachable: this host {}, \
+         the agent's host {}",
         name(a),
-        name(b)
+        name(b),
+        near.kerberos.kdc_reachable.as_str(),
+        far.kerberos.kdc_reachable.as_str()
     );
     let mut hop = hop_from_findings(&found, summary);
     hop.data
         .insert("local_authentication".into(), name(a).into());
     hop.data
         .insert("remote_authentication".into(), name(b).into());
+    hop.data.insert(
+        "local_kdc_reachable".into(),
+        near.kerberos.kdc_reachable.as_str().into(),
+    );
+    hop.data.insert(
+        "remote_kdc_reachable".into(),
+        far.kerberos.kdc_reachable.as_str().into(),
+    );
     hop.data.insert(
         "findings".into(),
         Value::Array(found.iter().map(Finding::to_json).collect()),
@@ -1310,6 +1347,162 @@ mod tests {
         assert_eq!(hop.data["read_errors"]["Ports"], "wrong type");
         assert_eq!(MsdtcConfig::from_data(&hop.data), Some(c));
         assert_eq!(MsdtcConfig::from_data(&Map::new()), None);
+    }
+
+    /// What `kdc::reach` measures when the router drops 88 to the domain's only DC.
+    fn cut_off(domain: &str) -> KdcReachability {
+        use crate::hops::kdc::reach::{summarize, KdcTried};
+        summarize(
+            domain,
+            vec![KdcTried {
+                host: format!("dc1.{domain}"),
+                found_by: format!("dns_srv _kerberos._tcp.{domain}"),
+                address: Some("198.18.2.10:88".into()),
+                source: Some("198.18.1.10".into()),
+                status: "fail".into(),
+                cause: Some("timeout".into()),
+                detail: Some("no answer".into()),
+            }],
+        )
+    }
+
+    /// The same KDC answering.
+    fn reached(domain: &str) -> KdcReachability {
+        let mut tried = cut_off(domain).kdcs;
+        tried[0].status = "pass".into();
+        (tried[0].cause, tried[0].detail) = (None, None);
+        crate::hops::kdc::reach::summarize(domain, tried)
+    }
+
+    #[test]
+    fn kdc_reachability_decides_with_the_registry() {
+        // Mutual, a domain member, outgoing NTLM denied.
+        let member = MsdtcConfig {
+            domain: Some("dtc.test".into()),
+            restrict_sending_ntlm_traffic: Some(2),
+            ..good()
+        };
+        // Not measured: no finding (Kerberos assumed in a domain), said in the detail.
+        let hop = config_hop(&member, Role::Both);
+        assert_eq!(hop.status, Status::Pass, "{hop:?}");
+        assert_eq!(hop.data["kdc_reachable"], "not_checked");
+        let cut = MsdtcConfig {
+            kerberos: cut_off("dtc.test"),
+            ..member.clone()
+        };
+        let hop = config_hop(&cut, Role::Both);
+        assert_eq!(
+            (hop.status, hop.cause),
+            (Status::Warn, Some(Cause::DtcAuth)),
+            "{hop:?}"
+        );
+        assert!(
+            hop.detail
+                .contains("dc1.dtc.test (198.18.2.10) TCP 88: timeout"),
+            "{}",
+            hop.detail
+        );
+        let settings: Vec<&Value> = hop.data["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| &f["setting"])
+            .collect();
+        assert_eq!(
+            settings,
+            ["AllowOnlySecureRpcCalls", "RestrictSendingNTLMTraffic"]
+        );
+        assert_eq!(hop.data["kdc_reachable"], "no");
+        assert_eq!(hop.data["kdcs"][0]["address"], "198.18.2.10:88");
+        // The blocked flow as a firewall request row, service Kerberos.
+        let mut check =
+            crate::model::CheckResult::new("dtc", "msdtc", "msdtc://localhost", vec![hop]);
+        check.from = Some("web".into());
+        let report = crate::model::Report::new(
+            std::time::SystemTime::now(),
+            std::time::Duration::ZERO,
+            "web01".into(),
+            vec![check],
+        );
+        let rows = crate::verdict::firewall_requests(&report);
+        assert_eq!(rows.len(), 1, "{rows:#?}");
+        assert_eq!(
+            (
+                rows[0].destination.as_str(),
+                rows[0].ports.as_str(),
+                rows[0].protocol,
+                rows[0].service.as_deref()
+            ),
+            ("198.18.2.10", "88", "tcp", Some("Kerberos"))
+        );
+        // Reachable: the same registry passes, and the detail says who answered.
+        let reachable = reached("dtc.test");
+        let hop = config_hop(
+            &MsdtcConfig {
+                kerberos: reachable,
+                ..member
+            },
+            Role::Both,
+        );
+        assert_eq!(hop.status, Status::Pass, "{hop:?}");
+        assert!(
+            hop.detail
+                .contains("Kerberos: KDC dc1.dtc.test (198.18.2.10) of dtc.test answers"),
+            "{}",
+            hop.detail
+        );
+        assert!(hop.data.get("attempts").is_none());
+    }
+
+    #[test]
+    fn the_agent_s_kdc_fact_reaches_the_pair() {
+        // Incoming on both, one domain; the agent's host denies receiving NTLM. This host
+        // (agent's data round-tripped as `peer` does) is cut off from its KDC: its calls go
+        // by NTLM, which the agent refuses.
+        let near = MsdtcConfig {
+            domain: Some("dtc.test".into()),
+            allow_only_secure_rpc_calls: Some(0),
+            fallback_to_unsecure_rpc_if_necessary: Some(1),
+            kerberos: cut_off("dtc.test"),
+            ..good()
+        };
+        let far = MsdtcConfig {
+            restrict_receiving_ntlm_traffic: Some(2),
+            kerberos: crate::hops::kdc::reach::summarize("dtc.test", Vec::new()),
+            ..near.clone()
+        };
+        let far_data = config_hop(&far, Role::Both).data;
+        let far_back = MsdtcConfig::from_data(&far_data).unwrap();
+        assert_eq!(far_back.kerberos, far.kerberos);
+        let h = compare_pair(&near, &far_back);
+        assert_eq!(
+            (h.status, h.cause),
+            (Status::Warn, Some(Cause::DtcAuth)),
+            "{h:?}"
+        );
+        assert_eq!(
+            h.data["findings"][0]["setting"],
+            "RestrictReceivingNTLMTraffic"
+        );
+        assert!(h.data["findings"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("198.18.2.10"));
+        assert_eq!(h.data["local_kdc_reachable"], "no");
+        // Both reach their KDC: nothing.
+        let ok = reached("dtc.test");
+        let h = compare_pair(
+            &MsdtcConfig {
+                kerberos: ok.clone(),
+                ..near
+            },
+            &MsdtcConfig {
+                kerberos: ok,
+                ..far
+            },
+        );
+        assert_eq!(h.status, Status::Pass, "{h:?}");
+        assert_eq!(h.data["remote_kdc_reachable"], "yes");
     }
 
     #[test]

@@ -132,7 +132,10 @@ async fn dtc_config(role: Role, ctx: &RunContext) -> HopResult {
     let started = std::time::Instant::now();
     let read = tokio::task::spawn_blocking(read_windows::read);
     let hop = match tokio::time::timeout(ctx.hop_timeout, read).await {
-        Ok(Ok(config)) => config_hop(&config, role),
+        Ok(Ok(mut config)) => {
+            config.kerberos = kerberos_of(&config, ctx).await;
+            config_hop(&config, role)
+        }
         Ok(Err(e)) => HopResult::fail(
             HopKind::DtcConfig,
             Cause::Internal,
@@ -148,6 +151,23 @@ async fn dtc_config(role: Role, ctx: &RunContext) -> HopResult {
         ),
     };
     hop.with_duration(started.elapsed())
+}
+
+/// Whether this host reaches a KDC of the domain its registry names (the authentication
+/// path's input, [`auth_path`]): measured from here on TCP 88 ([`crate::hops::kdc::reach`]),
+/// or why not.
+pub async fn kerberos_of(
+    config: &MsdtcConfig,
+    ctx: &RunContext,
+) -> crate::hops::kdc::reach::KdcReachability {
+    use crate::hops::kdc::reach::{kdc_reachability, KdcReachability};
+    match config.machine_domain().map(str::trim) {
+        None => KdcReachability::not_checked(
+            "the registry names no domain (Tcpip\\Parameters Domain and NV Domain absent)",
+        ),
+        Some("") => KdcReachability::not_checked("this host is in no domain (workgroup)"),
+        Some(domain) => kdc_reachability(domain, ctx).await,
+    }
 }
 
 #[cfg(test)]
