@@ -7,14 +7,20 @@
 //! (the client's own credentials), `kdc_error` (any other, named).
 //!
 //! The ticket comes from MIT krb5 through GSS-API ([`gssapi`], Unix builds with the cargo feature
-//! `kerberos`); the Windows build does not request tickets yet, and neither does a Unix build
-//! without the feature (the hop is `skip` with cause `unsupported` there, docs/kerberos.md).
+//! `kerberos`), or from Windows' SSPI Kerberos package ([`sspi`], the Windows build: the
+//! logged-on user, or the given user and password; its `SEC_E_*` statuses map to the same causes,
+//! [`sspi_status`]). A Unix build without the feature requests none (the hop is `skip` with
+//! cause `unsupported` there, docs/kerberos.md). The Windows side is confirmed only on a real
+//! Windows host (docs/kerberos.md says what ran under wine).
 
 #[cfg(all(unix, feature = "kerberos"))]
 mod gssapi;
 #[cfg(all(unix, feature = "kerberos"))]
 mod ldap_search;
 mod request;
+#[cfg(windows)]
+pub mod sspi;
+pub mod sspi_status;
 
 use std::time::Duration;
 
@@ -29,15 +35,14 @@ use dtcprobe_wire::kerberos as krb;
 /// clock synchronization", 5 minutes).
 pub const MAX_SKEW_SECONDS: i64 = 300;
 
-/// Why this build asks for no ticket: the Windows build has no Kerberos of its own yet, and a
-/// Unix build has it only with the cargo feature `kerberos` (it links MIT krb5; the release
-/// binaries of `scripts/dist` and the test build have it, a plain `cargo build` does not).
-pub const NO_KERBEROS: &str = if cfg!(windows) {
-    "the Windows build does not request Kerberos tickets yet (docs/kerberos.md)"
-} else {
-    "this build has no Kerberos: build with `--features kerberos` (it links MIT krb5; \
-     docs/kerberos.md), or use the release binary from scripts/dist"
-};
+/// Why this build asks for no ticket: a Unix build has Kerberos only with the cargo feature
+/// `kerberos` (it links MIT krb5; the release binaries of `scripts/dist` and the test build have
+/// it, a plain `cargo build` does not). The Windows build always has SSPI.
+pub const NO_KERBEROS: &str = "this build has no Kerberos: build with `--features kerberos` (it \
+     links MIT krb5; docs/kerberos.md), or use the release binary from scripts/dist";
+
+/// Whether this build can ask for tickets: SSPI on Windows, MIT krb5 with the feature on Unix.
+pub const HAS_KERBEROS: bool = cfg!(any(windows, all(unix, feature = "kerberos")));
 
 pub use request::{SpnRequest, Ticket, TicketError};
 
@@ -47,7 +52,7 @@ pub async fn spn_hop(
     kdc: Option<&KdcFindings>,
     limit: Duration,
 ) -> HopOutput<Ticket> {
-    if cfg!(not(all(unix, feature = "kerberos"))) {
+    if !HAS_KERBEROS {
         return HopOutput::stop(HopResult::unsupported(HopKind::Spn, NO_KERBEROS));
     }
     let offset = kdc.and_then(|k| k.clock_offset_seconds);
@@ -187,7 +192,25 @@ async fn request_ticket(
             }),
         }
     }
-    #[cfg(not(all(unix, feature = "kerberos")))]
+    #[cfg(windows)]
+    {
+        let (req, spn_owned) = (req.clone(), spn.to_string());
+        let work = tokio::task::spawn_blocking(move || sspi::ticket(&req, &spn_owned));
+        match tokio::time::timeout(limit, work).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(TicketError {
+                krb_code: None,
+                message: format!("the SSPI call failed: {e}"),
+                credentials: false,
+            }),
+            Err(_) => Err(TicketError {
+                krb_code: None,
+                message: format!("no ticket within {limit:?} (the KDCs did not answer in time)"),
+                credentials: false,
+            }),
+        }
+    }
+    #[cfg(not(any(windows, all(unix, feature = "kerberos"))))]
     {
         let _ = (req, spn, limit);
         Err(TicketError {
