@@ -147,3 +147,38 @@ fn encryption_name(n: super::enlist::session::Negotiated) -> &'static str {
         Negotiated::Strict => "strict",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hops::mssql::enlist::session::{LoginInfo, Negotiated};
+
+    fn info(package: &str) -> LoginInfo {
+        LoginInfo {
+            encryption: Negotiated::Full,
+            tds_version: 0x7400_0004,
+            server_program: "Microsoft SQL Server".into(),
+            auth_package: Some(package.into()),
+        }
+    }
+
+    fn target(auth: &str) -> MssqlTarget {
+        MssqlTarget::from_url(&format!("mssql://probe@sql01.corp.example/?auth={auth}"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn negotiate_on_ntlm_warns_kerberos_passes() {
+        let t = target("negotiate");
+        let kerberos = login_verdict(&t, "kerberos", &info("Kerberos"), None);
+        assert_eq!((kerberos.cause, kerberos.detail.contains("kerberos")), (None, true));
+        // SSPI's own choice of NTLM although the ticket was had.
+        let chose = login_verdict(&t, "ntlm", &info("NTLM"), None);
+        assert_eq!(chose.cause, Some(Cause::NtlmFallback));
+        assert!(chose.detail.contains("chose NTLM"), "{}", chose.detail);
+        // The fallback after hop `spn` failed names that reason.
+        let fell = login_verdict(&t, "ntlm", &info("NTLM"), Some("hop `spn`: spn_missing: x"));
+        assert_eq!(fell.cause, Some(Cause::NtlmFallback));
+        assert!(fell.detail.contains("spn_missing"), "{}", fell.detail);
+    }
+}
