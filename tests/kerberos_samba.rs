@@ -401,3 +401,91 @@ fn negotiate_uses_kerberos_and_falls_back_to_ntlm_with_the_reason() {
         "{report:#}"
     );
 }
+
+/// The Windows build's lib test executable (`cargo test --target x86_64-pc-windows-gnu --lib
+/// --no-run`), newest first; `DTCPROBE_WINDOWS_LIB_TESTS` names it explicitly.
+fn windows_lib_tests() -> Option<std::path::PathBuf> {
+    if let Ok(p) = std::env::var("DTCPROBE_WINDOWS_LIB_TESTS") {
+        return Some(p.into());
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let deps = target.join("x86_64-pc-windows-gnu/debug/deps");
+    let mut exes: Vec<_> = std::fs::read_dir(deps)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with("dtcprobe-") && name.ends_with(".exe")
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    exes.sort();
+    exes.pop().map(|(_, p)| p)
+}
+
+impl Setup {
+    /// Runs the Windows build's opt-in SSPI ticket test under wine in the web zone, asking for
+    /// `spn` as the client user; (passed, output).
+    fn sspi_ticket_under_wine(&self, exe: &std::path::Path, spn: &str, expect: &str) -> (bool, String) {
+        let runner = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wine/runner");
+        let out = self
+            .zones
+            .web
+            .command(runner.to_str().unwrap())
+            .arg(exe)
+            .args([
+                "hops::spn::sspi_host_tests::sspi_ticket_against_a_real_kdc",
+                "--ignored",
+                "--exact",
+                "--nocapture",
+            ])
+            .env("KRB5_CONFIG", self.dir.path().join("krb5.conf"))
+            .env(
+                "KRB5CCNAME",
+                format!("FILE:{}", self.dir.path().join("wine-ccache").display()),
+            )
+            .env("DTCPROBE_SSPI_SPN", spn)
+            .env("DTCPROBE_SSPI_EXPECT", expect)
+            .env("DTCPROBE_SSPI_REALM", samba_ad::REALM)
+            .env("DTCPROBE_SSPI_USER", samba_ad::CLIENT_USER)
+            .env("DTCPROBE_SSPI_PASSWORD", samba_ad::CLIENT_PASSWORD)
+            .output()
+            .expect("run wine");
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+}
+
+/// The Windows build's SSPI ticket request (src/hops/spn/sspi.rs) run under wine, whose Kerberos
+/// package is MIT krb5 through its unixlib, against the real DC: a ticket for the SPN that
+/// exists, `spn_missing` for one that does not. Skips (saying why) without wine or the Windows
+/// lib test executable.
+#[test]
+fn sspi_ticket_under_wine() {
+    let test = "sspi_ticket_under_wine";
+    if Command::new("wine").arg("--version").output().is_err() {
+        eprintln!("{test}: skipped: wine is not installed (scripts/install-test-deps)");
+        return;
+    }
+    let Some(exe) = windows_lib_tests() else {
+        eprintln!(
+            "{test}: skipped: no Windows lib test executable: run `cargo test --target \
+             x86_64-pc-windows-gnu --lib --no-run` first, or set DTCPROBE_WINDOWS_LIB_TESTS"
+        );
+        return;
+    };
+    let Some(s) = setup(test) else { return };
+    let present = format!("MSSQLSvc/{}:1433", samba_ad::SQL_HOST);
+    let (ok, out) = s.sspi_ticket_under_wine(&exe, &present, "pass");
+    assert!(ok, "{present}: {out}\n{}", s.dc.logs());
+    assert!(out.contains("SSPI-RESULT"), "{out}");
+    let missing = format!("MSSQLSvc/{}:1433", samba_ad::NOSPN_HOST);
+    let (ok, out) = s.sspi_ticket_under_wine(&exe, &missing, "spn_missing");
+    assert!(ok, "{missing}: {out}\n{}", s.dc.logs());
+}

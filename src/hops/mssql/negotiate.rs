@@ -29,9 +29,9 @@ use crate::model::{Cause, HopKind, HopResult};
 use crate::secret::Secret;
 
 /// The detail of the hops after a login on dtcprobe's own session that need tiberius's session.
-pub const NOT_AFTER_FALLBACK: &str = "not run after a login on dtcprobe's own TDS session (the \
-NTLM fallback, or Windows' SSPI Kerberos/Negotiate login): that session carries no transactions \
-of this hop yet (docs/kerberos.md)";
+pub const NOT_AFTER_FALLBACK: &str = "not run after the NTLM fallback login (or the Windows \
+build's SSPI Kerberos/Negotiate login): that login runs on dtcprobe's own TDS session, which \
+carries no transactions of this hop yet (docs/kerberos.md)";
 
 /// Hop `login` on dtcprobe's own session: by NTLM after Kerberos could not be had (`why`), or,
 /// in the Windows build, through SSPI's Kerberos / Negotiate package after hop `spn` got a

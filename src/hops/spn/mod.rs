@@ -379,3 +379,48 @@ mod tests {
         assert_eq!(r.data["enctype"], "aes256-cts-hmac-sha1-96");
     }
 }
+
+/// Opt-in tests of the SSPI side against a real KDC: a Windows host in a domain, or wine in the
+/// client namespace of tests/kerberos_samba.rs (which runs this test itself, docs/kerberos.md).
+#[cfg(all(test, windows))]
+mod sspi_host_tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+
+    /// DTCPROBE_SSPI_SPN: the SPN to ask for; DTCPROBE_SSPI_EXPECT: `pass` or a cause
+    /// (`spn_missing`...); DTCPROBE_SSPI_USER / _PASSWORD / _REALM: explicit credentials (else
+    /// the logged-on user).
+    #[test]
+    #[ignore = "needs a domain's KDC: set DTCPROBE_SSPI_SPN and DTCPROBE_SSPI_EXPECT (docs/kerberos.md)"]
+    fn sspi_ticket_against_a_real_kdc() {
+        let spn = env("DTCPROBE_SSPI_SPN").expect("DTCPROBE_SSPI_SPN");
+        let expect = env("DTCPROBE_SSPI_EXPECT").expect("DTCPROBE_SSPI_EXPECT");
+        let realm = env("DTCPROBE_SSPI_REALM").unwrap_or_default();
+        let user = env("DTCPROBE_SSPI_USER");
+        let password = env("DTCPROBE_SSPI_PASSWORD");
+        let got = sspi::ticket_for_test(user.as_deref(), &realm, password.as_deref(), &spn);
+        let req = SpnRequest {
+            host: String::new(),
+            port: 0,
+            instance: None,
+            realm,
+            user,
+            password: None,
+            ldap: None,
+            keep_in: None,
+        };
+        let result = match &got {
+            Ok(t) => pass(t, &[], None),
+            Err(e) => fail(&req, &spn, e, &[], None),
+        };
+        println!("SSPI-RESULT {}", serde_json::to_string(&result).unwrap());
+        let cause = result.cause.map(|c| c.as_str()).unwrap_or("pass");
+        assert_eq!(cause, expect, "{}", result.detail);
+        if let Ok(t) = got {
+            assert!(t.enctype.is_some(), "no encryption type read from the AP-REQ");
+        }
+    }
+}

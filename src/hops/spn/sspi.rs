@@ -19,7 +19,7 @@ use windows_sys::Win32::Security::Authentication::Identity::{
     AcquireCredentialsHandleW, DeleteSecurityContext, FreeContextBuffer, FreeCredentialsHandle,
     InitializeSecurityContextW, QueryContextAttributesW, SecBuffer, SecBufferDesc,
     SecPkgContext_NegotiationInfoW, SecPkgContext_PackageInfoW, SecPkgInfoW,
-    ISC_REQ_ALLOCATE_MEMORY, ISC_REQ_MUTUAL_AUTH, SECBUFFER_TOKEN, SECBUFFER_VERSION,
+    ISC_REQ_MUTUAL_AUTH, SECBUFFER_TOKEN, SECBUFFER_VERSION,
     SECPKG_ATTR_NEGOTIATION_INFO, SECPKG_ATTR_PACKAGE_INFO, SECPKG_CRED_OUTBOUND,
     SECURITY_NATIVE_DREP,
 };
@@ -27,6 +27,9 @@ use windows_sys::Win32::Security::Credentials::SecHandle;
 use windows_sys::Win32::System::Rpc::{SEC_WINNT_AUTH_IDENTITY_UNICODE, SEC_WINNT_AUTH_IDENTITY_W};
 
 use super::sspi_status::{self, SEC_E_OK, SEC_I_CONTINUE_NEEDED};
+
+/// The largest token a step may produce (see [`Client::step`]).
+const MAX_TOKEN: usize = 64 * 1024;
 
 /// The SSPI package asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,10 +166,15 @@ impl Client {
             cBuffers: 1,
             pBuffers: &mut in_buf,
         };
+        // A buffer of our own rather than ISC_REQ_ALLOCATE_MEMORY: wine's Kerberos package
+        // ignores that flag ("flags 0x100 not supported") and then finds no room for the
+        // AP-REQ; Windows takes either. 64 KiB is above any package's cbMaxToken (Kerberos:
+        // MaxTokenSize, 48000 by default, 65535 at most).
+        let mut out_bytes = vec![0u8; MAX_TOKEN];
         let mut out_buf = SecBuffer {
-            cbBuffer: 0,
+            cbBuffer: out_bytes.len() as u32,
             BufferType: SECBUFFER_TOKEN,
-            pvBuffer: ptr::null_mut(),
+            pvBuffer: out_bytes.as_mut_ptr() as *mut _,
         };
         let mut out_desc = SecBufferDesc {
             ulVersion: SECBUFFER_VERSION,
@@ -177,14 +185,14 @@ impl Client {
         let mut attrs = 0u32;
         let mut expiry = 0i64;
         let old_ctx = self.ctx.as_ref().map_or(ptr::null(), |c| c as *const _);
-        // SAFETY: handles from this client; the input buffer borrows `input` for the call; the
-        // output is allocated by the package (ISC_REQ_ALLOCATE_MEMORY) and freed below.
+        // SAFETY: handles from this client; the input buffer borrows `input` and the output one
+        // `out_bytes` for the call.
         let status = unsafe {
             InitializeSecurityContextW(
                 &self.cred,
                 old_ctx,
                 self.target.as_ptr(),
-                ISC_REQ_MUTUAL_AUTH | ISC_REQ_ALLOCATE_MEMORY,
+                ISC_REQ_MUTUAL_AUTH,
                 0,
                 SECURITY_NATIVE_DREP,
                 if input.is_some() {
@@ -199,17 +207,8 @@ impl Client {
                 &mut expiry,
             )
         } as u32;
-        let token = if out_buf.pvBuffer.is_null() {
-            None
-        } else {
-            // SAFETY: the package's buffer of cbBuffer bytes; copied, then handed back.
-            let bytes = unsafe {
-                std::slice::from_raw_parts(out_buf.pvBuffer as *const u8, out_buf.cbBuffer as usize)
-            }
-            .to_vec();
-            unsafe { FreeContextBuffer(out_buf.pvBuffer) };
-            Some(bytes).filter(|b| !b.is_empty())
-        };
+        out_bytes.truncate((out_buf.cbBuffer as usize).min(MAX_TOKEN));
+        let token = Some(out_bytes).filter(|b| !b.is_empty());
         match status {
             SEC_E_OK | SEC_I_CONTINUE_NEEDED => {
                 if self.ctx.is_none() {

@@ -175,6 +175,20 @@ const KNOWN: &[Known] = &[
         "the token received is not valid for the package",
     ),
     known(
+        0x8009_0318,
+        "SEC_E_INCOMPLETE_MESSAGE",
+        None,
+        false,
+        "the token is incomplete (or the output buffer was too small)",
+    ),
+    known(
+        0x8009_0321,
+        "SEC_E_BUFFER_TOO_SMALL",
+        None,
+        false,
+        "the output buffer was too small for the token",
+    ),
+    known(
         0x8009_0363,
         "SEC_E_MUTUAL_AUTH_FAILED",
         None,
