@@ -426,33 +426,25 @@ fn windows_lib_tests() -> Option<std::path::PathBuf> {
 }
 
 impl Setup {
-    /// Runs the Windows build's opt-in SSPI ticket test under wine in the web zone, asking for
-    /// `spn` as the client user; (passed, output).
-    fn sspi_ticket_under_wine(&self, exe: &std::path::Path, spn: &str, expect: &str) -> (bool, String) {
+    /// Runs one of the Windows build's opt-in SSPI tests (`test`, by its path in the lib) under
+    /// wine in the web zone, as the client user, with `vars`; (passed, output).
+    fn under_wine(&self, exe: &std::path::Path, test: &str, vars: &[(&str, &str)]) -> (bool, String) {
         let runner = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wine/runner");
-        let out = self
-            .zones
-            .web
-            .command(runner.to_str().unwrap())
-            .arg(exe)
-            .args([
-                "hops::spn::sspi_host_tests::sspi_ticket_against_a_real_kdc",
-                "--ignored",
-                "--exact",
-                "--nocapture",
-            ])
+        let mut cmd = self.zones.web.command(runner.to_str().unwrap());
+        cmd.arg(exe)
+            .args([test, "--ignored", "--exact", "--nocapture"])
             .env("KRB5_CONFIG", self.dir.path().join("krb5.conf"))
             .env(
                 "KRB5CCNAME",
                 format!("FILE:{}", self.dir.path().join("wine-ccache").display()),
             )
-            .env("DTCPROBE_SSPI_SPN", spn)
-            .env("DTCPROBE_SSPI_EXPECT", expect)
             .env("DTCPROBE_SSPI_REALM", samba_ad::REALM)
             .env("DTCPROBE_SSPI_USER", samba_ad::CLIENT_USER)
-            .env("DTCPROBE_SSPI_PASSWORD", samba_ad::CLIENT_PASSWORD)
-            .output()
-            .expect("run wine");
+            .env("DTCPROBE_SSPI_PASSWORD", samba_ad::CLIENT_PASSWORD);
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run wine");
         let text = format!(
             "{}\n{}",
             String::from_utf8_lossy(&out.stdout),
@@ -462,13 +454,19 @@ impl Setup {
     }
 }
 
-/// The Windows build's SSPI ticket request (src/hops/spn/sspi.rs) run under wine, whose Kerberos
-/// package is MIT krb5 through its unixlib, against the real DC: a ticket for the SPN that
-/// exists, `spn_missing` for one that does not. Skips (saying why) without wine or the Windows
-/// lib test executable.
+const WINE_TICKET_TEST: &str = "hops::spn::sspi_host_tests::sspi_ticket_against_a_real_kdc";
+const WINE_LOGIN_TEST: &str =
+    "hops::mssql::enlist::session::sspi_login_tests::sspi_login_against_a_real_server";
+
+/// The Windows build's SSPI side (src/hops/spn/sspi.rs) run under wine, whose Kerberos package
+/// is MIT krb5 through its unixlib, against the real DC: a ticket for the SPN that exists; for
+/// one that does not, what wine makes of KDC_ERR_S_PRINCIPAL_UNKNOWN (SEC_E_INTERNAL_ERROR, where
+/// Windows says SEC_E_TARGET_UNKNOWN: so `kdc_error` under wine, docs/kerberos.md); and the
+/// `auth=kerberos` login on dtcprobe's own session, the TDS peer accepting the AP-REQ. Skips
+/// (saying why) without wine or the Windows lib test executable.
 #[test]
-fn sspi_ticket_under_wine() {
-    let test = "sspi_ticket_under_wine";
+fn sspi_under_wine() {
+    let test = "sspi_under_wine";
     if Command::new("wine").arg("--version").output().is_err() {
         eprintln!("{test}: skipped: wine is not installed (scripts/install-test-deps)");
         return;
@@ -482,10 +480,91 @@ fn sspi_ticket_under_wine() {
     };
     let Some(s) = setup(test) else { return };
     let present = format!("MSSQLSvc/{}:1433", samba_ad::SQL_HOST);
-    let (ok, out) = s.sspi_ticket_under_wine(&exe, &present, "pass");
+    let (ok, out) = s.under_wine(
+        &exe,
+        WINE_TICKET_TEST,
+        &[("DTCPROBE_SSPI_SPN", &present), ("DTCPROBE_SSPI_EXPECT", "pass")],
+    );
     assert!(ok, "{present}: {out}\n{}", s.dc.logs());
-    assert!(out.contains("SSPI-RESULT"), "{out}");
+    // The same encryption type as the Linux side reads (this DC issues RC4 tickets for sqlsvc).
+    assert!(out.contains(r#""enctype":"rc4-hmac""#), "{out}");
+
+    // Wine's own trace shows the KDC's answer its status hides.
     let missing = format!("MSSQLSvc/{}:1433", samba_ad::NOSPN_HOST);
-    let (ok, out) = s.sspi_ticket_under_wine(&exe, &missing, "spn_missing");
+    let (ok, out) = s.under_wine(
+        &exe,
+        WINE_TICKET_TEST,
+        &[
+            ("DTCPROBE_SSPI_SPN", &missing),
+            ("DTCPROBE_SSPI_EXPECT", "kdc_error"),
+            ("DTCPROBE_WINEDEBUG", "+kerberos"),
+        ],
+    );
     assert!(ok, "{missing}: {out}\n{}", s.dc.logs());
+    assert!(out.contains("SEC_E_INTERNAL_ERROR"), "{out}");
+    assert!(out.contains("Server not found in Kerberos database"), "{out}");
+
+    let tds = format!("{}:1433", samba_ad::SQL_IP);
+    let (ok, out) = s.under_wine(
+        &exe,
+        WINE_LOGIN_TEST,
+        &[
+            ("DTCPROBE_SSPI_TDS", &tds),
+            ("DTCPROBE_SSPI_HOST", samba_ad::SQL_HOST),
+            ("DTCPROBE_SSPI_AUTH", "kerberos"),
+            ("DTCPROBE_SSPI_EXPECT_SCHEME", "kerberos"),
+        ],
+    );
+    assert!(ok, "{out}\n{:?}", s.peer.events());
+    assert!(out.contains(r#"SSPI-LOGIN package=Some("Kerberos")"#), "{out}");
+    let client = format!("{}@{}", samba_ad::CLIENT_USER, samba_ad::REALM);
+    assert!(
+        s.peer.events().iter().any(|e| matches!(
+            e,
+            Event::Kerberos(krb::Outcome::Authenticated(name)) if *name == client
+        )),
+        "{:?}",
+        s.peer.events()
+    );
+
+    // auth=negotiate: wine's Negotiate package picks Kerberos with the SPN present, and the
+    // login reports the package it ended on.
+    let (ok, out) = s.under_wine(
+        &exe,
+        WINE_LOGIN_TEST,
+        &[
+            ("DTCPROBE_SSPI_TDS", &tds),
+            ("DTCPROBE_SSPI_HOST", samba_ad::SQL_HOST),
+            ("DTCPROBE_SSPI_AUTH", "negotiate"),
+            ("DTCPROBE_SSPI_EXPECT_SCHEME", "kerberos"),
+        ],
+    );
+    assert!(ok, "{out}\n{:?}", s.peer.events());
+    assert!(out.contains(r#"SSPI-LOGIN package=Some("Kerberos")"#), "{out}");
+    let kerberos_logins = |s: &Setup| {
+        s.peer
+            .events()
+            .iter()
+            .filter(|e| matches!(e, Event::Kerberos(krb::Outcome::Authenticated(_))))
+            .count()
+    };
+    assert_eq!(kerberos_logins(&s), 2, "{:?}", s.peer.events());
+
+    // The SPN missing: wine's Negotiate falls back to NTLM (msv1_0 through Samba's ntlm_auth,
+    // a real NTLMv2 exchange the peer verifies). The user goes as `\probe` (no domain), the
+    // account the peer knows for NTLM (see `setup`).
+    let (ok, out) = s.under_wine(
+        &exe,
+        WINE_LOGIN_TEST,
+        &[
+            ("DTCPROBE_SSPI_TDS", &tds),
+            ("DTCPROBE_SSPI_HOST", samba_ad::NOSPN_HOST),
+            ("DTCPROBE_SSPI_AUTH", "negotiate"),
+            ("DTCPROBE_SSPI_USER", &format!("\\{}", samba_ad::CLIENT_USER)),
+            ("DTCPROBE_SSPI_EXPECT_SCHEME", "ntlm"),
+        ],
+    );
+    assert!(ok, "{out}\n{:?}", s.peer.events());
+    assert!(out.contains(r#"SSPI-LOGIN package=Some("NTLM")"#), "{out}");
+    assert_eq!(kerberos_logins(&s), 2, "{:?}", s.peer.events());
 }

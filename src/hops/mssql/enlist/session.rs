@@ -631,3 +631,53 @@ mod tests {
         assert_eq!(Negotiated::Strict.as_str(), "strict");
     }
 }
+
+/// Opt-in test of the Windows build's SSPI login against a real server: SQL Server on a Windows
+/// host in a domain, or the TDS test peer under wine in tests/kerberos_samba.rs (which runs this
+/// test itself, docs/kerberos.md).
+#[cfg(all(test, windows))]
+mod sspi_login_tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+
+    /// DTCPROBE_SSPI_TDS: the server's `address:port`; DTCPROBE_SSPI_HOST: its name (the SPN's
+    /// host); DTCPROBE_SSPI_AUTH: `kerberos` or `negotiate`; DTCPROBE_SSPI_EXPECT_SCHEME:
+    /// `kerberos` or `ntlm`; DTCPROBE_SSPI_USER / _PASSWORD: explicit credentials (else the
+    /// logged-on user).
+    #[test]
+    #[ignore = "needs a server in a domain: set DTCPROBE_SSPI_TDS, _HOST, _AUTH, _EXPECT_SCHEME (docs/kerberos.md)"]
+    fn sspi_login_against_a_real_server() {
+        let addr: SocketAddr = env("DTCPROBE_SSPI_TDS")
+            .expect("DTCPROBE_SSPI_TDS")
+            .parse()
+            .expect("address:port");
+        let host = env("DTCPROBE_SSPI_HOST").expect("DTCPROBE_SSPI_HOST");
+        let auth = env("DTCPROBE_SSPI_AUTH").expect("DTCPROBE_SSPI_AUTH");
+        let expect = env("DTCPROBE_SSPI_EXPECT_SCHEME").expect("DTCPROBE_SSPI_EXPECT_SCHEME");
+        let password = env("DTCPROBE_SSPI_PASSWORD").unwrap_or_default();
+        let mut t = MssqlTarget::from_url(&format!(
+            "mssql://{host}:{}/?auth={auth}&encrypt=off&trust_server_certificate=true&tx=none",
+            addr.port()
+        ))
+        .expect("target");
+        // Set after parsing: a `DOMAIN\user` needs no URL escaping this way.
+        t.user = env("DTCPROBE_SSPI_USER");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (session, info) = rt
+            .block_on(Session::open(addr, &t, &password, Duration::from_secs(10)))
+            .unwrap_or_else(|f| panic!("login failed: {f:?}"));
+        rt.block_on(session.close());
+        println!("SSPI-LOGIN package={:?}", info.auth_package);
+        let scheme = info
+            .auth_package
+            .as_deref()
+            .map(crate::hops::spn::sspi_status::scheme_of_package);
+        assert_eq!(scheme.as_deref(), Some(expect.as_str()), "{info:?}");
+    }
+}
