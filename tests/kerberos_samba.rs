@@ -403,7 +403,7 @@ fn negotiate_uses_kerberos_and_falls_back_to_ntlm_with_the_reason() {
 }
 
 /// The Windows build's lib test executable (`cargo test --target x86_64-pc-windows-gnu --lib
-/// --no-run`), newest first; `DTCPROBE_WINDOWS_LIB_TESTS` names it explicitly.
+/// --no-run`), the newest; `DTCPROBE_WINDOWS_LIB_TESTS` names it explicitly.
 fn windows_lib_tests() -> Option<std::path::PathBuf> {
     if let Ok(p) = std::env::var("DTCPROBE_WINDOWS_LIB_TESTS") {
         return Some(p.into());
@@ -422,7 +422,12 @@ fn windows_lib_tests() -> Option<std::path::PathBuf> {
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
     exes.sort();
-    exes.pop().map(|(_, p)| p)
+    // The lib's test harness, not the binary built beside it under the same prefix: the one
+    // that names the opt-in test.
+    let wanted = b"sspi_ticket_against_a_real_kdc";
+    exes.into_iter().rev().map(|(_, p)| p).find(|p| {
+        std::fs::read(p).is_ok_and(|bytes| bytes.windows(wanted.len()).any(|w| w == wanted))
+    })
 }
 
 impl Setup {
@@ -567,4 +572,76 @@ fn sspi_under_wine() {
     assert!(ok, "{out}\n{:?}", s.peer.events());
     assert!(out.contains(r#"SSPI-LOGIN package=Some("NTLM")"#), "{out}");
     assert_eq!(kerberos_logins(&s), 2, "{:?}", s.peer.events());
+
+    // The whole chain: the Windows build's `dtcprobe check` under wine. Its resolver (hickory
+    // on Windows) reads the Windows hosts file, not the namespace's /etc/hosts: the SQL host's
+    // line goes into the wine prefix's for the run.
+    let target_dir = exe.ancestors().nth(4).unwrap();
+    let prefix = std::env::var("DTCPROBE_WINEPREFIX")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| target_dir.join("wine/prefix-runner"));
+    let hosts = prefix.join("drive_c/windows/system32/drivers/etc/hosts");
+    let _hosts = HostsLine::add(&hosts, &format!("{} {}", samba_ad::SQL_IP, samba_ad::SQL_HOST));
+    let bin = exe.parent().unwrap().parent().unwrap().join("dtcprobe.exe");
+    let runner = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wine/runner");
+    let url = format!(
+        "k=mssql://{}@{}:1433/app?auth=negotiate&tx=none&encrypt=off&trust_server_certificate=true",
+        samba_ad::CLIENT_USER,
+        samba_ad::SQL_HOST
+    );
+    let pw = format!("Z:{}", s.dir.path().join("pw").display());
+    let out = s
+        .zones
+        .web
+        .command(runner.to_str().unwrap())
+        .arg(&bin)
+        .args(["check", "-f", "json", "--timeout", "5s", "--password-file", &pw, &url])
+        .env("KRB5_CONFIG", s.dir.path().join("krb5.conf"))
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let report = parse_report(&stdout);
+    assert_valid("sspi_under_wine", &report);
+    assert_eq!(status(hop(&report, "k", "kdc")), ("pass", ""), "{report:#}");
+    let spn = hop(&report, "k", "spn");
+    assert_eq!(status(spn), ("pass", ""), "{spn:#}");
+    assert_eq!(spn["data"]["enctype"], "rc4-hmac", "{spn:#}");
+    let login = hop(&report, "k", "login");
+    assert_eq!(status(login), ("pass", ""), "{login:#}");
+    assert_eq!(login["data"]["auth_scheme"], "kerberos", "{login:#}");
+    assert_eq!(kerberos_logins(&s), 3, "{:?}", s.peer.events());
+}
+
+/// A line added to a hosts file for a test, taken out again when dropped.
+struct HostsLine {
+    path: std::path::PathBuf,
+    line: String,
+}
+
+impl HostsLine {
+    fn add(path: &std::path::Path, line: &str) -> HostsLine {
+        let mut text = std::fs::read_to_string(path).unwrap_or_default();
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(line);
+        text.push('\n');
+        std::fs::write(path, text).expect("write the wine prefix's hosts file");
+        HostsLine {
+            path: path.to_path_buf(),
+            line: line.to_string(),
+        }
+    }
+}
+
+impl Drop for HostsLine {
+    fn drop(&mut self) {
+        if let Ok(text) = std::fs::read_to_string(&self.path) {
+            let kept: Vec<&str> = text.lines().filter(|l| *l != self.line).collect();
+            let _ = std::fs::write(&self.path, kept.join("\n") + "\n");
+        }
+    }
 }
