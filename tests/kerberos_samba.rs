@@ -433,7 +433,12 @@ fn windows_lib_tests() -> Option<std::path::PathBuf> {
 impl Setup {
     /// Runs one of the Windows build's opt-in SSPI tests (`test`, by its path in the lib) under
     /// wine in the web zone, as the client user, with `vars`; (passed, output).
-    fn under_wine(&self, exe: &std::path::Path, test: &str, vars: &[(&str, &str)]) -> (bool, String) {
+    fn under_wine(
+        &self,
+        exe: &std::path::Path,
+        test: &str,
+        vars: &[(&str, &str)],
+    ) -> (bool, String) {
         let runner = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wine/runner");
         let mut cmd = self.zones.web.command(runner.to_str().unwrap());
         cmd.arg(exe)
@@ -488,7 +493,11 @@ fn sspi_under_wine() {
              --lib --no-run` first, or set DTCPROBE_WINDOWS_LIB_TESTS",
         );
     };
-    if !exe.parent().and_then(|d| d.parent()).is_some_and(|d| d.join("dtcprobe.exe").exists()) {
+    if !exe
+        .parent()
+        .and_then(|d| d.parent())
+        .is_some_and(|d| d.join("dtcprobe.exe").exists())
+    {
         return skip("no dtcprobe.exe: run `cargo build --target x86_64-pc-windows-gnu` first");
     }
     let Some(s) = setup(test) else { return };
@@ -496,7 +505,10 @@ fn sspi_under_wine() {
     let (ok, out) = s.under_wine(
         &exe,
         WINE_TICKET_TEST,
-        &[("DTCPROBE_SSPI_SPN", &present), ("DTCPROBE_SSPI_EXPECT", "pass")],
+        &[
+            ("DTCPROBE_SSPI_SPN", &present),
+            ("DTCPROBE_SSPI_EXPECT", "pass"),
+        ],
     );
     assert!(ok, "{present}: {out}\n{}", s.dc.logs());
     // The same encryption type as the Linux side reads (this DC issues RC4 tickets for sqlsvc).
@@ -515,7 +527,10 @@ fn sspi_under_wine() {
     );
     assert!(ok, "{missing}: {out}\n{}", s.dc.logs());
     assert!(out.contains("SEC_E_INTERNAL_ERROR"), "{out}");
-    assert!(out.contains("Server not found in Kerberos database"), "{out}");
+    assert!(
+        out.contains("Server not found in Kerberos database"),
+        "{out}"
+    );
 
     let tds = format!("{}:1433", samba_ad::SQL_IP);
     let (ok, out) = s.under_wine(
@@ -529,7 +544,10 @@ fn sspi_under_wine() {
         ],
     );
     assert!(ok, "{out}\n{:?}", s.peer.events());
-    assert!(out.contains(r#"SSPI-LOGIN package=Some("Kerberos")"#), "{out}");
+    assert!(
+        out.contains(r#"SSPI-LOGIN package=Some("Kerberos")"#),
+        "{out}"
+    );
     let client = format!("{}@{}", samba_ad::CLIENT_USER, samba_ad::REALM);
     assert!(
         s.peer.events().iter().any(|e| matches!(
@@ -553,7 +571,10 @@ fn sspi_under_wine() {
         ],
     );
     assert!(ok, "{out}\n{:?}", s.peer.events());
-    assert!(out.contains(r#"SSPI-LOGIN package=Some("Kerberos")"#), "{out}");
+    assert!(
+        out.contains(r#"SSPI-LOGIN package=Some("Kerberos")"#),
+        "{out}"
+    );
     let kerberos_logins = |s: &Setup| {
         s.peer
             .events()
@@ -573,7 +594,10 @@ fn sspi_under_wine() {
             ("DTCPROBE_SSPI_TDS", &tds),
             ("DTCPROBE_SSPI_HOST", samba_ad::NOSPN_HOST),
             ("DTCPROBE_SSPI_AUTH", "negotiate"),
-            ("DTCPROBE_SSPI_USER", &format!("\\{}", samba_ad::CLIENT_USER)),
+            (
+                "DTCPROBE_SSPI_USER",
+                &format!("\\{}", samba_ad::CLIENT_USER),
+            ),
             ("DTCPROBE_SSPI_EXPECT_SCHEME", "ntlm"),
         ],
     );
@@ -589,7 +613,10 @@ fn sspi_under_wine() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| target_dir.join("wine/prefix-runner"));
     let hosts = prefix.join("drive_c/windows/system32/drivers/etc/hosts");
-    let _hosts = HostsLine::add(&hosts, &format!("{} {}", samba_ad::SQL_IP, samba_ad::SQL_HOST));
+    let _hosts = HostsLine::add(
+        &hosts,
+        &format!("{} {}", samba_ad::SQL_IP, samba_ad::SQL_HOST),
+    );
     let bin = exe.parent().unwrap().parent().unwrap().join("dtcprobe.exe");
     let runner = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wine/runner");
     let url = format!(
@@ -603,7 +630,16 @@ fn sspi_under_wine() {
         .web
         .command(runner.to_str().unwrap())
         .arg(&bin)
-        .args(["check", "-f", "json", "--timeout", "5s", "--password-file", &pw, &url])
+        .args([
+            "check",
+            "-f",
+            "json",
+            "--timeout",
+            "5s",
+            "--password-file",
+            &pw,
+            &url,
+        ])
         .env("KRB5_CONFIG", s.dir.path().join("krb5.conf"))
         .env("NO_COLOR", "1")
         .output()

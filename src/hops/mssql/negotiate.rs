@@ -110,7 +110,10 @@ fn login_verdict(
     info: &super::enlist::session::LoginInfo,
     reason: Option<&str>,
 ) -> HopResult {
-    let server = format!("server {}, TDS 0x{:08X}", info.server_program, info.tds_version);
+    let server = format!(
+        "server {}, TDS 0x{:08X}",
+        info.server_program, info.tds_version
+    );
     if scheme == "ntlm" && t.auth == super::spec::Auth::Negotiate {
         let why = match reason {
             Some(r) => format!("Kerberos could not be had ({r})"),
@@ -171,7 +174,10 @@ mod tests {
     fn negotiate_on_ntlm_warns_kerberos_passes() {
         let t = target("negotiate");
         let kerberos = login_verdict(&t, "kerberos", &info("Kerberos"), None);
-        assert_eq!((kerberos.cause, kerberos.detail.contains("kerberos")), (None, true));
+        assert_eq!(
+            (kerberos.cause, kerberos.detail.contains("kerberos")),
+            (None, true)
+        );
         // SSPI's own choice of NTLM although the ticket was had.
         let chose = login_verdict(&t, "ntlm", &info("NTLM"), None);
         assert_eq!(chose.cause, Some(Cause::NtlmFallback));

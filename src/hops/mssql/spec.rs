@@ -469,10 +469,7 @@ impl MssqlTarget {
         // Windows' Negotiate without a user is the logged-on user.
         let user_optional = matches!(self.auth, Auth::Integrated | Auth::Kerberos)
             || (self.auth == Auth::Negotiate && cfg!(windows));
-        if !user_optional
-            && self.user.is_none()
-            && !self.credential_free
-        {
+        if !user_optional && self.user.is_none() && !self.credential_free {
             return Err("no user: write mssql://USER@host/... or set `user`".into());
         }
         if self.linked_server.is_some() && self.tx != TxMode::Distributed {

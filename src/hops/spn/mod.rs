@@ -420,7 +420,10 @@ mod sspi_host_tests {
         let cause = result.cause.map(|c| c.as_str()).unwrap_or("pass");
         assert_eq!(cause, expect, "{}", result.detail);
         if let Ok(t) = got {
-            assert!(t.enctype.is_some(), "no encryption type read from the AP-REQ");
+            assert!(
+                t.enctype.is_some(),
+                "no encryption type read from the AP-REQ"
+            );
         }
     }
 }

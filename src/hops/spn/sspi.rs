@@ -18,10 +18,9 @@ use std::ptr;
 use windows_sys::Win32::Security::Authentication::Identity::{
     AcquireCredentialsHandleW, DeleteSecurityContext, FreeContextBuffer, FreeCredentialsHandle,
     InitializeSecurityContextW, QueryContextAttributesW, SecBuffer, SecBufferDesc,
-    SecPkgContext_NegotiationInfoW, SecPkgContext_PackageInfoW, SecPkgInfoW,
-    ISC_REQ_MUTUAL_AUTH, SECBUFFER_TOKEN, SECBUFFER_VERSION,
-    SECPKG_ATTR_NEGOTIATION_INFO, SECPKG_ATTR_PACKAGE_INFO, SECPKG_CRED_OUTBOUND,
-    SECURITY_NATIVE_DREP,
+    SecPkgContext_NegotiationInfoW, SecPkgContext_PackageInfoW, SecPkgInfoW, ISC_REQ_MUTUAL_AUTH,
+    SECBUFFER_TOKEN, SECBUFFER_VERSION, SECPKG_ATTR_NEGOTIATION_INFO, SECPKG_ATTR_PACKAGE_INFO,
+    SECPKG_CRED_OUTBOUND, SECURITY_NATIVE_DREP,
 };
 use windows_sys::Win32::Security::Credentials::SecHandle;
 use windows_sys::Win32::System::Rpc::{SEC_WINNT_AUTH_IDENTITY_UNICODE, SEC_WINNT_AUTH_IDENTITY_W};
@@ -109,7 +108,11 @@ unsafe impl Send for Client {}
 impl Client {
     /// Credentials for `package` (the logged-on user's when `identity` is `None`) and a context
     /// towards `spn` to be stepped.
-    pub fn new(package: Package, identity: Option<&Identity>, spn: &str) -> Result<Client, SspiError> {
+    pub fn new(
+        package: Package,
+        identity: Option<&Identity>,
+        spn: &str,
+    ) -> Result<Client, SspiError> {
         let package_name: Vec<u16> = package.name().encode_utf16().chain(Some(0)).collect();
         let mut auth = identity.map(|id| SEC_WINNT_AUTH_IDENTITY_W {
             User: id.user.as_ptr() as *mut u16,
@@ -120,9 +123,9 @@ impl Client {
             PasswordLength: id.password.len() as u32,
             Flags: SEC_WINNT_AUTH_IDENTITY_UNICODE,
         });
-        let auth_ptr = auth
-            .as_mut()
-            .map_or(ptr::null(), |a| a as *mut SEC_WINNT_AUTH_IDENTITY_W as *const _);
+        let auth_ptr = auth.as_mut().map_or(ptr::null(), |a| {
+            a as *mut SEC_WINNT_AUTH_IDENTITY_W as *const _
+        });
         let mut cred = SecHandle::default();
         let mut expiry = 0i64;
         // SAFETY: NUL-terminated package name; `auth` (borrowing `identity`) outlives the call;
@@ -283,10 +286,7 @@ impl Drop for Client {
 }
 
 /// Hop `spn`'s ticket: the Kerberos package's first token towards `spn`, an AP-REQ.
-pub fn ticket(
-    req: &super::SpnRequest,
-    spn: &str,
-) -> Result<super::Ticket, super::TicketError> {
+pub fn ticket(req: &super::SpnRequest, spn: &str) -> Result<super::Ticket, super::TicketError> {
     let identity = match (&req.user, &req.password) {
         (Some(user), Some(password)) => Some(Identity::new(user, &req.realm, password.expose())),
         _ => None,

@@ -276,7 +276,9 @@ mod tests {
         assert_eq!(missing.krb_code, Some(7));
         assert!(!missing.credentials);
         assert!(
-            missing.message.contains("SEC_E_TARGET_UNKNOWN (0x80090303)"),
+            missing
+                .message
+                .contains("SEC_E_TARGET_UNKNOWN (0x80090303)"),
             "{}",
             missing.message
         );

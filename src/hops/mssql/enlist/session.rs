@@ -403,12 +403,10 @@ impl Session {
                     "the exchange did not end after {MAX_SSPI_ROUNDS} rounds"
                 )));
             }
-            let answer = client
-                .next_token(Some(&challenge))
-                .map_err(|e| match e {
-                    Failure::Sspi(m) => Failure::Sspi(format!("answering the server's token: {m}")),
-                    other => other,
-                })?;
+            let answer = client.next_token(Some(&challenge)).map_err(|e| match e {
+                Failure::Sspi(m) => Failure::Sspi(format!("answering the server's token: {m}")),
+                other => other,
+            })?;
             let logged_in = reply.iter().any(|t| matches!(t, Token::LoginAck(_)));
             if logged_in {
                 // Kerberos' AP-REP riding with the LOGINACK: taken (it proves the server's
