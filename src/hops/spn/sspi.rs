@@ -25,6 +25,7 @@ use windows_sys::Win32::Security::Authentication::Identity::{
 use windows_sys::Win32::Security::Credentials::SecHandle;
 use windows_sys::Win32::System::Rpc::{SEC_WINNT_AUTH_IDENTITY_UNICODE, SEC_WINNT_AUTH_IDENTITY_W};
 
+use super::request::{SpnRequest, Ticket, TicketError};
 use super::sspi_status::{self, SEC_E_OK, SEC_I_CONTINUE_NEEDED};
 
 /// The largest token a step may produce (see [`Client::step`]).
@@ -286,7 +287,7 @@ impl Drop for Client {
 }
 
 /// Hop `spn`'s ticket: the Kerberos package's first token towards `spn`, an AP-REQ.
-pub fn ticket(req: &super::SpnRequest, spn: &str) -> Result<super::Ticket, super::TicketError> {
+pub fn ticket(req: &SpnRequest, spn: &str) -> Result<Ticket, TicketError> {
     let identity = match (&req.user, &req.password) {
         (Some(user), Some(password)) => Some(Identity::new(user, &req.realm, password.expose())),
         _ => None,
@@ -294,13 +295,13 @@ pub fn ticket(req: &super::SpnRequest, spn: &str) -> Result<super::Ticket, super
     let mut client = Client::new(Package::Kerberos, identity.as_ref(), spn)
         .map_err(|e| sspi_status::ticket_error(e.status, e.call, true))?;
     match client.step(None) {
-        Ok(Some(token)) => Ok(super::Ticket {
+        Ok(Some(token)) => Ok(Ticket {
             spn: spn.to_string(),
             enctype: dtcprobe_wire::kerberos::ticket_enctype(&token),
             token,
             ccache: None,
         }),
-        Ok(None) => Err(super::TicketError {
+        Ok(None) => Err(TicketError {
             krb_code: None,
             message: "the Kerberos package produced no token".into(),
             credentials: false,
@@ -317,8 +318,8 @@ pub(super) fn ticket_for_test(
     realm: &str,
     password: Option<&str>,
     spn: &str,
-) -> Result<super::Ticket, super::TicketError> {
-    let req = super::SpnRequest {
+) -> Result<Ticket, TicketError> {
+    let req = SpnRequest {
         host: String::new(),
         port: 0,
         instance: None,
