@@ -174,33 +174,20 @@ async fn request_ticket(
     spn: &str,
     limit: Duration,
 ) -> Result<Ticket, TicketError> {
-    #[cfg(all(unix, feature = "kerberos"))]
+    // The library's calls block (they talk to the KDC): a blocking thread, bounded by `limit`.
+    #[cfg(any(windows, all(unix, feature = "kerberos")))]
     {
+        #[cfg(all(unix, feature = "kerberos"))]
+        let (library, ask) = ("Kerberos library", gssapi::ticket);
+        #[cfg(windows)]
+        let (library, ask) = ("SSPI", sspi::ticket);
         let (req, spn_owned) = (req.clone(), spn.to_string());
-        let work = tokio::task::spawn_blocking(move || gssapi::ticket(&req, &spn_owned));
+        let work = tokio::task::spawn_blocking(move || ask(&req, &spn_owned));
         match tokio::time::timeout(limit, work).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => Err(TicketError {
                 krb_code: None,
-                message: format!("the Kerberos library call failed: {e}"),
-                credentials: false,
-            }),
-            Err(_) => Err(TicketError {
-                krb_code: None,
-                message: format!("no ticket within {limit:?} (the KDCs did not answer in time)"),
-                credentials: false,
-            }),
-        }
-    }
-    #[cfg(windows)]
-    {
-        let (req, spn_owned) = (req.clone(), spn.to_string());
-        let work = tokio::task::spawn_blocking(move || sspi::ticket(&req, &spn_owned));
-        match tokio::time::timeout(limit, work).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => Err(TicketError {
-                krb_code: None,
-                message: format!("the SSPI call failed: {e}"),
+                message: format!("the {library} call failed: {e}"),
                 credentials: false,
             }),
             Err(_) => Err(TicketError {
