@@ -606,49 +606,48 @@ fn sspi_under_wine() {
     assert_eq!(kerberos_logins(&s), 2, "{:?}", s.peer.events());
 
     // The whole chain: the Windows build's `dtcprobe check` under wine. Its resolver (hickory
-    // on Windows) reads the Windows hosts file, not the namespace's /etc/hosts: the SQL host's
-    // line goes into the wine prefix's for the run.
+    // on Windows) reads the Windows hosts file, not the namespace's /etc/hosts: the SQL hosts'
+    // lines go into the wine prefix's for the run.
     let target_dir = exe.ancestors().nth(4).unwrap();
     let prefix = std::env::var("DTCPROBE_WINEPREFIX")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| target_dir.join("wine/prefix-runner"));
     let hosts = prefix.join("drive_c/windows/system32/drivers/etc/hosts");
-    let _hosts = HostsLine::add(
-        &hosts,
-        &format!("{} {}", samba_ad::SQL_IP, samba_ad::SQL_HOST),
-    );
+    let _hosts = [samba_ad::SQL_HOST, samba_ad::NOSPN_HOST]
+        .map(|host| HostsLine::add(&hosts, &format!("{} {host}", samba_ad::SQL_IP)));
     let bin = exe.parent().unwrap().parent().unwrap().join("dtcprobe.exe");
-    let runner = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wine/runner");
-    let url = format!(
-        "k=mssql://{}@{}:1433/app?auth=negotiate&tx=none&encrypt=off&trust_server_certificate=true",
+    let check = |user: &str, host: &str| {
+        let runner = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wine/runner");
+        let url = format!(
+            "k=mssql://{user}@{host}/app?auth=negotiate&tx=none&encrypt=off&\
+             trust_server_certificate=true"
+        );
+        let pw = format!("Z:{}", s.dir.path().join("pw").display());
+        let out = s
+            .zones
+            .web
+            .command(runner.to_str().unwrap())
+            .arg(&bin)
+            .args(["check", "-f", "json", "--timeout", "5s", "--password-file"])
+            .args([&pw, &url])
+            .env("KRB5_CONFIG", s.dir.path().join("krb5.conf"))
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let report = parse_report(&stdout);
+        assert_valid("sspi_under_wine", &report);
+        (
+            out.status.code(),
+            report,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, report, stderr) = check(
         samba_ad::CLIENT_USER,
-        samba_ad::SQL_HOST
+        &format!("{}:1433", samba_ad::SQL_HOST),
     );
-    let pw = format!("Z:{}", s.dir.path().join("pw").display());
-    let out = s
-        .zones
-        .web
-        .command(runner.to_str().unwrap())
-        .arg(&bin)
-        .args([
-            "check",
-            "-f",
-            "json",
-            "--timeout",
-            "5s",
-            "--password-file",
-            &pw,
-            &url,
-        ])
-        .env("KRB5_CONFIG", s.dir.path().join("krb5.conf"))
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    let report = parse_report(&stdout);
-    assert_valid("sspi_under_wine", &report);
+    assert_eq!(code, Some(0), "{report:#}\n{stderr}");
     assert_eq!(status(hop(&report, "k", "kdc")), ("pass", ""), "{report:#}");
     let spn = hop(&report, "k", "spn");
     assert_eq!(status(spn), ("pass", ""), "{spn:#}");
@@ -657,6 +656,63 @@ fn sspi_under_wine() {
     assert_eq!(status(login), ("pass", ""), "{login:#}");
     assert_eq!(login["data"]["auth_scheme"], "kerberos", "{login:#}");
     assert_eq!(kerberos_logins(&s), 3, "{:?}", s.peer.events());
+
+    // No SPN: hop `spn` fails (`kdc_error` under wine, see above), and Negotiate's login falls
+    // back to NTLM: `warn ntlm_fallback` naming hop `spn`. SSPI sends the realm as the NTLM
+    // domain of a plain user (wine's Kerberos refuses explicit credentials with no domain,
+    // AcquireCredentialsHandleW 0xC0000001), so a second peer on port 1434 knows the account
+    // as DTC.TEST\probe.
+    let bind: SocketAddr = format!("{}:1434", samba_ad::SQL_IP).parse().unwrap();
+    let ntlm_peer = s.zones.dc.inside(move || {
+        TdsPeer::start_on(
+            bind,
+            PeerConfig {
+                encryption: ServerEncryption::Off,
+                windows_account: Some(ntlm::WindowsAccount {
+                    domain: samba_ad::REALM.into(),
+                    user: samba_ad::CLIENT_USER.into(),
+                    password: samba_ad::CLIENT_PASSWORD.into(),
+                }),
+                ..PeerConfig::default()
+            },
+        )
+    });
+    let (_, report, stderr) = check(
+        samba_ad::CLIENT_USER,
+        &format!("{}:1434", samba_ad::NOSPN_HOST),
+    );
+    let spn = hop(&report, "k", "spn");
+    assert_eq!(status(spn), ("fail", "kdc_error"), "{spn:#}\n{stderr}");
+    assert!(
+        spn["detail"]
+            .as_str()
+            .unwrap()
+            .contains("SEC_E_INTERNAL_ERROR"),
+        "{spn:#}"
+    );
+    let login = hop(&report, "k", "login");
+    assert_eq!(
+        status(login),
+        ("warn", "ntlm_fallback"),
+        "{login:#}\n{stderr}"
+    );
+    assert_eq!(login["data"]["auth_scheme"], "ntlm", "{login:#}");
+    assert!(
+        login["data"]["fallback_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("hop `spn`: kdc_error"),
+        "{login:#}"
+    );
+    assert_eq!(kerberos_logins(&s), 3, "{:?}", s.peer.events());
+    assert!(
+        ntlm_peer
+            .events()
+            .iter()
+            .any(|e| matches!(e, Event::WindowsAuth(ntlm::Outcome::Authenticated(_)))),
+        "{:?}",
+        ntlm_peer.events()
+    );
 }
 
 /// A line added to a hosts file for a test, taken out again when dropped.
