@@ -671,3 +671,347 @@ fn windows_build_measures_the_kdc_under_wine_against_the_dc() {
         "{rows}"
     );
 }
+
+/// The Windows build's lib test executable (`cargo test --target x86_64-pc-windows-gnu --lib
+/// --no-run`), the newest; `DTCPROBE_WINDOWS_LIB_TESTS` names it explicitly.
+fn windows_lib_tests() -> Option<std::path::PathBuf> {
+    if let Ok(p) = std::env::var("DTCPROBE_WINDOWS_LIB_TESTS") {
+        return Some(p.into());
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let deps = target.join("x86_64-pc-windows-gnu/debug/deps");
+    let mut exes: Vec<_> = std::fs::read_dir(deps)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with("dtcprobe-") && name.ends_with(".exe")
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    exes.sort();
+    // The lib's test harness, not the binary built beside it under the same prefix: the one
+    // that names the opt-in test.
+    let wanted = b"sspi_ticket_against_a_real_kdc";
+    exes.into_iter().rev().map(|(_, p)| p).find(|p| {
+        std::fs::read(p).is_ok_and(|bytes| bytes.windows(wanted.len()).any(|w| w == wanted))
+    })
+}
+
+impl Setup {
+    /// Runs one of the Windows build's opt-in SSPI tests (`test`, by its path in the lib) under
+    /// wine in the web zone, as the client user, with `vars`; (passed, output).
+    fn under_wine(
+        &self,
+        exe: &std::path::Path,
+        test: &str,
+        vars: &[(&str, &str)],
+    ) -> (bool, String) {
+        let runner = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wine/runner");
+        let mut cmd = self.zones.web.command(runner.to_str().unwrap());
+        cmd.arg(exe)
+            .args([test, "--ignored", "--exact", "--nocapture"])
+            .env("KRB5_CONFIG", self.dir.path().join("krb5.conf"))
+            .env(
+                "KRB5CCNAME",
+                format!("FILE:{}", self.dir.path().join("wine-ccache").display()),
+            )
+            .env("DTCPROBE_SSPI_REALM", samba_ad::REALM)
+            .env("DTCPROBE_SSPI_USER", samba_ad::CLIENT_USER)
+            .env("DTCPROBE_SSPI_PASSWORD", samba_ad::CLIENT_PASSWORD);
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run wine");
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+}
+
+const WINE_TICKET_TEST: &str = "hops::spn::sspi_host_tests::sspi_ticket_against_a_real_kdc";
+const WINE_LOGIN_TEST: &str =
+    "hops::mssql::enlist::session::sspi_login_tests::sspi_login_against_a_real_server";
+
+/// The Windows build's SSPI side (src/hops/spn/sspi.rs) run under wine, whose Kerberos package
+/// is MIT krb5 through its unixlib, against the real DC: a ticket for the SPN that exists; for
+/// one that does not, what wine makes of KDC_ERR_S_PRINCIPAL_UNKNOWN (SEC_E_INTERNAL_ERROR, where
+/// Windows says SEC_E_TARGET_UNKNOWN: so `kdc_error` under wine, docs/kerberos.md); and the
+/// `auth=kerberos` login on dtcprobe's own session, the TDS peer accepting the AP-REQ. Skips
+/// (saying why) without wine or the Windows lib test executable.
+#[test]
+fn sspi_under_wine() {
+    let test = "sspi_under_wine";
+    // As tests/windows_wine.rs: under DTCPROBE_REQUIRE_WINE=1 (scripts/test as root) a missing
+    // piece fails the test instead of skipping it.
+    let required = std::env::var("DTCPROBE_REQUIRE_WINE").is_ok_and(|v| v == "1");
+    let skip = |why: &str| {
+        assert!(!required, "{test}: DTCPROBE_REQUIRE_WINE=1 but {why}");
+        eprintln!("SKIP {test}: {why} (scripts/test as root runs it)");
+    };
+    if Command::new("wine").arg("--version").output().is_err() {
+        return skip("wine is not installed (scripts/install-test-deps)");
+    }
+    let Some(exe) = windows_lib_tests() else {
+        return skip(
+            "no Windows lib test executable: run `cargo test --target x86_64-pc-windows-gnu \
+             --lib --no-run` first, or set DTCPROBE_WINDOWS_LIB_TESTS",
+        );
+    };
+    if !exe
+        .parent()
+        .and_then(|d| d.parent())
+        .is_some_and(|d| d.join("dtcprobe.exe").exists())
+    {
+        return skip("no dtcprobe.exe: run `cargo build --target x86_64-pc-windows-gnu` first");
+    }
+    let Some(s) = setup(test) else { return };
+    let present = format!("MSSQLSvc/{}:1433", samba_ad::SQL_HOST);
+    let (ok, out) = s.under_wine(
+        &exe,
+        WINE_TICKET_TEST,
+        &[
+            ("DTCPROBE_SSPI_SPN", &present),
+            ("DTCPROBE_SSPI_EXPECT", "pass"),
+        ],
+    );
+    assert!(ok, "{present}: {out}\n{}", s.dc.logs());
+    // The same encryption type as the Linux side reads (this DC issues RC4 tickets for sqlsvc).
+    assert!(out.contains(r#""enctype":"rc4-hmac""#), "{out}");
+
+    // Wine's own trace shows the KDC's answer its status hides.
+    let missing = format!("MSSQLSvc/{}:1433", samba_ad::NOSPN_HOST);
+    let (ok, out) = s.under_wine(
+        &exe,
+        WINE_TICKET_TEST,
+        &[
+            ("DTCPROBE_SSPI_SPN", &missing),
+            ("DTCPROBE_SSPI_EXPECT", "kdc_error"),
+            ("DTCPROBE_WINEDEBUG", "+kerberos"),
+        ],
+    );
+    assert!(ok, "{missing}: {out}\n{}", s.dc.logs());
+    assert!(out.contains("SEC_E_INTERNAL_ERROR"), "{out}");
+    assert!(
+        out.contains("Server not found in Kerberos database"),
+        "{out}"
+    );
+
+    let tds = format!("{}:1433", samba_ad::SQL_IP);
+    let (ok, out) = s.under_wine(
+        &exe,
+        WINE_LOGIN_TEST,
+        &[
+            ("DTCPROBE_SSPI_TDS", &tds),
+            ("DTCPROBE_SSPI_HOST", samba_ad::SQL_HOST),
+            ("DTCPROBE_SSPI_AUTH", "kerberos"),
+            ("DTCPROBE_SSPI_EXPECT_SCHEME", "kerberos"),
+        ],
+    );
+    assert!(ok, "{out}\n{:?}", s.peer.events());
+    assert!(
+        out.contains(r#"SSPI-LOGIN package=Some("Kerberos")"#),
+        "{out}"
+    );
+    let client = format!("{}@{}", samba_ad::CLIENT_USER, samba_ad::REALM);
+    assert!(
+        s.peer.events().iter().any(|e| matches!(
+            e,
+            Event::Kerberos(krb::Outcome::Authenticated(name)) if *name == client
+        )),
+        "{:?}",
+        s.peer.events()
+    );
+
+    // auth=negotiate: wine's Negotiate package picks Kerberos with the SPN present, and the
+    // login reports the package it ended on.
+    let (ok, out) = s.under_wine(
+        &exe,
+        WINE_LOGIN_TEST,
+        &[
+            ("DTCPROBE_SSPI_TDS", &tds),
+            ("DTCPROBE_SSPI_HOST", samba_ad::SQL_HOST),
+            ("DTCPROBE_SSPI_AUTH", "negotiate"),
+            ("DTCPROBE_SSPI_EXPECT_SCHEME", "kerberos"),
+        ],
+    );
+    assert!(ok, "{out}\n{:?}", s.peer.events());
+    assert!(
+        out.contains(r#"SSPI-LOGIN package=Some("Kerberos")"#),
+        "{out}"
+    );
+    let kerberos_logins = |s: &Setup| {
+        s.peer
+            .events()
+            .iter()
+            .filter(|e| matches!(e, Event::Kerberos(krb::Outcome::Authenticated(_))))
+            .count()
+    };
+    assert_eq!(kerberos_logins(&s), 2, "{:?}", s.peer.events());
+
+    // The SPN missing: wine's Negotiate falls back to NTLM (msv1_0 through Samba's ntlm_auth,
+    // a real NTLMv2 exchange the peer verifies). The user goes as `\probe` (no domain), the
+    // account the peer knows for NTLM (see `setup`).
+    let (ok, out) = s.under_wine(
+        &exe,
+        WINE_LOGIN_TEST,
+        &[
+            ("DTCPROBE_SSPI_TDS", &tds),
+            ("DTCPROBE_SSPI_HOST", samba_ad::NOSPN_HOST),
+            ("DTCPROBE_SSPI_AUTH", "negotiate"),
+            (
+                "DTCPROBE_SSPI_USER",
+                &format!("\\{}", samba_ad::CLIENT_USER),
+            ),
+            ("DTCPROBE_SSPI_EXPECT_SCHEME", "ntlm"),
+        ],
+    );
+    assert!(ok, "{out}\n{:?}", s.peer.events());
+    assert!(out.contains(r#"SSPI-LOGIN package=Some("NTLM")"#), "{out}");
+    assert_eq!(kerberos_logins(&s), 2, "{:?}", s.peer.events());
+
+    // The whole chain: the Windows build's `dtcprobe check` under wine. Its resolver (hickory
+    // on Windows) reads the Windows hosts file, not the namespace's /etc/hosts: the SQL hosts'
+    // lines go into the wine prefix's for the run.
+    let target_dir = exe.ancestors().nth(4).unwrap();
+    let prefix = std::env::var("DTCPROBE_WINEPREFIX")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| target_dir.join("wine/prefix-runner"));
+    let hosts = prefix.join("drive_c/windows/system32/drivers/etc/hosts");
+    let _hosts = [samba_ad::SQL_HOST, samba_ad::NOSPN_HOST]
+        .map(|host| HostsLine::add(&hosts, &format!("{} {host}", samba_ad::SQL_IP)));
+    let bin = exe.parent().unwrap().parent().unwrap().join("dtcprobe.exe");
+    let check = |user: &str, host: &str| {
+        let runner = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wine/runner");
+        let url = format!(
+            "k=mssql://{user}@{host}/app?auth=negotiate&tx=none&encrypt=off&\
+             trust_server_certificate=true"
+        );
+        let pw = format!("Z:{}", s.dir.path().join("pw").display());
+        let out = s
+            .zones
+            .web
+            .command(runner.to_str().unwrap())
+            .arg(&bin)
+            .args(["check", "-f", "json", "--timeout", "5s", "--password-file"])
+            .args([&pw, &url])
+            .env("KRB5_CONFIG", s.dir.path().join("krb5.conf"))
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let report = parse_report(&stdout);
+        assert_valid("sspi_under_wine", &report);
+        (
+            out.status.code(),
+            report,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, report, stderr) = check(
+        samba_ad::CLIENT_USER,
+        &format!("{}:1433", samba_ad::SQL_HOST),
+    );
+    assert_eq!(code, Some(0), "{report:#}\n{stderr}");
+    assert_eq!(status(hop(&report, "k", "kdc")), ("pass", ""), "{report:#}");
+    let spn = hop(&report, "k", "spn");
+    assert_eq!(status(spn), ("pass", ""), "{spn:#}");
+    assert_eq!(spn["data"]["enctype"], "rc4-hmac", "{spn:#}");
+    let login = hop(&report, "k", "login");
+    assert_eq!(status(login), ("pass", ""), "{login:#}");
+    assert_eq!(login["data"]["auth_scheme"], "kerberos", "{login:#}");
+    assert_eq!(kerberos_logins(&s), 3, "{:?}", s.peer.events());
+
+    // No SPN: hop `spn` fails (`kdc_error` under wine, see above), and Negotiate's login falls
+    // back to NTLM: `warn ntlm_fallback` naming hop `spn`. SSPI sends the realm as the NTLM
+    // domain of a plain user (wine's Kerberos refuses explicit credentials with no domain,
+    // AcquireCredentialsHandleW 0xC0000001), so a second peer on port 1434 knows the account
+    // as DTC.TEST\probe.
+    let bind: SocketAddr = format!("{}:1434", samba_ad::SQL_IP).parse().unwrap();
+    let ntlm_peer = s.zones.dc.inside(move || {
+        TdsPeer::start_on(
+            bind,
+            PeerConfig {
+                encryption: ServerEncryption::Off,
+                windows_account: Some(ntlm::WindowsAccount {
+                    domain: samba_ad::REALM.into(),
+                    user: samba_ad::CLIENT_USER.into(),
+                    password: samba_ad::CLIENT_PASSWORD.into(),
+                }),
+                ..PeerConfig::default()
+            },
+        )
+    });
+    let (_, report, stderr) = check(
+        samba_ad::CLIENT_USER,
+        &format!("{}:1434", samba_ad::NOSPN_HOST),
+    );
+    let spn = hop(&report, "k", "spn");
+    assert_eq!(status(spn), ("fail", "kdc_error"), "{spn:#}\n{stderr}");
+    assert!(
+        spn["detail"]
+            .as_str()
+            .unwrap()
+            .contains("SEC_E_INTERNAL_ERROR"),
+        "{spn:#}"
+    );
+    let login = hop(&report, "k", "login");
+    assert_eq!(
+        status(login),
+        ("warn", "ntlm_fallback"),
+        "{login:#}\n{stderr}"
+    );
+    assert_eq!(login["data"]["auth_scheme"], "ntlm", "{login:#}");
+    assert!(
+        login["data"]["fallback_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("hop `spn`: kdc_error"),
+        "{login:#}"
+    );
+    assert_eq!(kerberos_logins(&s), 3, "{:?}", s.peer.events());
+    assert!(
+        ntlm_peer
+            .events()
+            .iter()
+            .any(|e| matches!(e, Event::WindowsAuth(ntlm::Outcome::Authenticated(_)))),
+        "{:?}",
+        ntlm_peer.events()
+    );
+}
+
+/// A line added to a hosts file for a test, taken out again when dropped.
+struct HostsLine {
+    path: std::path::PathBuf,
+    line: String,
+}
+
+impl HostsLine {
+    fn add(path: &std::path::Path, line: &str) -> HostsLine {
+        let mut text = std::fs::read_to_string(path).unwrap_or_default();
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(line);
+        text.push('\n');
+        std::fs::write(path, text).expect("write the wine prefix's hosts file");
+        HostsLine {
+            path: path.to_path_buf(),
+            line: line.to_string(),
+        }
+    }
+}
+
+impl Drop for HostsLine {
+    fn drop(&mut self) {
+        if let Ok(text) = std::fs::read_to_string(&self.path) {
+            let kept: Vec<&str> = text.lines().filter(|l| *l != self.line).collect();
+            let _ = std::fs::write(&self.path, kept.join("\n") + "\n");
+        }
+    }
+}

@@ -20,8 +20,10 @@ pub(super) async fn password(t: &MssqlTarget) -> Result<Option<Secret>, SecretEr
     }
     match t.auth {
         Auth::Integrated => Ok(None),
-        // Without a user, Kerberos takes the credential cache (kinit).
+        // Without a user, Kerberos takes the credential cache (kinit), and Windows' SSPI the
+        // logged-on user (Negotiate too).
         Auth::Kerberos if t.user.is_none() => Ok(None),
+        Auth::Negotiate if t.user.is_none() && cfg!(windows) => Ok(None),
         _ => secret::obtain(t.password.as_ref(), &t.label())
             .await
             .map(Some),
@@ -63,8 +65,9 @@ pub(super) fn method(
 /// The scheme a login with `auth` authenticates with (`data.auth_scheme`): SQL Server
 /// authentication; NTLM for `windows`, and for `integrated` too, which tiberius runs with the
 /// SSPI NTLM package; Kerberos for `kerberos` (the Kerberos mechanism only, so a login that passed
-/// used it); for `negotiate` too when it went through this login (its NTLM fallback reports
-/// `ntlm` itself, super::negotiate).
+/// used it); for `negotiate` too when it went through this login (its NTLM fallback, and every
+/// Kerberos / Negotiate login of the Windows build, run on dtcprobe's own session and report the
+/// scheme themselves, super::negotiate).
 pub(super) fn scheme(auth: Auth) -> &'static str {
     match auth {
         Auth::Sql => "sql",

@@ -167,7 +167,8 @@ pub fn auth_method() -> Result<tiberius::AuthMethod, super::classify::Failure> {
     #[cfg(not(all(unix, feature = "kerberos")))]
     {
         // tiberius's integrated authentication on Windows is the NTLM package, never Kerberos:
-        // a Negotiate login of our own is not written yet (docs/kerberos.md).
+        // the Windows build logs in on its own session instead (super::negotiate), and a Unix
+        // build without the `kerberos` feature has no GSS-API.
         Err(super::classify::Failure::Protocol(
             crate::hops::spn::NO_KERBEROS.into(),
         ))

@@ -104,9 +104,14 @@ pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
     let krb_ccache = match t.auth {
         spec::Auth::Kerberos | spec::Auth::Negotiate => {
             match kerberos::before_login(&mut chain, ctx, t, addr, password.as_ref()).await {
+                // Windows: tiberius's Windows authentication is SSPI's NTLM package only, so
+                // the Kerberos / Negotiate login runs on dtcprobe's own session.
+                Ok(_) if cfg!(windows) => {
+                    return own_session_login(chain, ctx, t, addr, password, None).await;
+                }
                 Ok(ready) => ready.ccache,
                 Err(why) if t.auth == spec::Auth::Negotiate && why.falls_back() => {
-                    return ntlm_fallback(chain, ctx, t, addr, password, &why).await;
+                    return own_session_login(chain, ctx, t, addr, password, Some(&why)).await;
                 }
                 Err(_) => return chain.finish(),
             }
@@ -254,22 +259,23 @@ async fn own_session_hops(
     }
 }
 
-/// `auth=negotiate` without Kerberos: the login by NTLM ([`negotiate`]), then the hops that
-/// open sessions of their own; those that need the login's tiberius session are `skip`.
-async fn ntlm_fallback(
+/// The login on dtcprobe's own session ([`negotiate`]): `auth=negotiate` without Kerberos (by
+/// NTLM, `why` says why), or the Windows build's SSPI Kerberos / Negotiate login; then the hops
+/// that open sessions of their own. Those that need the login's tiberius session are `skip`.
+async fn own_session_login(
     mut chain: Chain,
     ctx: &RunContext,
     t: &MssqlTarget,
     addr: std::net::SocketAddr,
     password: Option<crate::secret::Secret>,
-    why: &kerberos::NoTicket,
+    why: Option<&kerberos::NoTicket>,
 ) -> Vec<HopResult> {
     let limit = ctx.hop_timeout;
     let logged_in = chain
         .step_with_timeout(
             HopKind::Login,
             limit * 2,
-            negotiate::ntlm_fallback_hop(t, addr, password.as_ref(), why, limit * 2),
+            negotiate::own_session_login_hop(t, addr, password.as_ref(), why, limit * 2),
         )
         .await;
     if logged_in.is_none() {

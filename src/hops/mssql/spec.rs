@@ -108,7 +108,8 @@ pub enum Auth {
     /// What Windows' Negotiate package (a driver's `Integrated Security=SSPI`) does: Kerberos
     /// when a ticket for the SQL Server's SPN can be had (hops `kdc` and `spn`), else NTLM with
     /// the same user and password, reported as `warn ntlm_fallback` with the reason
-    /// (docs/kerberos.md). Unix builds only so far.
+    /// (docs/kerberos.md). In the Windows build SSPI's Negotiate package, as the logged-on
+    /// user when no user is given.
     Negotiate,
 }
 
@@ -127,14 +128,6 @@ impl Auth {
                 ))
             }
         };
-        if auth == Auth::Negotiate && cfg!(windows) {
-            return Err(
-                "auth `negotiate` is not in the Windows build yet (its SSPI Negotiate \
-                        login is not written): use auth=integrated (NTLM) or the Linux build \
-                        (docs/kerberos.md)"
-                    .into(),
-            );
-        }
         if matches!(auth, Auth::Windows | Auth::Integrated) && !cfg!(windows) {
             return Err(format!(
                 "auth `{}` needs the Windows build of dtcprobe: this build supports SQL Server \
@@ -473,10 +466,10 @@ impl MssqlTarget {
     }
 
     fn validate(&self) -> Result<(), String> {
-        if !matches!(self.auth, Auth::Integrated | Auth::Kerberos)
-            && self.user.is_none()
-            && !self.credential_free
-        {
+        // Windows' Negotiate without a user is the logged-on user.
+        let user_optional = matches!(self.auth, Auth::Integrated | Auth::Kerberos)
+            || (self.auth == Auth::Negotiate && cfg!(windows));
+        if !user_optional && self.user.is_none() && !self.credential_free {
             return Err("no user: write mssql://USER@host/... or set `user`".into());
         }
         if self.linked_server.is_some() && self.tx != TxMode::Distributed {
@@ -652,7 +645,7 @@ mod tests {
         assert_eq!(r.is_ok(), cfg!(windows), "{r:?}");
         assert_eq!(Auth::parse("sql"), Ok(Auth::Sql));
         assert_eq!(Auth::parse("Kerberos"), Ok(Auth::Kerberos));
-        assert_eq!(Auth::parse("negotiate").is_ok(), cfg!(not(windows)));
+        assert_eq!(Auth::parse("negotiate"), Ok(Auth::Negotiate));
         assert!(Auth::parse("digest").is_err());
     }
 

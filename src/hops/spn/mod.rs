@@ -7,14 +7,20 @@
 //! (the client's own credentials), `kdc_error` (any other, named).
 //!
 //! The ticket comes from MIT krb5 through GSS-API ([`gssapi`], Unix builds with the cargo feature
-//! `kerberos`); the Windows build does not request tickets yet, and neither does a Unix build
-//! without the feature (the hop is `skip` with cause `unsupported` there, docs/kerberos.md).
+//! `kerberos`), or from Windows' SSPI Kerberos package ([`sspi`], the Windows build: the
+//! logged-on user, or the given user and password; its `SEC_E_*` statuses map to the same causes,
+//! [`sspi_status`]). A Unix build without the feature requests none (the hop is `skip` with
+//! cause `unsupported` there, docs/kerberos.md). The Windows side is confirmed only on a real
+//! Windows host (docs/kerberos.md says what ran under wine).
 
 #[cfg(all(unix, feature = "kerberos"))]
 mod gssapi;
 #[cfg(all(unix, feature = "kerberos"))]
 mod ldap_search;
 mod request;
+#[cfg(windows)]
+pub mod sspi;
+pub mod sspi_status;
 
 use std::time::Duration;
 
@@ -29,15 +35,14 @@ use dtcprobe_wire::kerberos as krb;
 /// clock synchronization", 5 minutes).
 pub const MAX_SKEW_SECONDS: i64 = 300;
 
-/// Why this build asks for no ticket: the Windows build has no Kerberos of its own yet, and a
-/// Unix build has it only with the cargo feature `kerberos` (it links MIT krb5; the release
-/// binaries of `scripts/dist` and the test build have it, a plain `cargo build` does not).
-pub const NO_KERBEROS: &str = if cfg!(windows) {
-    "the Windows build does not request Kerberos tickets yet (docs/kerberos.md)"
-} else {
-    "this build has no Kerberos: build with `--features kerberos` (it links MIT krb5; \
-     docs/kerberos.md), or use the release binary from scripts/dist"
-};
+/// Why this build asks for no ticket: a Unix build has Kerberos only with the cargo feature
+/// `kerberos` (it links MIT krb5; the release binaries of `scripts/dist` and the test build have
+/// it, a plain `cargo build` does not). The Windows build always has SSPI.
+pub const NO_KERBEROS: &str = "this build has no Kerberos: build with `--features kerberos` (it \
+     links MIT krb5; docs/kerberos.md), or use the release binary from scripts/dist";
+
+/// Whether this build can ask for tickets: SSPI on Windows, MIT krb5 with the feature on Unix.
+pub const HAS_KERBEROS: bool = cfg!(any(windows, all(unix, feature = "kerberos")));
 
 pub use request::{SpnRequest, Ticket, TicketError};
 
@@ -47,7 +52,7 @@ pub async fn spn_hop(
     kdc: Option<&KdcFindings>,
     limit: Duration,
 ) -> HopOutput<Ticket> {
-    if cfg!(not(all(unix, feature = "kerberos"))) {
+    if !HAS_KERBEROS {
         return HopOutput::stop(HopResult::unsupported(HopKind::Spn, NO_KERBEROS));
     }
     let offset = kdc.and_then(|k| k.clock_offset_seconds);
@@ -169,15 +174,20 @@ async fn request_ticket(
     spn: &str,
     limit: Duration,
 ) -> Result<Ticket, TicketError> {
-    #[cfg(all(unix, feature = "kerberos"))]
+    // The library's calls block (they talk to the KDC): a blocking thread, bounded by `limit`.
+    #[cfg(any(windows, all(unix, feature = "kerberos")))]
     {
+        #[cfg(all(unix, feature = "kerberos"))]
+        let (library, ask) = ("Kerberos library", gssapi::ticket);
+        #[cfg(windows)]
+        let (library, ask) = ("SSPI", sspi::ticket);
         let (req, spn_owned) = (req.clone(), spn.to_string());
-        let work = tokio::task::spawn_blocking(move || gssapi::ticket(&req, &spn_owned));
+        let work = tokio::task::spawn_blocking(move || ask(&req, &spn_owned));
         match tokio::time::timeout(limit, work).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => Err(TicketError {
                 krb_code: None,
-                message: format!("the Kerberos library call failed: {e}"),
+                message: format!("the {library} call failed: {e}"),
                 credentials: false,
             }),
             Err(_) => Err(TicketError {
@@ -187,7 +197,7 @@ async fn request_ticket(
             }),
         }
     }
-    #[cfg(not(all(unix, feature = "kerberos")))]
+    #[cfg(not(any(windows, all(unix, feature = "kerberos"))))]
     {
         let _ = (req, spn, limit);
         Err(TicketError {
@@ -354,5 +364,53 @@ mod tests {
         let r = pass(&t, &[], Some(1200));
         assert_eq!(r.cause, Some(Cause::ClockSkew));
         assert_eq!(r.data["enctype"], "aes256-cts-hmac-sha1-96");
+    }
+}
+
+/// Opt-in tests of the SSPI side against a real KDC: a Windows host in a domain, or wine in the
+/// client namespace of tests/kerberos_samba.rs (which runs this test itself, docs/kerberos.md).
+#[cfg(all(test, windows))]
+mod sspi_host_tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+
+    /// DTCPROBE_SSPI_SPN: the SPN to ask for; DTCPROBE_SSPI_EXPECT: `pass` or a cause
+    /// (`spn_missing`...); DTCPROBE_SSPI_USER / _PASSWORD / _REALM: explicit credentials (else
+    /// the logged-on user).
+    #[test]
+    #[ignore = "needs a domain's KDC: set DTCPROBE_SSPI_SPN and DTCPROBE_SSPI_EXPECT (docs/kerberos.md)"]
+    fn sspi_ticket_against_a_real_kdc() {
+        let spn = env("DTCPROBE_SSPI_SPN").expect("DTCPROBE_SSPI_SPN");
+        let expect = env("DTCPROBE_SSPI_EXPECT").expect("DTCPROBE_SSPI_EXPECT");
+        let realm = env("DTCPROBE_SSPI_REALM").unwrap_or_default();
+        let user = env("DTCPROBE_SSPI_USER");
+        let password = env("DTCPROBE_SSPI_PASSWORD");
+        let got = sspi::ticket_for_test(user.as_deref(), &realm, password.as_deref(), &spn);
+        let req = SpnRequest {
+            host: String::new(),
+            port: 0,
+            instance: None,
+            realm,
+            user,
+            password: None,
+            ldap: None,
+            keep_in: None,
+        };
+        let result = match &got {
+            Ok(t) => pass(t, &[], None),
+            Err(e) => fail(&req, &spn, e, &[], None),
+        };
+        println!("SSPI-RESULT {}", serde_json::to_string(&result).unwrap());
+        let cause = result.cause.map(|c| c.as_str()).unwrap_or("pass");
+        assert_eq!(cause, expect, "{}", result.detail);
+        if let Ok(t) = got {
+            assert!(
+                t.enctype.is_some(),
+                "no encryption type read from the AP-REQ"
+            );
+        }
     }
 }

@@ -8,8 +8,11 @@
 //! so the exchange is tested against the test peer on any platform); `auth=integrated` asks
 //! Windows' SSPI for the current account's tokens (Windows build only). The first token rides in
 //! LOGIN7, the server's challenge comes back as an SSPI token (0xED), the answer goes in an SSPI
-//! message (packet 0x11). NTLM only: a domain that refuses NTLM needs Kerberos, which this
-//! session does not speak. tiberius cannot send transaction manager requests (packet type 0x0E), which is
+//! message (packet 0x11). In the Windows build `auth=kerberos` and `auth=negotiate` run SSPI's
+//! Kerberos / Negotiate package instead (crate::hops::spn::sspi): the AP-REQ (or SPNEGO token)
+//! rides in LOGIN7, the server's AP-REP comes back as an SSPI token, and the login reports the
+//! package SSPI ended on ([`LoginInfo::auth_package`]); confirmed only on a real Windows host.
+//! Outside Windows this session speaks NTLM only. tiberius cannot send transaction manager requests (packet type 0x0E), which is
 //! the reason this exists; everything else a login needs is kept to what MS-TDS mandates.
 //!
 //! Encryption follows the PRELOGIN negotiation table (MS-TDS 2.2.6.5) like the `login` hop:
@@ -51,8 +54,41 @@ use crate::hops::mssql::transport::{client_prelogin, Transport};
 const MAX_SSPI_ROUNDS: usize = 4;
 
 /// This host's side of a Windows-authentication exchange: gives the next token to send, given
-/// the server's last one (none at the start).
-type SspiClient = Box<dyn winauth::NextBytes + Send>;
+/// the server's last one (none at the start), and says which package it ran on.
+trait SspiExchange: Send {
+    /// `Ok(None)`: the exchange is complete on this side, nothing more to send.
+    fn next_token(&mut self, server: Option<&[u8]>) -> Result<Option<Vec<u8>>, Failure>;
+    /// The package the exchange used (`NTLM`, `Kerberos`), when the client can tell.
+    fn package(&self) -> Option<String>;
+}
+
+type SspiClient = Box<dyn SspiExchange>;
+
+/// NTLM through the `winauth` crate (NTLMv2 in Rust, or Windows' SSPI NTLM package).
+struct Ntlm(Box<dyn winauth::NextBytes + Send>);
+
+impl SspiExchange for Ntlm {
+    fn next_token(&mut self, server: Option<&[u8]>) -> Result<Option<Vec<u8>>, Failure> {
+        self.0
+            .next_bytes(server)
+            .map_err(|e| Failure::Sspi(e.to_string()))
+    }
+    fn package(&self) -> Option<String> {
+        Some("NTLM".into())
+    }
+}
+
+/// Windows' SSPI Kerberos or Negotiate package (`auth=kerberos` / `auth=negotiate` in the
+/// Windows build, crate::hops::spn::sspi).
+#[cfg(windows)]
+impl SspiExchange for crate::hops::spn::sspi::Client {
+    fn next_token(&mut self, server: Option<&[u8]>) -> Result<Option<Vec<u8>>, Failure> {
+        self.step(server).map_err(|e| Failure::Sspi(e.to_string()))
+    }
+    fn package(&self) -> Option<String> {
+        crate::hops::spn::sspi::Client::package(self)
+    }
+}
 
 /// The SSPI client for the target's `auth`, or `None` for SQL Server authentication.
 fn sspi_client(
@@ -64,20 +100,29 @@ fn sspi_client(
     let spn = format!("MSSQLSvc/{}:{}", t.host, addr.port());
     match t.auth {
         Auth::Sql => Ok(None),
-        // Negotiate's NTLM leg (the `login` hop's fallback in mssql/negotiate.rs; and this
-        // session's own logins): NTLMv2 from the same user (`user@REALM` goes as a UPN, as
-        // Windows sends it) and password.
-        Auth::Windows | Auth::Negotiate => {
-            let user = t.user.clone().unwrap_or_default();
-            let (domain, user) = match user.split_once('\\') {
-                Some((d, u)) => (Some(d.to_string()), u.to_string()),
-                None => (None, user),
+        // Negotiate's NTLM leg outside Windows (the `login` hop's fallback in
+        // mssql/negotiate.rs; and this session's own logins): NTLMv2 from the same user
+        // (`user@REALM` goes as a UPN, as Windows sends it) and password.
+        #[cfg(not(windows))]
+        Auth::Negotiate => Ok(Some(ntlm_v2(t, spn, password))),
+        Auth::Windows => Ok(Some(ntlm_v2(t, spn, password))),
+        // Windows: the SSPI package itself, with the given user and password, else as the
+        // logged-on user; Negotiate picks Kerberos or NTLM and says which afterwards.
+        #[cfg(windows)]
+        Auth::Negotiate | Auth::Kerberos => {
+            use crate::hops::spn::sspi::{Client, Identity, Package};
+            let package = if t.auth == Auth::Kerberos {
+                Package::Kerberos
+            } else {
+                Package::Negotiate
             };
-            let client = winauth::NtlmV2ClientBuilder::new().target_spn(spn).build(
-                domain,
-                user,
-                password.to_string(),
-            );
+            let realm = crate::hops::mssql::kerberos::realm(t).unwrap_or_default();
+            let identity = t
+                .user
+                .as_deref()
+                .map(|user| Identity::new(user, &realm, password));
+            let client = Client::new(package, identity.as_ref(), &spn)
+                .map_err(|e| Failure::Sspi(format!("this host's SSPI ({package:?}): {e}")))?;
             Ok(Some(Box::new(client)))
         }
         #[cfg(windows)]
@@ -86,16 +131,34 @@ fn sspi_client(
                 .target_spn(&spn)
                 .build()
                 .map_err(|e| Failure::Sspi(format!("this host's SSPI (NTLM): {e}")))?;
-            Ok(Some(Box::new(client)))
+            Ok(Some(Box::new(Ntlm(Box::new(client)))))
         }
+        #[cfg(not(windows))]
         Auth::Kerberos => Err(Failure::Sspi(
-            "tx=enlist does not log in with auth=kerberos yet (docs/kerberos.md)".into(),
+            "this session does not log in with auth=kerberos outside Windows (the `login` hop \
+             does, through GSS-API; docs/kerberos.md)"
+                .into(),
         )),
         #[cfg(not(windows))]
         Auth::Integrated => Err(Failure::Sspi(
             "auth=integrated needs the Windows build: this account's SSPI".into(),
         )),
     }
+}
+
+/// NTLMv2 in Rust from `DOMAIN\user` (or a UPN) and the password.
+fn ntlm_v2(t: &MssqlTarget, spn: String, password: &str) -> SspiClient {
+    let user = t.user.clone().unwrap_or_default();
+    let (domain, user) = match user.split_once('\\') {
+        Some((d, u)) => (Some(d.to_string()), u.to_string()),
+        None => (None, user),
+    };
+    let client = winauth::NtlmV2ClientBuilder::new().target_spn(spn).build(
+        domain,
+        user,
+        password.to_string(),
+    );
+    Box::new(Ntlm(Box::new(client)))
 }
 
 const PACKET_SIZE: u32 = 4096;
@@ -154,6 +217,9 @@ pub struct LoginInfo {
     pub encryption: Negotiated,
     pub tds_version: u32,
     pub server_program: String,
+    /// The SSPI package the login authenticated with (`NTLM`, `Kerberos`); `None` for SQL
+    /// Server authentication.
+    pub auth_package: Option<String>,
 }
 
 pub struct Session {
@@ -230,8 +296,7 @@ impl Session {
         let first_token = match &mut sspi {
             None => Vec::new(),
             Some(client) => client
-                .next_bytes(None)
-                .map_err(|e| Failure::Sspi(e.to_string()))?
+                .next_token(None)?
                 .ok_or_else(|| Failure::Sspi("no first token".into()))?,
         };
         let sql_auth = sspi.is_none();
@@ -267,7 +332,7 @@ impl Session {
             s.transport.end_tls();
         }
         let first_reply = s.read_reply().await?;
-        let tokens = s.sspi_exchange(sspi, first_reply).await?;
+        let tokens = s.sspi_exchange(sspi.as_mut(), first_reply).await?;
         if let Some(f) = first_error(&tokens) {
             return Err(f);
         }
@@ -304,6 +369,7 @@ impl Session {
                 encryption: negotiated,
                 tds_version: ack.tds_version,
                 server_program: ack.program,
+                auth_package: sspi.as_ref().and_then(|c| c.package()),
             },
         ))
     }
@@ -314,7 +380,7 @@ impl Session {
     /// unless the server asks for SSPI anyway.
     async fn sspi_exchange(
         &mut self,
-        mut sspi: Option<SspiClient>,
+        mut sspi: Option<&mut SspiClient>,
         mut reply: Vec<Token>,
     ) -> Result<Vec<Token>, Failure> {
         for round in 0.. {
@@ -337,13 +403,21 @@ impl Session {
                     "the exchange did not end after {MAX_SSPI_ROUNDS} rounds"
                 )));
             }
-            let answer = client
-                .next_bytes(Some(&challenge))
-                .map_err(|e| Failure::Sspi(format!("answering the server's challenge: {e}")))?
-                .ok_or_else(|| {
-                    Failure::Sspi("the server sent another token after the last one".into())
-                })?;
-            self.transport.write_message(PKT_SSPI, &answer).await?;
+            let answer = client.next_token(Some(&challenge)).map_err(|e| match e {
+                Failure::Sspi(m) => Failure::Sspi(format!("answering the server's token: {m}")),
+                other => other,
+            })?;
+            let logged_in = reply.iter().any(|t| matches!(t, Token::LoginAck(_)));
+            if logged_in {
+                // Kerberos' AP-REP riding with the LOGINACK: taken (it proves the server's
+                // identity), nothing goes back.
+                break;
+            }
+            // `None` after Kerberos' AP-REP alone: this side is done and sends nothing more (as
+            // Microsoft's drivers do); the server's verdict follows.
+            if let Some(answer) = answer {
+                self.transport.write_message(PKT_SSPI, &answer).await?;
+            }
             reply = self.read_reply().await?;
         }
         Ok(reply)
@@ -553,5 +627,55 @@ mod tests {
         assert_eq!(client_encryption(Encrypt::Strict), ENCRYPT_NOT_SUP);
         assert_eq!(client_encryption(Encrypt::On), ENCRYPT_ON);
         assert_eq!(Negotiated::Strict.as_str(), "strict");
+    }
+}
+
+/// Opt-in test of the Windows build's SSPI login against a real server: SQL Server on a Windows
+/// host in a domain, or the TDS test peer under wine in tests/kerberos_samba.rs (which runs this
+/// test itself, docs/kerberos.md).
+#[cfg(all(test, windows))]
+mod sspi_login_tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+
+    /// DTCPROBE_SSPI_TDS: the server's `address:port`; DTCPROBE_SSPI_HOST: its name (the SPN's
+    /// host); DTCPROBE_SSPI_AUTH: `kerberos` or `negotiate`; DTCPROBE_SSPI_EXPECT_SCHEME:
+    /// `kerberos` or `ntlm`; DTCPROBE_SSPI_USER / _PASSWORD: explicit credentials (else the
+    /// logged-on user).
+    #[test]
+    #[ignore = "needs a server in a domain: set DTCPROBE_SSPI_TDS, _HOST, _AUTH, _EXPECT_SCHEME (docs/kerberos.md)"]
+    fn sspi_login_against_a_real_server() {
+        let addr: SocketAddr = env("DTCPROBE_SSPI_TDS")
+            .expect("DTCPROBE_SSPI_TDS")
+            .parse()
+            .expect("address:port");
+        let host = env("DTCPROBE_SSPI_HOST").expect("DTCPROBE_SSPI_HOST");
+        let auth = env("DTCPROBE_SSPI_AUTH").expect("DTCPROBE_SSPI_AUTH");
+        let expect = env("DTCPROBE_SSPI_EXPECT_SCHEME").expect("DTCPROBE_SSPI_EXPECT_SCHEME");
+        let password = env("DTCPROBE_SSPI_PASSWORD").unwrap_or_default();
+        let mut t = MssqlTarget::from_url(&format!(
+            "mssql://{host}:{}/?auth={auth}&encrypt=off&trust_server_certificate=true&tx=none",
+            addr.port()
+        ))
+        .expect("target");
+        // Set after parsing: a `DOMAIN\user` needs no URL escaping this way.
+        t.user = env("DTCPROBE_SSPI_USER");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (session, info) = rt
+            .block_on(Session::open(addr, &t, &password, Duration::from_secs(10)))
+            .unwrap_or_else(|f| panic!("login failed: {f:?}"));
+        rt.block_on(session.close());
+        println!("SSPI-LOGIN package={:?}", info.auth_package);
+        let scheme = info
+            .auth_package
+            .as_deref()
+            .map(crate::hops::spn::sspi_status::scheme_of_package);
+        assert_eq!(scheme.as_deref(), Some(expect.as_str()), "{info:?}");
     }
 }
