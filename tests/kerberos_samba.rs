@@ -905,6 +905,14 @@ fn sspi_under_wine() {
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            !stdout.is_empty(),
+            "no report from {} (a Windows build older than this test? `cargo build --target \
+             x86_64-pc-windows-gnu`), exit {:?}, stderr:\n{}",
+            bin.display(),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let report = parse_report(&stdout);
         assert_valid("sspi_under_wine", &report);
         (
