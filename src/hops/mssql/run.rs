@@ -63,6 +63,11 @@ pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
     let limit = ctx.hop_timeout;
     let mut chain = Chain::new(planned_hops(t), limit);
 
+    // The certificate report's chain check needs this host's trust store: read beside the
+    // hops before the login instead of after its handshake (once per run, super::certificate).
+    if t.encrypt != Encrypt::None {
+        ctx.tls.trust_store.prefetch();
+    }
     // Ask for the password first (a prompt should not eat into a hop's time); a missing one is
     // reported on the login hop, after the network hops have said what they can.
     let password = auth::password(t).await;
@@ -131,7 +136,8 @@ pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
             // A task of its own: the login's phases are timed from its own polls.
             let probe = tokio::spawn({
                 let t = t.clone();
-                async move { server_chain(&t, addr, limit).await }
+                let tls = ctx.tls.clone();
+                async move { server_chain(&t, addr, limit, &tls).await }
             });
             let (out, probed) = tokio::join!(login, probe);
             (
