@@ -63,11 +63,6 @@ pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
     let limit = ctx.hop_timeout;
     let mut chain = Chain::new(planned_hops(t), limit);
 
-    // The certificate report's chain check needs this host's trust store: read beside the
-    // hops before the login instead of after its handshake (once per run, super::certificate).
-    if t.encrypt != Encrypt::None {
-        ctx.tls.trust_store.prefetch();
-    }
     // Ask for the password first (a prompt should not eat into a hop's time); a missing one is
     // reported on the login hop, after the network hops have said what they can.
     let password = auth::password(t).await;
@@ -94,6 +89,13 @@ pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
     let Some(addr) = connect_step(&mut chain, ctx, &addrs, port).await else {
         return chain.finish();
     };
+    // The certificate report's chain check needs this host's trust store: read beside the
+    // login and the certificate handshake instead of after them (once per run,
+    // super::certificate); not before the server is known to answer, so a run of unreachable
+    // servers reads no store.
+    if t.encrypt != Encrypt::None {
+        ctx.tls.trust_store.prefetch();
+    }
 
     let password = match password {
         Ok(p) => p,
