@@ -34,6 +34,9 @@ pub struct RunContext {
     /// A login whose server certificate expires within this many days warns (`cert_expiring`;
     /// `--cert-warn-days`, a check's `cert_warn_days`).
     pub cert_warn_days: u32,
+    /// This host's trust store and the servers' certificate chains, each read once in this run
+    /// (the certificate report, [`crate::tls::RunTls`]); a fresh one per run.
+    pub tls: Arc<crate::tls::RunTls>,
 }
 
 impl RunContext {
@@ -50,6 +53,7 @@ impl RunContext {
             resets: Default::default(),
             check: Arc::from(""),
             cert_warn_days: crate::hops::certificate::DEFAULT_WARN_DAYS,
+            tls: Default::default(),
         }
     }
 }

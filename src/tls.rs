@@ -20,8 +20,11 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
@@ -60,7 +63,7 @@ pub enum TrustError {
 
 /// A rustls client configuration with ring (see above) for `trust`.
 pub fn client_config(trust: &Trust) -> Result<rustls::ClientConfig, TrustError> {
-    build_config(trust, None)
+    build_config(trust, Keep::Nothing)
 }
 
 /// As [`client_config`], also keeping what the server showed in `capture`: its certificate
@@ -71,19 +74,36 @@ pub fn capturing_config(
     trust: &Trust,
     capture: &CertCapture,
 ) -> Result<rustls::ClientConfig, TrustError> {
-    build_config(trust, Some(capture))
+    build_config(trust, Keep::Judged(capture))
 }
 
-fn build_config(
+/// As [`capturing_config`], but the chain is only kept ([`CertCapture::shown`]), not checked
+/// during the handshake: the check runs afterwards ([`ShownChain::judged`]) against this
+/// run's trust store ([`TrustStore`]), which is then read while the handshake runs instead of
+/// before it.
+pub fn recording_config(
     trust: &Trust,
-    capture: Option<&CertCapture>,
+    capture: &CertCapture,
 ) -> Result<rustls::ClientConfig, TrustError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    build_config(trust, Keep::Shown(capture))
+}
+
+/// What a configuration keeps of the server's certificate.
+enum Keep<'a> {
+    Nothing,
+    /// The chain and its check, run during the handshake.
+    Judged(&'a CertCapture),
+    /// The chain only, checked later.
+    Shown(&'a CertCapture),
+}
+
+fn build_config(trust: &Trust, keep: Keep<'_>) -> Result<rustls::ClientConfig, TrustError> {
+    let provider = ring_provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
     let roots = |file: Option<&PathBuf>| -> Result<Arc<rustls::RootCertStore>, TrustError> {
         let Some(path) = file else {
-            return Ok(system_roots());
+            return Ok(Arc::new(system_roots()));
         };
         let pem = std::fs::read(path).map_err(|source| TrustError::Read {
             path: path.clone(),
@@ -98,9 +118,7 @@ fn build_config(
         Ok(Arc::new(roots))
     };
     let webpki = |file: Option<&PathBuf>| -> Result<Arc<WebPkiServerVerifier>, TrustError> {
-        WebPkiServerVerifier::builder_with_provider(roots(file)?, provider.clone())
-            .build()
-            .map_err(|e| TrustError::Rustls(rustls::Error::General(e.to_string())))
+        chain_check(roots(file)?, &provider).map_err(TrustError::Rustls)
     };
     let (verifier, judge): (Arc<dyn ServerCertVerifier>, Option<PathBuf>) = match trust {
         Trust::SystemRoots => (webpki(None)?, None),
@@ -108,11 +126,16 @@ fn build_config(
         Trust::ChainOnly(file) => (Arc::new(AnyName(webpki(file.as_ref())?)), file.clone()),
         Trust::AnyCertificate => (Arc::new(AnyCertificate(provider.clone())), None),
     };
-    let verifier = match capture {
-        None => verifier,
-        Some(capture) => Arc::new(Capturing {
+    let verifier = match keep {
+        Keep::Nothing => verifier,
+        Keep::Judged(capture) => Arc::new(Capturing {
             inner: verifier,
-            judge: webpki(judge.as_ref())?,
+            judge: Some(webpki(judge.as_ref())?),
+            capture: capture.clone(),
+        }),
+        Keep::Shown(capture) => Arc::new(Capturing {
+            inner: verifier,
+            judge: None,
             capture: capture.clone(),
         }),
     };
@@ -120,6 +143,21 @@ fn build_config(
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth())
+}
+
+/// ring as a rustls provider (see the top of this file).
+fn ring_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The full chain check (name included) against `roots`.
+fn chain_check(
+    roots: Arc<rustls::RootCertStore>,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<WebPkiServerVerifier>, rustls::Error> {
+    WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))
 }
 
 /// What a server showed in its handshake: the chain as sent (its own certificate first) and
@@ -130,23 +168,70 @@ pub struct SeenChain {
     pub verification: Result<(), rustls::Error>,
 }
 
-/// Where a [`capturing_config`] puts the [`SeenChain`] of its handshake (the last one, should
-/// the config be used twice).
-#[derive(Debug, Clone, Default)]
-pub struct CertCapture(Arc<std::sync::Mutex<Option<SeenChain>>>);
+/// What a server showed in its handshake, before any chain check: the chain as sent, and what
+/// the check takes besides (the name asked for, the stapled OCSP response, the handshake's
+/// time), so that the check can run after the handshake with the outcome it would have had
+/// during it.
+#[derive(Debug, Clone)]
+pub struct ShownChain {
+    /// Never empty: the server's own certificate first.
+    chain: Vec<CertificateDer<'static>>,
+    name: ServerName<'static>,
+    ocsp: Vec<u8>,
+    now: UnixTime,
+}
 
-impl CertCapture {
-    pub fn seen(&self) -> Option<SeenChain> {
-        self.0.lock().ok().and_then(|s| s.clone())
+impl ShownChain {
+    /// The chain checked by `judge` (this host's trust store, [`TrustStore::judge`]), as a
+    /// [`capturing_config`] checks it during the handshake.
+    pub fn judged(&self, judge: &WebPkiServerVerifier) -> SeenChain {
+        let verification = match self.chain.split_first() {
+            Some((end_entity, intermediates)) => judge
+                .verify_server_cert(end_entity, intermediates, &self.name, &self.ocsp, self.now)
+                .map(|_| ()),
+            None => Err(rustls::Error::NoCertificatesPresented),
+        };
+        SeenChain {
+            chain: self.chain.clone(),
+            verification,
+        }
     }
 }
 
-/// The verifier a configuration would use, which also keeps the chain and the outcome of a
-/// full chain check (`judge`) for the certificate report.
+/// Where a [`capturing_config`] or [`recording_config`] puts what its handshake showed (the
+/// last one, should the config be used twice).
+#[derive(Debug, Clone, Default)]
+pub struct CertCapture(Arc<Mutex<Option<Captured>>>);
+
+#[derive(Debug, Clone)]
+struct Captured {
+    shown: ShownChain,
+    /// The chain check run during the handshake ([`capturing_config`] only).
+    verification: Option<Result<(), rustls::Error>>,
+}
+
+impl CertCapture {
+    /// The chain and its check ([`capturing_config`]).
+    pub fn seen(&self) -> Option<SeenChain> {
+        let captured = self.0.lock().ok()?.clone()?;
+        Some(SeenChain {
+            chain: captured.shown.chain,
+            verification: captured.verification?,
+        })
+    }
+
+    /// The chain, not checked ([`recording_config`]).
+    pub fn shown(&self) -> Option<ShownChain> {
+        Some(self.0.lock().ok()?.as_ref()?.shown.clone())
+    }
+}
+
+/// The verifier a configuration would use, which also keeps the chain and, with a `judge`, the
+/// outcome of a full chain check for the certificate report.
 #[derive(Debug)]
 struct Capturing {
     inner: Arc<dyn ServerCertVerifier>,
-    judge: Arc<WebPkiServerVerifier>,
+    judge: Option<Arc<WebPkiServerVerifier>>,
     capture: CertCapture,
 }
 
@@ -159,17 +244,24 @@ impl ServerCertVerifier for Capturing {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let verification = self
-            .judge
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-            .map(|_| ());
+        let verification = self.judge.as_ref().map(|judge| {
+            judge
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+                .map(|_| ())
+        });
         let chain = std::iter::once(end_entity)
             .chain(intermediates)
             .map(|c| c.clone().into_owned())
             .collect();
+        let shown = ShownChain {
+            chain,
+            name: server_name.to_owned(),
+            ocsp: ocsp.to_vec(),
+            now,
+        };
         if let Ok(mut seen) = self.capture.0.lock() {
-            *seen = Some(SeenChain {
-                chain,
+            *seen = Some(Captured {
+                shown,
                 verification,
             });
         }
@@ -200,15 +292,143 @@ impl ServerCertVerifier for Capturing {
     }
 }
 
-/// This host's trust store, read at each login rather than once per process: a long-running
-/// `watch` then sees a CA installed while it runs (and the tests can point SSL_CERT_FILE at a
-/// new peer's certificate between logins).
-fn system_roots() -> Arc<rustls::RootCertStore> {
+/// This host's trust store (rustls-native-certs: SSL_CERT_FILE and SSL_CERT_DIR, else
+/// OpenSSL's file and directory; on Debian the bundle and the ~150 files of /etc/ssl/certs).
+/// Read at each login that builds its own configuration, and once per run for the
+/// certificate report ([`TrustStore`]), never once per process: a long-running `watch` then
+/// sees a CA installed while it runs.
+fn system_roots() -> rustls::RootCertStore {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);
     }
-    Arc::new(roots)
+    roots
+}
+
+/// What a run shares of TLS between its checks: this host's trust store, read once, and the
+/// servers' certificate chains, each read by one handshake. A fresh one per run (a `watch`
+/// round, an agent's probe), so a CA installed or a certificate renewed is seen by the next.
+#[derive(Default)]
+pub struct RunTls {
+    pub trust_store: TrustStore,
+    pub chains: ServerChains,
+}
+
+/// This host's trust store as the chain check of the certificate report, read once per run on
+/// a blocking thread: started as soon as a TLS login is planned ([`TrustStore::prefetch`]), so
+/// that reading and parsing it (some 150 files, a few milliseconds of CPU) runs beside the
+/// login and the certificate handshake instead of before them.
+pub struct TrustStore {
+    loading: Mutex<Loading>,
+    ready: tokio::sync::OnceCell<Result<Arc<WebPkiServerVerifier>, rustls::Error>>,
+    /// What reads it: [`load_system_check`] (the unit tests count calls).
+    load: fn() -> Result<Arc<WebPkiServerVerifier>, rustls::Error>,
+}
+
+impl Default for TrustStore {
+    fn default() -> TrustStore {
+        TrustStore {
+            loading: Mutex::default(),
+            ready: tokio::sync::OnceCell::new(),
+            load: load_system_check,
+        }
+    }
+}
+
+#[derive(Default)]
+enum Loading {
+    #[default]
+    NotStarted,
+    Started(tokio::task::JoinHandle<Result<Arc<WebPkiServerVerifier>, rustls::Error>>),
+    /// Handed to [`TrustStore::judge`].
+    Taken,
+}
+
+fn load_system_check() -> Result<Arc<WebPkiServerVerifier>, rustls::Error> {
+    chain_check(Arc::new(system_roots()), &ring_provider())
+}
+
+impl TrustStore {
+    /// Starts reading the store on a blocking thread, unless that has begun. Needs a tokio
+    /// runtime.
+    pub fn prefetch(&self) {
+        if self.ready.initialized() {
+            return;
+        }
+        if let Ok(mut loading) = self.loading.lock() {
+            if matches!(*loading, Loading::NotStarted) {
+                *loading = Loading::Started(tokio::task::spawn_blocking(self.load));
+            }
+        }
+    }
+
+    /// The chain check against this host's trust store (`Err`: the store holds no usable
+    /// certificate, rustls's reason), reading the store first if no [`Self::prefetch`] did.
+    pub async fn judge(&self) -> Result<Arc<WebPkiServerVerifier>, rustls::Error> {
+        self.ready
+            .get_or_init(|| async {
+                let started = match self.loading.lock() {
+                    Ok(mut loading) => match std::mem::replace(&mut *loading, Loading::Taken) {
+                        Loading::Started(handle) => Some(handle),
+                        Loading::NotStarted | Loading::Taken => None,
+                    },
+                    Err(_) => None,
+                };
+                let handle = started.unwrap_or_else(|| tokio::task::spawn_blocking(self.load));
+                // A load that panicked (none is known to) is tried once more, here.
+                handle.await.unwrap_or_else(|_| (self.load)())
+            })
+            .await
+            .clone()
+    }
+}
+
+/// Why no certificate chain was read from a server.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ChainError {
+    /// A TDS server that answered PRELOGIN with ENCRYPT_NOT_SUP.
+    #[error("the server offers no TLS (PRELOGIN ENCRYPT_NOT_SUP)")]
+    NoTls,
+    #[error("no certificate within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Which handshake showed a chain: the server's address, the name asked for (SNI), and how the
+/// handshake was made (the caller's words, e.g. TLS first or inside TDS PRELOGIN packets).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServerKey {
+    pub addr: SocketAddr,
+    pub name: String,
+    pub how: String,
+}
+
+/// The servers' chains read in one run: one handshake per [`ServerKey`], whatever number of
+/// checks ask (those that ask while it runs wait for it), its outcome shared, failures too.
+#[derive(Default)]
+pub struct ServerChains(Mutex<HashMap<ServerKey, Arc<ChainCell>>>);
+
+type ChainCell = tokio::sync::OnceCell<Result<ShownChain, ChainError>>;
+
+impl ServerChains {
+    /// The chain `key` names: read by `read` on the first call, else the first call's outcome.
+    pub async fn get_or_read<F, Fut>(
+        &self,
+        key: ServerKey,
+        read: F,
+    ) -> Result<ShownChain, ChainError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<ShownChain, ChainError>>,
+    {
+        let cell = match self.0.lock() {
+            Ok(mut book) => book.entry(key).or_default().clone(),
+            // A panic elsewhere while the book was held: read again rather than fail.
+            Err(_) => Arc::default(),
+        };
+        cell.get_or_init(read).await.clone()
+    }
 }
 
 /// Accepts any certificate, but still checks that the server holds its key (the handshake
@@ -312,6 +532,76 @@ impl ServerCertVerifier for AnyName {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static LOADS: AtomicUsize = AtomicUsize::new(0);
+
+    fn counted_load() -> Result<Arc<WebPkiServerVerifier>, rustls::Error> {
+        LOADS.fetch_add(1, Ordering::SeqCst);
+        load_system_check()
+    }
+
+    #[tokio::test]
+    async fn the_trust_store_is_read_once_per_run_and_fresh_for_the_next() {
+        let run = TrustStore {
+            load: counted_load,
+            ..TrustStore::default()
+        };
+        run.prefetch();
+        run.prefetch();
+        let (a, b) = tokio::join!(run.judge(), run.judge());
+        let c = run.judge().await;
+        run.prefetch();
+        assert_eq!(LOADS.load(Ordering::SeqCst), 1);
+        // The same check every time (or the same reason this host's store is unusable).
+        match (a, b, c) {
+            (Ok(a), Ok(b), Ok(c)) => assert!(Arc::ptr_eq(&a, &b) && Arc::ptr_eq(&a, &c)),
+            (Err(a), Err(b), Err(c)) => assert!(a == b && b == c),
+            other => panic!("one run, different outcomes: {other:?}"),
+        }
+        // Not prefetched: read on first need. A new run reads the store again.
+        let next = TrustStore {
+            load: counted_load,
+            ..TrustStore::default()
+        };
+        let _ = next.judge().await;
+        let _ = next.judge().await;
+        assert_eq!(LOADS.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn one_handshake_per_server_in_a_run_its_outcome_shared() {
+        let chains = ServerChains::default();
+        let reads = AtomicUsize::new(0);
+        let key = |port: u16, how: &str| ServerKey {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            name: "sql.example".into(),
+            how: how.into(),
+        };
+        let read = || async {
+            reads.fetch_add(1, Ordering::SeqCst);
+            // Still running when the second check asks.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Err(ChainError::Failed(format!(
+                "handshake {}",
+                reads.load(Ordering::SeqCst)
+            )))
+        };
+        let (a, b) = tokio::join!(
+            chains.get_or_read(key(1433, "tds7"), read),
+            chains.get_or_read(key(1433, "tds7"), read)
+        );
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        let text = |r: Result<ShownChain, ChainError>| r.err().map(|e| e.to_string());
+        assert_eq!(text(a), Some("handshake 1".into()));
+        assert_eq!(text(b), Some("handshake 1".into()));
+        // Later checks of the run too; another port or a TDS 8 handshake is another server.
+        let _ = chains.get_or_read(key(1433, "tds7"), read).await;
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        let _ = chains.get_or_read(key(1434, "tds7"), read).await;
+        let _ = chains.get_or_read(key(1433, "tds8"), read).await;
+        assert_eq!(reads.load(Ordering::SeqCst), 3);
+    }
 
     #[test]
     fn a_ca_file_must_exist_and_hold_a_certificate() {

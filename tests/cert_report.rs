@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::support::certs::{self, ServerCert, Spec, TestCa};
 use crate::support::netns::{self, can_run_netns_tests, wait_until, Daemon, Zones};
-use crate::support::tds_peer::{PeerConfig, ServerEncryption, TdsPeer};
+use crate::support::tds_peer::{Event, PeerConfig, ServerEncryption, TdsPeer};
 
 /// `dtcprobe check -f json ARGS` with `env`; the parsed report.
 fn check(args: &[&str], env: &[(&str, &str)]) -> (i32, Value) {
@@ -202,6 +202,82 @@ fn mssql_certificate_from_a_trusted_ca_and_under_strict() {
     assert!(
         c["trust_error"].as_str().unwrap().contains("UnknownIssuer"),
         "{c:#}"
+    );
+}
+
+/// One run, three checks of one server: the certificate handshake is made once per server and
+/// handshake kind (TDS 7 inside PRELOGIN, TDS 8 TLS first), not once per check, and every check
+/// reports the same certificate, checked against the one trust store the run read.
+#[test]
+fn one_certificate_handshake_per_server_in_a_run() {
+    let ca = TestCa::new();
+    let cert = ca.issue(&Spec::default());
+    let ca_pem = pem_file(&ca.cert.pem());
+    let peer = peer(&cert);
+    let pw = password_file();
+    let base = format!("mssql://probe@127.0.0.1:{}/app?tx=none", peer.addr.port());
+    let targets = [
+        format!("trusting={base}&trust_server_certificate=true"),
+        format!("checking={base}&encrypt=on"),
+        format!("strict={base}&encrypt=strict"),
+    ];
+    let mut args = vec![
+        "--timeout",
+        "3s",
+        "--password-file",
+        pw.path().to_str().unwrap(),
+    ];
+    args.extend(targets.iter().map(String::as_str));
+    let (_, report) = check(&args, &[("SSL_CERT_FILE", ca_pem.path().to_str().unwrap())]);
+    crate::report_schema::assert_valid("three checks of one server", &report);
+    let checks = report["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 3, "{report:#}");
+    let certificates: Vec<&Value> = checks
+        .iter()
+        .map(|c| {
+            let login = c["hops"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|h| h["hop"] == "login")
+                .unwrap_or_else(|| panic!("no login: {c:#}"));
+            assert_eq!(login["status"], "pass", "{login:#}");
+            &login["data"]["certificate"]
+        })
+        .collect();
+    assert_eq!(certificates[0]["chain_trusted"], true, "{report:#}");
+    assert_eq!(certificates[0]["issuer"], "CN=dtcprobe test CA");
+    assert!(
+        certificates.iter().all(|c| *c == certificates[0]),
+        "{report:#}"
+    );
+    // Each login does one TLS handshake of its own; the rest are certificate handshakes: one
+    // for the two TDS 7 checks, one for the TDS 8 check (before the per-run sharing: three).
+    // The peer logs a handshake once it has read the client's Finished, which can be after
+    // dtcprobe has exited: the count is read once it has settled.
+    let tls_count = || {
+        peer.events()
+            .iter()
+            .filter(|e| matches!(e, Event::TlsHandshake { .. }))
+            .count()
+    };
+    wait_until(Duration::from_secs(2), || tls_count() >= 5);
+    std::thread::sleep(Duration::from_millis(300));
+    let events = peer.events();
+    let logins = peer.logins().len();
+    let handshakes = events
+        .iter()
+        .filter(|e| matches!(e, Event::TlsHandshake { .. }))
+        .count();
+    assert_eq!(logins, 3, "{events:?}");
+    assert_eq!(handshakes - logins, 2, "{events:?}");
+    let strict = events
+        .iter()
+        .filter(|e| matches!(e, Event::TlsHandshake { strict: true }))
+        .count();
+    assert_eq!(
+        strict, 2,
+        "the TDS 8 login and its certificate handshake: {events:?}"
     );
 }
 

@@ -4,9 +4,14 @@
 //! alongside the login: PRELOGIN asking for ENCRYPT_ON, then a rustls handshake whose records
 //! travel in PRELOGIN packets (MS-TDS 2.2.6.5, type 0x12), as every TDS 7.x client does; with
 //! `encrypt=strict` (TDS 8), TLS first on the bare connection with ALPN `tds/8.0`. The
-//! verifier ([`crate::tls::capturing_config`]) keeps the chain and checks it against this
-//! host's trust store, whatever the check's trust settings; it lets any certificate through, so
-//! the handshake completes, then the connection is closed before any LOGIN7: nothing logs in.
+//! verifier ([`crate::tls::recording_config`]) keeps the chain and lets any certificate
+//! through, so the handshake completes, then the connection is closed before any LOGIN7:
+//! nothing logs in.
+//!
+//! The chain is then checked against this host's trust store, whatever the check's trust
+//! settings: the run's [`crate::tls::TrustStore`], read once per run on a blocking thread while
+//! the login and this handshake run. One handshake per server (address, name, TDS 7 or 8) per
+//! run, shared by the run's checks ([`crate::tls::ServerChains`]).
 //!
 //! The connection is [`super::transport::Transport`], the one `tx_enlist`'s session uses; the
 //! framing under it is crates/wire's.
@@ -23,18 +28,10 @@ use tokio::net::TcpStream;
 use super::classify::{classify_failure, Failure};
 use super::spec::{Encrypt, MssqlTarget};
 use super::transport::{client_prelogin, Transport, TDS8_ALPN};
-use crate::tls::{capturing_config, CertCapture, SeenChain, Trust};
-
-/// Why no certificate was read.
-#[derive(Debug, thiserror::Error)]
-pub enum ChainError {
-    #[error("the server offers no TLS (PRELOGIN ENCRYPT_NOT_SUP)")]
-    NoTls,
-    #[error("no certificate within {0:?}")]
-    Timeout(Duration),
-    #[error("{0}")]
-    Failed(String),
-}
+pub use crate::tls::ChainError;
+use crate::tls::{
+    recording_config, CertCapture, RunTls, SeenChain, ServerKey, ShownChain, Trust, TrustError,
+};
 
 impl From<Failure> for ChainError {
     fn from(f: Failure) -> ChainError {
@@ -56,29 +53,46 @@ impl From<Failure> for ChainError {
 /// The packet size of the PRELOGIN exchange (the TDS default before LOGIN7).
 const PACKET_SIZE: usize = 4096;
 
-/// The server's certificate chain at `addr`, read within `limit`.
+/// The server's certificate chain at `addr`, read within `limit` (or by an earlier check of
+/// this run, [`RunTls`]) and checked against this host's trust store.
 pub async fn server_chain(
     t: &MssqlTarget,
     addr: SocketAddr,
     limit: Duration,
+    tls: &RunTls,
 ) -> Result<SeenChain, ChainError> {
-    match tokio::time::timeout(limit, handshake(t, addr)).await {
-        Ok(r) => r,
-        Err(_) => Err(ChainError::Timeout(limit)),
+    let key = ServerKey {
+        addr,
+        name: t.host.clone(),
+        how: how(t),
+    };
+    let shown = tls.chains.get_or_read(key, || async {
+        match tokio::time::timeout(limit, handshake(t, addr)).await {
+            Ok(r) => r,
+            Err(_) => Err(ChainError::Timeout(limit)),
+        }
+    });
+    let (judge, shown) = tokio::join!(tls.trust_store.judge(), shown);
+    // A trust store without a usable certificate is reported as before the store was read
+    // beside the handshake: as the reason no chain was read.
+    let judge = judge.map_err(|e| ChainError::Failed(TrustError::Rustls(e).to_string()))?;
+    Ok(shown?.judged(&judge))
+}
+
+/// How the handshake is made, for [`ServerKey`]: TLS first (TDS 8) or inside PRELOGIN
+/// packets, with the instance PRELOGIN names.
+fn how(t: &MssqlTarget) -> String {
+    match t.encrypt {
+        Encrypt::Strict => "tds8".into(),
+        _ => format!("tds7 {}", t.instance.as_deref().unwrap_or_default()),
     }
 }
 
-async fn handshake(t: &MssqlTarget, addr: SocketAddr) -> Result<SeenChain, ChainError> {
+async fn handshake(t: &MssqlTarget, addr: SocketAddr) -> Result<ShownChain, ChainError> {
     let failed = |e: &dyn std::fmt::Display| ChainError::Failed(e.to_string());
     let capture = CertCapture::default();
-    // Reading this host's trust store is file I/O and parsing (tens of milliseconds): off the
-    // async threads, so the login running alongside is not held up (its phases stay true).
-    let for_config = capture.clone();
-    let mut config =
-        tokio::task::spawn_blocking(move || capturing_config(&Trust::AnyCertificate, &for_config))
-            .await
-            .map_err(|e| failed(&e))?
-            .map_err(|e| failed(&e))?;
+    // No file is read: the chain is checked afterwards, against the run's trust store.
+    let mut config = recording_config(&Trust::AnyCertificate, &capture).map_err(|e| failed(&e))?;
     let strict = t.encrypt == Encrypt::Strict;
     if strict {
         config.alpn_protocols = vec![TDS8_ALPN.to_vec()];
@@ -119,6 +133,6 @@ async fn handshake(t: &MssqlTarget, addr: SocketAddr) -> Result<SeenChain, Chain
 }
 
 /// The chain if the handshake got as far as the server's certificate, else the error.
-fn seen_or(capture: &CertCapture, e: ChainError) -> Result<SeenChain, ChainError> {
-    capture.seen().ok_or(e)
+fn seen_or(capture: &CertCapture, e: ChainError) -> Result<ShownChain, ChainError> {
+    capture.shown().ok_or(e)
 }

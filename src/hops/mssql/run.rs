@@ -89,6 +89,13 @@ pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
     let Some(addr) = connect_step(&mut chain, ctx, &addrs, port).await else {
         return chain.finish();
     };
+    // The certificate report's chain check needs this host's trust store: read beside the
+    // login and the certificate handshake instead of after them (once per run,
+    // super::certificate); not before the server is known to answer, so a run of unreachable
+    // servers reads no store.
+    if t.encrypt != Encrypt::None {
+        ctx.tls.trust_store.prefetch();
+    }
 
     let password = match password {
         Ok(p) => p,
@@ -136,7 +143,8 @@ pub async fn run(t: &MssqlTarget, ctx: &RunContext) -> Vec<HopResult> {
             // A task of its own: the login's phases are timed from its own polls.
             let probe = tokio::spawn({
                 let t = t.clone();
-                async move { server_chain(&t, addr, limit).await }
+                let tls = ctx.tls.clone();
+                async move { server_chain(&t, addr, limit, &tls).await }
             });
             let (out, probed) = tokio::join!(login, probe);
             (
