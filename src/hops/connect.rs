@@ -16,7 +16,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use futures::future::join_all;
-use serde_json::json;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -24,7 +23,7 @@ use crate::chain::{Chain, HopOutput, RunContext};
 use crate::classify::{classify_connect, ConnectOutcome, Verdict};
 use crate::hops::reset_origin::{self, Answer, ResetOrigin, ResetProbe};
 use crate::hops::route::RouteCache;
-use crate::model::{HopKind, HopResult, Status};
+use crate::model::{Fact, HopKind, HopResult, Status};
 
 /// One connect attempt and what came of it.
 #[derive(Debug, Clone, PartialEq)]
@@ -292,24 +291,36 @@ pub fn hop_result(kind: HopKind, attempts: &[Attempt]) -> HopResult {
         .zip(&verdicts)
         .filter_map(|(a, v)| v.as_ref().map(|v| (a, v)))
         .collect();
-    let per_address: Vec<serde_json::Value> = attempts
+    // Typed facts (see `crate::hop_data`): this runs for every check, and the report holds
+    // them all until it is written. Keys and order as the JSON map this once was.
+    let per_address: Vec<Fact> = attempts
         .iter()
         .zip(&verdicts)
         .map(|(a, c)| {
-            let mut entry = json!({
-                "address": a.addr.to_string(),
-                "source": a.source.map(|s| s.to_string()),
-                "status": if c.is_none() { "pass" } else { "fail" },
-                "cause": c.as_ref().map(|c| c.cause.as_str()),
-                "duration_seconds": (a.elapsed.as_secs_f64() * 1e6).round() / 1e6,
-            });
+            let mut entry = vec![
+                ("address", Fact::display(&a.addr)),
+                ("source", Fact::display_or_null(a.source.as_ref())),
+                (
+                    "status",
+                    Fact::Static(if c.is_none() { "pass" } else { "fail" }),
+                ),
+                (
+                    "cause",
+                    c.as_ref()
+                        .map_or(Fact::Null, |c| Fact::Static(c.cause.as_str())),
+                ),
+                (
+                    "duration_seconds",
+                    Fact::F64((a.elapsed.as_secs_f64() * 1e6).round() / 1e6),
+                ),
+            ];
             if let Some(from) = icmp_from(&a.outcome) {
-                entry["icmp_from"] = json!(from.to_string());
+                entry.push(("icmp_from", Fact::display(&from)));
             }
-            if let (Some(origin), Some(map)) = (&a.reset_origin, entry.as_object_mut()) {
-                map.extend(reset_origin::data(origin));
+            if let Some(origin) = &a.reset_origin {
+                entry.extend(reset_origin::facts(origin));
             }
-            entry
+            Fact::object(entry)
         })
         .collect();
 
@@ -358,22 +369,22 @@ pub fn hop_result(kind: HopKind, attempts: &[Attempt]) -> HopResult {
         ),
     };
     let result = match attempts.iter().find_map(|a| a.source) {
-        Some(source) => result.with_data("source", source.to_string()),
+        Some(source) => result.with_fact("source", Fact::display(&source)),
         None => result,
     };
     // The sender of the first ICMP error, at the top for scripts and alerts ("who rejected").
     let first_icmp = failed.iter().find_map(|(a, _)| icmp_from(&a.outcome));
     let mut result = match first_icmp {
-        Some(from) => result.with_data("icmp_from", from.to_string()),
+        Some(from) => result.with_fact("icmp_from", Fact::display(&from)),
         None => result,
     };
     // Who sent the first failed attempt's reset, at the top too (`reset_by_path` and its TTLs).
     if let Some(origin) = failed.first().and_then(|(a, _)| a.reset_origin.as_ref()) {
-        for (key, value) in reset_origin::data(origin) {
-            result = result.with_data(&key, value);
+        for (key, value) in reset_origin::facts(origin) {
+            result = result.with_fact(key, value);
         }
     }
-    result.with_data("attempts", per_address)
+    result.with_fact("attempts", per_address)
 }
 
 /// Hop `tcp`: `port` on each address; on success the value is the reachable addresses.
@@ -401,7 +412,7 @@ async fn tcp_hop_keeping(
     let targets: Vec<SocketAddr> = addrs.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
     let (attempts, kept) =
         probe_all_keeping(&targets, limit, Some(&ctx.routes), Some(&ctx.resets), keep).await;
-    let result = hop_result(HopKind::Tcp, &attempts).with_data("port", port);
+    let result = hop_result(HopKind::Tcp, &attempts).with_fact("port", port);
     let reachable: Vec<SocketAddr> = attempts
         .iter()
         .filter(|a| a.outcome == ConnectOutcome::Connected)

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::chain::HopOutput;
-use crate::model::{Cause, HopKind, HopResult};
+use crate::model::{Cause, Fact, HopKind, HopResult};
 use crate::resolver::{DnsError, DnsResolver};
 
 pub const HINT_NXDOMAIN: &str =
@@ -170,7 +170,6 @@ pub async fn resolve(
         },
     };
     let literal = host.parse::<IpAddr>().is_ok();
-    let addr_list: Vec<Value> = addrs.iter().map(|a| json!(a.to_string())).collect();
     let forward_detail = if literal {
         format!("{host} is an address (no forward lookup)")
     } else {
@@ -178,10 +177,13 @@ pub async fn resolve(
     };
 
     if !check_reverse {
+        // Typed (see `crate::hop_data`): every check has this hop.
+        let listed: Vec<Fact> = addrs.iter().map(Fact::display).collect();
         let result =
-            HopResult::pass(HopKind::Resolve, forward_detail).with_data("addresses", addr_list);
+            HopResult::pass(HopKind::Resolve, forward_detail).with_fact("addresses", listed);
         return HopOutput::ok(result, addrs);
     }
+    let addr_list: Vec<Value> = addrs.iter().map(|a| json!(a.to_string())).collect();
 
     let mut evidence = Vec::with_capacity(addrs.len());
     let mut ptr_data = serde_json::Map::new();
