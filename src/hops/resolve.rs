@@ -164,7 +164,9 @@ pub async fn resolve(
 ) -> HopOutput<Vec<IpAddr>> {
     let addrs = match host.parse::<IpAddr>() {
         Ok(ip) => vec![ip],
-        Err(_) => match resolver.forward(host, limit).await {
+        // The lookups' futures on the heap: in this future's state (also for a literal
+        // address, which needs none) they were copied with every check's future.
+        Err(_) => match Box::pin(resolver.forward(host, limit)).await {
             Ok(a) => a,
             Err(e) => return HopOutput::stop(forward_failure(host, &e)),
         },
@@ -188,11 +190,11 @@ pub async fn resolve(
     let mut evidence = Vec::with_capacity(addrs.len());
     let mut ptr_data = serde_json::Map::new();
     for addr in &addrs {
-        let ptr = resolver.reverse(*addr, limit).await;
+        let ptr = Box::pin(resolver.reverse(*addr, limit)).await;
         let mut back = Vec::new();
         if let Ok(names) = &ptr {
             for name in names {
-                back.push((name.clone(), resolver.forward(name, limit).await));
+                back.push((name.clone(), Box::pin(resolver.forward(name, limit)).await));
             }
             ptr_data.insert(addr.to_string(), json!(names));
         }
