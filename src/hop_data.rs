@@ -709,7 +709,7 @@ mod tests {
         changed.insert("extra".into(), json!(1));
         assert!(matches!(changed.0, Repr::Map(_)));
         assert_eq!(changed.len(), 4);
-        assert_eq!(changed.keys().last().map(String::as_str), Some("extra"));
+        assert_eq!(changed.keys().next_back().map(String::as_str), Some("extra"));
         changed.insert_fact("port", 1u16.into());
         assert_eq!(changed["port"], 1);
     }
