@@ -661,13 +661,10 @@ mod tests {
         assert_eq!(format!("{data:?}"), format!("{plain:?}"));
 
         // In place: no map built.
-        let attempt = data
-            .datum("attempts")
-            .unwrap()
-            .items()
-            .unwrap()
-            .next()
-            .unwrap();
+        fn first_attempt(data: &HopData) -> Option<Datum<'_>> {
+            data.datum("attempts")?.items()?.next()
+        }
+        let attempt = first_attempt(&data).unwrap();
         assert_eq!(
             attempt.get("address").unwrap().as_str(),
             Some("127.0.0.1:20000")
@@ -687,13 +684,7 @@ mod tests {
             data.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
             ["source", "attempts", "port"]
         );
-        let in_place = plain
-            .datum("attempts")
-            .unwrap()
-            .items()
-            .unwrap()
-            .next()
-            .unwrap();
+        let in_place = first_attempt(&plain).unwrap();
         assert_eq!(in_place.get("cause").unwrap().as_str(), Some("refused"));
 
         // A typed insert on an existing key keeps its place; a map insert makes it a map.
@@ -709,7 +700,10 @@ mod tests {
         changed.insert("extra".into(), json!(1));
         assert!(matches!(changed.0, Repr::Map(_)));
         assert_eq!(changed.len(), 4);
-        assert_eq!(changed.keys().next_back().map(String::as_str), Some("extra"));
+        assert_eq!(
+            changed.keys().next_back().map(String::as_str),
+            Some("extra")
+        );
         changed.insert_fact("port", 1u16.into());
         assert_eq!(changed["port"], 1);
     }
