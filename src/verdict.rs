@@ -23,7 +23,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::hops::KindInfo;
-use crate::model::{Cause, CheckResult, Direction, HopKind, HopResult, Report, Status};
+use crate::model::{Cause, CheckResult, Datum, Direction, HopKind, HopResult, Report, Status};
 
 /// How the blocked flow showed itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -131,7 +131,9 @@ fn blocked_flows(check: &CheckResult, hop: &HopResult) -> Vec<FirewallRequest> {
     {
         return Vec::new();
     }
-    let hop_source = hop.data.get("source").and_then(Value::as_str);
+    // Read in place (`datum`): this runs over every failed hop of a run, and the `tcp` hop's
+    // data is in the typed form, which `get` would build a map of.
+    let hop_source = hop.data.datum("source").and_then(Datum::as_str);
     let (service, advice) = service_of(check, hop);
     let row = |destination: SocketAddr, source: Option<&str>, observed| FirewallRequest {
         from_zone: check.from.clone(),
@@ -161,22 +163,21 @@ fn blocked_flows(check: &CheckResult, hop: &HopResult) -> Vec<FirewallRequest> {
             _ => Some(row),
         }
     };
-    match hop.data.get("attempts").and_then(Value::as_array) {
+    match hop.data.datum("attempts").and_then(Datum::items) {
         Some(attempts) => attempts
-            .iter()
             .filter_map(|a| {
                 let observed = Observed::of(a.get("cause")?.as_str()?)?;
                 let destination = a.get("address")?.as_str()?.parse().ok()?;
                 let mut r = row(
                     destination,
-                    a.get("source").and_then(Value::as_str),
+                    a.get("source").and_then(Datum::as_str),
                     observed,
                 );
                 // Hop `kdc` probes several services and UDP too: each attempt names its own.
-                if let Some(service) = a.get("service").and_then(Value::as_str) {
+                if let Some(service) = a.get("service").and_then(Datum::as_str) {
                     r.service = Some(service.to_string());
                 }
-                if a.get("protocol").and_then(Value::as_str) == Some("udp") {
+                if a.get("protocol").and_then(Datum::as_str) == Some("udp") {
                     r.protocol = "udp";
                 }
                 with_far_side(r)

@@ -16,7 +16,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use futures::future::join_all;
-use serde_json::json;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -24,7 +23,7 @@ use crate::chain::{Chain, HopOutput, RunContext};
 use crate::classify::{classify_connect, ConnectOutcome, Verdict};
 use crate::hops::reset_origin::{self, Answer, ResetOrigin, ResetProbe};
 use crate::hops::route::RouteCache;
-use crate::model::{HopKind, HopResult, Status};
+use crate::model::{Fact, HopKind, HopResult, Status};
 
 /// One connect attempt and what came of it.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,8 +93,15 @@ async fn connect_routed(
         {
             None
         }
+        // A loopback refusal is answered without the probe; any other, by the probe's future
+        // on the heap: in this future's state its 2 KB were copied with every check's future.
+        (Some(_), ConnectOutcome::Error(std::io::ErrorKind::ConnectionRefused, _))
+            if addr.ip().is_loopback() =>
+        {
+            Some(ResetOrigin::ThisHost)
+        }
         (Some(resets), ConnectOutcome::Error(std::io::ErrorKind::ConnectionRefused, _)) => {
-            Some(resets.origin(addr, origin_budget(limit), answer).await)
+            Some(Box::pin(resets.origin(addr, origin_budget(limit), answer)).await)
         }
         _ => None,
     };
@@ -292,24 +298,36 @@ pub fn hop_result(kind: HopKind, attempts: &[Attempt]) -> HopResult {
         .zip(&verdicts)
         .filter_map(|(a, v)| v.as_ref().map(|v| (a, v)))
         .collect();
-    let per_address: Vec<serde_json::Value> = attempts
+    // Typed facts (see `crate::hop_data`): this runs for every check, and the report holds
+    // them all until it is written. Keys and order as the JSON map this once was.
+    let per_address: Vec<Fact> = attempts
         .iter()
         .zip(&verdicts)
         .map(|(a, c)| {
-            let mut entry = json!({
-                "address": a.addr.to_string(),
-                "source": a.source.map(|s| s.to_string()),
-                "status": if c.is_none() { "pass" } else { "fail" },
-                "cause": c.as_ref().map(|c| c.cause.as_str()),
-                "duration_seconds": (a.elapsed.as_secs_f64() * 1e6).round() / 1e6,
-            });
+            let mut entry = vec![
+                ("address", Fact::display(&a.addr)),
+                ("source", Fact::display_or_null(a.source.as_ref())),
+                (
+                    "status",
+                    Fact::Static(if c.is_none() { "pass" } else { "fail" }),
+                ),
+                (
+                    "cause",
+                    c.as_ref()
+                        .map_or(Fact::Null, |c| Fact::Static(c.cause.as_str())),
+                ),
+                (
+                    "duration_seconds",
+                    Fact::F64((a.elapsed.as_secs_f64() * 1e6).round() / 1e6),
+                ),
+            ];
             if let Some(from) = icmp_from(&a.outcome) {
-                entry["icmp_from"] = json!(from.to_string());
+                entry.push(("icmp_from", Fact::display(&from)));
             }
-            if let (Some(origin), Some(map)) = (&a.reset_origin, entry.as_object_mut()) {
-                map.extend(reset_origin::data(origin));
+            if let Some(origin) = &a.reset_origin {
+                entry.extend(reset_origin::facts(origin));
             }
-            entry
+            Fact::object(entry)
         })
         .collect();
 
@@ -358,22 +376,22 @@ pub fn hop_result(kind: HopKind, attempts: &[Attempt]) -> HopResult {
         ),
     };
     let result = match attempts.iter().find_map(|a| a.source) {
-        Some(source) => result.with_data("source", source.to_string()),
+        Some(source) => result.with_fact("source", Fact::display(&source)),
         None => result,
     };
     // The sender of the first ICMP error, at the top for scripts and alerts ("who rejected").
     let first_icmp = failed.iter().find_map(|(a, _)| icmp_from(&a.outcome));
     let mut result = match first_icmp {
-        Some(from) => result.with_data("icmp_from", from.to_string()),
+        Some(from) => result.with_fact("icmp_from", Fact::display(&from)),
         None => result,
     };
     // Who sent the first failed attempt's reset, at the top too (`reset_by_path` and its TTLs).
     if let Some(origin) = failed.first().and_then(|(a, _)| a.reset_origin.as_ref()) {
-        for (key, value) in reset_origin::data(origin) {
-            result = result.with_data(&key, value);
+        for (key, value) in reset_origin::facts(origin) {
+            result = result.with_fact(key, value);
         }
     }
-    result.with_data("attempts", per_address)
+    result.with_fact("attempts", per_address)
 }
 
 /// Hop `tcp`: `port` on each address; on success the value is the reachable addresses.
@@ -401,7 +419,7 @@ async fn tcp_hop_keeping(
     let targets: Vec<SocketAddr> = addrs.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
     let (attempts, kept) =
         probe_all_keeping(&targets, limit, Some(&ctx.routes), Some(&ctx.resets), keep).await;
-    let result = hop_result(HopKind::Tcp, &attempts).with_data("port", port);
+    let result = hop_result(HopKind::Tcp, &attempts).with_fact("port", port);
     let reachable: Vec<SocketAddr> = attempts
         .iter()
         .filter(|a| a.outcome == ConnectOutcome::Connected)
@@ -490,7 +508,9 @@ pub async fn connect_step(
         ctx,
         HopKind::Tcp,
         target,
-        tcp_hop(addrs, port, ctx.hop_timeout, ctx),
+        // On the heap: each layer it passes through (the early trace, the chain's step, its
+        // timeout) keeps a copy of it in its state, all copied with every check's future.
+        Box::pin(tcp_hop(addrs, port, ctx.hop_timeout, ctx)),
     )
     .await?;
     reachable.first().copied()
@@ -513,7 +533,8 @@ pub async fn connect_step_keeping(
         ctx,
         HopKind::Tcp,
         target,
-        tcp_hop_keeping(addrs, port, ctx.hop_timeout, ctx, true),
+        // On the heap, as in `connect_step`.
+        Box::pin(tcp_hop_keeping(addrs, port, ctx.hop_timeout, ctx, true)),
     )
     .await?;
     let stream = kept?;
@@ -607,5 +628,44 @@ mod tests {
         assert_eq!(attempts[1].source, Some(loopback));
         assert_eq!(r.data["source"], "127.0.0.1");
         assert_eq!(r.data["attempts"][0]["source"], "127.0.0.1");
+    }
+}
+#[cfg(test)]
+mod future_size {
+    use super::*;
+
+    /// A check's future is moved (copied) several times as it is built and started, and every
+    /// layer of `async fn` keeps its own copy of what it awaits: the connect's reset-origin
+    /// probe, the early path trace and the DNS lookups, kept inline, made a tcp check's future
+    /// some 20 KB, and copying it a quarter of the CPU time of a run of 10,000 refused ports
+    /// (issue 26). They are boxed where they are used; this keeps them so.
+    #[test]
+    fn a_tcp_checks_future_stays_small() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let limit = Duration::from_secs(1);
+            let resolver = crate::resolver::DnsResolver::from_system(limit);
+            let ctx = RunContext::new(limit, std::sync::Arc::new(resolver), true);
+            let mut chain = Chain::new(vec![], limit);
+            let to = Reach {
+                host: "127.0.0.1",
+                port: 1,
+                reverse_dns: false,
+                resolve_budget: limit,
+            };
+            let reach_size = std::mem::size_of_val(&reach(&mut chain, &ctx, &to));
+            assert!(reach_size < 4096, "reach: {reach_size} bytes");
+            let target = crate::hops::tcp::TcpTarget {
+                host: "127.0.0.1".into(),
+                port: 1,
+                reverse_dns: false,
+                hold: None,
+            };
+            let run_size = std::mem::size_of_val(&crate::hops::kind::Kind::run(&target, &ctx));
+            assert!(run_size < 4096, "TcpTarget::run: {run_size} bytes");
+        });
     }
 }

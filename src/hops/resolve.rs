@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::chain::HopOutput;
-use crate::model::{Cause, HopKind, HopResult};
+use crate::model::{Cause, Fact, HopKind, HopResult};
 use crate::resolver::{DnsError, DnsResolver};
 
 pub const HINT_NXDOMAIN: &str =
@@ -164,13 +164,14 @@ pub async fn resolve(
 ) -> HopOutput<Vec<IpAddr>> {
     let addrs = match host.parse::<IpAddr>() {
         Ok(ip) => vec![ip],
-        Err(_) => match resolver.forward(host, limit).await {
+        // The lookups' futures on the heap: in this future's state (also for a literal
+        // address, which needs none) they were copied with every check's future.
+        Err(_) => match Box::pin(resolver.forward(host, limit)).await {
             Ok(a) => a,
             Err(e) => return HopOutput::stop(forward_failure(host, &e)),
         },
     };
     let literal = host.parse::<IpAddr>().is_ok();
-    let addr_list: Vec<Value> = addrs.iter().map(|a| json!(a.to_string())).collect();
     let forward_detail = if literal {
         format!("{host} is an address (no forward lookup)")
     } else {
@@ -178,19 +179,22 @@ pub async fn resolve(
     };
 
     if !check_reverse {
+        // Typed (see `crate::hop_data`): every check has this hop.
+        let listed: Vec<Fact> = addrs.iter().map(Fact::display).collect();
         let result =
-            HopResult::pass(HopKind::Resolve, forward_detail).with_data("addresses", addr_list);
+            HopResult::pass(HopKind::Resolve, forward_detail).with_fact("addresses", listed);
         return HopOutput::ok(result, addrs);
     }
+    let addr_list: Vec<Value> = addrs.iter().map(|a| json!(a.to_string())).collect();
 
     let mut evidence = Vec::with_capacity(addrs.len());
     let mut ptr_data = serde_json::Map::new();
     for addr in &addrs {
-        let ptr = resolver.reverse(*addr, limit).await;
+        let ptr = Box::pin(resolver.reverse(*addr, limit)).await;
         let mut back = Vec::new();
         if let Ok(names) = &ptr {
             for name in names {
-                back.push((name.clone(), resolver.forward(name, limit).await));
+                back.push((name.clone(), Box::pin(resolver.forward(name, limit)).await));
             }
             ptr_data.insert(addr.to_string(), json!(names));
         }

@@ -90,9 +90,12 @@ where
     };
     let head_start = ctx.hop_timeout / 2;
     let probe_limit = ctx.hop_timeout - head_start;
+    // The trace's future (some 18 KB) on the heap, made only when the connect is still
+    // waiting half a timeout in: in this future's state it was copied with every check's
+    // future, dozens of kilobytes of copying a check that fails or connects at once.
     let early = async {
         tokio::time::sleep(head_start).await;
-        shared_trace(ctx, target, probe_limit).await
+        Box::pin(shared_trace(ctx, target, probe_limit)).await
     };
     let mut early = std::pin::pin!(early);
     let mut traced = None;
@@ -125,6 +128,7 @@ pub async fn trace_after_timeout(chain: &mut Chain, ctx: &RunContext) {
     let Some(target) = chain.with_last(timed_out_address) else {
         return;
     };
-    let result = shared_trace(ctx, target, ctx.hop_timeout).await;
+    // Boxed: see `connect_with_early_trace`.
+    let result = Box::pin(shared_trace(ctx, target, ctx.hop_timeout)).await;
     chain.record(result);
 }

@@ -282,7 +282,7 @@ pub fn timed_out_address(hop: &HopResult) -> Option<SocketAddr> {
     if hop.status != Status::Fail || hop.cause != Some(Cause::Timeout) {
         return None;
     }
-    hop.data.get("attempts")?.as_array()?.iter().find_map(|a| {
+    hop.data.datum("attempts")?.items()?.find_map(|a| {
         (a.get("cause")?.as_str()? == "timeout")
             .then(|| a.get("address")?.as_str()?.parse().ok())
             .flatten()

@@ -25,10 +25,10 @@ mod linux;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::classify::Verdict;
-use crate::model::Cause;
+use crate::model::{Cause, Fact};
 
 pub use judge::{hops_crossed, initial_ttl, judge, Judgement, ResetOrigin, TtlSource};
 
@@ -134,7 +134,15 @@ pub fn verdict(base: Verdict, origin: &ResetOrigin) -> Verdict {
 /// `reset_hops_before_target`, each when known. None for a loopback target (the detail says
 /// "from this host"): a run of many refused loopback ports builds nothing more.
 pub fn data(origin: &ResetOrigin) -> Map<String, Value> {
-    let mut data = Map::new();
+    facts(origin)
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), value.to_value()))
+        .collect()
+}
+
+/// [`data`] in the typed form hop results keep (see [`crate::hop_data`]), in the same order.
+pub fn facts(origin: &ResetOrigin) -> Vec<(&'static str, Fact)> {
+    let mut data = Vec::new();
     let (name, reset_ttl) = match origin {
         ResetOrigin::ThisHost => return data,
         ResetOrigin::NotChecked { reset_ttl, .. } => ("not_checked", *reset_ttl),
@@ -144,12 +152,12 @@ pub fn data(origin: &ResetOrigin) -> Map<String, Value> {
             target_ttl_from,
             judgement,
         } => {
-            data.insert("target_ttl".into(), json!(target_ttl));
-            data.insert("target_ttl_from".into(), json!(target_ttl_from.as_str()));
+            data.push(("target_ttl", Fact::from(*target_ttl)));
+            data.push(("target_ttl_from", Fact::Static(target_ttl_from.as_str())));
             let name = match judgement {
                 Judgement::Target => "target",
                 Judgement::Path { hops_before_target } => {
-                    data.insert("reset_hops_before_target".into(), json!(hops_before_target));
+                    data.push(("reset_hops_before_target", Fact::from(*hops_before_target)));
                     "path"
                 }
                 Judgement::FartherThanTarget | Judgement::OtherInitialTtl => "unclear",
@@ -157,9 +165,9 @@ pub fn data(origin: &ResetOrigin) -> Map<String, Value> {
             (name, Some(*reset_ttl))
         }
     };
-    data.insert("reset_origin".into(), json!(name));
+    data.push(("reset_origin", Fact::Static(name)));
     if let Some(ttl) = reset_ttl {
-        data.insert("reset_ttl".into(), json!(ttl));
+        data.push(("reset_ttl", Fact::from(ttl)));
     }
     data
 }

@@ -136,11 +136,14 @@ impl Kind for TcpTarget {
         };
         // Bounded: the hold, then one probe window.
         let window = idle::probe_window(ctx.hop_timeout);
-        chain
-            .step_with_timeout(HopKind::Idle, hold + window, async {
+        // On the heap: in this future's state it would be copied with every tcp check's future,
+        // held or not.
+        Box::pin(
+            chain.step_with_timeout(HopKind::Idle, hold + window, async {
                 crate::chain::HopOutput::ok(idle::tcp_idle(stream, peer, hold, window).await, ())
-            })
-            .await;
+            }),
+        )
+        .await;
         chain.finish()
     }
 }
