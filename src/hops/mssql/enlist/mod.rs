@@ -148,7 +148,7 @@ fn login_stop(t: &MssqlTarget, f: &Failure) -> Stop {
             "{} {}",
             super::tls::STRICT_IGNORES_TRUST,
             r.hint.take().unwrap_or_default()
-        ));
+        ).into());
     }
     s
 }
