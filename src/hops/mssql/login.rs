@@ -629,11 +629,14 @@ fn login_fail(t: &MssqlTarget, addr: SocketAddr, observed: &Observed, f: &Failur
         && r.cause == Some(Cause::TlsError)
         && !matches!(f, Failure::NoTlsFirst(_))
     {
-        r.hint = Some(format!(
-            "{} {}",
-            super::tls::STRICT_IGNORES_TRUST,
-            r.hint.unwrap_or_default()
-        ).into());
+        r.hint = Some(
+            format!(
+                "{} {}",
+                super::tls::STRICT_IGNORES_TRUST,
+                r.hint.unwrap_or_default()
+            )
+            .into(),
+        );
     }
     if let Some(x) = &observed.not_tds_excerpt {
         r.detail = format!("{}; the server's first bytes: \"{x}\"", r.detail);
