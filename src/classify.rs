@@ -33,7 +33,7 @@ pub fn classify_connect(outcome: ConnectOutcome) -> Option<Verdict> {
             return Some(v);
         }
     }
-    let classified = |cause, detail: &str, hint: &str| Verdict::new(cause, detail, hint);
+    let classified = |cause, detail: &str, hint: &'static str| Verdict::new(cause, detail, hint);
     match outcome {
         ConnectOutcome::Connected => None,
         ConnectOutcome::NoReply(t) => Some(Verdict::new(

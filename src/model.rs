@@ -3,6 +3,7 @@
 //! The serialized form is the JSON contract in docs/report.md and docs/report.schema.json (`format_version` 2.x): field names and
 //! enum spellings here are what users script against, so only additive changes are allowed.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -304,8 +305,10 @@ pub struct HopResult {
     pub duration_seconds: Duration,
     #[serde(default)]
     pub detail: String,
+    /// Borrowed when it is one of the fixed hints (a run of 10,000 refused ports shares one
+    /// text instead of holding 10,000 copies of it); the JSON is the same either way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hint: Option<String>,
+    pub hint: Option<Cow<'static, str>>,
     /// Hop-specific facts (addresses, ports, versions...). Keys are snake_case and stable.
     #[serde(default, skip_serializing_if = "HopData::is_empty")]
     pub data: HopData,
@@ -364,7 +367,7 @@ impl HopResult {
         self
     }
 
-    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+    pub fn with_hint(mut self, hint: impl Into<Cow<'static, str>>) -> Self {
         self.hint = Some(hint.into());
         self
     }
@@ -391,7 +394,7 @@ impl HopResult {
     /// the whole report is written, 10,000 of them at once in a large run.
     pub fn compact(&mut self) {
         self.detail.shrink_to_fit();
-        if let Some(hint) = &mut self.hint {
+        if let Some(Cow::Owned(hint)) = &mut self.hint {
             hint.shrink_to_fit();
         }
         self.data.compact();

@@ -3,6 +3,7 @@
 //! Windows table. Both tables (`classify.rs` and `winsock.rs`) read them from here, so neither
 //! imports the other's module.
 
+use std::borrow::Cow;
 use std::io;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -46,11 +47,16 @@ impl ConnectOutcome {
 pub struct Verdict {
     pub cause: Cause,
     pub detail: String,
-    pub hint: String,
+    /// Borrowed for the fixed hints (most are), so a verdict repeated per check copies none.
+    pub hint: Cow<'static, str>,
 }
 
 impl Verdict {
-    pub fn new(cause: Cause, detail: impl Into<String>, hint: impl Into<String>) -> Verdict {
+    pub fn new(
+        cause: Cause,
+        detail: impl Into<String>,
+        hint: impl Into<Cow<'static, str>>,
+    ) -> Verdict {
         Verdict {
             cause,
             detail: detail.into(),

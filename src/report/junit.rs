@@ -98,7 +98,7 @@ fn status_of_hop(hop: &HopResult) -> TestCaseStatus {
                 format!("{cause}: {}", hop.detail)
             });
             if let Some(hint) = &hop.hint {
-                s.set_description(hint.as_str());
+                s.set_description(hint.as_ref());
             }
             s
         }

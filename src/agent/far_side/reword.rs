@@ -39,7 +39,7 @@ pub fn reword_hop(mut hop: HopResult) -> HopResult {
         hop.hint = Some(if h.starts_with("on the agent's side: ") {
             h
         } else {
-            reword_hint(&h)
+            reword_hint(&h).into()
         });
     }
     hop

@@ -7,7 +7,7 @@ use crate::classify::Verdict;
 use crate::model::Cause;
 
 /// A verdict whose detail the caller fills in (it knows what was seen).
-fn meaning(cause: Cause, hint: impl Into<String>) -> Verdict {
+fn meaning(cause: Cause, hint: impl Into<std::borrow::Cow<'static, str>>) -> Verdict {
     Verdict::new(cause, String::new(), hint)
 }
 

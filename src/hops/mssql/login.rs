@@ -290,7 +290,7 @@ fn with_phases(mut r: HopResult, phases: &Breakdown, timed_out: bool, strict: bo
     if timed_out {
         let (stall, hint) = phases.stall(strict);
         r.detail = format!("{stall}: {}", r.detail);
-        r.hint = Some(hint.to_string());
+        r.hint = Some(hint.to_string().into());
         r = r.with_data("stalled_in", phases.last().name());
     }
     r.with_data("phases_ms", phases.to_json())
@@ -629,11 +629,14 @@ fn login_fail(t: &MssqlTarget, addr: SocketAddr, observed: &Observed, f: &Failur
         && r.cause == Some(Cause::TlsError)
         && !matches!(f, Failure::NoTlsFirst(_))
     {
-        r.hint = Some(format!(
-            "{} {}",
-            super::tls::STRICT_IGNORES_TRUST,
-            r.hint.unwrap_or_default()
-        ));
+        r.hint = Some(
+            format!(
+                "{} {}",
+                super::tls::STRICT_IGNORES_TRUST,
+                r.hint.unwrap_or_default()
+            )
+            .into(),
+        );
     }
     if let Some(x) = &observed.not_tds_excerpt {
         r.detail = format!("{}; the server's first bytes: \"{x}\"", r.detail);

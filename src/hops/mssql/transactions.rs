@@ -173,14 +173,14 @@ pub(super) async fn tx_hop(
                      that failed here is {}, not this host's. {DISTRIBUTED_SCOPE}",
                     r.hint.unwrap_or_default(),
                     distributed_proves(linked.as_deref()),
-                ));
+                ).into());
             }
             if kind == HopKind::TxDistributed && r.cause == Some(Cause::SqlError) && failed.contains("distributed") {
                 r.hint = Some(format!(
                     "{} The failure is at BEGIN DISTRIBUTED TRANSACTION, which is where SQL Server \
                      contacts MSDTC.",
                     r.hint.unwrap_or_default()
-                ));
+                ).into());
             }
             HopOutput::stop(r.with_data("failed_step", failed))
         }

@@ -380,7 +380,7 @@ mod tests {
         let own = compared(62, 62);
         let v = verdict(base(), &own);
         assert_eq!(
-            (v.cause, v.hint.as_str()),
+            (v.cause, v.hint.as_ref()),
             (Cause::Refused, HINT_REFUSED_BY_TARGET)
         );
         assert!(v.detail.contains("from the target itself"), "{}", v.detail);

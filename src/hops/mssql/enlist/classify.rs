@@ -175,7 +175,7 @@ pub fn server_refusal(step: &str, number: u32, state: u8) -> Verdict {
     let mut v = classify_server_error(number, state);
     if let Some(h) = hint {
         v.cause = Cause::DtcUnavailable;
-        v.hint = h;
+        v.hint = h.into();
     }
     v
 }

@@ -73,7 +73,7 @@ pub fn judge(
             format!("{said}; {}", resolved.detail),
         );
         r.cause = resolved.cause;
-        r.hint = Some(format!("{WHY}: {HINT_NAME_NOT_RESOLVED}"));
+        r.hint = Some(format!("{WHY}: {HINT_NAME_NOT_RESOLVED}").into());
         return r;
     };
     let other_address = if addrs.contains(&sql_address) {
@@ -113,7 +113,7 @@ pub fn judge(
         };
     let mut r = HopResult::new(KIND, status, detail);
     r.cause = cause;
-    r.hint = hint;
+    r.hint = hint.map(Into::into);
     r
 }
 

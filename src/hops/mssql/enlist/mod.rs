@@ -144,11 +144,14 @@ fn login_stop(t: &MssqlTarget, f: &Failure) -> Stop {
     let r = &mut s.result;
     // Only where the certificate can be the trouble (not a server without TDS 8).
     if t.encrypt == Encrypt::Strict && t.trust_server_certificate && matches!(f, Failure::Tls(_)) {
-        r.hint = Some(format!(
-            "{} {}",
-            super::tls::STRICT_IGNORES_TRUST,
-            r.hint.take().unwrap_or_default()
-        ));
+        r.hint = Some(
+            format!(
+                "{} {}",
+                super::tls::STRICT_IGNORES_TRUST,
+                r.hint.take().unwrap_or_default()
+            )
+            .into(),
+        );
     }
     s
 }
