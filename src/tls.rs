@@ -399,12 +399,8 @@ impl ServerCertVerifier for SystemStore {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        // The handshake's signature, as any verifier of this provider checks it.
+        AnyCertificate(self.provider.clone()).verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -413,12 +409,7 @@ impl ServerCertVerifier for SystemStore {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        AnyCertificate(self.provider.clone()).verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
