@@ -20,6 +20,9 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+#[cfg(all(unix, not(target_os = "macos")))]
+mod openssl_store;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -101,9 +104,9 @@ fn build_config(trust: &Trust, keep: Keep<'_>) -> Result<rustls::ClientConfig, T
     let provider = ring_provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
-    let roots = |file: Option<&PathBuf>| -> Result<Arc<rustls::RootCertStore>, TrustError> {
+    let webpki = |file: Option<&PathBuf>| -> Result<Arc<dyn ServerCertVerifier>, TrustError> {
         let Some(path) = file else {
-            return Ok(Arc::new(system_roots()));
+            return Ok(Arc::new(SystemStore::load()?));
         };
         let pem = std::fs::read(path).map_err(|source| TrustError::Read {
             path: path.clone(),
@@ -115,10 +118,7 @@ fn build_config(trust: &Trust, keep: Keep<'_>) -> Result<rustls::ClientConfig, T
         if added == 0 {
             return Err(TrustError::Empty(path.clone()));
         }
-        Ok(Arc::new(roots))
-    };
-    let webpki = |file: Option<&PathBuf>| -> Result<Arc<WebPkiServerVerifier>, TrustError> {
-        chain_check(roots(file)?, &provider).map_err(TrustError::Rustls)
+        Ok(chain_check(Arc::new(roots), &provider)?)
     };
     let (verifier, judge): (Arc<dyn ServerCertVerifier>, Option<PathBuf>) = match trust {
         Trust::SystemRoots => (webpki(None)?, None),
@@ -184,7 +184,7 @@ pub struct ShownChain {
 impl ShownChain {
     /// The chain checked by `judge` (this host's trust store, [`TrustStore::judge`]), as a
     /// [`capturing_config`] checks it during the handshake.
-    pub fn judged(&self, judge: &WebPkiServerVerifier) -> SeenChain {
+    pub fn judged(&self, judge: &SystemStore) -> SeenChain {
         let verification = match self.chain.split_first() {
             Some((end_entity, intermediates)) => judge
                 .verify_server_cert(end_entity, intermediates, &self.name, &self.ocsp, self.now)
@@ -231,7 +231,7 @@ impl CertCapture {
 #[derive(Debug)]
 struct Capturing {
     inner: Arc<dyn ServerCertVerifier>,
-    judge: Option<Arc<WebPkiServerVerifier>>,
+    judge: Option<Arc<dyn ServerCertVerifier>>,
     capture: CertCapture,
 }
 
@@ -292,17 +292,131 @@ impl ServerCertVerifier for Capturing {
     }
 }
 
-/// This host's trust store (rustls-native-certs: SSL_CERT_FILE and SSL_CERT_DIR, else
-/// OpenSSL's file and directory; on Debian the bundle and the ~150 files of /etc/ssl/certs).
+/// This host's trust store, with the full chain check (name included) against it.
+///
+/// On Unix but macOS as OpenSSL reads it ([`openssl_store`]): the CA file (SSL_CERT_FILE, else
+/// the bundle; on Debian /etc/ssl/certs/ca-certificates.crt) loaded whole, the CA directories
+/// (SSL_CERT_DIR, else /etc/ssl/certs on Debian) looked up by issuer name hash when a chain is
+/// judged, so the ~150 files of a Debian directory are not read at all when the bundle holds
+/// the CA. On Windows and macOS, rustls-native-certs (the system store; on macOS also
+/// SSL_CERT_FILE/SSL_CERT_DIR when set).
+///
 /// Read at each login that builds its own configuration, and once per run for the
 /// certificate report ([`TrustStore`]), never once per process: a long-running `watch` then
 /// sees a CA installed while it runs.
-fn system_roots() -> rustls::RootCertStore {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
+#[derive(Debug)]
+pub struct SystemStore {
+    /// The certificates loaded whole (the CA file; elsewhere the system store).
+    roots: Arc<rustls::RootCertStore>,
+    /// The chain check against `roots` alone (`None`: `roots` is empty).
+    check: Option<Arc<WebPkiServerVerifier>>,
+    #[cfg(all(unix, not(target_os = "macos")))]
+    dirs: openssl_store::CaDirs,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl SystemStore {
+    /// `Err`: no certificate to trust anywhere (rustls's reason, as for an empty store).
+    fn load() -> Result<SystemStore, rustls::Error> {
+        let provider = ring_provider();
+        let mut roots = rustls::RootCertStore::empty();
+        #[cfg(all(unix, not(target_os = "macos")))]
+        let (certs, dirs) = {
+            let at = openssl_store::Locations::of_this_host();
+            (
+                openssl_store::file_certificates(at.file.as_deref()),
+                openssl_store::CaDirs::new(at.dirs),
+            )
+        };
+        #[cfg(not(all(unix, not(target_os = "macos"))))]
+        let certs = rustls_native_certs::load_native_certs().certs;
+        for cert in certs {
+            let _ = roots.add(cert);
+        }
+        let roots = Arc::new(roots);
+        let check = match chain_check(roots.clone(), &provider) {
+            Ok(check) => Some(check),
+            #[cfg(all(unix, not(target_os = "macos")))]
+            Err(_) if !dirs.is_empty() => None,
+            Err(e) => return Err(e),
+        };
+        Ok(SystemStore {
+            roots,
+            check,
+            #[cfg(all(unix, not(target_os = "macos")))]
+            dirs,
+            provider,
+        })
     }
-    roots
+
+    /// The chain check for this chain: against the loaded roots and the directories' CAs of
+    /// its issuers.
+    fn check_for(
+        &self,
+        #[allow(unused_variables)] chain: &[CertificateDer<'_>],
+    ) -> Result<Arc<WebPkiServerVerifier>, rustls::Error> {
+        #[cfg(all(unix, not(target_os = "macos")))]
+        {
+            let found = self.dirs.issuers_of(chain);
+            if !found.is_empty() {
+                let mut roots = (*self.roots).clone();
+                roots.add_parsable_certificates(found);
+                return chain_check(Arc::new(roots), &self.provider);
+            }
+        }
+        match &self.check {
+            Some(check) => Ok(check.clone()),
+            None => chain_check(self.roots.clone(), &self.provider),
+        }
+    }
+}
+
+impl ServerCertVerifier for SystemStore {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let chain: Vec<CertificateDer<'_>> = std::iter::once(end_entity)
+            .chain(intermediates)
+            .map(|c| CertificateDer::from(c.as_ref()))
+            .collect();
+        self.check_for(&chain)?.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp,
+            now,
+        )
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        // The handshake's signature, as any verifier of this provider checks it.
+        AnyCertificate(self.provider.clone()).verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        AnyCertificate(self.provider.clone()).verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 /// What a run shares of TLS between its checks: this host's trust store, read once, and the
@@ -320,9 +434,9 @@ pub struct RunTls {
 /// login and the certificate handshake instead of before them.
 pub struct TrustStore {
     loading: Mutex<Loading>,
-    ready: tokio::sync::OnceCell<Result<Arc<WebPkiServerVerifier>, rustls::Error>>,
+    ready: tokio::sync::OnceCell<Result<Arc<SystemStore>, rustls::Error>>,
     /// What reads it: [`load_system_check`] (the unit tests count calls).
-    load: fn() -> Result<Arc<WebPkiServerVerifier>, rustls::Error>,
+    load: fn() -> Result<Arc<SystemStore>, rustls::Error>,
 }
 
 impl Default for TrustStore {
@@ -339,13 +453,13 @@ impl Default for TrustStore {
 enum Loading {
     #[default]
     NotStarted,
-    Started(tokio::task::JoinHandle<Result<Arc<WebPkiServerVerifier>, rustls::Error>>),
+    Started(tokio::task::JoinHandle<Result<Arc<SystemStore>, rustls::Error>>),
     /// Handed to [`TrustStore::judge`].
     Taken,
 }
 
-fn load_system_check() -> Result<Arc<WebPkiServerVerifier>, rustls::Error> {
-    chain_check(Arc::new(system_roots()), &ring_provider())
+fn load_system_check() -> Result<Arc<SystemStore>, rustls::Error> {
+    SystemStore::load().map(Arc::new)
 }
 
 impl TrustStore {
@@ -364,7 +478,7 @@ impl TrustStore {
 
     /// The chain check against this host's trust store (`Err`: the store holds no usable
     /// certificate, rustls's reason), reading the store first if no [`Self::prefetch`] did.
-    pub async fn judge(&self) -> Result<Arc<WebPkiServerVerifier>, rustls::Error> {
+    pub async fn judge(&self) -> Result<Arc<SystemStore>, rustls::Error> {
         self.ready
             .get_or_init(|| async {
                 let started = match self.loading.lock() {
@@ -484,7 +598,7 @@ impl ServerCertVerifier for AnyCertificate {
 /// The full chain check, except the name (libpq's `verify-ca`: the certificate comes from a
 /// trusted CA, whatever host it names).
 #[derive(Debug)]
-struct AnyName(Arc<WebPkiServerVerifier>);
+struct AnyName(Arc<dyn ServerCertVerifier>);
 
 impl ServerCertVerifier for AnyName {
     fn verify_server_cert(
@@ -536,7 +650,7 @@ mod tests {
 
     static LOADS: AtomicUsize = AtomicUsize::new(0);
 
-    fn counted_load() -> Result<Arc<WebPkiServerVerifier>, rustls::Error> {
+    fn counted_load() -> Result<Arc<SystemStore>, rustls::Error> {
         LOADS.fetch_add(1, Ordering::SeqCst);
         load_system_check()
     }

@@ -205,6 +205,54 @@ fn mssql_certificate_from_a_trusted_ca_and_under_strict() {
     );
 }
 
+/// The CA only in a CA directory (SSL_CERT_DIR), the CA file (SSL_CERT_FILE) a bundle without
+/// it: trusted when the directory names the CA's file by its subject hash (`openssl rehash`),
+/// as OpenSSL (and so Microsoft's ODBC driver on Linux) looks CAs up there; not trusted when
+/// the file sits there under another name, which OpenSSL does not find either.
+#[test]
+fn mssql_ca_in_a_hashed_directory_is_trusted_under_another_name_not() {
+    let ca = TestCa::new();
+    let cert = ca.issue(&Spec::default());
+    // A bundle with another certificate only (another name: not a candidate issuer).
+    let bundle = pem_file(&certs::self_signed(&Spec::default()).chain_pem);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("dtcprobe-test-ca.pem"), ca.cert.pem()).unwrap();
+    let env = [
+        ("SSL_CERT_FILE", bundle.path().to_str().unwrap()),
+        ("SSL_CERT_DIR", dir.path().to_str().unwrap()),
+    ];
+    // Under a name OpenSSL does not look for: not trusted.
+    let r = mssql_with(&cert, "trust_server_certificate=true", &[], &env);
+    let c = &hop(&r, "login")["data"]["certificate"];
+    assert_eq!(c["chain_trusted"], false, "{c:#}");
+    assert!(
+        c["trust_error"].as_str().unwrap().contains("UnknownIssuer"),
+        "{c:#}"
+    );
+    // Hash-named (`<hash>.0` links): trusted, the same report as a CA file gives.
+    let rehash = Command::new("openssl")
+        .arg("rehash")
+        .arg(dir.path())
+        .output()
+        .expect("openssl CLI (scripts/install-test-deps)");
+    assert!(rehash.status.success(), "openssl rehash: {rehash:?}");
+    let hashed = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".0"))
+        .count();
+    assert_eq!(hashed, 1, "openssl rehash made no <hash>.0 link");
+    for query in ["trust_server_certificate=true", "encrypt=on"] {
+        let r = mssql_with(&cert, query, &[], &env);
+        let login = hop(&r, "login");
+        assert_eq!(login["status"], "pass", "{query}: {login:#}");
+        let c = &login["data"]["certificate"];
+        assert_eq!(c["chain_trusted"], true, "{query}: {c:#}");
+        assert_eq!(c["chain_length"], 2, "{query}: {c:#}");
+        assert!(c["trust_error"].is_null(), "{query}: {c:#}");
+    }
+}
+
 /// One run, three checks of one server: the certificate handshake is made once per server and
 /// handshake kind (TDS 7 inside PRELOGIN, TDS 8 TLS first), not once per check, and every check
 /// reports the same certificate, checked against the one trust store the run read.
