@@ -226,6 +226,35 @@ impl CertCapture {
     }
 }
 
+/// The handshake-signature half of a verifier that changes only how the chain is judged: the
+/// three signature methods of [`ServerCertVerifier`], forwarded to `$to` (an expression of
+/// `self`, itself a verifier), so each verifier here states only its chain rule.
+macro_rules! signatures_checked_by {
+    ($self:ident => $to:expr) => {
+        fn verify_tls12_signature(
+            &$self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            $to.verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &$self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            $to.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&$self) -> Vec<SignatureScheme> {
+            $to.supported_verify_schemes()
+        }
+    };
+}
+
 /// The verifier a configuration would use, which also keeps the chain and, with a `judge`, the
 /// outcome of a full chain check for the certificate report.
 #[derive(Debug)]
@@ -269,27 +298,7 @@ impl ServerCertVerifier for Capturing {
             .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
+    signatures_checked_by!(self => self.inner);
 }
 
 /// This host's trust store, with the full chain check (name included) against it.
@@ -393,30 +402,8 @@ impl ServerCertVerifier for SystemStore {
         )
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        // The handshake's signature, as any verifier of this provider checks it.
-        AnyCertificate(self.provider.clone()).verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        AnyCertificate(self.provider.clone()).verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+    // The handshake's signature, as any verifier of this provider checks it.
+    signatures_checked_by!(self => AnyCertificate(self.provider.clone()));
 }
 
 /// What a run shares of TLS between its checks: this host's trust store, read once, and the
@@ -620,27 +607,7 @@ impl ServerCertVerifier for AnyName {
         }
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
+    signatures_checked_by!(self => self.0);
 }
 
 #[cfg(test)]
