@@ -3,6 +3,7 @@
 //! Active Directory every DC is a KDC), else the `kdc =` lines of the realm in krb5.conf
 //! (`KRB5_CONFIG`, else /etc/krb5.conf).
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,6 +15,43 @@ pub struct KdcHost {
     pub host: String,
     /// `dns_srv` (with the record's name) or `krb5_conf` (with the file).
     pub found_by: String,
+}
+
+/// The KDCs' IPv4 addresses as this host resolves them (hop `kdc` and the KDC reachability
+/// of MSDTC's authentication path both probe IPv4 only): each KDC looked up in turn, each
+/// lookup bounded by `limit`.
+pub struct KdcAddresses<'a> {
+    /// Every KDC with the outcome of its lookup (its IPv4 addresses, or the error in words).
+    pub lookups: Vec<(&'a KdcHost, Result<Vec<IpAddr>, String>)>,
+    /// Each address once, with the first KDC that has it.
+    pub targets: Vec<(&'a KdcHost, IpAddr)>,
+}
+
+pub async fn resolve_kdcs<'a>(
+    kdcs: &'a [KdcHost],
+    resolver: &DnsResolver,
+    limit: Duration,
+) -> KdcAddresses<'a> {
+    let mut found = KdcAddresses {
+        lookups: Vec::with_capacity(kdcs.len()),
+        targets: Vec::new(),
+    };
+    for kdc in kdcs {
+        let lookup = match resolver.forward(&kdc.host, limit).await {
+            Ok(addrs) => {
+                let v4: Vec<IpAddr> = addrs.into_iter().filter(IpAddr::is_ipv4).collect();
+                for &a in &v4 {
+                    if !found.targets.iter().any(|(_, known)| *known == a) {
+                        found.targets.push((kdc, a));
+                    }
+                }
+                Ok(v4)
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        found.lookups.push((kdc, lookup));
+    }
+    found
 }
 
 /// The KDCs of `realm`, or why none was found (every source tried, in words).

@@ -129,29 +129,24 @@ pub async fn probe_kdcs(
     ctx: &RunContext,
 ) -> HopOutput<KdcFindings> {
     let limit = ctx.hop_timeout;
-    let mut hosts = Vec::new();
-    let mut addrs: Vec<(IpAddr, String)> = Vec::new();
-    for kdc in kdcs {
-        let resolved = match ctx.resolver.forward(&kdc.host, limit).await {
-            Ok(a) => a.into_iter().filter(IpAddr::is_ipv4).collect::<Vec<_>>(),
-            Err(e) => {
-                hosts.push(
-                    json!({"host": kdc.host, "found_by": kdc.found_by, "error": e.to_string()}),
-                );
-                continue;
-            }
-        };
-        hosts.push(json!({
-            "host": kdc.host,
-            "found_by": kdc.found_by,
-            "addresses": resolved.iter().map(IpAddr::to_string).collect::<Vec<_>>(),
-        }));
-        for a in resolved {
-            if !addrs.iter().any(|(known, _)| *known == a) {
-                addrs.push((a, kdc.host.clone()));
-            }
-        }
-    }
+    let found = discover::resolve_kdcs(kdcs, &ctx.resolver, limit).await;
+    let hosts: Vec<Value> = found
+        .lookups
+        .iter()
+        .map(|(kdc, lookup)| match lookup {
+            Ok(addrs) => json!({
+                "host": kdc.host,
+                "found_by": kdc.found_by,
+                "addresses": addrs.iter().map(IpAddr::to_string).collect::<Vec<_>>(),
+            }),
+            Err(e) => json!({"host": kdc.host, "found_by": kdc.found_by, "error": e}),
+        })
+        .collect();
+    let addrs: Vec<(IpAddr, String)> = found
+        .targets
+        .iter()
+        .map(|(kdc, ip)| (*ip, kdc.host.clone()))
+        .collect();
     let base = |r: HopResult| r.with_data("realm", realm).with_data("kdcs", hosts.clone());
     if addrs.is_empty() {
         return HopOutput::stop(base(HopResult::fail(

@@ -9,13 +9,13 @@
 //! Platform-independent on purpose: the Windows registry reader gives the domain, this measures
 //! from whatever host runs it, so Linux tests run it against a real domain controller.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::discover::{self, KdcHost};
+use super::discover;
 use super::{probe, FLOWS};
 use crate::chain::RunContext;
 
@@ -172,26 +172,20 @@ pub async fn kdc_reachability(domain: &str, ctx: &RunContext) -> KdcReachability
             ))
         }
     };
-    let mut tried = Vec::new();
-    let mut targets: Vec<(&KdcHost, IpAddr)> = Vec::new();
-    for kdc in &kdcs {
-        match ctx.resolver.forward(&kdc.host, limit).await {
-            Ok(addrs) => {
-                for a in addrs.into_iter().filter(IpAddr::is_ipv4) {
-                    if !targets.iter().any(|(_, known)| *known == a) {
-                        targets.push((kdc, a));
-                    }
-                }
-            }
-            Err(e) => tried.push(KdcTried {
-                host: kdc.host.clone(),
-                found_by: kdc.found_by.clone(),
-                status: "fail".into(),
-                detail: Some(format!("does not resolve: {e}")),
-                ..KdcTried::default()
-            }),
-        }
-    }
+    let found = discover::resolve_kdcs(&kdcs, &ctx.resolver, limit).await;
+    let targets = found.targets;
+    let mut tried: Vec<KdcTried> = found
+        .lookups
+        .into_iter()
+        .filter_map(|(kdc, lookup)| lookup.err().map(|e| (kdc, e)))
+        .map(|(kdc, e)| KdcTried {
+            host: kdc.host.clone(),
+            found_by: kdc.found_by.clone(),
+            status: "fail".into(),
+            detail: Some(format!("does not resolve: {e}")),
+            ..KdcTried::default()
+        })
+        .collect();
     if targets.is_empty() && tried.is_empty() {
         // Hop `kdc` probes IPv4 only, and so does this: an IPv6-only KDC is not judged.
         let hosts: Vec<&str> = kdcs.iter().map(|k| k.host.as_str()).collect();
