@@ -155,7 +155,7 @@ def ms(seconds):
 
 
 emit(f"# scripts/bench {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} on {os.cpu_count()} cores, "
-     f"{os.uname().release}; release build; {RUNS} runs per tool (case c: {3 * RUNS}), alternating")
+     f"{os.uname().release}; dist build (whole-program LTO); {RUNS} runs per tool (case c: {3 * RUNS}), alternating")
 emit(f"# machine shared with other builds: load average at start {loadavg()}")
 emit(f"# dtcprobe {subprocess.run([BIN, '--version'], capture_output=True, text=True).stdout.strip()}, "
      f"{subprocess.run(['nmap', '--version'], capture_output=True, text=True).stdout.splitlines()[0]}")

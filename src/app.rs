@@ -197,7 +197,7 @@ async fn run_planned(plan: plan::Plan) -> u8 {
     // Installed before the run starts: a Ctrl-C during the run must never kill the process by
     // the default action (exit by signal, no report, no exit code 130).
     let interrupted = crate::signals::shutdown_signal();
-    let (report, stopped) = runner::run_plan_until(&plan.checks, &opts, interrupted).await;
+    let (report, stopped) = runner::run_plan_until(plan.checks.clone(), &opts, interrupted).await;
     if let Some(b) = &bar {
         b.finish();
     }

@@ -66,7 +66,7 @@ pub struct PlanInput {
 
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub checks: Vec<CheckSpec>,
+    pub checks: std::sync::Arc<[CheckSpec]>,
     pub timeout: Duration,
     pub concurrency: usize,
     /// This host's zone, from the config's `[defaults] zone`.
@@ -276,7 +276,7 @@ pub fn build_allowing_empty(input: &PlanInput) -> Result<Plan, PlanError> {
     // once it is built.
     let concurrency = crate::fdlimit::fit_concurrency_and_warn(requested, checks.len());
     Ok(Plan {
-        checks,
+        checks: checks.into(),
         output,
         found_config: None,
         zone: cfg.defaults.zone.clone(),

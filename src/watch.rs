@@ -420,7 +420,7 @@ pub async fn run(plan: Plan, schedule: WatchOptions) -> u8 {
     loop {
         let round_start = tokio::time::Instant::now();
         let report = tokio::select! {
-            r = runner::run_plan(&plan.checks, &opts) => r,
+            r = runner::run_plan(plan.checks.clone(), &opts) => r,
             _ = &mut ctrl_c => { interrupted = true; break; }
         };
         rounds += 1;

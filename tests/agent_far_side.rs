@@ -67,7 +67,12 @@ async fn a_refused_port_is_refused_from_the_agent_too_and_a_passing_check_is_not
     let open_url = format!("tcp://127.0.0.1:{open_port}");
     let opts = peer_opts(agent, key(), Duration::from_secs(10));
     let started = Instant::now();
-    let report = run_peer(&opts, &[spec(&closed_url), spec(&open_url)], &run_options()).await;
+    let report = run_peer(
+        &opts,
+        vec![spec(&closed_url), spec(&open_url)],
+        &run_options(),
+    )
+    .await;
     let wall = started.elapsed();
 
     let refused = find(&report.checks, &closed_url);
@@ -157,7 +162,7 @@ async fn an_agent_that_never_answers_is_given_up_after_four_hop_timeouts() {
     let mut opts = peer_opts(agent, key(), Duration::from_secs(5));
     opts.hop_timeout = Duration::from_millis(500);
     let started = Instant::now();
-    let report = run_peer(&opts, &[spec(&closed_url)], &run_options()).await;
+    let report = run_peer(&opts, vec![spec(&closed_url)], &run_options()).await;
     let wall = started.elapsed();
     let hop = far_side(find(&report.checks, &closed_url));
     assert_eq!(hop.status, Status::Skip, "{hop:#?}");
@@ -179,7 +184,8 @@ async fn a_run_stopped_during_the_far_side_round_says_so_at_once() {
     let opts = peer_opts(agent, key(), Duration::from_secs(5));
     let started = Instant::now();
     let stop = tokio::time::sleep(Duration::from_millis(800));
-    let (report, stopped) = run_peer_until(&opts, &[spec(&closed_url)], &run_options(), stop).await;
+    let (report, stopped) =
+        run_peer_until(&opts, vec![spec(&closed_url)], &run_options(), stop).await;
     let wall = started.elapsed();
     assert!(stopped);
     let hop = far_side(find(&report.checks, &closed_url));
@@ -199,7 +205,7 @@ async fn an_older_agent_is_not_asked_and_the_hop_says_so() {
     let (agent, sessions) = scripted_agent(key(), false).await;
     let closed_url = format!("tcp://127.0.0.1:{}", closed_port().await);
     let opts = peer_opts(agent, key(), Duration::from_secs(5));
-    let report = run_peer(&opts, &[spec(&closed_url)], &run_options()).await;
+    let report = run_peer(&opts, vec![spec(&closed_url)], &run_options()).await;
     let hop = far_side(find(&report.checks, &closed_url));
     assert_eq!((hop.status, hop.cause), (Status::Skip, None), "{hop:#?}");
     assert!(
@@ -218,7 +224,7 @@ async fn an_unreachable_agent_leaves_far_side_skipped_with_the_reason() {
         .unwrap();
     let closed_url = format!("tcp://127.0.0.1:{}", closed_port().await);
     let opts = peer_opts(agent, key(), Duration::from_secs(5));
-    let report = run_peer(&opts, &[spec(&closed_url)], &run_options()).await;
+    let report = run_peer(&opts, vec![spec(&closed_url)], &run_options()).await;
     let hop = far_side(find(&report.checks, &closed_url));
     assert_eq!(hop.status, Status::Skip, "{hop:#?}");
     assert!(
@@ -234,7 +240,7 @@ async fn a_host_outside_the_allow_list_is_refused_by_policy_not_by_the_network()
     // 127.0.0.2 is not the caller (127.0.0.1) and not in the (empty) allow list.
     let url = format!("tcp://127.0.0.2:{}", closed_port().await);
     let opts = peer_opts(agent, key(), Duration::from_secs(5));
-    let report = run_peer(&opts, &[spec(&url)], &run_options()).await;
+    let report = run_peer(&opts, vec![spec(&url)], &run_options()).await;
     let hop = far_side(find(&report.checks, &url));
     assert_eq!(
         (hop.status, hop.cause),

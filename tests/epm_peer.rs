@@ -241,7 +241,7 @@ async fn run(urls: &[String]) -> Vec<CheckResult> {
         timeout: Duration::from_millis(1500),
         ..Default::default()
     };
-    run_checks(&specs, &opts).await
+    run_checks(specs, &opts).await
 }
 
 fn hop(c: &CheckResult, kind: HopKind) -> &HopResult {

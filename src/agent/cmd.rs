@@ -402,7 +402,7 @@ pub async fn peer_main(setup: PeerSetup) -> u8 {
     let run = plan.run_options(None);
     // Installed before the run starts (see `check` in app.rs): a stop request is never lost.
     let interrupted = crate::signals::shutdown_signal();
-    let (report, stopped) = run_peer_until(&opts, &plan.checks, &run, interrupted).await;
+    let (report, stopped) = run_peer_until(&opts, plan.checks.clone(), &run, interrupted).await;
     if let Some(note) = unpinned_note(&report) {
         eprintln!("dtcprobe peer: {note}");
     }

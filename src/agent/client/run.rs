@@ -17,7 +17,11 @@ use crate::runner::{self, RunOptions};
 use crate::target::CheckSpec;
 
 /// Runs the forward checks and the agent session concurrently and builds one report.
-pub async fn run_peer(opts: &PeerOptions, specs: &[CheckSpec], run: &RunOptions) -> Report {
+pub async fn run_peer(
+    opts: &PeerOptions,
+    specs: impl Into<std::sync::Arc<[CheckSpec]>>,
+    run: &RunOptions,
+) -> Report {
     run_peer_until(opts, specs, run, std::future::pending())
         .await
         .0
@@ -28,7 +32,7 @@ pub async fn run_peer(opts: &PeerOptions, specs: &[CheckSpec], run: &RunOptions)
 /// and every unfinished hop, forward or agent side, as `skip` with cause `interrupted`.
 pub async fn run_peer_until(
     opts: &PeerOptions,
-    specs: &[CheckSpec],
+    specs: impl Into<std::sync::Arc<[CheckSpec]>>,
     run: &RunOptions,
     stop: impl std::future::Future<Output = ()>,
 ) -> (Report, bool) {

@@ -79,6 +79,12 @@ fn build_config(
         c.trust_cert();
     }
     c.authentication(auth::method(t, password, probe)?);
+    // Every hop is bounded by dtcprobe's own (tokio) timeout, well under tiberius's defaults
+    // (15 s handshake, 30 s per round trip), and a hop that times out drops its connection.
+    // tiberius's own timers run on futures-timer's thread, which every round trip woke twice:
+    // a thread started and ~20 cross-thread wake-ups in a login and local transaction.
+    c.handshake_timeout(None);
+    c.command_timeout(None);
     Ok(c)
 }
 
