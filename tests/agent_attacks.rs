@@ -220,9 +220,19 @@ async fn idle_sockets_do_not_lock_out_real_peers() {
 
 /// Issue 13 #6 (and the 200-peer figure): more simultaneous real peers than the old default of 16
 /// sessions are all served.
+///
+/// All 40 come from 127.0.0.1, so the per-source budget of handshakes in progress (default 32,
+/// tested on its own in `idle_sockets_do_not_lock_out_real_peers`) is raised to 40 here: under
+/// the load of the rest of the suite more than 32 handshakes can be pending at once, and then the
+/// budget, not the session limit this test is about, turns peers away: the likely cause of one CI
+/// run (c1f17c0) where 34 of the 40 were served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forty_simultaneous_peers_are_served() {
-    let (agent, _state) = start_agent(AgentConfig::default()).await;
+    let (agent, _state) = start_agent(AgentConfig {
+        max_pending_per_source: 40,
+        ..AgentConfig::default()
+    })
+    .await;
     let runs = (0..40).map(|_| {
         let opts = peer_opts(agent);
         tokio::spawn(async move { agent_checks(&opts).await })
