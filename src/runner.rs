@@ -185,7 +185,6 @@ async fn run_into(specs: &Arc<[CheckSpec]>, opts: &RunOptions, slots: &Arc<[Slot
         specs: specs.clone(),
         slots: slots.clone(),
         run,
-        timeout: opts.timeout,
         progress: opts.progress.clone(),
         next: AtomicUsize::new(0),
         done: AtomicUsize::new(0),
@@ -220,7 +219,6 @@ struct Lanes {
     specs: Arc<[CheckSpec]>,
     slots: Arc<[Slot]>,
     run: RunContext,
-    timeout: Duration,
     progress: Option<Arc<dyn Progress>>,
     next: AtomicUsize,
     done: AtomicUsize,
@@ -244,7 +242,8 @@ impl Lanes {
 
     async fn run_one(&self, i: usize) {
         let (spec, slot) = (&self.specs[i], &self.slots[i]);
-        let ctx = check_context(&self.run, spec, self.timeout);
+        // The run's own hop timeout is the default for checks without one (`RunContext::new`).
+        let ctx = check_context(&self.run, spec, self.run.hop_timeout);
         let log = SharedHopLog::default();
         slot.set(SlotState::Running(log.clone()));
         let result = HOP_LOG.scope(log, run_check(spec, &ctx)).await;
